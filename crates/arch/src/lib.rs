@@ -1,0 +1,1 @@
+//! arch (under construction).

@@ -1,0 +1,1 @@
+//! hv-kvm (under construction).

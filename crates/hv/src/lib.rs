@@ -1,0 +1,145 @@
+//! The hypervisor API of Ferrovisor.
+//!
+//! This crate is the KVM model of `../shared/seed/kvm-architecture.md` as Rust
+//! traits: a [`Hypervisor`] (the `/dev/kvm` handle) creates [`Vm`]s (`struct
+//! kvm`: memory slots, irq lines, vCPUs), which create [`Vcpu`]s (`struct
+//! kvm_vcpu`, `KVM_RUN`). Backends (`hv-kvm`, `hv-emu`) implement it; the VMM
+//! only ever sees these types, never a backend's own.
+#![forbid(unsafe_code)]
+
+pub mod exit;
+pub mod memory;
+pub mod state;
+
+use std::sync::Arc;
+
+pub use exit::{ExitCounters, ExitReason, ExitStats, VcpuExit};
+pub use memory::MemorySlot;
+pub use state::{CpuidEntry, DescriptorTable, Fpu, Msr, Regs, SRegs, Segment};
+
+/// Errors of the hypervisor API. Backends map their own failures onto these.
+#[derive(Debug, thiserror::Error)]
+pub enum HvError {
+    /// The accelerator cannot be used on this host (missing device, no
+    /// permission, unsupported API version...).
+    #[error("accelerator {accel} is not available: {reason}")]
+    Unavailable { accel: &'static str, reason: String },
+    /// An operating-system call made by the backend failed.
+    #[error("{op} failed")]
+    Os {
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The caller passed something the backend refuses.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The backend does not implement this operation.
+    #[error("{0} is not supported by this accelerator")]
+    Unsupported(&'static str),
+    /// The guest stopped in a state the backend cannot continue from
+    /// (KVM_EXIT_FAIL_ENTRY, KVM_EXIT_INTERNAL_ERROR, ...).
+    #[error("guest cannot continue: {0}")]
+    GuestFailure(String),
+}
+
+/// The VMM side of port and MMIO accesses. Implemented by the VMM's buses.
+///
+/// A backend calls these from inside [`Vcpu::run`] and continues the guest
+/// afterwards; the size of an access is the length of `data` (1, 2, 4 or 8).
+pub trait IoHandler: Sync {
+    fn pio_read(&self, port: u16, data: &mut [u8]);
+    fn pio_write(&self, port: u16, data: &[u8]);
+    fn mmio_read(&self, gpa: u64, data: &mut [u8]);
+    fn mmio_write(&self, gpa: u64, data: &[u8]);
+}
+
+/// Makes a running (or the next) [`Vcpu::run`] return [`VcpuExit::Interrupted`].
+///
+/// Cheap to clone and safe to use from any thread.
+#[derive(Clone)]
+pub struct Kicker(Arc<dyn Fn() + Send + Sync>);
+
+impl Kicker {
+    pub fn new(kick: impl Fn() + Send + Sync + 'static) -> Self {
+        Kicker(Arc::new(kick))
+    }
+
+    pub fn kick(&self) {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Kicker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Kicker")
+    }
+}
+
+/// What the VMM asks for when it creates a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VmConfig {
+    /// Number of vCPUs the VM will have (the irqchip is sized for them).
+    pub vcpus: u32,
+}
+
+/// An MSI message as a device or the VMM sends it (address/data pair).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MsiMessage {
+    pub address: u64,
+    pub data: u32,
+}
+
+/// An accelerator: the `/dev/kvm` of the seed.
+pub trait Hypervisor: Send + Sync {
+    /// Short name used on the command line (`kvm`, `emu`).
+    fn name(&self) -> &'static str;
+    /// Creates a VM with an in-kernel irqchip and PIT.
+    fn create_vm(&self, config: VmConfig) -> Result<Box<dyn Vm>, HvError>;
+}
+
+/// A virtual machine: `struct kvm` of the seed.
+pub trait Vm: Send + Sync {
+    /// Maps (or replaces) a memory slot. The VM keeps the region alive for as
+    /// long as the slot is mapped.
+    fn set_memory_slot(&self, slot: MemorySlot) -> Result<(), HvError>;
+    /// Unmaps a slot; unknown ids are an error.
+    fn remove_memory_slot(&self, id: u32) -> Result<(), HvError>;
+    /// Returns and clears the dirty bitmap of a slot that logs dirty pages:
+    /// bit `n` of word `n / 64` is guest page `n` of the slot (4 KiB pages),
+    /// set when the guest wrote it since the previous call.
+    fn get_dirty_log(&self, id: u32) -> Result<Vec<u64>, HvError>;
+    /// Creates vCPU `id` (0-based, below `VmConfig::vcpus`).
+    fn create_vcpu(&self, id: u32) -> Result<Box<dyn Vcpu>, HvError>;
+    /// Sets the level of a GSI on the in-kernel irqchip (KVM_IRQ_LINE).
+    fn set_irq_line(&self, gsi: u32, level: bool) -> Result<(), HvError>;
+    /// Delivers an MSI (KVM_SIGNAL_MSI).
+    fn signal_msi(&self, msi: MsiMessage) -> Result<(), HvError>;
+    /// Every CPUID leaf this accelerator can present to a guest
+    /// (KVM_GET_SUPPORTED_CPUID). `arch::cpuid` reduces it to Ferrovisor's
+    /// documented CPU template before it reaches a vCPU.
+    fn supported_cpuid(&self) -> Result<Vec<CpuidEntry>, HvError>;
+}
+
+/// A virtual CPU: `struct kvm_vcpu` of the seed.
+pub trait Vcpu: Send {
+    fn id(&self) -> u32;
+    /// Runs the guest until something the VMM must decide on. Port and MMIO
+    /// accesses are served through `io` without returning.
+    fn run(&mut self, io: &dyn IoHandler) -> Result<VcpuExit, HvError>;
+    /// A handle that interrupts `run` from another thread.
+    fn kicker(&self) -> Kicker;
+
+    fn get_regs(&self) -> Result<Regs, HvError>;
+    fn set_regs(&mut self, regs: &Regs) -> Result<(), HvError>;
+    fn get_sregs(&self) -> Result<SRegs, HvError>;
+    fn set_sregs(&mut self, sregs: &SRegs) -> Result<(), HvError>;
+    fn get_fpu(&self) -> Result<Fpu, HvError>;
+    fn set_fpu(&mut self, fpu: &Fpu) -> Result<(), HvError>;
+    /// Reads the MSRs named by `msrs[i].index` into `msrs[i].data`.
+    fn get_msrs(&self, msrs: &mut [Msr]) -> Result<(), HvError>;
+    fn set_msrs(&mut self, msrs: &[Msr]) -> Result<(), HvError>;
+    fn set_cpuid(&mut self, entries: &[CpuidEntry]) -> Result<(), HvError>;
+    /// Exit counts by reason since the vCPU was created.
+    fn exit_stats(&self) -> ExitStats;
+}
