@@ -1,1 +1,41 @@
-//! devices (under construction).
+//! Platform devices of a Ferrovisor machine and the buses that route guest
+//! port and MMIO accesses to them.
+//!
+//! Devices are state machines: they never see threads, file descriptors or
+//! the hypervisor. What they need from the outside world arrives as small
+//! traits ([`IrqLine`]) or callbacks ([`RequestSink`]).
+#![forbid(unsafe_code)]
+
+pub mod bus;
+pub mod debug_exit;
+pub mod i8042;
+pub mod ratelimit;
+pub mod serial;
+
+use std::sync::Arc;
+
+pub use bus::{Bus, BusDevice, BusError, IoBuses};
+
+/// An interrupt line of the platform (a GSI on the irqchip).
+pub trait IrqLine: Send + Sync {
+    fn set_level(&self, level: bool);
+    /// An edge: raise then lower the line.
+    fn pulse(&self) {
+        self.set_level(true);
+        self.set_level(false);
+    }
+}
+
+/// What a guest can ask of the machine through a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestRequest {
+    /// System reset (i8042 pulse of the reset line, ...).
+    Reset,
+    /// Power off (ACPI S5, ...).
+    PowerOff,
+    /// The debug-exit port was written: end with this exit status.
+    DebugExit { status: i32 },
+}
+
+/// Where devices send [`GuestRequest`]s; the VMM decides what they mean.
+pub type RequestSink = Arc<dyn Fn(GuestRequest) + Send + Sync>;

@@ -90,6 +90,21 @@ pub struct MsiMessage {
     pub data: u32,
 }
 
+/// Multiprocessing state of a vCPU, as the local APIC sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MpState {
+    /// Running (the bootstrap processor after reset).
+    Runnable,
+    /// Waiting for INIT (an application processor after reset).
+    Uninitialized,
+    /// INIT received, waiting for SIPI.
+    InitReceived,
+    /// Executed HLT, waiting for an interrupt.
+    Halted,
+    /// SIPI received, about to start.
+    SipiReceived,
+}
+
 /// An accelerator: the `/dev/kvm` of the seed.
 pub trait Hypervisor: Send + Sync {
     /// Short name used on the command line (`kvm`, `emu`).
@@ -140,6 +155,15 @@ pub trait Vcpu: Send {
     fn get_msrs(&self, msrs: &mut [Msr]) -> Result<(), HvError>;
     fn set_msrs(&mut self, msrs: &[Msr]) -> Result<(), HvError>;
     fn set_cpuid(&mut self, entries: &[CpuidEntry]) -> Result<(), HvError>;
+    /// The vCPU's multiprocessing state (KVM_GET_MP_STATE).
+    fn get_mp_state(&self) -> Result<MpState, HvError> {
+        Err(HvError::Unsupported("get_mp_state"))
+    }
+    /// Sets the multiprocessing state, e.g. makes an application processor
+    /// runnable without an INIT/SIPI sequence (KVM_SET_MP_STATE).
+    fn set_mp_state(&mut self, _state: MpState) -> Result<(), HvError> {
+        Err(HvError::Unsupported("set_mp_state"))
+    }
     /// Exit counts by reason since the vCPU was created.
     fn exit_stats(&self) -> ExitStats;
 }

@@ -1,0 +1,138 @@
+//! The 16550A UART on COM1 (ports 0x3f8..0x3ff, IRQ 4), on vm-superio.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use vm_superio::{Serial as Uart16550, Trigger};
+
+use crate::ratelimit::RateLimiter;
+use crate::{BusDevice, IrqLine};
+
+pub const COM1_BASE: u16 = 0x3f8;
+pub const COM1_IRQ: u32 = 4;
+pub const UART_SIZE: u64 = 8;
+
+struct IrqTrigger(Arc<dyn IrqLine>);
+
+impl Trigger for IrqTrigger {
+    type E = std::convert::Infallible;
+    fn trigger(&self) -> Result<(), Self::E> {
+        self.0.pulse();
+        Ok(())
+    }
+}
+
+/// A UART whose transmitted bytes go to `out` and whose received bytes come
+/// from [`Serial::enqueue_input`].
+pub struct Serial {
+    uart: Uart16550<IrqTrigger, vm_superio::serial::NoEvents, Box<dyn Write + Send>>,
+    log_limit: RateLimiter,
+}
+
+impl Serial {
+    pub fn new(irq: Arc<dyn IrqLine>, out: Box<dyn Write + Send>) -> Self {
+        Serial {
+            uart: Uart16550::new(IrqTrigger(irq), out),
+            log_limit: RateLimiter::default(),
+        }
+    }
+
+    /// Queues host input for the guest; returns how many bytes fit in the
+    /// receive FIFO (the rest must be offered again later).
+    pub fn enqueue_input(&mut self, bytes: &[u8]) -> usize {
+        let room = self.uart.fifo_capacity().min(bytes.len());
+        if room == 0 {
+            return 0;
+        }
+        self.uart.enqueue_raw_bytes(&bytes[..room]).unwrap_or(0)
+    }
+
+    /// Free space in the receive FIFO.
+    pub fn input_capacity(&self) -> usize {
+        self.uart.fifo_capacity()
+    }
+}
+
+impl BusDevice for Serial {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        if let Some(first) = data.first_mut() {
+            *first = self.uart.read(offset as u8);
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        let Some(&value) = data.first() else { return };
+        if let Err(e) = self.uart.write(offset as u8, value) {
+            // The host side of the console failed (closed pipe...): the byte
+            // is lost, the guest goes on.
+            if self.log_limit.allow() {
+                tracing::warn!(error = %e, "serial output failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct CountingIrq(AtomicU32);
+    impl IrqLine for CountingIrq {
+        fn set_level(&self, level: bool) {
+            if level {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+    impl Write for SharedBuf {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn transmits_and_receives_with_interrupts() {
+        let irq = Arc::new(CountingIrq::default());
+        let out = SharedBuf::default();
+        let mut serial = Serial::new(irq.clone(), Box::new(out.clone()));
+        for b in b"hi" {
+            serial.write(0, &[*b]);
+        }
+        assert_eq!(&*out.0.lock().unwrap(), b"hi");
+
+        // Enable the received-data interrupt (IER bit 0), then receive.
+        serial.write(1, &[0x01]);
+        assert_eq!(serial.enqueue_input(b"ok"), 2);
+        assert!(irq.0.load(Ordering::Relaxed) >= 1);
+        let mut lsr = [0];
+        serial.read(5, &mut lsr);
+        assert_eq!(lsr[0] & 1, 1, "data ready");
+        let mut byte = [0];
+        serial.read(0, &mut byte);
+        assert_eq!(byte, [b'o']);
+        serial.read(0, &mut byte);
+        assert_eq!(byte, [b'k']);
+    }
+
+    #[test]
+    fn input_beyond_fifo_is_left_for_later() {
+        let irq = Arc::new(CountingIrq::default());
+        let mut serial = Serial::new(irq, Box::new(std::io::sink()));
+        let big = vec![b'x'; 1000];
+        let taken = serial.enqueue_input(&big);
+        assert!(taken > 0 && taken < big.len());
+        assert_eq!(serial.enqueue_input(&big), 0);
+        assert_eq!(serial.input_capacity(), 0);
+    }
+}

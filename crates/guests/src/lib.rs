@@ -1,0 +1,127 @@
+//! Tiny 64-bit guest programs, assembled at run time with iced-x86's
+//! `CodeAssembler`. They are entered in long mode (identity-mapped low
+//! 4 GiB, interrupts off) with RDI = vCPU id, as the bare-ELF boot protocol
+//! and the conformance harness both do.
+#![forbid(unsafe_code)]
+
+use iced_x86::code_asm::*;
+
+/// Where guest programs are placed (2 MiB, above the boot structures).
+pub const LOAD_ADDR: u64 = 0x20_0000;
+
+/// COM1 data and line-status ports.
+pub const COM1: u16 = 0x3f8;
+pub const COM1_LSR: u16 = 0x3fd;
+/// QEMU-compatible debug-exit port.
+pub const DEBUG_EXIT: u16 = 0xf4;
+/// i8042 command port (0xFE pulses the reset line).
+pub const I8042_CMD: u16 = 0x64;
+
+pub type Result<T> = std::result::Result<T, IcedError>;
+
+/// A program and the address it was assembled for.
+#[derive(Debug, Clone)]
+pub struct Program {
+    pub load_addr: u64,
+    pub code: Vec<u8>,
+}
+
+/// Starts a 64-bit program.
+pub fn assembler() -> Result<CodeAssembler> {
+    CodeAssembler::new(64)
+}
+
+/// Assembles `a` at [`LOAD_ADDR`].
+pub fn finish(mut a: CodeAssembler) -> Result<Program> {
+    let code = a.assemble(LOAD_ADDR)?;
+    Ok(Program {
+        load_addr: LOAD_ADDR,
+        code,
+    })
+}
+
+/// Emits: print the NUL-terminated string at label `text` on COM1, polling
+/// the line-status register before each byte. Clobbers RAX, RDX, RSI.
+pub fn emit_print(a: &mut CodeAssembler, text: CodeLabel) -> Result<()> {
+    let mut next = a.create_label();
+    let mut wait = a.create_label();
+    let mut done = a.create_label();
+    a.lea(rsi, ptr(text))?;
+    a.set_label(&mut next)?;
+    a.mov(dx, COM1_LSR as u32)?;
+    a.set_label(&mut wait)?;
+    a.in_(al, dx)?;
+    a.test(al, 0x20)?;
+    a.jz(wait)?;
+    a.mov(al, byte_ptr(rsi))?;
+    a.test(al, al)?;
+    a.jz(done)?;
+    a.mov(dx, COM1 as u32)?;
+    a.out(dx, al)?;
+    a.inc(rsi)?;
+    a.jmp(next)?;
+    a.set_label(&mut done)?;
+    Ok(())
+}
+
+/// Emits a NUL-terminated string at a new label and returns the label.
+pub fn emit_string(a: &mut CodeAssembler, text: &str) -> Result<CodeLabel> {
+    let mut label = a.create_label();
+    a.set_label(&mut label)?;
+    let mut bytes = text.as_bytes().to_vec();
+    bytes.push(0);
+    a.db(&bytes)?;
+    Ok(label)
+}
+
+/// Emits: write EAX to the debug-exit port, then halt forever.
+pub fn emit_debug_exit_eax(a: &mut CodeAssembler) -> Result<()> {
+    a.out(DEBUG_EXIT as u32, eax)?;
+    emit_halt_forever(a)
+}
+
+/// Emits: `cli; hlt` in a loop.
+pub fn emit_halt_forever(a: &mut CodeAssembler) -> Result<()> {
+    let mut again = a.create_label();
+    a.set_label(&mut again)?;
+    a.cli()?;
+    a.hlt()?;
+    a.jmp(again)?;
+    Ok(())
+}
+
+/// Emits: pulse the reset line through the i8042, then halt forever.
+pub fn emit_reset(a: &mut CodeAssembler) -> Result<()> {
+    a.mov(al, 0xfe)?;
+    a.out(I8042_CMD as u32, al)?;
+    emit_halt_forever(a)
+}
+
+/// Prints `text` on COM1 then exits through the debug-exit port with `value`.
+pub fn print_and_exit(text: &str, value: u32) -> Result<Program> {
+    let mut a = assembler()?;
+    let mut start = a.create_label();
+    a.jmp(start)?;
+    let text_label = emit_string(&mut a, text)?;
+    a.set_label(&mut start)?;
+    emit_print(&mut a, text_label)?;
+    a.mov(eax, value)?;
+    emit_debug_exit_eax(&mut a)?;
+    finish(a)
+}
+
+pub mod demo;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_assemble_at_load_addr() {
+        let p = print_and_exit("hi\n", 7).unwrap();
+        assert_eq!(p.load_addr, LOAD_ADDR);
+        assert!(p.code.windows(3).any(|w| w == b"hi\n"));
+        let d = demo::program().unwrap();
+        assert!(!d.code.is_empty());
+    }
+}
