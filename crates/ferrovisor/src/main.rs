@@ -1,1 +1,157 @@
-fn main() {}
+//! The `ferrovisor` command line.
+
+mod demo;
+mod size;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use vmm::{Accel, Machine, MachineConfig, MachineExit};
+
+#[derive(Parser)]
+#[command(name = "ferrovisor", version, about = "A KVM-architecture hypervisor in Rust")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot a kernel.
+    Run(RunArgs),
+    /// Boot Ferrovisor's bundled demo guest on the best accelerator.
+    Demo {
+        /// Accelerator: auto, kvm or emu.
+        #[arg(long, default_value = "auto")]
+        accel: Accel,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Kernel: a Linux bzImage or vmlinux, or a bare 64-bit ELF.
+    #[arg(long)]
+    kernel: PathBuf,
+    /// Initial ramdisk (Linux boot protocol only).
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, default_value = "console=ttyS0 reboot=k panic=-1")]
+    cmdline: String,
+    /// Guest RAM: a number of MiB or a size with K/M/G suffix.
+    #[arg(long, short = 'm', default_value = "256M", value_parser = size::parse_size)]
+    memory: u64,
+    /// Number of vCPUs.
+    #[arg(long, default_value_t = 1)]
+    cpus: u32,
+    /// Accelerator: auto, kvm or emu.
+    #[arg(long, default_value = "auto")]
+    accel: Accel,
+    /// Boot protocol: auto, linux or bare.
+    #[arg(long, default_value = "auto", value_parser = parse_protocol)]
+    boot: arch::boot::BootProtocol,
+    /// Print a table of VM exits by reason for each vCPU at exit.
+    #[arg(long)]
+    stats: bool,
+}
+
+fn parse_protocol(text: &str) -> Result<arch::boot::BootProtocol, String> {
+    match text {
+        "auto" => Ok(arch::boot::BootProtocol::Auto),
+        "linux" => Ok(arch::boot::BootProtocol::Linux),
+        "bare" => Ok(arch::boot::BootProtocol::Bare),
+        _ => Err(format!("unknown boot protocol '{text}' (expected auto, linux or bare)")),
+    }
+}
+
+/// One line: the error and its causes.
+pub(crate) fn error_line(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}
+
+pub(crate) fn fail(message: &str, status: u8) -> ExitCode {
+    eprintln!("ferrovisor: {message}");
+    ExitCode::from(status)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FERROVISOR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // clap's message is several lines: what is wrong comes first,
+            // up to the first blank line; usage and tips follow.
+            let rendered = e.to_string();
+            let what: Vec<&str> = rendered
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let what = what.join(" ");
+            let first = what.strip_prefix("error: ").unwrap_or(&what);
+            return fail(&format!("{first} (see 'ferrovisor --help')"), 2);
+        }
+    };
+
+    match cli.command {
+        Command::Run(args) => {
+            let config = MachineConfig {
+                accel: args.accel,
+                memory: args.memory,
+                vcpus: args.cpus,
+                initrd: args.initrd,
+                cmdline: args.cmdline,
+                boot_protocol: args.boot,
+                console_input: true,
+                ..MachineConfig::new(args.kernel)
+            };
+            run(&config, args.stats)
+        }
+        Command::Demo { accel } => demo::run(accel),
+    }
+}
+
+pub(crate) fn run(config: &MachineConfig, print_stats: bool) -> ExitCode {
+    let machine = match Machine::new(config) {
+        Ok(machine) => machine,
+        Err(e) => return fail(&error_line(&e), 1),
+    };
+    let report = match machine.run() {
+        Ok(report) => report,
+        Err(e) => return fail(&error_line(&e), 1),
+    };
+    if print_stats {
+        eprint!("{}", stats::table(&report));
+    }
+    match &report.exit {
+        MachineExit::TripleFault { vcpu } => {
+            eprintln!("ferrovisor: vCPU {vcpu} triple-faulted; the VM was stopped")
+        }
+        MachineExit::Failed { vcpu, error } => {
+            eprintln!("ferrovisor: vCPU {vcpu} stopped: {}", error_line(error))
+        }
+        _ => {}
+    }
+    ExitCode::from(report.exit.exit_status() as u8)
+}

@@ -83,8 +83,8 @@ pub fn emit_debug_exit_eax(a: &mut CodeAssembler) -> Result<()> {
 /// Emits: `cli; hlt` in a loop.
 pub fn emit_halt_forever(a: &mut CodeAssembler) -> Result<()> {
     let mut again = a.create_label();
-    a.set_label(&mut again)?;
     a.cli()?;
+    a.set_label(&mut again)?;
     a.hlt()?;
     a.jmp(again)?;
     Ok(())
@@ -97,11 +97,17 @@ pub fn emit_reset(a: &mut CodeAssembler) -> Result<()> {
     emit_halt_forever(a)
 }
 
-/// Prints `text` on COM1 then exits through the debug-exit port with `value`.
+/// Prints `text` on COM1 then exits through the debug-exit port with
+/// `value`. Only vCPU 0 does so; the others halt.
 pub fn print_and_exit(text: &str, value: u32) -> Result<Program> {
     let mut a = assembler()?;
     let mut start = a.create_label();
+    let mut ap = a.create_label();
+    a.test(rdi, rdi)?;
+    a.jnz(ap)?;
     a.jmp(start)?;
+    a.set_label(&mut ap)?;
+    emit_halt_forever(&mut a)?;
     let text_label = emit_string(&mut a, text)?;
     a.set_label(&mut start)?;
     emit_print(&mut a, text_label)?;

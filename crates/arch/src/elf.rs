@@ -1,0 +1,507 @@
+//! A bounds-checked reader for the ELF64 headers of a kernel: the program
+//! headers to load and the names of its notes (to tell a Linux `vmlinux` from
+//! a bare kernel). Nothing in a file can make it panic or allocate more than
+//! the file's own size: every offset and size is checked against the file.
+
+use std::io::{self, Read, Seek, SeekFrom};
+
+/// `\x7fELF`.
+pub const ELF_MAGIC: [u8; 4] = [0x7f, b'E', b'L', b'F'];
+const ELFCLASS32: u8 = 1;
+const ELFCLASS64: u8 = 2;
+const ELFDATA2LSB: u8 = 1;
+const ET_EXEC: u16 = 2;
+/// `e_machine` of x86-64.
+pub const EM_X86_64: u16 = 62;
+const PT_LOAD: u32 = 1;
+const PT_NOTE: u32 = 4;
+const EHDR_SIZE: u64 = 64;
+const IDENT_SIZE: u64 = 16;
+const PHDR_SIZE: u16 = 56;
+const NHDR_SIZE: usize = 12;
+/// Note segments larger than this are refused (real ones are a few KiB).
+pub const MAX_NOTE_SEGMENT: u64 = 1 << 20;
+
+/// Errors in an ELF kernel's headers.
+#[derive(Debug, thiserror::Error)]
+pub enum ElfError {
+    #[error("cannot read the ELF file")]
+    Io(#[source] io::Error),
+    #[error("not an ELF file (bad magic)")]
+    BadMagic,
+    #[error("truncated ELF header: the file has {len} bytes")]
+    TruncatedHeader { len: u64 },
+    #[error("32-bit ELF kernels are not supported (an ELF64 x86-64 executable is needed)")]
+    Elf32,
+    #[error("unknown ELF class {0}")]
+    BadClass(u8),
+    #[error("ELF data encoding {0} is not little-endian")]
+    NotLittleEndian(u8),
+    #[error("ELF machine {0} is not x86-64")]
+    NotX86_64(u16),
+    #[error("ELF type {0} is not an executable (ET_EXEC)")]
+    NotExecutable(u16),
+    #[error("ELF program header size {0} is not 56")]
+    BadPhentsize(u16),
+    #[error("the ELF file has no program headers")]
+    NoProgramHeaders,
+    #[error("program headers at {offset:#x} (+{size:#x}) lie outside the {file_len}-byte file")]
+    ProgramHeadersOutOfFile {
+        offset: u64,
+        size: u64,
+        file_len: u64,
+    },
+    #[error(
+        "segment {index}: bytes at {offset:#x} (+{size:#x}) lie outside the {file_len}-byte file"
+    )]
+    SegmentOutOfFile {
+        index: usize,
+        offset: u64,
+        size: u64,
+        file_len: u64,
+    },
+    #[error("segment {index}: file size {filesz:#x} is larger than memory size {memsz:#x}")]
+    FileszExceedsMemsz {
+        index: usize,
+        filesz: u64,
+        memsz: u64,
+    },
+    #[error("segment {index}: address {paddr:#x} + size {memsz:#x} overflows")]
+    AddressOverflow {
+        index: usize,
+        paddr: u64,
+        memsz: u64,
+    },
+    #[error("the ELF file has no loadable segment")]
+    NoLoadSegments,
+    #[error("note segment {index} is malformed")]
+    BadNote { index: usize },
+    #[error("note segment {index} is {size} bytes, more than the {max} allowed")]
+    NoteTooLarge { index: usize, size: u64, max: u64 },
+    #[error("entry point {entry:#x} is not inside a loadable segment")]
+    EntryOutsideSegments { entry: u64 },
+}
+
+/// A `PT_LOAD` program header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadSegment {
+    /// Index among all program headers.
+    pub index: usize,
+    /// Offset of the segment's bytes in the file.
+    pub offset: u64,
+    pub vaddr: u64,
+    /// Where the segment is loaded (guest-physical).
+    pub paddr: u64,
+    /// Bytes taken from the file.
+    pub filesz: u64,
+    /// Bytes in memory; those after `filesz` are zero.
+    pub memsz: u64,
+}
+
+impl LoadSegment {
+    /// End (exclusive) of the segment in guest-physical memory.
+    pub fn end(&self) -> u64 {
+        // Checked when parsed.
+        self.paddr + self.memsz
+    }
+}
+
+/// What a kernel's ELF headers say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElfKernel {
+    /// `e_entry`.
+    pub entry: u64,
+    /// Loadable segments with a non-zero memory size, in header order.
+    pub segments: Vec<LoadSegment>,
+    /// Names of the notes in `PT_NOTE` segments (without the trailing NUL).
+    pub note_names: Vec<Vec<u8>>,
+}
+
+impl ElfKernel {
+    /// A Linux `vmlinux` (or Xen/PVH kernel): it carries a note named
+    /// "Linux" or "Xen".
+    pub fn is_linux(&self) -> bool {
+        self.note_names
+            .iter()
+            .any(|n| n.as_slice() == b"Linux" || n.as_slice() == b"Xen")
+    }
+
+    /// Lowest load address.
+    pub fn start(&self) -> u64 {
+        self.segments.iter().map(|s| s.paddr).min().unwrap_or(0)
+    }
+
+    /// Highest end (exclusive) of a segment.
+    pub fn end(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(LoadSegment::end)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Whether `header` starts with the ELF magic.
+pub fn is_elf(header: &[u8]) -> bool {
+    header.starts_with(&ELF_MAGIC)
+}
+
+fn le16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(v)
+}
+
+fn read_at<R: Read + Seek>(r: &mut R, offset: u64, buf: &mut [u8]) -> Result<(), ElfError> {
+    r.seek(SeekFrom::Start(offset)).map_err(ElfError::Io)?;
+    r.read_exact(buf).map_err(ElfError::Io)
+}
+
+/// `offset + size <= file_len`, without overflow.
+fn in_file(offset: u64, size: u64, file_len: u64) -> bool {
+    offset.checked_add(size).is_some_and(|end| end <= file_len)
+}
+
+/// Reads and checks the headers of an ELF64 x86-64 executable.
+pub fn parse<R: Read + Seek>(r: &mut R) -> Result<ElfKernel, ElfError> {
+    let file_len = r.seek(SeekFrom::End(0)).map_err(ElfError::Io)?;
+    if file_len < IDENT_SIZE {
+        let mut head = vec![0u8; file_len as usize];
+        read_at(r, 0, &mut head)?;
+        if !is_elf(&head) {
+            return Err(ElfError::BadMagic);
+        }
+        return Err(ElfError::TruncatedHeader { len: file_len });
+    }
+    let mut ehdr = [0u8; EHDR_SIZE as usize];
+    let head_len = file_len.min(EHDR_SIZE) as usize;
+    read_at(r, 0, &mut ehdr[..head_len])?;
+    if !is_elf(&ehdr) {
+        return Err(ElfError::BadMagic);
+    }
+    match ehdr[4] {
+        ELFCLASS64 => {}
+        ELFCLASS32 => return Err(ElfError::Elf32),
+        class => return Err(ElfError::BadClass(class)),
+    }
+    if ehdr[5] != ELFDATA2LSB {
+        return Err(ElfError::NotLittleEndian(ehdr[5]));
+    }
+    if file_len < EHDR_SIZE {
+        return Err(ElfError::TruncatedHeader { len: file_len });
+    }
+    let e_type = le16(&ehdr, 16);
+    let machine = le16(&ehdr, 18);
+    if machine != EM_X86_64 {
+        return Err(ElfError::NotX86_64(machine));
+    }
+    if e_type != ET_EXEC {
+        return Err(ElfError::NotExecutable(e_type));
+    }
+    let entry = le64(&ehdr, 24);
+    let phoff = le64(&ehdr, 32);
+    let phentsize = le16(&ehdr, 54);
+    let phnum = le16(&ehdr, 56);
+    if phnum == 0 {
+        return Err(ElfError::NoProgramHeaders);
+    }
+    if phentsize != PHDR_SIZE {
+        return Err(ElfError::BadPhentsize(phentsize));
+    }
+    let ph_size = u64::from(phnum) * u64::from(PHDR_SIZE);
+    if !in_file(phoff, ph_size, file_len) {
+        return Err(ElfError::ProgramHeadersOutOfFile {
+            offset: phoff,
+            size: ph_size,
+            file_len,
+        });
+    }
+    let mut phdrs = vec![0u8; ph_size as usize];
+    read_at(r, phoff, &mut phdrs)?;
+
+    let mut kernel = ElfKernel {
+        entry,
+        segments: Vec::new(),
+        note_names: Vec::new(),
+    };
+    for (index, ph) in phdrs.chunks_exact(PHDR_SIZE as usize).enumerate() {
+        let p_type = le32(ph, 0);
+        let offset = le64(ph, 8);
+        let vaddr = le64(ph, 16);
+        let paddr = le64(ph, 24);
+        let filesz = le64(ph, 32);
+        let memsz = le64(ph, 40);
+        let align = le64(ph, 48);
+        match p_type {
+            PT_LOAD => {
+                if filesz > memsz {
+                    return Err(ElfError::FileszExceedsMemsz {
+                        index,
+                        filesz,
+                        memsz,
+                    });
+                }
+                if !in_file(offset, filesz, file_len) {
+                    return Err(ElfError::SegmentOutOfFile {
+                        index,
+                        offset,
+                        size: filesz,
+                        file_len,
+                    });
+                }
+                if paddr.checked_add(memsz).is_none() {
+                    return Err(ElfError::AddressOverflow {
+                        index,
+                        paddr,
+                        memsz,
+                    });
+                }
+                if memsz > 0 {
+                    kernel.segments.push(LoadSegment {
+                        index,
+                        offset,
+                        vaddr,
+                        paddr,
+                        filesz,
+                        memsz,
+                    });
+                }
+            }
+            PT_NOTE => {
+                if filesz > MAX_NOTE_SEGMENT {
+                    return Err(ElfError::NoteTooLarge {
+                        index,
+                        size: filesz,
+                        max: MAX_NOTE_SEGMENT,
+                    });
+                }
+                if !in_file(offset, filesz, file_len) {
+                    return Err(ElfError::SegmentOutOfFile {
+                        index,
+                        offset,
+                        size: filesz,
+                        file_len,
+                    });
+                }
+                let mut notes = vec![0u8; filesz as usize];
+                read_at(r, offset, &mut notes)?;
+                let note_align = if align == 8 { 8 } else { 4 };
+                parse_notes(&notes, note_align, &mut kernel.note_names)
+                    .ok_or(ElfError::BadNote { index })?;
+            }
+            _ => {}
+        }
+    }
+    if kernel.segments.is_empty() {
+        return Err(ElfError::NoLoadSegments);
+    }
+    if !kernel
+        .segments
+        .iter()
+        .any(|s| entry >= s.paddr && entry < s.end())
+    {
+        return Err(ElfError::EntryOutsideSegments { entry });
+    }
+    Ok(kernel)
+}
+
+/// Appends the names of the notes in `data`; `None` if a note does not fit.
+fn parse_notes(data: &[u8], align: usize, names: &mut Vec<Vec<u8>>) -> Option<()> {
+    let pad = |n: usize| n.checked_add(align - 1).map(|n| n & !(align - 1));
+    let mut at = 0usize;
+    while at < data.len() {
+        let header = data.get(at..at.checked_add(NHDR_SIZE)?)?;
+        let namesz = le32(header, 0) as usize;
+        let descsz = le32(header, 4) as usize;
+        let name_at = at + NHDR_SIZE;
+        let name = data.get(name_at..name_at.checked_add(namesz)?)?;
+        let desc_at = name_at.checked_add(pad(namesz)?)?;
+        let next = desc_at.checked_add(pad(descsz)?)?;
+        // The descriptor must be inside the segment; the final padding may not.
+        data.get(desc_at..desc_at.checked_add(descsz)?)?;
+        let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+        names.push(name[..len].to_vec());
+        at = next;
+    }
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::elf_builder::{build_elf64, ElfBuilder};
+    use std::io::Cursor;
+
+    fn parse_bytes(bytes: &[u8]) -> Result<ElfKernel, ElfError> {
+        parse(&mut Cursor::new(bytes))
+    }
+
+    #[test]
+    fn parses_what_the_builder_builds() {
+        let elf = build_elf64(
+            &[(0x10_0000, &[1, 2, 3]), (0x20_0000, &[4; 100])],
+            0x10_0001,
+        );
+        let k = parse_bytes(&elf).unwrap();
+        assert_eq!(k.entry, 0x10_0001);
+        assert_eq!(k.segments.len(), 2);
+        assert_eq!(k.segments[1].paddr, 0x20_0000);
+        assert_eq!(k.segments[1].filesz, 100);
+        assert_eq!((k.start(), k.end()), (0x10_0000, 0x20_0064));
+        assert!(!k.is_linux());
+    }
+
+    #[test]
+    fn finds_linux_and_xen_notes() {
+        for (name, linux) in [("Linux", true), ("Xen", true), ("GNU", false)] {
+            let elf = ElfBuilder::new(0x10_0000)
+                .segment(0x10_0000, &[0x90; 16])
+                .note("Other", 1, &[1, 2, 3])
+                .note(name, 6, b"6.1.0")
+                .build();
+            let k = parse_bytes(&elf).unwrap();
+            assert_eq!(k.is_linux(), linux, "{name}");
+            assert_eq!(k.note_names[0], b"Other");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_headers() {
+        let good = build_elf64(&[(0x10_0000, &[0xf4])], 0x10_0000);
+        assert!(matches!(parse_bytes(b""), Err(ElfError::BadMagic)));
+        assert!(matches!(
+            parse_bytes(&good[..10]),
+            Err(ElfError::TruncatedHeader { len: 10 })
+        ));
+        assert!(matches!(
+            parse_bytes(&good[..40]),
+            Err(ElfError::TruncatedHeader { len: 40 })
+        ));
+        // Program headers cut off.
+        assert!(matches!(
+            parse_bytes(&good[..100]),
+            Err(ElfError::ProgramHeadersOutOfFile { .. })
+        ));
+        let patch = |at: usize, bytes: &[u8]| {
+            let mut e = good.clone();
+            e[at..at + bytes.len()].copy_from_slice(bytes);
+            parse_bytes(&e)
+        };
+        assert!(matches!(patch(4, &[1]), Err(ElfError::Elf32)));
+        assert!(matches!(patch(4, &[7]), Err(ElfError::BadClass(7))));
+        assert!(matches!(patch(5, &[2]), Err(ElfError::NotLittleEndian(2))));
+        assert!(matches!(patch(18, &[3, 0]), Err(ElfError::NotX86_64(3))));
+        assert!(matches!(
+            patch(16, &[3, 0]),
+            Err(ElfError::NotExecutable(3))
+        ));
+        assert!(matches!(
+            patch(54, &[32, 0]),
+            Err(ElfError::BadPhentsize(32))
+        ));
+        assert!(matches!(
+            patch(56, &[0, 0]),
+            Err(ElfError::NoProgramHeaders)
+        ));
+        assert!(matches!(
+            patch(56, &[0xff, 0xff]),
+            Err(ElfError::ProgramHeadersOutOfFile { .. })
+        ));
+        assert!(matches!(
+            patch(32, &u64::MAX.to_le_bytes()),
+            Err(ElfError::ProgramHeadersOutOfFile { .. })
+        ));
+        // Entry outside the only segment.
+        assert!(matches!(
+            patch(24, &0x20_0000u64.to_le_bytes()),
+            Err(ElfError::EntryOutsideSegments { entry: 0x20_0000 })
+        ));
+    }
+
+    #[test]
+    fn rejects_lying_program_headers() {
+        let good = build_elf64(&[(0x10_0000, &[0xf4; 8])], 0x10_0000);
+        let ph = 64;
+        let patch = |field: usize, value: u64| {
+            let mut e = good.clone();
+            e[ph + field..ph + field + 8].copy_from_slice(&value.to_le_bytes());
+            parse_bytes(&e)
+        };
+        // p_offset / p_filesz beyond the file.
+        assert!(matches!(
+            patch(8, 1 << 40),
+            Err(ElfError::SegmentOutOfFile { index: 0, .. })
+        ));
+        assert!(matches!(
+            patch(8, u64::MAX),
+            Err(ElfError::SegmentOutOfFile { .. })
+        ));
+        assert!(matches!(
+            patch(32, 1 << 20),
+            Err(ElfError::FileszExceedsMemsz { .. })
+        ));
+        // p_paddr + p_memsz overflows.
+        assert!(matches!(
+            patch(24, u64::MAX - 2),
+            Err(ElfError::AddressOverflow { .. })
+        ));
+        // A segment's bytes cut off at the end of the file.
+        assert!(matches!(
+            parse_bytes(&good[..good.len() - 1]),
+            Err(ElfError::SegmentOutOfFile { .. })
+        ));
+        // No PT_LOAD at all.
+        let mut e = good.clone();
+        e[ph..ph + 4].copy_from_slice(&6u32.to_le_bytes());
+        assert!(matches!(parse_bytes(&e), Err(ElfError::NoLoadSegments)));
+    }
+
+    #[test]
+    fn rejects_malformed_notes() {
+        let elf = ElfBuilder::new(0x10_0000)
+            .segment(0x10_0000, &[0x90; 16])
+            .note("Linux", 1, &[0; 4])
+            .build();
+        assert!(parse_bytes(&elf).unwrap().is_linux());
+        // Find the note segment (the builder puts PT_NOTE last) and make its
+        // namesz lie.
+        let phnum = u16::from_le_bytes([elf[56], elf[57]]) as usize;
+        let note_ph = 64 + (phnum - 1) * 56;
+        let note_off = le64(&elf, note_ph + 8) as usize;
+        let mut bad = elf.clone();
+        bad[note_off..note_off + 4].copy_from_slice(&1000u32.to_le_bytes());
+        assert!(matches!(parse_bytes(&bad), Err(ElfError::BadNote { .. })));
+        let mut huge = elf.clone();
+        huge[note_ph + 32..note_ph + 40].copy_from_slice(&(1u64 << 30).to_le_bytes());
+        assert!(matches!(
+            parse_bytes(&huge),
+            Err(ElfError::NoteTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn note_parser_never_panics_on_garbage() {
+        let mut names = Vec::new();
+        let mut x = 0x1234_5678u32;
+        for len in 0..200 {
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    (x % 7) as u8
+                })
+                .collect();
+            let _ = parse_notes(&data, 4, &mut names);
+            let _ = parse_notes(&data, 8, &mut names);
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The command line, end to end: every error path is one clear line and a
+//! non-zero status; a bare ELF guest runs and ends with its debug-exit status.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn ferrovisor(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferrovisor"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run ferrovisor")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The error contract: exactly one line on stderr, prefixed, no panic.
+fn assert_one_line_error(out: &Output, status: i32, needle: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(status), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "one line expected: {err:?}");
+    assert!(err.starts_with("ferrovisor: "), "{err:?}");
+    assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err:?}");
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("ferrovisor-cli-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    fn file(&self, name: &str, contents: &[u8]) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn missing_kernel_is_one_line() {
+    let out = ferrovisor(&["run", "--kernel", "/nonexistent/kernel", "--accel", "kvm"]);
+    assert_one_line_error(&out, 1, "/nonexistent/kernel");
+}
+
+#[test]
+fn malformed_kernel_is_one_line() {
+    let dir = TempDir::new("malformed");
+    let garbage = dir.file("garbage.bin", b"this is not a kernel at all, just text\n");
+    let out = ferrovisor(&["run", "--kernel", path_str(&garbage)]);
+    assert_one_line_error(&out, 1, "kernel");
+    let empty = dir.file("empty.bin", b"");
+    let out = ferrovisor(&["run", "--kernel", path_str(&empty)]);
+    assert_one_line_error(&out, 1, "kernel");
+    let mut truncated = arch::elf_builder::build_elf64(&[(0x20_0000, &[0xf4; 64])], 0x20_0000);
+    truncated.truncate(70);
+    let truncated = dir.file("truncated.elf", &truncated);
+    let out = ferrovisor(&["run", "--kernel", path_str(&truncated)]);
+    assert_one_line_error(&out, 1, "kernel");
+}
+
+#[test]
+fn bad_sizes_are_one_line() {
+    for bad in ["12X", "lots", "-5", "1.5G"] {
+        let out = ferrovisor(&["run", "--kernel", "/x", &format!("--memory={bad}")]);
+        assert_one_line_error(&out, 2, "invalid size");
+    }
+    let out = ferrovisor(&["run", "--kernel", "/x", "--memory", "1M"]);
+    assert_one_line_error(&out, 1, "too small");
+}
+
+#[test]
+fn unknown_flags_and_values_are_one_line() {
+    let out = ferrovisor(&["run", "--kernel", "/x", "--frobnicate"]);
+    assert_one_line_error(&out, 2, "--frobnicate");
+    let out = ferrovisor(&["run", "--kernel", "/x", "--accel", "xen"]);
+    assert_one_line_error(&out, 2, "xen");
+    let out = ferrovisor(&["run", "--kernel", "/x", "--cpus", "many"]);
+    assert_one_line_error(&out, 2, "many");
+    let out = ferrovisor(&["launch"]);
+    assert_one_line_error(&out, 2, "launch");
+    let out = ferrovisor(&["run"]);
+    assert_one_line_error(&out, 2, "--kernel");
+}
+
+#[test]
+fn bad_cpu_counts_are_one_line() {
+    let dir = TempDir::new("cpus");
+    let p = guests::print_and_exit("x", 1).unwrap();
+    let elf = dir.file("g.elf", &arch::elf_builder::build_elf64(&[(p.load_addr, &p.code)], p.load_addr));
+    for bad in ["0", "100000"] {
+        let out = ferrovisor(&["run", "--kernel", path_str(&elf), "--cpus", bad]);
+        assert_one_line_error(&out, 1, "vCPUs");
+    }
+}
+
+#[test]
+fn unavailable_accelerator_is_one_line() {
+    let dir = TempDir::new("accel");
+    let p = guests::print_and_exit("x", 1).unwrap();
+    let elf = dir.file("g.elf", &arch::elf_builder::build_elf64(&[(p.load_addr, &p.code)], p.load_addr));
+    let out = ferrovisor(&["run", "--kernel", path_str(&elf), "--accel", "emu"]);
+    assert_one_line_error(&out, 1, "emu");
+}
+
+fn kvm_usable() -> bool {
+    match hv_kvm::KvmHypervisor::new() {
+        Ok(_) => true,
+        Err(e) => {
+            conformance::skip_or_fail("kvm", &e.to_string());
+            false
+        }
+    }
+}
+
+#[test]
+fn bare_elf_guest_ends_with_debug_exit_status_and_stats() {
+    if !kvm_usable() {
+        return;
+    }
+    let dir = TempDir::new("debug-exit");
+    let p = guests::print_and_exit("Hello through the CLI\n", 0x21).unwrap();
+    let elf = dir.file("g.elf", &arch::elf_builder::build_elf64(&[(p.load_addr, &p.code)], p.load_addr));
+    let out = ferrovisor(&["run", "--kernel", path_str(&elf), "--accel", "kvm", "--stats", "--cpus", "2"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0x43), "stderr: {err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello through the CLI\n");
+    assert!(err.contains("VM exits by reason (accelerator: kvm)"), "{err}");
+    let io_row = err.lines().find(|l| l.starts_with("io ")).expect("an io row");
+    let cells: Vec<&str> = io_row.split_whitespace().collect();
+    assert_eq!(cells.len(), 3, "reason + 2 vCPUs: {io_row}");
+    let vcpu0_io: u64 = cells[1].parse().expect("vcpu0 io count is a number");
+    assert!(vcpu0_io >= 22, "{io_row}");
+}
+
+#[test]
+fn demo_runs_the_bundled_guest() {
+    if !kvm_usable() {
+        return;
+    }
+    let out = ferrovisor(&["demo", "--accel", "kvm"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert!(stdout.contains("Hello from the Ferrovisor demo guest!"), "{stdout}");
+    assert!(stdout.contains(guests::demo::PRIMES_BELOW_100), "{stdout}");
+}

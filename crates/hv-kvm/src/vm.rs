@@ -1,0 +1,296 @@
+//! A KVM virtual machine: memory slots, irq lines, vCPU creation.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use hv::memory::PAGE_SIZE;
+use hv::{CpuidEntry, HvError, MemorySlot, MsiMessage, Vcpu, Vm, VmConfig};
+use kvm_bindings::{
+    kvm_msi, kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES,
+    KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_PIT_SPEAKER_DUMMY,
+};
+use kvm_ioctls::{Kvm, VmFd};
+
+use crate::convert::cpuid_from_kvm;
+use crate::error::os;
+use crate::hypervisor::{HostCaps, IDENTITY_MAP_ADDRESS, TSS_ADDRESS};
+use crate::vcpu::KvmVcpu;
+
+/// What a VM's vCPUs share with it.
+///
+/// Every vCPU holds an `Arc` of this, so the memory behind every mapped slot
+/// lives as long as any KVM file descriptor of the VM that could let the
+/// guest reach it. Field order matters: the VM fd is closed before the
+/// mappings are dropped.
+pub(crate) struct VmShared {
+    pub fd: VmFd,
+    /// Mapped slots by id. Each entry holds the `Arc<MmapRegion>` KVM was
+    /// given the address of.
+    slots: Mutex<HashMap<u32, MemorySlot>>,
+}
+
+/// A VM on `/dev/kvm`.
+pub(crate) struct KvmVm {
+    shared: Arc<VmShared>,
+    kvm: Arc<Kvm>,
+    caps: HostCaps,
+    vcpus: u32,
+    /// Ids of the vCPUs created so far.
+    created: Mutex<Vec<bool>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks leaves plain data behind, which is
+    // still consistent: take it.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl KvmVm {
+    pub fn new(kvm: Arc<Kvm>, caps: HostCaps, config: VmConfig) -> Result<KvmVm, HvError> {
+        if config.vcpus == 0 {
+            return Err(HvError::InvalidArgument(
+                "a VM needs at least one vCPU".to_string(),
+            ));
+        }
+        if config.vcpus > caps.max_vcpus {
+            return Err(HvError::InvalidArgument(format!(
+                "{} vCPUs requested, this host's KVM allows at most {}",
+                config.vcpus, caps.max_vcpus
+            )));
+        }
+        let fd = kvm.create_vm().map_err(os("KVM_CREATE_VM"))?;
+        // The order is KVM's: TSS and identity map before any vCPU, the
+        // irqchip before the PIT that raises its IRQ 0.
+        fd.set_tss_address(TSS_ADDRESS as usize)
+            .map_err(os("KVM_SET_TSS_ADDR"))?;
+        fd.set_identity_map_address(IDENTITY_MAP_ADDRESS)
+            .map_err(os("KVM_SET_IDENTITY_MAP_ADDR"))?;
+        fd.create_irq_chip().map_err(os("KVM_CREATE_IRQCHIP"))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        fd.create_pit2(pit).map_err(os("KVM_CREATE_PIT2"))?;
+        Ok(KvmVm {
+            shared: Arc::new(VmShared {
+                fd,
+                slots: Mutex::new(HashMap::new()),
+            }),
+            kvm,
+            caps,
+            vcpus: config.vcpus,
+            created: Mutex::new(vec![false; config.vcpus as usize]),
+        })
+    }
+
+    fn check_slot(
+        &self,
+        slot: &MemorySlot,
+        slots: &HashMap<u32, MemorySlot>,
+    ) -> Result<(), HvError> {
+        let invalid = |msg: String| Err(HvError::InvalidArgument(msg));
+        let size = slot.size();
+        if slot.id >= self.caps.nr_memslots {
+            return invalid(format!(
+                "memory slot id {} is out of range (this host's KVM has {} slots)",
+                slot.id, self.caps.nr_memslots
+            ));
+        }
+        if !slot.guest_addr.is_multiple_of(PAGE_SIZE) {
+            return invalid(format!(
+                "memory slot {}: guest address {:#x} is not 4 KiB aligned",
+                slot.id, slot.guest_addr
+            ));
+        }
+        if size == 0 || !size.is_multiple_of(PAGE_SIZE) {
+            return invalid(format!(
+                "memory slot {}: size {size:#x} is not a non-zero multiple of 4 KiB",
+                slot.id
+            ));
+        }
+        if !(slot.region.as_ptr() as u64).is_multiple_of(PAGE_SIZE) {
+            return invalid(format!(
+                "memory slot {}: host mapping at {:p} is not page aligned",
+                slot.id,
+                slot.region.as_ptr()
+            ));
+        }
+        let Some(end) = slot.guest_addr.checked_add(size) else {
+            return invalid(format!(
+                "memory slot {}: {:#x} + {size:#x} overflows",
+                slot.id, slot.guest_addr
+            ));
+        };
+        if slot.read_only && !self.caps.readonly_mem {
+            return Err(HvError::Unsupported(
+                "read-only memory slots (KVM_CAP_READONLY_MEM)",
+            ));
+        }
+        if !slot.read_only && slot.region.prot() & libc::PROT_WRITE == 0 {
+            return invalid(format!(
+                "memory slot {}: writable slot over a mapping without PROT_WRITE",
+                slot.id
+            ));
+        }
+        for other in slots.values().filter(|s| s.id != slot.id) {
+            let other_end = other.guest_addr + other.size();
+            if slot.guest_addr < other_end && other.guest_addr < end {
+                return invalid(format!(
+                    "memory slot {} [{:#x}, {end:#x}) overlaps slot {} [{:#x}, {other_end:#x})",
+                    slot.id, slot.guest_addr, other.id, other.guest_addr
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// KVM_SET_USER_MEMORY_REGION for `slot` (size 0 when `delete`).
+    ///
+    /// # Safety
+    ///
+    /// Unless `delete`, `slot.region` must stay mapped until the slot is
+    /// deleted or the VM is destroyed: the caller keeps it in `slots`.
+    unsafe fn kvm_set_region(&self, slot: &MemorySlot, delete: bool) -> Result<(), HvError> {
+        let mut flags = 0;
+        if slot.read_only {
+            flags |= KVM_MEM_READONLY;
+        }
+        if slot.log_dirty {
+            flags |= KVM_MEM_LOG_DIRTY_PAGES;
+        }
+        let region = kvm_userspace_memory_region {
+            slot: slot.id,
+            flags: if delete { 0 } else { flags },
+            guest_phys_addr: slot.guest_addr,
+            memory_size: if delete { 0 } else { slot.size() },
+            userspace_addr: slot.region.as_ptr() as u64,
+        };
+        // SAFETY: the region is a live mapping of `memory_size` bytes (an
+        // MmapRegion owns it) and, per this function's contract, the caller
+        // keeps it alive for as long as KVM may use it. Deleting a slot
+        // passes size 0, which makes KVM drop its use of the address before
+        // the ioctl returns.
+        unsafe { self.shared.fd.set_user_memory_region(region) }
+            .map_err(os("KVM_SET_USER_MEMORY_REGION"))
+    }
+}
+
+impl Vm for KvmVm {
+    fn set_memory_slot(&self, slot: MemorySlot) -> Result<(), HvError> {
+        let mut slots = lock(&self.shared.slots);
+        self.check_slot(&slot, &slots)?;
+        if let Some(old) = slots.get(&slot.id) {
+            // KVM updates a slot in place only for a flags change or a move
+            // of the same host range; a new size, a new host mapping or a
+            // change of KVM_MEM_READONLY needs a delete first.
+            let in_place = old.size() == slot.size()
+                && old.region.as_ptr() == slot.region.as_ptr()
+                && old.read_only == slot.read_only;
+            if !in_place {
+                // SAFETY: deleting: KVM stops using the old range before
+                // returning; `old` stays in the map until then.
+                unsafe { self.kvm_set_region(old, true) }?;
+                slots.remove(&slot.id);
+            }
+        }
+        // SAFETY: the slot (with its Arc<MmapRegion>) goes into `slots`
+        // right after, and leaves it only after KVM deleted the slot
+        // (remove_memory_slot) or the VM fd is closed (VmShared's drop).
+        unsafe { self.kvm_set_region(&slot, false) }?;
+        // Replacing an entry drops the old region only now that KVM maps
+        // the new one.
+        slots.insert(slot.id, slot);
+        Ok(())
+    }
+
+    fn remove_memory_slot(&self, id: u32) -> Result<(), HvError> {
+        let mut slots = lock(&self.shared.slots);
+        let Some(slot) = slots.get(&id) else {
+            return Err(HvError::InvalidArgument(format!("no memory slot {id}")));
+        };
+        // SAFETY: deleting; the region is dropped only after KVM let go.
+        unsafe { self.kvm_set_region(slot, true) }?;
+        slots.remove(&id);
+        Ok(())
+    }
+
+    fn get_dirty_log(&self, id: u32) -> Result<Vec<u64>, HvError> {
+        let slots = lock(&self.shared.slots);
+        let Some(slot) = slots.get(&id) else {
+            return Err(HvError::InvalidArgument(format!("no memory slot {id}")));
+        };
+        if !slot.log_dirty {
+            return Err(HvError::InvalidArgument(format!(
+                "memory slot {id} does not log dirty pages"
+            )));
+        }
+        let size = usize::try_from(slot.size())
+            .map_err(|_| HvError::InvalidArgument(format!("memory slot {id} too large")))?;
+        let mut bitmap = self
+            .shared
+            .fd
+            .get_dirty_log(id, size)
+            .map_err(os("KVM_GET_DIRTY_LOG"))?;
+        // kvm-ioctls sizes the bitmap with the host page size; keep exactly
+        // one bit per 4 KiB page of the slot.
+        bitmap.resize(slot.pages().div_ceil(64) as usize, 0);
+        Ok(bitmap)
+    }
+
+    fn create_vcpu(&self, id: u32) -> Result<Box<dyn Vcpu>, HvError> {
+        let mut created = lock(&self.created);
+        let Some(done) = created.get_mut(id as usize) else {
+            return Err(HvError::InvalidArgument(format!(
+                "vCPU id {id} out of range: the VM has {} vCPUs",
+                self.vcpus
+            )));
+        };
+        if *done {
+            return Err(HvError::InvalidArgument(format!(
+                "vCPU {id} was already created"
+            )));
+        }
+        let fd = self
+            .shared
+            .fd
+            .create_vcpu(u64::from(id))
+            .map_err(os("KVM_CREATE_VCPU"))?;
+        let vcpu = KvmVcpu::new(id, fd, Arc::clone(&self.shared), &self.caps);
+        *done = true;
+        Ok(Box::new(vcpu))
+    }
+
+    fn set_irq_line(&self, gsi: u32, level: bool) -> Result<(), HvError> {
+        self.shared
+            .fd
+            .set_irq_line(gsi, level)
+            .map_err(os("KVM_IRQ_LINE"))
+    }
+
+    fn signal_msi(&self, msi: MsiMessage) -> Result<(), HvError> {
+        if !self.caps.signal_msi {
+            return Err(HvError::Unsupported("KVM_SIGNAL_MSI"));
+        }
+        let kmsi = kvm_msi {
+            address_lo: msi.address as u32,
+            address_hi: (msi.address >> 32) as u32,
+            data: msi.data,
+            ..Default::default()
+        };
+        // > 0: delivered, 0: the guest blocked it (masked / no destination);
+        // both are the guest's business, not an error.
+        self.shared
+            .fd
+            .signal_msi(kmsi)
+            .map(|_| ())
+            .map_err(os("KVM_SIGNAL_MSI"))
+    }
+
+    fn supported_cpuid(&self) -> Result<Vec<CpuidEntry>, HvError> {
+        let cpuid = self
+            .kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(os("KVM_GET_SUPPORTED_CPUID"))?;
+        Ok(cpuid.as_slice().iter().map(cpuid_from_kvm).collect())
+    }
+}

@@ -1,0 +1,81 @@
+//! Choosing and opening an accelerator.
+
+use std::fmt;
+use std::str::FromStr;
+
+use hv::Hypervisor;
+
+/// The accelerator a machine runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Accel {
+    /// kvm when it is usable, else emu.
+    #[default]
+    Auto,
+    /// The host's /dev/kvm.
+    Kvm,
+    /// Ferrovisor's software x86-64 CPU.
+    Emu,
+}
+
+impl FromStr for Accel {
+    type Err = AccelError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Accel::Auto),
+            "kvm" => Ok(Accel::Kvm),
+            "emu" | "tcg" => Ok(Accel::Emu),
+            other => Err(AccelError::Unknown(other.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for Accel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Accel::Auto => "auto",
+            Accel::Kvm => "kvm",
+            Accel::Emu => "emu",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccelError {
+    #[error("unknown accelerator '{0}' (expected auto, kvm or emu)")]
+    Unknown(String),
+    #[error(transparent)]
+    Unavailable(#[from] hv::HvError),
+    #[error("the emu accelerator is not part of this build yet")]
+    EmuNotBuilt,
+    #[error("no accelerator is usable: kvm: {kvm}")]
+    NoneUsable { kvm: String },
+}
+
+/// Opens the accelerator `accel` names (for `Auto`, the best usable one).
+pub fn open_accelerator(accel: Accel) -> Result<Box<dyn Hypervisor>, AccelError> {
+    match accel {
+        Accel::Kvm => Ok(Box::new(hv_kvm::KvmHypervisor::new()?)),
+        Accel::Emu => Err(AccelError::EmuNotBuilt),
+        Accel::Auto => match hv_kvm::KvmHypervisor::new() {
+            Ok(kvm) => Ok(Box::new(kvm)),
+            Err(e) => Err(AccelError::NoneUsable { kvm: e.to_string() }),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names() {
+        assert_eq!("kvm".parse::<Accel>().unwrap(), Accel::Kvm);
+        assert_eq!("emu".parse::<Accel>().unwrap(), Accel::Emu);
+        assert_eq!("auto".parse::<Accel>().unwrap(), Accel::Auto);
+        let err = "xen".parse::<Accel>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown accelerator 'xen' (expected auto, kvm or emu)"
+        );
+    }
+}

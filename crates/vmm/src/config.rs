@@ -1,0 +1,92 @@
+//! The one struct a machine is built from.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use arch::boot::BootProtocol;
+
+use crate::Accel;
+
+/// Where the guest's serial console output goes.
+#[derive(Clone, Default)]
+pub enum ConsoleOutput {
+    /// The host's standard output.
+    #[default]
+    Stdout,
+    /// A shared buffer (tests, the demo).
+    Buffer(Arc<Mutex<Vec<u8>>>),
+    /// Discarded.
+    Sink,
+}
+
+impl ConsoleOutput {
+    pub(crate) fn writer(&self) -> Box<dyn Write + Send> {
+        match self {
+            ConsoleOutput::Stdout => Box::new(std::io::stdout()),
+            ConsoleOutput::Buffer(buf) => Box::new(SharedWriter(buf.clone())),
+            ConsoleOutput::Sink => Box::new(std::io::sink()),
+        }
+    }
+}
+
+impl std::fmt::Debug for ConsoleOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConsoleOutput::Stdout => f.write_str("Stdout"),
+            ConsoleOutput::Buffer(_) => f.write_str("Buffer"),
+            ConsoleOutput::Sink => f.write_str("Sink"),
+        }
+    }
+}
+
+struct SharedWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for SharedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Everything needed to build a machine.
+#[derive(Debug, Clone)]
+pub struct MachineConfig {
+    pub accel: Accel,
+    /// Guest RAM in bytes (a multiple of 4 KiB, at least 16 MiB).
+    pub memory: u64,
+    pub vcpus: u32,
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+    pub boot_protocol: BootProtocol,
+    pub console: ConsoleOutput,
+    /// Feed the host's standard input to the serial console.
+    pub console_input: bool,
+}
+
+pub const MIN_MEMORY: u64 = 16 << 20;
+pub const MAX_VCPUS: u32 = 254;
+
+impl MachineConfig {
+    /// A config with Ferrovisor's defaults for `kernel`.
+    pub fn new(kernel: impl Into<PathBuf>) -> Self {
+        MachineConfig {
+            accel: Accel::Auto,
+            memory: 256 << 20,
+            vcpus: 1,
+            kernel: kernel.into(),
+            initrd: None,
+            cmdline: "console=ttyS0 reboot=k panic=-1".to_string(),
+            boot_protocol: BootProtocol::Auto,
+            console: ConsoleOutput::Stdout,
+            console_input: false,
+        }
+    }
+}

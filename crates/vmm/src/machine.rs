@@ -1,0 +1,356 @@
+//! Building and running a machine.
+
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use arch::boot::{BootConfig, BootInfo};
+use devices::debug_exit::{DebugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE};
+use devices::i8042::{I8042, I8042_BASE, I8042_SIZE};
+use devices::ratelimit::RateLimiter;
+use devices::serial::{Serial, COM1_BASE, COM1_IRQ, UART_SIZE};
+use devices::{BusError, GuestRequest, IoBuses, IrqLine, RequestSink};
+use hv::{ExitStats, HvError, Hypervisor, Kicker, MpState, Vcpu, Vm, VmConfig};
+use vm_memory::GuestMemoryMmap;
+
+use crate::accel::{open_accelerator, AccelError};
+use crate::config::{MachineConfig, MAX_VCPUS};
+use crate::memory::{create_guest_memory, register_slots, MemoryError};
+use crate::vcpu::{MachineEvent, VcpuContext, VcpuStop};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    #[error(transparent)]
+    Accel(#[from] AccelError),
+    #[error("{0} vCPUs requested; between 1 and {MAX_VCPUS} are supported")]
+    VcpuCount(u32),
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error("cannot load the kernel")]
+    Boot(#[source] arch::boot::BootError),
+    #[error("cannot set up the {what}")]
+    Hv {
+        what: &'static str,
+        #[source]
+        source: HvError,
+    },
+    #[error("cannot place a device")]
+    Bus(#[from] BusError),
+    #[error("cannot start a vCPU thread")]
+    Thread(#[source] std::io::Error),
+}
+
+fn hv_err(what: &'static str) -> impl FnOnce(HvError) -> MachineError {
+    move |source| MachineError::Hv { what, source }
+}
+
+/// How a machine ended.
+#[derive(Debug)]
+pub enum MachineExit {
+    /// The guest powered off.
+    PowerOff,
+    /// The guest asked for a reset (i8042, ...); a microVM stops instead.
+    Reset,
+    /// A vCPU triple-faulted.
+    TripleFault { vcpu: u32 },
+    /// The guest wrote the debug-exit port.
+    DebugExit { status: i32 },
+    /// The accelerator could not continue a vCPU.
+    Failed { vcpu: u32, error: HvError },
+}
+
+impl MachineExit {
+    /// The exit status `ferrovisor run` ends with.
+    pub fn exit_status(&self) -> i32 {
+        match self {
+            MachineExit::PowerOff | MachineExit::Reset | MachineExit::TripleFault { .. } => 0,
+            MachineExit::DebugExit { status } => *status,
+            MachineExit::Failed { .. } => 1,
+        }
+    }
+}
+
+/// What [`Machine::run`] reports.
+#[derive(Debug)]
+pub struct RunReport {
+    pub exit: MachineExit,
+    /// Exit statistics of each vCPU, by vCPU id.
+    pub vcpu_stats: Vec<ExitStats>,
+    /// Guest port accesses that hit no device.
+    pub unhandled_pio: u64,
+    /// Guest MMIO accesses that hit no device.
+    pub unhandled_mmio: u64,
+    pub accel: &'static str,
+}
+
+/// Raises a GSI on the VM's irqchip.
+struct GsiLine {
+    vm: Arc<dyn Vm>,
+    gsi: u32,
+    log_limit: RateLimiter,
+}
+
+impl IrqLine for GsiLine {
+    fn set_level(&self, level: bool) {
+        if let Err(e) = self.vm.set_irq_line(self.gsi, level) {
+            if self.log_limit.allow() {
+                tracing::warn!(gsi = self.gsi, error = %e, "cannot set irq line");
+            }
+        }
+    }
+}
+
+/// A machine ready to run.
+pub struct Machine {
+    accel: &'static str,
+    // Field order matters for drop: vCPUs before the VM, the VM before memory.
+    vcpus: Vec<Box<dyn Vcpu>>,
+    _vm: Arc<dyn Vm>,
+    mem: GuestMemoryMmap,
+    buses: Arc<IoBuses>,
+    serial: Arc<Mutex<Serial>>,
+    events_tx: Sender<MachineEvent>,
+    events: Receiver<MachineEvent>,
+    console_input: bool,
+    boot: BootInfo,
+}
+
+impl Machine {
+    /// Builds the machine on the accelerator `config.accel` names.
+    pub fn new(config: &MachineConfig) -> Result<Machine, MachineError> {
+        let hypervisor = open_accelerator(config.accel)?;
+        Self::with_hypervisor(config, hypervisor)
+    }
+
+    /// Builds the machine on an accelerator the caller opened
+    /// (`config.accel` is ignored).
+    pub fn with_hypervisor(
+        config: &MachineConfig,
+        hypervisor: Box<dyn Hypervisor>,
+    ) -> Result<Machine, MachineError> {
+        if config.vcpus == 0 || config.vcpus > MAX_VCPUS {
+            return Err(MachineError::VcpuCount(config.vcpus));
+        }
+        let mem = create_guest_memory(config.memory)?;
+        let boot = arch::boot::load_kernel(
+            &mem,
+            &BootConfig {
+                kernel: &config.kernel,
+                initrd: config.initrd.as_deref(),
+                cmdline: &config.cmdline,
+                protocol: config.boot_protocol,
+            },
+        )
+        .map_err(MachineError::Boot)?;
+
+        let accel = hypervisor.name();
+        let vm: Arc<dyn Vm> = Arc::from(
+            hypervisor
+                .create_vm(VmConfig {
+                    vcpus: config.vcpus,
+                })
+                .map_err(hv_err("VM"))?,
+        );
+        register_slots(&*vm, &mem, false)?;
+
+        let (events_tx, events) = channel();
+        let requests: RequestSink = {
+            let tx = Mutex::new(events_tx.clone());
+            Arc::new(move |request| {
+                let tx = tx.lock().unwrap_or_else(|p| p.into_inner());
+                let _ = tx.send(MachineEvent::Guest(request));
+            })
+        };
+        let serial_irq: Arc<dyn IrqLine> = Arc::new(GsiLine {
+            vm: vm.clone(),
+            gsi: COM1_IRQ,
+            log_limit: RateLimiter::default(),
+        });
+        let serial = Arc::new(Mutex::new(Serial::new(serial_irq, config.console.writer())));
+        let mut buses = IoBuses::default();
+        buses.pio.insert("com1", COM1_BASE.into(), UART_SIZE, serial.clone())?;
+        buses.pio.insert(
+            "i8042",
+            I8042_BASE.into(),
+            I8042_SIZE,
+            Arc::new(Mutex::new(I8042::new(requests.clone()))),
+        )?;
+        buses.pio.insert(
+            "debug-exit",
+            DEBUG_EXIT_PORT.into(),
+            DEBUG_EXIT_SIZE,
+            Arc::new(Mutex::new(DebugExit::new(requests))),
+        )?;
+
+        let supported = vm.supported_cpuid().map_err(hv_err("CPUID"))?;
+        let mut vcpus = Vec::with_capacity(config.vcpus as usize);
+        for id in 0..config.vcpus {
+            let mut vcpu = vm.create_vcpu(id).map_err(hv_err("vCPU"))?;
+            vcpu.set_cpuid(&arch::cpuid::template(&supported, id, config.vcpus))
+                .map_err(hv_err("vCPU CPUID"))?;
+            vcpu.set_msrs(&arch::msr::boot_msrs())
+                .map_err(hv_err("vCPU MSRs"))?;
+            vcpu.set_fpu(&hv::Fpu::default())
+                .map_err(hv_err("vCPU FPU"))?;
+            setup_boot_state(&mut *vcpu, &boot, config.vcpus)?;
+            vcpus.push(vcpu);
+        }
+
+        Ok(Machine {
+            accel,
+            vcpus,
+            _vm: vm,
+            mem,
+            buses: Arc::new(buses),
+            serial,
+            events_tx,
+            events,
+            console_input: config.console_input,
+            boot,
+        })
+    }
+
+    /// The guest's memory (for tests and snapshots).
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
+
+    /// How the kernel was booted.
+    pub fn boot_info(&self) -> &BootInfo {
+        &self.boot
+    }
+
+    /// Runs the guest until it ends; see [`MachineExit`].
+    pub fn run(mut self) -> Result<RunReport, MachineError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads: Vec<(Kicker, JoinHandle<ExitStats>)> = Vec::new();
+        for vcpu in self.vcpus.drain(..) {
+            let kicker = vcpu.kicker();
+            let ctx = VcpuContext {
+                vcpu,
+                buses: self.buses.clone(),
+                stop: stop.clone(),
+                events: self.events_tx.clone(),
+            };
+            let spawned = std::thread::Builder::new()
+                .name(format!("vcpu{}", threads.len()))
+                .spawn(move || ctx.run());
+            match spawned {
+                Ok(handle) => threads.push((kicker, handle)),
+                Err(e) => {
+                    stop_vcpus(&stop, &threads);
+                    for (_, handle) in threads {
+                        let _ = handle.join();
+                    }
+                    return Err(MachineError::Thread(e));
+                }
+            }
+        }
+        if self.console_input {
+            spawn_stdin_reader(self.serial.clone());
+        }
+
+        let exit = self.wait_for_exit();
+        stop_vcpus(&stop, &threads);
+        let mut vcpu_stats = Vec::with_capacity(threads.len());
+        for (_, handle) in threads {
+            vcpu_stats.push(handle.join().unwrap_or_default());
+        }
+        Ok(RunReport {
+            exit,
+            vcpu_stats,
+            unhandled_pio: self.buses.pio.unhandled_count(),
+            unhandled_mmio: self.buses.mmio.unhandled_count(),
+            accel: self.accel,
+        })
+    }
+
+    fn wait_for_exit(&self) -> MachineExit {
+        // `events_tx` lives in `self`, so the channel never disconnects.
+        let Ok(event) = self.events.recv() else {
+            return MachineExit::PowerOff;
+        };
+        match event {
+            MachineEvent::Guest(GuestRequest::PowerOff) => MachineExit::PowerOff,
+            MachineEvent::Guest(GuestRequest::Reset) => MachineExit::Reset,
+            MachineEvent::Guest(GuestRequest::DebugExit { status }) => {
+                MachineExit::DebugExit { status }
+            }
+            MachineEvent::Vcpu {
+                id,
+                stop: VcpuStop::TripleFault,
+            } => MachineExit::TripleFault { vcpu: id },
+            MachineEvent::Vcpu {
+                id,
+                stop: VcpuStop::Failed(error),
+            } => MachineExit::Failed { vcpu: id, error },
+        }
+    }
+}
+
+fn stop_vcpus(stop: &AtomicBool, threads: &[(Kicker, JoinHandle<ExitStats>)]) {
+    stop.store(true, Ordering::Release);
+    for (kicker, handle) in threads {
+        kicker.kick();
+        handle.thread().unpark();
+    }
+}
+
+/// Puts a vCPU in its boot state: the boot vCPU at the kernel's entry; for
+/// bare-ELF kernels the other vCPUs too (RDI = vCPU id, each with its own
+/// small stack); for Linux, the others wait for INIT/SIPI.
+fn setup_boot_state(vcpu: &mut dyn Vcpu, boot: &BootInfo, vcpus: u32) -> Result<(), MachineError> {
+    let id = vcpu.id();
+    let bare = boot.kind == arch::boot::BootKind::Bare;
+    if id != 0 && !bare {
+        return Ok(());
+    }
+    let mut regs = boot.regs;
+    if bare {
+        regs.rdi = id.into();
+        regs.rsi = vcpus.into();
+        regs.rsp = boot.regs.rsp - u64::from(id) * arch::layout::BARE_STACK_PER_VCPU;
+    }
+    let mut sregs = boot.sregs;
+    if id != 0 {
+        sregs.apic_base &= !arch::mode::APIC_BASE_BSP;
+    }
+    vcpu.set_sregs(&sregs).map_err(hv_err("vCPU sregs"))?;
+    vcpu.set_regs(&regs).map_err(hv_err("vCPU regs"))?;
+    if id != 0 {
+        vcpu.set_mp_state(MpState::Runnable)
+            .map_err(hv_err("vCPU MP state"))?;
+    }
+    Ok(())
+}
+
+/// Feeds the host's standard input to the UART. End of file stops the
+/// feeding, never the VM.
+fn spawn_stdin_reader(serial: Arc<Mutex<Serial>>) {
+    let _ = std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let mut stdin = std::io::stdin();
+            let mut buf = [0u8; 64];
+            loop {
+                let n = match stdin.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                let mut pending = &buf[..n];
+                while !pending.is_empty() {
+                    let taken = serial
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .enqueue_input(pending);
+                    pending = &pending[taken..];
+                    if taken == 0 {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            }
+        });
+}
