@@ -5,14 +5,13 @@
 //! [`KvmHypervisor`] (plus [`probe`] and the kick signal number); the VM and
 //! vCPUs it creates are handed out as `Box<dyn hv::Vm>` / `Box<dyn hv::Vcpu>`.
 //!
-//! What a VM gets on creation (requirement of the seed's model, the same as
-//! QEMU and Firecracker set up):
+//! What a VM gets on creation (what QEMU and Firecracker set up too):
 //! - the TSS at [`TSS_ADDRESS`] and the EPT identity map page at
 //!   [`IDENTITY_MAP_ADDRESS`] (needed by Intel hosts for real mode),
 //! - the in-kernel irqchip (LAPIC per vCPU, IOAPIC, two PICs),
 //! - the in-kernel PIT (KVM_CREATE_PIT2, speaker port as a dummy).
 //!
-//! Module map: [`hypervisor`](KvmHypervisor) opens `/dev/kvm`, `vm` owns
+//! Module map: `hypervisor` opens and checks `/dev/kvm`, `vm` owns
 //! memory slots and irq lines, `vcpu` runs the guest, `kick` interrupts a
 //! running vCPU, `stats` reads KVM's binary statistics, `convert` and
 //! `xsave` map between kvm-bindings and `hv` state.

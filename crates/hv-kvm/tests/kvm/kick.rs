@@ -179,7 +179,6 @@ fn a_vcpu_moved_to_another_thread_is_still_kickable() {
         return;
     };
     let mut g = Guest::new(&hv, &spin());
-    let rec = Recorder::default();
     for round in 0..3u64 {
         let kicker = g.vcpu.kicker();
         let handle = std::thread::spawn(move || {
@@ -193,7 +192,6 @@ fn a_vcpu_moved_to_another_thread_is_still_kickable() {
         });
         g = handle.join().expect("vCPU thread");
     }
-    assert!(rec.take().is_empty());
 }
 
 #[test]
