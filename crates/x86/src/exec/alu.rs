@@ -1,0 +1,883 @@
+//! Integer arithmetic, logic, shifts, multiply/divide, bit operations and
+//! data movement.
+
+use iced_x86::{Instruction, Mnemonic, OpKind, Register};
+
+use super::{Dst, Exec};
+use crate::exception::{de, gp, ud, R};
+use crate::flags::{sign_bit, size_mask, FlagOp};
+use crate::state::rflags::*;
+use crate::state::{Mode, RAX, RBX, RCX, RDX};
+
+/// SF, ZF and PF of a result.
+#[inline]
+pub(crate) fn szp(r: u64, size: u32) -> u64 {
+    let mut f = 0;
+    if r & size_mask(size) == 0 {
+        f |= ZF;
+    }
+    if r & sign_bit(size) != 0 {
+        f |= SF;
+    }
+    if (r as u8).count_ones() % 2 == 0 {
+        f |= PF;
+    }
+    f
+}
+
+#[inline]
+fn sext(v: u64, size: u32) -> i64 {
+    let sh = 64 - size * 8;
+    ((v << sh) as i64) >> sh
+}
+
+impl Exec<'_> {
+    /// Read-modify-write of a destination, as a host atomic when LOCKed.
+    pub(crate) fn rmw<F: FnMut(&mut Self, u64) -> u64>(
+        &mut self,
+        insn: &Instruction,
+        d: Dst,
+        size: u32,
+        mut f: F,
+    ) -> R<()> {
+        if let Dst::Mem(lin) = d {
+            if insn.has_lock_prefix() && self.locked_rmw(lin, size, &mut f)? {
+                return Ok(());
+            }
+        }
+        let old = self.read_dst(d, size)?;
+        let new = f(self, old);
+        self.write_dst(d, size, new)
+    }
+
+    /// The two-operand ALU operation `m` with flags.
+    #[inline]
+    pub(crate) fn alu_op(&mut self, m: Mnemonic, a: u64, b: u64, size: u32) -> u64 {
+        let mask = size_mask(size);
+        let f = &mut self.c.state.flags;
+        match m {
+            Mnemonic::Add => {
+                let r = a.wrapping_add(b) & mask;
+                f.record(FlagOp::Add, size, a, b, r, 0);
+                r
+            }
+            Mnemonic::Adc => {
+                let c = f.cf() as u64;
+                let r = a.wrapping_add(b).wrapping_add(c) & mask;
+                f.record(FlagOp::Adc, size, a, b, r, c);
+                r
+            }
+            Mnemonic::Sub | Mnemonic::Cmp => {
+                let r = a.wrapping_sub(b) & mask;
+                f.record(FlagOp::Sub, size, a, b, r, 0);
+                r
+            }
+            Mnemonic::Sbb => {
+                let c = f.cf() as u64;
+                let r = a.wrapping_sub(b).wrapping_sub(c) & mask;
+                f.record(FlagOp::Sbb, size, a, b, r, c);
+                r
+            }
+            Mnemonic::And | Mnemonic::Test => {
+                let r = a & b;
+                f.record(FlagOp::Logic, size, a, b, r, 0);
+                r
+            }
+            Mnemonic::Or => {
+                let r = a | b;
+                f.record(FlagOp::Logic, size, a, b, r, 0);
+                r
+            }
+            _ => {
+                let r = a ^ b;
+                f.record(FlagOp::Logic, size, a, b, r, 0);
+                r
+            }
+        }
+    }
+
+    pub(super) fn alu2(&mut self, insn: &Instruction) -> R<()> {
+        let m = insn.mnemonic();
+        let size = Self::op_size(insn, 0);
+        let b = self.read_op(insn, 1, size)?;
+        if matches!(m, Mnemonic::Cmp | Mnemonic::Test) {
+            let a = self.read_op(insn, 0, size)?;
+            self.alu_op(m, a, b, size);
+            return Ok(());
+        }
+        // Fast path: register destination.
+        if insn.op0_kind() == OpKind::Register {
+            let r = insn.op0_register();
+            let a = self.gpr(r);
+            let v = self.alu_op(m, a, b, size);
+            self.set_gpr(r, v);
+            return Ok(());
+        }
+        let d = self.dst(insn, size)?;
+        self.rmw(insn, d, size, |ex, a| ex.alu_op(m, a, b, size))
+    }
+
+    pub(super) fn alu1(&mut self, insn: &Instruction) -> R<()> {
+        let m = insn.mnemonic();
+        let size = Self::op_size(insn, 0);
+        let d = self.dst(insn, size)?;
+        let mask = size_mask(size);
+        self.rmw(insn, d, size, |ex, a| {
+            let f = &mut ex.c.state.flags;
+            match m {
+                Mnemonic::Inc => {
+                    let c = f.cf() as u64;
+                    let r = a.wrapping_add(1) & mask;
+                    f.record(FlagOp::Inc, size, a, 1, r, c);
+                    r
+                }
+                Mnemonic::Dec => {
+                    let c = f.cf() as u64;
+                    let r = a.wrapping_sub(1) & mask;
+                    f.record(FlagOp::Dec, size, a, 1, r, c);
+                    r
+                }
+                Mnemonic::Neg => {
+                    let r = 0u64.wrapping_sub(a) & mask;
+                    f.record(FlagOp::Sub, size, 0, a, r, 0);
+                    r
+                }
+                _ => !a & mask,
+            }
+        })
+    }
+
+    /// Shift/rotate with an eager flag computation.
+    fn shift_op(&mut self, m: Mnemonic, a: u64, count: u32, size: u32) -> u64 {
+        let bits = size * 8;
+        let mask = size_mask(size);
+        let msb = |v: u64| (v >> (bits - 1)) & 1;
+        let fl = self.c.state.flags.get();
+        let cf_in = fl & CF;
+        let (r, cf, of, arith) = match m {
+            Mnemonic::Shl | Mnemonic::Sal => {
+                let r = if count >= 64 { 0 } else { (a << count) & mask };
+                let cf = if count <= bits {
+                    (a >> (bits - count)) & 1
+                } else {
+                    0
+                };
+                (r, cf, msb(r) ^ cf, true)
+            }
+            Mnemonic::Shr => {
+                let r = if count >= 64 { 0 } else { a >> count };
+                let cf = if count - 1 < 64 { (a >> (count - 1)) & 1 } else { 0 };
+                (r, cf, msb(a), true)
+            }
+            Mnemonic::Sar => {
+                let s = sext(a, size);
+                let r = (s >> count.min(63)) as u64 & mask;
+                let cf = ((s >> (count - 1).min(63)) & 1) as u64;
+                (r, cf, 0, true)
+            }
+            Mnemonic::Rol => {
+                let c = count % bits;
+                let r = if c == 0 {
+                    a
+                } else {
+                    ((a << c) | (a >> (bits - c))) & mask
+                };
+                let cf = r & 1;
+                (r, cf, msb(r) ^ cf, false)
+            }
+            Mnemonic::Ror => {
+                let c = count % bits;
+                let r = if c == 0 {
+                    a
+                } else {
+                    ((a >> c) | (a << (bits - c))) & mask
+                };
+                let cf = msb(r);
+                (r, cf, msb(r) ^ ((r >> (bits - 2)) & 1), false)
+            }
+            Mnemonic::Rcl => {
+                let c = count % (bits + 1);
+                if c == 0 {
+                    return a;
+                }
+                let w = bits + 1;
+                let v = (a as u128) | ((cf_in as u128) << bits);
+                let wm = (1u128 << w) - 1;
+                let rr = ((v << c) | (v >> (w - c))) & wm;
+                let r = (rr as u64) & mask;
+                let cf = ((rr >> bits) & 1) as u64;
+                (r, cf, msb(r) ^ cf, false)
+            }
+            _ => {
+                // RCR
+                let c = count % (bits + 1);
+                if c == 0 {
+                    return a;
+                }
+                let w = bits + 1;
+                let v = (a as u128) | ((cf_in as u128) << bits);
+                let wm = (1u128 << w) - 1;
+                let rr = ((v >> c) | (v << (w - c))) & wm;
+                let r = (rr as u64) & mask;
+                let cf = ((rr >> bits) & 1) as u64;
+                (r, cf, msb(r) ^ ((r >> (bits - 2)) & 1), false)
+            }
+        };
+        let mut nf = if cf != 0 { CF } else { 0 };
+        if of != 0 {
+            nf |= OF;
+        }
+        if arith {
+            nf |= szp(r, size);
+            self.c.state.flags.set_arith(ARITH, nf);
+        } else {
+            self.c.state.flags.set_arith(CF | OF, nf);
+        }
+        r
+    }
+
+    pub(super) fn shift(&mut self, insn: &Instruction) -> R<()> {
+        let m = insn.mnemonic();
+        let size = Self::op_size(insn, 0);
+        let count = if insn.op_count() < 2 {
+            1
+        } else {
+            self.read_op(insn, 1, 1)? as u32
+        };
+        let count = count & if size == 8 { 0x3f } else { 0x1f };
+        let d = self.dst(insn, size)?;
+        if count == 0 {
+            // No flags change; a 32-bit register is still zero-extended.
+            let v = self.read_dst(d, size)?;
+            if let Dst::Reg(_) = d {
+                self.write_dst(d, size, v)?;
+            }
+            return Ok(());
+        }
+        self.rmw(insn, d, size, |ex, a| ex.shift_op(m, a, count, size))
+    }
+
+    pub(super) fn shift_double(&mut self, insn: &Instruction) -> R<()> {
+        let left = insn.mnemonic() == Mnemonic::Shld;
+        let size = Self::op_size(insn, 0);
+        let bits = size * 8;
+        let src = self.read_op(insn, 1, size)?;
+        let count = self.read_op(insn, 2, 1)? as u32 & if size == 8 { 0x3f } else { 0x1f };
+        let d = self.dst(insn, size)?;
+        if count == 0 {
+            let v = self.read_dst(d, size)?;
+            if let Dst::Reg(_) = d {
+                self.write_dst(d, size, v)?;
+            }
+            return Ok(());
+        }
+        let mask = size_mask(size);
+        self.rmw(insn, d, size, |ex, a| {
+            // Work on a 2*bits-wide (up to 128-bit) concatenation.
+            let (r, cf) = if left {
+                let v = ((a as u128) << bits) | src as u128;
+                let shifted = v << count;
+                let r = ((shifted >> bits) as u64) & mask;
+                let cf = ((v >> (2 * bits - count)) & 1) as u64;
+                (r, cf)
+            } else {
+                let v = ((src as u128) << bits) | a as u128;
+                let r = ((v >> count) as u64) & mask;
+                let cf = ((v >> (count - 1)) & 1) as u64;
+                (r, cf)
+            };
+            let of = ((r ^ a) >> (bits - 1)) & 1;
+            let mut nf = szp(r, size);
+            if cf != 0 {
+                nf |= CF;
+            }
+            if of != 0 {
+                nf |= OF;
+            }
+            ex.c.state.flags.set_arith(ARITH, nf);
+            r
+        })
+    }
+
+    pub(super) fn muldiv(&mut self, insn: &Instruction) -> R<()> {
+        let m = insn.mnemonic();
+        if m == Mnemonic::Imul && insn.op_count() >= 2 {
+            let size = Self::op_size(insn, 0);
+            let (a, b) = if insn.op_count() == 3 {
+                (self.read_op(insn, 1, size)?, self.read_op(insn, 2, size)?)
+            } else {
+                (self.read_op(insn, 0, size)?, self.read_op(insn, 1, size)?)
+            };
+            let full = sext(a, size) as i128 * sext(b, size) as i128;
+            let r = full as u64 & size_mask(size);
+            let overflow = sext(r, size) as i128 != full;
+            let mut nf = szp(r, size);
+            if overflow {
+                nf |= CF | OF;
+            }
+            self.c.state.flags.set_arith(ARITH, nf);
+            self.set_gpr(insn.op0_register(), r);
+            return Ok(());
+        }
+        let size = Self::op_size(insn, 0);
+        let src = self.read_op(insn, 0, size)?;
+        let mask = size_mask(size);
+        let bits = size * 8;
+        // The implicit accumulator pair.
+        let (lo, hi) = if size == 1 {
+            let ax = self.gpr_sized(RAX, 2);
+            (ax & 0xff, ax >> 8)
+        } else {
+            (self.gpr_sized(RAX, size), self.gpr_sized(RDX, size))
+        };
+        let store = |ex: &mut Self, lo: u64, hi: u64| {
+            if size == 1 {
+                ex.set_gpr_sized(RAX, 2, (lo & 0xff) | ((hi & 0xff) << 8));
+            } else {
+                ex.set_gpr_sized(RAX, size, lo);
+                ex.set_gpr_sized(RDX, size, hi);
+            }
+        };
+        match m {
+            Mnemonic::Mul => {
+                let full = lo as u128 * src as u128;
+                let rl = full as u64 & mask;
+                let rh = (full >> bits) as u64 & mask;
+                store(self, rl, rh);
+                let mut nf = szp(rl, size);
+                if rh != 0 {
+                    nf |= CF | OF;
+                }
+                self.c.state.flags.set_arith(ARITH, nf);
+            }
+            Mnemonic::Imul => {
+                let full = sext(lo, size) as i128 * sext(src, size) as i128;
+                let rl = full as u64 & mask;
+                let rh = (full >> bits) as u64 & mask;
+                store(self, rl, rh);
+                let mut nf = szp(rl, size);
+                if sext(rl, size) as i128 != full {
+                    nf |= CF | OF;
+                }
+                self.c.state.flags.set_arith(ARITH, nf);
+            }
+            Mnemonic::Div => {
+                if src == 0 {
+                    return Err(de());
+                }
+                let dividend = ((hi as u128) << bits) | lo as u128;
+                let q = dividend / src as u128;
+                let r = dividend % src as u128;
+                if q > mask as u128 {
+                    return Err(de());
+                }
+                store(self, q as u64, r as u64);
+            }
+            _ => {
+                // IDIV
+                if src == 0 {
+                    return Err(de());
+                }
+                let dividend = if size == 8 {
+                    (((hi as u128) << 64) | lo as u128) as i128
+                } else {
+                    sext(((hi << bits) | lo) & size_mask(size * 2), size * 2) as i128
+                };
+                let divisor = sext(src, size) as i128;
+                let Some(q) = dividend.checked_div(divisor) else {
+                    return Err(de());
+                };
+                let r = dividend.checked_rem(divisor).unwrap_or(0);
+                let min = -(1i128 << (bits - 1));
+                let max = (1i128 << (bits - 1)) - 1;
+                if q < min || q > max {
+                    return Err(de());
+                }
+                store(self, q as u64 & mask, r as u64 & mask);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn bit_test(&mut self, insn: &Instruction) -> R<()> {
+        let m = insn.mnemonic();
+        let size = Self::op_size(insn, 0);
+        let bits = size as u64 * 8;
+        let imm = insn.op1_kind() != OpKind::Register;
+        let off = self.read_op(insn, 1, size)?;
+        let (d, bit) = if insn.op0_kind() == OpKind::Memory && !imm {
+            // The bit offset is a signed index that can leave the operand.
+            let soff = sext(off, size);
+            let byte_off = (soff >> (bits.trailing_zeros())) * size as i64;
+            let ea = self.ea(insn).wrapping_add(byte_off as u64) & self.addr_mask(insn);
+            let write = m != Mnemonic::Bt;
+            let lin = self.seg_lin(Self::mem_seg(insn), ea, size, write)?;
+            (Dst::Mem(lin), (off & (bits - 1)) as u32)
+        } else {
+            let d = if m == Mnemonic::Bt && insn.op0_kind() == OpKind::Memory {
+                let ea = self.ea(insn);
+                Dst::Mem(self.seg_lin(Self::mem_seg(insn), ea, size, false)?)
+            } else {
+                self.dst(insn, size)?
+            };
+            (d, (off & (bits - 1)) as u32)
+        };
+        let set_cf = |ex: &mut Self, v: u64| {
+            let cf = if (v >> bit) & 1 != 0 { CF } else { 0 };
+            ex.c.state.flags.set_arith(CF, cf);
+        };
+        if m == Mnemonic::Bt {
+            let v = match d {
+                Dst::Reg(r) => self.gpr(r),
+                Dst::Mem(lin) => {
+                    let u = self.user();
+                    self.read_lin(lin, size, u)?
+                }
+            };
+            set_cf(self, v);
+            return Ok(());
+        }
+        self.rmw(insn, d, size, |ex, v| {
+            set_cf(ex, v);
+            match m {
+                Mnemonic::Bts => v | (1 << bit),
+                Mnemonic::Btr => v & !(1 << bit),
+                _ => v ^ (1 << bit),
+            }
+        })
+    }
+
+    /// The address-size mask of a memory operand.
+    pub(crate) fn addr_mask(&self, insn: &Instruction) -> u64 {
+        let r = if insn.memory_base() != Register::None {
+            insn.memory_base()
+        } else {
+            insn.memory_index()
+        };
+        match r.size() {
+            2 => 0xffff,
+            4 => 0xffff_ffff,
+            8 => u64::MAX,
+            _ => match self.c.state.code_bits {
+                64 => u64::MAX,
+                32 => 0xffff_ffff,
+                _ => 0xffff,
+            },
+        }
+    }
+
+    pub(super) fn bit_scan(&mut self, insn: &Instruction) -> R<()> {
+        let m = insn.mnemonic();
+        let size = Self::op_size(insn, 0);
+        let bits = size * 8;
+        let src = self.read_op(insn, 1, size)?;
+        let m = match m {
+            Mnemonic::Tzcnt if !self.c.has_feature_bmi1() => Mnemonic::Bsf,
+            Mnemonic::Lzcnt if !self.c.has_feature_lzcnt() => Mnemonic::Bsr,
+            m => m,
+        };
+        let fl = self.c.state.flags.get();
+        match m {
+            Mnemonic::Bsf | Mnemonic::Bsr => {
+                if src == 0 {
+                    self.c.state.flags.set_arith(ARITH, ZF);
+                    return Ok(());
+                }
+                let r = if m == Mnemonic::Bsf {
+                    src.trailing_zeros() as u64
+                } else {
+                    63 - src.leading_zeros() as u64
+                };
+                self.c.state.flags.set_arith(ARITH, szp(r, size) & PF);
+                self.set_gpr(insn.op0_register(), r);
+            }
+            Mnemonic::Tzcnt | Mnemonic::Lzcnt => {
+                let r = if m == Mnemonic::Tzcnt {
+                    if src == 0 {
+                        bits as u64
+                    } else {
+                        src.trailing_zeros() as u64
+                    }
+                } else {
+                    (src.leading_zeros() - (64 - bits)) as u64
+                };
+                let mut nf = fl & (SF | OF | AF | PF);
+                if src == 0 {
+                    nf |= CF;
+                }
+                if r == 0 {
+                    nf |= ZF;
+                }
+                self.c.state.flags.set_arith(ARITH, nf);
+                self.set_gpr(insn.op0_register(), r);
+            }
+            _ => {
+                let r = src.count_ones() as u64;
+                self.c
+                    .state
+                    .flags
+                    .set_arith(ARITH, if src == 0 { ZF } else { 0 });
+                self.set_gpr(insn.op0_register(), r);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn bswap(&mut self, insn: &Instruction) -> R<()> {
+        let r = insn.op0_register();
+        let v = self.gpr(r);
+        let nv = match r.size() {
+            8 => v.swap_bytes(),
+            4 => (v as u32).swap_bytes() as u64,
+            _ => 0,
+        };
+        self.set_gpr(r, nv);
+        Ok(())
+    }
+
+    pub(super) fn mov(&mut self, insn: &Instruction) -> R<()> {
+        let k0 = insn.op0_kind();
+        let k1 = insn.op1_kind();
+        if k0 == OpKind::Register {
+            let r0 = insn.op0_register();
+            if r0.is_gpr() {
+                if k1 == OpKind::Register {
+                    let r1 = insn.op1_register();
+                    if r1.is_segment_register() {
+                        let v = self.c.state.seg[r1 as usize - Register::ES as usize].selector;
+                        self.set_gpr(r0, v as u64);
+                        return Ok(());
+                    }
+                    if r1.is_cr() || r1.is_dr() {
+                        return self.mov_from_crdr(insn);
+                    }
+                    let v = self.gpr(r1);
+                    self.set_gpr(r0, v);
+                    return Ok(());
+                }
+                let size = r0.size() as u32;
+                let v = self.read_op(insn, 1, size)?;
+                self.set_gpr(r0, v);
+                return Ok(());
+            }
+            if r0.is_segment_register() {
+                let v = self.read_op(insn, 1, 2)? as u16;
+                let s = r0 as usize - Register::ES as usize;
+                if s == crate::state::CS {
+                    return Err(ud());
+                }
+                return self.load_seg(s, v);
+            }
+            if r0.is_cr() || r0.is_dr() {
+                return self.mov_to_crdr(insn);
+            }
+            return self.unimplemented(insn);
+        }
+        // Memory destination.
+        let size = Self::op_size(insn, 0);
+        let v = self.read_op(insn, 1, size)?;
+        self.write_op(insn, 0, size, v)
+    }
+
+    pub(super) fn movx(&mut self, insn: &Instruction) -> R<()> {
+        let dsize = insn.op0_register().size() as u32;
+        let ssize = Self::op_size(insn, 1);
+        let v = self.read_op(insn, 1, ssize)?;
+        let v = if insn.mnemonic() == Mnemonic::Movzx {
+            v
+        } else {
+            sext(v, ssize) as u64 & size_mask(dsize)
+        };
+        self.set_gpr(insn.op0_register(), v);
+        Ok(())
+    }
+
+    pub(super) fn lea(&mut self, insn: &Instruction) -> R<()> {
+        if insn.op1_kind() != OpKind::Memory {
+            return Err(ud());
+        }
+        let v = self.ea(insn);
+        self.set_gpr(insn.op0_register(), v);
+        Ok(())
+    }
+
+    pub(super) fn xchg(&mut self, insn: &Instruction) -> R<()> {
+        let size = Self::op_size(insn, 0);
+        if insn.op0_kind() == OpKind::Register && insn.op1_kind() == OpKind::Register {
+            let (a, b) = (insn.op0_register(), insn.op1_register());
+            let (va, vb) = (self.gpr(a), self.gpr(b));
+            self.set_gpr(a, vb);
+            self.set_gpr(b, va);
+            return Ok(());
+        }
+        // One side is memory: always locked.
+        let (mem_n, reg) = if insn.op0_kind() == OpKind::Memory {
+            (0, insn.op1_register())
+        } else {
+            (1, insn.op0_register())
+        };
+        let _ = mem_n;
+        let off = self.ea(insn);
+        let lin = self.seg_lin(Self::mem_seg(insn), off, size, true)?;
+        let rv = self.gpr(reg);
+        let mut old_v = 0;
+        let mut f = |_: &mut Self, old: u64| {
+            old_v = old;
+            rv
+        };
+        if !self.locked_rmw(lin, size, &mut f)? {
+            let old = self.read_dst(Dst::Mem(lin), size)?;
+            self.write_dst(Dst::Mem(lin), size, rv)?;
+            old_v = old;
+        }
+        self.set_gpr(reg, old_v);
+        Ok(())
+    }
+
+    pub(super) fn xadd(&mut self, insn: &Instruction) -> R<()> {
+        let size = Self::op_size(insn, 0);
+        let reg = insn.op1_register();
+        let src = self.gpr(reg);
+        let d = self.dst(insn, size)?;
+        let mut old_v = 0;
+        self.rmw(insn, d, size, |ex, old| {
+            old_v = old;
+            ex.alu_op(Mnemonic::Add, old, src, size)
+        })?;
+        self.set_gpr(reg, old_v);
+        Ok(())
+    }
+
+    pub(super) fn cmpxchg(&mut self, insn: &Instruction) -> R<()> {
+        let size = Self::op_size(insn, 0);
+        let src = self.gpr(insn.op1_register());
+        let acc = self.gpr_sized(RAX, size);
+        let d = self.dst(insn, size)?;
+        let mut old_v = 0;
+        self.rmw(insn, d, size, |ex, old| {
+            old_v = old;
+            ex.alu_op(Mnemonic::Cmp, acc, old, size);
+            if old == acc {
+                src
+            } else {
+                old
+            }
+        })?;
+        if old_v != acc {
+            self.set_gpr_sized(RAX, size, old_v);
+        }
+        Ok(())
+    }
+
+    pub(super) fn cmpxchg_wide(&mut self, insn: &Instruction) -> R<()> {
+        let wide = insn.mnemonic() == Mnemonic::Cmpxchg16b;
+        let size: u32 = if wide { 8 } else { 4 };
+        let off = self.ea(insn);
+        let lin = self.seg_lin(Self::mem_seg(insn), off, size * 2, true)?;
+        if wide && lin % 16 != 0 {
+            return Err(gp(0));
+        }
+        let expect_lo = self.gpr_sized(RAX, size);
+        let expect_hi = self.gpr_sized(RDX, size);
+        let new_lo = self.gpr_sized(RBX, size);
+        let new_hi = self.gpr_sized(RCX, size);
+        let equal;
+        if !wide {
+            let expect = expect_lo | (expect_hi << 32);
+            let new = new_lo | (new_hi << 32);
+            let mut old_v = 0;
+            let mut f = |_: &mut Self, old: u64| {
+                old_v = old;
+                if old == expect {
+                    new
+                } else {
+                    old
+                }
+            };
+            if !self.locked_rmw(lin, 8, &mut f)? {
+                let old = self.read_dst(Dst::Mem(lin), 8)?;
+                let new_v = f(self, old);
+                self.write_dst(Dst::Mem(lin), 8, new_v)?;
+            }
+            equal = old_v == expect;
+            if !equal {
+                self.set_gpr_sized(RAX, 4, old_v & 0xffff_ffff);
+                self.set_gpr_sized(RDX, 4, old_v >> 32);
+            }
+        } else {
+            // 16 bytes: serialised by a global lock against other CMPXCHG16B.
+            static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+            let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            let u = self.user();
+            let lo = self.read_dst(Dst::Mem(lin), 8)?;
+            let hi = self.read_lin(lin + 8, 8, u)?;
+            equal = lo == expect_lo && hi == expect_hi;
+            if equal {
+                self.write_lin(lin, 8, new_lo, u)?;
+                self.write_lin(lin + 8, 8, new_hi, u)?;
+            } else {
+                self.write_lin(lin, 8, lo, u)?;
+                self.write_lin(lin + 8, 8, hi, u)?;
+                self.set_gpr_sized(RAX, 8, lo);
+                self.set_gpr_sized(RDX, 8, hi);
+            }
+        }
+        self.c
+            .state
+            .flags
+            .set_arith(ZF, if equal { ZF } else { 0 });
+        Ok(())
+    }
+
+    pub(super) fn convert(&mut self, insn: &Instruction) -> R<()> {
+        let g = &mut self.c.state.gpr;
+        match insn.mnemonic() {
+            Mnemonic::Cbw => {
+                let v = sext(g[RAX], 1) as u64 & 0xffff;
+                g[RAX] = (g[RAX] & !0xffff) | v;
+            }
+            Mnemonic::Cwde => g[RAX] = sext(g[RAX], 2) as u64 & 0xffff_ffff,
+            Mnemonic::Cdqe => g[RAX] = sext(g[RAX], 4) as u64,
+            Mnemonic::Cwd => {
+                let v = if g[RAX] & 0x8000 != 0 { 0xffff } else { 0 };
+                g[RDX] = (g[RDX] & !0xffff) | v;
+            }
+            Mnemonic::Cdq => {
+                g[RDX] = if g[RAX] & 0x8000_0000 != 0 {
+                    0xffff_ffff
+                } else {
+                    0
+                }
+            }
+            _ => g[RDX] = if g[RAX] >> 63 != 0 { u64::MAX } else { 0 },
+        }
+        Ok(())
+    }
+
+    pub(super) fn flag_op(&mut self, insn: &Instruction) -> R<()> {
+        let f = &mut self.c.state.flags;
+        match insn.mnemonic() {
+            Mnemonic::Lahf => {
+                let v = (f.get() & (SF | ZF | AF | PF | CF)) | FIXED1;
+                self.set_gpr(Register::AH, v);
+            }
+            Mnemonic::Sahf => {
+                let ah = (self.c.state.gpr[RAX] >> 8) & 0xff;
+                self.c
+                    .state
+                    .flags
+                    .set_arith(SF | ZF | AF | PF | CF, ah);
+            }
+            Mnemonic::Clc => f.set_arith(CF, 0),
+            Mnemonic::Stc => f.set_arith(CF, CF),
+            Mnemonic::Cmc => {
+                let c = f.cf();
+                f.set_arith(CF, if c { 0 } else { CF });
+            }
+            Mnemonic::Cld => f.set_bit(DF, false),
+            Mnemonic::Std => f.set_bit(DF, true),
+            Mnemonic::Cli | Mnemonic::Sti => {
+                let st = &self.c.state;
+                if st.mode != Mode::Real && st.cpl > st.iopl() {
+                    return Err(gp(0));
+                }
+                let sti = insn.mnemonic() == Mnemonic::Sti;
+                if sti && !self.c.state.if_set() {
+                    // Interrupts stay blocked until the next instruction retires.
+                    self.c.shadow_icount = self.c.icount + 1;
+                }
+                self.c.state.flags.set_bit(IF, sti);
+                self.c.block_exit = true;
+            }
+            _ => return self.unimplemented(insn),
+        }
+        Ok(())
+    }
+
+    pub(super) fn cmov(&mut self, insn: &Instruction) -> R<()> {
+        let r = insn.op0_register();
+        let size = r.size() as u32;
+        let v = self.read_op(insn, 1, size)?;
+        let cc = insn.condition_code() as u8 - 1;
+        if self.c.state.flags.cond(cc) {
+            self.set_gpr(r, v);
+        } else if size == 4 {
+            let cur = self.gpr(r);
+            self.set_gpr(r, cur);
+        }
+        Ok(())
+    }
+
+    pub(super) fn setcc(&mut self, insn: &Instruction) -> R<()> {
+        let cc = insn.condition_code() as u8 - 1;
+        let v = self.c.state.flags.cond(cc) as u64;
+        self.write_op(insn, 0, 1, v)
+    }
+
+    pub(super) fn xlat(&mut self, insn: &Instruction) -> R<()> {
+        let off = self.ea(insn);
+        let v = self.read(Self::mem_seg(insn), off, 1)?;
+        self.set_gpr(Register::AL, v);
+        Ok(())
+    }
+
+    pub(super) fn bcd(&mut self, insn: &Instruction) -> R<()> {
+        let ax = self.c.state.gpr[RAX];
+        let al = ax & 0xff;
+        let ah = (ax >> 8) & 0xff;
+        let cf = self.c.state.flags.cf();
+        let af = self.c.state.flags.af();
+        let (nal, nah, ncf, naf) = match insn.mnemonic() {
+            Mnemonic::Aaa | Mnemonic::Aas => {
+                let adjust = (al & 0xf) > 9 || af;
+                if adjust {
+                    let (l, h) = if insn.mnemonic() == Mnemonic::Aaa {
+                        (al.wrapping_add(6), ah.wrapping_add(1))
+                    } else {
+                        (al.wrapping_sub(6), ah.wrapping_sub(1))
+                    };
+                    (l & 0xf, h & 0xff, true, true)
+                } else {
+                    (al & 0xf, ah, false, false)
+                }
+            }
+            Mnemonic::Daa | Mnemonic::Das => {
+                let add = insn.mnemonic() == Mnemonic::Daa;
+                let mut l = al;
+                let mut ncf = false;
+                let mut naf = false;
+                if (al & 0xf) > 9 || af {
+                    l = if add { l + 6 } else { l.wrapping_sub(6) } & 0xff;
+                    ncf = cf || if add { al + 6 > 0xff } else { al < 6 };
+                    naf = true;
+                }
+                if al > 0x99 || cf {
+                    l = if add { l + 0x60 } else { l.wrapping_sub(0x60) } & 0xff;
+                    ncf = true;
+                }
+                (l, ah, ncf, naf)
+            }
+            Mnemonic::Aam => {
+                let base = insn.immediate8() as u64;
+                if base == 0 {
+                    return Err(de());
+                }
+                (al % base, al / base, false, false)
+            }
+            _ => {
+                let base = insn.immediate8() as u64;
+                ((al + ah * base) & 0xff, 0, false, false)
+            }
+        };
+        self.c.state.gpr[RAX] = (ax & !0xffff) | nal | (nah << 8);
+        let mut nf = szp(nal, 1);
+        if ncf {
+            nf |= CF;
+        }
+        if naf {
+            nf |= AF;
+        }
+        self.c.state.flags.set_arith(ARITH, nf);
+        Ok(())
+    }
+}

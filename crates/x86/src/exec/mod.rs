@@ -1,0 +1,516 @@
+//! The interpreter: the run loop, block fetch/decode, operand access and
+//! instruction dispatch. Instruction classes live in the submodules.
+
+mod alu;
+mod control;
+mod seg;
+mod string;
+mod system;
+
+use std::sync::Arc;
+
+use hv::ExitReason;
+use iced_x86::{Decoder, DecoderError, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register};
+
+use crate::block::{Block, MAX_BLOCK_INSNS};
+use crate::exception::{gp, ud, R};
+use crate::mmu::{AccessKind, Tlb};
+use crate::state::{Mode, CS};
+use crate::{Bus, Cpu, CpuExit, CpuSignals};
+
+/// The execution context: the CPU and the bus it runs against.
+pub(crate) struct Exec<'a> {
+    pub c: &'a mut Cpu,
+    pub bus: &'a mut dyn Bus,
+}
+
+/// A destination operand resolved once for read-modify-write.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Dst {
+    Reg(Register),
+    /// Linear address (segmentation already checked for writing).
+    Mem(u64),
+}
+
+#[inline]
+pub(crate) fn ip_mask(bits: u32) -> u64 {
+    match bits {
+        64 => u64::MAX,
+        32 => 0xffff_ffff,
+        _ => 0xffff,
+    }
+}
+
+impl Exec<'_> {
+    // ------------------------------------------------------------ run loop
+
+    pub(crate) fn run(&mut self, max: u64) -> CpuExit {
+        let limit = self.c.icount.saturating_add(max);
+        loop {
+            if let Some(e) = self.c.pending_exit.take() {
+                return e;
+            }
+            if self.c.state.halted {
+                return CpuExit::Halt;
+            }
+            if self.c.signals.pending() {
+                let bits = self.c.signals.take();
+                if bits & CpuSignals::FLUSH != 0 {
+                    self.c.tlb.flush_all();
+                    self.c.blocks.clear();
+                }
+                if bits & CpuSignals::KICK != 0 {
+                    self.c.counters.inc(ExitReason::Signal);
+                    return CpuExit::Interrupted;
+                }
+            }
+            if self.c.want_interrupt_window && self.c.can_inject_interrupt() {
+                self.c.counters.inc(ExitReason::InterruptWindow);
+                return CpuExit::InterruptWindow;
+            }
+            if self.c.icount >= limit {
+                return CpuExit::InstructionLimit;
+            }
+            self.run_block(limit);
+        }
+    }
+
+    fn run_block(&mut self, limit: u64) {
+        let block = match self.get_block() {
+            Ok(b) => b,
+            Err(e) => {
+                self.raise(e);
+                return;
+            }
+        };
+        self.c.block_exit = false;
+        let mask = ip_mask(block.bits);
+        for insn in block.insns.iter() {
+            if self.c.icount >= limit {
+                return;
+            }
+            let ip = self.c.state.rip;
+            self.c.state.rip = insn.next_ip() & mask;
+            if let Err(e) = self.step(insn) {
+                self.c.state.rip = ip;
+                self.raise(e);
+                return;
+            }
+            self.c.icount += 1;
+            if self.c.block_exit {
+                return;
+            }
+        }
+    }
+
+    /// Finds or decodes the block at CS:RIP.
+    fn get_block(&mut self) -> R<Arc<Block>> {
+        let bits = self.c.state.code_bits;
+        let rip = self.c.state.rip;
+        let lin = self.code_lin(rip)?;
+        let user = self.user();
+        let vpn = lin >> 12;
+        let e = &self.c.tlb.e[user as usize][Tlb::index(vpn)];
+        let gpa = if e.tag_x == vpn {
+            e.gpa | (lin & 0xfff)
+        } else {
+            self.translate_fill(lin, AccessKind::Exec, user)?
+        };
+        if let Some(b) = self.c.blocks.get(rip, gpa, bits) {
+            return Ok(b.clone());
+        }
+        self.decode_block(rip, lin, gpa, bits)
+    }
+
+    /// CS:RIP → linear, with the CS limit check outside 64-bit mode.
+    fn code_lin(&self, rip: u64) -> R<u64> {
+        let st = &self.c.state;
+        if st.mode == Mode::Long {
+            return Ok(rip);
+        }
+        let cs = &st.seg[CS];
+        if rip > cs.limit as u64 {
+            return Err(gp(0));
+        }
+        Ok((cs.base + rip) & 0xffff_ffff)
+    }
+
+    fn decode_block(&mut self, rip: u64, lin: u64, gpa: u64, bits: u32) -> R<Arc<Block>> {
+        let avail = (4096 - (gpa & 0xfff)) as usize;
+        let mut buf = [0u8; 4096];
+        let cacheable = match self.bus.ram(gpa, false) {
+            Some(r) if r.len >= avail => {
+                // SAFETY: the Bus contract makes r.host readable for r.len >= avail bytes.
+                unsafe { std::ptr::copy_nonoverlapping(r.host, buf.as_mut_ptr(), avail) };
+                true
+            }
+            _ => {
+                // Code outside RAM (ROM behind MMIO): decode one instruction.
+                let n = avail.min(15);
+                self.phys_read(gpa, &mut buf[..n]);
+                false
+            }
+        };
+        let n = if cacheable { avail } else { avail.min(15) };
+        let mut decoder = Decoder::with_ip(bits, &buf[..n], rip, DecoderOptions::NONE);
+        let mut insns = Vec::with_capacity(8);
+        let mut insn = Instruction::default();
+        while decoder.can_decode() {
+            decoder.decode_out(&mut insn);
+            if decoder.last_error() == DecoderError::NoMoreBytes {
+                if insns.is_empty() {
+                    return self.decode_straddling(rip, lin, gpa, bits);
+                }
+                break;
+            }
+            insns.push(insn);
+            if insn.flow_control() != FlowControl::Next
+                || insns.len() >= MAX_BLOCK_INSNS
+                || insn.is_invalid()
+                || ends_block(insn.mnemonic())
+            {
+                break;
+            }
+        }
+        let block = Block {
+            rip,
+            gpa,
+            bits,
+            insns,
+        };
+        if !cacheable {
+            return Ok(Arc::new(block));
+        }
+        self.c.tlb.revoke_write(gpa & !0xfff);
+        Ok(self.c.blocks.insert(block))
+    }
+
+    /// An instruction crossing into the next page: fetch up to 15 bytes
+    /// through both translations and decode it alone (not cached).
+    fn decode_straddling(&mut self, rip: u64, lin: u64, gpa: u64, bits: u32) -> R<Arc<Block>> {
+        let first = (4096 - (lin & 0xfff)) as usize;
+        let mut buf = [0u8; 15];
+        let first = first.min(15);
+        self.phys_read(gpa, &mut buf[..first]);
+        let next_lin = (lin & !0xfff).wrapping_add(4096);
+        let next_lin = if self.c.state.long_mode_active() {
+            next_lin
+        } else {
+            next_lin & 0xffff_ffff
+        };
+        let user = self.user();
+        let gpa2 = self.translate_fill(next_lin, AccessKind::Exec, user)?;
+        self.phys_read(gpa2, &mut buf[first..]);
+        let mut decoder = Decoder::with_ip(bits, &buf, rip, DecoderOptions::NONE);
+        let insn = decoder.decode();
+        Ok(Arc::new(Block {
+            rip,
+            gpa,
+            bits,
+            insns: vec![insn],
+        }))
+    }
+
+    // ------------------------------------------------------------ registers
+
+    #[inline]
+    pub(crate) fn gpr(&self, r: Register) -> u64 {
+        let i = r as usize;
+        let g = &self.c.state.gpr;
+        match i {
+            1..=4 => g[i - 1] & 0xff,
+            5..=8 => (g[i - 5] >> 8) & 0xff,
+            9..=20 => g[i - 5] & 0xff,
+            21..=36 => g[i - 21] & 0xffff,
+            37..=52 => g[i - 37] & 0xffff_ffff,
+            53..=68 => g[i - 53],
+            _ => 0,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn set_gpr(&mut self, r: Register, v: u64) {
+        let i = r as usize;
+        let g = &mut self.c.state.gpr;
+        match i {
+            1..=4 => g[i - 1] = (g[i - 1] & !0xff) | (v & 0xff),
+            5..=8 => g[i - 5] = (g[i - 5] & !0xff00) | ((v & 0xff) << 8),
+            9..=20 => g[i - 5] = (g[i - 5] & !0xff) | (v & 0xff),
+            21..=36 => g[i - 21] = (g[i - 21] & !0xffff) | (v & 0xffff),
+            37..=52 => g[i - 37] = v & 0xffff_ffff,
+            53..=68 => g[i - 53] = v,
+            _ => {}
+        }
+    }
+
+    /// Writes GPR `idx` with an operand of `size` bytes (1 = low byte).
+    #[inline]
+    pub(crate) fn set_gpr_sized(&mut self, idx: usize, size: u32, v: u64) {
+        let g = &mut self.c.state.gpr[idx & 15];
+        *g = match size {
+            1 => (*g & !0xff) | (v & 0xff),
+            2 => (*g & !0xffff) | (v & 0xffff),
+            4 => v & 0xffff_ffff,
+            _ => v,
+        };
+    }
+
+    #[inline]
+    pub(crate) fn gpr_sized(&self, idx: usize, size: u32) -> u64 {
+        self.c.state.gpr[idx & 15] & crate::flags::size_mask(size)
+    }
+
+    // ------------------------------------------------------------- operands
+
+    /// The effective address (offset within the segment) of the memory operand.
+    #[inline]
+    pub(crate) fn ea(&self, insn: &Instruction) -> u64 {
+        let base = insn.memory_base();
+        let index = insn.memory_index();
+        let mut a = insn.memory_displacement64();
+        let mut asize = 0usize;
+        if index != Register::None {
+            a = a.wrapping_add(self.gpr(index).wrapping_mul(insn.memory_index_scale() as u64));
+            asize = index.size();
+        }
+        if base != Register::None {
+            if base == Register::RIP {
+                return a;
+            }
+            if base == Register::EIP {
+                return a & 0xffff_ffff;
+            }
+            a = a.wrapping_add(self.gpr(base));
+            asize = base.size();
+        }
+        match asize {
+            2 => a & 0xffff,
+            4 => a & 0xffff_ffff,
+            _ => a,
+        }
+    }
+
+    /// Segment register index of the memory operand.
+    #[inline]
+    pub(crate) fn mem_seg(insn: &Instruction) -> usize {
+        (insn.memory_segment() as usize).wrapping_sub(Register::ES as usize) & 7
+    }
+
+    /// Size in bytes of operand `n`.
+    #[inline]
+    pub(crate) fn op_size(insn: &Instruction, n: u32) -> u32 {
+        match insn.op_kind(n) {
+            OpKind::Register => insn.op_register(n).size() as u32,
+            OpKind::Memory => insn.memory_size().size() as u32,
+            OpKind::Immediate8 | OpKind::Immediate8_2nd => 1,
+            OpKind::Immediate16 | OpKind::Immediate8to16 => 2,
+            OpKind::Immediate32 | OpKind::Immediate8to32 => 4,
+            _ => 8,
+        }
+    }
+
+    /// Reads operand `n` (register, immediate or memory) of `size` bytes.
+    #[inline]
+    pub(crate) fn read_op(&mut self, insn: &Instruction, n: u32, size: u32) -> R<u64> {
+        match insn.op_kind(n) {
+            OpKind::Register => {
+                let r = insn.op_register(n);
+                if r.is_segment_register() {
+                    Ok(self.c.state.seg[r as usize - Register::ES as usize].selector as u64)
+                } else {
+                    Ok(self.gpr(r))
+                }
+            }
+            OpKind::Memory => {
+                let off = self.ea(insn);
+                self.read(Self::mem_seg(insn), off, size)
+            }
+            OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate64
+            | OpKind::Immediate8to16
+            | OpKind::Immediate8to32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32to64
+            | OpKind::Immediate8_2nd => Ok(insn.immediate(n) & crate::flags::size_mask(size)),
+            _ => Err(ud()),
+        }
+    }
+
+    /// Writes operand `n` (a GPR or memory).
+    #[inline]
+    pub(crate) fn write_op(&mut self, insn: &Instruction, n: u32, size: u32, v: u64) -> R<()> {
+        match insn.op_kind(n) {
+            OpKind::Register => {
+                self.set_gpr(insn.op_register(n), v);
+                Ok(())
+            }
+            OpKind::Memory => {
+                let off = self.ea(insn);
+                self.write(Self::mem_seg(insn), off, size, v)
+            }
+            _ => Err(ud()),
+        }
+    }
+
+    /// Resolves operand 0 for a read-modify-write.
+    #[inline]
+    pub(crate) fn dst(&mut self, insn: &Instruction, size: u32) -> R<Dst> {
+        match insn.op0_kind() {
+            OpKind::Register => Ok(Dst::Reg(insn.op0_register())),
+            OpKind::Memory => {
+                let off = self.ea(insn);
+                Ok(Dst::Mem(self.seg_lin(Self::mem_seg(insn), off, size, true)?))
+            }
+            _ => Err(ud()),
+        }
+    }
+
+    /// Reads a resolved destination; memory is translated for writing so a
+    /// page fault reports a write.
+    #[inline]
+    pub(crate) fn read_dst(&mut self, d: Dst, size: u32) -> R<u64> {
+        match d {
+            Dst::Reg(r) => Ok(self.gpr(r)),
+            Dst::Mem(lin) => {
+                let user = self.user();
+                let vpn = lin >> 12;
+                if self.c.tlb.e[user as usize][Tlb::index(vpn)].tag_w != vpn {
+                    let last = lin.wrapping_add(size as u64 - 1);
+                    self.translate_fill(lin, AccessKind::Write, user)?;
+                    if last >> 12 != vpn {
+                        self.translate_fill(last, AccessKind::Write, user)?;
+                    }
+                }
+                self.read_lin(lin, size, user)
+            }
+        }
+    }
+
+    #[inline]
+    pub(crate) fn write_dst(&mut self, d: Dst, size: u32, v: u64) -> R<()> {
+        match d {
+            Dst::Reg(r) => {
+                self.set_gpr(r, v);
+                Ok(())
+            }
+            Dst::Mem(lin) => {
+                let user = self.user();
+                self.write_lin(lin, size, v, user)
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ dispatch
+
+    fn step(&mut self, insn: &Instruction) -> R<()> {
+        use Mnemonic::*;
+        match insn.mnemonic() {
+            Add | Or | Adc | Sbb | And | Sub | Xor | Cmp | Test => self.alu2(insn),
+            Inc | Dec | Neg | Not => self.alu1(insn),
+            Rol | Ror | Rcl | Rcr | Shl | Sal | Shr | Sar => self.shift(insn),
+            Shld | Shrd => self.shift_double(insn),
+            Mul | Imul | Div | Idiv => self.muldiv(insn),
+            Bt | Bts | Btr | Btc => self.bit_test(insn),
+            Bsf | Bsr | Tzcnt | Lzcnt | Popcnt => self.bit_scan(insn),
+            Bswap => self.bswap(insn),
+            Mov => self.mov(insn),
+            Movzx | Movsx | Movsxd => self.movx(insn),
+            Lea => self.lea(insn),
+            Xchg => self.xchg(insn),
+            Xadd => self.xadd(insn),
+            Cmpxchg => self.cmpxchg(insn),
+            Cmpxchg8b | Cmpxchg16b => self.cmpxchg_wide(insn),
+            Cbw | Cwde | Cdqe | Cwd | Cdq | Cqo => self.convert(insn),
+            Lahf | Sahf | Clc | Stc | Cmc | Cld | Std | Cli | Sti => self.flag_op(insn),
+            Cmovo | Cmovno | Cmovb | Cmovae | Cmove | Cmovne | Cmovbe | Cmova | Cmovs | Cmovns
+            | Cmovp | Cmovnp | Cmovl | Cmovge | Cmovle | Cmovg => self.cmov(insn),
+            Seto | Setno | Setb | Setae | Sete | Setne | Setbe | Seta | Sets | Setns | Setp
+            | Setnp | Setl | Setge | Setle | Setg => self.setcc(insn),
+            Xlatb => self.xlat(insn),
+            Aaa | Aas | Daa | Das | Aam | Aad => self.bcd(insn),
+            Salc => {
+                let v = if self.c.state.flags.cf() { 0xff } else { 0 };
+                self.set_gpr(Register::AL, v);
+                Ok(())
+            }
+            Push => self.push_op(insn),
+            Pop => self.pop_op(insn),
+            Pushf | Pushfd | Pushfq => self.pushf(insn),
+            Popf | Popfd | Popfq => self.popf(insn),
+            Pusha | Pushad => self.pusha(insn),
+            Popa | Popad => self.popa(insn),
+            Enter => self.enter(insn),
+            Leave => self.leave(insn),
+            Jmp => self.jmp(insn),
+            Jo | Jno | Jb | Jae | Je | Jne | Jbe | Ja | Js | Jns | Jp | Jnp | Jl | Jge | Jle
+            | Jg => self.jcc(insn),
+            Jcxz | Jecxz | Jrcxz | Loop | Loope | Loopne => self.loop_op(insn),
+            Call => self.call(insn),
+            Ret => self.ret(insn),
+            Retf => self.retf(insn),
+            Iret | Iretd | Iretq => self.iret(insn),
+            Int | Int3 | Into | Int1 => self.int_op(insn),
+            Movsb | Movsw | Movsd | Movsq | Stosb | Stosw | Stosd | Stosq | Lodsb | Lodsw
+            | Lodsd | Lodsq | Cmpsb | Cmpsw | Cmpsd | Cmpsq | Scasb | Scasw | Scasd | Scasq
+            | Insb | Insw | Insd | Outsb | Outsw | Outsd
+                if insn.is_string_instruction() =>
+            {
+                self.string(insn)
+            }
+            Lgdt | Lidt | Sgdt | Sidt | Lldt | Sldt | Ltr | Str | Lmsw | Smsw | Clts | Invlpg
+            | Rdmsr | Wrmsr | Cpuid | Rdtsc | Rdtscp | Rdpid | Hlt | In | Out | Syscall
+            | Sysret | Sysretq | Swapgs | Xgetbv | Xsetbv | Wbinvd | Invd | Lar | Lsl | Verr
+            | Verw | Rdpmc | Sysenter | Sysexit | Rdfsbase | Rdgsbase | Wrfsbase | Wrgsbase
+            | Invpcid | Monitor | Mwait => self.system(insn),
+            Lds | Les | Lfs | Lgs | Lss => self.load_far_pointer(insn),
+            Nop | Pause | Lfence | Sfence | Mfence | Clflush | Clflushopt | Clwb | Prefetch
+            | Prefetchnta | Prefetcht0 | Prefetcht1 | Prefetcht2 | Prefetchw | Endbr32
+            | Endbr64 => {
+                if matches!(insn.mnemonic(), Mfence) {
+                    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+                }
+                Ok(())
+            }
+            Ud0 | Ud1 | Ud2 => Err(ud()),
+            _ => self.unimplemented(insn),
+        }
+    }
+
+    pub(crate) fn unimplemented(&mut self, insn: &Instruction) -> R<()> {
+        self.c.unimplemented += 1;
+        tracing::debug!(rip = insn.ip(), code = ?insn.code(), "unimplemented instruction: #UD");
+        Err(ud())
+    }
+}
+
+/// Instructions after which a block ends even though control flow continues
+/// (they may change the mode, paging or interrupt state).
+fn ends_block(m: Mnemonic) -> bool {
+    use Mnemonic::*;
+    matches!(
+        m,
+        Hlt | Cli
+            | Sti
+            | Popf
+            | Popfd
+            | Popfq
+            | Lgdt
+            | Lidt
+            | Lldt
+            | Ltr
+            | Lmsw
+            | Clts
+            | Invlpg
+            | Wrmsr
+            | Xsetbv
+            | Cpuid
+            | Lss
+            | Swapgs
+            | Out
+            | Outsb
+            | Outsw
+            | Outsd
+    )
+}

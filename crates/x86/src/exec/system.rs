@@ -1,0 +1,674 @@
+//! System instructions: control/debug registers, descriptor tables, MSRs,
+//! CPUID, TSC, HLT, port I/O, SYSCALL/SYSRET, SYSENTER/SYSEXIT, SWAPGS,
+//! XGETBV/XSETBV and friends.
+
+use hv::ExitReason;
+use iced_x86::{Instruction, Mnemonic, OpKind, Register};
+
+use super::Exec;
+use crate::exception::{gp, np, ud, R};
+use crate::mem::canonical;
+use crate::msr::{flat_seg, MsrError};
+use crate::state::rflags::*;
+use crate::state::{cr0, cr4, efer, Mode, SegCache, CS, GS, RAX, RCX, RDX, SS};
+
+impl Exec<'_> {
+    fn require_cpl0(&self) -> R<()> {
+        if self.c.state.cpl != 0 {
+            return Err(gp(0));
+        }
+        Ok(())
+    }
+
+    fn umip_check(&self) -> R<()> {
+        if self.c.state.cr4 & cr4::UMIP != 0 && self.c.state.cpl > 0 {
+            return Err(gp(0));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn mov_to_crdr(&mut self, insn: &Instruction) -> R<()> {
+        self.require_cpl0()?;
+        let r = insn.op0_register();
+        let v = self.gpr(insn.op1_register());
+        if r.is_dr() {
+            let n = r as usize - Register::DR0 as usize;
+            let n = match n {
+                4 | 5 if self.c.state.cr4 & cr4::DE != 0 => return Err(ud()),
+                4 | 5 => n + 2,
+                0..=7 => n,
+                _ => return Err(ud()),
+            };
+            self.c.state.dr[n] = v;
+            return Ok(());
+        }
+        self.c.counters.inc(ExitReason::CrAccess);
+        let n = r as usize - Register::CR0 as usize;
+        self.write_cr(n, v)
+    }
+
+    /// MOV to CRn with the architectural checks.
+    pub(crate) fn write_cr(&mut self, n: usize, v: u64) -> R<()> {
+        let st = &mut self.c.state;
+        match n {
+            0 => {
+                if v >> 32 != 0 {
+                    return Err(gp(0));
+                }
+                let v = v | cr0::ET;
+                if (v & cr0::PG != 0 && v & cr0::PE == 0) || (v & cr0::NW != 0 && v & cr0::CD == 0)
+                {
+                    return Err(gp(0));
+                }
+                let old = st.cr0;
+                let pg_on = v & cr0::PG != 0 && old & cr0::PG == 0;
+                let pg_off = v & cr0::PG == 0 && old & cr0::PG != 0;
+                if pg_on && st.efer & efer::LME != 0 {
+                    if st.cr4 & cr4::PAE == 0 {
+                        return Err(gp(0));
+                    }
+                    st.efer |= efer::LMA;
+                }
+                if pg_off && st.efer & efer::LMA != 0 {
+                    if st.mode == Mode::Long {
+                        return Err(gp(0));
+                    }
+                    st.efer &= !efer::LMA;
+                }
+                st.cr0 = v;
+                if (old ^ v) & (cr0::PG | cr0::WP | cr0::PE) != 0 {
+                    self.c.tlb.flush_all();
+                }
+                self.c.state.update_mode();
+            }
+            2 => st.cr2 = v,
+            3 => {
+                let v = if st.long_mode_active() {
+                    v & !(1 << 63)
+                } else {
+                    v & 0xffff_ffff
+                };
+                if v >> self.c.phys_bits != 0 {
+                    return Err(gp(0));
+                }
+                st.cr3 = v;
+                self.c.tlb.flush_nonglobal();
+            }
+            4 => {
+                if v & !cr4::SUPPORTED != 0 {
+                    return Err(gp(0));
+                }
+                if st.long_mode_active() && v & cr4::PAE == 0 {
+                    return Err(gp(0));
+                }
+                let old = st.cr4;
+                st.cr4 = v;
+                if (old ^ v) & (cr4::PGE | cr4::PAE | cr4::PSE | cr4::PCIDE | cr4::SMEP) != 0 {
+                    self.c.tlb.flush_all();
+                }
+            }
+            8 => {
+                if v > 15 {
+                    return Err(gp(0));
+                }
+                st.cr8 = v;
+            }
+            _ => return Err(ud()),
+        }
+        self.c.block_exit = true;
+        Ok(())
+    }
+
+    pub(crate) fn mov_from_crdr(&mut self, insn: &Instruction) -> R<()> {
+        self.require_cpl0()?;
+        let r = insn.op1_register();
+        let st = &self.c.state;
+        let v = if r.is_dr() {
+            let n = r as usize - Register::DR0 as usize;
+            match n {
+                4 | 5 if st.cr4 & cr4::DE != 0 => return Err(ud()),
+                4 | 5 => st.dr[n + 2],
+                0..=7 => st.dr[n],
+                _ => return Err(ud()),
+            }
+        } else {
+            self.c.counters.inc(ExitReason::CrAccess);
+            match r as usize - Register::CR0 as usize {
+                0 => st.cr0,
+                2 => st.cr2,
+                3 => st.cr3,
+                4 => st.cr4,
+                8 => st.cr8,
+                _ => return Err(ud()),
+            }
+        };
+        self.set_gpr(insn.op0_register(), v);
+        Ok(())
+    }
+
+    /// IOPL / TSS I/O-bitmap permission for `size` ports at `port`.
+    pub(crate) fn io_allowed(&mut self, port: u16, size: u32) -> R<()> {
+        let st = &self.c.state;
+        let check_bitmap = match st.mode {
+            Mode::Real => false,
+            Mode::Virtual8086 => true,
+            _ => st.cpl > st.iopl(),
+        };
+        if !check_bitmap {
+            return Ok(());
+        }
+        let tr = st.tr;
+        // Only a 32/64-bit TSS has a bitmap.
+        if tr.unusable() || tr.typ() & 0x7 != 0x3 && tr.typ() & 0x7 != 0x1 || tr.typ() & 8 == 0 {
+            return Err(gp(0));
+        }
+        if tr.limit < 0x67 {
+            return Err(gp(0));
+        }
+        let iobase = self.read_lin(tr.base + 0x66, 2, false)?;
+        let byte = iobase + port as u64 / 8;
+        if byte + 1 > tr.limit as u64 {
+            return Err(gp(0));
+        }
+        let bits = self.read_lin(tr.base + byte, 2, false)?;
+        let mask = ((1u64 << size) - 1) << (port % 8);
+        if bits & mask != 0 {
+            return Err(gp(0));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn port_in(&mut self, port: u16, size: u32) -> u64 {
+        self.c.counters.inc(ExitReason::Io);
+        let mut buf = [0u8; 4];
+        self.bus.pio_read(port, &mut buf[..size as usize]);
+        u32::from_le_bytes(buf) as u64
+    }
+
+    pub(crate) fn port_out(&mut self, port: u16, size: u32, v: u64) {
+        self.c.counters.inc(ExitReason::Io);
+        let buf = (v as u32).to_le_bytes();
+        self.bus.pio_write(port, &buf[..size as usize]);
+    }
+
+    fn cpuid(&mut self) {
+        self.c.counters.inc(ExitReason::Cpuid);
+        let leaf = self.c.state.gpr[RAX] as u32;
+        let sub = self.c.state.gpr[RCX] as u32;
+        let e = self
+            .c
+            .cpuid
+            .iter()
+            .find(|e| e.function == leaf && (!e.significant_index || e.index == sub))
+            .copied()
+            .unwrap_or_default();
+        let (eax, ebx, mut ecx, mut edx) = (e.eax, e.ebx, e.ecx, e.edx);
+        if leaf == 1 {
+            ecx &= !(1 << 27);
+            if self.c.state.cr4 & cr4::OSXSAVE != 0 && e.ecx & (1 << 26) != 0 {
+                ecx |= 1 << 27;
+            }
+            if self.c.state.msr.apic_base & (1 << 11) == 0 {
+                edx &= !(1 << 9);
+            }
+        }
+        let g = &mut self.c.state.gpr;
+        g[RAX] = eax as u64;
+        g[3] = ebx as u64;
+        g[RCX] = ecx as u64;
+        g[RDX] = edx as u64;
+    }
+
+    pub(super) fn system(&mut self, insn: &Instruction) -> R<()> {
+        use Mnemonic::*;
+        match insn.mnemonic() {
+            Hlt => {
+                self.require_cpl0()?;
+                self.c.counters.inc(ExitReason::Hlt);
+                self.c.state.halted = true;
+                self.c.block_exit = true;
+            }
+            Cpuid => self.cpuid(),
+            Rdtsc | Rdtscp => {
+                if self.c.state.cr4 & cr4::TSD != 0 && self.c.state.cpl != 0 {
+                    return Err(gp(0));
+                }
+                let t = self.c.tsc();
+                self.set_gpr_sized(RAX, 4, t & 0xffff_ffff);
+                self.set_gpr_sized(RDX, 4, t >> 32);
+                if insn.mnemonic() == Rdtscp {
+                    let aux = self.c.state.msr.tsc_aux;
+                    self.set_gpr_sized(RCX, 4, aux);
+                }
+            }
+            Rdpid => {
+                let aux = self.c.state.msr.tsc_aux;
+                self.set_gpr(insn.op0_register(), aux);
+            }
+            Rdmsr => {
+                self.require_cpl0()?;
+                self.c.counters.inc(ExitReason::MsrAccess);
+                let idx = self.c.state.gpr[RCX] as u32;
+                let v = match self.c.read_msr(idx) {
+                    Some(v) => v,
+                    None => self.bus.rdmsr(idx).ok_or_else(|| {
+                        tracing::debug!(msr = idx, "rdmsr of an unknown MSR: #GP");
+                        gp(0)
+                    })?,
+                };
+                self.set_gpr_sized(RAX, 4, v & 0xffff_ffff);
+                self.set_gpr_sized(RDX, 4, v >> 32);
+            }
+            Wrmsr => {
+                self.require_cpl0()?;
+                self.c.counters.inc(ExitReason::MsrAccess);
+                let idx = self.c.state.gpr[RCX] as u32;
+                let v = (self.c.state.gpr[RAX] & 0xffff_ffff) | (self.c.state.gpr[RDX] << 32);
+                match self.c.write_msr(idx, v) {
+                    Ok(()) => {}
+                    Err(MsrError::Invalid) => return Err(gp(0)),
+                    Err(MsrError::Unknown) => {
+                        if !self.bus.wrmsr(idx, v) {
+                            tracing::debug!(msr = idx, "wrmsr of an unknown MSR: #GP");
+                            return Err(gp(0));
+                        }
+                    }
+                }
+                self.c.block_exit = true;
+            }
+            In => {
+                let size = insn.op0_register().size() as u32;
+                let port = if insn.op1_kind() == OpKind::Register {
+                    self.gpr_sized(RDX, 2) as u16
+                } else {
+                    insn.immediate8() as u16
+                };
+                self.io_allowed(port, size)?;
+                let v = self.port_in(port, size);
+                self.set_gpr(insn.op0_register(), v);
+            }
+            Out => {
+                let size = insn.op1_register().size() as u32;
+                let port = if insn.op0_kind() == OpKind::Register {
+                    self.gpr_sized(RDX, 2) as u16
+                } else {
+                    insn.immediate8() as u16
+                };
+                self.io_allowed(port, size)?;
+                let v = self.gpr(insn.op1_register());
+                self.port_out(port, size, v);
+            }
+            Lgdt | Lidt => {
+                self.require_cpl0()?;
+                let seg = Self::mem_seg(insn);
+                let off = self.ea(insn);
+                let limit = self.read(seg, off, 2)? as u16;
+                let mut base = if self.c.state.mode == Mode::Long {
+                    self.read(seg, off.wrapping_add(2), 8)?
+                } else {
+                    self.read(seg, off.wrapping_add(2), 4)?
+                };
+                if self.c.state.mode == Mode::Long {
+                    if !canonical(base) {
+                        return Err(gp(0));
+                    }
+                } else if insn.code() == iced_x86::Code::Lgdt_m1632_16
+                    || insn.code() == iced_x86::Code::Lidt_m1632_16
+                {
+                    base &= 0xff_ffff;
+                }
+                let t = crate::state::TableReg { base, limit };
+                if insn.mnemonic() == Lgdt {
+                    self.c.state.gdtr = t;
+                } else {
+                    self.c.state.idtr = t;
+                }
+            }
+            Sgdt | Sidt => {
+                self.umip_check()?;
+                let t = if insn.mnemonic() == Sgdt {
+                    self.c.state.gdtr
+                } else {
+                    self.c.state.idtr
+                };
+                let seg = Self::mem_seg(insn);
+                let off = self.ea(insn);
+                let bsize = if self.c.state.mode == Mode::Long { 8 } else { 4 };
+                self.seg_lin(seg, off, 2 + bsize, true)?;
+                self.write(seg, off, 2, t.limit as u64)?;
+                self.write(seg, off.wrapping_add(2), bsize, t.base)?;
+            }
+            Lldt | Ltr => {
+                self.require_cpl0()?;
+                if self.c.state.mode == Mode::Real {
+                    return Err(ud());
+                }
+                let sel = self.read_op(insn, 0, 2)? as u16;
+                self.load_system_seg(insn.mnemonic() == Ltr, sel)?;
+            }
+            Sldt | Str => {
+                self.umip_check()?;
+                if self.c.state.mode == Mode::Real {
+                    return Err(ud());
+                }
+                let v = if insn.mnemonic() == Sldt {
+                    self.c.state.ldtr.selector
+                } else {
+                    self.c.state.tr.selector
+                } as u64;
+                let size = Self::op_size(insn, 0);
+                self.write_op(insn, 0, size.min(8), v)?;
+            }
+            Smsw => {
+                self.umip_check()?;
+                let size = Self::op_size(insn, 0);
+                let v = self.c.state.cr0 & if size == 2 { 0xffff } else { u64::MAX };
+                self.write_op(insn, 0, size, v)?;
+            }
+            Lmsw => {
+                self.require_cpl0()?;
+                let v = self.read_op(insn, 0, 2)?;
+                let cur = self.c.state.cr0;
+                // PE can be set but not cleared.
+                let new = (cur & !0xe) | (v & 0xf) | (cur & cr0::PE);
+                self.c.counters.inc(ExitReason::CrAccess);
+                self.write_cr(0, new)?;
+            }
+            Clts => {
+                self.require_cpl0()?;
+                self.c.state.cr0 &= !cr0::TS;
+            }
+            Invlpg => {
+                self.require_cpl0()?;
+                let off = self.ea(insn);
+                let seg = Self::mem_seg(insn);
+                let st = &self.c.state;
+                let base = if st.mode == Mode::Long && seg < 4 {
+                    0
+                } else {
+                    st.seg[seg.min(5)].base
+                };
+                let lin = base.wrapping_add(off);
+                let lin = if st.long_mode_active() {
+                    lin
+                } else {
+                    lin & 0xffff_ffff
+                };
+                self.c.tlb.flush_page(lin);
+                self.c.block_exit = true;
+            }
+            Invpcid => {
+                self.require_cpl0()?;
+                self.c.tlb.flush_all();
+                self.c.block_exit = true;
+            }
+            Wbinvd | Invd => self.require_cpl0()?,
+            Swapgs => {
+                if self.c.state.mode != Mode::Long {
+                    return Err(ud());
+                }
+                self.require_cpl0()?;
+                let st = &mut self.c.state;
+                std::mem::swap(&mut st.seg[GS].base, &mut st.msr.kernel_gs_base);
+            }
+            Rdfsbase | Rdgsbase | Wrfsbase | Wrgsbase => {
+                if self.c.state.mode != Mode::Long || self.c.state.cr4 & cr4::FSGSBASE == 0 {
+                    return Err(ud());
+                }
+                let s = if matches!(insn.mnemonic(), Rdfsbase | Wrfsbase) {
+                    crate::state::FS
+                } else {
+                    GS
+                };
+                let r = insn.op0_register();
+                if matches!(insn.mnemonic(), Rdfsbase | Rdgsbase) {
+                    let v = self.c.state.seg[s].base;
+                    self.set_gpr(r, v);
+                } else {
+                    let v = self.gpr(r);
+                    if !canonical(v) {
+                        return Err(gp(0));
+                    }
+                    self.c.state.seg[s].base = v;
+                }
+            }
+            Xgetbv => {
+                if self.c.state.cr4 & cr4::OSXSAVE == 0 {
+                    return Err(ud());
+                }
+                if self.c.state.gpr[RCX] as u32 != 0 {
+                    return Err(gp(0));
+                }
+                let v = self.c.state.xcr0;
+                self.set_gpr_sized(RAX, 4, v & 0xffff_ffff);
+                self.set_gpr_sized(RDX, 4, v >> 32);
+            }
+            Xsetbv => {
+                if self.c.state.cr4 & cr4::OSXSAVE == 0 {
+                    return Err(ud());
+                }
+                self.require_cpl0()?;
+                let v = (self.c.state.gpr[RAX] & 0xffff_ffff) | (self.c.state.gpr[RDX] << 32);
+                if self.c.state.gpr[RCX] as u32 != 0 || v & 1 == 0 || v & !3 != 0 {
+                    return Err(gp(0));
+                }
+                self.c.state.xcr0 = v;
+            }
+            Syscall => self.syscall()?,
+            Sysret | Sysretq => self.sysret(insn.mnemonic() == Sysretq)?,
+            Sysenter => self.sysenter()?,
+            Sysexit | Sysexitq => self.sysexit(insn.mnemonic() == Sysexitq)?,
+            Lar | Lsl | Verr | Verw => self.descriptor_query(insn)?,
+            Rdpmc => return Err(gp(0)),
+            _ => return self.unimplemented(insn),
+        }
+        Ok(())
+    }
+
+    /// LLDT / LTR.
+    fn load_system_seg(&mut self, tr: bool, sel: u16) -> R<()> {
+        let code = sel as u32 & 0xfffc;
+        if code == 0 {
+            if tr {
+                return Err(gp(0));
+            }
+            self.c.state.ldtr = SegCache {
+                selector: sel,
+                base: 0,
+                limit: 0,
+                attr: SegCache::UNUSABLE,
+            };
+            return Ok(());
+        }
+        if sel & 4 != 0 {
+            return Err(gp(code));
+        }
+        let (raw, lin) = self.read_descriptor(sel)?;
+        let mut d = SegCache::from_descriptor(sel, raw);
+        let long = self.c.state.long_mode_active();
+        let ok_type = if tr {
+            d.typ() == 0x9 || (!long && d.typ() == 0x1)
+        } else {
+            d.typ() == 0x2
+        };
+        if d.s() || !ok_type {
+            return Err(gp(code));
+        }
+        if !d.present() {
+            return Err(np(code));
+        }
+        if long {
+            let hi = self.read_descriptor(sel.wrapping_add(8))?.0;
+            d.base |= (hi & 0xffff_ffff) << 32;
+        }
+        if tr {
+            // Mark the TSS busy.
+            let b = ((raw >> 40) as u8) | 2;
+            self.write_lin(lin + 5, 1, b as u64, false)?;
+            d.attr |= 2;
+            self.c.state.tr = d;
+        } else {
+            self.c.state.ldtr = d;
+        }
+        Ok(())
+    }
+
+    fn descriptor_query(&mut self, insn: &Instruction) -> R<()> {
+        let m = insn.mnemonic();
+        if matches!(self.c.state.mode, Mode::Real | Mode::Virtual8086) {
+            return Err(ud());
+        }
+        let src_n = if matches!(m, Mnemonic::Verr | Mnemonic::Verw) {
+            0
+        } else {
+            1
+        };
+        let sel = self.read_op(insn, src_n, 2)? as u16;
+        let cpl = self.c.state.cpl;
+        let rpl = (sel & 3) as u8;
+        let mut result = None;
+        if sel & 0xfffc != 0 {
+            if let Some((raw, _)) = self.descriptor(sel)? {
+                let d = SegCache::from_descriptor(sel, raw);
+                let conforming = d.is_code() && d.typ() & 4 != 0;
+                let priv_ok = conforming || (d.dpl() >= cpl && d.dpl() >= rpl);
+                let type_ok = match m {
+                    Mnemonic::Verr => d.s() && (!d.is_code() || d.typ() & 2 != 0),
+                    Mnemonic::Verw => d.s() && !d.is_code() && d.typ() & 2 != 0,
+                    Mnemonic::Lsl => d.s() || matches!(d.typ(), 1 | 2 | 3 | 9 | 0xb),
+                    _ => d.s() || matches!(d.typ(), 1..=5 | 9 | 0xb | 0xc),
+                };
+                if type_ok && priv_ok {
+                    result = Some(match m {
+                        Mnemonic::Lar => (raw >> 32) & 0x00f0_ff00,
+                        Mnemonic::Lsl => d.limit as u64,
+                        _ => 0,
+                    });
+                }
+            }
+        }
+        match result {
+            Some(v) => {
+                if matches!(m, Mnemonic::Lar | Mnemonic::Lsl) {
+                    self.set_gpr(insn.op0_register(), v);
+                }
+                self.c.state.flags.set_arith(ZF, ZF);
+            }
+            None => self.c.state.flags.set_arith(ZF, 0),
+        }
+        Ok(())
+    }
+
+    fn syscall(&mut self) -> R<()> {
+        let st = &self.c.state;
+        if st.efer & efer::SCE == 0 || st.mode == Mode::Real || st.mode == Mode::Virtual8086 {
+            return Err(ud());
+        }
+        let sel = ((st.msr.star >> 32) & 0xfffc) as u16;
+        let long = st.long_mode_active();
+        let fl = st.rflags();
+        let next = st.rip;
+        if long {
+            let target = if st.mode == Mode::Long {
+                st.msr.lstar
+            } else {
+                st.msr.cstar
+            };
+            let fmask = st.msr.fmask;
+            self.c.state.gpr[RCX] = next;
+            self.c.state.gpr[11] = fl & !RF;
+            self.c.state.flags.set((fl & !fmask & !RF) | FIXED1);
+            self.c.state.seg[CS] = flat_seg(sel, true, true, 0);
+            self.c.state.seg[SS] = flat_seg(sel.wrapping_add(8), false, false, 0);
+            self.c.state.rip = target;
+        } else {
+            let target = st.msr.star & 0xffff_ffff;
+            self.c.state.gpr[RCX] = next & 0xffff_ffff;
+            self.c.state.flags.set((fl & !(VM | IF | RF)) | FIXED1);
+            self.c.state.seg[CS] = flat_seg(sel, true, false, 0);
+            self.c.state.seg[SS] = flat_seg(sel.wrapping_add(8), false, false, 0);
+            self.c.state.rip = target;
+        }
+        self.c.state.update_mode();
+        self.c.block_exit = true;
+        Ok(())
+    }
+
+    fn sysret(&mut self, to64: bool) -> R<()> {
+        let st = &self.c.state;
+        if st.efer & efer::SCE == 0 || !matches!(st.mode, Mode::Long | Mode::Protected) {
+            return Err(ud());
+        }
+        self.require_cpl0()?;
+        let base = ((self.c.state.msr.star >> 48) & 0xffff) as u16;
+        let long = self.c.state.long_mode_active();
+        let rcx = self.c.state.gpr[RCX];
+        if to64 && !canonical(rcx) {
+            return Err(gp(0));
+        }
+        let (cs_sel, rip) = if to64 {
+            (base.wrapping_add(16) | 3, rcx)
+        } else {
+            (base | 3, rcx & 0xffff_ffff)
+        };
+        self.c.state.seg[CS] = flat_seg(cs_sel, true, to64, 3);
+        self.c.state.seg[SS] = flat_seg(base.wrapping_add(8) | 3, false, false, 3);
+        if long {
+            let r11 = self.c.state.gpr[11];
+            self.c.state.flags.set((r11 & WRITABLE & !(RF | VM)) | FIXED1);
+        } else {
+            self.c.state.flags.set_bit(IF, true);
+        }
+        self.c.state.rip = rip;
+        self.c.state.update_mode();
+        self.c.block_exit = true;
+        Ok(())
+    }
+
+    fn sysenter(&mut self) -> R<()> {
+        let st = &self.c.state;
+        if st.mode == Mode::Real {
+            return Err(gp(0));
+        }
+        let sel = (st.msr.sysenter_cs & 0xfffc) as u16;
+        if sel == 0 {
+            return Err(gp(0));
+        }
+        let long = st.long_mode_active();
+        let (rip, rsp) = (st.msr.sysenter_eip, st.msr.sysenter_esp);
+        let fl = st.rflags();
+        self.c.state.flags.set((fl & !(VM | IF | RF)) | FIXED1);
+        self.c.state.seg[CS] = flat_seg(sel, true, long, 0);
+        self.c.state.seg[SS] = flat_seg(sel.wrapping_add(8), false, false, 0);
+        self.c.state.rip = if long { rip } else { rip & 0xffff_ffff };
+        self.c.state.gpr[4] = if long { rsp } else { rsp & 0xffff_ffff };
+        self.c.state.update_mode();
+        self.c.block_exit = true;
+        Ok(())
+    }
+
+    fn sysexit(&mut self, to64: bool) -> R<()> {
+        let st = &self.c.state;
+        if st.mode == Mode::Real {
+            return Err(gp(0));
+        }
+        self.require_cpl0()?;
+        let base = (self.c.state.msr.sysenter_cs & 0xfffc) as u16;
+        if base == 0 {
+            return Err(gp(0));
+        }
+        let (cs_sel, ss_sel) = if to64 {
+            (base.wrapping_add(32) | 3, base.wrapping_add(40) | 3)
+        } else {
+            (base.wrapping_add(16) | 3, base.wrapping_add(24) | 3)
+        };
+        let (rip, rsp) = (self.c.state.gpr[RDX], self.c.state.gpr[RCX]);
+        self.c.state.seg[CS] = flat_seg(cs_sel, true, to64, 3);
+        self.c.state.seg[SS] = flat_seg(ss_sel, false, false, 3);
+        self.c.state.rip = if to64 { rip } else { rip & 0xffff_ffff };
+        self.c.state.gpr[4] = if to64 { rsp } else { rsp & 0xffff_ffff };
+        self.c.state.update_mode();
+        self.c.block_exit = true;
+        Ok(())
+    }
+}

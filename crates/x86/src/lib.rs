@@ -1,0 +1,315 @@
+//! Ferrovisor's x86-64 CPU in software.
+//!
+//! The CPU knows nothing of devices or hypervisors: it reaches guest memory
+//! and I/O through the [`Bus`] trait, and returns from [`Cpu::run`] with a
+//! [`CpuExit`] when the accelerator has something to decide (HLT, triple
+//! fault, a kick, the instruction budget). Guest code is decoded once into
+//! blocks (cached by guest-physical address, invalidated when their page is
+//! written) and interpreted block by block, so that a JIT can later replace
+//! the interpreter one block at a time.
+//!
+//! Guest RAM is accessed through host pointers cached in a software TLB
+//! (guest-virtual page → host page), so a RAM access costs no virtual call.
+
+pub mod block;
+pub mod convert;
+pub mod exception;
+mod exec;
+pub mod flags;
+mod mem;
+pub mod mmu;
+pub mod msr;
+pub mod state;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use hv::{CpuidEntry, ExitCounters, ExitReason};
+
+pub use state::{CpuState, FpuState, Mode, Msrs, SegCache, TableReg};
+
+/// A contiguous run of guest RAM as the host sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct RamRef {
+    /// Host address of the guest-physical address that was asked for.
+    pub host: *mut u8,
+    /// Number of bytes valid from `host` on (to the end of the RAM run).
+    pub len: usize,
+}
+
+/// The CPU's view of the machine: guest-physical RAM, MMIO and port I/O.
+///
+/// # Safety
+///
+/// A [`RamRef`] returned by [`Bus::ram`] must stay valid for reads (and for
+/// writes when `write` was true) of `len` bytes until the accelerator calls
+/// [`Cpu::flush_tlb`] (or raises [`CpuSignals::request_flush`] and the CPU
+/// has acknowledged it by returning from `run`). The CPU caches these
+/// pointers in its TLB. Memory may be written concurrently by other vCPUs.
+pub unsafe trait Bus {
+    /// Guest-physical RAM lookup. Returns `None` when `gpa` is not RAM (then
+    /// the access becomes MMIO), or when `write` is true and the RAM is
+    /// read-only. A call with `write == true` means the CPU is about to
+    /// write the 4 KiB page containing `gpa` (and may keep writing it
+    /// without further calls until the next TLB flush): the accelerator
+    /// marks the page dirty here.
+    fn ram(&mut self, gpa: u64, write: bool) -> Option<RamRef>;
+    fn mmio_read(&mut self, gpa: u64, data: &mut [u8]);
+    fn mmio_write(&mut self, gpa: u64, data: &[u8]);
+    fn pio_read(&mut self, port: u16, data: &mut [u8]);
+    fn pio_write(&mut self, port: u16, data: &[u8]);
+    /// RDMSR of an MSR the CPU does not model (x2APIC, TSC deadline...).
+    /// `None` raises #GP in the guest.
+    fn rdmsr(&mut self, _index: u32) -> Option<u64> {
+        None
+    }
+    /// WRMSR of an MSR the CPU does not model. `false` raises #GP.
+    fn wrmsr(&mut self, _index: u32, _value: u64) -> bool {
+        false
+    }
+}
+
+/// Why [`Cpu::run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuExit {
+    /// HLT executed; RIP points after it. Call [`Cpu::run`] again after an
+    /// interrupt was injected (the CPU stays halted until then).
+    Halt,
+    /// Triple fault.
+    Shutdown,
+    /// A kick ([`CpuSignals::kick`]) was seen at a block boundary.
+    Interrupted,
+    /// The instruction budget given to `run` is used up.
+    InstructionLimit,
+    /// An interrupt window was requested and the CPU can now take an
+    /// external interrupt ([`Cpu::can_inject_interrupt`] is true).
+    InterruptWindow,
+}
+
+/// Requests other threads make to a running CPU, polled at block boundaries.
+#[derive(Debug, Default)]
+pub struct CpuSignals {
+    bits: AtomicU32,
+}
+
+impl CpuSignals {
+    const KICK: u32 = 1;
+    const FLUSH: u32 = 2;
+
+    /// Makes a running (or the next) `run` return [`CpuExit::Interrupted`].
+    pub fn kick(&self) {
+        self.bits.fetch_or(Self::KICK, Ordering::Release);
+    }
+
+    /// Asks the CPU to drop its TLB and decoded blocks at the next block
+    /// boundary (memory map changed, dirty log cleared, code written by DMA
+    /// or another vCPU).
+    pub fn request_flush(&self) {
+        self.bits.fetch_or(Self::FLUSH, Ordering::Release);
+    }
+
+    #[inline]
+    fn pending(&self) -> bool {
+        self.bits.load(Ordering::Relaxed) != 0
+    }
+
+    fn take(&self) -> u32 {
+        self.bits.swap(0, Ordering::Acquire)
+    }
+}
+
+/// Errors of the state accessors.
+#[derive(Debug, thiserror::Error)]
+pub enum CpuError {
+    #[error("unknown MSR {0:#x}")]
+    UnknownMsr(u32),
+    #[error("invalid value {1:#x} for MSR {0:#x}")]
+    InvalidMsrValue(u32, u64),
+    #[error("interrupts cannot be injected now (IF=0 or interrupt shadow)")]
+    InterruptBlocked,
+}
+
+/// One x86-64 logical processor.
+pub struct Cpu {
+    /// Architectural state. After changing control registers, EFER or
+    /// segment caches directly, call [`Cpu::state_changed`].
+    pub state: CpuState,
+    pub(crate) tlb: mmu::Tlb,
+    pub(crate) blocks: block::BlockCache,
+    pub(crate) cpuid: Vec<CpuidEntry>,
+    pub(crate) counters: Arc<ExitCounters>,
+    pub(crate) signals: Arc<CpuSignals>,
+    /// Retired instructions since creation.
+    pub(crate) icount: u64,
+    /// An interrupt shadow (STI, MOV SS) is active while `icount` equals this.
+    pub(crate) shadow_icount: u64,
+    /// End the current block after this instruction (mode, CR, code change).
+    pub(crate) block_exit: bool,
+    /// An exit an instruction asked for (HLT, triple fault).
+    pub(crate) pending_exit: Option<CpuExit>,
+    pub(crate) want_interrupt_window: bool,
+    /// Physical address width (from CPUID 0x80000008, default 40).
+    pub(crate) phys_bits: u32,
+    /// Guest instructions that raised #UD because they are not implemented.
+    pub(crate) unimplemented: u64,
+    /// TSC frequency the guest sees.
+    pub(crate) tsc_hz: u64,
+    /// CPUID-derived: TZCNT/LZCNT exist (else they run as BSF/BSR).
+    pub(crate) feat_bmi1: bool,
+    pub(crate) feat_lzcnt: bool,
+}
+
+impl Default for Cpu {
+    fn default() -> Self {
+        Self::new(Arc::new(ExitCounters::default()))
+    }
+}
+
+impl Cpu {
+    /// A CPU in the RESET state, counting exits into `counters`.
+    pub fn new(counters: Arc<ExitCounters>) -> Cpu {
+        Cpu {
+            state: CpuState::default(),
+            tlb: mmu::Tlb::new(),
+            blocks: block::BlockCache::default(),
+            cpuid: Vec::new(),
+            counters,
+            signals: Arc::new(CpuSignals::default()),
+            icount: 0,
+            shadow_icount: u64::MAX,
+            block_exit: false,
+            pending_exit: None,
+            want_interrupt_window: false,
+            phys_bits: 40,
+            unimplemented: 0,
+            tsc_hz: 1_000_000_000,
+            feat_bmi1: true,
+            feat_lzcnt: true,
+        }
+    }
+
+    /// The handle other threads use to kick this CPU or request flushes.
+    pub fn signals(&self) -> Arc<CpuSignals> {
+        self.signals.clone()
+    }
+
+    pub fn counters(&self) -> &Arc<ExitCounters> {
+        &self.counters
+    }
+
+    /// Instructions retired since creation.
+    pub fn instructions_retired(&self) -> u64 {
+        self.icount
+    }
+
+    /// Guest instructions that raised #UD because this CPU lacks them.
+    pub fn unimplemented_count(&self) -> u64 {
+        self.unimplemented
+    }
+
+    /// Sets the CPUID table (leaves as the accelerator presents them).
+    pub fn set_cpuid(&mut self, entries: &[CpuidEntry]) {
+        self.cpuid = entries.to_vec();
+        self.phys_bits = self
+            .cpuid
+            .iter()
+            .find(|e| e.function == 0x8000_0008)
+            .map(|e| (e.eax & 0xff).clamp(32, 52))
+            .unwrap_or(40);
+        let leaf = |f: u32, i: u32| {
+            self.cpuid
+                .iter()
+                .find(|e| e.function == f && (!e.significant_index || e.index == i))
+                .copied()
+        };
+        self.feat_bmi1 = leaf(7, 0).is_some_and(|e| e.ebx & (1 << 3) != 0);
+        self.feat_lzcnt = leaf(0x8000_0001, 0).is_some_and(|e| e.ecx & (1 << 5) != 0);
+    }
+
+    pub(crate) fn has_feature_bmi1(&self) -> bool {
+        self.feat_bmi1
+    }
+
+    pub(crate) fn has_feature_lzcnt(&self) -> bool {
+        self.feat_lzcnt
+    }
+
+    pub fn cpuid_entries(&self) -> &[CpuidEntry] {
+        &self.cpuid
+    }
+
+    /// Drops every cached translation and decoded block. Required after
+    /// the memory map changed or dirty logging was re-armed.
+    pub fn flush_tlb(&mut self) {
+        self.tlb.flush_all();
+        self.blocks.clear();
+    }
+
+    /// Recomputes derived state after `state` was changed from outside.
+    pub fn state_changed(&mut self) {
+        self.state.update_mode();
+        self.tlb.flush_all();
+        self.block_exit = true;
+    }
+
+    /// Asks `run` to return [`CpuExit::InterruptWindow`] as soon as an
+    /// external interrupt can be injected.
+    pub fn request_interrupt_window(&mut self, on: bool) {
+        self.want_interrupt_window = on;
+    }
+
+    /// Whether an external interrupt can be taken now: IF=1 and no
+    /// interrupt shadow (STI / MOV SS).
+    pub fn can_inject_interrupt(&self) -> bool {
+        self.state.if_set() && self.shadow_icount != self.icount
+    }
+
+    /// Whether the CPU is halted (HLT executed, no interrupt since).
+    pub fn is_halted(&self) -> bool {
+        self.state.halted
+    }
+
+    /// Delivers external interrupt `vector` through the IDT now. Wakes the
+    /// CPU from HLT. Call only at a `run` boundary when
+    /// [`Cpu::can_inject_interrupt`] is true. A fault while delivering it
+    /// is handled as the hardware does (#DF, or triple fault → the next
+    /// `run` returns Shutdown).
+    pub fn inject_external_interrupt(
+        &mut self,
+        bus: &mut dyn Bus,
+        vector: u8,
+    ) -> Result<(), CpuError> {
+        if !self.can_inject_interrupt() {
+            return Err(CpuError::InterruptBlocked);
+        }
+        self.state.halted = false;
+        self.counters.inc(ExitReason::IrqInjection);
+        let mut ex = exec::Exec { c: self, bus };
+        ex.deliver_event(vector, None, exception::EventKind::External);
+        Ok(())
+    }
+
+    /// Delivers an NMI (vector 2) unless NMIs are blocked (then it returns
+    /// `false` and the caller keeps it pending).
+    pub fn inject_nmi(&mut self, bus: &mut dyn Bus) -> bool {
+        if self.state.nmi_blocked {
+            return false;
+        }
+        self.state.halted = false;
+        self.counters.inc(ExitReason::IrqInjection);
+        let mut ex = exec::Exec { c: self, bus };
+        ex.deliver_event(2, None, exception::EventKind::Nmi);
+        self.state.nmi_blocked = true;
+        true
+    }
+
+    /// Runs guest code until an exit. At most `max_instructions` are
+    /// retired (u64::MAX for no limit).
+    pub fn run(&mut self, bus: &mut dyn Bus, max_instructions: u64) -> CpuExit {
+        let mut ex = exec::Exec { c: self, bus };
+        ex.run(max_instructions)
+    }
+}
