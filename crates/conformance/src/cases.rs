@@ -65,13 +65,34 @@ pub fn pio_sizes_and_values(hv: &dyn Hypervisor) {
     assert_eq!(
         io.accesses(),
         vec![
-            Access::PioWrite { port: 0x80, data: vec![0x11] },
-            Access::PioWrite { port: 0x80, data: vec![0x33, 0x22] },
-            Access::PioWrite { port: 0x80, data: vec![0x77, 0x66, 0x55, 0x44] },
-            Access::PioWrite { port: 0x1234, data: vec![0x99] },
-            Access::PioRead { port: 0x90, size: 1 },
-            Access::PioRead { port: 0x90, size: 2 },
-            Access::PioRead { port: 0x5678, size: 4 },
+            Access::PioWrite {
+                port: 0x80,
+                data: vec![0x11]
+            },
+            Access::PioWrite {
+                port: 0x80,
+                data: vec![0x33, 0x22]
+            },
+            Access::PioWrite {
+                port: 0x80,
+                data: vec![0x77, 0x66, 0x55, 0x44]
+            },
+            Access::PioWrite {
+                port: 0x1234,
+                data: vec![0x99]
+            },
+            Access::PioRead {
+                port: 0x90,
+                size: 1
+            },
+            Access::PioRead {
+                port: 0x90,
+                size: 2
+            },
+            Access::PioRead {
+                port: 0x5678,
+                size: 4
+            },
         ]
     );
     assert_eq!(t.read_u64(SCRATCH), 0xa1);
@@ -106,11 +127,26 @@ pub fn string_pio(hv: &dyn Hypervisor) {
     assert_eq!(
         io.accesses(),
         vec![
-            Access::PioWrite { port: 0x80, data: vec![1] },
-            Access::PioWrite { port: 0x80, data: vec![2] },
-            Access::PioWrite { port: 0x80, data: vec![3] },
-            Access::PioRead { port: 0x90, size: 2 },
-            Access::PioRead { port: 0x90, size: 2 },
+            Access::PioWrite {
+                port: 0x80,
+                data: vec![1]
+            },
+            Access::PioWrite {
+                port: 0x80,
+                data: vec![2]
+            },
+            Access::PioWrite {
+                port: 0x80,
+                data: vec![3]
+            },
+            Access::PioRead {
+                port: 0x90,
+                size: 2
+            },
+            Access::PioRead {
+                port: 0x90,
+                size: 2
+            },
         ]
     );
     assert_eq!(t.read_u64(SCRATCH + 0x100) & 0xffff_ffff, 0xa2a1_a2a1);
@@ -151,14 +187,38 @@ pub fn mmio_sizes_and_values(hv: &dyn Hypervisor) {
     assert_eq!(
         io.accesses(),
         vec![
-            Access::MmioWrite { gpa: m + 0x10, data: vec![0x5a] },
-            Access::MmioWrite { gpa: m + 0x20, data: vec![0x34, 0x12] },
-            Access::MmioWrite { gpa: m + 0x30, data: vec![0xef, 0xbe, 0xad, 0xde] },
-            Access::MmioWrite { gpa: m + 0x40, data: vec![8, 7, 6, 5, 4, 3, 2, 1] },
-            Access::MmioRead { gpa: m + 0x50, size: 1 },
-            Access::MmioRead { gpa: m + 0x60, size: 2 },
-            Access::MmioRead { gpa: m + 0x70, size: 4 },
-            Access::MmioRead { gpa: m + 0x80, size: 8 },
+            Access::MmioWrite {
+                gpa: m + 0x10,
+                data: vec![0x5a]
+            },
+            Access::MmioWrite {
+                gpa: m + 0x20,
+                data: vec![0x34, 0x12]
+            },
+            Access::MmioWrite {
+                gpa: m + 0x30,
+                data: vec![0xef, 0xbe, 0xad, 0xde]
+            },
+            Access::MmioWrite {
+                gpa: m + 0x40,
+                data: vec![8, 7, 6, 5, 4, 3, 2, 1]
+            },
+            Access::MmioRead {
+                gpa: m + 0x50,
+                size: 1
+            },
+            Access::MmioRead {
+                gpa: m + 0x60,
+                size: 2
+            },
+            Access::MmioRead {
+                gpa: m + 0x70,
+                size: 4
+            },
+            Access::MmioRead {
+                gpa: m + 0x80,
+                size: 8
+            },
         ]
     );
     let expect = |gpa: u64, size: u64| -> u64 {
@@ -264,7 +324,10 @@ pub fn hlt_waits_for_a_kick(hv: &dyn Hypervisor) {
     };
     waker.join().unwrap();
     assert!(!watchdog.fired(), "HLT did not return after a kick");
-    assert!(matches!(exit, VcpuExit::Interrupted | VcpuExit::Halt), "{exit:?}");
+    assert!(
+        matches!(exit, VcpuExit::Interrupted | VcpuExit::Halt),
+        "{exit:?}"
+    );
     let regs = vcpu.get_regs().unwrap();
     assert_eq!(regs.rip, hlt_end, "RIP after HLT");
     assert_eq!(regs.rax, 1, "nothing after HLT ran");
@@ -470,7 +533,8 @@ fn bare_elf_machine(
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let kernel = dir.join("guest.elf");
-    let elf = arch::elf_builder::build_elf64(&[(program.load_addr, &program.code)], program.load_addr);
+    let elf =
+        arch::elf_builder::build_elf64(&[(program.load_addr, &program.code)], program.load_addr);
     std::fs::write(&kernel, elf).unwrap();
     let console = Arc::new(Mutex::new(Vec::new()));
     let config = vmm::MachineConfig {
@@ -511,8 +575,14 @@ pub fn machine_runs_bare_elf(hv: &dyn Hypervisor) {
         "{:?}; console: {console}",
         report.exit
     );
-    assert!(console.contains("Hello from the Ferrovisor demo guest!"), "{console}");
-    assert!(console.contains(guests::demo::PRIMES_BELOW_100), "{console}");
+    assert!(
+        console.contains("Hello from the Ferrovisor demo guest!"),
+        "{console}"
+    );
+    assert!(
+        console.contains(guests::demo::PRIMES_BELOW_100),
+        "{console}"
+    );
     assert!(console.contains("FerroVisor"), "{console}");
     assert_eq!(report.vcpu_stats.len(), 1);
     assert_eq!(report.exit.exit_status(), 0);

@@ -34,9 +34,7 @@ pub struct TestVm {
 
 impl TestVm {
     pub fn new(hv: &dyn Hypervisor, vcpus: u32) -> TestVm {
-        let vm = hv
-            .create_vm(VmConfig { vcpus })
-            .expect("create the VM");
+        let vm = hv.create_vm(VmConfig { vcpus }).expect("create the VM");
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)])
             .expect("map guest memory");
         let region = mem.iter().next().expect("one region");
@@ -77,7 +75,8 @@ impl TestVm {
             sregs.apic_base &= !arch::mode::APIC_BASE_BSP;
         }
         vcpu.set_sregs(&sregs).expect("set sregs");
-        let stack = arch::layout::BARE_STACK_TOP - u64::from(id) * arch::layout::BARE_STACK_PER_VCPU;
+        let stack =
+            arch::layout::BARE_STACK_TOP - u64::from(id) * arch::layout::BARE_STACK_PER_VCPU;
         let mut regs = arch::mode::long_mode_regs(entry, 0, stack);
         regs.rdi = id.into();
         vcpu.set_regs(&regs).expect("set regs");
@@ -89,7 +88,9 @@ impl TestVm {
     }
 
     pub fn read_u64(&self, gpa: u64) -> u64 {
-        self.mem.read_obj(GuestAddress(gpa)).expect("address in RAM")
+        self.mem
+            .read_obj(GuestAddress(gpa))
+            .expect("address in RAM")
     }
 
     pub fn write_u64(&self, gpa: u64, value: u64) {
@@ -246,8 +247,7 @@ impl Watchdog {
         let fired = Arc::new(AtomicBool::new(false));
         let thread_fired = fired.clone();
         std::thread::spawn(move || {
-            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                cancelled.recv_timeout(timeout)
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = cancelled.recv_timeout(timeout)
             {
                 thread_fired.store(true, Ordering::SeqCst);
                 kicker.kick();

@@ -10,7 +10,8 @@ pub fn run(accel: Accel) -> ExitCode {
         Ok(p) => p,
         Err(e) => return crate::fail(&format!("cannot assemble the demo guest: {e}"), 1),
     };
-    let elf = arch::elf_builder::build_elf64(&[(program.load_addr, &program.code)], program.load_addr);
+    let elf =
+        arch::elf_builder::build_elf64(&[(program.load_addr, &program.code)], program.load_addr);
     let path = std::env::temp_dir().join(format!("ferrovisor-demo-{}.elf", std::process::id()));
     if let Err(e) = std::fs::write(&path, elf) {
         return crate::fail(&format!("cannot write {}: {e}", path.display()), 1);

@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use vmm::{Accel, Machine, MachineConfig, MachineExit};
 
 #[derive(Parser)]
-#[command(name = "ferrovisor", version, about = "A KVM-architecture hypervisor in Rust")]
+#[command(
+    name = "ferrovisor",
+    version,
+    about = "A KVM-architecture hypervisor in Rust"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -62,7 +66,9 @@ fn parse_protocol(text: &str) -> Result<arch::boot::BootProtocol, String> {
         "auto" => Ok(arch::boot::BootProtocol::Auto),
         "linux" => Ok(arch::boot::BootProtocol::Linux),
         "bare" => Ok(arch::boot::BootProtocol::Bare),
-        _ => Err(format!("unknown boot protocol '{text}' (expected auto, linux or bare)")),
+        _ => Err(format!(
+            "unknown boot protocol '{text}' (expected auto, linux or bare)"
+        )),
     }
 }
 
@@ -96,7 +102,12 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }

@@ -23,14 +23,18 @@ fn assert_one_line_error(out: &Output, status: i32, needle: &str) {
     assert_eq!(err.lines().count(), 1, "one line expected: {err:?}");
     assert!(err.starts_with("ferrovisor: "), "{err:?}");
     assert!(err.contains(needle), "{err:?} should mention {needle:?}");
-    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err:?}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "{err:?}"
+    );
 }
 
 struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("ferrovisor-cli-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("ferrovisor-cli-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }
@@ -101,7 +105,10 @@ fn unknown_flags_and_values_are_one_line() {
 fn bad_cpu_counts_are_one_line() {
     let dir = TempDir::new("cpus");
     let p = guests::print_and_exit("x", 1).unwrap();
-    let elf = dir.file("g.elf", &arch::elf_builder::build_elf64(&[(p.load_addr, &p.code)], p.load_addr));
+    let elf = dir.file(
+        "g.elf",
+        &arch::elf_builder::build_elf64(&[(p.load_addr, &p.code)], p.load_addr),
+    );
     for bad in ["0", "100000"] {
         let out = ferrovisor(&["run", "--kernel", path_str(&elf), "--cpus", bad]);
         assert_one_line_error(&out, 1, "vCPUs");
@@ -112,9 +119,34 @@ fn bad_cpu_counts_are_one_line() {
 fn unavailable_accelerator_is_one_line() {
     let dir = TempDir::new("accel");
     let p = guests::print_and_exit("x", 1).unwrap();
-    let elf = dir.file("g.elf", &arch::elf_builder::build_elf64(&[(p.load_addr, &p.code)], p.load_addr));
-    let out = ferrovisor(&["run", "--kernel", path_str(&elf), "--accel", "emu"]);
-    assert_one_line_error(&out, 1, "emu");
+    let elf = dir.file(
+        "g.elf",
+        &arch::elf_builder::build_elf64(&[(p.load_addr, &p.code)], p.load_addr),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrovisor"))
+        .args(["run", "--kernel", path_str(&elf), "--accel", "kvm"])
+        .env("FERROVISOR_KVM_DEVICE", "/nonexistent/kvm")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_one_line_error(
+        &out,
+        1,
+        "accelerator kvm is not available: /nonexistent/kvm does not exist",
+    );
+    // Auto falls back to emu.
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrovisor"))
+        .args(["run", "--kernel", path_str(&elf), "--stats"])
+        .env("FERROVISOR_KVM_DEVICE", "/nonexistent/kvm")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("accelerator: emu"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 fn kvm_usable() -> bool {
@@ -127,34 +159,65 @@ fn kvm_usable() -> bool {
     }
 }
 
+/// The accelerators to run guests on here: emu always, kvm when usable.
+fn accels() -> Vec<&'static str> {
+    let mut accels = vec!["emu"];
+    if kvm_usable() {
+        accels.push("kvm");
+    }
+    accels
+}
+
 #[test]
 fn bare_elf_guest_ends_with_debug_exit_status_and_stats() {
-    if !kvm_usable() {
-        return;
-    }
     let dir = TempDir::new("debug-exit");
     let p = guests::print_and_exit("Hello through the CLI\n", 0x21).unwrap();
-    let elf = dir.file("g.elf", &arch::elf_builder::build_elf64(&[(p.load_addr, &p.code)], p.load_addr));
-    let out = ferrovisor(&["run", "--kernel", path_str(&elf), "--accel", "kvm", "--stats", "--cpus", "2"]);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(0x43), "stderr: {err}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello through the CLI\n");
-    assert!(err.contains("VM exits by reason (accelerator: kvm)"), "{err}");
-    let io_row = err.lines().find(|l| l.starts_with("io ")).expect("an io row");
-    let cells: Vec<&str> = io_row.split_whitespace().collect();
-    assert_eq!(cells.len(), 3, "reason + 2 vCPUs: {io_row}");
-    let vcpu0_io: u64 = cells[1].parse().expect("vcpu0 io count is a number");
-    assert!(vcpu0_io >= 22, "{io_row}");
+    let elf = dir.file(
+        "g.elf",
+        &arch::elf_builder::build_elf64(&[(p.load_addr, &p.code)], p.load_addr),
+    );
+    for accel in accels() {
+        let out = ferrovisor(&[
+            "run",
+            "--kernel",
+            path_str(&elf),
+            "--accel",
+            accel,
+            "--stats",
+            "--cpus",
+            "2",
+        ]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(0x43), "{accel}: {err}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "Hello through the CLI\n"
+        );
+        assert!(
+            err.contains(&format!("VM exits by reason (accelerator: {accel})")),
+            "{err}"
+        );
+        let io_row = err
+            .lines()
+            .find(|l| l.starts_with("io "))
+            .expect("an io row");
+        let cells: Vec<&str> = io_row.split_whitespace().collect();
+        assert_eq!(cells.len(), 3, "reason + 2 vCPUs: {io_row}");
+        let vcpu0_io: u64 = cells[1].parse().expect("vcpu0 io count is a number");
+        assert!(vcpu0_io >= 22, "{accel}: {io_row}");
+    }
 }
 
 #[test]
 fn demo_runs_the_bundled_guest() {
-    if !kvm_usable() {
-        return;
+    for accel in accels() {
+        let out = ferrovisor(&["demo", "--accel", accel]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{accel}: {}", stderr(&out));
+        assert!(
+            stdout.contains("Hello from the Ferrovisor demo guest!"),
+            "{stdout}"
+        );
+        assert!(stdout.contains(guests::demo::PRIMES_BELOW_100), "{stdout}");
     }
-    let out = ferrovisor(&["demo", "--accel", "kvm"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
-    assert!(stdout.contains("Hello from the Ferrovisor demo guest!"), "{stdout}");
-    assert!(stdout.contains(guests::demo::PRIMES_BELOW_100), "{stdout}");
 }

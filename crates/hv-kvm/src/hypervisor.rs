@@ -71,17 +71,25 @@ pub struct KvmHypervisor {
 impl KvmHypervisor {
     /// Opens and checks `/dev/kvm`.
     pub fn new() -> Result<KvmHypervisor, HvError> {
-        let kvm = Kvm::new_with_path(KVM_PATH).map_err(|e| unavailable(open_failure_reason(e)))?;
+        Self::with_device(KVM_PATH)
+    }
+
+    /// Opens and checks a KVM device at another path (containers that
+    /// expose it elsewhere; tests).
+    pub fn with_device(path: &CStr) -> Result<KvmHypervisor, HvError> {
+        let shown = path.to_string_lossy();
+        let kvm =
+            Kvm::new_with_path(path).map_err(|e| unavailable(open_failure_reason(&shown, e)))?;
         let version = kvm.get_api_version();
         if version < 0 {
             return Err(unavailable(format!(
-                "/dev/kvm is not a KVM device (KVM_GET_API_VERSION failed: {})",
+                "{shown} is not a KVM device (KVM_GET_API_VERSION failed: {})",
                 std::io::Error::last_os_error()
             )));
         }
         if version != kvm_bindings::KVM_API_VERSION as i32 {
             return Err(unavailable(format!(
-                "/dev/kvm speaks KVM API version {version}, Ferrovisor needs version {}",
+                "{shown} speaks KVM API version {version}, Ferrovisor needs version {}",
                 kvm_bindings::KVM_API_VERSION
             )));
         }
@@ -179,18 +187,20 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// A human reason for a failure to open `/dev/kvm`.
-fn open_failure_reason(err: kvm_ioctls::Error) -> String {
+/// A human reason for a failure to open the KVM device at `path`.
+fn open_failure_reason(path: &str, err: kvm_ioctls::Error) -> String {
     match err.errno() {
-        libc::ENOENT => "/dev/kvm does not exist (the kvm module is not loaded, or the host \
-                         has no hardware virtualization)"
-            .to_string(),
-        libc::EACCES | libc::EPERM => "permission denied opening /dev/kvm (add the user to \
-                                       the group that owns it, usually 'kvm')"
-            .to_string(),
-        libc::ENODEV | libc::ENXIO => "/dev/kvm exists but no KVM module is behind it".to_string(),
+        libc::ENOENT => format!(
+            "{path} does not exist (the kvm module is not loaded, or the host has no \
+             hardware virtualization)"
+        ),
+        libc::EACCES | libc::EPERM => format!(
+            "permission denied opening {path} (add the user to the group that owns it, \
+             usually 'kvm')"
+        ),
+        libc::ENODEV | libc::ENXIO => format!("{path} exists but no KVM module is behind it"),
         errno => format!(
-            "cannot open /dev/kvm: {}",
+            "cannot open {path}: {}",
             std::io::Error::from_raw_os_error(errno)
         ),
     }
@@ -216,11 +226,11 @@ mod tests {
 
     #[test]
     fn open_failures_have_actionable_reasons() {
-        let missing = open_failure_reason(kvm_ioctls::Error::new(libc::ENOENT));
+        let missing = open_failure_reason("/dev/kvm", kvm_ioctls::Error::new(libc::ENOENT));
         assert!(missing.contains("does not exist"), "{missing}");
-        let denied = open_failure_reason(kvm_ioctls::Error::new(libc::EACCES));
+        let denied = open_failure_reason("/dev/kvm", kvm_ioctls::Error::new(libc::EACCES));
         assert!(denied.contains("permission denied"), "{denied}");
-        let other = open_failure_reason(kvm_ioctls::Error::new(libc::EIO));
+        let other = open_failure_reason("/dev/kvm", kvm_ioctls::Error::new(libc::EIO));
         assert!(other.starts_with("cannot open /dev/kvm"), "{other}");
     }
 

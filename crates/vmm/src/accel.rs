@@ -45,20 +45,35 @@ pub enum AccelError {
     Unknown(String),
     #[error(transparent)]
     Unavailable(#[from] hv::HvError),
-    #[error("the emu accelerator is not part of this build yet")]
-    EmuNotBuilt,
-    #[error("no accelerator is usable: kvm: {kvm}")]
-    NoneUsable { kvm: String },
 }
 
-/// Opens the accelerator `accel` names (for `Auto`, the best usable one).
+/// The environment variable that names another KVM device than /dev/kvm.
+pub const KVM_DEVICE_ENV: &str = "FERROVISOR_KVM_DEVICE";
+
+fn open_kvm() -> Result<hv_kvm::KvmHypervisor, hv::HvError> {
+    match std::env::var_os(KVM_DEVICE_ENV) {
+        Some(path) => {
+            let path = std::ffi::CString::new(path.into_encoded_bytes()).map_err(|_| {
+                hv::HvError::InvalidArgument(format!("{KVM_DEVICE_ENV} contains a NUL byte"))
+            })?;
+            hv_kvm::KvmHypervisor::with_device(&path)
+        }
+        None => hv_kvm::KvmHypervisor::new(),
+    }
+}
+
+/// Opens the accelerator `accel` names (for `Auto`, kvm when it is usable,
+/// else emu).
 pub fn open_accelerator(accel: Accel) -> Result<Box<dyn Hypervisor>, AccelError> {
     match accel {
-        Accel::Kvm => Ok(Box::new(hv_kvm::KvmHypervisor::new()?)),
-        Accel::Emu => Err(AccelError::EmuNotBuilt),
-        Accel::Auto => match hv_kvm::KvmHypervisor::new() {
+        Accel::Kvm => Ok(Box::new(open_kvm()?)),
+        Accel::Emu => Ok(Box::new(hv_emu::EmuHypervisor::new())),
+        Accel::Auto => match open_kvm() {
             Ok(kvm) => Ok(Box::new(kvm)),
-            Err(e) => Err(AccelError::NoneUsable { kvm: e.to_string() }),
+            Err(e) => {
+                tracing::info!(reason = %e, "kvm is not usable; using emu");
+                Ok(Box::new(hv_emu::EmuHypervisor::new()))
+            }
         },
     }
 }

@@ -171,7 +171,9 @@ impl Machine {
         });
         let serial = Arc::new(Mutex::new(Serial::new(serial_irq, config.console.writer())));
         let mut buses = IoBuses::default();
-        buses.pio.insert("com1", COM1_BASE.into(), UART_SIZE, serial.clone())?;
+        buses
+            .pio
+            .insert("com1", COM1_BASE.into(), UART_SIZE, serial.clone())?;
         buses.pio.insert(
             "i8042",
             I8042_BASE.into(),

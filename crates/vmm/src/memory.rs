@@ -33,7 +33,7 @@ pub fn create_guest_memory(size: u64) -> Result<GuestMemoryMmap, MemoryError> {
     if size < MIN_MEMORY {
         return Err(MemoryError::TooSmall(size));
     }
-    if size % 4096 != 0 {
+    if !size.is_multiple_of(4096) {
         return Err(MemoryError::Unaligned(size));
     }
     if size > MAX_MEMORY {
@@ -71,12 +71,18 @@ mod tests {
 
     #[test]
     fn sizes_are_checked() {
-        assert!(matches!(create_guest_memory(1 << 20), Err(MemoryError::TooSmall(_))));
+        assert!(matches!(
+            create_guest_memory(1 << 20),
+            Err(MemoryError::TooSmall(_))
+        ));
         assert!(matches!(
             create_guest_memory((64 << 20) + 1),
             Err(MemoryError::Unaligned(_))
         ));
-        assert!(matches!(create_guest_memory(1 << 50), Err(MemoryError::TooLarge(_))));
+        assert!(matches!(
+            create_guest_memory(1 << 50),
+            Err(MemoryError::TooLarge(_))
+        ));
     }
 
     #[test]

@@ -185,7 +185,9 @@ impl Cpu {
     /// Reads the MSRs named by `msrs[i].index`.
     pub fn get_msrs(&self, msrs: &mut [Msr]) -> Result<(), CpuError> {
         for m in msrs.iter_mut() {
-            m.data = self.read_msr(m.index).ok_or(CpuError::UnknownMsr(m.index))?;
+            m.data = self
+                .read_msr(m.index)
+                .ok_or(CpuError::UnknownMsr(m.index))?;
         }
         Ok(())
     }

@@ -53,7 +53,7 @@ pub fn sign_bit(size: u32) -> u64 {
 
 #[inline]
 fn parity(v: u64) -> bool {
-    (v as u8).count_ones() % 2 == 0
+    (v as u8).count_ones() & 1 == 0
 }
 
 impl LazyFlags {

@@ -100,12 +100,12 @@ impl Exec<'_> {
     /// Sets bits in a paging-structure entry atomically (A/D bits).
     pub(crate) fn phys_set_bits(&mut self, gpa: u64, bits: u64, wide: bool) {
         let size = if wide { 8 } else { 4 };
-        if gpa % size != 0 {
+        if gpa & (size - 1) != 0 {
             return;
         }
         self.note_code_write(gpa & !0xfff);
         match self.bus.ram(gpa, true) {
-            Some(r) if r.len >= size as usize && (r.host as usize) % size as usize == 0 => {
+            Some(r) if r.len >= size as usize && (r.host as usize) & (size as usize - 1) == 0 => {
                 if wide {
                     // SAFETY: r.host is valid and writable for 8 bytes (Bus contract)
                     // and 8-aligned (checked above); other vCPUs access the entry
@@ -232,7 +232,7 @@ impl Exec<'_> {
     /// (for LOCKed read-modify-writes done as host atomics).
     pub(crate) fn host_ptr_for_write(&mut self, lin: u64, size: u32) -> R<Option<*mut u8>> {
         let user = self.user();
-        if lin % size as u64 != 0 {
+        if lin & (size as u64 - 1) != 0 {
             return Ok(None);
         }
         let vpn = lin >> 12;
@@ -241,7 +241,7 @@ impl Exec<'_> {
         }
         let e = &self.c.tlb.e[user as usize][Tlb::index(vpn)];
         let p = e.host + (lin & 0xfff) as usize;
-        if e.tag_w == vpn && p % size as usize == 0 {
+        if e.tag_w == vpn && p & (size as usize - 1) == 0 {
             Ok(Some(p as *mut u8))
         } else {
             Ok(None)

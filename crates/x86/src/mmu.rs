@@ -327,7 +327,12 @@ impl Exec<'_> {
     pub(crate) fn translate_fill(&mut self, lin: u64, kind: AccessKind, user: bool) -> R<u64> {
         let t = self.translate(lin, kind, user)?;
         let page = t.gpa & !0xfff;
-        let write_perm = t.can_write && t.dirty && !self.c.blocks.is_code_page(page);
+        // Only a write maps the page writable: the accelerator marks pages
+        // dirty when they are mapped for writing, and a read must not.
+        let write_perm = kind == AccessKind::Write
+            && t.can_write
+            && t.dirty
+            && !self.c.blocks.is_code_page(page);
         let (ram, writable) = match write_perm {
             true => match self.bus.ram(page, true) {
                 Some(r) => (Some(r), true),

@@ -19,7 +19,7 @@ pub(crate) fn szp(r: u64, size: u32) -> u64 {
     if r & sign_bit(size) != 0 {
         f |= SF;
     }
-    if (r as u8).count_ones() % 2 == 0 {
+    if (r as u8).count_ones() & 1 == 0 {
         f |= PF;
     }
     f
@@ -166,7 +166,11 @@ impl Exec<'_> {
             }
             Mnemonic::Shr => {
                 let r = if count >= 64 { 0 } else { a >> count };
-                let cf = if count - 1 < 64 { (a >> (count - 1)) & 1 } else { 0 };
+                let cf = if count - 1 < 64 {
+                    (a >> (count - 1)) & 1
+                } else {
+                    0
+                };
                 (r, cf, msb(a), true)
             }
             Mnemonic::Sar => {
@@ -722,10 +726,7 @@ impl Exec<'_> {
                 self.set_gpr_sized(RDX, 8, hi);
             }
         }
-        self.c
-            .state
-            .flags
-            .set_arith(ZF, if equal { ZF } else { 0 });
+        self.c.state.flags.set_arith(ZF, if equal { ZF } else { 0 });
         Ok(())
     }
 
@@ -763,10 +764,7 @@ impl Exec<'_> {
             }
             Mnemonic::Sahf => {
                 let ah = (self.c.state.gpr[RAX] >> 8) & 0xff;
-                self.c
-                    .state
-                    .flags
-                    .set_arith(SF | ZF | AF | PF | CF, ah);
+                self.c.state.flags.set_arith(SF | ZF | AF | PF | CF, ah);
             }
             Mnemonic::Clc => f.set_arith(CF, 0),
             Mnemonic::Stc => f.set_arith(CF, CF),

@@ -275,17 +275,16 @@ impl Exec<'_> {
 
     pub(super) fn loop_op(&mut self, insn: &Instruction) -> R<()> {
         let code = insn.code() as u32;
-        let csize: u32 = if (Code::Loopne_rel8_16_CX as u32..=Code::Loop_rel8_64_RCX as u32)
-            .contains(&code)
-        {
-            [2, 2, 4, 4, 4, 8, 8][((code - Code::Loopne_rel8_16_CX as u32) % 7) as usize]
-        } else {
-            match insn.mnemonic() {
-                Mnemonic::Jcxz => 2,
-                Mnemonic::Jecxz => 4,
-                _ => 8,
-            }
-        };
+        let csize: u32 =
+            if (Code::Loopne_rel8_16_CX as u32..=Code::Loop_rel8_64_RCX as u32).contains(&code) {
+                [2, 2, 4, 4, 4, 8, 8][((code - Code::Loopne_rel8_16_CX as u32) % 7) as usize]
+            } else {
+                match insn.mnemonic() {
+                    Mnemonic::Jcxz => 2,
+                    Mnemonic::Jecxz => 4,
+                    _ => 8,
+                }
+            };
         let cx = self.gpr_sized(1, csize);
         let take = match insn.mnemonic() {
             Mnemonic::Jcxz | Mnemonic::Jecxz | Mnemonic::Jrcxz => cx == 0,
@@ -437,7 +436,11 @@ impl Exec<'_> {
             self.set_sp(self.c.state.gpr[4].wrapping_add(3 * size as u64));
             self.set_cs(cs);
             self.c.state.rip = ip;
-            let mask = if size == 2 { 0xffff } else { WRITABLE & !(VM | VIF | VIP) };
+            let mask = if size == 2 {
+                0xffff
+            } else {
+                WRITABLE & !(VM | VIF | VIP)
+            };
             let cur = self.c.state.rflags();
             self.c.state.set_rflags((cur & !mask) | (fl & mask));
             self.c.state.nmi_blocked = false;
@@ -540,6 +543,8 @@ impl Exec<'_> {
 fn is_far(insn: &Instruction) -> bool {
     matches!(
         insn.memory_size(),
-        iced_x86::MemorySize::SegPtr16 | iced_x86::MemorySize::SegPtr32 | iced_x86::MemorySize::SegPtr64
+        iced_x86::MemorySize::SegPtr16
+            | iced_x86::MemorySize::SegPtr32
+            | iced_x86::MemorySize::SegPtr64
     )
 }

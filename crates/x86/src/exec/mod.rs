@@ -10,7 +10,9 @@ mod system;
 use std::sync::Arc;
 
 use hv::ExitReason;
-use iced_x86::{Decoder, DecoderError, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register};
+use iced_x86::{
+    Decoder, DecoderError, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register,
+};
 
 use crate::block::{Block, MAX_BLOCK_INSNS};
 use crate::exception::{gp, ud, R};
@@ -71,7 +73,14 @@ impl Exec<'_> {
             if self.c.icount >= limit {
                 return CpuExit::InstructionLimit;
             }
-            self.run_block(limit);
+            // Inside an interrupt shadow with a window requested: one
+            // instruction at a time, so the window is seen as soon as it opens.
+            let shadow = self.c.shadow_icount == self.c.icount;
+            if self.c.want_interrupt_window && shadow && self.c.state.if_set() {
+                self.run_block(self.c.icount + 1);
+            } else {
+                self.run_block(limit);
+            }
         }
     }
 
@@ -270,7 +279,10 @@ impl Exec<'_> {
         let mut a = insn.memory_displacement64();
         let mut asize = 0usize;
         if index != Register::None {
-            a = a.wrapping_add(self.gpr(index).wrapping_mul(insn.memory_index_scale() as u64));
+            a = a.wrapping_add(
+                self.gpr(index)
+                    .wrapping_mul(insn.memory_index_scale() as u64),
+            );
             asize = index.size();
         }
         if base != Register::None {
@@ -361,7 +373,12 @@ impl Exec<'_> {
             OpKind::Register => Ok(Dst::Reg(insn.op0_register())),
             OpKind::Memory => {
                 let off = self.ea(insn);
-                Ok(Dst::Mem(self.seg_lin(Self::mem_seg(insn), off, size, true)?))
+                Ok(Dst::Mem(self.seg_lin(
+                    Self::mem_seg(insn),
+                    off,
+                    size,
+                    true,
+                )?))
             }
             _ => Err(ud()),
         }

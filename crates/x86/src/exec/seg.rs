@@ -120,7 +120,10 @@ impl Exec<'_> {
         let (raw, lin) = self.read_descriptor(sel)?;
         let mut d = SegCache::from_descriptor(sel, raw);
         if !d.is_code() {
-            tracing::debug!(sel, "far transfer through a gate or to a non-code segment: #GP");
+            tracing::debug!(
+                sel,
+                "far transfer through a gate or to a non-code segment: #GP"
+            );
             return Err(gp(code));
         }
         let conforming = d.typ() & 4 != 0;

@@ -333,7 +333,11 @@ impl Exec<'_> {
                 };
                 let seg = Self::mem_seg(insn);
                 let off = self.ea(insn);
-                let bsize = if self.c.state.mode == Mode::Long { 8 } else { 4 };
+                let bsize = if self.c.state.mode == Mode::Long {
+                    8
+                } else {
+                    4
+                };
                 self.seg_lin(seg, off, 2 + bsize, true)?;
                 self.write(seg, off, 2, t.limit as u64)?;
                 self.write(seg, off.wrapping_add(2), bsize, t.base)?;
@@ -615,7 +619,10 @@ impl Exec<'_> {
         self.c.state.seg[SS] = flat_seg(base.wrapping_add(8) | 3, false, false, 3);
         if long {
             let r11 = self.c.state.gpr[11];
-            self.c.state.flags.set((r11 & WRITABLE & !(RF | VM)) | FIXED1);
+            self.c
+                .state
+                .flags
+                .set((r11 & WRITABLE & !(RF | VM)) | FIXED1);
         } else {
             self.c.state.flags.set_bit(IF, true);
         }

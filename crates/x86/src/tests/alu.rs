@@ -432,7 +432,7 @@ fn exchange_and_compare_exchange() {
         a.mov(qword_ptr(rdi), 10)?;
         a.mov(rax, 10u64)?;
         a.mov(rbx, 20u64)?;
-        a.lock()?.cmpxchg(qword_ptr(rdi), rbx)?;
+        a.lock().cmpxchg(qword_ptr(rdi), rbx)?;
         a.mov(r8, qword_ptr(rdi))?;
         a.mov(rax, 5u64)?;
         a.cmpxchg(qword_ptr(rdi), rbx)
@@ -445,11 +445,11 @@ fn exchange_and_compare_exchange() {
         a.mov(rdi, DATA)?;
         a.mov(dword_ptr(rdi), 7)?;
         a.mov(eax, 3)?;
-        a.lock()?.xadd(dword_ptr(rdi), eax)?;
+        a.lock().xadd(dword_ptr(rdi), eax)?;
         a.mov(ebx, 9)?;
         a.xchg(dword_ptr(rdi), ebx)?;
-        a.lock()?.add(dword_ptr(rdi), 100)?;
-        a.lock()?.inc(dword_ptr(rdi))
+        a.lock().add(dword_ptr(rdi), 100)?;
+        a.lock().inc(dword_ptr(rdi))
     });
     assert_eq!(g.reg(0), 7);
     assert_eq!(g.reg(3), 10);
@@ -463,7 +463,7 @@ fn exchange_and_compare_exchange() {
         a.mov(edx, 2)?;
         a.mov(ebx, 3)?;
         a.mov(ecx, 4)?;
-        a.lock()?.cmpxchg8b(qword_ptr(rdi))
+        a.lock().cmpxchg8b(qword_ptr(rdi))
     });
     assert_eq!(g.bus.read_u64(DATA), 0x4_0000_0003);
     assert_eq!(fl & ZF, ZF);
@@ -474,7 +474,7 @@ fn exchange_and_compare_exchange() {
         a.mov(qword_ptr(rdi + 8), 2)?;
         a.mov(rax, 9u64)?;
         a.mov(rdx, 2u64)?;
-        a.lock()?.cmpxchg16b(xmmword_ptr(rdi))
+        a.lock().cmpxchg16b(xmmword_ptr(rdi))
     });
     assert_eq!((g.reg(0), g.reg(2)), (1, 2));
     assert_eq!(fl & ZF, 0);
@@ -618,11 +618,17 @@ fn string_ops() {
         a.hlt()
     });
     g.run_to_hlt();
-    assert_eq!(g.bus.read_u64(DATA + 0x1000 + 999 * 8), 0x0101_0101_0101_0101);
+    assert_eq!(
+        g.bus.read_u64(DATA + 0x1000 + 999 * 8),
+        0x0101_0101_0101_0101
+    );
     assert_eq!(g.bus.read_u64(DATA + 0x1000 + 1000 * 8), 0);
     assert_eq!(g.reg(8), 12);
     assert_eq!(g.reg(9), 0);
-    assert_eq!(&g.bus.bytes()[(DATA + 0x3000) as usize..(DATA + 0x300c) as usize], b"hello, world");
+    assert_eq!(
+        &g.bus.bytes()[(DATA + 0x3000) as usize..(DATA + 0x300c) as usize],
+        b"hello, world"
+    );
     assert_eq!(g.reg(0) & 0xffff, u16::from_le_bytes(*b"he") as u64);
 }
 
@@ -663,4 +669,28 @@ fn divide_by_zero_is_delivered_through_the_idt() {
     });
     g.run_to_hlt();
     assert_eq!(g.reg(15), 0xde);
+}
+
+/// Interpreter speed on an integer loop (prints MIPS; run with --nocapture).
+#[test]
+fn integer_loop_speed() {
+    let mut g = Guest::long64();
+    g.code(|a| {
+        let mut l = a.create_label();
+        a.mov(ecx, 2_000_000)?;
+        a.xor(eax, eax)?;
+        a.set_label(&mut l)?;
+        a.add(rax, rcx)?;
+        a.xor(rdx, rax)?;
+        a.mov(qword_ptr(DATA), rdx)?;
+        a.dec(ecx)?;
+        a.jnz(l)?;
+        a.hlt()
+    });
+    let t = std::time::Instant::now();
+    assert_eq!(g.cpu.run(&mut g.bus, u64::MAX), CpuExit::Halt);
+    let n = g.cpu.instructions_retired();
+    let mips = n as f64 / t.elapsed().as_secs_f64() / 1e6;
+    println!("integer loop: {n} instructions, {mips:.1} MIPS");
+    assert_eq!(n, 2 + 5 * 2_000_000 + 1);
 }

@@ -6,9 +6,6 @@ mod modes;
 mod paging;
 mod system;
 
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-mod differential;
-
 use iced_x86::code_asm::CodeAssembler;
 
 use crate::state::{cr0, cr4, efer, SegCache, TableReg, CS, DS, ES, FS, GS, SS};
@@ -145,8 +142,37 @@ pub fn tss_descriptor(base: u64, limit: u32) -> (u64, u64) {
     (lo, base >> 32)
 }
 
+/// Writes the GDT (with a 64-bit TSS at 0x30), the TSS and identity-mapping
+/// 4-level page tables (4 GiB in 2 MiB pages). Returns the TSS descriptor's
+/// low half.
+pub fn setup_tables(bus: &mut TestBus) -> u64 {
+    for (i, d) in GDT_ENTRIES.iter().enumerate() {
+        bus.write_u64(GDT + i as u64 * 8, *d);
+    }
+    let (lo, hi) = tss_descriptor(TSS, 0x67);
+    bus.write_u64(GDT + 0x30, lo);
+    bus.write_u64(GDT + 0x38, hi);
+    // RSP0 and IST1 in the TSS.
+    bus.write_u64(TSS + 4, 0x7_0000);
+    bus.write_u64(TSS + 0x24, 0x6_0000);
+    bus.load(TSS + 0x66, &0x68u16.to_le_bytes());
+    // Page tables: PML4 → PDPT → 4 PDs of 2 MiB pages.
+    bus.write_u64(PML4, (PML4 + 0x1000) | 7);
+    for i in 0..4u64 {
+        let pd = PML4 + 0x2000 + i * 0x1000;
+        bus.write_u64(PML4 + 0x1000 + i * 8, pd | 7);
+        for j in 0..512u64 {
+            bus.write_u64(pd + j * 8, ((i << 30) | (j << 21)) | 0x87);
+        }
+    }
+    lo
+}
+
 /// Assembles 64-bit code at `ip`.
-pub fn asm64(ip: u64, f: impl FnOnce(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>) -> Vec<u8> {
+pub fn asm64(
+    ip: u64,
+    f: impl FnOnce(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>,
+) -> Vec<u8> {
     asm(64, ip, f)
 }
 
@@ -166,24 +192,9 @@ impl Guest {
     /// DS/SS=0x18, an IDT at IDT (all gates not present) and a TSS.
     pub fn long64() -> Guest {
         let mut bus = TestBus::new();
+        let lo = setup_tables(&mut bus);
         for (i, d) in GDT_ENTRIES.iter().enumerate() {
             bus.write_u64(GDT + i as u64 * 8, *d);
-        }
-        let (lo, hi) = tss_descriptor(TSS, 0x67);
-        bus.write_u64(GDT + 0x30, lo);
-        bus.write_u64(GDT + 0x38, hi);
-        // RSP0 and IST1 in the TSS.
-        bus.write_u64(TSS + 4, 0x7_0000);
-        bus.write_u64(TSS + 0x24, 0x6_0000);
-        bus.load(TSS + 0x66, &0x68u16.to_le_bytes());
-        // Page tables: PML4 → PDPT → 4 PDs of 2 MiB pages.
-        bus.write_u64(PML4, (PML4 + 0x1000) | 7);
-        for i in 0..4u64 {
-            let pd = PML4 + 0x2000 + i * 0x1000;
-            bus.write_u64(PML4 + 0x1000 + i * 8, pd | 7);
-            for j in 0..512u64 {
-                bus.write_u64(pd + j * 8, ((i << 30) | (j << 21)) | 0x87);
-            }
         }
         let mut cpu = Cpu::default();
         let s = &mut cpu.state;

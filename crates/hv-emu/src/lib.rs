@@ -1,0 +1,50 @@
+//! The emu accelerator: what VT-x and KVM do, in software.
+//!
+//! A VM is a table of memory slots (guest-physical ranges backed by host
+//! mappings, optionally read-only or dirty-logged) shared by its vCPUs; a
+//! vCPU is an [`x86::Cpu`] driven by [`hv::Vcpu::run`] on the caller's
+//! thread. The CPU reaches RAM through host pointers it caches in its soft
+//! TLB (the "EPT" of this accelerator: guest-physical → host), and
+//! everything else through the VMM's [`hv::IoHandler`] in the middle of the
+//! instruction.
+//!
+//! Interrupt controllers arrive with the in-"kernel" irqchip; until then
+//! irq lines are latched but not delivered, and HLT sleeps until a kick.
+
+mod cpuid;
+mod memory;
+mod vcpu;
+mod vm;
+
+pub use cpuid::supported_cpuid;
+
+use hv::{HvError, Hypervisor, Vm, VmConfig};
+
+/// Most vCPUs one emu VM may have (the xAPIC id space).
+pub const MAX_VCPUS: u32 = 254;
+
+/// The emu accelerator. Always available.
+#[derive(Debug, Default)]
+pub struct EmuHypervisor;
+
+impl EmuHypervisor {
+    pub fn new() -> EmuHypervisor {
+        EmuHypervisor
+    }
+}
+
+impl Hypervisor for EmuHypervisor {
+    fn name(&self) -> &'static str {
+        "emu"
+    }
+
+    fn create_vm(&self, config: VmConfig) -> Result<Box<dyn Vm>, HvError> {
+        if config.vcpus == 0 || config.vcpus > MAX_VCPUS {
+            return Err(HvError::InvalidArgument(format!(
+                "{} vCPUs requested; emu supports 1 to {MAX_VCPUS}",
+                config.vcpus
+            )));
+        }
+        Ok(Box::new(vm::EmuVm::new(config)))
+    }
+}
