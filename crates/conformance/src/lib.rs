@@ -10,6 +10,8 @@
 //! loud `SKIPPED` line, unless `FERROVISOR_REQUIRE_<BACKEND>=1` is set, in
 //! which case the case fails.
 
+#![forbid(unsafe_code)]
+
 pub mod cases;
 pub mod harness;
 

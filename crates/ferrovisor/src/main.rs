@@ -1,4 +1,5 @@
 //! The `ferrovisor` command line.
+#![forbid(unsafe_code)]
 
 mod demo;
 mod size;
