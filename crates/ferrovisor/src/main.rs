@@ -160,6 +160,7 @@ pub(crate) fn run(config: &MachineConfig, print_stats: bool) -> ExitCode {
         MachineExit::TripleFault { vcpu } => {
             eprintln!("ferrovisor: vCPU {vcpu} triple-faulted; the VM was stopped")
         }
+        MachineExit::HostQuit => eprintln!("ferrovisor: the VM was ended from the console"),
         MachineExit::Failed { vcpu, error } => {
             eprintln!("ferrovisor: vCPU {vcpu} stopped: {}", error_line(error))
         }

@@ -221,3 +221,60 @@ fn demo_runs_the_bundled_guest() {
         assert!(stdout.contains(guests::demo::PRIMES_BELOW_100), "{stdout}");
     }
 }
+
+#[test]
+fn console_input_reaches_the_guest_and_eof_does_not_end_it() {
+    use std::io::Write;
+    let dir = TempDir::new("echo");
+    let p = guests::echo().unwrap();
+    let elf = dir.file(
+        "echo.elf",
+        &arch::elf_builder::build_elf64(&[(p.load_addr, &p.code)], p.load_addr),
+    );
+    for accel in accels() {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ferrovisor"))
+            .args(["run", "--kernel", path_str(&elf), "--accel", accel])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"hello, guest").unwrap();
+        // End of file: the guest keeps running until it reads the `q`
+        // that a second writer would send; here the VM must survive EOF
+        // and only the quit byte ends it, so send it before closing.
+        stdin.write_all(b"!q").unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{accel}: {}", stderr(&out));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "echo ready\nhello, guest!"
+        );
+    }
+}
+
+#[test]
+fn end_of_input_never_ends_the_vm() {
+    let dir = TempDir::new("eof");
+    let p = guests::echo().unwrap();
+    let elf = dir.file(
+        "echo.elf",
+        &arch::elf_builder::build_elf64(&[(p.load_addr, &p.code)], p.load_addr),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrovisor"))
+        .args(["run", "--kernel", path_str(&elf), "--accel", "emu"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the VM ended at end of input"
+    );
+    child.kill().unwrap();
+    let _ = child.wait();
+}

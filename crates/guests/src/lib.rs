@@ -60,7 +60,9 @@ pub fn emit_print(a: &mut CodeAssembler, text: CodeLabel) -> Result<()> {
     a.out(dx, al)?;
     a.inc(rsi)?;
     a.jmp(next)?;
+    // A NOP carries the label, so that callers may label what follows.
     a.set_label(&mut done)?;
+    a.nop()?;
     Ok(())
 }
 
@@ -130,4 +132,37 @@ mod tests {
         let d = demo::program().unwrap();
         assert!(!d.code.is_empty());
     }
+}
+
+/// Prints "echo ready\n", then echoes every byte received on COM1 until it
+/// receives `q`, then exits through the debug-exit port with value 0.
+pub fn echo() -> Result<Program> {
+    let mut a = assembler()?;
+    let mut start = a.create_label();
+    let mut ap = a.create_label();
+    let mut poll = a.create_label();
+    let mut quit = a.create_label();
+    a.test(rdi, rdi)?;
+    a.jnz(ap)?;
+    a.jmp(start)?;
+    a.set_label(&mut ap)?;
+    emit_halt_forever(&mut a)?;
+    let ready = emit_string(&mut a, "echo ready\n")?;
+    a.set_label(&mut start)?;
+    emit_print(&mut a, ready)?;
+    a.set_label(&mut poll)?;
+    a.mov(dx, COM1_LSR as u32)?;
+    a.in_(al, dx)?;
+    a.test(al, 1)?;
+    a.jz(poll)?;
+    a.mov(dx, COM1 as u32)?;
+    a.in_(al, dx)?;
+    a.cmp(al, b'q' as u32)?;
+    a.je(quit)?;
+    a.out(dx, al)?;
+    a.jmp(poll)?;
+    a.set_label(&mut quit)?;
+    a.xor(eax, eax)?;
+    emit_debug_exit_eax(&mut a)?;
+    finish(a)
 }

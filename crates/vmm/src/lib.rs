@@ -11,6 +11,7 @@
 
 pub mod accel;
 pub mod config;
+pub mod console;
 pub mod machine;
 pub mod memory;
 mod vcpu;

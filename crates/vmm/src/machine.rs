@@ -1,11 +1,9 @@
 //! Building and running a machine.
 
-use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use arch::boot::{BootConfig, BootInfo};
 use devices::debug_exit::{DebugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE};
@@ -18,6 +16,7 @@ use vm_memory::GuestMemoryMmap;
 
 use crate::accel::{open_accelerator, AccelError};
 use crate::config::{MachineConfig, MAX_VCPUS};
+use crate::console::{spawn_stdin_reader, RawTerminal};
 use crate::memory::{create_guest_memory, register_slots, MemoryError};
 use crate::vcpu::{MachineEvent, VcpuContext, VcpuStop};
 
@@ -60,13 +59,18 @@ pub enum MachineExit {
     DebugExit { status: i32 },
     /// The accelerator could not continue a vCPU.
     Failed { vcpu: u32, error: HvError },
+    /// The user ended the VM from the console (Ctrl-A x).
+    HostQuit,
 }
 
 impl MachineExit {
     /// The exit status `ferrovisor run` ends with.
     pub fn exit_status(&self) -> i32 {
         match self {
-            MachineExit::PowerOff | MachineExit::Reset | MachineExit::TripleFault { .. } => 0,
+            MachineExit::PowerOff
+            | MachineExit::Reset
+            | MachineExit::TripleFault { .. }
+            | MachineExit::HostQuit => 0,
             MachineExit::DebugExit { status } => *status,
             MachineExit::Failed { .. } => 1,
         }
@@ -251,12 +255,15 @@ impl Machine {
                 }
             }
         }
+        let terminal = self.console_input.then(RawTerminal::enable);
         if self.console_input {
-            spawn_stdin_reader(self.serial.clone());
+            let interactive = terminal.as_ref().is_some_and(RawTerminal::is_active);
+            spawn_stdin_reader(self.serial.clone(), interactive, self.events_tx.clone());
         }
 
         let exit = self.wait_for_exit();
         stop_vcpus(&stop, &threads);
+        drop(terminal);
         let mut vcpu_stats = Vec::with_capacity(threads.len());
         for (_, handle) in threads {
             vcpu_stats.push(handle.join().unwrap_or_default());
@@ -276,6 +283,7 @@ impl Machine {
             return MachineExit::PowerOff;
         };
         match event {
+            MachineEvent::HostQuit => MachineExit::HostQuit,
             MachineEvent::Guest(GuestRequest::PowerOff) => MachineExit::PowerOff,
             MachineEvent::Guest(GuestRequest::Reset) => MachineExit::Reset,
             MachineEvent::Guest(GuestRequest::DebugExit { status }) => {
@@ -327,32 +335,4 @@ fn setup_boot_state(vcpu: &mut dyn Vcpu, boot: &BootInfo, vcpus: u32) -> Result<
             .map_err(hv_err("vCPU MP state"))?;
     }
     Ok(())
-}
-
-/// Feeds the host's standard input to the UART. End of file stops the
-/// feeding, never the VM.
-fn spawn_stdin_reader(serial: Arc<Mutex<Serial>>) {
-    let _ = std::thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || {
-            let mut stdin = std::io::stdin();
-            let mut buf = [0u8; 64];
-            loop {
-                let n = match stdin.read(&mut buf) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
-                };
-                let mut pending = &buf[..n];
-                while !pending.is_empty() {
-                    let taken = serial
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .enqueue_input(pending);
-                    pending = &pending[taken..];
-                    if taken == 0 {
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                }
-            }
-        });
 }

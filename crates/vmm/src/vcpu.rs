@@ -36,6 +36,8 @@ pub enum MachineEvent {
     Guest(GuestRequest),
     /// A vCPU stopped by itself.
     Vcpu { id: u32, stop: VcpuStop },
+    /// The user asked to end the VM from the console.
+    HostQuit,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
