@@ -1,0 +1,131 @@
+//! Guest instructions per second on the emu accelerator (and on kvm when it
+//! is usable), for three loops: integer arithmetic, a memory copy, and
+//! calls. Criterion reports throughput in elements per second, where an
+//! element is one guest instruction: "Melem/s" reads as MIPS.
+//!
+//! `cargo bench -p conformance --bench guest_mips`
+
+use std::time::{Duration, Instant};
+
+use conformance::harness::{run_guest, TestIo, TestVm, SCRATCH};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use hv::Hypervisor;
+use iced_x86::code_asm::*;
+
+/// A benchmark guest and the number of instructions it retires.
+struct Loop {
+    name: &'static str,
+    program: guests::Program,
+    instructions: u64,
+}
+
+const ITERATIONS: u32 = 2_000_000;
+
+fn finish(mut a: CodeAssembler, name: &'static str, per_iteration: u64, fixed: u64) -> Loop {
+    a.mov(eax, 0x600du32).unwrap();
+    guests::emit_debug_exit_eax(&mut a).unwrap();
+    Loop {
+        name,
+        program: guests::finish(a).unwrap(),
+        // + mov eax and the OUT that ends the run.
+        instructions: per_iteration * u64::from(ITERATIONS) + fixed + 2,
+    }
+}
+
+/// Integer arithmetic with dependencies and flags: 8 instructions a turn.
+fn integer_loop() -> Loop {
+    let mut a = guests::assembler().unwrap();
+    let mut top = a.create_label();
+    a.mov(ecx, ITERATIONS).unwrap();
+    a.mov(rax, 1u64).unwrap();
+    a.mov(rbx, 3u64).unwrap();
+    a.set_label(&mut top).unwrap();
+    a.add(rax, rcx).unwrap();
+    a.xor(rbx, rax).unwrap();
+    a.imul_2(rdx, rbx).unwrap();
+    a.shl(rax, 3).unwrap();
+    a.sub(rdx, rax).unwrap();
+    a.and(rbx, 0x7fff_ffff).unwrap();
+    a.dec(ecx).unwrap();
+    a.jnz(top).unwrap();
+    finish(a, "integer loop", 8, 3)
+}
+
+/// Copies 64 KiB over and over, 8 bytes at a time: 6 instructions a turn.
+fn memcpy_loop() -> Loop {
+    let mut a = guests::assembler().unwrap();
+    let mut top = a.create_label();
+    let mut same = a.create_label();
+    a.mov(ecx, ITERATIONS).unwrap();
+    a.xor(r8d, r8d).unwrap();
+    a.set_label(&mut top).unwrap();
+    a.mov(rax, qword_ptr(r8 + SCRATCH as i32)).unwrap();
+    a.mov(qword_ptr(r8 + (SCRATCH + 0x1_0000) as i32), rax).unwrap();
+    a.add(r8d, 8).unwrap();
+    a.and(r8d, 0xfff8).unwrap();
+    a.dec(ecx).unwrap();
+    a.jnz(top).unwrap();
+    a.set_label(&mut same).unwrap();
+    a.nop().unwrap();
+    finish(a, "memcpy loop", 6, 3)
+}
+
+/// A call and a return every turn: 5 instructions a turn.
+fn call_loop() -> Loop {
+    let mut a = guests::assembler().unwrap();
+    let mut top = a.create_label();
+    let mut done = a.create_label();
+    let mut function = a.create_label();
+    a.mov(ecx, ITERATIONS).unwrap();
+    a.xor(eax, eax).unwrap();
+    a.set_label(&mut top).unwrap();
+    a.call(function).unwrap();
+    a.dec(ecx).unwrap();
+    a.jnz(top).unwrap();
+    a.jmp(done).unwrap();
+    a.set_label(&mut function).unwrap();
+    a.add(rax, 1).unwrap();
+    a.ret().unwrap();
+    a.set_label(&mut done).unwrap();
+    a.nop().unwrap();
+    finish(a, "call loop", 5, 4)
+}
+
+fn run_once(hv: &dyn Hypervisor, l: &Loop) -> Duration {
+    let t = TestVm::new(hv, 1);
+    t.load(&l.program);
+    let mut vcpu = t.vcpu(0, l.program.load_addr);
+    let io = TestIo::new(vcpu.kicker());
+    let start = Instant::now();
+    assert_eq!(run_guest(&mut *vcpu, &io), None);
+    let elapsed = start.elapsed();
+    assert_eq!(io.exit_value(), Some(0x600d));
+    elapsed
+}
+
+fn bench_backend(c: &mut Criterion, name: &str, hv: &dyn Hypervisor) {
+    let mut group = c.benchmark_group(format!("{name} guest MIPS"));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(8));
+    for l in [integer_loop(), memcpy_loop(), call_loop()] {
+        group.throughput(Throughput::Elements(l.instructions));
+        group.bench_function(l.name, |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| run_once(hv, &l)).sum())
+        });
+    }
+    group.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    bench_backend(c, "emu", &hv_emu::EmuHypervisor::new());
+    // kvm here may be a nested, software-backed KVM; only bench it on request.
+    if std::env::var("FERROVISOR_BENCH_KVM").is_ok_and(|v| v == "1") {
+        match hv_kvm::KvmHypervisor::new() {
+            Ok(kvm) => bench_backend(c, "kvm", &kvm),
+            Err(e) => eprintln!("kvm not benchmarked: {e}"),
+        }
+    }
+}
+
+criterion_group!(guest_mips, benches);
+criterion_main!(guest_mips);
