@@ -1,7 +1,10 @@
-//! A bounds-checked reader for the ELF64 headers of a kernel: the program
+//! A bounds-checked reader for the ELF headers of a kernel: the program
 //! headers to load and the names of its notes (to tell a Linux `vmlinux` from
 //! a bare kernel). Nothing in a file can make it panic or allocate more than
 //! the file's own size: every offset and size is checked against the file.
+//!
+//! [`parse`] reads ELF64 x86-64 executables (Linux and bare kernels);
+//! [`parse_any_class`] also reads ELF32 i386 executables (Multiboot kernels).
 
 use std::io::{self, Read, Seek, SeekFrom};
 
@@ -13,11 +16,15 @@ const ELFDATA2LSB: u8 = 1;
 const ET_EXEC: u16 = 2;
 /// `e_machine` of x86-64.
 pub const EM_X86_64: u16 = 62;
+/// `e_machine` of i386.
+pub const EM_386: u16 = 3;
 const PT_LOAD: u32 = 1;
 const PT_NOTE: u32 = 4;
 const EHDR_SIZE: u64 = 64;
+const EHDR32_SIZE: u64 = 52;
 const IDENT_SIZE: u64 = 16;
 const PHDR_SIZE: u16 = 56;
+const PHDR32_SIZE: u16 = 32;
 const NHDR_SIZE: usize = 12;
 /// Note segments larger than this are refused (real ones are a few KiB).
 pub const MAX_NOTE_SEGMENT: u64 = 1 << 20;
@@ -39,9 +46,11 @@ pub enum ElfError {
     NotLittleEndian(u8),
     #[error("ELF machine {0} is not x86-64")]
     NotX86_64(u16),
+    #[error("ELF32 machine {0} is not i386")]
+    NotI386(u16),
     #[error("ELF type {0} is not an executable (ET_EXEC)")]
     NotExecutable(u16),
-    #[error("ELF program header size {0} is not 56")]
+    #[error("ELF program header size {0} does not match the class (56 for ELF64, 32 for ELF32)")]
     BadPhentsize(u16),
     #[error("the ELF file has no program headers")]
     NoProgramHeaders,
@@ -131,6 +140,24 @@ impl ElfKernel {
         self.segments.iter().map(|s| s.paddr).min().unwrap_or(0)
     }
 
+    /// The physical address of the entry point, the way GRUB computes it
+    /// for Multiboot kernels: `e_entry` translated through the first
+    /// segment whose virtual range holds it, else `e_entry` itself if a
+    /// segment's physical range holds it; `None` if neither does.
+    pub fn physical_entry(&self) -> Option<u64> {
+        let by_vaddr = self
+            .segments
+            .iter()
+            .find(|s| self.entry >= s.vaddr && self.entry - s.vaddr < s.memsz)
+            .map(|s| self.entry - s.vaddr + s.paddr);
+        by_vaddr.or_else(|| {
+            self.segments
+                .iter()
+                .any(|s| self.entry >= s.paddr && self.entry < s.end())
+                .then_some(self.entry)
+        })
+    }
+
     /// Highest end (exclusive) of a segment.
     pub fn end(&self) -> u64 {
         self.segments
@@ -170,8 +197,84 @@ fn in_file(offset: u64, size: u64, file_len: u64) -> bool {
     offset.checked_add(size).is_some_and(|end| end <= file_len)
 }
 
-/// Reads and checks the headers of an ELF64 x86-64 executable.
+/// Reads and checks the headers of an ELF64 x86-64 executable whose entry
+/// point lies inside a loadable segment (by physical address).
 pub fn parse<R: Read + Seek>(r: &mut R) -> Result<ElfKernel, ElfError> {
+    let kernel = parse_headers(r, false)?;
+    if !kernel
+        .segments
+        .iter()
+        .any(|s| kernel.entry >= s.paddr && kernel.entry < s.end())
+    {
+        return Err(ElfError::EntryOutsideSegments {
+            entry: kernel.entry,
+        });
+    }
+    Ok(kernel)
+}
+
+/// Reads and checks the headers of an ELF64 x86-64 or ELF32 i386
+/// executable. The entry point is not checked: the caller decides whether
+/// it is physical or virtual (see [`ElfKernel::physical_entry`]).
+pub fn parse_any_class<R: Read + Seek>(r: &mut R) -> Result<ElfKernel, ElfError> {
+    parse_headers(r, true)
+}
+
+/// The fields of the ELF header that differ between the classes.
+struct Layout {
+    ehdr_size: u64,
+    phdr_size: u16,
+    machine: u16,
+}
+
+const ELF64: Layout = Layout {
+    ehdr_size: EHDR_SIZE,
+    phdr_size: PHDR_SIZE,
+    machine: EM_X86_64,
+};
+
+const ELF32: Layout = Layout {
+    ehdr_size: EHDR32_SIZE,
+    phdr_size: PHDR32_SIZE,
+    machine: EM_386,
+};
+
+/// One program header, widened to 64 bits.
+struct Phdr {
+    p_type: u32,
+    offset: u64,
+    vaddr: u64,
+    paddr: u64,
+    filesz: u64,
+    memsz: u64,
+    align: u64,
+}
+
+fn read_phdr(ph: &[u8], elf32: bool) -> Phdr {
+    if elf32 {
+        Phdr {
+            p_type: le32(ph, 0),
+            offset: le32(ph, 4).into(),
+            vaddr: le32(ph, 8).into(),
+            paddr: le32(ph, 12).into(),
+            filesz: le32(ph, 16).into(),
+            memsz: le32(ph, 20).into(),
+            align: le32(ph, 28).into(),
+        }
+    } else {
+        Phdr {
+            p_type: le32(ph, 0),
+            offset: le64(ph, 8),
+            vaddr: le64(ph, 16),
+            paddr: le64(ph, 24),
+            filesz: le64(ph, 32),
+            memsz: le64(ph, 40),
+            align: le64(ph, 48),
+        }
+    }
+}
+
+fn parse_headers<R: Read + Seek>(r: &mut R, allow_elf32: bool) -> Result<ElfKernel, ElfError> {
     let file_len = r.seek(SeekFrom::End(0)).map_err(ElfError::Io)?;
     if file_len < IDENT_SIZE {
         let mut head = vec![0u8; file_len as usize];
@@ -187,36 +290,52 @@ pub fn parse<R: Read + Seek>(r: &mut R) -> Result<ElfKernel, ElfError> {
     if !is_elf(&ehdr) {
         return Err(ElfError::BadMagic);
     }
-    match ehdr[4] {
-        ELFCLASS64 => {}
+    let (layout, elf32) = match ehdr[4] {
+        ELFCLASS64 => (ELF64, false),
+        ELFCLASS32 if allow_elf32 => (ELF32, true),
         ELFCLASS32 => return Err(ElfError::Elf32),
         class => return Err(ElfError::BadClass(class)),
-    }
+    };
     if ehdr[5] != ELFDATA2LSB {
         return Err(ElfError::NotLittleEndian(ehdr[5]));
     }
-    if file_len < EHDR_SIZE {
+    if file_len < layout.ehdr_size {
         return Err(ElfError::TruncatedHeader { len: file_len });
     }
     let e_type = le16(&ehdr, 16);
     let machine = le16(&ehdr, 18);
-    if machine != EM_X86_64 {
-        return Err(ElfError::NotX86_64(machine));
+    if machine != layout.machine {
+        return Err(if elf32 {
+            ElfError::NotI386(machine)
+        } else {
+            ElfError::NotX86_64(machine)
+        });
     }
     if e_type != ET_EXEC {
         return Err(ElfError::NotExecutable(e_type));
     }
-    let entry = le64(&ehdr, 24);
-    let phoff = le64(&ehdr, 32);
-    let phentsize = le16(&ehdr, 54);
-    let phnum = le16(&ehdr, 56);
+    let (entry, phoff, phentsize, phnum) = if elf32 {
+        (
+            u64::from(le32(&ehdr, 24)),
+            u64::from(le32(&ehdr, 28)),
+            le16(&ehdr, 42),
+            le16(&ehdr, 44),
+        )
+    } else {
+        (
+            le64(&ehdr, 24),
+            le64(&ehdr, 32),
+            le16(&ehdr, 54),
+            le16(&ehdr, 56),
+        )
+    };
     if phnum == 0 {
         return Err(ElfError::NoProgramHeaders);
     }
-    if phentsize != PHDR_SIZE {
+    if phentsize != layout.phdr_size {
         return Err(ElfError::BadPhentsize(phentsize));
     }
-    let ph_size = u64::from(phnum) * u64::from(PHDR_SIZE);
+    let ph_size = u64::from(phnum) * u64::from(layout.phdr_size);
     if !in_file(phoff, ph_size, file_len) {
         return Err(ElfError::ProgramHeadersOutOfFile {
             offset: phoff,
@@ -232,14 +351,16 @@ pub fn parse<R: Read + Seek>(r: &mut R) -> Result<ElfKernel, ElfError> {
         segments: Vec::new(),
         note_names: Vec::new(),
     };
-    for (index, ph) in phdrs.chunks_exact(PHDR_SIZE as usize).enumerate() {
-        let p_type = le32(ph, 0);
-        let offset = le64(ph, 8);
-        let vaddr = le64(ph, 16);
-        let paddr = le64(ph, 24);
-        let filesz = le64(ph, 32);
-        let memsz = le64(ph, 40);
-        let align = le64(ph, 48);
+    for (index, ph) in phdrs.chunks_exact(layout.phdr_size as usize).enumerate() {
+        let Phdr {
+            p_type,
+            offset,
+            vaddr,
+            paddr,
+            filesz,
+            memsz,
+            align,
+        } = read_phdr(ph, elf32);
         match p_type {
             PT_LOAD => {
                 if filesz > memsz {
@@ -302,13 +423,6 @@ pub fn parse<R: Read + Seek>(r: &mut R) -> Result<ElfKernel, ElfError> {
     }
     if kernel.segments.is_empty() {
         return Err(ElfError::NoLoadSegments);
-    }
-    if !kernel
-        .segments
-        .iter()
-        .any(|s| entry >= s.paddr && entry < s.end())
-    {
-        return Err(ElfError::EntryOutsideSegments { entry });
     }
     Ok(kernel)
 }
@@ -485,6 +599,107 @@ mod tests {
             parse_bytes(&huge),
             Err(ElfError::NoteTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn parses_elf32_only_when_asked() {
+        let elf = ElfBuilder::new32(0x10_0004)
+            .segment_with_memsz(0x10_0000, &[1, 2, 3, 4, 5], 0x1000)
+            .segment_at(0xc020_0000, 0x20_0000, &[6; 8], 8)
+            .build();
+        assert!(matches!(parse_bytes(&elf), Err(ElfError::Elf32)));
+        let k = parse_any_class(&mut Cursor::new(&elf)).unwrap();
+        assert_eq!(k.entry, 0x10_0004);
+        assert_eq!(k.segments.len(), 2);
+        assert_eq!(
+            (
+                k.segments[0].paddr,
+                k.segments[0].filesz,
+                k.segments[0].memsz
+            ),
+            (0x10_0000, 5, 0x1000)
+        );
+        assert_eq!(
+            (k.segments[1].vaddr, k.segments[1].paddr),
+            (0xc020_0000, 0x20_0000)
+        );
+        let off = k.segments[0].offset as usize;
+        assert_eq!(&elf[off..off + 5], &[1, 2, 3, 4, 5]);
+        assert_eq!(k.physical_entry(), Some(0x10_0004));
+        // ELF64 through the same door.
+        let elf64 = build_elf64(&[(0x10_0000, &[0xf4])], 0x10_0000);
+        assert_eq!(
+            parse_any_class(&mut Cursor::new(&elf64)).unwrap(),
+            parse_bytes(&elf64).unwrap()
+        );
+    }
+
+    #[test]
+    fn rejects_bad_elf32_headers() {
+        let good = ElfBuilder::new32(0x10_0000)
+            .segment(0x10_0000, &[0xf4])
+            .build();
+        let patch = |at: usize, bytes: &[u8]| {
+            let mut e = good.clone();
+            e[at..at + bytes.len()].copy_from_slice(bytes);
+            parse_any_class(&mut Cursor::new(&e))
+        };
+        assert!(matches!(patch(18, &[62, 0]), Err(ElfError::NotI386(62))));
+        assert!(matches!(
+            patch(42, &[56, 0]),
+            Err(ElfError::BadPhentsize(56))
+        ));
+        assert!(matches!(
+            patch(28, &0xffff_fff0u32.to_le_bytes()),
+            Err(ElfError::ProgramHeadersOutOfFile { .. })
+        ));
+        // p_offset beyond the file.
+        assert!(matches!(
+            patch(52 + 4, &0x10_0000u32.to_le_bytes()),
+            Err(ElfError::SegmentOutOfFile { .. })
+        ));
+        assert!(matches!(
+            parse_any_class(&mut Cursor::new(&good[..51])),
+            Err(ElfError::TruncatedHeader { len: 51 })
+        ));
+        // An ELF64 x86-64 header that claims ELF32 is read as ELF32 (and
+        // fails on the machine).
+        let mut e64 = build_elf64(&[(0x10_0000, &[0xf4])], 0x10_0000);
+        e64[4] = 1;
+        assert!(matches!(
+            parse_any_class(&mut Cursor::new(&e64)),
+            Err(ElfError::NotI386(62))
+        ));
+    }
+
+    #[test]
+    fn physical_entry_follows_virtual_then_physical_addresses() {
+        let seg = |vaddr, paddr| LoadSegment {
+            index: 0,
+            offset: 0,
+            vaddr,
+            paddr,
+            filesz: 0,
+            memsz: 0x1000,
+        };
+        let kernel = |entry, segments| ElfKernel {
+            entry,
+            segments,
+            note_names: Vec::new(),
+        };
+        let higher_half = vec![seg(0xc010_0000, 0x10_0000)];
+        assert_eq!(
+            kernel(0xc010_0040, higher_half.clone()).physical_entry(),
+            Some(0x10_0040)
+        );
+        assert_eq!(
+            kernel(0x10_0040, higher_half.clone()).physical_entry(),
+            Some(0x10_0040)
+        );
+        assert_eq!(kernel(0xc010_1000, higher_half).physical_entry(), None);
+        // No overflow near the top of the address space.
+        let top = vec![seg(u64::MAX - 0xfff, 0x10_0000)];
+        assert_eq!(kernel(u64::MAX, top).physical_entry(), Some(0x10_0fff));
     }
 
     #[test]

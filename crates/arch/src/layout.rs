@@ -3,20 +3,26 @@
 //! ```text
 //! 0x0000_0000 ┬─────────────────────────────── RAM (low) ───────────────────────────────
 //!             │ 0x0000_0000..0x0000_0500  real-mode IVT + BDA (left zero)
-//!             │ 0x0000_0500..0x0000_0530  boot GDT (6 slots, TSS descriptor is 16 bytes)
+//!             │ 0x0000_0500..0x0000_0530  boot GDT (6 slots, TSS descriptor is 16 bytes;
+//!             │                           0x08 is the 32-bit code segment of Multiboot)
 //!             │ 0x0000_0540..0x0000_0550  boot IDT (empty: limit 0)
 //!             │ 0x0000_1000..0x0000_1068  boot TSS (so that TR holds a valid busy TSS)
-//!             │ 0x0000_7000..0x0000_8000  zero page: Linux `boot_params`
+//!             │ 0x0000_7000..0x0000_8000  zero page: Linux `boot_params`, or the
+//!             │                           Multiboot information (info, modules, mmap)
 //!             │ 0x0000_8000..0x0000_8ff0  Linux boot stack (RSP = 0x8ff0)
 //!             │ 0x0000_9000..0x0000_a000  PML4
 //!             │ 0x0000_a000..0x0000_b000  PDPT
 //!             │ 0x0000_b000..0x0000_f000  4 page directories (2 MiB pages, 0..4 GiB identity)
 //!             │ 0x0001_0000..0x0009_0000  bare-ELF vCPU stacks, 2 KiB each, top 0x9_0000
-//!             │ 0x0002_0000..0x0003_0000  Linux command line (64 KiB at most)
-//!             │ 0x0009_fc00..0x0010_0000  EBDA / VGA / BIOS: reserved in Linux's e820
+//!             │                           (Multiboot: ESP = 0x9_0000)
+//!             │ 0x0002_0000..0x0003_0000  Linux / Multiboot command line (64 KiB at most)
+//!             │ 0x0009_fc00..0x0010_0000  EBDA / VGA / BIOS: reserved in the e820 map
+//!             │ 0x000e_0000..0x0010_0000  ACPI: RSDP at 0xe_0000, then the tables
 //!             │ 0x0010_0000..             kernel (bzImage protected-mode code at 1 MiB,
-//!             │                           vmlinux and bare ELF at their p_paddr)
-//!             │ ... initrd as high as possible below min(low RAM end, initrd_addr_max)
+//!             │                           vmlinux, bare and Multiboot ELF at their
+//!             │                           p_paddr, Multiboot a.out-kludge at load_addr)
+//!             │ ... Linux initrd as high as possible below min(low RAM end,
+//!             │     initrd_addr_max); Multiboot module right after the kernel
 //! 0xC000_0000 ┼──────────────────────── 32-bit MMIO hole ──────────────────────────────
 //!             │ 0xFEC0_0000 IOAPIC, 0xFEE0_0000 LAPIC
 //! 0x1_0000_0000 ┴──────────── RAM above 4 GiB (the rest of the guest's memory) ──────────
@@ -35,8 +41,9 @@ pub const MMIO_HOLE_START: u64 = 0xC000_0000;
 /// End (exclusive) of the 32-bit MMIO hole; RAM continues here.
 pub const MMIO_HOLE_END: u64 = 0x1_0000_0000;
 
-/// The boot GDT. Selectors: 0x00 null, 0x08 null (unused), 0x10 64-bit code
-/// (`__BOOT_CS`), 0x18 data (`__BOOT_DS`), 0x20 the TSS (16-byte descriptor).
+/// The boot GDT. Selectors: 0x00 null, 0x08 flat 32-bit code (Multiboot),
+/// 0x10 64-bit code (`__BOOT_CS`), 0x18 data (`__BOOT_DS`), 0x20 the TSS
+/// (16-byte descriptor).
 pub const BOOT_GDT_ADDR: u64 = 0x500;
 /// Number of 8-byte slots in the boot GDT (the TSS takes two).
 pub const BOOT_GDT_SLOTS: usize = 6;
@@ -47,6 +54,8 @@ pub const BOOT_TSS_ADDR: u64 = 0x1000;
 /// Size of a 64-bit TSS.
 pub const BOOT_TSS_SIZE: u64 = 0x68;
 
+/// Selector of the flat 32-bit code segment (Multiboot entry).
+pub const BOOT_CS32_SELECTOR: u16 = 0x08;
 /// Selector of the 64-bit code segment (Linux's `__BOOT_CS`).
 pub const BOOT_CS_SELECTOR: u16 = 0x10;
 /// Selector of the data segment (Linux's `__BOOT_DS`).
@@ -96,8 +105,28 @@ pub const HIMEM_START: u64 = 0x10_0000;
 /// `KERNEL_LOAD_ADDR + 0x200`).
 pub const KERNEL_LOAD_ADDR: u64 = HIMEM_START;
 
+/// The Multiboot information structure (a Multiboot boot has no zero page).
+/// Its module list, strings and memory map follow it, up to
+/// [`MULTIBOOT_INFO_END`].
+pub const MULTIBOOT_INFO_ADDR: u64 = ZERO_PAGE_ADDR;
+/// End (exclusive) of the Multiboot information area.
+pub const MULTIBOOT_INFO_END: u64 = ZERO_PAGE_ADDR + 0x1000;
+/// ESP of a Multiboot entry (the spec leaves it undefined; this is the top
+/// of the otherwise unused bare-ELF stack area).
+pub const MULTIBOOT_STACK_TOP: u64 = BARE_STACK_TOP;
+
+/// The ACPI tables live in the BIOS area, which the e820 map reserves.
+pub const ACPI_AREA_START: u64 = 0xE_0000;
+/// End (exclusive) of the ACPI area.
+pub const ACPI_AREA_END: u64 = HIMEM_START;
+/// The RSDP: 16-byte aligned at the start of the BIOS area, where a scan
+/// for "RSD PTR " (0xE0000..0xFFFFF) finds it first.
+pub const ACPI_RSDP_ADDR: u64 = ACPI_AREA_START;
+
 /// The IOAPIC's MMIO base.
 pub const IOAPIC_ADDR: u64 = 0xFEC0_0000;
+/// Number of IOAPIC input pins (GSIs 0..24).
+pub const IOAPIC_PINS: u32 = 24;
 /// The local APIC's MMIO base (IA32_APIC_BASE default).
 pub const LAPIC_ADDR: u64 = 0xFEE0_0000;
 
@@ -110,6 +139,9 @@ const _: () = {
     assert!(PAGE_TABLES_END <= BARE_STACK_BOTTOM);
     assert!(BARE_RESERVED_END <= EBDA_START);
     assert!(PAGE_TABLES_END <= CMDLINE_ADDR);
+    assert!(EBDA_START <= ACPI_AREA_START && ACPI_AREA_END <= HIMEM_START);
+    assert!(ACPI_RSDP_ADDR & 0xf == 0);
+    assert!(MULTIBOOT_STACK_TOP <= EBDA_START);
 };
 
 /// The RAM regions `(guest-physical address, size)` for a guest of
@@ -186,6 +218,11 @@ mod tests {
             (PML4_ADDR, PAGE_TABLES_END),
             (CMDLINE_ADDR, CMDLINE_ADDR + CMDLINE_MAX_SIZE),
         ];
+        // The Multiboot information replaces the zero page.
+        assert_eq!(
+            (MULTIBOOT_INFO_ADDR, MULTIBOOT_INFO_END),
+            (ZERO_PAGE_ADDR, ZERO_PAGE_ADDR + 0x1000)
+        );
         areas.sort();
         for pair in areas.windows(2) {
             assert!(pair[0].1 <= pair[1].0, "{pair:x?}");

@@ -1,11 +1,14 @@
-//! Long-mode entry state: what a 64-bit kernel expects to find when its first
-//! instruction runs (Linux's 64-bit boot protocol, and bare ELF kernels).
+//! Entry state: what a 64-bit kernel expects to find when its first
+//! instruction runs (Linux's 64-bit boot protocol, and bare ELF kernels), and
+//! the 32-bit protected-mode state of a Multiboot entry.
 //!
-//! [`setup_long_mode`] writes the boot structures into guest memory:
+//! [`setup_long_mode`] writes the boot structures into guest memory
+//! ([`setup_protected_mode`] writes the same GDT, IDT and TSS, without page
+//! tables):
 //!
 //! | what | where | contents |
 //! |---|---|---|
-//! | GDT | [`BOOT_GDT_ADDR`] | 0x00 null, 0x08 null, 0x10 64-bit code (`__BOOT_CS`), 0x18 flat data (`__BOOT_DS`), 0x20 busy 64-bit TSS (16 bytes) |
+//! | GDT | [`BOOT_GDT_ADDR`] | 0x00 null, 0x08 flat 32-bit code (Multiboot), 0x10 64-bit code (`__BOOT_CS`), 0x18 flat data (`__BOOT_DS`, also the 32-bit data segment), 0x20 busy TSS (16 bytes) |
 //! | IDT | [`BOOT_IDT_ADDR`] | 16 zero bytes; IDTR.limit = 0, so any exception triple-faults |
 //! | TSS | [`BOOT_TSS_ADDR`] | zero, I/O map base = 0x68 (no I/O bitmap) |
 //! | PML4 | [`PML4_ADDR`] | entry 0 → PDPT |
@@ -15,14 +18,18 @@
 //! [`long_mode_sregs`] and [`long_mode_regs`] are the matching register
 //! state: CR0 = PE|ET|NE|PG, CR4 = PAE, EFER = LME|LMA, CR3 = PML4, CS = 0x10
 //! (L=1), DS/ES/FS/GS/SS = 0x18, TR = 0x20, RFLAGS = 0x2 (interrupts off).
+//! [`protected_mode_sregs`] is the Multiboot state: CR0 = PE|ET (paging off),
+//! CR4 = EFER = 0, CS = 0x08 (32-bit), data segments 0x18, the same TR.
+//! The busy TSS type (0xb) means "busy 32-bit TSS" outside long mode, so TR
+//! is valid in both.
 
 use hv::{DescriptorTable, Regs, SRegs, Segment};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use crate::layout::{
-    BOOT_CS_SELECTOR, BOOT_DS_SELECTOR, BOOT_GDT_ADDR, BOOT_GDT_SLOTS, BOOT_IDT_ADDR,
-    BOOT_TSS_ADDR, BOOT_TSS_SELECTOR, BOOT_TSS_SIZE, LAPIC_ADDR, PDPT_ADDR, PD_ADDR, PD_COUNT,
-    PML4_ADDR,
+    BOOT_CS32_SELECTOR, BOOT_CS_SELECTOR, BOOT_DS_SELECTOR, BOOT_GDT_ADDR, BOOT_GDT_SLOTS,
+    BOOT_IDT_ADDR, BOOT_TSS_ADDR, BOOT_TSS_SELECTOR, BOOT_TSS_SIZE, LAPIC_ADDR, PDPT_ADDR, PD_ADDR,
+    PD_COUNT, PML4_ADDR,
 };
 
 /// CR0 bits.
@@ -64,9 +71,7 @@ pub enum Error {
 /// Writes the boot GDT, IDT, TSS and the identity page tables for the low
 /// 4 GiB (see the module documentation).
 pub fn setup_long_mode<M: GuestMemoryBackend>(mem: &M) -> Result<(), Error> {
-    write(mem, "GDT", BOOT_GDT_ADDR, &gdt_bytes())?;
-    write(mem, "IDT", BOOT_IDT_ADDR, &[0u8; 16])?;
-    write(mem, "TSS", BOOT_TSS_ADDR, &tss_bytes())?;
+    setup_protected_mode(mem)?;
 
     let mut pml4 = [0u8; 4096];
     pml4[..8].copy_from_slice(&(PDPT_ADDR | PTE_PRESENT | PTE_WRITABLE).to_le_bytes());
@@ -93,6 +98,14 @@ pub fn setup_long_mode<M: GuestMemoryBackend>(mem: &M) -> Result<(), Error> {
     Ok(())
 }
 
+/// Writes the boot GDT, IDT and TSS (no page tables): what a 32-bit
+/// protected-mode entry ([`protected_mode_sregs`]) needs.
+pub fn setup_protected_mode<M: GuestMemoryBackend>(mem: &M) -> Result<(), Error> {
+    write(mem, "GDT", BOOT_GDT_ADDR, &gdt_bytes())?;
+    write(mem, "IDT", BOOT_IDT_ADDR, &[0u8; 16])?;
+    write(mem, "TSS", BOOT_TSS_ADDR, &tss_bytes())
+}
+
 fn write<M: GuestMemoryBackend>(
     mem: &M,
     what: &'static str,
@@ -106,6 +119,12 @@ fn write<M: GuestMemoryBackend>(
 /// The 64-bit code segment (selector 0x10).
 pub fn code_segment() -> Segment {
     Segment::flat(BOOT_CS_SELECTOR, 0xb, true)
+}
+
+/// The flat 32-bit code segment (selector 0x08): base 0, limit 4 GiB,
+/// execute/read, D = 1.
+pub fn code32_segment() -> Segment {
+    Segment::flat(BOOT_CS32_SELECTOR, 0xb, false)
 }
 
 /// The flat data segment (selector 0x18).
@@ -155,7 +174,7 @@ pub fn gdt() -> [u64; BOOT_GDT_SLOTS] {
     let tss = tss_segment();
     [
         0,
-        0,
+        descriptor(&code32_segment()),
         descriptor(&code_segment()),
         descriptor(&data_segment()),
         descriptor(&tss),
@@ -182,9 +201,36 @@ fn tss_bytes() -> [u8; BOOT_TSS_SIZE as usize] {
 /// the structures of [`setup_long_mode`]. APIC_BASE is the default LAPIC
 /// address, enabled, with the BSP flag (this is the boot vCPU's state).
 pub fn long_mode_sregs() -> SRegs {
+    SRegs {
+        cr0: CR0_PE | CR0_ET | CR0_NE | CR0_PG,
+        cr3: PML4_ADDR,
+        cr4: CR4_PAE,
+        efer: EFER_LME | EFER_LMA,
+        ..flat_sregs(code_segment())
+    }
+}
+
+/// Segment, control and descriptor-table registers for a 32-bit
+/// protected-mode entry (Multiboot) with the structures of
+/// [`setup_protected_mode`]: CS = 0x08 (flat 32-bit code), DS/ES/FS/GS/SS =
+/// 0x18 (flat data), CR0 = PE|ET (paging off), CR3 = CR4 = EFER = 0; APIC_BASE
+/// as in [`long_mode_sregs`].
+pub fn protected_mode_sregs() -> SRegs {
+    SRegs {
+        cr0: CR0_PE | CR0_ET,
+        cr3: 0,
+        cr4: 0,
+        efer: 0,
+        ..flat_sregs(code32_segment())
+    }
+}
+
+/// The boot GDT/IDT/TSS state with code segment `cs`; control registers
+/// zero.
+fn flat_sregs(cs: Segment) -> SRegs {
     let data = data_segment();
     SRegs {
-        cs: code_segment(),
+        cs,
         ds: data,
         es: data,
         fs: data,
@@ -204,12 +250,12 @@ pub fn long_mode_sregs() -> SRegs {
             base: BOOT_IDT_ADDR,
             limit: 0,
         },
-        cr0: CR0_PE | CR0_ET | CR0_NE | CR0_PG,
+        cr0: 0,
         cr2: 0,
-        cr3: PML4_ADDR,
-        cr4: CR4_PAE,
+        cr3: 0,
+        cr4: 0,
         cr8: 0,
-        efer: EFER_LME | EFER_LMA,
+        efer: 0,
         apic_base: LAPIC_ADDR | APIC_BASE_ENABLE | APIC_BASE_BSP,
     }
 }
@@ -304,7 +350,8 @@ mod tests {
         let sregs = long_mode_sregs();
         let at = |sel: u16| read_u64(&mem, sregs.gdt.base + u64::from(sel));
         assert_eq!(at(0), 0);
-        assert_eq!(at(8), 0);
+        // The 32-bit code segment of a Multiboot entry.
+        assert_eq!(at(8), 0x00cf_9b00_0000_ffff);
         assert_eq!(at(sregs.cs.selector), 0x00af_9b00_0000_ffff);
         assert_eq!(at(sregs.ds.selector), 0x00cf_9300_0000_ffff);
         assert_eq!(at(sregs.tr.selector), 0x0000_8b00_1000_0067);
@@ -340,6 +387,29 @@ mod tests {
             (0x10_0200, 0x7000, 0x8ff0, 2)
         );
         assert_eq!(r.rdi, 0);
+    }
+
+    #[test]
+    fn protected_mode_is_flat_32_bit_without_paging() {
+        let mem = memory(16 << 20);
+        setup_protected_mode(&mem).unwrap();
+        let s = protected_mode_sregs();
+        assert_eq!((s.cr0, s.cr3, s.cr4, s.efer), (0x11, 0, 0, 0));
+        assert_eq!(s.cs.selector, 0x08);
+        assert!(s.cs.db && !s.cs.l && s.cs.g);
+        assert_eq!((s.cs.base, s.cs.limit, s.cs.type_), (0, 0xffff_ffff, 0xb));
+        for seg in [s.ds, s.es, s.fs, s.gs, s.ss] {
+            assert_eq!(seg.selector, 0x18);
+            assert!(seg.db && seg.g && seg.present);
+            assert_eq!((seg.base, seg.limit, seg.type_), (0, 0xffff_ffff, 0x3));
+        }
+        let at = |sel: u16| read_u64(&mem, s.gdt.base + u64::from(sel));
+        assert_eq!(at(s.cs.selector), descriptor(&s.cs));
+        assert_eq!(at(s.ds.selector), descriptor(&s.ds));
+        assert_eq!(s.tr, long_mode_sregs().tr);
+        assert_eq!(s.apic_base, long_mode_sregs().apic_base);
+        // No page tables written.
+        assert_eq!(read_u64(&mem, PML4_ADDR), 0);
     }
 
     #[test]

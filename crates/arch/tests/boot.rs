@@ -435,7 +435,9 @@ fn kernel_file_errors() {
 
     let err = load(&dir.file("garbage", &[0x55; 5000])).unwrap_err();
     assert!(matches!(err, BootError::NotAKernel { .. }), "{err:?}");
-    assert!(err.to_string().contains("not a bzImage or ELF kernel"));
+    assert!(err
+        .to_string()
+        .contains("not a bzImage, Multiboot or ELF kernel"));
     let err = load(&dir.file("tiny", b"x")).unwrap_err();
     assert!(matches!(err, BootError::NotAKernel { .. }), "{err:?}");
 
@@ -589,4 +591,32 @@ fn real_bzimage_from_env() {
         path.display(),
         info.kernel
     );
+}
+
+#[test]
+fn acpi_rsdp_reaches_linux_boot_params_only() {
+    use arch::acpi::{create_acpi_tables, AcpiConfig};
+    use arch::boot::set_acpi_rsdp;
+
+    let dir = TempDir::new("acpi-rsdp");
+    let kernel = dir.file("bzImage", &bzimage(|_| {}));
+    let mem = memory(64 * MIB);
+    let info = load_kernel(&mem, &config(&kernel, None, "")).unwrap();
+    let rsdp = create_acpi_tables(&mem, &AcpiConfig::new(2)).unwrap();
+    assert_eq!(read_bytes(&mem, rsdp, 8), b"RSD PTR ");
+    assert_eq!({ read_params(&mem).acpi_rsdp_addr }, 0);
+    set_acpi_rsdp(&mem, &info, rsdp).unwrap();
+    let p = read_params(&mem);
+    assert_eq!({ p.acpi_rsdp_addr }, rsdp);
+    // The rest of the zero page is untouched.
+    assert_eq!({ p.hdr.header }, 0x5372_6448);
+    // The tables sit in the e820's reserved BIOS area.
+    assert!(e820(&p).contains(&(EBDA_START, HIMEM_START - EBDA_START, 2)));
+
+    // Other kernels have no zero page: nothing is written.
+    let bare = dir.file("bare", &bare_elf());
+    let mem = memory(16 * MIB);
+    let info = load_kernel(&mem, &config(&bare, None, "")).unwrap();
+    set_acpi_rsdp(&mem, &info, rsdp).unwrap();
+    assert_eq!(read_bytes(&mem, ZERO_PAGE_ADDR + 0x70, 8), [0; 8]);
 }

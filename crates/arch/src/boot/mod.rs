@@ -6,7 +6,7 @@
 //!   [`KERNEL_LOAD_ADDR`](crate::layout::KERNEL_LOAD_ADDR), entered at load + 0x200) or an ELF `vmlinux`
 //!   (segments at `p_paddr`, entered at `e_entry`, which is physical on
 //!   x86-64), both loaded with linux-loader. The zero page at
-//!   [`ZERO_PAGE_ADDR`](crate::layout::ZERO_PAGE_ADDR) holds `boot_params`
+//!   [`ZERO_PAGE_ADDR`] holds `boot_params`
 //!   (setup header, command line, initrd, e820 map), RSI points to it and RSP
 //!   is [`BOOT_STACK_TOP`](crate::layout::BOOT_STACK_TOP).
 //! - **Bare**: a small ELF64 x86-64 kernel whose `PT_LOAD` segments are
@@ -16,15 +16,28 @@
 //!   [`BARE_STACK_TOP`](crate::layout::BARE_STACK_TOP). The command line is
 //!   not used; an initrd is an error.
 //!
-//! Both run in the long-mode state of [`crate::mode`]: the low 4 GiB
-//! identity-mapped, the flat boot GDT (CS = 0x10, data = 0x18), interrupts off.
+//! - **Multiboot** (v1): a kernel with a Multiboot header, loaded through
+//!   its address fields or as an ELF32/ELF64 file, entered in 32-bit
+//!   protected mode with EAX = 0x2BADB002 and EBX = the Multiboot
+//!   information (see [`multiboot`]).
 //!
-//! [`BootProtocol::Auto`] boots a bzImage as Linux, an ELF with a "Linux" or
-//! "Xen" note as Linux, and any other ELF as bare; anything else is
+//! Linux and bare kernels run in the long-mode state of [`crate::mode`]: the
+//! low 4 GiB identity-mapped, the flat boot GDT (CS = 0x10, data = 0x18),
+//! interrupts off.
+//!
+//! [`BootProtocol::Auto`] boots a bzImage as Linux; then a file with a valid
+//! Multiboot header in its first 8 KiB as Multiboot (a header magic with a
+//! wrong checksum is an error); then an ELF with a "Linux" or "Xen" note as
+//! Linux, and any other ELF as bare; anything else is
 //! [`BootError::NotAKernel`].
+//!
+//! The ACPI tables ([`crate::acpi`]) are written separately; after
+//! [`load_kernel`], [`set_acpi_rsdp`] tells a Linux kernel where the RSDP is
+//! (other kernels find it by scanning the BIOS area).
 
 mod bare;
 mod linux;
+pub mod multiboot;
 
 use std::fmt;
 use std::fs::File;
@@ -39,30 +52,35 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryReg
 
 use crate::bzimage::{self, BzImageError};
 use crate::elf::{self, ElfError, ElfKernel};
-use crate::layout::{self, PAGE_SIZE};
+use crate::layout::{self, PAGE_SIZE, ZERO_PAGE_ADDR};
 use crate::mode;
+use multiboot::MultibootError;
 
 pub use linux::{e820_table, E820Entry, E820_RAM, E820_RESERVED};
 
 /// How to boot the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BootProtocol {
-    /// By the image: bzImage or ELF with a Linux/Xen note → Linux, other ELF → bare.
+    /// By the image: bzImage → Linux; valid Multiboot header → Multiboot; ELF
+    /// with a Linux/Xen note → Linux; other ELF → bare.
     #[default]
     Auto,
     /// Linux's 64-bit boot protocol (bzImage or vmlinux).
     Linux,
     /// A bare ELF kernel entered in long mode.
     Bare,
+    /// A Multiboot (v1) kernel entered in 32-bit protected mode.
+    Multiboot,
 }
 
 impl BootProtocol {
-    /// The name on the command line: `auto`, `linux`, `bare`.
+    /// The name on the command line: `auto`, `linux`, `bare`, `multiboot`.
     pub fn name(self) -> &'static str {
         match self {
             BootProtocol::Auto => "auto",
             BootProtocol::Linux => "linux",
             BootProtocol::Bare => "bare",
+            BootProtocol::Multiboot => "multiboot",
         }
     }
 }
@@ -73,9 +91,9 @@ impl fmt::Display for BootProtocol {
     }
 }
 
-/// A boot protocol name that is not `auto`, `linux` or `bare`.
+/// A boot protocol name that is not `auto`, `linux`, `bare` or `multiboot`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown boot protocol {0:?} (expected auto, linux or bare)")]
+#[error("unknown boot protocol {0:?} (expected auto, linux, bare or multiboot)")]
 pub struct UnknownBootProtocol(pub String);
 
 impl FromStr for BootProtocol {
@@ -86,6 +104,7 @@ impl FromStr for BootProtocol {
             "auto" => Ok(BootProtocol::Auto),
             "linux" => Ok(BootProtocol::Linux),
             "bare" => Ok(BootProtocol::Bare),
+            "multiboot" => Ok(BootProtocol::Multiboot),
             other => Err(UnknownBootProtocol(other.to_string())),
         }
     }
@@ -94,11 +113,12 @@ impl FromStr for BootProtocol {
 /// What to boot.
 #[derive(Debug, Clone, Copy)]
 pub struct BootConfig<'a> {
-    /// bzImage, vmlinux or bare ELF.
+    /// bzImage, vmlinux, bare ELF or Multiboot kernel.
     pub kernel: &'a Path,
-    /// Linux only.
+    /// Linux: the initrd; Multiboot: module 0. An error for bare kernels.
     pub initrd: Option<&'a Path>,
-    /// Linux only: printable ASCII, at most the kernel's limit (and 64 KiB).
+    /// Linux and Multiboot: printable ASCII, at most the kernel's limit (and
+    /// 64 KiB). Ignored for bare kernels.
     pub cmdline: &'a str,
     pub protocol: BootProtocol,
 }
@@ -112,11 +132,14 @@ pub enum BootKind {
     LinuxElf,
     /// A bare ELF kernel.
     Bare,
+    /// A Multiboot kernel (32-bit protected-mode entry; only the boot vCPU
+    /// starts, the others wait for INIT/SIPI).
+    Multiboot,
 }
 
 impl BootKind {
     pub fn is_linux(self) -> bool {
-        self != BootKind::Bare
+        matches!(self, BootKind::LinuxBzImage | BootKind::LinuxElf)
     }
 }
 
@@ -157,8 +180,14 @@ pub enum BootError {
     },
     #[error("the kernel image {} is empty", path.display())]
     EmptyKernel { path: PathBuf },
-    #[error("{}: not a bzImage or ELF kernel", path.display())]
+    #[error("{}: not a bzImage, Multiboot or ELF kernel", path.display())]
     NotAKernel { path: PathBuf },
+    #[error("{}: bad Multiboot kernel", path.display())]
+    Multiboot {
+        path: PathBuf,
+        #[source]
+        source: MultibootError,
+    },
     #[error("{}: bad ELF kernel", path.display())]
     Elf {
         path: PathBuf,
@@ -173,7 +202,7 @@ pub enum BootError {
     },
     #[error("{}: a bzImage can only be booted with the Linux boot protocol", path.display())]
     BzImageNeedsLinux { path: PathBuf },
-    #[error("an initrd can only be used with the Linux boot protocol")]
+    #[error("an initrd can only be used with the Linux or Multiboot boot protocol")]
     InitrdNeedsLinux,
     #[error(
         "guest RAM below the MMIO hole ends at {ram_end:#x}; the boot needs at least {needed:#x}"
@@ -206,6 +235,8 @@ pub enum BootError {
     TooManyE820Entries { count: usize },
     #[error("cannot write the long-mode boot structures")]
     LongMode(#[source] mode::Error),
+    #[error("cannot write the protected-mode boot structures")]
+    ProtectedMode(#[source] mode::Error),
     #[error("cannot load the kernel into guest memory")]
     LoadKernel(#[source] linux_loader::loader::Error),
     #[error("cannot load the command line into guest memory")]
@@ -283,9 +314,11 @@ pub fn load_kernel<M: GuestMemoryBackend>(
             path: kernel.path.clone(),
         });
     }
-    let mut head = Vec::with_capacity(bzimage::HDRS_OFFSET + 4);
+    // Enough for the bzImage magic and a Multiboot header search.
+    let head_len = (bzimage::HDRS_OFFSET + 4).max(multiboot::MULTIBOOT_SEARCH_LEN);
+    let mut head = Vec::with_capacity(head_len);
     (&mut kernel.file)
-        .take(bzimage::HDRS_OFFSET as u64 + 4)
+        .take(head_len as u64)
         .read_to_end(&mut head)
         .map_err(kernel.read_error("kernel"))?;
 
@@ -294,44 +327,86 @@ pub fn load_kernel<M: GuestMemoryBackend>(
         .map(|r| (r.start_addr().raw_value(), r.len()))
         .collect();
     let ram_end = layout::low_ram_end(&regions);
+    let is_bzimage = bzimage::is_bzimage(&head);
+    let is_elf = elf::is_elf(&head);
+    let multiboot_header = match cfg.protocol {
+        BootProtocol::Multiboot => Some(
+            multiboot::find_header(&head)
+                .and_then(|h| h.ok_or(MultibootError::NoHeader))
+                .map_err(|source| BootError::Multiboot {
+                    path: kernel.path.clone(),
+                    source,
+                })?,
+        ),
+        BootProtocol::Auto if !is_bzimage => {
+            multiboot::find_header(&head).map_err(|source| BootError::Multiboot {
+                path: kernel.path.clone(),
+                source,
+            })?
+        }
+        _ => None,
+    };
+    let mut ctx = BootContext {
+        mem,
+        cfg,
+        regions,
+        ram_end,
+        kernel,
+    };
 
-    if elf::is_elf(&head) {
-        let parsed = elf::parse(&mut kernel.file).map_err(|source| BootError::Elf {
-            path: kernel.path.clone(),
+    if let Some(header) = multiboot_header {
+        multiboot::boot(&mut ctx, &header)
+    } else if is_elf {
+        let parsed = elf::parse(&mut ctx.kernel.file).map_err(|source| BootError::Elf {
+            path: ctx.kernel.path.clone(),
             source,
         })?;
         let linux = match cfg.protocol {
             BootProtocol::Auto => parsed.is_linux(),
             BootProtocol::Linux => true,
-            BootProtocol::Bare => false,
-        };
-        let mut ctx = BootContext {
-            mem,
-            cfg,
-            regions,
-            ram_end,
-            kernel,
+            // Multiboot always has a header here.
+            BootProtocol::Bare | BootProtocol::Multiboot => false,
         };
         if linux {
             linux::boot_vmlinux(&mut ctx, &parsed)
         } else {
             bare::boot(&mut ctx, &parsed)
         }
-    } else if bzimage::is_bzimage(&head) {
+    } else if is_bzimage {
         if cfg.protocol == BootProtocol::Bare {
-            return Err(BootError::BzImageNeedsLinux { path: kernel.path });
+            return Err(BootError::BzImageNeedsLinux {
+                path: ctx.kernel.path,
+            });
         }
-        let mut ctx = BootContext {
-            mem,
-            cfg,
-            regions,
-            ram_end,
-            kernel,
-        };
         linux::boot_bzimage(&mut ctx)
     } else {
-        Err(BootError::NotAKernel { path: kernel.path })
+        Err(BootError::NotAKernel {
+            path: ctx.kernel.path,
+        })
     }
+}
+
+/// Tells a Linux kernel loaded by [`load_kernel`] where the ACPI RSDP is:
+/// writes `boot_params.acpi_rsdp_addr` in the zero page. Other kernels have
+/// no such field (they scan the BIOS area, where
+/// [`crate::acpi::create_acpi_tables`] puts the RSDP), so for them this does
+/// nothing. Call it after [`load_kernel`], which writes the zero page.
+pub fn set_acpi_rsdp<M: GuestMemoryBackend>(
+    mem: &M,
+    boot: &BootInfo,
+    rsdp_addr: u64,
+) -> Result<(), BootError> {
+    if !boot.kind.is_linux() {
+        return Ok(());
+    }
+    let addr = ZERO_PAGE_ADDR
+        + std::mem::offset_of!(linux_loader::loader::bootparam::boot_params, acpi_rsdp_addr) as u64;
+    mem.write_obj(rsdp_addr, GuestAddress(addr))
+        .map_err(|source| BootError::WriteMemory {
+            what: "boot_params.acpi_rsdp_addr",
+            addr,
+            source,
+        })
 }
 
 /// Where an initrd of `size` bytes goes: the highest page-aligned address
