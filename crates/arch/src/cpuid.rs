@@ -9,13 +9,15 @@
 //!
 //! | leaf | kept | changed |
 //! |---|---|---|
-//! | 0 | vendor | EAX (max basic leaf) = 0xD if the accelerator has leaf 0xD, else 0xB |
+//! | 0 | vendor | EAX (max basic leaf) = 0x15 or 0x16 when those are kept, else 0xD if the accelerator has leaf 0xD, else 0xB |
 //! | 1 | family/model/stepping, features | `EBX[31:24]` = APIC id, `EBX[23:16]` = 2^shift; ECX: hypervisor (31) set; MONITOR (3), DS-CPL (4), VMX (5), SMX (6), EST (7), TM2 (8), SDBG (11), xTPR (14), PDCM (15), DCA (18), OSXSAVE (27, the accelerator sets it from CR4) cleared; EDX: DS (21), ACPI (22), TM (29), PBE (31) cleared, HTT (28) = more than one vCPU |
 //! | 2, 3, 5 | — | dropped (cache descriptors: leaf 4 is used; serial number; MONITOR) |
 //! | 4 | every sub-leaf | `EAX[31:26]` = 2^shift − 1; `EAX[25:14]` = 0 for L1/L2 (private per core), 2^shift − 1 for L3 |
 //! | 6 | ARAT (EAX bit 2: APIC timer always running) | everything else zero (no thermal/power management) |
 //! | 7.0 | features | EAX (max sub-leaf) = 0; EBX: SGX (2), HLE (4), RTM (11), RDT-M (12), MPX (14), RDT-A (15), PT (25) cleared; ECX: WAITPKG (5), TME (13), SGX-LC (30) cleared; EDX: SGX-KEYS (1), TSX-FORCE-ABORT (13), HYBRID (15), PCONFIG (18), ARCH-LBR (19) cleared |
-//! | 8, 9, 0xA, 0xC, 0xE..0x3FFF_FFFF | — | dropped (no PMU, RDT, SGX, PT, TSC/frequency leaves, V2 topology) |
+//! | 8, 9, 0xA, 0xC, 0xE..0x14 | — | dropped (no PMU, RDT, SGX, PT) |
+//! | 0x15, 0x16 | TSC/crystal ratio and frequencies, when the accelerator reports them | — |
+//! | 0x17..0x3FFF_FFFF | — | dropped (V2 topology and the rest) |
 //! | 0xB | — | synthesized: sub-leaf 0 SMT (shift 0, 1 thread), 1 core (shift, vcpu_count), 2 invalid; EDX = x2APIC id |
 //! | 0xD | every sub-leaf (XSAVE) | — |
 //! | 0x4000_0000 | — | EAX = 0x4000_0001, EBX:ECX:EDX = "FerroVisor  " |
@@ -97,11 +99,18 @@ pub fn template(supported: &[CpuidEntry], vcpu_id: u32, vcpu_count: u32) -> Vec<
     let leaf0 = find(0);
     let basic_max = leaf0.map_or(0, |l| l.eax);
     let amd = leaf0.as_ref().is_some_and(is_amd);
+    let basic = |function: u32| (function <= basic_max).then(|| find(function)).flatten();
+    // The TSC and processor frequency leaves, when the accelerator knows
+    // them: the guest then reads its TSC frequency instead of calibrating.
+    let frequency_leaves: Vec<CpuidEntry> = [0x15, 0x16].into_iter().filter_map(basic).collect();
     if let Some(mut l) = leaf0 {
-        l.eax = if has_xsave { 0xd } else { 0xb };
+        l.eax = match frequency_leaves.last() {
+            Some(f) => f.function,
+            None if has_xsave => 0xd,
+            None => 0xb,
+        };
         out.push(l);
     }
-    let basic = |function: u32| (function <= basic_max).then(|| find(function)).flatten();
 
     if let Some(mut l) = basic(1) {
         l.ebx = (l.ebx & 0xffff) | package_ids.min(0xff) << 16 | (vcpu_id & 0xff) << 24;
@@ -146,6 +155,7 @@ pub fn template(supported: &[CpuidEntry], vcpu_id: u32, vcpu_count: u32) -> Vec<
     if basic_max >= 0xd {
         out.extend(all(0xd).copied());
     }
+    out.extend(frequency_leaves);
 
     out.push(CpuidEntry {
         function: HYPERVISOR_LEAF,
@@ -399,5 +409,22 @@ mod tests {
         assert_eq!(core_shift(2), 1);
         assert_eq!(core_shift(3), 2);
         assert_eq!(core_shift(u32::MAX), 32);
+    }
+
+    #[test]
+    fn frequency_leaves_are_kept_and_raise_the_max_leaf() {
+        let mut supported = intel();
+        supported.retain(|e| e.function != 0x15 && e.function != 0x16);
+        let without = template(&supported, 0, 1);
+        assert!(without.iter().all(|e| e.function != 0x15));
+        let max_without = without.iter().find(|e| e.function == 0).unwrap().eax;
+        assert!(max_without < 0x15);
+
+        supported.push(entry(0x15, 0, [1, 1, 1_000_000_000, 0]));
+        supported.push(entry(0x16, 0, [1000, 1000, 1000, 0]));
+        let with = template(&supported, 0, 1);
+        assert_eq!(with.iter().find(|e| e.function == 0).unwrap().eax, 0x16);
+        let tsc = with.iter().find(|e| e.function == 0x15).unwrap();
+        assert_eq!((tsc.eax, tsc.ebx, tsc.ecx), (1, 1, 1_000_000_000));
     }
 }

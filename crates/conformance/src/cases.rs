@@ -9,6 +9,7 @@ use iced_x86::code_asm::*;
 use vm_memory::MmapRegion;
 
 use crate::harness::*;
+pub use crate::interrupts::*;
 
 const EXIT_OK: u32 = 0x600d;
 

@@ -14,6 +14,7 @@
 
 pub mod cases;
 pub mod harness;
+pub mod interrupts;
 
 use hv::Hypervisor;
 
@@ -85,6 +86,10 @@ macro_rules! conformance_suite {
             cpuid_template,
             debug_exit_status,
             machine_runs_bare_elf,
+            lapic_timer_wakes_hlt,
+            ioapic_routes_a_line,
+            ipi_reaches_another_vcpu,
+            init_sipi_starts_an_ap,
         );
     };
 }

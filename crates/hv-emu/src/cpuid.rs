@@ -3,17 +3,20 @@
 //!
 //! | leaf | content |
 //! |---|---|
-//! | 0 | max basic leaf 0xB, vendor "GenuineIntel" |
-//! | 1 | family 6 model 0x2a stepping 7; EDX: PSE TSC MSR PAE CX8 APIC SEP PGE CMOV PAT CLFSH; ECX: CX16 POPCNT |
+//! | 0 | max basic leaf 0x16, vendor "GenuineIntel" |
+//! | 1 | family 6 model 0x2a stepping 7; EDX: FPU PSE TSC MSR PAE CX8 APIC SEP PGE CMOV PAT CLFSH FXSR SSE SSE2; ECX: CX16 x2APIC POPCNT TSC-deadline |
 //! | 7.0 | EBX: BMI1 (TZCNT) |
 //! | 0xB | x2APIC topology (filled per vCPU by `arch::cpuid::template`) |
+//! | 0x15 | TSC = 1 GHz crystal × 1/1 (the guest need not calibrate) |
+//! | 0x16 | 1000 MHz base, maximum and bus frequency |
 //! | 0x8000_0000 | max extended leaf 0x8000_0008 |
 //! | 0x8000_0001 | EDX: SYSCALL, NX, 1 GiB pages, RDTSCP, LM; ECX: LAHF/SAHF, LZCNT |
 //! | 0x8000_0007 | EDX: invariant TSC |
 //! | 0x8000_0008 | 40 physical, 48 linear address bits |
 //!
-//! x87, MMX, SSE/SSE2, FXSR and XSAVE are not advertised until the CPU
-//! implements them (the `x86` crate's instruction classes grow with it).
+//! Not advertised because the CPU does not implement them: MMX, SSE3 and
+//! later, AVX, XSAVE, SMEP/SMAP, PCID, RDRAND, the PMU. The x87 unit
+//! computes in double precision (documented in the `x86` crate).
 
 use hv::CpuidEntry;
 
@@ -35,6 +38,7 @@ fn regs(text: &[u8; 12]) -> (u32, u32, u32) {
 }
 
 // Leaf 1 EDX.
+const FPU: u32 = 1 << 0;
 const PSE: u32 = 1 << 3;
 const TSC: u32 = 1 << 4;
 const MSR: u32 = 1 << 5;
@@ -46,9 +50,14 @@ const PGE: u32 = 1 << 13;
 const CMOV: u32 = 1 << 15;
 const PAT: u32 = 1 << 16;
 const CLFSH: u32 = 1 << 19;
+const FXSR: u32 = 1 << 24;
+const SSE: u32 = 1 << 25;
+const SSE2: u32 = 1 << 26;
 // Leaf 1 ECX.
 const CX16: u32 = 1 << 13;
+const X2APIC: u32 = 1 << 21;
 const POPCNT: u32 = 1 << 23;
+const TSC_DEADLINE: u32 = 1 << 24;
 // Leaf 7 EBX.
 const BMI1: u32 = 1 << 3;
 // Leaf 0x8000_0001.
@@ -66,7 +75,21 @@ const INVARIANT_TSC: u32 = 1 << 8;
 /// per-vCPU topology and the hypervisor leaves).
 pub fn supported_cpuid() -> Vec<CpuidEntry> {
     let (vb, vd, vc) = regs(b"GenuineIntel");
-    let leaf1_edx = PSE | TSC | MSR | PAE | CX8 | APIC | SEP | PGE | CMOV | PAT | CLFSH;
+    let leaf1_edx = FPU
+        | PSE
+        | TSC
+        | MSR
+        | PAE
+        | CX8
+        | APIC
+        | SEP
+        | PGE
+        | CMOV
+        | PAT
+        | CLFSH
+        | FXSR
+        | SSE
+        | SSE2;
     let brand = b"Ferrovisor emu x86-64 CPU\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
     let brand_leaf = |n: usize| {
         let w = |i: usize| {
@@ -76,9 +99,15 @@ pub fn supported_cpuid() -> Vec<CpuidEntry> {
         leaf(0x8000_0002 + n as u32, w(0), w(1), w(2), w(3))
     };
     vec![
-        leaf(0, 0xb, vb, vc, vd),
+        leaf(0, 0x16, vb, vc, vd),
         // CLFLUSH line size 8 (x 8 bytes = 64) in EBX[15:8].
-        leaf(1, 0x0002_06a7, 8 << 8, CX16 | POPCNT, leaf1_edx),
+        leaf(
+            1,
+            0x0002_06a7,
+            8 << 8,
+            CX16 | X2APIC | POPCNT | TSC_DEADLINE,
+            leaf1_edx,
+        ),
         CpuidEntry {
             significant_index: true,
             ..leaf(7, 0, BMI1, 0, 0)
@@ -87,6 +116,11 @@ pub fn supported_cpuid() -> Vec<CpuidEntry> {
             significant_index: true,
             ..leaf(0xb, 0, 0, 0, 0)
         },
+        // TSC = crystal * EBX / EAX, crystal in ECX (Hz): the guest reads
+        // its TSC frequency instead of calibrating it against the PIT.
+        leaf(0x15, 1, 1, crate::vcpu::TSC_HZ as u32, 0),
+        // Base, maximum and bus frequencies in MHz.
+        leaf(0x16, 1000, 1000, 1000, 0),
         leaf(0x8000_0000, 0x8000_0008, 0, 0, 0),
         leaf(
             0x8000_0001,
@@ -119,6 +153,7 @@ mod tests {
         let ext = leaves.iter().find(|e| e.function == 0x8000_0001).unwrap();
         assert_ne!(ext.edx & LM, 0);
         let l1 = leaves.iter().find(|e| e.function == 1).unwrap();
-        assert_eq!(l1.edx & (1 << 25), 0, "no SSE until implemented");
+        assert_ne!(l1.edx & SSE2, 0, "SSE2 is implemented");
+        assert_eq!(l1.ecx & 1, 0, "no SSE3");
     }
 }

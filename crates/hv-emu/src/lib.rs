@@ -8,11 +8,14 @@
 //! everything else through the VMM's [`hv::IoHandler`] in the middle of the
 //! instruction.
 //!
-//! Interrupt controllers arrive with the in-"kernel" irqchip; until then
-//! irq lines are latched but not delivered, and HLT sleeps until a kick.
+//! The in-"kernel" irqchip ([`platform`]) gives every VM an IOAPIC, an
+//! i8259 pair and an i8254 PIT, and every vCPU a local APIC; the vCPU
+//! injects interrupts at instruction boundaries and sleeps in HLT until an
+//! interrupt, a timer deadline or a kick.
 
 mod cpuid;
 mod memory;
+mod platform;
 mod vcpu;
 mod vm;
 

@@ -1,7 +1,9 @@
-//! An emu vCPU: an [`x86::Cpu`] run on the caller's thread, its memory
-//! view, its sleep in HLT, and the kicks and TLB synchronisations other
-//! threads send it.
+//! An emu vCPU: an [`x86::Cpu`] run on the caller's thread, with its local
+//! APIC, its memory view, interrupt injection at instruction boundaries,
+//! its sleep in HLT, and the kicks, interrupts and TLB synchronisations
+//! other threads send it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
@@ -10,9 +12,11 @@ use hv::{
     CpuidEntry, ExitCounters, ExitReason, ExitStats, Fpu, HvError, IoHandler, Kicker, MpState, Msr,
     Regs, SRegs, Vcpu, VcpuExit,
 };
-use x86::{Bus, Cpu, CpuExit, CpuSignals, RamRef};
+use irqchip::lapic::{Lapic, LapicAction};
+use x86::{Bus, Cpu, CpuExit, CpuSignals, CpuState, RamRef};
 
 use crate::memory::SlotList;
+use crate::platform::{lock, IOAPIC_BASE, IOAPIC_SIZE};
 use crate::vm::VmShared;
 
 /// How long a memory-map change waits for a running vCPU to drop its
@@ -20,7 +24,14 @@ use crate::vm::VmShared;
 /// device callback that waits on the caller would otherwise deadlock).
 const SYNC_TIMEOUT: Duration = Duration::from_secs(2);
 
-#[derive(Debug, Default)]
+/// Instructions between two looks at the clock and the interrupt
+/// controllers while the guest runs (well under a millisecond).
+const SLICE: u64 = 32_768;
+
+/// The TSC frequency of the emu CPU model (CPUID leaf 0x15 says so).
+pub const TSC_HZ: u64 = 1_000_000_000;
+
+#[derive(Debug)]
 struct RunState {
     /// A thread is inside `run`.
     running_on: Option<ThreadId>,
@@ -29,6 +40,11 @@ struct RunState {
     /// TLB synchronisations requested and acknowledged.
     sync_requested: u64,
     sync_acked: u64,
+    mp_state: MpState,
+    /// INIT arrived: reset the CPU before anything else.
+    init_pending: bool,
+    /// The vector of the SIPI that started the processor.
+    sipi_vector: u8,
 }
 
 /// The part of a vCPU other threads reach.
@@ -37,11 +53,42 @@ pub(crate) struct VcpuShared {
     signals: Arc<CpuSignals>,
     state: Mutex<RunState>,
     wake: Condvar,
+    lapic: Mutex<Lapic>,
+    nmi_pending: AtomicBool,
 }
 
 impl VcpuShared {
+    pub fn new(id: u32) -> VcpuShared {
+        VcpuShared {
+            id,
+            signals: Arc::new(CpuSignals::default()),
+            state: Mutex::new(RunState {
+                running_on: None,
+                kicked: false,
+                sync_requested: 0,
+                sync_acked: 0,
+                // As on KVM: the bootstrap processor runs, the others wait
+                // for INIT/SIPI.
+                mp_state: if id == 0 {
+                    MpState::Runnable
+                } else {
+                    MpState::Uninitialized
+                },
+                init_pending: false,
+                sipi_vector: 0,
+            }),
+            wake: Condvar::new(),
+            lapic: Mutex::new(Lapic::new(id, id == 0, TSC_HZ)),
+            nmi_pending: AtomicBool::new(false),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, RunState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
+    }
+
+    pub fn lapic(&self) -> MutexGuard<'_, Lapic> {
+        lock(&self.lapic)
     }
 
     fn kick(&self) {
@@ -49,6 +96,36 @@ impl VcpuShared {
         state.kicked = true;
         self.signals.kick();
         self.wake.notify_all();
+    }
+
+    /// Something for the vCPU to look at (an interrupt, an NMI, INIT or
+    /// SIPI): wakes it from HLT and ends its current slice.
+    pub fn notify_event(&self) {
+        let _state = self.lock();
+        self.signals.kick();
+        self.wake.notify_all();
+    }
+
+    pub fn raise_nmi(&self) {
+        self.nmi_pending.store(true, Ordering::Release);
+    }
+
+    /// INIT: the processor resets and waits for a SIPI.
+    pub fn receive_init(&self) {
+        let mut state = self.lock();
+        state.init_pending = true;
+        state.mp_state = MpState::InitReceived;
+    }
+
+    /// SIPI: accepted only while waiting for one. Returns whether it was.
+    pub fn receive_sipi(&self, vector: u8) -> bool {
+        let mut state = self.lock();
+        if state.mp_state != MpState::InitReceived {
+            return false;
+        }
+        state.sipi_vector = vector;
+        state.mp_state = MpState::SipiReceived;
+        true
     }
 
     /// Asks the vCPU to drop its TLB and decoded blocks.
@@ -96,12 +173,43 @@ impl VcpuShared {
     }
 }
 
-/// The CPU's view of the machine during one `run`.
+/// The CPU's view of the machine during one `run`: RAM through the memory
+/// slots, the LAPIC/IOAPIC/PIC/PIT in the accelerator, everything else
+/// through the VMM.
 struct EmuBus<'a> {
     vm: &'a VmShared,
+    me: &'a VcpuShared,
     slots: Arc<SlotList>,
     generation: u64,
     io: &'a dyn IoHandler,
+    counters: &'a ExitCounters,
+}
+
+impl EmuBus<'_> {
+    fn lapic_action(&self, action: LapicAction) {
+        match action {
+            LapicAction::None => {}
+            LapicAction::SendIpi(ipi) => self.vm.router().send_ipi(self.me.id as usize, &ipi),
+            LapicAction::Eoi(vector) => self.vm.router().eoi(vector),
+        }
+    }
+
+    /// The LAPIC page of this vCPU, when `gpa` is in it.
+    fn lapic_offset(&self, gpa: u64) -> Option<u64> {
+        let lapic = self.me.lapic();
+        let base = lapic.mmio_base();
+        (lapic.xapic_mmio_enabled() && gpa >= base && gpa < base + 0x1000).then(|| gpa - base)
+    }
+
+    fn ioapic_offset(gpa: u64) -> Option<u64> {
+        (IOAPIC_BASE..IOAPIC_BASE + IOAPIC_SIZE)
+            .contains(&gpa)
+            .then(|| gpa - IOAPIC_BASE)
+    }
+}
+
+fn is_pic_port(port: u16) -> bool {
+    matches!(port, 0x20 | 0x21 | 0xa0 | 0xa1 | 0x4d0 | 0x4d1)
 }
 
 // SAFETY: `ram` returns pointers into the host mappings of memory slots.
@@ -134,19 +242,97 @@ unsafe impl Bus for EmuBus<'_> {
     }
 
     fn mmio_read(&mut self, gpa: u64, data: &mut [u8]) {
-        self.io.mmio_read(gpa, data)
+        let now = self.vm.platform.now_ns();
+        if let Some(offset) = self.lapic_offset(gpa) {
+            self.me.lapic().read(offset, data, now);
+        } else if let Some(offset) = Self::ioapic_offset(gpa) {
+            lock(&self.vm.platform.ioapic).read(offset, data);
+        } else {
+            self.io.mmio_read(gpa, data)
+        }
     }
 
     fn mmio_write(&mut self, gpa: u64, data: &[u8]) {
-        self.io.mmio_write(gpa, data)
+        let now = self.vm.platform.now_ns();
+        if let Some(offset) = self.lapic_offset(gpa) {
+            let action = self.me.lapic().write(offset, data, now);
+            self.lapic_action(action);
+        } else if let Some(offset) = Self::ioapic_offset(gpa) {
+            let deliveries = lock(&self.vm.platform.ioapic).write(offset, data);
+            self.vm.router().deliver_all(deliveries);
+        } else {
+            self.io.mmio_write(gpa, data)
+        }
     }
 
     fn pio_read(&mut self, port: u16, data: &mut [u8]) {
-        self.io.pio_read(port, data)
+        let now = self.vm.platform.now_ns();
+        match port {
+            p if is_pic_port(p) => {
+                data.fill(0);
+                if let Some(b) = data.first_mut() {
+                    *b = lock(&self.vm.platform.pic).read(p);
+                }
+            }
+            0x40..=0x43 => {
+                data.fill(0);
+                if let Some(b) = data.first_mut() {
+                    *b = lock(&self.vm.platform.pit).read(port - 0x40, now);
+                }
+            }
+            0x61 => {
+                data.fill(0);
+                if let Some(b) = data.first_mut() {
+                    *b = lock(&self.vm.platform.pit).port61_read(now);
+                }
+            }
+            _ => self.io.pio_read(port, data),
+        }
     }
 
     fn pio_write(&mut self, port: u16, data: &[u8]) {
-        self.io.pio_write(port, data)
+        let now = self.vm.platform.now_ns();
+        let Some(&value) = data.first() else { return };
+        match port {
+            p if is_pic_port(p) => {
+                let pending = {
+                    let mut pic = lock(&self.vm.platform.pic);
+                    pic.write(p, value);
+                    pic.pending()
+                };
+                if pending {
+                    self.vm.router().wake_pic_acceptors();
+                }
+            }
+            0x40..=0x43 => lock(&self.vm.platform.pit).write(port - 0x40, value, now),
+            0x61 => lock(&self.vm.platform.pit).port61_write(value, now),
+            _ => self.io.pio_write(port, data),
+        }
+    }
+
+    fn rdmsr(&mut self, index: u32) -> Option<u64> {
+        if !Lapic::handles_msr(index) {
+            return None;
+        }
+        self.counters.inc(ExitReason::MsrAccess);
+        let now = self.vm.platform.now_ns();
+        self.me.lapic().rdmsr(index, now).ok()
+    }
+
+    fn wrmsr(&mut self, index: u32, value: u64) -> bool {
+        if !Lapic::handles_msr(index) {
+            return false;
+        }
+        self.counters.inc(ExitReason::MsrAccess);
+        let now = self.vm.platform.now_ns();
+        let result = self.me.lapic().wrmsr(index, value, now);
+        match result {
+            Ok(action) => {
+                self.lapic_action(action);
+                true
+            }
+            Err(_) => false,
+        }
     }
 }
 
@@ -155,59 +341,158 @@ pub(crate) struct EmuVcpu {
     shared: Arc<VcpuShared>,
     vm: Arc<VmShared>,
     counters: Arc<ExitCounters>,
-    mp_state: MpState,
 }
 
 impl EmuVcpu {
     pub fn new(id: u32, vm: Arc<VmShared>) -> EmuVcpu {
         let counters = Arc::new(ExitCounters::default());
-        let cpu = Cpu::new(counters.clone());
-        let shared = Arc::new(VcpuShared {
-            id,
-            signals: cpu.signals(),
-            state: Mutex::new(RunState::default()),
-            wake: Condvar::new(),
-        });
+        let shared = vm.vcpus[id as usize].clone();
+        let mut cpu = Cpu::with_signals(counters.clone(), shared.signals.clone());
+        cpu.set_code_share(vm.code.clone());
+        cpu.set_tsc_hz(TSC_HZ);
         EmuVcpu {
             cpu,
             shared,
             vm,
             counters,
-            // As on KVM: the bootstrap processor runs, the others wait for
-            // INIT/SIPI.
-            mp_state: if id == 0 {
-                MpState::Runnable
-            } else {
-                MpState::Uninitialized
-            },
         }
     }
 
-    pub fn shared(&self) -> &Arc<VcpuShared> {
-        &self.shared
+    /// When this vCPU must next look at its timers (ns on the VM clock).
+    fn next_deadline(&self) -> Option<u64> {
+        let lapic = self.shared.lapic().next_deadline_ns();
+        // vCPU 0 drives the PIT.
+        let pit = if self.shared.id == 0 {
+            lock(&self.vm.platform.pit).next_irq_ns()
+        } else {
+            None
+        };
+        match (lapic, pit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Sleeps until a kick (returns true) while the CPU cannot run (HLT, or
-    /// waiting for INIT/SIPI). Syncs requested meanwhile are served.
-    fn sleep_until_kicked(&mut self) {
+    /// Sleeps until something happens: a kick, an event, a sync, or (when
+    /// `until` is given) a timer deadline.
+    fn sleep(&mut self, until: Option<u64>) {
         let shared = self.shared.clone();
         let mut state = shared.lock();
-        loop {
-            shared.sync_if_requested(&mut state, &mut self.cpu);
-            if state.kicked {
-                return;
+        // The event that woke a previous sleep may still be latched in the
+        // CPU's signals; it is harmless (one spurious slice end).
+        shared.sync_if_requested(&mut state, &mut self.cpu);
+        if state.kicked || self.has_work() {
+            return;
+        }
+        let timeout = until.map(|t| t.saturating_sub(self.vm.platform.now_ns()));
+        if timeout == Some(0) {
+            return;
+        }
+        self.counters.inc(ExitReason::Hlt);
+        state = match timeout {
+            Some(ns) => {
+                shared
+                    .wake
+                    .wait_timeout(state, Duration::from_nanos(ns))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
             }
-            state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+            None => shared.wake.wait(state).unwrap_or_else(|p| p.into_inner()),
+        };
+        shared.sync_if_requested(&mut state, &mut self.cpu);
+    }
+
+    /// An interrupt or NMI is waiting for this vCPU.
+    fn has_work(&self) -> bool {
+        if self.shared.nmi_pending.load(Ordering::Acquire) {
+            return true;
+        }
+        let lapic = self.shared.lapic();
+        if lapic.pending_vector().is_some() {
+            return self.cpu.state.if_set();
+        }
+        lapic.accept_pic_interrupts()
+            && self.cpu.state.if_set()
+            && lock(&self.vm.platform.pic).pending()
+    }
+
+    /// Timers, then interrupt injection: what KVM does on VM entry.
+    fn service_interrupts(&mut self, bus: &mut EmuBus<'_>) {
+        let now = self.vm.platform.now_ns();
+        if self.shared.id == 0 {
+            self.vm.router().poll_pit(now);
+        }
+        if self.shared.nmi_pending.swap(false, Ordering::AcqRel) && !self.cpu.inject_nmi(bus) {
+            self.shared.nmi_pending.store(true, Ordering::Release);
+        }
+        let mut lapic = self.shared.lapic();
+        // The LAPIC's TSC-deadline timer runs on the CPU's TSC.
+        let ticks = (u128::from(now) * u128::from(lapic.tsc_hz()) / 1_000_000_000) as u64;
+        lapic.set_tsc_offset(self.cpu.tsc().wrapping_sub(ticks));
+        lapic.tick(now);
+        let from_lapic = lapic.pending_vector().is_some();
+        let pic_path = !from_lapic && lapic.accept_pic_interrupts();
+        if !self.cpu.can_inject_interrupt() {
+            let waiting = from_lapic || (pic_path && lock(&self.vm.platform.pic).pending());
+            self.cpu.request_interrupt_window(waiting);
+            return;
+        }
+        self.cpu.request_interrupt_window(false);
+        let vector = if from_lapic {
+            Some(lapic.acknowledge())
+        } else if pic_path {
+            drop(lapic);
+            let mut pic = lock(&self.vm.platform.pic);
+            pic.pending().then(|| pic.acknowledge())
+        } else {
+            None
+        };
+        if let Some(vector) = vector {
+            if let Err(e) = self.cpu.inject_external_interrupt(bus, vector) {
+                tracing::debug!(vcpu = self.shared.id, error = %e, "interrupt not injected");
+            }
+        }
+    }
+
+    /// Brings the CPU to the state an INIT or a SIPI asks for; returns
+    /// whether it may run.
+    fn handle_mp_state(&mut self) -> bool {
+        let mut state = self.shared.lock();
+        if state.init_pending {
+            state.init_pending = false;
+            // INIT resets the processor but keeps its MSRs and caches.
+            let msr = self.cpu.state.msr.clone();
+            self.cpu.state = CpuState::default();
+            self.cpu.state.msr = msr;
+            self.cpu.state_changed();
+        }
+        match state.mp_state {
+            MpState::Runnable | MpState::Halted => true,
+            MpState::SipiReceived => {
+                let vector = u64::from(state.sipi_vector);
+                let cs = &mut self.cpu.state.seg[x86::state::CS];
+                cs.selector = (vector << 8) as u16;
+                cs.base = vector << 12;
+                self.cpu.state.rip = 0;
+                self.cpu.state_changed();
+                state.mp_state = MpState::Runnable;
+                true
+            }
+            MpState::Uninitialized | MpState::InitReceived => false,
         }
     }
 
     fn run_loop(&mut self, io: &dyn IoHandler) -> VcpuExit {
         let vm = self.vm.clone();
+        let shared = self.shared.clone();
+        let counters = self.counters.clone();
         let mut bus = EmuBus {
             vm: &vm,
+            me: &shared,
             slots: vm.slots(),
             generation: vm.generation(),
             io,
+            counters: &counters,
         };
         loop {
             {
@@ -218,12 +503,16 @@ impl EmuVcpu {
                     return VcpuExit::Interrupted;
                 }
             }
-            if self.mp_state != MpState::Runnable {
-                self.sleep_until_kicked();
+            if !self.handle_mp_state() {
+                self.sleep(None);
                 continue;
             }
-            match self.cpu.run(&mut bus, u64::MAX) {
-                CpuExit::Halt => self.sleep_until_kicked(),
+            self.service_interrupts(&mut bus);
+            match self.cpu.run(&mut bus, SLICE) {
+                CpuExit::Halt => {
+                    let deadline = self.next_deadline();
+                    self.sleep(deadline);
+                }
                 CpuExit::Shutdown => return VcpuExit::Shutdown,
                 CpuExit::Interrupted | CpuExit::InstructionLimit | CpuExit::InterruptWindow => {}
             }
@@ -271,10 +560,16 @@ impl Vcpu for EmuVcpu {
     }
 
     fn get_sregs(&self) -> Result<SRegs, HvError> {
-        Ok(self.cpu.get_sregs())
+        let mut sregs = self.cpu.get_sregs();
+        sregs.apic_base = self.shared.lapic().apic_base();
+        Ok(sregs)
     }
 
     fn set_sregs(&mut self, sregs: &SRegs) -> Result<(), HvError> {
+        self.shared
+            .lapic()
+            .set_apic_base(sregs.apic_base)
+            .map_err(invalid)?;
         self.cpu.set_sregs(sregs);
         self.cpu.state_changed();
         Ok(())
@@ -290,11 +585,35 @@ impl Vcpu for EmuVcpu {
     }
 
     fn get_msrs(&self, msrs: &mut [Msr]) -> Result<(), HvError> {
-        self.cpu.get_msrs(msrs).map_err(invalid)
+        let now = self.vm.platform.now_ns();
+        for msr in msrs.iter_mut() {
+            if Lapic::handles_msr(msr.index) && msr.index != hv::state::msr_index::IA32_APIC_BASE {
+                msr.data = self.shared.lapic().rdmsr(msr.index, now).map_err(invalid)?;
+            } else {
+                self.cpu
+                    .get_msrs(std::slice::from_mut(msr))
+                    .map_err(invalid)?;
+            }
+        }
+        Ok(())
     }
 
     fn set_msrs(&mut self, msrs: &[Msr]) -> Result<(), HvError> {
-        self.cpu.set_msrs(msrs).map_err(invalid)
+        let now = self.vm.platform.now_ns();
+        for msr in msrs {
+            if Lapic::handles_msr(msr.index) {
+                self.shared
+                    .lapic()
+                    .wrmsr(msr.index, msr.data, now)
+                    .map_err(invalid)?;
+            }
+            if !Lapic::handles_msr(msr.index) || msr.index == hv::state::msr_index::IA32_APIC_BASE {
+                self.cpu
+                    .set_msrs(std::slice::from_ref(msr))
+                    .map_err(invalid)?;
+            }
+        }
+        Ok(())
     }
 
     fn set_cpuid(&mut self, entries: &[CpuidEntry]) -> Result<(), HvError> {
@@ -303,21 +622,23 @@ impl Vcpu for EmuVcpu {
     }
 
     fn get_mp_state(&self) -> Result<MpState, HvError> {
-        if self.mp_state == MpState::Runnable && self.cpu.is_halted() {
+        let state = self.shared.lock().mp_state;
+        if state == MpState::Runnable && self.cpu.is_halted() {
             return Ok(MpState::Halted);
         }
-        Ok(self.mp_state)
+        Ok(state)
     }
 
-    fn set_mp_state(&mut self, state: MpState) -> Result<(), HvError> {
-        match state {
-            MpState::Runnable | MpState::Uninitialized => {
-                self.mp_state = state;
+    fn set_mp_state(&mut self, mp_state: MpState) -> Result<(), HvError> {
+        let mut state = self.shared.lock();
+        match mp_state {
+            MpState::Runnable | MpState::Uninitialized | MpState::InitReceived => {
+                state.mp_state = mp_state;
                 Ok(())
             }
-            MpState::Halted | MpState::InitReceived | MpState::SipiReceived => {
-                Err(HvError::Unsupported("the halted and INIT/SIPI MP states"))
-            }
+            MpState::Halted | MpState::SipiReceived => Err(HvError::Unsupported(
+                "setting the halted or SIPI-received MP state",
+            )),
         }
     }
 

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use hv::{CpuidEntry, HvError, MemorySlot, MsiMessage, Vcpu, Vm, VmConfig};
 
 use crate::memory::{Slot, SlotList};
+use crate::platform::{Platform, Router};
 use crate::vcpu::{EmuVcpu, VcpuShared};
 
 /// What the VM and its vCPUs share.
@@ -18,15 +19,28 @@ pub(crate) struct VmShared {
     /// long as the VM, because a vCPU may still hold pointers into them in
     /// its TLB until it has flushed.
     retired: Mutex<Vec<Arc<Slot>>>,
-    vcpus: Mutex<Vec<Arc<VcpuShared>>>,
-    /// GSI levels as the VMM set them, kept for the irqchip.
-    irq_levels: Mutex<Vec<bool>>,
+    /// Every vCPU the VM will have, created up front so that interrupts
+    /// can be routed to a LAPIC before its vCPU thread exists.
+    pub vcpus: Vec<Arc<VcpuShared>>,
+    /// Which of `vcpus` were handed out by `create_vcpu`.
+    created: Mutex<Vec<bool>>,
+    pub platform: Platform,
+    /// Which guest pages hold decoded code, shared by the vCPUs so that
+    /// code one vCPU writes is re-decoded by the others.
+    pub code: Arc<x86::CodeShare>,
     pub config: VmConfig,
 }
 
 impl VmShared {
     pub fn slots(&self) -> Arc<SlotList> {
         self.slots.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn router(&self) -> Router<'_> {
+        Router {
+            platform: &self.platform,
+            vcpus: &self.vcpus,
+        }
     }
 
     pub fn generation(&self) -> u64 {
@@ -51,11 +65,10 @@ impl VmShared {
     /// Makes every vCPU drop its TLB and decoded blocks, and waits until
     /// the running ones have done so.
     fn sync_vcpus(&self) {
-        let vcpus = self.vcpus.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        for vcpu in &vcpus {
+        for vcpu in &self.vcpus {
             vcpu.request_sync();
         }
-        for vcpu in &vcpus {
+        for vcpu in &self.vcpus {
             vcpu.wait_synced();
         }
     }
@@ -72,8 +85,12 @@ impl EmuVm {
                 slots: RwLock::new(Arc::new(SlotList::default())),
                 generation: AtomicU64::new(0),
                 retired: Mutex::new(Vec::new()),
-                vcpus: Mutex::new(Vec::new()),
-                irq_levels: Mutex::new(vec![false; 24]),
+                vcpus: (0..config.vcpus)
+                    .map(|id| Arc::new(VcpuShared::new(id)))
+                    .collect(),
+                created: Mutex::new(vec![false; config.vcpus as usize]),
+                platform: Platform::new(config.vcpus),
+                code: Arc::new(x86::CodeShare::new()),
                 config,
             }),
         }
@@ -113,38 +130,47 @@ impl Vm for EmuVm {
     }
 
     fn create_vcpu(&self, id: u32) -> Result<Box<dyn Vcpu>, HvError> {
-        if id >= self.shared.config.vcpus {
-            return Err(HvError::InvalidArgument(format!(
+        let mut created = self
+            .shared
+            .created
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let slot = created.get_mut(id as usize).ok_or_else(|| {
+            HvError::InvalidArgument(format!(
                 "vCPU id {id} is beyond the {} vCPUs of this VM",
                 self.shared.config.vcpus
-            )));
-        }
-        let mut vcpus = self.shared.vcpus.lock().unwrap_or_else(|p| p.into_inner());
-        if vcpus.iter().any(|v| v.id == id) {
+            ))
+        })?;
+        if *slot {
             return Err(HvError::InvalidArgument(format!(
                 "vCPU {id} exists already"
             )));
         }
-        let vcpu = EmuVcpu::new(id, self.shared.clone());
-        vcpus.push(vcpu.shared().clone());
-        Ok(Box::new(vcpu))
+        *slot = true;
+        Ok(Box::new(EmuVcpu::new(id, self.shared.clone())))
     }
 
     fn set_irq_line(&self, gsi: u32, level: bool) -> Result<(), HvError> {
-        let mut levels = self
-            .shared
-            .irq_levels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let line = levels
-            .get_mut(gsi as usize)
-            .ok_or_else(|| HvError::InvalidArgument(format!("GSI {gsi} does not exist")))?;
-        *line = level;
+        if gsi >= crate::platform::IOAPIC_PINS {
+            return Err(HvError::InvalidArgument(format!(
+                "GSI {gsi} does not exist (the IOAPIC has {} pins)",
+                crate::platform::IOAPIC_PINS
+            )));
+        }
+        self.shared.router().set_gsi(gsi, level);
         Ok(())
     }
 
-    fn signal_msi(&self, _msi: MsiMessage) -> Result<(), HvError> {
-        Err(HvError::Unsupported("MSI delivery (the emu irqchip)"))
+    fn signal_msi(&self, msi: MsiMessage) -> Result<(), HvError> {
+        if !irqchip::ioapic::is_msi_address(msi.address) {
+            return Err(HvError::InvalidArgument(format!(
+                "{:#x} is not an MSI address",
+                msi.address
+            )));
+        }
+        let delivery = irqchip::ioapic::decode_msi(msi.address, msi.data);
+        self.shared.router().deliver(&delivery);
+        Ok(())
     }
 
     fn supported_cpuid(&self) -> Result<Vec<CpuidEntry>, HvError> {

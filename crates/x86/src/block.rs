@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::Arc;
 
 use iced_x86::Instruction;
 
@@ -22,6 +21,8 @@ pub struct Block {
     /// Code size (16, 32, 64).
     pub bits: u32,
     pub insns: Vec<Instruction>,
+    /// Still in the cache (false once invalidated).
+    pub live: bool,
 }
 
 /// A small fast hasher for integer keys (Fx-style multiply-rotate).
@@ -51,36 +52,168 @@ type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 type Key = (u64, u64, u32);
 
-/// The per-CPU block cache.
-#[derive(Default)]
+/// Index of a block in the cache. Valid until the next decode (an
+/// invalidation may empty it, never reuse it, before then).
+pub type BlockId = u32;
+
+/// The id of the one uncached block (code outside RAM, or an instruction
+/// straddling a page boundary).
+pub const SCRATCH: BlockId = u32::MAX;
+
+const JUMP_CACHE: usize = 4096;
+const NONE: BlockId = u32::MAX;
+
+#[inline]
+fn jump_index(rip: u64) -> usize {
+    ((rip ^ (rip >> 12)) as usize) & (JUMP_CACHE - 1)
+}
+
+/// The per-CPU block cache: blocks in a slab (so executing one needs no
+/// reference counting), found through a direct-mapped jump cache in front
+/// of a map, and indexed by guest-physical page for invalidation.
 pub struct BlockCache {
-    map: FastMap<Key, Arc<Block>>,
-    /// Guest-physical page → keys of the blocks decoded from it.
-    pages: FastMap<u64, Vec<Key>>,
+    slab: Vec<Block>,
+    free: Vec<BlockId>,
+    jump: Vec<BlockId>,
+    map: FastMap<Key, BlockId>,
+    /// Guest-physical page → ids of the blocks decoded from it.
+    pages: FastMap<u64, Vec<BlockId>>,
+    scratch: Block,
     /// Blocks decoded since creation (statistics).
     pub decoded: u64,
     /// Blocks invalidated because their page was written.
     pub invalidated: u64,
 }
 
+impl Default for BlockCache {
+    fn default() -> Self {
+        BlockCache {
+            slab: Vec::new(),
+            free: Vec::new(),
+            jump: vec![NONE; JUMP_CACHE],
+            map: FastMap::default(),
+            pages: FastMap::default(),
+            scratch: Block {
+                rip: 0,
+                gpa: 0,
+                bits: 64,
+                insns: Vec::new(),
+                live: false,
+            },
+            decoded: 0,
+            invalidated: 0,
+        }
+    }
+}
+
 impl BlockCache {
     #[inline]
-    pub fn get(&self, rip: u64, gpa: u64, bits: u32) -> Option<&Arc<Block>> {
-        self.map.get(&(rip, gpa, bits))
+    fn key_of(b: &Block) -> Key {
+        (b.rip, b.gpa, b.bits)
     }
 
-    pub fn insert(&mut self, block: Block) -> Arc<Block> {
+    #[inline]
+    pub fn get(&mut self, rip: u64, gpa: u64, bits: u32) -> Option<BlockId> {
+        let slot = jump_index(rip);
+        let id = self.jump[slot];
+        if let Some(b) = self.slab.get(id as usize) {
+            if b.rip == rip && b.gpa == gpa && b.bits == bits && b.live {
+                return Some(id);
+            }
+        }
+        let id = *self.map.get(&(rip, gpa, bits))?;
+        self.jump[slot] = id;
+        Some(id)
+    }
+
+    /// The block with id `id` (an empty one if it was invalidated).
+    #[inline]
+    pub fn block(&self, id: BlockId) -> &Block {
+        if id == SCRATCH {
+            return &self.scratch;
+        }
+        self.slab.get(id as usize).unwrap_or(&self.scratch)
+    }
+
+    /// Moves the instructions of block `id` out for execution (no copy,
+    /// no reference count); give them back with [`BlockCache::put_insns`].
+    #[inline]
+    pub fn take_insns(&mut self, id: BlockId) -> Vec<Instruction> {
+        let b = if id == SCRATCH {
+            &mut self.scratch
+        } else {
+            match self.slab.get_mut(id as usize) {
+                Some(b) => b,
+                None => return Vec::new(),
+            }
+        };
+        std::mem::take(&mut b.insns)
+    }
+
+    /// Returns instructions taken with `take_insns`, unless the block was
+    /// invalidated meanwhile (then they are dropped).
+    #[inline]
+    pub fn put_insns(&mut self, id: BlockId, insns: Vec<Instruction>) {
+        if id == SCRATCH {
+            return;
+        }
+        if let Some(b) = self.slab.get_mut(id as usize) {
+            if b.live && b.insns.is_empty() {
+                b.insns = insns;
+            }
+        }
+    }
+
+    /// Stores an uncached block in the scratch slot.
+    pub fn set_scratch(&mut self, mut block: Block) -> BlockId {
+        block.live = false;
+        self.scratch = block;
+        SCRATCH
+    }
+
+    pub fn insert(&mut self, mut block: Block) -> BlockId {
+        block.live = true;
         if self.map.len() >= MAX_BLOCKS {
             self.clear();
         }
         self.decoded += 1;
-        let key = (block.rip, block.gpa, block.bits);
+        let key = Self::key_of(&block);
         let page = block.gpa & !0xfff;
-        let b = Arc::new(block);
-        if self.map.insert(key, b.clone()).is_none() {
-            self.pages.entry(page).or_default().push(key);
+        if let Some(&old) = self.map.get(&key) {
+            self.kill(old);
         }
-        b
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.slab[id as usize] = block;
+                id
+            }
+            None => {
+                self.slab.push(block);
+                (self.slab.len() - 1) as BlockId
+            }
+        };
+        self.map.insert(key, id);
+        self.pages.entry(page).or_default().push(id);
+        self.jump[jump_index(key.0)] = id;
+        id
+    }
+
+    fn kill(&mut self, id: BlockId) {
+        let Some(b) = self.slab.get_mut(id as usize) else {
+            return;
+        };
+        if !b.live {
+            return;
+        }
+        let key = (b.rip, b.gpa, b.bits);
+        b.live = false;
+        b.insns = Vec::new();
+        self.map.remove(&key);
+        let slot = jump_index(key.0);
+        if self.jump[slot] == id {
+            self.jump[slot] = NONE;
+        }
+        self.free.push(id);
     }
 
     #[inline]
@@ -90,9 +223,14 @@ impl BlockCache {
 
     /// Drops every block decoded from guest-physical page `page`.
     pub fn invalidate_page(&mut self, page: u64) {
-        if let Some(keys) = self.pages.remove(&page) {
-            for k in keys {
-                if self.map.remove(&k).is_some() {
+        if let Some(ids) = self.pages.remove(&page) {
+            for id in ids {
+                let on_page = self
+                    .slab
+                    .get(id as usize)
+                    .is_some_and(|b| b.live && b.gpa & !0xfff == page);
+                if on_page {
+                    self.kill(id);
                     self.invalidated += 1;
                 }
             }
@@ -100,8 +238,11 @@ impl BlockCache {
     }
 
     pub fn clear(&mut self) {
+        self.jump.fill(NONE);
         self.map.clear();
         self.pages.clear();
+        self.slab.clear();
+        self.free.clear();
     }
 
     pub fn len(&self) -> usize {

@@ -3,13 +3,71 @@
 //! The CPU knows nothing of devices or hypervisors: it reaches guest memory
 //! and I/O through the [`Bus`] trait, and returns from [`Cpu::run`] with a
 //! [`CpuExit`] when the accelerator has something to decide (HLT, triple
-//! fault, a kick, the instruction budget). Guest code is decoded once into
-//! blocks (cached by guest-physical address, invalidated when their page is
-//! written) and interpreted block by block, so that a JIT can later replace
-//! the interpreter one block at a time.
+//! fault, a kick, the instruction budget, an interrupt window). Guest code is
+//! decoded once (iced-x86) into blocks cached by (RIP, guest-physical
+//! address, code size) and dropped when their page is written, and is
+//! interpreted block by block, so that a JIT can later replace the
+//! interpreter one block at a time.
 //!
 //! Guest RAM is accessed through host pointers cached in a software TLB
-//! (guest-virtual page → host page), so a RAM access costs no virtual call.
+//! (guest-linear page → host page; supervisor/user × data/fetch banks), so a
+//! RAM access costs no virtual call. Fast write access is only cached for a
+//! page after a write to it (the Bus sees `ram(gpa, true)` and can log the
+//! page dirty), never for a page that holds decoded code.
+//!
+//! # Using it
+//!
+//! ```text
+//! let mut cpu = Cpu::new(counters);        // Arc<hv::ExitCounters>
+//! cpu.set_cpuid(&entries);                 // the leaves the guest sees
+//! cpu.set_code_share(vm_share.clone());    // one CodeShare per VM (SMP SMC)
+//! cpu.set_regs(&regs); cpu.set_sregs(&sregs);
+//! let kick = cpu.signals();                // kick() / request_flush() from any thread
+//! loop {
+//!     match cpu.run(&mut bus, u64::MAX) {
+//!         CpuExit::Halt => { /* sleep until an interrupt */ }
+//!         CpuExit::Interrupted | CpuExit::InterruptWindow => {
+//!             if cpu.can_inject_interrupt() { cpu.inject_external_interrupt(&mut bus, v)?; }
+//!         }
+//!         CpuExit::Shutdown => break,        // triple fault
+//!         CpuExit::InstructionLimit => {}
+//!     }
+//! }
+//! ```
+//!
+//! # What is implemented
+//!
+//! - Modes: real mode (IVT, unreal-mode limits), 16/32-bit protected mode,
+//!   compatibility mode, 64-bit mode, and the transitions (CR0.PE/PG,
+//!   EFER.LME/LMA, far JMP/CALL/RET, IRET, segment loads with the
+//!   descriptor checks and #GP/#NP/#SS/#TS error codes).
+//! - Paging (`mmu`): 32-bit (4 MiB PSE pages), PAE and 4-level paging with
+//!   2 MiB / 1 GiB pages, A/D bits set with host atomics, U/S, R/W, NX,
+//!   CR0.WP, global pages, INVLPG, CR3 reloads, reserved-bit checks, #PF
+//!   error codes (P, W, U, RSVD, I/D) and CR2.
+//! - Events: exceptions and interrupts through real-mode IVT, 32-bit and
+//!   64-bit IDT gates (interrupt/trap, 16-bit gates), privilege changes with
+//!   the TSS stack (RSP0 / IST / SS0:ESP0), #DF by the SDM's table, triple
+//!   fault → Shutdown; external interrupts with IF and the STI/MOV SS
+//!   shadow; NMI blocking until IRET.
+//! - Instructions: the general-purpose integer ISA with exact flags (lazy),
+//!   BMI1, string instructions with REP (page-chunk fast paths for REP
+//!   MOVS/STOS), LOCKed read-modify-writes as host atomics, system
+//!   instructions (descriptor tables, CR/DR, MSRs, CPUID, TSC, port I/O with
+//!   IOPL and the TSS I/O bitmap, SYSCALL/SYSRET, SYSENTER/SYSEXIT, SWAPGS,
+//!   FSGSBASE, XGETBV/XSETBV, LAR/LSL/VERR/VERW), x87 (computed in f64),
+//!   FXSAVE/FXRSTOR, MXCSR, SSE/SSE2 (integer, moves, float scalar/packed,
+//!   conversions). Anything else raises #UD, counted as
+//!   `InsnEmulationFail`; random code never panics the host.
+//!
+//! # Not implemented
+//!
+//! Task switches and task gates, call gates, virtual-8086 mode, single-step
+//! and debug-register traps (#DB), SMEP/SMAP/PKU, MMX, SSE3 and later,
+//! AVX, XSAVE, x87 80-bit precision and FP exception flags/#MF/#XM (the
+//! CPUID table must not advertise these). A write by one vCPU through fast
+//! write access it cached before the page became code on another vCPU is
+//! not seen by that vCPU's block cache ([`smc`]).
 
 pub mod block;
 pub mod convert;
@@ -19,6 +77,7 @@ pub mod flags;
 mod mem;
 pub mod mmu;
 pub mod msr;
+pub mod smc;
 pub mod state;
 
 #[cfg(test)]
@@ -29,6 +88,7 @@ use std::sync::Arc;
 
 use hv::{CpuidEntry, ExitCounters, ExitReason};
 
+pub use smc::CodeShare;
 pub use state::{CpuState, FpuState, Mode, Msrs, SegCache, TableReg};
 
 /// A contiguous run of guest RAM as the host sees it.
@@ -160,6 +220,10 @@ pub struct Cpu {
     /// CPUID-derived: TZCNT/LZCNT exist (else they run as BSF/BSR).
     pub(crate) feat_bmi1: bool,
     pub(crate) feat_lzcnt: bool,
+    /// Code pages shared with the other CPUs of the VM.
+    pub(crate) code_share: Arc<CodeShare>,
+    pub(crate) seen_code_epoch: u64,
+    pub(crate) seen_revoke: u64,
 }
 
 impl Default for Cpu {
@@ -188,6 +252,34 @@ impl Cpu {
             tsc_hz: 1_000_000_000,
             feat_bmi1: true,
             feat_lzcnt: true,
+            code_share: Arc::new(CodeShare::new()),
+            seen_code_epoch: 0,
+            seen_revoke: 0,
+        }
+    }
+
+    /// Makes this CPU track self-modifying code together with the other
+    /// CPUs of its VM: give every vCPU of a VM the same [`CodeShare`]. A CPU
+    /// that is not given one tracks only its own writes.
+    pub fn set_code_share(&mut self, share: Arc<CodeShare>) {
+        self.seen_code_epoch = share.epoch();
+        self.seen_revoke = share.revoke_epoch();
+        self.code_share = share;
+        self.flush_tlb();
+    }
+
+    /// Drops the decoded blocks (not the TLB).
+    pub fn flush_code(&mut self) {
+        self.blocks.clear();
+        self.block_exit = true;
+    }
+
+    /// A CPU in the RESET state whose kicks and flush requests arrive
+    /// through `signals` (shared with the accelerator before the CPU exists).
+    pub fn with_signals(counters: Arc<ExitCounters>, signals: Arc<CpuSignals>) -> Cpu {
+        Cpu {
+            signals,
+            ..Cpu::new(counters)
         }
     }
 
@@ -208,6 +300,28 @@ impl Cpu {
     /// Guest instructions that raised #UD because this CPU lacks them.
     pub fn unimplemented_count(&self) -> u64 {
         self.unimplemented
+    }
+
+    /// Puts the CPU back into the RESET state (real mode at F000:FFF0),
+    /// keeping its CPUID table, counters, signals and TSC frequency, and
+    /// dropping cached translations and blocks. INIT is RESET here too
+    /// (MSRs are reset as well).
+    pub fn reset(&mut self) {
+        self.state = CpuState::default();
+        self.shadow_icount = u64::MAX;
+        self.pending_exit = None;
+        self.flush_tlb();
+        self.block_exit = true;
+    }
+
+    /// Block-cache statistics: blocks decoded, blocks invalidated by writes
+    /// to their page, blocks currently cached.
+    pub fn block_stats(&self) -> (u64, u64, usize) {
+        (
+            self.blocks.decoded,
+            self.blocks.invalidated,
+            self.blocks.len(),
+        )
     }
 
     /// Sets the CPUID table (leaves as the accelerator presents them).

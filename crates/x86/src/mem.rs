@@ -11,6 +11,17 @@ use crate::exec::Exec;
 use crate::mmu::{AccessKind, Tlb};
 use crate::state::{Mode, FS, SS};
 
+/// The size of the next MMIO piece at `a` with `left` bytes to go: the
+/// largest of 8/4/2/1 that fits and is naturally aligned.
+fn mmio_piece(a: u64, left: usize) -> usize {
+    for n in [8usize, 4, 2] {
+        if left >= n && a & (n as u64 - 1) == 0 {
+            return n;
+        }
+    }
+    1
+}
+
 #[inline]
 pub fn canonical(a: u64) -> bool {
     ((a as i64) << 16 >> 16) as u64 == a
@@ -67,12 +78,32 @@ impl Exec<'_> {
                         std::ptr::copy_nonoverlapping(r.host, buf[done..].as_mut_ptr(), chunk)
                     };
                 }
-                _ => {
-                    self.c.counters.inc(ExitReason::Mmio);
-                    self.bus.mmio_read(a, &mut buf[done..done + chunk]);
-                }
+                _ => self.mmio_read_split(a, &mut buf[done..done + chunk]),
             }
             done += chunk;
+        }
+    }
+
+    /// MMIO accesses reach the bus as naturally aligned 1/2/4/8-byte pieces.
+    fn mmio_read_split(&mut self, gpa: u64, buf: &mut [u8]) {
+        let mut done = 0;
+        while done < buf.len() {
+            let a = gpa + done as u64;
+            let n = mmio_piece(a, buf.len() - done);
+            self.c.counters.inc(ExitReason::Mmio);
+            self.bus.mmio_read(a, &mut buf[done..done + n]);
+            done += n;
+        }
+    }
+
+    fn mmio_write_split(&mut self, gpa: u64, buf: &[u8]) {
+        let mut done = 0;
+        while done < buf.len() {
+            let a = gpa + done as u64;
+            let n = mmio_piece(a, buf.len() - done);
+            self.c.counters.inc(ExitReason::Mmio);
+            self.bus.mmio_write(a, &buf[done..done + n]);
+            done += n;
         }
     }
 
@@ -88,10 +119,7 @@ impl Exec<'_> {
                     // SAFETY: the Bus contract makes r.host writable for r.len >= chunk bytes.
                     unsafe { std::ptr::copy_nonoverlapping(buf[done..].as_ptr(), r.host, chunk) };
                 }
-                _ => {
-                    self.c.counters.inc(ExitReason::Mmio);
-                    self.bus.mmio_write(a, &buf[done..done + chunk]);
-                }
+                _ => self.mmio_write_split(a, &buf[done..done + chunk]),
             }
             done += chunk;
         }
@@ -133,6 +161,13 @@ impl Exec<'_> {
         if self.c.blocks.is_code_page(page) {
             self.c.blocks.invalidate_page(page);
             self.c.block_exit = true;
+        }
+        if self.c.code_share.note_write(page) {
+            // Our own write: our blocks of the page are already gone.
+            let e = self.c.code_share.epoch();
+            if e == self.c.seen_code_epoch + 1 {
+                self.c.seen_code_epoch = e;
+            }
         }
     }
 

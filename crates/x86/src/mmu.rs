@@ -7,7 +7,7 @@ use crate::exception::{Exc, R};
 use crate::exec::Exec;
 use crate::state::{cr0, cr4, efer};
 
-pub const TLB_SIZE: usize = 256;
+pub const TLB_SIZE: usize = 512;
 const INVALID: u64 = u64::MAX;
 
 /// One TLB entry: a 4 KiB linear page and its host page. A tag equals the
@@ -33,10 +33,17 @@ const EMPTY: TlbEntry = TlbEntry {
     global: false,
 };
 
-/// Direct-mapped software TLB, one bank for supervisor and one for user
-/// (CPL 3) accesses.
+/// Direct-mapped software TLB with four banks: data accesses by the
+/// supervisor (0) and by CPL 3 (1), instruction fetches by the supervisor
+/// (2) and by CPL 3 (3).
 pub struct Tlb {
-    pub(crate) e: Box<[[TlbEntry; TLB_SIZE]; 2]>,
+    pub(crate) e: Box<[[TlbEntry; TLB_SIZE]; 4]>,
+}
+
+/// The instruction-fetch bank for a privilege.
+#[inline]
+pub fn code_bank(user: bool) -> usize {
+    2 + user as usize
 }
 
 impl Default for Tlb {
@@ -48,13 +55,13 @@ impl Default for Tlb {
 impl Tlb {
     pub fn new() -> Tlb {
         Tlb {
-            e: Box::new([[EMPTY; TLB_SIZE]; 2]),
+            e: Box::new([[EMPTY; TLB_SIZE]; 4]),
         }
     }
 
     #[inline]
     pub fn index(vpn: u64) -> usize {
-        (vpn as usize) & (TLB_SIZE - 1)
+        ((vpn ^ (vpn >> 9)) as usize) & (TLB_SIZE - 1)
     }
 
     pub fn flush_all(&mut self) {
@@ -81,6 +88,15 @@ impl Tlb {
             let e = &mut bank[Self::index(vpn)];
             if e.tag_r == vpn || e.tag_w == vpn || e.tag_x == vpn {
                 *e = EMPTY;
+            }
+        }
+    }
+
+    /// Revokes all fast write access (some page became code elsewhere).
+    pub fn revoke_all_writes(&mut self) {
+        for bank in self.e.iter_mut() {
+            for e in bank.iter_mut() {
+                e.tag_w = INVALID;
             }
         }
     }
@@ -329,10 +345,13 @@ impl Exec<'_> {
         let page = t.gpa & !0xfff;
         // Only a write maps the page writable: the accelerator marks pages
         // dirty when they are mapped for writing, and a read must not.
+        // Fast write access only for an actual write (so the Bus marks a
+        // page dirty only when it is written), never to code pages.
         let write_perm = kind == AccessKind::Write
             && t.can_write
             && t.dirty
-            && !self.c.blocks.is_code_page(page);
+            && !self.c.blocks.is_code_page(page)
+            && !self.c.code_share.is_code(page);
         let (ram, writable) = match write_perm {
             true => match self.bus.ram(page, true) {
                 Some(r) => (Some(r), true),
@@ -347,11 +366,13 @@ impl Exec<'_> {
             return Ok(t.gpa);
         }
         let vpn = lin >> 12;
-        let e = &mut self.c.tlb.e[user as usize][Tlb::index(vpn)];
+        let exec = kind == AccessKind::Exec;
+        let bank = if exec { code_bank(user) } else { user as usize };
+        let e = &mut self.c.tlb.e[bank][Tlb::index(vpn)];
         *e = TlbEntry {
             tag_r: vpn,
-            tag_w: if writable { vpn } else { INVALID },
-            tag_x: if t.can_exec { vpn } else { INVALID },
+            tag_w: if writable && !exec { vpn } else { INVALID },
+            tag_x: if t.can_exec && exec { vpn } else { INVALID },
             host: ram.host as usize,
             gpa: page,
             global: t.global,

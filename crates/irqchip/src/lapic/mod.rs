@@ -428,6 +428,12 @@ impl Lapic {
             },
         };
         lapic.reset_registers();
+        if bsp {
+            // As KVM does (and a BIOS leaves it): the bootstrap processor
+            // starts in virtual-wire mode, LINT0 unmasked as ExtINT, so the
+            // PIC's interrupts reach it.
+            lapic.s.lvt[Lvt::Lint0 as usize] = DeliveryMode::ExtInt.bits() << 8;
+        }
         lapic
     }
 

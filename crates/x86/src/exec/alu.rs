@@ -579,7 +579,12 @@ impl Exec<'_> {
         }
         // Memory destination.
         let size = Self::op_size(insn, 0);
-        let v = self.read_op(insn, 1, size)?;
+        let v = if k1 == OpKind::Register && insn.op1_register().is_segment_register() {
+            let r = insn.op1_register();
+            self.c.state.seg[r as usize - Register::ES as usize].selector as u64
+        } else {
+            self.read_op(insn, 1, size)?
+        };
         self.write_op(insn, 0, size, v)
     }
 
@@ -643,6 +648,14 @@ impl Exec<'_> {
         let reg = insn.op1_register();
         let src = self.gpr(reg);
         let d = self.dst(insn, size)?;
+        if let Dst::Reg(r) = d {
+            // SRC ← DEST, then DEST ← sum (matters when both are one register).
+            let old = self.gpr(r);
+            let sum = self.alu_op(Mnemonic::Add, old, src, size);
+            self.set_gpr(reg, old);
+            self.set_gpr(r, sum);
+            return Ok(());
+        }
         let mut old_v = 0;
         self.rmw(insn, d, size, |ex, old| {
             old_v = old;
@@ -657,6 +670,18 @@ impl Exec<'_> {
         let src = self.gpr(insn.op1_register());
         let acc = self.gpr_sized(RAX, size);
         let d = self.dst(insn, size)?;
+        if let Dst::Reg(r) = d {
+            // A register destination is written only on success (so a
+            // 32-bit one is not zero-extended on failure).
+            let old = self.gpr(r);
+            self.alu_op(Mnemonic::Cmp, acc, old, size);
+            if old == acc {
+                self.set_gpr(r, src);
+            } else {
+                self.set_gpr_sized(RAX, size, old);
+            }
+            return Ok(());
+        }
         let mut old_v = 0;
         self.rmw(insn, d, size, |ex, old| {
             old_v = old;
@@ -876,6 +901,55 @@ impl Exec<'_> {
             nf |= AF;
         }
         self.c.state.flags.set_arith(ARITH, nf);
+        Ok(())
+    }
+}
+
+impl Exec<'_> {
+    /// BMI1: ANDN, BEXTR, BLSI, BLSMSK, BLSR.
+    pub(super) fn bmi1(&mut self, insn: &Instruction) -> R<()> {
+        if !self.c.has_feature_bmi1()
+            || self.c.state.mode != Mode::Long && self.c.state.mode != Mode::Protected
+        {
+            return Err(ud());
+        }
+        let m = insn.mnemonic();
+        let size = insn.op0_register().size() as u32;
+        let mask = size_mask(size);
+        let (r, cf) = match m {
+            Mnemonic::Andn => {
+                let a = self.read_op(insn, 1, size)?;
+                let b = self.read_op(insn, 2, size)?;
+                (!a & b & mask, false)
+            }
+            Mnemonic::Bextr => {
+                let a = self.read_op(insn, 1, size)?;
+                let ctl = self.read_op(insn, 2, size)?;
+                let start = (ctl & 0xff) as u32;
+                let len = ((ctl >> 8) & 0xff) as u32;
+                let v = if start >= 64 { 0 } else { a >> start };
+                let v = if len >= 64 {
+                    v
+                } else {
+                    v & ((1u64 << len) - 1)
+                };
+                (v & mask, false)
+            }
+            _ => {
+                let s = self.read_op(insn, 1, size)?;
+                match m {
+                    Mnemonic::Blsi => (s.wrapping_neg() & s & mask, s != 0),
+                    Mnemonic::Blsmsk => ((s.wrapping_sub(1) ^ s) & mask, s == 0),
+                    _ => (s.wrapping_sub(1) & s & mask, s == 0),
+                }
+            }
+        };
+        let mut nf = szp(r, size) & (SF | ZF);
+        if cf {
+            nf |= CF;
+        }
+        self.c.state.flags.set_arith(ARITH, nf);
+        self.set_gpr(insn.op0_register(), r);
         Ok(())
     }
 }

@@ -4,17 +4,23 @@
 mod alu;
 mod control;
 mod seg;
+mod sse;
+mod ssefp;
 mod string;
 mod system;
+mod x87;
 
-use std::sync::Arc;
+#[cfg(test)]
+pub(crate) mod x87_conv {
+    pub use super::x87::{f64_to_f80, f80_to_f64};
+}
 
 use hv::ExitReason;
 use iced_x86::{
     Decoder, DecoderError, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register,
 };
 
-use crate::block::{Block, MAX_BLOCK_INSNS};
+use crate::block::{Block, BlockId, MAX_BLOCK_INSNS};
 use crate::exception::{gp, ud, R};
 use crate::mmu::{AccessKind, Tlb};
 use crate::state::{Mode, CS};
@@ -66,6 +72,7 @@ impl Exec<'_> {
                     return CpuExit::Interrupted;
                 }
             }
+            self.sync_code_share();
             if self.c.want_interrupt_window && self.c.can_inject_interrupt() {
                 self.c.counters.inc(ExitReason::InterruptWindow);
                 return CpuExit::InterruptWindow;
@@ -84,8 +91,31 @@ impl Exec<'_> {
         }
     }
 
+    /// Catches up with code writes and new code pages of the other CPUs.
+    #[inline]
+    fn sync_code_share(&mut self) {
+        let share = &self.c.code_share;
+        let e = share.epoch();
+        if e != self.c.seen_code_epoch {
+            match share.since(self.c.seen_code_epoch) {
+                crate::smc::CatchUp::Pages(pages) => {
+                    for p in pages {
+                        self.c.blocks.invalidate_page(p);
+                    }
+                }
+                crate::smc::CatchUp::All => self.c.blocks.clear(),
+            }
+            self.c.seen_code_epoch = e;
+        }
+        let r = self.c.code_share.revoke_epoch();
+        if r != self.c.seen_revoke {
+            self.c.tlb.revoke_all_writes();
+            self.c.seen_revoke = r;
+        }
+    }
+
     fn run_block(&mut self, limit: u64) {
-        let block = match self.get_block() {
+        let id = match self.get_block() {
             Ok(b) => b,
             Err(e) => {
                 self.raise(e);
@@ -93,40 +123,45 @@ impl Exec<'_> {
             }
         };
         self.c.block_exit = false;
-        let mask = ip_mask(block.bits);
-        for insn in block.insns.iter() {
+        let mask = ip_mask(self.c.blocks.block(id).bits);
+        // The instructions are moved out of the cache while they run, so
+        // executing one may invalidate its own block (self-modifying code:
+        // that also sets `block_exit`); they are dropped instead of put back.
+        let insns = self.c.blocks.take_insns(id);
+        for insn in insns.iter() {
             if self.c.icount >= limit {
-                return;
+                break;
             }
             let ip = self.c.state.rip;
             self.c.state.rip = insn.next_ip() & mask;
             if let Err(e) = self.step(insn) {
                 self.c.state.rip = ip;
                 self.raise(e);
-                return;
+                break;
             }
             self.c.icount += 1;
             if self.c.block_exit {
-                return;
+                break;
             }
         }
+        self.c.blocks.put_insns(id, insns);
     }
 
     /// Finds or decodes the block at CS:RIP.
-    fn get_block(&mut self) -> R<Arc<Block>> {
+    fn get_block(&mut self) -> R<BlockId> {
         let bits = self.c.state.code_bits;
         let rip = self.c.state.rip;
         let lin = self.code_lin(rip)?;
         let user = self.user();
         let vpn = lin >> 12;
-        let e = &self.c.tlb.e[user as usize][Tlb::index(vpn)];
+        let e = &self.c.tlb.e[crate::mmu::code_bank(user)][Tlb::index(vpn)];
         let gpa = if e.tag_x == vpn {
             e.gpa | (lin & 0xfff)
         } else {
             self.translate_fill(lin, AccessKind::Exec, user)?
         };
         if let Some(b) = self.c.blocks.get(rip, gpa, bits) {
-            return Ok(b.clone());
+            return Ok(b);
         }
         self.decode_block(rip, lin, gpa, bits)
     }
@@ -144,7 +179,8 @@ impl Exec<'_> {
         Ok((cs.base + rip) & 0xffff_ffff)
     }
 
-    fn decode_block(&mut self, rip: u64, lin: u64, gpa: u64, bits: u32) -> R<Arc<Block>> {
+    #[inline(never)]
+    fn decode_block(&mut self, rip: u64, lin: u64, gpa: u64, bits: u32) -> R<BlockId> {
         let avail = (4096 - (gpa & 0xfff)) as usize;
         let mut buf = [0u8; 4096];
         let cacheable = match self.bus.ram(gpa, false) {
@@ -186,17 +222,26 @@ impl Exec<'_> {
             gpa,
             bits,
             insns,
+            live: false,
         };
         if !cacheable {
-            return Ok(Arc::new(block));
+            return Ok(self.c.blocks.set_scratch(block));
         }
-        self.c.tlb.revoke_write(gpa & !0xfff);
+        let page = gpa & !0xfff;
+        if let Some(r) = self.c.code_share.mark(page) {
+            // This CPU's own new code page needs no global revoke here.
+            if r == self.c.seen_revoke + 1 {
+                self.c.seen_revoke = r;
+            }
+        }
+        self.c.tlb.revoke_write(page);
         Ok(self.c.blocks.insert(block))
     }
 
     /// An instruction crossing into the next page: fetch up to 15 bytes
     /// through both translations and decode it alone (not cached).
-    fn decode_straddling(&mut self, rip: u64, lin: u64, gpa: u64, bits: u32) -> R<Arc<Block>> {
+    #[inline(never)]
+    fn decode_straddling(&mut self, rip: u64, lin: u64, gpa: u64, bits: u32) -> R<BlockId> {
         let first = (4096 - (lin & 0xfff)) as usize;
         let mut buf = [0u8; 15];
         let first = first.min(15);
@@ -212,11 +257,12 @@ impl Exec<'_> {
         self.phys_read(gpa2, &mut buf[first..]);
         let mut decoder = Decoder::with_ip(bits, &buf, rip, DecoderOptions::NONE);
         let insn = decoder.decode();
-        Ok(Arc::new(Block {
+        Ok(self.c.blocks.set_scratch(Block {
             rip,
             gpa,
             bits,
             insns: vec![insn],
+            live: false,
         }))
     }
 
@@ -325,14 +371,8 @@ impl Exec<'_> {
     #[inline]
     pub(crate) fn read_op(&mut self, insn: &Instruction, n: u32, size: u32) -> R<u64> {
         match insn.op_kind(n) {
-            OpKind::Register => {
-                let r = insn.op_register(n);
-                if r.is_segment_register() {
-                    Ok(self.c.state.seg[r as usize - Register::ES as usize].selector as u64)
-                } else {
-                    Ok(self.gpr(r))
-                }
-            }
+            // Segment registers are read by MOV and PUSH themselves.
+            OpKind::Register => Ok(self.gpr(insn.op_register(n))),
             OpKind::Memory => {
                 let off = self.ea(insn);
                 self.read(Self::mem_seg(insn), off, size)
@@ -432,6 +472,7 @@ impl Exec<'_> {
             Bt | Bts | Btr | Btc => self.bit_test(insn),
             Bsf | Bsr | Tzcnt | Lzcnt | Popcnt => self.bit_scan(insn),
             Bswap => self.bswap(insn),
+            Andn | Bextr | Blsi | Blsmsk | Blsr => self.bmi1(insn),
             Mov => self.mov(insn),
             Movzx | Movsx | Movsxd => self.movx(insn),
             Lea => self.lea(insn),
@@ -491,11 +532,16 @@ impl Exec<'_> {
                 Ok(())
             }
             Ud0 | Ud1 | Ud2 => Err(ud()),
+            _ if sse::is_fpu_sse(insn) => self.fpu_sse(insn),
             _ => self.unimplemented(insn),
         }
     }
 
     pub(crate) fn unimplemented(&mut self, insn: &Instruction) -> R<()> {
+        if insn.is_invalid() {
+            // Not an instruction at all: #UD without counting it as missing.
+            return Err(ud());
+        }
         self.c.unimplemented += 1;
         tracing::debug!(rip = insn.ip(), code = ?insn.code(), "unimplemented instruction: #UD");
         Err(ud())

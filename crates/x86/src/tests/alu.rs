@@ -671,9 +671,10 @@ fn divide_by_zero_is_delivered_through_the_idt() {
     assert_eq!(g.reg(15), 0xde);
 }
 
-/// Interpreter speed on an integer loop (prints MIPS; run with --nocapture).
+/// A long loop retires exactly the instructions it has (speed is measured
+/// by the `guest_mips` benchmark, not here).
 #[test]
-fn integer_loop_speed() {
+fn integer_loop_retires_every_instruction() {
     let mut g = Guest::long64();
     g.code(|a| {
         let mut l = a.create_label();
@@ -687,10 +688,6 @@ fn integer_loop_speed() {
         a.jnz(l)?;
         a.hlt()
     });
-    let t = std::time::Instant::now();
     assert_eq!(g.cpu.run(&mut g.bus, u64::MAX), CpuExit::Halt);
-    let n = g.cpu.instructions_retired();
-    let mips = n as f64 / t.elapsed().as_secs_f64() / 1e6;
-    println!("integer loop: {n} instructions, {mips:.1} MIPS");
-    assert_eq!(n, 2 + 5 * 2_000_000 + 1);
+    assert_eq!(g.cpu.instructions_retired(), 2 + 5 * 2_000_000 + 1);
 }

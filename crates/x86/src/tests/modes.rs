@@ -404,9 +404,9 @@ fn protected_mode_privilege_change_uses_the_32bit_tss() {
         0u64,
         0x00cf_9b00_0000_ffff, // 0x08 code32 DPL0
         0,
-        0x00cf_9300_0000_ffff, // 0x18 data DPL0
-        0x00cf_fb00_0000_ffff, // 0x20 user code32 (0x23)
-        0x00cf_f300_0000_ffff, // 0x28 user data (0x2b)
+        0x00cf_9300_0000_ffff,       // 0x18 data DPL0
+        0x00cf_fb00_0000_ffff,       // 0x20 user code32 (0x23)
+        0x00cf_f300_0000_ffff,       // 0x28 user data (0x2b)
         tss_descriptor(tss, 0x67).0, // 0x30 TSS
     ];
     for (i, e) in entries.iter().enumerate() {
@@ -472,4 +472,45 @@ fn protected_mode_privilege_change_uses_the_32bit_tss() {
     assert_eq!(cpu.state.seg[CS].selector, 0x23);
     // LTR marked the TSS busy.
     assert_eq!((bus.read_u64(gdt + 0x30) >> 40) & 0xf, 0xb);
+}
+
+#[test]
+fn code_written_by_another_cpu_is_seen_after_a_block_boundary() {
+    use std::sync::Arc;
+    // CPU A runs a loop at CODE that counts in RBX; CPU B patches the
+    // loop's immediate. Both share one bus (run alternately) and a CodeShare.
+    let mut g = Guest::long64();
+    let share = Arc::new(crate::CodeShare::new());
+    g.cpu.set_code_share(share.clone());
+    g.code(|a| {
+        let mut top = a.create_label();
+        a.set_label(&mut top)?;
+        a.add(rbx, 1)?; // 48 83 c3 01: the immediate is at CODE + 3
+        a.jmp(top)
+    });
+    let mut b = Cpu::default();
+    b.set_code_share(share.clone());
+    b.state = g.cpu.state.clone();
+    b.state.rip = HANDLERS;
+    b.state_changed();
+    g.code_at(HANDLERS, |a| {
+        // Write once to a code page before it is code... then again after.
+        a.mov(byte_ptr(CODE + 3), 1)?;
+        a.hlt()?;
+        a.mov(byte_ptr(CODE + 3), 5)?;
+        a.hlt()
+    });
+    // B writes first (fast write access to the page is cached in B's TLB).
+    assert_eq!(b.run(&mut g.bus, 100), CpuExit::Halt);
+    // A runs the loop: the page becomes code.
+    assert_eq!(g.cpu.run(&mut g.bus, 1000), CpuExit::InstructionLimit);
+    assert_eq!(g.reg(3), 500);
+    // B patches the immediate: its write access was revoked, so the write
+    // is seen by the share.
+    b.state.halted = false;
+    assert_eq!(b.run(&mut g.bus, 100), CpuExit::Halt);
+    assert_eq!(g.bus.read_u8(CODE + 3), 5);
+    g.cpu.state.gpr[3] = 0;
+    assert_eq!(g.cpu.run(&mut g.bus, 1000), CpuExit::InstructionLimit);
+    assert_eq!(g.reg(3), 2500);
 }

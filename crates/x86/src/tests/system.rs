@@ -454,3 +454,82 @@ fn state_converts_to_and_from_hv_types() {
         }])
         .is_err());
 }
+
+#[test]
+fn user_mode_port_io_checks_iopl_and_the_tss_bitmap() {
+    let enter_user = |a: &mut CodeAssembler| -> Result<(), iced_x86::IcedError> {
+        let mut user = a.create_label();
+        a.push(0x23)?;
+        a.push(0x5_0000)?;
+        a.push(0x2)?; // IOPL 0
+        a.push(0x2b)?;
+        a.lea(rax, ptr(user))?;
+        a.push(rax)?;
+        a.iretq()?;
+        a.set_label(&mut user)?;
+        a.mov(al, 0x41)?;
+        a.out(0x80, al)?;
+        a.mov(r15, 0x600du64)?;
+        let mut spin = a.create_label();
+        a.set_label(&mut spin)?;
+        a.jmp(spin)
+    };
+    // The TSS limit leaves no room for a bitmap: #GP.
+    let mut g = Guest::long64();
+    g.gate64(13, HANDLERS, 0, 0, false);
+    g.code_at(HANDLERS, |a| {
+        a.mov(r14, 13u64)?;
+        a.hlt()
+    });
+    g.code(enter_user);
+    g.run_to_hlt();
+    assert_eq!(g.reg(14), 13);
+    assert!(g.bus.pio.is_empty());
+    // A bitmap that clears port 0x80: allowed.
+    let mut g = Guest::long64();
+    g.cpu.state.tr.limit = 0x68 + 0x2000;
+    g.bus.load(TSS + 0x68 + 0x10, &[0xfe]); // port 0x80 clear, 0x81.. set
+    g.code(enter_user);
+    assert_eq!(g.cpu.run(&mut g.bus, 100), CpuExit::InstructionLimit);
+    assert_eq!(g.reg(15), 0x600d);
+    assert_eq!(g.bus.pio, vec![(0x80, vec![0x41], true)]);
+}
+
+#[test]
+fn sixteen_bit_real_mode_arithmetic_and_stack() {
+    let mut bus = TestBus::new();
+    let code = asm(16, 0x7c00, |a| {
+        a.mov(ax, 0x1000)?;
+        a.mov(ds, ax)?;
+        a.mov(word_ptr(0x10), 0x1234)?; // physical 0x10010
+        a.mov(bx, word_ptr(0x10))?;
+        a.mov(sp, 0x8000)?;
+        a.push(bx)?;
+        a.pop(cx)?;
+        a.mov(si, 0xffff)?;
+        a.inc(si)?; // wraps to 0 with ZF
+        a.mov(eax, 0x1234_5678)?; // operand-size prefix
+        a.hlt()
+    });
+    bus.load(0x7c00, &code);
+    let mut cpu = Cpu::default();
+    cpu.state.seg[CS] = SegCache::real(0, true);
+    cpu.state.rip = 0x7c00;
+    cpu.state_changed();
+    assert_eq!(cpu.run(&mut bus, 100), CpuExit::Halt);
+    assert_eq!(bus.read_u64(0x10010) & 0xffff, 0x1234);
+    assert_eq!(cpu.state.gpr[1] & 0xffff, 0x1234);
+    assert_eq!(cpu.state.gpr[6] & 0xffff, 0);
+    assert!(cpu.state.flags.zf());
+    assert_eq!(cpu.state.gpr[0], 0x1234_5678);
+    assert_eq!(cpu.state.rip, 0x7c00 + code.len() as u64);
+}
+
+#[test]
+fn cpu_is_send_and_signals_are_shareable() {
+    fn send<T: Send>() {}
+    fn sync<T: Send + Sync>() {}
+    send::<Cpu>();
+    sync::<crate::CpuSignals>();
+    sync::<crate::CodeShare>();
+}

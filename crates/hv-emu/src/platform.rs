@@ -1,0 +1,199 @@
+//! The in-"kernel" irqchip of the emu accelerator: the IOAPIC, the i8259
+//! pair and the i8254 PIT of the VM, the local APIC of every vCPU, and the
+//! routing between them — KVM's `KVM_IRQ_LINE` → IOAPIC/PIC → LAPIC IRR →
+//! `KVM_REQ_EVENT` path, in software.
+//!
+//! GSI routing follows the PC convention (and QEMU's on KVM): GSI `n < 16`
+//! drives PIC input `n` and IOAPIC pin `n`, except that ISA IRQ 0 (the PIT)
+//! arrives on IOAPIC pin 2, as the MADT's interrupt source override says.
+//! GSIs 16–23 exist only on the IOAPIC.
+//!
+//! Locking: each device has its own mutex; no code holds two of them at
+//! once (a device returns what must be routed, the lock is dropped, then
+//! the targets are locked one by one), so there is no lock order to get
+//! wrong.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use irqchip::ioapic::{Delivery, IoApic};
+use irqchip::lapic::{Ipi, TriggerMode};
+use irqchip::pic::Pic;
+use irqchip::pit::Pit;
+use irqchip::DeliveryMode;
+
+use crate::vcpu::VcpuShared;
+
+/// IOAPIC pins.
+pub const IOAPIC_PINS: u32 = 24;
+/// Guest-physical base of the IOAPIC's registers.
+pub const IOAPIC_BASE: u64 = 0xfec0_0000;
+pub const IOAPIC_SIZE: u64 = 0x1000;
+
+/// The machine-wide interrupt controllers and timer.
+pub(crate) struct Platform {
+    epoch: Instant,
+    pub ioapic: Mutex<IoApic>,
+    pub pic: Mutex<Pic>,
+    pub pit: Mutex<Pit>,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Platform {
+    pub fn new(vcpus: u32) -> Platform {
+        Platform {
+            epoch: Instant::now(),
+            // The IOAPIC's id follows the LAPIC ids, as in the MADT.
+            ioapic: Mutex::new(IoApic::new(vcpus.min(0xfe) as u8)),
+            pic: Mutex::new(Pic::new()),
+            pit: Mutex::new(Pit::new()),
+        }
+    }
+
+    /// Nanoseconds on the VM's monotonic clock (every device's time base).
+    pub fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+}
+
+/// Where interrupts go: the vCPUs of one VM.
+pub(crate) struct Router<'a> {
+    pub platform: &'a Platform,
+    pub vcpus: &'a [std::sync::Arc<VcpuShared>],
+}
+
+impl Router<'_> {
+    /// Sets the level of a GSI (KVM_IRQ_LINE).
+    pub fn set_gsi(&self, gsi: u32, level: bool) {
+        if gsi < 16 && gsi != 2 {
+            let pending = {
+                let mut pic = lock(&self.platform.pic);
+                pic.set_irq(gsi as u8, level);
+                pic.pending()
+            };
+            if pending {
+                self.wake_pic_acceptors();
+            }
+        }
+        let pin = if gsi == 0 { 2 } else { gsi };
+        if pin < IOAPIC_PINS {
+            let deliveries = lock(&self.platform.ioapic).set_irq(pin as usize, level);
+            self.deliver_all(deliveries);
+        }
+    }
+
+    /// The PIC's INTR output reaches the vCPUs whose LAPIC passes it
+    /// through (virtual wire mode, or a disabled LAPIC).
+    pub fn wake_pic_acceptors(&self) {
+        for vcpu in self.vcpus {
+            if vcpu.lapic().accept_pic_interrupts() {
+                vcpu.notify_event();
+            }
+        }
+    }
+
+    pub fn deliver_all(&self, deliveries: Vec<Delivery>) {
+        for d in deliveries {
+            self.deliver(&d);
+        }
+    }
+
+    /// Delivers an IOAPIC or MSI message to the LAPICs it names.
+    pub fn deliver(&self, d: &Delivery) {
+        let lowest = d.delivery_mode == DeliveryMode::LowestPriority;
+        for vcpu in self.vcpus {
+            let accepted = {
+                let mut lapic = vcpu.lapic();
+                if !lapic.matches_destination(d.dest, d.dest_mode_logical, false) {
+                    continue;
+                }
+                match d.delivery_mode {
+                    DeliveryMode::Fixed | DeliveryMode::LowestPriority => {
+                        lapic.accept_interrupt(d.vector, d.level_triggered)
+                    }
+                    DeliveryMode::Nmi => {
+                        vcpu.raise_nmi();
+                        true
+                    }
+                    DeliveryMode::Init => {
+                        lapic.deliver_init();
+                        vcpu.receive_init();
+                        true
+                    }
+                    // ExtINT: the vCPU asks the PIC for the vector.
+                    DeliveryMode::ExtInt => true,
+                    DeliveryMode::StartUp | DeliveryMode::Smi | DeliveryMode::Reserved => false,
+                }
+            };
+            if accepted {
+                vcpu.notify_event();
+                if lowest {
+                    // Lowest priority: one LAPIC takes it (the first that
+                    // matches; all vCPUs have the same priority here).
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Routes an IPI written to vCPU `source`'s ICR.
+    pub fn send_ipi(&self, source: usize, ipi: &Ipi) {
+        let lowest = ipi.delivery_mode == DeliveryMode::LowestPriority;
+        for (i, vcpu) in self.vcpus.iter().enumerate() {
+            let accepted = {
+                let mut lapic = vcpu.lapic();
+                if !lapic.matches_ipi(ipi, i == source) {
+                    continue;
+                }
+                match ipi.delivery_mode {
+                    DeliveryMode::Fixed | DeliveryMode::LowestPriority => {
+                        lapic.accept_interrupt(ipi.vector, ipi.trigger == TriggerMode::Level)
+                    }
+                    DeliveryMode::Nmi => {
+                        vcpu.raise_nmi();
+                        true
+                    }
+                    DeliveryMode::Init if !ipi.is_init_deassert() => {
+                        lapic.deliver_init();
+                        vcpu.receive_init();
+                        true
+                    }
+                    DeliveryMode::StartUp => vcpu.receive_sipi(ipi.vector),
+                    _ => false,
+                }
+            };
+            if accepted {
+                vcpu.notify_event();
+                if lowest {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// A level-triggered vector was EOI'd on some LAPIC.
+    pub fn eoi(&self, vector: u8) {
+        let deliveries = lock(&self.platform.ioapic).eoi(vector);
+        self.deliver_all(deliveries);
+    }
+
+    /// Raises IRQ 0 once for every PIT output edge up to `now_ns`.
+    pub fn poll_pit(&self, now_ns: u64) {
+        let due = lock(&self.platform.pit)
+            .next_irq_ns()
+            .is_some_and(|t| t <= now_ns);
+        if !due {
+            return;
+        }
+        let edges = lock(&self.platform.pit).poll(now_ns);
+        // Edges missed while nobody polled coalesce into one interrupt, as
+        // a real PIC would have kept only one request pending.
+        if edges > 0 {
+            self.set_gsi(0, true);
+            self.set_gsi(0, false);
+        }
+    }
+}

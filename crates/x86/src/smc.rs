@@ -1,0 +1,130 @@
+//! Cross-vCPU self-modifying code: the guest-physical pages that hold
+//! decoded code on any CPU of a VM, and a log of writes to them.
+//!
+//! A page becomes "code" when some CPU decodes a block from it; from then
+//! on no CPU keeps fast (TLB) write access to it, so every write goes
+//! through the slow path, which drops the page from the set, bumps the
+//! write epoch and logs the page. Each CPU compares the epoch at block
+//! boundaries and drops its blocks of the logged pages. A CPU that still
+//! holds fast write access to a page that just became code elsewhere loses
+//! it at its next block boundary (the revoke epoch); a write in that window
+//! is not seen by the other CPUs' caches (x86 requires the writer and the
+//! executor to synchronise for cross-modifying code anyway; Linux's
+//! text_poke writes pages that were code long before).
+
+use std::collections::{HashSet, VecDeque};
+use std::hash::BuildHasherDefault;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+
+use crate::block::FastHasher;
+
+/// Writes remembered for CPUs that have not caught up yet; a CPU further
+/// behind drops all its blocks.
+const LOG_LEN: usize = 256;
+
+/// Shared by all CPUs of one VM ([`crate::Cpu::set_code_share`]).
+#[derive(Debug, Default)]
+pub struct CodeShare {
+    pages: RwLock<HashSet<u64, BuildHasherDefault<FastHasher>>>,
+    /// Bumped on every write to a code page.
+    epoch: AtomicU64,
+    /// (epoch after the write, page) of recent writes.
+    log: Mutex<VecDeque<(u64, u64)>>,
+    /// Bumped when a page newly becomes code: CPUs drop fast write access.
+    revoke: AtomicU64,
+}
+
+impl std::fmt::Debug for FastHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FastHasher")
+    }
+}
+
+/// What a CPU must do to catch up with the others.
+pub(crate) enum CatchUp {
+    /// Drop the blocks of these pages.
+    Pages(Vec<u64>),
+    /// Too far behind: drop every block.
+    All,
+}
+
+impl CodeShare {
+    pub fn new() -> CodeShare {
+        CodeShare::default()
+    }
+
+    #[inline]
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    #[inline]
+    pub(crate) fn revoke_epoch(&self) -> u64 {
+        self.revoke.load(Ordering::Acquire)
+    }
+
+    /// Whether `page` holds decoded code on some CPU.
+    pub fn is_code(&self, page: u64) -> bool {
+        let pages = self.pages.read().unwrap_or_else(|p| p.into_inner());
+        !pages.is_empty() && pages.contains(&page)
+    }
+
+    /// A CPU decoded a block from `page`. Returns the new revoke epoch when
+    /// the page newly became code.
+    pub(crate) fn mark(&self, page: u64) -> Option<u64> {
+        if self.is_code(page) {
+            return None;
+        }
+        let newly = self
+            .pages
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(page);
+        newly.then(|| self.revoke.fetch_add(1, Ordering::AcqRel) + 1)
+    }
+
+    /// A CPU writes `page`: returns true when it held code (it no longer
+    /// does; the write is logged for the other CPUs).
+    pub(crate) fn note_write(&self, page: u64) -> bool {
+        if !self.is_code(page) {
+            return false;
+        }
+        let removed = self
+            .pages
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&page);
+        if removed {
+            let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+            let e = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+            if log.len() >= LOG_LEN {
+                log.pop_front();
+            }
+            log.push_back((e, page));
+        }
+        removed
+    }
+
+    /// The pages written since epoch `seen`.
+    pub(crate) fn since(&self, seen: u64) -> CatchUp {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        match log.front() {
+            Some(&(first, _)) if first <= seen + 1 => CatchUp::Pages(
+                log.iter()
+                    .filter(|(e, _)| *e > seen)
+                    .map(|(_, p)| *p)
+                    .collect(),
+            ),
+            _ => CatchUp::All,
+        }
+    }
+
+    /// Forgets every code page (all CPUs flushed their blocks).
+    pub fn clear(&self) {
+        self.pages
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+}

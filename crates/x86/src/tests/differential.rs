@@ -1,0 +1,541 @@
+//! Differential tests: random user-mode register instructions run natively
+//! on the host CPU (from an mmap'd executable buffer) and on the emulator;
+//! registers and the defined arithmetic flags must match.
+
+use iced_x86::code_asm::*;
+use iced_x86::{Decoder, DecoderOptions, RflagsBits};
+
+use super::*;
+use crate::state::rflags;
+
+/// Register image exchanged with the native thunk: 16 GPRs then RFLAGS.
+type Image = [u64; 17];
+
+/// An executable copy of some code.
+struct Native {
+    mem: *mut u8,
+    len: usize,
+}
+
+impl Native {
+    fn new(code: &[u8]) -> Native {
+        let len = code.len().div_ceil(4096) * 4096;
+        // SAFETY: an anonymous private mapping; arguments are valid.
+        let mem = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(mem, libc::MAP_FAILED);
+        let mem = mem as *mut u8;
+        // SAFETY: the mapping is `len >= code.len()` bytes and writable;
+        // then it is made read+exec only.
+        unsafe {
+            std::ptr::copy_nonoverlapping(code.as_ptr(), mem, code.len());
+            assert_eq!(
+                libc::mprotect(mem as *mut _, len, libc::PROT_READ | libc::PROT_EXEC),
+                0
+            );
+        }
+        Native { mem, len }
+    }
+
+    fn call(&self, image: &mut Image) {
+        self.call_any(image)
+    }
+
+    fn call_any(&self, image: &mut [u64]) {
+        // SAFETY: the buffer holds a complete function following the SysV
+        // ABI (callee-saved registers and RSP restored) that only reads and
+        // writes the image it is given, which is as large as the thunk
+        // built for it expects.
+        unsafe {
+            let f: extern "C" fn(*mut u64) = std::mem::transmute(self.mem);
+            f(image.as_mut_ptr());
+        }
+    }
+}
+
+impl Drop for Native {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`.
+        unsafe {
+            libc::munmap(self.mem as *mut _, self.len);
+        }
+    }
+}
+
+const SAVED: [AsmRegister64; 6] = [rbx, rbp, r12, r13, r14, r15];
+/// Registers the test instructions use (RSP excluded; RDI holds the image
+/// pointer until it is loaded last).
+const REGS: [usize; 15] = [0, 1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+const R64: [AsmRegister64; 16] = [
+    rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15,
+];
+
+/// Wraps instruction bytes into a native function over an Image.
+fn thunk(insn: &[u8]) -> Vec<u8> {
+    let mut a = CodeAssembler::new(64).unwrap();
+    let pre = (|| -> Result<(), iced_x86::IcedError> {
+        for r in SAVED {
+            a.push(r)?;
+        }
+        a.push(rdi)?;
+        a.push(qword_ptr(rdi + 16 * 8))?;
+        a.popfq()?;
+        for &i in REGS.iter() {
+            if i != 7 {
+                a.mov(R64[i], qword_ptr(rdi + i * 8))?;
+            }
+        }
+        a.mov(rdi, qword_ptr(rdi + 7 * 8))?;
+        Ok(())
+    })();
+    pre.unwrap();
+    let mut code = a.assemble(0).unwrap();
+    code.extend_from_slice(insn);
+    let mut b = CodeAssembler::new(64).unwrap();
+    (|| -> Result<(), iced_x86::IcedError> {
+        b.xchg(qword_ptr(rsp), rdi)?;
+        for &i in REGS.iter() {
+            if i != 7 {
+                b.mov(qword_ptr(rdi + i * 8), R64[i])?;
+            }
+        }
+        b.pushfq()?;
+        b.pop(rax)?;
+        b.mov(qword_ptr(rdi + 16 * 8), rax)?;
+        b.pop(rax)?;
+        b.mov(qword_ptr(rdi + 7 * 8), rax)?;
+        for r in SAVED.iter().rev() {
+            b.pop(*r)?;
+        }
+        b.ret()
+    })()
+    .unwrap();
+    code.extend(b.assemble(0).unwrap());
+    code
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn pick<T: Copy>(&mut self, v: &[T]) -> T {
+        v[(self.next() % v.len() as u64) as usize]
+    }
+    /// Operand values biased towards edge cases.
+    fn value(&mut self) -> u64 {
+        match self.next() % 6 {
+            0 => 0,
+            1 => u64::MAX,
+            2 => 0x8000_0000_0000_0000 ^ (self.next() & 0xff),
+            3 => self.next() & 0xff,
+            4 => 0x7fff_ffff ^ (self.next() & 3),
+            _ => self.next(),
+        }
+    }
+}
+
+/// One random register instruction, encoded.
+fn random_insn(r: &mut Rng, bmi1: bool) -> Vec<u8> {
+    let mut a = CodeAssembler::new(64).unwrap();
+    let g64 = [
+        rax, rcx, rdx, rbx, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15,
+    ];
+    let g32 = [
+        eax, ecx, edx, ebx, esi, edi, r8d, r9d, r10d, r11d, r12d, r13d, r14d, r15d,
+    ];
+    let g16 = [
+        ax, cx, dx, bx, si, di, r8w, r9w, r10w, r11w, r12w, r13w, r14w, r15w,
+    ];
+    let g8 = [
+        al, cl, dl, bl, sil, dil, r8b, r9b, r10b, r11b, r12b, r13b, r14b, r15b,
+    ];
+    let imm = (r.next() & 0xff) as i32 - 0x80;
+    let sh = (r.next() % 70) as i32;
+    macro_rules! ops {
+        ($regs:expr) => {{
+            let d = r.pick(&$regs);
+            let s = r.pick(&$regs);
+            match r.next() % 30 {
+                0 => a.add(d, s),
+                1 => a.adc(d, s),
+                2 => a.sub(d, s),
+                3 => a.sbb(d, s),
+                4 => a.and(d, s),
+                5 => a.or(d, s),
+                6 => a.xor(d, s),
+                7 => a.cmp(d, s),
+                8 => a.test(d, s),
+                9 => a.inc(d),
+                10 => a.dec(d),
+                11 => a.neg(d),
+                12 => a.not(d),
+                13 => a.shl(d, cl),
+                14 => a.shr(d, cl),
+                15 => a.sar(d, cl),
+                16 => a.rol(d, cl),
+                17 => a.ror(d, cl),
+                18 => a.rcl(d, cl),
+                19 => a.rcr(d, cl),
+                20 => a.shl(d, sh & 0x3f),
+                21 => a.sar(d, 1),
+                22 => a.add(d, imm),
+                23 => a.sbb(d, imm),
+                24 => a.xadd(d, s),
+                25 => a.rcr(d, sh & 0x1f),
+                26 => a.rol(d, sh & 0x1f),
+                27 => a.shr(d, sh & 0x1f),
+                28 => a.xchg(d, s),
+                _ => a.cmpxchg(d, s),
+            }
+        }};
+    }
+    macro_rules! wide_ops {
+        ($regs:expr) => {{
+            let d = r.pick(&$regs);
+            let s = r.pick(&$regs);
+            let n = if bmi1 { 21 } else { 16 };
+            match r.next() % n {
+                0 => a.imul_2(d, s),
+                1 => a.imul_3(d, s, imm),
+                2 => a.bt(d, s),
+                3 => a.bts(d, s),
+                4 => a.btr(d, s),
+                5 => a.btc(d, sh),
+                6 => a.shld(d, s, cl),
+                7 => a.shrd(d, s, (sh & 0x1f) as u32),
+                8 => a.bsf(d, s),
+                9 => a.bsr(d, s),
+                10 => a.cmovbe(d, s),
+                11 => a.cmovl(d, s),
+                12 => a.bswap(d),
+                13 => a.lea(
+                    d,
+                    qword_ptr(r.pick(&[rax, rbx, r9]) + r.pick(&[rcx, rsi, r15]) * 4 + imm),
+                ),
+                14 => a.cmovo(d, s),
+                15 => a.popcnt(d, s),
+                16 => a.andn(d, s, r.pick(&$regs)),
+                17 => a.bextr(d, s, r.pick(&$regs)),
+                18 => a.blsi(d, s),
+                19 => a.blsmsk(d, s),
+                _ => a.blsr(d, s),
+            }
+        }};
+    }
+    match r.next() % 7 {
+        0 => ops!(g64),
+        1 => ops!(g32),
+        2 => ops!(g16),
+        3 => ops!(g8),
+        4 => wide_ops!(g64),
+        5 => wide_ops!(g32),
+        _ => match r.next() % 4 {
+            0 => a.mul(r.pick(&g64)),
+            1 => a.imul(r.pick(&g32)),
+            2 => a.mul(r.pick(&g8)),
+            _ => a.imul(r.pick(&g16)),
+        },
+    }
+    .unwrap();
+    a.assemble(0).unwrap()
+}
+
+/// Maps iced's RflagsBits to RFLAGS bits.
+fn iced_flags(bits: u32) -> u64 {
+    let mut f = 0;
+    for (i, x) in [
+        (RflagsBits::OF, rflags::OF),
+        (RflagsBits::SF, rflags::SF),
+        (RflagsBits::ZF, rflags::ZF),
+        (RflagsBits::AF, rflags::AF),
+        (RflagsBits::CF, rflags::CF),
+        (RflagsBits::PF, rflags::PF),
+    ] {
+        if bits & i != 0 {
+            f |= x;
+        }
+    }
+    f
+}
+
+#[test]
+fn random_register_instructions_match_the_host() {
+    if !std::is_x86_feature_detected!("popcnt") {
+        eprintln!("host lacks POPCNT: differential test skipped");
+        return;
+    }
+    let bmi1 = std::is_x86_feature_detected!("bmi1");
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut checked = 0;
+    for _ in 0..5000 {
+        let insn = random_insn(&mut rng, bmi1);
+        let decoded = Decoder::with_ip(64, &insn, 0, DecoderOptions::NONE).decode();
+        let undefined = iced_flags(decoded.rflags_undefined());
+        let mut image: Image = [0; 17];
+        for v in image.iter_mut().take(16) {
+            *v = rng.value();
+        }
+        image[4] = 0;
+        image[16] = (rng.next() & rflags::ARITH) | 0x2;
+        let start = image;
+
+        let native = Native::new(&thunk(&insn));
+        let mut host = start;
+        native.call(&mut host);
+
+        let mut g = Guest::long64();
+        for &i in REGS.iter() {
+            g.cpu.state.gpr[i] = start[i];
+        }
+        g.cpu.state.set_rflags(start[16]);
+        let mut code = insn.clone();
+        code.push(0xf4);
+        g.bus.load(CODE, &code);
+        g.run_to_hlt();
+
+        for &i in REGS.iter() {
+            assert_eq!(
+                g.cpu.state.gpr[i],
+                host[i],
+                "{:?} reg {i}: inputs {start:x?}",
+                decoded.code()
+            );
+        }
+        let mask = rflags::ARITH & !undefined;
+        assert_eq!(
+            g.cpu.state.rflags() & mask,
+            host[16] & mask,
+            "{:?}: flags (mask {mask:#x}), inputs {start:x?}",
+            decoded.code()
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 5000);
+}
+
+/// GPR image plus XMM0..15, for the SSE differential test.
+type SseImage = [u64; 17 + 32];
+
+fn sse_thunk(insn: &[u8]) -> Vec<u8> {
+    let mut a = CodeAssembler::new(64).unwrap();
+    (|| -> Result<(), iced_x86::IcedError> {
+        for r in SAVED {
+            a.push(r)?;
+        }
+        a.push(rdi)?;
+        let x = [
+            xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7, xmm8, xmm9, xmm10, xmm11, xmm12, xmm13,
+            xmm14, xmm15,
+        ];
+        for (i, r) in x.iter().enumerate() {
+            a.movdqu(*r, xmmword_ptr(rdi + (17 + 2 * i) * 8))?;
+        }
+        a.push(qword_ptr(rdi + 16 * 8))?;
+        a.popfq()?;
+        for &i in REGS.iter() {
+            if i != 7 {
+                a.mov(R64[i], qword_ptr(rdi + i * 8))?;
+            }
+        }
+        a.mov(rdi, qword_ptr(rdi + 7 * 8))?;
+        Ok(())
+    })()
+    .unwrap();
+    let mut code = a.assemble(0).unwrap();
+    code.extend_from_slice(insn);
+    let mut b = CodeAssembler::new(64).unwrap();
+    (|| -> Result<(), iced_x86::IcedError> {
+        b.xchg(qword_ptr(rsp), rdi)?;
+        for &i in REGS.iter() {
+            if i != 7 {
+                b.mov(qword_ptr(rdi + i * 8), R64[i])?;
+            }
+        }
+        b.pushfq()?;
+        b.pop(rax)?;
+        b.mov(qword_ptr(rdi + 16 * 8), rax)?;
+        b.pop(rax)?;
+        b.mov(qword_ptr(rdi + 7 * 8), rax)?;
+        let x = [
+            xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7, xmm8, xmm9, xmm10, xmm11, xmm12, xmm13,
+            xmm14, xmm15,
+        ];
+        for (i, r) in x.iter().enumerate() {
+            b.movdqu(xmmword_ptr(rdi + (17 + 2 * i) * 8), *r)?;
+        }
+        for r in SAVED.iter().rev() {
+            b.pop(*r)?;
+        }
+        b.ret()
+    })()
+    .unwrap();
+    code.extend(b.assemble(0).unwrap());
+    code
+}
+
+fn random_sse(r: &mut Rng) -> Vec<u8> {
+    let mut a = CodeAssembler::new(64).unwrap();
+    let x = [
+        xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7, xmm8, xmm9, xmm10, xmm11, xmm12, xmm13,
+        xmm14, xmm15,
+    ];
+    let d = r.pick(&x);
+    let s = r.pick(&x);
+    let g64 = [rax, rcx, rdx, rbx, rsi, r8, r9, r15];
+    let g32 = [eax, ecx, edx, ebx, esi, r8d, r9d, r15d];
+    let imm = (r.next() & 0xff) as i32;
+    match r.next() % 60 {
+        0 => a.addss(d, s),
+        1 => a.addsd(d, s),
+        2 => a.subps(d, s),
+        3 => a.mulpd(d, s),
+        4 => a.divss(d, s),
+        5 => a.divpd(d, s),
+        6 => a.minsd(d, s),
+        7 => a.maxps(d, s),
+        8 => a.sqrtsd(d, s),
+        9 => a.sqrtps(d, s),
+        10 => a.cmpsd_3(d, s, imm & 7),
+        11 => a.cmpps(d, s, imm & 7),
+        12 => a.comisd(d, s),
+        13 => a.ucomiss(d, s),
+        14 => a.cvtsi2sd(d, r.pick(&g64)),
+        15 => a.cvtsi2ss(d, r.pick(&g32)),
+        16 => a.cvtss2sd(d, s),
+        17 => a.cvtsd2ss(d, s),
+        18 => a.cvttsd2si(r.pick(&g64), s),
+        19 => a.cvtsd2si(r.pick(&g32), s),
+        20 => a.cvttss2si(r.pick(&g32), s),
+        21 => a.cvtdq2ps(d, s),
+        22 => a.cvtps2dq(d, s),
+        23 => a.cvttpd2dq(d, s),
+        24 => a.cvtdq2pd(d, s),
+        25 => a.cvtps2pd(d, s),
+        26 => a.cvtpd2ps(d, s),
+        27 => a.shufps(d, s, imm),
+        28 => a.shufpd(d, s, imm & 3),
+        29 => a.unpcklps(d, s),
+        30 => a.unpckhpd(d, s),
+        31 => a.pmuludq(d, s),
+        32 => a.pmullw(d, s),
+        33 => a.pmulhw(d, s),
+        34 => a.pmaddwd(d, s),
+        35 => a.psadbw(d, s),
+        36 => a.packsswb(d, s),
+        37 => a.packuswb(d, s),
+        38 => a.packssdw(d, s),
+        39 => a.pmaxsw(d, s),
+        40 => a.paddsb(d, s),
+        41 => a.psubsw(d, s),
+        42 => a.paddusw(d, s),
+        43 => a.pavgw(d, s),
+        44 => a.pshuflw(d, s, imm),
+        45 => a.pshufhw(d, s, imm),
+        46 => a.pinsrw(d, r.pick(&g32), imm & 7),
+        47 => a.pextrw(r.pick(&g32), s, imm & 7),
+        48 => a.pcmpgtb(d, s),
+        49 => a.pminub(d, s),
+        50 => a.punpckhbw(d, s),
+        51 => a.pshufd(d, s, imm),
+        52 => a.psrad(d, imm & 0x3f),
+        53 => a.psllq(d, s),
+        54 => a.pmovmskb(r.pick(&g32), s),
+        55 => a.movmskpd(r.pick(&g32), s),
+        56 => a.psubusb(d, s),
+        57 => a.andnpd(d, s),
+        58 => a.movhlps(d, s),
+        _ => a.movss(d, s),
+    }
+    .unwrap();
+    a.assemble(0).unwrap()
+}
+
+impl Rng {
+    /// A float-ish 64-bit lane: special values, small numbers, raw bits.
+    fn fp_lane(&mut self) -> u64 {
+        let f = |v: f64| v.to_bits();
+        let g = |v: f32| v.to_bits() as u64;
+        match self.next() % 8 {
+            0 => g(1.5) | (g(-0.0) << 32),
+            1 => f(f64::NAN),
+            2 => f(-2.75e10),
+            3 => g(f32::INFINITY) | (g(3.0e9) << 32),
+            4 => f((self.next() % 2000) as f64 - 1000.5),
+            5 => g((self.next() % 200) as f32 * 0.25) | (g(-1.0e-3) << 32),
+            6 => f(9.3e18),
+            _ => self.next(),
+        }
+    }
+}
+
+#[test]
+fn random_sse_instructions_match_the_host() {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut changed = 0;
+    for _ in 0..4000 {
+        let insn = random_sse(&mut rng);
+        let decoded = Decoder::with_ip(64, &insn, 0, DecoderOptions::NONE).decode();
+        let mut image: SseImage = [0; 49];
+        for &i in REGS.iter() {
+            image[i] = rng.value();
+        }
+        image[16] = 0x2;
+        for i in 0..32 {
+            image[17 + i] = rng.fp_lane();
+        }
+        let start = image;
+        let native = Native::new(&sse_thunk(&insn));
+        let mut host = start;
+        native.call_any(&mut host);
+        if host[17..] != start[17..] || host[..16] != start[..16] {
+            changed += 1;
+        }
+
+        let mut g = Guest::long64();
+        for &i in REGS.iter() {
+            g.cpu.state.gpr[i] = start[i];
+        }
+        for i in 0..16 {
+            g.cpu.state.fpu.xmm[i] =
+                start[17 + 2 * i] as u128 | ((start[18 + 2 * i] as u128) << 64);
+        }
+        g.cpu.state.set_rflags(0x2);
+        let mut code = insn.clone();
+        code.push(0xf4);
+        g.bus.load(CODE, &code);
+        g.run_to_hlt();
+        for &i in REGS.iter() {
+            assert_eq!(g.cpu.state.gpr[i], host[i], "{:?} reg {i}", decoded.code());
+        }
+        for i in 0..16 {
+            let want = host[17 + 2 * i] as u128 | ((host[18 + 2 * i] as u128) << 64);
+            assert_eq!(
+                g.cpu.state.fpu.xmm[i],
+                want,
+                "{:?} xmm{i}: inputs {:x?}",
+                decoded.code(),
+                &start[17..]
+            );
+        }
+        let mask = rflags::ARITH;
+        assert_eq!(
+            g.cpu.state.rflags() & mask,
+            host[16] & mask,
+            "{:?} flags",
+            decoded.code()
+        );
+    }
+    assert!(changed > 3000, "only {changed} instructions changed state");
+}
