@@ -60,7 +60,8 @@ fn memcpy_loop() -> Loop {
     a.xor(r8d, r8d).unwrap();
     a.set_label(&mut top).unwrap();
     a.mov(rax, qword_ptr(r8 + SCRATCH as i32)).unwrap();
-    a.mov(qword_ptr(r8 + (SCRATCH + 0x1_0000) as i32), rax).unwrap();
+    a.mov(qword_ptr(r8 + (SCRATCH + 0x1_0000) as i32), rax)
+        .unwrap();
     a.add(r8d, 8).unwrap();
     a.and(r8d, 0xfff8).unwrap();
     a.dec(ecx).unwrap();

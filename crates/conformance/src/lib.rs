@@ -15,6 +15,7 @@
 pub mod cases;
 pub mod harness;
 pub mod interrupts;
+pub mod platform;
 
 use hv::Hypervisor;
 
@@ -90,6 +91,10 @@ macro_rules! conformance_suite {
             ioapic_routes_a_line,
             ipi_reaches_another_vcpu,
             init_sipi_starts_an_ap,
+            multiboot_kernel_boots,
+            acpi_poweroff_ends_the_machine,
+            rtc_shows_the_host_date,
+            rtc_periodic_interrupt_wakes_hlt,
         );
     };
 }

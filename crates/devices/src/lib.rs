@@ -3,18 +3,23 @@
 //!
 //! Devices are state machines: they never see threads, file descriptors or
 //! the hypervisor. What they need from the outside world arrives as small
-//! traits ([`IrqLine`]) or callbacks ([`RequestSink`]).
+//! traits ([`IrqLine`], [`Clock`]) or callbacks ([`RequestSink`],
+//! [`DeadlineSink`]).
 #![forbid(unsafe_code)]
 
+pub mod acpi_pm;
 pub mod bus;
+pub mod clock;
 pub mod debug_exit;
 pub mod i8042;
 pub mod ratelimit;
+pub mod rtc;
 pub mod serial;
 
 use std::sync::Arc;
 
 pub use bus::{Bus, BusDevice, BusError, IoBuses};
+pub use clock::{Clock, DeadlineSink, HostClock, TimedDevice};
 
 /// An interrupt line of the platform (a GSI on the irqchip).
 pub trait IrqLine: Send + Sync {

@@ -36,10 +36,11 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Kernel: a Linux bzImage or vmlinux, or a bare 64-bit ELF.
+    /// Kernel: a Linux bzImage or vmlinux, a Multiboot kernel, or a bare
+    /// 64-bit ELF.
     #[arg(long)]
     kernel: PathBuf,
-    /// Initial ramdisk (Linux boot protocol only).
+    /// Initial ramdisk (Linux), or the first module (Multiboot).
     #[arg(long)]
     initrd: Option<PathBuf>,
     /// Kernel command line.
@@ -54,23 +55,12 @@ struct RunArgs {
     /// Accelerator: auto, kvm or emu.
     #[arg(long, default_value = "auto")]
     accel: Accel,
-    /// Boot protocol: auto, linux or bare.
-    #[arg(long, default_value = "auto", value_parser = parse_protocol)]
+    /// Boot protocol: auto, linux, bare or multiboot.
+    #[arg(long, default_value = "auto")]
     boot: arch::boot::BootProtocol,
     /// Print a table of VM exits by reason for each vCPU at exit.
     #[arg(long)]
     stats: bool,
-}
-
-fn parse_protocol(text: &str) -> Result<arch::boot::BootProtocol, String> {
-    match text {
-        "auto" => Ok(arch::boot::BootProtocol::Auto),
-        "linux" => Ok(arch::boot::BootProtocol::Linux),
-        "bare" => Ok(arch::boot::BootProtocol::Bare),
-        _ => Err(format!(
-            "unknown boot protocol '{text}' (expected auto, linux or bare)"
-        )),
-    }
 }
 
 /// One line: the error and its causes.

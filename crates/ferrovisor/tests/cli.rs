@@ -95,6 +95,12 @@ fn unknown_flags_and_values_are_one_line() {
     assert_one_line_error(&out, 2, "xen");
     let out = ferrovisor(&["run", "--kernel", "/x", "--cpus", "many"]);
     assert_one_line_error(&out, 2, "many");
+    let out = ferrovisor(&["run", "--kernel", "/x", "--boot", "grub"]);
+    assert_one_line_error(
+        &out,
+        2,
+        "unknown boot protocol \"grub\" (expected auto, linux, bare or multiboot)",
+    );
     let out = ferrovisor(&["launch"]);
     assert_one_line_error(&out, 2, "launch");
     let out = ferrovisor(&["run"]);
@@ -277,4 +283,49 @@ fn end_of_input_never_ends_the_vm() {
     );
     child.kill().unwrap();
     let _ = child.wait();
+}
+
+#[test]
+fn multiboot_kernel_gets_its_module_and_cmdline() {
+    let dir = TempDir::new("multiboot");
+    let kernel = dir.file("mb.elf", &guests::multiboot::elf().unwrap());
+    let module = dir.file("module.txt", b"module text");
+    let not_multiboot = dir.file(
+        "bare.elf",
+        &arch::elf_builder::build_elf64(&[(0x20_0000, &[0xf4])], 0x20_0000),
+    );
+    for accel in accels() {
+        let out = ferrovisor(&[
+            "run",
+            "--kernel",
+            path_str(&kernel),
+            "--boot",
+            "multiboot",
+            "--initrd",
+            path_str(&module),
+            "--cmdline",
+            "via the CLI",
+            "--accel",
+            accel,
+        ]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0x63), "{accel}: {}", stderr(&out));
+        assert!(
+            stdout.starts_with("multiboot ok: mem_upper=261120 KiB cmdline='via the CLI' mmap="),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains(" module=11 bytes 'module t' rsdp=0x000e0000"),
+            "{stdout}"
+        );
+    }
+    // --boot multiboot on a kernel without the header is one line.
+    let out = ferrovisor(&[
+        "run",
+        "--kernel",
+        path_str(&not_multiboot),
+        "--boot",
+        "multiboot",
+    ]);
+    assert_one_line_error(&out, 1, "no Multiboot header");
 }

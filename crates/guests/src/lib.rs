@@ -1,7 +1,8 @@
 //! Tiny 64-bit guest programs, assembled at run time with iced-x86's
 //! `CodeAssembler`. They are entered in long mode (identity-mapped low
 //! 4 GiB, interrupts off) with RDI = vCPU id, as the bare-ELF boot protocol
-//! and the conformance harness both do.
+//! and the conformance harness both do. [`multiboot`] is the exception: a
+//! 32-bit Multiboot kernel.
 #![forbid(unsafe_code)]
 
 use iced_x86::code_asm::*;
@@ -118,21 +119,60 @@ pub fn print_and_exit(text: &str, value: u32) -> Result<Program> {
     finish(a)
 }
 
-pub mod demo;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn programs_assemble_at_load_addr() {
-        let p = print_and_exit("hi\n", 7).unwrap();
-        assert_eq!(p.load_addr, LOAD_ADDR);
-        assert!(p.code.windows(3).any(|w| w == b"hi\n"));
-        let d = demo::program().unwrap();
-        assert!(!d.code.is_empty());
-    }
+/// Prints `text` on COM1, then asks for power off through the ACPI sleep
+/// control register (S5: SLP_TYP 5 with SLP_EN), then halts forever. Only
+/// vCPU 0 does so; the others halt.
+pub fn acpi_poweroff(text: &str) -> Result<Program> {
+    use arch::acpi::pm::{ACPI_SLEEP_CONTROL_PORT, SLEEP_CONTROL_SLP_EN, SLP_TYP_S5};
+    let mut a = assembler()?;
+    let mut start = a.create_label();
+    let mut ap = a.create_label();
+    a.test(rdi, rdi)?;
+    a.jnz(ap)?;
+    a.jmp(start)?;
+    a.set_label(&mut ap)?;
+    emit_halt_forever(&mut a)?;
+    let text_label = emit_string(&mut a, text)?;
+    a.set_label(&mut start)?;
+    emit_print(&mut a, text_label)?;
+    a.mov(dx, u32::from(ACPI_SLEEP_CONTROL_PORT))?;
+    a.mov(al, u32::from(SLP_TYP_S5 << 2 | SLEEP_CONTROL_SLP_EN))?;
+    a.out(dx, al)?;
+    emit_halt_forever(&mut a)?;
+    finish(a)
 }
+
+/// Reads the CMOS RTC's century, year and month registers (once no update
+/// is in progress) and exits through the debug-exit port with
+/// `century << 16 | year << 8 | month`, in the RTC's BCD.
+pub fn rtc_date() -> Result<Program> {
+    let mut a = assembler()?;
+    let mut uip = a.create_label();
+    let read = |a: &mut CodeAssembler, index: u32| -> Result<()> {
+        a.mov(al, index)?;
+        a.out(0x70, al)?;
+        a.in_(al, 0x71)
+    };
+    // Register A bit 7: an update is about to happen; wait it out.
+    a.set_label(&mut uip)?;
+    read(&mut a, 0x0a)?;
+    a.test(al, 0x80)?;
+    a.jnz(uip)?;
+    read(&mut a, 0x32)?;
+    a.movzx(ebx, al)?;
+    a.shl(ebx, 8)?;
+    read(&mut a, 0x09)?;
+    a.mov(bl, al)?;
+    a.shl(ebx, 8)?;
+    read(&mut a, 0x08)?;
+    a.mov(bl, al)?;
+    a.mov(eax, ebx)?;
+    emit_debug_exit_eax(&mut a)?;
+    finish(a)
+}
+
+pub mod demo;
+pub mod multiboot;
 
 /// Prints "echo ready\n", then echoes every byte received on COM1 until it
 /// receives `q`, then exits through the debug-exit port with value 0.
@@ -165,4 +205,18 @@ pub fn echo() -> Result<Program> {
     a.xor(eax, eax)?;
     emit_debug_exit_eax(&mut a)?;
     finish(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_assemble_at_load_addr() {
+        let p = print_and_exit("hi\n", 7).unwrap();
+        assert_eq!(p.load_addr, LOAD_ADDR);
+        assert!(p.code.windows(3).any(|w| w == b"hi\n"));
+        let d = demo::program().unwrap();
+        assert!(!d.code.is_empty());
+    }
 }

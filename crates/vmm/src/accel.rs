@@ -62,14 +62,28 @@ fn open_kvm() -> Result<hv_kvm::KvmHypervisor, hv::HvError> {
     }
 }
 
-/// Opens the accelerator `accel` names (for `Auto`, kvm when it is usable,
-/// else emu).
+/// Opens the accelerator `accel` names. `Auto` takes kvm when it is
+/// usable and runs guests at hardware-assisted speed (see
+/// [`crate::probe`]), else emu.
 pub fn open_accelerator(accel: Accel) -> Result<Box<dyn Hypervisor>, AccelError> {
     match accel {
         Accel::Kvm => Ok(Box::new(open_kvm()?)),
         Accel::Emu => Ok(Box::new(hv_emu::EmuHypervisor::new())),
         Accel::Auto => match open_kvm() {
-            Ok(kvm) => Ok(Box::new(kvm)),
+            Ok(kvm) => match crate::probe::measure_ips(&kvm) {
+                Ok(ips) if ips >= crate::probe::FAST_KVM_IPS => Ok(Box::new(kvm)),
+                Ok(ips) => {
+                    tracing::info!(
+                        mips = ips / 1e6,
+                        "kvm is usable but slow (nested or software-backed); using emu"
+                    );
+                    Ok(Box::new(hv_emu::EmuHypervisor::new()))
+                }
+                Err(reason) => {
+                    tracing::info!(%reason, "the kvm probe failed; using emu");
+                    Ok(Box::new(hv_emu::EmuHypervisor::new()))
+                }
+            },
             Err(e) => {
                 tracing::info!(reason = %e, "kvm is not usable; using emu");
                 Ok(Box::new(hv_emu::EmuHypervisor::new()))

@@ -2,20 +2,27 @@
 //!
 //! [`Machine::new`] builds a whole x86 machine from one [`MachineConfig`]:
 //! guest RAM in the x86 layout, the VM and its vCPUs on the chosen
-//! accelerator, the port and MMIO buses with the platform devices, and the
-//! kernel loaded for its boot protocol. [`Machine::run`] runs every vCPU on a
-//! thread of its own until the guest powers off, resets, triple-faults or
-//! writes the debug-exit port, and reports why together with the exit
-//! statistics of each vCPU.
+//! accelerator, the port and MMIO buses with the platform devices (COM1,
+//! i8042, CMOS RTC, debug-exit, ACPI power management), the kernel loaded
+//! for its boot protocol, and the ACPI tables for Linux and Multiboot
+//! kernels. [`Machine::run`] runs every vCPU on a thread of its own until
+//! the guest powers off, resets, triple-faults or writes the debug-exit
+//! port, and reports why together with the exit statistics of each vCPU; a
+//! platform timer thread polls the RTC for its periodic, alarm and update
+//! interrupts meanwhile.
 #![forbid(unsafe_code)]
 
 pub mod accel;
+mod board;
 pub mod config;
 pub mod console;
 pub mod machine;
 pub mod memory;
+pub mod platform_timer;
+pub mod probe;
 mod vcpu;
 
 pub use accel::{open_accelerator, Accel, AccelError};
+pub use board::AcpiPlacement;
 pub use config::{ConsoleOutput, MachineConfig};
 pub use machine::{Machine, MachineError, MachineExit, RunReport};

@@ -5,19 +5,18 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use arch::boot::{BootConfig, BootInfo};
-use devices::debug_exit::{DebugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE};
-use devices::i8042::{I8042, I8042_BASE, I8042_SIZE};
-use devices::ratelimit::RateLimiter;
-use devices::serial::{Serial, COM1_BASE, COM1_IRQ, UART_SIZE};
-use devices::{BusError, GuestRequest, IoBuses, IrqLine, RequestSink};
+use arch::boot::{BootConfig, BootInfo, BootKind};
+use devices::serial::Serial;
+use devices::{BusError, GuestRequest, IoBuses, RequestSink};
 use hv::{ExitStats, HvError, Hypervisor, Kicker, MpState, Vcpu, Vm, VmConfig};
 use vm_memory::GuestMemoryMmap;
 
 use crate::accel::{open_accelerator, AccelError};
+use crate::board::{self, AcpiPlacement};
 use crate::config::{MachineConfig, MAX_VCPUS};
 use crate::console::{spawn_stdin_reader, RawTerminal};
 use crate::memory::{create_guest_memory, register_slots, MemoryError};
+use crate::platform_timer::PlatformTimer;
 use crate::vcpu::{MachineEvent, VcpuContext, VcpuStop};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +29,8 @@ pub enum MachineError {
     Memory(#[from] MemoryError),
     #[error("cannot load the kernel")]
     Boot(#[source] arch::boot::BootError),
+    #[error("cannot write the ACPI tables")]
+    Acpi(#[source] arch::acpi::AcpiError),
     #[error("cannot set up the {what}")]
     Hv {
         what: &'static str,
@@ -40,6 +41,8 @@ pub enum MachineError {
     Bus(#[from] BusError),
     #[error("cannot start a vCPU thread")]
     Thread(#[source] std::io::Error),
+    #[error("cannot start the platform timer thread")]
+    TimerThread(#[source] std::io::Error),
 }
 
 fn hv_err(what: &'static str) -> impl FnOnce(HvError) -> MachineError {
@@ -90,36 +93,22 @@ pub struct RunReport {
     pub accel: &'static str,
 }
 
-/// Raises a GSI on the VM's irqchip.
-struct GsiLine {
-    vm: Arc<dyn Vm>,
-    gsi: u32,
-    log_limit: RateLimiter,
-}
-
-impl IrqLine for GsiLine {
-    fn set_level(&self, level: bool) {
-        if let Err(e) = self.vm.set_irq_line(self.gsi, level) {
-            if self.log_limit.allow() {
-                tracing::warn!(gsi = self.gsi, error = %e, "cannot set irq line");
-            }
-        }
-    }
-}
-
 /// A machine ready to run.
 pub struct Machine {
     accel: &'static str,
-    // Field order matters for drop: vCPUs before the VM, the VM before memory.
+    // Field order matters for drop: vCPUs and devices (whose interrupt
+    // lines hold the VM) before the VM, the VM before memory.
     vcpus: Vec<Box<dyn Vcpu>>,
-    _vm: Arc<dyn Vm>,
-    mem: GuestMemoryMmap,
+    timer: PlatformTimer,
     buses: Arc<IoBuses>,
     serial: Arc<Mutex<Serial>>,
+    _vm: Arc<dyn Vm>,
+    mem: GuestMemoryMmap,
     events_tx: Sender<MachineEvent>,
     events: Receiver<MachineEvent>,
     console_input: bool,
     boot: BootInfo,
+    acpi: AcpiPlacement,
 }
 
 impl Machine {
@@ -149,6 +138,7 @@ impl Machine {
             },
         )
         .map_err(MachineError::Boot)?;
+        let acpi = board::write_acpi_tables(&mem, &boot, config.vcpus)?;
 
         let accel = hypervisor.name();
         let vm: Arc<dyn Vm> = Arc::from(
@@ -168,28 +158,7 @@ impl Machine {
                 let _ = tx.send(MachineEvent::Guest(request));
             })
         };
-        let serial_irq: Arc<dyn IrqLine> = Arc::new(GsiLine {
-            vm: vm.clone(),
-            gsi: COM1_IRQ,
-            log_limit: RateLimiter::default(),
-        });
-        let serial = Arc::new(Mutex::new(Serial::new(serial_irq, config.console.writer())));
-        let mut buses = IoBuses::default();
-        buses
-            .pio
-            .insert("com1", COM1_BASE.into(), UART_SIZE, serial.clone())?;
-        buses.pio.insert(
-            "i8042",
-            I8042_BASE.into(),
-            I8042_SIZE,
-            Arc::new(Mutex::new(I8042::new(requests.clone()))),
-        )?;
-        buses.pio.insert(
-            "debug-exit",
-            DEBUG_EXIT_PORT.into(),
-            DEBUG_EXIT_SIZE,
-            Arc::new(Mutex::new(DebugExit::new(requests))),
-        )?;
+        let board = board::build(&vm, config, requests)?;
 
         let supported = vm.supported_cpuid().map_err(hv_err("CPUID"))?;
         let mut vcpus = Vec::with_capacity(config.vcpus as usize);
@@ -210,12 +179,14 @@ impl Machine {
             vcpus,
             _vm: vm,
             mem,
-            buses: Arc::new(buses),
-            serial,
+            buses: Arc::new(board.buses),
+            serial: board.serial,
+            timer: board.timer,
             events_tx,
             events,
             console_input: config.console_input,
             boot,
+            acpi,
         })
     }
 
@@ -229,8 +200,18 @@ impl Machine {
         &self.boot
     }
 
+    /// Where the ACPI RSDP is, when the machine has ACPI tables (Linux
+    /// boots, and Multiboot kernels that leave the BIOS area free).
+    pub fn acpi_rsdp(&self) -> Option<u64> {
+        match self.acpi {
+            AcpiPlacement::Written { rsdp } => Some(rsdp),
+            _ => None,
+        }
+    }
+
     /// Runs the guest until it ends; see [`MachineExit`].
     pub fn run(mut self) -> Result<RunReport, MachineError> {
+        self.timer.start().map_err(MachineError::TimerThread)?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads: Vec<(Kicker, JoinHandle<ExitStats>)> = Vec::new();
         for vcpu in self.vcpus.drain(..) {
@@ -251,6 +232,7 @@ impl Machine {
                     for (_, handle) in threads {
                         let _ = handle.join();
                     }
+                    self.timer.stop();
                     return Err(MachineError::Thread(e));
                 }
             }
@@ -263,6 +245,7 @@ impl Machine {
 
         let exit = self.wait_for_exit();
         stop_vcpus(&stop, &threads);
+        self.timer.stop();
         drop(terminal);
         let mut vcpu_stats = Vec::with_capacity(threads.len());
         for (_, handle) in threads {
@@ -311,10 +294,13 @@ fn stop_vcpus(stop: &AtomicBool, threads: &[(Kicker, JoinHandle<ExitStats>)]) {
 
 /// Puts a vCPU in its boot state: the boot vCPU at the kernel's entry; for
 /// bare-ELF kernels the other vCPUs too (RDI = vCPU id, each with its own
-/// small stack); for Linux, the others wait for INIT/SIPI.
+/// small stack); for Linux and Multiboot, the others wait for INIT/SIPI.
 fn setup_boot_state(vcpu: &mut dyn Vcpu, boot: &BootInfo, vcpus: u32) -> Result<(), MachineError> {
     let id = vcpu.id();
-    let bare = boot.kind == arch::boot::BootKind::Bare;
+    let bare = match boot.kind {
+        BootKind::Bare => true,
+        BootKind::LinuxBzImage | BootKind::LinuxElf | BootKind::Multiboot => false,
+    };
     if id != 0 && !bare {
         return Ok(());
     }

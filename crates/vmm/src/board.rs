@@ -1,0 +1,217 @@
+//! The platform of every machine: the devices on the port bus, the timer
+//! that polls the timed ones, and the ACPI tables that describe them.
+//!
+//! | ports | device | IRQ |
+//! |---|---|---|
+//! | 0x60–0x64 | i8042 (reset line only) | — |
+//! | 0x70–0x71 | CMOS RTC | 8 |
+//! | 0xf4–0xf7 | debug-exit | — |
+//! | 0x3f8–0x3ff | COM1 (16550A) | 4 |
+//! | 0x600–0x60f | ACPI power management (sleep, reset, PM1) | — |
+
+use std::sync::{Arc, Mutex};
+
+use arch::acpi::{AcpiConfig, AcpiDevice, ACPI_AREA_END, ACPI_AREA_START};
+use arch::boot::{BootInfo, BootKind};
+use devices::acpi_pm::{AcpiPm, ACPI_PM_BASE, ACPI_PM_SIZE};
+use devices::debug_exit::{DebugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE};
+use devices::i8042::{I8042, I8042_BASE, I8042_SIZE};
+use devices::ratelimit::RateLimiter;
+use devices::rtc::{Rtc, RTC_BASE, RTC_IRQ, RTC_SIZE};
+use devices::serial::{Serial, COM1_BASE, COM1_IRQ, UART_SIZE};
+use devices::{BusError, Clock, HostClock, IoBuses, IrqLine, RequestSink};
+use hv::Vm;
+use vm_memory::GuestMemoryMmap;
+
+use crate::config::MachineConfig;
+use crate::platform_timer::PlatformTimer;
+
+/// Raises a GSI on the VM's irqchip.
+struct GsiLine {
+    vm: Arc<dyn Vm>,
+    gsi: u32,
+    log_limit: RateLimiter,
+}
+
+impl GsiLine {
+    /// The line of `gsi` on `vm`.
+    fn line(vm: &Arc<dyn Vm>, gsi: u32) -> Arc<dyn IrqLine> {
+        Arc::new(GsiLine {
+            vm: vm.clone(),
+            gsi,
+            log_limit: RateLimiter::default(),
+        })
+    }
+}
+
+impl IrqLine for GsiLine {
+    fn set_level(&self, level: bool) {
+        if let Err(e) = self.vm.set_irq_line(self.gsi, level) {
+            if self.log_limit.allow() {
+                tracing::warn!(gsi = self.gsi, error = %e, "cannot set irq line");
+            }
+        }
+    }
+}
+
+/// The devices of a machine.
+pub(crate) struct Board {
+    pub buses: IoBuses,
+    pub serial: Arc<Mutex<Serial>>,
+    /// Polls the RTC; started by `Machine::run`.
+    pub timer: PlatformTimer,
+}
+
+/// Builds the platform devices of `config` for `vm`; guest requests
+/// (power off, reset, debug exit) go to `requests`.
+pub(crate) fn build(
+    vm: &Arc<dyn Vm>,
+    config: &MachineConfig,
+    requests: RequestSink,
+) -> Result<Board, BusError> {
+    let clock: Arc<dyn Clock> = Arc::new(HostClock::new());
+    let mut timer = PlatformTimer::new(clock.clone());
+    let serial = Arc::new(Mutex::new(Serial::new(
+        GsiLine::line(vm, COM1_IRQ),
+        config.console.writer(),
+    )));
+    let rtc = {
+        let mut rtc = Rtc::new(GsiLine::line(vm, RTC_IRQ), clock);
+        let below_4g = config.memory.min(arch::layout::MMIO_HOLE_START);
+        rtc.set_memory_size(below_4g, config.memory - below_4g);
+        rtc.set_deadline_sink(timer.deadline_sink());
+        Arc::new(Mutex::new(rtc))
+    };
+    timer.add(rtc.clone());
+
+    let mut buses = IoBuses::default();
+    buses
+        .pio
+        .insert("com1", COM1_BASE.into(), UART_SIZE, serial.clone())?;
+    buses.pio.insert(
+        "i8042",
+        I8042_BASE.into(),
+        I8042_SIZE,
+        Arc::new(Mutex::new(I8042::new(requests.clone()))),
+    )?;
+    buses.pio.insert("rtc", RTC_BASE.into(), RTC_SIZE, rtc)?;
+    buses.pio.insert(
+        "debug-exit",
+        DEBUG_EXIT_PORT.into(),
+        DEBUG_EXIT_SIZE,
+        Arc::new(Mutex::new(DebugExit::new(requests.clone()))),
+    )?;
+    buses.pio.insert(
+        "acpi-pm",
+        ACPI_PM_BASE.into(),
+        ACPI_PM_SIZE,
+        Arc::new(Mutex::new(AcpiPm::new(requests))),
+    )?;
+    Ok(Board {
+        buses,
+        serial,
+        timer,
+    })
+}
+
+/// Why the ACPI tables were or were not written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcpiPlacement {
+    /// Written; the RSDP is at this address.
+    Written { rsdp: u64 },
+    /// A bare-ELF boot: no tables (the kernel may load into the BIOS area).
+    NotForBare,
+    /// A Multiboot kernel (or its module) lies in the BIOS area.
+    KernelInTheWay,
+}
+
+/// Writes the ACPI tables for a machine of `vcpus` vCPUs after the kernel
+/// `boot` was loaded: for Linux (and tells it where the RSDP is) and for
+/// Multiboot kernels that leave the BIOS area free; never for bare ELF.
+pub(crate) fn write_acpi_tables(
+    mem: &GuestMemoryMmap,
+    boot: &BootInfo,
+    vcpus: u32,
+) -> Result<AcpiPlacement, crate::MachineError> {
+    let area = ACPI_AREA_START..ACPI_AREA_END;
+    let overlaps = |r: &std::ops::Range<u64>| r.start < area.end && area.start < r.end;
+    match boot.kind {
+        BootKind::Bare => return Ok(AcpiPlacement::NotForBare),
+        BootKind::Multiboot
+            if overlaps(&boot.kernel) || boot.initrd.as_ref().is_some_and(overlaps) =>
+        {
+            tracing::info!(
+                kernel = ?boot.kernel,
+                "the Multiboot kernel lies in the BIOS area: no ACPI tables"
+            );
+            return Ok(AcpiPlacement::KernelInTheWay);
+        }
+        _ => {}
+    }
+    let cfg = AcpiConfig {
+        devices: vec![AcpiDevice::COM1, AcpiDevice::Rtc],
+        ..AcpiConfig::new(vcpus)
+    };
+    let rsdp = arch::acpi::create_acpi_tables(mem, &cfg).map_err(crate::MachineError::Acpi)?;
+    arch::boot::set_acpi_rsdp(mem, boot, rsdp).map_err(crate::MachineError::Boot)?;
+    Ok(AcpiPlacement::Written { rsdp })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::{Bytes, GuestAddress};
+
+    fn boot(kind: BootKind, kernel: std::ops::Range<u64>) -> BootInfo {
+        BootInfo {
+            kind,
+            entry: kernel.start,
+            regs: hv::Regs::default(),
+            sregs: hv::SRegs::default(),
+            kernel,
+            initrd: None,
+        }
+    }
+
+    fn rsdp_signature(mem: &GuestMemoryMmap) -> [u8; 8] {
+        let mut sig = [0u8; 8];
+        mem.read_slice(&mut sig, GuestAddress(ACPI_AREA_START))
+            .unwrap();
+        sig
+    }
+
+    #[test]
+    fn tables_for_multiboot_only_outside_the_bios_area() {
+        let mem = crate::memory::create_guest_memory(16 << 20).unwrap();
+        let placed = write_acpi_tables(&mem, &boot(BootKind::Bare, 0x20_0000..0x20_1000), 1);
+        assert_eq!(placed.unwrap(), AcpiPlacement::NotForBare);
+        assert_eq!(rsdp_signature(&mem), [0; 8]);
+
+        let in_the_way = boot(BootKind::Multiboot, 0xf_0000..0x10_1000);
+        let placed = write_acpi_tables(&mem, &in_the_way, 1);
+        assert_eq!(placed.unwrap(), AcpiPlacement::KernelInTheWay);
+        let mut module_in_the_way = boot(BootKind::Multiboot, 0x10_0000..0x10_1000);
+        module_in_the_way.initrd = Some(0xe_8000..0xe_9000);
+        let placed = write_acpi_tables(&mem, &module_in_the_way, 1);
+        assert_eq!(placed.unwrap(), AcpiPlacement::KernelInTheWay);
+        assert_eq!(rsdp_signature(&mem), [0; 8]);
+
+        let clear = boot(BootKind::Multiboot, 0x10_0000..0x10_1000);
+        let placed = write_acpi_tables(&mem, &clear, 2);
+        assert_eq!(
+            placed.unwrap(),
+            AcpiPlacement::Written {
+                rsdp: ACPI_AREA_START
+            }
+        );
+        assert_eq!(&rsdp_signature(&mem), b"RSD PTR ");
+    }
+
+    #[test]
+    fn bad_vcpu_counts_are_an_acpi_error() {
+        let mem = crate::memory::create_guest_memory(16 << 20).unwrap();
+        let err = write_acpi_tables(&mem, &boot(BootKind::Multiboot, 0x10_0000..0x10_1000), 0)
+            .unwrap_err();
+        assert!(matches!(err, crate::MachineError::Acpi(_)), "{err}");
+    }
+}
