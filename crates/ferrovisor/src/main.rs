@@ -26,11 +26,14 @@ struct Cli {
 enum Command {
     /// Boot a kernel.
     Run(RunArgs),
-    /// Boot Ferrovisor's bundled demo guest on the best accelerator.
+    /// Boot the Linux test guest (built if needed) on the best accelerator.
     Demo {
         /// Accelerator: auto, kvm or emu.
         #[arg(long, default_value = "auto")]
         accel: Accel,
+        /// Boot the bundled tiny guest instead of the Linux test guest.
+        #[arg(long)]
+        tiny: bool,
     },
 }
 
@@ -130,7 +133,7 @@ fn main() -> ExitCode {
             };
             run(&config, args.stats)
         }
-        Command::Demo { accel } => demo::run(accel),
+        Command::Demo { accel, tiny } => demo::run(accel, tiny),
     }
 }
 

@@ -217,7 +217,7 @@ fn bare_elf_guest_ends_with_debug_exit_status_and_stats() {
 #[test]
 fn demo_runs_the_bundled_guest() {
     for accel in accels() {
-        let out = ferrovisor(&["demo", "--accel", accel]);
+        let out = ferrovisor(&["demo", "--tiny", "--accel", accel]);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(0), "{accel}: {}", stderr(&out));
         assert!(

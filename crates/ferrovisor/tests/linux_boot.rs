@@ -195,3 +195,31 @@ fn linux_brings_every_vcpu_online() {
         b.tail()
     );
 }
+
+#[test]
+fn demo_boots_linux_and_powers_off() {
+    if guest().is_none() {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrovisor"))
+        .args(["demo", "--accel", "emu"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the demo");
+    let console = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    let tail: Vec<&str> = console.lines().rev().take(30).collect();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for text in [
+        "== Hello from Linux on Ferrovisor ==",
+        "CPUs online:  0-1",
+        "Primes below 50: 2 3 5 7 11 13 17 19 23 29 31 37 41 43 47",
+        "FERROVISOR-CMD-EXIT=0",
+    ] {
+        assert!(console.contains(text), "{text:?} missing; tail: {tail:?}");
+    }
+}

@@ -8,10 +8,11 @@
 //! arrives on IOAPIC pin 2, as the MADT's interrupt source override says.
 //! GSIs 16–23 exist only on the IOAPIC.
 //!
-//! Locking: each device has its own mutex; no code holds two of them at
-//! once (a device returns what must be routed, the lock is dropped, then
-//! the targets are locked one by one), so there is no lock order to get
-//! wrong.
+//! Locking: each device has its own mutex; routing never holds two device
+//! locks at once (a device returns what must be routed, the lock is
+//! dropped, then the targets are locked one by one). The one nesting is a
+//! vCPU's run state → its LAPIC (and → the PIC) when it decides whether to
+//! sleep, so nothing may take a run state while holding a LAPIC or the PIC.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
@@ -56,6 +57,50 @@ impl Platform {
     /// Nanoseconds on the VM's monotonic clock (every device's time base).
     pub fn now_ns(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64
+    }
+}
+
+/// What a message did to a LAPIC. The vCPU-state part is applied after the
+/// LAPIC's lock is dropped: a vCPU going to sleep holds its state lock
+/// while it looks at its LAPIC, so taking them in the other order here
+/// would deadlock.
+enum Outcome {
+    Accepted,
+    Refused,
+    Nmi,
+    Init,
+    Sipi(u8),
+}
+
+impl Outcome {
+    fn accepted(yes: bool) -> Outcome {
+        if yes {
+            Outcome::Accepted
+        } else {
+            Outcome::Refused
+        }
+    }
+
+    /// Applies the outcome to the vCPU and wakes it; returns whether the
+    /// message was taken.
+    fn apply(self, vcpu: &VcpuShared) -> bool {
+        let taken = match self {
+            Outcome::Accepted => true,
+            Outcome::Refused => false,
+            Outcome::Nmi => {
+                vcpu.raise_nmi();
+                true
+            }
+            Outcome::Init => {
+                vcpu.receive_init();
+                true
+            }
+            Outcome::Sipi(vector) => vcpu.receive_sipi(vector),
+        };
+        if taken {
+            vcpu.notify_event();
+        }
+        taken
     }
 }
 
@@ -105,36 +150,31 @@ impl Router<'_> {
     pub fn deliver(&self, d: &Delivery) {
         let lowest = d.delivery_mode == DeliveryMode::LowestPriority;
         for vcpu in self.vcpus {
-            let accepted = {
+            let outcome = {
                 let mut lapic = vcpu.lapic();
                 if !lapic.matches_destination(d.dest, d.dest_mode_logical, false) {
                     continue;
                 }
                 match d.delivery_mode {
                     DeliveryMode::Fixed | DeliveryMode::LowestPriority => {
-                        lapic.accept_interrupt(d.vector, d.level_triggered)
+                        Outcome::accepted(lapic.accept_interrupt(d.vector, d.level_triggered))
                     }
-                    DeliveryMode::Nmi => {
-                        vcpu.raise_nmi();
-                        true
-                    }
+                    DeliveryMode::Nmi => Outcome::Nmi,
                     DeliveryMode::Init => {
                         lapic.deliver_init();
-                        vcpu.receive_init();
-                        true
+                        Outcome::Init
                     }
                     // ExtINT: the vCPU asks the PIC for the vector.
-                    DeliveryMode::ExtInt => true,
-                    DeliveryMode::StartUp | DeliveryMode::Smi | DeliveryMode::Reserved => false,
+                    DeliveryMode::ExtInt => Outcome::Accepted,
+                    DeliveryMode::StartUp | DeliveryMode::Smi | DeliveryMode::Reserved => {
+                        Outcome::Refused
+                    }
                 }
             };
-            if accepted {
-                vcpu.notify_event();
-                if lowest {
-                    // Lowest priority: one LAPIC takes it (the first that
-                    // matches; all vCPUs have the same priority here).
-                    break;
-                }
+            if outcome.apply(vcpu) && lowest {
+                // Lowest priority: one LAPIC takes it (the first that
+                // matches; all vCPUs have the same priority here).
+                break;
             }
         }
     }
@@ -143,33 +183,26 @@ impl Router<'_> {
     pub fn send_ipi(&self, source: usize, ipi: &Ipi) {
         let lowest = ipi.delivery_mode == DeliveryMode::LowestPriority;
         for (i, vcpu) in self.vcpus.iter().enumerate() {
-            let accepted = {
+            let outcome = {
                 let mut lapic = vcpu.lapic();
                 if !lapic.matches_ipi(ipi, i == source) {
                     continue;
                 }
                 match ipi.delivery_mode {
-                    DeliveryMode::Fixed | DeliveryMode::LowestPriority => {
-                        lapic.accept_interrupt(ipi.vector, ipi.trigger == TriggerMode::Level)
-                    }
-                    DeliveryMode::Nmi => {
-                        vcpu.raise_nmi();
-                        true
-                    }
+                    DeliveryMode::Fixed | DeliveryMode::LowestPriority => Outcome::accepted(
+                        lapic.accept_interrupt(ipi.vector, ipi.trigger == TriggerMode::Level),
+                    ),
+                    DeliveryMode::Nmi => Outcome::Nmi,
                     DeliveryMode::Init if !ipi.is_init_deassert() => {
                         lapic.deliver_init();
-                        vcpu.receive_init();
-                        true
+                        Outcome::Init
                     }
-                    DeliveryMode::StartUp => vcpu.receive_sipi(ipi.vector),
-                    _ => false,
+                    DeliveryMode::StartUp => Outcome::Sipi(ipi.vector),
+                    _ => Outcome::Refused,
                 }
             };
-            if accepted {
-                vcpu.notify_event();
-                if lowest {
-                    break;
-                }
+            if outcome.apply(vcpu) && lowest {
+                break;
             }
         }
     }
