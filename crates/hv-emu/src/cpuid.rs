@@ -5,13 +5,17 @@
 //! |---|---|
 //! | 0 | max basic leaf 0x16, vendor "GenuineIntel" |
 //! | 1 | family 6 model 0x2a stepping 7; EDX: FPU PSE TSC MSR PAE CX8 APIC SEP PGE CMOV PAT CLFSH FXSR SSE SSE2; ECX: CX16 x2APIC POPCNT TSC-deadline |
-//! | 7.0 | EBX: BMI1 (TZCNT) |
+//! | 7.0 | EBX: TSC_ADJUST, BMI1 (TZCNT) |
 //! | 0xB | x2APIC topology (filled per vCPU by `arch::cpuid::template`) |
 //! | 0x15 | TSC = 1 GHz crystal × 1/1 (the guest need not calibrate) |
 //! | 0x16 | 1000 MHz base, maximum and bus frequency |
 //! | 0x8000_0000 | max extended leaf 0x8000_0008 |
 //! | 0x8000_0001 | EDX: SYSCALL, NX, 1 GiB pages, RDTSCP, LM; ECX: LAHF/SAHF, LZCNT |
 //! | 0x8000_0007 | EDX: invariant TSC |
+//!
+//! Invariant TSC with TSC_ADJUST is what lets Linux trust the TSC as its
+//! clocksource without the jiffies watchdog (whose ticks an emulated CPU
+//! can deliver late during busy phases).
 //! | 0x8000_0008 | 40 physical, 48 linear address bits |
 //!
 //! Not advertised because the CPU does not implement them: MMX, SSE3 and
@@ -59,6 +63,7 @@ const X2APIC: u32 = 1 << 21;
 const POPCNT: u32 = 1 << 23;
 const TSC_DEADLINE: u32 = 1 << 24;
 // Leaf 7 EBX.
+const TSC_ADJUST: u32 = 1 << 1;
 const BMI1: u32 = 1 << 3;
 // Leaf 0x8000_0001.
 const LAHF_LM: u32 = 1 << 0;
@@ -110,7 +115,7 @@ pub fn supported_cpuid() -> Vec<CpuidEntry> {
         ),
         CpuidEntry {
             significant_index: true,
-            ..leaf(7, 0, BMI1, 0, 0)
+            ..leaf(7, 0, TSC_ADJUST | BMI1, 0, 0)
         },
         CpuidEntry {
             significant_index: true,

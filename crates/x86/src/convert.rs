@@ -202,6 +202,12 @@ impl Cpu {
                 self.state_changed();
                 continue;
             }
+            if m.index == hv::state::msr_index::IA32_TSC {
+                // A host write sets the TSC without touching TSC_ADJUST
+                // (that register counts the guest's own changes).
+                self.set_tsc(m.data);
+                continue;
+            }
             self.define_msr(m.index, m.data)
                 .map_err(|_| CpuError::InvalidMsrValue(m.index, m.data))?;
         }

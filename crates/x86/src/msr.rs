@@ -9,6 +9,7 @@ use crate::mem::canonical;
 use crate::state::{efer, SegCache, FS, GS};
 use crate::Cpu;
 
+pub const IA32_TSC_ADJUST: u32 = 0x3b;
 pub const IA32_BIOS_SIGN_ID: u32 = 0x8b;
 pub const IA32_PLATFORM_ID: u32 = 0x17;
 pub const IA32_MCG_CAP: u32 = 0x179;
@@ -42,7 +43,7 @@ impl Cpu {
         self.set_tsc(now);
     }
 
-    fn set_tsc(&mut self, v: u64) {
+    pub(crate) fn set_tsc(&mut self, v: u64) {
         let ticks = (host_ns() as u128 * self.tsc_hz as u128 / 1_000_000_000) as u64;
         self.state.msr.tsc_offset = v.wrapping_sub(ticks);
     }
@@ -65,6 +66,7 @@ impl Cpu {
             IA32_SYSENTER_EIP => m.sysenter_eip,
             IA32_PAT => m.pat,
             IA32_TSC => self.tsc(),
+            IA32_TSC_ADJUST => m.tsc_adjust,
             IA32_APIC_BASE => m.apic_base,
             IA32_MISC_ENABLE => m.misc_enable,
             IA32_TSC_AUX => m.tsc_aux,
@@ -119,7 +121,18 @@ impl Cpu {
                 }
                 self.state.msr.pat = v;
             }
-            IA32_TSC => self.set_tsc(v),
+            IA32_TSC => {
+                // SDM 17.17.3: a TSC write moves TSC_ADJUST by the same step.
+                let step = v.wrapping_sub(self.tsc());
+                self.state.msr.tsc_adjust = self.state.msr.tsc_adjust.wrapping_add(step);
+                self.set_tsc(v);
+            }
+            IA32_TSC_ADJUST => {
+                // ... and a TSC_ADJUST write moves the TSC.
+                let step = v.wrapping_sub(self.state.msr.tsc_adjust);
+                self.state.msr.tsc_offset = self.state.msr.tsc_offset.wrapping_add(step);
+                self.state.msr.tsc_adjust = v;
+            }
             IA32_APIC_BASE => self.state.msr.apic_base = v,
             IA32_MISC_ENABLE => self.state.msr.misc_enable = v,
             IA32_TSC_AUX => {

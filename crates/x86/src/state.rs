@@ -202,6 +202,8 @@ pub struct Msrs {
     pub tsc_aux: u64,
     /// Guest TSC = host TSC + offset.
     pub tsc_offset: u64,
+    /// IA32_TSC_ADJUST: the sum of the guest's changes to its TSC.
+    pub tsc_adjust: u64,
     /// MSRs the accelerator defined through `set_msrs` that the CPU does
     /// not model: plain storage, readable and writable by the guest.
     pub extra: std::collections::BTreeMap<u32, u64>,
@@ -223,6 +225,7 @@ impl Default for Msrs {
             misc_enable: 1, // fast strings
             tsc_aux: 0,
             tsc_offset: 0,
+            tsc_adjust: 0,
             extra: Default::default(),
         }
     }

@@ -533,3 +533,29 @@ fn cpu_is_send_and_signals_are_shareable() {
     sync::<crate::CpuSignals>();
     sync::<crate::CodeShare>();
 }
+
+#[test]
+fn tsc_adjust_follows_guest_tsc_writes_but_not_host_ones() {
+    use hv::Msr;
+    let mut cpu = crate::Cpu::default();
+    cpu.set_msrs(&[Msr {
+        index: 0x10,
+        data: 1 << 40,
+    }])
+    .unwrap();
+    assert_eq!(
+        cpu.read_msr(0x3b),
+        Some(0),
+        "host writes leave TSC_ADJUST alone"
+    );
+    let before = cpu.tsc();
+    cpu.write_msr(0x3b, 1 << 30).unwrap();
+    let after = cpu.tsc();
+    assert!(
+        after.wrapping_sub(before) >= 1 << 30,
+        "TSC_ADJUST moves the TSC"
+    );
+    cpu.write_msr(0x10, 5).unwrap();
+    let adjust = cpu.read_msr(0x3b).unwrap();
+    assert_ne!(adjust, 1 << 30, "a guest TSC write moves TSC_ADJUST");
+}
