@@ -159,7 +159,23 @@ fn linux_boots_runs_commands_and_powers_off_on_one_vcpu() {
         &guest,
         1,
         "echo sum=$((40 + 2)); uname -sr; grep -c ^processor /proc/cpuinfo; \
-         head -c 4096 /dev/urandom | wc -c",
+         head -c 4096 /dev/urandom | wc -c; sleep 2; echo epoch=$(date +%s)",
+    );
+    // Guest time runs at wall-clock rate: the clock the guest set from the
+    // RTC at boot still agrees with the host's after the whole boot.
+    let host_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let guest_epoch: i64 = b
+        .console
+        .lines()
+        .find_map(|l| l.strip_prefix("epoch="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no epoch line; tail:\n{}", b.tail()));
+    assert!(
+        (host_now - guest_epoch).abs() <= 3,
+        "guest clock {guest_epoch} vs host {host_now}"
     );
     b.expect("FERROVISOR-GUEST-READY");
     b.expect("sum=42");
