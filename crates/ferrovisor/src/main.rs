@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod demo;
+mod disk;
 mod size;
 mod stats;
 
@@ -64,6 +65,13 @@ struct RunArgs {
     /// Print a table of VM exits by reason for each vCPU at exit.
     #[arg(long)]
     stats: bool,
+    /// A virtio-blk disk on a raw image: path=IMG[,readonly=on][,id=ID]
+    /// (repeatable; the guest sees vda, vdb, ... in this order).
+    #[arg(long = "disk", value_name = "path=IMG[,readonly=on][,id=ID]", value_parser = disk::parse_disk)]
+    disks: Vec<vmm::DiskConfig>,
+    /// A virtio-rng entropy device fed from the host's /dev/urandom.
+    #[arg(long)]
+    rng: bool,
 }
 
 /// One line: the error and its causes.
@@ -121,6 +129,9 @@ fn main() -> ExitCode {
 
     match cli.command {
         Command::Run(args) => {
+            if let Some(id) = disk::duplicate_id(&args.disks) {
+                return fail(&format!("two --disk options have id={id}"), 2);
+            }
             let config = MachineConfig {
                 accel: args.accel,
                 memory: args.memory,
@@ -129,6 +140,8 @@ fn main() -> ExitCode {
                 cmdline: args.cmdline,
                 boot_protocol: args.boot,
                 console_input: true,
+                disks: args.disks,
+                rng: args.rng,
                 ..MachineConfig::new(args.kernel)
             };
             run(&config, args.stats)

@@ -8,6 +8,10 @@
 //! | 0xf4–0xf7 | debug-exit | — |
 //! | 0x3f8–0x3ff | COM1 (16550A) | 4 |
 //! | 0x600–0x60f | ACPI power management (sleep, reset, PM1) | — |
+//!
+//! virtio-mmio devices (in the DSDT as `LNRO0005`, level-triggered IRQs):
+//! one 4 KiB window each from [`VIRTIO_MMIO_BASE`], the disks first (in
+//! `--disk` order), then the entropy device; IRQs from [`VIRTIO_IRQS`].
 
 use std::sync::{Arc, Mutex};
 
@@ -19,12 +23,50 @@ use devices::i8042::{I8042, I8042_BASE, I8042_SIZE};
 use devices::ratelimit::RateLimiter;
 use devices::rtc::{Rtc, RTC_BASE, RTC_IRQ, RTC_SIZE};
 use devices::serial::{Serial, COM1_BASE, COM1_IRQ, UART_SIZE};
-use devices::{BusError, Clock, HostClock, IoBuses, IrqLine, RequestSink};
+use devices::{Clock, HostClock, IoBuses, IrqLine, RequestSink};
 use hv::Vm;
 use vm_memory::GuestMemoryMmap;
 
 use crate::config::MachineConfig;
 use crate::platform_timer::PlatformTimer;
+use crate::MachineError;
+
+/// Guest-physical base of the virtio-mmio windows (in the MMIO hole).
+pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
+/// Size of each virtio-mmio window.
+pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
+/// GSIs of the virtio-mmio devices, in order: 4 (COM1) and 8 (RTC) are
+/// taken, 0 and 2 are the timer's.
+pub const VIRTIO_IRQS: [u32; 17] = [
+    5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,
+];
+
+/// Where each virtio device of `config` goes: (window base, GSI).
+pub(crate) fn virtio_slots(config: &MachineConfig) -> Result<Vec<(u64, u32)>, MachineError> {
+    let count = config.disks.len() + usize::from(config.rng);
+    if count > VIRTIO_IRQS.len() {
+        return Err(MachineError::TooManyVirtioDevices {
+            count,
+            max: VIRTIO_IRQS.len(),
+        });
+    }
+    Ok((0..count)
+        .map(|i| {
+            (
+                VIRTIO_MMIO_BASE + i as u64 * VIRTIO_MMIO_SIZE,
+                VIRTIO_IRQS[i],
+            )
+        })
+        .collect())
+}
+
+/// The DSDT entries of the virtio devices of `config`.
+pub(crate) fn virtio_acpi_devices(config: &MachineConfig) -> Result<Vec<AcpiDevice>, MachineError> {
+    Ok(virtio_slots(config)?
+        .into_iter()
+        .map(|(addr, irq)| AcpiDevice::virtio_mmio(addr, VIRTIO_MMIO_SIZE, irq))
+        .collect())
+}
 
 /// Raises a GSI on the VM's irqchip.
 struct GsiLine {
@@ -66,9 +108,10 @@ pub(crate) struct Board {
 /// (power off, reset, debug exit) go to `requests`.
 pub(crate) fn build(
     vm: &Arc<dyn Vm>,
+    mem: &GuestMemoryMmap,
     config: &MachineConfig,
     requests: RequestSink,
-) -> Result<Board, BusError> {
+) -> Result<Board, MachineError> {
     let clock: Arc<dyn Clock> = Arc::new(HostClock::new());
     let mut timer = PlatformTimer::new(clock.clone());
     let serial = Arc::new(Mutex::new(Serial::new(
@@ -107,11 +150,44 @@ pub(crate) fn build(
         ACPI_PM_SIZE,
         Arc::new(Mutex::new(AcpiPm::new(requests))),
     )?;
+    add_virtio_devices(&mut buses, vm, mem, config)?;
     Ok(Board {
         buses,
         serial,
         timer,
     })
+}
+
+/// Opens the disks and the entropy source of `config` and maps their
+/// virtio-mmio transports.
+fn add_virtio_devices(
+    buses: &mut IoBuses,
+    vm: &Arc<dyn Vm>,
+    mem: &GuestMemoryMmap,
+    config: &MachineConfig,
+) -> Result<(), MachineError> {
+    let mut models: Vec<(String, Box<dyn virtio::VirtioDevice>)> = Vec::new();
+    for (i, disk) in config.disks.iter().enumerate() {
+        let id = disk.id.as_deref().unwrap_or("");
+        let block =
+            virtio::blk::Block::open(&disk.path, disk.read_only, id).map_err(MachineError::Disk)?;
+        models.push((format!("virtio-blk{i}"), Box::new(block)));
+    }
+    if config.rng {
+        let rng = virtio::rng::Rng::new().map_err(MachineError::Entropy)?;
+        models.push(("virtio-rng".to_string(), Box::new(rng)));
+    }
+    for ((name, model), (addr, irq)) in models.into_iter().zip(virtio_slots(config)?) {
+        let transport =
+            virtio::mmio::MmioTransport::new(model, mem.clone(), GsiLine::line(vm, irq));
+        buses.mmio.insert(
+            &name,
+            addr,
+            VIRTIO_MMIO_SIZE,
+            Arc::new(Mutex::new(transport)),
+        )?;
+    }
+    Ok(())
 }
 
 /// Why the ACPI tables were or were not written.
@@ -132,6 +208,7 @@ pub(crate) fn write_acpi_tables(
     mem: &GuestMemoryMmap,
     boot: &BootInfo,
     vcpus: u32,
+    extra_devices: &[AcpiDevice],
 ) -> Result<AcpiPlacement, crate::MachineError> {
     let area = ACPI_AREA_START..ACPI_AREA_END;
     let overlaps = |r: &std::ops::Range<u64>| r.start < area.end && area.start < r.end;
@@ -148,8 +225,10 @@ pub(crate) fn write_acpi_tables(
         }
         _ => {}
     }
+    let mut devices = vec![AcpiDevice::COM1, AcpiDevice::Rtc];
+    devices.extend_from_slice(extra_devices);
     let cfg = AcpiConfig {
-        devices: vec![AcpiDevice::COM1, AcpiDevice::Rtc],
+        devices,
         ..AcpiConfig::new(vcpus)
     };
     let rsdp = arch::acpi::create_acpi_tables(mem, &cfg).map_err(crate::MachineError::Acpi)?;
@@ -183,21 +262,21 @@ mod tests {
     #[test]
     fn tables_for_multiboot_only_outside_the_bios_area() {
         let mem = crate::memory::create_guest_memory(16 << 20).unwrap();
-        let placed = write_acpi_tables(&mem, &boot(BootKind::Bare, 0x20_0000..0x20_1000), 1);
+        let placed = write_acpi_tables(&mem, &boot(BootKind::Bare, 0x20_0000..0x20_1000), 1, &[]);
         assert_eq!(placed.unwrap(), AcpiPlacement::NotForBare);
         assert_eq!(rsdp_signature(&mem), [0; 8]);
 
         let in_the_way = boot(BootKind::Multiboot, 0xf_0000..0x10_1000);
-        let placed = write_acpi_tables(&mem, &in_the_way, 1);
+        let placed = write_acpi_tables(&mem, &in_the_way, 1, &[]);
         assert_eq!(placed.unwrap(), AcpiPlacement::KernelInTheWay);
         let mut module_in_the_way = boot(BootKind::Multiboot, 0x10_0000..0x10_1000);
         module_in_the_way.initrd = Some(0xe_8000..0xe_9000);
-        let placed = write_acpi_tables(&mem, &module_in_the_way, 1);
+        let placed = write_acpi_tables(&mem, &module_in_the_way, 1, &[]);
         assert_eq!(placed.unwrap(), AcpiPlacement::KernelInTheWay);
         assert_eq!(rsdp_signature(&mem), [0; 8]);
 
         let clear = boot(BootKind::Multiboot, 0x10_0000..0x10_1000);
-        let placed = write_acpi_tables(&mem, &clear, 2);
+        let placed = write_acpi_tables(&mem, &clear, 2, &[]);
         assert_eq!(
             placed.unwrap(),
             AcpiPlacement::Written {
@@ -210,8 +289,13 @@ mod tests {
     #[test]
     fn bad_vcpu_counts_are_an_acpi_error() {
         let mem = crate::memory::create_guest_memory(16 << 20).unwrap();
-        let err = write_acpi_tables(&mem, &boot(BootKind::Multiboot, 0x10_0000..0x10_1000), 0)
-            .unwrap_err();
+        let err = write_acpi_tables(
+            &mem,
+            &boot(BootKind::Multiboot, 0x10_0000..0x10_1000),
+            0,
+            &[],
+        )
+        .unwrap_err();
         assert!(matches!(err, crate::MachineError::Acpi(_)), "{err}");
     }
 }

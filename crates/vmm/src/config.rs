@@ -69,6 +69,19 @@ pub struct MachineConfig {
     pub console: ConsoleOutput,
     /// Feed the host's standard input to the serial console.
     pub console_input: bool,
+    /// virtio-blk disks, in order (the guest's vda, vdb, ...).
+    pub disks: Vec<DiskConfig>,
+    /// A virtio-rng entropy device.
+    pub rng: bool,
+}
+
+/// A virtio-blk disk on a raw image file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskConfig {
+    pub path: PathBuf,
+    pub read_only: bool,
+    /// What the guest reads as the disk's serial number (at most 20 bytes).
+    pub id: Option<String>,
 }
 
 pub const MIN_MEMORY: u64 = 16 << 20;
@@ -87,6 +100,8 @@ impl MachineConfig {
             boot_protocol: BootProtocol::Auto,
             console: ConsoleOutput::Stdout,
             console_input: false,
+            disks: Vec::new(),
+            rng: false,
         }
     }
 }

@@ -41,6 +41,14 @@ pub enum MachineError {
     Bus(#[from] BusError),
     #[error("cannot start a vCPU thread")]
     Thread(#[source] std::io::Error),
+    #[error("cannot open a disk")]
+    Disk(#[source] virtio::blk::BlockError),
+    #[error("cannot open the host's entropy source")]
+    Entropy(#[source] std::io::Error),
+    #[error("{count} virtio devices requested; at most {max} are supported")]
+    TooManyVirtioDevices { count: usize, max: usize },
+    #[error("two disks have the ID {0:?}")]
+    DuplicateDiskId(String),
     #[error("cannot start the platform timer thread")]
     TimerThread(#[source] std::io::Error),
 }
@@ -127,6 +135,13 @@ impl Machine {
         if config.vcpus == 0 || config.vcpus > MAX_VCPUS {
             return Err(MachineError::VcpuCount(config.vcpus));
         }
+        let mut ids = std::collections::HashSet::new();
+        for id in config.disks.iter().filter_map(|d| d.id.as_ref()) {
+            if !ids.insert(id) {
+                return Err(MachineError::DuplicateDiskId(id.clone()));
+            }
+        }
+        let virtio_acpi = board::virtio_acpi_devices(config)?;
         let mem = create_guest_memory(config.memory)?;
         let boot = arch::boot::load_kernel(
             &mem,
@@ -138,7 +153,7 @@ impl Machine {
             },
         )
         .map_err(MachineError::Boot)?;
-        let acpi = board::write_acpi_tables(&mem, &boot, config.vcpus)?;
+        let acpi = board::write_acpi_tables(&mem, &boot, config.vcpus, &virtio_acpi)?;
 
         let accel = hypervisor.name();
         let vm: Arc<dyn Vm> = Arc::from(
@@ -158,7 +173,7 @@ impl Machine {
                 let _ = tx.send(MachineEvent::Guest(request));
             })
         };
-        let board = board::build(&vm, config, requests)?;
+        let board = board::build(&vm, &mem, config, requests)?;
 
         let supported = vm.supported_cpuid().map_err(hv_err("CPUID"))?;
         let mut vcpus = Vec::with_capacity(config.vcpus as usize);

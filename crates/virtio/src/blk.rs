@@ -1,0 +1,357 @@
+//! virtio-blk (block device, ID 2) over a raw image file.
+//!
+//! Requests: IN, OUT, FLUSH (sync_data), GET_ID, DISCARD and WRITE_ZEROES
+//! (both write zeroes). A read-only disk offers VIRTIO_BLK_F_RO and answers
+//! writes with IOERR. Sectors are checked against the image size.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestMemoryMmap;
+
+use crate::chain::{serve_queue, Chain, Segments};
+use crate::{
+    read_config_bytes, Activation, DeviceError, Interrupt, VirtioDevice, F_RING_EVENT_IDX,
+    F_RING_INDIRECT_DESC, F_VERSION_1, TYPE_BLOCK,
+};
+
+pub const SECTOR_SIZE: u64 = 512;
+/// Bytes of the serial number GET_ID returns.
+pub const ID_BYTES: usize = 20;
+
+pub const F_SEG_MAX: u64 = 1 << 2;
+pub const F_RO: u64 = 1 << 5;
+pub const F_FLUSH: u64 = 1 << 9;
+pub const F_DISCARD: u64 = 1 << 13;
+pub const F_WRITE_ZEROES: u64 = 1 << 14;
+
+pub const T_IN: u32 = 0;
+pub const T_OUT: u32 = 1;
+pub const T_FLUSH: u32 = 4;
+pub const T_GET_ID: u32 = 8;
+pub const T_DISCARD: u32 = 11;
+pub const T_WRITE_ZEROES: u32 = 13;
+
+pub const S_OK: u8 = 0;
+pub const S_IOERR: u8 = 1;
+pub const S_UNSUPP: u8 = 2;
+
+const QUEUE_SIZES: &[u16] = &[256];
+/// Largest transfer per host read/write.
+const CHUNK: u64 = 256 << 10;
+/// Segment limit advertised (descriptors of data per request).
+const SEG_MAX: u32 = 254;
+/// Most sectors per discard / write-zeroes segment.
+const MAX_ZERO_SECTORS: u32 = 1 << 16;
+/// Most segments per discard / write-zeroes request.
+const MAX_ZERO_SEGS: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    #[error("cannot open disk image {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the size of disk image {path}")]
+    Size {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("disk ID {0:?} is longer than {ID_BYTES} bytes")]
+    IdTooLong(String),
+}
+
+/// Requests served, by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlockCounters {
+    pub reads: u64,
+    pub writes: u64,
+    pub flushes: u64,
+    pub errors: u64,
+    pub unsupported: u64,
+}
+
+struct Active {
+    mem: GuestMemoryMmap,
+    queue: Queue,
+    interrupt: Arc<dyn Interrupt>,
+}
+
+/// The block device.
+pub struct Block {
+    file: File,
+    size: u64,
+    read_only: bool,
+    id: [u8; ID_BYTES],
+    config: Vec<u8>,
+    active: Option<Active>,
+    counters: BlockCounters,
+}
+
+impl Block {
+    /// A block device on the raw image at `path`; `id` is what GET_ID
+    /// returns (at most 20 bytes).
+    pub fn open(path: &Path, read_only: bool, id: &str) -> Result<Block, BlockError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .open(path)
+            .map_err(|source| BlockError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let size = file
+            .metadata()
+            .map_err(|source| BlockError::Size {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .len();
+        if id.len() > ID_BYTES {
+            return Err(BlockError::IdTooLong(id.to_string()));
+        }
+        let mut id_bytes = [0u8; ID_BYTES];
+        id_bytes[..id.len()].copy_from_slice(id.as_bytes());
+        Ok(Block {
+            config: config_space(size / SECTOR_SIZE),
+            file,
+            size,
+            read_only,
+            id: id_bytes,
+            active: None,
+            counters: BlockCounters::default(),
+        })
+    }
+
+    pub fn counters(&self) -> BlockCounters {
+        self.counters
+    }
+
+    /// Serves one request; returns the bytes written into the chain.
+    fn request(&mut self, mem: &GuestMemoryMmap, chain: &Chain) -> u32 {
+        let input = chain.readable();
+        let output = chain.writable();
+        // The status byte is the last writable byte.
+        let Some(status_at) = output.len().checked_sub(1) else {
+            self.counters.errors += 1;
+            return 0;
+        };
+        let mut header = [0u8; 16];
+        let (status, data_written) = if !input.read_at(mem, 0, &mut header) {
+            (S_IOERR, 0)
+        } else {
+            let kind = u32::from_le_bytes(header[0..4].try_into().unwrap_or_default());
+            let sector = u64::from_le_bytes(header[8..16].try_into().unwrap_or_default());
+            self.execute(mem, kind, sector, &input, &output, status_at)
+        };
+        match status {
+            S_OK => {}
+            S_UNSUPP => self.counters.unsupported += 1,
+            _ => self.counters.errors += 1,
+        }
+        if !output.write_at(mem, status_at, &[status]) {
+            return 0;
+        }
+        (data_written + 1) as u32
+    }
+
+    /// Runs a request; returns its status and the data bytes it wrote.
+    fn execute(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        kind: u32,
+        sector: u64,
+        input: &Segments,
+        output: &Segments,
+        data_out: u64,
+    ) -> (u8, u64) {
+        let data_in = input.len() - 16;
+        match kind {
+            T_IN => {
+                self.counters.reads += 1;
+                match self.range(sector, data_out) {
+                    Some(start) => match self.read_into(mem, start, output, data_out) {
+                        true => (S_OK, data_out),
+                        false => (S_IOERR, 0),
+                    },
+                    None => (S_IOERR, 0),
+                }
+            }
+            T_OUT => {
+                self.counters.writes += 1;
+                if self.read_only {
+                    return (S_IOERR, 0);
+                }
+                match self.range(sector, data_in) {
+                    Some(start) => (self.write_from(mem, start, input, data_in), 0),
+                    None => (S_IOERR, 0),
+                }
+            }
+            T_FLUSH => {
+                self.counters.flushes += 1;
+                if self.read_only || self.file.sync_data().is_ok() {
+                    (S_OK, 0)
+                } else {
+                    (S_IOERR, 0)
+                }
+            }
+            T_GET_ID => {
+                let n = data_out.min(ID_BYTES as u64);
+                if output.write_at(mem, 0, &self.id[..n as usize]) {
+                    (S_OK, n)
+                } else {
+                    (S_IOERR, 0)
+                }
+            }
+            T_DISCARD | T_WRITE_ZEROES if !self.read_only => {
+                (self.write_zeroes(mem, input, data_in), 0)
+            }
+            T_DISCARD | T_WRITE_ZEROES => (S_IOERR, 0),
+            _ => (S_UNSUPP, 0),
+        }
+    }
+
+    /// The byte offset of `sector` if `len` bytes from there lie in the
+    /// image and `len` is whole sectors.
+    fn range(&self, sector: u64, len: u64) -> Option<u64> {
+        if !len.is_multiple_of(SECTOR_SIZE) {
+            return None;
+        }
+        let start = sector.checked_mul(SECTOR_SIZE)?;
+        (start.checked_add(len)? <= self.size).then_some(start)
+    }
+
+    fn read_into(&self, mem: &GuestMemoryMmap, start: u64, out: &Segments, len: u64) -> bool {
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(CHUNK) as usize;
+            let mut buf = vec![0u8; n];
+            if self.file.read_exact_at(&mut buf, start + done).is_err()
+                || !out.write_at(mem, done, &buf)
+            {
+                return false;
+            }
+            done += n as u64;
+        }
+        true
+    }
+
+    fn write_from(&self, mem: &GuestMemoryMmap, start: u64, input: &Segments, len: u64) -> u8 {
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(CHUNK) as usize;
+            let mut buf = vec![0u8; n];
+            if !input.read_at(mem, 16 + done, &mut buf)
+                || self.file.write_all_at(&buf, start + done).is_err()
+            {
+                return S_IOERR;
+            }
+            done += n as u64;
+        }
+        S_OK
+    }
+
+    /// DISCARD and WRITE_ZEROES: segments of (sector u64, num_sectors u32,
+    /// flags u32); both write zeroes.
+    fn write_zeroes(&self, mem: &GuestMemoryMmap, input: &Segments, len: u64) -> u8 {
+        if len == 0 || !len.is_multiple_of(16) || len / 16 > u64::from(MAX_ZERO_SEGS) {
+            return S_IOERR;
+        }
+        for i in 0..len / 16 {
+            let mut seg = [0u8; 16];
+            if !input.read_at(mem, 16 + i * 16, &mut seg) {
+                return S_IOERR;
+            }
+            let sector = u64::from_le_bytes(seg[0..8].try_into().unwrap_or_default());
+            let sectors = u32::from_le_bytes(seg[8..12].try_into().unwrap_or_default());
+            let flags = u32::from_le_bytes(seg[12..16].try_into().unwrap_or_default());
+            if flags & !1 != 0 || sectors > MAX_ZERO_SECTORS {
+                return S_UNSUPP;
+            }
+            let bytes = u64::from(sectors) * SECTOR_SIZE;
+            let Some(start) = self.range(sector, bytes) else {
+                return S_IOERR;
+            };
+            let zeroes = vec![0u8; CHUNK as usize];
+            let mut done = 0;
+            while done < bytes {
+                let n = (bytes - done).min(CHUNK) as usize;
+                if self.file.write_all_at(&zeroes[..n], start + done).is_err() {
+                    return S_IOERR;
+                }
+                done += n as u64;
+            }
+        }
+        S_OK
+    }
+}
+
+/// The configuration space (virtio 1.2, 5.2.4) of a disk of `capacity`
+/// sectors.
+fn config_space(capacity: u64) -> Vec<u8> {
+    let mut c = vec![0u8; 60];
+    c[0..8].copy_from_slice(&capacity.to_le_bytes());
+    c[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
+    c[34..36].copy_from_slice(&1u16.to_le_bytes()); // num_queues
+    c[36..40].copy_from_slice(&MAX_ZERO_SECTORS.to_le_bytes()); // max_discard_sectors
+    c[40..44].copy_from_slice(&MAX_ZERO_SEGS.to_le_bytes()); // max_discard_seg
+    c[44..48].copy_from_slice(&1u32.to_le_bytes()); // discard_sector_alignment
+    c[48..52].copy_from_slice(&MAX_ZERO_SECTORS.to_le_bytes()); // max_write_zeroes_sectors
+    c[52..56].copy_from_slice(&MAX_ZERO_SEGS.to_le_bytes()); // max_write_zeroes_seg
+    c
+}
+
+impl VirtioDevice for Block {
+    fn device_type(&self) -> u32 {
+        TYPE_BLOCK
+    }
+    fn queue_max_sizes(&self) -> &[u16] {
+        QUEUE_SIZES
+    }
+    fn features(&self) -> u64 {
+        let base = F_VERSION_1 | F_RING_INDIRECT_DESC | F_RING_EVENT_IDX | F_SEG_MAX | F_FLUSH;
+        if self.read_only {
+            base | F_RO
+        } else {
+            base | F_DISCARD | F_WRITE_ZEROES
+        }
+    }
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_bytes(&self.config, offset, data);
+    }
+    fn activate(&mut self, activation: Activation) -> Result<(), DeviceError> {
+        let queue = activation
+            .queues
+            .into_iter()
+            .next()
+            .filter(|q| q.ready())
+            .ok_or(DeviceError::NoQueue(0))?;
+        self.active = Some(Active {
+            mem: activation.mem,
+            queue,
+            interrupt: activation.interrupt,
+        });
+        Ok(())
+    }
+    fn queue_notify(&mut self, queue: usize) -> Result<(), DeviceError> {
+        if queue != 0 {
+            return Err(DeviceError::NoQueue(queue));
+        }
+        let mut active = self.active.take().ok_or(DeviceError::NotActivated)?;
+        let mem = active.mem.clone();
+        let result = serve_queue(&mem, &mut active.queue, &*active.interrupt, |chain| {
+            self.request(&mem, chain)
+        });
+        self.active = Some(active);
+        result
+    }
+    fn reset(&mut self) {
+        self.active = None;
+    }
+}
