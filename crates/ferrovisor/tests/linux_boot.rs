@@ -239,3 +239,23 @@ fn demo_boots_linux_and_powers_off() {
         assert!(console.contains(text), "{text:?} missing; tail: {tail:?}");
     }
 }
+
+#[test]
+fn linux_brings_four_vcpus_online() {
+    let Some(guest) = guest() else { return };
+    let b = boot(
+        &guest,
+        4,
+        "echo online=$(cat /sys/devices/system/cpu/online); \
+         echo cpus=$(grep -c ^processor /proc/cpuinfo)",
+    );
+    b.expect("online=0-3");
+    b.expect("cpus=4");
+    b.expect("FERROVISOR-CMD-EXIT=0");
+    assert_eq!(
+        b.status,
+        Some(0),
+        "exit status; console tail:\n{}",
+        b.tail()
+    );
+}
