@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use iced_x86::Instruction;
+use crate::exec::Op;
 
 /// Most instructions in one block.
 pub const MAX_BLOCK_INSNS: usize = 64;
@@ -20,7 +20,9 @@ pub struct Block {
     pub gpa: u64,
     /// Code size (16, 32, 64).
     pub bits: u32,
-    pub insns: Vec<Instruction>,
+    /// The instructions, pre-decoded. Never changed after the block is
+    /// cached (the interpreter runs them through a pointer).
+    pub ops: Vec<Op>,
     /// Still in the cache (false once invalidated).
     pub live: bool,
 }
@@ -60,48 +62,149 @@ pub type BlockId = u32;
 /// straddling a page boundary).
 pub const SCRATCH: BlockId = u32::MAX;
 
-const JUMP_CACHE: usize = 4096;
+const JUMP_CACHE: usize = 16384;
 const NONE: BlockId = u32::MAX;
+/// A jump-cache key that never matches.
+pub const NO_KEY: u64 = u64::MAX;
 
 #[inline]
 fn jump_index(rip: u64) -> usize {
-    ((rip ^ (rip >> 12)) as usize) & (JUMP_CACHE - 1)
+    (rip.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - JUMP_CACHE.trailing_zeros())) as usize
 }
 
-/// The per-CPU block cache: blocks in a slab (so executing one needs no
-/// reference counting), found through a direct-mapped jump cache in front
-/// of a map, and indexed by guest-physical page for invalidation.
+/// The ops of a block, as the interpreter runs them.
+#[derive(Clone, Copy)]
+pub struct OpsRef {
+    ptr: *const Op,
+    len: u32,
+}
+
+impl OpsRef {
+    pub(crate) const EMPTY: OpsRef = OpsRef {
+        ptr: std::ptr::NonNull::dangling().as_ptr(),
+        len: 0,
+    };
+
+    fn of(ops: &[Op]) -> OpsRef {
+        OpsRef {
+            ptr: ops.as_ptr(),
+            len: ops.len() as u32,
+        }
+    }
+
+    /// The ops.
+    ///
+    /// # Safety
+    ///
+    /// The cache the reference came from must not have run
+    /// [`BlockCache::collect_garbage`] since (op buffers of dropped blocks
+    /// are kept until then, and cached blocks never change their ops).
+    #[inline]
+    pub(crate) unsafe fn ops<'x>(self) -> &'x [Op] {
+        // SAFETY: `ptr` and `len` come from a live `Vec<Op>` whose buffer
+        // is freed only by collect_garbage (the caller's contract).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len as usize) }
+    }
+}
+
+/// A direct-mapped jump-cache entry: a cached block and where its ops
+/// are. In 64-bit mode a hit needs only RIP and `key` (the TLB generation
+/// and the privilege): the translation of RIP cannot change without a new
+/// TLB generation. Otherwise the block's (RIP, physical address, code
+/// size) are compared. An entry always names a live block (killing a
+/// block clears its entry).
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct Jump {
+    rip: u64,
+    key: u64,
+    ptr: *const Op,
+    len: u32,
+    id: BlockId,
+}
+
+impl Jump {
+    #[inline]
+    fn new(rip: u64, key: u64, id: BlockId, ops: OpsRef) -> Jump {
+        Jump {
+            rip,
+            key,
+            ptr: ops.ptr,
+            len: ops.len,
+            id,
+        }
+    }
+
+    #[inline]
+    fn ops(&self) -> OpsRef {
+        OpsRef {
+            ptr: self.ptr,
+            len: self.len,
+        }
+    }
+}
+
+const NO_JUMP: Jump = Jump {
+    rip: u64::MAX,
+    key: NO_KEY,
+    ptr: OpsRef::EMPTY.ptr,
+    len: 0,
+    id: NONE,
+};
+
+/// The per-CPU block cache: blocks in a slab, found through a
+/// direct-mapped jump cache in front of a map, and indexed by
+/// guest-physical page for invalidation. The ops of dropped blocks are
+/// kept in a graveyard until [`BlockCache::collect_garbage`], so that a
+/// block may invalidate itself (self-modifying code) while it runs.
 pub struct BlockCache {
     slab: Vec<Block>,
     free: Vec<BlockId>,
-    jump: Vec<BlockId>,
+    jump: Vec<Jump>,
     map: FastMap<Key, BlockId>,
     /// Guest-physical page → ids of the blocks decoded from it.
     pages: FastMap<u64, Vec<BlockId>>,
     scratch: Block,
+    graveyard: Vec<Vec<Op>>,
+    dead_slabs: Vec<Vec<Block>>,
     /// Blocks decoded since creation (statistics).
     pub decoded: u64,
     /// Blocks invalidated because their page was written.
     pub invalidated: u64,
+    /// Bumped when blocks are dropped (links between blocks check it).
+    pub(crate) kills: u64,
+    /// Debug builds: the op buffers of cached blocks, to check that the
+    /// interpreter only ever enters live blocks.
+    #[cfg(debug_assertions)]
+    live_ops: std::collections::HashSet<usize>,
 }
+
+// SAFETY: the raw pointers in the jump cache point into op buffers owned
+// by this cache (blocks, graveyard or dead slabs); they move with it.
+unsafe impl Send for BlockCache {}
 
 impl Default for BlockCache {
     fn default() -> Self {
         BlockCache {
             slab: Vec::new(),
             free: Vec::new(),
-            jump: vec![NONE; JUMP_CACHE],
+            jump: vec![NO_JUMP; JUMP_CACHE],
             map: FastMap::default(),
             pages: FastMap::default(),
             scratch: Block {
                 rip: 0,
                 gpa: 0,
                 bits: 64,
-                insns: Vec::new(),
+                ops: Vec::new(),
                 live: false,
             },
+            graveyard: Vec::new(),
+            dead_slabs: Vec::new(),
             decoded: 0,
             invalidated: 0,
+            kills: 0,
+            #[cfg(debug_assertions)]
+            live_ops: Default::default(),
         }
     }
 }
@@ -112,74 +215,74 @@ impl BlockCache {
         (b.rip, b.gpa, b.bits)
     }
 
+    /// The ops of the block at `rip` by the jump cache's `key` alone
+    /// (64-bit mode).
     #[inline]
-    pub fn get(&mut self, rip: u64, gpa: u64, bits: u32) -> Option<BlockId> {
+    pub fn get_fast(&self, rip: u64, key: u64) -> Option<OpsRef> {
+        let j = &self.jump[jump_index(rip)];
+        if j.rip == rip && j.key == key {
+            return Some(j.ops());
+        }
+        None
+    }
+
+    /// The block at (`rip`, `gpa`, `bits`); remembers it in the jump
+    /// cache under `key`.
+    #[inline]
+    pub fn get(&mut self, rip: u64, gpa: u64, bits: u32, key: u64) -> Option<OpsRef> {
         let slot = jump_index(rip);
-        let id = self.jump[slot];
+        let id = self.jump[slot].id;
         if let Some(b) = self.slab.get(id as usize) {
             if b.rip == rip && b.gpa == gpa && b.bits == bits && b.live {
-                return Some(id);
+                self.jump[slot].key = key;
+                return Some(self.jump[slot].ops());
             }
         }
         let id = *self.map.get(&(rip, gpa, bits))?;
-        self.jump[slot] = id;
-        Some(id)
+        let ops = OpsRef::of(&self.slab[id as usize].ops);
+        self.jump[slot] = Jump::new(rip, key, id, ops);
+        Some(ops)
     }
 
-    /// The block with id `id` (an empty one if it was invalidated).
-    #[inline]
-    pub fn block(&self, id: BlockId) -> &Block {
-        if id == SCRATCH {
-            return &self.scratch;
+    /// Whether `ops` belong to a cached block or are the scratch block's
+    /// (debug builds; always true otherwise).
+    pub fn is_live(&self, ops: OpsRef) -> bool {
+        #[cfg(debug_assertions)]
+        {
+            self.is_scratch(ops) || self.live_ops.contains(&(ops.ptr as usize))
         }
-        self.slab.get(id as usize).unwrap_or(&self.scratch)
+        #[cfg(not(debug_assertions))]
+        {
+            let _ = ops;
+            true
+        }
     }
 
-    /// Moves the instructions of block `id` out for execution (no copy,
-    /// no reference count); give them back with [`BlockCache::put_insns`].
+    /// Whether `ops` are those of the uncached (scratch) block, which
+    /// nothing may link to: the next uncached block replaces them.
     #[inline]
-    pub fn take_insns(&mut self, id: BlockId) -> Vec<Instruction> {
-        let b = if id == SCRATCH {
-            &mut self.scratch
-        } else {
-            match self.slab.get_mut(id as usize) {
-                Some(b) => b,
-                None => return Vec::new(),
-            }
-        };
-        std::mem::take(&mut b.insns)
-    }
-
-    /// Returns instructions taken with `take_insns`, unless the block was
-    /// invalidated meanwhile (then they are dropped).
-    #[inline]
-    pub fn put_insns(&mut self, id: BlockId, insns: Vec<Instruction>) {
-        if id == SCRATCH {
-            return;
-        }
-        if let Some(b) = self.slab.get_mut(id as usize) {
-            if b.live && b.insns.is_empty() {
-                b.insns = insns;
-            }
-        }
+    pub fn is_scratch(&self, ops: OpsRef) -> bool {
+        std::ptr::eq(ops.ptr, self.scratch.ops.as_ptr())
     }
 
     /// Stores an uncached block in the scratch slot.
-    pub fn set_scratch(&mut self, mut block: Block) -> BlockId {
+    pub fn set_scratch(&mut self, mut block: Block) -> OpsRef {
         block.live = false;
-        self.scratch = block;
-        SCRATCH
+        let old = std::mem::replace(&mut self.scratch, block);
+        self.graveyard.push(old.ops);
+        OpsRef::of(&self.scratch.ops)
     }
 
-    pub fn insert(&mut self, mut block: Block) -> BlockId {
+    /// Caches a block; `key` as for [`BlockCache::get`].
+    pub fn insert(&mut self, mut block: Block, key: u64) -> OpsRef {
         block.live = true;
         if self.map.len() >= MAX_BLOCKS {
             self.clear();
         }
         self.decoded += 1;
-        let key = Self::key_of(&block);
+        let map_key = Self::key_of(&block);
         let page = block.gpa & !0xfff;
-        if let Some(&old) = self.map.get(&key) {
+        if let Some(&old) = self.map.get(&map_key) {
             self.kill(old);
         }
         let id = match self.free.pop() {
@@ -192,10 +295,13 @@ impl BlockCache {
                 (self.slab.len() - 1) as BlockId
             }
         };
-        self.map.insert(key, id);
+        let ops = OpsRef::of(&self.slab[id as usize].ops);
+        #[cfg(debug_assertions)]
+        self.live_ops.insert(ops.ptr as usize);
+        self.map.insert(map_key, id);
         self.pages.entry(page).or_default().push(id);
-        self.jump[jump_index(key.0)] = id;
-        id
+        self.jump[jump_index(map_key.0)] = Jump::new(map_key.0, key, id, ops);
+        ops
     }
 
     fn kill(&mut self, id: BlockId) {
@@ -207,11 +313,14 @@ impl BlockCache {
         }
         let key = (b.rip, b.gpa, b.bits);
         b.live = false;
-        b.insns = Vec::new();
+        self.kills += 1;
+        #[cfg(debug_assertions)]
+        self.live_ops.remove(&(b.ops.as_ptr() as usize));
+        self.graveyard.push(std::mem::take(&mut b.ops));
         self.map.remove(&key);
         let slot = jump_index(key.0);
-        if self.jump[slot] == id {
-            self.jump[slot] = NONE;
+        if self.jump[slot].id == id {
+            self.jump[slot] = NO_JUMP;
         }
         self.free.push(id);
     }
@@ -238,11 +347,26 @@ impl BlockCache {
     }
 
     pub fn clear(&mut self) {
-        self.jump.fill(NONE);
+        self.kills += 1;
+        #[cfg(debug_assertions)]
+        self.live_ops.clear();
+        self.jump.fill(NO_JUMP);
         self.map.clear();
         self.pages.clear();
-        self.slab.clear();
+        if !self.slab.is_empty() {
+            self.dead_slabs.push(std::mem::take(&mut self.slab));
+        }
         self.free.clear();
+    }
+
+    /// Frees the ops of dropped blocks. No [`OpsRef`] may be in use.
+    pub fn collect_garbage(&mut self) {
+        if !self.graveyard.is_empty() {
+            self.graveyard.clear();
+        }
+        if !self.dead_slabs.is_empty() {
+            self.dead_slabs.clear();
+        }
     }
 
     pub fn len(&self) -> usize {

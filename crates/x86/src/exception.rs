@@ -23,11 +23,13 @@ pub const PF: u8 = 14;
 pub const MF: u8 = 16;
 pub const XM: u8 = 19;
 
-/// A pending exception: vector and optional error code.
+/// A pending exception: vector and optional error code. (Error codes
+/// fit in 16 bits; keeping `R<()>` this small lets it return in a
+/// register from every instruction handler.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exc {
     pub vector: u8,
-    pub code: Option<u32>,
+    pub code: Option<u16>,
 }
 
 pub type R<T> = Result<T, Exc>;
@@ -35,25 +37,25 @@ pub type R<T> = Result<T, Exc>;
 pub fn gp(code: u32) -> Exc {
     Exc {
         vector: GP,
-        code: Some(code),
+        code: Some(code as u16),
     }
 }
 pub fn ss(code: u32) -> Exc {
     Exc {
         vector: SS_FAULT,
-        code: Some(code),
+        code: Some(code as u16),
     }
 }
 pub fn np(code: u32) -> Exc {
     Exc {
         vector: NP,
-        code: Some(code),
+        code: Some(code as u16),
     }
 }
 pub fn ts(code: u32) -> Exc {
     Exc {
         vector: TS,
-        code: Some(code),
+        code: Some(code as u16),
     }
 }
 pub fn ud() -> Exc {
@@ -123,7 +125,7 @@ impl Exec<'_> {
                     if double {
                         (v, c) = (DF, Some(0));
                     } else {
-                        (v, c) = (e.vector, e.code);
+                        (v, c) = (e.vector, e.code.map(u32::from));
                     }
                     k = EventKind::Exception;
                 }
@@ -145,7 +147,7 @@ impl Exec<'_> {
         if e.vector == UD {
             self.c.counters.inc(ExitReason::InsnEmulationFail);
         }
-        self.deliver_event(e.vector, e.code, EventKind::Exception);
+        self.deliver_event(e.vector, e.code.map(u32::from), EventKind::Exception);
     }
 
     fn deliver_once(&mut self, vector: u8, code: Option<u32>, kind: EventKind) -> R<()> {

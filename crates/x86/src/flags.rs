@@ -21,6 +21,9 @@ pub enum FlagOp {
     Inc,
     /// DEC; `aux` holds the preserved CF.
     Dec,
+    /// SF/ZF/PF from the result, CF = `aux` bit 0, OF = `aux` bit 1,
+    /// AF = 0 (shifts, multiplications).
+    Szp,
 }
 
 /// RFLAGS with lazily evaluated arithmetic flags.
@@ -168,6 +171,7 @@ impl LazyFlags {
             }
             FlagOp::Logic => false,
             FlagOp::Inc | FlagOp::Dec => self.aux != 0,
+            FlagOp::Szp => self.aux & 1 != 0,
         }
     }
 
@@ -195,7 +199,7 @@ impl LazyFlags {
     pub fn af(&self) -> bool {
         match self.op {
             FlagOp::None => self.bits & AF != 0,
-            FlagOp::Logic => false,
+            FlagOp::Logic | FlagOp::Szp => false,
             FlagOp::Inc => self.res & 0xf == 0,
             FlagOp::Dec => self.res & 0xf == 0xf,
             _ => (self.a ^ self.b ^ self.res) & 0x10 != 0,
@@ -211,6 +215,7 @@ impl LazyFlags {
             FlagOp::Logic => false,
             FlagOp::Inc => self.res & self.mask() == t,
             FlagOp::Dec => self.res & self.mask() == t - 1,
+            FlagOp::Szp => self.aux & 2 != 0,
         }
     }
 

@@ -15,6 +15,36 @@
 //! page after a write to it (the Bus sees `ram(gpa, true)` and can log the
 //! page dirty), never for a page that holds decoded code.
 //!
+//! # How it runs fast
+//!
+//! - Each block is compiled once into pre-decoded ops (`exec::op`): the
+//!   handler of every instruction is chosen at decode time — a specialised
+//!   one (`exec::fast`, const-generic over operation, operand size,
+//!   condition and flag recording) for the common integer forms (MOV,
+//!   MOVZX/MOVSX, LEA, ALU, INC/DEC/NEG/NOT, shifts and rotates, IMUL, MUL,
+//!   DIV, CMOVcc, SETcc, BT*, BSWAP, Jcc/JMP/CALL/RET, PUSH/POP) with
+//!   register, immediate and memory operands, else the generic dispatch on
+//!   the iced-x86 mnemonic. Operands become GPR numbers, base/index/scale/
+//!   displacement and masked immediates.
+//! - Lazy flags, and a backward liveness pass per block: an instruction
+//!   whose flags a later one overwrites (with defined values) before
+//!   anything can observe them — a read, the block's end, an instruction
+//!   that can fault — records nothing. Ops also keep a handler that always
+//!   records, used when the budget cuts a block short, so RFLAGS is exact
+//!   wherever `run` can stop or an exception or interrupt is delivered.
+//!   A register CMP/TEST and the Jcc ending a block run as one op.
+//! - Memory operands in 64-bit mode take an inlined TLB path (the TLB only
+//!   holds canonical pages, so no canonical check is needed on a hit);
+//!   other modes use the segmented path.
+//! - The soft TLB has 4096 entries per bank; a CR3 write changes a salt in
+//!   the tags instead of clearing entries (global pages are re-salted), and
+//!   page-table pages are found through a small physical-page cache.
+//! - Blocks are found through a jump cache keyed, in 64-bit mode, by RIP
+//!   and the TLB generation (no translation needed on a hit), and chained:
+//!   the last op of a block remembers its successor. Blocks run back to
+//!   back until an instruction asks for the run loop (`block_exit`), a
+//!   signal arrives or the budget is spent.
+//!
 //! # Using it
 //!
 //! ```text
@@ -271,6 +301,8 @@ impl Cpu {
     /// Drops the decoded blocks (not the TLB).
     pub fn flush_code(&mut self) {
         self.blocks.clear();
+        // Outside `run`: no block is executing.
+        self.blocks.collect_garbage();
         self.block_exit = true;
     }
 
@@ -360,6 +392,8 @@ impl Cpu {
     pub fn flush_tlb(&mut self) {
         self.tlb.flush_all();
         self.blocks.clear();
+        // Outside `run`: no block is executing.
+        self.blocks.collect_garbage();
     }
 
     /// Recomputes derived state after `state` was changed from outside.
@@ -401,7 +435,7 @@ impl Cpu {
         }
         self.state.halted = false;
         self.counters.inc(ExitReason::IrqInjection);
-        let mut ex = exec::Exec { c: self, bus };
+        let mut ex = exec::Exec::new(self, bus);
         ex.deliver_event(vector, None, exception::EventKind::External);
         Ok(())
     }
@@ -414,7 +448,7 @@ impl Cpu {
         }
         self.state.halted = false;
         self.counters.inc(ExitReason::IrqInjection);
-        let mut ex = exec::Exec { c: self, bus };
+        let mut ex = exec::Exec::new(self, bus);
         ex.deliver_event(2, None, exception::EventKind::Nmi);
         self.state.nmi_blocked = true;
         true
@@ -423,7 +457,7 @@ impl Cpu {
     /// Runs guest code until an exit. At most `max_instructions` are
     /// retired (u64::MAX for no limit).
     pub fn run(&mut self, bus: &mut dyn Bus, max_instructions: u64) -> CpuExit {
-        let mut ex = exec::Exec { c: self, bus };
+        let mut ex = exec::Exec::new(self, bus);
         ex.run(max_instructions)
     }
 }

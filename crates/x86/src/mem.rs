@@ -8,7 +8,7 @@ use hv::ExitReason;
 
 use crate::exception::{gp, ss, Exc, R};
 use crate::exec::Exec;
-use crate::mmu::{AccessKind, Tlb};
+use crate::mmu::AccessKind;
 use crate::state::{Mode, FS, SS};
 
 /// The size of the next MMIO piece at `a` with `left` bytes to go: the
@@ -32,7 +32,7 @@ pub fn canonical(a: u64) -> bool {
 /// # Safety
 /// `p..p+size` must be valid for reads.
 #[inline]
-unsafe fn host_read(p: *const u8, size: u32) -> u64 {
+pub(crate) unsafe fn host_read(p: *const u8, size: u32) -> u64 {
     // SAFETY: the caller guarantees p..p+size is readable; unaligned reads
     // are used because guest data has no alignment guarantee.
     unsafe {
@@ -50,7 +50,7 @@ unsafe fn host_read(p: *const u8, size: u32) -> u64 {
 /// # Safety
 /// `p..p+size` must be valid for writes.
 #[inline]
-unsafe fn host_write(p: *mut u8, size: u32, v: u64) {
+pub(crate) unsafe fn host_write(p: *mut u8, size: u32, v: u64) {
     // SAFETY: the caller guarantees p..p+size is writable.
     unsafe {
         match size {
@@ -181,14 +181,12 @@ impl Exec<'_> {
     /// Reads 1/2/4/8 bytes at a linear address.
     #[inline]
     pub(crate) fn read_lin(&mut self, lin: u64, size: u32, user: bool) -> R<u64> {
-        let vpn = lin >> 12;
-        let off = lin & 0xfff;
-        let e = &self.c.tlb.e[user as usize][Tlb::index(vpn)];
-        if e.tag_r == vpn && off + size as u64 <= 4096 {
+        if let Some(p) = self.c.tlb.host(user as usize, lin, size, false) {
             // SAFETY: a TLB read tag is only installed for a page the Bus
             // returned as RAM with at least 4096 bytes; the pointer stays
-            // valid until the next TLB flush (Bus contract); off+size <= 4096.
-            return Ok(unsafe { host_read((e.host + off as usize) as *const u8, size) });
+            // valid until the next TLB flush (Bus contract); the access
+            // stays in the page (checked by Tlb::host).
+            return Ok(unsafe { host_read(p, size) });
         }
         self.read_lin_slow(lin, size, user)
     }
@@ -226,14 +224,11 @@ impl Exec<'_> {
     /// Writes 1/2/4/8 bytes at a linear address.
     #[inline]
     pub(crate) fn write_lin(&mut self, lin: u64, size: u32, v: u64, user: bool) -> R<()> {
-        let vpn = lin >> 12;
-        let off = lin & 0xfff;
-        let e = &self.c.tlb.e[user as usize][Tlb::index(vpn)];
-        if e.tag_w == vpn && off + size as u64 <= 4096 {
+        if let Some(p) = self.c.tlb.host(user as usize, lin, size, true) {
             // SAFETY: a TLB write tag is only installed for a page the Bus
             // returned as writable RAM (>= 4096 bytes) that holds no decoded
             // code; valid until the next TLB flush (Bus contract).
-            unsafe { host_write((e.host + off as usize) as *mut u8, size, v) };
+            unsafe { host_write(p, size, v) };
             return Ok(());
         }
         self.write_lin_bytes(lin, &v.to_le_bytes()[..size as usize], user)
@@ -270,16 +265,12 @@ impl Exec<'_> {
         if lin & (size as u64 - 1) != 0 {
             return Ok(None);
         }
-        let vpn = lin >> 12;
-        if self.c.tlb.e[user as usize][Tlb::index(vpn)].tag_w != vpn {
+        if !self.c.tlb.hit(user as usize, lin, true) {
             self.translate_fill(lin, AccessKind::Write, user)?;
         }
-        let e = &self.c.tlb.e[user as usize][Tlb::index(vpn)];
-        let p = e.host + (lin & 0xfff) as usize;
-        if e.tag_w == vpn && p & (size as usize - 1) == 0 {
-            Ok(Some(p as *mut u8))
-        } else {
-            Ok(None)
+        match self.c.tlb.host(user as usize, lin, size, true) {
+            Some(p) if (p as usize) & (size as usize - 1) == 0 => Ok(Some(p)),
+            _ => Ok(None),
         }
     }
 
@@ -505,28 +496,14 @@ impl Exec<'_> {
     /// when the page is RAM accessible for `write` (None: use the slow path).
     pub(crate) fn host_page(&mut self, lin: u64, write: bool) -> R<Option<*mut u8>> {
         let user = self.user();
-        let vpn = lin >> 12;
-        let idx = Tlb::index(vpn);
-        let hit = |t: &Tlb| {
-            let e = &t.e[user as usize][idx];
-            if write {
-                e.tag_w == vpn
-            } else {
-                e.tag_r == vpn
-            }
-        };
-        if !hit(&self.c.tlb) {
+        if !self.c.tlb.hit(user as usize, lin, write) {
             let kind = if write {
                 AccessKind::Write
             } else {
                 AccessKind::Read
             };
             self.translate_fill(lin, kind, user)?;
-            if !hit(&self.c.tlb) {
-                return Ok(None);
-            }
         }
-        let e = &self.c.tlb.e[user as usize][idx];
-        Ok(Some((e.host + (lin & 0xfff) as usize) as *mut u8))
+        Ok(self.c.tlb.host(user as usize, lin, 1, write))
     }
 }

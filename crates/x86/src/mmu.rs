@@ -1,44 +1,84 @@
 //! Paging: 32-bit, PAE and 4-level page walks with A/D bits, and the
 //! software TLB that caches guest-linear page → host page.
 
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
 use hv::ExitReason;
 
 use crate::exception::{Exc, R};
 use crate::exec::Exec;
 use crate::state::{cr0, cr4, efer};
 
-pub const TLB_SIZE: usize = 512;
-const INVALID: u64 = u64::MAX;
+/// Entries per bank.
+pub const TLB_SIZE: usize = 4096;
+/// An invalid tag. Tags are `vpn | salt`: a linear page number has at
+/// most 52 bits, the salt (the flush generation of non-global entries,
+/// never 0) lives above them, so no tag is 0 and an all-zero entry is
+/// empty.
+const INVALID: u64 = 0;
+const SALT_SHIFT: u32 = 52;
+const VPN_MASK: u64 = (1 << SALT_SHIFT) - 1;
+/// Salt generations (1..SALTS) before a full clear.
+const SALTS: u64 = 1 << (64 - SALT_SHIFT);
+/// `pg` bit: the entry maps a global page.
+const GLOBAL: u64 = 1;
 
-/// One TLB entry: a 4 KiB linear page and its host page. A tag equals the
-/// linear page number when that access kind is allowed without a walk.
+/// One TLB entry (32 bytes, so that one cache line holds two): a 4 KiB
+/// linear page and its host page. A tag equals the salted linear page
+/// number when that access is allowed without a walk; in the
+/// instruction-fetch banks `tag_r` means "may execute".
 #[derive(Debug, Clone, Copy)]
+#[repr(C, align(32))]
 pub struct TlbEntry {
     pub tag_r: u64,
     pub tag_w: u64,
-    pub tag_x: u64,
     /// Host address of the start of the page.
     pub host: usize,
-    /// Guest-physical page address.
-    pub gpa: u64,
-    pub global: bool,
+    /// Guest-physical page address, | GLOBAL.
+    pub pg: u64,
 }
 
 const EMPTY: TlbEntry = TlbEntry {
     tag_r: INVALID,
     tag_w: INVALID,
-    tag_x: INVALID,
     host: 0,
-    gpa: 0,
-    global: false,
+    pg: 0,
 };
+
+/// Where a linear page is: its host page, guest-physical page, and
+/// whether the mapping is global.
+#[derive(Debug, Clone, Copy)]
+pub struct Mapped {
+    pub host: usize,
+    pub gpa: u64,
+    pub global: bool,
+}
 
 /// Direct-mapped software TLB with four banks: data accesses by the
 /// supervisor (0) and by CPL 3 (1), instruction fetches by the supervisor
 /// (2) and by CPL 3 (3).
+///
+/// A CR3 reload does not touch the entries: it changes the salt, so the
+/// non-global ones stop matching, and re-salts the global ones (found
+/// through a list of the slots that were filled with global pages).
 pub struct Tlb {
-    pub(crate) e: Box<[[TlbEntry; TLB_SIZE]; 4]>,
+    e: Box<[[TlbEntry; TLB_SIZE]; 4]>,
+    /// The current salt, `<< SALT_SHIFT`.
+    salt: u64,
+    /// Slots (bank * TLB_SIZE + index) filled with global pages since the
+    /// last flush; may hold stale slots.
+    globals: Vec<u32>,
+    /// Bumped whenever translations are dropped (flushes, INVLPG): the
+    /// block cache's jump entries remember it instead of a physical address.
+    pub(crate) gen: u64,
+    /// Guest-physical page → host page of recently walked paging
+    /// structures (tag u64::MAX: empty). Dropped by `flush_all`, which is
+    /// what a memory-map change leads to.
+    tables: [(u64, usize); TABLE_CACHE],
 }
+
+/// Entries in the paging-structure page cache.
+const TABLE_CACHE: usize = 64;
 
 /// The instruction-fetch bank for a privilege.
 #[inline]
@@ -54,39 +94,134 @@ impl Default for Tlb {
 
 impl Tlb {
     pub fn new() -> Tlb {
+        let e = Box::<[[TlbEntry; TLB_SIZE]; 4]>::new_zeroed();
         Tlb {
-            e: Box::new([[EMPTY; TLB_SIZE]; 4]),
+            // SAFETY: TlbEntry is plain integers; all zeros is EMPTY.
+            e: unsafe { e.assume_init() },
+            salt: 1 << SALT_SHIFT,
+            globals: Vec::new(),
+            gen: 0,
+            tables: [(u64::MAX, 0); TABLE_CACHE],
         }
     }
 
     #[inline]
     pub fn index(vpn: u64) -> usize {
-        ((vpn ^ (vpn >> 9)) as usize) & (TLB_SIZE - 1)
+        ((vpn ^ (vpn >> 12)) as usize) & (TLB_SIZE - 1)
+    }
+
+    /// The host address of `size` bytes at `lin` in bank `bank`, when the
+    /// TLB allows the access (reading, or writing when `write`) and the
+    /// bytes do not leave the page.
+    #[inline(always)]
+    pub fn host(&self, bank: usize, lin: u64, size: u32, write: bool) -> Option<*mut u8> {
+        let vpn = lin >> 12;
+        let e = &self.e[bank & 3][Self::index(vpn)];
+        let tag = if write { e.tag_w } else { e.tag_r };
+        let off = lin & 0xfff;
+        if tag == vpn | self.salt && off <= 4096 - size as u64 {
+            Some((e.host + off as usize) as *mut u8)
+        } else {
+            None
+        }
+    }
+
+    /// Whether bank `bank` allows the access to `lin`'s page.
+    #[inline]
+    pub fn hit(&self, bank: usize, lin: u64, write: bool) -> bool {
+        let vpn = lin >> 12;
+        let e = &self.e[bank & 3][Self::index(vpn)];
+        let tag = if write { e.tag_w } else { e.tag_r };
+        tag == vpn | self.salt
+    }
+
+    /// The guest-physical address of `lin` when an instruction-fetch bank
+    /// allows executing it.
+    #[inline]
+    pub fn code_gpa(&self, bank: usize, lin: u64) -> Option<u64> {
+        let vpn = lin >> 12;
+        let e = &self.e[bank & 3][Self::index(vpn)];
+        (e.tag_r == vpn | self.salt).then_some((e.pg & !0xfff) | (lin & 0xfff))
+    }
+
+    /// Installs a translation. `read` is "may execute" in the
+    /// instruction-fetch banks.
+    pub fn fill(&mut self, bank: usize, lin: u64, read: bool, write: bool, page: Mapped) {
+        let Mapped { host, gpa, global } = page;
+        let vpn = lin >> 12;
+        let tag = vpn | self.salt;
+        let idx = Self::index(vpn);
+        self.e[bank & 3][idx] = TlbEntry {
+            tag_r: if read { tag } else { INVALID },
+            tag_w: if write { tag } else { INVALID },
+            host,
+            pg: (gpa & !0xfff) | if global { GLOBAL } else { 0 },
+        };
+        if global {
+            if self.globals.len() >= 4 * TLB_SIZE {
+                // Mostly stale: keep the slots that still hold global pages.
+                let e = &self.e;
+                self.globals
+                    .retain(|&s| e[s as usize / TLB_SIZE][s as usize % TLB_SIZE].pg & GLOBAL != 0);
+                self.globals.sort_unstable();
+                self.globals.dedup();
+            }
+            self.globals.push(((bank & 3) * TLB_SIZE + idx) as u32);
+        }
     }
 
     pub fn flush_all(&mut self) {
+        self.gen += 1;
+        self.tables = [(u64::MAX, 0); TABLE_CACHE];
         for bank in self.e.iter_mut() {
             bank.fill(EMPTY);
         }
+        self.globals.clear();
     }
 
     /// CR3 reload: drops everything but global entries.
     pub fn flush_nonglobal(&mut self) {
-        for bank in self.e.iter_mut() {
-            for e in bank.iter_mut() {
-                if !e.global {
-                    *e = EMPTY;
+        self.gen += 1;
+        let old = self.salt;
+        let next = (old >> SALT_SHIFT) + 1;
+        if next >= SALTS {
+            // Out of salts: clear the non-global entries for real.
+            for bank in self.e.iter_mut() {
+                for e in bank.iter_mut() {
+                    if e.pg & GLOBAL == 0 {
+                        *e = EMPTY;
+                    }
                 }
             }
+            self.salt = 1 << SALT_SHIFT;
+        } else {
+            self.salt = next << SALT_SHIFT;
         }
+        let new = self.salt;
+        let e = &mut self.e;
+        self.globals.retain(|&s| {
+            let x = &mut e[s as usize / TLB_SIZE][s as usize % TLB_SIZE];
+            if x.pg & GLOBAL == 0 {
+                return false;
+            }
+            for t in [&mut x.tag_r, &mut x.tag_w] {
+                if *t != INVALID && *t & !VPN_MASK == old {
+                    *t = (*t & VPN_MASK) | new;
+                }
+            }
+            true
+        });
+        self.globals.sort_unstable();
+        self.globals.dedup();
     }
 
     /// INVLPG.
     pub fn flush_page(&mut self, lin: u64) {
+        self.gen += 1;
         let vpn = lin >> 12;
         for bank in self.e.iter_mut() {
             let e = &mut bank[Self::index(vpn)];
-            if e.tag_r == vpn || e.tag_w == vpn || e.tag_x == vpn {
+            if e.tag_r & VPN_MASK == vpn || e.tag_w & VPN_MASK == vpn {
                 *e = EMPTY;
             }
         }
@@ -94,7 +229,7 @@ impl Tlb {
 
     /// Revokes all fast write access (some page became code elsewhere).
     pub fn revoke_all_writes(&mut self) {
-        for bank in self.e.iter_mut() {
+        for bank in self.e[..2].iter_mut() {
             for e in bank.iter_mut() {
                 e.tag_w = INVALID;
             }
@@ -104,9 +239,9 @@ impl Tlb {
     /// Revokes fast write access to a guest-physical page (it now holds
     /// decoded code, whose writes must go through the slow path).
     pub fn revoke_write(&mut self, gpa_page: u64) {
-        for bank in self.e.iter_mut() {
+        for bank in self.e[..2].iter_mut() {
             for e in bank.iter_mut() {
-                if e.tag_w != INVALID && e.gpa == gpa_page {
+                if e.tag_w != INVALID && e.pg & !0xfff == gpa_page {
                     e.tag_w = INVALID;
                 }
             }
@@ -152,9 +287,43 @@ struct Level {
 impl Exec<'_> {
     fn pte_read(&mut self, addr: u64, wide: bool) -> u64 {
         let size = if wide { 8 } else { 4 };
+        if addr & (size - 1) == 0 {
+            if let Some(host) = self.table_page(addr & !0xfff) {
+                let p = host + (addr & 0xfff) as usize;
+                // SAFETY: `host` is the start of a RAM page (>= 4096 bytes,
+                // page aligned as guest RAM mappings are) that stays valid
+                // until the next TLB flush (Bus contract); `p` is aligned
+                // to `size` and inside it. Other vCPUs update entries
+                // atomically (A/D bits) or with plain stores.
+                return unsafe {
+                    if wide {
+                        AtomicU64::from_ptr(p as *mut u64).load(Ordering::Relaxed)
+                    } else {
+                        AtomicU32::from_ptr(p as *mut u32).load(Ordering::Relaxed) as u64
+                    }
+                };
+            }
+        }
         let mut buf = [0u8; 8];
-        self.phys_read(addr, &mut buf[..size]);
+        self.phys_read(addr, &mut buf[..size as usize]);
         u64::from_le_bytes(buf)
+    }
+
+    /// The host address of a guest-physical RAM page holding paging
+    /// structures, through a small cache (dropped with the TLB).
+    #[inline]
+    fn table_page(&mut self, page: u64) -> Option<usize> {
+        let slot = ((page >> 12) as usize) & (TABLE_CACHE - 1);
+        let (tag, host) = self.c.tlb.tables[slot];
+        if tag == page {
+            return Some(host);
+        }
+        let r = self.bus.ram(page, false)?;
+        if r.len < 4096 || (r.host as usize) & 0xfff != 0 {
+            return None;
+        }
+        self.c.tlb.tables[slot] = (page, r.host as usize);
+        Some(r.host as usize)
     }
 
     fn page_fault(&mut self, lin: u64, code: u32) -> Exc {
@@ -162,7 +331,7 @@ impl Exec<'_> {
         self.c.counters.inc(ExitReason::PageFault);
         Exc {
             vector: crate::exception::PF,
-            code: Some(code),
+            code: Some(code as u16),
         }
     }
 
@@ -365,18 +534,20 @@ impl Exec<'_> {
         if ram.len < 4096 {
             return Ok(t.gpa);
         }
-        let vpn = lin >> 12;
         let exec = kind == AccessKind::Exec;
         let bank = if exec { code_bank(user) } else { user as usize };
-        let e = &mut self.c.tlb.e[bank][Tlb::index(vpn)];
-        *e = TlbEntry {
-            tag_r: vpn,
-            tag_w: if writable && !exec { vpn } else { INVALID },
-            tag_x: if t.can_exec && exec { vpn } else { INVALID },
+        if self.c.state.long_mode_active() && !crate::mem::canonical(lin) {
+            // Never cached: the fast paths rely on the TLB holding
+            // canonical pages only.
+            return Ok(t.gpa);
+        }
+        let read = if exec { t.can_exec } else { true };
+        let mapped = Mapped {
             host: ram.host as usize,
             gpa: page,
             global: t.global,
         };
+        self.c.tlb.fill(bank, lin, read, writable && !exec, mapped);
         Ok(t.gpa)
     }
 }

@@ -23,10 +23,16 @@ use crate::block::FastHasher;
 /// behind drops all its blocks.
 const LOG_LEN: usize = 256;
 
+/// Bits in the code-page filter.
+const FILTER_BITS: usize = 1 << 18;
+
 /// Shared by all CPUs of one VM ([`crate::Cpu::set_code_share`]).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CodeShare {
     pages: RwLock<HashSet<u64, BuildHasherDefault<FastHasher>>>,
+    /// A bit per hash of every page that became code since the last
+    /// `clear`: a clear bit answers `is_code` without the lock.
+    filter: Box<[AtomicU64]>,
     /// Bumped on every write to a code page.
     epoch: AtomicU64,
     /// (epoch after the write, page) of recent writes.
@@ -49,6 +55,24 @@ pub(crate) enum CatchUp {
     All,
 }
 
+impl Default for CodeShare {
+    fn default() -> Self {
+        CodeShare {
+            pages: Default::default(),
+            filter: (0..FILTER_BITS / 64).map(|_| AtomicU64::new(0)).collect(),
+            epoch: AtomicU64::new(0),
+            log: Default::default(),
+            revoke: AtomicU64::new(0),
+        }
+    }
+}
+
+#[inline]
+fn filter_bit(page: u64) -> (usize, u64) {
+    let h = (page >> 12).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - FILTER_BITS.trailing_zeros());
+    ((h / 64) as usize, 1u64 << (h % 64))
+}
+
 impl CodeShare {
     pub fn new() -> CodeShare {
         CodeShare::default()
@@ -65,7 +89,16 @@ impl CodeShare {
     }
 
     /// Whether `page` holds decoded code on some CPU.
+    #[inline]
     pub fn is_code(&self, page: u64) -> bool {
+        let (word, bit) = filter_bit(page);
+        if self.filter[word].load(Ordering::Acquire) & bit == 0 {
+            return false;
+        }
+        self.is_code_locked(page)
+    }
+
+    fn is_code_locked(&self, page: u64) -> bool {
         let pages = self.pages.read().unwrap_or_else(|p| p.into_inner());
         !pages.is_empty() && pages.contains(&page)
     }
@@ -76,6 +109,8 @@ impl CodeShare {
         if self.is_code(page) {
             return None;
         }
+        let (word, bit) = filter_bit(page);
+        self.filter[word].fetch_or(bit, Ordering::AcqRel);
         let newly = self
             .pages
             .write()
@@ -122,9 +157,10 @@ impl CodeShare {
 
     /// Forgets every code page (all CPUs flushed their blocks).
     pub fn clear(&self) {
-        self.pages
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        let mut pages = self.pages.write().unwrap_or_else(|p| p.into_inner());
+        pages.clear();
+        for w in self.filter.iter() {
+            w.store(0, Ordering::Release);
+        }
     }
 }

@@ -227,14 +227,17 @@ impl Exec<'_> {
                 (r, cf, msb(r) ^ ((r >> (bits - 2)) & 1), false)
             }
         };
-        let mut nf = if cf != 0 { CF } else { 0 };
-        if of != 0 {
-            nf |= OF;
-        }
         if arith {
-            nf |= szp(r, size);
-            self.c.state.flags.set_arith(ARITH, nf);
+            let aux = (cf & 1) | ((of & 1) << 1);
+            self.c
+                .state
+                .flags
+                .record(FlagOp::Szp, size, a, count as u64, r, aux);
         } else {
+            let mut nf = if cf != 0 { CF } else { 0 };
+            if of != 0 {
+                nf |= OF;
+            }
             self.c.state.flags.set_arith(CF | OF, nf);
         }
         r
@@ -315,11 +318,10 @@ impl Exec<'_> {
             let full = sext(a, size) as i128 * sext(b, size) as i128;
             let r = full as u64 & size_mask(size);
             let overflow = sext(r, size) as i128 != full;
-            let mut nf = szp(r, size);
-            if overflow {
-                nf |= CF | OF;
-            }
-            self.c.state.flags.set_arith(ARITH, nf);
+            self.c
+                .state
+                .flags
+                .record(FlagOp::Szp, size, a, b, r, overflow as u64 * 3);
             self.set_gpr(insn.op0_register(), r);
             return Ok(());
         }
@@ -348,22 +350,22 @@ impl Exec<'_> {
                 let rl = full as u64 & mask;
                 let rh = (full >> bits) as u64 & mask;
                 store(self, rl, rh);
-                let mut nf = szp(rl, size);
-                if rh != 0 {
-                    nf |= CF | OF;
-                }
-                self.c.state.flags.set_arith(ARITH, nf);
+                let aux = (rh != 0) as u64 * 3;
+                self.c
+                    .state
+                    .flags
+                    .record(FlagOp::Szp, size, lo, src, rl, aux);
             }
             Mnemonic::Imul => {
                 let full = sext(lo, size) as i128 * sext(src, size) as i128;
                 let rl = full as u64 & mask;
                 let rh = (full >> bits) as u64 & mask;
                 store(self, rl, rh);
-                let mut nf = szp(rl, size);
-                if sext(rl, size) as i128 != full {
-                    nf |= CF | OF;
-                }
-                self.c.state.flags.set_arith(ARITH, nf);
+                let aux = (sext(rl, size) as i128 != full) as u64 * 3;
+                self.c
+                    .state
+                    .flags
+                    .record(FlagOp::Szp, size, lo, src, rl, aux);
             }
             Mnemonic::Div => {
                 if src == 0 {

@@ -3,6 +3,8 @@
 
 mod alu;
 mod control;
+mod fast;
+mod op;
 mod seg;
 mod sse;
 mod ssefp;
@@ -20,16 +22,20 @@ use iced_x86::{
     Decoder, DecoderError, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register,
 };
 
-use crate::block::{Block, BlockId, MAX_BLOCK_INSNS};
+use crate::block::{Block, OpsRef, MAX_BLOCK_INSNS};
 use crate::exception::{gp, ud, R};
-use crate::mmu::{AccessKind, Tlb};
+use crate::mmu::AccessKind;
 use crate::state::{Mode, CS};
 use crate::{Bus, Cpu, CpuExit, CpuSignals};
+pub use op::Op;
 
 /// The execution context: the CPU and the bus it runs against.
 pub(crate) struct Exec<'a> {
     pub c: &'a mut Cpu,
     pub bus: &'a mut dyn Bus,
+    /// `c.icount` when the running block started (the count is stored
+    /// back when the block ends; the generic handler syncs it first).
+    pub icount0: u64,
 }
 
 /// A destination operand resolved once for read-modify-write.
@@ -49,12 +55,21 @@ pub(crate) fn ip_mask(bits: u32) -> u64 {
     }
 }
 
+impl<'a> Exec<'a> {
+    pub(crate) fn new(c: &'a mut Cpu, bus: &'a mut dyn Bus) -> Exec<'a> {
+        let icount0 = c.icount;
+        Exec { c, bus, icount0 }
+    }
+}
+
 impl Exec<'_> {
     // ------------------------------------------------------------ run loop
 
     pub(crate) fn run(&mut self, max: u64) -> CpuExit {
         let limit = self.c.icount.saturating_add(max);
         loop {
+            // No block runs here: free the ops of dropped blocks.
+            self.c.blocks.collect_garbage();
             if let Some(e) = self.c.pending_exit.take() {
                 return e;
             }
@@ -85,9 +100,9 @@ impl Exec<'_> {
             let shadow = self.c.shadow_icount == self.c.icount;
             if self.c.want_interrupt_window && shadow && self.c.state.if_set() {
                 self.run_block(self.c.icount + 1);
-            } else {
-                self.run_block(limit);
+                continue;
             }
+            self.run_chain(limit);
         }
     }
 
@@ -114,56 +129,161 @@ impl Exec<'_> {
         }
     }
 
+    /// Runs one block (used inside an interrupt shadow).
     fn run_block(&mut self, limit: u64) {
-        let id = match self.get_block() {
-            Ok(b) => b,
-            Err(e) => {
-                self.raise(e);
+        match self.get_block() {
+            // SAFETY: the block cache frees op buffers only in
+            // collect_garbage, which `run` calls between blocks.
+            Ok(ops) => _ = self.exec_ops(unsafe { ops.ops() }, limit),
+            Err(e) => self.raise(e),
+        }
+    }
+
+    /// Runs block after block while nothing needs a look from `run`: no
+    /// exit or mode change asked for by an instruction, no signal, no code
+    /// written by another CPU, budget left. A block's successor is found
+    /// through the link in its last op when the chain key still matches,
+    /// else through the jump cache (and the link is updated).
+    fn run_chain(&mut self, limit: u64) {
+        let mut ops = match self.get_block() {
+            Ok(ops) => ops,
+            Err(e) => return self.raise(e),
+        };
+        loop {
+            // SAFETY: the block cache frees op buffers only in
+            // collect_garbage, which `run` calls between blocks, never
+            // while this loop runs (a block may drop its own block:
+            // self-modifying code; its ops stay valid and `block_exit` is
+            // set).
+            let Some(last) = self.exec_ops(unsafe { ops.ops() }, limit) else {
+                return;
+            };
+            if self.c.icount >= limit
+                || self.c.signals.pending()
+                || self.c.want_interrupt_window
+                || self.c.code_share.epoch() != self.c.seen_code_epoch
+                || self.c.code_share.revoke_epoch() != self.c.seen_revoke
+            {
                 return;
             }
-        };
+            let rip = self.c.state.rip;
+            let key = self.chain_key();
+            let link = last.link.get();
+            if link.rip == rip && link.key == key && key != crate::block::NO_KEY {
+                debug_assert!(self.c.blocks.is_live(link.ops), "link to a dropped block");
+                ops = link.ops;
+                continue;
+            }
+            ops = match self.get_block() {
+                Ok(ops) => ops,
+                Err(e) => return self.raise(e),
+            };
+            // Decoding may have dropped blocks: the key after it.
+            let key = self.chain_key();
+            if key != crate::block::NO_KEY && !self.c.blocks.is_scratch(ops) {
+                last.link.set(op::Link { rip, key, ops });
+            }
+        }
+    }
+
+    /// The key links between blocks are valid under: in 64-bit mode, the
+    /// TLB generation plus the blocks dropped (both only grow, so the sum
+    /// changes when either does) and the privilege.
+    #[inline]
+    fn chain_key(&self) -> u64 {
+        if self.c.state.mode == Mode::Long {
+            ((self.c.tlb.gen + self.c.blocks.kills) << 1) | self.user() as u64
+        } else {
+            crate::block::NO_KEY
+        }
+    }
+
+    /// Runs the ops of a block. Returns the last op when the block ran to
+    /// its end (no exception, no `block_exit`, not cut short).
+    #[inline(always)]
+    fn exec_ops<'o>(&mut self, ops: &'o [Op], limit: u64) -> Option<&'o Op> {
         self.c.block_exit = false;
-        let mask = ip_mask(self.c.blocks.block(id).bits);
-        // The instructions are moved out of the cache while they run, so
-        // executing one may invalidate its own block (self-modifying code:
-        // that also sets `block_exit`); they are dropped instead of put back.
-        let insns = self.c.blocks.take_insns(id);
-        for insn in insns.iter() {
-            if self.c.icount >= limit {
-                break;
-            }
-            let ip = self.c.state.rip;
-            self.c.state.rip = insn.next_ip() & mask;
-            if let Err(e) = self.step(insn) {
-                self.c.state.rip = ip;
+        let icount0 = self.c.icount;
+        self.icount0 = icount0;
+        let budget = limit.saturating_sub(icount0);
+        // Instructions in the block (a fused op holds two).
+        let insns = ops.last().map_or(0, |op| op.end as u64);
+        let full = insns <= budget;
+        // A block cut short by the budget runs with handlers that keep the
+        // flags exact after every instruction.
+        let n = if full { ops.len() } else { budget as usize };
+        // Instructions retired by the first `done` ops: a fused op counts
+        // two when it runs whole.
+        let retired = |done: usize| match done {
+            0 => 0,
+            _ if full => ops[done - 1].end as u64,
+            _ => done as u64,
+        };
+        let mut done = 0;
+        for op in &ops[..n] {
+            let h = if full { op.h } else { op.hf };
+            if let Err(e) = h(self, op) {
+                self.c.icount = icount0 + retired(done);
+                self.c.state.rip = op.ip;
                 self.raise(e);
-                break;
+                return None;
             }
-            self.c.icount += 1;
+            done += 1;
             if self.c.block_exit {
                 break;
             }
         }
-        self.c.blocks.put_insns(id, insns);
+        let last = ops[..done].last()?;
+        if !last.sets_rip {
+            self.c.state.rip = last.next;
+        }
+        self.c.icount = icount0 + retired(done);
+        (done == ops.len() && !self.c.block_exit).then_some(last)
+    }
+
+    /// The jump-cache key for the current state: in 64-bit mode, the TLB
+    /// generation and the privilege; elsewhere none (the physical address
+    /// is compared instead).
+    #[inline]
+    fn jump_key(&self) -> u64 {
+        if self.c.state.mode == Mode::Long {
+            (self.c.tlb.gen << 1) | self.user() as u64
+        } else {
+            crate::block::NO_KEY
+        }
     }
 
     /// Finds or decodes the block at CS:RIP.
-    fn get_block(&mut self) -> R<BlockId> {
-        let bits = self.c.state.code_bits;
+    #[inline]
+    fn get_block(&mut self) -> R<OpsRef> {
         let rip = self.c.state.rip;
-        let lin = self.code_lin(rip)?;
-        let user = self.user();
-        let vpn = lin >> 12;
-        let e = &self.c.tlb.e[crate::mmu::code_bank(user)][Tlb::index(vpn)];
-        let gpa = if e.tag_x == vpn {
-            e.gpa | (lin & 0xfff)
-        } else {
-            self.translate_fill(lin, AccessKind::Exec, user)?
-        };
-        if let Some(b) = self.c.blocks.get(rip, gpa, bits) {
+        let key = self.jump_key();
+        if let Some(b) = self.c.blocks.get_fast(rip, key) {
+            debug_assert!(self.c.blocks.is_live(b), "jump to a dropped block");
             return Ok(b);
         }
-        self.decode_block(rip, lin, gpa, bits)
+        self.get_block_slow(rip, key)
+    }
+
+    #[inline(never)]
+    fn get_block_slow(&mut self, rip: u64, key: u64) -> R<OpsRef> {
+        let bits = self.c.state.code_bits;
+        let lin = self.code_lin(rip)?;
+        let user = self.user();
+        let gpa = match self.c.tlb.code_gpa(crate::mmu::code_bank(user), lin) {
+            Some(gpa) => gpa,
+            None => self.translate_fill(lin, AccessKind::Exec, user)?,
+        };
+        // The walk may have flushed (a code page's A bit): recompute the key.
+        let key = if key == crate::block::NO_KEY {
+            key
+        } else {
+            self.jump_key()
+        };
+        if let Some(b) = self.c.blocks.get(rip, gpa, bits, key) {
+            return Ok(b);
+        }
+        self.decode_block(rip, lin, gpa, bits, key)
     }
 
     /// CS:RIP → linear, with the CS limit check outside 64-bit mode.
@@ -180,9 +300,10 @@ impl Exec<'_> {
     }
 
     #[inline(never)]
-    fn decode_block(&mut self, rip: u64, lin: u64, gpa: u64, bits: u32) -> R<BlockId> {
-        let avail = (4096 - (gpa & 0xfff)) as usize;
-        let mut buf = [0u8; 4096];
+    fn decode_block(&mut self, rip: u64, lin: u64, gpa: u64, bits: u32, key: u64) -> R<OpsRef> {
+        // A block never needs more than MAX_BLOCK_INSNS * 15 bytes.
+        let avail = ((4096 - (gpa & 0xfff)) as usize).min(MAX_BLOCK_INSNS * 15);
+        let mut buf = [0u8; MAX_BLOCK_INSNS * 15];
         let cacheable = match self.bus.ram(gpa, false) {
             Some(r) if r.len >= avail => {
                 // SAFETY: the Bus contract makes r.host readable for r.len >= avail bytes.
@@ -221,27 +342,31 @@ impl Exec<'_> {
             rip,
             gpa,
             bits,
-            insns,
+            ops: op::compile(&insns, bits),
             live: false,
         };
         if !cacheable {
             return Ok(self.c.blocks.set_scratch(block));
         }
         let page = gpa & !0xfff;
+        // A page that already holds blocks has no fast write access left.
+        let new_code_page = !self.c.blocks.is_code_page(page);
         if let Some(r) = self.c.code_share.mark(page) {
             // This CPU's own new code page needs no global revoke here.
             if r == self.c.seen_revoke + 1 {
                 self.c.seen_revoke = r;
             }
         }
-        self.c.tlb.revoke_write(page);
-        Ok(self.c.blocks.insert(block))
+        if new_code_page {
+            self.c.tlb.revoke_write(page);
+        }
+        Ok(self.c.blocks.insert(block, key))
     }
 
     /// An instruction crossing into the next page: fetch up to 15 bytes
     /// through both translations and decode it alone (not cached).
     #[inline(never)]
-    fn decode_straddling(&mut self, rip: u64, lin: u64, gpa: u64, bits: u32) -> R<BlockId> {
+    fn decode_straddling(&mut self, rip: u64, lin: u64, gpa: u64, bits: u32) -> R<OpsRef> {
         let first = (4096 - (lin & 0xfff)) as usize;
         let mut buf = [0u8; 15];
         let first = first.min(15);
@@ -261,7 +386,7 @@ impl Exec<'_> {
             rip,
             gpa,
             bits,
-            insns: vec![insn],
+            ops: op::compile(&[insn], bits),
             live: false,
         }))
     }
@@ -433,7 +558,7 @@ impl Exec<'_> {
             Dst::Mem(lin) => {
                 let user = self.user();
                 let vpn = lin >> 12;
-                if self.c.tlb.e[user as usize][Tlb::index(vpn)].tag_w != vpn {
+                if !self.c.tlb.hit(user as usize, lin, true) {
                     let last = lin.wrapping_add(size as u64 - 1);
                     self.translate_fill(lin, AccessKind::Write, user)?;
                     if last >> 12 != vpn {
@@ -461,7 +586,7 @@ impl Exec<'_> {
 
     // ------------------------------------------------------------ dispatch
 
-    fn step(&mut self, insn: &Instruction) -> R<()> {
+    pub(crate) fn step(&mut self, insn: &Instruction) -> R<()> {
         use Mnemonic::*;
         match insn.mnemonic() {
             Add | Or | Adc | Sbb | And | Sub | Xor | Cmp | Test => self.alu2(insn),

@@ -64,6 +64,22 @@ fn arith32(m: Mnemonic, a: f32, b: f32) -> f32 {
         Mulss | Mulps => a * b,
         Divss | Divps => a / b,
         Sqrtss | Sqrtps => b.sqrt(),
+        // MIN/MAX return one operand bit for bit (a signalling NaN source
+        // included): no round trip through f64, which would quiet it.
+        Minss | Minps => {
+            if a < b {
+                a
+            } else {
+                b
+            }
+        }
+        Maxss | Maxps => {
+            if a > b {
+                a
+            } else {
+                b
+            }
+        }
         _ => arith(m, a as f64, b as f64) as f32,
     }
 }

@@ -122,6 +122,16 @@ fn thunk(insn: &[u8]) -> Vec<u8> {
     code
 }
 
+/// Cases per differential test: `default`, or FERROVISOR_DIFF_CASES for
+/// longer local runs (e.g. `FERROVISOR_DIFF_CASES=1000000 cargo test -p
+/// x86 --release differential`).
+fn cases(default: usize) -> usize {
+    std::env::var("FERROVISOR_DIFF_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -279,7 +289,8 @@ fn random_register_instructions_match_the_host() {
     let bmi1 = std::is_x86_feature_detected!("bmi1");
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut checked = 0;
-    for _ in 0..5000 {
+    let n = cases(5000);
+    for _ in 0..n {
         let insn = random_insn(&mut rng, bmi1);
         let decoded = Decoder::with_ip(64, &insn, 0, DecoderOptions::NONE).decode();
         let undefined = iced_flags(decoded.rflags_undefined());
@@ -322,7 +333,7 @@ fn random_register_instructions_match_the_host() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 5000);
+    assert_eq!(checked, n);
 }
 
 /// GPR image plus XMM0..15, for the SSE differential test.
@@ -484,7 +495,8 @@ impl Rng {
 fn random_sse_instructions_match_the_host() {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let mut changed = 0;
-    for _ in 0..4000 {
+    let n = cases(4000);
+    for _ in 0..n {
         let insn = random_sse(&mut rng);
         let decoded = Decoder::with_ip(64, &insn, 0, DecoderOptions::NONE).decode();
         let mut image: SseImage = [0; 49];
@@ -537,5 +549,366 @@ fn random_sse_instructions_match_the_host() {
             decoded.code()
         );
     }
-    assert!(changed > 3000, "only {changed} instructions changed state");
+    assert!(
+        changed > n * 3 / 4,
+        "only {changed} instructions changed state"
+    );
+}
+
+// ------------------------------------------------------------ sequences
+
+/// Bytes of scratch memory the sequences address through RBP.
+const SEQ_MEM: usize = 512;
+
+/// One random instruction that reads or writes memory at [RBP+disp]
+/// (RBP is never written by the sequences), or a balanced PUSH/POP pair.
+fn random_mem_insn(r: &mut Rng) -> Vec<u8> {
+    let mut a = CodeAssembler::new(64).unwrap();
+    let g64 = [
+        rax, rcx, rdx, rbx, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15,
+    ];
+    let g32 = [
+        eax, ecx, edx, ebx, esi, edi, r8d, r9d, r10d, r11d, r12d, r13d, r14d, r15d,
+    ];
+    let g16 = [
+        ax, cx, dx, bx, si, di, r8w, r9w, r10w, r11w, r12w, r13w, r14w, r15w,
+    ];
+    let g8 = [
+        al, cl, dl, bl, sil, dil, r8b, r9b, r10b, r11b, r12b, r13b, r14b, r15b, ah, ch, dh, bh,
+    ];
+    let d = (r.next() % (SEQ_MEM as u64 - 8)) as i32;
+    let imm = (r.next() & 0xff) as i32 - 0x80;
+    let sh = (r.next() % 40) as u32;
+    macro_rules! forms {
+        ($regs:expr, $ptr:ident) => {{
+            let g = r.pick(&$regs);
+            let m = $ptr(rbp + d);
+            match r.next() % 24 {
+                0 => a.mov(g, m),
+                1 => a.mov(m, g),
+                2 => a.add(g, m),
+                3 => a.sub(m, g),
+                4 => a.and(m, imm),
+                5 => a.or(g, m),
+                6 => a.xor(m, g),
+                7 => a.cmp(m, imm),
+                8 => a.cmp(g, m),
+                9 => a.test(m, g),
+                10 => a.adc(m, imm),
+                11 => a.sbb(g, m),
+                12 => a.inc(m),
+                13 => a.dec(m),
+                14 => a.neg(m),
+                15 => a.not(m),
+                16 => a.shl(m, sh),
+                17 => a.shr(m, sh),
+                18 => a.sar(m, sh),
+                19 => a.rol(m, sh),
+                20 => a.ror(m, sh),
+                21 => a.xadd(m, g),
+                22 => a.cmpxchg(m, g),
+                _ => a.xchg(m, g),
+            }
+        }};
+    }
+    match r.next() % 8 {
+        0 => forms!(g64, qword_ptr),
+        1 => forms!(g32, dword_ptr),
+        2 => forms!(g16, word_ptr),
+        3 => forms!(g8, byte_ptr),
+        4 => match r.next() % 8 {
+            0 => a.movzx(r.pick(&g32), byte_ptr(rbp + d)),
+            1 => a.movzx(r.pick(&g64), word_ptr(rbp + d)),
+            2 => a.movsx(r.pick(&g64), byte_ptr(rbp + d)),
+            3 => a.movsxd(r.pick(&g64), dword_ptr(rbp + d)),
+            4 => a.imul_2(r.pick(&g64), qword_ptr(rbp + d)),
+            5 => a.imul_3(r.pick(&g32), dword_ptr(rbp + d), imm),
+            6 => a.mul(qword_ptr(rbp + d)),
+            _ => a.imul(dword_ptr(rbp + d)),
+        },
+        5 => match r.next() % 4 {
+            0 => a.cmovne(r.pick(&g64), qword_ptr(rbp + d)),
+            1 => a.cmovb(r.pick(&g32), dword_ptr(rbp + d)),
+            2 => a.sete(byte_ptr(rbp + d)),
+            _ => a.setl(byte_ptr(rbp + d)),
+        },
+        6 => {
+            let x = r.pick(&g64);
+            let y = r.pick(&g64);
+            a.push(x).and_then(|_| a.pop(y))
+        }
+        _ => match r.next() % 3 {
+            0 => a.mov(qword_ptr(rbp + d), imm),
+            1 => a.mov(byte_ptr(rbp + d), imm as u32 & 0xff),
+            _ => a.mov(dword_ptr(rbp + d), imm),
+        },
+    }
+    .unwrap();
+    a.assemble(0).unwrap()
+}
+
+/// A division that cannot fault (the divisor is made positive and not
+/// zero, the dividend's high half zero or a sign extension), or one of
+/// the sign-extension and byte-swap instructions next to it.
+fn random_divide(r: &mut Rng) -> Vec<u8> {
+    let mut a = CodeAssembler::new(64).unwrap();
+    let d64 = [rbx, rcx, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15];
+    let d32 = [
+        ebx, ecx, esi, edi, r8d, r9d, r10d, r11d, r12d, r13d, r14d, r15d,
+    ];
+    let q = r.pick(&d64);
+    let q32 = r.pick(&d32);
+    (|| -> Result<(), iced_x86::IcedError> {
+        match r.next() % 8 {
+            0 => {
+                a.xor(edx, edx)?;
+                a.or(q, 1)?;
+                a.div(q)
+            }
+            1 => {
+                a.cqo()?;
+                a.and(q, 0x7fff_ffff)?;
+                a.or(q, 1)?;
+                a.idiv(q)
+            }
+            2 => {
+                a.xor(edx, edx)?;
+                a.or(q32, 1)?;
+                a.div(q32)
+            }
+            3 => {
+                a.cdq()?;
+                a.and(q32, 0x7fff)?;
+                a.or(q32, 1)?;
+                a.idiv(q32)
+            }
+            4 => a.cdqe(),
+            5 => a.cwde(),
+            6 => a.bswap(q),
+            _ => a.bswap(q32),
+        }
+    })()
+    .unwrap();
+    a.assemble(0).unwrap()
+}
+
+/// How instructions leave the arithmetic flags, for deciding which final
+/// flags a sequence defines: `None` if one reads a flag that is undefined
+/// then (the sequence is not comparable), else the new set of undefined
+/// flags.
+fn track_undefined(code: &[u8], mut undef: u64) -> Option<u64> {
+    use iced_x86::{Mnemonic, OpKind};
+    for d in Decoder::with_ip(64, code, 0, DecoderOptions::NONE).iter() {
+        if iced_flags(d.rflags_read()) & undef != 0 {
+            return None;
+        }
+        let modified = iced_flags(d.rflags_modified());
+        let undefined = iced_flags(d.rflags_undefined());
+        let shift = matches!(
+            d.mnemonic(),
+            Mnemonic::Shl
+                | Mnemonic::Shr
+                | Mnemonic::Sar
+                | Mnemonic::Rol
+                | Mnemonic::Ror
+                | Mnemonic::Rcl
+                | Mnemonic::Rcr
+                | Mnemonic::Shld
+                | Mnemonic::Shrd
+        );
+        // A shift whose count may be zero leaves the flags alone: whether
+        // they are defined afterwards is not known statically.
+        let maybe_zero = shift && {
+            let n = d.op_count() - 1;
+            d.op_kind(n) != OpKind::Immediate8 || {
+                let size = d.op0_register().size().max(d.memory_size().size());
+                let mask = if size == 8 { 0x3f } else { 0x1f };
+                d.immediate8() & mask == 0
+            }
+        };
+        undef = if maybe_zero {
+            undef | undefined
+        } else {
+            (undef & !modified) | undefined
+        };
+    }
+    Some(undef)
+}
+
+/// A random block of instructions (register and memory forms, sometimes a
+/// Jcc over the next one), and the arithmetic flags it leaves undefined.
+fn random_sequence(r: &mut Rng, bmi1: bool) -> (Vec<u8>, u64) {
+    let mut code = Vec::new();
+    let mut undef = 0u64;
+    let len = 1 + r.next() % 16;
+    let mut n = 0;
+    while n < len {
+        let insn = match r.next() % 12 {
+            0..=3 => random_mem_insn(r),
+            4 => random_divide(r),
+            _ => random_insn(r, bmi1),
+        };
+        if r.next().is_multiple_of(6) {
+            // Jcc over `insn`.
+            let cc = (r.next() % 16) as u8;
+            let jcc = [0x70 + cc, insn.len() as u8];
+            let Some(u) = track_undefined(&jcc, undef) else {
+                continue;
+            };
+            let Some(u2) = track_undefined(&insn, u) else {
+                continue;
+            };
+            code.extend_from_slice(&jcc);
+            code.extend_from_slice(&insn);
+            undef = u | u2;
+        } else {
+            let Some(u) = track_undefined(&insn, undef) else {
+                continue;
+            };
+            code.extend_from_slice(&insn);
+            undef = u;
+        }
+        n += 1;
+    }
+    (code, undef)
+}
+
+#[test]
+fn random_instruction_sequences_match_the_host() {
+    if !std::is_x86_feature_detected!("popcnt") {
+        eprintln!("host lacks POPCNT: differential test skipped");
+        return;
+    }
+    let bmi1 = std::is_x86_feature_detected!("bmi1");
+    let mut rng = Rng(0x5851_f42d_4c95_7f2d);
+    let n = cases(3000);
+    for case in 0..n {
+        let (code, undef) = random_sequence(&mut rng, bmi1);
+        let mut mem = vec![0u8; SEQ_MEM];
+        for b in mem.iter_mut() {
+            *b = rng.next() as u8;
+        }
+        let mut image: Image = [0; 17];
+        for v in image.iter_mut().take(16) {
+            *v = rng.value();
+        }
+        image[4] = 0;
+        image[16] = (rng.next() & rflags::ARITH) | 0x2;
+        let start = image;
+
+        let native = Native::new(&thunk(&code));
+        let mut host = start;
+        let mut host_mem = mem.clone();
+        host[5] = host_mem.as_mut_ptr() as u64;
+        native.call(&mut host);
+
+        let mut g = Guest::long64();
+        for &i in REGS.iter() {
+            g.cpu.state.gpr[i] = start[i];
+        }
+        g.cpu.state.gpr[5] = DATA;
+        g.bus.load(DATA, &mem);
+        g.cpu.state.set_rflags(start[16]);
+        let mut guest_code = code.clone();
+        guest_code.push(0xf4);
+        g.bus.load(CODE, &guest_code);
+        g.run_to_hlt();
+
+        let listing = || {
+            let mut d = Decoder::with_ip(64, &code, 0, DecoderOptions::NONE);
+            d.iter()
+                .map(|i| format!("{:?}", i.code()))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        for &i in REGS.iter().filter(|&&i| i != 5) {
+            assert_eq!(
+                g.cpu.state.gpr[i],
+                host[i],
+                "case {case} reg {i}: [{}] inputs {start:x?}",
+                listing()
+            );
+        }
+        let guest_mem = &g.bus.bytes()[DATA as usize..DATA as usize + SEQ_MEM];
+        assert_eq!(
+            guest_mem,
+            &host_mem[..],
+            "case {case} memory: [{}]",
+            listing()
+        );
+        let mask = rflags::ARITH & !undef;
+        assert_eq!(
+            g.cpu.state.rflags() & mask,
+            host[16] & mask,
+            "case {case} flags (mask {mask:#x}): [{}] inputs {start:x?}",
+            listing()
+        );
+    }
+}
+
+/// A sequence run in steps of a few instructions (blocks cut short by the
+/// budget run with the handlers that keep flags exact) ends in the same
+/// state, and retires the same number of instructions, as one run.
+#[test]
+fn sequences_run_in_steps_match_one_run() {
+    let mut rng = Rng(0x2f83_9ab1_c4d5_e6f7);
+    for case in 0..cases(2000) {
+        let (code, _) = random_sequence(&mut rng, true);
+        let mut mem = vec![0u8; SEQ_MEM];
+        for b in mem.iter_mut() {
+            *b = rng.next() as u8;
+        }
+        let mut regs = [0u64; 16];
+        for v in regs.iter_mut() {
+            *v = rng.value();
+        }
+        let flags = (rng.next() & rflags::ARITH) | 0x2;
+        let run = |steps: &mut dyn FnMut() -> u64| {
+            let mut g = Guest::long64();
+            for &i in REGS.iter() {
+                g.cpu.state.gpr[i] = regs[i];
+            }
+            g.cpu.state.gpr[5] = DATA;
+            g.bus.load(DATA, &mem);
+            g.cpu.state.set_rflags(flags);
+            let mut c = code.clone();
+            c.push(0xf4);
+            g.bus.load(CODE, &c);
+            loop {
+                let budget = steps();
+                let before = g.cpu.instructions_retired();
+                let exit = g.cpu.run(&mut g.bus, budget);
+                let retired = g.cpu.instructions_retired() - before;
+                assert!(retired <= budget, "{retired} retired, budget {budget}");
+                match exit {
+                    CpuExit::InstructionLimit => continue,
+                    e => {
+                        assert_eq!(e, CpuExit::Halt);
+                        break;
+                    }
+                }
+            }
+            g
+        };
+        let whole = run(&mut || u64::MAX);
+        let mut srng = Rng(rng.next() | 1);
+        let stepped = run(&mut || 1 + srng.next() % 4);
+        assert_eq!(whole.cpu.state.gpr, stepped.cpu.state.gpr, "case {case}");
+        assert_eq!(
+            whole.cpu.state.rflags(),
+            stepped.cpu.state.rflags(),
+            "case {case}"
+        );
+        assert_eq!(
+            whole.cpu.instructions_retired(),
+            stepped.cpu.instructions_retired(),
+            "case {case}"
+        );
+        let range = DATA as usize..DATA as usize + SEQ_MEM;
+        assert_eq!(
+            whole.bus.bytes()[range.clone()],
+            stepped.bus.bytes()[range],
+            "case {case}"
+        );
+    }
 }

@@ -5,6 +5,7 @@ mod alu;
 mod fuzz;
 mod modes;
 mod paging;
+mod perf;
 mod sse;
 mod system;
 
