@@ -112,7 +112,7 @@ fn random_code_in_real_and_protected_mode_never_panics() {
 
 /// A longer run for local fuzzing: `cargo test -p x86 fuzz_long -- --ignored`.
 #[test]
-#[ignore]
+#[ignore = "long run (80 000 programs): cargo test -p x86 -- --ignored fuzz_long"]
 fn fuzz_long_many_seeds() {
     for seed in 1..40u64 {
         fuzz_long_mode(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1, 2000);

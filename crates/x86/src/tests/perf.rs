@@ -37,7 +37,7 @@ fn mips(name: &str, f: impl Fn(&mut CodeAssembler) -> Result<(), IcedError> + Co
 }
 
 #[test]
-#[ignore]
+#[ignore = "prints MIPS for local profiling; the guest_mips criterion bench is the measurement"]
 fn mips_of_the_benchmark_loops() {
     mips("integer loop", |a| {
         let mut top = a.create_label();
