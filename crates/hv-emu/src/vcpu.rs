@@ -336,27 +336,6 @@ unsafe impl Bus for EmuBus<'_> {
     }
 }
 
-static PROF: std::sync::OnceLock<Mutex<std::collections::HashMap<u64, (u64, u64)>>> =
-    std::sync::OnceLock::new();
-
-/// Temporary profiling: dumps RIP samples.
-pub fn prof_init() {
-    if std::env::var("FERROVISOR_PROF").is_ok() {
-        let _ = PROF.set(Mutex::new(Default::default()));
-    }
-}
-
-pub fn prof_dump() {
-    if let (Some(p), Ok(path)) = (PROF.get(), std::env::var("FERROVISOR_PROF")) {
-        use std::io::Write;
-        let m = p.lock().unwrap();
-        let mut f = std::fs::File::create(path).unwrap();
-        for (rip, (i, t)) in m.iter() {
-            writeln!(f, "{rip:x} {i} {t}").unwrap();
-        }
-    }
-}
-
 pub(crate) struct EmuVcpu {
     cpu: Cpu,
     shared: Arc<VcpuShared>,
@@ -529,16 +508,7 @@ impl EmuVcpu {
                 continue;
             }
             self.service_interrupts(&mut bus);
-            let prof_t0 = Instant::now();
-            let prof_i0 = self.cpu.instructions_retired();
-            let exit = self.cpu.run(&mut bus, SLICE);
-            if let Some(p) = PROF.get() {
-                let mut m = p.lock().unwrap();
-                let e = m.entry(self.cpu.state.rip).or_insert((0, 0));
-                e.0 += self.cpu.instructions_retired() - prof_i0;
-                e.1 += prof_t0.elapsed().as_nanos() as u64;
-            }
-            match exit {
+            match self.cpu.run(&mut bus, SLICE) {
                 CpuExit::Halt => {
                     let deadline = self.next_deadline();
                     self.sleep(deadline);
@@ -561,12 +531,7 @@ impl Vcpu for EmuVcpu {
 
     fn run(&mut self, io: &dyn IoHandler) -> Result<VcpuExit, HvError> {
         self.shared.lock().running_on = Some(std::thread::current().id());
-        prof_init();
         let exit = self.run_loop(io);
-        prof_dump();
-        if std::env::var("FERROVISOR_PROF").is_ok() {
-            eprintln!("BLOCKS {:?}", self.cpu.block_stats());
-        }
         {
             let mut state = self.shared.lock();
             state.running_on = None;

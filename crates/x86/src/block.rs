@@ -220,7 +220,9 @@ impl BlockCache {
     #[inline]
     pub fn get_fast(&self, rip: u64, key: u64) -> Option<OpsRef> {
         let j = &self.jump[jump_index(rip)];
-        if j.rip == rip && j.key == key {
+        // NO_KEY (outside 64-bit mode) proves nothing about the
+        // translation: those lookups compare the physical address.
+        if j.rip == rip && j.key == key && key != NO_KEY {
             return Some(j.ops());
         }
         None

@@ -26,14 +26,18 @@ pub enum FlagOp {
     Szp,
 }
 
-/// RFLAGS with lazily evaluated arithmetic flags.
+/// RFLAGS with lazily evaluated arithmetic flags (one cache line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(align(64))]
 pub struct LazyFlags {
     /// All RFLAGS bits; the arithmetic ones are valid only when `op` is None.
     bits: u64,
     op: FlagOp,
-    /// Operand size in bytes (1, 2, 4, 8).
-    size: u8,
+    /// The operand-size mask (0xff, 0xffff, 0xffff_ffff, all ones). Kept
+    /// as a whole word rather than the size in bytes: reading it back right
+    /// after `record` then forwards from the store (a byte field next to
+    /// `op` would be read with a wider load and stall).
+    mask: u64,
     a: u64,
     b: u64,
     res: u64,
@@ -64,7 +68,7 @@ impl LazyFlags {
         LazyFlags {
             bits,
             op: FlagOp::None,
-            size: 8,
+            mask: u64::MAX,
             a: 0,
             b: 0,
             res: 0,
@@ -133,7 +137,7 @@ impl LazyFlags {
     #[inline]
     pub fn record(&mut self, op: FlagOp, size: u32, a: u64, b: u64, res: u64, aux: u64) {
         self.op = op;
-        self.size = size as u8;
+        self.mask = size_mask(size);
         self.a = a;
         self.b = b;
         self.res = res;
@@ -142,11 +146,11 @@ impl LazyFlags {
 
     #[inline]
     fn mask(&self) -> u64 {
-        size_mask(self.size as u32)
+        self.mask
     }
     #[inline]
     fn top(&self) -> u64 {
-        sign_bit(self.size as u32)
+        self.mask ^ (self.mask >> 1)
     }
 
     pub fn cf(&self) -> bool {

@@ -514,3 +514,28 @@ fn code_written_by_another_cpu_is_seen_after_a_block_boundary() {
     assert_eq!(g.cpu.run(&mut g.bus, 1000), CpuExit::InstructionLimit);
     assert_eq!(g.reg(3), 2500);
 }
+
+/// Outside 64-bit mode a block is found by its physical address too: the
+/// same IP in another code segment is other code.
+#[test]
+fn same_ip_in_two_real_mode_segments_is_two_blocks() {
+    let mut bus = TestBus::new();
+    // 1000:0000: AX = 1, then JMP FAR 2000:0000.
+    let mut first = asm(16, 0, |a| a.mov(ax, 1u32));
+    first.extend([0xea, 0, 0, 0x00, 0x20]);
+    bus.load(0x1_0000, &first);
+    // 2000:0000: BX = 2, HLT.
+    let second = asm(16, 0, |a| {
+        a.mov(bx, 2u32)?;
+        a.hlt()
+    });
+    bus.load(0x2_0000, &second);
+    let mut cpu = Cpu::default();
+    cpu.state.seg[CS] = SegCache::real(0x1000, true);
+    cpu.state.rip = 0;
+    cpu.state_changed();
+    assert_eq!(cpu.run(&mut bus, 1000), CpuExit::Halt);
+    assert_eq!(cpu.state.gpr[0] & 0xffff, 1);
+    assert_eq!(cpu.state.gpr[3] & 0xffff, 2);
+    assert_eq!(cpu.state.seg[CS].selector, 0x2000);
+}
