@@ -7,12 +7,13 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
-use crate::chain::{serve_queue, Chain, Segments};
+use crate::chain::{serve_queue, Chain, Segments, Served};
+use crate::worker::{Worker, WorkerCtl, WorkerHandler};
 use crate::{
     read_config_bytes, Activation, DeviceError, Interrupt, VirtioDevice, F_RING_EVENT_IDX,
     F_RING_INDIRECT_DESC, F_VERSION_1, TYPE_BLOCK,
@@ -77,21 +78,45 @@ pub struct BlockCounters {
     pub unsupported: u64,
 }
 
-struct Active {
-    mem: GuestMemoryMmap,
-    queue: Queue,
-    interrupt: Arc<dyn Interrupt>,
-}
-
-/// The block device.
-pub struct Block {
+/// The image and what requests need of it, shared with the worker.
+struct Disk {
     file: File,
     size: u64,
     read_only: bool,
     id: [u8; ID_BYTES],
+    counters: Mutex<BlockCounters>,
+}
+
+/// The block device's work on its thread.
+struct Serve {
+    mem: GuestMemoryMmap,
+    queue: Queue,
+    interrupt: Arc<dyn Interrupt>,
+    disk: Arc<Disk>,
+}
+
+impl WorkerHandler for Serve {
+    fn queue_event(&mut self, ctl: &WorkerCtl, queue: usize) -> Result<(), DeviceError> {
+        if queue != 0 {
+            return Err(DeviceError::NoQueue(queue));
+        }
+        let mem = &self.mem;
+        let disk = &self.disk;
+        let served = serve_queue(mem, &mut self.queue, 0, &*self.interrupt, |chain| {
+            disk.request(mem, chain)
+        })?;
+        if served == Served::More {
+            ctl.rearm(0);
+        }
+        Ok(())
+    }
+}
+
+/// The block device.
+pub struct Block {
+    disk: Arc<Disk>,
     config: Vec<u8>,
-    active: Option<Active>,
-    counters: BlockCounters,
+    worker: Option<Worker<Serve>>,
 }
 
 impl Block {
@@ -120,26 +145,34 @@ impl Block {
         id_bytes[..id.len()].copy_from_slice(id.as_bytes());
         Ok(Block {
             config: config_space(size / SECTOR_SIZE),
-            file,
-            size,
-            read_only,
-            id: id_bytes,
-            active: None,
-            counters: BlockCounters::default(),
+            disk: Arc::new(Disk {
+                file,
+                size,
+                read_only,
+                id: id_bytes,
+                counters: Mutex::default(),
+            }),
+            worker: None,
         })
     }
 
     pub fn counters(&self) -> BlockCounters {
-        self.counters
+        *self.disk.counters()
+    }
+}
+
+impl Disk {
+    fn counters(&self) -> std::sync::MutexGuard<'_, BlockCounters> {
+        self.counters.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Serves one request; returns the bytes written into the chain.
-    fn request(&mut self, mem: &GuestMemoryMmap, chain: &Chain) -> u32 {
+    fn request(&self, mem: &GuestMemoryMmap, chain: &Chain) -> u32 {
         let input = chain.readable();
         let output = chain.writable();
         // The status byte is the last writable byte.
         let Some(status_at) = output.len().checked_sub(1) else {
-            self.counters.errors += 1;
+            self.counters().errors += 1;
             return 0;
         };
         let mut header = [0u8; 16];
@@ -152,8 +185,8 @@ impl Block {
         };
         match status {
             S_OK => {}
-            S_UNSUPP => self.counters.unsupported += 1,
-            _ => self.counters.errors += 1,
+            S_UNSUPP => self.counters().unsupported += 1,
+            _ => self.counters().errors += 1,
         }
         if !output.write_at(mem, status_at, &[status]) {
             return 0;
@@ -163,7 +196,7 @@ impl Block {
 
     /// Runs a request; returns its status and the data bytes it wrote.
     fn execute(
-        &mut self,
+        &self,
         mem: &GuestMemoryMmap,
         kind: u32,
         sector: u64,
@@ -174,7 +207,7 @@ impl Block {
         let data_in = input.len() - 16;
         match kind {
             T_IN => {
-                self.counters.reads += 1;
+                self.counters().reads += 1;
                 match self.range(sector, data_out) {
                     Some(start) => match self.read_into(mem, start, output, data_out) {
                         true => (S_OK, data_out),
@@ -184,7 +217,7 @@ impl Block {
                 }
             }
             T_OUT => {
-                self.counters.writes += 1;
+                self.counters().writes += 1;
                 if self.read_only {
                     return (S_IOERR, 0);
                 }
@@ -194,7 +227,7 @@ impl Block {
                 }
             }
             T_FLUSH => {
-                self.counters.flushes += 1;
+                self.counters().flushes += 1;
                 if self.read_only || self.file.sync_data().is_ok() {
                     (S_OK, 0)
                 } else {
@@ -316,7 +349,7 @@ impl VirtioDevice for Block {
     }
     fn features(&self) -> u64 {
         let base = F_VERSION_1 | F_RING_INDIRECT_DESC | F_RING_EVENT_IDX | F_SEG_MAX | F_FLUSH;
-        if self.read_only {
+        if self.disk.read_only {
             base | F_RO
         } else {
             base | F_DISCARD | F_WRITE_ZEROES
@@ -326,32 +359,30 @@ impl VirtioDevice for Block {
         read_config_bytes(&self.config, offset, data);
     }
     fn activate(&mut self, activation: Activation) -> Result<(), DeviceError> {
+        self.reset();
         let queue = activation
             .queues
             .into_iter()
             .next()
             .filter(|q| q.ready())
             .ok_or(DeviceError::NoQueue(0))?;
-        self.active = Some(Active {
+        let serve = Serve {
             mem: activation.mem,
             queue,
-            interrupt: activation.interrupt,
-        });
+            interrupt: activation.interrupt.clone(),
+            disk: self.disk.clone(),
+        };
+        self.worker = Some(Worker::spawn(
+            "virtio-blk",
+            activation.queue_events,
+            activation.interrupt,
+            serve,
+        )?);
         Ok(())
     }
-    fn queue_notify(&mut self, queue: usize) -> Result<(), DeviceError> {
-        if queue != 0 {
-            return Err(DeviceError::NoQueue(queue));
-        }
-        let mut active = self.active.take().ok_or(DeviceError::NotActivated)?;
-        let mem = active.mem.clone();
-        let result = serve_queue(&mem, &mut active.queue, &*active.interrupt, |chain| {
-            self.request(&mem, chain)
-        });
-        self.active = Some(active);
-        result
-    }
     fn reset(&mut self) {
-        self.active = None;
+        if let Some(worker) = self.worker.take() {
+            worker.stop();
+        }
     }
 }

@@ -10,7 +10,7 @@ use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
-use crate::{DeviceError, Interrupt, InterruptKind};
+use crate::{DeviceError, Interrupt};
 
 /// Why a descriptor chain was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -151,26 +151,39 @@ impl Segments {
     }
 }
 
-/// Most chains served per notification: a driver that keeps adding buffers
-/// cannot hold the vCPU thread forever.
-const CHAINS_PER_NOTIFY: usize = 4096;
+/// Most chains served per call: a driver that keeps adding buffers cannot
+/// hold the device's thread (and its stop request) forever.
+const CHAINS_PER_CALL: usize = 4096;
 
-/// Serves every available chain of `queue` with `handle` (which returns the
-/// number of bytes it wrote into the chain), puts them in the used ring and
-/// interrupts the driver if it wants to be.
+/// What [`serve_queue`] left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// The queue is empty (and notifications are enabled again).
+    All,
+    /// The per-call limit was reached with chains left: call again (the
+    /// worker re-arms the queue's event, [`crate::worker::WorkerCtl::rearm`]).
+    More,
+}
+
+/// Serves every available chain of queue `index` with `handle` (which
+/// returns the number of bytes it wrote into the chain), puts them in the
+/// used ring and interrupts the driver if it wants to be.
 pub fn serve_queue(
     mem: &GuestMemoryMmap,
     queue: &mut Queue,
+    index: usize,
     interrupt: &dyn Interrupt,
     mut handle: impl FnMut(&Chain) -> u32,
-) -> Result<(), DeviceError> {
+) -> Result<Served, DeviceError> {
     let mut served = 0usize;
+    let mut result = Served::All;
     'outer: loop {
         queue
             .disable_notification(mem)
             .map_err(DeviceError::Queue)?;
         loop {
-            if served >= CHAINS_PER_NOTIFY {
+            if served >= CHAINS_PER_CALL {
+                result = Served::More;
                 break 'outer;
             }
             let next = queue.iter(mem).map_err(DeviceError::Queue)?.next();
@@ -187,7 +200,7 @@ pub fn serve_queue(
         }
     }
     if served > 0 && queue.needs_notification(mem).map_err(DeviceError::Queue)? {
-        interrupt.signal(InterruptKind::UsedRing);
+        interrupt.signal_used(index);
     }
-    Ok(())
+    Ok(result)
 }

@@ -2,33 +2,46 @@
 //!
 //! A device model implements [`VirtioDevice`]: its type, the features it
 //! offers, its configuration space, and what it does with its virtqueues
-//! once the driver has set them up. A transport ([`mmio::MmioTransport`])
-//! owns the register interface the guest sees: feature negotiation, the
-//! device status state machine, queue configuration and notifications, and
-//! the interrupt status; it hands the device its queues on DRIVER_OK.
+//! once the driver has set them up. A transport ([`mmio::MmioTransport`],
+//! later virtio-pci) owns the register interface the guest sees: feature
+//! negotiation, the device status state machine, queue configuration and
+//! notifications, and interrupts; it hands the device its queues on
+//! DRIVER_OK ([`Activation`]).
+//!
+//! I/O runs off the vCPU threads. Every queue has an eventfd that a
+//! notification from the driver writes: the transport writes it when the
+//! guest's QueueNotify access reaches it, or the accelerator does without
+//! leaving the guest (KVM's ioeventfd, the same in emu) when the transport's
+//! [`QueueNotifier`]s were registered with the VM. An activated device runs
+//! its own thread ([`worker`]) that waits on those eventfds and on its
+//! backend (TAP, sockets...), serves the queues and interrupts the driver
+//! through [`Interrupt`], which the transport turns into a line level on the
+//! irqchip or an MSI.
 //!
 //! Split virtqueues come from the `virtio-queue` crate; descriptor chains
 //! are walked and checked against guest RAM here ([`chain`]) so that a
 //! hostile driver (loops, addresses outside RAM, overflowing lengths) gets a
 //! device error (DEVICE_NEEDS_RESET), never a VMM panic.
-//!
-//! Known limit of this first step: queues are processed on the vCPU thread,
-//! inside the guest's QueueNotify write; an event loop comes later.
 #![forbid(unsafe_code)]
 
 pub mod blk;
 pub mod chain;
 pub mod mmio;
 pub mod rng;
+pub mod worker;
 
 use std::sync::Arc;
 
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
 
 /// Device IDs (virtio 1.2, 5).
+pub const TYPE_NET: u32 = 1;
 pub const TYPE_BLOCK: u32 = 2;
+pub const TYPE_CONSOLE: u32 = 3;
 pub const TYPE_RNG: u32 = 4;
+pub const TYPE_VSOCK: u32 = 19;
 
 /// Device-independent feature bits (virtio 1.2, 6).
 pub const F_RING_INDIRECT_DESC: u64 = 1 << 28;
@@ -45,18 +58,19 @@ pub mod status {
     pub const FAILED: u32 = 0x80;
 }
 
-/// Why an interrupt is raised: the InterruptStatus bits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InterruptKind {
-    /// A used buffer notification (bit 0).
-    UsedRing = 1,
-    /// A configuration change notification (bit 1).
-    ConfigChange = 2,
-}
-
-/// How a device notifies the driver; implemented by the transport.
+/// How a device notifies its driver; implemented by the transport. Called
+/// from the device's worker thread.
 pub trait Interrupt: Send + Sync {
-    fn signal(&self, kind: InterruptKind);
+    /// A used-buffer notification for queue `queue` (virtio-mmio: the
+    /// InterruptStatus bit 0 and the line; virtio-pci: the queue's MSI-X
+    /// vector).
+    fn signal_used(&self, queue: usize);
+    /// A configuration-change notification.
+    fn signal_config(&self);
+    /// The device met an error it cannot continue from (a bad descriptor
+    /// chain, ...): the transport sets DEVICE_NEEDS_RESET and, once the
+    /// driver is running, signals a configuration change.
+    fn needs_reset(&self);
 }
 
 /// What a device gets when the driver sets DRIVER_OK.
@@ -65,9 +79,22 @@ pub struct Activation {
     /// One per queue of [`VirtioDevice::queue_max_sizes`], configured by the
     /// driver (a queue the driver did not enable is not ready).
     pub queues: Vec<Queue>,
+    /// One per queue: readable (nonblocking) when the driver notified it.
+    pub queue_events: Vec<EventFd>,
     pub interrupt: Arc<dyn Interrupt>,
     /// The features the driver accepted.
     pub acked_features: u64,
+}
+
+/// A guest write that notifies a queue: a write of `datamatch` (4 bytes)
+/// to `addr` (or any write there when `datamatch` is None) writes `event`.
+/// The machine registers these with the VM as ioeventfds.
+pub struct QueueNotifier {
+    /// The guest-physical MMIO address (or port, with `pio`).
+    pub addr: u64,
+    pub pio: bool,
+    pub datamatch: Option<u32>,
+    pub event: EventFd,
 }
 
 /// A device error: the transport sets DEVICE_NEEDS_RESET and signals a
@@ -82,6 +109,10 @@ pub enum DeviceError {
     Queue(#[source] virtio_queue::Error),
     #[error("bad descriptor chain")]
     Chain(#[source] chain::ChainError),
+    #[error("host I/O error")]
+    Io(#[source] std::io::Error),
+    #[error("malformed request: {0}")]
+    Request(String),
 }
 
 /// A virtio device model, independent of the transport.
@@ -96,11 +127,11 @@ pub trait VirtioDevice: Send {
     fn read_config(&self, offset: u64, data: &mut [u8]);
     /// Writes the device configuration space (ignored by default).
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
-    /// The driver set DRIVER_OK: start serving the queues.
+    /// The driver set DRIVER_OK: start serving the queues (on the device's
+    /// own thread, see [`worker`]). An error sets DEVICE_NEEDS_RESET.
     fn activate(&mut self, activation: Activation) -> Result<(), DeviceError>;
-    /// The driver notified queue `queue` (processing happens here for now).
-    fn queue_notify(&mut self, queue: usize) -> Result<(), DeviceError>;
-    /// The driver reset the device: drop the queues and memory.
+    /// The driver reset the device: stop serving (the worker thread has
+    /// ended when this returns) and drop the queues and memory.
     fn reset(&mut self);
 }
 

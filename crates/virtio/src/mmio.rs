@@ -11,8 +11,13 @@
 //!
 //! The interrupt line follows InterruptStatus (level-triggered, as QEMU's
 //! virtio-mmio): asserted while a bit is set, lowered by InterruptACK.
+//!
+//! QueueNotify writes the queue's eventfd, which wakes the device's worker
+//! thread; [`MmioTransport::notifiers`] lets the machine register the same
+//! eventfds with the VM as ioeventfds, so that notifications do not even
+//! leave the guest.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use devices::ratelimit::RateLimiter;
@@ -21,7 +26,9 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use crate::status::*;
-use crate::{Activation, Interrupt, InterruptKind, VirtioDevice, F_RING_EVENT_IDX, F_VERSION_1};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::{Activation, Interrupt, QueueNotifier, VirtioDevice, F_RING_EVENT_IDX, F_VERSION_1};
 
 /// Size of the register block plus a configuration space (0x100 + 0x100);
 /// a device's window may be larger.
@@ -58,20 +65,27 @@ pub mod reg {
     pub const CONFIG: u64 = 0x100;
 }
 
-/// The interrupt status and the line it drives.
+/// InterruptStatus bits.
+const ISR_USED: u32 = 1;
+const ISR_CONFIG: u32 = 2;
+
+/// What the transport shares with the device's worker thread: the
+/// interrupt status and the line it drives, and DEVICE_NEEDS_RESET.
 struct IrqState {
     status: AtomicU32,
     line: Arc<dyn IrqLine>,
-}
-
-impl Interrupt for IrqState {
-    fn signal(&self, kind: InterruptKind) {
-        self.status.fetch_or(kind as u32, Ordering::SeqCst);
-        self.line.set_level(true);
-    }
+    needs_reset: AtomicBool,
+    /// Times the device (or the transport) asked for a reset.
+    device_errors: std::sync::atomic::AtomicU64,
+    /// DRIVER_OK is set (a configuration change is worth signalling).
+    driver_ok: AtomicBool,
 }
 
 impl IrqState {
+    fn raise(&self, bits: u32) {
+        self.status.fetch_or(bits, Ordering::SeqCst);
+        self.line.set_level(true);
+    }
     fn ack(&self, bits: u32) {
         let left = self.status.fetch_and(!bits, Ordering::SeqCst) & !bits;
         if left == 0 {
@@ -80,7 +94,24 @@ impl IrqState {
     }
     fn clear(&self) {
         self.status.store(0, Ordering::SeqCst);
+        self.needs_reset.store(false, Ordering::SeqCst);
+        self.driver_ok.store(false, Ordering::SeqCst);
         self.line.set_level(false);
+    }
+}
+
+impl Interrupt for IrqState {
+    fn signal_used(&self, _queue: usize) {
+        self.raise(ISR_USED);
+    }
+    fn signal_config(&self) {
+        self.raise(ISR_CONFIG);
+    }
+    fn needs_reset(&self) {
+        self.device_errors.fetch_add(1, Ordering::Relaxed);
+        if !self.needs_reset.swap(true, Ordering::SeqCst) && self.driver_ok.load(Ordering::SeqCst) {
+            self.raise(ISR_CONFIG);
+        }
     }
 }
 
@@ -129,6 +160,8 @@ pub struct MmioTransport {
     device: Box<dyn VirtioDevice>,
     mem: GuestMemoryMmap,
     irq: Arc<IrqState>,
+    /// One per queue, written by QueueNotify (or by the VM's ioeventfd).
+    events: Vec<EventFd>,
     status: u32,
     device_features_sel: u32,
     driver_features_sel: u32,
@@ -145,19 +178,27 @@ impl MmioTransport {
         device: Box<dyn VirtioDevice>,
         mem: GuestMemoryMmap,
         line: Arc<dyn IrqLine>,
-    ) -> Self {
-        let queues = device
+    ) -> std::io::Result<Self> {
+        let queues: Vec<QueueConfig> = device
             .queue_max_sizes()
             .iter()
             .map(|&max| QueueConfig::new(max))
             .collect();
-        MmioTransport {
+        let events = queues
+            .iter()
+            .map(|_| EventFd::new(EFD_NONBLOCK))
+            .collect::<std::io::Result<_>>()?;
+        Ok(MmioTransport {
             device,
             mem,
             irq: Arc::new(IrqState {
                 status: AtomicU32::new(0),
                 line,
+                needs_reset: AtomicBool::new(false),
+                device_errors: Default::default(),
+                driver_ok: AtomicBool::new(false),
             }),
+            events,
             status: 0,
             device_features_sel: 0,
             driver_features_sel: 0,
@@ -167,16 +208,40 @@ impl MmioTransport {
             config_generation: 0,
             counters: MmioCounters::default(),
             log_limit: RateLimiter::default(),
-        }
+        })
     }
 
     /// The device status register.
     pub fn status(&self) -> u32 {
-        self.status
+        if self.irq.needs_reset.load(Ordering::SeqCst) {
+            self.status | DEVICE_NEEDS_RESET
+        } else {
+            self.status
+        }
+    }
+
+    /// The queue notifications of a transport whose window starts at
+    /// `base`, for the VM to turn into events without a VM exit.
+    pub fn notifiers(&self, base: u64) -> std::io::Result<Vec<QueueNotifier>> {
+        self.events
+            .iter()
+            .enumerate()
+            .map(|(i, event)| {
+                Ok(QueueNotifier {
+                    addr: base + reg::QUEUE_NOTIFY,
+                    pio: false,
+                    datamatch: Some(i as u32),
+                    event: event.try_clone()?,
+                })
+            })
+            .collect()
     }
 
     pub fn counters(&self) -> MmioCounters {
-        self.counters
+        MmioCounters {
+            device_errors: self.irq.device_errors.load(Ordering::Relaxed),
+            ..self.counters
+        }
     }
 
     /// The device model.
@@ -205,19 +270,17 @@ impl MmioTransport {
         for q in &mut self.queues {
             *q = QueueConfig::new(q.max_size);
         }
+        for event in &self.events {
+            // Drain notifications the stopped worker did not see.
+            let _ = event.read();
+        }
         self.irq.clear();
     }
 
     /// Sets DEVICE_NEEDS_RESET and, once the driver is running, tells it.
     fn needs_reset(&mut self, what: &str, detail: u64) {
         self.warn(what, detail);
-        self.counters.device_errors += 1;
-        if self.status & DEVICE_NEEDS_RESET == 0 {
-            self.status |= DEVICE_NEEDS_RESET;
-            if self.status & DRIVER_OK != 0 {
-                self.irq.signal(InterruptKind::ConfigChange);
-            }
-        }
+        self.irq.needs_reset();
     }
 
     fn selected_queue(&mut self) -> Option<&mut QueueConfig> {
@@ -239,7 +302,7 @@ impl MmioTransport {
             reg::QUEUE_NUM_MAX => q.map_or(0, |q| q.max_size.into()),
             reg::QUEUE_READY => q.map_or(0, |q| q.ready.into()),
             reg::INTERRUPT_STATUS => self.irq.status.load(Ordering::SeqCst),
-            reg::STATUS => self.status,
+            reg::STATUS => self.status(),
             reg::CONFIG_GENERATION => self.config_generation,
             _ => return None,
         })
@@ -360,8 +423,9 @@ impl MmioTransport {
             self.reset();
             return;
         }
-        // NEEDS_RESET is the device's to set; the driver writes it back.
-        let value = value & !DEVICE_NEEDS_RESET | self.status & DEVICE_NEEDS_RESET;
+        // NEEDS_RESET is the device's to set; the driver may write it back.
+        let needs_reset = self.irq.needs_reset.load(Ordering::SeqCst);
+        let value = value & !DEVICE_NEEDS_RESET;
         let old = self.status;
         // The driver only adds bits (a reset clears them).
         if value & old != old {
@@ -383,15 +447,18 @@ impl MmioTransport {
                 ACKNOWLEDGE => true,
                 DRIVER => new & ACKNOWLEDGE != 0,
                 FEATURES_OK => new & DRIVER != 0 && self.features_acceptable(),
-                _ => new & FEATURES_OK != 0 && new & DEVICE_NEEDS_RESET == 0,
+                _ => new & FEATURES_OK != 0 && !needs_reset,
             };
             if !allowed {
                 self.counters.out_of_order_writes += 1;
                 self.warn("status bit refused", bit.into());
                 break;
             }
-            if bit == DRIVER_OK && !self.activate() {
-                break;
+            if bit == DRIVER_OK {
+                self.irq.driver_ok.store(true, Ordering::SeqCst);
+                if !self.activate() {
+                    break;
+                }
             }
             new |= bit;
         }
@@ -423,9 +490,18 @@ impl MmioTransport {
             };
             queues.push(queue);
         }
+        let queue_events = match self.events.iter().map(EventFd::try_clone).collect() {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::error!(error = %e, "virtio-mmio: cannot share the queue events");
+                self.needs_reset("no queue events", 0);
+                return false;
+            }
+        };
         let activation = Activation {
             mem: self.mem.clone(),
             queues,
+            queue_events,
             interrupt: self.irq.clone(),
             acked_features: self.driver_features,
         };
@@ -441,18 +517,15 @@ impl MmioTransport {
 
     fn notify(&mut self, value: u32) {
         let index = value & 0xffff;
-        let running = self.status & DRIVER_OK != 0 && self.status & DEVICE_NEEDS_RESET == 0;
+        let running = self.status & DRIVER_OK != 0 && !self.irq.needs_reset.load(Ordering::SeqCst);
         let ready = self.queues.get(index as usize).is_some_and(|q| q.ready);
         if !running || !ready {
             self.counters.ignored_notifies += 1;
             self.warn("queue notification ignored", value.into());
             return;
         }
-        if let Err(e) = self.device.queue_notify(index as usize) {
-            let message = crate::error_chain(&e);
-            self.needs_reset("device error", index.into());
-            tracing::debug!(error = %message, "virtio device error");
-        }
+        // Fails only when the counter would overflow: a wakeup is pending.
+        let _ = self.events[index as usize].write(1);
     }
 }
 

@@ -3,12 +3,14 @@
 
 use std::fs::File;
 use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
-use crate::chain::serve_queue;
+use crate::chain::{serve_queue, Served};
+use crate::worker::{Worker, WorkerCtl, WorkerHandler};
 use crate::{
     Activation, DeviceError, Interrupt, VirtioDevice, F_RING_EVENT_IDX, F_RING_INDIRECT_DESC,
     F_VERSION_1, TYPE_RNG,
@@ -19,18 +21,51 @@ const QUEUE_SIZES: &[u16] = &[256];
 /// or so at a time).
 const MAX_REQUEST: u64 = 64 << 10;
 
-struct Active {
+/// The entropy device's work on its thread.
+struct Serve {
     mem: GuestMemoryMmap,
     queue: Queue,
     interrupt: Arc<dyn Interrupt>,
+    source: Box<dyn Read + Send>,
+    source_errors: Arc<AtomicU64>,
+}
+
+impl WorkerHandler for Serve {
+    fn queue_event(&mut self, ctl: &WorkerCtl, queue: usize) -> Result<(), DeviceError> {
+        if queue != 0 {
+            return Err(DeviceError::NoQueue(queue));
+        }
+        let source = &mut self.source;
+        let errors = &self.source_errors;
+        let mem = &self.mem;
+        let served = serve_queue(mem, &mut self.queue, 0, &*self.interrupt, |chain| {
+            let out = chain.writable();
+            let len = out.len().min(MAX_REQUEST) as usize;
+            let mut bytes = vec![0u8; len];
+            if source.read_exact(&mut bytes).is_err() {
+                errors.fetch_add(1, Ordering::Relaxed);
+                return 0;
+            }
+            if out.write_at(mem, 0, &bytes) {
+                len as u32
+            } else {
+                0
+            }
+        })?;
+        if served == Served::More {
+            ctl.rearm(0);
+        }
+        Ok(())
+    }
 }
 
 /// The entropy device.
 pub struct Rng {
-    source: Box<dyn Read + Send>,
-    active: Option<Active>,
-    /// Requests the source could not fill (answered with 0 bytes).
-    pub source_errors: u64,
+    /// The source while the device is not running (the worker has it
+    /// otherwise).
+    source: Option<Box<dyn Read + Send>>,
+    worker: Option<Worker<Serve>>,
+    source_errors: Arc<AtomicU64>,
 }
 
 impl Rng {
@@ -42,10 +77,15 @@ impl Rng {
     /// An entropy device reading `source` (tests).
     pub fn with_source(source: Box<dyn Read + Send>) -> Rng {
         Rng {
-            source,
-            active: None,
-            source_errors: 0,
+            source: Some(source),
+            worker: None,
+            source_errors: Arc::default(),
         }
+    }
+
+    /// Requests the source could not fill (answered with 0 bytes).
+    pub fn source_errors(&self) -> u64 {
+        self.source_errors.load(Ordering::Relaxed)
     }
 }
 
@@ -63,43 +103,35 @@ impl VirtioDevice for Rng {
         data.fill(0);
     }
     fn activate(&mut self, activation: Activation) -> Result<(), DeviceError> {
+        self.reset();
         let queue = activation
             .queues
             .into_iter()
             .next()
             .filter(|q| q.ready())
             .ok_or(DeviceError::NoQueue(0))?;
-        self.active = Some(Active {
+        let source = self.source.take().ok_or(DeviceError::NotActivated)?;
+        let serve = Serve {
             mem: activation.mem,
             queue,
-            interrupt: activation.interrupt,
-        });
+            interrupt: activation.interrupt.clone(),
+            source,
+            source_errors: self.source_errors.clone(),
+        };
+        self.worker = Some(Worker::spawn(
+            "virtio-rng",
+            activation.queue_events,
+            activation.interrupt,
+            serve,
+        )?);
         Ok(())
     }
-    fn queue_notify(&mut self, queue: usize) -> Result<(), DeviceError> {
-        let active = self.active.as_mut().ok_or(DeviceError::NotActivated)?;
-        if queue != 0 {
-            return Err(DeviceError::NoQueue(queue));
-        }
-        let source = &mut self.source;
-        let errors = &mut self.source_errors;
-        let mem = &active.mem;
-        serve_queue(mem, &mut active.queue, &*active.interrupt, |chain| {
-            let out = chain.writable();
-            let len = out.len().min(MAX_REQUEST) as usize;
-            let mut bytes = vec![0u8; len];
-            if source.read_exact(&mut bytes).is_err() {
-                *errors += 1;
-                return 0;
-            }
-            if out.write_at(mem, 0, &bytes) {
-                len as u32
-            } else {
-                0
-            }
-        })
-    }
     fn reset(&mut self) {
-        self.active = None;
+        if let Some(worker) = self.worker.take() {
+            match worker.stop() {
+                Some(serve) => self.source = Some(serve.source),
+                None => tracing::error!("virtio-rng: the worker thread panicked"),
+            }
+        }
     }
 }

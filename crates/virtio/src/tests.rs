@@ -41,7 +41,7 @@ impl Driver {
     fn new(device: Box<dyn crate::VirtioDevice>) -> Driver {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), RAM as usize)]).unwrap();
         let line = Arc::new(Line::default());
-        let t = MmioTransport::new(device, mem.clone(), line.clone());
+        let t = MmioTransport::new(device, mem.clone(), line.clone()).unwrap();
         Driver {
             t,
             mem,
@@ -99,8 +99,30 @@ impl Driver {
         self.mem.write_obj(flags, at.unchecked_add(12)).unwrap();
         self.mem.write_obj(next, at.unchecked_add(14)).unwrap();
     }
-    /// Offers the chain at `head` and notifies queue 0.
+    /// Offers the chain at `head`, notifies queue 0 and waits until the
+    /// device's thread has served it or asked for a reset.
     fn offer(&mut self, head: u16) {
+        let before = self.used_idx();
+        self.offer_no_wait(head);
+        self.settle(before);
+    }
+    /// Waits (at most 10 s) until the used index moved past `before` with
+    /// a used-buffer interrupt, or the device asked for a reset with a
+    /// configuration interrupt.
+    fn settle(&mut self, before: u16) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let isr = self.read(reg::INTERRUPT_STATUS);
+            let served = self.used_idx() != before && isr & 1 != 0;
+            let failed = self.needs_reset() && isr & 2 != 0;
+            if served || failed {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    /// Offers the chain at `head` and notifies queue 0.
+    fn offer_no_wait(&mut self, head: u16) {
         let slot = u64::from(self.avail_idx % 8);
         self.mem
             .write_obj(head, GuestAddress(AVAIL + 4 + slot * 2))
@@ -219,7 +241,7 @@ fn notifications_before_driver_ok_are_ignored() {
     d.negotiate();
     d.queue(8, DESC);
     d.desc(DESC, 0, 0x4000, 4, WRITE, 0);
-    d.offer(0);
+    d.offer_no_wait(0);
     assert_eq!(d.used_idx(), 0);
     assert_eq!(d.t.counters().ignored_notifies, 1);
     // Notifying a queue that does not exist is ignored as well.
@@ -314,6 +336,7 @@ fn an_avail_index_far_ahead_is_a_device_error() {
     let mut d = Driver::rng().running();
     d.mem.write_obj(100u16, GuestAddress(AVAIL + 2)).unwrap();
     d.write(reg::QUEUE_NOTIFY, 0);
+    d.settle(0);
     assert_device_error(d);
 }
 

@@ -179,7 +179,8 @@ fn add_virtio_devices(
     }
     for ((name, model), (addr, irq)) in models.into_iter().zip(virtio_slots(config)?) {
         let transport =
-            virtio::mmio::MmioTransport::new(model, mem.clone(), GsiLine::line(vm, irq));
+            virtio::mmio::MmioTransport::new(model, mem.clone(), GsiLine::line(vm, irq))
+                .map_err(MachineError::VirtioEvents)?;
         buses.mmio.insert(
             &name,
             addr,

@@ -47,6 +47,8 @@ pub enum MachineError {
     Entropy(#[source] std::io::Error),
     #[error("{count} virtio devices requested; at most {max} are supported")]
     TooManyVirtioDevices { count: usize, max: usize },
+    #[error("cannot create the virtio queue events")]
+    VirtioEvents(#[source] std::io::Error),
     #[error("two disks have the ID {0:?}")]
     DuplicateDiskId(String),
     #[error("cannot start the platform timer thread")]

@@ -1,0 +1,178 @@
+//! What the end-to-end tests share: finding the Linux test guest
+//! (scripts/build-test-guest; SKIPPED without one unless
+//! `FERROVISOR_REQUIRE_GUEST=1`) and booting it under `ferrovisor run` with
+//! a script as its command (the `ferrovisor.cmd=` protocol of guest/init).
+#![allow(dead_code)] // each test binary uses a part
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A boot that takes longer than this has hung.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub struct Guest {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+}
+
+pub fn guest() -> Option<Guest> {
+    let dir = match std::env::var_os("FERROVISOR_GUEST_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let cache = std::env::var_os("FERROVISOR_CACHE")
+                .map(PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ferrovisor"))
+                })
+                .unwrap_or_else(|| PathBuf::from("/nonexistent"));
+            cache.join("guest")
+        }
+    };
+    let guest = Guest {
+        kernel: dir.join("vmlinuz"),
+        initrd: dir.join("initramfs.cpio"),
+    };
+    if guest.kernel.is_file() && guest.initrd.is_file() {
+        return Some(guest);
+    }
+    conformance::skip_or_fail(
+        "guest",
+        &format!(
+            "no test guest in {} (run scripts/build-test-guest)",
+            dir.display()
+        ),
+    );
+    None
+}
+
+pub struct Boot {
+    pub status: Option<i32>,
+    pub console: String,
+}
+
+impl Boot {
+    pub fn tail(&self) -> String {
+        let lines: Vec<&str> = self.console.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Panics with the console tail unless `text` was printed.
+    pub fn expect(&self, text: &str) {
+        assert!(
+            self.console.contains(text),
+            "the console lacks {text:?}; its tail:\n{}",
+            self.tail()
+        );
+    }
+}
+
+/// A guest running under `ferrovisor run`; its console is collected.
+pub struct Running {
+    child: std::process::Child,
+    console: mpsc::Receiver<Vec<u8>>,
+}
+
+/// Starts the guest with `script` as its command, on `cpus` vCPUs, with
+/// `extra` arguments for `ferrovisor run`.
+pub fn spawn(guest: &Guest, cpus: u32, script: &str, extra: &[&str]) -> Running {
+    let encoded = base64(script.as_bytes());
+    let cmdline = format!("console=ttyS0 quiet panic=-1 ferrovisor.cmd={encoded}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrovisor"))
+        .args(["run", "--accel", "emu", "--memory", "256M"])
+        .args(["--cpus", &cpus.to_string()])
+        .arg("--kernel")
+        .arg(&guest.kernel)
+        .arg("--initrd")
+        .arg(&guest.initrd)
+        .args(["--cmdline", &cmdline])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ferrovisor");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = stdout.read_to_end(&mut all);
+        let _ = tx.send(all);
+    });
+    Running { child, console: rx }
+}
+
+impl Running {
+    /// Waits until the guest powers off (panics with the console tail after
+    /// [`BOOT_TIMEOUT`]).
+    pub fn wait(mut self) -> Boot {
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status.code();
+            }
+            if started.elapsed() > BOOT_TIMEOUT {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let console = self
+                    .console
+                    .recv_timeout(Duration::from_secs(5))
+                    .unwrap_or_default();
+                let console = Boot {
+                    status: None,
+                    console: String::from_utf8_lossy(&console).replace('\r', ""),
+                };
+                panic!(
+                    "the guest did not power off within {BOOT_TIMEOUT:?}; console tail:\n{}",
+                    console.tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let console = self
+            .console
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_default();
+        let console = String::from_utf8_lossy(&console).replace('\r', "");
+        Boot { status, console }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // A test that panicked must not leave a VM behind.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Boots the guest with `script` as its command, on `cpus` vCPUs, with
+/// `extra` arguments for `ferrovisor run`, and waits until it powers off.
+pub fn boot(guest: &Guest, cpus: u32, script: &str, extra: &[&str]) -> Boot {
+    spawn(guest, cpus, script, extra).wait()
+}
+
+pub fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
