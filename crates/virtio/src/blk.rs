@@ -100,11 +100,9 @@ impl WorkerHandler for Serve {
         if queue != 0 {
             return Err(DeviceError::NoQueue(queue));
         }
-        let mem = &self.mem;
-        let disk = &self.disk;
-        let served = serve_queue(mem, &mut self.queue, 0, &*self.interrupt, |chain| {
-            disk.request(mem, chain)
-        })?;
+        let served = self
+            .disk
+            .serve(&self.mem, &mut self.queue, &*self.interrupt)?;
         if served == Served::More {
             ctl.rearm(0);
         }
@@ -159,9 +157,29 @@ impl Block {
     pub fn counters(&self) -> BlockCounters {
         *self.disk.counters()
     }
+
+    /// Serves the available requests of `queue` on the calling thread, as
+    /// the device's worker does (for tests and the fuzz harness).
+    pub fn serve(
+        &self,
+        mem: &GuestMemoryMmap,
+        queue: &mut Queue,
+        interrupt: &dyn Interrupt,
+    ) -> Result<Served, DeviceError> {
+        self.disk.serve(mem, queue, interrupt)
+    }
 }
 
 impl Disk {
+    fn serve(
+        &self,
+        mem: &GuestMemoryMmap,
+        queue: &mut Queue,
+        interrupt: &dyn Interrupt,
+    ) -> Result<Served, DeviceError> {
+        serve_queue(mem, queue, 0, interrupt, |chain| self.request(mem, chain))
+    }
+
     fn counters(&self) -> std::sync::MutexGuard<'_, BlockCounters> {
         self.counters.lock().unwrap_or_else(|p| p.into_inner())
     }

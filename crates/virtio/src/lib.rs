@@ -26,6 +26,7 @@
 
 pub mod blk;
 pub mod chain;
+pub mod fuzzing;
 pub mod mmio;
 pub mod rng;
 pub mod worker;
