@@ -179,7 +179,7 @@ impl XorShift {
         let len = 4 + (self.next_u64() % 2048) as usize;
         let mut v: Vec<u8> = (0..len).map(|_| self.next_u64() as u8).collect();
         // Mostly valid sizes and tamed descriptors, to reach the devices.
-        if self.next_u64() % 4 != 0 {
+        if !self.next_u64().is_multiple_of(4) {
             v[0] &= 0x0f;
             v[1] |= 1;
         }
