@@ -95,6 +95,7 @@ macro_rules! conformance_suite {
             acpi_poweroff_ends_the_machine,
             rtc_shows_the_host_date,
             rtc_periodic_interrupt_wakes_hlt,
+            device_writes_to_code_are_seen,
         );
     };
 }

@@ -270,3 +270,48 @@ fn today() -> (i64, u8) {
     let t = irqchip::rtc::civil::DateTime::from_unix(secs as i64);
     (t.year, t.month)
 }
+
+/// Code that a device (not a vCPU) rewrote in guest RAM runs in its new
+/// form once the VMM reports the write ([`hv::Vm::note_guest_write`]): an
+/// accelerator that caches decoded code must not run the old bytes.
+pub fn device_writes_to_code_are_seen(hv: &dyn Hypervisor) {
+    use crate::harness::{run_guest, Access, TestIo, TestVm};
+    use vm_memory::{Bytes, GuestAddress};
+    const FUNC: u64 = SCRATCH + 0x2000;
+    const REPORT: u16 = 0x80;
+    let t = TestVm::new(hv, 1);
+    // mov eax, 1; ret
+    t.mem
+        .write_slice(&[0xb8, 1, 0, 0, 0, 0xc3], GuestAddress(FUNC))
+        .unwrap();
+    let mut a = guests::assembler().unwrap();
+    for _ in 0..2 {
+        a.mov(rax, FUNC).unwrap();
+        a.call(rax).unwrap();
+        a.out(u32::from(REPORT), eax).unwrap();
+        a.mov(eax, 0x600du32).unwrap();
+        // The debug-exit write ends `run_guest`; the next run goes on.
+        a.out(guests::DEBUG_EXIT as u32, eax).unwrap();
+    }
+    guests::emit_halt_forever(&mut a).unwrap();
+    let p = guests::finish(a).unwrap();
+    t.load(&p);
+    let mut vcpu = t.vcpu(0, p.load_addr);
+    let reported = |io: &TestIo| {
+        io.accesses().into_iter().find_map(|a| match a {
+            Access::PioWrite { port, data } if port == REPORT => Some(data),
+            _ => None,
+        })
+    };
+    let io = TestIo::new(vcpu.kicker());
+    assert_eq!(run_guest(&mut *vcpu, &io), None);
+    assert_eq!(reported(&io), Some(vec![1, 0, 0, 0]));
+    // A device overwrites the function: mov eax, 2; ret.
+    t.mem
+        .write_slice(&[0xb8, 2, 0, 0, 0, 0xc3], GuestAddress(FUNC))
+        .unwrap();
+    t.vm.note_guest_write(FUNC, 6);
+    let io = TestIo::new(vcpu.kicker());
+    assert_eq!(run_guest(&mut *vcpu, &io), None);
+    assert_eq!(reported(&io), Some(vec![2, 0, 0, 0]), "the old code ran");
+}

@@ -173,6 +173,10 @@ impl Vm for EmuVm {
         Ok(())
     }
 
+    fn note_guest_write(&self, gpa: u64, len: u64) {
+        self.shared.code.note_external_write(gpa, len);
+    }
+
     fn supported_cpuid(&self) -> Result<Vec<CpuidEntry>, HvError> {
         Ok(crate::cpuid::supported_cpuid())
     }

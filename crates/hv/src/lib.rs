@@ -130,6 +130,11 @@ pub trait Vm: Send + Sync {
     fn set_irq_line(&self, gsi: u32, level: bool) -> Result<(), HvError>;
     /// Delivers an MSI (KVM_SIGNAL_MSI).
     fn signal_msi(&self, msi: MsiMessage) -> Result<(), HvError>;
+    /// A device wrote `len` bytes of guest RAM at `gpa` directly (DMA, not
+    /// through a vCPU). Accelerators that cache translated guest code drop
+    /// what they decoded from those bytes; hardware virtualization needs
+    /// nothing (the default).
+    fn note_guest_write(&self, _gpa: u64, _len: u64) {}
     /// Every CPUID leaf this accelerator can present to a guest
     /// (KVM_GET_SUPPORTED_CPUID). `arch::cpuid` reduces it to Ferrovisor's
     /// documented CPU template before it reaches a vCPU.

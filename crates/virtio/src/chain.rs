@@ -50,6 +50,26 @@ impl Chain {
     }
 }
 
+thread_local! {
+    /// The guest-write hook of the device whose worker runs on this thread.
+    static WRITE_HOOK: std::cell::RefCell<Option<crate::GuestWriteHook>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Makes [`Segments::write_at`] on this thread report its writes to `hook`
+/// (the worker calls it once at start).
+pub fn set_thread_write_hook(hook: Option<crate::GuestWriteHook>) {
+    WRITE_HOOK.with(|h| *h.borrow_mut() = hook);
+}
+
+fn note_write(addr: GuestAddress, len: usize) {
+    WRITE_HOOK.with(|h| {
+        if let Some(hook) = h.borrow().as_ref() {
+            hook(addr.0, len as u64);
+        }
+    });
+}
+
 /// Walks `chain` and checks every buffer against `mem`.
 pub fn walk(
     mem: &GuestMemoryMmap,
@@ -140,14 +160,17 @@ impl Segments {
             .all(|(addr, n, at)| mem.read_slice(&mut buf[at..at + n], addr).is_ok())
     }
 
-    /// Writes `buf` at `offset`; false when out of range or RAM.
+    /// Writes `buf` at `offset`; false when out of range or RAM. The
+    /// writes are reported to the thread's guest-write hook.
     pub fn write_at(&self, mem: &GuestMemoryMmap, offset: u64, buf: &[u8]) -> bool {
         let Some(pieces) = self.pieces(offset, buf.len() as u64) else {
             return false;
         };
-        pieces
-            .into_iter()
-            .all(|(addr, n, at)| mem.write_slice(&buf[at..at + n], addr).is_ok())
+        pieces.into_iter().all(|(addr, n, at)| {
+            let written = mem.write_slice(&buf[at..at + n], addr).is_ok();
+            note_write(addr, n);
+            written
+        })
     }
 }
 

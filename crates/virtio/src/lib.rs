@@ -72,7 +72,17 @@ pub trait Interrupt: Send + Sync {
     /// chain, ...): the transport sets DEVICE_NEEDS_RESET and, once the
     /// driver is running, signals a configuration change.
     fn needs_reset(&self);
+    /// Where the device's writes to guest buffers are reported (the
+    /// worker installs it for [`chain::Segments::write_at`]).
+    fn guest_write_hook(&self) -> Option<GuestWriteHook> {
+        None
+    }
 }
+
+/// Told of every device write to guest RAM (guest address, length), so
+/// that an accelerator caching decoded guest code (emu) drops what the
+/// device overwrote: `hv::Vm::note_guest_write`.
+pub type GuestWriteHook = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
 /// What a device gets when the driver sets DRIVER_OK.
 pub struct Activation {

@@ -79,6 +79,7 @@ struct IrqState {
     device_errors: std::sync::atomic::AtomicU64,
     /// DRIVER_OK is set (a configuration change is worth signalling).
     driver_ok: AtomicBool,
+    write_hook: std::sync::OnceLock<crate::GuestWriteHook>,
 }
 
 impl IrqState {
@@ -106,6 +107,9 @@ impl Interrupt for IrqState {
     }
     fn signal_config(&self) {
         self.raise(ISR_CONFIG);
+    }
+    fn guest_write_hook(&self) -> Option<crate::GuestWriteHook> {
+        self.write_hook.get().cloned()
     }
     fn needs_reset(&self) {
         self.device_errors.fetch_add(1, Ordering::Relaxed);
@@ -197,6 +201,7 @@ impl MmioTransport {
                 needs_reset: AtomicBool::new(false),
                 device_errors: Default::default(),
                 driver_ok: AtomicBool::new(false),
+                write_hook: std::sync::OnceLock::new(),
             }),
             events,
             status: 0,
@@ -218,6 +223,12 @@ impl MmioTransport {
         } else {
             self.status
         }
+    }
+
+    /// Reports the device's writes to guest RAM to `hook` (set once, before
+    /// the guest runs).
+    pub fn set_guest_write_hook(&self, hook: crate::GuestWriteHook) {
+        let _ = self.irq.write_hook.set(hook);
     }
 
     /// The queue notifications of a transport whose window starts at

@@ -449,3 +449,19 @@ fn a_read_only_blk_offers_ro_and_fails_writes() {
     assert_eq!(d.blk(blk::T_IN, 0, &[], 512).0, blk::S_OK);
     assert_eq!(std::fs::read(file.as_path()).unwrap(), before);
 }
+
+#[test]
+fn device_writes_to_guest_buffers_reach_the_write_hook() {
+    let d = Driver::rng();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    d.t.set_guest_write_hook(Arc::new(move |gpa, len| {
+        log.lock().unwrap().push((gpa, len))
+    }));
+    let mut d = d.running();
+    d.desc(DESC, 0, 0x4000, 3, WRITE | NEXT, 1);
+    d.desc(DESC, 1, 0x7000, 5, WRITE, 0);
+    d.offer(0);
+    assert_eq!(d.used(0), (0, 8));
+    assert_eq!(*seen.lock().unwrap(), vec![(0x4000, 3), (0x7000, 5)]);
+}

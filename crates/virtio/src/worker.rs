@@ -168,6 +168,7 @@ struct Run<H> {
 
 impl<H: WorkerHandler> Run<H> {
     fn run(&mut self) {
+        crate::chain::set_thread_write_hook(self.interrupt.guest_write_hook());
         let started = self.handler.start(&self.ctl);
         self.check(started);
         for queue in 0..self.queue_events.len() {

@@ -68,6 +68,13 @@ pub(crate) fn virtio_acpi_devices(config: &MachineConfig) -> Result<Vec<AcpiDevi
         .collect())
 }
 
+/// Tells `vm` of device writes to guest RAM (emu drops code decoded from
+/// the bytes a device overwrote).
+fn guest_write_hook(vm: &Arc<dyn Vm>) -> virtio::GuestWriteHook {
+    let vm = vm.clone();
+    Arc::new(move |gpa, len| vm.note_guest_write(gpa, len))
+}
+
 /// Raises a GSI on the VM's irqchip.
 struct GsiLine {
     vm: Arc<dyn Vm>,
@@ -181,6 +188,7 @@ fn add_virtio_devices(
         let transport =
             virtio::mmio::MmioTransport::new(model, mem.clone(), GsiLine::line(vm, irq))
                 .map_err(MachineError::VirtioEvents)?;
+        transport.set_guest_write_hook(guest_write_hook(vm));
         buses.mmio.insert(
             &name,
             addr,

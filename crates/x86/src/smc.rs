@@ -141,6 +141,26 @@ impl CodeShare {
         removed
     }
 
+    /// Something other than a CPU (a device's DMA) wrote `len` bytes at
+    /// `gpa`: the code pages among them are dropped by every CPU at its
+    /// next block boundary. Cheap for pages that hold no code (a lockless
+    /// filter test per page).
+    pub fn note_external_write(&self, gpa: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        let first = gpa & !0xfff;
+        let last = gpa.saturating_add(len - 1) & !0xfff;
+        let mut page = first;
+        loop {
+            self.note_write(page);
+            if page >= last {
+                break;
+            }
+            page += 0x1000;
+        }
+    }
+
     /// The pages written since epoch `seen`.
     pub(crate) fn since(&self, seen: u64) -> CatchUp {
         let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
