@@ -465,3 +465,45 @@ fn device_writes_to_guest_buffers_reach_the_write_hook() {
     assert_eq!(d.used(0), (0, 8));
     assert_eq!(*seen.lock().unwrap(), vec![(0x4000, 3), (0x7000, 5)]);
 }
+
+#[test]
+fn lengths_that_overflow_are_a_device_error() {
+    // A buffer whose end wraps past 2^64.
+    let mut d = Driver::rng().running();
+    d.desc(DESC, 0, u64::MAX - 0x10, 0x100, WRITE, 0);
+    d.offer(0);
+    assert_device_error(d);
+    // A buffer of 4 GiB - 1 in 1 MiB of RAM.
+    let mut d = Driver::rng().running();
+    d.desc(DESC, 0, 0x4000, u32::MAX, WRITE, 0);
+    d.offer(0);
+    assert_device_error(d);
+    // An indirect table whose length is not whole descriptors, or that
+    // claims more descriptors than a queue may have.
+    let mut d = Driver::rng().running();
+    d.desc(DESC, 0, 0x5000, 24, INDIRECT, 0);
+    d.offer(0);
+    assert_device_error(d);
+    let mut d = Driver::rng().running();
+    d.desc(DESC, 0, 0x5000, 16 * 0x10000, INDIRECT, 0);
+    d.offer(0);
+    assert_device_error(d);
+}
+
+#[test]
+fn a_block_request_without_a_status_byte_is_answered_without_harm() {
+    // Only a header, nothing writable: the request cannot be answered; the
+    // chain is returned with 0 bytes and counted as an error.
+    let (_file, mut d) = disk(false);
+    d.mem.write_slice(&[0u8; 16], GuestAddress(0x4000)).unwrap();
+    d.desc(DESC, 0, 0x4000, 16, 0, 0);
+    d.offer(0);
+    assert_eq!(d.used(0), (0, 0));
+    assert!(!d.needs_reset());
+    // A header cut short: IOERR in the status byte.
+    d.desc(DESC, 1, 0x4000, 8, NEXT, 2);
+    d.desc(DESC, 2, 0x9000, 1, WRITE, 0);
+    d.offer(1);
+    let status: u8 = d.mem.read_obj(GuestAddress(0x9000)).unwrap();
+    assert_eq!(status, blk::S_IOERR);
+}
