@@ -15,6 +15,7 @@
 pub mod cases;
 pub mod harness;
 pub mod interrupts;
+pub mod ioevent;
 pub mod platform;
 
 use hv::Hypervisor;
@@ -95,6 +96,9 @@ macro_rules! conformance_suite {
             acpi_poweroff_ends_the_machine,
             rtc_shows_the_host_date,
             rtc_periodic_interrupt_wakes_hlt,
+            ioeventfd_takes_matching_writes,
+            irqfd_pulses_an_ioapic_pin,
+            irqfd_follows_msi_routes,
         );
     };
 }
