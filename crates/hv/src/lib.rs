@@ -104,8 +104,10 @@ pub enum IoEventAddress {
 }
 
 /// Width, in bytes, of the guest write an ioeventfd with a datamatch
-/// matches: a 32-bit write, which is what virtio-mmio's `QueueNotify` (and
-/// virtio-pci's notify capability) receives.
+/// matches. KVM_IOEVENTFD compares a datamatch only against writes of one
+/// registered length; the API fixes it at 4 bytes, the 32-bit write
+/// virtio-mmio's `QueueNotify` (and virtio-pci's notify capability)
+/// receives. A datamatch value must therefore fit in 32 bits.
 pub const IOEVENT_DATAMATCH_LEN: usize = 4;
 
 /// The GSIs [`Vm::set_msi_route`] accepts: above the 24 IOAPIC pins
@@ -159,8 +161,8 @@ pub trait Vm: Send + Sync {
     /// With `datamatch` `None`, a write of any size whose first byte is at
     /// `addr` matches. With `Some(v)`, only a write of exactly
     /// [`IOEVENT_DATAMATCH_LEN`] (4) bytes at `addr` whose little-endian
-    /// value is `v` matches; other writes there reach the handler. Reads
-    /// always reach the handler.
+    /// value is `v` matches; other writes there reach the handler (a `v`
+    /// above `u32::MAX` is refused). Reads always reach the handler.
     ///
     /// As on KVM, a registration may not collide with an existing one at
     /// the same address: two registrations without datamatch, or one
