@@ -280,6 +280,16 @@ pub fn irqfd_pulses_an_ioapic_pin(hv: &dyn Hypervisor) {
     guests::emit_debug_exit_eax(&mut a).unwrap();
     let p = guests::finish(a).unwrap();
     t.load(&p);
+    // An MSI route makes the kvm backend replace KVM's routing table: the
+    // irqchip routes it re-sends must keep GSI 5 on IOAPIC pin 5.
+    t.vm.set_msi_route(
+        40,
+        MsiMessage {
+            address: LAPIC,
+            data: 0x60,
+        },
+    )
+    .unwrap();
     let event = eventfd();
     t.vm.register_irqfd(&event, 5).unwrap();
     let mut vcpu = t.vcpu(0, p.load_addr);
