@@ -10,6 +10,7 @@ use vm_memory::MmapRegion;
 
 use crate::harness::*;
 pub use crate::interrupts::*;
+pub use crate::ioevent::*;
 pub use crate::platform::*;
 
 const EXIT_OK: u32 = 0x600d;

@@ -13,16 +13,20 @@ use iced_x86::code_asm::*;
 use crate::harness::*;
 
 const EXIT_OK: u32 = 0x600d;
-const LAPIC: u64 = 0xfee0_0000;
-const IOAPIC: u64 = 0xfec0_0000;
+pub(crate) const LAPIC: u64 = 0xfee0_0000;
+pub(crate) const IOAPIC: u64 = 0xfec0_0000;
 /// The guest's IDT (256 gates of 16 bytes).
 const IDT: u64 = SCRATCH + 0x2000;
 /// Interrupt counters the handlers bump, one qword per vector.
-const COUNTS: u64 = SCRATCH + 0x4000;
+pub(crate) const COUNTS: u64 = SCRATCH + 0x4000;
 
 /// Emits a 64-bit interrupt gate for `vector` → `handler`, and LIDT.
 /// Clobbers RAX, RBX.
-fn emit_gate(a: &mut CodeAssembler, vector: u8, handler: CodeLabel) -> guests::Result<()> {
+pub(crate) fn emit_gate(
+    a: &mut CodeAssembler,
+    vector: u8,
+    handler: CodeLabel,
+) -> guests::Result<()> {
     let gate = IDT + 16 * u64::from(vector);
     a.lea(rax, ptr(handler))?;
     a.mov(rbx, gate)?;
@@ -41,7 +45,7 @@ fn emit_gate(a: &mut CodeAssembler, vector: u8, handler: CodeLabel) -> guests::R
 
 /// Emits LIDT of the IDT (limit covering all 256 gates), using a scratch
 /// descriptor in memory. Clobbers RAX.
-fn emit_lidt(a: &mut CodeAssembler) -> guests::Result<()> {
+pub(crate) fn emit_lidt(a: &mut CodeAssembler) -> guests::Result<()> {
     let desc = SCRATCH + 0x1ff0;
     a.mov(rax, desc)?;
     a.mov(word_ptr(rax), 0xfff)?;
@@ -52,7 +56,11 @@ fn emit_lidt(a: &mut CodeAssembler) -> guests::Result<()> {
 }
 
 /// Emits a handler that counts its vector and EOIs the LAPIC.
-fn emit_handler(a: &mut CodeAssembler, label: &mut CodeLabel, vector: u8) -> guests::Result<()> {
+pub(crate) fn emit_handler(
+    a: &mut CodeAssembler,
+    label: &mut CodeLabel,
+    vector: u8,
+) -> guests::Result<()> {
     a.set_label(label)?;
     a.push(rax)?;
     a.mov(rax, COUNTS + 8 * u64::from(vector))?;
@@ -65,7 +73,7 @@ fn emit_handler(a: &mut CodeAssembler, label: &mut CodeLabel, vector: u8) -> gue
 }
 
 /// Emits: enable the LAPIC (SVR = 0x1ff). Clobbers RAX.
-fn emit_lapic_enable(a: &mut CodeAssembler) -> guests::Result<()> {
+pub(crate) fn emit_lapic_enable(a: &mut CodeAssembler) -> guests::Result<()> {
     a.mov(rax, LAPIC + 0xf0)?;
     a.mov(dword_ptr(rax), 0x1ff)?;
     Ok(())

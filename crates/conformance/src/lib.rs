@@ -15,6 +15,7 @@
 pub mod cases;
 pub mod harness;
 pub mod interrupts;
+pub mod ioevent;
 pub mod platform;
 
 use hv::Hypervisor;
@@ -96,6 +97,9 @@ macro_rules! conformance_suite {
             rtc_shows_the_host_date,
             rtc_periodic_interrupt_wakes_hlt,
             device_writes_to_code_are_seen,
+            ioeventfd_takes_matching_writes,
+            irqfd_pulses_an_ioapic_pin,
+            irqfd_follows_msi_routes,
         );
     };
 }

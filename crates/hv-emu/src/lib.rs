@@ -12,8 +12,13 @@
 //! i8259 pair and an i8254 PIT, and every vCPU a local APIC; the vCPU
 //! injects interrupts at instruction boundaries and sleeps in HLT until an
 //! interrupt, a timer deadline or a kick.
+//!
+//! Ioeventfds are checked on the vCPU's MMIO and port-write paths; irqfds
+//! are served by one thread per VM ([`irqfd`]).
 
 mod cpuid;
+mod ioevent;
+mod irqfd;
 mod memory;
 mod platform;
 mod vcpu;

@@ -13,6 +13,8 @@
 //! dropped, then the targets are locked one by one). The one nesting is a
 //! vCPU's run state → its LAPIC (and → the PIC) when it decides whether to
 //! sleep, so nothing may take a run state while holding a LAPIC or the PIC.
+//! The irqfd thread routes while holding its irqfd table (`irqfd`), which
+//! therefore comes before every lock here; nothing here takes it.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;

@@ -9,8 +9,8 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use hv::{
-    CpuidEntry, ExitCounters, ExitReason, ExitStats, Fpu, HvError, IoHandler, Kicker, MpState, Msr,
-    Regs, SRegs, Vcpu, VcpuExit,
+    CpuidEntry, ExitCounters, ExitReason, ExitStats, Fpu, HvError, IoEventAddress, IoHandler,
+    Kicker, MpState, Msr, Regs, SRegs, Vcpu, VcpuExit,
 };
 use irqchip::lapic::{Lapic, LapicAction};
 use x86::{Bus, Cpu, CpuExit, CpuSignals, CpuState, RamRef};
@@ -257,6 +257,8 @@ unsafe impl Bus for EmuBus<'_> {
         if let Some(offset) = self.lapic_offset(gpa) {
             let action = self.me.lapic().write(offset, data, now);
             self.lapic_action(action);
+        } else if self.vm.ioevents.signal(IoEventAddress::Mmio(gpa), data) {
+            // As on KVM: the LAPIC page comes first, then the ioeventfds.
         } else if let Some(offset) = Self::ioapic_offset(gpa) {
             let deliveries = lock(&self.vm.platform.ioapic).write(offset, data);
             self.vm.router().deliver_all(deliveries);
@@ -291,6 +293,9 @@ unsafe impl Bus for EmuBus<'_> {
     }
 
     fn pio_write(&mut self, port: u16, data: &[u8]) {
+        if self.vm.ioevents.signal(IoEventAddress::Pio(port), data) {
+            return;
+        }
         let now = self.vm.platform.now_ns();
         let Some(&value) = data.first() else { return };
         match port {

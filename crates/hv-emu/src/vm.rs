@@ -3,8 +3,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use hv::{CpuidEntry, HvError, MemorySlot, MsiMessage, Vcpu, Vm, VmConfig};
+use hv::{
+    CpuidEntry, EventFd, HvError, IoEventAddress, MemorySlot, MsiMessage, Vcpu, Vm, VmConfig,
+};
 
+use crate::ioevent::IoEvents;
+use crate::irqfd::Irqfds;
 use crate::memory::{Slot, SlotList};
 use crate::platform::{Platform, Router};
 use crate::vcpu::{EmuVcpu, VcpuShared};
@@ -29,6 +33,8 @@ pub(crate) struct VmShared {
     /// code one vCPU writes is re-decoded by the others.
     pub code: Arc<x86::CodeShare>,
     pub config: VmConfig,
+    /// Guest writes that signal an eventfd instead of the VMM.
+    pub ioevents: IoEvents,
 }
 
 impl VmShared {
@@ -76,6 +82,9 @@ impl VmShared {
 
 pub(crate) struct EmuVm {
     shared: Arc<VmShared>,
+    /// Dropped with the VM: joins the irqfd thread, which holds an `Arc`
+    /// of `shared`.
+    irqfds: Irqfds,
 }
 
 impl EmuVm {
@@ -92,7 +101,9 @@ impl EmuVm {
                 platform: Platform::new(config.vcpus),
                 code: Arc::new(x86::CodeShare::new()),
                 config,
+                ioevents: IoEvents::default(),
             }),
+            irqfds: Irqfds::new(),
         }
     }
 }
@@ -177,7 +188,178 @@ impl Vm for EmuVm {
         self.shared.code.note_external_write(gpa, len);
     }
 
+    fn register_ioevent(
+        &self,
+        event: &EventFd,
+        addr: IoEventAddress,
+        datamatch: Option<u64>,
+    ) -> Result<(), HvError> {
+        self.shared.ioevents.register(event, addr, datamatch)
+    }
+
+    fn unregister_ioevent(
+        &self,
+        event: &EventFd,
+        addr: IoEventAddress,
+        datamatch: Option<u64>,
+    ) -> Result<(), HvError> {
+        self.shared.ioevents.unregister(event, addr, datamatch)
+    }
+
+    fn register_irqfd(&self, event: &EventFd, gsi: u32) -> Result<(), HvError> {
+        self.irqfds.register(&self.shared, event, gsi)
+    }
+
+    fn unregister_irqfd(&self, event: &EventFd, gsi: u32) -> Result<(), HvError> {
+        self.irqfds.unregister(event, gsi)
+    }
+
+    fn set_msi_route(&self, gsi: u32, msi: MsiMessage) -> Result<(), HvError> {
+        self.irqfds.set_msi_route(gsi, msi)
+    }
+
     fn supported_cpuid(&self) -> Result<Vec<CpuidEntry>, HvError> {
         Ok(crate::cpuid::supported_cpuid())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use vmm_sys_util::eventfd::EFD_NONBLOCK;
+
+    use super::*;
+    use crate::platform::lock;
+
+    fn vm() -> EmuVm {
+        EmuVm::new(VmConfig { vcpus: 1 })
+    }
+
+    /// Software-enables vCPU 0's LAPIC (SVR = 0x1ff) so that it accepts
+    /// fixed interrupts.
+    fn enable_lapic(vm: &EmuVm) {
+        vm.shared.vcpus[0]
+            .lapic()
+            .write(0xf0, &0x1ffu32.to_le_bytes(), 0);
+    }
+
+    /// Waits until vector `v` is requested on vCPU 0's LAPIC, then clears
+    /// it by acknowledging and EOIing it.
+    fn wait_for_vector(vm: &EmuVm, v: u8) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            {
+                let mut lapic = vm.shared.vcpus[0].lapic();
+                if lapic.irr_test(v) {
+                    assert_eq!(lapic.acknowledge(), v);
+                    lapic.write(0xb0, &0u32.to_le_bytes(), 0);
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "vector {v:#x} never arrived");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn msi(vector: u8) -> MsiMessage {
+        MsiMessage {
+            address: 0xfee0_0000,
+            data: vector.into(),
+        }
+    }
+
+    #[test]
+    fn the_irqfd_thread_starts_lazily_and_is_joined_on_drop() {
+        let vm = vm();
+        assert!(!vm.irqfds.has_thread());
+        vm.set_msi_route(30, msi(0x40)).unwrap();
+        assert!(!vm.irqfds.has_thread(), "routes need no thread");
+        let event = EventFd::new(EFD_NONBLOCK).unwrap();
+        vm.register_irqfd(&event, 30).unwrap();
+        assert!(vm.irqfds.has_thread());
+        let shared = Arc::downgrade(&vm.shared);
+        drop(vm);
+        // The thread held a reference to the VM's shared state; once the
+        // drop returned it has exited.
+        assert_eq!(shared.strong_count(), 0, "the irqfd thread outlived its VM");
+        // The VM closed its descriptor: the eventfd is the VMM's alone again.
+        event.write(1).unwrap();
+        assert_eq!(event.read().unwrap(), 1);
+    }
+
+    #[test]
+    fn msi_routes_follow_updates_and_irqfds_come_and_go() {
+        let vm = vm();
+        enable_lapic(&vm);
+        let (a, b) = (
+            EventFd::new(EFD_NONBLOCK).unwrap(),
+            EventFd::new(EFD_NONBLOCK).unwrap(),
+        );
+        vm.register_irqfd(&a, 24).unwrap();
+        // No route yet: nothing is delivered.
+        a.write(1).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(vm.shared.vcpus[0].lapic().pending_vector(), None);
+        vm.set_msi_route(24, msi(0x41)).unwrap();
+        a.write(1).unwrap();
+        wait_for_vector(&vm, 0x41);
+        vm.set_msi_route(24, msi(0x42)).unwrap();
+        a.write(3).unwrap();
+        wait_for_vector(&vm, 0x42);
+        // A second irqfd while the thread runs.
+        vm.set_msi_route(25, msi(0x43)).unwrap();
+        vm.register_irqfd(&b, 25).unwrap();
+        b.write(1).unwrap();
+        wait_for_vector(&vm, 0x43);
+        vm.unregister_irqfd(&a, 24).unwrap();
+        a.write(1).unwrap();
+        b.write(1).unwrap();
+        wait_for_vector(&vm, 0x43);
+        assert!(!vm.shared.vcpus[0].lapic().irr_test(0x42));
+        assert_eq!(a.read().unwrap(), 1, "nobody consumes a removed irqfd");
+    }
+
+    #[test]
+    fn irqfd_arguments_are_checked() {
+        let vm = vm();
+        let event = EventFd::new(EFD_NONBLOCK).unwrap();
+        assert!(vm.register_irqfd(&event, 1024).is_err());
+        assert!(vm.set_msi_route(23, msi(0x40)).is_err());
+        assert!(vm.set_msi_route(1024, msi(0x40)).is_err());
+        assert!(vm
+            .set_msi_route(
+                24,
+                MsiMessage {
+                    address: 0xd000_0000,
+                    data: 0x40
+                }
+            )
+            .is_err());
+        assert!(vm.unregister_irqfd(&event, 5).is_err());
+        vm.register_irqfd(&event, 5).unwrap();
+        assert!(vm.register_irqfd(&event, 6).is_err(), "one GSI per eventfd");
+        assert!(vm.unregister_irqfd(&event, 6).is_err());
+        vm.unregister_irqfd(&event, 5).unwrap();
+        assert!(vm.unregister_irqfd(&event, 5).is_err());
+    }
+
+    #[test]
+    fn an_irqfd_pulses_an_ioapic_pin() {
+        let vm = vm();
+        enable_lapic(&vm);
+        // Pin 9: vector 0x49, fixed, physical, edge, destination APIC 0.
+        {
+            let mut ioapic = lock(&vm.shared.platform.ioapic);
+            ioapic.write(0, &(0x10u32 + 2 * 9).to_le_bytes());
+            ioapic.write(0x10, &0x49u32.to_le_bytes());
+        }
+        let event = EventFd::new(EFD_NONBLOCK).unwrap();
+        vm.register_irqfd(&event, 9).unwrap();
+        // Each write is an edge: the pulse leaves the line low.
+        for _ in 0..3 {
+            event.write(1).unwrap();
+            wait_for_vector(&vm, 0x49);
+        }
     }
 }

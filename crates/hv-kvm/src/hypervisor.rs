@@ -55,6 +55,13 @@ pub(crate) struct HostCaps {
     pub binary_stats: bool,
     /// KVM_CAP_XSAVE: x87/SSE state through KVM_GET/SET_XSAVE.
     pub xsave: bool,
+    /// KVM_CAP_IOEVENTFD and KVM_CAP_IOEVENTFD_NO_LENGTH (an ioeventfd
+    /// without datamatch matches writes of any size).
+    pub ioeventfd: bool,
+    /// KVM_CAP_IRQFD.
+    pub irqfd: bool,
+    /// KVM_CAP_IRQ_ROUTING (KVM_SET_GSI_ROUTING, for MSI routes).
+    pub irq_routing: bool,
 }
 
 /// The host's `/dev/kvm`, checked to be usable.
@@ -111,6 +118,10 @@ impl KvmHypervisor {
             signal_msi: kvm.check_extension(Cap::SignalMsi),
             binary_stats: kvm.check_extension_raw(CAP_BINARY_STATS_FD) > 0,
             xsave: kvm.check_extension(Cap::Xsave),
+            ioeventfd: kvm.check_extension(Cap::Ioeventfd)
+                && kvm.check_extension(Cap::IoeventfdNoLength),
+            irqfd: kvm.check_extension(Cap::Irqfd),
+            irq_routing: kvm.check_extension(Cap::IrqRouting),
         };
         Ok(KvmHypervisor {
             kvm: Arc::new(kvm),

@@ -1,15 +1,21 @@
 //! A KVM virtual machine: memory slots, irq lines, vCPU creation.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use hv::memory::PAGE_SIZE;
-use hv::{CpuidEntry, HvError, MemorySlot, MsiMessage, Vcpu, Vm, VmConfig};
-use kvm_bindings::{
-    kvm_msi, kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES,
-    KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, KVM_PIT_SPEAKER_DUMMY,
+use hv::{
+    CpuidEntry, EventFd, HvError, IoEventAddress, MemorySlot, MsiMessage, Vcpu, Vm, VmConfig,
+    MSI_GSI_RANGE,
 };
-use kvm_ioctls::{Kvm, VmFd};
+use kvm_bindings::{
+    kvm_irq_routing_entry, kvm_msi, kvm_pit_config, kvm_userspace_memory_region, KvmIrqRouting,
+    KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQ_ROUTING_IRQCHIP,
+    KVM_IRQ_ROUTING_MSI, KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY,
+    KVM_PIT_SPEAKER_DUMMY,
+};
+use kvm_ioctls::{Kvm, NoDatamatch, VmFd};
 
 use crate::convert::cpuid_from_kvm;
 use crate::error::os;
@@ -37,6 +43,82 @@ pub(crate) struct KvmVm {
     vcpus: u32,
     /// Ids of the vCPUs created so far.
     created: Mutex<Vec<bool>>,
+    /// The MSI routes of KVM's GSI routing table, by GSI. KVM_SET_GSI_ROUTING
+    /// replaces the whole table, so every change re-sends these with the
+    /// default irqchip routes ([`irqchip_routes`]).
+    msi_routes: Mutex<BTreeMap<u32, MsiMessage>>,
+    /// Registered irqfds as (eventfd descriptor, GSI). KVM ignores the
+    /// removal of an unknown irqfd; the hv API makes it an error.
+    irqfds: Mutex<HashSet<(RawFd, u32)>>,
+}
+
+/// The routes KVM_CREATE_IRQCHIP installs (the kernel's `default_routing`):
+/// GSI `n` drives IOAPIC pin `n` (0–23) and, for `n < 16`, input `n % 8`
+/// of the master (`n < 8`) or slave PIC. Re-sent with the MSI routes so
+/// that adding one keeps every line behaving as before.
+fn irqchip_routes() -> impl Iterator<Item = kvm_irq_routing_entry> {
+    let route = |gsi: u32, irqchip: u32, pin: u32| {
+        let mut entry = kvm_irq_routing_entry {
+            gsi,
+            type_: KVM_IRQ_ROUTING_IRQCHIP,
+            ..Default::default()
+        };
+        entry.u.irqchip.irqchip = irqchip;
+        entry.u.irqchip.pin = pin;
+        entry
+    };
+    (0..IOAPIC_PINS).flat_map(move |gsi| {
+        let pic = (gsi < 16).then(|| {
+            let chip = if gsi < 8 {
+                KVM_IRQCHIP_PIC_MASTER
+            } else {
+                KVM_IRQCHIP_PIC_SLAVE
+            };
+            route(gsi, chip, gsi % 8)
+        });
+        std::iter::once(route(gsi, KVM_IRQCHIP_IOAPIC, gsi)).chain(pic)
+    })
+}
+
+fn msi_route(gsi: u32, msi: &MsiMessage) -> kvm_irq_routing_entry {
+    let mut entry = kvm_irq_routing_entry {
+        gsi,
+        type_: KVM_IRQ_ROUTING_MSI,
+        ..Default::default()
+    };
+    entry.u.msi.address_lo = msi.address as u32;
+    entry.u.msi.address_hi = (msi.address >> 32) as u32;
+    entry.u.msi.data = msi.data;
+    entry
+}
+
+/// Pins of KVM's IOAPIC (KVM_IOAPIC_NUM_PINS).
+const IOAPIC_PINS: u32 = 24;
+
+fn ioevent_address(addr: IoEventAddress) -> kvm_ioctls::IoEventAddress {
+    match addr {
+        IoEventAddress::Pio(port) => kvm_ioctls::IoEventAddress::Pio(port.into()),
+        IoEventAddress::Mmio(gpa) => kvm_ioctls::IoEventAddress::Mmio(gpa),
+    }
+}
+
+/// The 32-bit value KVM compares a 4-byte write with.
+fn datamatch_u32(value: u64) -> Result<u32, HvError> {
+    u32::try_from(value).map_err(|_| {
+        HvError::InvalidArgument(format!(
+            "ioeventfd datamatch {value:#x} does not fit the 4-byte write it matches"
+        ))
+    })
+}
+
+fn check_irqfd_gsi(gsi: u32) -> Result<(), HvError> {
+    if gsi >= MSI_GSI_RANGE.end {
+        return Err(HvError::InvalidArgument(format!(
+            "GSI {gsi} does not exist (GSIs are 0 to {})",
+            MSI_GSI_RANGE.end - 1
+        )));
+    }
+    Ok(())
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -80,7 +162,51 @@ impl KvmVm {
             caps,
             vcpus: config.vcpus,
             created: Mutex::new(vec![false; config.vcpus as usize]),
+            msi_routes: Mutex::new(BTreeMap::new()),
+            irqfds: Mutex::new(HashSet::new()),
         })
+    }
+
+    /// KVM_SET_GSI_ROUTING with the default irqchip routes and `msi`.
+    fn set_gsi_routing(&self, msi: &BTreeMap<u32, MsiMessage>) -> Result<(), HvError> {
+        let entries: Vec<kvm_irq_routing_entry> = irqchip_routes()
+            .chain(msi.iter().map(|(gsi, m)| msi_route(*gsi, m)))
+            .collect();
+        let table = KvmIrqRouting::from_entries(&entries).map_err(|e| {
+            HvError::InvalidArgument(format!(
+                "GSI routing table of {} routes: {e:?}",
+                entries.len()
+            ))
+        })?;
+        self.shared
+            .fd
+            .set_gsi_routing(&table)
+            .map_err(os("KVM_SET_GSI_ROUTING"))
+    }
+
+    fn ioevent_ioctl(
+        &self,
+        event: &EventFd,
+        addr: IoEventAddress,
+        datamatch: Option<u64>,
+        register: bool,
+    ) -> Result<(), HvError> {
+        if !self.caps.ioeventfd {
+            return Err(HvError::Unsupported(
+                "ioeventfds (KVM_CAP_IOEVENTFD, KVM_CAP_IOEVENTFD_NO_LENGTH)",
+            ));
+        }
+        let fd = &self.shared.fd;
+        let addr = ioevent_address(addr);
+        // The size of the datamatch type is the length KVM matches: none
+        // (any length) or 4 bytes.
+        let result = match (datamatch, register) {
+            (None, true) => fd.register_ioevent(event, &addr, NoDatamatch),
+            (None, false) => fd.unregister_ioevent(event, &addr, NoDatamatch),
+            (Some(v), true) => fd.register_ioevent(event, &addr, datamatch_u32(v)?),
+            (Some(v), false) => fd.unregister_ioevent(event, &addr, datamatch_u32(v)?),
+        };
+        result.map_err(os("KVM_IOEVENTFD"))
     }
 
     fn check_slot(
@@ -286,11 +412,132 @@ impl Vm for KvmVm {
             .map_err(os("KVM_SIGNAL_MSI"))
     }
 
+    fn register_ioevent(
+        &self,
+        event: &EventFd,
+        addr: IoEventAddress,
+        datamatch: Option<u64>,
+    ) -> Result<(), HvError> {
+        self.ioevent_ioctl(event, addr, datamatch, true)
+    }
+
+    fn unregister_ioevent(
+        &self,
+        event: &EventFd,
+        addr: IoEventAddress,
+        datamatch: Option<u64>,
+    ) -> Result<(), HvError> {
+        self.ioevent_ioctl(event, addr, datamatch, false)
+    }
+
+    fn register_irqfd(&self, event: &EventFd, gsi: u32) -> Result<(), HvError> {
+        if !self.caps.irqfd {
+            return Err(HvError::Unsupported("irqfds (KVM_CAP_IRQFD)"));
+        }
+        check_irqfd_gsi(gsi)?;
+        let mut irqfds = lock(&self.irqfds);
+        self.shared
+            .fd
+            .register_irqfd(event, gsi)
+            .map_err(os("KVM_IRQFD"))?;
+        irqfds.insert((event.as_raw_fd(), gsi));
+        Ok(())
+    }
+
+    fn unregister_irqfd(&self, event: &EventFd, gsi: u32) -> Result<(), HvError> {
+        let mut irqfds = lock(&self.irqfds);
+        let key = (event.as_raw_fd(), gsi);
+        if !irqfds.contains(&key) {
+            return Err(HvError::InvalidArgument(format!(
+                "eventfd {} is not an irqfd of GSI {gsi}",
+                key.0
+            )));
+        }
+        self.shared
+            .fd
+            .unregister_irqfd(event, gsi)
+            .map_err(os("KVM_IRQFD"))?;
+        irqfds.remove(&key);
+        Ok(())
+    }
+
+    fn set_msi_route(&self, gsi: u32, msi: MsiMessage) -> Result<(), HvError> {
+        if !self.caps.irq_routing {
+            return Err(HvError::Unsupported("GSI routing (KVM_CAP_IRQ_ROUTING)"));
+        }
+        if !MSI_GSI_RANGE.contains(&gsi) {
+            return Err(HvError::InvalidArgument(format!(
+                "GSI {gsi} cannot carry an MSI route (MSI GSIs are {MSI_GSI_RANGE:?})"
+            )));
+        }
+        if msi.address >> 20 != 0xfee {
+            return Err(HvError::InvalidArgument(format!(
+                "{:#x} is not an MSI address",
+                msi.address
+            )));
+        }
+        let mut routes = lock(&self.msi_routes);
+        let mut next = routes.clone();
+        next.insert(gsi, msi);
+        self.set_gsi_routing(&next)?;
+        *routes = next;
+        Ok(())
+    }
+
     fn supported_cpuid(&self) -> Result<Vec<CpuidEntry>, HvError> {
         let cpuid = self
             .kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(os("KVM_GET_SUPPORTED_CPUID"))?;
         Ok(cpuid.as_slice().iter().map(cpuid_from_kvm).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_routes_are_the_kernels() {
+        let routes: Vec<(u32, u32, u32)> = irqchip_routes()
+            .map(|e| {
+                assert_eq!(e.type_, KVM_IRQ_ROUTING_IRQCHIP);
+                // SAFETY: irqchip routes are written through `u.irqchip`.
+                let chip = unsafe { e.u.irqchip };
+                (e.gsi, chip.irqchip, chip.pin)
+            })
+            .collect();
+        assert_eq!(routes.len(), 24 + 16);
+        assert!(routes.contains(&(0, KVM_IRQCHIP_IOAPIC, 0)));
+        assert!(routes.contains(&(0, KVM_IRQCHIP_PIC_MASTER, 0)));
+        assert!(routes.contains(&(9, KVM_IRQCHIP_PIC_SLAVE, 1)));
+        assert!(routes.contains(&(23, KVM_IRQCHIP_IOAPIC, 23)));
+        assert!(!routes
+            .iter()
+            .any(|r| r.0 >= 16 && r.1 != KVM_IRQCHIP_IOAPIC));
+    }
+
+    #[test]
+    fn msi_routes_split_the_address() {
+        let e = msi_route(
+            30,
+            &MsiMessage {
+                address: 0x1_fee0_1000,
+                data: 0x4041,
+            },
+        );
+        assert_eq!((e.gsi, e.type_), (30, KVM_IRQ_ROUTING_MSI));
+        // SAFETY: MSI routes are written through `u.msi`.
+        let msi = unsafe { e.u.msi };
+        assert_eq!(
+            (msi.address_lo, msi.address_hi, msi.data),
+            (0xfee0_1000, 1, 0x4041)
+        );
+    }
+
+    #[test]
+    fn datamatch_fits_four_bytes() {
+        assert_eq!(datamatch_u32(0xffff_ffff).unwrap(), 0xffff_ffff);
+        assert!(datamatch_u32(1 << 32).is_err());
     }
 }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 pub use exit::{ExitCounters, ExitReason, ExitStats, VcpuExit};
 pub use memory::MemorySlot;
 pub use state::{CpuidEntry, DescriptorTable, Fpu, Msr, Regs, SRegs, Segment};
+pub use vmm_sys_util::eventfd::EventFd;
 
 /// Errors of the hypervisor API. Backends map their own failures onto these.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +91,29 @@ pub struct MsiMessage {
     pub data: u32,
 }
 
+/// Where a guest write signals an ioeventfd ([`Vm::register_ioevent`]).
+///
+/// The address must be the exact address of the write (its first byte): a
+/// wider write that merely covers the address does not match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IoEventAddress {
+    /// A port.
+    Pio(u16),
+    /// A guest-physical address outside RAM.
+    Mmio(u64),
+}
+
+/// Width, in bytes, of the guest write an ioeventfd with a datamatch
+/// matches. KVM_IOEVENTFD compares a datamatch only against writes of one
+/// registered length; the API fixes it at 4 bytes, the 32-bit write
+/// virtio-mmio's `QueueNotify` (and virtio-pci's notify capability)
+/// receives. A datamatch value must therefore fit in 32 bits.
+pub const IOEVENT_DATAMATCH_LEN: usize = 4;
+
+/// The GSIs [`Vm::set_msi_route`] accepts: above the 24 IOAPIC pins
+/// (GSIs 0–23, which [`Vm::set_irq_line`] and irqfds drive), below 1024.
+pub const MSI_GSI_RANGE: std::ops::Range<u32> = 24..1024;
+
 /// Multiprocessing state of a vCPU, as the local APIC sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MpState {
@@ -135,6 +159,52 @@ pub trait Vm: Send + Sync {
     /// what they decoded from those bytes; hardware virtualization needs
     /// nothing (the default).
     fn note_guest_write(&self, _gpa: u64, _len: u64) {}
+    /// Makes guest writes to `addr` signal `event` instead of reaching the
+    /// [`IoHandler`] (KVM_IOEVENTFD): a matching write adds 1 to the
+    /// eventfd's counter and the vCPU continues at once.
+    ///
+    /// With `datamatch` `None`, a write of any size whose first byte is at
+    /// `addr` matches. With `Some(v)`, only a write of exactly
+    /// [`IOEVENT_DATAMATCH_LEN`] (4) bytes at `addr` whose little-endian
+    /// value is `v` matches; other writes there reach the handler (a `v`
+    /// above `u32::MAX` is refused). Reads always reach the handler.
+    ///
+    /// As on KVM, a registration may not collide with an existing one at
+    /// the same address: two registrations without datamatch, or one
+    /// without and one with, or two with the same value are refused.
+    fn register_ioevent(
+        &self,
+        event: &EventFd,
+        addr: IoEventAddress,
+        datamatch: Option<u64>,
+    ) -> Result<(), HvError>;
+    /// Removes a registration made with the same eventfd (the same file
+    /// descriptor), address and datamatch; anything else is an error.
+    fn unregister_ioevent(
+        &self,
+        event: &EventFd,
+        addr: IoEventAddress,
+        datamatch: Option<u64>,
+    ) -> Result<(), HvError>;
+    /// Makes writes to `event` pulse `gsi` (KVM_IRQFD without resample):
+    /// the line is raised then lowered, which an IOAPIC pin programmed for
+    /// edge triggering sees as one interrupt. Writes that arrive before the
+    /// backend consumed the counter coalesce into one pulse. GSIs 0–23 go
+    /// to the IOAPIC (and GSIs 0–15 to the PIC, as [`Vm::set_irq_line`]);
+    /// a GSI of [`MSI_GSI_RANGE`] sends the MSI [`Vm::set_msi_route`] gave
+    /// it, or nothing while it has none.
+    ///
+    /// The backend consumes the eventfd's counter: nobody else may read it.
+    /// One eventfd can drive one GSI at a time.
+    fn register_irqfd(&self, event: &EventFd, gsi: u32) -> Result<(), HvError>;
+    /// Stops `event` (the same file descriptor) from driving `gsi`. Once
+    /// this returns, no further interrupt comes from it.
+    fn unregister_irqfd(&self, event: &EventFd, gsi: u32) -> Result<(), HvError>;
+    /// Makes `gsi` (in [`MSI_GSI_RANGE`]) deliver `msi` when its irqfd
+    /// fires (KVM_SET_GSI_ROUTING). Replaces an earlier route of the same
+    /// GSI; an irqfd registered on it stays registered and uses the new
+    /// message from then on (a guest rewriting an MSI-X table entry).
+    fn set_msi_route(&self, gsi: u32, msi: MsiMessage) -> Result<(), HvError>;
     /// Every CPUID leaf this accelerator can present to a guest
     /// (KVM_GET_SUPPORTED_CPUID). `arch::cpuid` reduces it to Ferrovisor's
     /// documented CPU template before it reaches a vCPU.

@@ -68,6 +68,24 @@ pub(crate) fn virtio_acpi_devices(config: &MachineConfig) -> Result<Vec<AcpiDevi
         .collect())
 }
 
+/// Registers the queue notifications of a device as ioeventfds, so that
+/// the guest's QueueNotify writes wake the device without a VM exit (kvm)
+/// or a trip through the VMM's buses (emu). An accelerator without them
+/// leaves the writes to the transport, which signals the same eventfds.
+fn register_notifiers(vm: &Arc<dyn Vm>, device: &str, notifiers: Vec<virtio::QueueNotifier>) {
+    for n in notifiers {
+        let addr = if n.pio {
+            hv::IoEventAddress::Pio(n.addr as u16)
+        } else {
+            hv::IoEventAddress::Mmio(n.addr)
+        };
+        if let Err(e) = vm.register_ioevent(&n.event, addr, n.datamatch.map(u64::from)) {
+            tracing::info!(device, error = %e, "queue notifications go through the VMM");
+            return;
+        }
+    }
+}
+
 /// Tells `vm` of device writes to guest RAM (emu drops code decoded from
 /// the bytes a device overwrote).
 fn guest_write_hook(vm: &Arc<dyn Vm>) -> virtio::GuestWriteHook {
@@ -189,6 +207,10 @@ fn add_virtio_devices(
             virtio::mmio::MmioTransport::new(model, mem.clone(), GsiLine::line(vm, irq))
                 .map_err(MachineError::VirtioEvents)?;
         transport.set_guest_write_hook(guest_write_hook(vm));
+        let notifiers = transport
+            .notifiers(addr)
+            .map_err(MachineError::VirtioEvents)?;
+        register_notifiers(vm, &name, notifiers);
         buses.mmio.insert(
             &name,
             addr,
