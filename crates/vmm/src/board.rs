@@ -12,6 +12,8 @@
 //! virtio-mmio devices (in the DSDT as `LNRO0005`, level-triggered IRQs):
 //! one 4 KiB window each from [`VIRTIO_MMIO_BASE`], the disks first (in
 //! `--disk` order), then the entropy device; IRQs from [`VIRTIO_IRQS`].
+//! With `--transport pci` the same devices are virtio-pci functions on PCI
+//! bus 0 instead (see [`crate::pci_board`]).
 
 use std::sync::{Arc, Mutex};
 
@@ -27,7 +29,7 @@ use devices::{Clock, HostClock, IoBuses, IrqLine, RequestSink};
 use hv::Vm;
 use vm_memory::GuestMemoryMmap;
 
-use crate::config::MachineConfig;
+use crate::config::{MachineConfig, VirtioTransport};
 use crate::platform_timer::PlatformTimer;
 use crate::MachineError;
 
@@ -62,6 +64,9 @@ pub(crate) fn virtio_slots(config: &MachineConfig) -> Result<Vec<(u64, u32)>, Ma
 
 /// The DSDT entries of the virtio devices of `config`.
 pub(crate) fn virtio_acpi_devices(config: &MachineConfig) -> Result<Vec<AcpiDevice>, MachineError> {
+    if config.transport == VirtioTransport::Pci {
+        return crate::pci_board::acpi_devices(config);
+    }
     Ok(virtio_slots(config)?
         .into_iter()
         .map(|(addr, irq)| AcpiDevice::virtio_mmio(addr, VIRTIO_MMIO_SIZE, irq))
@@ -69,7 +74,7 @@ pub(crate) fn virtio_acpi_devices(config: &MachineConfig) -> Result<Vec<AcpiDevi
 }
 
 /// Raises a GSI on the VM's irqchip.
-struct GsiLine {
+pub(crate) struct GsiLine {
     vm: Arc<dyn Vm>,
     gsi: u32,
     log_limit: RateLimiter,
@@ -77,7 +82,7 @@ struct GsiLine {
 
 impl GsiLine {
     /// The line of `gsi` on `vm`.
-    fn line(vm: &Arc<dyn Vm>, gsi: u32) -> Arc<dyn IrqLine> {
+    pub(crate) fn line(vm: &Arc<dyn Vm>, gsi: u32) -> Arc<dyn IrqLine> {
         Arc::new(GsiLine {
             vm: vm.clone(),
             gsi,
@@ -176,6 +181,9 @@ fn add_virtio_devices(
     if config.rng {
         let rng = virtio::rng::Rng::new().map_err(MachineError::Entropy)?;
         models.push(("virtio-rng".to_string(), Box::new(rng)));
+    }
+    if config.transport == VirtioTransport::Pci {
+        return crate::pci_board::add_devices(buses, vm, mem, models);
     }
     for ((name, model), (addr, irq)) in models.into_iter().zip(virtio_slots(config)?) {
         let transport =
