@@ -381,7 +381,7 @@ impl VirtioPci {
                 .into(),
             (QUEUE_ENABLE, 2) => q.map_or(0, |q| q.ready.into()),
             (QUEUE_NOTIFY_OFF, 2) => q.map_or(0, |_| sel as u64),
-            (o @ (QUEUE_DESC..=0x37), 4 | 8) if o % len as u64 == 0 => {
+            (o @ (QUEUE_DESC..=0x37), 4 | 8) if o.is_multiple_of(len as u64) => {
                 let field = match (o - QUEUE_DESC) / 8 {
                     0 => ring(|q| q.desc),
                     1 => ring(|q| q.driver),
@@ -428,7 +428,7 @@ impl VirtioPci {
                 }
             }
             (QUEUE_ENABLE, 2) => self.core.set_queue_ready(v32),
-            (o @ (QUEUE_DESC..=0x37), 4 | 8) if o % len as u64 == 0 => {
+            (o @ (QUEUE_DESC..=0x37), 4 | 8) if o.is_multiple_of(len as u64) => {
                 let ring = match (o - QUEUE_DESC) / 8 {
                     0 => Ring::Desc,
                     1 => Ring::Driver,
@@ -485,7 +485,7 @@ impl VirtioPci {
             NOTIFY_OFFSET.. => {
                 let rel = offset - NOTIFY_OFFSET;
                 let step = u64::from(NOTIFY_MULTIPLIER);
-                if rel % step != 0 || !matches!(data.len(), 2 | 4) {
+                if !rel.is_multiple_of(step) || !matches!(data.len(), 2 | 4) {
                     self.core
                         .bad_access("notification of a bad size or alignment", offset);
                     return;
