@@ -116,3 +116,117 @@ pub(super) fn dsdt_devices(host: &PciHostBridge) -> Vec<u8> {
     Device::new(Path::new("PRES"), vec![&hid, &uid, &crs]).to_aml_bytes(&mut bytes);
     bytes
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{build, AcpiConfig, AcpiDevice, AcpiError};
+    use super::*;
+
+    fn host() -> PciHostBridge {
+        let mut intx = [0u8; 32];
+        intx[1] = 5;
+        intx[2] = 6;
+        PciHostBridge {
+            ecam: 0xe000_0000,
+            mmio_base: 0xc000_0000,
+            mmio_size: 0x1000_0000,
+            intx,
+        }
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn mcfg_xsdt_and_dsdt_describe_the_host_bridge() {
+        let cfg = AcpiConfig {
+            devices: vec![AcpiDevice::COM1, AcpiDevice::PciHost(host())],
+            ..AcpiConfig::new(2)
+        };
+        let tables = build(&cfg).unwrap();
+        let get = |what: &str| tables.iter().find(|t| t.what == what).unwrap();
+        let mcfg = get("MCFG");
+        let b = &mcfg.bytes;
+        assert_eq!(&b[..4], b"MCFG");
+        assert_eq!(u32::from_le_bytes(b[4..8].try_into().unwrap()), 60);
+        assert_eq!(b.iter().fold(0u8, |a, &x| a.wrapping_add(x)), 0);
+        // Base, segment 0, buses 0..=0.
+        assert_eq!(
+            u64::from_le_bytes(b[44..52].try_into().unwrap()),
+            0xe000_0000
+        );
+        assert_eq!(&b[52..56], &[0, 0, 0, 0]);
+        // The XSDT and the RSDT point at it.
+        assert!(contains(&get("XSDT").bytes[36..], &mcfg.addr.to_le_bytes()));
+        assert!(contains(
+            &get("RSDT").bytes[36..],
+            &(mcfg.addr as u32).to_le_bytes()
+        ));
+
+        let dsdt = &get("DSDT").bytes;
+        assert!(contains(dsdt, b"PCI0") && contains(dsdt, b"PRES"));
+        // EisaId PNP0A08 / PNP0A03 / PNP0C02.
+        for id in [0x080a_d041u32, 0x030a_d041, 0x020c_d041] {
+            assert!(contains(dsdt, &id.to_le_bytes()), "{id:#x}");
+        }
+        // WordBusNumber 0..0, producer.
+        assert!(contains(
+            dsdt,
+            &[0x88, 0x0d, 0, 2, 0x0c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]
+        ));
+        // IO 0xCF8, 8 ports.
+        assert!(contains(dsdt, &[0x47, 1, 0xf8, 0x0c, 0xf8, 0x0c, 1, 8]));
+        // DWordMemory 0xC0000000..0xCFFFFFFF, producer, read-write.
+        let mut window = vec![0x87, 0x17, 0, 0, 0x0c, 1, 0, 0, 0, 0];
+        for v in [0xc000_0000u32, 0xcfff_ffff, 0, 0x1000_0000] {
+            window.extend_from_slice(&v.to_le_bytes());
+        }
+        assert!(contains(dsdt, &window));
+        // _PRT: slot 1 INTA -> GSI 5, slot 2 -> GSI 6, no others.
+        assert!(contains(dsdt, b"_PRT"));
+        assert!(contains(dsdt, &[0x0c, 0xff, 0xff, 1, 0, 0, 0, 0x0a, 5]));
+        assert!(contains(dsdt, &[0x0c, 0xff, 0xff, 2, 0, 0, 0, 0x0a, 6]));
+        assert!(!contains(dsdt, &[0x0c, 0xff, 0xff, 3, 0]));
+        // The ECAM reservation: Memory32Fixed(ReadOnly, 0xE0000000, 1 MiB).
+        assert!(contains(
+            dsdt,
+            &[0x86, 9, 0, 0, 0, 0, 0, 0xe0, 0, 0, 0x10, 0]
+        ));
+    }
+
+    #[test]
+    fn bad_host_bridges_are_refused() {
+        let with = |devices: Vec<AcpiDevice>| {
+            build(&AcpiConfig {
+                devices,
+                ..AcpiConfig::new(1)
+            })
+            .err()
+        };
+        let h = host();
+        assert!(matches!(
+            with(vec![AcpiDevice::PciHost(h), AcpiDevice::PciHost(h)]),
+            Some(AcpiError::DuplicatePciHost { index: 1 })
+        ));
+        let high = PciHostBridge {
+            ecam: 0xffff_ff00,
+            ..h
+        };
+        assert!(matches!(
+            with(vec![AcpiDevice::PciHost(high)]),
+            Some(AcpiError::BadMmioRange { .. })
+        ));
+        let empty = PciHostBridge { mmio_size: 0, ..h };
+        assert!(matches!(
+            with(vec![AcpiDevice::PciHost(empty)]),
+            Some(AcpiError::BadMmioRange { .. })
+        ));
+        let mut timer = h;
+        timer.intx[4] = 2;
+        assert!(matches!(
+            with(vec![AcpiDevice::PciHost(timer)]),
+            Some(AcpiError::BadIrq { irq: 2, .. })
+        ));
+    }
+}
