@@ -39,6 +39,7 @@ const SCRIPT: &str = r#"
 for d in /sys/bus/pci/devices/*; do
   echo pci $(basename $d) $(cat $d/vendor) $(cat $d/device) $(cat $d/class) drv=$(basename "$(readlink $d/driver)");
 done;
+echo bar0=$(head -1 /sys/bus/pci/devices/0000:00:01.0/resource);
 dmesg | grep -E 'PCI Root Bridge \[PCI0\]|Using host bridge windows from ACPI|MMCONFIG at .* reserved';
 sha256sum /dev/vda;
 echo bytes=$(head -c 64 /dev/hwrng | wc -c);
@@ -70,6 +71,8 @@ fn linux_uses_virtio_pci_devices_with_msix_and_falls_back_to_intx() {
     b.expect("pci 0000:00:00.0 0x1b36 0x0008 0x060000 drv=");
     b.expect("pci 0000:00:01.0 0x1af4 0x1042 0x018000 drv=virtio-pci");
     b.expect("pci 0000:00:02.0 0x1af4 0x1044 0xff0000 drv=virtio-pci");
+    // Linux kept the preassigned BAR 0 (where the queue notifiers are).
+    b.expect("bar0=0x00000000c0000000 0x00000000c0003fff ");
     // The bridge came from ACPI, with its window and a usable ECAM.
     b.expect("ACPI: PCI Root Bridge [PCI0]");
     b.expect("PCI: Using host bridge windows from ACPI");
