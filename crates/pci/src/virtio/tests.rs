@@ -337,3 +337,90 @@ fn the_pci_cfg_capability_reaches_the_bars() {
     d.set_cfg(at + 8, 0x3fff, 4);
     assert_eq!(d.cfg(at + 16, 2), 0);
 }
+
+/// Random configuration, BAR and port accesses of every shape, through the
+/// whole bus, with the device's memory decoding on: nothing panics, and
+/// the host bridge still identifies itself.
+#[test]
+fn random_accesses_never_panic() {
+    use crate::bus::{BarWindow, ConfigIo, Ecam, PciBus};
+    use devices::BusDevice;
+
+    let d = Driver::rng();
+    let mut bus = PciBus::new();
+    let device = Arc::new(Mutex::new(d.t));
+    bus.add(device.clone()).unwrap();
+    let bus = Arc::new(bus);
+    let mut io = ConfigIo::new(bus.clone());
+    let mut ecam = Ecam::new(bus.clone());
+    let mut window = BarWindow::new(bus.clone(), BAR0);
+    ecam.write((1 << 15) + 4, &2u16.to_le_bytes());
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut buf = [0u8; 8];
+    for i in 0..200_000 {
+        if i % 32 == 0 {
+            // Undo the moves and decoding changes now and then.
+            ecam.write((1 << 15) + 0x10, &(BAR0 as u32).to_le_bytes());
+            ecam.write((1 << 15) + 0x14, &(BAR1 as u32).to_le_bytes());
+            ecam.write((1 << 15) + 4, &2u16.to_le_bytes());
+        }
+        let r = next();
+        let len = [1, 2, 4, 8, 3][(r % 5) as usize];
+        let value = next().to_le_bytes();
+        let target = next();
+        let write = r & 0x100 != 0;
+        match (r >> 9) % 4 {
+            0 => {
+                // Keep most accesses on slot 1 and its header.
+                let offset = (1 << 15) | (target & 0xfff) >> ((r >> 12) % 4 * 2);
+                if write {
+                    ecam.write(offset, &value[..len]);
+                } else {
+                    ecam.read(offset, &mut buf[..len]);
+                }
+            }
+            1 => {
+                let port = target % 8;
+                if target & 0x100 != 0 {
+                    io.write(
+                        0,
+                        &(0x8000_0800u32 | (target >> 16) as u32 & 0xfc).to_le_bytes(),
+                    );
+                }
+                if write {
+                    io.write(port, &value[..len.min(4)]);
+                } else {
+                    io.read(port, &mut buf[..len.min(4)]);
+                }
+            }
+            _ => {
+                let offset = target % (VIRTIO_BAR_SIZE + MSIX_BAR_SIZE + 0x100);
+                if write {
+                    window.write(offset, &value[..len]);
+                } else {
+                    window.read(offset, &mut buf[..len]);
+                }
+            }
+        }
+    }
+    // The accesses did reach the device.
+    let counters = device.lock().unwrap().counters();
+    assert!(counters.bad_accesses > 1000, "{counters:?}");
+    assert!(device.lock().unwrap().msix_counters().bad_accesses > 100);
+    let mut id = [0u8; 4];
+    ecam.read(0, &mut id);
+    assert_eq!(u32::from_le_bytes(id), 0x0008_1b36);
+    // Whatever state the device was left in, a reset brings it back.
+    bus.config_write(0, 1, 0, 4, &2u16.to_le_bytes());
+    device
+        .lock()
+        .unwrap()
+        .bar_write(VIRTIO_BAR, common::DEVICE_STATUS, &[0]);
+    assert_eq!(device.lock().unwrap().status(), 0);
+}
