@@ -24,6 +24,9 @@
 //!             │ ... Linux initrd as high as possible below min(low RAM end,
 //!             │     initrd_addr_max); Multiboot module right after the kernel
 //! 0xC000_0000 ┼──────────────────────── 32-bit MMIO hole ──────────────────────────────
+//!             │ 0xC000_0000..0xD000_0000  PCI BAR window (the host bridge's _CRS)
+//!             │ 0xD000_0000..             virtio-mmio windows (vmm's board)
+//!             │ 0xE000_0000..0xE010_0000  PCI ECAM of bus 0 (MCFG; reserved in the DSDT)
 //!             │ 0xFEC0_0000 IOAPIC, 0xFEE0_0000 LAPIC
 //! 0x1_0000_0000 ┴──────────── RAM above 4 GiB (the rest of the guest's memory) ──────────
 //! ```
@@ -40,6 +43,16 @@
 pub const MMIO_HOLE_START: u64 = 0xC000_0000;
 /// End (exclusive) of the 32-bit MMIO hole; RAM continues here.
 pub const MMIO_HOLE_END: u64 = 0x1_0000_0000;
+
+/// The PCI BAR window: 32-bit, non-prefetchable memory BARs of bus 0 are
+/// assigned here (the host bridge's `_CRS` window).
+pub const PCI_MMIO_START: u64 = 0xC000_0000;
+/// Size of the PCI BAR window (up to the virtio-mmio windows).
+pub const PCI_MMIO_SIZE: u64 = 0x1000_0000;
+/// ECAM (MMCONFIG) of PCI bus 0: 4 KiB per function, 1 MiB.
+pub const PCI_ECAM_START: u64 = 0xE000_0000;
+/// Size of the ECAM region (one bus).
+pub const PCI_ECAM_SIZE: u64 = 1 << 20;
 
 /// The boot GDT. Selectors: 0x00 null, 0x08 flat 32-bit code (Multiboot),
 /// 0x10 64-bit code (`__BOOT_CS`), 0x18 data (`__BOOT_DS`), 0x20 the TSS
@@ -142,6 +155,10 @@ const _: () = {
     assert!(EBDA_START <= ACPI_AREA_START && ACPI_AREA_END <= HIMEM_START);
     assert!(ACPI_RSDP_ADDR & 0xf == 0);
     assert!(MULTIBOOT_STACK_TOP <= EBDA_START);
+    assert!(MMIO_HOLE_START <= PCI_MMIO_START && PCI_MMIO_START + PCI_MMIO_SIZE <= 0xD000_0000);
+    assert!(
+        PCI_ECAM_START >= 0xD000_0000 + 0x100_0000 && PCI_ECAM_START + PCI_ECAM_SIZE <= IOAPIC_ADDR
+    );
 };
 
 /// The RAM regions `(guest-physical address, size)` for a guest of

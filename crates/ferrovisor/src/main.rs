@@ -72,6 +72,11 @@ struct RunArgs {
     /// A virtio-rng entropy device fed from the host's /dev/urandom.
     #[arg(long)]
     rng: bool,
+    /// How the virtio devices attach: mmio (virtio-mmio windows in the
+    /// DSDT, the default: the path the end-to-end tests exercise most) or
+    /// pci (virtio-pci functions with MSI-X on PCI bus 0, with ECAM).
+    #[arg(long, default_value = "mmio", value_name = "mmio|pci")]
+    transport: vmm::VirtioTransport,
 }
 
 /// One line: the error and its causes.
@@ -142,6 +147,7 @@ fn main() -> ExitCode {
                 console_input: true,
                 disks: args.disks,
                 rng: args.rng,
+                transport: args.transport,
                 ..MachineConfig::new(args.kernel)
             };
             run(&config, args.stats)

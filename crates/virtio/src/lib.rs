@@ -3,10 +3,10 @@
 //! A device model implements [`VirtioDevice`]: its type, the features it
 //! offers, its configuration space, and what it does with its virtqueues
 //! once the driver has set them up. A transport ([`mmio::MmioTransport`],
-//! later virtio-pci) owns the register interface the guest sees: feature
-//! negotiation, the device status state machine, queue configuration and
-//! notifications, and interrupts; it hands the device its queues on
-//! DRIVER_OK ([`Activation`]).
+//! virtio-pci in crate `pci`, both on [`transport::TransportCore`]) owns
+//! the register interface the guest sees: feature negotiation, the device
+//! status state machine, queue configuration and notifications, and
+//! interrupts; it hands the device its queues on DRIVER_OK ([`Activation`]).
 //!
 //! I/O runs off the vCPU threads. Every queue has an eventfd that a
 //! notification from the driver writes: the transport writes it when the
@@ -29,6 +29,7 @@ pub mod chain;
 pub mod fuzzing;
 pub mod mmio;
 pub mod rng;
+pub mod transport;
 pub mod worker;
 
 use std::sync::Arc;

@@ -12,6 +12,8 @@
 //! virtio-mmio devices (in the DSDT as `LNRO0005`, level-triggered IRQs):
 //! one 4 KiB window each from [`VIRTIO_MMIO_BASE`], the disks first (in
 //! `--disk` order), then the entropy device; IRQs from [`VIRTIO_IRQS`].
+//! With `--transport pci` the same devices are virtio-pci functions on PCI
+//! bus 0 instead (see [`crate::pci_board`]).
 
 use std::sync::{Arc, Mutex};
 
@@ -27,7 +29,7 @@ use devices::{Clock, HostClock, IoBuses, IrqLine, RequestSink};
 use hv::Vm;
 use vm_memory::GuestMemoryMmap;
 
-use crate::config::MachineConfig;
+use crate::config::{MachineConfig, VirtioTransport};
 use crate::platform_timer::PlatformTimer;
 use crate::MachineError;
 
@@ -62,6 +64,9 @@ pub(crate) fn virtio_slots(config: &MachineConfig) -> Result<Vec<(u64, u32)>, Ma
 
 /// The DSDT entries of the virtio devices of `config`.
 pub(crate) fn virtio_acpi_devices(config: &MachineConfig) -> Result<Vec<AcpiDevice>, MachineError> {
+    if config.transport == VirtioTransport::Pci {
+        return crate::pci_board::acpi_devices(config);
+    }
     Ok(virtio_slots(config)?
         .into_iter()
         .map(|(addr, irq)| AcpiDevice::virtio_mmio(addr, VIRTIO_MMIO_SIZE, irq))
@@ -72,7 +77,11 @@ pub(crate) fn virtio_acpi_devices(config: &MachineConfig) -> Result<Vec<AcpiDevi
 /// the guest's QueueNotify writes wake the device without a VM exit (kvm)
 /// or a trip through the VMM's buses (emu). An accelerator without them
 /// leaves the writes to the transport, which signals the same eventfds.
-fn register_notifiers(vm: &Arc<dyn Vm>, device: &str, notifiers: Vec<virtio::QueueNotifier>) {
+pub(crate) fn register_notifiers(
+    vm: &Arc<dyn Vm>,
+    device: &str,
+    notifiers: Vec<virtio::QueueNotifier>,
+) {
     for n in notifiers {
         let addr = if n.pio {
             hv::IoEventAddress::Pio(n.addr as u16)
@@ -88,13 +97,13 @@ fn register_notifiers(vm: &Arc<dyn Vm>, device: &str, notifiers: Vec<virtio::Que
 
 /// Tells `vm` of device writes to guest RAM (emu drops code decoded from
 /// the bytes a device overwrote).
-fn guest_write_hook(vm: &Arc<dyn Vm>) -> virtio::GuestWriteHook {
+pub(crate) fn guest_write_hook(vm: &Arc<dyn Vm>) -> virtio::GuestWriteHook {
     let vm = vm.clone();
     Arc::new(move |gpa, len| vm.note_guest_write(gpa, len))
 }
 
 /// Raises a GSI on the VM's irqchip.
-struct GsiLine {
+pub(crate) struct GsiLine {
     vm: Arc<dyn Vm>,
     gsi: u32,
     log_limit: RateLimiter,
@@ -102,7 +111,7 @@ struct GsiLine {
 
 impl GsiLine {
     /// The line of `gsi` on `vm`.
-    fn line(vm: &Arc<dyn Vm>, gsi: u32) -> Arc<dyn IrqLine> {
+    pub(crate) fn line(vm: &Arc<dyn Vm>, gsi: u32) -> Arc<dyn IrqLine> {
         Arc::new(GsiLine {
             vm: vm.clone(),
             gsi,
@@ -201,6 +210,9 @@ fn add_virtio_devices(
     if config.rng {
         let rng = virtio::rng::Rng::new().map_err(MachineError::Entropy)?;
         models.push(("virtio-rng".to_string(), Box::new(rng)));
+    }
+    if config.transport == VirtioTransport::Pci {
+        return crate::pci_board::add_devices(buses, vm, mem, models);
     }
     for ((name, model), (addr, irq)) in models.into_iter().zip(virtio_slots(config)?) {
         let transport =

@@ -73,6 +73,38 @@ pub struct MachineConfig {
     pub disks: Vec<DiskConfig>,
     /// A virtio-rng entropy device.
     pub rng: bool,
+    /// How the virtio devices attach: virtio-mmio windows or PCI.
+    pub transport: VirtioTransport,
+}
+
+/// The bus the virtio devices sit on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VirtioTransport {
+    /// virtio-mmio windows described in the DSDT (the default).
+    #[default]
+    Mmio,
+    /// virtio-pci functions on PCI bus 0, with MSI-X.
+    Pci,
+}
+
+impl std::str::FromStr for VirtioTransport {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "mmio" => Ok(VirtioTransport::Mmio),
+            "pci" => Ok(VirtioTransport::Pci),
+            _ => Err(format!("unknown transport {s:?} (mmio or pci)")),
+        }
+    }
+}
+
+impl std::fmt::Display for VirtioTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VirtioTransport::Mmio => "mmio",
+            VirtioTransport::Pci => "pci",
+        })
+    }
 }
 
 /// A virtio-blk disk on a raw image file.
@@ -102,6 +134,7 @@ impl MachineConfig {
             console_input: false,
             disks: Vec::new(),
             rng: false,
+            transport: VirtioTransport::Mmio,
         }
     }
 }

@@ -18,11 +18,12 @@ pub mod config;
 pub mod console;
 pub mod machine;
 pub mod memory;
+mod pci_board;
 pub mod platform_timer;
 pub mod probe;
 mod vcpu;
 
 pub use accel::{open_accelerator, Accel, AccelError};
 pub use board::AcpiPlacement;
-pub use config::{ConsoleOutput, DiskConfig, MachineConfig};
+pub use config::{ConsoleOutput, DiskConfig, MachineConfig, VirtioTransport};
 pub use machine::{Machine, MachineError, MachineExit, RunReport};

@@ -49,6 +49,10 @@ pub enum MachineError {
     TooManyVirtioDevices { count: usize, max: usize },
     #[error("cannot create the virtio queue events")]
     VirtioEvents(#[source] std::io::Error),
+    #[error("cannot create a virtio-pci device")]
+    VirtioPci(#[source] pci::virtio::VirtioPciError),
+    #[error("cannot attach a PCI device")]
+    Pci(#[source] pci::PciError),
     #[error("two disks have the ID {0:?}")]
     DuplicateDiskId(String),
     #[error("cannot start the platform timer thread")]

@@ -29,6 +29,8 @@
 //! }
 //! ```
 //!
+//! With a PCI host bridge, `PCI0` and `PRES` follow (see [`super::pci`]).
+//!
 //! Linux binds "LNRO0005" to virtio_mmio (the memory resource and the first
 //! IRQ), "PNP0501" to 8250_pnp and "PNP0B00" to rtc_cmos.
 
@@ -75,6 +77,7 @@ pub(super) fn dsdt_body(cfg: &AcpiConfig) -> Vec<u8> {
             AcpiDevice::Rtc => {
                 devices.extend(isa_device("RTC_", "PNP0B00", None, RTC_PORT, 2, RTC_IRQ));
             }
+            AcpiDevice::PciHost(host) => devices.extend(super::pci::dsdt_devices(&host)),
             AcpiDevice::VirtioMmio {
                 addr,
                 len,

@@ -8,11 +8,12 @@
 //! | table | contents |
 //! |---|---|
 //! | RSDP | revision 2, at [`ACPI_RSDP_ADDR`] (16-byte aligned, first in the "RSD PTR " scan range 0xE0000..0xFFFFF); points at the XSDT and (for ACPI 1.0 readers) the RSDT |
-//! | XSDT / RSDT | the FADT and the MADT |
+//! | XSDT / RSDT | the FADT, the MADT (and the MCFG) |
 //! | FADT | revision 6.5; DSDT (32- and 64-bit pointers); RESET_REG = port [`pm::ACPI_RESET_PORT`], value [`pm::ACPI_RESET_VALUE`], RESET_REG_SUP; PWR_BUTTON and SLP_BUTTON flags (no fixed-feature buttons); IAPC_BOOT_ARCH = "VGA not present" (+ "CMOS RTC not present" when the device list has no [`AcpiDevice::Rtc`]); 8042 *not* claimed (our i8042 only resets), so Linux does not probe a keyboard controller; hardware-reduced or full fixed hardware, see below |
 //! | FACS | full-ACPI mode only (64-byte aligned) |
 //! | MADT | LAPIC address, PCAT_COMPAT (dual 8259 present); one enabled Processor Local APIC per vCPU (UID = APIC ID = index); the IOAPIC (GSI base 0); Interrupt Source Override ISA IRQ 0 → GSI 2 (the PIT is wired to IOAPIC pin 2), and in full-ACPI mode IRQ 9 → GSI 9 level/active-high (the SCI); Local APIC NMI on LINT1 for all processors |
 //! | DSDT | `\_S5` = SLP_TYP 5, and a device per [`AcpiDevice`] under `\_SB` (see [`dsdt`]) |
+//! | MCFG | with an [`AcpiDevice::PciHost`]: the ECAM of PCI bus 0 (see [`pci`]) |
 //!
 //! # Hardware-reduced ACPI (the default) or full fixed hardware
 //!
@@ -70,6 +71,7 @@
 //! [`set_acpi_rsdp`](crate::boot::set_acpi_rsdp) for Linux.
 
 pub mod dsdt;
+pub mod pci;
 pub mod pm;
 #[cfg(test)]
 mod tests;
@@ -137,6 +139,9 @@ pub enum AcpiDevice {
     Serial { port: u16, irq: u32 },
     /// The CMOS RTC: `_HID PNP0B00`, ports 0x70..0x72, IRQ 8 (edge).
     Rtc,
+    /// A PCI host bridge for bus 0: `\_SB.PCI0` and its ECAM reservation in
+    /// the DSDT, and an MCFG table (see [`pci`]). At most one.
+    PciHost(pci::PciHostBridge),
 }
 
 impl AcpiDevice {
@@ -204,6 +209,8 @@ pub enum AcpiError {
     BadMmioRange { index: usize, addr: u64, len: u64 },
     #[error("device {index}: IRQ {irq} is not a usable IOAPIC input (1 or 3..{pins}; 0 and 2 are the timer's)")]
     BadIrq { index: usize, irq: u32, pins: u32 },
+    #[error("device {index}: a second PCI host bridge")]
+    DuplicatePciHost { index: usize },
     #[error("device {index}: a second RTC")]
     DuplicateRtc { index: usize },
     #[error("device {index}: more than {max} serial ports")]
@@ -234,7 +241,7 @@ fn validate(cfg: &AcpiConfig) -> Result<(), AcpiError> {
         }
     }
     let irq_ok = |irq: u32| irq < IOAPIC_PINS && irq != 0 && irq != 2;
-    let (mut serial, mut virtio, mut rtc) = (0usize, 0usize, false);
+    let (mut serial, mut virtio, mut rtc, mut pci) = (0usize, 0usize, false, false);
     for (index, dev) in cfg.devices.iter().enumerate() {
         match *dev {
             AcpiDevice::VirtioMmio { addr, len, irq, .. } => {
@@ -278,6 +285,28 @@ fn validate(cfg: &AcpiConfig) -> Result<(), AcpiError> {
                     return Err(AcpiError::DuplicateRtc { index });
                 }
                 rtc = true;
+            }
+            AcpiDevice::PciHost(host) => {
+                if pci {
+                    return Err(AcpiError::DuplicatePciHost { index });
+                }
+                pci = true;
+                for (addr, len) in [
+                    (host.ecam, pci::ECAM_SIZE),
+                    (host.mmio_base, host.mmio_size),
+                ] {
+                    let end = addr.checked_add(len);
+                    if len == 0 || end.is_none_or(|end| end > 1 << 32) {
+                        return Err(AcpiError::BadMmioRange { index, addr, len });
+                    }
+                }
+                if let Some(&irq) = host.intx.iter().find(|&&g| g != 0 && !irq_ok(g.into())) {
+                    return Err(AcpiError::BadIrq {
+                        index,
+                        irq: irq.into(),
+                        pins: IOAPIC_PINS,
+                    });
+                }
             }
         }
     }
@@ -367,10 +396,25 @@ fn build(cfg: &AcpiConfig) -> Result<Vec<Placed>, AcpiError> {
         bytes: madt,
     });
 
+    // MCFG, with a PCI host bridge.
+    let mut pointed = vec![fadt_addr, madt_addr];
+    for dev in &cfg.devices {
+        if let AcpiDevice::PciHost(host) = dev {
+            let mcfg = pci::mcfg(host);
+            let addr = alloc.take(mcfg.len(), 16);
+            tables.push(Placed {
+                what: "MCFG",
+                addr,
+                bytes: mcfg,
+            });
+            pointed.push(addr);
+        }
+    }
+
     // XSDT and RSDT.
     let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
     let mut rsdt = Sdt::new(*b"RSDT", 36, 1, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
-    for addr in [fadt_addr, madt_addr] {
+    for addr in pointed {
         xsdt.add_entry(addr);
         // Below 1 MiB.
         rsdt.append_slice(&(addr as u32).to_le_bytes());
