@@ -145,6 +145,7 @@ pub(crate) fn build(
     mem: &GuestMemoryMmap,
     config: &MachineConfig,
     requests: RequestSink,
+    accel: &str,
 ) -> Result<Board, MachineError> {
     let clock: Arc<dyn Clock> = Arc::new(HostClock::new());
     let mut timer = PlatformTimer::new(clock.clone());
@@ -184,7 +185,8 @@ pub(crate) fn build(
         ACPI_PM_SIZE,
         Arc::new(Mutex::new(AcpiPm::new(requests))),
     )?;
-    add_virtio_devices(&mut buses, vm, mem, config)?;
+    // irqfds spare KVM an ioctl per MSI; emu's are one more thread hop.
+    add_virtio_devices(&mut buses, vm, mem, config, accel == "kvm")?;
     Ok(Board {
         buses,
         serial,
@@ -199,6 +201,7 @@ fn add_virtio_devices(
     vm: &Arc<dyn Vm>,
     mem: &GuestMemoryMmap,
     config: &MachineConfig,
+    use_irqfds: bool,
 ) -> Result<(), MachineError> {
     let mut models: Vec<(String, Box<dyn virtio::VirtioDevice>)> = Vec::new();
     for (i, disk) in config.disks.iter().enumerate() {
@@ -212,7 +215,7 @@ fn add_virtio_devices(
         models.push(("virtio-rng".to_string(), Box::new(rng)));
     }
     if config.transport == VirtioTransport::Pci {
-        return crate::pci_board::add_devices(buses, vm, mem, models);
+        return crate::pci_board::add_devices(buses, vm, mem, models, use_irqfds);
     }
     for ((name, model), (addr, irq)) in models.into_iter().zip(virtio_slots(config)?) {
         let transport =

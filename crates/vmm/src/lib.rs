@@ -18,6 +18,7 @@ pub mod config;
 pub mod console;
 pub mod machine;
 pub mod memory;
+mod msi;
 mod pci_board;
 pub mod platform_timer;
 pub mod probe;

@@ -179,7 +179,7 @@ impl Machine {
                 let _ = tx.send(MachineEvent::Guest(request));
             })
         };
-        let board = board::build(&vm, &mem, config, requests)?;
+        let board = board::build(&vm, &mem, config, requests, accel)?;
 
         let supported = vm.supported_cpuid().map_err(hv_err("CPUID"))?;
         let mut vcpus = Vec::with_capacity(config.vcpus as usize);

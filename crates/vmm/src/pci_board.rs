@@ -17,9 +17,8 @@ use std::sync::{Arc, Mutex};
 use arch::acpi::pci::PciHostBridge;
 use arch::acpi::AcpiDevice;
 use arch::layout::{PCI_ECAM_START, PCI_MMIO_SIZE, PCI_MMIO_START};
-use devices::ratelimit::RateLimiter;
 use devices::IoBuses;
-use hv::{MsiMessage, Vm};
+use hv::Vm;
 use pci::bus::{CONFIG_IO_PORT, CONFIG_IO_SIZE, ECAM_BUS_SIZE, SLOTS};
 use pci::virtio::{VirtioPci, VirtioPciBars};
 use pci::{BarWindow, ConfigIo, Ecam, MsiSink, PciBus};
@@ -67,18 +66,11 @@ pub(crate) fn acpi_devices(config: &MachineConfig) -> Result<Vec<AcpiDevice>, Ma
 }
 
 /// MSIs to the VM's interrupt controller.
-struct VmMsi {
-    vm: Arc<dyn Vm>,
-    log_limit: RateLimiter,
-}
+struct VmMsi(crate::msi::MsiSender);
 
 impl MsiSink for VmMsi {
     fn send(&self, address: u64, data: u32) {
-        if let Err(e) = self.vm.signal_msi(MsiMessage { address, data }) {
-            if self.log_limit.allow() {
-                tracing::warn!(address, data, error = %e, "cannot deliver an MSI");
-            }
-        }
+        self.0.send(address, data);
     }
 }
 
@@ -89,11 +81,9 @@ pub(crate) fn add_devices(
     vm: &Arc<dyn Vm>,
     mem: &GuestMemoryMmap,
     models: Vec<(String, Box<dyn virtio::VirtioDevice>)>,
+    use_irqfds: bool,
 ) -> Result<(), MachineError> {
-    let msi: Arc<dyn MsiSink> = Arc::new(VmMsi {
-        vm: vm.clone(),
-        log_limit: RateLimiter::default(),
-    });
+    let msi: Arc<dyn MsiSink> = Arc::new(VmMsi(crate::msi::MsiSender::new(vm.clone(), use_irqfds)));
     let mut bus = PciBus::new();
     for (i, (name, model)) in models.into_iter().enumerate() {
         let gsi = *VIRTIO_IRQS
