@@ -3,6 +3,7 @@
 
 mod demo;
 mod disk;
+mod net;
 mod size;
 mod stats;
 
@@ -72,6 +73,11 @@ struct RunArgs {
     /// A virtio-rng entropy device fed from the host's /dev/urandom.
     #[arg(long)]
     rng: bool,
+    /// A virtio-net device on an existing host TAP interface:
+    /// tap=NAME[,mac=MAC] (repeatable; the guest sees eth0, eth1, ...; the
+    /// default MAC of the n-th is 06:00:00:00:00:<n+1>).
+    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]", value_parser = net::parse_net)]
+    nets: Vec<vmm::NetConfig>,
 }
 
 /// One line: the error and its causes.
@@ -132,6 +138,9 @@ fn main() -> ExitCode {
             if let Some(id) = disk::duplicate_id(&args.disks) {
                 return fail(&format!("two --disk options have id={id}"), 2);
             }
+            if let Some(tap) = net::duplicate_tap(&args.nets) {
+                return fail(&format!("two --net options have tap={tap}"), 2);
+            }
             let config = MachineConfig {
                 accel: args.accel,
                 memory: args.memory,
@@ -142,6 +151,7 @@ fn main() -> ExitCode {
                 console_input: true,
                 disks: args.disks,
                 rng: args.rng,
+                nets: args.nets,
                 ..MachineConfig::new(args.kernel)
             };
             run(&config, args.stats)

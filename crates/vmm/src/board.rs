@@ -11,7 +11,8 @@
 //!
 //! virtio-mmio devices (in the DSDT as `LNRO0005`, level-triggered IRQs):
 //! one 4 KiB window each from [`VIRTIO_MMIO_BASE`], the disks first (in
-//! `--disk` order), then the entropy device; IRQs from [`VIRTIO_IRQS`].
+//! `--disk` order), then the network devices (in `--net` order), then the
+//! entropy device; IRQs from [`VIRTIO_IRQS`].
 
 use std::sync::{Arc, Mutex};
 
@@ -43,7 +44,7 @@ pub const VIRTIO_IRQS: [u32; 17] = [
 
 /// Where each virtio device of `config` goes: (window base, GSI).
 pub(crate) fn virtio_slots(config: &MachineConfig) -> Result<Vec<(u64, u32)>, MachineError> {
-    let count = config.disks.len() + usize::from(config.rng);
+    let count = config.disks.len() + config.nets.len() + usize::from(config.rng);
     if count > VIRTIO_IRQS.len() {
         return Err(MachineError::TooManyVirtioDevices {
             count,
@@ -158,7 +159,7 @@ pub(crate) fn build(
     })
 }
 
-/// Opens the disks and the entropy source of `config` and maps their
+/// Opens the disks, the TAP devices and the entropy source of `config` and maps their
 /// virtio-mmio transports.
 fn add_virtio_devices(
     buses: &mut IoBuses,
@@ -172,6 +173,12 @@ fn add_virtio_devices(
         let block =
             virtio::blk::Block::open(&disk.path, disk.read_only, id).map_err(MachineError::Disk)?;
         models.push((format!("virtio-blk{i}"), Box::new(block)));
+    }
+    for (index, net) in config.nets.iter().enumerate() {
+        let tap = virtio::tap::Tap::open(&net.tap)
+            .map_err(|source| MachineError::Net { index, source })?;
+        let device = virtio::net::Net::new(Box::new(tap), net.mac_or_default(index));
+        models.push((format!("virtio-net{index}"), Box::new(device)));
     }
     if config.rng {
         let rng = virtio::rng::Rng::new().map_err(MachineError::Entropy)?;

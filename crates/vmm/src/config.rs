@@ -73,6 +73,28 @@ pub struct MachineConfig {
     pub disks: Vec<DiskConfig>,
     /// A virtio-rng entropy device.
     pub rng: bool,
+    /// virtio-net devices, in order (the guest's eth0, eth1, ...).
+    pub nets: Vec<NetConfig>,
+}
+
+/// A virtio-net device on an existing host TAP interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    /// The TAP interface's name.
+    pub tap: String,
+    /// The guest's MAC address; by default 06:00:00:00:00:<n+1> for the
+    /// n-th device (locally administered, unicast).
+    pub mac: Option<[u8; 6]>,
+}
+
+impl NetConfig {
+    /// The MAC address of the `index`-th network device.
+    pub fn mac_or_default(&self, index: usize) -> [u8; 6] {
+        self.mac.unwrap_or_else(|| {
+            let n = (index as u32).wrapping_add(1).to_be_bytes();
+            [0x06, 0x00, n[0], n[1], n[2], n[3]]
+        })
+    }
 }
 
 /// A virtio-blk disk on a raw image file.
@@ -102,6 +124,7 @@ impl MachineConfig {
             console_input: false,
             disks: Vec::new(),
             rng: false,
+            nets: Vec::new(),
         }
     }
 }
