@@ -8,9 +8,7 @@ pub(crate) fn parse_net(value: &str) -> Result<NetConfig, String> {
     let mut mac = None;
     for option in value.split(',') {
         let Some((key, val)) = option.split_once('=') else {
-            return Err(format!(
-                "'{option}' is not KEY=VALUE (tap=NAME[,mac=MAC])"
-            ));
+            return Err(format!("'{option}' is not KEY=VALUE (tap=NAME[,mac=MAC])"));
         };
         match key {
             "tap" if val.is_empty() => return Err("tap= is empty".to_string()),
@@ -54,7 +52,9 @@ fn parse_mac(value: &str) -> Result<[u8; 6], String> {
 /// The first TAP named twice.
 pub(crate) fn duplicate_tap(nets: &[NetConfig]) -> Option<&str> {
     let mut seen = std::collections::HashSet::new();
-    nets.iter().map(|n| n.tap.as_str()).find(|t| !seen.insert(*t))
+    nets.iter()
+        .map(|n| n.tap.as_str())
+        .find(|t| !seen.insert(*t))
 }
 
 #[cfg(test)]

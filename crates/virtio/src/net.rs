@@ -269,7 +269,12 @@ impl Serve {
                 Err(e) => break Err(e),
             }
         };
-        if used && self.rx.needs_notification(&self.mem).map_err(DeviceError::Queue)? {
+        if used
+            && self
+                .rx
+                .needs_notification(&self.mem)
+                .map_err(DeviceError::Queue)?
+        {
             self.interrupt.signal_used(RX);
         }
         result
@@ -318,11 +323,7 @@ impl Serve {
         let mut room = 0u64;
         let mut bad = false;
         while room < len as u64 && chains.len() < max_chains {
-            let next = self
-                .rx
-                .iter(&self.mem)
-                .map_err(DeviceError::Queue)?
-                .next();
+            let next = self.rx.iter(&self.mem).map_err(DeviceError::Queue)?.next();
             let Some(desc_chain) = next else {
                 // Not enough buffers yet: give back what was taken.
                 self.rx.set_next_avail(start);

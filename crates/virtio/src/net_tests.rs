@@ -106,9 +106,7 @@ impl Driver {
     fn desc(&self, q: usize, index: u16, addr: u64, len: u32, flags: u16, next: u16) {
         let at = GuestAddress(RINGS[q].0 + u64::from(index) * 16);
         self.mem.write_obj(addr, at).unwrap();
-        self.mem
-            .write_obj(len, at.checked_add(8).unwrap())
-            .unwrap();
+        self.mem.write_obj(len, at.checked_add(8).unwrap()).unwrap();
         self.mem
             .write_obj(flags, at.checked_add(12).unwrap())
             .unwrap();
@@ -261,7 +259,11 @@ fn received_frames_fill_a_chain_and_interrupt() {
     d.mem
         .read_slice(&mut header, GuestAddress(0x30000))
         .unwrap();
-    assert_eq!(u16::from_le_bytes([header[10], header[11]]), 1, "num_buffers");
+    assert_eq!(
+        u16::from_le_bytes([header[10], header[11]]),
+        1,
+        "num_buffers"
+    );
     let mut got = vec![0u8; 1514];
     d.mem.read_slice(&mut got, GuestAddress(0x30100)).unwrap();
     assert_eq!(got, sent);
@@ -309,8 +311,14 @@ fn worker_cpu_ticks() -> u64 {
             continue;
         };
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        total += fields.get(11).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-        total += fields.get(12).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        total += fields
+            .get(11)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0);
+        total += fields
+            .get(12)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0);
     }
     total
 }
@@ -329,7 +337,10 @@ fn without_receive_buffers_the_worker_waits_for_the_driver() {
     std::thread::sleep(Duration::from_millis(500));
     let spent = worker_cpu_ticks() - before;
     // 500 ms of spinning would be ~50 ticks; other tests' workers run too.
-    assert!(spent < 15, "virtio-net threads used {spent} ticks while idle");
+    assert!(
+        spent < 15,
+        "virtio-net threads used {spent} ticks while idle"
+    );
     assert_eq!(d.used_idx(RX), 0);
     // Buffers and a notification: the frames come in.
     for i in 0..3u16 {
@@ -489,10 +500,7 @@ fn a_tap_answers_an_arp_request_through_the_device() {
         let tap = crate::tap::Tap::open("fvtest0").map_err(|e| e.to_string())?;
         // Attached already: a second user is refused.
         let busy = crate::tap::Tap::open("fvtest0").unwrap_err();
-        assert!(
-            matches!(busy, crate::tap::TapError::Busy(_)),
-            "{busy}"
-        );
+        assert!(matches!(busy, crate::tap::TapError::Busy(_)), "{busy}");
         let mut d = Driver::new(Net::new(Box::new(tap), MAC)).start(F_VERSION_1 | F_MRG_RXBUF);
         for i in 0..4u16 {
             d.desc(RX, i, 0x30000 + u64::from(i) * 0x1000, 2048, WRITE, 0);
