@@ -146,7 +146,7 @@ fn host_ping(guest: &Guest) -> Option<(Vec<String>, TempDir)> {
     Some((vec![path(&busybox), "ping".into()], guard))
 }
 
-fn path(p: &PathBuf) -> String {
+fn path(p: &Path) -> String {
     p.to_str().expect("UTF-8 path").to_string()
 }
 

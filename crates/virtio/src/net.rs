@@ -302,7 +302,7 @@ impl Serve {
 
     /// Puts the frame of `len` bytes in `rx_frame` into receive chains.
     fn place(&mut self, len: usize, used: &mut bool) -> Result<Placed, DeviceError> {
-        if len < VNET_HDR_LEN || len > MAX_FRAME {
+        if !(VNET_HDR_LEN..=MAX_FRAME).contains(&len) {
             bump(&self.counters.rx_dropped, 1);
             return Ok(Placed::Done);
         }
