@@ -74,9 +74,10 @@ struct RunArgs {
     #[arg(long)]
     rng: bool,
     /// A virtio-net device on an existing host TAP interface:
-    /// tap=NAME[,mac=MAC] (repeatable; the guest sees eth0, eth1, ...; the
-    /// default MAC of the n-th is 06:00:00:00:00:<n+1>).
-    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC]", value_parser = net::parse_net)]
+    /// tap=NAME[,mac=MAC][,offload=off] (repeatable; the guest sees eth0,
+    /// eth1, ...; the default MAC of the n-th is 06:00:00:00:00:<n+1>;
+    /// checksum and TCP segmentation offloads are on unless offload=off).
+    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC][,offload=off]", value_parser = net::parse_net)]
     nets: Vec<vmm::NetConfig>,
 }
 

@@ -1,4 +1,4 @@
-//! `--net tap=NAME[,mac=MAC]`.
+//! `--net tap=NAME[,mac=MAC][,offload=on|off]`.
 
 use vmm::NetConfig;
 
@@ -6,9 +6,12 @@ use vmm::NetConfig;
 pub(crate) fn parse_net(value: &str) -> Result<NetConfig, String> {
     let mut tap = None;
     let mut mac = None;
+    let mut offload = true;
     for option in value.split(',') {
         let Some((key, val)) = option.split_once('=') else {
-            return Err(format!("'{option}' is not KEY=VALUE (tap=NAME[,mac=MAC])"));
+            return Err(format!(
+                "'{option}' is not KEY=VALUE (tap=NAME[,mac=MAC][,offload=on|off])"
+            ));
         };
         match key {
             "tap" if val.is_empty() => return Err("tap= is empty".to_string()),
@@ -19,11 +22,18 @@ pub(crate) fn parse_net(value: &str) -> Result<NetConfig, String> {
             }
             "tap" => tap = Some(val.to_string()),
             "mac" => mac = Some(parse_mac(val)?),
-            _ => return Err(format!("unknown option '{key}' (tap, mac)")),
+            "offload" => {
+                offload = match val {
+                    "on" | "true" | "yes" | "1" => true,
+                    "off" | "false" | "no" | "0" => false,
+                    _ => return Err(format!("offload={val}: use on or off")),
+                }
+            }
+            _ => return Err(format!("unknown option '{key}' (tap, mac, offload)")),
         }
     }
     let tap = tap.ok_or("tap=NAME is missing")?;
-    Ok(NetConfig { tap, mac })
+    Ok(NetConfig { tap, mac, offload })
 }
 
 /// `aa:bb:cc:dd:ee:ff` (or with '-'); a unicast address.
@@ -66,13 +76,15 @@ mod tests {
         let n = parse_net("tap=tap0").unwrap();
         assert_eq!(n.tap, "tap0");
         assert_eq!(n.mac, None);
+        assert!(n.offload);
         assert_eq!(n.mac_or_default(0), [6, 0, 0, 0, 0, 1]);
         assert_eq!(n.mac_or_default(1), [6, 0, 0, 0, 0, 2]);
         let n = parse_net("tap=fv1,mac=52:54:00:AB:cd:0f").unwrap();
         assert_eq!(n.mac, Some([0x52, 0x54, 0, 0xab, 0xcd, 0x0f]));
         assert_eq!(n.mac_or_default(3), [0x52, 0x54, 0, 0xab, 0xcd, 0x0f]);
-        let n = parse_net("mac=06-00-00-00-00-09,tap=x").unwrap();
+        let n = parse_net("mac=06-00-00-00-00-09,tap=x,offload=off").unwrap();
         assert_eq!(n.mac, Some([6, 0, 0, 0, 0, 9]));
+        assert!(!n.offload);
     }
 
     #[test]
@@ -91,6 +103,7 @@ mod tests {
             "tap=t,mac=01:00:5e:00:00:01",
             "tap=t,mac=00:00:00:00:00:00",
             "tap=t,queues=2",
+            "tap=t,offload=maybe",
         ] {
             let err = parse_net(bad).unwrap_err();
             assert!(!err.contains('\n'), "{bad}: {err}");

@@ -101,53 +101,49 @@ fn spawn_in(ns: &Netns, guest: &Guest, script: &str, net: &str) -> common::Runni
 }
 
 /// A directory removed on drop.
-struct TempDir(Option<PathBuf>);
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(label: &str) -> TempDir {
+        let dir =
+            std::env::temp_dir().join(format!("ferrovisor-net-{}-{label}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        TempDir(dir)
+    }
+}
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        if let Some(dir) = &self.0 {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
-/// A ping for the host side: the host's, or the busybox of the test
-/// guest's initramfs (in a directory that goes with the TempDir).
-fn host_ping(guest: &Guest) -> Option<(Vec<String>, TempDir)> {
-    if Command::new("ping")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-    {
-        return Some((vec!["ping".into()], TempDir(None)));
+/// The test guest's busybox (static), taken from its initramfs, for the
+/// host side: ping and nc the same as in the guest, whatever the host has.
+fn host_busybox(guest: &Guest, dir: &Path) -> Option<String> {
+    let initrd = std::fs::File::open(&guest.initrd).ok()?;
+    let out = Command::new("cpio")
+        .args(["-i", "--quiet", "--to-stdout", "bin/busybox"])
+        .stdin(initrd)
+        .output()
+        .ok()?;
+    if !out.status.success() || out.stdout.is_empty() {
+        return None;
     }
-    let dir = std::env::temp_dir().join(format!("ferrovisor-net-{}", std::process::id()));
     let busybox = dir.join("busybox");
-    let guard = TempDir(Some(dir.clone()));
-    {
-        std::fs::create_dir_all(&dir).ok()?;
-        let initrd = std::fs::File::open(&guest.initrd).ok()?;
-        let out = Command::new("cpio")
-            .args(["-i", "--quiet", "--to-stdout", "bin/busybox"])
-            .stdin(initrd)
-            .output()
-            .ok()?;
-        if !out.status.success() || out.stdout.is_empty() {
-            return None;
-        }
-        let tmp = dir.join("busybox.tmp");
-        std::fs::write(&tmp, &out.stdout).ok()?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).ok()?;
-        std::fs::rename(&tmp, &busybox).ok()?;
-    }
-    Some((vec![path(&busybox), "ping".into()], guard))
+    std::fs::write(&busybox, &out.stdout).ok()?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&busybox, std::fs::Permissions::from_mode(0o755)).ok()?;
+    busybox.to_str().map(String::from)
 }
 
-fn path(p: &Path) -> String {
-    p.to_str().expect("UTF-8 path").to_string()
+fn sha256(path: &Path) -> String {
+    let out = run("sha256sum", &[path.to_str().unwrap()]);
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("sha256sum output")
+        .to_string()
 }
 
 #[test]
@@ -171,73 +167,118 @@ fn linux_pings_the_host_over_virtio_net() {
     assert_eq!(b.status, Some(0), "exit status; tail:\n{}", b.tail());
 }
 
-#[test]
-fn the_host_pings_linux_and_talks_tcp_to_it() {
+/// The host pings the guest, then sends it 4 MiB over TCP, which the guest
+/// sends back on a second connection; both ends check the bytes.
+fn host_pings_and_exchanges_data(label: &str, offload: bool) {
     let Some(guest) = guest() else { return };
-    let Some(ns) = Netns::new("pong") else { return };
-    let Some((ping, _busybox_dir)) = host_ping(&guest) else {
-        conformance::skip_or_fail("net", "no ping on the host and no busybox to use");
+    let Some(ns) = Netns::new(label) else { return };
+    let dir = TempDir::new(label);
+    let Some(busybox) = host_busybox(&guest, &dir.0) else {
+        conformance::skip_or_fail("net", "cannot take busybox from the guest's initramfs");
         return;
     };
-    // The guest comes up, then waits for the host's message on TCP port
-    // 5000 and prints it.
+    // 4 MiB that compress badly (a checksum error would not go unseen).
+    let sent = dir.0.join("sent");
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let data: Vec<u8> = (0..4 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(&sent, &data).unwrap();
+    let sum = sha256(&sent);
+    let offload_arg = if offload { "on" } else { "off" };
     let running = spawn_in(
         &ns,
         &guest,
         &format!(
             "echo mac=$(cat /sys/class/net/eth0/address); \
+             echo features=$(cat /sys/class/net/eth0/device/features); \
              ip link set eth0 up && ip addr add {GUEST_IP}/24 dev eth0 && \
-             echo said=$(nc -l -p 5000)"
+             nc -l -p 5000 >/tmp/blob && echo rx-sum=$(sha256sum </tmp/blob) && \
+             nc {HOST_IP} 5001 </tmp/blob && echo sent-back"
         ),
-        &format!("tap={TAP},mac=52:54:00:12:34:56"),
+        &format!("tap={TAP},mac=52:54:00:12:34:56,offload={offload_arg}"),
     );
-    let ping_args = |count: &str, wait: &str| {
-        let mut args: Vec<String> = ping[1..].to_vec();
-        args.extend(["-c", count, "-W", wait, GUEST_IP].map(String::from));
-        args
-    };
+    let ping =
+        |count: &str, wait: &str| ns.exec(&busybox, &["ping", "-c", count, "-W", wait, GUEST_IP]);
     // Wait for the guest's network to come up (the boot on emu takes
     // seconds; more on a loaded host).
     let deadline = Instant::now() + common::BOOT_TIMEOUT;
     let mut up = false;
     while !up && Instant::now() < deadline {
-        let args = ping_args("1", "1");
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        up = ns.exec(&ping[0], &args).status.success();
-        if !up {
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        up = ping("1", "1").status.success();
     }
     // (Dropping `running` on a panic ends the VM.)
     assert!(up, "the guest never answered a ping");
-    let args = ping_args("3", "5");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = ns.exec(&ping[0], &args);
-    let report = String::from_utf8_lossy(&out.stdout).into_owned();
-    // Tell the guest to finish (its nc may need a moment to listen).
-    let mut told = false;
-    for _ in 0..60 {
-        let script = format!("echo hello-from-host >/dev/tcp/{GUEST_IP}/5000");
+    let report = String::from_utf8_lossy(&ping("3", "5").stdout).into_owned();
+
+    // The host's listener for the data coming back. Its input stays open:
+    // at its end nc would half-close the connection, and the guest's nc
+    // would stop sending.
+    let back = dir.0.join("back");
+    let mut listener = Command::new("ip")
+        .args([
+            "netns", "exec", &ns.name, &busybox, "nc", "-l", "-p", "5001",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(&back).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the host's nc");
+    // The guest's nc may need a moment to listen.
+    let mut delivered = false;
+    for _ in 0..120 {
+        let script = format!("cat {} >/dev/tcp/{GUEST_IP}/5000", sent.display());
         if ns.exec("bash", &["-c", &script]).status.success() {
-            told = true;
+            delivered = true;
             break;
         }
         std::thread::sleep(Duration::from_millis(500));
     }
     let b = running.wait();
+    let _ = listener.kill();
+    let _ = listener.wait();
     assert!(
-        report.contains("3 packets transmitted, 3 packets received")
-            || report.contains("3 packets transmitted, 3 received"),
+        report.contains("3 packets transmitted, 3 packets received"),
         "host ping: {report}\nguest console tail:\n{}",
         b.tail()
     );
     assert!(
-        told,
+        delivered,
         "the guest's TCP port never accepted; tail:\n{}",
         b.tail()
     );
     b.expect("mac=52:54:00:12:34:56");
-    b.expect("said=hello-from-host");
+    // The features the driver accepted, bit 0 first: checksums (0, 1) and
+    // TSO (7, 8, 11, 12) with offloads; MRG_RXBUF (15) always.
+    let features = b
+        .console
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("features="))
+        .unwrap_or_else(|| panic!("no features line; tail:\n{}", b.tail()))
+        .as_bytes();
+    let bit = |n: usize| features.get(n) == Some(&b'1');
+    for n in [0, 1, 7, 8, 11, 12] {
+        assert_eq!(bit(n), offload, "feature bit {n} of {features:?}");
+    }
+    assert!(bit(15), "MRG_RXBUF in {features:?}");
+    b.expect(&format!("rx-sum={sum}"));
+    b.expect("sent-back");
     b.expect("FERROVISOR-CMD-EXIT=0");
     assert_eq!(b.status, Some(0), "exit status; tail:\n{}", b.tail());
+    assert_eq!(sha256(&back), sum, "the data the guest sent back differs");
+}
+
+#[test]
+fn the_host_pings_linux_and_exchanges_4_mib_over_tcp_with_offloads() {
+    host_pings_and_exchanges_data("offload", true);
+}
+
+#[test]
+fn the_host_pings_linux_and_exchanges_4_mib_over_tcp_without_offloads() {
+    host_pings_and_exchanges_data("plain", false);
 }

@@ -33,8 +33,8 @@ impl IrqLine for Line {
 }
 
 /// One end of a datagram socket pair: frames keep their boundaries, as on
-/// a TAP.
-struct Sock(UnixDatagram);
+/// a TAP. Remembers the last offload flags set.
+struct Sock(UnixDatagram, Arc<std::sync::atomic::AtomicU32>);
 
 impl AsRawFd for Sock {
     fn as_raw_fd(&self) -> RawFd {
@@ -48,6 +48,10 @@ impl Backend for Sock {
     }
     fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
         self.0.send(frame)
+    }
+    fn set_offload(&mut self, flags: u32) -> io::Result<()> {
+        self.1.store(flags, Ordering::SeqCst);
+        Ok(())
     }
 }
 
@@ -186,12 +190,21 @@ impl Driver {
 const MAC: [u8; 6] = [0x06, 0, 0, 0, 0, 1];
 
 fn device() -> (Driver, UnixDatagram) {
+    let (d, peer, _) = device_with(false);
+    (d, peer)
+}
+
+/// A device (with offloads offered or not), the backend's peer, and the
+/// offload flags the device set on its backend.
+fn device_with(offloads: bool) -> (Driver, UnixDatagram, Arc<std::sync::atomic::AtomicU32>) {
     let (ours, theirs) = UnixDatagram::pair().unwrap();
     ours.set_nonblocking(true).unwrap();
     theirs
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    (Driver::new(Net::new(Box::new(Sock(ours)), MAC)), theirs)
+    let flags = Arc::new(std::sync::atomic::AtomicU32::new(u32::MAX));
+    let net = Net::with_offloads(Box::new(Sock(ours, flags.clone())), MAC, offloads);
+    (Driver::new(net), theirs, flags)
 }
 
 fn frame(len: usize) -> Vec<u8> {
@@ -536,4 +549,86 @@ fn a_tap_answers_an_arp_request_through_the_device() {
     assert_eq!(&reply[28..32], &[10, 0, 0, 1], "sender IP");
     assert_eq!(counters.tx_packets, 1);
     assert!(counters.rx_packets >= 1);
+}
+
+// Offloads.
+
+/// A header: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset.
+fn header(flags: u8, gso_type: u8, gso_size: u16, csum_start: u16, csum_offset: u16) -> Vec<u8> {
+    let mut h = vec![flags, gso_type];
+    for v in [54u16, gso_size, csum_start, csum_offset, 0x7777] {
+        h.extend_from_slice(&v.to_le_bytes());
+    }
+    h
+}
+
+#[test]
+fn offloads_are_offered_only_when_asked_and_set_on_the_backend() {
+    let (mut d, _peer, _) = device_with(false);
+    assert_eq!(
+        u64::from(d.read(reg::DEVICE_FEATURES)) & OFFLOAD_FEATURES,
+        0
+    );
+    let (mut d, _peer, flags) = device_with(true);
+    assert_eq!(
+        u64::from(d.read(reg::DEVICE_FEATURES)) & OFFLOAD_FEATURES,
+        OFFLOAD_FEATURES
+    );
+    let _d = d.start(F_VERSION_1 | F_MRG_RXBUF | F_GUEST_CSUM | F_GUEST_TSO4);
+    assert_eq!(flags.load(Ordering::SeqCst), TUN_F_CSUM | TUN_F_TSO4);
+    // TSO without the checksum offload it needs gives the host nothing.
+    let (d, _peer, flags) = device_with(true);
+    let _d = d.start(F_VERSION_1 | F_GUEST_TSO4 | F_GUEST_TSO6);
+    assert_eq!(flags.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn negotiated_transmit_offloads_pass_the_header_to_the_backend() {
+    let (d, peer, _) = device_with(true);
+    let mut d = d.start(F_VERSION_1 | F_CSUM | F_HOST_TSO4);
+    let sent = frame(3000);
+    let h = header(1, HDR_GSO_TCPV4, 1448, 34, 16);
+    assert_eq!(d.transmit(&h, &sent), (0, 0));
+    let mut got = vec![0u8; 4096];
+    let n = peer.recv(&mut got).unwrap();
+    let mut want = h.clone();
+    want[10..12].fill(0);
+    want.extend_from_slice(&sent);
+    assert_eq!(&got[..n], &want[..]);
+    // Segmentation the driver did not negotiate (TCPv6, UDP, ECN): dropped.
+    for gso in [HDR_GSO_TCPV6, 3, HDR_GSO_TCPV4 | HDR_GSO_ECN] {
+        d.transmit(&header(1, gso, 1448, 34, 16), &sent);
+    }
+    let c = d.counters.snapshot();
+    assert_eq!((c.tx_packets, c.tx_dropped, c.bad_chains), (1, 3, 3));
+    assert!(!d.needs_reset());
+}
+
+#[test]
+fn negotiated_receive_offloads_reach_the_driver() {
+    let (d, peer, _) = device_with(true);
+    let mut d = d.start(F_VERSION_1 | F_MRG_RXBUF | F_GUEST_CSUM | F_GUEST_TSO4);
+    for i in 0..4u16 {
+        d.desc(RX, i, 0x30000 + u64::from(i) * 0x4000, 0x4000, WRITE, 0);
+        d.offer(RX, i);
+    }
+    // A 40000-byte TCPv4 segment the guest will split itself.
+    let sent = frame(40000);
+    let h = header(1, HDR_GSO_TCPV4, 1448, 34, 16);
+    let mut data = h.clone();
+    data.extend_from_slice(&sent);
+    peer.send(&data).unwrap();
+    let used = d.wait_used(RX, 3);
+    assert_eq!(used, vec![(0, 0x4000), (1, 0x4000), (2, 40012 - 0x8000)]);
+    let mut got = vec![0u8; 12];
+    d.mem.read_slice(&mut got, GuestAddress(0x30000)).unwrap();
+    let mut want = h;
+    want[10..12].copy_from_slice(&3u16.to_le_bytes());
+    assert_eq!(got, want);
+    // TCPv6 segmentation was not accepted: dropped.
+    let mut v6 = header(1, HDR_GSO_TCPV6, 1448, 54, 16);
+    v6.extend_from_slice(&frame(3000));
+    peer.send(&v6).unwrap();
+    d.wait_counters("the TCPv6 segment is dropped", |c| c.rx_dropped == 1);
+    assert_eq!(d.counters.snapshot().rx_packets, 1);
 }

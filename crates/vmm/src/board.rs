@@ -177,7 +177,8 @@ fn add_virtio_devices(
     for (index, net) in config.nets.iter().enumerate() {
         let tap = virtio::tap::Tap::open(&net.tap)
             .map_err(|source| MachineError::Net { index, source })?;
-        let device = virtio::net::Net::new(Box::new(tap), net.mac_or_default(index));
+        let device =
+            virtio::net::Net::with_offloads(Box::new(tap), net.mac_or_default(index), net.offload);
         models.push((format!("virtio-net{index}"), Box::new(device)));
     }
     if config.rng {

@@ -85,6 +85,9 @@ pub struct NetConfig {
     /// The guest's MAC address; by default 06:00:00:00:00:<n+1> for the
     /// n-th device (locally administered, unicast).
     pub mac: Option<[u8; 6]>,
+    /// Offer the guest checksum and TCP segmentation offloads (they pass
+    /// through the TAP's vnet header).
+    pub offload: bool,
 }
 
 impl NetConfig {
