@@ -136,8 +136,10 @@ pub struct NetCounters {
     pub tx_dropped: u64,
     /// Chains the driver made that the device cannot use (receive chains
     /// with device-readable buffers or no room for a header, transmit
-    /// chains shorter than a header).
+    /// chains shorter than a header or asking for offloads not negotiated).
     pub bad_chains: u64,
+    /// Reads from the backend that failed (not for want of frames).
+    pub backend_errors: u64,
 }
 
 #[derive(Default)]
@@ -149,6 +151,7 @@ struct Counters {
     tx_bytes: AtomicU64,
     tx_dropped: AtomicU64,
     bad_chains: AtomicU64,
+    backend_errors: AtomicU64,
 }
 
 impl Counters {
@@ -162,6 +165,7 @@ impl Counters {
             tx_bytes: get(&self.tx_bytes),
             tx_dropped: get(&self.tx_dropped),
             bad_chains: get(&self.bad_chains),
+            backend_errors: get(&self.backend_errors),
         }
     }
 }
@@ -317,14 +321,25 @@ impl Serve {
             let len = match self.pending.take() {
                 Some(len) => len,
                 None => match self.backend.recv(&mut self.rx_frame) {
+                    Ok(0) => {
+                        // End of file (a socket backend whose peer left):
+                        // readable forever, nothing to read.
+                        bump(&self.counters.backend_errors, 1);
+                        break self.stop_polling(ctl);
+                    }
                     Ok(len) => len,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
-                        // The TAP went away or is down: keep going, nothing
-                        // the guest did.
-                        tracing::debug!(error = %e, "virtio-net: backend read failed");
-                        break Ok(());
+                        // The TAP went away (its interface was deleted...):
+                        // nothing the guest did. Stop waiting on it, or a
+                        // descriptor that stays in error would spin the
+                        // thread; a receive notification tries again.
+                        bump(&self.counters.backend_errors, 1);
+                        if self.log_limit.allow() {
+                            tracing::warn!(error = %e, "virtio-net: cannot read the backend");
+                        }
+                        break self.stop_polling(ctl);
                     }
                 },
             };
@@ -361,6 +376,10 @@ impl Serve {
             ctl.rearm(RX);
             return Ok(());
         }
+        self.stop_polling(ctl)
+    }
+
+    fn stop_polling(&mut self, ctl: &WorkerCtl) -> Result<(), DeviceError> {
         if self.rx_polling {
             ctl.remove(self.backend.as_raw_fd())
                 .map_err(DeviceError::Io)?;

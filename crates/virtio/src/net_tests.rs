@@ -369,6 +369,43 @@ fn without_receive_buffers_the_worker_waits_for_the_driver() {
     assert_eq!(d.counters.snapshot().rx_dropped, 0);
 }
 
+/// A backend that is always readable and always fails.
+struct Broken(vmm_sys_util::eventfd::EventFd);
+
+impl AsRawFd for Broken {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl Backend for Broken {
+    fn recv(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+        Err(io::Error::from_raw_os_error(libc::EBADFD))
+    }
+    fn send(&mut self, _frame: &[u8]) -> io::Result<usize> {
+        Err(io::Error::from_raw_os_error(libc::EIO))
+    }
+}
+
+#[test]
+fn a_failing_backend_is_counted_and_does_not_spin_the_worker() {
+    let event = vmm_sys_util::eventfd::EventFd::new(0).unwrap();
+    event.write(1).unwrap();
+    let d = Driver::new(Net::new(Box::new(Broken(event)), MAC));
+    let mut d = d.start(F_VERSION_1);
+    d.desc(RX, 0, 0x30000, 2048, WRITE, 0);
+    d.offer(RX, 0);
+    d.wait_counters("the read error is counted", |c| c.backend_errors >= 1);
+    std::thread::sleep(Duration::from_millis(300));
+    // Each receive notification tries once more; nothing else does.
+    assert_eq!(d.counters.snapshot().backend_errors, 2, "start + notify");
+    // Frames the backend refuses are dropped.
+    d.transmit(&[0u8; 12], &frame(60));
+    let c = d.counters.snapshot();
+    assert_eq!((c.tx_packets, c.tx_dropped), (0, 1));
+    assert!(!d.needs_reset());
+}
+
 #[test]
 fn hostile_transmit_chains_are_dropped_not_fatal() {
     let (d, peer) = device();
