@@ -490,6 +490,11 @@ impl Serve {
                 .map_err(DeviceError::Io)?;
             self.rx_polling = true;
         }
+        // Until the buffers run out again, the driver need not notify
+        // (with EVENT_IDX the stale avail_event already says so).
+        self.rx
+            .disable_notification(&self.mem)
+            .map_err(DeviceError::Queue)?;
         self.receive(ctl)
     }
 }

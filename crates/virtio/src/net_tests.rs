@@ -539,13 +539,14 @@ fn a_tap_answers_an_arp_request_through_the_device() {
         eprintln!("SKIPPED: no /dev/net/tun");
         return;
     }
-    let outcome = in_new_netns(|| -> Result<(Vec<u8>, NetCounters), String> {
+    let outcome = in_new_netns(|| -> Result<Option<(Vec<u8>, NetCounters)>, String> {
         // `ip` runs in this thread's namespace (it is forked from it).
         if !ip(&["tuntap", "add", "dev", "fvtest0", "mode", "tap"])
             || !ip(&["addr", "add", "10.0.0.1/24", "dev", "fvtest0"])
             || !ip(&["link", "set", "fvtest0", "up"])
         {
-            return Err("cannot configure a TAP with ip".into());
+            // No `ip` (or no TUN support): nothing to test here.
+            return Ok(None);
         }
         let tap = crate::tap::Tap::open("fvtest0").map_err(|e| e.to_string())?;
         // Attached already: a second user is refused.
@@ -568,7 +569,7 @@ fn a_tap_answers_an_arp_request_through_the_device() {
                 .unwrap();
             let frame = got.split_off(VNET_HDR_LEN);
             if frame.len() >= 42 && frame[12..14] == [0x08, 0x06] && frame[20..22] == [0, 2] {
-                return Ok((frame, d.counters.snapshot()));
+                return Ok(Some((frame, d.counters.snapshot())));
             }
             if Instant::now() > deadline {
                 return Err("no ARP reply".into());
@@ -580,7 +581,10 @@ fn a_tap_answers_an_arp_request_through_the_device() {
         eprintln!("SKIPPED: cannot make a network namespace (not root?)");
         return;
     };
-    let (reply, counters) = outcome.unwrap();
+    let Some((reply, counters)) = outcome.unwrap() else {
+        eprintln!("SKIPPED: cannot configure a TAP with ip");
+        return;
+    };
     assert_eq!(&reply[0..6], &MAC, "to us");
     assert_eq!(&reply[32..38], &MAC, "target hardware address");
     assert_eq!(&reply[28..32], &[10, 0, 0, 1], "sender IP");
