@@ -159,8 +159,8 @@ pub(crate) fn build(
     })
 }
 
-/// Opens the disks, the TAP devices and the entropy source of `config` and maps their
-/// virtio-mmio transports.
+/// Opens the disks, the TAP devices and the entropy source of `config` and
+/// maps their virtio-mmio transports.
 fn add_virtio_devices(
     buses: &mut IoBuses,
     vm: &Arc<dyn Vm>,
