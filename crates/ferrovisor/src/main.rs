@@ -3,6 +3,7 @@
 
 mod demo;
 mod disk;
+mod net;
 mod size;
 mod stats;
 
@@ -77,6 +78,12 @@ struct RunArgs {
     /// pci (virtio-pci functions with MSI-X on PCI bus 0, with ECAM).
     #[arg(long, default_value = "mmio", value_name = "mmio|pci")]
     transport: vmm::VirtioTransport,
+    /// A virtio-net device on an existing host TAP interface:
+    /// tap=NAME[,mac=MAC][,offload=off] (repeatable; the guest sees eth0,
+    /// eth1, ...; the default MAC of the n-th is 06:00:00:00:00:<n+1>;
+    /// checksum and TCP segmentation offloads are on unless offload=off).
+    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC][,offload=off]", value_parser = net::parse_net)]
+    nets: Vec<vmm::NetConfig>,
 }
 
 /// One line: the error and its causes.
@@ -137,6 +144,9 @@ fn main() -> ExitCode {
             if let Some(id) = disk::duplicate_id(&args.disks) {
                 return fail(&format!("two --disk options have id={id}"), 2);
             }
+            if let Some(tap) = net::duplicate_tap(&args.nets) {
+                return fail(&format!("two --net options have tap={tap}"), 2);
+            }
             let config = MachineConfig {
                 accel: args.accel,
                 memory: args.memory,
@@ -148,6 +158,7 @@ fn main() -> ExitCode {
                 disks: args.disks,
                 rng: args.rng,
                 transport: args.transport,
+                nets: args.nets,
                 ..MachineConfig::new(args.kernel)
             };
             run(&config, args.stats)

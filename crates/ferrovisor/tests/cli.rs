@@ -329,3 +329,32 @@ fn multiboot_kernel_gets_its_module_and_cmdline() {
     ]);
     assert_one_line_error(&out, 1, "no Multiboot header");
 }
+
+#[test]
+fn net_errors_are_one_line() {
+    let dir = TempDir::new("net");
+    let p = guests::print_and_exit("x", 1).unwrap();
+    let elf = dir.file(
+        "g.elf",
+        &arch::elf_builder::build_elf64(&[(p.load_addr, &p.code)], p.load_addr),
+    );
+    let run = |net: &[&str]| {
+        let mut args = vec!["run", "--kernel", path_str(&elf), "--accel", "emu"];
+        args.extend_from_slice(net);
+        ferrovisor(&args)
+    };
+    // A TAP that does not exist, and an interface that is no TAP.
+    let out = run(&["--net", "tap=fvnosuchtap0"]);
+    assert_one_line_error(&out, 1, "TAP device \"fvnosuchtap0\" does not exist");
+    let out = run(&["--net", "tap=lo"]);
+    assert_one_line_error(&out, 1, "\"lo\"");
+    // Bad values.
+    let out = run(&["--net", "tap=t0,mac=06:00:00:00:00"]);
+    assert_one_line_error(&out, 2, "mac=06:00:00:00:00");
+    let out = run(&["--net", "tap=t0,model=e1000"]);
+    assert_one_line_error(&out, 2, "unknown option 'model'");
+    let out = run(&["--net", "mac=06:00:00:00:00:01"]);
+    assert_one_line_error(&out, 2, "tap=NAME is missing");
+    let out = run(&["--net", "tap=t0", "--net", "tap=t0"]);
+    assert_one_line_error(&out, 2, "tap=t0");
+}

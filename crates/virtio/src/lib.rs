@@ -22,13 +22,15 @@
 //! are walked and checked against guest RAM here ([`chain`]) so that a
 //! hostile driver (loops, addresses outside RAM, overflowing lengths) gets a
 //! device error (DEVICE_NEEDS_RESET), never a VMM panic.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod blk;
 pub mod chain;
 pub mod fuzzing;
 pub mod mmio;
+pub mod net;
 pub mod rng;
+pub mod tap;
 pub mod transport;
 pub mod worker;
 

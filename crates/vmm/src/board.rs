@@ -14,6 +14,8 @@
 //! `--disk` order), then the entropy device; IRQs from [`VIRTIO_IRQS`].
 //! With `--transport pci` the same devices are virtio-pci functions on PCI
 //! bus 0 instead (see [`crate::pci_board`]).
+//! `--disk` order), then the network devices (in `--net` order), then the
+//! entropy device; IRQs from [`VIRTIO_IRQS`].
 
 use std::sync::{Arc, Mutex};
 
@@ -43,9 +45,14 @@ pub const VIRTIO_IRQS: [u32; 17] = [
     5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,
 ];
 
+/// How many virtio devices `config` asks for (whatever the transport).
+pub(crate) fn virtio_device_count(config: &MachineConfig) -> usize {
+    config.disks.len() + config.nets.len() + usize::from(config.rng)
+}
+
 /// Where each virtio device of `config` goes: (window base, GSI).
 pub(crate) fn virtio_slots(config: &MachineConfig) -> Result<Vec<(u64, u32)>, MachineError> {
-    let count = config.disks.len() + usize::from(config.rng);
+    let count = virtio_device_count(config);
     if count > VIRTIO_IRQS.len() {
         return Err(MachineError::TooManyVirtioDevices {
             count,
@@ -194,8 +201,8 @@ pub(crate) fn build(
     })
 }
 
-/// Opens the disks and the entropy source of `config` and maps their
-/// virtio-mmio transports.
+/// Opens the disks, the TAP devices and the entropy source of `config` and
+/// maps their virtio-mmio transports.
 fn add_virtio_devices(
     buses: &mut IoBuses,
     vm: &Arc<dyn Vm>,
@@ -209,6 +216,13 @@ fn add_virtio_devices(
         let block =
             virtio::blk::Block::open(&disk.path, disk.read_only, id).map_err(MachineError::Disk)?;
         models.push((format!("virtio-blk{i}"), Box::new(block)));
+    }
+    for (index, net) in config.nets.iter().enumerate() {
+        let tap = virtio::tap::Tap::open(&net.tap)
+            .map_err(|source| MachineError::Net { index, source })?;
+        let device =
+            virtio::net::Net::with_offloads(Box::new(tap), net.mac_or_default(index), net.offload);
+        models.push((format!("virtio-net{index}"), Box::new(device)));
     }
     if config.rng {
         let rng = virtio::rng::Rng::new().map_err(MachineError::Entropy)?;

@@ -75,6 +75,8 @@ pub struct MachineConfig {
     pub rng: bool,
     /// How the virtio devices attach: virtio-mmio windows or PCI.
     pub transport: VirtioTransport,
+    /// virtio-net devices, in order (the guest's eth0, eth1, ...).
+    pub nets: Vec<NetConfig>,
 }
 
 /// The bus the virtio devices sit on.
@@ -107,6 +109,29 @@ impl std::fmt::Display for VirtioTransport {
     }
 }
 
+/// A virtio-net device on an existing host TAP interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    /// The TAP interface's name.
+    pub tap: String,
+    /// The guest's MAC address; by default 06:00:00:00:00:<n+1> for the
+    /// n-th device (locally administered, unicast).
+    pub mac: Option<[u8; 6]>,
+    /// Offer the guest checksum and TCP segmentation offloads (they pass
+    /// through the TAP's vnet header).
+    pub offload: bool,
+}
+
+impl NetConfig {
+    /// The MAC address of the `index`-th network device.
+    pub fn mac_or_default(&self, index: usize) -> [u8; 6] {
+        self.mac.unwrap_or_else(|| {
+            let n = (index as u32).wrapping_add(1).to_be_bytes();
+            [0x06, 0x00, n[0], n[1], n[2], n[3]]
+        })
+    }
+}
+
 /// A virtio-blk disk on a raw image file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskConfig {
@@ -135,6 +160,7 @@ impl MachineConfig {
             disks: Vec::new(),
             rng: false,
             transport: VirtioTransport::Mmio,
+            nets: Vec::new(),
         }
     }
 }

@@ -26,5 +26,5 @@ mod vcpu;
 
 pub use accel::{open_accelerator, Accel, AccelError};
 pub use board::AcpiPlacement;
-pub use config::{ConsoleOutput, DiskConfig, MachineConfig, VirtioTransport};
+pub use config::{ConsoleOutput, DiskConfig, MachineConfig, NetConfig, VirtioTransport};
 pub use machine::{Machine, MachineError, MachineExit, RunReport};

@@ -45,6 +45,12 @@ pub enum MachineError {
     Disk(#[source] virtio::blk::BlockError),
     #[error("cannot open the host's entropy source")]
     Entropy(#[source] std::io::Error),
+    #[error("network device {index}")]
+    Net {
+        index: usize,
+        #[source]
+        source: virtio::tap::TapError,
+    },
     #[error("{count} virtio devices requested; at most {max} are supported")]
     TooManyVirtioDevices { count: usize, max: usize },
     #[error("cannot create the virtio queue events")]

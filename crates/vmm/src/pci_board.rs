@@ -2,10 +2,11 @@
 //! bridge, configuration mechanism #1 at ports 0xCF8..0xCFF, ECAM at
 //! [`PCI_ECAM_START`], and the BARs in the window at [`PCI_MMIO_START`].
 //!
-//! Device n (0-based, the disks first, then the entropy device — the same
-//! order as virtio-mmio) is function 0 of slot n + 1, with its BARs
-//! preassigned at `PCI_MMIO_START + n * 64 KiB` (BAR 0, the virtio
-//! structures, 16 KiB) and `+ 16 KiB` (BAR 1, MSI-X, 4 KiB). Linux keeps
+//! Device n (0-based, the disks first, then the network devices, then the
+//! entropy device — the same order as virtio-mmio) is function 0 of slot
+//! n + 1, with its BARs preassigned at `PCI_MMIO_START + n * 64 KiB`
+//! (BAR 0, the virtio structures, 16 KiB) and `+ 16 KiB` (BAR 1, MSI-X,
+//! 4 KiB). Linux keeps
 //! BARs that lie inside the host bridge's window, so the addresses are
 //! known before the guest runs (the queue notifiers can be registered at
 //! build time). Its INTA# is wired to the GSI virtio-mmio would give it
@@ -43,7 +44,7 @@ fn bars(index: usize) -> VirtioPciBars {
 /// How many virtio devices `config` has, checked against the slots and
 /// GSIs there are.
 fn device_count(config: &MachineConfig) -> Result<usize, MachineError> {
-    let count = config.disks.len() + usize::from(config.rng);
+    let count = crate::board::virtio_device_count(config);
     let max = VIRTIO_IRQS.len().min(SLOTS - 1);
     if count > max {
         return Err(MachineError::TooManyVirtioDevices { count, max });

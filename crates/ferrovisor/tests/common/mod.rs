@@ -78,9 +78,30 @@ pub struct Running {
 /// Starts the guest with `script` as its command, on `cpus` vCPUs, with
 /// `extra` arguments for `ferrovisor run`.
 pub fn spawn(guest: &Guest, cpus: u32, script: &str, extra: &[&str]) -> Running {
+    spawn_via(&[], guest, cpus, script, extra)
+}
+
+/// [`spawn`], with ferrovisor started by the command `wrapper` (its
+/// program and arguments, e.g. `ip netns exec NS`).
+pub fn spawn_via(
+    wrapper: &[&str],
+    guest: &Guest,
+    cpus: u32,
+    script: &str,
+    extra: &[&str],
+) -> Running {
     let encoded = base64(script.as_bytes());
     let cmdline = format!("console=ttyS0 quiet panic=-1 ferrovisor.cmd={encoded}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrovisor"))
+    let binary = env!("CARGO_BIN_EXE_ferrovisor");
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    };
+    let mut child = command
         .args(["run", "--accel", "emu", "--memory", "256M"])
         .args(["--cpus", &cpus.to_string()])
         .arg("--kernel")

@@ -1,0 +1,284 @@
+//! End to end: the Debian test guest (scripts/build-test-guest) on the emu
+//! accelerator talks to the host through virtio-net on a TAP device.
+//!
+//! Every test makes its own network namespace with a TAP (10.0.2.1/24) in
+//! it and runs ferrovisor there (`ip netns exec`), so that the traffic
+//! never leaves the namespace; the namespace is deleted when the test ends,
+//! passed or not. Without `ip netns` or /dev/net/tun the tests are SKIPPED
+//! (or fail with `FERROVISOR_REQUIRE_NET=1`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{guest, spawn_via, Guest};
+
+const HOST_IP: &str = "10.0.2.1";
+const GUEST_IP: &str = "10.0.2.15";
+const TAP: &str = "fvtap0";
+
+/// A network namespace with a configured TAP, deleted on drop.
+struct Netns {
+    name: String,
+}
+
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+}
+
+impl Netns {
+    /// A namespace with the TAP `TAP` at HOST_IP/24, up; None (SKIPPED)
+    /// when this host cannot make one.
+    fn new(label: &str) -> Option<Netns> {
+        if !Path::new("/dev/net/tun").exists() {
+            conformance::skip_or_fail("net", "no /dev/net/tun");
+            return None;
+        }
+        let name = format!("fv-test-{}-{label}", std::process::id());
+        let out = run("ip", &["netns", "add", &name]);
+        if !out.status.success() {
+            conformance::skip_or_fail(
+                "net",
+                &format!(
+                    "ip netns add failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            );
+            return None;
+        }
+        let ns = Netns { name };
+        for args in [
+            &["link", "set", "lo", "up"][..],
+            &["tuntap", "add", "dev", TAP, "mode", "tap"],
+            &["addr", "add", &format!("{HOST_IP}/24"), "dev", TAP],
+            &["link", "set", TAP, "up"],
+        ] {
+            let out = ns.exec("ip", args);
+            if !out.status.success() {
+                conformance::skip_or_fail(
+                    "net",
+                    &format!(
+                        "ip {} failed in the namespace: {}",
+                        args.join(" "),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ),
+                );
+                return None;
+            }
+        }
+        Some(ns)
+    }
+
+    /// Runs `program args` in the namespace.
+    fn exec(&self, program: &str, args: &[&str]) -> Output {
+        let mut all = vec!["netns", "exec", &self.name, program];
+        all.extend_from_slice(args);
+        run("ip", &all)
+    }
+
+    fn wrapper(&self) -> [&str; 3] {
+        ["netns", "exec", &self.name]
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run("ip", &["netns", "del", &self.name]);
+    }
+}
+
+/// Starts the guest with `script` inside the namespace, with `--net`.
+fn spawn_in(ns: &Netns, guest: &Guest, script: &str, net: &str) -> common::Running {
+    let mut wrapper = vec!["ip"];
+    wrapper.extend_from_slice(&ns.wrapper());
+    spawn_via(&wrapper, guest, 1, script, &["--net", net])
+}
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(label: &str) -> TempDir {
+        let dir =
+            std::env::temp_dir().join(format!("ferrovisor-net-{}-{label}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The test guest's busybox (static), taken from its initramfs, for the
+/// host side: ping and nc the same as in the guest, whatever the host has.
+fn host_busybox(guest: &Guest, dir: &Path) -> Option<String> {
+    let initrd = std::fs::File::open(&guest.initrd).ok()?;
+    let out = Command::new("cpio")
+        .args(["-i", "--quiet", "--to-stdout", "bin/busybox"])
+        .stdin(initrd)
+        .output()
+        .ok()?;
+    if !out.status.success() || out.stdout.is_empty() {
+        return None;
+    }
+    let busybox = dir.join("busybox");
+    std::fs::write(&busybox, &out.stdout).ok()?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&busybox, std::fs::Permissions::from_mode(0o755)).ok()?;
+    busybox.to_str().map(String::from)
+}
+
+fn sha256(path: &Path) -> String {
+    let out = run("sha256sum", &[path.to_str().unwrap()]);
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("sha256sum output")
+        .to_string()
+}
+
+#[test]
+fn linux_pings_the_host_over_virtio_net() {
+    let Some(guest) = guest() else { return };
+    let Some(ns) = Netns::new("ping") else { return };
+    let b = spawn_in(
+        &ns,
+        &guest,
+        &format!(
+            "echo mac=$(cat /sys/class/net/eth0/address); \
+             ip link set eth0 up && ip addr add {GUEST_IP}/24 dev eth0 && \
+             ping -c 3 -W 5 {HOST_IP}"
+        ),
+        &format!("tap={TAP}"),
+    )
+    .wait();
+    b.expect("mac=06:00:00:00:00:01");
+    b.expect("3 packets transmitted, 3 packets received, 0% packet loss");
+    b.expect("FERROVISOR-CMD-EXIT=0");
+    assert_eq!(b.status, Some(0), "exit status; tail:\n{}", b.tail());
+}
+
+/// The host pings the guest, then sends it 4 MiB over TCP, which the guest
+/// sends back on a second connection; both ends check the bytes.
+fn host_pings_and_exchanges_data(label: &str, offload: bool) {
+    let Some(guest) = guest() else { return };
+    let Some(ns) = Netns::new(label) else { return };
+    let dir = TempDir::new(label);
+    let Some(busybox) = host_busybox(&guest, &dir.0) else {
+        conformance::skip_or_fail("net", "cannot take busybox from the guest's initramfs");
+        return;
+    };
+    // 4 MiB that compress badly (a checksum error would not go unseen).
+    let sent = dir.0.join("sent");
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let data: Vec<u8> = (0..4 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(&sent, &data).unwrap();
+    let sum = sha256(&sent);
+    let offload_arg = if offload { "on" } else { "off" };
+    let running = spawn_in(
+        &ns,
+        &guest,
+        &format!(
+            "echo mac=$(cat /sys/class/net/eth0/address); \
+             echo features=$(cat /sys/class/net/eth0/device/features); \
+             ip link set eth0 up && ip addr add {GUEST_IP}/24 dev eth0 && \
+             nc -l -p 5000 >/tmp/blob && echo rx-sum=$(sha256sum </tmp/blob) && \
+             nc {HOST_IP} 5001 </tmp/blob && echo sent-back"
+        ),
+        &format!("tap={TAP},mac=52:54:00:12:34:56,offload={offload_arg}"),
+    );
+    let ping =
+        |count: &str, wait: &str| ns.exec(&busybox, &["ping", "-c", count, "-W", wait, GUEST_IP]);
+    // Wait for the guest's network to come up (the boot on emu takes
+    // seconds; more on a loaded host).
+    let deadline = Instant::now() + common::BOOT_TIMEOUT;
+    let mut up = false;
+    while !up && Instant::now() < deadline {
+        up = ping("1", "1").status.success();
+    }
+    // (Dropping `running` on a panic ends the VM.)
+    assert!(up, "the guest never answered a ping");
+    let report = String::from_utf8_lossy(&ping("3", "5").stdout).into_owned();
+
+    // The host's listener for the data coming back. Its input stays open:
+    // at its end nc would half-close the connection, and the guest's nc
+    // would stop sending.
+    let back = dir.0.join("back");
+    let mut listener = Command::new("ip")
+        .args([
+            "netns", "exec", &ns.name, &busybox, "nc", "-l", "-p", "5001",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(&back).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the host's nc");
+    // The guest's nc may need a moment to listen.
+    let mut delivered = false;
+    for _ in 0..120 {
+        let script = format!("cat {} >/dev/tcp/{GUEST_IP}/5000", sent.display());
+        if ns.exec("bash", &["-c", &script]).status.success() {
+            delivered = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let b = running.wait();
+    let _ = listener.kill();
+    let _ = listener.wait();
+    assert!(
+        report.contains("3 packets transmitted, 3 packets received"),
+        "host ping: {report}\nguest console tail:\n{}",
+        b.tail()
+    );
+    assert!(
+        delivered,
+        "the guest's TCP port never accepted; tail:\n{}",
+        b.tail()
+    );
+    b.expect("mac=52:54:00:12:34:56");
+    // The features the driver accepted, bit 0 first: checksums (0, 1) and
+    // TSO (7, 8, 11, 12) with offloads; MRG_RXBUF (15) always.
+    let features = b
+        .console
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("features="))
+        .unwrap_or_else(|| panic!("no features line; tail:\n{}", b.tail()))
+        .as_bytes();
+    let bit = |n: usize| features.get(n) == Some(&b'1');
+    for n in [0, 1, 7, 8, 11, 12] {
+        assert_eq!(bit(n), offload, "feature bit {n} of {features:?}");
+    }
+    assert!(bit(15), "MRG_RXBUF in {features:?}");
+    b.expect(&format!("rx-sum={sum}"));
+    b.expect("sent-back");
+    b.expect("FERROVISOR-CMD-EXIT=0");
+    assert_eq!(b.status, Some(0), "exit status; tail:\n{}", b.tail());
+    assert_eq!(sha256(&back), sum, "the data the guest sent back differs");
+}
+
+#[test]
+fn the_host_pings_linux_and_exchanges_4_mib_over_tcp_with_offloads() {
+    host_pings_and_exchanges_data("offload", true);
+}
+
+#[test]
+fn the_host_pings_linux_and_exchanges_4_mib_over_tcp_without_offloads() {
+    host_pings_and_exchanges_data("plain", false);
+}
