@@ -5,6 +5,7 @@ mod demo;
 mod disk;
 mod size;
 mod stats;
+mod vsock;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,6 +73,13 @@ struct RunArgs {
     /// A virtio-rng entropy device fed from the host's /dev/urandom.
     #[arg(long)]
     rng: bool,
+    /// A virtio-vsock device: the guest's CID (3 or more) and a Unix socket
+    /// for the host side, as Firecracker's. Host programs connect to PATH
+    /// and write "CONNECT <port>\n" to reach the guest's port (answer:
+    /// "OK <host_port>\n", then the stream); the guest's connections to
+    /// host port P go to the Unix socket PATH_P.
+    #[arg(long, value_name = "cid=N,socket=PATH", value_parser = vsock::parse_vsock)]
+    vsock: Option<vmm::VsockConfig>,
 }
 
 /// One line: the error and its causes.
@@ -142,6 +150,7 @@ fn main() -> ExitCode {
                 console_input: true,
                 disks: args.disks,
                 rng: args.rng,
+                vsock: args.vsock,
                 ..MachineConfig::new(args.kernel)
             };
             run(&config, args.stats)

@@ -28,6 +28,7 @@ pub mod blk;
 pub mod chain;
 pub mod mmio;
 pub mod rng;
+pub mod vsock;
 pub mod worker;
 
 use std::sync::Arc;

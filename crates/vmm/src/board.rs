@@ -11,7 +11,8 @@
 //!
 //! virtio-mmio devices (in the DSDT as `LNRO0005`, level-triggered IRQs):
 //! one 4 KiB window each from [`VIRTIO_MMIO_BASE`], the disks first (in
-//! `--disk` order), then the entropy device; IRQs from [`VIRTIO_IRQS`].
+//! `--disk` order), then the entropy device, then the socket device; IRQs
+//! from [`VIRTIO_IRQS`].
 
 use std::sync::{Arc, Mutex};
 
@@ -43,7 +44,7 @@ pub const VIRTIO_IRQS: [u32; 17] = [
 
 /// Where each virtio device of `config` goes: (window base, GSI).
 pub(crate) fn virtio_slots(config: &MachineConfig) -> Result<Vec<(u64, u32)>, MachineError> {
-    let count = config.disks.len() + usize::from(config.rng);
+    let count = config.disks.len() + usize::from(config.rng) + usize::from(config.vsock.is_some());
     if count > VIRTIO_IRQS.len() {
         return Err(MachineError::TooManyVirtioDevices {
             count,
@@ -176,6 +177,11 @@ fn add_virtio_devices(
     if config.rng {
         let rng = virtio::rng::Rng::new().map_err(MachineError::Entropy)?;
         models.push(("virtio-rng".to_string(), Box::new(rng)));
+    }
+    if let Some(vsock) = &config.vsock {
+        let device =
+            virtio::vsock::Vsock::new(vsock.cid, &vsock.socket).map_err(MachineError::Vsock)?;
+        models.push(("virtio-vsock".to_string(), Box::new(device)));
     }
     for ((name, model), (addr, irq)) in models.into_iter().zip(virtio_slots(config)?) {
         let transport =

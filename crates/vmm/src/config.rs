@@ -73,6 +73,18 @@ pub struct MachineConfig {
     pub disks: Vec<DiskConfig>,
     /// A virtio-rng entropy device.
     pub rng: bool,
+    /// A virtio-vsock device.
+    pub vsock: Option<VsockConfig>,
+}
+
+/// A virtio-vsock device: the guest's CID and the Unix socket the host
+/// side listens on (Firecracker's convention: host clients connect to
+/// `socket` and send `CONNECT <port>`; guest connections to host port P go
+/// to `socket`_P).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VsockConfig {
+    pub cid: u64,
+    pub socket: PathBuf,
 }
 
 /// A virtio-blk disk on a raw image file.
@@ -102,6 +114,7 @@ impl MachineConfig {
             console_input: false,
             disks: Vec::new(),
             rng: false,
+            vsock: None,
         }
     }
 }

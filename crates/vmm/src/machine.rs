@@ -45,6 +45,8 @@ pub enum MachineError {
     Disk(#[source] virtio::blk::BlockError),
     #[error("cannot open the host's entropy source")]
     Entropy(#[source] std::io::Error),
+    #[error("cannot create the vsock device")]
+    Vsock(#[source] virtio::vsock::VsockError),
     #[error("{count} virtio devices requested; at most {max} are supported")]
     TooManyVirtioDevices { count: usize, max: usize },
     #[error("cannot create the virtio queue events")]
