@@ -48,9 +48,19 @@ struct RunArgs {
     /// Initial ramdisk (Linux), or the first module (Multiboot).
     #[arg(long)]
     initrd: Option<PathBuf>,
-    /// Kernel command line.
-    #[arg(long, default_value = "console=ttyS0 reboot=k panic=-1")]
-    cmdline: String,
+    /// Kernel command line [default: "console=ttyS0 reboot=k panic=-1", or
+    /// "console=hvc0 reboot=k panic=-1" with --console virtio].
+    #[arg(long)]
+    cmdline: Option<String>,
+    /// The guest's console, which standard input feeds: serial (COM1, the
+    /// guest's ttyS0) or virtio (a virtio console, the guest's hvc0). With
+    /// virtio the UART stays, for early messages (earlycon=uart,io,0x3f8 or
+    /// console=ttyS0 on the command line), and its output goes to standard
+    /// output too; only the virtio console gets the input. A kernel whose
+    /// virtio_console is a module has no console until the module loads
+    /// (the test guest's init reopens it then).
+    #[arg(long, default_value = "serial", value_name = "serial|virtio")]
+    console: vmm::ConsoleDevice,
     /// Guest RAM: a number of MiB or a size with K/M/G suffix.
     #[arg(long, short = 'm', default_value = "256M", value_parser = size::parse_size)]
     memory: u64,
@@ -145,9 +155,12 @@ fn main() -> ExitCode {
                 memory: args.memory,
                 vcpus: args.cpus,
                 initrd: args.initrd,
-                cmdline: args.cmdline,
+                cmdline: args
+                    .cmdline
+                    .unwrap_or_else(|| args.console.default_cmdline().to_string()),
                 boot_protocol: args.boot,
                 console_input: true,
+                console_device: args.console,
                 disks: args.disks,
                 rng: args.rng,
                 vsock: args.vsock,

@@ -26,6 +26,7 @@
 
 pub mod blk;
 pub mod chain;
+pub mod console;
 pub mod mmio;
 pub mod rng;
 pub mod vsock;
@@ -161,5 +162,7 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     line
 }
 
+#[cfg(test)]
+mod test_driver;
 #[cfg(test)]
 mod tests;

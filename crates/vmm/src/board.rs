@@ -11,8 +11,8 @@
 //!
 //! virtio-mmio devices (in the DSDT as `LNRO0005`, level-triggered IRQs):
 //! one 4 KiB window each from [`VIRTIO_MMIO_BASE`], the disks first (in
-//! `--disk` order), then the entropy device, then the socket device; IRQs
-//! from [`VIRTIO_IRQS`].
+//! `--disk` order), then the entropy device, the socket device and the
+//! console; IRQs from [`VIRTIO_IRQS`].
 
 use std::sync::{Arc, Mutex};
 
@@ -28,7 +28,7 @@ use devices::{Clock, HostClock, IoBuses, IrqLine, RequestSink};
 use hv::Vm;
 use vm_memory::GuestMemoryMmap;
 
-use crate::config::MachineConfig;
+use crate::config::{ConsoleDevice, MachineConfig};
 use crate::platform_timer::PlatformTimer;
 use crate::MachineError;
 
@@ -44,7 +44,10 @@ pub const VIRTIO_IRQS: [u32; 17] = [
 
 /// Where each virtio device of `config` goes: (window base, GSI).
 pub(crate) fn virtio_slots(config: &MachineConfig) -> Result<Vec<(u64, u32)>, MachineError> {
-    let count = config.disks.len() + usize::from(config.rng) + usize::from(config.vsock.is_some());
+    let count = config.disks.len()
+        + usize::from(config.rng)
+        + usize::from(config.vsock.is_some())
+        + usize::from(config.console_device == ConsoleDevice::Virtio);
     if count > VIRTIO_IRQS.len() {
         return Err(MachineError::TooManyVirtioDevices {
             count,
@@ -101,6 +104,8 @@ impl IrqLine for GsiLine {
 pub(crate) struct Board {
     pub buses: IoBuses,
     pub serial: Arc<Mutex<Serial>>,
+    /// The input of the virtio console, when the console is one.
+    pub virtio_console: Option<virtio::console::ConsoleInput>,
     /// Polls the RTC; started by `Machine::run`.
     pub timer: PlatformTimer,
 }
@@ -151,22 +156,23 @@ pub(crate) fn build(
         ACPI_PM_SIZE,
         Arc::new(Mutex::new(AcpiPm::new(requests))),
     )?;
-    add_virtio_devices(&mut buses, vm, mem, config)?;
+    let virtio_console = add_virtio_devices(&mut buses, vm, mem, config)?;
     Ok(Board {
         buses,
         serial,
+        virtio_console,
         timer,
     })
 }
 
 /// Opens the disks and the entropy source of `config` and maps their
-/// virtio-mmio transports.
+/// virtio-mmio transports; returns the virtio console's input, if any.
 fn add_virtio_devices(
     buses: &mut IoBuses,
     vm: &Arc<dyn Vm>,
     mem: &GuestMemoryMmap,
     config: &MachineConfig,
-) -> Result<(), MachineError> {
+) -> Result<Option<virtio::console::ConsoleInput>, MachineError> {
     let mut models: Vec<(String, Box<dyn virtio::VirtioDevice>)> = Vec::new();
     for (i, disk) in config.disks.iter().enumerate() {
         let id = disk.id.as_deref().unwrap_or("");
@@ -183,6 +189,13 @@ fn add_virtio_devices(
             virtio::vsock::Vsock::new(vsock.cid, &vsock.socket).map_err(MachineError::Vsock)?;
         models.push(("virtio-vsock".to_string(), Box::new(device)));
     }
+    let mut console_input = None;
+    if config.console_device == ConsoleDevice::Virtio {
+        let console = virtio::console::Console::new(config.console.writer())
+            .map_err(MachineError::VirtioEvents)?;
+        console_input = Some(console.input());
+        models.push(("virtio-console".to_string(), Box::new(console)));
+    }
     for ((name, model), (addr, irq)) in models.into_iter().zip(virtio_slots(config)?) {
         let transport =
             virtio::mmio::MmioTransport::new(model, mem.clone(), GsiLine::line(vm, irq))
@@ -194,7 +207,7 @@ fn add_virtio_devices(
             Arc::new(Mutex::new(transport)),
         )?;
     }
-    Ok(())
+    Ok(console_input)
 }
 
 /// Why the ACPI tables were or were not written.

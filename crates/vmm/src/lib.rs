@@ -24,5 +24,5 @@ mod vcpu;
 
 pub use accel::{open_accelerator, Accel, AccelError};
 pub use board::AcpiPlacement;
-pub use config::{ConsoleOutput, DiskConfig, MachineConfig, VsockConfig};
+pub use config::{ConsoleDevice, ConsoleOutput, DiskConfig, MachineConfig, VsockConfig};
 pub use machine::{Machine, MachineError, MachineExit, RunReport};

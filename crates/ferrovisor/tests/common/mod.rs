@@ -73,13 +73,32 @@ impl Boot {
 pub struct Running {
     child: std::process::Child,
     console: mpsc::Receiver<Vec<u8>>,
+    /// ferrovisor's standard input, with [`spawn_with`]'s `stdin_piped`.
+    pub stdin: Option<std::process::ChildStdin>,
 }
+
+/// The kernel command line before `ferrovisor.cmd=` in [`spawn`].
+pub const CMDLINE: &str = "console=ttyS0 quiet panic=-1";
 
 /// Starts the guest with `script` as its command, on `cpus` vCPUs, with
 /// `extra` arguments for `ferrovisor run`.
 pub fn spawn(guest: &Guest, cpus: u32, script: &str, extra: &[&str]) -> Running {
+    spawn_with(guest, cpus, CMDLINE, script, extra, false)
+}
+
+/// [`spawn`] with the command line starting with `cmdline` (then
+/// `ferrovisor.cmd=...`) and, with `stdin_piped`, a pipe to ferrovisor's
+/// standard input in [`Running::stdin`] (else /dev/null).
+pub fn spawn_with(
+    guest: &Guest,
+    cpus: u32,
+    cmdline: &str,
+    script: &str,
+    extra: &[&str],
+    stdin_piped: bool,
+) -> Running {
     let encoded = base64(script.as_bytes());
-    let cmdline = format!("console=ttyS0 quiet panic=-1 ferrovisor.cmd={encoded}");
+    let cmdline = format!("{cmdline} ferrovisor.cmd={encoded}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferrovisor"))
         .args(["run", "--accel", "emu", "--memory", "256M"])
         .args(["--cpus", &cpus.to_string()])
@@ -89,7 +108,11 @@ pub fn spawn(guest: &Guest, cpus: u32, script: &str, extra: &[&str]) -> Running 
         .arg(&guest.initrd)
         .args(["--cmdline", &cmdline])
         .args(extra)
-        .stdin(Stdio::null())
+        .stdin(if stdin_piped {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -101,7 +124,12 @@ pub fn spawn(guest: &Guest, cpus: u32, script: &str, extra: &[&str]) -> Running 
         let _ = stdout.read_to_end(&mut all);
         let _ = tx.send(all);
     });
-    Running { child, console: rx }
+    let stdin = child.stdin.take();
+    Running {
+        child,
+        console: rx,
+        stdin,
+    }
 }
 
 impl Running {

@@ -25,10 +25,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use devices::ratelimit::RateLimiter;
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
-use crate::chain::{walk, Chain};
+use crate::chain::{pop_chain as pop, Chain};
 use crate::worker::{Worker, WorkerCtl, WorkerHandler, BACKEND_TOKEN};
 use crate::{
     Activation, DeviceError, Interrupt, VirtioDevice, F_RING_EVENT_IDX, F_RING_INDIRECT_DESC,
@@ -171,20 +171,6 @@ struct Serve {
     tx_stalled: bool,
     scratch: Vec<u8>,
     log_limit: RateLimiter,
-}
-
-/// The next available chain of `queue`, checked; None when it is empty
-/// (and the driver's notifications are enabled again).
-fn pop(mem: &GuestMemoryMmap, queue: &mut Queue) -> Result<Option<Chain>, DeviceError> {
-    for _ in 0..2 {
-        if let Some(chain) = queue.iter(mem).map_err(DeviceError::Queue)?.next() {
-            return walk(mem, chain).map(Some).map_err(DeviceError::Chain);
-        }
-        if !queue.enable_notification(mem).map_err(DeviceError::Queue)? {
-            break;
-        }
-    }
-    Ok(None)
 }
 
 impl Serve {
