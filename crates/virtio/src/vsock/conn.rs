@@ -51,6 +51,8 @@ pub enum ResetReason {
     Host,
     /// Both sides are done (a clean close).
     Done,
+    /// The guest did not answer a host client's REQUEST in time.
+    Timeout,
 }
 
 #[derive(Debug)]
@@ -237,6 +239,13 @@ impl Connection {
     pub fn host_eof(&mut self) {
         self.host_eof = true;
         self.check_done();
+    }
+
+    /// The guest left a host client's REQUEST unanswered too long.
+    pub fn connect_timed_out(&mut self) {
+        if self.state == State::Connecting {
+            self.reset(ResetReason::Timeout);
+        }
     }
 
     /// The host socket failed (a write or read error, a hang-up while the
@@ -590,6 +599,20 @@ mod tests {
         });
         assert_eq!(c.host_room(), 0);
         assert_eq!(ops(&mut c), vec![]);
+    }
+
+    #[test]
+    fn an_unanswered_request_times_out_with_a_rst() {
+        let mut c = Connection::outgoing(GUEST, 1, 2);
+        assert_eq!(ops(&mut c), vec![Op::Request]);
+        c.connect_timed_out();
+        assert_eq!(c.reset_reason(), Some(ResetReason::Timeout));
+        assert_eq!(ops(&mut c), vec![Op::Rst]);
+        assert!(c.finished());
+        // Only while connecting.
+        let mut c = established_incoming();
+        c.connect_timed_out();
+        assert_eq!(c.state, State::Established);
     }
 
     #[test]

@@ -37,6 +37,7 @@ use crate::{
 use packet::{HEADER_LEN, MAX_PAYLOAD};
 use unix::Muxer;
 pub use unix::VsockCounters;
+use vmm_sys_util::timerfd::TimerFd;
 
 const QUEUE_SIZES: &[u16] = &[256, 256, 256];
 const RX: usize = 0;
@@ -44,6 +45,10 @@ const TX: usize = 1;
 const EVENT: usize = 2;
 /// Most transmit chains per call (then the queue is served again later).
 const TX_PER_CALL: usize = 1024;
+/// The muxer's fds take tokens from BACKEND_TOKEN + 1 up.
+const TIMER_TOKEN: u64 = BACKEND_TOKEN;
+/// How often unanswered REQUESTs are looked at (while there are some).
+const EXPIRY_TICK: std::time::Duration = std::time::Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum VsockError {
@@ -126,7 +131,7 @@ impl VirtioDevice for Vsock {
             self.cid,
             self.path.clone(),
             self.listener.clone(),
-            BACKEND_TOKEN,
+            BACKEND_TOKEN + 1,
             self.counters.clone(),
         );
         let serve = Serve {
@@ -139,6 +144,8 @@ impl VirtioDevice for Vsock {
             tx_stalled: false,
             scratch: Vec::new(),
             log_limit: RateLimiter::default(),
+            timer: TimerFd::new().map_err(|e| DeviceError::Io(e.into()))?,
+            timer_armed: false,
         };
         self.worker = Some(Worker::spawn(
             "virtio-vsock",
@@ -171,6 +178,10 @@ struct Serve {
     tx_stalled: bool,
     scratch: Vec<u8>,
     log_limit: RateLimiter,
+    /// Wakes the device while host clients wait for the guest's answer.
+    timer: TimerFd,
+    /// The one-shot timer is set and has not been read.
+    timer_armed: bool,
 }
 
 impl Serve {
@@ -273,12 +284,26 @@ impl Serve {
             self.tx_stalled = false;
             ctl.rearm(TX);
         }
+        // One shot at a time, never disarmed: when it reports, it expired.
+        if !self.timer_armed && self.muxer.connecting() {
+            self.timer
+                .reset(EXPIRY_TICK, None)
+                .map_err(|e| DeviceError::Io(e.into()))?;
+            self.timer_armed = true;
+        }
         Ok(())
     }
 }
 
 impl WorkerHandler for Serve {
     fn start(&mut self, ctl: &WorkerCtl) -> Result<(), DeviceError> {
+        use std::os::fd::AsRawFd;
+        ctl.add(
+            self.timer.as_raw_fd(),
+            TIMER_TOKEN,
+            vmm_sys_util::epoll::EventSet::IN,
+        )
+        .map_err(DeviceError::Io)?;
         self.muxer.start(ctl).map_err(DeviceError::Io)
     }
 
@@ -298,7 +323,14 @@ impl WorkerHandler for Serve {
         token: u64,
         events: vmm_sys_util::epoll::EventSet,
     ) -> Result<(), DeviceError> {
-        self.muxer.host_event(ctl, token, events);
+        if token == TIMER_TOKEN {
+            // The one-shot expired (epoll said so): the read does not block.
+            self.timer_armed = false;
+            let _ = self.timer.wait();
+            self.muxer.expire(std::time::Instant::now());
+        } else {
+            self.muxer.host_event(ctl, token, events);
+        }
         self.pump(ctl)
     }
 }

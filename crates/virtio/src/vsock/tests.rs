@@ -386,3 +386,180 @@ fn the_device_checks_its_cid_and_socket() {
     ));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+mod device {
+    //! The whole device behind the virtio-mmio transport.
+
+    use super::*;
+    use crate::test_driver::MultiDriver;
+    use vm_memory::GuestAddress;
+
+    const RX: usize = 0;
+    const TX: usize = 1;
+
+    struct Dev {
+        d: MultiDriver,
+        path: PathBuf,
+        dir: PathBuf,
+    }
+
+    impl Dev {
+        fn new(name: &str) -> Dev {
+            let dir = std::env::temp_dir()
+                .join(format!("ferrovisor-vsockdev-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("v.sock");
+            let dev = Vsock::new(GUEST, &path).unwrap();
+            let d = MultiDriver::running(Box::new(dev), 3);
+            Dev { d, path, dir }
+        }
+
+        /// Sends one packet on the transmit queue and waits for it to be
+        /// used.
+        fn send(&mut self, h: Header, payload: &[u8]) {
+            let mut bytes = Header {
+                len: payload.len() as u32,
+                ..h
+            }
+            .encode()
+            .to_vec();
+            bytes.extend_from_slice(payload);
+            let buf = self.d.buffer(bytes.len() as u32);
+            self.d.write_bytes(buf, &bytes);
+            self.d.offer(TX, &[(buf, bytes.len() as u32, false)]);
+            self.d.wait_used(TX, 1);
+        }
+
+        /// Gives one receive buffer and waits for a packet in it.
+        fn recv(&mut self) -> (Header, Vec<u8>) {
+            let buf: GuestAddress = self.d.buffer(4096 + 44);
+            self.d.offer(RX, &[(buf, 4096 + 44, true)]);
+            let (_, len) = self.d.wait_used(RX, 1)[0];
+            let bytes = self.d.read_bytes(buf, len as usize);
+            (Header::decode(&bytes).unwrap(), bytes[44..].to_vec())
+        }
+    }
+
+    impl Drop for Dev {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[test]
+    fn config_space_is_the_guest_cid() {
+        let mut dev = Dev::new("config");
+        assert_eq!(dev.d.read(crate::mmio::reg::DEVICE_ID), crate::TYPE_VSOCK);
+        assert_eq!(dev.d.read(crate::mmio::reg::CONFIG), GUEST as u32);
+        assert_eq!(dev.d.read(crate::mmio::reg::CONFIG + 4), 0);
+    }
+
+    #[test]
+    fn a_host_client_reaches_the_guest_and_a_driver_reset_closes_it() {
+        let mut dev = Dev::new("reset");
+        let mut client = UnixStream::connect(&dev.path).unwrap();
+        client.write_all(b"CONNECT 5000\n").unwrap();
+        let (h, _) = dev.recv();
+        assert_eq!(Op::from_u16(h.op), Some(Op::Request));
+        assert_eq!((h.src_cid, h.dst_cid, h.dst_port), (HOST_CID, GUEST, 5000));
+        dev.send(from_guest(Op::Response, 5000, h.src_port), &[]);
+        let ok = format!("OK {}\n", h.src_port);
+        assert_eq!(read_timeout(&mut client, ok.len()), ok.as_bytes());
+        client.write_all(b"to the guest").unwrap();
+        let (data, payload) = dev.recv();
+        assert_eq!(Op::from_u16(data.op), Some(Op::Rw));
+        assert_eq!(payload, b"to the guest");
+        // The guest goes away (driver reset): the client sees the end.
+        dev.d.write(crate::mmio::reg::STATUS, 0);
+        assert_eq!(read_timeout(&mut client, 1), b"");
+        assert!(!dev.d.needs_reset());
+    }
+
+    #[test]
+    fn the_device_times_out_a_request_the_guest_ignores() {
+        let mut dev = Dev::new("timeout");
+        let mut client = UnixStream::connect(&dev.path).unwrap();
+        client.write_all(b"CONNECT 5000\n").unwrap();
+        let started = std::time::Instant::now();
+        let (h, _) = dev.recv();
+        assert_eq!(Op::from_u16(h.op), Some(Op::Request));
+        let (rst, _) = dev.recv();
+        assert_eq!(Op::from_u16(rst.op), Some(Op::Rst));
+        assert_eq!(rst.src_port, h.src_port);
+        assert!(started.elapsed() >= unix::CONNECT_TIMEOUT);
+        assert_eq!(read_timeout(&mut client, 1), b"");
+    }
+
+    #[test]
+    fn hostile_packets_do_not_stop_the_device() {
+        let mut dev = Dev::new("hostile");
+        // Too short for a header, a lying length, a foreign source CID.
+        let short = dev.d.buffer(10);
+        dev.d.offer(TX, &[(short, 10, false)]);
+        dev.d.wait_used(TX, 1);
+        dev.send(
+            Header {
+                src_cid: 77,
+                ..from_guest(Op::Request, 1, 2)
+            },
+            &[],
+        );
+        let mut lying = Header {
+            len: 4000,
+            ..from_guest(Op::Rw, 1, 2)
+        }
+        .encode()
+        .to_vec();
+        lying.extend_from_slice(b"abc");
+        let buf = dev.d.buffer(lying.len() as u32);
+        dev.d.write_bytes(buf, &lying);
+        dev.d.offer(TX, &[(buf, lying.len() as u32, false)]);
+        dev.d.wait_used(TX, 1);
+        // The lying one named a connection: it gets a RST.
+        let (h, _) = dev.recv();
+        assert_eq!(Op::from_u16(h.op), Some(Op::Rst));
+        assert_eq!((h.src_port, h.dst_port), (2, 1));
+        assert!(!dev.d.needs_reset());
+        // And the device still works.
+        let server = UnixListener::bind(unix::port_path(&dev.path, 6000)).unwrap();
+        dev.send(from_guest(Op::Request, 9, 6000), &[]);
+        let (h, _) = dev.recv();
+        assert_eq!(Op::from_u16(h.op), Some(Op::Response));
+        let (mut peer, _) = server.accept().unwrap();
+        dev.send(from_guest(Op::Rw, 9, 6000), b"still here");
+        assert_eq!(read_timeout(&mut peer, 10), b"still here");
+    }
+
+    #[test]
+    fn a_receive_buffer_too_small_for_a_header_is_a_device_error() {
+        let mut dev = Dev::new("small");
+        dev.send(from_guest(Op::Rw, 1, 2), b"x"); // a RST is due
+        let buf = dev.d.buffer(16);
+        dev.d.offer(RX, &[(buf, 16, true)]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !dev.d.needs_reset() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(dev.d.needs_reset());
+    }
+}
+
+#[test]
+fn a_host_client_the_guest_never_answers_times_out() {
+    let mut rig = Rig::new("timeout");
+    let mut client = UnixStream::connect(&rig.path).unwrap();
+    client.write_all(b"CONNECT 5000\n").unwrap();
+    rig.host();
+    assert_eq!(rig.recv_ops(), vec![Op::Request]);
+    assert!(rig.mux.connecting());
+    rig.mux.expire(std::time::Instant::now());
+    assert!(rig.recv().is_empty(), "not yet");
+    rig.mux
+        .expire(std::time::Instant::now() + unix::CONNECT_TIMEOUT);
+    rig.mux.sync(&rig.poll);
+    assert_eq!(rig.recv_ops(), vec![Op::Rst]);
+    assert!(!rig.mux.connecting());
+    assert_eq!(rig.mux.connection_count(), 0);
+    assert_eq!(read_timeout(&mut client, 1), b"");
+}

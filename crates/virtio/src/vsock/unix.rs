@@ -21,6 +21,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use vmm_sys_util::epoll::EventSet;
 
@@ -38,6 +39,8 @@ const MAX_HANDSHAKE_LINE: usize = 32;
 pub const MAX_STRAY_RSTS: usize = 1024;
 /// The first host port given to host-initiated connections.
 const FIRST_LOCAL_PORT: u32 = 1 << 30;
+/// How long the guest has to answer a host client's REQUEST.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Registering file descriptors with the worker's epoll (a trait so that
 /// tests can use their own).
@@ -121,6 +124,8 @@ struct Entry {
     token: u64,
     /// The events the stream is registered for (None: not registered).
     registered: Option<EventSet>,
+    /// When the connection was made (for the REQUEST's timeout).
+    since: Instant,
     in_ready: bool,
 }
 
@@ -266,6 +271,7 @@ impl Muxer {
                 stream,
                 token,
                 registered: None,
+                since: Instant::now(),
                 in_ready: false,
             },
         );
@@ -369,6 +375,27 @@ impl Muxer {
 
     // -----------------------------------------------------------------
     // Housekeeping and output
+
+    /// Whether a host client waits for the guest's answer (the device then
+    /// calls [`Muxer::expire`] now and then).
+    pub fn connecting(&self) -> bool {
+        self.conns
+            .values()
+            .any(|e| e.conn.state == super::conn::State::Connecting)
+    }
+
+    /// Resets the host clients' connections the guest left unanswered for
+    /// [`CONNECT_TIMEOUT`] by `now`.
+    pub fn expire(&mut self, now: Instant) {
+        for (key, entry) in &mut self.conns {
+            if entry.conn.state == super::conn::State::Connecting
+                && now.duration_since(entry.since) >= CONNECT_TIMEOUT
+            {
+                entry.conn.connect_timed_out();
+                self.dirty.push(*key);
+            }
+        }
+    }
 
     /// Writes what the connections touched since the last call have for
     /// their host sockets, closes the finished ones and updates what their
