@@ -233,6 +233,7 @@ fn host_client_connects_to_a_guest_port_with_the_connect_handshake() {
     rig.send(from_guest(Op::Response, 5000, local), &[]);
     let ok = format!("OK {local}\n");
     assert_eq!(read_timeout(&mut client, ok.len()), ok.as_bytes());
+    assert_eq!(rig.counters.connections.load(Ordering::Relaxed), 1);
     // The bytes after the CONNECT line were not lost.
     rig.host();
     let data = rig.recv();

@@ -215,7 +215,11 @@ impl Muxer {
         };
         let key = (packet.dst_port, packet.src_port);
         if let Some(entry) = self.conns.get_mut(&key) {
+            let connecting = entry.conn.state == super::conn::State::Connecting;
             entry.conn.on_packet(&packet);
+            if connecting && entry.conn.state == super::conn::State::Established {
+                Self::bump(&self.counters.connections);
+            }
             self.dirty.push(key);
             return Ok(());
         }
