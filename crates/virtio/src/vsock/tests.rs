@@ -564,3 +564,22 @@ fn a_host_client_the_guest_never_answers_times_out() {
     assert_eq!(rig.mux.connection_count(), 0);
     assert_eq!(read_timeout(&mut client, 1), b"");
 }
+
+#[test]
+fn clients_past_the_handshake_limit_are_closed() {
+    let mut rig = Rig::new("many");
+    let clients: Vec<UnixStream> = (0..unix::MAX_HANDSHAKES + 6)
+        .map(|_| UnixStream::connect(&rig.path).unwrap())
+        .collect();
+    rig.host();
+    let mut closed = 0;
+    for mut c in clients {
+        c.set_nonblocking(true).unwrap();
+        match c.read(&mut [0u8; 1]) {
+            Ok(0) => closed += 1,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(closed, 6);
+}

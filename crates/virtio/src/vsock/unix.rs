@@ -302,7 +302,9 @@ impl Muxer {
     }
 
     fn accept(&mut self, poll: &dyn Poller) {
-        loop {
+        // A bounded batch: clients that keep coming cannot hold the thread
+        // (the listener stays readable, so the rest come next time).
+        for _ in 0..MAX_HANDSHAKES {
             let stream = match self.listener.accept() {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
