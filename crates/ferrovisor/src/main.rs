@@ -6,6 +6,7 @@ mod disk;
 mod net;
 mod size;
 mod stats;
+mod vsock;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,9 +49,19 @@ struct RunArgs {
     /// Initial ramdisk (Linux), or the first module (Multiboot).
     #[arg(long)]
     initrd: Option<PathBuf>,
-    /// Kernel command line.
-    #[arg(long, default_value = "console=ttyS0 reboot=k panic=-1")]
-    cmdline: String,
+    /// Kernel command line [default: "console=ttyS0 reboot=k panic=-1", or
+    /// "console=hvc0 reboot=k panic=-1" with --console virtio].
+    #[arg(long)]
+    cmdline: Option<String>,
+    /// The guest's console, which standard input feeds: serial (COM1, the
+    /// guest's ttyS0) or virtio (a virtio console, the guest's hvc0). With
+    /// virtio the UART stays, for early messages (earlycon=uart,io,0x3f8 or
+    /// console=ttyS0 on the command line), and its output goes to standard
+    /// output too; only the virtio console gets the input. A kernel whose
+    /// virtio_console is a module has no console until the module loads
+    /// (the test guest's init reopens it then).
+    #[arg(long, default_value = "serial", value_name = "serial|virtio")]
+    console: vmm::ConsoleDevice,
     /// Guest RAM: a number of MiB or a size with K/M/G suffix.
     #[arg(long, short = 'm', default_value = "256M", value_parser = size::parse_size)]
     memory: u64,
@@ -84,6 +95,13 @@ struct RunArgs {
     /// checksum and TCP segmentation offloads are on unless offload=off).
     #[arg(long = "net", value_name = "tap=NAME[,mac=MAC][,offload=off]", value_parser = net::parse_net)]
     nets: Vec<vmm::NetConfig>,
+    /// A virtio-vsock device: the guest's CID (3 or more) and a Unix socket
+    /// for the host side, as Firecracker's. Host programs connect to PATH
+    /// and write "CONNECT <port>\n" to reach the guest's port (answer:
+    /// "OK <host_port>\n", then the stream); the guest's connections to
+    /// host port P go to the Unix socket PATH_P.
+    #[arg(long, value_name = "cid=N,socket=PATH", value_parser = vsock::parse_vsock)]
+    vsock: Option<vmm::VsockConfig>,
 }
 
 /// One line: the error and its causes.
@@ -152,13 +170,17 @@ fn main() -> ExitCode {
                 memory: args.memory,
                 vcpus: args.cpus,
                 initrd: args.initrd,
-                cmdline: args.cmdline,
+                cmdline: args
+                    .cmdline
+                    .unwrap_or_else(|| args.console.default_cmdline().to_string()),
                 boot_protocol: args.boot,
                 console_input: true,
+                console_device: args.console,
                 disks: args.disks,
                 rng: args.rng,
                 transport: args.transport,
                 nets: args.nets,
+                vsock: args.vsock,
                 ..MachineConfig::new(args.kernel)
             };
             run(&config, args.stats)

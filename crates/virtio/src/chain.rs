@@ -227,3 +227,19 @@ pub fn serve_queue(
     }
     Ok(result)
 }
+
+/// The next available chain of `queue`, checked, for devices that take
+/// buffers only when they have something for them (receive queues); None
+/// when the queue is empty (and the driver's notifications are enabled
+/// again, so that it notifies the next buffer).
+pub fn pop_chain(mem: &GuestMemoryMmap, queue: &mut Queue) -> Result<Option<Chain>, DeviceError> {
+    for _ in 0..2 {
+        if let Some(chain) = queue.iter(mem).map_err(DeviceError::Queue)?.next() {
+            return walk(mem, chain).map(Some).map_err(DeviceError::Chain);
+        }
+        if !queue.enable_notification(mem).map_err(DeviceError::Queue)? {
+            break;
+        }
+    }
+    Ok(None)
+}

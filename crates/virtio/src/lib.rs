@@ -26,12 +26,14 @@
 
 pub mod blk;
 pub mod chain;
+pub mod console;
 pub mod fuzzing;
 pub mod mmio;
 pub mod net;
 pub mod rng;
 pub mod tap;
 pub mod transport;
+pub mod vsock;
 pub mod worker;
 
 use std::sync::Arc;
@@ -174,5 +176,7 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     line
 }
 
+#[cfg(test)]
+mod test_driver;
 #[cfg(test)]
 mod tests;

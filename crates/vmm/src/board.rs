@@ -15,7 +15,8 @@
 //! With `--transport pci` the same devices are virtio-pci functions on PCI
 //! bus 0 instead (see [`crate::pci_board`]).
 //! `--disk` order), then the network devices (in `--net` order), then the
-//! entropy device; IRQs from [`VIRTIO_IRQS`].
+//! entropy device, the socket device and the console; IRQs from
+//! [`VIRTIO_IRQS`].
 
 use std::sync::{Arc, Mutex};
 
@@ -31,7 +32,7 @@ use devices::{Clock, HostClock, IoBuses, IrqLine, RequestSink};
 use hv::Vm;
 use vm_memory::GuestMemoryMmap;
 
-use crate::config::{MachineConfig, VirtioTransport};
+use crate::config::{ConsoleDevice, MachineConfig, VirtioTransport};
 use crate::platform_timer::PlatformTimer;
 use crate::MachineError;
 
@@ -47,7 +48,11 @@ pub const VIRTIO_IRQS: [u32; 17] = [
 
 /// How many virtio devices `config` asks for (whatever the transport).
 pub(crate) fn virtio_device_count(config: &MachineConfig) -> usize {
-    config.disks.len() + config.nets.len() + usize::from(config.rng)
+    config.disks.len()
+        + config.nets.len()
+        + usize::from(config.rng)
+        + usize::from(config.vsock.is_some())
+        + usize::from(config.console_device == ConsoleDevice::Virtio)
 }
 
 /// Where each virtio device of `config` goes: (window base, GSI).
@@ -143,6 +148,8 @@ pub(crate) struct Board {
     pub serial: Arc<Mutex<Serial>>,
     /// Polls the RTC; started by `Machine::run`.
     pub timer: PlatformTimer,
+    /// The input of the virtio console, when the console is one.
+    pub virtio_console: Option<virtio::console::ConsoleInput>,
 }
 
 /// Builds the platform devices of `config` for `vm`; guest requests
@@ -193,23 +200,25 @@ pub(crate) fn build(
         Arc::new(Mutex::new(AcpiPm::new(requests))),
     )?;
     // irqfds spare KVM an ioctl per MSI; emu's are one more thread hop.
-    add_virtio_devices(&mut buses, vm, mem, config, accel == "kvm")?;
+    let virtio_console = add_virtio_devices(&mut buses, vm, mem, config, accel == "kvm")?;
     Ok(Board {
         buses,
         serial,
         timer,
+        virtio_console,
     })
 }
 
-/// Opens the disks, the TAP devices and the entropy source of `config` and
-/// maps their virtio-mmio transports.
+/// Opens the disks, the TAP devices, the entropy source, the vsock socket
+/// and the virtio console of `config` and puts them on their transport;
+/// returns the virtio console's input, if any.
 fn add_virtio_devices(
     buses: &mut IoBuses,
     vm: &Arc<dyn Vm>,
     mem: &GuestMemoryMmap,
     config: &MachineConfig,
     use_irqfds: bool,
-) -> Result<(), MachineError> {
+) -> Result<Option<virtio::console::ConsoleInput>, MachineError> {
     let mut models: Vec<(String, Box<dyn virtio::VirtioDevice>)> = Vec::new();
     for (i, disk) in config.disks.iter().enumerate() {
         let id = disk.id.as_deref().unwrap_or("");
@@ -228,8 +237,21 @@ fn add_virtio_devices(
         let rng = virtio::rng::Rng::new().map_err(MachineError::Entropy)?;
         models.push(("virtio-rng".to_string(), Box::new(rng)));
     }
+    if let Some(vsock) = &config.vsock {
+        let device =
+            virtio::vsock::Vsock::new(vsock.cid, &vsock.socket).map_err(MachineError::Vsock)?;
+        models.push(("virtio-vsock".to_string(), Box::new(device)));
+    }
+    let mut console_input = None;
+    if config.console_device == ConsoleDevice::Virtio {
+        let console = virtio::console::Console::new(config.console.writer())
+            .map_err(MachineError::VirtioEvents)?;
+        console_input = Some(console.input());
+        models.push(("virtio-console".to_string(), Box::new(console)));
+    }
     if config.transport == VirtioTransport::Pci {
-        return crate::pci_board::add_devices(buses, vm, mem, models, use_irqfds);
+        crate::pci_board::add_devices(buses, vm, mem, models, use_irqfds)?;
+        return Ok(console_input);
     }
     for ((name, model), (addr, irq)) in models.into_iter().zip(virtio_slots(config)?) {
         let transport =
@@ -247,7 +269,7 @@ fn add_virtio_devices(
             Arc::new(Mutex::new(transport)),
         )?;
     }
-    Ok(())
+    Ok(console_input)
 }
 
 /// Why the ACPI tables were or were not written.

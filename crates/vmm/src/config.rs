@@ -67,8 +67,13 @@ pub struct MachineConfig {
     pub cmdline: String,
     pub boot_protocol: BootProtocol,
     pub console: ConsoleOutput,
-    /// Feed the host's standard input to the serial console.
+    /// Feed the host's standard input to the console (the device
+    /// `console_device` names).
     pub console_input: bool,
+    /// The guest's console device: the UART (COM1, the guest's ttyS0), or a
+    /// virtio console (hvc0) beside the UART, which stays for early
+    /// messages. Standard input feeds this one.
+    pub console_device: ConsoleDevice,
     /// virtio-blk disks, in order (the guest's vda, vdb, ...).
     pub disks: Vec<DiskConfig>,
     /// A virtio-rng entropy device.
@@ -77,6 +82,8 @@ pub struct MachineConfig {
     pub transport: VirtioTransport,
     /// virtio-net devices, in order (the guest's eth0, eth1, ...).
     pub nets: Vec<NetConfig>,
+    /// A virtio-vsock device.
+    pub vsock: Option<VsockConfig>,
 }
 
 /// The bus the virtio devices sit on.
@@ -132,6 +139,47 @@ impl NetConfig {
     }
 }
 
+/// A virtio-vsock device: the guest's CID and the Unix socket the host
+/// side listens on (Firecracker's convention: host clients connect to
+/// `socket` and send `CONNECT <port>`; guest connections to host port P go
+/// to `socket`_P).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VsockConfig {
+    pub cid: u64,
+    pub socket: PathBuf,
+}
+
+/// Which device is the guest's interactive console.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ConsoleDevice {
+    /// COM1 (ttyS0).
+    #[default]
+    Serial,
+    /// A virtio console (hvc0).
+    Virtio,
+}
+
+impl ConsoleDevice {
+    /// The kernel command line `ferrovisor run` uses when none is given.
+    pub fn default_cmdline(self) -> &'static str {
+        match self {
+            ConsoleDevice::Serial => "console=ttyS0 reboot=k panic=-1",
+            ConsoleDevice::Virtio => "console=hvc0 reboot=k panic=-1",
+        }
+    }
+}
+
+impl std::str::FromStr for ConsoleDevice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "serial" => Ok(ConsoleDevice::Serial),
+            "virtio" => Ok(ConsoleDevice::Virtio),
+            _ => Err(format!("unknown console '{s}' (serial or virtio)")),
+        }
+    }
+}
+
 /// A virtio-blk disk on a raw image file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskConfig {
@@ -153,14 +201,16 @@ impl MachineConfig {
             vcpus: 1,
             kernel: kernel.into(),
             initrd: None,
-            cmdline: "console=ttyS0 reboot=k panic=-1".to_string(),
+            cmdline: ConsoleDevice::Serial.default_cmdline().to_string(),
             boot_protocol: BootProtocol::Auto,
             console: ConsoleOutput::Stdout,
             console_input: false,
+            console_device: ConsoleDevice::Serial,
             disks: Vec::new(),
             rng: false,
             transport: VirtioTransport::Mmio,
             nets: Vec::new(),
+            vsock: None,
         }
     }
 }

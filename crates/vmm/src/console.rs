@@ -1,5 +1,5 @@
-//! The host side of the serial console: standard input to the UART, with
-//! an interactive mode on terminals.
+//! The host side of the console: standard input to the UART or the virtio
+//! console ([`InputTarget`]), with an interactive mode on terminals.
 //!
 //! On a terminal, standard input is put in raw mode (no line editing, no
 //! echo, Ctrl-C goes to the guest) and restored when the machine ends; the
@@ -77,14 +77,35 @@ impl Drop for RawTerminal {
     }
 }
 
-/// Feeds standard input to `serial` on a thread of its own. With
-/// `interactive`, the escape sequence is honoured and Ctrl-A x sends
-/// [`MachineEvent::HostQuit`].
-pub fn spawn_stdin_reader(
-    serial: Arc<Mutex<Serial>>,
-    interactive: bool,
-    events: Sender<MachineEvent>,
-) {
+/// Where standard input goes.
+#[derive(Clone)]
+pub enum InputTarget {
+    /// The UART's receive FIFO.
+    Serial(Arc<Mutex<Serial>>),
+    /// The virtio console's input buffer.
+    Virtio(virtio::console::ConsoleInput),
+}
+
+impl InputTarget {
+    /// Queues as much of `bytes` as fits now; returns how many.
+    fn offer(&self, bytes: &[u8]) -> usize {
+        match self {
+            InputTarget::Serial(serial) => serial
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .enqueue_input(bytes),
+            InputTarget::Virtio(input) => {
+                let n = input.room().min(bytes.len());
+                input.push(&bytes[..n])
+            }
+        }
+    }
+}
+
+/// Feeds standard input to `target` on a thread of its own (waiting while
+/// the guest does not take it). With `interactive`, the escape sequence is
+/// honoured and Ctrl-A x sends [`MachineEvent::HostQuit`].
+pub fn spawn_stdin_reader(target: InputTarget, interactive: bool, events: Sender<MachineEvent>) {
     let _ = std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
@@ -108,10 +129,7 @@ pub fn spawn_stdin_reader(
                 }
                 let mut pending = &for_guest[..];
                 while !pending.is_empty() {
-                    let taken = serial
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .enqueue_input(pending);
+                    let taken = target.offer(pending);
                     pending = &pending[taken..];
                     if taken == 0 {
                         std::thread::sleep(Duration::from_millis(5));

@@ -26,5 +26,8 @@ mod vcpu;
 
 pub use accel::{open_accelerator, Accel, AccelError};
 pub use board::AcpiPlacement;
-pub use config::{ConsoleOutput, DiskConfig, MachineConfig, NetConfig, VirtioTransport};
+pub use config::{
+    ConsoleDevice, ConsoleOutput, DiskConfig, MachineConfig, NetConfig, VirtioTransport,
+    VsockConfig,
+};
 pub use machine::{Machine, MachineError, MachineExit, RunReport};

@@ -14,7 +14,7 @@ use vm_memory::GuestMemoryMmap;
 use crate::accel::{open_accelerator, AccelError};
 use crate::board::{self, AcpiPlacement};
 use crate::config::{MachineConfig, MAX_VCPUS};
-use crate::console::{spawn_stdin_reader, RawTerminal};
+use crate::console::{spawn_stdin_reader, InputTarget, RawTerminal};
 use crate::memory::{create_guest_memory, register_slots, MemoryError};
 use crate::platform_timer::PlatformTimer;
 use crate::vcpu::{MachineEvent, VcpuContext, VcpuStop};
@@ -51,6 +51,8 @@ pub enum MachineError {
         #[source]
         source: virtio::tap::TapError,
     },
+    #[error("cannot create the vsock device")]
+    Vsock(#[source] virtio::vsock::VsockError),
     #[error("{count} virtio devices requested; at most {max} are supported")]
     TooManyVirtioDevices { count: usize, max: usize },
     #[error("cannot create the virtio queue events")]
@@ -127,6 +129,8 @@ pub struct Machine {
     events_tx: Sender<MachineEvent>,
     events: Receiver<MachineEvent>,
     console_input: bool,
+    /// The virtio console's input, when the console is one.
+    virtio_console: Option<virtio::console::ConsoleInput>,
     boot: BootInfo,
     acpi: AcpiPlacement,
 }
@@ -212,6 +216,7 @@ impl Machine {
             events_tx,
             events,
             console_input: config.console_input,
+            virtio_console: board.virtio_console,
             boot,
             acpi,
         })
@@ -267,7 +272,11 @@ impl Machine {
         let terminal = self.console_input.then(RawTerminal::enable);
         if self.console_input {
             let interactive = terminal.as_ref().is_some_and(RawTerminal::is_active);
-            spawn_stdin_reader(self.serial.clone(), interactive, self.events_tx.clone());
+            let target = match &self.virtio_console {
+                Some(input) => InputTarget::Virtio(input.clone()),
+                None => InputTarget::Serial(self.serial.clone()),
+            };
+            spawn_stdin_reader(target, interactive, self.events_tx.clone());
         }
 
         let exit = self.wait_for_exit();

@@ -73,12 +73,31 @@ impl Boot {
 pub struct Running {
     child: std::process::Child,
     console: mpsc::Receiver<Vec<u8>>,
+    /// ferrovisor's standard input, with [`spawn_with`]'s `stdin_piped`.
+    pub stdin: Option<std::process::ChildStdin>,
 }
+
+/// The kernel command line before `ferrovisor.cmd=` in [`spawn`].
+pub const CMDLINE: &str = "console=ttyS0 quiet panic=-1";
 
 /// Starts the guest with `script` as its command, on `cpus` vCPUs, with
 /// `extra` arguments for `ferrovisor run`.
 pub fn spawn(guest: &Guest, cpus: u32, script: &str, extra: &[&str]) -> Running {
-    spawn_via(&[], guest, cpus, script, extra)
+    spawn_with(guest, cpus, CMDLINE, script, extra, false)
+}
+
+/// [`spawn`] with the command line starting with `cmdline` (then
+/// `ferrovisor.cmd=...`) and, with `stdin_piped`, a pipe to ferrovisor's
+/// standard input in [`Running::stdin`] (else /dev/null).
+pub fn spawn_with(
+    guest: &Guest,
+    cpus: u32,
+    cmdline: &str,
+    script: &str,
+    extra: &[&str],
+    stdin_piped: bool,
+) -> Running {
+    spawn_full(&[], guest, cpus, cmdline, script, extra, stdin_piped)
 }
 
 /// [`spawn`], with ferrovisor started by the command `wrapper` (its
@@ -90,8 +109,22 @@ pub fn spawn_via(
     script: &str,
     extra: &[&str],
 ) -> Running {
+    spawn_full(wrapper, guest, cpus, CMDLINE, script, extra, false)
+}
+
+/// What [`spawn_with`] and [`spawn_via`] do: ferrovisor (under `wrapper`
+/// when not empty) with the command line `cmdline` + `ferrovisor.cmd=`.
+fn spawn_full(
+    wrapper: &[&str],
+    guest: &Guest,
+    cpus: u32,
+    cmdline: &str,
+    script: &str,
+    extra: &[&str],
+    stdin_piped: bool,
+) -> Running {
     let encoded = base64(script.as_bytes());
-    let cmdline = format!("console=ttyS0 quiet panic=-1 ferrovisor.cmd={encoded}");
+    let cmdline = format!("{cmdline} ferrovisor.cmd={encoded}");
     let binary = env!("CARGO_BIN_EXE_ferrovisor");
     let mut command = match wrapper.split_first() {
         Some((program, args)) => {
@@ -110,7 +143,11 @@ pub fn spawn_via(
         .arg(&guest.initrd)
         .args(["--cmdline", &cmdline])
         .args(extra)
-        .stdin(Stdio::null())
+        .stdin(if stdin_piped {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -122,7 +159,12 @@ pub fn spawn_via(
         let _ = stdout.read_to_end(&mut all);
         let _ = tx.send(all);
     });
-    Running { child, console: rx }
+    let stdin = child.stdin.take();
+    Running {
+        child,
+        console: rx,
+        stdin,
+    }
 }
 
 impl Running {
