@@ -5,7 +5,7 @@
 //! |---|---|
 //! | 0 | max basic leaf 0x16, vendor "GenuineIntel" |
 //! | 1 | family 6 model 0x2a stepping 7; EDX: FPU PSE TSC MSR PAE CX8 APIC SEP PGE CMOV PAT CLFSH FXSR SSE SSE2; ECX: CX16 x2APIC POPCNT TSC-deadline |
-//! | 7.0 | EBX: TSC_ADJUST, BMI1 (TZCNT) |
+//! | 7.0 | EBX: TSC_ADJUST, BMI1 (TZCNT); EDX: ARCH_CAPABILITIES (the MSR declares the CPU immune to Meltdown, MDS, SSB and the rest: it does not speculate, so guests skip page-table isolation and the other mitigations) |
 //! | 0xB | x2APIC topology (filled per vCPU by `arch::cpuid::template`) |
 //! | 0x15 | TSC = 1 GHz crystal × 1/1 (the guest need not calibrate) |
 //! | 0x16 | 1000 MHz base, maximum and bus frequency |
@@ -65,6 +65,8 @@ const TSC_DEADLINE: u32 = 1 << 24;
 // Leaf 7 EBX.
 const TSC_ADJUST: u32 = 1 << 1;
 const BMI1: u32 = 1 << 3;
+// Leaf 7 EDX.
+const ARCH_CAPABILITIES: u32 = 1 << 29;
 // Leaf 0x8000_0001.
 const LAHF_LM: u32 = 1 << 0;
 const ABM_LZCNT: u32 = 1 << 5;
@@ -115,7 +117,7 @@ pub fn supported_cpuid() -> Vec<CpuidEntry> {
         ),
         CpuidEntry {
             significant_index: true,
-            ..leaf(7, 0, TSC_ADJUST | BMI1, 0, 0)
+            ..leaf(7, 0, TSC_ADJUST | BMI1, 0, ARCH_CAPABILITIES)
         },
         CpuidEntry {
             significant_index: true,

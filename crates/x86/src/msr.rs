@@ -14,6 +14,27 @@ pub const IA32_BIOS_SIGN_ID: u32 = 0x8b;
 pub const IA32_PLATFORM_ID: u32 = 0x17;
 pub const IA32_MCG_CAP: u32 = 0x179;
 pub const IA32_MCG_STATUS: u32 = 0x17a;
+pub const IA32_ARCH_CAPABILITIES: u32 = 0x10a;
+
+/// IA32_ARCH_CAPABILITIES: the CPU executes nothing speculatively, so it
+/// is immune to every transient-execution attack the MSR can declare:
+/// RDCL_NO (Meltdown, L1TF), SSB_NO, MDS_NO, PSCHANGE_MC_NO, TAA_NO,
+/// SBDR_SSDP_NO, FBSDP_NO, PSDP_NO, BHI_NO, PBRSB_NO, GDS_NO, RFDS_NO,
+/// ITS_NO. Guests then
+/// skip the costly mitigations (page-table isolation above all).
+pub const ARCH_CAPABILITIES: u64 = 1 << 0
+    | 1 << 4
+    | 1 << 5
+    | 1 << 6
+    | 1 << 8
+    | 1 << 13
+    | 1 << 14
+    | 1 << 15
+    | 1 << 20
+    | 1 << 24
+    | 1 << 26
+    | 1 << 27
+    | 1 << 62;
 
 /// Why a WRMSR was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +92,7 @@ impl Cpu {
             IA32_MISC_ENABLE => m.misc_enable,
             IA32_TSC_AUX => m.tsc_aux,
             IA32_BIOS_SIGN_ID | IA32_PLATFORM_ID | IA32_MCG_CAP | IA32_MCG_STATUS => 0,
+            IA32_ARCH_CAPABILITIES => ARCH_CAPABILITIES,
             _ => return m.extra.get(&index).copied(),
         })
     }
@@ -142,6 +164,8 @@ impl Cpu {
                 self.state.msr.tsc_aux = v;
             }
             IA32_BIOS_SIGN_ID | IA32_MCG_STATUS => {}
+            // Read-only.
+            IA32_ARCH_CAPABILITIES => return Err(MsrError::Invalid),
             _ => match self.state.msr.extra.get_mut(&index) {
                 Some(slot) => *slot = v,
                 None => return Err(MsrError::Unknown),

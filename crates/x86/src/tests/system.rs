@@ -559,3 +559,18 @@ fn tsc_adjust_follows_guest_tsc_writes_but_not_host_ones() {
     let adjust = cpu.read_msr(0x3b).unwrap();
     assert_ne!(adjust, 1 << 30, "a guest TSC write moves TSC_ADJUST");
 }
+
+/// IA32_ARCH_CAPABILITIES reads the immunities of a CPU that does not
+/// speculate (RDCL_NO: no Meltdown, hence no page-table isolation) and
+/// refuses writes.
+#[test]
+fn arch_capabilities_declare_no_speculation_bugs() {
+    let mut cpu = Cpu::default();
+    let caps = cpu.read_msr(crate::msr::IA32_ARCH_CAPABILITIES).unwrap();
+    assert_ne!(caps & 1, 0, "RDCL_NO");
+    assert_ne!(caps & (1 << 5), 0, "MDS_NO");
+    assert_eq!(
+        cpu.write_msr(crate::msr::IA32_ARCH_CAPABILITIES, 0),
+        Err(crate::msr::MsrError::Invalid)
+    );
+}
