@@ -4,7 +4,7 @@
 //!
 //! `virtio_random [--iterations N] [--seed S] [FILE...]`
 
-use virtio::fuzzing::{run_blk, run_virtqueue, XorShift};
+use virtio::fuzzing::{run_blk, run_virtqueue, run_vsock_packets, XorShift};
 
 fn main() {
     let mut iterations: u64 = 200_000;
@@ -23,6 +23,7 @@ fn main() {
             let data = std::fs::read(&f).unwrap_or_else(|e| panic!("{f}: {e}"));
             let _ = run_virtqueue(&data);
             let _ = run_blk(&data);
+            run_vsock_packets(&data);
             println!("{f}: ok");
         }
         return;
@@ -31,6 +32,7 @@ fn main() {
     let (mut ok, mut errors) = (0u64, 0u64);
     for i in 0..iterations {
         let input = rng.input();
+        run_vsock_packets(&input);
         for result in [run_virtqueue(&input), run_blk(&input)] {
             match result {
                 Ok(()) => ok += 1,
