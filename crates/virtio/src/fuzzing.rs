@@ -234,7 +234,7 @@ mod tests {
         for _ in 0..20_000 {
             let mut input = rng.input();
             // Often a plausible header: guest CID 3 to the host (2).
-            if input.len() > 45 && rng.next_u64() % 2 == 0 {
+            if input.len() > 45 && rng.next_u64().is_multiple_of(2) {
                 input[0] = 44 + (rng.next_u64() % 8) as u8;
                 input[1..9].copy_from_slice(&3u64.to_le_bytes());
                 input[9..17].copy_from_slice(&2u64.to_le_bytes());
