@@ -40,6 +40,10 @@ impl Netns {
             conformance::skip_or_fail("net", "no /dev/net/tun");
             return None;
         }
+        if Command::new("ip").arg("-V").output().is_err() {
+            conformance::skip_or_fail("net", "no 'ip' command (iproute2)");
+            return None;
+        }
         let name = format!("fv-test-{}-{label}", std::process::id());
         let out = run("ip", &["netns", "add", &name]);
         if !out.status.success() {
