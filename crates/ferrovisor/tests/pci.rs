@@ -10,9 +10,8 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 
-use common::{boot, guest};
+use common::{boot, guest, host_sha256};
 
 fn image(len: usize) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ferrovisor-pci-{}", std::process::id()));
@@ -21,18 +20,6 @@ fn image(len: usize) -> PathBuf {
     let data: Vec<u8> = (0..len).map(|i| (i * 13 + (i >> 10)) as u8).collect();
     std::fs::write(&path, data).unwrap();
     path
-}
-
-fn host_sha256(path: &std::path::Path) -> String {
-    let out = Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 const SCRIPT: &str = r#"

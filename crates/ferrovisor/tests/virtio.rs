@@ -8,9 +8,8 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
-use common::{boot, guest};
+use common::{boot, guest, host_sha256};
 
 /// The byte at `offset` of the test images.
 fn pattern(offset: usize) -> u8 {
@@ -24,18 +23,6 @@ fn image(name: &str, len: usize) -> PathBuf {
     let data: Vec<u8> = (0..len).map(pattern).collect();
     std::fs::write(&path, data).unwrap();
     path
-}
-
-fn host_sha256(path: &std::path::Path) -> String {
-    let out = Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
 }
 
 #[test]
@@ -104,19 +91,7 @@ fn linux_reads_entropy_from_virtio_rng() {
 #[test]
 fn disk_errors_are_one_line() {
     let Some(guest) = guest() else { return };
-    let run = |extra: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_ferrovisor"))
-            .args(["run", "--accel", "emu", "--kernel"])
-            .arg(&guest.kernel)
-            .args(extra)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run ferrovisor");
-        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        assert_ne!(out.status.code(), Some(0), "{extra:?}: {err}");
-        assert_eq!(err.lines().count(), 1, "{extra:?}: {err}");
-        err
-    };
+    let run = |extra: &[&str]| common::refused(&guest, extra);
     let err = run(&["--disk", "path=/nonexistent/disk.img"]);
     assert!(err.contains("/nonexistent/disk.img"), "{err}");
     let err = run(&["--disk", "path=/a.img,cache=none"]);

@@ -11,7 +11,6 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{guest, spawn};
@@ -147,19 +146,7 @@ fn a_guest_program_connects_to_a_host_socket() {
 fn vsock_errors_are_one_line() {
     let Some(guest) = guest() else { return };
     let dir = temp_dir("errors");
-    let run = |extra: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_ferrovisor"))
-            .args(["run", "--accel", "emu", "--kernel"])
-            .arg(&guest.kernel)
-            .args(extra)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run ferrovisor");
-        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        assert_ne!(out.status.code(), Some(0), "{extra:?}: {err}");
-        assert_eq!(err.lines().count(), 1, "{extra:?}: {err}");
-        err
-    };
+    let run = |extra: &[&str]| common::refused(&guest, extra);
     let err = run(&["--vsock", "cid=2,socket=/tmp/x.sock"]);
     assert!(err.contains("cid=2 is reserved"), "{err}");
     let err = run(&["--vsock", "cid=3"]);

@@ -222,10 +222,23 @@ pub fn serve_queue(
             break;
         }
     }
-    if served > 0 && queue.needs_notification(mem).map_err(DeviceError::Queue)? {
+    notify_used(mem, queue, index, interrupt, served > 0)?;
+    Ok(result)
+}
+
+/// After a device put buffers in the used ring of queue `index` (`used`):
+/// interrupts the driver if it wants to be (EVENT_IDX, NO_INTERRUPT).
+pub fn notify_used(
+    mem: &GuestMemoryMmap,
+    queue: &mut Queue,
+    index: usize,
+    interrupt: &dyn Interrupt,
+    used: bool,
+) -> Result<(), DeviceError> {
+    if used && queue.needs_notification(mem).map_err(DeviceError::Queue)? {
         interrupt.signal_used(index);
     }
-    Ok(result)
+    Ok(())
 }
 
 /// The next available chain of `queue`, checked, for devices that take

@@ -265,14 +265,7 @@ impl Serve {
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
             used = true;
         }
-        if used
-            && self
-                .rx
-                .needs_notification(&self.mem)
-                .map_err(DeviceError::Queue)?
-        {
-            self.interrupt.signal_used(RX);
-        }
+        crate::chain::notify_used(&self.mem, &mut self.rx, RX, &*self.interrupt, used)?;
         Ok(())
     }
 

@@ -353,14 +353,7 @@ impl Serve {
                 Err(e) => break Err(e),
             }
         };
-        if used
-            && self
-                .rx
-                .needs_notification(&self.mem)
-                .map_err(DeviceError::Queue)?
-        {
-            self.interrupt.signal_used(RX);
-        }
+        crate::chain::notify_used(&self.mem, &mut self.rx, RX, &*self.interrupt, used)?;
         result
     }
 

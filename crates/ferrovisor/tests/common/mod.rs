@@ -239,3 +239,33 @@ pub fn base64(data: &[u8]) -> String {
     }
     out
 }
+
+/// The sha256 of a host file, as `sha256sum` prints it.
+pub fn host_sha256(path: &std::path::Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Runs `ferrovisor run` on the guest's kernel with `extra` arguments that
+/// must be refused: checks a non-zero status and a one-line error, and
+/// returns the line.
+pub fn refused(guest: &Guest, extra: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrovisor"))
+        .args(["run", "--accel", "emu", "--kernel"])
+        .arg(&guest.kernel)
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ferrovisor");
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_ne!(out.status.code(), Some(0), "{extra:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "{extra:?}: {err}");
+    err
+}

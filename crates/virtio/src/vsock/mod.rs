@@ -216,14 +216,7 @@ impl Serve {
             served += 1;
         }
         self.tx_stalled = self.muxer.backlogged();
-        if served > 0
-            && self
-                .tx
-                .needs_notification(&self.mem)
-                .map_err(DeviceError::Queue)?
-        {
-            self.interrupt.signal_used(TX);
-        }
+        crate::chain::notify_used(&self.mem, &mut self.tx, TX, &*self.interrupt, served > 0)?;
         Ok(())
     }
 
@@ -263,14 +256,7 @@ impl Serve {
                 .map_err(DeviceError::Queue)?;
             used = true;
         }
-        if used
-            && self
-                .rx
-                .needs_notification(&self.mem)
-                .map_err(DeviceError::Queue)?
-        {
-            self.interrupt.signal_used(RX);
-        }
+        crate::chain::notify_used(&self.mem, &mut self.rx, RX, &*self.interrupt, used)?;
         Ok(())
     }
 
