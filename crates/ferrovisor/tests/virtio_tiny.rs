@@ -224,3 +224,24 @@ fn drivers_report_a_missing_or_wrong_device() {
         assert_eq!(r.status, Some(3 << 1 | 1), "{accel}");
     }
 }
+
+/// With a disk in the first slot, the entropy device is the second: the
+/// next 4 KiB window and the next GSI of the machine's table
+/// (vmm::board's VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE and VIRTIO_IRQS).
+#[test]
+fn rng_driver_finds_the_device_in_the_second_slot() {
+    let dir = TempDir::new("slot1");
+    let img = dir.file("disk.img", &[0u8; 4096]);
+    let disk = format!("path={},readonly=on", img.to_str().unwrap());
+    let slot = guests::virtio::Slot {
+        base: guests::virtio::FIRST_SLOT.base + 0x1000,
+        gsi: 6,
+    };
+    let driver = guests::virtio::rng_driver_at(slot).unwrap();
+    check_driver(
+        &dir,
+        &driver,
+        &["--disk", &disk, "--rng"],
+        "virtio-rng: 64 bytes\n",
+    );
+}

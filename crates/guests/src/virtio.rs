@@ -36,9 +36,20 @@ use super::*;
 /// machine's exit status is then `EXIT_OK << 1 | 1`).
 pub const EXIT_OK: u32 = 0x2a;
 
-/// Where the machine puts the first virtio-mmio device, and its GSI.
-pub const FIRST_MMIO_BASE: u64 = 0xd000_0000;
-pub const FIRST_GSI: u8 = 5;
+/// Where a virtio-mmio device is: its register window and its GSI (an
+/// IOAPIC pin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    pub base: u64,
+    pub gsi: u8,
+}
+
+/// Where the machine puts the first virtio-mmio device (the first disk,
+/// else the entropy device, ...; see vmm::board).
+pub const FIRST_SLOT: Slot = Slot {
+    base: 0xd000_0000,
+    gsi: 5,
+};
 
 /// virtio-mmio register offsets (virtio 1.2, 4.2.2).
 mod reg {
@@ -137,14 +148,24 @@ pub struct Driver {
 /// Reads 64 bytes from the virtio-rng device in the first virtio-mmio
 /// slot (boot with `--rng` and no disk) and prints `virtio-rng: 64 bytes`.
 pub fn rng_driver() -> Result<Driver> {
-    build(Request::Entropy)
+    rng_driver_at(FIRST_SLOT)
+}
+
+/// [`rng_driver`] for a device in `slot`.
+pub fn rng_driver_at(slot: Slot) -> Result<Driver> {
+    build(Request::Entropy, slot)
 }
 
 /// Reads sector 0 of the virtio-blk disk in the first virtio-mmio slot
 /// and prints `virtio-blk: sector 0 sum XXXXXXXXXXXXXXXX`: the wrapping
 /// sum of its 64 little-endian u64 words, in hex (see [`sector_sum`]).
 pub fn blk_driver() -> Result<Driver> {
-    build(Request::BlockRead)
+    blk_driver_at(FIRST_SLOT)
+}
+
+/// [`blk_driver`] for a device in `slot`.
+pub fn blk_driver_at(slot: Slot) -> Result<Driver> {
+    build(Request::BlockRead, slot)
 }
 
 /// What [`blk_driver`] prints for a sector 0 of `bytes`.
@@ -208,7 +229,7 @@ impl Emitter {
     }
 }
 
-fn build(request: Request) -> Result<Driver> {
+fn build(request: Request, slot: Slot) -> Result<Driver> {
     let (device_id, name) = match request {
         Request::Entropy => (DEVICE_ENTROPY, "virtio-rng"),
         Request::BlockRead => (DEVICE_BLOCK, "virtio-blk"),
@@ -336,7 +357,7 @@ fn build(request: Request) -> Result<Driver> {
         emit_halt_forever(&mut e.a)?;
         e.a.set_label(&mut bsp)?;
     }
-    e.a.mov(r15, FIRST_MMIO_BASE)?;
+    e.a.mov(r15, slot.base)?;
 
     // --- Interrupt plumbing: IDT gate, LAPIC, PICs, IOAPIC. ---
     // A 64-bit interrupt gate for VECTOR: offset 15:0, the code selector,
@@ -370,9 +391,9 @@ fn build(request: Request) -> Result<Driver> {
     // unmasks it: VECTOR, fixed delivery, physical destination, active
     // high, level-triggered (bit 15), as the virtio-mmio line is.
     e.a.mov(rbx, IOAPIC)?;
-    e.a.mov(dword_ptr(rbx), 0x10 + 2 * u32::from(FIRST_GSI) + 1)?;
+    e.a.mov(dword_ptr(rbx), 0x10 + 2 * u32::from(slot.gsi) + 1)?;
     e.a.mov(dword_ptr(rbx + IOAPIC_WINDOW), 0)?;
-    e.a.mov(dword_ptr(rbx), 0x10 + 2 * u32::from(FIRST_GSI))?;
+    e.a.mov(dword_ptr(rbx), 0x10 + 2 * u32::from(slot.gsi))?;
     e.a.mov(dword_ptr(rbx + IOAPIC_WINDOW), u32::from(VECTOR) | 1 << 15)?;
 
     // --- Device identification. ---
