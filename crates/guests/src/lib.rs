@@ -173,6 +173,7 @@ pub fn rtc_date() -> Result<Program> {
 
 pub mod demo;
 pub mod multiboot;
+pub mod virtio;
 
 /// Prints "echo ready\n", then echoes every byte received on COM1 until it
 /// receives `q`, then exits through the debug-exit port with value 0.
