@@ -109,8 +109,18 @@ fn a_host_program_connects_to_a_guest_port_and_gets_its_echo() {
 
 #[test]
 fn a_guest_program_connects_to_a_host_socket() {
+    guest_connects_to_a_host_socket("mmio");
+}
+
+/// The same over virtio-pci, with MSI-X.
+#[test]
+fn a_guest_program_connects_to_a_host_socket_over_pci() {
+    guest_connects_to_a_host_socket("pci");
+}
+
+fn guest_connects_to_a_host_socket(transport: &str) {
     let Some(guest) = guest() else { return };
-    let dir = temp_dir("g2h");
+    let dir = temp_dir(&format!("g2h-{transport}"));
     let socket = dir.join("v.sock");
     // Guest connections to host port 6000 go to PATH_6000.
     let server = UnixListener::bind(dir.join("v.sock_6000")).unwrap();
@@ -127,8 +137,9 @@ fn a_guest_program_connects_to_a_host_socket() {
         &guest,
         1,
         "echo ping-from-guest | vsock connect 2 6000; echo connect-exit=$?; \
-         vsock connect 2 6001 </dev/null; echo refused-exit=$?",
-        &["--vsock", &vsock_arg],
+         vsock connect 2 6001 </dev/null; echo refused-exit=$?; \
+         echo msi-lines=$(grep -c 'PCI-MSI.*virtio' /proc/interrupts)",
+        &["--vsock", &vsock_arg, "--transport", transport],
     )
     .wait();
     let got = host.join().unwrap();
@@ -137,6 +148,13 @@ fn a_guest_program_connects_to_a_host_socket() {
     b.expect("connect-exit=0");
     // Nobody at PATH_6001: the guest's connect is refused at once.
     b.expect("refused-exit=1");
+    // virtio-pci: the three vsock queues and the configuration have MSI-X
+    // vectors; virtio-mmio has none.
+    b.expect(if transport == "pci" {
+        "msi-lines=4"
+    } else {
+        "msi-lines=0"
+    });
     b.expect("FERROVISOR-CMD-EXIT=0");
     assert_eq!(b.status, Some(0), "exit status; tail:\n{}", b.tail());
     let _ = std::fs::remove_dir_all(&dir);
