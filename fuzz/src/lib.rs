@@ -297,7 +297,12 @@ pub fn run_cpu(data: &[u8]) {
         leaf(0, 0x756e_6547, 0x6c65_746e, 0x4965_6e69),
         leaf(1, 0, (1 << 13) | (1 << 23), 0x0783_a1f9),
         leaf(7, 1 << 3, 0, 0),
-        leaf(0x8000_0001, 0, 0x21, (1 << 11) | (1 << 20) | (1 << 26) | (1 << 27) | (1 << 29)),
+        leaf(
+            0x8000_0001,
+            0,
+            0x21,
+            (1 << 11) | (1 << 20) | (1 << 26) | (1 << 27) | (1 << 29),
+        ),
         leaf(0x8000_0008, 0, 0, 0),
     ]);
     enter(&mut cpu, mode);
@@ -314,7 +319,8 @@ pub fn run_cpu(data: &[u8]) {
         };
     }
     let flags = seeds.first().copied().unwrap_or(0) as u64;
-    cpu.state.set_rflags(rflags::FIXED1 | (flags & (rflags::ARITH | rflags::DF)));
+    cpu.state
+        .set_rflags(rflags::FIXED1 | (flags & (rflags::ARITH | rflags::DF)));
     cpu.state_changed();
     // A few runs: an interrupt injected between them when the guest
     // allows it, so that delivery paths see random states too.
@@ -331,4 +337,20 @@ pub fn run_cpu(data: &[u8]) {
             _ => {}
         }
     }
+}
+
+/// The command line of the stable random runners:
+/// `[--iterations N] [--seed S] [FILE...]` → (iterations, seed, files).
+pub fn runner_args(iterations: u64, seed: u64) -> (u64, u64, Vec<String>) {
+    let (mut iterations, mut seed) = (iterations, seed);
+    let mut files = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--iterations" => iterations = args.next().and_then(|v| v.parse().ok()).unwrap_or(0),
+            "--seed" => seed = args.next().and_then(|v| v.parse().ok()).unwrap_or(seed),
+            _ => files.push(a),
+        }
+    }
+    (iterations, seed, files)
 }

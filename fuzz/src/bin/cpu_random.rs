@@ -5,17 +5,7 @@
 //! `cpu_random [--iterations N] [--seed S] [FILE...]`
 
 fn main() {
-    let mut iterations: u64 = 100_000;
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut files = Vec::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--iterations" => iterations = args.next().and_then(|v| v.parse().ok()).unwrap_or(0),
-            "--seed" => seed = args.next().and_then(|v| v.parse().ok()).unwrap_or(seed),
-            _ => files.push(a),
-        }
-    }
+    let (iterations, seed, files) = ferrovisor_fuzz::runner_args(100_000, 0x9e37_79b9_7f4a_7c15);
     if !files.is_empty() {
         for f in files {
             let data = std::fs::read(&f).unwrap_or_else(|e| panic!("{f}: {e}"));
@@ -40,7 +30,8 @@ fn main() {
             // Common opcode and prefix bytes now and then, to get past
             // the first instruction more often.
             input.push(if r & 3 == 0 {
-                ferrovisor_fuzz::COMMON_BYTES[(r >> 8) as usize % ferrovisor_fuzz::COMMON_BYTES.len()]
+                ferrovisor_fuzz::COMMON_BYTES
+                    [(r >> 8) as usize % ferrovisor_fuzz::COMMON_BYTES.len()]
             } else {
                 (r >> 16) as u8
             });

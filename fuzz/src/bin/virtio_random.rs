@@ -7,17 +7,7 @@
 use virtio::fuzzing::{run_blk, run_virtqueue, run_vsock_packets, XorShift};
 
 fn main() {
-    let mut iterations: u64 = 200_000;
-    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut files = Vec::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--iterations" => iterations = args.next().and_then(|v| v.parse().ok()).unwrap_or(0),
-            "--seed" => seed = args.next().and_then(|v| v.parse().ok()).unwrap_or(seed),
-            _ => files.push(a),
-        }
-    }
+    let (iterations, seed, files) = ferrovisor_fuzz::runner_args(200_000, 0x2545_f491_4f6c_dd1d);
     if !files.is_empty() {
         for f in files {
             let data = std::fs::read(&f).unwrap_or_else(|e| panic!("{f}: {e}"));
