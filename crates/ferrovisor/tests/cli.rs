@@ -1,6 +1,8 @@
 //! The command line, end to end: every error path is one clear line and a
 //! non-zero status; a bare ELF guest runs and ends with its debug-exit status.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -155,25 +157,6 @@ fn unavailable_accelerator_is_one_line() {
     );
 }
 
-fn kvm_usable() -> bool {
-    match hv_kvm::KvmHypervisor::new() {
-        Ok(_) => true,
-        Err(e) => {
-            conformance::skip_or_fail("kvm", &e.to_string());
-            false
-        }
-    }
-}
-
-/// The accelerators to run guests on here: emu always, kvm when usable.
-fn accels() -> Vec<&'static str> {
-    let mut accels = vec!["emu"];
-    if kvm_usable() {
-        accels.push("kvm");
-    }
-    accels
-}
-
 #[test]
 fn bare_elf_guest_ends_with_debug_exit_status_and_stats() {
     let dir = TempDir::new("debug-exit");
@@ -182,7 +165,7 @@ fn bare_elf_guest_ends_with_debug_exit_status_and_stats() {
         "g.elf",
         &arch::elf_builder::build_elf64(&[(p.load_addr, &p.code)], p.load_addr),
     );
-    for accel in accels() {
+    for accel in common::accels() {
         let out = ferrovisor(&[
             "run",
             "--kernel",
@@ -216,7 +199,7 @@ fn bare_elf_guest_ends_with_debug_exit_status_and_stats() {
 
 #[test]
 fn demo_runs_the_bundled_guest() {
-    for accel in accels() {
+    for accel in common::accels() {
         let out = ferrovisor(&["demo", "--tiny", "--accel", accel]);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(0), "{accel}: {}", stderr(&out));
@@ -237,7 +220,7 @@ fn console_input_reaches_the_guest_and_eof_does_not_end_it() {
         "echo.elf",
         &arch::elf_builder::build_elf64(&[(p.load_addr, &p.code)], p.load_addr),
     );
-    for accel in accels() {
+    for accel in common::accels() {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferrovisor"))
             .args(["run", "--kernel", path_str(&elf), "--accel", accel])
             .stdin(std::process::Stdio::piped())
@@ -294,7 +277,7 @@ fn multiboot_kernel_gets_its_module_and_cmdline() {
         "bare.elf",
         &arch::elf_builder::build_elf64(&[(0x20_0000, &[0xf4])], 0x20_0000),
     );
-    for accel in accels() {
+    for accel in common::accels() {
         let out = ferrovisor(&[
             "run",
             "--kernel",

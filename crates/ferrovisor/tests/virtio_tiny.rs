@@ -5,6 +5,8 @@
 //! ioeventfd, the device's worker thread and the level-triggered interrupt
 //! through the accelerator's IOAPIC and LAPIC.
 
+mod common;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -118,30 +120,11 @@ fn run(accel: &str, kernel: &Path, extra: &[&str]) -> Run {
     }
 }
 
-fn kvm_usable() -> bool {
-    match hv_kvm::KvmHypervisor::new() {
-        Ok(_) => true,
-        Err(e) => {
-            conformance::skip_or_fail("kvm", &e.to_string());
-            false
-        }
-    }
-}
-
-/// The accelerators to run on: emu always, kvm when usable.
-fn accels() -> Vec<&'static str> {
-    let mut accels = vec!["emu"];
-    if kvm_usable() {
-        accels.push("kvm");
-    }
-    accels
-}
-
 /// Runs `driver` on every accelerator with the device arguments `device`
 /// and checks its line, its status and what the MMIO exits show.
 fn check_driver(dir: &TempDir, driver: &Driver, device: &[&str], expected_line: &str) {
     let kernel = dir.elf("driver.elf", driver);
-    for accel in accels() {
+    for accel in common::accels() {
         let r = run(accel, &kernel, device);
         assert_eq!(
             r.status,
@@ -215,7 +198,7 @@ fn drivers_report_a_missing_or_wrong_device() {
     let dir = TempDir::new("wrong");
     let rng = dir.elf("rng.elf", &guests::virtio::rng_driver().unwrap());
     let blk = dir.elf("blk.elf", &guests::virtio::blk_driver().unwrap());
-    for accel in accels() {
+    for accel in common::accels() {
         let r = run(accel, &rng, &[]);
         assert_eq!(r.stdout, "virtio: check 01 failed\n", "{accel}");
         assert_eq!(r.status, Some(1 << 1 | 1), "{accel}");

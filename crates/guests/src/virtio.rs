@@ -157,7 +157,7 @@ pub fn rng_driver_at(slot: Slot) -> Result<Driver> {
 }
 
 /// Reads sector 0 of the virtio-blk disk in the first virtio-mmio slot
-/// and prints `virtio-blk: sector 0 sum XXXXXXXXXXXXXXXX`: the wrapping
+/// and prints `virtio-blk: sector 0 sum <16 hex digits>`: the wrapping
 /// sum of its 64 little-endian u64 words, in hex (see [`sector_sum`]).
 pub fn blk_driver() -> Result<Driver> {
     blk_driver_at(FIRST_SLOT)

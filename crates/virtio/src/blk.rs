@@ -9,7 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
 use crate::chain::{serve_queue, Chain, Segments, Served};
@@ -378,12 +378,7 @@ impl VirtioDevice for Block {
     }
     fn activate(&mut self, activation: Activation) -> Result<(), DeviceError> {
         self.reset();
-        let queue = activation
-            .queues
-            .into_iter()
-            .next()
-            .filter(|q| q.ready())
-            .ok_or(DeviceError::NoQueue(0))?;
+        let [queue] = crate::ready_queues(activation.queues)?;
         let serve = Serve {
             mem: activation.mem,
             queue,

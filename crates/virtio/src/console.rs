@@ -169,15 +169,7 @@ impl VirtioDevice for Console {
     }
     fn activate(&mut self, activation: Activation) -> Result<(), DeviceError> {
         self.reset();
-        let mut queues = activation.queues.into_iter();
-        let rx = queues
-            .next()
-            .filter(|q| q.ready())
-            .ok_or(DeviceError::NoQueue(RX))?;
-        let tx = queues
-            .next()
-            .filter(|q| q.ready())
-            .ok_or(DeviceError::NoQueue(TX))?;
+        let [rx, tx] = crate::ready_queues(activation.queues)?;
         let output = self.output.take().ok_or(DeviceError::NotActivated)?;
         let serve = Serve {
             mem: activation.mem,

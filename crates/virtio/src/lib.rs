@@ -102,6 +102,21 @@ pub struct Activation {
     pub acked_features: u64,
 }
 
+/// The first `N` queues of an activation, each of which the driver must
+/// have made ready (`NoQueue(i)` names the first that is not).
+pub fn ready_queues<const N: usize>(queues: Vec<Queue>) -> Result<[Queue; N], DeviceError> {
+    let mut queues = queues.into_iter();
+    let mut taken = Vec::with_capacity(N);
+    for i in 0..N {
+        let queue = queues
+            .next()
+            .filter(virtio_queue::QueueT::ready)
+            .ok_or(DeviceError::NoQueue(i))?;
+        taken.push(queue);
+    }
+    taken.try_into().map_err(|_| DeviceError::NoQueue(N))
+}
+
 /// A guest write that notifies a queue: a write of `datamatch` (4 bytes)
 /// to `addr` (or any write there when `datamatch` is None) writes `event`.
 /// The machine registers these with the VM as ioeventfds.

@@ -574,15 +574,7 @@ impl VirtioDevice for Net {
     }
     fn activate(&mut self, activation: Activation) -> Result<(), DeviceError> {
         self.reset();
-        let mut queues = activation.queues.into_iter();
-        let rx = queues
-            .next()
-            .filter(|q| q.ready())
-            .ok_or(DeviceError::NoQueue(RX))?;
-        let tx = queues
-            .next()
-            .filter(|q| q.ready())
-            .ok_or(DeviceError::NoQueue(TX))?;
+        let [rx, tx] = crate::ready_queues(activation.queues)?;
         let acked = activation.acked_features;
         let mut backend = self.backend.take().ok_or(DeviceError::NotActivated)?;
         if let Err(e) = backend.set_offload(tun_offload(acked)) {

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
 use crate::chain::{serve_queue, Served};
@@ -104,12 +104,7 @@ impl VirtioDevice for Rng {
     }
     fn activate(&mut self, activation: Activation) -> Result<(), DeviceError> {
         self.reset();
-        let queue = activation
-            .queues
-            .into_iter()
-            .next()
-            .filter(|q| q.ready())
-            .ok_or(DeviceError::NoQueue(0))?;
+        let [queue] = crate::ready_queues(activation.queues)?;
         let source = self.source.take().ok_or(DeviceError::NotActivated)?;
         let serve = Serve {
             mem: activation.mem,

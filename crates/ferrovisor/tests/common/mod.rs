@@ -269,3 +269,24 @@ pub fn refused(guest: &Guest, extra: &[&str]) -> String {
     assert_eq!(err.lines().count(), 1, "{extra:?}: {err}");
     err
 }
+
+/// Whether /dev/kvm can run guests here (else a SKIPPED line, or a failure
+/// with `FERROVISOR_REQUIRE_KVM=1`).
+pub fn kvm_usable() -> bool {
+    match hv_kvm::KvmHypervisor::new() {
+        Ok(_) => true,
+        Err(e) => {
+            conformance::skip_or_fail("kvm", &e.to_string());
+            false
+        }
+    }
+}
+
+/// The accelerators to run guests on: emu always, kvm when usable.
+pub fn accels() -> Vec<&'static str> {
+    let mut accels = vec!["emu"];
+    if kvm_usable() {
+        accels.push("kvm");
+    }
+    accels
+}

@@ -118,15 +118,7 @@ impl VirtioDevice for Vsock {
     }
     fn activate(&mut self, activation: Activation) -> Result<(), DeviceError> {
         self.reset();
-        let mut queues = activation.queues.into_iter();
-        let rx = queues
-            .next()
-            .filter(|q| q.ready())
-            .ok_or(DeviceError::NoQueue(RX))?;
-        let tx = queues
-            .next()
-            .filter(|q| q.ready())
-            .ok_or(DeviceError::NoQueue(TX))?;
+        let [rx, tx] = crate::ready_queues(activation.queues)?;
         let muxer = Muxer::new(
             self.cid,
             self.path.clone(),
