@@ -4,9 +4,10 @@
 //! | leaf | content |
 //! |---|---|
 //! | 0 | max basic leaf 0x16, vendor "GenuineIntel" |
-//! | 1 | family 6 model 0x2a stepping 7; EDX: FPU PSE TSC MSR PAE CX8 APIC SEP PGE CMOV PAT CLFSH FXSR SSE SSE2; ECX: CX16 x2APIC POPCNT TSC-deadline |
+//! | 1 | family 6 model 0x2a stepping 7; EDX: FPU PSE TSC MSR PAE CX8 APIC SEP PGE CMOV PAT CLFSH FXSR SSE SSE2; ECX: CX16 x2APIC POPCNT TSC-deadline XSAVE (OSXSAVE mirrors CR4 at CPUID time) |
 //! | 7.0 | EBX: TSC_ADJUST, BMI1 (TZCNT); EDX: ARCH_CAPABILITIES (the MSR declares the CPU immune to Meltdown, MDS, SSB and the rest: it does not speculate, so guests skip page-table isolation and the other mitigations) |
 //! | 0xB | x2APIC topology (filled per vCPU by `arch::cpuid::template`) |
+//! | 0xD | XSAVE: 0: XCR0 may hold x87, SSE, AVX (EAX=7), EBX = area size for the current XCR0 (576 or 832, computed by the CPU), ECX = 832; 1: XSAVEOPT, XSAVEC (no XSAVES); 2: AVX state, 256 bytes at 576 |
 //! | 0x15 | TSC = 1 GHz crystal × 1/1 (the guest need not calibrate) |
 //! | 0x16 | 1000 MHz base, maximum and bus frequency |
 //! | 0x8000_0000 | max extended leaf 0x8000_0008 |
@@ -19,7 +20,7 @@
 //! | 0x8000_0008 | 40 physical, 48 linear address bits |
 //!
 //! Not advertised because the CPU does not implement them: MMX, SSE3 and
-//! later, AVX, XSAVE, SMEP/SMAP, PCID, RDRAND, the PMU. The x87 unit
+//! later, AVX, XSAVES, SMEP/SMAP, PCID, RDRAND, the PMU. The x87 unit
 //! computes in double precision (documented in the `x86` crate).
 
 use hv::CpuidEntry;
@@ -62,6 +63,13 @@ const CX16: u32 = 1 << 13;
 const X2APIC: u32 = 1 << 21;
 const POPCNT: u32 = 1 << 23;
 const TSC_DEADLINE: u32 = 1 << 24;
+const XSAVE: u32 = 1 << 26;
+// Leaf 0xD.
+const XCR0_SUPPORTED: u32 = 0b111;
+const XSAVE_LEGACY_AND_HEADER: u32 = 576;
+const XSAVE_MAX: u32 = 576 + 256;
+const XSAVEOPT: u32 = 1 << 0;
+const XSAVEC: u32 = 1 << 1;
 // Leaf 7 EBX.
 const TSC_ADJUST: u32 = 1 << 1;
 const BMI1: u32 = 1 << 3;
@@ -112,7 +120,7 @@ pub fn supported_cpuid() -> Vec<CpuidEntry> {
             1,
             0x0002_06a7,
             8 << 8,
-            CX16 | X2APIC | POPCNT | TSC_DEADLINE,
+            CX16 | X2APIC | POPCNT | TSC_DEADLINE | XSAVE,
             leaf1_edx,
         ),
         CpuidEntry {
@@ -125,6 +133,24 @@ pub fn supported_cpuid() -> Vec<CpuidEntry> {
         },
         // TSC = crystal * EBX / EAX, crystal in ECX (Hz): the guest reads
         // its TSC frequency instead of calibrating it against the PIT.
+        // XSAVE: x87, SSE and AVX state (XCR0 bits 0-2); EBX is the size
+        // for the current XCR0 (the CPU fills it in), ECX the maximum.
+        CpuidEntry {
+            significant_index: true,
+            ..leaf(0xd, XCR0_SUPPORTED, XSAVE_LEGACY_AND_HEADER, XSAVE_MAX, 0)
+        },
+        // XSAVEOPT and XSAVEC; no XGETBV with ECX=1, no XSAVES.
+        CpuidEntry {
+            index: 1,
+            significant_index: true,
+            ..leaf(0xd, XSAVEOPT | XSAVEC, 0, 0, 0)
+        },
+        // The AVX component: 256 bytes at offset 576.
+        CpuidEntry {
+            index: 2,
+            significant_index: true,
+            ..leaf(0xd, 256, XSAVE_LEGACY_AND_HEADER, 0, 0)
+        },
         leaf(0x15, 1, 1, crate::vcpu::TSC_HZ as u32, 0),
         // Base, maximum and bus frequencies in MHz.
         leaf(0x16, 1000, 1000, 1000, 0),
@@ -162,5 +188,35 @@ mod tests {
         let l1 = leaves.iter().find(|e| e.function == 1).unwrap();
         assert_ne!(l1.edx & SSE2, 0, "SSE2 is implemented");
         assert_eq!(l1.ecx & 1, 0, "no SSE3");
+    }
+
+    fn sub(leaves: &[CpuidEntry], function: u32, index: u32) -> CpuidEntry {
+        *leaves
+            .iter()
+            .find(|e| e.function == function && e.index == index)
+            .unwrap_or_else(|| panic!("leaf {function:#x}.{index}"))
+    }
+
+    #[test]
+    fn xsave_leaves_describe_x87_sse_and_avx_state() {
+        let leaves = supported_cpuid();
+        assert_ne!(sub(&leaves, 1, 0).ecx & XSAVE, 0);
+        assert_eq!(sub(&leaves, 1, 0).ecx & (1 << 27), 0, "OSXSAVE is dynamic");
+        assert!(sub(&leaves, 0, 0).eax >= 0xd, "max basic leaf reaches 0xD");
+        let d0 = sub(&leaves, 0xd, 0);
+        assert_eq!((d0.eax, d0.ebx, d0.ecx, d0.edx), (7, 576, 832, 0));
+        let d1 = sub(&leaves, 0xd, 1);
+        assert_eq!(d1.eax, 0b11, "XSAVEOPT and XSAVEC, not XSAVES");
+        let d2 = sub(&leaves, 0xd, 2);
+        assert_eq!((d2.eax, d2.ebx, d2.ecx, d2.edx), (256, 576, 0, 0));
+        assert!(leaves
+            .iter()
+            .filter(|e| e.function == 0xd)
+            .all(|e| e.significant_index));
+        // The template keeps every sub-leaf.
+        let t = arch::cpuid::template(&leaves, 0, 2);
+        for i in 0..3 {
+            assert_eq!(sub(&t, 0xd, i), sub(&leaves, 0xd, i));
+        }
     }
 }

@@ -87,14 +87,16 @@
 //!   IOPL and the TSS I/O bitmap, SYSCALL/SYSRET, SYSENTER/SYSEXIT, SWAPGS,
 //!   FSGSBASE, XGETBV/XSETBV, LAR/LSL/VERR/VERW), x87 (computed in f64),
 //!   FXSAVE/FXRSTOR, MXCSR, SSE/SSE2 (integer, moves, float scalar/packed,
-//!   conversions). Anything else raises #UD, counted as
+//!   conversions), XCR0 with x87/SSE/AVX state and XSAVE, XSAVEOPT,
+//!   XSAVEC, XRSTOR (standard and compacted forms; the YMM upper halves
+//!   live in `FpuState::ymm_hi`). Anything else raises #UD, counted as
 //!   `InsnEmulationFail`; random code never panics the host.
 //!
 //! # Not implemented
 //!
 //! Task switches and task gates, call gates, virtual-8086 mode, single-step
 //! and debug-register traps (#DB), SMEP/SMAP/PKU, MMX, SSE3 and later,
-//! AVX, XSAVE, x87 80-bit precision and FP exception flags/#MF/#XM (the
+//! AVX, XSAVES/XRSTORS, x87 80-bit precision and FP exception flags/#MF/#XM (the
 //! CPUID table must not advertise these). A write by one vCPU through fast
 //! write access it cached before the page became code on another vCPU is
 //! not seen by that vCPU's block cache ([`smc`]).
@@ -250,6 +252,14 @@ pub struct Cpu {
     /// CPUID-derived: TZCNT/LZCNT exist (else they run as BSF/BSR).
     pub(crate) feat_bmi1: bool,
     pub(crate) feat_lzcnt: bool,
+    /// CPUID-derived: BMI2, MOVBE, AVX2, FMA, F16C exist (else #UD).
+    pub(crate) feat_bmi2: bool,
+    pub(crate) feat_movbe: bool,
+    pub(crate) feat_avx2: bool,
+    pub(crate) feat_fma: bool,
+    pub(crate) feat_f16c: bool,
+    /// CPUID-derived: the XCR0 bits XSETBV accepts (leaf 0xD.0 EAX).
+    pub(crate) xcr0_supported: u64,
     /// Code pages shared with the other CPUs of the VM.
     pub(crate) code_share: Arc<CodeShare>,
     pub(crate) seen_code_epoch: u64,
@@ -282,6 +292,12 @@ impl Cpu {
             tsc_hz: 1_000_000_000,
             feat_bmi1: true,
             feat_lzcnt: true,
+            feat_bmi2: true,
+            feat_movbe: true,
+            feat_avx2: true,
+            feat_fma: true,
+            feat_f16c: true,
+            xcr0_supported: state::xcr0::SUPPORTED,
             code_share: Arc::new(CodeShare::new()),
             seen_code_epoch: 0,
             seen_revoke: 0,
@@ -373,6 +389,16 @@ impl Cpu {
         };
         self.feat_bmi1 = leaf(7, 0).is_some_and(|e| e.ebx & (1 << 3) != 0);
         self.feat_lzcnt = leaf(0x8000_0001, 0).is_some_and(|e| e.ecx & (1 << 5) != 0);
+        let l1_ecx = leaf(1, 0).map_or(0, |e| e.ecx);
+        let l7_ebx = leaf(7, 0).map_or(0, |e| e.ebx);
+        self.feat_bmi2 = l7_ebx & (1 << 8) != 0;
+        self.feat_avx2 = l7_ebx & (1 << 5) != 0;
+        self.feat_movbe = l1_ecx & (1 << 22) != 0;
+        self.feat_fma = l1_ecx & (1 << 12) != 0;
+        self.feat_f16c = l1_ecx & (1 << 29) != 0;
+        // x87 state is always there; the rest only as leaf 0xD reports it.
+        self.xcr0_supported =
+            state::xcr0::X87 | leaf(0xd, 0).map_or(0, |e| e.eax as u64 & state::xcr0::SUPPORTED);
     }
 
     pub(crate) fn has_feature_bmi1(&self) -> bool {
@@ -381,6 +407,14 @@ impl Cpu {
 
     pub(crate) fn has_feature_lzcnt(&self) -> bool {
         self.feat_lzcnt
+    }
+
+    pub(crate) fn has_feature_bmi2(&self) -> bool {
+        self.feat_bmi2
+    }
+
+    pub(crate) fn has_feature_movbe(&self) -> bool {
+        self.feat_movbe
     }
 
     pub fn cpuid_entries(&self) -> &[CpuidEntry] {

@@ -213,7 +213,7 @@ impl Exec<'_> {
 
     /// Linear addresses wrap at 4 GiB outside long mode.
     #[inline]
-    fn wrap_lin(&self, a: u64) -> u64 {
+    pub(crate) fn wrap_lin(&self, a: u64) -> u64 {
         if self.c.state.long_mode_active() {
             a
         } else {

@@ -98,6 +98,15 @@ pub mod cr4 {
         | OSXSAVE;
 }
 
+/// XCR0 bits (XSAVE state components).
+pub mod xcr0 {
+    pub const X87: u64 = 1 << 0;
+    pub const SSE: u64 = 1 << 1;
+    pub const AVX: u64 = 1 << 2;
+    /// The components this CPU implements.
+    pub const SUPPORTED: u64 = X87 | SSE | AVX;
+}
+
 /// EFER bits.
 pub mod efer {
     pub const SCE: u64 = 1 << 0;
@@ -245,6 +254,8 @@ pub struct FpuState {
     pub fdp: u64,
     pub xmm: [u128; 16],
     pub mxcsr: u32,
+    /// Bits 255:128 of YMM0..YMM15 (the AVX state component of XSAVE).
+    pub ymm_hi: [u128; 16],
 }
 
 impl Default for FpuState {
@@ -259,6 +270,7 @@ impl Default for FpuState {
             fdp: 0,
             xmm: [0; 16],
             mxcsr: 0x1f80,
+            ymm_hi: [0; 16],
         }
     }
 }
@@ -291,6 +303,7 @@ pub struct CpuState {
     pub cr4: u64,
     pub cr8: u64,
     pub efer: u64,
+    /// XCR0: the XSAVE state components enabled (bit 0 x87, 1 SSE, 2 AVX).
     pub xcr0: u64,
     pub dr: [u64; 8],
     pub msr: Msrs,

@@ -11,6 +11,7 @@ mod ssefp;
 mod string;
 mod system;
 mod x87;
+mod xsave;
 
 #[cfg(test)]
 pub(crate) mod x87_conv {
@@ -648,6 +649,9 @@ impl Exec<'_> {
             | Verw | Rdpmc | Sysenter | Sysexit | Rdfsbase | Rdgsbase | Wrfsbase | Wrgsbase
             | Invpcid | Monitor | Mwait => self.system(insn),
             Lds | Les | Lfs | Lgs | Lss => self.load_far_pointer(insn),
+            Xsave | Xsave64 | Xsaveopt | Xsaveopt64 | Xsavec | Xsavec64 | Xrstor | Xrstor64 => {
+                self.xsave_family(insn)
+            }
             Nop | Pause | Lfence | Sfence | Mfence | Clflush | Clflushopt | Clwb | Prefetch
             | Prefetchnta | Prefetcht0 | Prefetcht1 | Prefetcht2 | Prefetchw | Endbr32
             | Endbr64 => {

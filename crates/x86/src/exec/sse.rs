@@ -8,14 +8,14 @@ use super::Exec;
 use crate::exception::{gp, ud, Exc, NM, R};
 use crate::state::{cr0, cr4, Mode};
 
-const MXCSR_MASK: u32 = 0xffff;
+pub(super) const MXCSR_MASK: u32 = 0xffff;
 
 pub(super) fn xmm_index(r: Register) -> Option<usize> {
     let i = (r as usize).wrapping_sub(Register::XMM0 as usize);
     (i < 16).then_some(i)
 }
 
-fn nm() -> Exc {
+pub(super) fn nm() -> Exc {
     Exc {
         vector: NM,
         code: None,
@@ -216,63 +216,6 @@ impl Exec<'_> {
                 self.sse_op(insn)
             }
         }
-    }
-
-    fn fxsave_image(&self, wide: bool, nxmm: usize) -> [u8; 512] {
-        let f = &self.c.state.fpu;
-        let mut b = [0u8; 512];
-        b[0..2].copy_from_slice(&f.fcw.to_le_bytes());
-        b[2..4].copy_from_slice(&f.fsw.to_le_bytes());
-        b[4] = f.ftw;
-        b[6..8].copy_from_slice(&f.fop.to_le_bytes());
-        if wide {
-            b[8..16].copy_from_slice(&f.fip.to_le_bytes());
-            b[16..24].copy_from_slice(&f.fdp.to_le_bytes());
-        } else {
-            b[8..12].copy_from_slice(&(f.fip as u32).to_le_bytes());
-            b[16..20].copy_from_slice(&(f.fdp as u32).to_le_bytes());
-        }
-        b[24..28].copy_from_slice(&f.mxcsr.to_le_bytes());
-        b[28..32].copy_from_slice(&MXCSR_MASK.to_le_bytes());
-        for (i, st) in f.st.iter().enumerate() {
-            b[32 + i * 16..42 + i * 16].copy_from_slice(st);
-        }
-        for (i, x) in f.xmm.iter().take(nxmm).enumerate() {
-            b[160 + i * 16..176 + i * 16].copy_from_slice(&x.to_le_bytes());
-        }
-        b
-    }
-
-    fn fxrstor_image(&mut self, b: &[u8; 512], wide: bool, nxmm: usize) -> R<()> {
-        let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
-        let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
-        let u64_at = |o: usize| u32_at(o) as u64 | ((u32_at(o + 4) as u64) << 32);
-        let mxcsr = u32_at(24);
-        if mxcsr & !MXCSR_MASK != 0 {
-            return Err(gp(0));
-        }
-        let f = &mut self.c.state.fpu;
-        f.fcw = u16_at(0);
-        f.fsw = u16_at(2);
-        f.ftw = b[4];
-        f.fop = u16_at(6);
-        if wide {
-            f.fip = u64_at(8);
-            f.fdp = u64_at(16);
-        } else {
-            f.fip = u32_at(8) as u64;
-            f.fdp = u32_at(16) as u64;
-        }
-        f.mxcsr = mxcsr;
-        for (i, st) in f.st.iter_mut().enumerate() {
-            st.copy_from_slice(&b[32 + i * 16..42 + i * 16]);
-        }
-        for (i, x) in f.xmm.iter_mut().take(nxmm).enumerate() {
-            let mut v = [0u8; 16];
-            v.copy_from_slice(&b[160 + i * 16..176 + i * 16]);
-            *x = u128::from_le_bytes(v);
-        }
-        Ok(())
     }
 
     fn sse_op(&mut self, insn: &Instruction) -> R<()> {

@@ -10,7 +10,7 @@ use crate::exception::{gp, np, ud, R};
 use crate::mem::canonical;
 use crate::msr::{flat_seg, MsrError};
 use crate::state::rflags::*;
-use crate::state::{cr0, cr4, efer, Mode, SegCache, CS, GS, RAX, RCX, RDX, SS};
+use crate::state::{cr0, cr4, efer, xcr0, Mode, SegCache, CS, GS, RAX, RCX, RDX, SS};
 
 impl Exec<'_> {
     fn require_cpl0(&self) -> R<()> {
@@ -202,7 +202,11 @@ impl Exec<'_> {
             .find(|e| e.function == leaf && (!e.significant_index || e.index == sub))
             .copied()
             .unwrap_or_default();
-        let (eax, ebx, mut ecx, mut edx) = (e.eax, e.ebx, e.ecx, e.edx);
+        let (eax, mut ebx, mut ecx, mut edx) = (e.eax, e.ebx, e.ecx, e.edx);
+        if leaf == 0xd && sub == 0 && e.function == 0xd {
+            // EBX: the XSAVE area size for the components XCR0 enables.
+            ebx = self.xsave_size();
+        }
         if leaf == 1 {
             ecx &= !(1 << 27);
             if self.c.state.cr4 & cr4::OSXSAVE != 0 && e.ecx & (1 << 26) != 0 {
@@ -217,6 +221,20 @@ impl Exec<'_> {
         g[3] = ebx as u64;
         g[RCX] = ecx as u64;
         g[RDX] = edx as u64;
+    }
+
+    /// The standard-format XSAVE area size for the current XCR0: the end
+    /// of the furthest enabled component (CPUID 0xD sub-leaf i gives its
+    /// size and offset), at least the legacy region and header.
+    fn xsave_size(&self) -> u32 {
+        let xcr0 = self.c.state.xcr0;
+        self.c
+            .cpuid
+            .iter()
+            .filter(|e| e.function == 0xd && (2..63).contains(&e.index))
+            .filter(|e| xcr0 & (1 << e.index) != 0)
+            .map(|e| e.ebx.saturating_add(e.eax))
+            .fold(576, u32::max)
     }
 
     pub(super) fn system(&mut self, insn: &Instruction) -> R<()> {
@@ -453,7 +471,13 @@ impl Exec<'_> {
                 }
                 self.require_cpl0()?;
                 let v = (self.c.state.gpr[RAX] & 0xffff_ffff) | (self.c.state.gpr[RDX] << 32);
-                if self.c.state.gpr[RCX] as u32 != 0 || v & 1 == 0 || v & !3 != 0 {
+                // Only XCR0; x87 state always on; no unsupported bit;
+                // AVX state only together with SSE state.
+                if self.c.state.gpr[RCX] as u32 != 0
+                    || v & xcr0::X87 == 0
+                    || v & !self.c.xcr0_supported != 0
+                    || (v & xcr0::AVX != 0 && v & xcr0::SSE == 0)
+                {
                     return Err(gp(0));
                 }
                 self.c.state.xcr0 = v;

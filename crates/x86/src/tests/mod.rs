@@ -8,6 +8,7 @@ mod paging;
 mod perf;
 mod sse;
 mod system;
+mod xsave;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod differential;
