@@ -4,8 +4,8 @@
 //! | leaf | content |
 //! |---|---|
 //! | 0 | max basic leaf 0x16, vendor "GenuineIntel" |
-//! | 1 | family 6 model 0x2a stepping 7; EDX: FPU PSE TSC MSR PAE CX8 APIC SEP PGE CMOV PAT CLFSH FXSR SSE SSE2; ECX: CX16 x2APIC POPCNT TSC-deadline XSAVE (OSXSAVE mirrors CR4 at CPUID time) |
-//! | 7.0 | EBX: TSC_ADJUST, BMI1 (TZCNT); EDX: ARCH_CAPABILITIES (the MSR declares the CPU immune to Meltdown, MDS, SSB and the rest: it does not speculate, so guests skip page-table isolation and the other mitigations) |
+//! | 1 | family 6 model 0x2a stepping 7; EDX: FPU PSE TSC MSR PAE CX8 APIC SEP PGE CMOV PAT CLFSH FXSR SSE SSE2; ECX: CX16 x2APIC MOVBE POPCNT TSC-deadline XSAVE (OSXSAVE mirrors CR4 at CPUID time) |
+//! | 7.0 | EBX: TSC_ADJUST, BMI1 (TZCNT), BMI2; EDX: ARCH_CAPABILITIES (the MSR declares the CPU immune to Meltdown, MDS, SSB and the rest: it does not speculate, so guests skip page-table isolation and the other mitigations) |
 //! | 0xB | x2APIC topology (filled per vCPU by `arch::cpuid::template`) |
 //! | 0xD | XSAVE: 0: XCR0 may hold x87, SSE, AVX (EAX=7), EBX = area size for the current XCR0 (576 or 832, computed by the CPU), ECX = 832; 1: XSAVEOPT, XSAVEC (no XSAVES); 2: AVX state, 256 bytes at 576 |
 //! | 0x15 | TSC = 1 GHz crystal × 1/1 (the guest need not calibrate) |
@@ -61,6 +61,7 @@ const SSE2: u32 = 1 << 26;
 // Leaf 1 ECX.
 const CX16: u32 = 1 << 13;
 const X2APIC: u32 = 1 << 21;
+const MOVBE: u32 = 1 << 22;
 const POPCNT: u32 = 1 << 23;
 const TSC_DEADLINE: u32 = 1 << 24;
 const XSAVE: u32 = 1 << 26;
@@ -73,6 +74,7 @@ const XSAVEC: u32 = 1 << 1;
 // Leaf 7 EBX.
 const TSC_ADJUST: u32 = 1 << 1;
 const BMI1: u32 = 1 << 3;
+const BMI2: u32 = 1 << 8;
 // Leaf 7 EDX.
 const ARCH_CAPABILITIES: u32 = 1 << 29;
 // Leaf 0x8000_0001.
@@ -120,12 +122,12 @@ pub fn supported_cpuid() -> Vec<CpuidEntry> {
             1,
             0x0002_06a7,
             8 << 8,
-            CX16 | X2APIC | POPCNT | TSC_DEADLINE | XSAVE,
+            CX16 | X2APIC | MOVBE | POPCNT | TSC_DEADLINE | XSAVE,
             leaf1_edx,
         ),
         CpuidEntry {
             significant_index: true,
-            ..leaf(7, 0, TSC_ADJUST | BMI1, 0, ARCH_CAPABILITIES)
+            ..leaf(7, 0, TSC_ADJUST | BMI1 | BMI2, 0, ARCH_CAPABILITIES)
         },
         CpuidEntry {
             significant_index: true,
@@ -188,6 +190,9 @@ mod tests {
         let l1 = leaves.iter().find(|e| e.function == 1).unwrap();
         assert_ne!(l1.edx & SSE2, 0, "SSE2 is implemented");
         assert_eq!(l1.ecx & 1, 0, "no SSE3");
+        assert_ne!(l1.ecx & MOVBE, 0);
+        let l7 = leaves.iter().find(|e| e.function == 7).unwrap();
+        assert_eq!(l7.ebx & (BMI1 | BMI2), BMI1 | BMI2);
     }
 
     fn sub(leaves: &[CpuidEntry], function: u32, index: u32) -> CpuidEntry {

@@ -81,7 +81,7 @@
 //!   fault → Shutdown; external interrupts with IF and the STI/MOV SS
 //!   shadow; NMI blocking until IRET.
 //! - Instructions: the general-purpose integer ISA with exact flags (lazy),
-//!   BMI1, string instructions with REP (page-chunk fast paths for REP
+//!   BMI1, BMI2, MOVBE, string instructions with REP (page-chunk fast paths for REP
 //!   MOVS/STOS), LOCKed read-modify-writes as host atomics, system
 //!   instructions (descriptor tables, CR/DR, MSRs, CPUID, TSC, port I/O with
 //!   IOPL and the TSS I/O bitmap, SYSCALL/SYSRET, SYSENTER/SYSEXIT, SWAPGS,

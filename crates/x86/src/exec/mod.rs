@@ -599,6 +599,8 @@ impl Exec<'_> {
             Bsf | Bsr | Tzcnt | Lzcnt | Popcnt => self.bit_scan(insn),
             Bswap => self.bswap(insn),
             Andn | Bextr | Blsi | Blsmsk | Blsr => self.bmi1(insn),
+            Bzhi | Mulx | Pdep | Pext | Rorx | Sarx | Shlx | Shrx => self.bmi2(insn),
+            Movbe => self.movbe(insn),
             Mov => self.mov(insn),
             Movzx | Movsx | Movsxd => self.movx(insn),
             Lea => self.lea(insn),

@@ -11,6 +11,8 @@ mod system;
 mod xsave;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod diff_bmi;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod differential;
 
 use iced_x86::code_asm::CodeAssembler;
