@@ -6,6 +6,7 @@ mod control;
 mod fast;
 mod op;
 mod seg;
+mod simd;
 mod sse;
 mod ssefp;
 mod string;
