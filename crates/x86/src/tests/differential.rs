@@ -280,6 +280,47 @@ fn iced_flags(bits: u32) -> u64 {
     f
 }
 
+/// The arithmetic flags `d` leaves undefined on some x86 CPU: iced's
+/// table, plus OF after a shift or rotate whose masked count is not 1. The
+/// SDM and the APM define OF only for 1-bit shifts and rotates; for other
+/// counts Intel and AMD CPUs differ (RCL/RCR of 8/16-bit operands, whose
+/// count is taken modulo 9 or 17, above all), so a test compares OF only
+/// when the count is known to be 1. `count_reg` is CL's value,
+/// when known.
+fn undefined_flags(d: &iced_x86::Instruction, count_reg: Option<u8>) -> u64 {
+    use iced_x86::{Mnemonic, OpKind};
+    let mut undefined = iced_flags(d.rflags_undefined());
+    let shift = matches!(
+        d.mnemonic(),
+        Mnemonic::Shl
+            | Mnemonic::Sal
+            | Mnemonic::Shr
+            | Mnemonic::Sar
+            | Mnemonic::Rol
+            | Mnemonic::Ror
+            | Mnemonic::Rcl
+            | Mnemonic::Rcr
+            | Mnemonic::Shld
+            | Mnemonic::Shrd
+    );
+    if shift {
+        let size = d.op0_register().size().max(d.memory_size().size());
+        let mask = if size == 8 { 0x3f } else { 0x1f };
+        let n = d.op_count() - 1;
+        let count = match d.op_kind(n) {
+            OpKind::Immediate8 => Some(d.immediate8()),
+            OpKind::Register if d.op_register(n) == iced_x86::Register::CL => count_reg,
+            // The 1-bit forms (D0/D1 /r) have no count operand.
+            _ if d.op_count() == 1 => Some(1),
+            _ => None,
+        };
+        if count.map(|c| c & mask) != Some(1) {
+            undefined |= rflags::OF;
+        }
+    }
+    undefined
+}
+
 #[test]
 fn random_register_instructions_match_the_host() {
     if !std::is_x86_feature_detected!("popcnt") {
@@ -293,11 +334,11 @@ fn random_register_instructions_match_the_host() {
     for _ in 0..n {
         let insn = random_insn(&mut rng, bmi1);
         let decoded = Decoder::with_ip(64, &insn, 0, DecoderOptions::NONE).decode();
-        let undefined = iced_flags(decoded.rflags_undefined());
         let mut image: Image = [0; 17];
         for v in image.iter_mut().take(16) {
             *v = rng.value();
         }
+        let undefined = undefined_flags(&decoded, Some(image[1] as u8));
         image[4] = 0;
         image[16] = (rng.next() & rflags::ARITH) | 0x2;
         let start = image;
@@ -703,7 +744,7 @@ fn track_undefined(code: &[u8], mut undef: u64) -> Option<u64> {
             return None;
         }
         let modified = iced_flags(d.rflags_modified());
-        let undefined = iced_flags(d.rflags_undefined());
+        let undefined = undefined_flags(&d, None);
         let shift = matches!(
             d.mnemonic(),
             Mnemonic::Shl
