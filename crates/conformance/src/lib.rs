@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod boundary;
 pub mod cases;
 pub mod harness;
 pub mod interrupts;
@@ -100,6 +101,8 @@ macro_rules! conformance_suite {
             ioeventfd_takes_matching_writes,
             irqfd_pulses_an_ioapic_pin,
             irqfd_follows_msi_routes,
+            x2apic_through_apic_base,
+            exits_are_counted_once,
         );
     };
 }

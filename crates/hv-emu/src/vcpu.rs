@@ -13,7 +13,7 @@ use hv::{
     Kicker, MpState, Msr, Regs, SRegs, Vcpu, VcpuExit,
 };
 use irqchip::lapic::{Lapic, LapicAction};
-use x86::{Bus, Cpu, CpuExit, CpuSignals, CpuState, RamRef};
+use x86::{Bus, Cpu, CpuExit, CpuSignals, RamRef};
 
 use crate::memory::SlotList;
 use crate::platform::{lock, IOAPIC_BASE, IOAPIC_SIZE};
@@ -182,7 +182,6 @@ struct EmuBus<'a> {
     slots: Arc<SlotList>,
     generation: u64,
     io: &'a dyn IoHandler,
-    counters: &'a ExitCounters,
 }
 
 impl EmuBus<'_> {
@@ -319,7 +318,6 @@ unsafe impl Bus for EmuBus<'_> {
         if !Lapic::handles_msr(index) {
             return None;
         }
-        self.counters.inc(ExitReason::MsrAccess);
         let now = self.vm.platform.now_ns();
         self.me.lapic().rdmsr(index, now).ok()
     }
@@ -328,7 +326,6 @@ unsafe impl Bus for EmuBus<'_> {
         if !Lapic::handles_msr(index) {
             return false;
         }
-        self.counters.inc(ExitReason::MsrAccess);
         let now = self.vm.platform.now_ns();
         let result = self.me.lapic().wrmsr(index, value, now);
         match result {
@@ -393,7 +390,6 @@ impl EmuVcpu {
         if timeout == Some(0) {
             return;
         }
-        self.counters.inc(ExitReason::Hlt);
         state = match timeout {
             Some(ns) => {
                 shared
@@ -465,21 +461,17 @@ impl EmuVcpu {
         let mut state = self.shared.lock();
         if state.init_pending {
             state.init_pending = false;
-            // INIT resets the processor but keeps its MSRs and caches.
-            let msr = self.cpu.state.msr.clone();
-            self.cpu.state = CpuState::default();
-            self.cpu.state.msr = msr;
-            self.cpu.state_changed();
+            self.cpu.init();
+            // INIT sends the bootstrap processor to the reset vector; the
+            // others wait for a SIPI (as KVM does).
+            if self.shared.lapic().apic_base() & irqchip::lapic::APIC_BASE_BSP != 0 {
+                state.mp_state = MpState::Runnable;
+            }
         }
         match state.mp_state {
             MpState::Runnable | MpState::Halted => true,
             MpState::SipiReceived => {
-                let vector = u64::from(state.sipi_vector);
-                let cs = &mut self.cpu.state.seg[x86::state::CS];
-                cs.selector = (vector << 8) as u16;
-                cs.base = vector << 12;
-                self.cpu.state.rip = 0;
-                self.cpu.state_changed();
+                self.cpu.start_up(state.sipi_vector);
                 state.mp_state = MpState::Runnable;
                 true
             }
@@ -490,14 +482,12 @@ impl EmuVcpu {
     fn run_loop(&mut self, io: &dyn IoHandler) -> VcpuExit {
         let vm = self.vm.clone();
         let shared = self.shared.clone();
-        let counters = self.counters.clone();
         let mut bus = EmuBus {
             vm: &vm,
             me: &shared,
             slots: vm.slots(),
             generation: vm.generation(),
             io,
-            counters: &counters,
         };
         loop {
             {
@@ -542,10 +532,11 @@ impl Vcpu for EmuVcpu {
             state.running_on = None;
             self.shared.wake.notify_all();
         }
-        match exit {
-            VcpuExit::Interrupted => self.counters.inc(ExitReason::Signal),
-            VcpuExit::Shutdown => self.counters.inc(ExitReason::Shutdown),
-            _ => {}
+        // Only a kick from the VMM is a `signal` exit (the CPU counted the
+        // triple fault, HLT, MSR and port accesses itself; wake-ups for
+        // interrupts and TLB syncs stay inside `run`).
+        if exit == VcpuExit::Interrupted {
+            self.counters.inc(ExitReason::Signal);
         }
         Ok(exit)
     }
@@ -592,7 +583,7 @@ impl Vcpu for EmuVcpu {
     fn get_msrs(&self, msrs: &mut [Msr]) -> Result<(), HvError> {
         let now = self.vm.platform.now_ns();
         for msr in msrs.iter_mut() {
-            if Lapic::handles_msr(msr.index) && msr.index != hv::state::msr_index::IA32_APIC_BASE {
+            if Lapic::handles_msr(msr.index) {
                 msr.data = self.shared.lapic().rdmsr(msr.index, now).map_err(invalid)?;
             } else {
                 self.cpu
@@ -611,8 +602,7 @@ impl Vcpu for EmuVcpu {
                     .lapic()
                     .wrmsr(msr.index, msr.data, now)
                     .map_err(invalid)?;
-            }
-            if !Lapic::handles_msr(msr.index) || msr.index == hv::state::msr_index::IA32_APIC_BASE {
+            } else {
                 self.cpu
                     .set_msrs(std::slice::from_ref(msr))
                     .map_err(invalid)?;

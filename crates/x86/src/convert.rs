@@ -114,12 +114,14 @@ impl Cpu {
             cr4: s.cr4,
             cr8: s.cr8,
             efer: s.efer,
-            apic_base: s.msr.apic_base,
+            // The local APIC owns IA32_APIC_BASE: the accelerator fills it in.
+            apic_base: 0,
         }
     }
 
     /// Sets segment, table and control registers as given (no checks, as
     /// KVM_SET_SREGS), then recomputes the mode and flushes the TLB.
+    /// `apic_base` is ignored: the accelerator's local APIC owns it.
     pub fn set_sregs(&mut self, r: &SRegs) {
         let s = &mut self.state;
         s.seg[CS] = (&r.cs).into();
@@ -138,7 +140,6 @@ impl Cpu {
         s.cr4 = r.cr4;
         s.cr8 = r.cr8;
         s.efer = r.efer;
-        s.msr.apic_base = r.apic_base;
         self.state_changed();
     }
 

@@ -352,14 +352,38 @@ impl Cpu {
 
     /// Puts the CPU back into the RESET state (real mode at F000:FFF0),
     /// keeping its CPUID table, counters, signals and TSC frequency, and
-    /// dropping cached translations and blocks. INIT is RESET here too
-    /// (MSRs are reset as well).
+    /// dropping cached translations and blocks. MSRs are reset as well
+    /// (see [`Cpu::init`] for INIT).
     pub fn reset(&mut self) {
         self.state = CpuState::default();
         self.shadow_icount = u64::MAX;
         self.pending_exit = None;
         self.flush_tlb();
         self.block_exit = true;
+    }
+
+    /// The INIT signal (SDM 9.1, table 9-1): the processor goes back to its
+    /// RESET state in real mode, but keeps its MSRs (the TSC runs on), the
+    /// x87/SSE register file and MXCSR. It then waits for a SIPI
+    /// ([`Cpu::start_up`]) or runs from the reset vector, as the
+    /// accelerator's MP state says.
+    pub fn init(&mut self) {
+        let msr = std::mem::take(&mut self.state.msr);
+        let fpu = self.state.fpu;
+        self.reset();
+        self.state.msr = msr;
+        self.state.fpu = fpu;
+    }
+
+    /// A start-up IPI with `vector`: the processor starts in real mode at
+    /// `vector << 12` (CS = `vector << 8`, IP = 0).
+    pub fn start_up(&mut self, vector: u8) {
+        let cs = &mut self.state.seg[state::CS];
+        cs.selector = u16::from(vector) << 8;
+        cs.base = u64::from(vector) << 12;
+        self.state.rip = 0;
+        self.state.halted = false;
+        self.state_changed();
     }
 
     /// Block-cache statistics: blocks decoded, blocks invalidated by writes

@@ -1,4 +1,8 @@
 //! The MSRs the CPU models, and the guest TSC.
+//!
+//! IA32_APIC_BASE and the x2APIC and TSC-deadline MSRs are not the CPU's:
+//! they belong to the local APIC, which the accelerator models and reaches
+//! through [`crate::Bus::rdmsr`] / [`crate::Bus::wrmsr`].
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -88,7 +92,6 @@ impl Cpu {
             IA32_PAT => m.pat,
             IA32_TSC => self.tsc(),
             IA32_TSC_ADJUST => m.tsc_adjust,
-            IA32_APIC_BASE => m.apic_base,
             IA32_MISC_ENABLE => m.misc_enable,
             IA32_TSC_AUX => m.tsc_aux,
             IA32_BIOS_SIGN_ID | IA32_PLATFORM_ID | IA32_MCG_CAP | IA32_MCG_STATUS => 0,
@@ -155,7 +158,6 @@ impl Cpu {
                 self.state.msr.tsc_offset = self.state.msr.tsc_offset.wrapping_add(step);
                 self.state.msr.tsc_adjust = v;
             }
-            IA32_APIC_BASE => self.state.msr.apic_base = v,
             IA32_MISC_ENABLE => self.state.msr.misc_enable = v,
             IA32_TSC_AUX => {
                 if v >> 32 != 0 {

@@ -206,7 +206,6 @@ pub struct Msrs {
     pub sysenter_esp: u64,
     pub sysenter_eip: u64,
     pub pat: u64,
-    pub apic_base: u64,
     pub misc_enable: u64,
     pub tsc_aux: u64,
     /// Guest TSC = host TSC + offset.
@@ -230,7 +229,6 @@ impl Default for Msrs {
             sysenter_esp: 0,
             sysenter_eip: 0,
             pat: 0x0007_0406_0007_0406,
-            apic_base: 0xfee0_0900,
             misc_enable: 1, // fast strings
             tsc_aux: 0,
             tsc_offset: 0,

@@ -87,6 +87,9 @@ fn msrs_round_trip_and_unknown_msrs_are_errors() {
     };
     use hv::state::msr_index::*;
     let mut g = Guest::new(&hv, &[0xf4]);
+    // Values both vendors keep whole: AMD CPUs hold only 32 bits of the
+    // SYSENTER MSRs (KVM on AMD sign-extends bit 31), so a 64-bit value
+    // goes to LSTAR.
     let set = [
         Msr {
             index: IA32_SYSENTER_CS,
@@ -94,7 +97,11 @@ fn msrs_round_trip_and_unknown_msrs_are_errors() {
         },
         Msr {
             index: IA32_SYSENTER_EIP,
-            data: 0xffff_8000_1234,
+            data: 0x1234_5678,
+        },
+        Msr {
+            index: IA32_LSTAR,
+            data: 0xffff_ffff_8123_4000,
         },
     ];
     g.vcpu.set_msrs(&set).unwrap();
@@ -105,6 +112,10 @@ fn msrs_round_trip_and_unknown_msrs_are_errors() {
         },
         Msr {
             index: IA32_SYSENTER_EIP,
+            data: 0,
+        },
+        Msr {
+            index: IA32_LSTAR,
             data: 0,
         },
     ];

@@ -84,8 +84,9 @@ impl Exec<'_> {
                     self.c.tlb.flush_all();
                     self.c.blocks.clear();
                 }
+                // A kick is counted by whoever asked for it (the
+                // accelerator knows a VMM kick from its own wake-ups).
                 if bits & CpuSignals::KICK != 0 {
-                    self.c.counters.inc(ExitReason::Signal);
                     return CpuExit::Interrupted;
                 }
             }

@@ -212,7 +212,10 @@ impl Exec<'_> {
             if self.c.state.cr4 & cr4::OSXSAVE != 0 && e.ecx & (1 << 26) != 0 {
                 ecx |= 1 << 27;
             }
-            if self.c.state.msr.apic_base & (1 << 11) == 0 {
+            // The APIC bit follows IA32_APIC_BASE's global enable, which
+            // the local APIC (behind the bus) owns.
+            let apic_base = self.bus.rdmsr(hv::state::msr_index::IA32_APIC_BASE);
+            if apic_base.is_some_and(|v| v & (1 << 11) == 0) {
                 edx &= !(1 << 9);
             }
         }
