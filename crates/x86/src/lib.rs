@@ -364,15 +364,17 @@ impl Cpu {
 
     /// The INIT signal (SDM 9.1, table 9-1): the processor goes back to its
     /// RESET state in real mode, but keeps its MSRs (the TSC runs on), the
-    /// x87/SSE register file and MXCSR. It then waits for a SIPI
-    /// ([`Cpu::start_up`]) or runs from the reset vector, as the
-    /// accelerator's MP state says.
+    /// x87/SSE/AVX register file (YMM upper halves included), MXCSR and
+    /// XCR0. It then waits for a SIPI ([`Cpu::start_up`]) or runs from the
+    /// reset vector, as the accelerator's MP state says.
     pub fn init(&mut self) {
         let msr = std::mem::take(&mut self.state.msr);
         let fpu = self.state.fpu;
+        let xcr0 = self.state.xcr0;
         self.reset();
         self.state.msr = msr;
         self.state.fpu = fpu;
+        self.state.xcr0 = xcr0;
     }
 
     /// A start-up IPI with `vector`: the processor starts in real mode at

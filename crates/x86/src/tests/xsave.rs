@@ -416,7 +416,7 @@ fn cpuid_reports_the_xsave_size_for_the_current_xcr0() {
 }
 
 #[test]
-fn reset_clears_the_ymm_state_and_hv_fpu_round_trips() {
+fn reset_clears_the_ymm_state_init_keeps_it_and_hv_fpu_round_trips() {
     let mut g = guest();
     set_state(&mut g);
     // The hv::Fpu view has no YMM halves yet: set_fpu(get_fpu()) keeps them.
@@ -425,6 +425,12 @@ fn reset_clears_the_ymm_state_and_hv_fpu_round_trips() {
     g.cpu.set_fpu(&fpu);
     assert_eq!(g.cpu.state.fpu, before);
     assert_eq!(g.cpu.get_fpu(), fpu);
+    // INIT keeps the register file and XCR0 (SDM table 9-1); RESET
+    // clears them.
+    g.cpu.init();
+    assert_eq!(g.cpu.state.fpu, before);
+    assert_eq!(g.cpu.state.xcr0, xcr0::SUPPORTED);
+    assert_eq!(g.cpu.state.cr4, 0);
     g.cpu.reset();
     assert_eq!(g.cpu.state.fpu.ymm_hi, [0; 16]);
     assert_eq!(g.cpu.state.xcr0, 1);
