@@ -11,7 +11,8 @@
 //! |---|---|---|
 //! | 0 | vendor | EAX (max basic leaf) = 0x15 or 0x16 when those are kept, else 0xD if the accelerator has leaf 0xD, else 0xB |
 //! | 1 | family/model/stepping, features | `EBX[31:24]` = APIC id, `EBX[23:16]` = 2^shift; ECX: hypervisor (31) set; MONITOR (3), DS-CPL (4), VMX (5), SMX (6), EST (7), TM2 (8), SDBG (11), xTPR (14), PDCM (15), DCA (18), OSXSAVE (27, the accelerator sets it from CR4) cleared; EDX: DS (21), ACPI (22), TM (29), PBE (31) cleared, HTT (28) = more than one vCPU |
-//! | 2, 3, 5 | — | dropped (cache descriptors: leaf 4 is used; serial number; MONITOR) |
+//! | 2 | when its only descriptor is 0xFF ("use leaf 4") | otherwise dropped (the cache descriptors of a host: leaf 4 is used) |
+//! | 3, 5 | — | dropped (serial number; MONITOR) |
 //! | 4 | every sub-leaf | `EAX[31:26]` = 2^shift − 1; `EAX[25:14]` = 0 for L1/L2 (private per core), 2^shift − 1 for L3 |
 //! | 6 | ARAT (EAX bit 2: APIC timer always running) | everything else zero (no thermal/power management) |
 //! | 7.0 | features | EAX (max sub-leaf) = 0; EBX: SGX (2), HLE (4), RTM (11), RDT-M (12), MPX (14), RDT-A (15), PT (25) cleared; ECX: WAITPKG (5), TME (13), SGX-LC (30) cleared; EDX: SGX-KEYS (1), TSX-FORCE-ABORT (13), HYBRID (15), PCONFIG (18), ARCH-LBR (19) cleared |
@@ -121,6 +122,9 @@ pub fn template(supported: &[CpuidEntry], vcpu_id: u32, vcpu_count: u32) -> Vec<
         }
         out.push(l);
     }
+    if let Some(l) = basic(2).filter(defers_to_leaf4) {
+        out.push(l);
+    }
     if basic_max >= 4 {
         for l in all(4) {
             let mut l = *l;
@@ -201,6 +205,16 @@ pub fn template(supported: &[CpuidEntry], vcpu_id: u32, vcpu_count: u32) -> Vec<
 
     out.sort_by_key(|e| (e.function, e.index));
     out
+}
+
+/// Whether leaf 2 says only "see leaf 4": one round (AL = 1) whose
+/// descriptor bytes are all null except 0xFF ones.
+fn defers_to_leaf4(l: &CpuidEntry) -> bool {
+    let mut bytes = l.eax.to_le_bytes()[1..].to_vec();
+    for r in [l.ebx, l.ecx, l.edx] {
+        bytes.extend_from_slice(&r.to_le_bytes());
+    }
+    l.eax & 0xff == 1 && bytes.contains(&0xff) && bytes.iter().all(|&b| b == 0 || b == 0xff)
 }
 
 /// Leaf 0xB: one thread per core, `count` cores, x2APIC id = `vcpu_id`.
@@ -377,6 +391,21 @@ mod tests {
             assert_eq!(l.eax & 0x3fff, intel()[3 + sub as usize].eax & 0x3fff);
         }
         assert_eq!(get(&t, 4, 4).eax, 0);
+    }
+
+    #[test]
+    fn leaf_2_is_kept_only_when_it_points_to_leaf_4() {
+        let mut supported = intel();
+        assert!(!has(&template(&supported, 0, 1), 2), "host descriptors");
+        supported.retain(|e| e.function != 2);
+        supported.push(entry(2, 0, [0xff01, 0, 0, 0]));
+        assert_eq!(
+            get(&template(&supported, 0, 1), 2, 0),
+            entry(2, 0, [0xff01, 0, 0, 0])
+        );
+        supported.retain(|e| e.function != 2);
+        supported.push(entry(2, 0, [0x00fe_ff01, 0, 0, 0]));
+        assert!(!has(&template(&supported, 0, 1), 2), "0xFE: leaf 0x18");
     }
 
     #[test]

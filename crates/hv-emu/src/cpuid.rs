@@ -5,6 +5,8 @@
 //! |---|---|
 //! | 0 | max basic leaf 0x16, vendor "GenuineIntel" |
 //! | 1 | family 6 model 0x2a stepping 7; EDX: FPU PSE TSC MSR PAE CX8 APIC SEP PGE CMOV PAT CLFSH FXSR SSE SSE2; ECX: CX16 x2APIC MOVBE POPCNT TSC-deadline XSAVE (OSXSAVE mirrors CR4 at CPUID time) |
+//! | 2 | 0xFF descriptor only: "use leaf 4" (kept by the template) |
+//! | 4 | L1d 32 KiB 8-way, L1i 32 KiB 8-way, L2 1 MiB 16-way, L3 16 MiB 16-way (64-byte lines), then the null sub-leaf; the core and sharing fields are written per VM by `arch::cpuid::template` |
 //! | 7.0 | EBX: TSC_ADJUST, BMI1 (TZCNT), BMI2; EDX: ARCH_CAPABILITIES (the MSR declares the CPU immune to Meltdown, MDS, SSB and the rest: it does not speculate, so guests skip page-table isolation and the other mitigations) |
 //! | 0xB | x2APIC topology (filled per vCPU by `arch::cpuid::template`) |
 //! | 0xD | XSAVE: 0: XCR0 may hold x87, SSE, AVX (EAX=7), EBX = area size for the current XCR0 (576 or 832, computed by the CPU), ECX = 832; 1: XSAVEOPT, XSAVEC (no XSAVES); 2: AVX state, 256 bytes at 576 |
@@ -12,12 +14,15 @@
 //! | 0x16 | 1000 MHz base, maximum and bus frequency |
 //! | 0x8000_0000 | max extended leaf 0x8000_0008 |
 //! | 0x8000_0001 | EDX: SYSCALL, NX, 1 GiB pages, RDTSCP, LM; ECX: LAHF/SAHF, LZCNT |
+//! | 0x8000_0002..4 | "Ferrovisor emu x86-64 CPU @ 1.00GHz" (the frequency of leaf 0x16) |
+//! | 0x8000_0005 | zero (reserved on Intel) |
+//! | 0x8000_0006 | ECX: the L2 of leaf 4 (1024 KiB, 16-way, 64-byte lines) |
 //! | 0x8000_0007 | EDX: invariant TSC |
+//! | 0x8000_0008 | 40 physical, 48 linear address bits |
 //!
 //! Invariant TSC with TSC_ADJUST is what lets Linux trust the TSC as its
 //! clocksource without the jiffies watchdog (whose ticks an emulated CPU
 //! can deliver late during busy phases).
-//! | 0x8000_0008 | 40 physical, 48 linear address bits |
 //!
 //! Not advertised because the CPU does not implement them: MMX, SSE3 and
 //! later, AVX, XSAVES, SMEP/SMAP, PCID, RDRAND, the PMU. The x87 unit
@@ -107,7 +112,7 @@ pub fn supported_cpuid() -> Vec<CpuidEntry> {
         | FXSR
         | SSE
         | SSE2;
-    let brand = b"Ferrovisor emu x86-64 CPU\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+    let brand = brand_string();
     let brand_leaf = |n: usize| {
         let w = |i: usize| {
             let o = n * 16 + i * 4;
@@ -115,7 +120,7 @@ pub fn supported_cpuid() -> Vec<CpuidEntry> {
         };
         leaf(0x8000_0002 + n as u32, w(0), w(1), w(2), w(3))
     };
-    vec![
+    let mut leaves = vec![
         leaf(0, 0x16, vb, vc, vd),
         // CLFLUSH line size 8 (x 8 bytes = 64) in EBX[15:8].
         leaf(
@@ -133,8 +138,6 @@ pub fn supported_cpuid() -> Vec<CpuidEntry> {
             significant_index: true,
             ..leaf(0xb, 0, 0, 0, 0)
         },
-        // TSC = crystal * EBX / EAX, crystal in ECX (Hz): the guest reads
-        // its TSC frequency instead of calibrating it against the PIT.
         // XSAVE: x87, SSE and AVX state (XCR0 bits 0-2); EBX is the size
         // for the current XCR0 (the CPU fills it in), ECX the maximum.
         CpuidEntry {
@@ -153,9 +156,11 @@ pub fn supported_cpuid() -> Vec<CpuidEntry> {
             significant_index: true,
             ..leaf(0xd, 256, XSAVE_LEGACY_AND_HEADER, 0, 0)
         },
+        // TSC = crystal * EBX / EAX, crystal in ECX (Hz): the guest reads
+        // its TSC frequency instead of calibrating it against the PIT.
         leaf(0x15, 1, 1, crate::vcpu::TSC_HZ as u32, 0),
         // Base, maximum and bus frequencies in MHz.
-        leaf(0x16, 1000, 1000, 1000, 0),
+        leaf(0x16, MHZ, MHZ, MHZ, 0),
         leaf(0x8000_0000, 0x8000_0008, 0, 0, 0),
         leaf(
             0x8000_0001,
@@ -167,9 +172,121 @@ pub fn supported_cpuid() -> Vec<CpuidEntry> {
         brand_leaf(0),
         brand_leaf(1),
         brand_leaf(2),
+        // Intel reports no L1 cache/TLB information here (reserved).
+        leaf(0x8000_0005, 0, 0, 0, 0),
+        leaf(0x8000_0006, 0, 0, L2.ext_ecx(), 0),
         leaf(0x8000_0007, 0, 0, 0, INVARIANT_TSC),
         leaf(0x8000_0008, 0x3028, 0, 0, 0),
-    ]
+    ];
+    // One CPUID 2 round whose only descriptor (0xFF) says "use leaf 4".
+    leaves.push(leaf(2, LEAF2_USE_LEAF4, 0, 0, 0));
+    for (i, c) in CACHES.iter().enumerate() {
+        leaves.push(c.leaf4(i as u32));
+    }
+    // The null sub-leaf ends the list.
+    leaves.push(CpuidEntry {
+        index: CACHES.len() as u32,
+        significant_index: true,
+        ..leaf(4, 0, 0, 0, 0)
+    });
+    leaves.sort_by_key(|e| (e.function, e.index));
+    leaves
+}
+
+/// Processor frequency in MHz (leaf 0x16, brand string): the TSC's.
+const MHZ: u32 = (crate::vcpu::TSC_HZ / 1_000_000) as u32;
+
+/// "Ferrovisor emu x86-64 CPU @ 1.00GHz", NUL-padded to 48 bytes, with
+/// the frequency of leaf 0x16 (as Intel brand strings end).
+fn brand_string() -> [u8; 48] {
+    let text = format!(
+        "Ferrovisor emu x86-64 CPU @ {}.{:02}GHz",
+        MHZ / 1000,
+        MHZ % 1000 / 10
+    );
+    let mut b = [0u8; 48];
+    let n = text.len().min(47);
+    b[..n].copy_from_slice(&text.as_bytes()[..n]);
+    b
+}
+
+/// Leaf 2 EAX: AL = 1 round; descriptor 0xFF ("no descriptors here,
+/// CPUID leaf 4 describes the caches").
+const LEAF2_USE_LEAF4: u32 = 0xff01;
+
+/// A cache as leaf 4 describes it.
+struct Cache {
+    /// 1 data, 2 instruction, 3 unified.
+    kind: u32,
+    level: u32,
+    size_kib: u32,
+    ways: u32,
+    /// Leaf 4 EDX: bit 0 WBINVD does not flush lower levels' sharers,
+    /// bit 1 inclusive, bit 2 complex indexing.
+    edx: u32,
+}
+
+const LINE: u32 = 64;
+const L1D: Cache = Cache {
+    kind: 1,
+    level: 1,
+    size_kib: 32,
+    ways: 8,
+    edx: 0,
+};
+const L1I: Cache = Cache { kind: 2, ..L1D };
+const L2: Cache = Cache {
+    kind: 3,
+    level: 2,
+    size_kib: 1024,
+    ways: 16,
+    edx: 0,
+};
+const L3: Cache = Cache {
+    kind: 3,
+    level: 3,
+    size_kib: 16 * 1024,
+    ways: 16,
+    edx: 1 << 2,
+};
+/// Leaf 4's sub-leaves in order (the null one follows).
+const CACHES: [Cache; 4] = [L1D, L1I, L2, L3];
+
+impl Cache {
+    fn sets(&self) -> u32 {
+        self.size_kib * 1024 / (self.ways * LINE)
+    }
+
+    /// Leaf 4 sub-leaf `index`. EAX[31:26] (cores per package − 1) and
+    /// EAX[25:14] (logical processors sharing − 1) are left 0 here:
+    /// `arch::cpuid::template` writes them for the VM's vCPU count.
+    fn leaf4(&self, index: u32) -> CpuidEntry {
+        const SELF_INITIALIZING: u32 = 1 << 8;
+        CpuidEntry {
+            index,
+            significant_index: true,
+            ..leaf(
+                4,
+                self.kind | self.level << 5 | SELF_INITIALIZING,
+                (LINE - 1) | (self.ways - 1) << 22,
+                self.sets() - 1,
+                self.edx,
+            )
+        }
+    }
+
+    /// Leaf 0x8000_0006 ECX: size in KiB, associativity code, line size.
+    fn ext_ecx(&self) -> u32 {
+        let assoc = match self.ways {
+            1 => 1,
+            2 => 2,
+            4 => 4,
+            8 => 6,
+            16 => 8,
+            _ => 0xf,
+        };
+        self.size_kib << 16 | assoc << 12 | LINE
+    }
 }
 
 #[cfg(test)]
@@ -200,6 +317,114 @@ mod tests {
             .iter()
             .find(|e| e.function == function && e.index == index)
             .unwrap_or_else(|| panic!("leaf {function:#x}.{index}"))
+    }
+
+    /// (type, level, bytes, line) of leaf 4 sub-leaf `e`.
+    fn cache(e: &CpuidEntry) -> (u32, u32, u32, u32) {
+        let line = (e.ebx & 0xfff) + 1;
+        let partitions = ((e.ebx >> 12) & 0x3ff) + 1;
+        let ways = (e.ebx >> 22) + 1;
+        let sets = e.ecx + 1;
+        (
+            e.eax & 0x1f,
+            (e.eax >> 5) & 7,
+            line * partitions * ways * sets,
+            line,
+        )
+    }
+
+    #[test]
+    fn leaf_4_lists_l1d_l1i_l2_l3_then_the_null_sub_leaf() {
+        let leaves = supported_cpuid();
+        let want = [
+            (1, 1, 32 << 10, 64),
+            (2, 1, 32 << 10, 64),
+            (3, 2, 1 << 20, 64),
+            (3, 3, 16 << 20, 64),
+        ];
+        for (i, w) in want.iter().enumerate() {
+            let e = sub(&leaves, 4, i as u32);
+            assert!(e.significant_index);
+            assert_eq!(cache(&e), *w, "sub-leaf {i}");
+            assert_ne!(e.eax & (1 << 8), 0, "self-initialising");
+            assert_eq!(e.eax >> 14, 0, "sharing fields: the template's");
+        }
+        let null = sub(&leaves, 4, 4);
+        assert!(null.significant_index);
+        assert_eq!((null.eax, null.ebx, null.ecx, null.edx), (0, 0, 0, 0));
+        // Leaf 2 defers to leaf 4.
+        let l2 = sub(&leaves, 2, 0);
+        assert_eq!((l2.eax, l2.ebx, l2.ecx, l2.edx), (0xff01, 0, 0, 0));
+    }
+
+    #[test]
+    fn leaf_4_after_the_template_matches_the_vcpu_count() {
+        let leaves = supported_cpuid();
+        for count in [1u32, 2, 3, 4, 8, 64] {
+            let t = arch::cpuid::template(&leaves, count - 1, count);
+            assert_eq!(sub(&t, 2, 0).eax, 0xff01, "leaf 2 survives");
+            let cores = sub(&t, 0xb, 1).ebx;
+            assert_eq!(cores, count);
+            for i in 0..4 {
+                let e = sub(&t, 4, i);
+                let per_package = (e.eax >> 26) + 1;
+                let sharing = ((e.eax >> 14) & 0xfff) + 1;
+                assert!(per_package >= count && per_package < 2 * count.max(1) + 1);
+                assert_eq!(per_package, 1 << sub(&t, 0xb, 1).eax);
+                let level = (e.eax >> 5) & 7;
+                assert_eq!(
+                    sharing,
+                    if level == 3 { per_package } else { 1 },
+                    "{count}: L{level}"
+                );
+                assert_eq!(cache(&e), cache(&sub(&leaves, 4, i)), "geometry kept");
+            }
+            assert_eq!(sub(&t, 4, 4).eax, 0);
+        }
+    }
+
+    #[test]
+    fn extended_cache_leaves_follow_intel_and_agree_with_leaf_4() {
+        let leaves = supported_cpuid();
+        assert!(sub(&leaves, 0x8000_0000, 0).eax >= 0x8000_0006);
+        let l5 = sub(&leaves, 0x8000_0005, 0);
+        assert_eq!(
+            (l5.eax, l5.ebx, l5.ecx, l5.edx),
+            (0, 0, 0, 0),
+            "reserved on Intel"
+        );
+        let l6 = sub(&leaves, 0x8000_0006, 0);
+        assert_eq!((l6.eax, l6.ebx, l6.edx), (0, 0, 0));
+        let (_, _, l2_bytes, line) = cache(&sub(&leaves, 4, 2));
+        assert_eq!(l6.ecx >> 16, l2_bytes >> 10, "L2 size in KiB");
+        assert_eq!(l6.ecx & 0xff, line);
+        assert_eq!((l6.ecx >> 12) & 0xf, 8, "16-way");
+        let t = arch::cpuid::template(&leaves, 0, 1);
+        assert_eq!(sub(&t, 0x8000_0006, 0), l6);
+        assert_eq!(sub(&t, 0x8000_0005, 0), l5);
+    }
+
+    #[test]
+    fn frequencies_and_the_brand_string_agree() {
+        let leaves = supported_cpuid();
+        let l15 = sub(&leaves, 0x15, 0);
+        let tsc = l15.ecx as u64 * l15.ebx as u64 / l15.eax as u64;
+        assert_eq!(tsc, crate::vcpu::TSC_HZ);
+        let l16 = sub(&leaves, 0x16, 0);
+        assert_eq!(l16.eax as u64 * 1_000_000, tsc, "base frequency");
+        assert_eq!(l16.ebx, l16.eax, "maximum");
+        let mut brand = Vec::new();
+        for f in 0x8000_0002..=0x8000_0004 {
+            let e = sub(&leaves, f, 0);
+            for r in [e.eax, e.ebx, e.ecx, e.edx] {
+                brand.extend_from_slice(&r.to_le_bytes());
+            }
+        }
+        assert_eq!(brand.len(), 48);
+        assert_eq!(brand[47], 0, "NUL-terminated");
+        let text = String::from_utf8(brand.into_iter().take_while(|&b| b != 0).collect()).unwrap();
+        let ghz = format!("@ {:.2}GHz", l16.eax as f64 / 1000.0);
+        assert!(text.ends_with(&ghz), "{text:?} vs {ghz}");
     }
 
     #[test]
