@@ -38,7 +38,7 @@ impl Exec<'_> {
         Ok(())
     }
 
-    fn read_m128(&mut self, insn: &Instruction, aligned: bool) -> R<u128> {
+    pub(super) fn read_m128(&mut self, insn: &Instruction, aligned: bool) -> R<u128> {
         let seg = Self::mem_seg(insn);
         let off = self.ea(insn);
         let lin = self.seg_lin(seg, off, 16, false)?;
@@ -62,7 +62,7 @@ impl Exec<'_> {
     }
 
     /// Operand `n` as a 128-bit value (XMM register or m128).
-    fn xmm_src(&mut self, insn: &Instruction, n: u32, aligned: bool) -> R<u128> {
+    pub(super) fn xmm_src(&mut self, insn: &Instruction, n: u32, aligned: bool) -> R<u128> {
         match insn.op_kind(n) {
             OpKind::Register => match xmm_index(insn.op_register(n)) {
                 Some(i) => Ok(self.c.state.fpu.xmm[i]),
@@ -333,6 +333,7 @@ impl Exec<'_> {
                 self.set_gpr(insn.op0_register(), r);
                 Ok(())
             }
+            _ if super::sse4::is_sse4_other(m) => self.sse4_other(insn),
             _ => match simd::lane_op(m) {
                 Some(op) => self.sse_lane(insn, op),
                 None => match self.sse_fp(insn)? {
@@ -390,6 +391,10 @@ impl Exec<'_> {
                 imm = insn.immediate8();
             }
         }
+        if op.name == Mnemonic::Insertps && insn.op1_kind() == OpKind::Memory {
+            // The m32 is the element: no source select.
+            imm &= 0x3f;
+        }
         let b = match insn.op1_kind() {
             OpKind::Register => {
                 let s = xmm_index(insn.op1_register()).ok_or_else(ud)?;
@@ -424,7 +429,7 @@ pub(super) fn is_fpu_sse(insn: &Instruction) -> bool {
     if super::ssefp::is_sse_fp(m) || super::x87::is_x87(m) {
         return true;
     }
-    if simd::lane_op(m).is_some_and(|op| op.name == m) {
+    if simd::lane_op(m).is_some_and(|op| op.name == m) || super::sse4::is_sse4_other(m) {
         return true;
     }
     matches!(
