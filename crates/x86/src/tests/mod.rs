@@ -6,6 +6,7 @@ mod fuzz;
 mod modes;
 mod paging;
 mod perf;
+mod simd;
 mod sse;
 mod system;
 

@@ -89,7 +89,7 @@ fn random_simd(r: &mut Rng) -> (Vec<u8>, Flavor) {
     }
     // Unaligned m128 (string instructions, LDDQU).
     let mu = xmmword_ptr(rbp + un);
-    let res = match r.next() % 112 {
+    let res = match r.next() % 114 {
         // SSE3.
         0 => {
             flavor = Flavor::Fp;
@@ -337,7 +337,19 @@ fn random_simd(r: &mut Rng) -> (Vec<u8>, Flavor) {
             flavor = Flavor::Fp;
             xm!(shufps, imm)
         }
-        _ => xm!(pcmpgtb),
+        111 => xm!(pcmpgtb),
+        // MASKMOVDQU stores through RDI (set to the memory by the caller).
+        112 => a.maskmovdqu(d, s),
+        // FISTTP (SSE3) of a double loaded by FLD: truncation.
+        _ => {
+            flavor = Flavor::Fp;
+            a.fld(qword_ptr(rbp + al16))
+                .and_then(|_| match r.next() % 3 {
+                    0 => a.fisttp(word_ptr(rbp + un)),
+                    1 => a.fisttp(dword_ptr(rbp + un)),
+                    _ => a.fisttp(qword_ptr(rbp + un)),
+                })
+        }
     };
     res.unwrap();
     (a.assemble(0).unwrap(), flavor)
@@ -400,9 +412,16 @@ fn listing(code: &[u8]) -> String {
         .join("; ")
 }
 
-/// Runs `code` (ending in the MXCSR restore) natively and on the emulator
-/// and compares. Returns whether the instruction changed anything.
-fn run_case(case: usize, insn: &[u8], image: &SseImage, mem: &[u8; MEM]) -> bool {
+/// Runs `insn` (between two LDMXCSR) natively and on the emulator and
+/// compares. `rdi_mem`: RDI points into the memory at that offset (and
+/// is not compared). Returns whether the instruction changed anything.
+fn run_case(
+    case: usize,
+    insn: &[u8],
+    image: &SseImage,
+    mem: &[u8; MEM],
+    rdi_mem: Option<u64>,
+) -> bool {
     let decoded = Decoder::with_ip(64, insn, 0, DecoderOptions::NONE).decode();
     let mut code = asm64(0, |a| a.ldmxcsr(dword_ptr(rbp + MXCSR_TEST)));
     code.extend_from_slice(insn);
@@ -415,6 +434,9 @@ fn run_case(case: usize, insn: &[u8], image: &SseImage, mem: &[u8; MEM]) -> bool
     }
     let mut host = *image;
     host[5] = host_mem.as_mut_ptr() as u64;
+    if let Some(off) = rdi_mem {
+        host[7] = host[5] + off;
+    }
     Native::new(&sse_thunk(&code)).call_any(&mut host);
     let host_bytes: Vec<u8> = host_mem.iter().flat_map(|v| v.to_le_bytes()).collect();
 
@@ -423,6 +445,9 @@ fn run_case(case: usize, insn: &[u8], image: &SseImage, mem: &[u8; MEM]) -> bool
         g.cpu.state.gpr[i] = image[i];
     }
     g.cpu.state.gpr[5] = DATA;
+    if let Some(off) = rdi_mem {
+        g.cpu.state.gpr[7] = DATA + off;
+    }
     g.bus.load(DATA, mem);
     for i in 0..16 {
         g.cpu.state.fpu.xmm[i] = image[17 + 2 * i] as u128 | ((image[18 + 2 * i] as u128) << 64);
@@ -441,7 +466,10 @@ fn run_case(case: usize, insn: &[u8], image: &SseImage, mem: &[u8; MEM]) -> bool
     );
 
     let what = || format!("case {case}: [{}]", listing(insn));
-    for &i in REGS.iter().filter(|&&i| i != 5) {
+    for &i in REGS
+        .iter()
+        .filter(|&&i| i != 5 && (i != 7 || rdi_mem.is_none()))
+    {
         assert_eq!(
             g.cpu.state.gpr[i],
             host[i],
@@ -548,7 +576,8 @@ fn random_simd_instructions_match_the_host() {
         mem[t..t + 4].copy_from_slice(&(0x1f80 | (rc << 13)).to_le_bytes());
         let dflt = MXCSR_DEFAULT as usize;
         mem[dflt..dflt + 4].copy_from_slice(&0x1f80u32.to_le_bytes());
-        if run_case(case, &insn, &image, &mem) {
+        let rdi_mem = (m == Mnemonic::Maskmovdqu).then(|| rng.next() % (OPS_END - 16));
+        if run_case(case, &insn, &image, &mem, rdi_mem) {
             changed += 1;
         }
     }
