@@ -568,4 +568,15 @@ mod tests {
         }
         assert!(lane_op(Mnemonic::Vpermq).is_none());
     }
+
+    #[test]
+    fn lane_imm_gives_the_high_lane_its_fields() {
+        use super::simd::lane_imm;
+        assert_eq!(lane_imm(Mnemonic::Vblendps, 0xa5, 1), 0x0a);
+        assert_eq!(lane_imm(Mnemonic::Vblendpd, 0b1101, 1), 0b11);
+        assert_eq!(lane_imm(Mnemonic::Vshufpd, 0b0110, 1), 0b01);
+        assert_eq!(lane_imm(Mnemonic::Vmpsadbw, 0b10_1011, 1), 0b101);
+        assert_eq!(lane_imm(Mnemonic::Vpshufd, 0x1b, 1), 0x1b);
+        assert_eq!(lane_imm(Mnemonic::Vblendps, 0xa5, 0), 0xa5);
+    }
 }

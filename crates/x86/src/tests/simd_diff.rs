@@ -89,7 +89,7 @@ fn random_simd(r: &mut Rng) -> (Vec<u8>, Flavor) {
     }
     // Unaligned m128 (string instructions, LDDQU).
     let mu = xmmword_ptr(rbp + un);
-    let res = match r.next() % 114 {
+    let res = match r.next() % 130 {
         // SSE3.
         0 => {
             flavor = Flavor::Fp;
@@ -340,6 +340,76 @@ fn random_simd(r: &mut Rng) -> (Vec<u8>, Flavor) {
         111 => xm!(pcmpgtb),
         // MASKMOVDQU stores through RDI (set to the memory by the caller).
         112 => a.maskmovdqu(d, s),
+        // SSE/SSE2 moves and conversions with memory operands.
+        113 => match mem {
+            true => a.movq(d, qword_ptr(rbp + un)),
+            _ => a.movq(qword_ptr(rbp + un), s),
+        },
+        114 => match mem {
+            true => a.movd(d, dword_ptr(rbp + un)),
+            _ => a.movd(dword_ptr(rbp + un), s),
+        },
+        115 => match mem {
+            true => a.movss(d, dword_ptr(rbp + un)),
+            _ => a.movss(dword_ptr(rbp + un), s),
+        },
+        116 => match mem {
+            true => a.movsd_2(d, qword_ptr(rbp + un)),
+            _ => a.movsd_2(qword_ptr(rbp + un), s),
+        },
+        117 => match (mem, r.next() % 2) {
+            (true, 0) => a.movhps(d, qword_ptr(rbp + un)),
+            (true, _) => a.movlpd(d, qword_ptr(rbp + un)),
+            (false, 0) => a.movhpd(qword_ptr(rbp + un), s),
+            (false, _) => a.movlps(qword_ptr(rbp + un), s),
+        },
+        118 => match mem {
+            true => a.movups(xmmword_ptr(rbp + un), s),
+            _ => a.movaps(m128, s),
+        },
+        119 => match mem {
+            true => a.movntdq(m128, s),
+            _ => a.movnti(qword_ptr(rbp + un), r.pick(&G64)),
+        },
+        120 => {
+            flavor = Flavor::Fp;
+            match mem {
+                true => a.cvtsi2sd(d, qword_ptr(rbp + un)),
+                _ => a.cvtsi2ss(d, dword_ptr(rbp + un)),
+            }
+        }
+        121 => {
+            flavor = Flavor::Round;
+            match mem {
+                true => a.cvttss2si(r.pick(&G64), dword_ptr(rbp + un)),
+                _ => a.cvtsd2si(r.pick(&G32), qword_ptr(rbp + un)),
+            }
+        }
+        122 => {
+            flavor = Flavor::Fp;
+            match mem {
+                true => a.comisd(d, qword_ptr(rbp + un)),
+                _ => a.ucomiss(d, dword_ptr(rbp + un)),
+            }
+        }
+        123 => a.pinsrw(d, word_ptr(rbp + un), imm & 7),
+        124 => {
+            flavor = Flavor::Fp;
+            xm!(unpcklps)
+        }
+        125 => a.movmskps(r.pick(&G32), s),
+        126 => {
+            flavor = Flavor::Fp;
+            xn!(cvtss2sd, dword_ptr)
+        }
+        127 => {
+            flavor = Flavor::Fp;
+            xm!(sqrtpd)
+        }
+        128 => {
+            flavor = Flavor::Round;
+            xm!(cvttpd2dq)
+        }
         // FISTTP (SSE3) of a double loaded by FLD: truncation.
         _ => {
             flavor = Flavor::Fp;
