@@ -38,7 +38,7 @@ impl Exec<'_> {
         Ok(())
     }
 
-    fn read_m128(&mut self, insn: &Instruction, aligned: bool) -> R<u128> {
+    pub(super) fn read_m128(&mut self, insn: &Instruction, aligned: bool) -> R<u128> {
         let seg = Self::mem_seg(insn);
         let off = self.ea(insn);
         let lin = self.seg_lin(seg, off, 16, false)?;
@@ -62,7 +62,7 @@ impl Exec<'_> {
     }
 
     /// Operand `n` as a 128-bit value (XMM register or m128).
-    fn xmm_src(&mut self, insn: &Instruction, n: u32, aligned: bool) -> R<u128> {
+    pub(super) fn xmm_src(&mut self, insn: &Instruction, n: u32, aligned: bool) -> R<u128> {
         match insn.op_kind(n) {
             OpKind::Register => match xmm_index(insn.op_register(n)) {
                 Some(i) => Ok(self.c.state.fpu.xmm[i]),
@@ -202,6 +202,7 @@ impl Exec<'_> {
                 }
             }
             Movd | Movq => self.movd_movq(insn),
+            Maskmovdqu => self.maskmovdqu(insn),
             Movnti => {
                 let size = Self::op_size(insn, 0);
                 let v = self.read_op(insn, 1, size)?;
@@ -276,6 +277,7 @@ impl Exec<'_> {
                 self.set_gpr(insn.op0_register(), r);
                 Ok(())
             }
+            _ if super::sse4::is_sse4_other(m) => self.sse4_other(insn),
             _ => match simd::lane_op(m) {
                 Some(op) => self.sse_lane(insn, op),
                 None => match self.sse_fp(insn)? {
@@ -284,6 +286,29 @@ impl Exec<'_> {
                 },
             },
         }
+    }
+
+    /// MASKMOVDQU: the bytes of the first register whose byte in the
+    /// second has bit 7 set are stored to DS:rDI (segment overridable),
+    /// one byte at a time.
+    fn maskmovdqu(&mut self, insn: &Instruction) -> R<()> {
+        let amask = match insn.op0_kind() {
+            OpKind::MemorySegRDI => u64::MAX,
+            OpKind::MemorySegEDI => 0xffff_ffff,
+            OpKind::MemorySegDI => 0xffff,
+            _ => return Err(ud()),
+        };
+        let v = self.c.state.fpu.xmm[xmm_index(insn.op1_register()).ok_or_else(ud)?];
+        let sel = self.c.state.fpu.xmm[xmm_index(insn.op2_register()).ok_or_else(ud)?];
+        let seg = Self::mem_seg(insn);
+        let base = self.c.state.gpr[7];
+        for j in 0..16u32 {
+            if (sel >> (8 * j + 7)) & 1 != 0 {
+                let off = base.wrapping_add(j as u64) & amask;
+                self.write(seg, off, 1, (v >> (8 * j)) as u64 & 0xff)?;
+            }
+        }
+        Ok(())
     }
 
     fn movd_movq(&mut self, insn: &Instruction) -> R<()> {
@@ -333,6 +358,10 @@ impl Exec<'_> {
                 imm = insn.immediate8();
             }
         }
+        if op.name == Mnemonic::Insertps && insn.op1_kind() == OpKind::Memory {
+            // The m32 is the element: no source select.
+            imm &= 0x3f;
+        }
         let b = match insn.op1_kind() {
             OpKind::Register => {
                 let s = xmm_index(insn.op1_register()).ok_or_else(ud)?;
@@ -367,7 +396,7 @@ pub(super) fn is_fpu_sse(insn: &Instruction) -> bool {
     if super::ssefp::is_sse_fp(m) || super::x87::is_x87(m) {
         return true;
     }
-    if simd::lane_op(m).is_some_and(|op| op.name == m) {
+    if simd::lane_op(m).is_some_and(|op| op.name == m) || super::sse4::is_sse4_other(m) {
         return true;
     }
     matches!(
@@ -409,5 +438,88 @@ pub(super) fn is_fpu_sse(insn: &Instruction) -> bool {
             | Pmovmskb
             | Movmskps
             | Movmskpd
+            | Maskmovdqu
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use iced_x86::{Code, CpuidFeature, EncodingKind, Instruction, Mnemonic};
+
+    /// Every legacy-encoded SSE..SSE4.2 instruction on XMM registers (MMX
+    /// forms are not implemented) reaches an implementation: the SSE
+    /// dispatch, or the general dispatch for the few without SSE state.
+    #[test]
+    fn every_legacy_sse_instruction_is_dispatched() {
+        let mut missing = Vec::new();
+        for code in Code::values() {
+            if code.encoding() != EncodingKind::Legacy {
+                continue;
+            }
+            let sse = code.cpuid_features().iter().any(|f| {
+                matches!(
+                    f,
+                    CpuidFeature::SSE
+                        | CpuidFeature::SSE2
+                        | CpuidFeature::SSE3
+                        | CpuidFeature::SSSE3
+                        | CpuidFeature::SSE4_1
+                        | CpuidFeature::SSE4_2
+                )
+            });
+            let name = format!("{code:?}");
+            let mmx = name.split('_').any(|p| p == "mm" || p.starts_with("mmm"));
+            if !sse || mmx {
+                continue;
+            }
+            use Mnemonic::*;
+            let general = matches!(
+                code.mnemonic(),
+                Crc32
+                    | Lfence
+                    | Mfence
+                    | Sfence
+                    | Prefetchnta
+                    | Prefetcht0
+                    | Prefetcht1
+                    | Prefetcht2
+            );
+            let mut i = Instruction::default();
+            i.set_code(code);
+            if !general && !super::is_fpu_sse(&i) {
+                missing.push(name);
+            }
+        }
+        assert!(missing.is_empty(), "not dispatched: {missing:?}");
+    }
+
+    /// The VEX twins in the lane table name their legacy instruction.
+    #[test]
+    fn lane_table_maps_vex_twins_to_legacy_names() {
+        use super::simd::lane_op;
+        for (legacy, vex) in [
+            (Mnemonic::Paddb, Mnemonic::Vpaddb),
+            (Mnemonic::Pshufb, Mnemonic::Vpshufb),
+            (Mnemonic::Roundps, Mnemonic::Vroundps),
+            (Mnemonic::Pblendvb, Mnemonic::Vpblendvb),
+            (Mnemonic::Cmpps, Mnemonic::Vcmpps),
+        ] {
+            let l = lane_op(legacy).expect("legacy in table");
+            let v = lane_op(vex).expect("VEX twin in table");
+            assert_eq!((l.name, v.name), (legacy, legacy));
+            assert_eq!((l.mem, l.unary, l.per_lane), (v.mem, v.unary, v.per_lane));
+        }
+        assert!(lane_op(Mnemonic::Vpermq).is_none());
+    }
+
+    #[test]
+    fn lane_imm_gives_the_high_lane_its_fields() {
+        use super::simd::lane_imm;
+        assert_eq!(lane_imm(Mnemonic::Vblendps, 0xa5, 1), 0x0a);
+        assert_eq!(lane_imm(Mnemonic::Vblendpd, 0b1101, 1), 0b11);
+        assert_eq!(lane_imm(Mnemonic::Vshufpd, 0b0110, 1), 0b01);
+        assert_eq!(lane_imm(Mnemonic::Vmpsadbw, 0b10_1011, 1), 0b101);
+        assert_eq!(lane_imm(Mnemonic::Vpshufd, 0x1b, 1), 0x1b);
+        assert_eq!(lane_imm(Mnemonic::Vblendps, 0xa5, 0), 0xa5);
+    }
 }

@@ -378,9 +378,9 @@ fn random_register_instructions_match_the_host() {
 }
 
 /// GPR image plus XMM0..15, for the SSE differential test.
-type SseImage = [u64; 17 + 32];
+pub(super) type SseImage = [u64; 17 + 32];
 
-fn sse_thunk(insn: &[u8]) -> Vec<u8> {
+pub(super) fn sse_thunk(insn: &[u8]) -> Vec<u8> {
     let mut a = CodeAssembler::new(64).unwrap();
     (|| -> Result<(), iced_x86::IcedError> {
         for r in SAVED {

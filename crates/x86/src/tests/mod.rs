@@ -6,6 +6,7 @@ mod fuzz;
 mod modes;
 mod paging;
 mod perf;
+mod simd;
 mod sse;
 mod system;
 mod xsave;
@@ -14,6 +15,8 @@ mod xsave;
 mod diff_bmi;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod differential;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod simd_diff;
 
 use iced_x86::code_asm::CodeAssembler;
 

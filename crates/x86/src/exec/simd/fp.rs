@@ -18,10 +18,10 @@ pub(super) fn with_f64(x: u128, i: u32, v: f64) -> u128 {
 }
 
 /// A quiet copy of a NaN.
-fn quiet32(v: f32) -> f32 {
+pub(super) fn quiet32(v: f32) -> f32 {
     f32::from_bits(v.to_bits() | 0x0040_0000)
 }
-fn quiet64(v: f64) -> f64 {
+pub(super) fn quiet64(v: f64) -> f64 {
     f64::from_bits(v.to_bits() | 0x0008_0000_0000_0000)
 }
 

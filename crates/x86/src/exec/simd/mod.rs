@@ -34,8 +34,10 @@
 //! 256-bit form crosses lanes (widening/narrowing conversions, PMOVSX/ZX),
 //! which the VEX layer does itself.
 //!
-//! Operations that produce something other than one vector (flags, a
-//! general register) have their own pure functions next to the table.
+//! Operations that produce something other than one vector have their
+//! own pure functions: [`ptest`] (flags), [`strings::pcmpstr`] (PCMPxSTRx:
+//! index or mask, and flags), [`strings::crc32`], [`extract`] and
+//! [`insert`] (PEXTR*/EXTRACTPS, PINSR*).
 //!
 //! Legacy SSE alignment (16-byte m128 operands must be aligned, except
 //! MOVU*, LDDQU and PCMPxSTRx) is the caller's business, as are the
@@ -46,20 +48,22 @@
 //! quieted, as SSE defines it.
 
 pub(crate) mod fp;
+mod fpx;
 mod int;
+mod sse41;
+mod ssse3;
+pub(crate) mod strings;
 mod table;
 
 use iced_x86::Mnemonic;
 
-// `lane_imm`, `LaneIn::c`, `LaneOp::unary` and `per_lane` are for the VEX
-// layer (and BLENDV).
+// `lane_imm`, `LaneOp::unary` and `LaneOp::per_lane` are for the VEX layer.
 #[allow(unused_imports)]
 pub(crate) use table::lane_imm;
 pub(crate) use table::lane_op;
 
 /// The inputs of a lane operation (see the module doc).
 #[derive(Debug, Clone, Copy, Default)]
-#[allow(dead_code)]
 pub(crate) struct LaneIn {
     pub a: u128,
     pub b: u128,
@@ -95,6 +99,37 @@ impl LaneOp {
     pub fn run(&self, i: &LaneIn) -> u128 {
         (self.f)(i)
     }
+}
+
+/// Result flags of PTEST: ZF when `a & b` is zero, CF when `!a & b` is
+/// zero; the other arithmetic flags are cleared. Returns RFLAGS bits
+/// (VEX.256: ZF and CF each set only when set for both lanes).
+pub(crate) fn ptest(a: u128, b: u128) -> u64 {
+    use crate::state::rflags::{CF, ZF};
+    let mut f = 0;
+    if a & b == 0 {
+        f |= ZF;
+    }
+    if !a & b == 0 {
+        f |= CF;
+    }
+    f
+}
+
+/// Element `idx` (modulo the element count) of `size` bytes (1, 2, 4 or
+/// 8) of `v`: PEXTRB/W/D/Q, EXTRACTPS.
+pub(crate) fn extract(v: u128, size: u32, idx: u8) -> u64 {
+    let n = 16 / size.clamp(1, 8);
+    elem(v, size, idx as u32 % n)
+}
+
+/// `v` with element `idx` (modulo the element count) of `size` bytes
+/// replaced by the low bytes of `x`: PINSRB/W/D/Q.
+pub(crate) fn insert(v: u128, size: u32, idx: u8, x: u64) -> u128 {
+    let n = 16 / size.clamp(1, 8);
+    let sh = (idx as u32 % n) * size * 8;
+    let mask = (crate::flags::size_mask(size) as u128) << sh;
+    (v & !mask) | (((x as u128) << sh) & mask)
 }
 
 // ------------------------------------------------------------ helpers

@@ -2,7 +2,7 @@
 
 use iced_x86::Mnemonic;
 
-use super::{fp, int, LaneFn, LaneOp};
+use super::{fp, fpx, int, sse41, ssse3, LaneFn, LaneOp};
 
 /// A two-source m128 operation applied per lane.
 fn bin(name: Mnemonic, f: LaneFn) -> LaneOp {
@@ -178,6 +178,80 @@ pub(crate) fn lane_op(m: Mnemonic) -> Option<LaneOp> {
         Unpckhps | Vunpckhps => bin(Unpckhps, fp::unpckhps),
         Unpcklpd | Vunpcklpd => bin(Unpcklpd, fp::unpcklpd),
         Unpckhpd | Vunpckhpd => bin(Unpckhpd, fp::unpckhpd),
+
+        // SSE3.
+        Addsubps | Vaddsubps => bin(Addsubps, fpx::addsubps),
+        Addsubpd | Vaddsubpd => bin(Addsubpd, fpx::addsubpd),
+        Haddps | Vhaddps => bin(Haddps, fpx::haddps),
+        Haddpd | Vhaddpd => bin(Haddpd, fpx::haddpd),
+        Hsubps | Vhsubps => bin(Hsubps, fpx::hsubps),
+        Hsubpd | Vhsubpd => bin(Hsubpd, fpx::hsubpd),
+        Movddup | Vmovddup => LaneOp {
+            mem: 8,
+            ..un(Movddup, fpx::movddup)
+        },
+        Movshdup | Vmovshdup => un(Movshdup, fpx::movshdup),
+        Movsldup | Vmovsldup => un(Movsldup, fpx::movsldup),
+
+        // SSSE3.
+        Pabsb | Vpabsb => un(Pabsb, ssse3::pabsb),
+        Pabsw | Vpabsw => un(Pabsw, ssse3::pabsw),
+        Pabsd | Vpabsd => un(Pabsd, ssse3::pabsd),
+        Palignr | Vpalignr => bin(Palignr, ssse3::palignr),
+        Phaddw | Vphaddw => bin(Phaddw, ssse3::phaddw),
+        Phaddd | Vphaddd => bin(Phaddd, ssse3::phaddd),
+        Phaddsw | Vphaddsw => bin(Phaddsw, ssse3::phaddsw),
+        Phsubw | Vphsubw => bin(Phsubw, ssse3::phsubw),
+        Phsubd | Vphsubd => bin(Phsubd, ssse3::phsubd),
+        Phsubsw | Vphsubsw => bin(Phsubsw, ssse3::phsubsw),
+        Pmaddubsw | Vpmaddubsw => bin(Pmaddubsw, ssse3::pmaddubsw),
+        Pmulhrsw | Vpmulhrsw => bin(Pmulhrsw, ssse3::pmulhrsw),
+        Pshufb | Vpshufb => bin(Pshufb, ssse3::pshufb),
+        Psignb | Vpsignb => bin(Psignb, ssse3::psignb),
+        Psignw | Vpsignw => bin(Psignw, ssse3::psignw),
+        Psignd | Vpsignd => bin(Psignd, ssse3::psignd),
+
+        // SSE4.1 / SSE4.2.
+        Blendps | Vblendps => bin(Blendps, sse41::blendps),
+        Blendpd | Vblendpd => bin(Blendpd, sse41::blendpd),
+        Blendvps | Vblendvps => bin(Blendvps, sse41::blendvps),
+        Blendvpd | Vblendvpd => bin(Blendvpd, sse41::blendvpd),
+        Pblendvb | Vpblendvb => bin(Pblendvb, sse41::pblendvb),
+        Pblendw | Vpblendw => bin(Pblendw, sse41::pblendw),
+        Dpps | Vdpps => bin(Dpps, fpx::dpps),
+        Dppd | Vdppd => scalar(Dppd, fpx::dppd, 16),
+        Insertps | Vinsertps => scalar(Insertps, fpx::insertps, 4),
+        Mpsadbw | Vmpsadbw => bin(Mpsadbw, sse41::mpsadbw),
+        Packusdw | Vpackusdw => bin(Packusdw, sse41::packusdw),
+        Pcmpeqq | Vpcmpeqq => bin(Pcmpeqq, sse41::pcmpeqq),
+        Pcmpgtq | Vpcmpgtq => bin(Pcmpgtq, sse41::pcmpgtq),
+        Phminposuw | Vphminposuw => whole(Phminposuw, sse41::phminposuw, 16),
+        Pmaxsb | Vpmaxsb => bin(Pmaxsb, sse41::pmaxsb),
+        Pmaxsd | Vpmaxsd => bin(Pmaxsd, sse41::pmaxsd),
+        Pmaxuw | Vpmaxuw => bin(Pmaxuw, sse41::pmaxuw),
+        Pmaxud | Vpmaxud => bin(Pmaxud, sse41::pmaxud),
+        Pminsb | Vpminsb => bin(Pminsb, sse41::pminsb),
+        Pminsd | Vpminsd => bin(Pminsd, sse41::pminsd),
+        Pminuw | Vpminuw => bin(Pminuw, sse41::pminuw),
+        Pminud | Vpminud => bin(Pminud, sse41::pminud),
+        Pmuldq | Vpmuldq => bin(Pmuldq, sse41::pmuldq),
+        Pmulld | Vpmulld => bin(Pmulld, sse41::pmulld),
+        Pmovsxbw | Vpmovsxbw => whole(Pmovsxbw, sse41::pmovsxbw, 8),
+        Pmovsxbd | Vpmovsxbd => whole(Pmovsxbd, sse41::pmovsxbd, 4),
+        Pmovsxbq | Vpmovsxbq => whole(Pmovsxbq, sse41::pmovsxbq, 2),
+        Pmovsxwd | Vpmovsxwd => whole(Pmovsxwd, sse41::pmovsxwd, 8),
+        Pmovsxwq | Vpmovsxwq => whole(Pmovsxwq, sse41::pmovsxwq, 4),
+        Pmovsxdq | Vpmovsxdq => whole(Pmovsxdq, sse41::pmovsxdq, 8),
+        Pmovzxbw | Vpmovzxbw => whole(Pmovzxbw, sse41::pmovzxbw, 8),
+        Pmovzxbd | Vpmovzxbd => whole(Pmovzxbd, sse41::pmovzxbd, 4),
+        Pmovzxbq | Vpmovzxbq => whole(Pmovzxbq, sse41::pmovzxbq, 2),
+        Pmovzxwd | Vpmovzxwd => whole(Pmovzxwd, sse41::pmovzxwd, 8),
+        Pmovzxwq | Vpmovzxwq => whole(Pmovzxwq, sse41::pmovzxwq, 4),
+        Pmovzxdq | Vpmovzxdq => whole(Pmovzxdq, sse41::pmovzxdq, 8),
+        Roundps | Vroundps => un(Roundps, fpx::roundps),
+        Roundpd | Vroundpd => un(Roundpd, fpx::roundpd),
+        Roundss | Vroundss => scalar(Roundss, fpx::roundss, 4),
+        Roundsd | Vroundsd => scalar(Roundsd, fpx::roundsd, 8),
         _ => return None,
     })
 }
