@@ -268,13 +268,7 @@ impl Exec<'_> {
                     Movmskps => 4,
                     _ => 8,
                 };
-                let mut r = 0u64;
-                for i in 0..(16 / size) {
-                    if (x >> ((i + 1) * size * 8 - 1)) & 1 != 0 {
-                        r |= 1 << i;
-                    }
-                }
-                self.set_gpr(insn.op0_register(), r);
+                self.set_gpr(insn.op0_register(), simd::scalar::movmsk(x, size));
                 Ok(())
             }
             _ if super::sse4::is_sse4_other(m) => self.sse4_other(insn),

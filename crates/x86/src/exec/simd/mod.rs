@@ -50,6 +50,7 @@
 pub(crate) mod fp;
 mod fpx;
 mod int;
+pub(crate) mod scalar;
 mod sse41;
 mod ssse3;
 pub(crate) mod strings;
