@@ -260,8 +260,9 @@ pub struct Cpu {
     /// CPUID-derived: TZCNT/LZCNT exist (else they run as BSF/BSR).
     pub(crate) feat_bmi1: bool,
     pub(crate) feat_lzcnt: bool,
-    /// CPUID-derived: BMI2, MOVBE, AVX2, FMA, F16C exist (else #UD).
+    /// CPUID-derived: BMI2, MOVBE, AVX, AVX2, FMA, F16C exist (else #UD).
     pub(crate) feat_bmi2: bool,
+    pub(crate) feat_avx: bool,
     pub(crate) feat_movbe: bool,
     pub(crate) feat_avx2: bool,
     pub(crate) feat_fma: bool,
@@ -301,6 +302,7 @@ impl Cpu {
             feat_bmi1: true,
             feat_lzcnt: true,
             feat_bmi2: true,
+            feat_avx: true,
             feat_movbe: true,
             feat_avx2: true,
             feat_fma: true,
@@ -428,6 +430,7 @@ impl Cpu {
         self.feat_bmi2 = l7_ebx & (1 << 8) != 0;
         self.feat_avx2 = l7_ebx & (1 << 5) != 0;
         self.feat_movbe = l1_ecx & (1 << 22) != 0;
+        self.feat_avx = l1_ecx & (1 << 28) != 0;
         self.feat_fma = l1_ecx & (1 << 12) != 0;
         self.feat_f16c = l1_ecx & (1 << 29) != 0;
         // x87 state is always there; the rest only as leaf 0xD reports it.

@@ -2,6 +2,7 @@
 //! instruction dispatch. Instruction classes live in the submodules.
 
 mod alu;
+mod avx;
 mod control;
 mod fast;
 mod op;
@@ -22,7 +23,8 @@ pub(crate) mod x87_conv {
 
 use hv::ExitReason;
 use iced_x86::{
-    Decoder, DecoderError, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register,
+    Decoder, DecoderError, DecoderOptions, EncodingKind, FlowControl, Instruction, Mnemonic,
+    OpKind, Register,
 };
 
 use crate::block::{Block, OpsRef, MAX_BLOCK_INSNS};
@@ -667,6 +669,7 @@ impl Exec<'_> {
                 Ok(())
             }
             Ud0 | Ud1 | Ud2 => Err(ud()),
+            _ if insn.encoding() == EncodingKind::VEX => self.vex(insn),
             _ if sse::is_fpu_sse(insn) => self.fpu_sse(insn),
             _ => self.unimplemented(insn),
         }

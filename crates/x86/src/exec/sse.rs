@@ -285,7 +285,7 @@ impl Exec<'_> {
     /// MASKMOVDQU: the bytes of the first register whose byte in the
     /// second has bit 7 set are stored to DS:rDI (segment overridable),
     /// one byte at a time.
-    fn maskmovdqu(&mut self, insn: &Instruction) -> R<()> {
+    pub(super) fn maskmovdqu(&mut self, insn: &Instruction) -> R<()> {
         let amask = match insn.op0_kind() {
             OpKind::MemorySegRDI => u64::MAX,
             OpKind::MemorySegEDI => 0xffff_ffff,

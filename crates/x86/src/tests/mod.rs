@@ -2,6 +2,7 @@
 //! RAM-only test bus.
 
 mod alu;
+mod avx;
 mod fuzz;
 mod modes;
 mod paging;
@@ -11,6 +12,8 @@ mod sse;
 mod system;
 mod xsave;
 
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod avx_diff;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod diff_bmi;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
