@@ -139,3 +139,8 @@ fn x86_64_baseline_program_matches_the_host() {
 fn x86_64_v2_program_matches_the_host() {
     same_output_as_the_host("x86-64-v2");
 }
+
+#[test]
+fn x86_64_v3_program_matches_the_host() {
+    same_output_as_the_host("x86-64-v3");
+}

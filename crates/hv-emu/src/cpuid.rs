@@ -4,12 +4,12 @@
 //! | leaf | content |
 //! |---|---|
 //! | 0 | max basic leaf 0x16, vendor "GenuineIntel" |
-//! | 1 | family 6 model 0x2a stepping 7; EDX: FPU PSE TSC MSR PAE CX8 APIC SEP PGE CMOV PAT CLFSH FXSR SSE SSE2; ECX: SSE3 SSSE3 CX16 SSE4.1 SSE4.2 x2APIC MOVBE POPCNT TSC-deadline XSAVE (with LAHF/SAHF and CX16: x86-64-v2; OSXSAVE mirrors CR4 at CPUID time) |
+//! | 1 | family 6 model 0x2a stepping 7; EDX: FPU PSE TSC MSR PAE CX8 APIC SEP PGE CMOV PAT CLFSH FXSR SSE SSE2; ECX: SSE3 SSSE3 FMA CX16 SSE4.1 SSE4.2 x2APIC MOVBE POPCNT TSC-deadline XSAVE AVX F16C (with LAHF/SAHF, LZCNT, BMI1, BMI2 and AVX2: x86-64-v3; OSXSAVE mirrors CR4 at CPUID time) |
 //! | 2 | 0xFF descriptor only: "use leaf 4" (kept by the template) |
 //! | 4 | L1d 32 KiB 8-way, L1i 32 KiB 8-way, L2 1 MiB 16-way, L3 16 MiB 16-way (64-byte lines), then the null sub-leaf; the core and sharing fields are written per VM by `arch::cpuid::template` |
-//! | 7.0 | EBX: TSC_ADJUST, BMI1 (TZCNT), BMI2; EDX: ARCH_CAPABILITIES (the MSR declares the CPU immune to Meltdown, MDS, SSB and the rest: it does not speculate, so guests skip page-table isolation and the other mitigations) |
+//! | 7.0 | EBX: TSC_ADJUST, BMI1 (TZCNT), AVX2, BMI2; EDX: ARCH_CAPABILITIES (the MSR declares the CPU immune to Meltdown, MDS, SSB and the rest: it does not speculate, so guests skip page-table isolation and the other mitigations) |
 //! | 0xB | x2APIC topology (filled per vCPU by `arch::cpuid::template`) |
-//! | 0xD | XSAVE: 0: XCR0 may hold x87, SSE, AVX (EAX=7), EBX = area size for the current XCR0 (576 or 832, computed by the CPU), ECX = 832; 1: XSAVEOPT, XSAVEC (no XSAVES); 2: AVX state, 256 bytes at 576 |
+//! | 0xD | XSAVE: 0: XCR0 may hold x87, SSE, AVX (EAX=7), EBX = area size for the current XCR0 (576 or 832, computed by the CPU), ECX = 832; 1: XSAVEOPT, XSAVEC (no XSAVES), EBX = the compacted size for the current XCR0 (computed by the CPU); 2: AVX state, 256 bytes at 576 |
 //! | 0x15 | TSC = 1 GHz crystal × 1/1 (the guest need not calibrate) |
 //! | 0x16 | 1000 MHz base, maximum and bus frequency |
 //! | 0x8000_0000 | max extended leaf 0x8000_0008 |
@@ -25,7 +25,8 @@
 //! can deliver late during busy phases).
 //!
 //! Not advertised because the CPU does not implement them: MMX,
-//! MONITOR/MWAIT, AVX and later, XSAVES, SMEP/SMAP, PCID, RDRAND, the PMU.
+//! MONITOR/MWAIT, AVX-512 and the other extensions after x86-64-v3, XSAVES,
+//! SMEP/SMAP, PCID, RDRAND, the PMU.
 //! The x87 unit
 //! computes in double precision (documented in the `x86` crate).
 
@@ -72,6 +73,9 @@ const SSE4_1: u32 = 1 << 19;
 const SSE4_2: u32 = 1 << 20;
 const X2APIC: u32 = 1 << 21;
 const MOVBE: u32 = 1 << 22;
+const FMA: u32 = 1 << 12;
+const AVX: u32 = 1 << 28;
+const F16C: u32 = 1 << 29;
 const POPCNT: u32 = 1 << 23;
 const TSC_DEADLINE: u32 = 1 << 24;
 const XSAVE: u32 = 1 << 26;
@@ -85,6 +89,7 @@ const XSAVEC: u32 = 1 << 1;
 const TSC_ADJUST: u32 = 1 << 1;
 const BMI1: u32 = 1 << 3;
 const BMI2: u32 = 1 << 8;
+const AVX2: u32 = 1 << 5;
 // Leaf 7 EDX.
 const ARCH_CAPABILITIES: u32 = 1 << 29;
 // Leaf 0x8000_0001.
@@ -132,12 +137,23 @@ pub fn supported_cpuid() -> Vec<CpuidEntry> {
             1,
             0x0002_06a7,
             8 << 8,
-            SSE3 | SSSE3 | CX16 | SSE4_1 | SSE4_2 | X2APIC | MOVBE | POPCNT | TSC_DEADLINE | XSAVE,
+            SSE3 | SSSE3
+                | FMA
+                | CX16
+                | SSE4_1
+                | SSE4_2
+                | X2APIC
+                | MOVBE
+                | POPCNT
+                | TSC_DEADLINE
+                | XSAVE
+                | AVX
+                | F16C,
             leaf1_edx,
         ),
         CpuidEntry {
             significant_index: true,
-            ..leaf(7, 0, TSC_ADJUST | BMI1 | BMI2, 0, ARCH_CAPABILITIES)
+            ..leaf(7, 0, TSC_ADJUST | BMI1 | AVX2 | BMI2, 0, ARCH_CAPABILITIES)
         },
         CpuidEntry {
             significant_index: true,
@@ -316,11 +332,14 @@ mod tests {
         assert_eq!(l1.ecx & v2, v2);
         assert_ne!(ext.ecx & LAHF_LM, 0);
         assert_eq!(l1.ecx & (1 << 3), 0, "no MONITOR/MWAIT");
-        assert_eq!(l1.ecx & (1 << 28), 0, "no AVX");
+        // x86-64-v3: AVX AVX2 BMI1 BMI2 F16C FMA LZCNT MOVBE OSXSAVE(XSAVE).
+        let v3 = AVX | F16C | FMA | MOVBE | XSAVE;
+        assert_eq!(l1.ecx & v3, v3);
+        assert_ne!(ext.ecx & ABM_LZCNT, 0);
         assert_eq!(l1.ecx & (1 << 27), 0, "no OSXSAVE");
         assert_ne!(l1.ecx & MOVBE, 0);
         let l7 = leaves.iter().find(|e| e.function == 7).unwrap();
-        assert_eq!(l7.ebx & (BMI1 | BMI2), BMI1 | BMI2);
+        assert_eq!(l7.ebx & (BMI1 | BMI2 | AVX2), BMI1 | BMI2 | AVX2);
     }
 
     fn sub(leaves: &[CpuidEntry], function: u32, index: u32) -> CpuidEntry {

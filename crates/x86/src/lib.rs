@@ -81,33 +81,41 @@
 //!   fault → Shutdown; external interrupts with IF and the STI/MOV SS
 //!   shadow; NMI blocking until IRET.
 //! - Instructions: the general-purpose integer ISA with exact flags (lazy),
-//!   BMI1, BMI2, MOVBE, string instructions with REP (page-chunk fast paths for REP
-//!   MOVS/STOS), LOCKed read-modify-writes as host atomics, system
-//!   instructions (descriptor tables, CR/DR, MSRs, CPUID, TSC, port I/O with
-//!   IOPL and the TSS I/O bitmap, SYSCALL/SYSRET, SYSENTER/SYSEXIT, SWAPGS,
-//!   FSGSBASE, XGETBV/XSETBV, LAR/LSL/VERR/VERW), x87 (computed in f64),
-//!   FXSAVE/FXRSTOR, MXCSR, SSE/SSE2 (integer, moves, float scalar/packed,
-//!   conversions), SSE3, SSSE3, SSE4.1 and SSE4.2 on XMM registers
-//!   (PCMPxSTRx, CRC32, POPCNT included) — x86-64-v2 with CMPXCHG16B and
-//!   LAHF/SAHF. The 128-bit operations are pure functions behind one
-//!   table (`exec::simd::lane_op`) that a VEX layer shares. XCR0 with
-//!   x87/SSE/AVX state and XSAVE, XSAVEOPT, XSAVEC, XRSTOR (standard and
-//!   compacted forms; the YMM upper halves live in `FpuState::ymm_hi`).
-//!   Anything else raises #UD, counted as `InsnEmulationFail`; random code
+//!   BMI1, BMI2, MOVBE, string instructions with REP (page-chunk fast
+//!   paths for REP MOVS/STOS), LOCKed read-modify-writes as host atomics,
+//!   system instructions (descriptor tables, CR/DR, MSRs, CPUID, TSC, port
+//!   I/O with IOPL and the TSS I/O bitmap, SYSCALL/SYSRET,
+//!   SYSENTER/SYSEXIT, SWAPGS, FSGSBASE, XGETBV/XSETBV, LAR/LSL/VERR/VERW),
+//!   x87 (computed in f64), FXSAVE/FXRSTOR, MXCSR, SSE/SSE2 (integer,
+//!   moves, float scalar/packed, conversions), SSE3, SSSE3, SSE4.1 and
+//!   SSE4.2 on XMM registers (PCMPxSTRx, CRC32, POPCNT included).
+//! - The x86-64-v3 set: XCR0 with x87/SSE/AVX state and XSAVE, XSAVEOPT,
+//!   XSAVEC, XRSTOR (standard and compacted forms; the YMM upper halves
+//!   live in `FpuState::ymm_hi`); AVX, AVX2, FMA and F16C (`exec::avx`,
+//!   every VEX-encoded instruction of those extensions), with the VEX
+//!   rules: #UD without CR4.OSXSAVE and XCR0.SSE|AVX or the CPUID feature,
+//!   #NM on CR0.TS, VEX.128 zeroing bits 255:128, no alignment except
+//!   VMOVAPS/APD/DQA and the non-temporal moves. The 128-bit operations
+//!   are pure functions behind one table (`exec::simd::lane_op`) shared by
+//!   the legacy SSE forms and the VEX.128/VEX.256 ones.
+//! - Anything else raises #UD, counted as `InsnEmulationFail`; random code
 //!   never panics the host.
 //!
 //! # Not implemented
 //!
 //! Task switches and task gates, call gates, virtual-8086 mode, single-step
 //! and debug-register traps (#DB), SMEP/SMAP/PKU, MMX (and so the MMX
-//! forms of SSE/SSSE3), MONITOR/MWAIT, AVX and later, XSAVES/XRSTORS (the
-//! CPUID table must not advertise these). Approximations: x87 computes in
-//! double precision; no FP exception flags, #MF or #XM; SSE arithmetic
-//! rounds to nearest whatever MXCSR.RC says (conversions and ROUND* do
-//! honour it), without DAZ/FTZ; RCPPS/RSQRTPS return the exact value
-//! instead of the hardware's 12-bit approximation. A write by one vCPU through fast
-//! write access it cached before the page became code on another vCPU is
-//! not seen by that vCPU's block cache ([`smc`]).
+//! forms of SSE/SSSE3), MONITOR/MWAIT, AVX-512 and the other extensions
+//! after x86-64-v3 (AVX-VNNI, VAES, VPCLMULQDQ, GFNI, ...), AES-NI and
+//! PCLMULQDQ, XSAVES/XRSTORS, the XSAVE modified optimization (XSAVEOPT
+//! uses the init optimization only) — the CPUID table must not advertise
+//! these. Approximations: x87 computes in double precision; no FP
+//! exception flags, #MF or #XM; SSE/AVX arithmetic rounds to nearest
+//! whatever MXCSR.RC says (conversions, ROUND* and VCVTPS2PH do honour
+//! it), without DAZ/FTZ; (V)RCPPS/(V)RSQRTPS return the exact value
+//! instead of the hardware's 12-bit approximation. A write by one vCPU
+//! through fast write access it cached before the page became code on
+//! another vCPU is not seen by that vCPU's block cache ([`smc`]).
 
 pub mod block;
 pub mod convert;

@@ -203,9 +203,15 @@ impl Exec<'_> {
             .copied()
             .unwrap_or_default();
         let (eax, mut ebx, mut ecx, mut edx) = (e.eax, e.ebx, e.ecx, e.edx);
-        if leaf == 0xd && sub == 0 && e.function == 0xd {
-            // EBX: the XSAVE area size for the components XCR0 enables.
-            ebx = self.xsave_size();
+        if leaf == 0xd && e.function == 0xd {
+            match sub {
+                // EBX: the XSAVE area size for the components XCR0 enables.
+                0 => ebx = self.xsave_size(),
+                // EBX: the compacted size for XCR0 (IA32_XSS is 0), when
+                // XSAVEC or XSAVES exists (Linux sizes its buffers with it).
+                1 if eax & 0b1010 != 0 => ebx = self.xsave_compacted_size(),
+                _ => {}
+            }
         }
         if leaf == 1 {
             ecx &= !(1 << 27);
@@ -238,6 +244,32 @@ impl Exec<'_> {
             .filter(|e| xcr0 & (1 << e.index) != 0)
             .map(|e| e.ebx.saturating_add(e.eax))
             .fold(576, u32::max)
+    }
+
+    /// The compacted-format XSAVE area size for the current XCR0: the
+    /// legacy region and header, then each enabled component from 2 on,
+    /// 64-byte aligned when its sub-leaf's ECX bit 1 says so.
+    fn xsave_compacted_size(&self) -> u32 {
+        let xcr0 = self.c.state.xcr0;
+        let mut size = 576u32;
+        for i in 2..63u32 {
+            if xcr0 & (1 << i) == 0 {
+                continue;
+            }
+            let Some(e) = self
+                .c
+                .cpuid
+                .iter()
+                .find(|e| e.function == 0xd && e.index == i)
+            else {
+                continue;
+            };
+            if e.ecx & 2 != 0 {
+                size = size.saturating_add(63) & !63;
+            }
+            size = size.saturating_add(e.eax);
+        }
+        size
     }
 
     pub(super) fn system(&mut self, insn: &Instruction) -> R<()> {

@@ -393,6 +393,13 @@ fn cpuid_reports_the_xsave_size_for_the_current_xcr0() {
         },
         CpuidEntry {
             function: 0xd,
+            index: 1,
+            significant_index: true,
+            eax: 0b11,
+            ..Default::default()
+        },
+        CpuidEntry {
+            function: 0xd,
             index: 2,
             significant_index: true,
             eax: 256,
@@ -412,6 +419,17 @@ fn cpuid_reports_the_xsave_size_for_the_current_xcr0() {
         });
         assert_eq!(run(&mut g), NO_FAULT);
         assert_eq!((g.reg(0), g.reg(3), g.reg(1)), (7, size, 832), "XCR0 {x}");
+        // Sub-leaf 1 EBX: the compacted size (the same offsets here).
+        g.code_at(CODE + 0x100, |a| {
+            a.mov(eax, 0xd)?;
+            a.mov(ecx, 1)?;
+            a.cpuid()?;
+            a.hlt()
+        });
+        g.cpu.state.rip = CODE + 0x100;
+        g.cpu.state.halted = false;
+        assert_eq!(run(&mut g), NO_FAULT);
+        assert_eq!((g.reg(0), g.reg(3)), (0b11, size), "XCR0 {x}: compacted");
     }
 }
 
