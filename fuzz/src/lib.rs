@@ -31,9 +31,9 @@ const DATA: u64 = 0x10_0000;
 const BUDGET: u64 = 4_000;
 
 /// Opcode and prefix bytes worth mixing into random inputs.
-pub const COMMON_BYTES: [u8; 28] = [
+pub const COMMON_BYTES: [u8; 30] = [
     0x0f, 0x48, 0x66, 0x67, 0xf3, 0xf2, 0xf0, 0x89, 0x8b, 0x01, 0x29, 0x31, 0xc7, 0xff, 0xf7, 0xd3,
-    0xc1, 0xa4, 0xab, 0xe8, 0xeb, 0x74, 0x38, 0xdd, 0xd9, 0x9c, 0x9d, 0xcf,
+    0xc1, 0xa4, 0xab, 0xe8, 0xeb, 0x74, 0x38, 0xdd, 0xd9, 0x9c, 0x9d, 0xcf, 0xc4, 0xc5,
 ];
 
 const GDT_ENTRIES: [u64; 11] = [
@@ -295,8 +295,21 @@ pub fn run_cpu(data: &[u8]) {
     let mut cpu = Cpu::default();
     cpu.set_cpuid(&[
         leaf(0, 0x756e_6547, 0x6c65_746e, 0x4965_6e69),
-        leaf(1, 0, (1 << 13) | (1 << 23), 0x0783_a1f9),
-        leaf(7, 1 << 3, 0, 0),
+        // CX16 POPCNT, and the x86-64-v3 set: MOVBE XSAVE AVX FMA F16C,
+        // AVX2 BMI1 BMI2 (XCR0 enables AVX state, so VEX code runs).
+        leaf(
+            1,
+            0,
+            (1 << 13) | (1 << 23) | (1 << 22) | (1 << 26) | (1 << 28) | (1 << 12) | (1 << 29),
+            0x0783_a1f9,
+        ),
+        leaf(7, (1 << 3) | (1 << 5) | (1 << 8), 0, 0),
+        CpuidEntry {
+            function: 0xd,
+            significant_index: true,
+            eax: 7,
+            ..leaf(0xd, 576, 832, 0)
+        },
         leaf(
             0x8000_0001,
             0,
@@ -306,6 +319,10 @@ pub fn run_cpu(data: &[u8]) {
         leaf(0x8000_0008, 0, 0, 0),
     ]);
     enter(&mut cpu, mode);
+    if mode != Mode::Real {
+        cpu.state.cr4 |= cr4::OSXSAVE;
+        cpu.state.xcr0 = 7;
+    }
     for (i, &b) in seeds.iter().enumerate() {
         if i == 4 {
             continue;

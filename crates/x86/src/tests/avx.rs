@@ -358,3 +358,80 @@ fn xsave_and_xrstor_carry_ymm_state_made_by_avx_code() {
     );
     assert_eq!(g.bus.read_u64(area + 576 + 9 * 16), 0x1817_1615_1413_1211);
 }
+
+/// Random VEX-encoded bytes (C4/C5 prefixes with random fields, opcode,
+/// ModRM, SIB, displacement and imm8) with AVX enabled and random vector
+/// and general registers (pointing into RAM, MMIO and unmapped memory):
+/// the host never panics.
+#[test]
+fn random_vex_code_never_panics() {
+    let mut seed = 0x7a3c_55e1_9d02_4f6bu64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut g = guest();
+    for v in 0..=255u8 {
+        g.gate64(v, HANDLERS, 1, 0, false);
+    }
+    g.code_at(HANDLERS, |a| {
+        a.mov(rsp, STACK_TOP)?;
+        a.hlt()
+    });
+    let init = g.cpu.state.clone();
+    for round in 0..20000 {
+        g.cpu.state = init.clone();
+        g.cpu.state_changed();
+        // Sixteen random byte strings that decode as valid VEX instructions.
+        let mut code = Vec::new();
+        let mut tries = 0;
+        while code.len() < 16 * 15 && tries < 2000 {
+            tries += 1;
+            let mut b = Vec::new();
+            if next() & 1 == 0 {
+                b.extend_from_slice(&[0xc5, next() as u8]);
+            } else {
+                // Map 1-3, any R/X/B, W, vvvv, L, pp.
+                let map = 1 + (next() % 3) as u8;
+                b.extend_from_slice(&[0xc4, (next() as u8 & 0xe0) | map, next() as u8]);
+            }
+            b.extend_from_slice(&next().to_le_bytes());
+            let insn =
+                iced_x86::Decoder::with_ip(64, &b, 0, iced_x86::DecoderOptions::NONE).decode();
+            use iced_x86::CpuidFeature as F;
+            let ours = insn
+                .cpuid_features()
+                .iter()
+                .all(|f| matches!(f, F::AVX | F::AVX2 | F::FMA | F::F16C | F::BMI1 | F::BMI2));
+            if insn.is_invalid() || insn.encoding() != iced_x86::EncodingKind::VEX || !ours {
+                continue;
+            }
+            code.extend_from_slice(&b[..insn.len()]);
+        }
+        g.bus.load(CODE, &code);
+        g.cpu.flush_code();
+        for i in 0..16 {
+            if i != 4 {
+                g.cpu.state.gpr[i] = match next() % 8 {
+                    0 => next(),
+                    1 => next() & 0xff,
+                    2 => 0xfee0_0000 + (next() & 0xfff),
+                    _ => DATA + (next() & 0xffff),
+                };
+            }
+            g.cpu.state.fpu.xmm[i] = (next() as u128) << 64 | next() as u128;
+            g.cpu.state.fpu.ymm_hi[i] = match round % 3 {
+                0 => 0,
+                _ => (next() as u128) << 64 | (next() & 0xff) as u128,
+            };
+        }
+        g.cpu.state.fpu.mxcsr = 0x1f80 | ((next() as u32 & 3) << 13);
+        let _ = g.cpu.run(&mut g.bus, 200);
+    }
+    // Most rounds execute some VEX instructions before one faults.
+    let retired = g.cpu.instructions_retired();
+    assert_eq!(g.cpu.unimplemented_count(), 0);
+    assert!(retired > 80_000, "only {retired} instructions retired");
+}
