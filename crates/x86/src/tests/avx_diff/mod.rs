@@ -11,6 +11,7 @@
 mod fp;
 mod int;
 mod special;
+mod xsave;
 
 use iced_x86::code_asm::*;
 use iced_x86::{Decoder, DecoderOptions, Instruction};
