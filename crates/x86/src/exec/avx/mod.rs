@@ -59,7 +59,7 @@ pub(super) fn vreg(r: Register) -> Option<(usize, bool)> {
     None
 }
 
-/// Bytes `n..` of a 256-bit value as a u128 (n a multiple of 8).
+/// 32 little-endian bytes as a 256-bit value.
 fn bytes_to_y(b: &[u8; 32]) -> Y {
     let mut lo = [0u8; 16];
     let mut hi = [0u8; 16];
@@ -169,6 +169,7 @@ impl Exec<'_> {
         write: bool,
         align: bool,
     ) -> R<u64> {
+        let size = size.clamp(1, 32);
         let seg = Self::mem_seg(insn);
         let off = self.ea(insn);
         let lin = self.seg_lin(seg, off, size as u32, write)?;
