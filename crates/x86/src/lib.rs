@@ -101,6 +101,7 @@
 
 pub mod block;
 pub mod convert;
+mod debug;
 pub mod exception;
 mod exec;
 pub mod flags;
@@ -120,6 +121,53 @@ use hv::{CpuidEntry, ExitCounters, ExitReason};
 
 pub use smc::CodeShare;
 pub use state::{CpuState, FpuState, Mode, Msrs, SegCache, TableReg};
+
+/// Optional features the CPU implements and gates on what CPUID offers
+/// the guest: an instruction or CR4 bit the table does not advertise
+/// raises #UD or #GP as on a processor without it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Features {
+    pub pcid: bool,
+    pub fsgsbase: bool,
+    pub smep: bool,
+    pub invpcid: bool,
+    pub smap: bool,
+    pub umip: bool,
+    pub pku: bool,
+    pub rdpid: bool,
+    pub pks: bool,
+    pub rdtscp: bool,
+}
+
+impl Features {
+    /// Everything (a CPU that was given no CPUID table).
+    pub const ALL: Features = Features {
+        pcid: true,
+        fsgsbase: true,
+        smep: true,
+        invpcid: true,
+        smap: true,
+        umip: true,
+        pku: true,
+        rdpid: true,
+        pks: true,
+        rdtscp: true,
+    };
+
+    /// The CR4 bits MOV to CR4 accepts.
+    pub fn cr4_valid(&self) -> u64 {
+        use state::cr4::*;
+        let gate = |on: bool, bit: u64| if on { 0 } else { bit };
+        SUPPORTED
+            & !(gate(self.pcid, PCIDE)
+                | gate(self.fsgsbase, FSGSBASE)
+                | gate(self.smep, SMEP)
+                | gate(self.smap, SMAP)
+                | gate(self.umip, UMIP)
+                | gate(self.pku, PKE)
+                | gate(self.pks, PKS))
+    }
+}
 
 /// A contiguous run of guest RAM as the host sees it.
 #[derive(Debug, Clone, Copy)]
@@ -250,6 +298,10 @@ pub struct Cpu {
     /// CPUID-derived: TZCNT/LZCNT exist (else they run as BSF/BSR).
     pub(crate) feat_bmi1: bool,
     pub(crate) feat_lzcnt: bool,
+    /// CPUID-derived: the optional features the guest was offered.
+    pub(crate) feat: Features,
+    /// Breakpoint and single-step bookkeeping.
+    pub(crate) dbg: debug::DebugState,
     /// Code pages shared with the other CPUs of the VM.
     pub(crate) code_share: Arc<CodeShare>,
     pub(crate) seen_code_epoch: u64,
@@ -282,6 +334,8 @@ impl Cpu {
             tsc_hz: 1_000_000_000,
             feat_bmi1: true,
             feat_lzcnt: true,
+            feat: Features::ALL,
+            dbg: Default::default(),
             code_share: Arc::new(CodeShare::new()),
             seen_code_epoch: 0,
             seen_revoke: 0,
@@ -342,6 +396,7 @@ impl Cpu {
         self.state = CpuState::default();
         self.shadow_icount = u64::MAX;
         self.pending_exit = None;
+        self.dbg = Default::default();
         self.flush_tlb();
         self.block_exit = true;
     }
@@ -397,6 +452,21 @@ impl Cpu {
         };
         self.feat_bmi1 = leaf(7, 0).is_some_and(|e| e.ebx & (1 << 3) != 0);
         self.feat_lzcnt = leaf(0x8000_0001, 0).is_some_and(|e| e.ecx & (1 << 5) != 0);
+        let l1 = leaf(1, 0).unwrap_or_default();
+        let l7 = leaf(7, 0).unwrap_or_default();
+        let ext = leaf(0x8000_0001, 0).unwrap_or_default();
+        self.feat = Features {
+            pcid: l1.ecx & (1 << 17) != 0,
+            fsgsbase: l7.ebx & (1 << 0) != 0,
+            smep: l7.ebx & (1 << 7) != 0,
+            invpcid: l7.ebx & (1 << 10) != 0,
+            smap: l7.ebx & (1 << 20) != 0,
+            umip: l7.ecx & (1 << 2) != 0,
+            pku: l7.ecx & (1 << 3) != 0,
+            rdpid: l7.ecx & (1 << 22) != 0,
+            pks: l7.ecx & (1 << 31) != 0,
+            rdtscp: ext.edx & (1 << 27) != 0,
+        };
     }
 
     pub(crate) fn has_feature_bmi1(&self) -> bool {
@@ -423,6 +493,7 @@ impl Cpu {
     /// Recomputes derived state after `state` was changed from outside.
     pub fn state_changed(&mut self) {
         self.state.update_mode();
+        self.debug_regs_changed();
         self.tlb.flush_all();
         self.block_exit = true;
     }

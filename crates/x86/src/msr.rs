@@ -19,6 +19,7 @@ pub const IA32_PLATFORM_ID: u32 = 0x17;
 pub const IA32_MCG_CAP: u32 = 0x179;
 pub const IA32_MCG_STATUS: u32 = 0x17a;
 pub const IA32_ARCH_CAPABILITIES: u32 = 0x10a;
+pub const IA32_PKRS: u32 = 0x6e1;
 
 /// IA32_ARCH_CAPABILITIES: the CPU executes nothing speculatively, so it
 /// is immune to every transient-execution attack the MSR can declare:
@@ -96,6 +97,7 @@ impl Cpu {
             IA32_TSC_AUX => m.tsc_aux,
             IA32_BIOS_SIGN_ID | IA32_PLATFORM_ID | IA32_MCG_CAP | IA32_MCG_STATUS => 0,
             IA32_ARCH_CAPABILITIES => ARCH_CAPABILITIES,
+            IA32_PKRS if self.feat.pks => m.pkrs,
             _ => return m.extra.get(&index).copied(),
         })
     }
@@ -168,12 +170,31 @@ impl Cpu {
             IA32_BIOS_SIGN_ID | IA32_MCG_STATUS => {}
             // Read-only.
             IA32_ARCH_CAPABILITIES => return Err(MsrError::Invalid),
+            IA32_PKRS if self.feat.pks => {
+                if v >> 32 != 0 {
+                    return Err(MsrError::Invalid);
+                }
+                if v != self.state.msr.pkrs {
+                    // The TLB caches decisions made under the old rights.
+                    self.tlb.flush_guest_all();
+                }
+                self.state.msr.pkrs = v;
+            }
             _ => match self.state.msr.extra.get_mut(&index) {
                 Some(slot) => *slot = v,
                 None => return Err(MsrError::Unknown),
             },
         }
         Ok(())
+    }
+
+    /// Sets PKRU (WRPKRU, XRSTOR of the PKRU state component).
+    pub(crate) fn set_pkru(&mut self, v: u32) {
+        if v != self.state.pkru {
+            // The TLB caches decisions made under the old rights.
+            self.tlb.flush_guest_all();
+        }
+        self.state.pkru = v;
     }
 
     /// Defines (or sets) an MSR: modelled ones are written, unknown ones
