@@ -4,8 +4,8 @@
 //! | leaf | content |
 //! |---|---|
 //! | 0 | max basic leaf 0x16, vendor "GenuineIntel" |
-//! | 1 | family 6 model 0x2a stepping 7; EDX: FPU PSE TSC MSR PAE CX8 APIC SEP PGE CMOV PAT CLFSH FXSR SSE SSE2; ECX: CX16 x2APIC POPCNT TSC-deadline |
-//! | 7.0 | EBX: TSC_ADJUST, BMI1 (TZCNT); EDX: ARCH_CAPABILITIES (the MSR declares the CPU immune to Meltdown, MDS, SSB and the rest: it does not speculate, so guests skip page-table isolation and the other mitigations) |
+//! | 1 | family 6 model 0x2a stepping 7; EDX: FPU PSE TSC MSR PAE CX8 APIC SEP PGE CMOV PAT CLFSH FXSR SSE SSE2; ECX: PCID CX16 x2APIC POPCNT TSC-deadline |
+//! | 7.0 | EBX: TSC_ADJUST, BMI1 (TZCNT), SMEP, INVPCID, SMAP, CLFLUSHOPT, CLWB; ECX: UMIP, PKU, OSPKE (mirrors CR4.PKE), RDPID, PKS; EDX: ARCH_CAPABILITIES (the MSR declares the CPU immune to Meltdown, MDS, SSB and the rest: it does not speculate, so guests skip page-table isolation and the other mitigations) |
 //! | 0xB | x2APIC topology (filled per vCPU by `arch::cpuid::template`) |
 //! | 0x15 | TSC = 1 GHz crystal × 1/1 (the guest need not calibrate) |
 //! | 0x16 | 1000 MHz base, maximum and bus frequency |
@@ -19,7 +19,7 @@
 //! | 0x8000_0008 | 40 physical, 48 linear address bits |
 //!
 //! Not advertised because the CPU does not implement them: MMX, SSE3 and
-//! later, AVX, XSAVE, SMEP/SMAP, PCID, RDRAND, the PMU. The x87 unit
+//! later, AVX, XSAVE (so no PKRU state component either), RDRAND, the PMU. The x87 unit
 //! computes in double precision (documented in the `x86` crate).
 
 use hv::CpuidEntry;
@@ -59,12 +59,23 @@ const SSE: u32 = 1 << 25;
 const SSE2: u32 = 1 << 26;
 // Leaf 1 ECX.
 const CX16: u32 = 1 << 13;
+const PCID: u32 = 1 << 17;
 const X2APIC: u32 = 1 << 21;
 const POPCNT: u32 = 1 << 23;
 const TSC_DEADLINE: u32 = 1 << 24;
 // Leaf 7 EBX.
 const TSC_ADJUST: u32 = 1 << 1;
 const BMI1: u32 = 1 << 3;
+const SMEP: u32 = 1 << 7;
+const INVPCID: u32 = 1 << 10;
+const SMAP: u32 = 1 << 20;
+const CLFLUSHOPT: u32 = 1 << 23;
+const CLWB: u32 = 1 << 24;
+// Leaf 7 ECX.
+const UMIP: u32 = 1 << 2;
+const PKU: u32 = 1 << 3;
+const RDPID: u32 = 1 << 22;
+const PKS: u32 = 1 << 31;
 // Leaf 7 EDX.
 const ARCH_CAPABILITIES: u32 = 1 << 29;
 // Leaf 0x8000_0001.
@@ -112,12 +123,18 @@ pub fn supported_cpuid() -> Vec<CpuidEntry> {
             1,
             0x0002_06a7,
             8 << 8,
-            CX16 | X2APIC | POPCNT | TSC_DEADLINE,
+            PCID | CX16 | X2APIC | POPCNT | TSC_DEADLINE,
             leaf1_edx,
         ),
         CpuidEntry {
             significant_index: true,
-            ..leaf(7, 0, TSC_ADJUST | BMI1, 0, ARCH_CAPABILITIES)
+            ..leaf(
+                7,
+                0,
+                TSC_ADJUST | BMI1 | SMEP | INVPCID | SMAP | CLFLUSHOPT | CLWB,
+                UMIP | PKU | RDPID | PKS,
+                ARCH_CAPABILITIES,
+            )
         },
         CpuidEntry {
             significant_index: true,
