@@ -37,8 +37,10 @@
 //!   holds canonical pages, so no canonical check is needed on a hit);
 //!   other modes use the segmented path.
 //! - The soft TLB has 4096 entries per bank; a CR3 write changes a salt in
-//!   the tags instead of clearing entries (global pages are re-salted), and
-//!   page-table pages are found through a small physical-page cache.
+//!   the tags instead of clearing entries (global pages are re-salted),
+//!   each PCID keeps its own salt (so a no-flush CR3 write switches back
+//!   to its entries), guest-requested full flushes just retire every salt,
+//!   and page-table pages are found through a small physical-page cache.
 //! - Blocks are found through a jump cache keyed, in 64-bit mode, by RIP
 //!   and the TLB generation (no translation needed on a hit), and chained:
 //!   the last op of a block remembers its successor. Blocks run back to
@@ -73,8 +75,23 @@
 //!   descriptor checks and #GP/#NP/#SS/#TS error codes).
 //! - Paging (`mmu`): 32-bit (4 MiB PSE pages), PAE and 4-level paging with
 //!   2 MiB / 1 GiB pages, A/D bits set with host atomics, U/S, R/W, NX,
-//!   CR0.WP, global pages, INVLPG, CR3 reloads, reserved-bit checks, #PF
-//!   error codes (P, W, U, RSVD, I/D) and CR2.
+//!   CR0.WP, SMEP, SMAP (EFLAGS.AC with STAC/CLAC; implicit supervisor
+//!   accesses to descriptor tables, IDT and TSS ignore AC), protection
+//!   keys (PKU: PKRU, RDPKRU/WRPKRU, CR4.PKE; PKS: IA32_PKRS, CR4.PKS),
+//!   global pages, PCIDs (CR4.PCIDE, CR3 bit 63 keeps a PCID's
+//!   translations, INVPCID types 0-3), INVLPG, CR3 reloads, reserved-bit
+//!   checks, #PF error codes (P, W, U, RSVD, I/D, PK) and CR2. The TLB
+//!   keeps one bank per kind of access (supervisor data, supervisor data
+//!   with SMAP overridden by AC, user data, supervisor and user fetches),
+//!   each filled by the walk with what that access may do, so that a hit
+//!   checks nothing; permissions and PCIDs are folded into the tag salt.
+//! - Debugging (`debug`): DR0-DR7 with instruction, data (read/write,
+//!   write) and I/O (CR4.DE) breakpoints, single-step (TF) traps, RF,
+//!   general detect (DR7.GD), ICEBP, DR4/DR5 aliases, DR6 status bits,
+//!   MOV SS / POP SS holding traps for one instruction, SYSCALL/SYSRET
+//!   stepping by TF at their end. While TF, RF or a DR7 enable is set the
+//!   CPU runs one instruction at a time; otherwise nothing is checked.
+//!   A fault pushes RF=1 (all but instruction breakpoints), as the SDM says.
 //! - Events: exceptions and interrupts through real-mode IVT, 32-bit and
 //!   64-bit IDT gates (interrupt/trap, 16-bit gates), privilege changes with
 //!   the TSS stack (RSP0 / IST / SS0:ESP0), #DF by the SDM's table, triple
@@ -85,17 +102,23 @@
 //!   MOVS/STOS), LOCKed read-modify-writes as host atomics, system
 //!   instructions (descriptor tables, CR/DR, MSRs, CPUID, TSC, port I/O with
 //!   IOPL and the TSS I/O bitmap, SYSCALL/SYSRET, SYSENTER/SYSEXIT, SWAPGS,
-//!   FSGSBASE, XGETBV/XSETBV, LAR/LSL/VERR/VERW), x87 (computed in f64),
+//!   FSGSBASE, XGETBV/XSETBV, LAR/LSL/VERR/VERW, UMIP, RDTSCP, RDPID,
+//!   CLFLUSH/CLFLUSHOPT/CLWB checked as one-byte loads), x87 (computed in f64),
 //!   FXSAVE/FXRSTOR, MXCSR, SSE/SSE2 (integer, moves, float scalar/packed,
 //!   conversions). Anything else raises #UD, counted as
 //!   `InsnEmulationFail`; random code never panics the host.
 //!
 //! # Not implemented
 //!
-//! Task switches and task gates, call gates, virtual-8086 mode, single-step
-//! and debug-register traps (#DB), SMEP/SMAP/PKU, MMX, SSE3 and later,
-//! AVX, XSAVE, x87 80-bit precision and FP exception flags/#MF/#XM (the
-//! CPUID table must not advertise these). A write by one vCPU through fast
+//! Task switches and task gates, call gates, virtual-8086 mode, MMX, SSE3
+//! and later, AVX, XSAVE (so no PKRU state component), x87 80-bit
+//! precision and FP exception flags/#MF/#XM (the CPUID table must not
+//! advertise these); alignment checks (#AC), bus-lock and RTM debug
+//! features, branch trace and LBRs. A data breakpoint hit in the middle of
+//! a REP string instruction traps after the whole instruction, not after
+//! the iteration; an interrupt between REP iterations pushes RF=0. PCID,
+//! INVPCID, SMEP, SMAP, PKU, PKS, UMIP, RDPID and RDTSCP are gated on the
+//! CPUID table (#GP on the CR4 bit, #UD on the instruction without it). A write by one vCPU through fast
 //! write access it cached before the page became code on another vCPU is
 //! not seen by that vCPU's block cache ([`smc`]).
 

@@ -492,7 +492,8 @@ impl Exec<'_> {
         if user {
             code |= pf::U;
         }
-        if kind == AccessKind::Exec && nxe {
+        // I/D is reported where fetches can fault for their own sake.
+        if kind == AccessKind::Exec && (nxe || smep) {
             code |= pf::ID;
         }
 

@@ -228,6 +228,13 @@ impl Exec<'_> {
                 edx &= !(1 << 9);
             }
         }
+        if leaf == 7 && sub == 0 {
+            // OSPKE mirrors CR4.PKE.
+            ecx &= !(1 << 4);
+            if self.c.state.cr4 & cr4::PKE != 0 && e.ecx & (1 << 3) != 0 {
+                ecx |= 1 << 4;
+            }
+        }
         let g = &mut self.c.state.gpr;
         g[RAX] = eax as u64;
         g[3] = ebx as u64;
