@@ -177,6 +177,104 @@ pub fn ioapic_routes_a_line(hv: &dyn Hypervisor) {
     assert_eq!(t.read_u64(COUNTS + 8 * 0x45), 1, "one interrupt on pin 5");
 }
 
+/// Two self-IPIs wait while IF=0; one `STI; NOP; CLI` window lets both
+/// in: the first handler's EOI unmasks the second, which must arrive when
+/// that handler's IRET reopens interrupts, before the CLI.
+pub fn eoi_lets_the_next_pending_interrupt_in(hv: &dyn Hypervisor) {
+    let t = TestVm::new(hv, 1);
+    let mut a = guests::assembler().unwrap();
+    let mut main = a.create_label();
+    let mut h40 = a.create_label();
+    let mut h41 = a.create_label();
+    a.jmp(main).unwrap();
+    emit_handler(&mut a, &mut h40, 0x40).unwrap();
+    emit_handler(&mut a, &mut h41, 0x41).unwrap();
+    a.set_label(&mut main).unwrap();
+    a.cli().unwrap();
+    emit_gate(&mut a, 0x40, h40).unwrap();
+    emit_gate(&mut a, 0x41, h41).unwrap();
+    emit_lidt(&mut a).unwrap();
+    emit_lapic_enable(&mut a).unwrap();
+    // ICR: fixed, shorthand self.
+    a.mov(rbx, LAPIC).unwrap();
+    a.mov(dword_ptr(rbx + 0x300), 0x4_4040).unwrap();
+    a.mov(dword_ptr(rbx + 0x300), 0x4_4041).unwrap();
+    a.sti().unwrap();
+    a.nop().unwrap();
+    a.cli().unwrap();
+    // Exit with 0x600d when both ran, else with the two counts.
+    a.mov(rax, COUNTS + 8 * 0x40).unwrap();
+    a.mov(ecx, dword_ptr(rax)).unwrap();
+    a.shl(ecx, 4).unwrap();
+    a.or(ecx, dword_ptr(rax + 8)).unwrap();
+    a.mov(eax, EXIT_OK).unwrap();
+    a.cmp(ecx, 0x11).unwrap();
+    a.cmovne(eax, ecx).unwrap();
+    guests::emit_debug_exit_eax(&mut a).unwrap();
+    let p = guests::finish(a).unwrap();
+    t.load(&p);
+    let mut vcpu = t.vcpu(0, p.load_addr);
+    let io = TestIo::new(vcpu.kicker());
+    assert_eq!(run_guest(&mut *vcpu, &io), None);
+    assert_eq!(
+        io.exit_value(),
+        Some(EXIT_OK),
+        "counts 0x40/0x41 as nibbles"
+    );
+}
+
+/// An NMI raised inside the NMI handler waits for the handler's IRET and
+/// arrives right after it, before the interrupted code goes on.
+pub fn nmi_blocked_in_its_handler_follows_the_iret(hv: &dyn Hypervisor) {
+    let t = TestVm::new(hv, 1);
+    let mut a = guests::assembler().unwrap();
+    let mut main = a.create_label();
+    let mut nmi = a.create_label();
+    let mut out = a.create_label();
+    a.jmp(main).unwrap();
+    // NMI handler: count; the first time, send another NMI to self.
+    a.set_label(&mut nmi).unwrap();
+    a.push(rax).unwrap();
+    a.push(rbx).unwrap();
+    a.mov(rax, COUNTS + 8 * 2).unwrap();
+    a.inc(qword_ptr(rax)).unwrap();
+    a.cmp(qword_ptr(rax), 1).unwrap();
+    a.jne(out).unwrap();
+    a.mov(rbx, LAPIC).unwrap();
+    a.mov(dword_ptr(rbx + 0x300), 0x4_4400).unwrap();
+    // Still blocked: nothing arrives before the IRET.
+    a.mov(rbx, COUNTS + 8 * 3).unwrap();
+    a.mov(rax, qword_ptr(rax)).unwrap();
+    a.mov(qword_ptr(rbx), rax).unwrap();
+    a.set_label(&mut out).unwrap();
+    a.pop(rbx).unwrap();
+    a.pop(rax).unwrap();
+    a.iretq().unwrap();
+    a.set_label(&mut main).unwrap();
+    a.cli().unwrap();
+    emit_gate(&mut a, 2, nmi).unwrap();
+    emit_lidt(&mut a).unwrap();
+    emit_lapic_enable(&mut a).unwrap();
+    a.mov(rbx, LAPIC).unwrap();
+    // ICR: NMI, shorthand self.
+    a.mov(dword_ptr(rbx + 0x300), 0x4_4400).unwrap();
+    a.nop().unwrap();
+    a.mov(rax, COUNTS + 8 * 2).unwrap();
+    a.mov(eax, dword_ptr(rax)).unwrap();
+    guests::emit_debug_exit_eax(&mut a).unwrap();
+    let p = guests::finish(a).unwrap();
+    t.load(&p);
+    let mut vcpu = t.vcpu(0, p.load_addr);
+    let io = TestIo::new(vcpu.kicker());
+    assert_eq!(run_guest(&mut *vcpu, &io), None);
+    assert_eq!(
+        io.exit_value(),
+        Some(2),
+        "both NMIs before the code went on"
+    );
+    assert_eq!(t.read_u64(COUNTS + 8 * 3), 1, "the second waited for IRET");
+}
+
 /// vCPU 0 sends a fixed IPI to vCPU 1, which waits for it in HLT.
 pub fn ipi_reaches_another_vcpu(hv: &dyn Hypervisor) {
     let t = TestVm::new(hv, 2);

@@ -89,7 +89,9 @@ impl Exec<'_> {
                 }
             }
             self.sync_code_share();
-            if self.c.want_interrupt_window && self.c.can_inject_interrupt() {
+            if (self.c.want_interrupt_window && self.c.can_inject_interrupt())
+                || (self.c.want_nmi_window && !self.c.state.nmi_blocked)
+            {
                 self.c.counters.inc(ExitReason::InterruptWindow);
                 return CpuExit::InterruptWindow;
             }
@@ -168,6 +170,7 @@ impl Exec<'_> {
                 || self.c.signals.pending()
                 || self.debug_active()
                 || self.c.want_interrupt_window
+                || self.c.want_nmi_window
                 || self.c.code_share.epoch() != self.c.seen_code_epoch
                 || self.c.code_share.revoke_epoch() != self.c.seen_revoke
             {
