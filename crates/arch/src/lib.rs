@@ -11,6 +11,7 @@
 //!   [`acpi::create_acpi_tables`], and the power-management ports the VMM
 //!   emulates ([`acpi::pm`]).
 //! - [`cpuid`], [`msr`]: the documented CPU template and boot MSRs.
+//! - [`firmware`]: the reset vector (a ROM below 4 GiB, F000:FFF0).
 //! - [`elf`], [`bzimage`]: bounds-checked readers of kernel headers.
 //! - [`elf_builder`]: builds tiny ELF64/ELF32 (and Multiboot) kernels for
 //!   tests.
@@ -22,6 +23,7 @@ pub mod bzimage;
 pub mod cpuid;
 pub mod elf;
 pub mod elf_builder;
+pub mod firmware;
 pub mod layout;
 pub mod mode;
 pub mod msr;

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod debug_exit;
 pub mod i8042;
 pub mod ratelimit;
+pub mod reset_control;
 pub mod rtc;
 pub mod serial;
 

@@ -8,6 +8,11 @@
 //! | 0xf4–0xf7 | debug-exit | — |
 //! | 0x3f8–0x3ff | COM1 (16550A) | 4 |
 //! | 0x600–0x60f | ACPI power management (sleep, reset, PM1) | — |
+//! | 0xcf9 | reset control register (inside the PCI host bridge's 0xCF8–0xCFF with `--transport pci`) | — |
+//!
+//! The firmware ROM below 4 GiB and the BIOS reset entry at F000:FFF0
+//! ([`arch::firmware`]) reset the machine through the i8042, so a kernel
+//! that reboots through the BIOS ends the VM as a reset does.
 //!
 //! virtio-mmio devices (in the DSDT as `LNRO0005`, level-triggered IRQs):
 //! one 4 KiB window each from [`VIRTIO_MMIO_BASE`], the disks first (in
@@ -26,6 +31,7 @@ use devices::acpi_pm::{AcpiPm, ACPI_PM_BASE, ACPI_PM_SIZE};
 use devices::debug_exit::{DebugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE};
 use devices::i8042::{I8042, I8042_BASE, I8042_SIZE};
 use devices::ratelimit::RateLimiter;
+use devices::reset_control::{ResetControl, RESET_CONTROL_PORT, RESET_CONTROL_SIZE};
 use devices::rtc::{Rtc, RTC_BASE, RTC_IRQ, RTC_SIZE};
 use devices::serial::{Serial, COM1_BASE, COM1_IRQ, UART_SIZE};
 use devices::{Clock, HostClock, IoBuses, IrqLine, RequestSink};
@@ -197,10 +203,27 @@ pub(crate) fn build(
         "acpi-pm",
         ACPI_PM_BASE.into(),
         ACPI_PM_SIZE,
-        Arc::new(Mutex::new(AcpiPm::new(requests))),
+        Arc::new(Mutex::new(AcpiPm::new(requests.clone()))),
     )?;
+    let reset_control = Arc::new(Mutex::new(ResetControl::new(requests)));
     // irqfds spare KVM an ioctl per MSI; emu's are one more thread hop.
-    let virtio_console = add_virtio_devices(&mut buses, vm, mem, config, accel == "kvm")?;
+    let virtio_console = add_virtio_devices(
+        &mut buses,
+        vm,
+        mem,
+        config,
+        accel == "kvm",
+        reset_control.clone(),
+    )?;
+    if config.transport != VirtioTransport::Pci {
+        // Without a PCI host bridge the register has the port to itself.
+        buses.pio.insert(
+            "reset-control",
+            RESET_CONTROL_PORT.into(),
+            RESET_CONTROL_SIZE,
+            reset_control,
+        )?;
+    }
     Ok(Board {
         buses,
         serial,
@@ -218,6 +241,7 @@ fn add_virtio_devices(
     mem: &GuestMemoryMmap,
     config: &MachineConfig,
     use_irqfds: bool,
+    reset_control: Arc<Mutex<ResetControl>>,
 ) -> Result<Option<virtio::console::ConsoleInput>, MachineError> {
     let mut models: Vec<(String, Box<dyn virtio::VirtioDevice>)> = Vec::new();
     for (i, disk) in config.disks.iter().enumerate() {
@@ -250,7 +274,7 @@ fn add_virtio_devices(
         models.push(("virtio-console".to_string(), Box::new(console)));
     }
     if config.transport == VirtioTransport::Pci {
-        crate::pci_board::add_devices(buses, vm, mem, models, use_irqfds)?;
+        crate::pci_board::add_devices(buses, vm, mem, models, use_irqfds, reset_control)?;
         return Ok(console_input);
     }
     for ((name, model), (addr, irq)) in models.into_iter().zip(virtio_slots(config)?) {

@@ -105,12 +105,10 @@ impl Exec<'_> {
             self.bus.mmio_write(a, &buf[done..done + n]);
             done += n;
         }
-        // A device write that signalled this CPU (an interrupt controller
-        // with something to inject, a self-IPI) is seen at the next
-        // instruction boundary, as a VM exit on the write would make it.
-        if self.c.signals.pending() {
-            self.c.block_exit = true;
-        }
+        // A device write may have raised an event for this CPU (an IPI to
+        // itself, INIT): as on an exit, it is seen before the next
+        // instruction.
+        self.c.block_exit = true;
     }
 
     /// Writes guest-physical memory (RAM or MMIO), invalidating decoded code.
