@@ -105,13 +105,13 @@
 //!   FSGSBASE, XGETBV/XSETBV, LAR/LSL/VERR/VERW, UMIP, RDTSCP, RDPID,
 //!   CLFLUSH/CLFLUSHOPT/CLWB checked as one-byte loads), x87 (computed in f64),
 //!   FXSAVE/FXRSTOR, MXCSR, SSE/SSE2 (integer, moves, float scalar/packed,
-//!   conversions). Anything else raises #UD, counted as
+//!   conversions), the MMX register file with MOVD/MOVQ and EMMS. Anything else raises #UD, counted as
 //!   `InsnEmulationFail`; random code never panics the host.
 //!
 //! # Not implemented
 //!
-//! Task switches and task gates, call gates, virtual-8086 mode, MMX, SSE3
-//! and later, AVX, XSAVE (so no PKRU state component), x87 80-bit
+//! Task switches and task gates, call gates, virtual-8086 mode, MMX
+//! arithmetic (only its moves are), SSE3 and later, AVX, XSAVE (so no PKRU state component), x87 80-bit
 //! precision and FP exception flags/#MF/#XM (the CPUID table must not
 //! advertise these); alignment checks (#AC), bus-lock and RTM debug
 //! features, branch trace and LBRs. A data breakpoint hit in the middle of

@@ -4,6 +4,7 @@
 mod alu;
 mod control;
 mod fast;
+mod mmx;
 mod op;
 mod seg;
 mod sse;
@@ -675,6 +676,7 @@ impl Exec<'_> {
                 Ok(())
             }
             Ud0 | Ud1 | Ud2 => Err(ud()),
+            Movd | Movq if mmx::uses_mmx(insn) => self.mmx(insn),
             _ if sse::is_fpu_sse(insn) => self.fpu_sse(insn),
             _ => self.unimplemented(insn),
         }

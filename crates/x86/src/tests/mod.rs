@@ -4,6 +4,7 @@
 mod alu;
 mod debug;
 mod fuzz;
+mod mmx;
 mod modes;
 mod paging;
 mod perf;
