@@ -327,6 +327,9 @@ pub struct Cpu {
     pub(crate) feat: Features,
     /// Breakpoint and single-step bookkeeping.
     pub(crate) dbg: debug::DebugState,
+    /// The TLB data bank of explicit accesses by the running block (set
+    /// as each block starts; see `Exec::data_bank`).
+    pub(crate) dbank: usize,
     /// Code pages shared with the other CPUs of the VM.
     pub(crate) code_share: Arc<CodeShare>,
     pub(crate) seen_code_epoch: u64,
@@ -362,6 +365,7 @@ impl Cpu {
             feat_lzcnt: true,
             feat: Features::ALL,
             dbg: Default::default(),
+            dbank: 0,
             code_share: Arc::new(CodeShare::new()),
             seen_code_epoch: 0,
             seen_revoke: 0,

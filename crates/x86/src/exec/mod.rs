@@ -99,6 +99,11 @@ impl Exec<'_> {
             if self.c.icount >= limit {
                 return CpuExit::InstructionLimit;
             }
+            // What changes the data bank (CPL, EFLAGS.AC, CR4.SMAP) sets
+            // `block_exit`, which brings the run back here: the bank holds
+            // until then.
+            self.c.dbank = self.data_bank(self.c.state.cpl == 3);
+            // Likewise for what turns debugging on (TF, RF, DR7).
             if self.debug_active() {
                 self.step_debug();
                 continue;
@@ -169,9 +174,7 @@ impl Exec<'_> {
             };
             if self.c.icount >= limit
                 || self.c.signals.pending()
-                || self.debug_active()
                 || self.c.want_interrupt_window
-                || self.c.want_nmi_window
                 || self.c.code_share.epoch() != self.c.seen_code_epoch
                 || self.c.code_share.revoke_epoch() != self.c.seen_revoke
             {
@@ -704,6 +707,8 @@ fn ends_block(m: Mnemonic) -> bool {
             | Popf
             | Popfd
             | Popfq
+            | Stac
+            | Clac
             | Lgdt
             | Lidt
             | Lldt

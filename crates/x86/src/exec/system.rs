@@ -436,6 +436,7 @@ impl Exec<'_> {
                     return Err(ud());
                 }
                 self.c.state.flags.set_bit(AC, insn.mnemonic() == Stac);
+                self.c.block_exit = true;
             }
             Rdpkru => {
                 if self.c.state.cr4 & cr4::PKE == 0 {
