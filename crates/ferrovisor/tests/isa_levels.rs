@@ -134,3 +134,8 @@ fn same_output_as_the_host(march: &str) {
 fn x86_64_baseline_program_matches_the_host() {
     same_output_as_the_host("x86-64");
 }
+
+#[test]
+fn x86_64_v2_program_matches_the_host() {
+    same_output_as_the_host("x86-64-v2");
+}

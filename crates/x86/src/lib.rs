@@ -105,20 +105,29 @@
 //!   FSGSBASE, XGETBV/XSETBV, LAR/LSL/VERR/VERW, UMIP, RDTSCP, RDPID,
 //!   CLFLUSH/CLFLUSHOPT/CLWB checked as one-byte loads), x87 (computed in f64),
 //!   FXSAVE/FXRSTOR, MXCSR, SSE/SSE2 (integer, moves, float scalar/packed,
-//!   conversions), the MMX register file with MOVD/MOVQ and EMMS. Anything else raises #UD, counted as
-//!   `InsnEmulationFail`; random code never panics the host.
+//!   conversions), SSE3, SSSE3, SSE4.1 and SSE4.2 on XMM registers
+//!   (PCMPxSTRx, CRC32, POPCNT included) — x86-64-v2 with CMPXCHG16B and
+//!   LAHF/SAHF. The 128-bit operations are pure functions behind one
+//!   table (`exec::simd::lane_op`) that a VEX layer shares. The MMX
+//!   register file with MOVD/MOVQ and EMMS. Anything else raises #UD,
+//!   counted as `InsnEmulationFail`; random code never panics the host.
 //!
 //! # Not implemented
 //!
 //! Task switches and task gates, call gates, virtual-8086 mode, MMX
-//! arithmetic (only its moves are), SSE3 and later, AVX, XSAVE (so no PKRU state component), x87 80-bit
-//! precision and FP exception flags/#MF/#XM (the CPUID table must not
-//! advertise these); alignment checks (#AC), bus-lock and RTM debug
-//! features, branch trace and LBRs. A data breakpoint hit in the middle of
-//! a REP string instruction traps after the whole instruction, not after
-//! the iteration; an interrupt between REP iterations pushes RF=0. PCID,
-//! INVPCID, SMEP, SMAP, PKU, PKS, UMIP, RDPID and RDTSCP are gated on the
-//! CPUID table (#GP on the CR4 bit, #UD on the instruction without it). A write by one vCPU through fast
+//! arithmetic (only its moves are; and so the MMX forms of SSE/SSSE3),
+//! MONITOR/MWAIT, AVX and later, XSAVE (so no PKRU state component);
+//! alignment checks (#AC), bus-lock and RTM debug features, branch trace
+//! and LBRs (the CPUID table must not advertise these). A data breakpoint
+//! hit in the middle of a REP string instruction traps after the whole
+//! instruction, not after the iteration; an interrupt between REP
+//! iterations pushes RF=0. PCID, INVPCID, SMEP, SMAP, PKU, PKS, UMIP,
+//! RDPID and RDTSCP are gated on the CPUID table (#GP on the CR4 bit, #UD
+//! on the instruction without it). Approximations: x87 computes in double
+//! precision; no FP exception flags, #MF or #XM; SSE arithmetic rounds to
+//! nearest whatever MXCSR.RC says (conversions and ROUND* do honour it),
+//! without DAZ/FTZ; RCPPS/RSQRTPS return the exact value instead of the
+//! hardware's 12-bit approximation. A write by one vCPU through fast
 //! write access it cached before the page became code on another vCPU is
 //! not seen by that vCPU's block cache ([`smc`]).
 
