@@ -191,12 +191,6 @@ impl EmuBus<'_> {
             LapicAction::SendIpi(ipi) => self.vm.router().send_ipi(self.me.id as usize, &ipi),
             LapicAction::Eoi(vector) => self.vm.router().eoi(vector),
         }
-        // An EOI or a lower TPR may let a pending interrupt through: end
-        // the slice so that it is injected at the next instruction
-        // boundary that allows it (KVM re-evaluates on such writes too).
-        if self.me.lapic().pending_vector().is_some() {
-            self.me.notify_event();
-        }
     }
 
     /// The LAPIC page of this vCPU, when `gpa` is in it.
@@ -432,9 +426,6 @@ impl EmuVcpu {
         if self.shared.nmi_pending.swap(false, Ordering::AcqRel) && !self.cpu.inject_nmi(bus) {
             self.shared.nmi_pending.store(true, Ordering::Release);
         }
-        // A blocked NMI goes in as soon as the IRET that unblocks it retires.
-        let nmi_waiting = self.shared.nmi_pending.load(Ordering::Acquire);
-        self.cpu.request_nmi_window(nmi_waiting);
         let mut lapic = self.shared.lapic();
         // The LAPIC's TSC-deadline timer runs on the CPU's TSC.
         let ticks = (u128::from(now) * u128::from(lapic.tsc_hz()) / 1_000_000_000) as u64;

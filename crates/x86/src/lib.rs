@@ -255,8 +255,7 @@ pub enum CpuExit {
     /// The instruction budget given to `run` is used up.
     InstructionLimit,
     /// An interrupt window was requested and the CPU can now take an
-    /// external interrupt ([`Cpu::can_inject_interrupt`] is true), or an
-    /// NMI window was and NMIs are no longer blocked.
+    /// external interrupt ([`Cpu::can_inject_interrupt`] is true).
     InterruptWindow,
 }
 
@@ -322,7 +321,6 @@ pub struct Cpu {
     /// An exit an instruction asked for (HLT, triple fault).
     pub(crate) pending_exit: Option<CpuExit>,
     pub(crate) want_interrupt_window: bool,
-    pub(crate) want_nmi_window: bool,
     /// Physical address width (from CPUID 0x80000008, default 40).
     pub(crate) phys_bits: u32,
     /// Guest instructions that raised #UD because they are not implemented.
@@ -366,7 +364,6 @@ impl Cpu {
             block_exit: false,
             pending_exit: None,
             want_interrupt_window: false,
-            want_nmi_window: false,
             phys_bits: 40,
             unimplemented: 0,
             tsc_hz: 1_000_000_000,
@@ -541,12 +538,6 @@ impl Cpu {
     /// external interrupt can be injected.
     pub fn request_interrupt_window(&mut self, on: bool) {
         self.want_interrupt_window = on;
-    }
-
-    /// Asks `run` to return [`CpuExit::InterruptWindow`] as soon as NMIs
-    /// are no longer blocked (the IRET that ends an NMI handler retired).
-    pub fn request_nmi_window(&mut self, on: bool) {
-        self.want_nmi_window = on;
     }
 
     /// Whether an external interrupt can be taken now: IF=1 and no

@@ -92,9 +92,7 @@ impl Exec<'_> {
                 }
             }
             self.sync_code_share();
-            if (self.c.want_interrupt_window && self.c.can_inject_interrupt())
-                || (self.c.want_nmi_window && !self.c.state.nmi_blocked)
-            {
+            if self.c.want_interrupt_window && self.c.can_inject_interrupt() {
                 self.c.counters.inc(ExitReason::InterruptWindow);
                 return CpuExit::InterruptWindow;
             }

@@ -425,32 +425,6 @@ fn nmi_is_blocked_until_iret() {
 }
 
 #[test]
-fn nmi_window_opens_at_the_iret_that_unblocks_nmis() {
-    let mut g = Guest::long64();
-    g.gate64(2, HANDLERS, 0, 0, false);
-    g.code_at(HANDLERS, |a| {
-        a.add(r15, 1)?;
-        a.nop()?;
-        a.iretq()
-    });
-    g.code(|a| {
-        let mut spin = a.create_label();
-        a.set_label(&mut spin)?;
-        a.add(r14, 1)?;
-        a.jmp(spin)
-    });
-    assert!(g.cpu.inject_nmi(&mut g.bus));
-    assert!(!g.cpu.inject_nmi(&mut g.bus), "blocked inside the handler");
-    g.cpu.request_nmi_window(true);
-    // The run stops right after the handler's IRET, before the
-    // interrupted loop goes on.
-    assert_eq!(g.run(), CpuExit::InterruptWindow);
-    assert_eq!((g.reg(15), g.reg(14)), (1, 0));
-    assert_eq!(g.cpu.state.rip, CODE);
-    assert!(g.cpu.inject_nmi(&mut g.bus));
-}
-
-#[test]
 fn state_converts_to_and_from_hv_types() {
     let g = Guest::long64();
     let mut cpu = Cpu::default();
