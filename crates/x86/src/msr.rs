@@ -21,6 +21,15 @@ pub const IA32_MCG_STATUS: u32 = 0x17a;
 pub const IA32_ARCH_CAPABILITIES: u32 = 0x10a;
 pub const IA32_PKRS: u32 = 0x6e1;
 
+/// The legacy performance-counter MSRs (P6: PERFCTR0-1 and EVNTSEL0-1;
+/// K7: EVNTSEL0-3 and PERFCTR0-3). With no PMU advertised (CPUID leaf
+/// 0xA version 0, no PERFCTR_CORE) they read as 0 and take writes, as
+/// KVM's do without a virtual PMU: software that resets counters before
+/// it checks for them (kvm-unit-tests' library on an AMD model) goes on.
+fn legacy_perf_msr(index: u32) -> bool {
+    matches!(index, 0xc1..=0xc2 | 0x186..=0x187 | 0xc001_0000..=0xc001_0007)
+}
+
 /// IA32_ARCH_CAPABILITIES: the CPU executes nothing speculatively, so it
 /// is immune to every transient-execution attack the MSR can declare:
 /// RDCL_NO (Meltdown, L1TF), SSB_NO, MDS_NO, PSCHANGE_MC_NO, TAA_NO,
@@ -96,6 +105,7 @@ impl Cpu {
             IA32_MISC_ENABLE => m.misc_enable,
             IA32_TSC_AUX => m.tsc_aux,
             IA32_BIOS_SIGN_ID | IA32_PLATFORM_ID | IA32_MCG_CAP | IA32_MCG_STATUS => 0,
+            i if legacy_perf_msr(i) => 0,
             IA32_ARCH_CAPABILITIES => ARCH_CAPABILITIES,
             IA32_PKRS if self.feat.pks => m.pkrs,
             _ => return m.extra.get(&index).copied(),
@@ -168,6 +178,7 @@ impl Cpu {
                 self.state.msr.tsc_aux = v;
             }
             IA32_BIOS_SIGN_ID | IA32_MCG_STATUS => {}
+            i if legacy_perf_msr(i) => {}
             // Read-only.
             IA32_ARCH_CAPABILITIES => return Err(MsrError::Invalid),
             IA32_PKRS if self.feat.pks => {
