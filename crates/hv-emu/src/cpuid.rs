@@ -4,10 +4,10 @@
 //! | leaf | content |
 //! |---|---|
 //! | 0 | max basic leaf 0x16, vendor "GenuineIntel" |
-//! | 1 | family 6 model 0x2a stepping 7; EDX: FPU PSE TSC MSR PAE CX8 APIC SEP PGE CMOV PAT CLFSH FXSR SSE SSE2; ECX: SSE3 SSSE3 FMA CX16 SSE4.1 SSE4.2 x2APIC MOVBE POPCNT TSC-deadline XSAVE AVX F16C (with LAHF/SAHF, LZCNT, BMI1, BMI2 and AVX2: x86-64-v3; OSXSAVE mirrors CR4 at CPUID time) |
+//! | 1 | family 6 model 0x2a stepping 7; EDX: FPU PSE TSC MSR PAE CX8 APIC SEP PGE CMOV PAT CLFSH FXSR SSE SSE2; ECX: SSE3 SSSE3 FMA CX16 PCID SSE4.1 SSE4.2 x2APIC MOVBE POPCNT TSC-deadline XSAVE AVX F16C (with LAHF/SAHF, LZCNT, BMI1, BMI2 and AVX2: x86-64-v3; OSXSAVE mirrors CR4 at CPUID time) |
 //! | 2 | 0xFF descriptor only: "use leaf 4" (kept by the template) |
 //! | 4 | L1d 32 KiB 8-way, L1i 32 KiB 8-way, L2 1 MiB 16-way, L3 16 MiB 16-way (64-byte lines), then the null sub-leaf; the core and sharing fields are written per VM by `arch::cpuid::template` |
-//! | 7.0 | EBX: TSC_ADJUST, BMI1 (TZCNT), AVX2, BMI2; EDX: ARCH_CAPABILITIES (the MSR declares the CPU immune to Meltdown, MDS, SSB and the rest: it does not speculate, so guests skip page-table isolation and the other mitigations) |
+//! | 7.0 | EBX: TSC_ADJUST, BMI1 (TZCNT), AVX2, SMEP, BMI2, INVPCID, SMAP, CLFLUSHOPT, CLWB; ECX: UMIP, PKU, OSPKE (mirrors CR4.PKE), RDPID, PKS; EDX: ARCH_CAPABILITIES (the MSR declares the CPU immune to Meltdown, MDS, SSB and the rest: it does not speculate, so guests skip page-table isolation and the other mitigations) |
 //! | 0xB | x2APIC topology (filled per vCPU by `arch::cpuid::template`) |
 //! | 0xD | XSAVE: 0: XCR0 may hold x87, SSE, AVX (EAX=7), EBX = area size for the current XCR0 (576 or 832, computed by the CPU), ECX = 832; 1: XSAVEOPT, XSAVEC (no XSAVES), EBX = the compacted size for the current XCR0 (computed by the CPU); 2: AVX state, 256 bytes at 576 |
 //! | 0x15 | TSC = 1 GHz crystal × 1/1 (the guest need not calibrate) |
@@ -24,10 +24,10 @@
 //! clocksource without the jiffies watchdog (whose ticks an emulated CPU
 //! can deliver late during busy phases).
 //!
-//! Not advertised because the CPU does not implement them: MMX,
-//! MONITOR/MWAIT, AVX-512 and the other extensions after x86-64-v3, XSAVES,
-//! SMEP/SMAP, PCID, RDRAND, the PMU.
-//! The x87 unit
+//! Not advertised because the CPU does not implement them: MMX (only its
+//! register moves are), MONITOR/MWAIT, AVX-512 and the other extensions
+//! after x86-64-v3, XSAVES (and the PKRU state component), RDRAND, the
+//! PMU. The x87 unit
 //! computes in double precision (documented in the `x86` crate).
 
 use hv::CpuidEntry;
@@ -69,6 +69,7 @@ const SSE2: u32 = 1 << 26;
 const SSE3: u32 = 1 << 0;
 const SSSE3: u32 = 1 << 9;
 const CX16: u32 = 1 << 13;
+const PCID: u32 = 1 << 17;
 const SSE4_1: u32 = 1 << 19;
 const SSE4_2: u32 = 1 << 20;
 const X2APIC: u32 = 1 << 21;
@@ -90,6 +91,16 @@ const TSC_ADJUST: u32 = 1 << 1;
 const BMI1: u32 = 1 << 3;
 const BMI2: u32 = 1 << 8;
 const AVX2: u32 = 1 << 5;
+const SMEP: u32 = 1 << 7;
+const INVPCID: u32 = 1 << 10;
+const SMAP: u32 = 1 << 20;
+const CLFLUSHOPT: u32 = 1 << 23;
+const CLWB: u32 = 1 << 24;
+// Leaf 7 ECX.
+const UMIP: u32 = 1 << 2;
+const PKU: u32 = 1 << 3;
+const RDPID: u32 = 1 << 22;
+const PKS: u32 = 1 << 31;
 // Leaf 7 EDX.
 const ARCH_CAPABILITIES: u32 = 1 << 29;
 // Leaf 0x8000_0001.
@@ -140,6 +151,7 @@ pub fn supported_cpuid() -> Vec<CpuidEntry> {
             SSE3 | SSSE3
                 | FMA
                 | CX16
+                | PCID
                 | SSE4_1
                 | SSE4_2
                 | X2APIC
@@ -153,7 +165,13 @@ pub fn supported_cpuid() -> Vec<CpuidEntry> {
         ),
         CpuidEntry {
             significant_index: true,
-            ..leaf(7, 0, TSC_ADJUST | BMI1 | AVX2 | BMI2, 0, ARCH_CAPABILITIES)
+            ..leaf(
+                7,
+                0,
+                TSC_ADJUST | BMI1 | AVX2 | SMEP | BMI2 | INVPCID | SMAP | CLFLUSHOPT | CLWB,
+                UMIP | PKU | RDPID | PKS,
+                ARCH_CAPABILITIES,
+            )
         },
         CpuidEntry {
             significant_index: true,

@@ -102,10 +102,18 @@ impl Exec<'_> {
     /// Delivers a hardware event, escalating to #DF and to a triple fault
     /// (Shutdown) as the SDM's double-fault table says.
     pub(crate) fn deliver_event(&mut self, vector: u8, code: Option<u32>, kind: EventKind) {
+        self.deliver_event_rf(vector, code, kind, false);
+    }
+
+    /// [`Exec::deliver_event`]; `rf` pushes RFLAGS.RF set, as the SDM says
+    /// for every fault-class exception but an instruction-breakpoint #DB
+    /// (so that IRET retries the instruction without re-checking its
+    /// instruction breakpoints).
+    fn deliver_event_rf(&mut self, vector: u8, code: Option<u32>, kind: EventKind, rf: bool) {
         self.c.block_exit = true;
-        let (mut v, mut c, mut k) = (vector, code, kind);
+        let (mut v, mut c, mut k, mut rf) = (vector, code, kind, rf);
         for _ in 0..4 {
-            match self.deliver_once(v, c, k) {
+            match self.deliver_once(v, c, k, rf) {
                 Ok(()) => return,
                 Err(e) => {
                     if v == DF && k == EventKind::Exception {
@@ -128,6 +136,7 @@ impl Exec<'_> {
                         (v, c) = (e.vector, e.code.map(u32::from));
                     }
                     k = EventKind::Exception;
+                    rf = true;
                 }
             }
         }
@@ -141,20 +150,22 @@ impl Exec<'_> {
         self.c.block_exit = true;
     }
 
-    /// Raises an exception from an instruction (RIP already points at the
-    /// faulting instruction, or after it for traps).
+    /// Raises a fault from an instruction (RIP points at the faulting
+    /// instruction). The only #DB that arrives here is the general-detect
+    /// fault; trap-class #DBs and instruction breakpoints are delivered by
+    /// the debug stepper.
     pub(crate) fn raise(&mut self, e: Exc) {
         if e.vector == UD {
             self.c.counters.inc(ExitReason::InsnEmulationFail);
         }
-        self.deliver_event(e.vector, e.code.map(u32::from), EventKind::Exception);
+        self.deliver_event_rf(e.vector, e.code.map(u32::from), EventKind::Exception, true);
     }
 
-    fn deliver_once(&mut self, vector: u8, code: Option<u32>, kind: EventKind) -> R<()> {
+    fn deliver_once(&mut self, vector: u8, code: Option<u32>, kind: EventKind, rf: bool) -> R<()> {
         match self.c.state.mode {
             Mode::Real => self.deliver_real(vector),
             Mode::Virtual8086 => Err(gp(0)),
-            Mode::Protected | Mode::Long => self.deliver_protected(vector, code, kind),
+            Mode::Protected | Mode::Long => self.deliver_protected(vector, code, kind, rf),
         }
     }
 
@@ -163,7 +174,7 @@ impl Exec<'_> {
         if off + 3 > self.c.state.idtr.limit as u64 {
             return Err(gp(vector as u32 * 8 + 2));
         }
-        let entry = self.read_lin(self.c.state.idtr.base + off, 4, false)?;
+        let entry = self.read_sys(self.c.state.idtr.base + off, 4)?;
         let flags = self.c.state.rflags();
         let ss_base = self.c.state.seg[SS].base;
         let mut sp = self.c.state.gpr[4] as u16;
@@ -184,7 +195,13 @@ impl Exec<'_> {
         Ok(())
     }
 
-    fn deliver_protected(&mut self, vector: u8, code: Option<u32>, kind: EventKind) -> R<()> {
+    fn deliver_protected(
+        &mut self,
+        vector: u8,
+        code: Option<u32>,
+        kind: EventKind,
+        rf: bool,
+    ) -> R<()> {
         let long = self.c.state.long_mode_active();
         let ext = u32::from(kind != EventKind::Software);
         let idt_code = vector as u32 * 8 + 2 + ext;
@@ -194,12 +211,8 @@ impl Exec<'_> {
             return Err(gp(idt_code));
         }
         let base = self.c.state.idtr.base + off;
-        let lo = self.read_lin(base, 8, false)?;
-        let hi = if long {
-            self.read_lin(base + 8, 8, false)?
-        } else {
-            0
-        };
+        let lo = self.read_sys(base, 8)?;
+        let hi = if long { self.read_sys(base + 8, 8)? } else { 0 };
         let typ = ((lo >> 40) & 0xf) as u8;
         let dpl = ((lo >> 45) & 3) as u8;
         let present = lo & (1 << 47) != 0;
@@ -246,7 +259,7 @@ impl Exec<'_> {
         let new_cpl = if conforming { cpl } else { new_cs.dpl() };
         new_cs.selector = (sel & 0xfffc) | new_cpl as u16;
 
-        let old_flags = self.c.state.rflags();
+        let old_flags = self.c.state.rflags() | if rf { rflags::RF } else { 0 };
         let old_cs = self.c.state.seg[CS].selector as u64;
         let old_ss = self.c.state.seg[SS].selector as u64;
         let old_rsp = self.c.state.gpr[4];
@@ -334,7 +347,7 @@ impl Exec<'_> {
         if off as u64 + 7 > tr.limit as u64 {
             return Err(ts(tr.selector as u32 & 0xfffc));
         }
-        self.read_lin(tr.base + off as u64, 8, false)
+        self.read_sys(tr.base + off as u64, 8)
     }
 
     /// SS:ESP for privilege level `cpl` from a 32-bit TSS.
@@ -344,8 +357,8 @@ impl Exec<'_> {
         if off + 5 > tr.limit as u64 {
             return Err(ts(tr.selector as u32 & 0xfffc));
         }
-        let esp = self.read_lin(tr.base + off, 4, false)?;
-        let ss = self.read_lin(tr.base + off + 4, 2, false)? as u16;
+        let esp = self.read_sys(tr.base + off, 4)?;
+        let ss = self.read_sys(tr.base + off + 4, 2)? as u16;
         Ok((ss, esp))
     }
 
@@ -371,6 +384,6 @@ impl Exec<'_> {
     /// A fault while delivering is returned to the caller as the
     /// instruction's fault.
     pub(crate) fn deliver_software(&mut self, vector: u8, kind: EventKind) -> R<()> {
-        self.deliver_once(vector, None, kind)
+        self.deliver_once(vector, None, kind, false)
     }
 }

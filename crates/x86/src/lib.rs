@@ -37,8 +37,10 @@
 //!   holds canonical pages, so no canonical check is needed on a hit);
 //!   other modes use the segmented path.
 //! - The soft TLB has 4096 entries per bank; a CR3 write changes a salt in
-//!   the tags instead of clearing entries (global pages are re-salted), and
-//!   page-table pages are found through a small physical-page cache.
+//!   the tags instead of clearing entries (global pages are re-salted),
+//!   each PCID keeps its own salt (so a no-flush CR3 write switches back
+//!   to its entries), guest-requested full flushes just retire every salt,
+//!   and page-table pages are found through a small physical-page cache.
 //! - Blocks are found through a jump cache keyed, in 64-bit mode, by RIP
 //!   and the TLB generation (no translation needed on a hit), and chained:
 //!   the last op of a block remembers its successor. Blocks run back to
@@ -73,8 +75,23 @@
 //!   descriptor checks and #GP/#NP/#SS/#TS error codes).
 //! - Paging (`mmu`): 32-bit (4 MiB PSE pages), PAE and 4-level paging with
 //!   2 MiB / 1 GiB pages, A/D bits set with host atomics, U/S, R/W, NX,
-//!   CR0.WP, global pages, INVLPG, CR3 reloads, reserved-bit checks, #PF
-//!   error codes (P, W, U, RSVD, I/D) and CR2.
+//!   CR0.WP, SMEP, SMAP (EFLAGS.AC with STAC/CLAC; implicit supervisor
+//!   accesses to descriptor tables, IDT and TSS ignore AC), protection
+//!   keys (PKU: PKRU, RDPKRU/WRPKRU, CR4.PKE; PKS: IA32_PKRS, CR4.PKS),
+//!   global pages, PCIDs (CR4.PCIDE, CR3 bit 63 keeps a PCID's
+//!   translations, INVPCID types 0-3), INVLPG, CR3 reloads, reserved-bit
+//!   checks, #PF error codes (P, W, U, RSVD, I/D, PK) and CR2. The TLB
+//!   keeps one bank per kind of access (supervisor data, supervisor data
+//!   with SMAP overridden by AC, user data, supervisor and user fetches),
+//!   each filled by the walk with what that access may do, so that a hit
+//!   checks nothing; permissions and PCIDs are folded into the tag salt.
+//! - Debugging (`debug`): DR0-DR7 with instruction, data (read/write,
+//!   write) and I/O (CR4.DE) breakpoints, single-step (TF) traps, RF,
+//!   general detect (DR7.GD), ICEBP, DR4/DR5 aliases, DR6 status bits,
+//!   MOV SS / POP SS holding traps for one instruction, SYSCALL/SYSRET
+//!   stepping by TF at their end. While TF, RF or a DR7 enable is set the
+//!   CPU runs one instruction at a time; otherwise nothing is checked.
+//!   A fault pushes RF=1 (all but instruction breakpoints), as the SDM says.
 //! - Events: exceptions and interrupts through real-mode IVT, 32-bit and
 //!   64-bit IDT gates (interrupt/trap, 16-bit gates), privilege changes with
 //!   the TSS stack (RSP0 / IST / SS0:ESP0), #DF by the SDM's table, triple
@@ -85,10 +102,12 @@
 //!   paths for REP MOVS/STOS), LOCKed read-modify-writes as host atomics,
 //!   system instructions (descriptor tables, CR/DR, MSRs, CPUID, TSC, port
 //!   I/O with IOPL and the TSS I/O bitmap, SYSCALL/SYSRET,
-//!   SYSENTER/SYSEXIT, SWAPGS, FSGSBASE, XGETBV/XSETBV, LAR/LSL/VERR/VERW),
-//!   x87 (computed in f64), FXSAVE/FXRSTOR, MXCSR, SSE/SSE2 (integer,
-//!   moves, float scalar/packed, conversions), SSE3, SSSE3, SSE4.1 and
-//!   SSE4.2 on XMM registers (PCMPxSTRx, CRC32, POPCNT included).
+//!   SYSENTER/SYSEXIT, SWAPGS, FSGSBASE, XGETBV/XSETBV, LAR/LSL/VERR/VERW,
+//!   UMIP, RDTSCP, RDPID, CLFLUSH/CLFLUSHOPT/CLWB checked as one-byte
+//!   loads), x87 (computed in f64), FXSAVE/FXRSTOR, MXCSR, SSE/SSE2
+//!   (integer, moves, float scalar/packed, conversions), SSE3, SSSE3,
+//!   SSE4.1 and SSE4.2 on XMM registers (PCMPxSTRx, CRC32, POPCNT
+//!   included). The MMX register file with MOVD/MOVQ and EMMS.
 //! - The x86-64-v3 set: XCR0 with x87/SSE/AVX state and XSAVE, XSAVEOPT,
 //!   XSAVEC, XRSTOR (standard and compacted forms; the YMM upper halves
 //!   live in `FpuState::ymm_hi`); AVX, AVX2, FMA and F16C (`exec::avx`,
@@ -103,22 +122,30 @@
 //!
 //! # Not implemented
 //!
-//! Task switches and task gates, call gates, virtual-8086 mode, single-step
-//! and debug-register traps (#DB), SMEP/SMAP/PKU, MMX (and so the MMX
-//! forms of SSE/SSSE3), MONITOR/MWAIT, AVX-512 and the other extensions
-//! after x86-64-v3 (AVX-VNNI, VAES, VPCLMULQDQ, GFNI, ...), AES-NI and
-//! PCLMULQDQ, XSAVES/XRSTORS, the XSAVE modified optimization (XSAVEOPT
-//! uses the init optimization only) — the CPUID table must not advertise
-//! these. Approximations: x87 computes in double precision; no FP
-//! exception flags, #MF or #XM; SSE/AVX arithmetic rounds to nearest
-//! whatever MXCSR.RC says (conversions, ROUND* and VCVTPS2PH do honour
-//! it), without DAZ/FTZ; (V)RCPPS/(V)RSQRTPS return the exact value
-//! instead of the hardware's 12-bit approximation. A write by one vCPU
-//! through fast write access it cached before the page became code on
-//! another vCPU is not seen by that vCPU's block cache ([`smc`]).
+//! Task switches and task gates, call gates, virtual-8086 mode, MMX
+//! arithmetic (only its moves are; and so the MMX forms of SSE/SSSE3),
+//! MONITOR/MWAIT, AVX-512 and the other extensions after x86-64-v3
+//! (AVX-VNNI, VAES, VPCLMULQDQ, GFNI, ...), AES-NI and PCLMULQDQ,
+//! XSAVES/XRSTORS and the PKRU state component, the XSAVE modified
+//! optimization (XSAVEOPT uses the init optimization only); alignment
+//! checks (#AC), bus-lock and RTM debug features, branch trace and LBRs
+//! (the CPUID table must not advertise these). A data breakpoint hit in
+//! the middle of a REP string instruction traps after the whole
+//! instruction, not after the iteration; an interrupt between REP
+//! iterations pushes RF=0. PCID, INVPCID, SMEP, SMAP, PKU, PKS, UMIP,
+//! RDPID, RDTSCP, BMI2, MOVBE, AVX, AVX2, FMA and F16C are gated on the
+//! CPUID table (#GP on the CR4 bit, #UD on the instruction without it).
+//! Approximations: x87 computes in double precision; no FP exception
+//! flags, #MF or #XM; SSE/AVX arithmetic rounds to nearest whatever
+//! MXCSR.RC says (conversions and ROUND* do honour it), without DAZ/FTZ;
+//! RCPPS/RSQRTPS return the exact value instead of the hardware's 12-bit
+//! approximation. A write by one vCPU through fast write access it cached
+//! before the page became code on another vCPU is not seen by that
+//! vCPU's block cache ([`smc`]).
 
 pub mod block;
 pub mod convert;
+mod debug;
 pub mod exception;
 mod exec;
 pub mod flags;
@@ -138,6 +165,71 @@ use hv::{CpuidEntry, ExitCounters, ExitReason};
 
 pub use smc::CodeShare;
 pub use state::{CpuState, FpuState, Mode, Msrs, SegCache, TableReg};
+
+/// Optional features the CPU implements and gates on what CPUID offers
+/// the guest: an instruction or CR4 bit the table does not advertise
+/// raises #UD or #GP as on a processor without it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Features {
+    pub pcid: bool,
+    pub fsgsbase: bool,
+    pub smep: bool,
+    pub invpcid: bool,
+    pub smap: bool,
+    pub umip: bool,
+    pub pku: bool,
+    pub rdpid: bool,
+    pub pks: bool,
+    pub rdtscp: bool,
+    /// TZCNT and ANDN & co. (without BMI1 TZCNT runs as BSF).
+    pub bmi1: bool,
+    /// LZCNT (without it, BSR).
+    pub lzcnt: bool,
+    pub bmi2: bool,
+    pub movbe: bool,
+    pub avx: bool,
+    pub avx2: bool,
+    pub fma: bool,
+    pub f16c: bool,
+}
+
+impl Features {
+    /// Everything (a CPU that was given no CPUID table).
+    pub const ALL: Features = Features {
+        pcid: true,
+        fsgsbase: true,
+        smep: true,
+        invpcid: true,
+        smap: true,
+        umip: true,
+        pku: true,
+        rdpid: true,
+        pks: true,
+        rdtscp: true,
+        bmi1: true,
+        lzcnt: true,
+        bmi2: true,
+        movbe: true,
+        avx: true,
+        avx2: true,
+        fma: true,
+        f16c: true,
+    };
+
+    /// The CR4 bits MOV to CR4 accepts.
+    pub fn cr4_valid(&self) -> u64 {
+        use state::cr4::*;
+        let gate = |on: bool, bit: u64| if on { 0 } else { bit };
+        SUPPORTED
+            & !(gate(self.pcid, PCIDE)
+                | gate(self.fsgsbase, FSGSBASE)
+                | gate(self.smep, SMEP)
+                | gate(self.smap, SMAP)
+                | gate(self.umip, UMIP)
+                | gate(self.pku, PKE)
+                | gate(self.pks, PKS))
+    }
+}
 
 /// A contiguous run of guest RAM as the host sees it.
 #[derive(Debug, Clone, Copy)]
@@ -265,18 +357,15 @@ pub struct Cpu {
     pub(crate) unimplemented: u64,
     /// TSC frequency the guest sees.
     pub(crate) tsc_hz: u64,
-    /// CPUID-derived: TZCNT/LZCNT exist (else they run as BSF/BSR).
-    pub(crate) feat_bmi1: bool,
-    pub(crate) feat_lzcnt: bool,
-    /// CPUID-derived: BMI2, MOVBE, AVX, AVX2, FMA, F16C exist (else #UD).
-    pub(crate) feat_bmi2: bool,
-    pub(crate) feat_avx: bool,
-    pub(crate) feat_movbe: bool,
-    pub(crate) feat_avx2: bool,
-    pub(crate) feat_fma: bool,
-    pub(crate) feat_f16c: bool,
+    /// CPUID-derived: the optional features the guest was offered.
+    pub(crate) feat: Features,
     /// CPUID-derived: the XCR0 bits XSETBV accepts (leaf 0xD.0 EAX).
     pub(crate) xcr0_supported: u64,
+    /// Breakpoint and single-step bookkeeping.
+    pub(crate) dbg: debug::DebugState,
+    /// The TLB data bank of explicit accesses by the running block (set
+    /// as each block starts; see `Exec::data_bank`).
+    pub(crate) dbank: usize,
     /// Code pages shared with the other CPUs of the VM.
     pub(crate) code_share: Arc<CodeShare>,
     pub(crate) seen_code_epoch: u64,
@@ -307,14 +396,9 @@ impl Cpu {
             phys_bits: 40,
             unimplemented: 0,
             tsc_hz: 1_000_000_000,
-            feat_bmi1: true,
-            feat_lzcnt: true,
-            feat_bmi2: true,
-            feat_avx: true,
-            feat_movbe: true,
-            feat_avx2: true,
-            feat_fma: true,
-            feat_f16c: true,
+            feat: Features::ALL,
+            dbg: Default::default(),
+            dbank: 0,
             xcr0_supported: state::xcr0::SUPPORTED,
             code_share: Arc::new(CodeShare::new()),
             seen_code_epoch: 0,
@@ -376,6 +460,7 @@ impl Cpu {
         self.state = CpuState::default();
         self.shadow_icount = u64::MAX;
         self.pending_exit = None;
+        self.dbg = Default::default();
         self.flush_tlb();
         self.block_exit = true;
     }
@@ -431,35 +516,48 @@ impl Cpu {
                 .find(|e| e.function == f && (!e.significant_index || e.index == i))
                 .copied()
         };
-        self.feat_bmi1 = leaf(7, 0).is_some_and(|e| e.ebx & (1 << 3) != 0);
-        self.feat_lzcnt = leaf(0x8000_0001, 0).is_some_and(|e| e.ecx & (1 << 5) != 0);
-        let l1_ecx = leaf(1, 0).map_or(0, |e| e.ecx);
-        let l7_ebx = leaf(7, 0).map_or(0, |e| e.ebx);
-        self.feat_bmi2 = l7_ebx & (1 << 8) != 0;
-        self.feat_avx2 = l7_ebx & (1 << 5) != 0;
-        self.feat_movbe = l1_ecx & (1 << 22) != 0;
-        self.feat_avx = l1_ecx & (1 << 28) != 0;
-        self.feat_fma = l1_ecx & (1 << 12) != 0;
-        self.feat_f16c = l1_ecx & (1 << 29) != 0;
+        let l1 = leaf(1, 0).unwrap_or_default();
+        let l7 = leaf(7, 0).unwrap_or_default();
+        let ext = leaf(0x8000_0001, 0).unwrap_or_default();
+        self.feat = Features {
+            pcid: l1.ecx & (1 << 17) != 0,
+            fsgsbase: l7.ebx & (1 << 0) != 0,
+            smep: l7.ebx & (1 << 7) != 0,
+            invpcid: l7.ebx & (1 << 10) != 0,
+            smap: l7.ebx & (1 << 20) != 0,
+            umip: l7.ecx & (1 << 2) != 0,
+            pku: l7.ecx & (1 << 3) != 0,
+            rdpid: l7.ecx & (1 << 22) != 0,
+            pks: l7.ecx & (1 << 31) != 0,
+            rdtscp: ext.edx & (1 << 27) != 0,
+            bmi1: l7.ebx & (1 << 3) != 0,
+            bmi2: l7.ebx & (1 << 8) != 0,
+            avx2: l7.ebx & (1 << 5) != 0,
+            lzcnt: ext.ecx & (1 << 5) != 0,
+            movbe: l1.ecx & (1 << 22) != 0,
+            avx: l1.ecx & (1 << 28) != 0,
+            fma: l1.ecx & (1 << 12) != 0,
+            f16c: l1.ecx & (1 << 29) != 0,
+        };
         // x87 state is always there; the rest only as leaf 0xD reports it.
         self.xcr0_supported =
             state::xcr0::X87 | leaf(0xd, 0).map_or(0, |e| e.eax as u64 & state::xcr0::SUPPORTED);
     }
 
     pub(crate) fn has_feature_bmi1(&self) -> bool {
-        self.feat_bmi1
+        self.feat.bmi1
     }
 
     pub(crate) fn has_feature_lzcnt(&self) -> bool {
-        self.feat_lzcnt
+        self.feat.lzcnt
     }
 
     pub(crate) fn has_feature_bmi2(&self) -> bool {
-        self.feat_bmi2
+        self.feat.bmi2
     }
 
     pub(crate) fn has_feature_movbe(&self) -> bool {
-        self.feat_movbe
+        self.feat.movbe
     }
 
     pub fn cpuid_entries(&self) -> &[CpuidEntry] {
@@ -478,6 +576,7 @@ impl Cpu {
     /// Recomputes derived state after `state` was changed from outside.
     pub fn state_changed(&mut self) {
         self.state.update_mode();
+        self.debug_regs_changed();
         self.tlb.flush_all();
         self.block_exit = true;
     }

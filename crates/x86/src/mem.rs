@@ -8,7 +8,7 @@ use hv::ExitReason;
 
 use crate::exception::{gp, ss, Exc, R};
 use crate::exec::Exec;
-use crate::mmu::AccessKind;
+use crate::mmu::{bank, AccessKind};
 use crate::state::{Mode, FS, SS};
 
 /// The size of the next MMIO piece at `a` with `left` bytes to go: the
@@ -182,35 +182,56 @@ impl Exec<'_> {
         self.c.state.cpl == 3
     }
 
-    /// Reads 1/2/4/8 bytes at a linear address.
+    /// Reads 1/2/4/8 bytes at a linear address, as an explicit access at
+    /// CPL 3 (`user`) or by the supervisor.
     #[inline]
     pub(crate) fn read_lin(&mut self, lin: u64, size: u32, user: bool) -> R<u64> {
-        if let Some(p) = self.c.tlb.host(user as usize, lin, size, false) {
+        let bank = self.data_bank(user);
+        self.read_lin_bank(lin, size, bank)
+    }
+
+    /// Reads 1/2/4/8 bytes for an implicit supervisor access (descriptor
+    /// tables, IDT, TSS).
+    pub(crate) fn read_sys(&mut self, lin: u64, size: u32) -> R<u64> {
+        self.read_lin_bank(lin, size, bank::SUP)
+    }
+
+    #[inline]
+    fn read_lin_bank(&mut self, lin: u64, size: u32, bank: usize) -> R<u64> {
+        if let Some(p) = self.c.tlb.host(bank, lin, size, false) {
             // SAFETY: a TLB read tag is only installed for a page the Bus
             // returned as RAM with at least 4096 bytes; the pointer stays
             // valid until the next TLB flush (Bus contract); the access
             // stays in the page (checked by Tlb::host).
             return Ok(unsafe { host_read(p, size) });
         }
-        self.read_lin_slow(lin, size, user)
+        self.read_lin_slow(lin, size, bank)
     }
 
     #[inline(never)]
-    fn read_lin_slow(&mut self, lin: u64, size: u32, user: bool) -> R<u64> {
+    fn read_lin_slow(&mut self, lin: u64, size: u32, bank: usize) -> R<u64> {
         let mut buf = [0u8; 8];
-        self.read_lin_bytes(lin, &mut buf[..size as usize], user)?;
+        self.read_bytes_bank(lin, &mut buf[..size as usize], bank)?;
         Ok(u64::from_le_bytes(buf))
     }
 
     /// Reads any number of bytes at a linear address.
     pub(crate) fn read_lin_bytes(&mut self, lin: u64, buf: &mut [u8], user: bool) -> R<()> {
+        let bank = self.data_bank(user);
+        self.read_bytes_bank(lin, buf, bank)
+    }
+
+    fn read_bytes_bank(&mut self, lin: u64, buf: &mut [u8], bank: usize) -> R<()> {
         let mut done = 0;
         while done < buf.len() {
             let a = self.wrap_lin(lin.wrapping_add(done as u64));
             let chunk = (buf.len() - done).min(4096 - (a & 0xfff) as usize);
-            let gpa = self.translate_fill(a, AccessKind::Read, user)?;
+            let gpa = self.translate_fill_bank(a, AccessKind::Read, bank)?;
             self.phys_read(gpa, &mut buf[done..done + chunk]);
             done += chunk;
+        }
+        if self.c.dbg.watch {
+            self.watch_access(lin, buf.len(), false);
         }
         Ok(())
     }
@@ -225,29 +246,47 @@ impl Exec<'_> {
         }
     }
 
-    /// Writes 1/2/4/8 bytes at a linear address.
+    /// Writes 1/2/4/8 bytes at a linear address, as an explicit access at
+    /// CPL 3 (`user`) or by the supervisor.
     #[inline]
     pub(crate) fn write_lin(&mut self, lin: u64, size: u32, v: u64, user: bool) -> R<()> {
-        if let Some(p) = self.c.tlb.host(user as usize, lin, size, true) {
+        let bank = self.data_bank(user);
+        self.write_lin_bank(lin, size, v, bank)
+    }
+
+    /// Writes 1/2/4/8 bytes for an implicit supervisor access (descriptor
+    /// accessed/busy bits).
+    pub(crate) fn write_sys(&mut self, lin: u64, size: u32, v: u64) -> R<()> {
+        self.write_lin_bank(lin, size, v, bank::SUP)
+    }
+
+    #[inline]
+    fn write_lin_bank(&mut self, lin: u64, size: u32, v: u64, bank: usize) -> R<()> {
+        if let Some(p) = self.c.tlb.host(bank, lin, size, true) {
             // SAFETY: a TLB write tag is only installed for a page the Bus
             // returned as writable RAM (>= 4096 bytes) that holds no decoded
             // code; valid until the next TLB flush (Bus contract).
             unsafe { host_write(p, size, v) };
             return Ok(());
         }
-        self.write_lin_bytes(lin, &v.to_le_bytes()[..size as usize], user)
+        self.write_bytes_bank(lin, &v.to_le_bytes()[..size as usize], bank)
     }
 
     /// Writes any number of bytes at a linear address: every page is
     /// translated before anything is written, so a fault writes nothing.
     pub(crate) fn write_lin_bytes(&mut self, lin: u64, buf: &[u8], user: bool) -> R<()> {
+        let bank = self.data_bank(user);
+        self.write_bytes_bank(lin, buf, bank)
+    }
+
+    fn write_bytes_bank(&mut self, lin: u64, buf: &[u8], bank: usize) -> R<()> {
         if buf.len() <= 4096 {
             // Check all pages first.
             let mut done = 0;
             while done < buf.len() {
                 let a = self.wrap_lin(lin.wrapping_add(done as u64));
                 let chunk = (buf.len() - done).min(4096 - (a & 0xfff) as usize);
-                self.translate_fill(a, AccessKind::Write, user)?;
+                self.translate_fill_bank(a, AccessKind::Write, bank)?;
                 done += chunk;
             }
         }
@@ -255,9 +294,12 @@ impl Exec<'_> {
         while done < buf.len() {
             let a = self.wrap_lin(lin.wrapping_add(done as u64));
             let chunk = (buf.len() - done).min(4096 - (a & 0xfff) as usize);
-            let gpa = self.translate_fill(a, AccessKind::Write, user)?;
+            let gpa = self.translate_fill_bank(a, AccessKind::Write, bank)?;
             self.phys_write(gpa, &buf[done..done + chunk]);
             done += chunk;
+        }
+        if self.c.dbg.watch {
+            self.watch_access(lin, buf.len(), true);
         }
         Ok(())
     }
@@ -269,10 +311,11 @@ impl Exec<'_> {
         if lin & (size as u64 - 1) != 0 {
             return Ok(None);
         }
-        if !self.c.tlb.hit(user as usize, lin, true) {
-            self.translate_fill(lin, AccessKind::Write, user)?;
+        let bank = self.data_bank(user);
+        if !self.c.tlb.hit(bank, lin, true) {
+            self.translate_fill_bank(lin, AccessKind::Write, bank)?;
         }
-        match self.c.tlb.host(user as usize, lin, size, true) {
+        match self.c.tlb.host(bank, lin, size, true) {
             Some(p) if (p as usize) & (size as usize - 1) == 0 => Ok(Some(p)),
             _ => Ok(None),
         }
@@ -401,7 +444,7 @@ impl Exec<'_> {
             return Ok(None);
         }
         let lin = self.wrap_lin(base + off);
-        let raw = self.read_lin(lin, 8, false)?;
+        let raw = self.read_sys(lin, 8)?;
         Ok(Some((raw, lin)))
     }
 
@@ -420,7 +463,7 @@ impl Exec<'_> {
     pub(crate) fn set_descriptor_accessed(&mut self, raw: u64, lin: u64) -> R<()> {
         if raw & (1 << 40) == 0 {
             let b = ((raw >> 40) as u8) | 1;
-            self.write_lin(lin + 5, 1, b as u64, false)?;
+            self.write_sys(lin + 5, 1, b as u64)?;
         }
         Ok(())
     }
@@ -499,15 +542,15 @@ impl Exec<'_> {
     /// A host pointer to the byte at `lin`, valid to the end of its page,
     /// when the page is RAM accessible for `write` (None: use the slow path).
     pub(crate) fn host_page(&mut self, lin: u64, write: bool) -> R<Option<*mut u8>> {
-        let user = self.user();
-        if !self.c.tlb.hit(user as usize, lin, write) {
+        let bank = self.data_bank(self.user());
+        if !self.c.tlb.hit(bank, lin, write) {
             let kind = if write {
                 AccessKind::Write
             } else {
                 AccessKind::Read
             };
-            self.translate_fill(lin, kind, user)?;
+            self.translate_fill_bank(lin, kind, bank)?;
         }
-        Ok(self.c.tlb.host(user as usize, lin, 1, write))
+        Ok(self.c.tlb.host(bank, lin, 1, write))
     }
 }

@@ -7,14 +7,13 @@ use hv::ExitReason;
 
 use crate::exception::{Exc, R};
 use crate::exec::Exec;
-use crate::state::{cr0, cr4, efer};
+use crate::state::{cr0, cr4, efer, rflags};
 
 /// Entries per bank.
 pub const TLB_SIZE: usize = 4096;
 /// An invalid tag. Tags are `vpn | salt`: a linear page number has at
-/// most 52 bits, the salt (the flush generation of non-global entries,
-/// never 0) lives above them, so no tag is 0 and an all-zero entry is
-/// empty.
+/// most 52 bits, the salt (a TLB context generation, never 0) lives above
+/// them, so no tag is 0 and an all-zero entry is empty.
 const INVALID: u64 = 0;
 const SALT_SHIFT: u32 = 52;
 const VPN_MASK: u64 = (1 << SALT_SHIFT) - 1;
@@ -22,6 +21,37 @@ const VPN_MASK: u64 = (1 << SALT_SHIFT) - 1;
 const SALTS: u64 = 1 << (64 - SALT_SHIFT);
 /// `pg` bit: the entry maps a global page.
 const GLOBAL: u64 = 1;
+
+/// The TLB banks. A bank caches what one kind of access may do, so that a
+/// hit needs no permission check: the walk decided it when it filled the
+/// entry (U/S, R/W, NX, SMEP, SMAP, protection keys).
+pub mod bank {
+    /// Supervisor data accesses that SMAP applies to: implicit ones
+    /// (descriptor tables, IDT, TSS) and explicit ones with EFLAGS.AC=0.
+    pub const SUP: usize = 0;
+    /// Data accesses at CPL 3.
+    pub const USER: usize = 1;
+    /// Explicit supervisor data accesses with CR4.SMAP=1 and EFLAGS.AC=1.
+    pub const SUP_AC: usize = 2;
+    /// Instruction fetches at CPL 0-2.
+    pub const CODE_SUP: usize = 3;
+    /// Instruction fetches at CPL 3.
+    pub const CODE_USER: usize = 4;
+    /// Banks in use.
+    pub const COUNT: usize = 5;
+    /// The data banks (those fast write access is ever cached in).
+    pub const DATA: usize = 3;
+}
+
+/// Banks allocated: a power of two so that a masked index needs no bounds
+/// check; the ones past `bank::COUNT` are never touched (their zeroed
+/// pages are never even faulted in).
+const BANKS_ALLOC: usize = 8;
+
+/// PCID → salt slots (direct-mapped by the low PCID bits). A PCID evicted
+/// from its slot loses its cached translations, which the architecture
+/// allows at any time.
+const PCID_SLOTS: usize = 16;
 
 /// One TLB entry (32 bytes, so that one cache line holds two): a 4 KiB
 /// linear page and its host page. A tag equals the salted linear page
@@ -54,19 +84,31 @@ pub struct Mapped {
     pub global: bool,
 }
 
-/// Direct-mapped software TLB with four banks: data accesses by the
-/// supervisor (0) and by CPL 3 (1), instruction fetches by the supervisor
-/// (2) and by CPL 3 (3).
+/// Direct-mapped software TLB with one bank per kind of access (see
+/// [`bank`]).
 ///
-/// A CR3 reload does not touch the entries: it changes the salt, so the
-/// non-global ones stop matching, and re-salts the global ones (found
-/// through a list of the slots that were filled with global pages).
+/// Entries are tagged with a salt: the generation of the current TLB
+/// context. Each PCID has its own salt, so a CR3 write that keeps a PCID's
+/// translations (bit 63 with CR4.PCIDE) just switches back to its salt,
+/// and one that flushes gives the PCID a fresh salt, so its old entries
+/// stop matching without being touched. Global entries match in every
+/// context: a context switch re-salts them (they are found through a list
+/// of the slots filled with global pages). A flush of everything the guest
+/// can ask for (CR4.PGE, INVPCID type 2, a change of the paging controls
+/// or of PKRU) forgets every PCID's salt and the global list. Salts are
+/// reused only after a real clear of all entries.
 pub struct Tlb {
-    e: Box<[[TlbEntry; TLB_SIZE]; 4]>,
+    e: Box<[[TlbEntry; TLB_SIZE]; BANKS_ALLOC]>,
     /// The current salt, `<< SALT_SHIFT`.
     salt: u64,
-    /// Slots (bank * TLB_SIZE + index) filled with global pages since the
-    /// last flush; may hold stale slots.
+    /// The next unused salt generation (1..SALTS).
+    next_salt: u64,
+    /// The current PCID (0 without CR4.PCIDE).
+    pcid: u16,
+    /// (PCID + 1, salt) per slot; 0 for none.
+    pcid_salts: [(u32, u64); PCID_SLOTS],
+    /// Slots (bank * TLB_SIZE + index) filled with global pages in the
+    /// current context; may hold stale slots.
     globals: Vec<u32>,
     /// Bumped whenever translations are dropped (flushes, INVLPG): the
     /// block cache's jump entries remember it instead of a physical address.
@@ -83,7 +125,7 @@ const TABLE_CACHE: usize = 64;
 /// The instruction-fetch bank for a privilege.
 #[inline]
 pub fn code_bank(user: bool) -> usize {
-    2 + user as usize
+    bank::CODE_SUP + user as usize
 }
 
 impl Default for Tlb {
@@ -94,15 +136,20 @@ impl Default for Tlb {
 
 impl Tlb {
     pub fn new() -> Tlb {
-        let e = Box::<[[TlbEntry; TLB_SIZE]; 4]>::new_zeroed();
-        Tlb {
+        let e = Box::<[[TlbEntry; TLB_SIZE]; BANKS_ALLOC]>::new_zeroed();
+        let mut t = Tlb {
             // SAFETY: TlbEntry is plain integers; all zeros is EMPTY.
             e: unsafe { e.assume_init() },
             salt: 1 << SALT_SHIFT,
+            next_salt: 2,
+            pcid: 0,
+            pcid_salts: [(0, 0); PCID_SLOTS],
             globals: Vec::new(),
             gen: 0,
             tables: [(u64::MAX, 0); TABLE_CACHE],
-        }
+        };
+        t.pcid_salts[0] = (1, t.salt);
+        t
     }
 
     #[inline]
@@ -116,7 +163,7 @@ impl Tlb {
     #[inline(always)]
     pub fn host(&self, bank: usize, lin: u64, size: u32, write: bool) -> Option<*mut u8> {
         let vpn = lin >> 12;
-        let e = &self.e[bank & 3][Self::index(vpn)];
+        let e = &self.e[bank & (BANKS_ALLOC - 1)][Self::index(vpn)];
         let tag = if write { e.tag_w } else { e.tag_r };
         let off = lin & 0xfff;
         if tag == vpn | self.salt && off <= 4096 - size as u64 {
@@ -130,7 +177,7 @@ impl Tlb {
     #[inline]
     pub fn hit(&self, bank: usize, lin: u64, write: bool) -> bool {
         let vpn = lin >> 12;
-        let e = &self.e[bank & 3][Self::index(vpn)];
+        let e = &self.e[bank & (BANKS_ALLOC - 1)][Self::index(vpn)];
         let tag = if write { e.tag_w } else { e.tag_r };
         tag == vpn | self.salt
     }
@@ -140,7 +187,7 @@ impl Tlb {
     #[inline]
     pub fn code_gpa(&self, bank: usize, lin: u64) -> Option<u64> {
         let vpn = lin >> 12;
-        let e = &self.e[bank & 3][Self::index(vpn)];
+        let e = &self.e[bank & (BANKS_ALLOC - 1)][Self::index(vpn)];
         (e.tag_r == vpn | self.salt).then_some((e.pg & !0xfff) | (lin & 0xfff))
     }
 
@@ -148,17 +195,19 @@ impl Tlb {
     /// instruction-fetch banks.
     pub fn fill(&mut self, bank: usize, lin: u64, read: bool, write: bool, page: Mapped) {
         let Mapped { host, gpa, global } = page;
+        let bank = bank & (BANKS_ALLOC - 1);
+        debug_assert!(bank < bank::COUNT);
         let vpn = lin >> 12;
         let tag = vpn | self.salt;
         let idx = Self::index(vpn);
-        self.e[bank & 3][idx] = TlbEntry {
+        self.e[bank][idx] = TlbEntry {
             tag_r: if read { tag } else { INVALID },
             tag_w: if write { tag } else { INVALID },
             host,
             pg: (gpa & !0xfff) | if global { GLOBAL } else { 0 },
         };
         if global {
-            if self.globals.len() >= 4 * TLB_SIZE {
+            if self.globals.len() >= bank::COUNT * TLB_SIZE {
                 // Mostly stale: keep the slots that still hold global pages.
                 let e = &self.e;
                 self.globals
@@ -166,38 +215,73 @@ impl Tlb {
                 self.globals.sort_unstable();
                 self.globals.dedup();
             }
-            self.globals.push(((bank & 3) * TLB_SIZE + idx) as u32);
+            self.globals.push((bank * TLB_SIZE + idx) as u32);
         }
     }
 
+    /// Drops every entry for real (the host pointers may be stale: the
+    /// memory map changed) and every PCID's translations.
     pub fn flush_all(&mut self) {
-        self.gen += 1;
         self.tables = [(u64::MAX, 0); TABLE_CACHE];
-        for bank in self.e.iter_mut() {
+        self.clear_entries();
+        self.pcid_salts = [(0, 0); PCID_SLOTS];
+        self.salt = self.new_salt();
+        self.pcid_salts[self.pcid as usize % PCID_SLOTS] = (self.pcid as u32 + 1, self.salt);
+    }
+
+    fn clear_entries(&mut self) {
+        self.gen += 1;
+        for bank in self.e[..bank::COUNT].iter_mut() {
             bank.fill(EMPTY);
         }
         self.globals.clear();
     }
 
-    /// CR3 reload: drops everything but global entries.
-    pub fn flush_nonglobal(&mut self) {
+    /// A salt no entry carries. Running out clears the TLB (and forgets
+    /// every PCID's salt, the current one included).
+    fn new_salt(&mut self) -> u64 {
+        if self.next_salt >= SALTS {
+            self.clear_entries();
+            self.pcid_salts = [(0, 0); PCID_SLOTS];
+            self.next_salt = 1;
+        }
+        let s = self.next_salt << SALT_SHIFT;
+        self.next_salt += 1;
+        s
+    }
+
+    /// Every translation the guest can ask to drop, global ones included,
+    /// for every PCID (CR4.PGE or CR4.PCIDE 1→0, INVPCID type 2, a change
+    /// of CR0.WP, EFER.NXE, SMEP, SMAP, PKRU...). The entries stay (their
+    /// salts no longer match); the host pointers stay valid.
+    pub fn flush_guest_all(&mut self) {
+        self.gen += 1;
+        self.pcid_salts = [(0, 0); PCID_SLOTS];
+        self.globals.clear();
+        self.salt = self.new_salt();
+        self.pcid_salts[self.pcid as usize % PCID_SLOTS] = (self.pcid as u32 + 1, self.salt);
+    }
+
+    /// Switches to the translations of `pcid` (a CR3 write): keeps the
+    /// PCID's cached non-global translations when `keep`, else drops them.
+    /// Global translations stay.
+    pub fn switch_context(&mut self, pcid: u16, keep: bool) {
         self.gen += 1;
         let old = self.salt;
-        let next = (old >> SALT_SHIFT) + 1;
-        if next >= SALTS {
-            // Out of salts: clear the non-global entries for real.
-            for bank in self.e.iter_mut() {
-                for e in bank.iter_mut() {
-                    if e.pg & GLOBAL == 0 {
-                        *e = EMPTY;
-                    }
-                }
-            }
-            self.salt = 1 << SALT_SHIFT;
+        let slot = pcid as usize % PCID_SLOTS;
+        let (tag, salt) = self.pcid_salts[slot];
+        let new = if keep && tag == pcid as u32 + 1 {
+            salt
         } else {
-            self.salt = next << SALT_SHIFT;
+            let s = self.new_salt();
+            self.pcid_salts[slot] = (pcid as u32 + 1, s);
+            s
+        };
+        self.pcid = pcid;
+        self.salt = new;
+        if new == old {
+            return;
         }
-        let new = self.salt;
         let e = &mut self.e;
         self.globals.retain(|&s| {
             let x = &mut e[s as usize / TLB_SIZE][s as usize % TLB_SIZE];
@@ -215,11 +299,42 @@ impl Tlb {
         self.globals.dedup();
     }
 
-    /// INVLPG.
+    /// CR3 reload without PCIDs: drops everything but global entries.
+    pub fn flush_nonglobal(&mut self) {
+        self.switch_context(self.pcid, false);
+    }
+
+    /// Drops the non-global translations of `pcid` (INVPCID type 1).
+    pub fn flush_pcid(&mut self, pcid: u16) {
+        if pcid == self.pcid {
+            self.flush_nonglobal();
+        } else {
+            self.gen += 1;
+            let slot = pcid as usize % PCID_SLOTS;
+            if self.pcid_salts[slot].0 == pcid as u32 + 1 {
+                self.pcid_salts[slot] = (0, 0);
+            }
+        }
+    }
+
+    /// Drops the non-global translations of every PCID (INVPCID type 3).
+    pub fn flush_all_nonglobal(&mut self) {
+        let cur = self.pcid_salts[self.pcid as usize % PCID_SLOTS];
+        self.pcid_salts = [(0, 0); PCID_SLOTS];
+        self.pcid_salts[self.pcid as usize % PCID_SLOTS] = cur;
+        self.flush_nonglobal();
+    }
+
+    /// The current PCID.
+    pub fn pcid(&self) -> u16 {
+        self.pcid
+    }
+
+    /// INVLPG: drops `lin`'s page in every bank (and for every PCID).
     pub fn flush_page(&mut self, lin: u64) {
         self.gen += 1;
         let vpn = lin >> 12;
-        for bank in self.e.iter_mut() {
+        for bank in self.e[..bank::COUNT].iter_mut() {
             let e = &mut bank[Self::index(vpn)];
             if e.tag_r & VPN_MASK == vpn || e.tag_w & VPN_MASK == vpn {
                 *e = EMPTY;
@@ -229,7 +344,7 @@ impl Tlb {
 
     /// Revokes all fast write access (some page became code elsewhere).
     pub fn revoke_all_writes(&mut self) {
-        for bank in self.e[..2].iter_mut() {
+        for bank in self.e[..bank::DATA].iter_mut() {
             for e in bank.iter_mut() {
                 e.tag_w = INVALID;
             }
@@ -239,7 +354,7 @@ impl Tlb {
     /// Revokes fast write access to a guest-physical page (it now holds
     /// decoded code, whose writes must go through the slow path).
     pub fn revoke_write(&mut self, gpa_page: u64) {
-        for bank in self.e[..2].iter_mut() {
+        for bank in self.e[..bank::DATA].iter_mut() {
             for e in bank.iter_mut() {
                 if e.tag_w != INVALID && e.pg & !0xfff == gpa_page {
                     e.tag_w = INVALID;
@@ -276,6 +391,8 @@ pub mod pf {
     pub const U: u32 = 4;
     pub const RSVD: u32 = 8;
     pub const ID: u32 = 16;
+    /// The access was denied by a protection key (PKRU or IA32_PKRS).
+    pub const PK: u32 = 32;
 }
 
 struct Level {
@@ -335,9 +452,12 @@ impl Exec<'_> {
         }
     }
 
-    /// Translates a linear address. `user` is true for CPL-3 accesses that
-    /// are not implicit supervisor accesses.
-    pub(crate) fn translate(&mut self, lin: u64, kind: AccessKind, user: bool) -> R<Translation> {
+    /// Translates a linear address for an access of kind `kind` made as
+    /// TLB bank `bank` says (its privilege, and for supervisor data
+    /// whether SMAP lets it reach user pages), with every permission check:
+    /// U/S, R/W with CR0.WP, NX, SMEP, SMAP and protection keys.
+    pub(crate) fn translate(&mut self, lin: u64, kind: AccessKind, bank: usize) -> R<Translation> {
+        let user = bank == bank::USER || bank == bank::CODE_USER;
         let st = &self.c.state;
         if st.cr0 & cr0::PG == 0 {
             return Ok(Translation {
@@ -358,6 +478,12 @@ impl Exec<'_> {
         let phys_mask: u64 = ((1u64 << self.c.phys_bits) - 1) & !0xfff;
         let rsvd_hi: u64 = ((1u64 << 52) - 1) & !((1u64 << self.c.phys_bits) - 1);
         let nx_rsvd: u64 = if nxe { 0 } else { 1 << 63 };
+        let smep = st.cr4 & cr4::SMEP != 0;
+        let smap = st.cr4 & cr4::SMAP != 0 && bank != bank::SUP_AC;
+        // Protection keys: 4-level paging only.
+        let pke = long && st.cr4 & cr4::PKE != 0;
+        let pks = long && st.cr4 & cr4::PKS != 0;
+        let (pkru, pkrs) = (st.pkru, st.msr.pkrs as u32);
 
         let mut code = 0;
         if kind == AccessKind::Write {
@@ -366,7 +492,8 @@ impl Exec<'_> {
         if user {
             code |= pf::U;
         }
-        if kind == AccessKind::Exec && nxe {
+        // I/D is reported where fetches can fault for their own sake.
+        if kind == AccessKind::Exec && (nxe || smep) {
             code |= pf::ID;
         }
 
@@ -377,6 +504,7 @@ impl Exec<'_> {
         let mut nx = false;
         let gpa;
         let leaf_global;
+        let mut leaf_entry = 0u64;
         let wide = long || pae;
 
         if long || pae {
@@ -426,6 +554,7 @@ impl Exec<'_> {
                     n += 1;
                 }
                 if level == 1 || (ps && level <= 3) {
+                    leaf_entry = e;
                     let page_mask = (1u64 << shift) - 1;
                     gpa = (e & phys_mask & !page_mask) | (lin & page_mask);
                     leaf_global = pge && e & 0x100 != 0;
@@ -468,16 +597,45 @@ impl Exec<'_> {
             }
         }
 
-        let can_read = !user || us;
-        let can_write = can_read && (rw || (!user && !wp));
-        let can_exec = can_read && !(nx && nxe);
-        let ok = match kind {
-            AccessKind::Read => can_read,
-            AccessKind::Write => can_write,
-            AccessKind::Exec => can_exec,
+        // `us`: a user-mode address (U/S set at every level).
+        let (can_read, can_write, can_exec) = if user {
+            (us, us && rw, us && !(nx && nxe))
+        } else {
+            let smap_deny = smap && us;
+            (
+                !smap_deny,
+                !smap_deny && (rw || !wp),
+                !((nx && nxe) || (smep && us)),
+            )
+        };
+        // Protection keys gate data accesses: PKRU for user-mode addresses
+        // (CR4.PKE), IA32_PKRS for supervisor-mode ones (CR4.PKS). A
+        // write-disable bit binds user accesses, and supervisor ones when
+        // CR0.WP is set.
+        let keys = match us {
+            true if pke => Some(pkru),
+            false if pks => Some(pkrs),
+            _ => None,
+        };
+        let (pk_deny_read, pk_deny_write) = match keys {
+            Some(r) if kind != AccessKind::Exec => {
+                let key = ((leaf_entry >> 59) & 0xf) as u32;
+                let ad = r >> (2 * key) & 1 != 0;
+                let wd = r >> (2 * key + 1) & 1 != 0;
+                (ad, ad || (wd && (user || wp)))
+            }
+            _ => (false, false),
+        };
+        let can_read = can_read && !pk_deny_read;
+        let can_write = can_write && !pk_deny_write;
+        let (ok, pk_denies) = match kind {
+            AccessKind::Read => (can_read, pk_deny_read),
+            AccessKind::Write => (can_write, pk_deny_write),
+            AccessKind::Exec => (can_exec, false),
         };
         if !ok {
-            return Err(self.page_fault(lin, code | pf::P));
+            let pk = if pk_denies { pf::PK } else { 0 };
+            return Err(self.page_fault(lin, code | pf::P | pk));
         }
         // Accessed bits on every level, dirty on the leaf for writes.
         let mut dirty = false;
@@ -507,10 +665,40 @@ impl Exec<'_> {
         })
     }
 
-    /// Translates and, when the page is RAM, fills the TLB. Returns the
-    /// guest-physical address.
+    /// The TLB bank of an explicit data access: CPL 3 (`user`), or the
+    /// supervisor with EFLAGS.AC overriding CR4.SMAP, or without.
+    #[inline(always)]
+    pub(crate) fn data_bank(&self, user: bool) -> usize {
+        if user {
+            bank::USER
+        } else {
+            // SMAP is bit 21 of CR4, AC bit 18 of RFLAGS: bank 2 exactly
+            // when both are set.
+            let st = &self.c.state;
+            ((st.flags.raw_bits() & (st.cr4 >> 3) & rflags::AC) >> 17) as usize
+        }
+    }
+
+    /// Translates and, when the page is RAM, fills the TLB. `user` is an
+    /// explicit access at CPL 3 (else an explicit supervisor access).
+    /// Returns the guest-physical address.
+    #[inline]
     pub(crate) fn translate_fill(&mut self, lin: u64, kind: AccessKind, user: bool) -> R<u64> {
-        let t = self.translate(lin, kind, user)?;
+        let bank = match kind {
+            AccessKind::Exec => code_bank(user),
+            _ => self.data_bank(user),
+        };
+        self.translate_fill_bank(lin, kind, bank)
+    }
+
+    /// Translates as bank `bank` and, when the page is RAM, fills it.
+    pub(crate) fn translate_fill_bank(
+        &mut self,
+        lin: u64,
+        kind: AccessKind,
+        bank: usize,
+    ) -> R<u64> {
+        let t = self.translate(lin, kind, bank)?;
         let page = t.gpa & !0xfff;
         // Only a write maps the page writable: the accelerator marks pages
         // dirty when they are mapped for writing, and a read must not.
@@ -535,10 +723,13 @@ impl Exec<'_> {
             return Ok(t.gpa);
         }
         let exec = kind == AccessKind::Exec;
-        let bank = if exec { code_bank(user) } else { user as usize };
         if self.c.state.long_mode_active() && !crate::mem::canonical(lin) {
             // Never cached: the fast paths rely on the TLB holding
             // canonical pages only.
+            return Ok(t.gpa);
+        }
+        if !exec && self.c.dbg.watch && self.watched_page(lin) {
+            // Data breakpoints are checked on the slow path only.
             return Ok(t.gpa);
         }
         let read = if exec { t.can_exec } else { true };

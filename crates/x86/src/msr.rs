@@ -19,6 +19,16 @@ pub const IA32_PLATFORM_ID: u32 = 0x17;
 pub const IA32_MCG_CAP: u32 = 0x179;
 pub const IA32_MCG_STATUS: u32 = 0x17a;
 pub const IA32_ARCH_CAPABILITIES: u32 = 0x10a;
+pub const IA32_PKRS: u32 = 0x6e1;
+
+/// The legacy performance-counter MSRs (P6: PERFCTR0-1 and EVNTSEL0-1;
+/// K7: EVNTSEL0-3 and PERFCTR0-3). With no PMU advertised (CPUID leaf
+/// 0xA version 0, no PERFCTR_CORE) they read as 0 and take writes, as
+/// KVM's do without a virtual PMU: software that resets counters before
+/// it checks for them (kvm-unit-tests' library on an AMD model) goes on.
+fn legacy_perf_msr(index: u32) -> bool {
+    matches!(index, 0xc1..=0xc2 | 0x186..=0x187 | 0xc001_0000..=0xc001_0007)
+}
 
 /// IA32_ARCH_CAPABILITIES: the CPU executes nothing speculatively, so it
 /// is immune to every transient-execution attack the MSR can declare:
@@ -95,7 +105,9 @@ impl Cpu {
             IA32_MISC_ENABLE => m.misc_enable,
             IA32_TSC_AUX => m.tsc_aux,
             IA32_BIOS_SIGN_ID | IA32_PLATFORM_ID | IA32_MCG_CAP | IA32_MCG_STATUS => 0,
+            i if legacy_perf_msr(i) => 0,
             IA32_ARCH_CAPABILITIES => ARCH_CAPABILITIES,
+            IA32_PKRS if self.feat.pks => m.pkrs,
             _ => return m.extra.get(&index).copied(),
         })
     }
@@ -166,14 +178,34 @@ impl Cpu {
                 self.state.msr.tsc_aux = v;
             }
             IA32_BIOS_SIGN_ID | IA32_MCG_STATUS => {}
+            i if legacy_perf_msr(i) => {}
             // Read-only.
             IA32_ARCH_CAPABILITIES => return Err(MsrError::Invalid),
+            IA32_PKRS if self.feat.pks => {
+                if v >> 32 != 0 {
+                    return Err(MsrError::Invalid);
+                }
+                if v != self.state.msr.pkrs {
+                    // The TLB caches decisions made under the old rights.
+                    self.tlb.flush_guest_all();
+                }
+                self.state.msr.pkrs = v;
+            }
             _ => match self.state.msr.extra.get_mut(&index) {
                 Some(slot) => *slot = v,
                 None => return Err(MsrError::Unknown),
             },
         }
         Ok(())
+    }
+
+    /// Sets PKRU (WRPKRU, XRSTOR of the PKRU state component).
+    pub(crate) fn set_pkru(&mut self, v: u32) {
+        if v != self.state.pkru {
+            // The TLB caches decisions made under the old rights.
+            self.tlb.flush_guest_all();
+        }
+        self.state.pkru = v;
     }
 
     /// Defines (or sets) an MSR: modelled ones are written, unknown ones

@@ -80,6 +80,8 @@ pub mod cr4 {
     pub const OSXSAVE: u64 = 1 << 18;
     pub const SMEP: u64 = 1 << 20;
     pub const SMAP: u64 = 1 << 21;
+    pub const PKE: u64 = 1 << 22;
+    pub const PKS: u64 = 1 << 24;
     /// The CR4 bits this CPU accepts (others raise #GP on MOV to CR4).
     pub const SUPPORTED: u64 = VME
         | PVI
@@ -95,7 +97,11 @@ pub mod cr4 {
         | UMIP
         | FSGSBASE
         | PCIDE
-        | OSXSAVE;
+        | OSXSAVE
+        | SMEP
+        | SMAP
+        | PKE
+        | PKS;
 }
 
 /// XCR0 bits (XSAVE state components).
@@ -212,6 +218,8 @@ pub struct Msrs {
     pub tsc_offset: u64,
     /// IA32_TSC_ADJUST: the sum of the guest's changes to its TSC.
     pub tsc_adjust: u64,
+    /// IA32_PKRS: the supervisor protection-key rights (with CR4.PKS).
+    pub pkrs: u64,
     /// MSRs the accelerator defined through `set_msrs` that the CPU does
     /// not model: plain storage, readable and writable by the guest.
     pub extra: std::collections::BTreeMap<u32, u64>,
@@ -233,6 +241,7 @@ impl Default for Msrs {
             tsc_aux: 0,
             tsc_offset: 0,
             tsc_adjust: 0,
+            pkrs: 0,
             extra: Default::default(),
         }
     }
@@ -303,6 +312,8 @@ pub struct CpuState {
     pub efer: u64,
     /// XCR0: the XSAVE state components enabled (bit 0 x87, 1 SSE, 2 AVX).
     pub xcr0: u64,
+    /// PKRU: the user protection-key rights (RDPKRU/WRPKRU, CR4.PKE).
+    pub pkru: u32,
     pub dr: [u64; 8],
     pub msr: Msrs,
     pub fpu: FpuState,
@@ -358,6 +369,7 @@ impl Default for CpuState {
             cr8: 0,
             efer: 0,
             xcr0: 1,
+            pkru: 0,
             dr: [0, 0, 0, 0, 0, 0, 0xffff_0ff0, 0x400],
             msr: Msrs::default(),
             fpu: FpuState::default(),

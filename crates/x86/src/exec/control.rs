@@ -526,6 +526,8 @@ impl Exec<'_> {
         let (vector, kind) = match insn.mnemonic() {
             Mnemonic::Int => (insn.immediate8(), EventKind::Software),
             Mnemonic::Int3 => (3, EventKind::Software),
+            // ICEBP: a #DB without the gate DPL check, and without DR6
+            // bits of its own.
             Mnemonic::Int1 => (1, EventKind::Exception),
             _ => {
                 if !self.c.state.flags.of() {
@@ -535,6 +537,11 @@ impl Exec<'_> {
             }
         };
         self.c.block_exit = true;
+        if kind == EventKind::Software {
+            self.c.dbg.sw_int = true;
+        } else {
+            self.c.dbg.icebp = true;
+        }
         self.deliver_software(vector, kind)
     }
 }

@@ -100,8 +100,8 @@ impl Exec<'_> {
     /// never hits (the TLB holds canonical pages only).
     #[inline(always)]
     fn tlb_host(&self, lin: u64, size: u32, write: bool) -> Option<*mut u8> {
-        let user = self.c.state.cpl == 3;
-        self.c.tlb.host(user as usize, lin, size, write)
+        debug_assert_eq!(self.c.dbank, self.data_bank(self.c.state.cpl == 3));
+        self.c.tlb.host(self.c.dbank, lin, size, write)
     }
 
     #[inline(always)]

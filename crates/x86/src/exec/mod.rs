@@ -5,6 +5,7 @@ mod alu;
 mod avx;
 mod control;
 mod fast;
+mod mmx;
 mod op;
 mod seg;
 mod simd;
@@ -101,6 +102,15 @@ impl Exec<'_> {
             if self.c.icount >= limit {
                 return CpuExit::InstructionLimit;
             }
+            // What changes the data bank (CPL, EFLAGS.AC, CR4.SMAP) sets
+            // `block_exit`, which brings the run back here: the bank holds
+            // until then.
+            self.c.dbank = self.data_bank(self.c.state.cpl == 3);
+            // Likewise for what turns debugging on (TF, RF, DR7).
+            if self.debug_active() {
+                self.step_debug();
+                continue;
+            }
             // Inside an interrupt shadow with a window requested: one
             // instruction at a time, so the window is seen as soon as it opens.
             let shadow = self.c.shadow_icount == self.c.icount;
@@ -135,8 +145,9 @@ impl Exec<'_> {
         }
     }
 
-    /// Runs one block (used inside an interrupt shadow).
-    fn run_block(&mut self, limit: u64) {
+    /// Runs one block (used inside an interrupt shadow, and with a budget
+    /// of one instruction by the debug stepper).
+    pub(crate) fn run_block(&mut self, limit: u64) {
         match self.get_block() {
             // SAFETY: the block cache frees op buffers only in
             // collect_garbage, which `run` calls between blocks.
@@ -293,7 +304,7 @@ impl Exec<'_> {
     }
 
     /// CS:RIP → linear, with the CS limit check outside 64-bit mode.
-    fn code_lin(&self, rip: u64) -> R<u64> {
+    pub(crate) fn code_lin(&self, rip: u64) -> R<u64> {
         let st = &self.c.state;
         if st.mode == Mode::Long {
             return Ok(rip);
@@ -564,7 +575,7 @@ impl Exec<'_> {
             Dst::Mem(lin) => {
                 let user = self.user();
                 let vpn = lin >> 12;
-                if !self.c.tlb.hit(user as usize, lin, true) {
+                if !self.c.tlb.hit(self.data_bank(user), lin, true) {
                     let last = lin.wrapping_add(size as u64 - 1);
                     self.translate_fill(lin, AccessKind::Write, user)?;
                     if last >> 12 != vpn {
@@ -655,14 +666,22 @@ impl Exec<'_> {
             | Rdmsr | Wrmsr | Cpuid | Rdtsc | Rdtscp | Rdpid | Hlt | In | Out | Syscall
             | Sysret | Sysretq | Swapgs | Xgetbv | Xsetbv | Wbinvd | Invd | Lar | Lsl | Verr
             | Verw | Rdpmc | Sysenter | Sysexit | Rdfsbase | Rdgsbase | Wrfsbase | Wrgsbase
-            | Invpcid | Monitor | Mwait => self.system(insn),
+            | Invpcid | Monitor | Mwait | Stac | Clac | Rdpkru | Wrpkru => self.system(insn),
             Lds | Les | Lfs | Lgs | Lss => self.load_far_pointer(insn),
             Xsave | Xsave64 | Xsaveopt | Xsaveopt64 | Xsavec | Xsavec64 | Xrstor | Xrstor64 => {
                 self.xsave_family(insn)
             }
-            Nop | Pause | Lfence | Sfence | Mfence | Clflush | Clflushopt | Clwb | Prefetch
-            | Prefetchnta | Prefetcht0 | Prefetcht1 | Prefetcht2 | Prefetchw | Endbr32
-            | Endbr64 => {
+            Clflush | Clflushopt | Clwb => {
+                // Checked as a one-byte load (segment, paging) that reads
+                // nothing: there is no cache to write back.
+                let off = self.ea(insn);
+                let lin = self.seg_lin(Self::mem_seg(insn), off, 1, false)?;
+                let user = self.user();
+                self.translate_fill(lin, AccessKind::Read, user)?;
+                Ok(())
+            }
+            Nop | Pause | Lfence | Sfence | Mfence | Prefetch | Prefetchnta | Prefetcht0
+            | Prefetcht1 | Prefetcht2 | Prefetchw | Endbr32 | Endbr64 => {
                 if matches!(insn.mnemonic(), Mfence) {
                     std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
                 }
@@ -670,6 +689,7 @@ impl Exec<'_> {
             }
             Ud0 | Ud1 | Ud2 => Err(ud()),
             _ if insn.encoding() == EncodingKind::VEX => self.vex(insn),
+            Movd | Movq if mmx::uses_mmx(insn) => self.mmx(insn),
             _ if sse::is_fpu_sse(insn) => self.fpu_sse(insn),
             _ => self.unimplemented(insn),
         }
@@ -697,6 +717,8 @@ fn ends_block(m: Mnemonic) -> bool {
             | Popf
             | Popfd
             | Popfq
+            | Stac
+            | Clac
             | Lgdt
             | Lidt
             | Lldt

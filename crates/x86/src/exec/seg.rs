@@ -12,8 +12,9 @@ impl Exec<'_> {
         let mode = self.c.state.mode;
         if s == SS {
             // MOV SS / POP SS: interrupts are blocked until the next
-            // instruction retires.
+            // instruction retires, and debug traps held until then.
             self.c.shadow_icount = self.c.icount + 1;
+            self.c.dbg.movss = true;
         }
         if matches!(mode, Mode::Real | Mode::Virtual8086) {
             let seg = &mut self.c.state.seg[s];

@@ -32,15 +32,7 @@ impl Exec<'_> {
         let r = insn.op0_register();
         let v = self.gpr(insn.op1_register());
         if r.is_dr() {
-            let n = r as usize - Register::DR0 as usize;
-            let n = match n {
-                4 | 5 if self.c.state.cr4 & cr4::DE != 0 => return Err(ud()),
-                4 | 5 => n + 2,
-                0..=7 => n,
-                _ => return Err(ud()),
-            };
-            self.c.state.dr[n] = v;
-            return Ok(());
+            return self.write_dr(r as usize - Register::DR0 as usize, v);
         }
         self.c.counters.inc(ExitReason::CrAccess);
         let n = r as usize - Register::CR0 as usize;
@@ -63,6 +55,9 @@ impl Exec<'_> {
                 let old = st.cr0;
                 let pg_on = v & cr0::PG != 0 && old & cr0::PG == 0;
                 let pg_off = v & cr0::PG == 0 && old & cr0::PG != 0;
+                if pg_off && st.cr4 & cr4::PCIDE != 0 {
+                    return Err(gp(0));
+                }
                 if pg_on && st.efer & efer::LME != 0 {
                     if st.cr4 & cr4::PAE == 0 {
                         return Err(gp(0));
@@ -77,14 +72,20 @@ impl Exec<'_> {
                 }
                 st.cr0 = v;
                 if (old ^ v) & (cr0::PG | cr0::WP | cr0::PE) != 0 {
-                    self.c.tlb.flush_all();
+                    self.c.tlb.flush_guest_all();
                 }
                 self.c.state.update_mode();
             }
             2 => st.cr2 = v,
             3 => {
-                let v = if st.long_mode_active() {
+                // With CR4.PCIDE, bits 11:0 are the PCID and bit 63 keeps
+                // the PCID's cached translations (it is not stored).
+                let pcide = st.cr4 & cr4::PCIDE != 0;
+                let keep = pcide && v & (1 << 63) != 0;
+                let v = if pcide {
                     v & !(1 << 63)
+                } else if st.long_mode_active() {
+                    v
                 } else {
                     v & 0xffff_ffff
                 };
@@ -92,19 +93,35 @@ impl Exec<'_> {
                     return Err(gp(0));
                 }
                 st.cr3 = v;
-                self.c.tlb.flush_nonglobal();
+                let pcid = if pcide { (v & 0xfff) as u16 } else { 0 };
+                self.c.tlb.switch_context(pcid, keep);
             }
             4 => {
-                if v & !cr4::SUPPORTED != 0 {
+                if v & !self.c.feat.cr4_valid() != 0 {
                     return Err(gp(0));
                 }
                 if st.long_mode_active() && v & cr4::PAE == 0 {
                     return Err(gp(0));
                 }
                 let old = st.cr4;
+                if v & !old & cr4::PCIDE != 0 && (!st.long_mode_active() || st.cr3 & 0xfff != 0) {
+                    return Err(gp(0));
+                }
                 st.cr4 = v;
-                if (old ^ v) & (cr4::PGE | cr4::PAE | cr4::PSE | cr4::PCIDE | cr4::SMEP) != 0 {
-                    self.c.tlb.flush_all();
+                // The TLB caches permissions decided under these bits.
+                let rights = cr4::PGE
+                    | cr4::PAE
+                    | cr4::PSE
+                    | cr4::PCIDE
+                    | cr4::SMEP
+                    | cr4::SMAP
+                    | cr4::PKE
+                    | cr4::PKS;
+                if (old ^ v) & rights != 0 {
+                    self.c.tlb.flush_guest_all();
+                }
+                if old & !v & cr4::PCIDE != 0 {
+                    self.c.tlb.switch_context(0, false);
                 }
             }
             8 => {
@@ -122,17 +139,11 @@ impl Exec<'_> {
     pub(crate) fn mov_from_crdr(&mut self, insn: &Instruction) -> R<()> {
         self.require_cpl0()?;
         let r = insn.op1_register();
-        let st = &self.c.state;
         let v = if r.is_dr() {
-            let n = r as usize - Register::DR0 as usize;
-            match n {
-                4 | 5 if st.cr4 & cr4::DE != 0 => return Err(ud()),
-                4 | 5 => st.dr[n + 2],
-                0..=7 => st.dr[n],
-                _ => return Err(ud()),
-            }
+            self.read_dr(r as usize - Register::DR0 as usize)?
         } else {
             self.c.counters.inc(ExitReason::CrAccess);
+            let st = &self.c.state;
             match r as usize - Register::CR0 as usize {
                 0 => st.cr0,
                 2 => st.cr2,
@@ -165,12 +176,12 @@ impl Exec<'_> {
         if tr.limit < 0x67 {
             return Err(gp(0));
         }
-        let iobase = self.read_lin(tr.base + 0x66, 2, false)?;
+        let iobase = self.read_sys(tr.base + 0x66, 2)?;
         let byte = iobase + port as u64 / 8;
         if byte + 1 > tr.limit as u64 {
             return Err(gp(0));
         }
-        let bits = self.read_lin(tr.base + byte, 2, false)?;
+        let bits = self.read_sys(tr.base + byte, 2)?;
         let mask = ((1u64 << size) - 1) << (port % 8);
         if bits & mask != 0 {
             return Err(gp(0));
@@ -179,6 +190,7 @@ impl Exec<'_> {
     }
 
     pub(crate) fn port_in(&mut self, port: u16, size: u32) -> u64 {
+        self.io_breakpoints(port, size);
         self.c.counters.inc(ExitReason::Io);
         let mut buf = [0u8; 4];
         self.bus.pio_read(port, &mut buf[..size as usize]);
@@ -186,6 +198,7 @@ impl Exec<'_> {
     }
 
     pub(crate) fn port_out(&mut self, port: u16, size: u32, v: u64) {
+        self.io_breakpoints(port, size);
         self.c.counters.inc(ExitReason::Io);
         let buf = (v as u32).to_le_bytes();
         self.bus.pio_write(port, &buf[..size as usize]);
@@ -223,6 +236,13 @@ impl Exec<'_> {
             let apic_base = self.bus.rdmsr(hv::state::msr_index::IA32_APIC_BASE);
             if apic_base.is_some_and(|v| v & (1 << 11) == 0) {
                 edx &= !(1 << 9);
+            }
+        }
+        if leaf == 7 && sub == 0 {
+            // OSPKE mirrors CR4.PKE.
+            ecx &= !(1 << 4);
+            if self.c.state.cr4 & cr4::PKE != 0 && e.ecx & (1 << 3) != 0 {
+                ecx |= 1 << 4;
             }
         }
         let g = &mut self.c.state.gpr;
@@ -283,6 +303,9 @@ impl Exec<'_> {
             }
             Cpuid => self.cpuid(),
             Rdtsc | Rdtscp => {
+                if insn.mnemonic() == Rdtscp && !self.c.feat.rdtscp {
+                    return Err(ud());
+                }
                 if self.c.state.cr4 & cr4::TSD != 0 && self.c.state.cpl != 0 {
                     return Err(gp(0));
                 }
@@ -295,6 +318,9 @@ impl Exec<'_> {
                 }
             }
             Rdpid => {
+                if !self.c.feat.rdpid {
+                    return Err(ud());
+                }
                 let aux = self.c.state.msr.tsc_aux;
                 self.set_gpr(insn.op0_register(), aux);
             }
@@ -454,10 +480,35 @@ impl Exec<'_> {
                 self.c.tlb.flush_page(lin);
                 self.c.block_exit = true;
             }
-            Invpcid => {
-                self.require_cpl0()?;
-                self.c.tlb.flush_all();
+            Invpcid => self.invpcid(insn)?,
+            Stac | Clac => {
+                if !self.c.feat.smap || self.c.state.cpl > 0 {
+                    return Err(ud());
+                }
+                self.c.state.flags.set_bit(AC, insn.mnemonic() == Stac);
                 self.c.block_exit = true;
+            }
+            Rdpkru => {
+                if self.c.state.cr4 & cr4::PKE == 0 {
+                    return Err(ud());
+                }
+                if self.c.state.gpr[RCX] as u32 != 0 {
+                    return Err(gp(0));
+                }
+                let v = self.c.state.pkru as u64;
+                self.set_gpr_sized(RAX, 4, v);
+                self.set_gpr_sized(RDX, 4, 0);
+            }
+            Wrpkru => {
+                if self.c.state.cr4 & cr4::PKE == 0 {
+                    return Err(ud());
+                }
+                let g = &self.c.state.gpr;
+                if g[RCX] as u32 != 0 || g[RDX] as u32 != 0 {
+                    return Err(gp(0));
+                }
+                let v = g[RAX] as u32;
+                self.c.set_pkru(v);
             }
             Wbinvd | Invd => self.require_cpl0()?,
             Swapgs => {
@@ -528,6 +579,49 @@ impl Exec<'_> {
         Ok(())
     }
 
+    /// INVPCID: drops the translations the descriptor's PCID and address
+    /// select, by type (0 one address, 1 one PCID, 2 everything, 3
+    /// everything but global pages).
+    fn invpcid(&mut self, insn: &Instruction) -> R<()> {
+        if !self.c.feat.invpcid {
+            return Err(ud());
+        }
+        if self.c.state.mode == Mode::Virtual8086 {
+            return Err(gp(0));
+        }
+        self.require_cpl0()?;
+        let ty = self.gpr(insn.op0_register());
+        if ty > 3 {
+            return Err(gp(0));
+        }
+        let seg = Self::mem_seg(insn);
+        let off = self.ea(insn);
+        let lo = self.read(seg, off, 8)?;
+        let addr = self.read(seg, off.wrapping_add(8), 8)?;
+        if lo >> 12 != 0 {
+            return Err(gp(0));
+        }
+        let pcid = (lo & 0xfff) as u16;
+        let pcide = self.c.state.cr4 & cr4::PCIDE != 0;
+        if ty <= 1 && pcid != 0 && !pcide {
+            return Err(gp(0));
+        }
+        match ty {
+            0 => {
+                if !canonical(addr) {
+                    return Err(gp(0));
+                }
+                // Over-invalidates (every PCID), which is always allowed.
+                self.c.tlb.flush_page(addr);
+            }
+            1 => self.c.tlb.flush_pcid(pcid),
+            2 => self.c.tlb.flush_guest_all(),
+            _ => self.c.tlb.flush_all_nonglobal(),
+        }
+        self.c.block_exit = true;
+        Ok(())
+    }
+
     /// LLDT / LTR.
     fn load_system_seg(&mut self, tr: bool, sel: u16) -> R<()> {
         let code = sel as u32 & 0xfffc;
@@ -567,7 +661,7 @@ impl Exec<'_> {
         if tr {
             // Mark the TSS busy.
             let b = ((raw >> 40) as u8) | 2;
-            self.write_lin(lin + 5, 1, b as u64, false)?;
+            self.write_sys(lin + 5, 1, b as u64)?;
             d.attr |= 2;
             self.c.state.tr = d;
         } else {
@@ -653,6 +747,7 @@ impl Exec<'_> {
             self.c.state.rip = target;
         }
         self.c.state.update_mode();
+        self.single_step_by_tf_at_end();
         self.c.block_exit = true;
         Ok(())
     }
@@ -687,6 +782,7 @@ impl Exec<'_> {
         }
         self.c.state.rip = rip;
         self.c.state.update_mode();
+        self.single_step_by_tf_at_end();
         self.c.block_exit = true;
         Ok(())
     }

@@ -3,10 +3,13 @@
 
 mod alu;
 mod avx;
+mod debug;
 mod fuzz;
+mod mmx;
 mod modes;
 mod paging;
 mod perf;
+mod protect;
 mod simd;
 mod sse;
 mod system;
@@ -47,6 +50,32 @@ pub const GDT_ENTRIES: [u64; 6] = [
     0x00cf_f300_0000_ffff, // 0x20 user data (0x23)
     0x00af_fb00_0000_ffff, // 0x28 user 64-bit code (0x2b)
 ];
+
+/// A CPUID table with every optional feature the CPU gates on CPUID
+/// (PCID, FSGSBASE, SMEP, INVPCID, SMAP, UMIP, PKU, RDPID, PKS, RDTSCP),
+/// plus BMI1 and LZCNT.
+pub fn feature_cpuid() -> Vec<hv::CpuidEntry> {
+    let leaf = |function, ebx, ecx, edx| hv::CpuidEntry {
+        function,
+        index: 0,
+        significant_index: function == 7,
+        eax: 0,
+        ebx,
+        ecx,
+        edx,
+    };
+    vec![
+        leaf(0, 0, 0, 0),
+        leaf(1, 0, 1 << 17, 0),
+        leaf(
+            7,
+            1 | 1 << 3 | 1 << 7 | 1 << 10 | 1 << 20,
+            1 << 2 | 1 << 3 | 1 << 22 | 1 << 31,
+            0,
+        ),
+        leaf(0x8000_0001, 0, 1 << 5, 1 << 27 | 1 << 29),
+    ]
+}
 
 /// A RAM-only bus that records MMIO and port accesses.
 pub struct TestBus {

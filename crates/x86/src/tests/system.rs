@@ -574,3 +574,23 @@ fn arch_capabilities_declare_no_speculation_bugs() {
         Err(crate::msr::MsrError::Invalid)
     );
 }
+
+#[test]
+fn legacy_performance_counter_msrs_read_zero_and_take_writes() {
+    let mut cpu = Cpu::default();
+    for msr in [
+        0xc1,
+        0xc2,
+        0x186,
+        0x187,
+        0xc001_0000,
+        0xc001_0003,
+        0xc001_0004,
+        0xc001_0007,
+    ] {
+        assert_eq!(cpu.write_msr(msr, 0), Ok(()), "{msr:#x}");
+        assert_eq!(cpu.read_msr(msr), Some(0), "{msr:#x}");
+    }
+    // The Family 15h core counters are not there without PERFCTR_CORE.
+    assert_eq!(cpu.read_msr(0xc001_0200), None);
+}

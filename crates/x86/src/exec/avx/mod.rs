@@ -88,10 +88,10 @@ impl Exec<'_> {
         }
         for f in insn.cpuid_features() {
             let have = match f {
-                CpuidFeature::AVX => self.c.feat_avx,
-                CpuidFeature::AVX2 => self.c.feat_avx2,
-                CpuidFeature::FMA => self.c.feat_fma,
-                CpuidFeature::F16C => self.c.feat_f16c,
+                CpuidFeature::AVX => self.c.feat.avx,
+                CpuidFeature::AVX2 => self.c.feat.avx2,
+                CpuidFeature::FMA => self.c.feat.fma,
+                CpuidFeature::F16C => self.c.feat.f16c,
                 _ => return self.unimplemented(insn),
             };
             if !have {
