@@ -78,6 +78,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!($backend, $open;
             uart_output,
             pio_sizes_and_values,
+            pit_off_ports_reach_the_vmm,
             string_pio,
             mmio_sizes_and_values,
             read_only_slot,

@@ -275,16 +275,15 @@ unsafe impl Bus for EmuBus<'_> {
                     *b = lock(&self.vm.platform.pic).read(p);
                 }
             }
-            0x40..=0x43 => {
+            0x40..=0x43 | 0x61 if self.vm.platform.pit.is_some() => {
                 data.fill(0);
-                if let Some(b) = data.first_mut() {
-                    *b = lock(&self.vm.platform.pit).read(port - 0x40, now);
-                }
-            }
-            0x61 => {
-                data.fill(0);
-                if let Some(b) = data.first_mut() {
-                    *b = lock(&self.vm.platform.pit).port61_read(now);
+                if let (Some(b), Some(pit)) = (data.first_mut(), &self.vm.platform.pit) {
+                    let mut pit = lock(pit);
+                    *b = if port == 0x61 {
+                        pit.port61_read(now)
+                    } else {
+                        pit.read(port - 0x40, now)
+                    };
                 }
             }
             _ => self.io.pio_read(port, data),
@@ -308,8 +307,16 @@ unsafe impl Bus for EmuBus<'_> {
                     self.vm.router().wake_pic_acceptors();
                 }
             }
-            0x40..=0x43 => lock(&self.vm.platform.pit).write(port - 0x40, value, now),
-            0x61 => lock(&self.vm.platform.pit).port61_write(value, now),
+            0x40..=0x43 | 0x61 if self.vm.platform.pit.is_some() => {
+                if let Some(pit) = &self.vm.platform.pit {
+                    let mut pit = lock(pit);
+                    if port == 0x61 {
+                        pit.port61_write(value, now);
+                    } else {
+                        pit.write(port - 0x40, value, now);
+                    }
+                }
+            }
             _ => self.io.pio_write(port, data),
         }
     }
@@ -364,10 +371,9 @@ impl EmuVcpu {
     fn next_deadline(&self) -> Option<u64> {
         let lapic = self.shared.lapic().next_deadline_ns();
         // vCPU 0 drives the PIT.
-        let pit = if self.shared.id == 0 {
-            lock(&self.vm.platform.pit).next_irq_ns()
-        } else {
-            None
+        let pit = match &self.vm.platform.pit {
+            Some(pit) if self.shared.id == 0 => lock(pit).next_irq_ns(),
+            _ => None,
         };
         match (lapic, pit) {
             (Some(a), Some(b)) => Some(a.min(b)),
