@@ -103,6 +103,7 @@ macro_rules! conformance_suite {
             irqfd_pulses_an_ioapic_pin,
             irqfd_follows_msi_routes,
             x2apic_through_apic_base,
+            cr8_is_the_lapic_tpr,
             exits_are_counted_once,
         );
     };

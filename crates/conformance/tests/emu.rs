@@ -5,3 +5,9 @@ fn open_emu() -> Result<Box<dyn hv::Hypervisor>, String> {
 }
 
 conformance::conformance_suite!("emu", open_emu);
+
+/// Emu only: see [`conformance::cases::hypercalls_follow_kvm`].
+#[test]
+fn hypercalls_follow_kvm() {
+    conformance::with_backend("emu", open_emu, conformance::cases::hypercalls_follow_kvm);
+}

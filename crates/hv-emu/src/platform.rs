@@ -211,6 +211,20 @@ impl Router<'_> {
         }
     }
 
+    /// Sends an edge-triggered fixed interrupt (`nmi` false) or an NMI to
+    /// the vCPU whose APIC ID is `apic_id`; returns whether it took it.
+    pub fn send_to(&self, apic_id: u32, vector: u8, nmi: bool) -> bool {
+        let Some(vcpu) = self.vcpus.iter().find(|v| v.lapic().id() == apic_id) else {
+            return false;
+        };
+        let outcome = if nmi {
+            Outcome::Nmi
+        } else {
+            Outcome::accepted(vcpu.lapic().accept_interrupt(vector, false))
+        };
+        outcome.apply(vcpu)
+    }
+
     /// A level-triggered vector was EOI'd on some LAPIC.
     pub fn eoi(&self, vector: u8) {
         let deliveries = lock(&self.platform.ioapic).eoi(vector);

@@ -89,7 +89,9 @@ impl Exec<'_> {
                 }
             }
             self.sync_code_share();
-            if self.c.want_interrupt_window && self.c.can_inject_interrupt() {
+            if (self.c.want_interrupt_window && self.c.can_inject_interrupt())
+                || (self.c.want_nmi_window && self.c.can_inject_nmi())
+            {
                 self.c.counters.inc(ExitReason::InterruptWindow);
                 return CpuExit::InterruptWindow;
             }
@@ -99,7 +101,10 @@ impl Exec<'_> {
             // Inside an interrupt shadow with a window requested: one
             // instruction at a time, so the window is seen as soon as it opens.
             let shadow = self.c.shadow_icount == self.c.icount;
-            if self.c.want_interrupt_window && shadow && self.c.state.if_set() {
+            if shadow
+                && ((self.c.want_interrupt_window && self.c.state.if_set())
+                    || (self.c.want_nmi_window && !self.c.state.nmi_blocked))
+            {
                 self.run_block(self.c.icount + 1);
                 continue;
             }
@@ -162,6 +167,7 @@ impl Exec<'_> {
             if self.c.icount >= limit
                 || self.c.signals.pending()
                 || self.c.want_interrupt_window
+                || self.c.want_nmi_window
                 || self.c.code_share.epoch() != self.c.seen_code_epoch
                 || self.c.code_share.revoke_epoch() != self.c.seen_revoke
             {
@@ -647,7 +653,7 @@ impl Exec<'_> {
             | Rdmsr | Wrmsr | Cpuid | Rdtsc | Rdtscp | Rdpid | Hlt | In | Out | Syscall
             | Sysret | Sysretq | Swapgs | Xgetbv | Xsetbv | Wbinvd | Invd | Lar | Lsl | Verr
             | Verw | Rdpmc | Sysenter | Sysexit | Rdfsbase | Rdgsbase | Wrfsbase | Wrgsbase
-            | Invpcid | Monitor | Mwait => self.system(insn),
+            | Invpcid | Monitor | Mwait | Vmcall | Vmmcall => self.system(insn),
             Lds | Les | Lfs | Lgs | Lss => self.load_far_pointer(insn),
             Nop | Pause | Lfence | Sfence | Mfence | Clflush | Clflushopt | Clwb | Prefetch
             | Prefetchnta | Prefetcht0 | Prefetcht1 | Prefetcht2 | Prefetchw | Endbr32
