@@ -12,6 +12,7 @@
 //!   emulates ([`acpi::pm`]).
 //! - [`cpuid`], [`msr`]: the documented CPU template and boot MSRs;
 //!   [`cpu_model`]: `--cpu` (QEMU's `-cpu` syntax) applied to the template.
+//! - [`firmware`]: the reset vector (a ROM below 4 GiB, F000:FFF0).
 //! - [`elf`], [`bzimage`]: bounds-checked readers of kernel headers.
 //! - [`elf_builder`]: builds tiny ELF64/ELF32 (and Multiboot) kernels for
 //!   tests.
@@ -24,6 +25,7 @@ pub mod cpu_model;
 pub mod cpuid;
 pub mod elf;
 pub mod elf_builder;
+pub mod firmware;
 pub mod layout;
 pub mod mode;
 pub mod msr;

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use arch::boot::firmware::{self, FIRMWARE_CODE_ADDR, FIRMWARE_CODE_SIZE};
+use arch::boot::bios_handoff::{self, FIRMWARE_CODE_ADDR, FIRMWARE_CODE_SIZE};
 use arch::boot::multiboot::{MultibootAddresses, MultibootError};
 use arch::boot::{load_kernel, BootConfig, BootError, BootInfo, BootKind, BootProtocol};
 use arch::elf::ElfError;
@@ -178,9 +178,9 @@ fn assert_protected_mode_entry(info: &BootInfo, entry: u64) {
 fn assert_firmware(mem: &GuestMemoryMmap, addr: u64, entry: u64) {
     assert_eq!(
         read(mem, addr, FIRMWARE_CODE_SIZE as usize),
-        firmware::code(entry as u32)
+        bios_handoff::code(entry as u32)
     );
-    assert_eq!(read(mem, 0, 0x400), firmware::ivt(addr));
+    assert_eq!(read(mem, 0, 0x400), bios_handoff::ivt(addr));
 }
 
 #[test]
@@ -321,7 +321,7 @@ fn boot_structures_move_out_of_a_low_kernels_way() {
     assert!(outside(r.rip, FIRMWARE_CODE_SIZE) && r.rip < EBDA_START);
     assert_eq!(
         read(&mem, r.rip, FIRMWARE_CODE_SIZE as usize),
-        firmware::code(0x380)
+        bios_handoff::code(0x380)
     );
     // The kernel occupies the IVT: it is left alone.
     assert_eq!(read(&mem, 0x300, 0x100), text);

@@ -6,6 +6,7 @@ use hv::{ExitReason, Hypervisor};
 use iced_x86::code_asm::*;
 
 use crate::harness::*;
+use crate::interrupts::{emit_lapic_enable, LAPIC};
 
 const EXIT_OK: u32 = 0x600d;
 const IA32_APIC_BASE: u32 = 0x1b;
@@ -152,6 +153,74 @@ pub fn exits_are_counted_once(hv: &dyn Hypervisor) {
             assert_eq!(seen, n, "{reason} exits");
         }
     }
+}
+
+/// INIT sent to the bootstrap processor resets it to the reset vector
+/// (0xFFFF_FFF0, CS base 0xFFFF_0000), where a read-only ROM slot holds the
+/// code it runs next, instead of waiting for a SIPI as an AP does; its MSRs
+/// survive the INIT (SDM 9.1, table 9-1).
+pub fn init_resets_the_bsp_to_the_reset_vector(hv: &dyn Hypervisor) {
+    use arch::firmware::{RESET_VECTOR, ROM_BASE, ROM_SIZE};
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+    const FROM_ROM: u8 = 0x42;
+    const SYSENTER_CS: u32 = 0x174;
+    let t = TestVm::new(hv, 1);
+    let rom = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(ROM_BASE), ROM_SIZE as usize)])
+        .expect("map the ROM");
+    // mov al, FROM_ROM; out DEBUG_EXIT, al; cli; hlt
+    let stub = [0xb0, FROM_ROM, 0xe6, guests::DEBUG_EXIT as u8, 0xfa, 0xf4];
+    rom.write_slice(&stub, GuestAddress(RESET_VECTOR))
+        .expect("write the ROM");
+    t.vm.set_memory_slot(hv::MemorySlot {
+        id: 1,
+        guest_addr: ROM_BASE,
+        region: rom.iter().next().expect("one region").get_mmap(),
+        read_only: true,
+        log_dirty: false,
+    })
+    .expect("map the ROM slot");
+    let p = program(
+        |a| {
+            a.mov(ecx, SYSENTER_CS)?;
+            a.mov(eax, 0x10)?;
+            a.xor(edx, edx)?;
+            a.wrmsr()?;
+            emit_lapic_enable(a)?;
+            // INIT, level assert, to APIC ID 0: this processor.
+            a.mov(rbx, LAPIC)?;
+            a.mov(dword_ptr(rbx + 0x310), 0)?;
+            a.mov(dword_ptr(rbx + 0x300), 0x4500)?;
+            // Not reached: the INIT takes effect first.
+            a.mov(eax, 0xbad)?;
+            Ok(())
+        },
+        0xbad,
+    );
+    t.load(&p);
+    let mut vcpu = t.vcpu(0, p.load_addr);
+    let io = TestIo::new(vcpu.kicker());
+    assert_eq!(run_guest(&mut *vcpu, &io), None);
+    assert_eq!(
+        io.exit_value(),
+        Some(u32::from(FROM_ROM)),
+        "ran from the ROM"
+    );
+    let sregs = vcpu.get_sregs().expect("sregs");
+    assert_eq!(sregs.cs.base, 0xffff_0000, "CS base after INIT");
+    assert_eq!(sregs.cs.selector, 0xf000);
+    assert_eq!(sregs.cr0 & 1, 0, "real mode");
+    let regs = vcpu.get_regs().expect("regs");
+    assert!(
+        (0xfff0..0xfff8).contains(&regs.rip),
+        "RIP {:#x} in the stub",
+        regs.rip
+    );
+    let mut msr = [hv::Msr {
+        index: SYSENTER_CS,
+        data: 0,
+    }];
+    vcpu.get_msrs(&mut msr).expect("read IA32_SYSENTER_CS");
+    assert_eq!(msr[0].data, 0x10, "MSRs survive INIT");
 }
 
 const X2APIC_IRR_64: u32 = 0x822;

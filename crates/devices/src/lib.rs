@@ -15,6 +15,7 @@ pub mod fw_cfg;
 pub mod i8042;
 pub mod pc_testdev;
 pub mod ratelimit;
+pub mod reset_control;
 pub mod rtc;
 pub mod serial;
 pub mod shutdown_port;

@@ -4,7 +4,7 @@
 //! | leaf | content |
 //! |---|---|
 //! | 0 | max basic leaf 0x16, vendor "GenuineIntel" |
-//! | 1 | family 6 model 0x2a stepping 7; EDX: FPU PSE TSC MSR PAE CX8 APIC SEP PGE CMOV PAT CLFSH FXSR SSE SSE2; ECX: CX16 x2APIC POPCNT TSC-deadline |
+//! | 1 | family 6 model 0x2a stepping 7; EDX: FPU PSE TSC MSR PAE CX8 APIC SEP PGE CMOV PAT CLFSH FXSR SSE SSE2; ECX: SSE3 SSSE3 CX16 SSE4.1 SSE4.2 x2APIC POPCNT TSC-deadline (with LAHF/SAHF and CX16: x86-64-v2) |
 //! | 7.0 | EBX: TSC_ADJUST, BMI1 (TZCNT); EDX: ARCH_CAPABILITIES (the MSR declares the CPU immune to Meltdown, MDS, SSB and the rest: it does not speculate, so guests skip page-table isolation and the other mitigations) |
 //! | 0xB | x2APIC topology (filled per vCPU by `arch::cpuid::template`) |
 //! | 0x15 | TSC = 1 GHz crystal × 1/1 (the guest need not calibrate) |
@@ -18,8 +18,8 @@
 //! can deliver late during busy phases).
 //! | 0x8000_0008 | 40 physical, 48 linear address bits |
 //!
-//! Not advertised because the CPU does not implement them: MMX, SSE3 and
-//! later, AVX, XSAVE, SMEP/SMAP, PCID, RDRAND, the PMU. The x87 unit
+//! Not advertised because the CPU does not implement them: MMX,
+//! MONITOR/MWAIT, AVX and later, XSAVE, SMEP/SMAP, PCID, RDRAND, the PMU. The x87 unit
 //! computes in double precision (documented in the `x86` crate).
 
 use hv::CpuidEntry;
@@ -58,7 +58,11 @@ const FXSR: u32 = 1 << 24;
 const SSE: u32 = 1 << 25;
 const SSE2: u32 = 1 << 26;
 // Leaf 1 ECX.
+const SSE3: u32 = 1 << 0;
+const SSSE3: u32 = 1 << 9;
 const CX16: u32 = 1 << 13;
+const SSE4_1: u32 = 1 << 19;
+const SSE4_2: u32 = 1 << 20;
 const X2APIC: u32 = 1 << 21;
 const POPCNT: u32 = 1 << 23;
 const TSC_DEADLINE: u32 = 1 << 24;
@@ -112,7 +116,7 @@ pub fn supported_cpuid() -> Vec<CpuidEntry> {
             1,
             0x0002_06a7,
             8 << 8,
-            CX16 | X2APIC | POPCNT | TSC_DEADLINE,
+            SSE3 | SSSE3 | CX16 | SSE4_1 | SSE4_2 | X2APIC | POPCNT | TSC_DEADLINE,
             leaf1_edx,
         ),
         CpuidEntry {
@@ -161,6 +165,12 @@ mod tests {
         assert_ne!(ext.edx & LM, 0);
         let l1 = leaves.iter().find(|e| e.function == 1).unwrap();
         assert_ne!(l1.edx & SSE2, 0, "SSE2 is implemented");
-        assert_eq!(l1.ecx & 1, 0, "no SSE3");
+        // x86-64-v2: SSE3 SSSE3 SSE4.1 SSE4.2 POPCNT CX16 LAHF/SAHF.
+        let v2 = SSE3 | SSSE3 | SSE4_1 | SSE4_2 | POPCNT | CX16;
+        assert_eq!(l1.ecx & v2, v2);
+        assert_ne!(ext.ecx & LAHF_LM, 0);
+        assert_eq!(l1.ecx & (1 << 3), 0, "no MONITOR/MWAIT");
+        assert_eq!(l1.ecx & (1 << 28), 0, "no AVX");
+        assert_eq!(l1.ecx & (1 << 27), 0, "no OSXSAVE");
     }
 }

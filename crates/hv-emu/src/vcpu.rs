@@ -509,6 +509,11 @@ impl EmuVcpu {
         if state.init_pending {
             state.init_pending = false;
             self.cpu.init();
+            // INIT sends the bootstrap processor to the reset vector; the
+            // others wait for a SIPI (as KVM does).
+            if self.shared.lapic().apic_base() & irqchip::lapic::APIC_BASE_BSP != 0 {
+                state.mp_state = MpState::Runnable;
+            }
         }
         match state.mp_state {
             MpState::Runnable | MpState::Halted => true,

@@ -3,7 +3,8 @@
 //!
 //! - [`ConfigIo`]: configuration mechanism #1 at ports 0xCF8 (address,
 //!   32-bit accesses only) and 0xCFC..0xCFF (data, 1/2/4-byte accesses at
-//!   the byte offset of the port).
+//!   the byte offset of the port); byte accesses to 0xCF9 go to the
+//!   chipset's reset control register when one is given.
 //! - [`Ecam`]: the memory-mapped configuration space (MMCONFIG), 4 KiB per
 //!   function, bus 0 only: offset = device << 15 | function << 12 | register.
 //! - [`BarWindow`]: the MMIO window the BARs live in. The window is one
@@ -218,7 +219,12 @@ impl PciBus {
 pub struct ConfigIo {
     bus: Arc<PciBus>,
     address: u32,
+    /// The chipset's reset control register: byte accesses to 0xCF9.
+    reset_control: Option<Arc<Mutex<dyn BusDevice>>>,
 }
+
+/// Offset of the reset control register (port 0xCF9) in the ports.
+const RESET_CONTROL_OFFSET: u64 = 1;
 
 /// CONFIG_ADDRESS: enable bit.
 const CONFIG_ENABLE: u32 = 1 << 31;
@@ -228,7 +234,24 @@ const CONFIG_ADDRESS_MASK: u32 = 0x80ff_fffc;
 
 impl ConfigIo {
     pub fn new(bus: Arc<PciBus>) -> ConfigIo {
-        ConfigIo { bus, address: 0 }
+        ConfigIo {
+            bus,
+            address: 0,
+            reset_control: None,
+        }
+    }
+
+    /// Sends byte accesses to port 0xCF9 to `device` (the chipset's reset
+    /// control register shares the ports, as on a PC).
+    pub fn with_reset_control(mut self, device: Arc<Mutex<dyn BusDevice>>) -> ConfigIo {
+        self.reset_control = Some(device);
+        self
+    }
+
+    fn reset_control(&self, offset: u64, len: usize) -> Option<&Arc<Mutex<dyn BusDevice>>> {
+        (offset == RESET_CONTROL_OFFSET && len == 1)
+            .then_some(self.reset_control.as_ref())
+            .flatten()
     }
 
     /// (bus, slot, function, register) CONFIG_ADDRESS selects, if enabled.
@@ -248,6 +271,9 @@ impl ConfigIo {
 
 impl BusDevice for ConfigIo {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
+        if let Some(device) = self.reset_control(offset, data.len()) {
+            return lock(device).read(0, data);
+        }
         match offset {
             0 if data.len() == 4 => data.copy_from_slice(&self.address.to_le_bytes()),
             4..8 => match self.target(offset) {
@@ -261,6 +287,9 @@ impl BusDevice for ConfigIo {
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
+        if let Some(device) = self.reset_control(offset, data.len()) {
+            return lock(device).write(0, data);
+        }
         match offset {
             0 if data.len() == 4 => {
                 let value = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);

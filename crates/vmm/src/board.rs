@@ -10,8 +10,13 @@
 //! | 0x3f8–0x3ff | COM1 (16550A) | 4 |
 //! | 0x510–0x511 | fw_cfg (selector, data) | — |
 //! | 0x600–0x60f | ACPI power management (sleep, reset, PM1, PM timer) | — |
+//! | 0xcf9 | reset control register (inside the PCI host bridge's 0xCF8–0xCFF with `--transport pci`) | — |
 //! | 0x2000–0x2017 | pc-testdev interrupt lines (`--device pc-testdev`) | GSI 0–23 |
 //! | 0x8900 | Bochs shutdown port ("Shutdown" powers off) | — |
+//!
+//! The firmware ROM below 4 GiB and the BIOS reset entry at F000:FFF0
+//! ([`arch::firmware`]) reset the machine through the i8042, so a kernel
+//! that reboots through the BIOS ends the VM as a reset does.
 //!
 //! virtio-mmio devices (in the DSDT as `LNRO0005`, level-triggered IRQs):
 //! one 4 KiB window each from [`VIRTIO_MMIO_BASE`], the disks first (in
@@ -34,6 +39,7 @@ use devices::pc_testdev::{
     TestdevIrq, TestdevPorts, TESTDEV_IRQ_LINES, TESTDEV_IRQ_PORT, TESTDEV_PORT, TESTDEV_SIZE,
 };
 use devices::ratelimit::RateLimiter;
+use devices::reset_control::{ResetControl, RESET_CONTROL_PORT, RESET_CONTROL_SIZE};
 use devices::rtc::{Rtc, RTC_BASE, RTC_IRQ, RTC_SIZE};
 use devices::serial::{Serial, COM1_BASE, COM1_IRQ, UART_SIZE};
 use devices::shutdown_port::{ShutdownPort, SHUTDOWN_PORT, SHUTDOWN_SIZE};
@@ -212,7 +218,7 @@ pub(crate) fn build(
         "acpi-pm",
         ACPI_PM_BASE.into(),
         ACPI_PM_SIZE,
-        Arc::new(Mutex::new(AcpiPm::new(requests, clock))),
+        Arc::new(Mutex::new(AcpiPm::new(requests.clone(), clock))),
     )?;
     let fw_cfg = FwCfg::new(FwCfgMachine {
         ram_size: config.memory,
@@ -243,8 +249,25 @@ pub(crate) fn build(
             Arc::new(Mutex::new(TestdevIrq::new(lines))),
         )?;
     }
+    let reset_control = Arc::new(Mutex::new(ResetControl::new(requests)));
     // irqfds spare KVM an ioctl per MSI; emu's are one more thread hop.
-    let virtio_console = add_virtio_devices(&mut buses, vm, mem, config, accel == "kvm")?;
+    let virtio_console = add_virtio_devices(
+        &mut buses,
+        vm,
+        mem,
+        config,
+        accel == "kvm",
+        reset_control.clone(),
+    )?;
+    if config.transport != VirtioTransport::Pci {
+        // Without a PCI host bridge the register has the port to itself.
+        buses.pio.insert(
+            "reset-control",
+            RESET_CONTROL_PORT.into(),
+            RESET_CONTROL_SIZE,
+            reset_control,
+        )?;
+    }
     Ok(Board {
         buses,
         serial,
@@ -262,6 +285,7 @@ fn add_virtio_devices(
     mem: &GuestMemoryMmap,
     config: &MachineConfig,
     use_irqfds: bool,
+    reset_control: Arc<Mutex<ResetControl>>,
 ) -> Result<Option<virtio::console::ConsoleInput>, MachineError> {
     let mut models: Vec<(String, Box<dyn virtio::VirtioDevice>)> = Vec::new();
     for (i, disk) in config.disks.iter().enumerate() {
@@ -294,7 +318,7 @@ fn add_virtio_devices(
         models.push(("virtio-console".to_string(), Box::new(console)));
     }
     if config.transport == VirtioTransport::Pci {
-        crate::pci_board::add_devices(buses, vm, mem, models, use_irqfds)?;
+        crate::pci_board::add_devices(buses, vm, mem, models, use_irqfds, reset_control)?;
         return Ok(console_input);
     }
     for ((name, model), (addr, irq)) in models.into_iter().zip(virtio_slots(config)?) {

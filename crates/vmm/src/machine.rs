@@ -9,13 +9,13 @@ use arch::boot::{BootConfig, BootInfo, BootKind};
 use devices::serial::Serial;
 use devices::{BusError, GuestRequest, IoBuses, RequestSink};
 use hv::{ExitStats, HvError, Hypervisor, Kicker, MpState, Vcpu, Vm, VmConfig};
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
 
 use crate::accel::{open_accelerator, AccelError};
 use crate::board::{self, AcpiPlacement};
 use crate::config::{MachineConfig, MAX_VCPUS};
 use crate::console::{spawn_stdin_reader, InputTarget, RawTerminal};
-use crate::memory::{create_guest_memory, register_slots, MemoryError};
+use crate::memory::{create_guest_memory, register_rom, register_slots, MemoryError};
 use crate::platform_timer::PlatformTimer;
 use crate::vcpu::{MachineEvent, VcpuContext, VcpuStop};
 
@@ -31,6 +31,8 @@ pub enum MachineError {
     Boot(#[source] arch::boot::BootError),
     #[error("cannot write the ACPI tables")]
     Acpi(#[source] arch::acpi::AcpiError),
+    #[error("cannot write the BIOS reset entry")]
+    Firmware(#[source] vm_memory::GuestMemoryError),
     #[error("cannot set up the {what}")]
     Hv {
         what: &'static str,
@@ -128,6 +130,8 @@ pub struct Machine {
     serial: Arc<Mutex<Serial>>,
     _vm: Arc<dyn Vm>,
     mem: GuestMemoryMmap,
+    /// The firmware ROM's mapping (slot after the RAM slots).
+    _rom: GuestMemoryMmap,
     events_tx: Sender<MachineEvent>,
     events: Receiver<MachineEvent>,
     console_input: bool,
@@ -172,6 +176,14 @@ impl Machine {
         )
         .map_err(MachineError::Boot)?;
         let acpi = board::write_acpi_tables(&mem, &boot, config.vcpus, &virtio_acpi)?;
+        let occupied: Vec<_> = std::iter::once(boot.kernel.clone())
+            .chain(boot.initrd.clone())
+            .collect();
+        if !arch::firmware::write_bios_reset_entry(&mem, &occupied)
+            .map_err(MachineError::Firmware)?
+        {
+            tracing::info!("the kernel lies at F000:FFF0: no BIOS reset entry");
+        }
 
         let accel = hypervisor.name();
         let vm: Arc<dyn Vm> = Arc::from(
@@ -183,6 +195,7 @@ impl Machine {
                 .map_err(hv_err("VM"))?,
         );
         register_slots(&*vm, &mem, false)?;
+        let rom = register_rom(&*vm, mem.iter().count() as u32)?;
 
         let (events_tx, events) = channel();
         let requests: RequestSink = {
@@ -217,6 +230,7 @@ impl Machine {
             vcpus,
             _vm: vm,
             mem,
+            _rom: rom,
             buses: Arc::new(board.buses),
             serial: board.serial,
             timer: board.timer,

@@ -2,7 +2,7 @@
 //! VM as memory slots.
 
 use hv::{MemorySlot, Vm};
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::config::MIN_MEMORY;
 
@@ -22,6 +22,8 @@ pub enum MemoryError {
     },
     #[error("cannot register guest memory with the accelerator")]
     Slot(#[source] hv::HvError),
+    #[error("cannot write the firmware ROM")]
+    Rom(#[source] vm_memory::GuestMemoryError),
 }
 
 /// Largest guest the VMM accepts (the x86 layout's 46-bit physical space is
@@ -63,6 +65,44 @@ pub fn register_slots(
         .map_err(MemoryError::Slot)?;
     }
     Ok(())
+}
+
+/// Maps the firmware ROM ([`arch::firmware::rom_image`]) below 4 GiB as
+/// slot `id`: read-only where the accelerator can (KVM without
+/// KVM_CAP_READONLY_MEM gets a writable copy, which only the guest itself
+/// could spoil). The caller keeps the returned memory for the VM's life.
+pub fn register_rom(vm: &dyn Vm, id: u32) -> Result<GuestMemoryMmap, MemoryError> {
+    use arch::firmware::{rom_image, ROM_BASE, ROM_SIZE};
+    let rom = GuestMemoryMmap::from_ranges(&[(GuestAddress(ROM_BASE), ROM_SIZE as usize)])
+        .map_err(|source| MemoryError::Map {
+            size: ROM_SIZE,
+            source,
+        })?;
+    rom.write_slice(&rom_image(), GuestAddress(ROM_BASE))
+        .map_err(MemoryError::Rom)?;
+    let region = rom
+        .iter()
+        .next()
+        .map(|r| r.get_mmap())
+        .ok_or(MemoryError::TooSmall(0))?;
+    let slot = |read_only| MemorySlot {
+        id,
+        guest_addr: ROM_BASE,
+        region: region.clone(),
+        read_only,
+        log_dirty: false,
+    };
+    match vm.set_memory_slot(slot(true)) {
+        Err(hv::HvError::Unsupported(what)) => {
+            tracing::info!(
+                missing = what,
+                "the firmware ROM is writable on this accelerator"
+            );
+            vm.set_memory_slot(slot(false)).map_err(MemoryError::Slot)?;
+        }
+        r => r.map_err(MemoryError::Slot)?,
+    }
+    Ok(rom)
 }
 
 #[cfg(test)]

@@ -83,6 +83,7 @@ pub(crate) fn add_devices(
     mem: &GuestMemoryMmap,
     models: Vec<(String, Box<dyn virtio::VirtioDevice>)>,
     use_irqfds: bool,
+    reset_control: Arc<Mutex<dyn devices::BusDevice>>,
 ) -> Result<(), MachineError> {
     let msi: Arc<dyn MsiSink> = Arc::new(VmMsi(crate::msi::MsiSender::new(vm.clone(), use_irqfds)));
     let mut bus = PciBus::new();
@@ -117,7 +118,9 @@ pub(crate) fn add_devices(
         "pci-config",
         CONFIG_IO_PORT.into(),
         CONFIG_IO_SIZE,
-        Arc::new(Mutex::new(ConfigIo::new(bus.clone()))),
+        Arc::new(Mutex::new(
+            ConfigIo::new(bus.clone()).with_reset_control(reset_control),
+        )),
     )?;
     buses.mmio.insert(
         "pci-ecam",

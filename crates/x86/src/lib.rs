@@ -87,15 +87,23 @@
 //!   IOPL and the TSS I/O bitmap, SYSCALL/SYSRET, SYSENTER/SYSEXIT, SWAPGS,
 //!   FSGSBASE, XGETBV/XSETBV, LAR/LSL/VERR/VERW), x87 (computed in f64),
 //!   FXSAVE/FXRSTOR, MXCSR, SSE/SSE2 (integer, moves, float scalar/packed,
-//!   conversions). Anything else raises #UD, counted as
-//!   `InsnEmulationFail`; random code never panics the host.
+//!   conversions), SSE3, SSSE3, SSE4.1 and SSE4.2 on XMM registers
+//!   (PCMPxSTRx, CRC32, POPCNT included) — x86-64-v2 with CMPXCHG16B and
+//!   LAHF/SAHF. The 128-bit operations are pure functions behind one
+//!   table (`exec::simd::lane_op`) that a VEX layer shares. Anything else
+//!   raises #UD, counted as `InsnEmulationFail`; random code never panics
+//!   the host.
 //!
 //! # Not implemented
 //!
 //! Task switches and task gates, call gates, virtual-8086 mode, single-step
-//! and debug-register traps (#DB), SMEP/SMAP/PKU, MMX, SSE3 and later,
-//! AVX, XSAVE, x87 80-bit precision and FP exception flags/#MF/#XM (the
-//! CPUID table must not advertise these). A write by one vCPU through fast
+//! and debug-register traps (#DB), SMEP/SMAP/PKU, MMX (and so the MMX
+//! forms of SSE/SSSE3), MONITOR/MWAIT, AVX and later, XSAVE (the CPUID
+//! table must not advertise these). Approximations: x87 computes in double
+//! precision; no FP exception flags, #MF or #XM; SSE arithmetic rounds to
+//! nearest whatever MXCSR.RC says (conversions and ROUND* do honour it),
+//! without DAZ/FTZ; RCPPS/RSQRTPS return the exact value instead of the
+//! hardware's 12-bit approximation. A write by one vCPU through fast
 //! write access it cached before the page became code on another vCPU is
 //! not seen by that vCPU's block cache ([`smc`]).
 

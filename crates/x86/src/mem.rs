@@ -105,6 +105,10 @@ impl Exec<'_> {
             self.bus.mmio_write(a, &buf[done..done + n]);
             done += n;
         }
+        // A device write may have raised an event for this CPU (an IPI to
+        // itself, INIT): as on an exit, it is seen before the next
+        // instruction.
+        self.c.block_exit = true;
     }
 
     /// Writes guest-physical memory (RAM or MMIO), invalidating decoded code.

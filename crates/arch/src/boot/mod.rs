@@ -36,7 +36,7 @@
 //! (other kernels find it by scanning the BIOS area).
 
 mod bare;
-pub mod firmware;
+pub mod bios_handoff;
 mod linux;
 pub mod multiboot;
 pub mod multiboot_layout;
@@ -152,7 +152,7 @@ pub struct BootInfo {
     pub kind: BootKind,
     /// The kernel's entry point: RIP at entry, but for a Multiboot kernel,
     /// which the boot vCPU enters through the firmware stub
-    /// ([`firmware`]) that jumps there.
+    /// ([`bios_handoff`]) that jumps there.
     pub entry: u64,
     /// General registers of the boot vCPU (RIP = `entry`).
     pub regs: Regs,

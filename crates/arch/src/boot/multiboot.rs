@@ -38,7 +38,7 @@
 //!
 //! **Firmware state**: the boot vCPU starts in a small stub that leaves the
 //! PICs, the PIT and the real-mode IVT as a PC BIOS does, then jumps to the
-//! kernel's entry ([`super::firmware`]).
+//! kernel's entry ([`super::bios_handoff`]).
 //!
 //! **Entry state** ([`mode::protected_mode_sregs`]): 32-bit protected mode,
 //! paging off, CS = 0x08 flat 32-bit code, DS/ES/FS/GS/SS = 0x18 flat data,
@@ -51,7 +51,7 @@ use std::io::{Seek, SeekFrom};
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
-use super::firmware;
+use super::bios_handoff;
 use super::linux::e820_table;
 use super::multiboot_layout::{self, MultibootLayout, MULTIBOOT_INFO_AREA_SIZE};
 use super::{
@@ -523,7 +523,7 @@ pub(super) fn boot<M: GuestMemoryBackend>(
 }
 
 /// Writes the firmware code (its stub jumps to `entry`) and, where the
-/// kernel leaves it free, the real-mode IVT ([`firmware`]).
+/// kernel leaves it free, the real-mode IVT ([`bios_handoff`]).
 fn write_firmware<M: GuestMemoryBackend>(
     mem: &M,
     layout: &MultibootLayout,
@@ -538,14 +538,18 @@ fn write_firmware<M: GuestMemoryBackend>(
     put(
         "firmware code",
         layout.firmware,
-        &firmware::code(entry as u32),
+        &bios_handoff::code(entry as u32),
     )?;
-    let ivt = firmware::IVT_ADDR..firmware::IVT_ADDR + firmware::IVT_SIZE;
+    let ivt = bios_handoff::IVT_ADDR..bios_handoff::IVT_ADDR + bios_handoff::IVT_SIZE;
     if !occupied
         .iter()
         .any(|r| r.start < ivt.end && ivt.start < r.end)
     {
-        put("real-mode IVT", ivt.start, &firmware::ivt(layout.firmware))?;
+        put(
+            "real-mode IVT",
+            ivt.start,
+            &bios_handoff::ivt(layout.firmware),
+        )?;
     }
     Ok(())
 }

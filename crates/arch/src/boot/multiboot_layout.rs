@@ -10,7 +10,7 @@
 //! | information structure, module list, strings, memory map | [`MULTIBOOT_INFO_ADDR`] | [`MULTIBOOT_INFO_AREA_SIZE`] | a 4 KiB-aligned block |
 //! | command line | [`CMDLINE_ADDR`] | its length + 1 | a 16-byte-aligned block |
 //! | stack | top [`MULTIBOOT_STACK_TOP`] | [`MULTIBOOT_STACK_SIZE`] | a 16-byte-aligned block |
-//! | firmware code ([`super::firmware`]) | [`FIRMWARE_CODE_ADDR`] | [`FIRMWARE_CODE_SIZE`] | a 16-byte-aligned block below [`EBDA_START`] (real-mode handlers must be reachable) |
+//! | firmware code ([`super::bios_handoff`]) | [`FIRMWARE_CODE_ADDR`] | [`FIRMWARE_CODE_SIZE`] | a 16-byte-aligned block below [`EBDA_START`] (real-mode handlers must be reachable) |
 //!
 //! A structure stays at its default when that range is free of the
 //! kernel, the module and the structures placed before it (the firmware
@@ -25,7 +25,7 @@
 
 use std::ops::Range;
 
-use super::firmware::{FIRMWARE_CODE_ADDR, FIRMWARE_CODE_SIZE};
+use super::bios_handoff::{FIRMWARE_CODE_ADDR, FIRMWARE_CODE_SIZE};
 use super::multiboot::MultibootError;
 use crate::layout::{
     CMDLINE_ADDR, EBDA_START, HIMEM_START, MMIO_HOLE_START, MULTIBOOT_INFO_ADDR,

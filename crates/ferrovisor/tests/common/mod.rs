@@ -51,6 +51,8 @@ pub fn guest() -> Option<Guest> {
 pub struct Boot {
     pub status: Option<i32>,
     pub console: String,
+    /// ferrovisor's own messages (standard error).
+    pub stderr: String,
 }
 
 impl Boot {
@@ -73,6 +75,7 @@ impl Boot {
 pub struct Running {
     child: std::process::Child,
     console: mpsc::Receiver<Vec<u8>>,
+    stderr: mpsc::Receiver<Vec<u8>>,
     /// ferrovisor's standard input, with [`spawn_with`]'s `stdin_piped`.
     pub stdin: Option<std::process::ChildStdin>,
 }
@@ -152,19 +155,27 @@ fn spawn_full(
         .stderr(Stdio::piped())
         .spawn()
         .expect("start ferrovisor");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut all = Vec::new();
-        let _ = stdout.read_to_end(&mut all);
-        let _ = tx.send(all);
-    });
+    let console = collect(child.stdout.take().expect("stdout"));
+    let stderr = collect(child.stderr.take().expect("stderr"));
     let stdin = child.stdin.take();
     Running {
         child,
-        console: rx,
+        console,
+        stderr,
         stdin,
     }
+}
+
+/// Reads `pipe` to its end on a thread of its own (so the child never
+/// blocks on a full pipe); the receiver gets everything.
+fn collect(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = pipe.read_to_end(&mut all);
+        let _ = tx.send(all);
+    });
+    rx
 }
 
 impl Running {
@@ -186,6 +197,7 @@ impl Running {
                 let console = Boot {
                     status: None,
                     console: String::from_utf8_lossy(&console).replace('\r', ""),
+                    stderr: String::new(),
                 };
                 panic!(
                     "the guest did not power off within {BOOT_TIMEOUT:?}; console tail:\n{}",
@@ -199,7 +211,16 @@ impl Running {
             .recv_timeout(Duration::from_secs(10))
             .unwrap_or_default();
         let console = String::from_utf8_lossy(&console).replace('\r', "");
-        Boot { status, console }
+        let stderr = self
+            .stderr
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_default();
+        let stderr = String::from_utf8_lossy(&stderr).into_owned();
+        Boot {
+            status,
+            console,
+            stderr,
+        }
     }
 }
 

@@ -6,7 +6,9 @@ mod control;
 mod fast;
 mod op;
 mod seg;
+mod simd;
 mod sse;
+mod sse4;
 mod ssefp;
 mod string;
 mod system;
@@ -612,6 +614,7 @@ impl Exec<'_> {
             Xadd => self.xadd(insn),
             Cmpxchg => self.cmpxchg(insn),
             Cmpxchg8b | Cmpxchg16b => self.cmpxchg_wide(insn),
+            Crc32 => self.crc32(insn),
             Cbw | Cwde | Cdqe | Cwd | Cdq | Cqo => self.convert(insn),
             Lahf | Sahf | Clc | Stc | Cmc | Cld | Std | Cli | Sti => self.flag_op(insn),
             Cmovo | Cmovno | Cmovb | Cmovae | Cmove | Cmovne | Cmovbe | Cmova | Cmovs | Cmovns

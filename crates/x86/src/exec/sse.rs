@@ -1,9 +1,9 @@
-//! x87 control instructions, FXSAVE/FXRSTOR, MXCSR, and the SSE/SSE2
-//! integer and move subset baseline x86-64 code uses (memcpy, strlen...).
-//! x87 arithmetic and SSE floating point are not implemented (#UD).
+//! x87 control instructions, FXSAVE/FXRSTOR, MXCSR, the SSE moves, and
+//! the legacy SSE dispatch of the lane operations (`simd`).
 
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
+use super::simd::{self, LaneIn, LaneOp};
 use super::Exec;
 use crate::exception::{gp, ud, Exc, NM, R};
 use crate::state::{cr0, cr4, Mode};
@@ -22,40 +22,6 @@ fn nm() -> Exc {
     }
 }
 
-/// Applies `f` to each of the 16/size lanes of two 128-bit values.
-pub(super) fn lanes(a: u128, b: u128, size: u32, f: impl Fn(u64, u64) -> u64) -> u128 {
-    let bits = size * 8;
-    let mask: u128 = if bits == 128 {
-        u128::MAX
-    } else {
-        (1u128 << bits) - 1
-    };
-    let mut r = 0u128;
-    for i in 0..(128 / bits) {
-        let sh = i * bits;
-        let x = ((a >> sh) & mask) as u64;
-        let y = ((b >> sh) & mask) as u64;
-        r |= ((f(x, y) as u128) & mask) << sh;
-    }
-    r
-}
-
-/// Interleaves the low (or high) halves of two vectors by element size.
-pub(super) fn unpack(a: u128, b: u128, size: u32, high: bool) -> u128 {
-    let bits = size * 8;
-    let mask: u128 = (1u128 << bits) - 1;
-    let n = 64 / bits;
-    let base = if high { n } else { 0 };
-    let mut r = 0u128;
-    for i in 0..n {
-        let x = (a >> ((base + i) * bits)) & mask;
-        let y = (b >> ((base + i) * bits)) & mask;
-        r |= x << (2 * i * bits);
-        r |= y << ((2 * i + 1) * bits);
-    }
-    r
-}
-
 impl Exec<'_> {
     /// #UD / #NM rules for x87 (`sse` false) and SSE instructions.
     fn fpu_check(&self, sse: bool) -> R<()> {
@@ -72,7 +38,7 @@ impl Exec<'_> {
         Ok(())
     }
 
-    fn read_m128(&mut self, insn: &Instruction, aligned: bool) -> R<u128> {
+    pub(super) fn read_m128(&mut self, insn: &Instruction, aligned: bool) -> R<u128> {
         let seg = Self::mem_seg(insn);
         let off = self.ea(insn);
         let lin = self.seg_lin(seg, off, 16, false)?;
@@ -96,7 +62,7 @@ impl Exec<'_> {
     }
 
     /// Operand `n` as a 128-bit value (XMM register or m128).
-    fn xmm_src(&mut self, insn: &Instruction, n: u32, aligned: bool) -> R<u128> {
+    pub(super) fn xmm_src(&mut self, insn: &Instruction, n: u32, aligned: bool) -> R<u128> {
         match insn.op_kind(n) {
             OpKind::Register => match xmm_index(insn.op_register(n)) {
                 Some(i) => Ok(self.c.state.fpu.xmm[i]),
@@ -293,6 +259,7 @@ impl Exec<'_> {
                 }
             }
             Movd | Movq => self.movd_movq(insn),
+            Maskmovdqu => self.maskmovdqu(insn),
             Movnti => {
                 let size = Self::op_size(insn, 0);
                 let v = self.read_op(insn, 1, size)?;
@@ -367,67 +334,38 @@ impl Exec<'_> {
                 self.set_gpr(insn.op0_register(), r);
                 Ok(())
             }
-            Pshufd => {
-                let d = Self::xmm_dst(insn)?;
-                let s = self.xmm_src(insn, 1, true)?;
-                let imm = insn.immediate8() as u32;
-                let mut r = 0u128;
-                for i in 0..4 {
-                    let sel = (imm >> (i * 2)) & 3;
-                    r |= ((s >> (sel * 32)) & 0xffff_ffff) << (i * 32);
-                }
-                self.c.state.fpu.xmm[d] = r;
-                Ok(())
-            }
-            Pslldq | Psrldq => {
-                let d = Self::xmm_dst(insn)?;
-                let n = (insn.immediate8() as u32).min(16) * 8;
-                let x = &mut self.c.state.fpu.xmm[d];
-                *x = match (m, n) {
-                    (_, 128) => 0,
-                    (Pslldq, n) => *x << n,
-                    (_, n) => *x >> n,
-                };
-                Ok(())
-            }
-            Psllw | Pslld | Psllq | Psrlw | Psrld | Psrlq | Psraw | Psrad => {
-                let d = Self::xmm_dst(insn)?;
-                let count = if matches!(insn.op1_kind(), OpKind::Immediate8) {
-                    insn.immediate8() as u64
-                } else {
-                    self.xmm_src(insn, 1, true)? as u64
-                };
-                let size = match m {
-                    Psllw | Psrlw | Psraw => 2,
-                    Pslld | Psrld | Psrad => 4,
-                    _ => 8,
-                };
-                let bits = size as u64 * 8;
-                let x = self.c.state.fpu.xmm[d];
-                self.c.state.fpu.xmm[d] = lanes(x, 0, size, |a, _| match m {
-                    Psllw | Pslld | Psllq => {
-                        if count >= bits {
-                            0
-                        } else {
-                            a << count
-                        }
-                    }
-                    Psrlw | Psrld | Psrlq => {
-                        if count >= bits {
-                            0
-                        } else {
-                            a >> count
-                        }
-                    }
-                    _ => {
-                        let sh = 64 - bits;
-                        (((a << sh) as i64) >> (sh + count.min(bits - 1))) as u64
-                    }
-                });
-                Ok(())
-            }
-            _ => self.sse_binary(insn),
+            _ if super::sse4::is_sse4_other(m) => self.sse4_other(insn),
+            _ => match simd::lane_op(m) {
+                Some(op) => self.sse_lane(insn, op),
+                None => match self.sse_fp(insn)? {
+                    true => Ok(()),
+                    false => self.unimplemented(insn),
+                },
+            },
         }
+    }
+
+    /// MASKMOVDQU: the bytes of the first register whose byte in the
+    /// second has bit 7 set are stored to DS:rDI (segment overridable),
+    /// one byte at a time.
+    fn maskmovdqu(&mut self, insn: &Instruction) -> R<()> {
+        let amask = match insn.op0_kind() {
+            OpKind::MemorySegRDI => u64::MAX,
+            OpKind::MemorySegEDI => 0xffff_ffff,
+            OpKind::MemorySegDI => 0xffff,
+            _ => return Err(ud()),
+        };
+        let v = self.c.state.fpu.xmm[xmm_index(insn.op1_register()).ok_or_else(ud)?];
+        let sel = self.c.state.fpu.xmm[xmm_index(insn.op2_register()).ok_or_else(ud)?];
+        let seg = Self::mem_seg(insn);
+        let base = self.c.state.gpr[7];
+        for j in 0..16u32 {
+            if (sel >> (8 * j + 7)) & 1 != 0 {
+                let off = base.wrapping_add(j as u64) & amask;
+                self.write(seg, off, 1, (v >> (8 * j)) as u64 & 0xff)?;
+            }
+        }
+        Ok(())
     }
 
     fn movd_movq(&mut self, insn: &Instruction) -> R<()> {
@@ -465,114 +403,61 @@ impl Exec<'_> {
         }
     }
 
-    /// Two-operand packed integer and logic operations.
-    fn sse_binary(&mut self, insn: &Instruction) -> R<()> {
-        use Mnemonic::*;
-        let m = insn.mnemonic();
-        let known = matches!(
-            m,
-            Pxor | Xorps
-                | Xorpd
-                | Por
-                | Orps
-                | Orpd
-                | Pand
-                | Andps
-                | Andpd
-                | Pandn
-                | Andnps
-                | Andnpd
-                | Pcmpeqb
-                | Pcmpeqw
-                | Pcmpeqd
-                | Pcmpgtb
-                | Pcmpgtw
-                | Pcmpgtd
-                | Paddb
-                | Paddw
-                | Paddd
-                | Paddq
-                | Psubb
-                | Psubw
-                | Psubd
-                | Psubq
-                | Pminub
-                | Pmaxub
-                | Punpcklbw
-                | Punpcklwd
-                | Punpckldq
-                | Punpcklqdq
-                | Punpckhbw
-                | Punpckhwd
-                | Punpckhdq
-                | Punpckhqdq
-                | Pavgb
-                | Psubusb
-                | Paddusb
-        );
-        if !known {
-            if self.sse_fp(insn)? {
-                return Ok(());
-            }
-            return self.unimplemented(insn);
-        }
+    /// A lane operation (`simd::lane_op`) in its legacy SSE form: the
+    /// destination register is the first source, the second is an XMM
+    /// register, memory (m128 aligned) or, for shifts by an immediate,
+    /// the imm8; BLENDV's selector is XMM0.
+    fn sse_lane(&mut self, insn: &Instruction, op: LaneOp) -> R<()> {
         let d = Self::xmm_dst(insn)?;
-        let b = self.xmm_src(insn, 1, true)?;
-        let a = self.c.state.fpu.xmm[d];
-        let sx = |v: u64, size: u32| {
-            let sh = 64 - size * 8;
-            ((v << sh) as i64) >> sh
+        let mut imm = 0u8;
+        for n in 1..insn.op_count() {
+            if insn.op_kind(n) == OpKind::Immediate8 {
+                imm = insn.immediate8();
+            }
+        }
+        if op.name == Mnemonic::Insertps && insn.op1_kind() == OpKind::Memory {
+            // The m32 is the element: no source select.
+            imm &= 0x3f;
+        }
+        let b = match insn.op1_kind() {
+            OpKind::Register => {
+                let s = xmm_index(insn.op1_register()).ok_or_else(ud)?;
+                self.c.state.fpu.xmm[s]
+            }
+            OpKind::Memory if op.mem == 16 => self.read_m128(insn, true)?,
+            OpKind::Memory => self.read_op(insn, 1, op.mem as u32)? as u128,
+            OpKind::Immediate8 => imm as u128,
+            _ => return Err(ud()),
         };
-        let all = |c: bool| if c { u64::MAX } else { 0 };
-        let r = match m {
-            Pxor | Xorps | Xorpd => a ^ b,
-            Por | Orps | Orpd => a | b,
-            Pand | Andps | Andpd => a & b,
-            Pandn | Andnps | Andnpd => !a & b,
-            Pcmpeqb => lanes(a, b, 1, |x, y| all(x == y)),
-            Pcmpeqw => lanes(a, b, 2, |x, y| all(x == y)),
-            Pcmpeqd => lanes(a, b, 4, |x, y| all(x == y)),
-            Pcmpgtb => lanes(a, b, 1, |x, y| all(sx(x, 1) > sx(y, 1))),
-            Pcmpgtw => lanes(a, b, 2, |x, y| all(sx(x, 2) > sx(y, 2))),
-            Pcmpgtd => lanes(a, b, 4, |x, y| all(sx(x, 4) > sx(y, 4))),
-            Paddb => lanes(a, b, 1, u64::wrapping_add),
-            Paddw => lanes(a, b, 2, u64::wrapping_add),
-            Paddd => lanes(a, b, 4, u64::wrapping_add),
-            Paddq => lanes(a, b, 8, u64::wrapping_add),
-            Psubb => lanes(a, b, 1, u64::wrapping_sub),
-            Psubw => lanes(a, b, 2, u64::wrapping_sub),
-            Psubd => lanes(a, b, 4, u64::wrapping_sub),
-            Psubq => lanes(a, b, 8, u64::wrapping_sub),
-            Pminub => lanes(a, b, 1, u64::min),
-            Pmaxub => lanes(a, b, 1, u64::max),
-            Pavgb => lanes(a, b, 1, |x, y| (x + y + 1) >> 1),
-            Psubusb => lanes(a, b, 1, |x, y| x.saturating_sub(y)),
-            Paddusb => lanes(a, b, 1, |x, y| (x + y).min(0xff)),
-            Punpcklbw => unpack(a, b, 1, false),
-            Punpcklwd => unpack(a, b, 2, false),
-            Punpckldq => unpack(a, b, 4, false),
-            Punpcklqdq => unpack(a, b, 8, false),
-            Punpckhbw => unpack(a, b, 1, true),
-            Punpckhwd => unpack(a, b, 2, true),
-            Punpckhdq => unpack(a, b, 4, true),
-            _ => unpack(a, b, 8, true),
+        let f = &mut self.c.state.fpu;
+        let input = LaneIn {
+            a: f.xmm[d],
+            b,
+            c: f.xmm[0],
+            imm,
+            mxcsr: f.mxcsr,
         };
-        self.c.state.fpu.xmm[d] = r;
+        f.xmm[d] = op.run(&input);
         Ok(())
     }
 }
 
-/// Whether a mnemonic is handled by [`Exec::fpu_sse`].
+/// Whether a mnemonic is handled by [`Exec::fpu_sse`] (legacy encodings
+/// only: the VEX twins of the lane operations are not).
 pub(super) fn is_fpu_sse(insn: &Instruction) -> bool {
     use Mnemonic::*;
     if insn.code() == Code::INVALID {
         return false;
     }
-    if super::ssefp::is_sse_fp(insn.mnemonic()) || super::x87::is_x87(insn.mnemonic()) {
+    let m = insn.mnemonic();
+    if super::ssefp::is_sse_fp(m) || super::x87::is_x87(m) {
+        return true;
+    }
+    if simd::lane_op(m).is_some_and(|op| op.name == m) || super::sse4::is_sse4_other(m) {
         return true;
     }
     matches!(
-        insn.mnemonic(),
+        m,
         Fninit
             | Fnstsw
             | Fnstcw
@@ -610,55 +495,88 @@ pub(super) fn is_fpu_sse(insn: &Instruction) -> bool {
             | Pmovmskb
             | Movmskps
             | Movmskpd
-            | Pshufd
-            | Pslldq
-            | Psrldq
-            | Psllw
-            | Pslld
-            | Psllq
-            | Psrlw
-            | Psrld
-            | Psrlq
-            | Psraw
-            | Psrad
-            | Pxor
-            | Xorps
-            | Xorpd
-            | Por
-            | Orps
-            | Orpd
-            | Pand
-            | Andps
-            | Andpd
-            | Pandn
-            | Andnps
-            | Andnpd
-            | Pcmpeqb
-            | Pcmpeqw
-            | Pcmpeqd
-            | Pcmpgtb
-            | Pcmpgtw
-            | Pcmpgtd
-            | Paddb
-            | Paddw
-            | Paddd
-            | Paddq
-            | Psubb
-            | Psubw
-            | Psubd
-            | Psubq
-            | Pminub
-            | Pmaxub
-            | Punpcklbw
-            | Punpcklwd
-            | Punpckldq
-            | Punpcklqdq
-            | Punpckhbw
-            | Punpckhwd
-            | Punpckhdq
-            | Punpckhqdq
-            | Pavgb
-            | Psubusb
-            | Paddusb
+            | Maskmovdqu
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use iced_x86::{Code, CpuidFeature, EncodingKind, Instruction, Mnemonic};
+
+    /// Every legacy-encoded SSE..SSE4.2 instruction on XMM registers (MMX
+    /// forms are not implemented) reaches an implementation: the SSE
+    /// dispatch, or the general dispatch for the few without SSE state.
+    #[test]
+    fn every_legacy_sse_instruction_is_dispatched() {
+        let mut missing = Vec::new();
+        for code in Code::values() {
+            if code.encoding() != EncodingKind::Legacy {
+                continue;
+            }
+            let sse = code.cpuid_features().iter().any(|f| {
+                matches!(
+                    f,
+                    CpuidFeature::SSE
+                        | CpuidFeature::SSE2
+                        | CpuidFeature::SSE3
+                        | CpuidFeature::SSSE3
+                        | CpuidFeature::SSE4_1
+                        | CpuidFeature::SSE4_2
+                )
+            });
+            let name = format!("{code:?}");
+            let mmx = name.split('_').any(|p| p == "mm" || p.starts_with("mmm"));
+            if !sse || mmx {
+                continue;
+            }
+            use Mnemonic::*;
+            let general = matches!(
+                code.mnemonic(),
+                Crc32
+                    | Lfence
+                    | Mfence
+                    | Sfence
+                    | Prefetchnta
+                    | Prefetcht0
+                    | Prefetcht1
+                    | Prefetcht2
+            );
+            let mut i = Instruction::default();
+            i.set_code(code);
+            if !general && !super::is_fpu_sse(&i) {
+                missing.push(name);
+            }
+        }
+        assert!(missing.is_empty(), "not dispatched: {missing:?}");
+    }
+
+    /// The VEX twins in the lane table name their legacy instruction.
+    #[test]
+    fn lane_table_maps_vex_twins_to_legacy_names() {
+        use super::simd::lane_op;
+        for (legacy, vex) in [
+            (Mnemonic::Paddb, Mnemonic::Vpaddb),
+            (Mnemonic::Pshufb, Mnemonic::Vpshufb),
+            (Mnemonic::Roundps, Mnemonic::Vroundps),
+            (Mnemonic::Pblendvb, Mnemonic::Vpblendvb),
+            (Mnemonic::Cmpps, Mnemonic::Vcmpps),
+        ] {
+            let l = lane_op(legacy).expect("legacy in table");
+            let v = lane_op(vex).expect("VEX twin in table");
+            assert_eq!((l.name, v.name), (legacy, legacy));
+            assert_eq!((l.mem, l.unary, l.per_lane), (v.mem, v.unary, v.per_lane));
+        }
+        assert!(lane_op(Mnemonic::Vpermq).is_none());
+    }
+
+    #[test]
+    fn lane_imm_gives_the_high_lane_its_fields() {
+        use super::simd::lane_imm;
+        assert_eq!(lane_imm(Mnemonic::Vblendps, 0xa5, 1), 0x0a);
+        assert_eq!(lane_imm(Mnemonic::Vblendpd, 0b1101, 1), 0b11);
+        assert_eq!(lane_imm(Mnemonic::Vshufpd, 0b0110, 1), 0b01);
+        assert_eq!(lane_imm(Mnemonic::Vmpsadbw, 0b10_1011, 1), 0b101);
+        assert_eq!(lane_imm(Mnemonic::Vpshufd, 0x1b, 1), 0x1b);
+        assert_eq!(lane_imm(Mnemonic::Vblendps, 0xa5, 0), 0xa5);
+    }
 }

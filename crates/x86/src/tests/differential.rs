@@ -12,13 +12,13 @@ use crate::state::rflags;
 type Image = [u64; 17];
 
 /// An executable copy of some code.
-struct Native {
+pub(super) struct Native {
     mem: *mut u8,
     len: usize,
 }
 
 impl Native {
-    fn new(code: &[u8]) -> Native {
+    pub(super) fn new(code: &[u8]) -> Native {
         let len = code.len().div_ceil(4096) * 4096;
         // SAFETY: an anonymous private mapping; arguments are valid.
         let mem = unsafe {
@@ -49,7 +49,7 @@ impl Native {
         self.call_any(image)
     }
 
-    fn call_any(&self, image: &mut [u64]) {
+    pub(super) fn call_any(&self, image: &mut [u64]) {
         // SAFETY: the buffer holds a complete function following the SysV
         // ABI (callee-saved registers and RSP restored) that only reads and
         // writes the image it is given, which is as large as the thunk
@@ -73,7 +73,7 @@ impl Drop for Native {
 const SAVED: [AsmRegister64; 6] = [rbx, rbp, r12, r13, r14, r15];
 /// Registers the test instructions use (RSP excluded; RDI holds the image
 /// pointer until it is loaded last).
-const REGS: [usize; 15] = [0, 1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+pub(super) const REGS: [usize; 15] = [0, 1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 const R64: [AsmRegister64; 16] = [
     rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15,
 ];
@@ -125,26 +125,26 @@ fn thunk(insn: &[u8]) -> Vec<u8> {
 /// Cases per differential test: `default`, or FERROVISOR_DIFF_CASES for
 /// longer local runs (e.g. `FERROVISOR_DIFF_CASES=1000000 cargo test -p
 /// x86 --release differential`).
-fn cases(default: usize) -> usize {
+pub(super) fn cases(default: usize) -> usize {
     std::env::var("FERROVISOR_DIFF_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
 
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn pick<T: Copy>(&mut self, v: &[T]) -> T {
+    pub(super) fn pick<T: Copy>(&mut self, v: &[T]) -> T {
         v[(self.next() % v.len() as u64) as usize]
     }
     /// Operand values biased towards edge cases.
-    fn value(&mut self) -> u64 {
+    pub(super) fn value(&mut self) -> u64 {
         match self.next() % 6 {
             0 => 0,
             1 => u64::MAX,
@@ -263,7 +263,7 @@ fn random_insn(r: &mut Rng, bmi1: bool) -> Vec<u8> {
 }
 
 /// Maps iced's RflagsBits to RFLAGS bits.
-fn iced_flags(bits: u32) -> u64 {
+pub(super) fn iced_flags(bits: u32) -> u64 {
     let mut f = 0;
     for (i, x) in [
         (RflagsBits::OF, rflags::OF),
@@ -378,9 +378,9 @@ fn random_register_instructions_match_the_host() {
 }
 
 /// GPR image plus XMM0..15, for the SSE differential test.
-type SseImage = [u64; 17 + 32];
+pub(super) type SseImage = [u64; 17 + 32];
 
-fn sse_thunk(insn: &[u8]) -> Vec<u8> {
+pub(super) fn sse_thunk(insn: &[u8]) -> Vec<u8> {
     let mut a = CodeAssembler::new(64).unwrap();
     (|| -> Result<(), iced_x86::IcedError> {
         for r in SAVED {
@@ -516,7 +516,7 @@ fn random_sse(r: &mut Rng) -> Vec<u8> {
 
 impl Rng {
     /// A float-ish 64-bit lane: special values, small numbers, raw bits.
-    fn fp_lane(&mut self) -> u64 {
+    pub(super) fn fp_lane(&mut self) -> u64 {
         let f = |v: f64| v.to_bits();
         let g = |v: f32| v.to_bits() as u64;
         match self.next() % 8 {

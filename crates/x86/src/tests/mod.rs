@@ -6,11 +6,14 @@ mod fuzz;
 mod modes;
 mod paging;
 mod perf;
+mod simd;
 mod sse;
 mod system;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod differential;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod simd_diff;
 
 use iced_x86::code_asm::CodeAssembler;
 
