@@ -36,9 +36,12 @@
 //! - Remote IRR of LINT0/LINT1 (level-triggered local interrupts), remote
 //!   read (RRD), focus processor checking, directed EOI / EOI-broadcast
 //!   suppression (the version register does not advertise it).
-//! - Thermal, performance-counter and CMCI LVTs are plain storage: nothing
+//! - Thermal and performance-counter LVTs are plain storage: nothing
 //!   raises them. The version register says 6 LVT entries (max LVT 5), as
-//!   Linux expects without CMCI; the CMCI register is still accepted.
+//!   Linux expects without CMCI, so the CMCI register (0x2F0) does not
+//!   exist: it reads 0 and ignores writes (an illegal-register error) in
+//!   xAPIC mode, and its MSR (0x82F) is #GP in x2APIC mode, as on KVM
+//!   without MCG_CMCI_P.
 //! - Lowest-priority arbitration is the router's job ([`Lapic::apr`] helps).
 //! - APIC base relocation is only reported ([`Lapic::mmio_base`]); the caller
 //!   maps the page.
@@ -149,7 +152,7 @@ impl Lvt {
 
     fn from_offset(offset: u32) -> Option<Lvt> {
         Some(match offset {
-            reg::LVT_CMCI => Lvt::Cmci,
+            // Max LVT 5: no CMCI register (see the module documentation).
             reg::LVT_TIMER => Lvt::Timer,
             reg::LVT_THERMAL => Lvt::Thermal,
             reg::LVT_PERF => Lvt::Perf,

@@ -734,3 +734,16 @@ fn apic_base_above_the_physical_address_width_is_reserved() {
     assert!(l.set_apic_base(base | 1 << 51).is_ok());
     assert!(l.set_apic_base(base | 1 << 52).is_err());
 }
+
+#[test]
+fn no_cmci_register_with_max_lvt_5() {
+    assert_eq!(APIC_VERSION >> 16 & 0xff, 5, "max LVT entry");
+    let mut l = enabled(0);
+    wr(&mut l, reg::LVT_CMCI, 0x40, 0);
+    assert_eq!(rd(&l, reg::LVT_CMCI, 0), 0);
+    let mut l = x2apic(0);
+    assert!(l.rdmsr(0x82f, 0).is_err());
+    assert!(l.wrmsr(0x82f, 0, 0).is_err());
+    // The LVTs that exist answer.
+    assert!(l.rdmsr(0x832, 0).is_ok());
+}
