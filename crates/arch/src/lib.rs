@@ -10,7 +10,8 @@
 //! - [`acpi`]: the ACPI tables (RSDP, XSDT, FADT, MADT, DSDT) from
 //!   [`acpi::create_acpi_tables`], and the power-management ports the VMM
 //!   emulates ([`acpi::pm`]).
-//! - [`cpuid`], [`msr`]: the documented CPU template and boot MSRs.
+//! - [`cpuid`], [`msr`]: the documented CPU template and boot MSRs;
+//!   [`cpu_model`]: `--cpu` (QEMU's `-cpu` syntax) applied to the template.
 //! - [`firmware`]: the reset vector (a ROM below 4 GiB, F000:FFF0).
 //! - [`elf`], [`bzimage`]: bounds-checked readers of kernel headers.
 //! - [`elf_builder`]: builds tiny ELF64/ELF32 (and Multiboot) kernels for
@@ -20,6 +21,7 @@
 pub mod acpi;
 pub mod boot;
 pub mod bzimage;
+pub mod cpu_model;
 pub mod cpuid;
 pub mod elf;
 pub mod elf_builder;

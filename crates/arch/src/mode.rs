@@ -98,12 +98,66 @@ pub fn setup_long_mode<M: GuestMemoryBackend>(mem: &M) -> Result<(), Error> {
     Ok(())
 }
 
+/// Where the boot GDT, IDT and TSS are: [`BootTables::DEFAULT`] for every
+/// boot, or [`BootTables::packed`] where a Multiboot kernel occupies the
+/// default places.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootTables {
+    pub gdt: u64,
+    pub idt: u64,
+    pub tss: u64,
+}
+
+impl BootTables {
+    /// [`BOOT_GDT_ADDR`], [`BOOT_IDT_ADDR`], [`BOOT_TSS_ADDR`].
+    pub const DEFAULT: BootTables = BootTables {
+        gdt: BOOT_GDT_ADDR,
+        idt: BOOT_IDT_ADDR,
+        tss: BOOT_TSS_ADDR,
+    };
+    /// Bytes of [`BootTables::packed`] tables.
+    pub const PACKED_SIZE: u64 = 0x100;
+    /// Alignment of [`BootTables::packed`] tables.
+    pub const PACKED_ALIGN: u64 = 0x40;
+
+    /// The three tables one after the other from `base`: the GDT at +0,
+    /// the IDT at +0x40, the TSS at +0x80 ([`BootTables::PACKED_SIZE`]
+    /// bytes in all).
+    pub const fn packed(base: u64) -> BootTables {
+        BootTables {
+            gdt: base,
+            idt: base + 0x40,
+            tss: base + 0x80,
+        }
+    }
+
+    /// The guest-physical ranges the three tables occupy.
+    pub fn ranges(&self) -> [std::ops::Range<u64>; 3] {
+        [
+            self.gdt..self.gdt + BOOT_GDT_SLOTS as u64 * 8,
+            self.idt..self.idt + 16,
+            self.tss..self.tss + BOOT_TSS_SIZE,
+        ]
+    }
+}
+
+const _: () = {
+    assert!(BOOT_GDT_SLOTS as u64 * 8 <= 0x40);
+    assert!(0x80 + BOOT_TSS_SIZE <= BootTables::PACKED_SIZE);
+};
+
 /// Writes the boot GDT, IDT and TSS (no page tables): what a 32-bit
 /// protected-mode entry ([`protected_mode_sregs`]) needs.
 pub fn setup_protected_mode<M: GuestMemoryBackend>(mem: &M) -> Result<(), Error> {
-    write(mem, "GDT", BOOT_GDT_ADDR, &gdt_bytes())?;
-    write(mem, "IDT", BOOT_IDT_ADDR, &[0u8; 16])?;
-    write(mem, "TSS", BOOT_TSS_ADDR, &tss_bytes())
+    setup_boot_tables(mem, &BootTables::DEFAULT)
+}
+
+/// Writes the boot GDT, IDT and TSS where `tables` says (the GDT's TSS
+/// descriptor points at `tables.tss`).
+pub fn setup_boot_tables<M: GuestMemoryBackend>(mem: &M, tables: &BootTables) -> Result<(), Error> {
+    write(mem, "GDT", tables.gdt, &gdt_bytes(tables.tss))?;
+    write(mem, "IDT", tables.idt, &[0u8; 16])?;
+    write(mem, "TSS", tables.tss, &tss_bytes())
 }
 
 fn write<M: GuestMemoryBackend>(
@@ -134,8 +188,13 @@ pub fn data_segment() -> Segment {
 
 /// The boot TSS as TR holds it (selector 0x20, busy 64-bit TSS).
 pub fn tss_segment() -> Segment {
+    tss_segment_at(BOOT_TSS_ADDR)
+}
+
+/// [`tss_segment`] for a TSS at `base`.
+pub fn tss_segment_at(base: u64) -> Segment {
     Segment {
-        base: BOOT_TSS_ADDR,
+        base,
         limit: (BOOT_TSS_SIZE - 1) as u32,
         selector: BOOT_TSS_SELECTOR,
         type_: TSS_TYPE_BUSY,
@@ -171,7 +230,12 @@ pub fn descriptor(seg: &Segment) -> u64 {
 
 /// The boot GDT as it is written to [`BOOT_GDT_ADDR`].
 pub fn gdt() -> [u64; BOOT_GDT_SLOTS] {
-    let tss = tss_segment();
+    gdt_for(BOOT_TSS_ADDR)
+}
+
+/// The boot GDT with its TSS descriptor for a TSS at `tss_base`.
+pub fn gdt_for(tss_base: u64) -> [u64; BOOT_GDT_SLOTS] {
+    let tss = tss_segment_at(tss_base);
     [
         0,
         descriptor(&code32_segment()),
@@ -182,9 +246,9 @@ pub fn gdt() -> [u64; BOOT_GDT_SLOTS] {
     ]
 }
 
-fn gdt_bytes() -> [u8; BOOT_GDT_SLOTS * 8] {
+fn gdt_bytes(tss_base: u64) -> [u8; BOOT_GDT_SLOTS * 8] {
     let mut bytes = [0u8; BOOT_GDT_SLOTS * 8];
-    for (slot, entry) in bytes.chunks_exact_mut(8).zip(gdt()) {
+    for (slot, entry) in bytes.chunks_exact_mut(8).zip(gdt_for(tss_base)) {
         slot.copy_from_slice(&entry.to_le_bytes());
     }
     bytes
@@ -206,7 +270,7 @@ pub fn long_mode_sregs() -> SRegs {
         cr3: PML4_ADDR,
         cr4: CR4_PAE,
         efer: EFER_LME | EFER_LMA,
-        ..flat_sregs(code_segment())
+        ..flat_sregs(code_segment(), &BootTables::DEFAULT)
     }
 }
 
@@ -216,18 +280,24 @@ pub fn long_mode_sregs() -> SRegs {
 /// 0x18 (flat data), CR0 = PE|ET (paging off), CR3 = CR4 = EFER = 0; APIC_BASE
 /// as in [`long_mode_sregs`].
 pub fn protected_mode_sregs() -> SRegs {
+    protected_mode_sregs_with(&BootTables::DEFAULT)
+}
+
+/// [`protected_mode_sregs`] with the tables of [`setup_boot_tables`] at
+/// `tables`.
+pub fn protected_mode_sregs_with(tables: &BootTables) -> SRegs {
     SRegs {
         cr0: CR0_PE | CR0_ET,
         cr3: 0,
         cr4: 0,
         efer: 0,
-        ..flat_sregs(code32_segment())
+        ..flat_sregs(code32_segment(), tables)
     }
 }
 
 /// The boot GDT/IDT/TSS state with code segment `cs`; control registers
 /// zero.
-fn flat_sregs(cs: Segment) -> SRegs {
+fn flat_sregs(cs: Segment, tables: &BootTables) -> SRegs {
     let data = data_segment();
     SRegs {
         cs,
@@ -236,18 +306,18 @@ fn flat_sregs(cs: Segment) -> SRegs {
         fs: data,
         gs: data,
         ss: data,
-        tr: tss_segment(),
+        tr: tss_segment_at(tables.tss),
         ldt: Segment {
             type_: 0x2,
             unusable: true,
             ..Segment::default()
         },
         gdt: DescriptorTable {
-            base: BOOT_GDT_ADDR,
+            base: tables.gdt,
             limit: (BOOT_GDT_SLOTS * 8 - 1) as u16,
         },
         idt: DescriptorTable {
-            base: BOOT_IDT_ADDR,
+            base: tables.idt,
             limit: 0,
         },
         cr0: 0,

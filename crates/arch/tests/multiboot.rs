@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use arch::boot::bios_handoff::{self, FIRMWARE_CODE_ADDR, FIRMWARE_CODE_SIZE};
 use arch::boot::multiboot::{MultibootAddresses, MultibootError};
 use arch::boot::{load_kernel, BootConfig, BootError, BootInfo, BootKind, BootProtocol};
 use arch::elf::ElfError;
@@ -146,10 +147,11 @@ fn assert_protected_mode_entry(info: &BootInfo, entry: u64) {
     assert!(!info.kind.is_linux());
     assert_eq!(info.entry, entry);
     let r = &info.regs;
+    // The boot vCPU starts in the firmware stub, which jumps to the entry.
     assert_eq!(
         (r.rip, r.rax, r.rbx, r.rsp, r.rflags),
         (
-            entry,
+            FIRMWARE_CODE_ADDR,
             0x2bad_b002,
             MULTIBOOT_INFO_ADDR,
             MULTIBOOT_STACK_TOP,
@@ -171,6 +173,16 @@ fn assert_protected_mode_entry(info: &BootInfo, entry: u64) {
     assert_eq!(s.idt.limit, 0);
 }
 
+/// The firmware code at `addr` and the IVT are what [`firmware`] makes for
+/// `entry`.
+fn assert_firmware(mem: &GuestMemoryMmap, addr: u64, entry: u64) {
+    assert_eq!(
+        read(mem, addr, FIRMWARE_CODE_SIZE as usize),
+        bios_handoff::code(entry as u32)
+    );
+    assert_eq!(read(mem, 0, 0x400), bios_handoff::ivt(addr));
+}
+
 #[test]
 fn elf32_kernel_gets_the_multiboot_information() {
     let dir = TempDir::new("elf32");
@@ -186,6 +198,7 @@ fn elf32_kernel_gets_the_multiboot_information() {
     let info = load_kernel(&mem, &config(&kernel, Some(&initrd), cmdline)).unwrap();
 
     assert_protected_mode_entry(&info, 0x10_000c);
+    assert_firmware(&mem, FIRMWARE_CODE_ADDR, 0x10_000c);
     let kernel_end = HIMEM_START + text.len() as u64 + 0x2000;
     assert_eq!(info.kernel, HIMEM_START..kernel_end);
     assert_eq!(read(&mem, HIMEM_START, text.len()), text);
@@ -225,6 +238,104 @@ fn elf32_kernel_gets_the_multiboot_information() {
             (20, HIMEM_START, 63 * MIB, 1),
         ]
     );
+}
+
+/// kvm-unit-tests' realmode.flat: an ELF32 with its text at 0x8000 and its
+/// data and bss at 0xb000..0xda30, entered at 0x8018.
+fn realmode_like_kernel() -> Vec<u8> {
+    let mut text = vec![0x90; 0x18];
+    text[..12].copy_from_slice(&multiboot_header(0, None));
+    text.extend_from_slice(&CODE);
+    text.resize(0x286c, 0x90);
+    ElfBuilder::new32(0x8018)
+        .segment(0x8000, &text)
+        .segment_with_memsz(0xb000, &[0x11; 0x277c], 0x2a30)
+        .build()
+}
+
+#[test]
+fn a_kernel_below_1mib_loads_around_the_boot_structures() {
+    let dir = TempDir::new("realmode");
+    let kernel = dir.file("realmode.flat", &realmode_like_kernel());
+    let initrd = dir.file("env", b"NR_CPUS=1\n");
+    let mem = memory(64 * MIB);
+    let info = load_kernel(&mem, &config(&kernel, Some(&initrd), "realmode.flat")).unwrap();
+    assert_protected_mode_entry(&info, 0x8018);
+    assert_firmware(&mem, FIRMWARE_CODE_ADDR, 0x8018);
+    assert_eq!(info.kernel, 0x8000..0xda30);
+    assert_eq!(read(&mem, 0x8018, 4), CODE);
+    assert_eq!(read(&mem, 0xb000 + 0x277c, 0x2a30 - 0x277c), vec![0; 0x2b4]);
+    // The structures stayed where they always are: none overlaps the
+    // kernel.
+    assert_eq!(info.regs.rbx, MULTIBOOT_INFO_ADDR);
+    let mb = read_info(&mem, info.regs.rbx);
+    assert_eq!(mb.cmdline, "realmode.flat");
+    // The module goes at 1 MiB, not into the low memory after the kernel.
+    assert_eq!(
+        mb.mods,
+        vec![(
+            HIMEM_START as u32,
+            HIMEM_START as u32 + 10,
+            "env".to_string()
+        )]
+    );
+}
+
+#[test]
+fn boot_structures_move_out_of_a_low_kernels_way() {
+    let dir = TempDir::new("low");
+    // Text over the IVT, the GDT and the information area (0x300..0x8000), bss
+    // over the command line (0x1f000..0x21000) and the stack
+    // (0x80000..0x9f000).
+    let mut text = vec![0x90; 0x100];
+    text[..12].copy_from_slice(&multiboot_header(0, None));
+    let elf = ElfBuilder::new32(0x380)
+        .segment_with_memsz(0x300, &text, 0x7d00)
+        .segment_with_memsz(0x1_f000, &[1], 0x2000)
+        .segment_with_memsz(0x8_0000, &[2], 0x1_f000)
+        .build();
+    let kernel = dir.file("low", &elf);
+    let mem = memory(64 * MIB);
+    let cmdline = "low kernel";
+    let info = load_kernel(&mem, &config(&kernel, None, cmdline)).unwrap();
+    let kernel_ranges = [0x300..0x8000, 0x1_f000..0x2_1000, 0x8_0000..0x9_f000];
+    let outside = |addr: u64, len: u64| {
+        kernel_ranges
+            .iter()
+            .all(|k| addr + len <= k.start || k.end <= addr)
+    };
+    let s = &info.sregs;
+    assert_ne!(s.gdt.base, BOOT_GDT_ADDR);
+    assert!(outside(s.gdt.base, 0x30) && outside(s.idt.base, 16) && outside(s.tr.base, 0x68));
+    // The GDT's TSS descriptor names the moved TSS, and the 32-bit code
+    // segment is in it.
+    let tss_desc = u64::from_le_bytes(read(&mem, s.gdt.base + 0x20, 8).try_into().unwrap());
+    let desc_base = (tss_desc >> 16 & 0xff_ffff) | (tss_desc >> 56) << 24;
+    assert_eq!(desc_base, s.tr.base);
+    assert_eq!(
+        read(&mem, s.gdt.base + 8, 8),
+        0x00cf_9b00_0000_ffffu64.to_le_bytes()
+    );
+    let r = &info.regs;
+    assert!(outside(r.rbx, 0x1000) && outside(r.rsp - 0x4000, 0x4000));
+    assert!(outside(r.rip, FIRMWARE_CODE_SIZE) && r.rip < EBDA_START);
+    assert_eq!(
+        read(&mem, r.rip, FIRMWARE_CODE_SIZE as usize),
+        bios_handoff::code(0x380)
+    );
+    // The kernel occupies the IVT: it is left alone.
+    assert_eq!(read(&mem, 0x300, 0x100), text);
+    assert_eq!(r.rsp % 16, 0);
+    let mb = read_info(&mem, r.rbx);
+    assert_eq!(mb.cmdline, cmdline);
+    assert!(outside(
+        u64::from(word(&mem, r.rbx + 16)),
+        cmdline.len() as u64 + 1
+    ));
+    assert_eq!(mb.loader, "Ferrovisor");
+    // The kernel's bytes are intact after the structures were written.
+    assert_eq!(read(&mem, 0x1_f000, 1), [1]);
+    assert_eq!(read(&mem, 0x8_0000, 1), [2]);
 }
 
 #[test]
@@ -441,19 +552,6 @@ fn malformed_kludge_headers_are_distinct_errors() {
         MultibootError::BssEndBeforeLoadEnd { .. }
     ));
     assert!(matches!(
-        e(&|a| {
-            a.header_addr = 0x8_0040;
-            a.load_addr = 0x8_0000;
-            a.load_end_addr = 0x8_1000;
-            a.bss_end_addr = 0;
-            a.entry_addr = 0x8_0080;
-        }),
-        MultibootError::LoadBelowHighMemory {
-            start: 0x8_0000,
-            ..
-        }
-    ));
-    assert!(matches!(
         e(&|a| a.entry_addr = 0x20_1800),
         MultibootError::EntryOutsideImage {
             entry: 0x20_1800,
@@ -552,21 +650,21 @@ fn malformed_kernels_are_distinct_errors() {
         "{err:?}"
     );
 
-    // A segment below 1 MiB.
     let mut text = multiboot_header(0, None);
     text.extend_from_slice(&CODE);
-    let low = ElfBuilder::new32(0x8_000c).segment(0x8_0000, &text).build();
-    let err = load("low", &low).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            BootError::SegmentInBootArea {
-                reserved_end: 0x10_0000,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+
+    // A kernel that covers every place a structure could go.
+    let everywhere = ElfBuilder::new32(0x600)
+        .segment_with_memsz(0x500, &text, 16 * MIB - 0x500)
+        .build();
+    let err = load("everywhere", &everywhere).unwrap_err();
+    assert!(matches!(
+        mb_error(err),
+        MultibootError::NoRoom {
+            what: "firmware code below 1 MiB",
+            size: 0x100
+        }
+    ),);
 
     // Entry in no segment.
     let lost = ElfBuilder::new32(0x90_0000)

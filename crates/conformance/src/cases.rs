@@ -105,6 +105,39 @@ pub fn pio_sizes_and_values(hv: &dyn Hypervisor) {
     assert_eq!(t.read_u64(SCRATCH + 16), 0xa4a3_a2a1);
 }
 
+/// Without an in-kernel PIT (`VmConfig::pit` false, QEMU's `pit=off`) its
+/// ports reach the VMM; with one they never do.
+pub fn pit_off_ports_reach_the_vmm(hv: &dyn Hypervisor) {
+    let p = program(
+        |a| {
+            a.mov(al, 0x34)?;
+            a.out(0x43, al)?;
+            a.in_(al, 0x40)?;
+            a.in_(al, 0x61)?;
+            Ok(())
+        },
+        EXIT_OK,
+    );
+    for pit in [true, false] {
+        let t = TestVm::with_config(hv, hv::VmConfig { vcpus: 1, pit });
+        t.load(&p);
+        let mut vcpu = t.vcpu(0, p.load_addr);
+        let io = TestIo::new(vcpu.kicker());
+        assert_eq!(run_guest(&mut *vcpu, &io), None);
+        let seen: Vec<u16> = io
+            .accesses()
+            .iter()
+            .filter_map(|a| match a {
+                Access::PioRead { port, .. } | Access::PioWrite { port, .. } => Some(*port),
+                _ => None,
+            })
+            .filter(|&port| port != 0xf4)
+            .collect();
+        let expected: &[u16] = if pit { &[] } else { &[0x43, 0x40, 0x61] };
+        assert_eq!(seen, expected, "pit: {pit}");
+    }
+}
+
 /// REP OUTSB and REP INSW: one access per element, in order.
 pub fn string_pio(hv: &dyn Hypervisor) {
     let t = TestVm::new(hv, 1);

@@ -34,7 +34,13 @@ pub struct TestVm {
 
 impl TestVm {
     pub fn new(hv: &dyn Hypervisor, vcpus: u32) -> TestVm {
-        let vm = hv.create_vm(VmConfig { vcpus }).expect("create the VM");
+        TestVm::with_config(hv, VmConfig::new(vcpus))
+    }
+
+    /// [`TestVm::new`] for a VM made from `config`.
+    pub fn with_config(hv: &dyn Hypervisor, config: VmConfig) -> TestVm {
+        let vcpus = config.vcpus;
+        let vm = hv.create_vm(config).expect("create the VM");
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE as usize)])
             .expect("map guest memory");
         let region = mem.iter().next().expect("one region");

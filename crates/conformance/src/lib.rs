@@ -78,6 +78,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!($backend, $open;
             uart_output,
             pio_sizes_and_values,
+            pit_off_ports_reach_the_vmm,
             string_pio,
             mmio_sizes_and_values,
             read_only_slot,
@@ -102,6 +103,7 @@ macro_rules! conformance_suite {
             irqfd_pulses_an_ioapic_pin,
             irqfd_follows_msi_routes,
             x2apic_through_apic_base,
+            cr8_is_the_lapic_tpr,
             exits_are_counted_once,
         );
     };

@@ -8,5 +8,6 @@ conformance::conformance_suite!("emu", open_emu);
 
 // Cases outside the common list. The nested, software-backed KVM of the
 // development machines (kvm_pvm) does not reset the bootstrap processor on
-// INIT (the guest runs on past the ICR write), so this case runs on emu.
-conformance::conformance_suite!("emu", open_emu; init_resets_the_bsp_to_the_reset_vector);
+// INIT (the guest runs on past the ICR write), nor return from a guest's
+// VMCALL, so these cases run on emu.
+conformance::conformance_suite!("emu", open_emu; init_resets_the_bsp_to_the_reset_vector, hypercalls_follow_kvm);

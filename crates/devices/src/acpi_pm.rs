@@ -10,16 +10,21 @@
 //! status bit 7, PM1_STS bit 15) until the guest clears it — so that a
 //! guest waiting for the wake-up goes on.
 //!
+//! The PM timer (port 0x60c, [`pm::pm_timer_value`]) counts at 3.579545 MHz
+//! from the machine's [`Clock`], in 24 bits; writes to it are ignored.
+//!
 //! Reads: PM1_STS 0 (no events are ever raised) but for WAK_STS, PM1_EN as
 //! written, PM1_CNT with SCI_EN (bit 0) always set and SLP_TYP as last
 //! written (SLP_EN is write-only), the sleep control and reset registers
 //! 0, the sleep status register WAK_STS as above, and 0 for the reserved
 //! ports.
 
+use std::sync::Arc;
+
 use arch::acpi::pm::{self, PmAction, SleepRequest};
 
 use crate::ratelimit::RateLimiter;
-use crate::{BusDevice, GuestRequest, RequestSink};
+use crate::{BusDevice, Clock, GuestRequest, RequestSink};
 
 /// First port of the block.
 pub const ACPI_PM_BASE: u16 = pm::ACPI_PM_BASE;
@@ -31,6 +36,7 @@ const PM1_STS: u64 = (pm::PM1A_EVT_PORT - ACPI_PM_BASE) as u64;
 const PM1_EN: u64 = PM1_STS + 2;
 const PM1_CNT: u64 = (pm::PM1A_CNT_PORT - ACPI_PM_BASE) as u64;
 const SLEEP_STATUS: u64 = (pm::ACPI_SLEEP_STATUS_PORT - ACPI_PM_BASE) as u64;
+const PM_TMR: u64 = (pm::PM_TMR_PORT - ACPI_PM_BASE) as u64;
 
 /// PM1_STS: WAK_STS.
 const PM1_STS_WAK_STS: u16 = 1 << 15;
@@ -38,6 +44,8 @@ const PM1_STS_WAK_STS: u16 = 1 << 15;
 /// The power-management block.
 pub struct AcpiPm {
     requests: RequestSink,
+    /// The PM timer's time base.
+    clock: Arc<dyn Clock>,
     pm1_en: u16,
     /// PM1_CNT as written, without SLP_EN.
     pm1_cnt: u16,
@@ -48,9 +56,10 @@ pub struct AcpiPm {
 }
 
 impl AcpiPm {
-    pub fn new(requests: RequestSink) -> Self {
+    pub fn new(requests: RequestSink, clock: Arc<dyn Clock>) -> Self {
         AcpiPm {
             requests,
+            clock,
             pm1_en: 0,
             pm1_cnt: pm::PM1_CNT_SCI_EN,
             woken: false,
@@ -58,8 +67,9 @@ impl AcpiPm {
         }
     }
 
-    /// The register byte at `offset` in the block.
-    fn read_byte(&self, offset: u64) -> u8 {
+    /// The register byte at `offset` in the block; `timer` is the PM
+    /// timer's value for this access.
+    fn read_byte(&self, offset: u64, timer: u32) -> u8 {
         let pm1_sts = if self.woken { PM1_STS_WAK_STS } else { 0 };
         let pm1_cnt = self.pm1_cnt | pm::PM1_CNT_SCI_EN;
         match offset {
@@ -70,6 +80,7 @@ impl AcpiPm {
             o if o == PM1_CNT => pm1_cnt as u8,
             o if o == PM1_CNT + 1 => (pm1_cnt >> 8) as u8,
             o if o == SLEEP_STATUS && self.woken => pm::SLEEP_STATUS_WAK_STS,
+            o if (PM_TMR..PM_TMR + 4).contains(&o) => (timer >> (8 * (o - PM_TMR))) as u8,
             _ => 0,
         }
     }
@@ -114,10 +125,12 @@ impl AcpiPm {
 
 impl BusDevice for AcpiPm {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
+        // One sample of the timer for the whole access.
+        let timer = pm::pm_timer_value(self.clock.now_ns());
         for (i, byte) in data.iter_mut().enumerate() {
             *byte = offset
                 .checked_add(i as u64)
-                .map_or(0, |o| self.read_byte(o));
+                .map_or(0, |o| self.read_byte(o, timer));
         }
     }
 
@@ -142,13 +155,20 @@ impl BusDevice for AcpiPm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use crate::clock::ManualClock;
+    use std::sync::Mutex;
 
-    fn device() -> (AcpiPm, Arc<Mutex<Vec<GuestRequest>>>) {
+    fn device_with_clock() -> (AcpiPm, Arc<Mutex<Vec<GuestRequest>>>, Arc<ManualClock>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink_seen = seen.clone();
         let sink: RequestSink = Arc::new(move |r| sink_seen.lock().unwrap().push(r));
-        (AcpiPm::new(sink), seen)
+        let clock = Arc::new(ManualClock::new(0));
+        (AcpiPm::new(sink, clock.clone()), seen, clock)
+    }
+
+    fn device() -> (AcpiPm, Arc<Mutex<Vec<GuestRequest>>>) {
+        let (dev, seen, _) = device_with_clock();
+        (dev, seen)
     }
 
     fn off(port: u16) -> u64 {
@@ -230,6 +250,31 @@ mod tests {
         assert_eq!(read(&mut dev, pm::PM1A_EVT_PORT, 2), [0, 0x80]);
         dev.write(off(pm::PM1A_EVT_PORT), &0x8000u16.to_le_bytes());
         assert_eq!(read(&mut dev, pm::PM1A_EVT_PORT, 2), [0, 0]);
+        assert!(seen.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn pm_timer_counts_from_the_clock() {
+        let (mut dev, seen, clock) = device_with_clock();
+        let timer = |dev: &mut AcpiPm| {
+            u32::from_le_bytes(read(dev, pm::PM_TMR_PORT, 4)[..].try_into().unwrap())
+        };
+        assert_eq!(timer(&mut dev), 0);
+        clock.advance(1_000_000);
+        // 1 ms = 3579.545 ticks.
+        assert_eq!(timer(&mut dev), 3579);
+        clock.advance(999_000_000);
+        assert_eq!(timer(&mut dev), 3_579_545);
+        // Byte reads see the same counter; writes change nothing.
+        dev.write(off(pm::PM_TMR_PORT), &[0, 0, 0, 0]);
+        assert_eq!(
+            read(&mut dev, pm::PM_TMR_PORT + 1, 1),
+            [(3_579_545u32 >> 8) as u8]
+        );
+        assert_eq!(read(&mut dev, pm::PM_TMR_PORT + 3, 1), [0], "24 bits");
+        // It wraps in 24 bits.
+        clock.advance(4_000_000_000);
+        assert!(timer(&mut dev) <= pm::PM_TIMER_MASK);
         assert!(seen.lock().unwrap().is_empty());
     }
 

@@ -11,11 +11,14 @@ pub mod acpi_pm;
 pub mod bus;
 pub mod clock;
 pub mod debug_exit;
+pub mod fw_cfg;
 pub mod i8042;
+pub mod pc_testdev;
 pub mod ratelimit;
 pub mod reset_control;
 pub mod rtc;
 pub mod serial;
+pub mod shutdown_port;
 
 use std::sync::Arc;
 

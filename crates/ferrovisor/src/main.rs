@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Boot a kernel.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Boot the Linux test guest (built if needed) on the best accelerator.
     Demo {
         /// Accelerator: auto, kvm or emu.
@@ -102,6 +102,30 @@ struct RunArgs {
     /// host port P go to the Unix socket PATH_P.
     #[arg(long, value_name = "cid=N,socket=PATH", value_parser = vsock::parse_vsock)]
     vsock: Option<vmm::VsockConfig>,
+    /// The CPU model, in QEMU's -cpu syntax: MODEL[,+FEATURE|-FEATURE|
+    /// FEATURE=on|off|vendor=STRING|host-phys-bits]... MODEL is host or max
+    /// (every feature the accelerator offers), qemu64 or Opteron_G1 (QEMU's
+    /// feature sets of those models); features use QEMU's names (x2apic,
+    /// tsc-deadline, pcid, invpcid, umip, pku, smap, ...) and a feature
+    /// turned on must be one the accelerator offers.
+    #[arg(long, default_value = "max", value_name = "MODEL[,FEATURE...]")]
+    cpu: arch::cpu_model::CpuModel,
+    /// A test device (repeatable): pc-testdev is QEMU's ISA test device
+    /// that kvm-unit-tests use (a scratch register at ports 0xe0-0xe3 and
+    /// interrupt lines at 0x2000 + GSI).
+    #[arg(long = "device", value_name = "pc-testdev")]
+    devices: Vec<TestDevice>,
+    /// No i8254 PIT (QEMU's -machine pit=off): ports 0x40-0x43 and 0x61
+    /// are then unclaimed.
+    #[arg(long)]
+    no_pit: bool,
+}
+
+/// The devices `--device` adds.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TestDevice {
+    #[value(name = "pc-testdev")]
+    PcTestdev,
 }
 
 /// One line: the error and its causes.
@@ -181,6 +205,9 @@ fn main() -> ExitCode {
                 transport: args.transport,
                 nets: args.nets,
                 vsock: args.vsock,
+                cpu: args.cpu,
+                pc_testdev: args.devices.contains(&TestDevice::PcTestdev),
+                pit: !args.no_pit,
                 ..MachineConfig::new(args.kernel)
             };
             run(&config, args.stats)

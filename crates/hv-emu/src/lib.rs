@@ -17,6 +17,7 @@
 //! are served by one thread per VM ([`irqfd`]).
 
 mod cpuid;
+mod hypercall;
 mod ioevent;
 mod irqfd;
 mod memory;

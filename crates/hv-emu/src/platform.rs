@@ -38,7 +38,9 @@ pub(crate) struct Platform {
     epoch: Instant,
     pub ioapic: Mutex<IoApic>,
     pub pic: Mutex<Pic>,
-    pub pit: Mutex<Pit>,
+    /// The PIT, unless the VM was created without one (its ports then
+    /// reach the VMM).
+    pub pit: Option<Mutex<Pit>>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -46,13 +48,13 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Platform {
-    pub fn new(vcpus: u32) -> Platform {
+    pub fn new(vcpus: u32, pit: bool) -> Platform {
         Platform {
             epoch: Instant::now(),
             // The IOAPIC's id follows the LAPIC ids, as in the MADT.
             ioapic: Mutex::new(IoApic::new(vcpus.min(0xfe) as u8)),
             pic: Mutex::new(Pic::new()),
-            pit: Mutex::new(Pit::new()),
+            pit: pit.then(|| Mutex::new(Pit::new())),
         }
     }
 
@@ -209,6 +211,20 @@ impl Router<'_> {
         }
     }
 
+    /// Sends an edge-triggered fixed interrupt (`nmi` false) or an NMI to
+    /// the vCPU whose APIC ID is `apic_id`; returns whether it took it.
+    pub fn send_to(&self, apic_id: u32, vector: u8, nmi: bool) -> bool {
+        let Some(vcpu) = self.vcpus.iter().find(|v| v.lapic().id() == apic_id) else {
+            return false;
+        };
+        let outcome = if nmi {
+            Outcome::Nmi
+        } else {
+            Outcome::accepted(vcpu.lapic().accept_interrupt(vector, false))
+        };
+        outcome.apply(vcpu)
+    }
+
     /// A level-triggered vector was EOI'd on some LAPIC.
     pub fn eoi(&self, vector: u8) {
         let deliveries = lock(&self.platform.ioapic).eoi(vector);
@@ -217,13 +233,14 @@ impl Router<'_> {
 
     /// Raises IRQ 0 once for every PIT output edge up to `now_ns`.
     pub fn poll_pit(&self, now_ns: u64) {
-        let due = lock(&self.platform.pit)
-            .next_irq_ns()
-            .is_some_and(|t| t <= now_ns);
+        let Some(pit) = &self.platform.pit else {
+            return;
+        };
+        let due = lock(pit).next_irq_ns().is_some_and(|t| t <= now_ns);
         if !due {
             return;
         }
-        let edges = lock(&self.platform.pit).poll(now_ns);
+        let edges = lock(pit).poll(now_ns);
         // Edges missed while nobody polled coalesce into one interrupt, as
         // a real PIC would have kept only one request pending.
         if edges > 0 {

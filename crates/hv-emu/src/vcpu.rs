@@ -3,7 +3,7 @@
 //! its sleep in HLT, and the kicks, interrupts and TLB synchronisations
 //! other threads send it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
@@ -54,7 +54,9 @@ pub(crate) struct VcpuShared {
     state: Mutex<RunState>,
     wake: Condvar,
     lapic: Mutex<Lapic>,
-    nmi_pending: AtomicBool,
+    /// NMIs received and not delivered yet (KVM's `nmi_queued`): at most
+    /// two count, one to deliver and one to latch while it is handled.
+    nmi_pending: AtomicU32,
 }
 
 impl VcpuShared {
@@ -79,7 +81,7 @@ impl VcpuShared {
             }),
             wake: Condvar::new(),
             lapic: Mutex::new(Lapic::new(id, id == 0, TSC_HZ)),
-            nmi_pending: AtomicBool::new(false),
+            nmi_pending: AtomicU32::new(0),
         }
     }
 
@@ -107,7 +109,11 @@ impl VcpuShared {
     }
 
     pub fn raise_nmi(&self) {
-        self.nmi_pending.store(true, Ordering::Release);
+        let _ = self
+            .nmi_pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some((n + 1).min(2))
+            });
     }
 
     /// INIT: the processor resets and waits for a SIPI.
@@ -190,6 +196,12 @@ impl EmuBus<'_> {
             LapicAction::None => {}
             LapicAction::SendIpi(ipi) => self.vm.router().send_ipi(self.me.id as usize, &ipi),
             LapicAction::Eoi(vector) => self.vm.router().eoi(vector),
+        }
+        // A write may have made an interrupt deliverable (a TSC deadline in
+        // the past, a lower vector once EOI lowered the priority, a TPR
+        // write): the CPU stops at the end of this block to take it.
+        if self.me.lapic().pending_vector().is_some() {
+            self.me.signals.kick();
         }
     }
 
@@ -275,16 +287,15 @@ unsafe impl Bus for EmuBus<'_> {
                     *b = lock(&self.vm.platform.pic).read(p);
                 }
             }
-            0x40..=0x43 => {
+            0x40..=0x43 | 0x61 if self.vm.platform.pit.is_some() => {
                 data.fill(0);
-                if let Some(b) = data.first_mut() {
-                    *b = lock(&self.vm.platform.pit).read(port - 0x40, now);
-                }
-            }
-            0x61 => {
-                data.fill(0);
-                if let Some(b) = data.first_mut() {
-                    *b = lock(&self.vm.platform.pit).port61_read(now);
+                if let (Some(b), Some(pit)) = (data.first_mut(), &self.vm.platform.pit) {
+                    let mut pit = lock(pit);
+                    *b = if port == 0x61 {
+                        pit.port61_read(now)
+                    } else {
+                        pit.read(port - 0x40, now)
+                    };
                 }
             }
             _ => self.io.pio_read(port, data),
@@ -308,10 +319,32 @@ unsafe impl Bus for EmuBus<'_> {
                     self.vm.router().wake_pic_acceptors();
                 }
             }
-            0x40..=0x43 => lock(&self.vm.platform.pit).write(port - 0x40, value, now),
-            0x61 => lock(&self.vm.platform.pit).port61_write(value, now),
+            0x40..=0x43 | 0x61 if self.vm.platform.pit.is_some() => {
+                if let Some(pit) = &self.vm.platform.pit {
+                    let mut pit = lock(pit);
+                    if port == 0x61 {
+                        pit.port61_write(value, now);
+                    } else {
+                        pit.write(port - 0x40, value, now);
+                    }
+                }
+            }
             _ => self.io.pio_write(port, data),
         }
+    }
+
+    fn read_cr8(&mut self) -> Option<u64> {
+        Some(self.me.lapic().cr8())
+    }
+
+    fn write_cr8(&mut self, value: u64) -> bool {
+        self.me.lapic().set_cr8(value);
+        self.lapic_action(LapicAction::None);
+        true
+    }
+
+    fn hypercall(&mut self, call: &x86::Hypercall) -> Option<u64> {
+        Some(crate::hypercall::handle(&self.vm.router(), call))
     }
 
     fn rdmsr(&mut self, index: u32) -> Option<u64> {
@@ -364,10 +397,9 @@ impl EmuVcpu {
     fn next_deadline(&self) -> Option<u64> {
         let lapic = self.shared.lapic().next_deadline_ns();
         // vCPU 0 drives the PIT.
-        let pit = if self.shared.id == 0 {
-            lock(&self.vm.platform.pit).next_irq_ns()
-        } else {
-            None
+        let pit = match &self.vm.platform.pit {
+            Some(pit) if self.shared.id == 0 => lock(pit).next_irq_ns(),
+            _ => None,
         };
         match (lapic, pit) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -405,7 +437,7 @@ impl EmuVcpu {
 
     /// An interrupt or NMI is waiting for this vCPU.
     fn has_work(&self) -> bool {
-        if self.shared.nmi_pending.load(Ordering::Acquire) {
+        if self.shared.nmi_pending.load(Ordering::Acquire) > 0 {
             return true;
         }
         let lapic = self.shared.lapic();
@@ -423,9 +455,7 @@ impl EmuVcpu {
         if self.shared.id == 0 {
             self.vm.router().poll_pit(now);
         }
-        if self.shared.nmi_pending.swap(false, Ordering::AcqRel) && !self.cpu.inject_nmi(bus) {
-            self.shared.nmi_pending.store(true, Ordering::Release);
-        }
+        self.service_nmi(bus);
         let mut lapic = self.shared.lapic();
         // The LAPIC's TSC-deadline timer runs on the CPU's TSC.
         let ticks = (u128::from(now) * u128::from(lapic.tsc_hz()) / 1_000_000_000) as u64;
@@ -453,6 +483,23 @@ impl EmuVcpu {
                 tracing::debug!(vcpu = self.shared.id, error = %e, "interrupt not injected");
             }
         }
+    }
+
+    /// Delivers a pending NMI when the CPU can take one, else asks for an
+    /// NMI window. While an NMI is being handled one more can wait (KVM's
+    /// `process_nmi`): extra ones collapse.
+    fn service_nmi(&mut self, bus: &mut EmuBus<'_>) {
+        let pending = &self.shared.nmi_pending;
+        let cap = if self.cpu.state.nmi_blocked { 1 } else { 2 };
+        let n = pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| Some(n.min(cap)))
+            .unwrap_or(0)
+            .min(cap);
+        if n > 0 && self.cpu.inject_nmi(bus) {
+            pending.fetch_sub(1, Ordering::AcqRel);
+        }
+        let waiting = pending.load(Ordering::Acquire) > 0;
+        self.cpu.request_nmi_window(waiting);
     }
 
     /// Brings the CPU to the state an INIT or a SIPI asks for; returns
@@ -557,15 +604,19 @@ impl Vcpu for EmuVcpu {
 
     fn get_sregs(&self) -> Result<SRegs, HvError> {
         let mut sregs = self.cpu.get_sregs();
-        sregs.apic_base = self.shared.lapic().apic_base();
+        // The LAPIC owns IA32_APIC_BASE and the TPR (CR8), as on KVM.
+        let lapic = self.shared.lapic();
+        sregs.apic_base = lapic.apic_base();
+        sregs.cr8 = lapic.cr8();
         Ok(sregs)
     }
 
     fn set_sregs(&mut self, sregs: &SRegs) -> Result<(), HvError> {
-        self.shared
-            .lapic()
-            .set_apic_base(sregs.apic_base)
-            .map_err(invalid)?;
+        {
+            let mut lapic = self.shared.lapic();
+            lapic.set_apic_base(sregs.apic_base).map_err(invalid)?;
+            lapic.set_cr8(sregs.cr8 & 0xf);
+        }
         self.cpu.set_sregs(sregs);
         self.cpu.state_changed();
         Ok(())
@@ -612,6 +663,21 @@ impl Vcpu for EmuVcpu {
     }
 
     fn set_cpuid(&mut self, entries: &[CpuidEntry]) -> Result<(), HvError> {
+        // The LAPIC enters x2APIC mode only on a CPU model with x2APIC, and
+        // its base must fit the physical-address width.
+        let x2apic = entries
+            .iter()
+            .find(|e| e.function == 1)
+            .is_some_and(|e| e.ecx & (1 << 21) != 0);
+        let phys_bits = entries
+            .iter()
+            .find(|e| e.function == 0x8000_0008)
+            .map_or(0, |e| e.eax as u8);
+        {
+            let mut lapic = self.shared.lapic();
+            lapic.set_x2apic_capable(x2apic);
+            lapic.set_phys_addr_bits(phys_bits);
+        }
         self.cpu.set_cpuid(entries);
         Ok(())
     }

@@ -98,7 +98,7 @@ impl EmuVm {
                     .map(|id| Arc::new(VcpuShared::new(id)))
                     .collect(),
                 created: Mutex::new(vec![false; config.vcpus as usize]),
-                platform: Platform::new(config.vcpus),
+                platform: Platform::new(config.vcpus, config.pit),
                 code: Arc::new(x86::CodeShare::new()),
                 config,
                 ioevents: IoEvents::default(),
@@ -233,7 +233,7 @@ mod tests {
     use crate::platform::lock;
 
     fn vm() -> EmuVm {
-        EmuVm::new(VmConfig { vcpus: 1 })
+        EmuVm::new(VmConfig::new(1))
     }
 
     /// Software-enables vCPU 0's LAPIC (SVR = 0x1ff) so that it accepts

@@ -171,7 +171,7 @@ impl KvmHypervisor {
 pub fn probe() -> Result<(), String> {
     let hv = KvmHypervisor::new().map_err(|e| reason_of(&e))?;
     let vm = hv
-        .create_vm(VmConfig { vcpus: 1 })
+        .create_vm(VmConfig::new(1))
         .map_err(|e| format!("cannot create a VM: {}", error_chain(&e)))?;
     vm.create_vcpu(0)
         .map_err(|e| format!("cannot create a vCPU: {}", error_chain(&e)))?;

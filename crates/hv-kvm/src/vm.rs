@@ -148,11 +148,13 @@ impl KvmVm {
         fd.set_identity_map_address(IDENTITY_MAP_ADDRESS)
             .map_err(os("KVM_SET_IDENTITY_MAP_ADDR"))?;
         fd.create_irq_chip().map_err(os("KVM_CREATE_IRQCHIP"))?;
-        let pit = kvm_pit_config {
-            flags: KVM_PIT_SPEAKER_DUMMY,
-            ..Default::default()
-        };
-        fd.create_pit2(pit).map_err(os("KVM_CREATE_PIT2"))?;
+        if config.pit {
+            let pit = kvm_pit_config {
+                flags: KVM_PIT_SPEAKER_DUMMY,
+                ..Default::default()
+            };
+            fd.create_pit2(pit).map_err(os("KVM_CREATE_PIT2"))?;
+        }
         Ok(KvmVm {
             shared: Arc::new(VmShared {
                 fd,

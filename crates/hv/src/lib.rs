@@ -82,6 +82,16 @@ impl std::fmt::Debug for Kicker {
 pub struct VmConfig {
     /// Number of vCPUs the VM will have (the irqchip is sized for them).
     pub vcpus: u32,
+    /// An in-kernel i8254 PIT (ports 0x40–0x43 and 0x61, IRQ 0). Without
+    /// it those ports reach the [`IoHandler`] (QEMU's `-machine pit=off`).
+    pub pit: bool,
+}
+
+impl VmConfig {
+    /// `vcpus` vCPUs with the PIT.
+    pub fn new(vcpus: u32) -> VmConfig {
+        VmConfig { vcpus, pit: true }
+    }
 }
 
 /// An MSI message as a device or the VMM sends it (address/data pair).
@@ -133,7 +143,8 @@ pub enum MpState {
 pub trait Hypervisor: Send + Sync {
     /// Short name used on the command line (`kvm`, `emu`).
     fn name(&self) -> &'static str;
-    /// Creates a VM with an in-kernel irqchip and PIT.
+    /// Creates a VM with an in-kernel irqchip and (unless `config.pit` is
+    /// false) PIT.
     fn create_vm(&self, config: VmConfig) -> Result<Box<dyn Vm>, HvError>;
 }
 

@@ -5,10 +5,14 @@
 //! |---|---|---|
 //! | 0x60–0x64 | i8042 (reset line only) | — |
 //! | 0x70–0x71 | CMOS RTC | 8 |
+//! | 0xe0–0xe7 | pc-testdev scratch register and flush port (`--device pc-testdev`) | — |
 //! | 0xf4–0xf7 | debug-exit | — |
 //! | 0x3f8–0x3ff | COM1 (16550A) | 4 |
-//! | 0x600–0x60f | ACPI power management (sleep, reset, PM1) | — |
+//! | 0x510–0x511 | fw_cfg (selector, data) | — |
+//! | 0x600–0x60f | ACPI power management (sleep, reset, PM1, PM timer) | — |
 //! | 0xcf9 | reset control register (inside the PCI host bridge's 0xCF8–0xCFF with `--transport pci`) | — |
+//! | 0x2000–0x2017 | pc-testdev interrupt lines (`--device pc-testdev`) | GSI 0–23 |
+//! | 0x8900 | Bochs shutdown port ("Shutdown" powers off) | — |
 //!
 //! The firmware ROM below 4 GiB and the BIOS reset entry at F000:FFF0
 //! ([`arch::firmware`]) reset the machine through the i8042, so a kernel
@@ -29,11 +33,16 @@ use arch::acpi::{AcpiConfig, AcpiDevice, ACPI_AREA_END, ACPI_AREA_START};
 use arch::boot::{BootInfo, BootKind};
 use devices::acpi_pm::{AcpiPm, ACPI_PM_BASE, ACPI_PM_SIZE};
 use devices::debug_exit::{DebugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE};
+use devices::fw_cfg::{FwCfg, FwCfgMachine, FW_CFG_PORT, FW_CFG_SIZE};
 use devices::i8042::{I8042, I8042_BASE, I8042_SIZE};
+use devices::pc_testdev::{
+    TestdevIrq, TestdevPorts, TESTDEV_IRQ_LINES, TESTDEV_IRQ_PORT, TESTDEV_PORT, TESTDEV_SIZE,
+};
 use devices::ratelimit::RateLimiter;
 use devices::reset_control::{ResetControl, RESET_CONTROL_PORT, RESET_CONTROL_SIZE};
 use devices::rtc::{Rtc, RTC_BASE, RTC_IRQ, RTC_SIZE};
 use devices::serial::{Serial, COM1_BASE, COM1_IRQ, UART_SIZE};
+use devices::shutdown_port::{ShutdownPort, SHUTDOWN_PORT, SHUTDOWN_SIZE};
 use devices::{Clock, HostClock, IoBuses, IrqLine, RequestSink};
 use hv::Vm;
 use vm_memory::GuestMemoryMmap;
@@ -174,7 +183,7 @@ pub(crate) fn build(
         config.console.writer(),
     )));
     let rtc = {
-        let mut rtc = Rtc::new(GsiLine::line(vm, RTC_IRQ), clock);
+        let mut rtc = Rtc::new(GsiLine::line(vm, RTC_IRQ), clock.clone());
         let below_4g = config.memory.min(arch::layout::MMIO_HOLE_START);
         rtc.set_memory_size(below_4g, config.memory - below_4g);
         rtc.set_deadline_sink(timer.deadline_sink());
@@ -200,11 +209,46 @@ pub(crate) fn build(
         Arc::new(Mutex::new(DebugExit::new(requests.clone()))),
     )?;
     buses.pio.insert(
+        "shutdown",
+        SHUTDOWN_PORT.into(),
+        SHUTDOWN_SIZE,
+        Arc::new(Mutex::new(ShutdownPort::new(requests.clone()))),
+    )?;
+    buses.pio.insert(
         "acpi-pm",
         ACPI_PM_BASE.into(),
         ACPI_PM_SIZE,
-        Arc::new(Mutex::new(AcpiPm::new(requests.clone()))),
+        Arc::new(Mutex::new(AcpiPm::new(requests.clone(), clock))),
     )?;
+    let fw_cfg = FwCfg::new(FwCfgMachine {
+        ram_size: config.memory,
+        // At most MAX_VCPUS (254).
+        cpus: config.vcpus as u16,
+        max_cpus: config.vcpus as u16,
+    });
+    buses.pio.insert(
+        "fw_cfg",
+        FW_CFG_PORT.into(),
+        FW_CFG_SIZE,
+        Arc::new(Mutex::new(fw_cfg)),
+    )?;
+    if config.pc_testdev {
+        buses.pio.insert(
+            "pc-testdev",
+            TESTDEV_PORT.into(),
+            TESTDEV_SIZE,
+            Arc::new(Mutex::new(TestdevPorts::new())),
+        )?;
+        let lines = (0..TESTDEV_IRQ_LINES as u32)
+            .map(|gsi| GsiLine::line(vm, gsi))
+            .collect();
+        buses.pio.insert(
+            "pc-testdev-irq",
+            TESTDEV_IRQ_PORT.into(),
+            TESTDEV_IRQ_LINES as u64,
+            Arc::new(Mutex::new(TestdevIrq::new(lines))),
+        )?;
+    }
     let reset_control = Arc::new(Mutex::new(ResetControl::new(requests)));
     // irqfds spare KVM an ioctl per MSI; emu's are one more thread hop.
     let virtio_console = add_virtio_devices(

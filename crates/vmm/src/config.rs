@@ -84,6 +84,13 @@ pub struct MachineConfig {
     pub nets: Vec<NetConfig>,
     /// A virtio-vsock device.
     pub vsock: Option<VsockConfig>,
+    /// QEMU's `pc-testdev` (ports 0xe0–0xe7 and the interrupt lines at
+    /// 0x2000): the test device kvm-unit-tests use.
+    pub pc_testdev: bool,
+    /// The i8254 PIT (and port 0x61); `false` is QEMU's `-machine pit=off`.
+    pub pit: bool,
+    /// The CPU model and feature changes the vCPUs' CPUID shows.
+    pub cpu: arch::cpu_model::CpuModel,
 }
 
 /// The bus the virtio devices sit on.
@@ -211,6 +218,9 @@ impl MachineConfig {
             transport: VirtioTransport::Mmio,
             nets: Vec::new(),
             vsock: None,
+            pc_testdev: false,
+            pit: true,
+            cpu: arch::cpu_model::CpuModel::default(),
         }
     }
 }

@@ -67,6 +67,8 @@ pub enum MachineError {
     DuplicateDiskId(String),
     #[error("cannot start the platform timer thread")]
     TimerThread(#[source] std::io::Error),
+    #[error("--cpu")]
+    CpuModel(#[source] arch::cpu_model::CpuModelError),
 }
 
 fn hv_err(what: &'static str) -> impl FnOnce(HvError) -> MachineError {
@@ -188,6 +190,7 @@ impl Machine {
             hypervisor
                 .create_vm(VmConfig {
                     vcpus: config.vcpus,
+                    pit: config.pit,
                 })
                 .map_err(hv_err("VM"))?,
         );
@@ -208,8 +211,12 @@ impl Machine {
         let mut vcpus = Vec::with_capacity(config.vcpus as usize);
         for id in 0..config.vcpus {
             let mut vcpu = vm.create_vcpu(id).map_err(hv_err("vCPU"))?;
-            vcpu.set_cpuid(&arch::cpuid::template(&supported, id, config.vcpus))
-                .map_err(hv_err("vCPU CPUID"))?;
+            let mut cpuid = arch::cpuid::template(&supported, id, config.vcpus);
+            config
+                .cpu
+                .apply(&mut cpuid, accel)
+                .map_err(MachineError::CpuModel)?;
+            vcpu.set_cpuid(&cpuid).map_err(hv_err("vCPU CPUID"))?;
             vcpu.set_msrs(&arch::msr::boot_msrs())
                 .map_err(hv_err("vCPU MSRs"))?;
             vcpu.set_fpu(&hv::Fpu::default())

@@ -95,7 +95,7 @@ mod tests {
     /// A guest programs MSI-X entries with a few messages; each gets its
     /// own route once.
     fn messages_get_one_route_each(hv: &dyn hv::Hypervisor) {
-        let vm: Arc<dyn Vm> = Arc::from(hv.create_vm(hv::VmConfig { vcpus: 1 }).unwrap());
+        let vm: Arc<dyn Vm> = Arc::from(hv.create_vm(hv::VmConfig::new(1)).unwrap());
         let sender = MsiSender::new(vm, true);
         for _ in 0..3 {
             sender.send(0xfee0_0000, 0x41);

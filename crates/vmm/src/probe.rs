@@ -45,9 +45,7 @@ fn probe_code() -> Vec<u8> {
 /// Guest instructions per second of a short loop on `hv`, or why it could
 /// not be measured.
 pub fn measure_ips(hv: &dyn Hypervisor) -> Result<f64, String> {
-    let vm = hv
-        .create_vm(VmConfig { vcpus: 1 })
-        .map_err(|e| e.to_string())?;
+    let vm = hv.create_vm(VmConfig::new(1)).map_err(|e| e.to_string())?;
     let region = Arc::new(MmapRegion::new(0x1_0000).map_err(|e| e.to_string())?);
     let code = probe_code();
     {

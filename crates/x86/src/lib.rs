@@ -270,6 +270,37 @@ pub unsafe trait Bus {
     fn wrmsr(&mut self, _index: u32, _value: u64) -> bool {
         false
     }
+    /// MOV from CR8: the task priority, which the local APIC holds
+    /// (TPR[7:4]). `None`: there is no local APIC behind this bus, and the
+    /// CPU keeps CR8 itself.
+    fn read_cr8(&mut self) -> Option<u64> {
+        None
+    }
+    /// MOV to CR8 (a value of 0..=15). `false`: no local APIC; the CPU
+    /// keeps the value itself.
+    fn write_cr8(&mut self, _value: u64) -> bool {
+        false
+    }
+    /// VMCALL or VMMCALL: a hypercall to the accelerator. Returns the value
+    /// for RAX, or `None` when the accelerator takes no hypercalls (the
+    /// instruction then raises #UD).
+    fn hypercall(&mut self, _call: &Hypercall) -> Option<u64> {
+        None
+    }
+}
+
+/// A VMCALL/VMMCALL as the accelerator sees it (KVM's register ABI).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hypercall {
+    /// RAX.
+    pub nr: u64,
+    /// RBX, RCX, RDX, RSI.
+    pub args: [u64; 4],
+    /// The privilege level it was made at.
+    pub cpl: u8,
+    /// Made in 64-bit mode (else only the low 32 bits of the registers
+    /// count, and of the result).
+    pub long_mode: bool,
 }
 
 /// Why [`Cpu::run`] returned.
@@ -351,6 +382,8 @@ pub struct Cpu {
     /// An exit an instruction asked for (HLT, triple fault).
     pub(crate) pending_exit: Option<CpuExit>,
     pub(crate) want_interrupt_window: bool,
+    /// Return [`CpuExit::InterruptWindow`] once an NMI can be delivered.
+    pub(crate) want_nmi_window: bool,
     /// Physical address width (from CPUID 0x80000008, default 40).
     pub(crate) phys_bits: u32,
     /// Guest instructions that raised #UD because they are not implemented.
@@ -393,6 +426,7 @@ impl Cpu {
             block_exit: false,
             pending_exit: None,
             want_interrupt_window: false,
+            want_nmi_window: false,
             phys_bits: 40,
             unimplemented: 0,
             tsc_hz: 1_000_000_000,
@@ -587,6 +621,19 @@ impl Cpu {
         self.want_interrupt_window = on;
     }
 
+    /// Asks `run` to return [`CpuExit::InterruptWindow`] as soon as an NMI
+    /// can be delivered ([`Cpu::can_inject_nmi`]).
+    pub fn request_nmi_window(&mut self, on: bool) {
+        self.want_nmi_window = on;
+    }
+
+    /// Whether an NMI can be taken now: NMIs not blocked (by an NMI
+    /// handler that has not executed IRET) and no interrupt shadow (STI /
+    /// MOV SS block NMIs too, as VMX's interruptibility state does).
+    pub fn can_inject_nmi(&self) -> bool {
+        !self.state.nmi_blocked && self.shadow_icount != self.icount
+    }
+
     /// Whether an external interrupt can be taken now: IF=1 and no
     /// interrupt shadow (STI / MOV SS).
     pub fn can_inject_interrupt(&self) -> bool {
@@ -618,10 +665,11 @@ impl Cpu {
         Ok(())
     }
 
-    /// Delivers an NMI (vector 2) unless NMIs are blocked (then it returns
-    /// `false` and the caller keeps it pending).
+    /// Delivers an NMI (vector 2) unless NMIs are blocked or an interrupt
+    /// shadow is active (then it returns `false` and the caller keeps it
+    /// pending; see [`Cpu::request_nmi_window`]).
     pub fn inject_nmi(&mut self, bus: &mut dyn Bus) -> bool {
-        if self.state.nmi_blocked {
+        if !self.can_inject_nmi() {
             return false;
         }
         self.state.halted = false;

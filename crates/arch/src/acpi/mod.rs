@@ -9,7 +9,7 @@
 //! |---|---|
 //! | RSDP | revision 2, at [`ACPI_RSDP_ADDR`] (16-byte aligned, first in the "RSD PTR " scan range 0xE0000..0xFFFFF); points at the XSDT and (for ACPI 1.0 readers) the RSDT |
 //! | XSDT / RSDT | the FADT, the MADT (and the MCFG) |
-//! | FADT | revision 6.5; DSDT (32- and 64-bit pointers); RESET_REG = port [`pm::ACPI_RESET_PORT`], value [`pm::ACPI_RESET_VALUE`], RESET_REG_SUP; PWR_BUTTON and SLP_BUTTON flags (no fixed-feature buttons); IAPC_BOOT_ARCH = "VGA not present" (+ "CMOS RTC not present" when the device list has no [`AcpiDevice::Rtc`]); 8042 *not* claimed (our i8042 only resets), so Linux does not probe a keyboard controller; hardware-reduced or full fixed hardware, see below |
+//! | FADT | revision 6.5; DSDT (32- and 64-bit pointers); PM_TMR_BLK and X_PM_TMR_BLK = the 24-bit PM timer at port [`pm::PM_TMR_PORT`]; RESET_REG = port [`pm::ACPI_RESET_PORT`], value [`pm::ACPI_RESET_VALUE`], RESET_REG_SUP; PWR_BUTTON and SLP_BUTTON flags (no fixed-feature buttons); IAPC_BOOT_ARCH = "VGA not present" (+ "CMOS RTC not present" when the device list has no [`AcpiDevice::Rtc`]); 8042 *not* claimed (our i8042 only resets), so Linux does not probe a keyboard controller; hardware-reduced or full fixed hardware, see below |
 //! | FACS | full-ACPI mode only (64-byte aligned) |
 //! | MADT | LAPIC address, PCAT_COMPAT (dual 8259 present); one enabled Processor Local APIC per vCPU (UID = APIC ID = index); the IOAPIC (GSI base 0); Interrupt Source Override ISA IRQ 0 → GSI 2 (the PIT is wired to IOAPIC pin 2), and in full-ACPI mode IRQ 9 → GSI 9 level/active-high (the SCI); Local APIC NMI on LINT1 for all processors |
 //! | DSDT | `\_S5` = SLP_TYP 5, and a device per [`AcpiDevice`] under `\_SB` (see [`dsdt`]) |
@@ -482,6 +482,11 @@ fn fadt(cfg: &AcpiConfig, dsdt_addr: u64, facs_addr: Option<u64>) -> acpi_tables
     f.reset_reg = io_gas(8, AccessSize::ByteAccess, pm::ACPI_RESET_PORT);
     f.reset_value = pm::ACPI_RESET_VALUE;
     f.hypervisor_vendor_identity = u64::from_le_bytes(*b"FERROVSR").into();
+    // The PM timer works in both modes (hardware-reduced OSPMs may ignore
+    // it; Linux and kvm-unit-tests read it).
+    f.pm_tmr_blk = u32::from(pm::PM_TMR_PORT).into();
+    f.pm_tmr_len = pm::PM_TMR_LEN;
+    f.x_pm_tmr_blk = io_gas(pm::PM_TMR_LEN * 8, AccessSize::DwordAccess, pm::PM_TMR_PORT);
     if cfg.hw_reduced {
         f = f.flag(Flags::HwReducedAcpi);
         f.sleep_control_reg = io_gas(8, AccessSize::ByteAccess, pm::ACPI_SLEEP_CONTROL_PORT);

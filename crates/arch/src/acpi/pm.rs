@@ -11,6 +11,7 @@
 //! | 0x608 | 8 | hardware-reduced | SLEEP_CONTROL_REG: SLP_TYP (bits 2..4) + SLP_EN (bit 5) → [`decode_sleep_control`] |
 //! | 0x609 | 8 | hardware-reduced | SLEEP_STATUS_REG: WAK_STS (bit 7), write 1 to clear; reads 0 |
 //! | 0x60a | 8 | both | RESET_REG: writing [`ACPI_RESET_VALUE`] resets the machine |
+//! | 0x60c | 32 | both | PM_TMR: the ACPI PM timer, a 24-bit counter at [`PM_TIMER_HZ`] (3.579545 MHz) that wraps around; read-only |
 //!
 //! The DSDT's `\_S5` package says SLP_TYP = [`SLP_TYP_S5`] (5) for soft-off,
 //! so Linux powers off by writing `5 << 2 | 1 << 5` = 0x34 to the sleep
@@ -44,6 +45,21 @@ pub const ACPI_RESET_PORT: u16 = ACPI_PM_BASE + 0xa;
 /// The FADT's RESET_VALUE (the value that means "hard reset" in the
 /// PIIX/ICH reset control register at 0xCF9, for familiarity).
 pub const ACPI_RESET_VALUE: u8 = 0x06;
+
+/// The FADT's PM_TMR_BLK: the power-management timer.
+pub const PM_TMR_PORT: u16 = ACPI_PM_BASE + 0xc;
+/// Bytes in the PM timer block.
+pub const PM_TMR_LEN: u8 = 4;
+/// The PM timer's frequency (the ACPI specification's 3.579545 MHz).
+pub const PM_TIMER_HZ: u64 = 3_579_545;
+/// The PM timer counts in 24 bits (the FADT's TMR_VAL_EXT flag is clear).
+pub const PM_TIMER_MASK: u32 = 0x00ff_ffff;
+
+/// The PM timer's value `ns` nanoseconds after the machine started.
+pub fn pm_timer_value(ns: u64) -> u32 {
+    let ticks = u128::from(ns) * u128::from(PM_TIMER_HZ) / 1_000_000_000;
+    (ticks as u32) & PM_TIMER_MASK
+}
 
 /// The SCI's ISA IRQ (and GSI) in full-ACPI mode.
 pub const SCI_IRQ: u8 = 9;
@@ -183,10 +199,28 @@ mod tests {
             ACPI_SLEEP_CONTROL_PORT,
             ACPI_SLEEP_STATUS_PORT,
             ACPI_RESET_PORT,
+            PM_TMR_PORT + u16::from(PM_TMR_LEN) - 1,
         ] {
             assert!((ACPI_PM_BASE..ACPI_PM_BASE + ACPI_PM_LEN).contains(&port));
         }
         assert!(PM1A_CNT_PORT >= PM1A_EVT_PORT + u16::from(PM1_EVT_LEN));
         assert!(ACPI_SLEEP_CONTROL_PORT >= PM1A_CNT_PORT + u16::from(PM1_CNT_LEN));
+        const { assert!(PM_TMR_PORT > ACPI_RESET_PORT) };
+    }
+
+    #[test]
+    fn pm_timer_counts_at_3_58_mhz_in_24_bits() {
+        assert_eq!(pm_timer_value(0), 0);
+        assert_eq!(
+            pm_timer_value(1_000_000_000),
+            (PM_TIMER_HZ as u32) & PM_TIMER_MASK
+        );
+        // One tick is about 279 ns.
+        assert_eq!(pm_timer_value(279), 0);
+        assert_eq!(pm_timer_value(280), 1);
+        // It wraps after 2^24 ticks (about 4.69 s).
+        let wrap_ns = (1u64 << 24) * 1_000_000_000 / PM_TIMER_HZ + 1;
+        assert!(pm_timer_value(wrap_ns) < 4);
+        assert!(pm_timer_value(u64::MAX) <= PM_TIMER_MASK);
     }
 }

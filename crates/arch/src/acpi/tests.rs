@@ -519,6 +519,10 @@ fn fadt_is_hardware_reduced_with_sleep_and_reset_registers() {
     assert_eq!(u16_at(&f, 46), 0, "SCI_INT");
     assert_eq!(u32_at(&f, 56), 0, "PM1a_EVT_BLK");
     assert_eq!(u32_at(&f, 64), 0, "PM1a_CNT_BLK");
+    // The PM timer, in both fields, 24 bits (TMR_VAL_EXT clear).
+    assert_eq!((u32_at(&f, 76), f[91]), (0x60c, 4), "PM_TMR_BLK");
+    assert_eq!(gas(208), (1, 32, 0, 3, 0x60c), "X_PM_TMR_BLK");
+    assert_eq!(flags & 1 << 8, 0, "TMR_VAL_EXT");
 }
 
 #[test]
@@ -538,7 +542,7 @@ fn full_acpi_mode_describes_pm1_blocks_sci_and_facs() {
     assert_eq!(u32_at(&f, 48), 0, "SMI_CMD: always in ACPI mode");
     assert_eq!((u32_at(&f, 56), f[88]), (0x600, 4), "PM1a_EVT_BLK");
     assert_eq!((u32_at(&f, 64), f[89]), (0x604, 2), "PM1a_CNT_BLK");
-    assert_eq!(u32_at(&f, 76), 0, "no PM timer");
+    assert_eq!(u32_at(&f, 76), 0x60c, "PM timer");
     assert_eq!((f[148], f[149], u64_at(&f, 152)), (1, 32, 0x600));
     assert_eq!((f[172], f[173], u64_at(&f, 176)), (1, 16, 0x604));
     assert_eq!(u64_at(&f, 248), 0, "no sleep control register");

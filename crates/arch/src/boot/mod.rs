@@ -36,8 +36,10 @@
 //! (other kernels find it by scanning the BIOS area).
 
 mod bare;
+pub mod bios_handoff;
 mod linux;
 pub mod multiboot;
+pub mod multiboot_layout;
 
 use std::fmt;
 use std::fs::File;
@@ -148,7 +150,9 @@ impl BootKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootInfo {
     pub kind: BootKind,
-    /// RIP at entry.
+    /// The kernel's entry point: RIP at entry, but for a Multiboot kernel,
+    /// which the boot vCPU enters through the firmware stub
+    /// ([`bios_handoff`]) that jumps there.
     pub entry: u64,
     /// General registers of the boot vCPU (RIP = `entry`).
     pub regs: Regs,

@@ -20,35 +20,47 @@
 //! `bss_end_addr` (0: no bss), and entered at `entry_addr`. Without it the
 //! file must be an ELF32 i386 or ELF64 x86-64 executable: `PT_LOAD`
 //! segments at `p_paddr`, entered at `e_entry` translated from virtual to
-//! physical through the segment that holds it (as GRUB does). Everything
-//! must load at or above 1 MiB and end below the end of low RAM.
+//! physical through the segment that holds it (as GRUB does). The kernel
+//! may load anywhere in low RAM, below 1 MiB too: the loader's structures
+//! (GDT/IDT/TSS, information, command line, stack) stay at their usual
+//! places where the kernel leaves them free and move around it otherwise
+//! ([`super::multiboot_layout`]); only a kernel that leaves no room for one
+//! is refused.
 //!
 //! **Information structure** at [`MULTIBOOT_INFO_ADDR`] (and what follows it
-//! up to [`MULTIBOOT_INFO_END`]): flags 0 (`mem_lower`/`mem_upper` in KiB),
-//! 2 (command line at [`CMDLINE_ADDR`]), 3 (modules: the initrd, if any, as
-//! module 0, page-aligned right after the kernel, its string the initrd's
-//! file name), 6 (memory map: the e820 map, each entry preceded by its
-//! `size` = 20), 9 (boot loader name "Ferrovisor").
+//! up to [`MULTIBOOT_INFO_END`]) unless the kernel is there: flags 0
+//! (`mem_lower`/`mem_upper` in KiB), 2 (command line, by default at
+//! [`CMDLINE_ADDR`](crate::layout::CMDLINE_ADDR)), 3 (modules: the initrd,
+//! if any, as module 0, page-aligned right after the kernel and at or
+//! above 1 MiB, its string the initrd's file name), 6 (memory map: the e820
+//! map, each entry preceded by its `size` = 20), 9 (boot loader name
+//! "Ferrovisor").
+//!
+//! **Firmware state**: the boot vCPU starts in a small stub that leaves the
+//! PICs, the PIT and the real-mode IVT as a PC BIOS does, then jumps to the
+//! kernel's entry ([`super::bios_handoff`]).
 //!
 //! **Entry state** ([`mode::protected_mode_sregs`]): 32-bit protected mode,
 //! paging off, CS = 0x08 flat 32-bit code, DS/ES/FS/GS/SS = 0x18 flat data,
 //! GDTR = the boot GDT, IDTR limit 0, CR4 = EFER = 0, EFLAGS = 0x2 (IF = 0,
 //! VM = 0), EAX = `0x2BADB002`, EBX = the information structure, ESP =
-//! [`MULTIBOOT_STACK_TOP`]. A20 is always enabled on this machine.
+//! [`MULTIBOOT_STACK_TOP`](crate::layout::MULTIBOOT_STACK_TOP) (or the top
+//! of the stack's new place). A20 is always enabled on this machine.
 
 use std::io::{Seek, SeekFrom};
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
+use super::bios_handoff;
 use super::linux::e820_table;
+use super::multiboot_layout::{self, MultibootLayout, MULTIBOOT_INFO_AREA_SIZE};
 use super::{
     check_segments, load_segments, require_ram, zero_bss, BootContext, BootError, BootInfo,
     BootKind, Image,
 };
 use crate::elf;
 use crate::layout::{
-    CMDLINE_ADDR, CMDLINE_MAX_SIZE, EBDA_START, HIMEM_START, MULTIBOOT_INFO_ADDR,
-    MULTIBOOT_INFO_END, MULTIBOOT_STACK_TOP, PAGE_SIZE,
+    CMDLINE_MAX_SIZE, EBDA_START, HIMEM_START, MULTIBOOT_INFO_ADDR, MULTIBOOT_INFO_END,
 };
 use crate::mode;
 
@@ -87,29 +99,32 @@ pub const BOOT_LOADER_NAME: &str = "Ferrovisor";
 
 /// Size of the information structure (up to the framebuffer fields).
 pub const MULTIBOOT_INFO_SIZE: u64 = 116;
-/// The module list (16 bytes per module; one module at most).
-pub const MULTIBOOT_MODS_ADDR: u64 = MULTIBOOT_INFO_ADDR + 0x80;
+/// Offsets in the information area (the structure at offset 0): the
+/// module list (16 bytes per module; one module at most).
+pub const MULTIBOOT_MODS_OFFSET: u64 = 0x80;
 /// The boot loader name string.
-pub const MULTIBOOT_LOADER_NAME_ADDR: u64 = MULTIBOOT_INFO_ADDR + 0xc0;
+pub const MULTIBOOT_LOADER_NAME_OFFSET: u64 = 0xc0;
 /// The module's string (the initrd's file name), NUL included.
-pub const MULTIBOOT_MODULE_STRING_ADDR: u64 = MULTIBOOT_INFO_ADDR + 0x100;
+pub const MULTIBOOT_MODULE_STRING_OFFSET: u64 = 0x100;
 /// Room for the module string, NUL included.
 pub const MULTIBOOT_MODULE_STRING_MAX: u64 = 0x100;
-/// The memory map, up to [`MULTIBOOT_INFO_END`].
-pub const MULTIBOOT_MMAP_ADDR: u64 = MULTIBOOT_INFO_ADDR + 0x200;
+/// The memory map, up to the end of the area.
+pub const MULTIBOOT_MMAP_OFFSET: u64 = 0x200;
 /// Bytes per memory map entry: `size` (u32, = 20) then base, length, type.
 pub const MULTIBOOT_MMAP_ENTRY_SIZE: u64 = 24;
 /// How many memory map entries fit.
 pub const MULTIBOOT_MMAP_MAX_ENTRIES: u64 =
-    (MULTIBOOT_INFO_END - MULTIBOOT_MMAP_ADDR) / MULTIBOOT_MMAP_ENTRY_SIZE;
+    (MULTIBOOT_INFO_AREA_SIZE - MULTIBOOT_MMAP_OFFSET) / MULTIBOOT_MMAP_ENTRY_SIZE;
 
 const _: () = {
-    assert!(MULTIBOOT_INFO_ADDR + MULTIBOOT_INFO_SIZE <= MULTIBOOT_MODS_ADDR);
-    assert!(MULTIBOOT_MODS_ADDR + 16 <= MULTIBOOT_LOADER_NAME_ADDR);
+    assert!(MULTIBOOT_INFO_SIZE <= MULTIBOOT_MODS_OFFSET);
+    assert!(MULTIBOOT_MODS_OFFSET + 16 <= MULTIBOOT_LOADER_NAME_OFFSET);
     assert!(
-        MULTIBOOT_LOADER_NAME_ADDR + (BOOT_LOADER_NAME.len() as u64) < MULTIBOOT_MODULE_STRING_ADDR
+        MULTIBOOT_LOADER_NAME_OFFSET + (BOOT_LOADER_NAME.len() as u64)
+            < MULTIBOOT_MODULE_STRING_OFFSET
     );
-    assert!(MULTIBOOT_MODULE_STRING_ADDR + MULTIBOOT_MODULE_STRING_MAX <= MULTIBOOT_MMAP_ADDR);
+    assert!(MULTIBOOT_MODULE_STRING_OFFSET + MULTIBOOT_MODULE_STRING_MAX <= MULTIBOOT_MMAP_OFFSET);
+    assert!(MULTIBOOT_INFO_END - MULTIBOOT_INFO_ADDR == MULTIBOOT_INFO_AREA_SIZE);
 };
 
 /// The address fields of a header with flag bit 16 (physical addresses).
@@ -168,8 +183,10 @@ pub enum MultibootError {
     },
     #[error("Multiboot bss_end_addr {bss_end_addr:#x} is below the end of the loaded image {load_end:#x}")]
     BssEndBeforeLoadEnd { bss_end_addr: u32, load_end: u64 },
-    #[error("the kernel ({start:#x}..{end:#x}) must load at or above 1 MiB ({min:#x}): the memory below holds the boot structures")]
-    LoadBelowHighMemory { start: u64, end: u64, min: u64 },
+    #[error(
+        "the kernel leaves no room below the MMIO hole for the Multiboot {what} ({size:#x} bytes)"
+    )]
+    NoRoom { what: &'static str, size: u64 },
     #[error("Multiboot entry_addr {entry:#x} is outside the loaded image {start:#x}..{end:#x}")]
     EntryOutsideImage { entry: u64, start: u64, end: u64 },
     #[error("the ELF entry point {entry:#x} lies in no loadable segment (by virtual or physical address)")]
@@ -240,8 +257,10 @@ pub fn find_header(head: &[u8]) -> Result<Option<MultibootHeader>, MultibootErro
 
 /// Where the kernel goes and where it starts.
 struct Placement {
-    /// Guest-physical range the kernel occupies (bss included).
+    /// Guest-physical range the kernel spans (bss included).
     range: std::ops::Range<u64>,
+    /// The ranges it occupies (its segments; the range for the kludge).
+    occupied: Vec<std::ops::Range<u64>>,
     entry: u64,
     what: What,
 }
@@ -308,13 +327,6 @@ fn place_kludge(
         }
         bss => u64::from(bss),
     };
-    if load_addr < HIMEM_START {
-        return Err(mb(MultibootError::LoadBelowHighMemory {
-            start: load_addr,
-            end,
-            min: HIMEM_START,
-        }));
-    }
     if end > ram_end {
         return Err(BootError::KernelTooBig { end, ram_end });
     }
@@ -328,6 +340,7 @@ fn place_kludge(
     }
     Ok(Placement {
         range: load_addr..end,
+        occupied: std::iter::once(load_addr..end).collect(),
         entry,
         what: What::Kludge { offset, size },
     })
@@ -372,7 +385,8 @@ pub(super) fn boot<M: GuestMemoryBackend>(
                     path: ctx.kernel.path.clone(),
                     source,
                 })?;
-            check_segments(&parsed, HIMEM_START, ctx.ram_end)?;
+            // Anywhere in RAM: the loader's structures go around it.
+            check_segments(&parsed, 0, ctx.ram_end)?;
             let entry = parsed.physical_entry().ok_or_else(|| {
                 mb(MultibootError::ElfEntryOutsideSegments {
                     entry: parsed.entry,
@@ -380,6 +394,7 @@ pub(super) fn boot<M: GuestMemoryBackend>(
             })?;
             Placement {
                 range: parsed.start()..parsed.end(),
+                occupied: parsed.segments.iter().map(|s| s.paddr..s.end()).collect(),
                 entry,
                 what: What::Elf(parsed),
             }
@@ -407,7 +422,7 @@ pub(super) fn boot<M: GuestMemoryBackend>(
                 });
             }
             let kernel_end = placement.range.end;
-            let start = kernel_end.next_multiple_of(PAGE_SIZE);
+            let start = multiboot_layout::module_start(kernel_end);
             let fits = start
                 .checked_add(image.len)
                 .is_some_and(|end| end <= ctx.ram_end);
@@ -432,8 +447,15 @@ pub(super) fn boot<M: GuestMemoryBackend>(
         }));
     }
 
+    let mut occupied = placement.occupied.clone();
+    if let Some((image, start)) = &initrd {
+        occupied.push(*start..*start + image.len);
+    }
+    let layout =
+        multiboot_layout::place(&occupied, cmdline.len() as u64, ctx.ram_end).map_err(&mb)?;
+
     // Write.
-    mode::setup_protected_mode(ctx.mem).map_err(BootError::ProtectedMode)?;
+    mode::setup_boot_tables(ctx.mem, &layout.tables).map_err(BootError::ProtectedMode)?;
     match &placement.what {
         What::Elf(parsed) => load_segments(ctx, parsed)?,
         What::Kludge { offset, size } => {
@@ -479,13 +501,14 @@ pub(super) fn boot<M: GuestMemoryBackend>(
             kind: e.kind,
         })
         .collect();
-    info.write(ctx.mem)?;
+    info.write(ctx.mem, &layout)?;
+    write_firmware(ctx.mem, &layout, &occupied, placement.entry)?;
 
     let regs = hv::Regs {
         rax: MULTIBOOT_BOOTLOADER_MAGIC.into(),
-        rbx: MULTIBOOT_INFO_ADDR,
-        rip: placement.entry,
-        rsp: MULTIBOOT_STACK_TOP,
+        rbx: layout.info,
+        rip: layout.firmware,
+        rsp: layout.stack_top,
         rflags: 0x2,
         ..hv::Regs::default()
     };
@@ -493,10 +516,42 @@ pub(super) fn boot<M: GuestMemoryBackend>(
         kind: BootKind::Multiboot,
         entry: placement.entry,
         regs,
-        sregs: mode::protected_mode_sregs(),
+        sregs: mode::protected_mode_sregs_with(&layout.tables),
         kernel: placement.range,
         initrd: initrd.map(|(image, start)| start..start + image.len),
     })
+}
+
+/// Writes the firmware code (its stub jumps to `entry`) and, where the
+/// kernel leaves it free, the real-mode IVT ([`bios_handoff`]).
+fn write_firmware<M: GuestMemoryBackend>(
+    mem: &M,
+    layout: &MultibootLayout,
+    occupied: &[std::ops::Range<u64>],
+    entry: u64,
+) -> Result<(), BootError> {
+    let put = |what: &'static str, addr: u64, bytes: &[u8]| {
+        mem.write_slice(bytes, GuestAddress(addr))
+            .map_err(|source| BootError::WriteMemory { what, addr, source })
+    };
+    // The entry lies in a segment below 4 GiB.
+    put(
+        "firmware code",
+        layout.firmware,
+        &bios_handoff::code(entry as u32),
+    )?;
+    let ivt = bios_handoff::IVT_ADDR..bios_handoff::IVT_ADDR + bios_handoff::IVT_SIZE;
+    if !occupied
+        .iter()
+        .any(|r| r.start < ivt.end && ivt.start < r.end)
+    {
+        put(
+            "real-mode IVT",
+            ivt.start,
+            &bios_handoff::ivt(layout.firmware),
+        )?;
+    }
+    Ok(())
 }
 
 /// The module string: the initrd's file name, printable ASCII (other bytes
@@ -533,16 +588,23 @@ struct InfoBuilder {
 }
 
 impl InfoBuilder {
-    fn write<M: GuestMemoryBackend>(&self, mem: &M) -> Result<(), BootError> {
+    fn write<M: GuestMemoryBackend>(
+        &self,
+        mem: &M,
+        layout: &MultibootLayout,
+    ) -> Result<(), BootError> {
         let put = |what: &'static str, addr: u64, bytes: &[u8]| {
             mem.write_slice(bytes, GuestAddress(addr))
                 .map_err(|source| BootError::WriteMemory { what, addr, source })
         };
+        let base = layout.info;
+        // Placed below 4 GiB.
+        let addr32 = |offset: u64| (base + offset) as u32;
         // Memory may hold an earlier boot's data.
         put(
             "Multiboot information",
-            MULTIBOOT_INFO_ADDR,
-            &[0u8; (MULTIBOOT_INFO_END - MULTIBOOT_INFO_ADDR) as usize],
+            base,
+            &[0u8; MULTIBOOT_INFO_AREA_SIZE as usize],
         )?;
 
         let mut info = [0u8; MULTIBOOT_INFO_SIZE as usize];
@@ -557,22 +619,26 @@ impl InfoBuilder {
 
         let mut cmdline = self.cmdline.clone();
         cmdline.push(0);
-        put("Multiboot command line", CMDLINE_ADDR, &cmdline)?;
-        set(16, CMDLINE_ADDR as u32);
+        put("Multiboot command line", layout.cmdline, &cmdline)?;
+        set(16, layout.cmdline as u32);
 
         if let Some((start, end, string)) = &self.module {
             let mut s = string.clone();
             s.push(0);
-            put("Multiboot module string", MULTIBOOT_MODULE_STRING_ADDR, &s)?;
+            put(
+                "Multiboot module string",
+                base + MULTIBOOT_MODULE_STRING_OFFSET,
+                &s,
+            )?;
             let mut m = [0u8; 16];
             // Below 3 GiB (placed in low RAM).
             m[0..4].copy_from_slice(&(*start as u32).to_le_bytes());
             m[4..8].copy_from_slice(&(*end as u32).to_le_bytes());
-            m[8..12].copy_from_slice(&(MULTIBOOT_MODULE_STRING_ADDR as u32).to_le_bytes());
-            put("Multiboot module list", MULTIBOOT_MODS_ADDR, &m)?;
+            m[8..12].copy_from_slice(&addr32(MULTIBOOT_MODULE_STRING_OFFSET).to_le_bytes());
+            put("Multiboot module list", base + MULTIBOOT_MODS_OFFSET, &m)?;
             set(20, 1);
         }
-        set(24, MULTIBOOT_MODS_ADDR as u32);
+        set(24, addr32(MULTIBOOT_MODS_OFFSET));
 
         let mut mmap = Vec::with_capacity(self.mmap.len() * MULTIBOOT_MMAP_ENTRY_SIZE as usize);
         for e in &self.mmap {
@@ -581,20 +647,24 @@ impl InfoBuilder {
             mmap.extend_from_slice(&e.len.to_le_bytes());
             mmap.extend_from_slice(&e.kind.to_le_bytes());
         }
-        put("Multiboot memory map", MULTIBOOT_MMAP_ADDR, &mmap)?;
+        put("Multiboot memory map", base + MULTIBOOT_MMAP_OFFSET, &mmap)?;
         set(44, mmap.len() as u32);
-        set(48, MULTIBOOT_MMAP_ADDR as u32);
+        set(48, addr32(MULTIBOOT_MMAP_OFFSET));
 
         let mut name = BOOT_LOADER_NAME.as_bytes().to_vec();
         name.push(0);
-        put("boot loader name", MULTIBOOT_LOADER_NAME_ADDR, &name)?;
-        set(64, MULTIBOOT_LOADER_NAME_ADDR as u32);
+        put(
+            "boot loader name",
+            base + MULTIBOOT_LOADER_NAME_OFFSET,
+            &name,
+        )?;
+        set(64, addr32(MULTIBOOT_LOADER_NAME_OFFSET));
 
         if self.mmap.is_empty() {
             flags &= !MULTIBOOT_INFO_MEM_MAP;
         }
         set(0, flags);
-        put("Multiboot information", MULTIBOOT_INFO_ADDR, &info)
+        put("Multiboot information", base, &info)
     }
 }
 

@@ -103,7 +103,7 @@ impl Guest {
 
     /// Like `new`, for a VM sized for `vcpus` (only vCPU 0 is created).
     pub fn with_vcpus(hv: &KvmHypervisor, code: &[u8], vcpus: u32) -> Guest {
-        let vm = hv.create_vm(VmConfig { vcpus }).expect("create_vm");
+        let vm = hv.create_vm(VmConfig::new(vcpus)).expect("create_vm");
         let ram = region(RAM_SIZE);
         write_region(&ram, CODE as usize, code);
         vm.set_memory_slot(MemorySlot {

@@ -11,16 +11,14 @@ fn vm_and_vcpu_counts_are_validated() {
     };
     assert_eq!(hv.name(), "kvm");
     assert!(matches!(
-        hv.create_vm(VmConfig { vcpus: 0 }),
+        hv.create_vm(VmConfig::new(0)),
         Err(HvError::InvalidArgument(_))
     ));
     assert!(matches!(
-        hv.create_vm(VmConfig {
-            vcpus: hv.max_vcpus() + 1
-        }),
+        hv.create_vm(VmConfig::new(hv.max_vcpus() + 1)),
         Err(HvError::InvalidArgument(_))
     ));
-    let vm = hv.create_vm(VmConfig { vcpus: 2 }).unwrap();
+    let vm = hv.create_vm(VmConfig::new(2)).unwrap();
     assert!(matches!(
         vm.create_vcpu(2),
         Err(HvError::InvalidArgument(_))

@@ -36,9 +36,12 @@
 //! - Remote IRR of LINT0/LINT1 (level-triggered local interrupts), remote
 //!   read (RRD), focus processor checking, directed EOI / EOI-broadcast
 //!   suppression (the version register does not advertise it).
-//! - Thermal, performance-counter and CMCI LVTs are plain storage: nothing
+//! - Thermal and performance-counter LVTs are plain storage: nothing
 //!   raises them. The version register says 6 LVT entries (max LVT 5), as
-//!   Linux expects without CMCI; the CMCI register is still accepted.
+//!   Linux expects without CMCI, so the CMCI register (0x2F0) does not
+//!   exist: it reads 0 and ignores writes (an illegal-register error) in
+//!   xAPIC mode, and its MSR (0x82F) is #GP in x2APIC mode, as on KVM
+//!   without MCG_CMCI_P.
 //! - Lowest-priority arbitration is the router's job ([`Lapic::apr`] helps).
 //! - APIC base relocation is only reported ([`Lapic::mmio_base`]); the caller
 //!   maps the page.
@@ -149,7 +152,7 @@ impl Lvt {
 
     fn from_offset(offset: u32) -> Option<Lvt> {
         Some(match offset {
-            reg::LVT_CMCI => Lvt::Cmci,
+            // Max LVT 5: no CMCI register (see the module documentation).
             reg::LVT_TIMER => Lvt::Timer,
             reg::LVT_THERMAL => Lvt::Thermal,
             reg::LVT_PERF => Lvt::Perf,
@@ -359,6 +362,12 @@ pub struct LapicState {
     pub tsc_deadline: u64,
     pub tsc_hz: u64,
     pub tsc_offset: u64,
+    /// The CPU model offers x2APIC (CPUID.1:ECX bit 21): without it,
+    /// IA32_APIC_BASE.EXTD cannot be set (#GP), as on KVM.
+    pub x2apic_capable: bool,
+    /// The CPU's physical-address width (CPUID.8000_0008:EAX[7:0]): base
+    /// address bits above it are reserved in IA32_APIC_BASE. 0 = 52.
+    pub phys_addr_bits: u8,
 }
 
 /// Mode of the APIC as `IA32_APIC_BASE` selects it.
@@ -424,6 +433,7 @@ impl Lapic {
                 initial_id: apic_id,
                 id: apic_id,
                 tsc_hz,
+                x2apic_capable: true,
                 ..LapicState::default()
             },
         };
@@ -523,13 +533,19 @@ impl Lapic {
 
     /// A write to `IA32_APIC_BASE` (MSR 0x1b), with the SDM's checks:
     /// reserved bits, EXTD without EN, x2APIC → xAPIC and disabled →
-    /// x2APIC are #GP. The BSP bit is read-only. Disabling the APIC resets
+    /// x2APIC are #GP, and so are EXTD on a CPU model without x2APIC and
+    /// address bits beyond the physical-address width. The BSP bit is read-only. Disabling the APIC resets
     /// its registers; entering x2APIC mode makes the ID the initial APIC ID
     /// and derives the logical ID from it.
     pub fn set_apic_base(&mut self, value: u64) -> Result<(), LapicError> {
         let old = self.s.apic_base;
         let value = (value & !APIC_BASE_BSP) | (old & APIC_BASE_BSP);
-        let reserved = !(APIC_BASE_BSP | APIC_BASE_EXTD | APIC_BASE_ENABLE | APIC_BASE_ADDR_MASK);
+        let bits = match self.s.phys_addr_bits {
+            0 => 52,
+            b => u32::from(b.min(52)),
+        };
+        let addr_mask = APIC_BASE_ADDR_MASK & ((1u64 << bits) - 1);
+        let reserved = !(APIC_BASE_BSP | APIC_BASE_EXTD | APIC_BASE_ENABLE | addr_mask);
         let invalid = LapicError::InvalidApicBase {
             from: old,
             to: value,
@@ -542,6 +558,7 @@ impl Lapic {
             (_, ApicMode::Invalid)
             | (ApicMode::X2Apic, ApicMode::XApic)
             | (ApicMode::Disabled, ApicMode::X2Apic) => return Err(invalid),
+            (_, ApicMode::X2Apic) if !self.s.x2apic_capable => return Err(invalid),
             _ => {}
         }
         self.s.apic_base = value;
@@ -560,6 +577,18 @@ impl Lapic {
             }
         }
         Ok(())
+    }
+
+    /// Whether the CPU model offers x2APIC mode (CPUID.1:ECX.x2APIC): a
+    /// LAPIC already in x2APIC mode stays there.
+    pub fn set_x2apic_capable(&mut self, capable: bool) {
+        self.s.x2apic_capable = capable;
+    }
+
+    /// The CPU's physical-address width: IA32_APIC_BASE bits at and above
+    /// it are reserved (#GP).
+    pub fn set_phys_addr_bits(&mut self, bits: u8) {
+        self.s.phys_addr_bits = bits;
     }
 
     /// The task priority (8 bits).

@@ -198,6 +198,8 @@ impl Lapic {
             MSR_IA32_TSC_DEADLINE => {
                 self.tick(now_ns);
                 self.write_tsc_deadline(value);
+                // A deadline already passed fires at once.
+                self.tick(now_ns);
                 return Ok(LapicAction::None);
             }
             MSR_X2APIC_FIRST..=MSR_X2APIC_LAST => {}

@@ -571,13 +571,18 @@ fn tsc_deadline_timer() {
         "disarmed after firing"
     );
     assert_eq!(l.next_deadline_ns(), None);
-    // A deadline in the past fires at once; 0 disarms.
+    // A deadline in the past fires in the write itself; 0 disarms.
+    assert_eq!(l.acknowledge(), 0xef);
+    l.eoi();
     l.wrmsr(MSR_IA32_TSC_DEADLINE, 5, 3_000_000).unwrap();
-    assert_eq!(l.next_deadline_ns(), Some(3));
-    l.wrmsr(MSR_IA32_TSC_DEADLINE, 0, 3_000_000).unwrap();
+    assert_eq!(l.next_deadline_ns(), None);
+    assert_eq!(l.rdmsr(MSR_IA32_TSC_DEADLINE, 0), Ok(0));
+    assert_eq!(l.pending_vector(), Some(0xef));
+    assert_eq!(l.acknowledge(), 0xef);
+    l.eoi();
     l.set_tsc_offset(100);
     l.wrmsr(MSR_IA32_TSC_DEADLINE, 50, 3_000_000).unwrap();
-    assert_eq!(l.next_deadline_ns(), Some(0), "before the TSC origin");
+    assert_eq!(l.pending_vector(), Some(0xef), "before the TSC origin");
     l.set_tsc_offset(0);
     l.wrmsr(MSR_IA32_TSC_DEADLINE, 0, 3_000_000).unwrap();
     assert_eq!(l.next_deadline_ns(), None);
@@ -697,4 +702,48 @@ fn shorthand_matching() {
     let mut to_me = ipi(DestShorthand::None);
     to_me.destination = 3;
     assert!(l.matches_ipi(&to_me, false));
+}
+
+#[test]
+fn x2apic_mode_needs_the_cpu_model_to_offer_it() {
+    let mut l = Lapic::new(1, false, 1_000_000_000);
+    let xapic = 0xfee0_0000 | APIC_BASE_ENABLE;
+    l.set_x2apic_capable(false);
+    assert!(matches!(
+        l.set_apic_base(xapic | APIC_BASE_EXTD),
+        Err(LapicError::InvalidApicBase { .. })
+    ));
+    assert!(!l.is_x2apic());
+    // xAPIC mode and disabling still work.
+    l.set_apic_base(xapic).unwrap();
+    l.set_apic_base(0xfee0_0000).unwrap();
+    l.set_apic_base(xapic).unwrap();
+    l.set_x2apic_capable(true);
+    l.set_apic_base(xapic | APIC_BASE_EXTD).unwrap();
+    assert!(l.is_x2apic());
+}
+
+#[test]
+fn apic_base_above_the_physical_address_width_is_reserved() {
+    let mut l = Lapic::new(0, true, 1_000_000_000);
+    let base = 0xfee0_0000 | APIC_BASE_ENABLE;
+    l.set_phys_addr_bits(36);
+    assert!(l.set_apic_base(base | 1 << 36).is_err());
+    assert!(l.set_apic_base(base | 1 << 35).is_ok());
+    l.set_phys_addr_bits(0);
+    assert!(l.set_apic_base(base | 1 << 51).is_ok());
+    assert!(l.set_apic_base(base | 1 << 52).is_err());
+}
+
+#[test]
+fn no_cmci_register_with_max_lvt_5() {
+    assert_eq!(APIC_VERSION >> 16 & 0xff, 5, "max LVT entry");
+    let mut l = enabled(0);
+    wr(&mut l, reg::LVT_CMCI, 0x40, 0);
+    assert_eq!(rd(&l, reg::LVT_CMCI, 0), 0);
+    let mut l = x2apic(0);
+    assert!(l.rdmsr(0x82f, 0).is_err());
+    assert!(l.wrmsr(0x82f, 0, 0).is_err());
+    // The LVTs that exist answer.
+    assert!(l.rdmsr(0x832, 0).is_ok());
 }

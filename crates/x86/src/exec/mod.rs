@@ -95,7 +95,9 @@ impl Exec<'_> {
                 }
             }
             self.sync_code_share();
-            if self.c.want_interrupt_window && self.c.can_inject_interrupt() {
+            if (self.c.want_interrupt_window && self.c.can_inject_interrupt())
+                || (self.c.want_nmi_window && self.c.can_inject_nmi())
+            {
                 self.c.counters.inc(ExitReason::InterruptWindow);
                 return CpuExit::InterruptWindow;
             }
@@ -114,7 +116,10 @@ impl Exec<'_> {
             // Inside an interrupt shadow with a window requested: one
             // instruction at a time, so the window is seen as soon as it opens.
             let shadow = self.c.shadow_icount == self.c.icount;
-            if self.c.want_interrupt_window && shadow && self.c.state.if_set() {
+            if shadow
+                && ((self.c.want_interrupt_window && self.c.state.if_set())
+                    || (self.c.want_nmi_window && !self.c.state.nmi_blocked))
+            {
                 self.run_block(self.c.icount + 1);
                 continue;
             }
@@ -178,6 +183,7 @@ impl Exec<'_> {
             if self.c.icount >= limit
                 || self.c.signals.pending()
                 || self.c.want_interrupt_window
+                || self.c.want_nmi_window
                 || self.c.code_share.epoch() != self.c.seen_code_epoch
                 || self.c.code_share.revoke_epoch() != self.c.seen_revoke
             {
@@ -666,7 +672,9 @@ impl Exec<'_> {
             | Rdmsr | Wrmsr | Cpuid | Rdtsc | Rdtscp | Rdpid | Hlt | In | Out | Syscall
             | Sysret | Sysretq | Swapgs | Xgetbv | Xsetbv | Wbinvd | Invd | Lar | Lsl | Verr
             | Verw | Rdpmc | Sysenter | Sysexit | Rdfsbase | Rdgsbase | Wrfsbase | Wrgsbase
-            | Invpcid | Monitor | Mwait | Stac | Clac | Rdpkru | Wrpkru => self.system(insn),
+            | Invpcid | Monitor | Mwait | Stac | Clac | Rdpkru | Wrpkru | Vmcall | Vmmcall => {
+                self.system(insn)
+            }
             Lds | Les | Lfs | Lgs | Lss => self.load_far_pointer(insn),
             Xsave | Xsave64 | Xsaveopt | Xsaveopt64 | Xsavec | Xsavec64 | Xrstor | Xrstor64 => {
                 self.xsave_family(insn)

@@ -10,7 +10,7 @@ use crate::exception::{gp, np, ud, R};
 use crate::mem::canonical;
 use crate::msr::{flat_seg, MsrError};
 use crate::state::rflags::*;
-use crate::state::{cr0, cr4, efer, xcr0, Mode, SegCache, CS, GS, RAX, RCX, RDX, SS};
+use crate::state::{cr0, cr4, efer, xcr0, Mode, SegCache, CS, GS, RAX, RBX, RCX, RDX, RSI, SS};
 
 impl Exec<'_> {
     fn require_cpl0(&self) -> R<()> {
@@ -128,7 +128,10 @@ impl Exec<'_> {
                 if v > 15 {
                     return Err(gp(0));
                 }
-                st.cr8 = v;
+                // The local APIC's TPR, where there is one.
+                if !self.bus.write_cr8(v) {
+                    st.cr8 = v;
+                }
             }
             _ => return Err(ud()),
         }
@@ -149,7 +152,10 @@ impl Exec<'_> {
                 2 => st.cr2,
                 3 => st.cr3,
                 4 => st.cr4,
-                8 => st.cr8,
+                8 => match self.bus.read_cr8() {
+                    Some(v) => v,
+                    None => self.c.state.cr8,
+                },
                 _ => return Err(ud()),
             }
         };
@@ -302,6 +308,21 @@ impl Exec<'_> {
                 self.c.block_exit = true;
             }
             Cpuid => self.cpuid(),
+            Vmcall | Vmmcall => {
+                self.c.counters.inc(ExitReason::Hypercall);
+                let st = &self.c.state;
+                let g = |r: usize| st.gpr[r];
+                let call = crate::Hypercall {
+                    nr: g(RAX),
+                    args: [g(RBX), g(RCX), g(RDX), g(RSI)],
+                    cpl: st.cpl,
+                    long_mode: st.mode == Mode::Long,
+                };
+                let ret = self.bus.hypercall(&call).ok_or_else(ud)?;
+                self.c.state.gpr[RAX] = ret;
+                // A hypercall may have sent interrupts.
+                self.c.block_exit = true;
+            }
             Rdtsc | Rdtscp => {
                 if insn.mnemonic() == Rdtscp && !self.c.feat.rdtscp {
                     return Err(ud());

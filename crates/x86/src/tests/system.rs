@@ -594,3 +594,35 @@ fn legacy_performance_counter_msrs_read_zero_and_take_writes() {
     // The Family 15h core counters are not there without PERFCTR_CORE.
     assert_eq!(cpu.read_msr(0xc001_0200), None);
 }
+
+#[test]
+fn nmis_wait_for_the_sti_shadow_and_the_nmi_window() {
+    let mut g = Guest::long64();
+    g.gate64(2, HANDLERS, 0, 0, false);
+    g.code_at(HANDLERS, |a| {
+        a.add(r15, 1)?;
+        a.iretq()
+    });
+    g.code(|a| {
+        a.cli()?;
+        a.sti()?;
+        a.nop()?;
+        a.nop()?;
+        a.hlt()
+    });
+    // After STI: the shadow blocks NMIs too.
+    assert_eq!(g.cpu.run(&mut g.bus, 2), CpuExit::InstructionLimit);
+    assert!(!g.cpu.can_inject_nmi());
+    assert!(!g.cpu.inject_nmi(&mut g.bus));
+    // The NMI window opens after the next instruction.
+    g.cpu.request_nmi_window(true);
+    assert_eq!(g.run(), CpuExit::InterruptWindow);
+    assert_eq!(g.cpu.state.rip, CODE + 3);
+    g.cpu.request_nmi_window(false);
+    assert!(g.cpu.inject_nmi(&mut g.bus));
+    // Blocked while the handler runs, until its IRET.
+    assert!(!g.cpu.can_inject_nmi());
+    assert_eq!(g.run(), CpuExit::Halt);
+    assert_eq!(g.reg(15), 1);
+    assert!(g.cpu.can_inject_nmi());
+}
