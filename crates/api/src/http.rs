@@ -371,7 +371,12 @@ mod tests {
         }
         let e = head("GET /\u{1}x HTTP/1.1\r\n\r\n").unwrap_err();
         assert!(matches!(e, ParseError::Target(_)));
-        let bytes = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &[0xff, 0xfe], b"\r\n\r\n"].concat();
+        let bytes = [
+            b"GET / HTTP/1.1\r\nX: ".as_slice(),
+            &[0xff, 0xfe],
+            b"\r\n\r\n",
+        ]
+        .concat();
         assert_eq!(
             parse_head(&bytes, &Limits::default()),
             Err(ParseError::NotUtf8)

@@ -7,9 +7,9 @@ use serde::de::DeserializeOwned;
 
 use crate::http::Method;
 use crate::schema::{
-    ActionType, BootSource, Drive, EntropyDevice, InstanceActionInfo, Logger,
-    MachineConfigUpdate, MachineConfiguration, Metrics, NetworkInterface, PartialDrive,
-    PartialNetworkInterface, SerialDevice, VmStateUpdate, Vsock,
+    ActionType, BootSource, Drive, EntropyDevice, InstanceActionInfo, Logger, MachineConfigUpdate,
+    MachineConfiguration, Metrics, NetworkInterface, PartialDrive, PartialNetworkInterface,
+    SerialDevice, VmStateUpdate, Vsock,
 };
 
 /// A request the VM side answers.
@@ -22,9 +22,18 @@ pub enum Request {
     PutMachineConfig(MachineConfiguration),
     PatchMachineConfig(MachineConfigUpdate),
     PutBootSource(BootSource),
-    PutDrive { id: String, drive: Drive },
-    PatchDrive { id: String, drive: PartialDrive },
-    PutNetworkInterface { id: String, iface: NetworkInterface },
+    PutDrive {
+        id: String,
+        drive: Drive,
+    },
+    PatchDrive {
+        id: String,
+        drive: PartialDrive,
+    },
+    PutNetworkInterface {
+        id: String,
+        iface: NetworkInterface,
+    },
     PatchNetworkInterface {
         id: String,
         iface: PartialNetworkInterface,
@@ -112,9 +121,7 @@ pub fn route(method: &Method, path: &str, body: &[u8]) -> Result<Request, RouteE
             Ok(Request::Action(info.action_type))
         }
         (Method::Put, "machine-config") if single => Ok(Request::PutMachineConfig(json(body)?)),
-        (Method::Patch, "machine-config") if single => {
-            Ok(Request::PatchMachineConfig(json(body)?))
-        }
+        (Method::Patch, "machine-config") if single => Ok(Request::PatchMachineConfig(json(body)?)),
         (Method::Put, "boot-source") if single => Ok(Request::PutBootSource(json(body)?)),
         (Method::Put, "drives") => Ok(Request::PutDrive {
             id: id("drive")?,
@@ -152,8 +159,14 @@ mod tests {
     #[test]
     fn routes_firecrackers_paths() {
         assert_eq!(route(&Method::Get, "/", b""), Ok(Request::GetInstanceInfo));
-        assert_eq!(route(&Method::Get, "/version", b""), Ok(Request::GetVersion));
-        assert_eq!(route(&Method::Get, "/vm/config", b""), Ok(Request::GetVmConfig));
+        assert_eq!(
+            route(&Method::Get, "/version", b""),
+            Ok(Request::GetVersion)
+        );
+        assert_eq!(
+            route(&Method::Get, "/vm/config", b""),
+            Ok(Request::GetVmConfig)
+        );
         assert_eq!(
             route(&Method::Get, "/machine-config/", b""),
             Ok(Request::GetMachineConfig)
@@ -178,7 +191,10 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_route() {
         let e = route(&Method::Get, "/nope", b"").unwrap_err();
-        assert_eq!(e.to_string(), "invalid request method and/or path: GET /nope");
+        assert_eq!(
+            e.to_string(),
+            "invalid request method and/or path: GET /nope"
+        );
         assert!(matches!(
             route(&Method::Other("POST".into()), "/actions", b"{}"),
             Err(RouteError::NoRoute { .. })
@@ -195,16 +211,16 @@ mod tests {
             route(&Method::Put, "/drives", b"{}"),
             Err(RouteError::MissingId { .. })
         ));
-        assert_eq!(
-            route(&Method::Get, "/", b"x"),
-            Err(RouteError::GetWithBody)
-        );
+        assert_eq!(route(&Method::Get, "/", b"x"), Err(RouteError::GetWithBody));
         assert_eq!(
             route(&Method::Put, "/machine-config", b""),
             Err(RouteError::EmptyBody("PUT"))
         );
         let e = route(&Method::Put, "/machine-config", b"{\"vcpu_count\": 1}").unwrap_err();
-        assert!(e.to_string().contains("missing field `mem_size_mib`"), "{e}");
+        assert!(
+            e.to_string().contains("missing field `mem_size_mib`"),
+            "{e}"
+        );
         let e = route(&Method::Put, "/actions", br#"{"action_type": "Reboot"}"#).unwrap_err();
         assert!(e.to_string().contains("unknown variant `Reboot`"), "{e}");
     }
@@ -223,7 +239,10 @@ mod tests {
             "/cpu-config",
         ] {
             let e = route(&Method::Put, path, b"{}").unwrap_err();
-            assert!(e.to_string().contains("not supported by Ferrovisor yet"), "{path}: {e}");
+            assert!(
+                e.to_string().contains("not supported by Ferrovisor yet"),
+                "{path}: {e}"
+            );
         }
     }
 }

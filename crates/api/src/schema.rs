@@ -416,9 +416,11 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("unknown field `vcpus`"), "{e}");
-        let e =
-            serde_json::from_str::<MachineConfiguration>(r#"{"vcpu_count": 2}"#).unwrap_err();
-        assert!(e.to_string().contains("missing field `mem_size_mib`"), "{e}");
+        let e = serde_json::from_str::<MachineConfiguration>(r#"{"vcpu_count": 2}"#).unwrap_err();
+        assert!(
+            e.to_string().contains("missing field `mem_size_mib`"),
+            "{e}"
+        );
         let e = serde_json::from_str::<Drive>(r#"{"drive_id": "a", "is_root_device": "yes"}"#)
             .unwrap_err();
         assert!(e.to_string().contains("expected a boolean"), "{e}");

@@ -257,7 +257,12 @@ pub fn serve_connection(mut stream: UnixStream, backend: &dyn Backend, limits: &
                 status = reply.status.code(),
                 "API request"
             );
-            http::write_response(&mut out, reply.status, reply.body.as_deref(), head.keep_alive);
+            http::write_response(
+                &mut out,
+                reply.status,
+                reply.body.as_deref(),
+                head.keep_alive,
+            );
             buf.drain(..total);
             sent_continue = false;
             if !head.keep_alive {

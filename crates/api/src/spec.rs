@@ -43,13 +43,15 @@ pub enum SpecError {
     EmptyId { what: &'static str },
     #[error("the {what} ID {id:?} may only contain letters, digits and underscores")]
     BadId { what: &'static str, id: String },
+    #[error("the drive ID {0:?} cannot contain '/' or control characters")]
+    BadDriveId(String),
     #[error("the {what} ID in the path ({path:?}) differs from the one in the body ({body:?})")]
     IdMismatch {
         what: &'static str,
         path: String,
         body: String,
     },
-    #[error("vcpu_count {0} is out of range: use 1 to {MAX_VCPUS}")]
+    #[error("vcpu_count {0} is out of range: use 1 to {MAX_VCPUS} vCPUs")]
     VcpuCount(u32),
     #[error("mem_size_mib {0} is too small: a machine needs at least {MIN_MEM_MIB} MiB")]
     MemoryTooSmall(u64),
@@ -165,17 +167,17 @@ pub struct VmSpec {
     #[serde(default, skip_serializing_if = "is_default")]
     pub ferrovisor: Extensions,
     // Sections of Firecracker's file that come with later work: read only
-    // to refuse them by name.
+    // so that validate() refuses them by name.
     #[serde(default, skip_serializing)]
-    balloon: Option<serde_json::Value>,
+    pub balloon: Option<serde_json::Value>,
     #[serde(default, skip_serializing)]
-    cpu_config: Option<serde_json::Value>,
+    pub cpu_config: Option<serde_json::Value>,
     #[serde(default, skip_serializing)]
-    mmds_config: Option<serde_json::Value>,
+    pub mmds_config: Option<serde_json::Value>,
     #[serde(default, skip_serializing)]
-    pmem: Option<serde_json::Value>,
+    pub pmem: Option<serde_json::Value>,
     #[serde(default, skip_serializing)]
-    memory_hotplug: Option<serde_json::Value>,
+    pub memory_hotplug: Option<serde_json::Value>,
 }
 
 /// Checks an API resource id: not empty; letters, digits, underscores.
@@ -279,9 +281,23 @@ pub fn check_boot_source(b: &BootSource) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// Checks the id of a drive in a spec. Firecracker's API takes letters,
+/// digits and underscores (the path id of `PUT /drives/{id}` is held to
+/// that); a spec also takes the ids `ferrovisor run --disk ...,id=` has
+/// always taken: anything printable but '/'.
+fn check_drive_id(id: &str) -> Result<(), SpecError> {
+    if id.is_empty() {
+        return Err(SpecError::EmptyId { what: "drive" });
+    }
+    if id.chars().any(|c| c == '/' || c.is_control()) {
+        return Err(SpecError::BadDriveId(id.to_string()));
+    }
+    Ok(())
+}
+
 /// Checks a drive on its own.
 pub fn check_drive(d: &Drive) -> Result<(), SpecError> {
-    check_id("drive", &d.drive_id)?;
+    check_drive_id(&d.drive_id)?;
     if d.socket.is_some() {
         return Err(SpecError::Unsupported("vhost-user-block (socket)".into()));
     }
@@ -335,7 +351,9 @@ pub fn check_serial(s: &SerialDevice) -> Result<(), SpecError> {
         non_empty("serial_out_path", path)?;
     }
     if s.rate_limiter.is_some() {
-        return Err(SpecError::Unsupported("a rate limiter on the serial console".into()));
+        return Err(SpecError::Unsupported(
+            "a rate limiter on the serial console".into(),
+        ));
     }
     Ok(())
 }
@@ -610,7 +628,10 @@ mod tests {
         .unwrap();
         spec.validate().unwrap();
         assert_eq!(spec.machine_config.vcpu_count, 2);
-        assert_eq!(spec.kernel_cmdline(), "console=ttyS0 reboot=k root=/dev/vda rw");
+        assert_eq!(
+            spec.kernel_cmdline(),
+            "console=ttyS0 reboot=k root=/dev/vda rw"
+        );
         // Round trip through JSON.
         let json = serde_json::to_string(&spec).unwrap();
         let again: VmSpec = serde_json::from_str(&json).unwrap();
@@ -623,7 +644,10 @@ mod tests {
             serde_json::from_str(r#"{"balloon": {"amount_mib": 1, "deflate_on_oom": true}}"#)
                 .unwrap();
         let e = spec.validate().unwrap_err();
-        assert_eq!(e.to_string(), "the \"balloon\" section is not supported by Ferrovisor yet");
+        assert_eq!(
+            e.to_string(),
+            "the \"balloon\" section is not supported by Ferrovisor yet"
+        );
         let e = serde_json::from_str::<VmSpec>(r#"{"boot_source": {}}"#).unwrap_err();
         assert!(e.to_string().contains("unknown field `boot_source`"), "{e}");
         let spec: VmSpec = serde_json::from_str(r#"{"pmem": []}"#).unwrap();
@@ -682,7 +706,12 @@ mod tests {
         // The same interface again replaces itself.
         spec.put_network_interface("a", net("a", "tap0", Some("06:00:00:00:00:01")))
             .unwrap();
-        for bad in ["06:00:00:00:00", "zz:00:00:00:00:01", "01:00:5e:00:00:01", "6:0:0:0:0:1"] {
+        for bad in [
+            "06:00:00:00:00",
+            "zz:00:00:00:00:01",
+            "01:00:5e:00:00:01",
+            "6:0:0:0:0:1",
+        ] {
             assert!(spec
                 .put_network_interface("c", net("c", "tap2", Some(bad)))
                 .is_err());
@@ -716,6 +745,9 @@ mod tests {
     #[test]
     fn drive_serials_are_truncated() {
         assert_eq!(drive_serial("rootfs"), "rootfs");
-        assert_eq!(drive_serial("abcdefghijklmnopqrstuvwxyz"), "abcdefghijklmnopqrst");
+        assert_eq!(
+            drive_serial("abcdefghijklmnopqrstuvwxyz"),
+            "abcdefghijklmnopqrst"
+        );
     }
 }

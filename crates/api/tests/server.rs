@@ -121,7 +121,10 @@ fn malformed_requests_get_400_and_a_closed_connection() {
         b"\xff\xfe / HTTP/1.1\r\n\r\n",
     ] {
         let out = raw(&sock.0, bad);
-        assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{bad:?}: {out}");
+        assert!(
+            out.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{bad:?}: {out}"
+        );
         assert!(out.contains("Connection: close"), "{out}");
         assert!(out.contains("\"fault_message\":"), "{out}");
     }
@@ -142,13 +145,19 @@ fn malformed_requests_get_400_and_a_closed_connection() {
         r.fault_message().unwrap(),
         "invalid request method and/or path: POST /actions"
     );
-    let r = c.request("PUT", "/vsock", Some("{\"guest_cid\": ")).unwrap();
+    let r = c
+        .request("PUT", "/vsock", Some("{\"guest_cid\": "))
+        .unwrap();
     assert_eq!(r.status, 400);
     assert!(r.fault_message().unwrap().contains("EOF"), "{}", r.body);
     let deep = "[".repeat(50_000);
     let r = c.request("PUT", "/vsock", Some(&deep)).unwrap();
     assert_eq!(r.status, 400);
-    assert!(r.fault_message().unwrap().contains("not valid JSON"), "{}", r.body);
+    assert!(
+        r.fault_message().unwrap().contains("not valid JSON"),
+        "{}",
+        r.body
+    );
     assert_eq!(c.request("GET", "/", None).unwrap().status, 200);
     assert_eq!(echo.calls.load(Ordering::Relaxed), 1);
 }

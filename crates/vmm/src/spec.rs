@@ -57,7 +57,11 @@ pub fn machine_config(spec: &VmSpec, accel: Accel) -> Result<MachineConfig, Spec
             })
         })
         .collect::<Result<Vec<_>, SpecError>>()?;
-    let console = match spec.serial.as_ref().and_then(|s| s.serial_out_path.as_ref()) {
+    let console = match spec
+        .serial
+        .as_ref()
+        .and_then(|s| s.serial_out_path.as_ref())
+    {
         None => ConsoleOutput::Stdout,
         Some(path) => {
             let file = std::fs::OpenOptions::new()
@@ -137,7 +141,13 @@ mod tests {
         let disks: Vec<_> = c
             .disks
             .iter()
-            .map(|d| (d.path.to_str().unwrap(), d.read_only, d.id.as_deref().unwrap()))
+            .map(|d| {
+                (
+                    d.path.to_str().unwrap(),
+                    d.read_only,
+                    d.id.as_deref().unwrap(),
+                )
+            })
             .collect();
         assert_eq!(disks, [("/r", false, "rootfs"), ("/d", true, "data")]);
         assert_eq!(c.nets[0].mac, Some([6, 0, 0, 0, 0, 9]));
