@@ -157,15 +157,20 @@ impl Controller {
         }
     }
 
+    /// Checks the drive against the spec (on a copy), then opens its file,
+    /// then keeps it.
     fn put_drive(state: &mut State, id: &str, drive: Drive) -> Reply {
-        if let Err(e) = api::spec::check_drive(&drive) {
+        let path = drive.path_on_host.clone().unwrap_or_default();
+        let read_only = drive.is_read_only.unwrap_or(false);
+        let mut spec = state.spec.clone();
+        if let Err(e) = spec.put_drive(id, drive) {
             return Reply::bad_request(&e.to_string());
         }
-        let path = drive.path_on_host.clone().unwrap_or_default();
-        if let Err(e) = check_file("the drive", &path, drive.is_read_only.unwrap_or(false)) {
+        if let Err(e) = check_file("the drive", &path, read_only) {
             return Reply::bad_request(&e);
         }
-        spec_reply(state.spec.put_drive(id, drive))
+        state.spec = spec;
+        Reply::no_content()
     }
 
     fn start(&self, state: &mut State) -> Reply {
@@ -267,13 +272,16 @@ impl Controller {
             }
             Request::PutDrive { id, drive } => Self::put_drive(state, &id, drive),
             Request::PutNetworkInterface { id, iface } => {
-                if let Err(e) = api::spec::check_network_interface(&iface) {
+                let tap = iface.host_dev_name.clone();
+                let mut spec = state.spec.clone();
+                if let Err(e) = spec.put_network_interface(&id, iface) {
                     return Reply::bad_request(&e.to_string());
                 }
-                if let Err(e) = virtio::tap::Tap::open(&iface.host_dev_name) {
+                if let Err(e) = virtio::tap::Tap::open(&tap) {
                     return Reply::bad_request(&crate::error_line(&e));
                 }
-                spec_reply(state.spec.put_network_interface(&id, iface))
+                state.spec = spec;
+                Reply::no_content()
             }
             Request::PutVsock(v) => spec_reply(state.spec.set_vsock(v)),
             Request::PutEntropy(e) => spec_reply(state.spec.set_entropy(e)),
