@@ -21,7 +21,7 @@ fn utf8<'a>(what: &str, path: &'a Path) -> Result<&'a str, String> {
 /// free `driveN` as id (which the guest reads as the disk's serial);
 /// network devices are `net0`, `net1`, ... in order.
 pub(crate) fn spec_from_run(args: &RunArgs) -> Result<VmSpec, String> {
-    if args.memory % (1 << 20) != 0 {
+    if !args.memory.is_multiple_of(1 << 20) {
         return Err(format!(
             "--memory {} bytes is not a whole number of MiB",
             args.memory
