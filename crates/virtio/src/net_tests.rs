@@ -533,11 +533,20 @@ fn arp_request() -> Vec<u8> {
     f
 }
 
+/// Reports a test that cannot run on this host: loudly, and as a failure
+/// with `FERROVISOR_REQUIRE_NET=1` (scripts/test sets it where the host
+/// has `ip` and /dev/net/tun).
+fn net_unavailable(reason: &str) {
+    if std::env::var("FERROVISOR_REQUIRE_NET").is_ok_and(|v| v == "1") {
+        panic!("net is required (FERROVISOR_REQUIRE_NET=1) but unavailable: {reason}");
+    }
+    eprintln!("SKIPPED: {reason}");
+}
+
 #[test]
 fn a_tap_answers_an_arp_request_through_the_device() {
     if !std::path::Path::new("/dev/net/tun").exists() {
-        eprintln!("SKIPPED: no /dev/net/tun");
-        return;
+        return net_unavailable("no /dev/net/tun");
     }
     let outcome = in_new_netns(|| -> Result<Option<(Vec<u8>, NetCounters)>, String> {
         // `ip` runs in this thread's namespace (it is forked from it).
@@ -578,12 +587,10 @@ fn a_tap_answers_an_arp_request_through_the_device() {
         }
     });
     let Some(outcome) = outcome else {
-        eprintln!("SKIPPED: cannot make a network namespace (not root?)");
-        return;
+        return net_unavailable("cannot make a network namespace (not root?)");
     };
     let Some((reply, counters)) = outcome.unwrap() else {
-        eprintln!("SKIPPED: cannot configure a TAP with ip");
-        return;
+        return net_unavailable("cannot configure a TAP with ip");
     };
     assert_eq!(&reply[0..6], &MAC, "to us");
     assert_eq!(&reply[32..38], &MAC, "target hardware address");
