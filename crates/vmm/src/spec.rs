@@ -64,9 +64,13 @@ pub fn machine_config(spec: &VmSpec, accel: Accel) -> Result<MachineConfig, Spec
     {
         None => ConsoleOutput::Stdout,
         Some(path) => {
+            // Not blocking: a FIFO without a reader is an error, not a
+            // hung start.
+            use std::os::unix::fs::OpenOptionsExt;
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                .custom_flags(libc::O_NONBLOCK)
                 .open(path)
                 .map_err(|source| SpecConfigError::SerialOut {
                     path: path.into(),

@@ -61,14 +61,27 @@ fn open_error(what: &str, path: &str, e: &std::io::Error) -> String {
     format!("cannot open {what} {path}: {e}")
 }
 
-/// Checks that `path` opens for reading (and writing, unless `read_only`).
+/// Checks that `path` is a regular file or a block device that opens for
+/// reading (and writing, unless `read_only`). The open does not block: a
+/// FIFO named by mistake is an error, not a hung API.
 fn check_file(what: &str, path: &str, read_only: bool) -> Result<(), String> {
-    std::fs::OpenOptions::new()
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .write(!read_only)
+        .custom_flags(libc::O_NONBLOCK)
         .open(path)
-        .map(drop)
-        .map_err(|e| open_error(what, path, &e))
+        .map_err(|e| open_error(what, path, &e))?;
+    let kind = file
+        .metadata()
+        .map_err(|e| open_error(what, path, &e))?
+        .file_type();
+    if !(kind.is_file() || kind.is_block_device()) {
+        return Err(format!(
+            "{what} {path} is not a regular file or a block device"
+        ));
+    }
+    Ok(())
 }
 
 impl Controller {
