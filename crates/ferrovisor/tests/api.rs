@@ -346,6 +346,76 @@ fn network_interfaces() {
     );
 }
 
+/// Runs `ip ARGS`; whether it worked.
+fn ip(args: &[&str]) -> bool {
+    std::process::Command::new("ip")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn network_interfaces_on_real_taps() {
+    // Two TAPs in a network namespace of their own; ferrovisor runs in it.
+    let ns = format!("fv-api-{}", std::process::id());
+    if !std::path::Path::new("/dev/net/tun").exists() || !ip(&["netns", "add", &ns]) {
+        conformance::skip_or_fail("net", "cannot make a network namespace (needs ip and root)");
+        return;
+    }
+    struct Ns(String);
+    impl Drop for Ns {
+        fn drop(&mut self) {
+            ip(&["netns", "del", &self.0]);
+        }
+    }
+    let ns = Ns(ns);
+    for tap in ["fvtap0", "fvtap1"] {
+        assert!(ip(&[
+            "netns", "exec", &ns.0, "ip", "tuntap", "add", "dev", tap, "mode", "tap"
+        ]));
+    }
+    let vm = Instance::start_via("taps", &["ip", "netns", "exec", &ns.0], &[]);
+    vm.ok(
+        "PUT",
+        "/network-interfaces/eth0",
+        r#"{"iface_id": "eth0", "host_dev_name": "fvtap0", "guest_mac": "06:00:ac:10:00:02"}"#,
+    );
+    vm.bad(
+        "PUT",
+        "/network-interfaces/eth1",
+        Some(r#"{"iface_id": "eth1", "host_dev_name": "fvtap0"}"#),
+        "both use the host device \"fvtap0\"",
+    );
+    vm.bad(
+        "PUT",
+        "/network-interfaces/eth1",
+        Some(
+            r#"{"iface_id": "eth1", "host_dev_name": "fvtap1", "guest_mac": "06:00:AC:10:00:02"}"#,
+        ),
+        "both use the MAC address",
+    );
+    vm.ok(
+        "PUT",
+        "/network-interfaces/eth1",
+        r#"{"iface_id": "eth1", "host_dev_name": "fvtap1"}"#,
+    );
+    // The same id again replaces the interface.
+    vm.ok(
+        "PUT",
+        "/network-interfaces/eth0",
+        r#"{"iface_id": "eth0", "host_dev_name": "fvtap0"}"#,
+    );
+    let config = vm.get("/vm/config");
+    assert_eq!(
+        config["network-interfaces"],
+        serde_json::json!([
+            {"iface_id": "eth0", "host_dev_name": "fvtap0"},
+            {"iface_id": "eth1", "host_dev_name": "fvtap1"}
+        ])
+    );
+}
+
 #[test]
 fn vsock_entropy_serial() {
     let vm = Instance::start("devices", &[]);

@@ -56,7 +56,24 @@ pub fn elf(dir: &Path, name: &str, program: &guests::Program) -> PathBuf {
 /// Spawns ferrovisor with `args` (no socket option added), standard input
 /// piped, output collected.
 pub fn spawn(args: &[&str]) -> (Child, mpsc::Receiver<Vec<u8>>, mpsc::Receiver<Vec<u8>>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrovisor"))
+    spawn_via(&[], args)
+}
+
+/// [`spawn`] under the command `wrapper` (e.g. `ip netns exec NS`).
+pub fn spawn_via(
+    wrapper: &[&str],
+    args: &[&str],
+) -> (Child, mpsc::Receiver<Vec<u8>>, mpsc::Receiver<Vec<u8>>) {
+    let binary = env!("CARGO_BIN_EXE_ferrovisor");
+    let mut command = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    };
+    let mut child = command
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -72,11 +89,16 @@ impl Instance {
     /// Starts `ferrovisor --api-sock DIR/api.sock ARGS` and waits until the
     /// socket accepts.
     pub fn start(name: &str, args: &[&str]) -> Instance {
+        Instance::start_via(name, &[], args)
+    }
+
+    /// [`Instance::start`] under the command `wrapper`.
+    pub fn start_via(name: &str, wrapper: &[&str], args: &[&str]) -> Instance {
         let dir = temp_dir(name);
         let sock = dir.join("api.sock");
         let mut all = vec!["--api-sock", sock.to_str().unwrap()];
         all.extend_from_slice(args);
-        let (mut child, stdout, stderr) = spawn(&all);
+        let (mut child, stdout, stderr) = spawn_via(wrapper, &all);
         let stdin = child.stdin.take();
         let instance = Instance {
             child,
