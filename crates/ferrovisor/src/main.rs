@@ -3,7 +3,9 @@
 
 mod demo;
 mod disk;
+mod firecracker;
 mod net;
+mod runspec;
 mod size;
 mod stats;
 mod vsock;
@@ -18,15 +20,17 @@ use vmm::{Accel, Machine, MachineConfig, MachineExit};
 #[command(
     name = "ferrovisor",
     version,
-    about = "A KVM-architecture hypervisor in Rust"
+    about = "A KVM-architecture hypervisor in Rust",
+    after_help = "Started without a subcommand (or with options only), ferrovisor takes Firecracker's \
+options and serves Firecracker's API: see 'ferrovisor --help' and docs/API.md."
 )]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
-    command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Subcommand)]
-enum Command {
+pub(crate) enum Command {
     /// Boot a kernel.
     Run(Box<RunArgs>),
     /// Boot the Linux test guest (built if needed) on the best accelerator.
@@ -41,7 +45,7 @@ enum Command {
 }
 
 #[derive(clap::Args)]
-struct RunArgs {
+pub(crate) struct RunArgs {
     /// Kernel: a Linux bzImage or vmlinux, a Multiboot kernel, or a bare
     /// 64-bit ELF.
     #[arg(long)]
@@ -108,8 +112,8 @@ struct RunArgs {
     /// feature sets of those models); features use QEMU's names (x2apic,
     /// tsc-deadline, pcid, invpcid, umip, pku, smap, ...) and a feature
     /// turned on must be one the accelerator offers.
-    #[arg(long, default_value = "max", value_name = "MODEL[,FEATURE...]")]
-    cpu: arch::cpu_model::CpuModel,
+    #[arg(long, default_value = "max", value_name = "MODEL[,FEATURE...]", value_parser = cpu_spec)]
+    cpu: String,
     /// A test device (repeatable): pc-testdev is QEMU's ISA test device
     /// that kvm-unit-tests use (a scratch register at ports 0xe0-0xe3 and
     /// interrupt lines at 0x2000 + GSI).
@@ -119,6 +123,12 @@ struct RunArgs {
     /// are then unclaimed.
     #[arg(long)]
     no_pit: bool,
+}
+
+/// Checks a `--cpu` value (kept as text: the VM description stores it).
+fn cpu_spec(s: &str) -> Result<String, arch::cpu_model::CpuModelError> {
+    s.parse::<arch::cpu_model::CpuModel>()
+        .map(|_| s.to_string())
 }
 
 /// The devices `--device` adds.
@@ -146,6 +156,19 @@ pub(crate) fn fail(message: &str, status: u8) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // Without a subcommand (no arguments, or options first), ferrovisor is
+    // Firecracker.
+    let argv: Vec<String> = match std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string())
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(argv) => argv,
+        Err(bad) => return fail(&format!("argument {bad:?} is not valid UTF-8"), 2),
+    };
+    if argv.first().is_none_or(|a| a.starts_with('-')) {
+        return firecracker::main(&argv);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FERROVISOR_LOG")
@@ -189,38 +212,28 @@ fn main() -> ExitCode {
             if let Some(tap) = net::duplicate_tap(&args.nets) {
                 return fail(&format!("two --net options have tap={tap}"), 2);
             }
-            let config = MachineConfig {
-                accel: args.accel,
-                memory: args.memory,
-                vcpus: args.cpus,
-                initrd: args.initrd,
-                cmdline: args
-                    .cmdline
-                    .unwrap_or_else(|| args.console.default_cmdline().to_string()),
-                boot_protocol: args.boot,
-                console_input: true,
-                console_device: args.console,
-                disks: args.disks,
-                rng: args.rng,
-                transport: args.transport,
-                nets: args.nets,
-                vsock: args.vsock,
-                cpu: args.cpu,
-                pc_testdev: args.devices.contains(&TestDevice::PcTestdev),
-                pit: !args.no_pit,
-                ..MachineConfig::new(args.kernel)
+            let spec = match runspec::spec_from_run(&args) {
+                Ok(spec) => spec,
+                Err(message) => return fail(&message, 2),
             };
-            run(&config, args.stats)
+            match vmm::machine_config(&spec, args.accel) {
+                Ok(config) => run(&config, args.stats),
+                Err(e) => fail(&error_line(&e), 1),
+            }
         }
         Command::Demo { accel, tiny } => demo::run(accel, tiny),
     }
 }
 
 pub(crate) fn run(config: &MachineConfig, print_stats: bool) -> ExitCode {
-    let machine = match Machine::new(config) {
-        Ok(machine) => machine,
-        Err(e) => return fail(&error_line(&e), 1),
-    };
+    match Machine::new(config) {
+        Ok(machine) => run_machine(machine, print_stats),
+        Err(e) => fail(&error_line(&e), 1),
+    }
+}
+
+/// Runs a built machine to its end; the exit status follows how it ended.
+pub(crate) fn run_machine(machine: Machine, print_stats: bool) -> ExitCode {
     let report = match machine.run() {
         Ok(report) => report,
         Err(e) => return fail(&error_line(&e), 1),

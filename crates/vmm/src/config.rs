@@ -18,6 +18,8 @@ pub enum ConsoleOutput {
     Buffer(Arc<Mutex<Vec<u8>>>),
     /// Discarded.
     Sink,
+    /// A file (Firecracker's `serial_out_path`), appended to.
+    File(Arc<std::fs::File>),
 }
 
 impl ConsoleOutput {
@@ -26,6 +28,7 @@ impl ConsoleOutput {
             ConsoleOutput::Stdout => Box::new(std::io::stdout()),
             ConsoleOutput::Buffer(buf) => Box::new(SharedWriter(buf.clone())),
             ConsoleOutput::Sink => Box::new(std::io::sink()),
+            ConsoleOutput::File(file) => Box::new(FileWriter(file.clone())),
         }
     }
 }
@@ -36,7 +39,19 @@ impl std::fmt::Debug for ConsoleOutput {
             ConsoleOutput::Stdout => f.write_str("Stdout"),
             ConsoleOutput::Buffer(_) => f.write_str("Buffer"),
             ConsoleOutput::Sink => f.write_str("Sink"),
+            ConsoleOutput::File(_) => f.write_str("File"),
         }
+    }
+}
+
+struct FileWriter(Arc<std::fs::File>);
+
+impl Write for FileWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        (&*self.0).flush()
     }
 }
 

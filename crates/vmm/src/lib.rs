@@ -22,6 +22,7 @@ mod msi;
 mod pci_board;
 pub mod platform_timer;
 pub mod probe;
+pub mod spec;
 mod vcpu;
 
 pub use accel::{open_accelerator, Accel, AccelError};
@@ -31,3 +32,4 @@ pub use config::{
     VsockConfig,
 };
 pub use machine::{Machine, MachineError, MachineExit, RunReport};
+pub use spec::{machine_config, SpecConfigError};

@@ -4,6 +4,8 @@
 //! a script as its command (the `ferrovisor.cmd=` protocol of guest/init).
 #![allow(dead_code)] // each test binary uses a part
 
+pub mod firecracker;
+
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

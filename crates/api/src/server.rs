@@ -1,0 +1,312 @@
+//! The API server: a Unix socket listener, one thread per client
+//! connection (a bounded number of them), each reading requests, routing
+//! them and asking the [`Backend`] for the answer.
+//!
+//! A thread per connection keeps the answer path to one blocking `read`,
+//! the parse, the backend call and one `write`: no event loop to wake, no
+//! allocation beyond the connection's buffers. Clients of a VMM's control
+//! socket are few; past [`ServerConfig::max_connections`] a new client gets
+//! a 503 and is closed.
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use serde::Serialize;
+
+use crate::http::{self, Head, Limits, Status};
+use crate::routes::{route, Request};
+use crate::schema::Fault;
+
+/// An answer: a status and an optional JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: Status,
+    pub body: Option<String>,
+}
+
+impl Reply {
+    /// 204, no body.
+    pub fn no_content() -> Reply {
+        Reply {
+            status: Status::NoContent,
+            body: None,
+        }
+    }
+
+    /// 200 with `value` as JSON.
+    pub fn json<T: Serialize>(value: &T) -> Reply {
+        match serde_json::to_string(value) {
+            Ok(body) => Reply {
+                status: Status::Ok,
+                body: Some(body),
+            },
+            Err(e) => Reply::fault(
+                Status::InternalServerError,
+                &format!("cannot encode the answer: {e}"),
+            ),
+        }
+    }
+
+    /// `{"fault_message": ...}` with `status`.
+    pub fn fault(status: Status, message: &str) -> Reply {
+        let fault = Fault {
+            fault_message: message.to_string(),
+        };
+        Reply {
+            status,
+            body: Some(serde_json::to_string(&fault).unwrap_or_else(|_| "{}".to_string())),
+        }
+    }
+
+    /// A 400 with `message`.
+    pub fn bad_request(message: &str) -> Reply {
+        Reply::fault(Status::BadRequest, message)
+    }
+}
+
+/// The VM side of the API.
+pub trait Backend: Send + Sync + 'static {
+    /// Answers one routed request. Called from several connection threads
+    /// at once.
+    fn handle(&self, request: Request) -> Reply;
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ServerConfig {
+    pub limits: Limits,
+    /// Client connections served at once.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            limits: Limits::default(),
+            max_connections: 32,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot create the API socket {}: it already exists (remove it if no process serves it)", .0.display())]
+    SocketExists(PathBuf),
+    #[error("cannot create the API socket {}", path.display())]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the API server thread")]
+    Thread(#[source] std::io::Error),
+}
+
+/// A bound API socket, not serving yet.
+pub struct ApiServer {
+    listener: UnixListener,
+    path: PathBuf,
+    config: ServerConfig,
+}
+
+/// Stack of connection threads: routing and JSON decoding (nesting is
+/// limited by serde_json to 128 levels) fit well within it.
+const CONNECTION_STACK: usize = 256 << 10;
+
+impl ApiServer {
+    /// Creates and listens on the socket `path`, which must not exist.
+    pub fn bind(path: &Path, config: ServerConfig) -> Result<ApiServer, ServerError> {
+        let listener = UnixListener::bind(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AddrInUse {
+                ServerError::SocketExists(path.to_path_buf())
+            } else {
+                ServerError::Bind {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+        Ok(ApiServer {
+            listener,
+            path: path.to_path_buf(),
+            config,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Serves clients on a thread of its own until the process ends.
+    pub fn serve(self, backend: Arc<dyn Backend>) -> Result<JoinHandle<()>, ServerError> {
+        std::thread::Builder::new()
+            .name("api".into())
+            .stack_size(CONNECTION_STACK)
+            .spawn(move || self.accept_loop(backend))
+            .map_err(ServerError::Thread)
+    }
+
+    fn accept_loop(self, backend: Arc<dyn Backend>) {
+        let active = Arc::new(AtomicUsize::new(0));
+        for stream in self.listener.incoming() {
+            let mut stream = match stream {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept an API connection");
+                    // EMFILE and the like: do not spin.
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                }
+            };
+            if active.load(Ordering::Acquire) >= self.config.max_connections {
+                let mut out = Vec::new();
+                let reply = Reply::fault(
+                    Status::ServiceUnavailable,
+                    &format!(
+                        "too many open API connections (at most {})",
+                        self.config.max_connections
+                    ),
+                );
+                http::write_response(&mut out, reply.status, reply.body.as_deref(), false);
+                let _ = stream.write_all(&out);
+                // Take what the client already sent, so that closing does
+                // not reset the connection before it reads the answer.
+                if stream.set_nonblocking(true).is_ok() {
+                    let mut sink = [0u8; 4096];
+                    while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+                }
+                continue;
+            }
+            active.fetch_add(1, Ordering::AcqRel);
+            let guard = ActiveGuard(active.clone());
+            let backend = backend.clone();
+            let limits = self.config.limits;
+            let spawned = std::thread::Builder::new()
+                .name("api-conn".into())
+                .stack_size(CONNECTION_STACK)
+                .spawn(move || {
+                    let _guard = guard;
+                    serve_connection(stream, &*backend, &limits);
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start an API connection thread");
+            }
+        }
+    }
+}
+
+struct ActiveGuard(Arc<AtomicUsize>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Routes a request and asks the backend; a panic in the backend is a 500,
+/// not the end of the server.
+pub fn dispatch(backend: &dyn Backend, head: &Head, body: &[u8]) -> Reply {
+    let request = match route(&head.method, &head.path, body) {
+        Ok(r) => r,
+        Err(e) => return Reply::bad_request(&e.to_string()),
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| backend.handle(request)))
+        .unwrap_or_else(|_| {
+            Reply::fault(
+                Status::InternalServerError,
+                "internal error while handling the request",
+            )
+        })
+}
+
+/// Serves one client until it closes, asks to close, or sends something
+/// that is not HTTP.
+pub fn serve_connection(mut stream: UnixStream, backend: &dyn Backend, limits: &Limits) {
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let mut out: Vec<u8> = Vec::with_capacity(512);
+    let mut chunk = [0u8; 4096];
+    let mut sent_continue = false;
+    loop {
+        let mut close = false;
+        loop {
+            let head = match http::parse_head(&buf, limits) {
+                Ok(Some(head)) => head,
+                Ok(None) => break,
+                Err(e) => {
+                    let reply = Reply::bad_request(&e.to_string());
+                    http::write_response(&mut out, reply.status, reply.body.as_deref(), false);
+                    close = true;
+                    break;
+                }
+            };
+            let total = head.len + head.content_length;
+            if buf.len() < total {
+                if head.expect_continue && !sent_continue {
+                    out.extend_from_slice(http::CONTINUE);
+                    sent_continue = true;
+                }
+                break;
+            }
+            let reply = dispatch(backend, &head, &buf[head.len..total]);
+            tracing::debug!(
+                method = head.method.as_str(),
+                path = %head.path,
+                status = reply.status.code(),
+                "API request"
+            );
+            http::write_response(
+                &mut out,
+                reply.status,
+                reply.body.as_deref(),
+                head.keep_alive,
+            );
+            buf.drain(..total);
+            sent_continue = false;
+            if !head.keep_alive {
+                close = true;
+                break;
+            }
+        }
+        if !out.is_empty() {
+            if stream.write_all(&out).is_err() {
+                return;
+            }
+            out.clear();
+        }
+        if close {
+            linger(stream);
+            return;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Closes a connection whose client may still be sending (a body that was
+/// refused, the rest of a malformed request): stops writing, then reads and
+/// drops what comes for a short while, so that the client reads the answer
+/// rather than a reset.
+fn linger(mut stream: UnixStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    if stream
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .is_err()
+    {
+        return;
+    }
+    let mut sink = [0u8; 4096];
+    let mut budget: usize = 1 << 20;
+    while budget > 0 {
+        match stream.read(&mut sink) {
+            Ok(n) if n > 0 => budget = budget.saturating_sub(n),
+            _ => return,
+        }
+    }
+}

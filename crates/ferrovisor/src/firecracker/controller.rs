@@ -1,0 +1,330 @@
+//! The VM side of the API: the instance's [`VmSpec`] and lifecycle state,
+//! Firecracker's pre-boot/post-boot rules, and the hand-over of
+//! InstanceStart to the controller thread that builds and runs the
+//! machine.
+//!
+//! Requests come from several connection threads; one mutex orders them.
+//! A request that fails changes nothing: each one is checked (and the
+//! files it names opened) before the spec is touched.
+
+use std::fs::File;
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use api::http::Status;
+use api::schema::{
+    ActionType, Drive, FirecrackerVersion, InstanceInfo, InstanceState, Logger as LoggerSpec,
+    Metrics,
+};
+use api::{Backend, Reply, Request, VmSpec};
+
+use super::logger::{open_sink, Logger};
+
+/// What InstanceStart hands to the controller thread.
+pub struct StartRequest {
+    pub spec: VmSpec,
+    /// `Err(message)` when the machine could not be built.
+    pub reply: Sender<Result<(), String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    NotStarted,
+    Running,
+}
+
+struct State {
+    spec: VmSpec,
+    phase: Phase,
+    metrics: Option<File>,
+}
+
+/// The instance behind the API.
+pub struct Controller {
+    id: String,
+    state: Mutex<State>,
+    start: Mutex<Sender<StartRequest>>,
+    logger: Option<Arc<Logger>>,
+    started: Instant,
+    requests: AtomicU64,
+    failed: AtomicU64,
+}
+
+const PRE_BOOT_ONLY: &str = "this request is only accepted before the microVM starts";
+const POST_BOOT_ONLY: &str = "this request is only accepted after the microVM starts";
+
+fn open_error(what: &str, path: &str, e: &std::io::Error) -> String {
+    format!("cannot open {what} {path}: {e}")
+}
+
+/// Checks that `path` is a regular file or a block device that opens for
+/// reading (and writing, unless `read_only`). The open does not block: a
+/// FIFO named by mistake is an error, not a hung API.
+fn check_file(what: &str, path: &str, read_only: bool) -> Result<(), String> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(!read_only)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| open_error(what, path, &e))?;
+    let kind = file
+        .metadata()
+        .map_err(|e| open_error(what, path, &e))?
+        .file_type();
+    if !(kind.is_file() || kind.is_block_device()) {
+        return Err(format!(
+            "{what} {path} is not a regular file or a block device"
+        ));
+    }
+    Ok(())
+}
+
+impl Controller {
+    pub fn new(
+        id: &str,
+        spec: VmSpec,
+        running: bool,
+        logger: Option<Arc<Logger>>,
+        metrics: Option<File>,
+        start: Sender<StartRequest>,
+    ) -> Controller {
+        Controller {
+            id: id.to_string(),
+            state: Mutex::new(State {
+                spec,
+                phase: if running {
+                    Phase::Running
+                } else {
+                    Phase::NotStarted
+                },
+                metrics,
+            }),
+            start: Mutex::new(start),
+            logger,
+            started: Instant::now(),
+            requests: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The metrics line FlushMetrics writes, with Firecracker's names where
+    /// ours map to them.
+    fn metrics_line(&self, state: &State) -> String {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let missed_logs = self
+            .logger
+            .as_ref()
+            .map_or(0, |l| l.missed.load(Ordering::Relaxed));
+        let line = serde_json::json!({
+            "utc_timestamp_ms": now_ms as u64,
+            "api_server": {
+                "requests": self.requests.load(Ordering::Relaxed),
+                "refused_requests": self.failed.load(Ordering::Relaxed),
+            },
+            "logger": { "missed_log_count": missed_logs },
+            "vmm": {
+                "uptime_us": self.started.elapsed().as_micros() as u64,
+                "state": match state.phase { Phase::NotStarted => "Not started", Phase::Running => "Running" },
+            },
+        });
+        let mut text = line.to_string();
+        text.push('\n');
+        text
+    }
+
+    fn put_metrics(&self, state: &mut State, m: Metrics) -> Reply {
+        if state.metrics.is_some() {
+            return Reply::bad_request("the metrics system is already configured");
+        }
+        match open_sink(Path::new(&m.metrics_path)) {
+            Ok(file) => {
+                state.metrics = Some(file);
+                state.spec.metrics = Some(m);
+                Reply::no_content()
+            }
+            Err(e) => Reply::bad_request(&open_error("the metrics file", &m.metrics_path, &e)),
+        }
+    }
+
+    fn put_logger(&self, state: &mut State, l: LoggerSpec) -> Reply {
+        let Some(logger) = &self.logger else {
+            return Reply::fault(Status::InternalServerError, "no logger is installed");
+        };
+        match logger.update(&l) {
+            Ok(()) => {
+                state.spec.logger = Some(l);
+                Reply::no_content()
+            }
+            Err(e) => Reply::bad_request(&crate::error_line(&e)),
+        }
+    }
+
+    /// Checks the drive against the spec (on a copy), then opens its file,
+    /// then keeps it.
+    fn put_drive(state: &mut State, id: &str, drive: Drive) -> Reply {
+        let path = drive.path_on_host.clone().unwrap_or_default();
+        let read_only = drive.is_read_only.unwrap_or(false);
+        let mut spec = state.spec.clone();
+        if let Err(e) = spec.put_drive(id, drive) {
+            return Reply::bad_request(&e.to_string());
+        }
+        if let Err(e) = check_file("the drive", &path, read_only) {
+            return Reply::bad_request(&e);
+        }
+        state.spec = spec;
+        Reply::no_content()
+    }
+
+    fn start(&self, state: &mut State) -> Reply {
+        let (reply_tx, reply_rx) = channel();
+        let request = StartRequest {
+            spec: state.spec.clone(),
+            reply: reply_tx,
+        };
+        let sent = self
+            .start
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(request);
+        if sent.is_err() {
+            return Reply::fault(Status::InternalServerError, "the controller thread is gone");
+        }
+        match reply_rx.recv() {
+            Ok(Ok(())) => {
+                state.phase = Phase::Running;
+                tracing::info!("the microVM started");
+                Reply::no_content()
+            }
+            Ok(Err(message)) => Reply::bad_request(&format!("cannot start the microVM: {message}")),
+            Err(_) => Reply::fault(
+                Status::InternalServerError,
+                "the controller thread did not answer",
+            ),
+        }
+    }
+
+    fn handle_locked(&self, state: &mut State, request: Request) -> Reply {
+        let pre_boot = state.phase == Phase::NotStarted;
+        match request {
+            Request::GetInstanceInfo => Reply::json(&InstanceInfo {
+                app_name: "Ferrovisor".into(),
+                id: self.id.clone(),
+                state: match state.phase {
+                    Phase::NotStarted => InstanceState::NotStarted,
+                    Phase::Running => InstanceState::Running,
+                },
+                vmm_version: api::FIRECRACKER_API_VERSION.into(),
+            }),
+            Request::GetVersion => Reply::json(&FirecrackerVersion {
+                firecracker_version: api::FIRECRACKER_API_VERSION.into(),
+            }),
+            Request::GetVmConfig => Reply::json(&state.spec),
+            Request::GetMachineConfig => Reply::json(&state.spec.machine_config),
+            Request::Action(ActionType::FlushMetrics) if pre_boot => {
+                Reply::bad_request(POST_BOOT_ONLY)
+            }
+            Request::Action(ActionType::FlushMetrics) => {
+                let line = self.metrics_line(state);
+                match &mut state.metrics {
+                    Some(file) => match file.write_all(line.as_bytes()) {
+                        Ok(()) => Reply::no_content(),
+                        Err(e) => Reply::bad_request(&format!("cannot write the metrics: {e}")),
+                    },
+                    None => Reply::no_content(),
+                }
+            }
+            Request::Action(ActionType::SendCtrlAltDel) if pre_boot => {
+                Reply::bad_request(POST_BOOT_ONLY)
+            }
+            Request::Action(ActionType::SendCtrlAltDel) => Reply::bad_request(
+                "SendCtrlAltDel is not supported by Ferrovisor yet (the i8042 has no keyboard)",
+            ),
+            Request::PatchVm(_) => Reply::bad_request(
+                "pausing and resuming the microVM (PATCH /vm) is not supported by Ferrovisor yet",
+            ),
+            Request::PatchDrive { .. } | Request::PatchNetworkInterface { .. } if pre_boot => {
+                Reply::bad_request(POST_BOOT_ONLY)
+            }
+            Request::PatchDrive { .. } => Reply::bad_request(
+                "updating a drive of a running microVM is not supported by Ferrovisor yet",
+            ),
+            Request::PatchNetworkInterface { .. } => Reply::bad_request(
+                "rate limiters on network interfaces are not supported by Ferrovisor yet",
+            ),
+            _ if !pre_boot => Reply::bad_request(PRE_BOOT_ONLY),
+            Request::Action(ActionType::InstanceStart) => self.start(state),
+            Request::PutMachineConfig(m) => spec_reply(state.spec.set_machine_config(m)),
+            Request::PatchMachineConfig(update) => {
+                let merged = update.apply(&state.spec.machine_config);
+                spec_reply(state.spec.set_machine_config(merged))
+            }
+            Request::PutBootSource(b) => {
+                if let Err(e) = api::spec::check_boot_source(&b) {
+                    return Reply::bad_request(&e.to_string());
+                }
+                if let Err(e) = check_file("the kernel image", &b.kernel_image_path, true) {
+                    return Reply::bad_request(&e);
+                }
+                if let Some(initrd) = &b.initrd_path {
+                    if let Err(e) = check_file("the initrd", initrd, true) {
+                        return Reply::bad_request(&e);
+                    }
+                }
+                spec_reply(state.spec.set_boot_source(b))
+            }
+            Request::PutDrive { id, drive } => Self::put_drive(state, &id, drive),
+            Request::PutNetworkInterface { id, iface } => {
+                let tap = iface.host_dev_name.clone();
+                let mut spec = state.spec.clone();
+                if let Err(e) = spec.put_network_interface(&id, iface) {
+                    return Reply::bad_request(&e.to_string());
+                }
+                if let Err(e) = virtio::tap::Tap::open(&tap) {
+                    return Reply::bad_request(&crate::error_line(&e));
+                }
+                state.spec = spec;
+                Reply::no_content()
+            }
+            Request::PutVsock(v) => spec_reply(state.spec.set_vsock(v)),
+            Request::PutEntropy(e) => spec_reply(state.spec.set_entropy(e)),
+            Request::PutSerial(s) => spec_reply(state.spec.set_serial(s)),
+            Request::PutLogger(l) => self.put_logger(state, l),
+            Request::PutMetrics(m) => self.put_metrics(state, m),
+        }
+    }
+}
+
+fn spec_reply(result: Result<(), api::spec::SpecError>) -> Reply {
+    match result {
+        Ok(()) => Reply::no_content(),
+        Err(e) => Reply::bad_request(&e.to_string()),
+    }
+}
+
+impl Backend for Controller {
+    fn handle(&self, request: Request) -> Reply {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut state = self.state();
+        let reply = self.handle_locked(&mut state, request);
+        if reply.status != Status::Ok && reply.status != Status::NoContent {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                status = reply.status.code(),
+                body = reply.body.as_deref().unwrap_or(""),
+                "API request refused"
+            );
+        }
+        reply
+    }
+}

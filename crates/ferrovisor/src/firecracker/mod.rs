@@ -1,0 +1,217 @@
+//! Firecracker's process interface: `ferrovisor` started without a
+//! subcommand takes Firecracker's options, serves Firecracker's API on
+//! `--api-sock` (default /run/firecracker.socket), or boots the VM of
+//! `--config-file` (with `--no-api`, without a socket), and exits as
+//! Firecracker does: 0 when the guest powers off or resets, 1 when the VM
+//! cannot be built or a vCPU fails, 152 for a bad logger level, 153 for
+//! other argument errors. `--accel` is Ferrovisor's addition.
+
+pub mod args;
+pub mod controller;
+pub mod logger;
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::mpsc::channel;
+use std::sync::Arc;
+
+use api::schema::Logger as LoggerSpec;
+use api::spec::Transport;
+use api::{ApiServer, ServerConfig, VmSpec};
+use vmm::{Accel, Machine};
+
+use args::{FcArgs, Invocation};
+use controller::Controller;
+use logger::{open_sink, Logger};
+
+const HELP: &str = "\
+Ferrovisor, started as Firecracker: serves Firecracker's REST API on a Unix
+socket, or boots the VM a configuration file describes.
+
+usage: ferrovisor [OPTIONS]
+       ferrovisor run --kernel PATH [...]   (Ferrovisor's own command line; ferrovisor run --help)
+       ferrovisor demo [--tiny]             (boot a demo guest)
+
+options (Firecracker's, plus --accel):
+  --api-sock <path>        API socket to create [default: /run/firecracker.socket]
+  --config-file <path>     boot the VM this JSON file describes (Firecracker's format,
+                           or what GET /vm/config returns)
+  --no-api                 no API socket (needs --config-file)
+  --id <id>                instance id, 1-64 letters, digits or '-' [default: anonymous-instance]
+  --accel <auto|kvm|emu>   accelerator [default: auto]
+  --log-path <path>        log to this file or FIFO [default: standard error]
+  --level <level>          Error, Warning, Info, Debug, Trace or Off [default: Info]
+  --module <path>          log only events of this module
+  --show-level             put the level in each log line
+  --show-log-origin        put the source file and line in each log line
+  --metrics-path <path>    file or FIFO that FlushMetrics writes to
+  --http-api-max-payload-size <bytes>   largest request body [default: 51200]
+  --mmds-size-limit <bytes>             accepted (no metadata service yet)
+  --boot-timer             accepted (no boot timer device yet)
+  --enable-pci             virtio devices on PCI instead of virtio-mmio
+  --no-seccomp             accepted (no seccomp filters yet)
+  --start-time-us, --start-time-cpu-us, --parent-cpu-time-us <n>   accepted (from the jailer)
+  --version                print the Firecracker API version implemented
+  --help, -h               this text
+
+See docs/API.md for the endpoints and what is not supported yet.
+";
+
+fn fail(message: &str, status: u8) -> ExitCode {
+    crate::fail(message, status)
+}
+
+/// Runs Firecracker's process interface with the arguments after the
+/// program name.
+pub fn main(argv: &[String]) -> ExitCode {
+    let fc = match args::parse(argv) {
+        Ok(Invocation::Help) => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Invocation::Version) => {
+            println!(
+                "Firecracker v{} (Ferrovisor {})\n",
+                api::FIRECRACKER_API_VERSION,
+                env!("CARGO_PKG_VERSION")
+            );
+            return ExitCode::SUCCESS;
+        }
+        Ok(Invocation::Run(fc)) => fc,
+        Err(e) => return fail(&e.to_string(), e.exit_status()),
+    };
+    let logger_spec = LoggerSpec {
+        level: fc.level,
+        log_path: fc.log_path.as_ref().map(|p| p.display().to_string()),
+        show_level: fc.show_level.then_some(true),
+        show_log_origin: fc.show_log_origin.then_some(true),
+        module: fc.module.clone(),
+    };
+    let logger = match Logger::install(&fc.id, &logger_spec) {
+        Ok(l) => l,
+        Err(e) => return fail(&crate::error_line(&e), 1),
+    };
+    let mut spec = match &fc.config_file {
+        Some(path) => match read_config(path) {
+            Ok(spec) => spec,
+            Err(message) => return fail(&message, 1),
+        },
+        None => VmSpec::default(),
+    };
+    if fc.enable_pci {
+        spec.ferrovisor.transport = Transport::Pci;
+    }
+    if let Some(l) = &spec.logger {
+        if let Err(e) = logger.update(l) {
+            return fail(&crate::error_line(&e), 1);
+        }
+    }
+    let metrics_path = fc
+        .metrics_path
+        .clone()
+        .or_else(|| spec.metrics.as_ref().map(|m| m.metrics_path.clone().into()));
+    let metrics = match metrics_path.as_deref().map(|p| (p, open_sink(p))) {
+        None => None,
+        Some((_, Ok(file))) => Some(file),
+        Some((path, Err(e))) => {
+            return fail(
+                &format!("cannot open the metrics file {}: {e}", path.display()),
+                1,
+            )
+        }
+    };
+    if fc.boot_timer {
+        tracing::warn!("--boot-timer: Ferrovisor has no boot timer device yet; ignored");
+    }
+    tracing::info!(
+        "Running Ferrovisor {} (Firecracker API {})",
+        env!("CARGO_PKG_VERSION"),
+        api::FIRECRACKER_API_VERSION
+    );
+    if fc.no_api {
+        return match build(&spec, fc.accel) {
+            Ok(machine) => crate::run_machine(machine, false),
+            Err(message) => fail(&format!("cannot start the microVM: {message}"), 1),
+        };
+    }
+    serve(&fc, spec, logger, metrics)
+}
+
+fn read_config(path: &Path) -> Result<VmSpec, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the configuration file {}: {e}", path.display()))?;
+    let spec: VmSpec = serde_json::from_str(&text)
+        .map_err(|e| format!("configuration file {}: {e}", path.display()))?;
+    spec.validate()
+        .map_err(|e| format!("configuration file {}: {e}", path.display()))?;
+    Ok(spec)
+}
+
+/// Builds the machine `spec` describes.
+fn build(spec: &VmSpec, accel: Accel) -> Result<Machine, String> {
+    let config = vmm::machine_config(spec, accel).map_err(|e| crate::error_line(&e))?;
+    Machine::new(&config).map_err(|e| crate::error_line(&e))
+}
+
+/// Removes the API socket when the process ends normally.
+struct SocketFile<'a>(&'a Path);
+
+impl Drop for SocketFile<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
+}
+
+fn serve(
+    fc: &FcArgs,
+    spec: VmSpec,
+    logger: Arc<Logger>,
+    metrics: Option<std::fs::File>,
+) -> ExitCode {
+    let config = ServerConfig {
+        limits: api::http::Limits {
+            max_body: fc.http_api_max_payload_size,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let server = match ApiServer::bind(&fc.api_sock, config) {
+        Ok(s) => s,
+        Err(e) => return fail(&crate::error_line(&e), 1),
+    };
+    let _socket = SocketFile(&fc.api_sock);
+    tracing::info!("API socket listening on {}", fc.api_sock.display());
+    let (start_tx, start_rx) = channel();
+    let from_file = fc.config_file.is_some();
+    let controller = Arc::new(Controller::new(
+        &fc.id,
+        spec.clone(),
+        from_file,
+        Some(logger),
+        metrics,
+        start_tx,
+    ));
+    if let Err(e) = server.serve(controller) {
+        return fail(&crate::error_line(&e), 1);
+    }
+    if from_file {
+        return match build(&spec, fc.accel) {
+            Ok(machine) => crate::run_machine(machine, false),
+            Err(message) => fail(&format!("cannot start the microVM: {message}"), 1),
+        };
+    }
+    // The controller thread: wait for InstanceStart, build, run.
+    while let Ok(request) = start_rx.recv() {
+        match build(&request.spec, fc.accel) {
+            Ok(machine) => {
+                let _ = request.reply.send(Ok(()));
+                return crate::run_machine(machine, false);
+            }
+            Err(message) => {
+                tracing::warn!("InstanceStart failed: {message}");
+                let _ = request.reply.send(Err(message));
+            }
+        }
+    }
+    fail("the API server stopped", 1)
+}

@@ -1,0 +1,191 @@
+//! A ferrovisor started as Firecracker, with its API socket in a temporary
+//! directory, for the API tests.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use api::client::{Client, Response};
+
+/// A running `ferrovisor --api-sock ...`; killed when dropped.
+pub struct Instance {
+    pub child: Child,
+    pub sock: PathBuf,
+    pub dir: PathBuf,
+    pub stdin: Option<ChildStdin>,
+    stdout: mpsc::Receiver<Vec<u8>>,
+    stderr: mpsc::Receiver<Vec<u8>>,
+}
+
+/// How an instance ended.
+pub struct Ended {
+    pub status: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+fn collect(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = pipe.read_to_end(&mut all);
+        let _ = tx.send(all);
+    });
+    rx
+}
+
+/// A fresh temporary directory for `name`.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fv-fc-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes a tiny guest program as a bare ELF into `dir`.
+pub fn elf(dir: &Path, name: &str, program: &guests::Program) -> PathBuf {
+    let path = dir.join(name);
+    let image =
+        arch::elf_builder::build_elf64(&[(program.load_addr, &program.code)], program.load_addr);
+    std::fs::write(&path, image).unwrap();
+    path
+}
+
+/// Spawns ferrovisor with `args` (no socket option added), standard input
+/// piped, output collected.
+pub fn spawn(args: &[&str]) -> (Child, mpsc::Receiver<Vec<u8>>, mpsc::Receiver<Vec<u8>>) {
+    spawn_via(&[], args)
+}
+
+/// [`spawn`] under the command `wrapper` (e.g. `ip netns exec NS`).
+pub fn spawn_via(
+    wrapper: &[&str],
+    args: &[&str],
+) -> (Child, mpsc::Receiver<Vec<u8>>, mpsc::Receiver<Vec<u8>>) {
+    let binary = env!("CARGO_BIN_EXE_ferrovisor");
+    let mut command = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    };
+    let mut child = command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ferrovisor");
+    let out = collect(child.stdout.take().unwrap());
+    let err = collect(child.stderr.take().unwrap());
+    (child, out, err)
+}
+
+impl Instance {
+    /// Starts `ferrovisor --api-sock DIR/api.sock ARGS` and waits until the
+    /// socket accepts.
+    pub fn start(name: &str, args: &[&str]) -> Instance {
+        Instance::start_via(name, &[], args)
+    }
+
+    /// [`Instance::start`] under the command `wrapper`.
+    pub fn start_via(name: &str, wrapper: &[&str], args: &[&str]) -> Instance {
+        let dir = temp_dir(name);
+        let sock = dir.join("api.sock");
+        let mut all = vec!["--api-sock", sock.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let (mut child, stdout, stderr) = spawn_via(wrapper, &all);
+        let stdin = child.stdin.take();
+        let instance = Instance {
+            child,
+            sock,
+            dir,
+            stdin,
+            stdout,
+            stderr,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Client::connect(&instance.sock).is_err() {
+            assert!(Instant::now() < deadline, "the API socket never accepted");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        instance
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(&self.sock).expect("connect to the API socket")
+    }
+
+    /// One request on a connection of its own.
+    pub fn req(&self, method: &str, path: &str, body: Option<&str>) -> Response {
+        self.client()
+            .request(method, path, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// Asserts a 204.
+    pub fn ok(&self, method: &str, path: &str, body: &str) {
+        let r = self.req(method, path, Some(body));
+        assert_eq!(r.status, 204, "{method} {path} {body}: {}", r.body);
+        assert!(r.body.is_empty());
+    }
+
+    /// Asserts a 400 whose fault message contains `needle`; returns it.
+    pub fn bad(&self, method: &str, path: &str, body: Option<&str>, needle: &str) -> String {
+        let r = self.req(method, path, body);
+        assert_eq!(r.status, 400, "{method} {path} {body:?}: {}", r.body);
+        let message = r
+            .fault_message()
+            .unwrap_or_else(|| panic!("no fault_message in {}", r.body));
+        assert!(
+            message.contains(needle),
+            "{method} {path}: {message:?} should contain {needle:?}"
+        );
+        message
+    }
+
+    /// `GET path` as JSON.
+    pub fn get(&self, path: &str) -> serde_json::Value {
+        let r = self.req("GET", path, None);
+        assert_eq!(r.status, 200, "GET {path}: {}", r.body);
+        serde_json::from_str(&r.body).unwrap()
+    }
+
+    /// Waits for the process to end by itself.
+    pub fn wait(mut self, timeout: Duration) -> Ended {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let take = |rx: &mpsc::Receiver<Vec<u8>>| {
+            String::from_utf8_lossy(&rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default())
+                .into_owned()
+        };
+        Ended {
+            status,
+            stdout: take(&self.stdout),
+            stderr: take(&self.stderr),
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
