@@ -78,14 +78,48 @@ pub(super) const R64: [AsmRegister64; 16] = [
     rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15,
 ];
 
-/// Wraps instruction bytes into a native function over an Image.
+/// The vector registers a thunk loads from its image and stores back,
+/// after the 16 GPRs and RFLAGS (words 17 on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum VecRegs {
+    None,
+    /// XMM0..15, two words each.
+    Xmm,
+    /// YMM0..15, four words each (VZEROUPPER before returning).
+    Ymm,
+}
+
+/// Wraps instruction bytes into a native function over a GPR image.
 pub(super) fn thunk(insn: &[u8]) -> Vec<u8> {
+    thunk_with(insn, VecRegs::None)
+}
+
+/// Wraps instruction bytes into a native SysV function over an image of
+/// the GPRs, RFLAGS and the `vec` registers: it loads them all, runs the
+/// bytes, and stores them back (RSP and the callee-saved registers
+/// restored).
+pub(super) fn thunk_with(insn: &[u8], vec: VecRegs) -> Vec<u8> {
+    const XMM: [AsmRegisterXmm; 16] = [
+        xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7, xmm8, xmm9, xmm10, xmm11, xmm12, xmm13,
+        xmm14, xmm15,
+    ];
+    const YMM: [AsmRegisterYmm; 16] = [
+        ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11, ymm12, ymm13,
+        ymm14, ymm15,
+    ];
     let mut a = CodeAssembler::new(64).unwrap();
-    let pre = (|| -> Result<(), iced_x86::IcedError> {
+    (|| -> Result<(), iced_x86::IcedError> {
         for r in SAVED {
             a.push(r)?;
         }
         a.push(rdi)?;
+        for i in 0..16 {
+            match vec {
+                VecRegs::None => {}
+                VecRegs::Xmm => a.movdqu(XMM[i], xmmword_ptr(rdi + (17 + 2 * i) * 8))?,
+                VecRegs::Ymm => a.vmovdqu(YMM[i], ymmword_ptr(rdi + (17 + 4 * i) * 8))?,
+            }
+        }
         a.push(qword_ptr(rdi + 16 * 8))?;
         a.popfq()?;
         for &i in REGS.iter() {
@@ -95,8 +129,8 @@ pub(super) fn thunk(insn: &[u8]) -> Vec<u8> {
         }
         a.mov(rdi, qword_ptr(rdi + 7 * 8))?;
         Ok(())
-    })();
-    pre.unwrap();
+    })()
+    .unwrap();
     let mut code = a.assemble(0).unwrap();
     code.extend_from_slice(insn);
     let mut b = CodeAssembler::new(64).unwrap();
@@ -112,6 +146,16 @@ pub(super) fn thunk(insn: &[u8]) -> Vec<u8> {
         b.mov(qword_ptr(rdi + 16 * 8), rax)?;
         b.pop(rax)?;
         b.mov(qword_ptr(rdi + 7 * 8), rax)?;
+        for i in 0..16 {
+            match vec {
+                VecRegs::None => {}
+                VecRegs::Xmm => b.movdqu(xmmword_ptr(rdi + (17 + 2 * i) * 8), XMM[i])?,
+                VecRegs::Ymm => b.vmovdqu(ymmword_ptr(rdi + (17 + 4 * i) * 8), YMM[i])?,
+            }
+        }
+        if vec == VecRegs::Ymm {
+            b.vzeroupper()?;
+        }
         for r in SAVED.iter().rev() {
             b.pop(*r)?;
         }
@@ -381,60 +425,7 @@ fn random_register_instructions_match_the_host() {
 pub(super) type SseImage = [u64; 17 + 32];
 
 pub(super) fn sse_thunk(insn: &[u8]) -> Vec<u8> {
-    let mut a = CodeAssembler::new(64).unwrap();
-    (|| -> Result<(), iced_x86::IcedError> {
-        for r in SAVED {
-            a.push(r)?;
-        }
-        a.push(rdi)?;
-        let x = [
-            xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7, xmm8, xmm9, xmm10, xmm11, xmm12, xmm13,
-            xmm14, xmm15,
-        ];
-        for (i, r) in x.iter().enumerate() {
-            a.movdqu(*r, xmmword_ptr(rdi + (17 + 2 * i) * 8))?;
-        }
-        a.push(qword_ptr(rdi + 16 * 8))?;
-        a.popfq()?;
-        for &i in REGS.iter() {
-            if i != 7 {
-                a.mov(R64[i], qword_ptr(rdi + i * 8))?;
-            }
-        }
-        a.mov(rdi, qword_ptr(rdi + 7 * 8))?;
-        Ok(())
-    })()
-    .unwrap();
-    let mut code = a.assemble(0).unwrap();
-    code.extend_from_slice(insn);
-    let mut b = CodeAssembler::new(64).unwrap();
-    (|| -> Result<(), iced_x86::IcedError> {
-        b.xchg(qword_ptr(rsp), rdi)?;
-        for &i in REGS.iter() {
-            if i != 7 {
-                b.mov(qword_ptr(rdi + i * 8), R64[i])?;
-            }
-        }
-        b.pushfq()?;
-        b.pop(rax)?;
-        b.mov(qword_ptr(rdi + 16 * 8), rax)?;
-        b.pop(rax)?;
-        b.mov(qword_ptr(rdi + 7 * 8), rax)?;
-        let x = [
-            xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7, xmm8, xmm9, xmm10, xmm11, xmm12, xmm13,
-            xmm14, xmm15,
-        ];
-        for (i, r) in x.iter().enumerate() {
-            b.movdqu(xmmword_ptr(rdi + (17 + 2 * i) * 8), *r)?;
-        }
-        for r in SAVED.iter().rev() {
-            b.pop(*r)?;
-        }
-        b.ret()
-    })()
-    .unwrap();
-    code.extend(b.assemble(0).unwrap());
-    code
+    thunk_with(insn, VecRegs::Xmm)
 }
 
 fn random_sse(r: &mut Rng) -> Vec<u8> {

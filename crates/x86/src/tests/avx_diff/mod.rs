@@ -16,7 +16,7 @@ mod xsave;
 use iced_x86::code_asm::*;
 use iced_x86::{Decoder, DecoderOptions, Instruction};
 
-use super::differential::{cases, iced_flags, Native, Rng, R64, REGS, SAVED};
+use super::differential::{cases, iced_flags, Native, Rng, REGS};
 use super::*;
 use crate::state::{cr4, rflags, xcr0};
 
@@ -37,53 +37,7 @@ const YMM: [AsmRegisterYmm; 16] = [
 
 /// Wraps instruction bytes into a native function over a YmmImage.
 fn ymm_thunk(insn: &[u8]) -> Vec<u8> {
-    let mut a = CodeAssembler::new(64).unwrap();
-    (|| -> Result<(), IcedError> {
-        for r in SAVED {
-            a.push(r)?;
-        }
-        a.push(rdi)?;
-        for (i, r) in YMM.iter().enumerate() {
-            a.vmovdqu(*r, ymmword_ptr(rdi + (17 + 4 * i) * 8))?;
-        }
-        a.push(qword_ptr(rdi + 16 * 8))?;
-        a.popfq()?;
-        for &i in REGS.iter() {
-            if i != 7 {
-                a.mov(R64[i], qword_ptr(rdi + i * 8))?;
-            }
-        }
-        a.mov(rdi, qword_ptr(rdi + 7 * 8))?;
-        Ok(())
-    })()
-    .unwrap();
-    let mut code = a.assemble(0).unwrap();
-    code.extend_from_slice(insn);
-    let mut b = CodeAssembler::new(64).unwrap();
-    (|| -> Result<(), IcedError> {
-        b.xchg(qword_ptr(rsp), rdi)?;
-        for &i in REGS.iter() {
-            if i != 7 {
-                b.mov(qword_ptr(rdi + i * 8), R64[i])?;
-            }
-        }
-        b.pushfq()?;
-        b.pop(rax)?;
-        b.mov(qword_ptr(rdi + 16 * 8), rax)?;
-        b.pop(rax)?;
-        b.mov(qword_ptr(rdi + 7 * 8), rax)?;
-        for (i, r) in YMM.iter().enumerate() {
-            b.vmovdqu(ymmword_ptr(rdi + (17 + 4 * i) * 8), *r)?;
-        }
-        b.vzeroupper()?;
-        for r in SAVED.iter().rev() {
-            b.pop(*r)?;
-        }
-        b.ret()
-    })()
-    .unwrap();
-    code.extend(b.assemble(0).unwrap());
-    code
+    super::differential::thunk_with(insn, super::differential::VecRegs::Ymm)
 }
 
 /// What register and memory contents suit an instruction.
