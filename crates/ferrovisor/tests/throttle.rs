@@ -113,3 +113,24 @@ fn an_unlimited_disk_is_faster_than_the_limits_tested() {
     assert!(took < 1.8, "took {took} s; tail:\n{}", b.tail());
     let _ = std::fs::remove_dir_all(disk.parent().unwrap());
 }
+
+#[test]
+fn an_entropy_device_with_a_bandwidth_limit_gives_that_many_bytes_per_second() {
+    let Some(guest) = guest() else { return };
+    // 1 KiB/s, 1 KiB at the start: 3 KiB take at least 2 s (more when the
+    // kernel's own hwrng thread takes some of the tokens).
+    let b = boot(
+        &guest,
+        1,
+        &timed("head -c 3072 /dev/hwrng | wc -c"),
+        &["--rng=bw=1K"],
+    );
+    b.expect("3072");
+    let took = elapsed(&b);
+    eprintln!("3 KiB of entropy at 1 KiB/s: {took:.2} s");
+    assert!(
+        (1.8..15.0).contains(&took),
+        "took {took} s; tail:\n{}",
+        b.tail()
+    );
+}

@@ -639,3 +639,32 @@ fn rng_requests_wait_for_bandwidth_tokens() {
     assert!(took < std::time::Duration::from_secs(5), "{took:?}");
     assert!(handle.throttled() > 0);
 }
+
+#[test]
+fn an_update_changes_the_rate_of_a_busy_blk_queue() {
+    // 10 ops per second (bucket of 1): 5 requests take about 400 ms.
+    let (_file, mut d, handle) = limited_disk(ops_limit(1, 100));
+    let start = std::time::Instant::now();
+    for _ in 0..5 {
+        assert_eq!(d.blk(blk::T_IN, 0, &[], 512).0, blk::S_OK);
+    }
+    let slow = start.elapsed();
+    assert!(slow >= std::time::Duration::from_millis(390), "{slow:?}");
+    // 1000 ops per second from now on (bucket of 1): 20 more in ~20 ms.
+    handle.update(crate::throttle::LimitsUpdate {
+        bandwidth: crate::throttle::BucketUpdate::Keep,
+        ops: crate::throttle::BucketUpdate::Set(crate::throttle::BucketConfig {
+            size: 1,
+            one_time_burst: 0,
+            refill_time_ms: 1,
+        }),
+    });
+    let start = std::time::Instant::now();
+    for _ in 0..20 {
+        assert_eq!(d.blk(blk::T_IN, 0, &[], 512).0, blk::S_OK);
+    }
+    let fast = start.elapsed();
+    assert!(fast >= std::time::Duration::from_millis(18), "{fast:?}");
+    // At the old rate these would take 2 s.
+    assert!(fast < std::time::Duration::from_millis(1500), "{fast:?}");
+}
