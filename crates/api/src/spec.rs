@@ -89,6 +89,8 @@ pub enum SpecError {
     GuestCid(u32),
     #[error("ferrovisor.offload_off names {0:?}, which is no network interface")]
     UnknownOffloadInterface(String),
+    #[error("the rate limiter of {whose}: refill_time {ms} ms is too long (at most {} ms)", u64::MAX / 1_000_000)]
+    RefillTime { whose: String, ms: u64 },
     #[error("{what} with ID {id:?} was configured twice")]
     DuplicateId { what: &'static str, id: String },
 }
@@ -236,11 +238,23 @@ pub fn parse_mac(text: &str) -> Result<[u8; 6], SpecError> {
     Ok(mac)
 }
 
-fn refuse_rate_limiter(limiter: &Option<RateLimiter>, whose: &str) -> Result<(), SpecError> {
-    match limiter {
-        Some(l) if l.limits() => Err(SpecError::Unsupported(format!("a rate limiter on {whose}"))),
-        _ => Ok(()),
+/// Checks a rate limiter. Firecracker's rules: every count is unsigned
+/// (serde refuses negatives), and a bucket of size 0 or refill time 0
+/// limits nothing; Firecracker also disables, silently, a bucket whose
+/// refill time in nanoseconds overflows 64 bits, which is refused here.
+pub fn check_rate_limiter(limiter: &Option<RateLimiter>, whose: &str) -> Result<(), SpecError> {
+    let Some(limiter) = limiter else {
+        return Ok(());
+    };
+    for bucket in [&limiter.bandwidth, &limiter.ops].into_iter().flatten() {
+        if bucket.refill_time.checked_mul(1_000_000).is_none() {
+            return Err(SpecError::RefillTime {
+                whose: whose.to_string(),
+                ms: bucket.refill_time,
+            });
+        }
     }
+    Ok(())
 }
 
 fn non_empty(field: &'static str, value: &str) -> Result<(), SpecError> {
@@ -314,7 +328,7 @@ pub fn check_drive(d: &Drive) -> Result<(), SpecError> {
         None => return Err(SpecError::NoDrivePath(d.drive_id.clone())),
         Some(p) => non_empty("path_on_host", p)?,
     }
-    refuse_rate_limiter(&d.rate_limiter, &format!("drive {:?}", d.drive_id))
+    check_rate_limiter(&d.rate_limiter, &format!("drive {:?}", d.drive_id))
 }
 
 /// Checks a network interface on its own.
@@ -337,8 +351,8 @@ pub fn check_network_interface(n: &NetworkInterface) -> Result<(), SpecError> {
         return Err(SpecError::Unsupported("mtu on a network interface".into()));
     }
     let whose = format!("network interface {:?}", n.iface_id);
-    refuse_rate_limiter(&n.rx_rate_limiter, &whose)?;
-    refuse_rate_limiter(&n.tx_rate_limiter, &whose)
+    check_rate_limiter(&n.rx_rate_limiter, &format!("{whose} (rx)"))?;
+    check_rate_limiter(&n.tx_rate_limiter, &format!("{whose} (tx)"))
 }
 
 /// Checks a vsock device on its own.
@@ -351,7 +365,7 @@ pub fn check_vsock(v: &Vsock) -> Result<(), SpecError> {
 
 /// Checks an entropy device on its own.
 pub fn check_entropy(e: &EntropyDevice) -> Result<(), SpecError> {
-    refuse_rate_limiter(&e.rate_limiter, "the entropy device")
+    check_rate_limiter(&e.rate_limiter, "the entropy device")
 }
 
 /// Checks a serial device on its own.
@@ -695,8 +709,17 @@ mod tests {
             }),
             ops: None,
         });
+        spec.put_drive("x", limited.clone()).unwrap();
+        limited.rate_limiter = Some(RateLimiter {
+            bandwidth: None,
+            ops: Some(crate::schema::TokenBucket {
+                size: 1,
+                one_time_burst: Some(5),
+                refill_time: u64::MAX / 1_000_000 + 1,
+            }),
+        });
         let e = spec.put_drive("x", limited).unwrap_err();
-        assert!(e.to_string().contains("not supported"), "{e}");
+        assert!(e.to_string().contains("refill_time"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub(crate) fn parse_disk(value: &str) -> Result<DiskConfig, String> {
     let mut path = None;
     let mut read_only = false;
     let mut id = None;
+    let mut limits = crate::limits::LimitOptions::default();
     for option in value.split(',') {
         let Some((key, val)) = option.split_once('=') else {
             return Err(format!(
@@ -33,14 +34,22 @@ pub(crate) fn parse_disk(value: &str) -> Result<DiskConfig, String> {
                 ))
             }
             "id" => id = Some(val.to_string()),
-            _ => return Err(format!("unknown option '{key}' (path, readonly, id)")),
+            _ if limits.take(key, key, val)? => {}
+            _ => {
+                return Err(format!(
+                    "unknown option '{key}' (path, readonly, id, {})",
+                    crate::limits::NAMES
+                ))
+            }
         }
     }
     let path = path.ok_or("path=IMG is missing")?;
+    let rate_limiter = limits.finish("")?;
     Ok(DiskConfig {
         path,
         read_only,
         id,
+        rate_limiter,
     })
 }
 

@@ -4,6 +4,7 @@
 mod demo;
 mod disk;
 mod firecracker;
+mod limits;
 mod net;
 mod runspec;
 mod size;
@@ -82,12 +83,17 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     stats: bool,
     /// A virtio-blk disk on a raw image: path=IMG[,readonly=on][,id=ID]
-    /// (repeatable; the guest sees vda, vdb, ... in this order).
-    #[arg(long = "disk", value_name = "path=IMG[,readonly=on][,id=ID]", value_parser = disk::parse_disk)]
+    /// (repeatable; the guest sees vda, vdb, ... in this order), with an
+    /// optional rate limiter: bw=SIZE[/MS] (bytes per MS milliseconds,
+    /// default 1000: bw=2M is 2 MiB/s), ops=N[/MS], bw_burst=SIZE,
+    /// ops_burst=N (one-time bursts).
+    #[arg(long = "disk", value_name = "path=IMG[,readonly=on][,id=ID][,bw=SIZE[/MS]][,ops=N[/MS]]", value_parser = disk::parse_disk)]
     disks: Vec<vmm::DiskConfig>,
-    /// A virtio-rng entropy device fed from the host's /dev/urandom.
-    #[arg(long)]
-    rng: bool,
+    /// A virtio-rng entropy device fed from the host's /dev/urandom;
+    /// optionally rate-limited as --disk is (--rng=bw=1K,ops=10).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "",
+          value_name = "bw=SIZE[/MS][,ops=N[/MS]]", value_parser = limits::parse_rng)]
+    rng: Option<virtio::throttle::Limits>,
     /// How the virtio devices attach: mmio (virtio-mmio windows in the
     /// DSDT, the default: the path the end-to-end tests exercise most) or
     /// pci (virtio-pci functions with MSI-X on PCI bus 0, with ECAM).
@@ -96,8 +102,10 @@ pub(crate) struct RunArgs {
     /// A virtio-net device on an existing host TAP interface:
     /// tap=NAME[,mac=MAC][,offload=off] (repeatable; the guest sees eth0,
     /// eth1, ...; the default MAC of the n-th is 06:00:00:00:00:<n+1>;
-    /// checksum and TCP segmentation offloads are on unless offload=off).
-    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC][,offload=off]", value_parser = net::parse_net)]
+    /// checksum and TCP segmentation offloads are on unless offload=off;
+    /// rate limiters as --disk's with an rx_ or tx_ prefix: rx_bw=SIZE[/MS],
+    /// tx_ops=N[/MS], rx_bw_burst=SIZE, ...).
+    #[arg(long = "net", value_name = "tap=NAME[,mac=MAC][,offload=off][,rx_bw=..][,tx_bw=..]", value_parser = net::parse_net)]
     nets: Vec<vmm::NetConfig>,
     /// A virtio-vsock device: the guest's CID (3 or more) and a Unix socket
     /// for the host side, as Firecracker's. Host programs connect to PATH

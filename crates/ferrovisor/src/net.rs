@@ -7,6 +7,8 @@ pub(crate) fn parse_net(value: &str) -> Result<NetConfig, String> {
     let mut tap = None;
     let mut mac = None;
     let mut offload = true;
+    let mut rx = crate::limits::LimitOptions::default();
+    let mut tx = crate::limits::LimitOptions::default();
     for option in value.split(',') {
         let Some((key, val)) = option.split_once('=') else {
             return Err(format!(
@@ -29,11 +31,31 @@ pub(crate) fn parse_net(value: &str) -> Result<NetConfig, String> {
                     _ => return Err(format!("offload={val}: use on or off")),
                 }
             }
-            _ => return Err(format!("unknown option '{key}' (tap, mac, offload)")),
+            _ => {
+                let taken = match key.split_once('_') {
+                    Some(("rx", name)) => rx.take(key, name, val)?,
+                    Some(("tx", name)) => tx.take(key, name, val)?,
+                    _ => false,
+                };
+                if !taken {
+                    return Err(format!(
+                        "unknown option '{key}' (tap, mac, offload, rx_ or tx_ + {})",
+                        crate::limits::NAMES
+                    ));
+                }
+            }
         }
     }
     let tap = tap.ok_or("tap=NAME is missing")?;
-    Ok(NetConfig { tap, mac, offload })
+    let rx_rate_limiter = rx.finish("rx_")?;
+    let tx_rate_limiter = tx.finish("tx_")?;
+    Ok(NetConfig {
+        tap,
+        mac,
+        offload,
+        rx_rate_limiter,
+        tx_rate_limiter,
+    })
 }
 
 /// `aa:bb:cc:dd:ee:ff` (or with '-'); a unicast address.

@@ -48,7 +48,7 @@ pub(crate) fn spec_from_run(args: &RunArgs) -> Result<VmSpec, String> {
             cache_type: Default::default(),
             is_read_only: Some(disk.read_only),
             path_on_host: Some(utf8("disk", &disk.path)?.to_string()),
-            rate_limiter: None,
+            rate_limiter: vmm::spec::rate_limiter(&disk.rate_limiter),
             io_engine: None,
             socket: None,
         });
@@ -72,8 +72,8 @@ pub(crate) fn spec_from_run(args: &RunArgs) -> Result<VmSpec, String> {
                     m[0], m[1], m[2], m[3], m[4], m[5]
                 )),
                 mtu: None,
-                rx_rate_limiter: None,
-                tx_rate_limiter: None,
+                rx_rate_limiter: vmm::spec::rate_limiter(&n.rx_rate_limiter),
+                tx_rate_limiter: vmm::spec::rate_limiter(&n.tx_rate_limiter),
             }
         })
         .collect();
@@ -108,7 +108,9 @@ pub(crate) fn spec_from_run(args: &RunArgs) -> Result<VmSpec, String> {
         drives,
         network_interfaces,
         vsock,
-        entropy: args.rng.then(EntropyDevice::default),
+        entropy: args.rng.as_ref().map(|limits| EntropyDevice {
+            rate_limiter: vmm::spec::rate_limiter(limits),
+        }),
         ferrovisor: Extensions {
             boot_protocol: match args.boot {
                 arch::boot::BootProtocol::Auto => BootProtocol::Auto,
@@ -159,10 +161,10 @@ mod tests {
             "--disk",
             "path=/a.img",
             "--disk",
-            "path=/b.img,readonly=on,id=drive0",
+            "path=/b.img,readonly=on,id=drive0,bw=2M/500,bw_burst=1M,ops=100",
             "--net",
-            "tap=tap0,offload=off",
-            "--rng",
+            "tap=tap0,offload=off,tx_ops=1000/10,rx_bw=64K",
+            "--rng=bw=1K",
             "--vsock",
             "cid=5,socket=/v.sock",
             "--transport",
@@ -180,6 +182,29 @@ mod tests {
         assert_eq!(c.nets[0].mac, Some([6, 0, 0, 0, 0, 1]));
         assert!(!c.nets[0].offload);
         assert!(c.rng);
+        // The rate limiters, through the spec.
+        assert_eq!(c.disks[0].rate_limiter, Default::default());
+        let disk = c.disks[1].rate_limiter;
+        let bw = disk.bandwidth.unwrap();
+        assert_eq!(
+            (bw.size, bw.one_time_burst, bw.refill_time_ms),
+            (2 << 20, 1 << 20, 500)
+        );
+        assert_eq!(disk.ops.unwrap().size, 100);
+        assert_eq!(c.nets[0].tx_rate_limiter.ops.unwrap().refill_time_ms, 10);
+        assert_eq!(c.nets[0].rx_rate_limiter.bandwidth.unwrap().size, 64 << 10);
+        assert_eq!(c.rng_rate_limiter.bandwidth.unwrap().size, 1024);
+        assert_eq!(
+            s.drives[1]
+                .rate_limiter
+                .as_ref()
+                .unwrap()
+                .ops
+                .as_ref()
+                .unwrap()
+                .refill_time,
+            1000
+        );
         assert_eq!(c.vsock.unwrap().cid, 5);
         assert_eq!(c.transport, vmm::VirtioTransport::Pci);
         assert_eq!(c.console_device, vmm::ConsoleDevice::Virtio);

@@ -232,14 +232,44 @@ fn drives() {
         Some(r#"{"drive_id": "x", "is_root_device": false, "socket": "/s"}"#),
         "vhost-user-block (socket) is not supported",
     );
+    vm.ok(
+        "PUT",
+        "/drives/x",
+        &format!(
+            r#"{{"drive_id": "x", "path_on_host": "{p}", "is_root_device": false,
+                "rate_limiter": {{"bandwidth": {{"size": 1000, "refill_time": 100}},
+                                  "ops": {{"size": 10, "one_time_burst": 5, "refill_time": 1000}}}}}}"#
+        ),
+    );
+    let config = vm.get("/vm/config");
+    let x = config["drives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["drive_id"] == "x")
+        .unwrap();
+    assert_eq!(
+        x["rate_limiter"],
+        serde_json::json!({"bandwidth": {"size": 1000, "refill_time": 100},
+                           "ops": {"size": 10, "one_time_burst": 5, "refill_time": 1000}})
+    );
     vm.bad(
         "PUT",
         "/drives/x",
         Some(&format!(
             r#"{{"drive_id": "x", "path_on_host": "{p}", "is_root_device": false,
-                "rate_limiter": {{"bandwidth": {{"size": 1000, "refill_time": 100}}}}}}"#
+                "rate_limiter": {{"ops": {{"size": 1, "refill_time": 18446744073710}}}}}}"#
         )),
-        "a rate limiter on drive \"x\" is not supported",
+        "refill_time 18446744073710 ms is too long",
+    );
+    vm.bad(
+        "PUT",
+        "/drives/x",
+        Some(&format!(
+            r#"{{"drive_id": "x", "path_on_host": "{p}", "is_root_device": false,
+                "rate_limiter": {{"ops": {{"size": -1, "refill_time": 100}}}}}}"#
+        )),
+        "invalid value",
     );
     vm.bad(
         "PUT",
@@ -454,12 +484,16 @@ fn vsock_entropy_serial() {
         "invalid value",
     );
     vm.ok("PUT", "/entropy", "{}");
-    vm.bad(
+    vm.ok(
         "PUT",
         "/entropy",
-        Some(r#"{"rate_limiter": {"ops": {"size": 1, "refill_time": 1}}}"#),
-        "a rate limiter on the entropy device is not supported",
+        r#"{"rate_limiter": {"ops": {"size": 1, "refill_time": 1}}}"#,
     );
+    assert_eq!(
+        vm.get("/vm/config")["entropy"],
+        serde_json::json!({"rate_limiter": {"ops": {"size": 1, "refill_time": 1}}})
+    );
+    vm.ok("PUT", "/entropy", "{}");
     vm.bad(
         "PUT",
         "/entropy",

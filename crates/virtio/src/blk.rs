@@ -11,9 +11,11 @@ use std::sync::{Arc, Mutex};
 
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::epoll::EventSet;
 
-use crate::chain::{serve_queue, Chain, Segments, Served};
-use crate::worker::{Worker, WorkerCtl, WorkerHandler};
+use crate::chain::{serve_queue, serve_queue_gated, Chain, Segments, Served};
+use crate::throttle::{Gate, Limits, ThrottleHandle};
+use crate::worker::{Worker, WorkerCtl, WorkerHandler, BACKEND_TOKEN};
 use crate::{
     read_config_bytes, Activation, DeviceError, Interrupt, VirtioDevice, F_RING_EVENT_IDX,
     F_RING_INDIRECT_DESC, F_VERSION_1, TYPE_BLOCK,
@@ -93,18 +95,44 @@ struct Serve {
     queue: Queue,
     interrupt: Arc<dyn Interrupt>,
     disk: Arc<Disk>,
+    /// The drive's rate limiter.
+    gate: Gate,
 }
 
 impl WorkerHandler for Serve {
+    fn start(&mut self, ctl: &WorkerCtl) -> Result<(), DeviceError> {
+        self.gate.register(ctl).map_err(DeviceError::Io)
+    }
+
     fn queue_event(&mut self, ctl: &WorkerCtl, queue: usize) -> Result<(), DeviceError> {
         if queue != 0 {
             return Err(DeviceError::NoQueue(queue));
         }
-        let served = self
-            .disk
-            .serve(&self.mem, &mut self.queue, &*self.interrupt)?;
+        if self.gate.blocked() {
+            // The gate's timer serves the queue when tokens are back.
+            return Ok(());
+        }
+        let (mem, disk, gate) = (&self.mem, &self.disk, &mut self.gate);
+        let served = serve_queue_gated(mem, &mut self.queue, 0, &*self.interrupt, |chain| {
+            // Firecracker's costs: one op per request, and the data bytes
+            // of reads and writes.
+            gate.admit(disk.data_bytes(mem, chain), 1)
+                .then(|| disk.request(mem, chain))
+        })?;
         if served == Served::More {
             ctl.rearm(0);
+        }
+        Ok(())
+    }
+
+    fn backend_event(
+        &mut self,
+        ctl: &WorkerCtl,
+        token: u64,
+        _events: EventSet,
+    ) -> Result<(), DeviceError> {
+        if self.gate.event(token) {
+            self.queue_event(ctl, 0)?;
         }
         Ok(())
     }
@@ -115,6 +143,7 @@ pub struct Block {
     disk: Arc<Disk>,
     config: Vec<u8>,
     worker: Option<Worker<Serve>>,
+    throttle: ThrottleHandle,
 }
 
 impl Block {
@@ -151,7 +180,20 @@ impl Block {
                 counters: Mutex::default(),
             }),
             worker: None,
+            throttle: ThrottleHandle::new(Limits::default()),
         })
+    }
+
+    /// The device with the rate limiter `limits` (none by default).
+    pub fn limited(mut self, limits: Limits) -> Block {
+        self.throttle = ThrottleHandle::new(limits);
+        self
+    }
+
+    /// The rate limiter's handle: its limits, changed at run time, and
+    /// how often requests waited (`rate_limiter_throttled_events`).
+    pub fn throttle(&self) -> ThrottleHandle {
+        self.throttle.clone()
     }
 
     pub fn counters(&self) -> BlockCounters {
@@ -182,6 +224,20 @@ impl Disk {
 
     fn counters(&self) -> std::sync::MutexGuard<'_, BlockCounters> {
         self.counters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The data bytes of a request (reads and writes; 0 for the other
+    /// requests and for malformed ones, which fail without touching data).
+    fn data_bytes(&self, mem: &GuestMemoryMmap, chain: &Chain) -> u64 {
+        let mut kind = [0u8; 4];
+        if !chain.readable().read_at(mem, 0, &mut kind) {
+            return 0;
+        }
+        match u32::from_le_bytes(kind) {
+            T_IN => chain.writable().len().saturating_sub(1),
+            T_OUT => chain.readable().len().saturating_sub(16),
+            _ => 0,
+        }
     }
 
     /// Serves one request; returns the bytes written into the chain.
@@ -384,6 +440,7 @@ impl VirtioDevice for Block {
             queue,
             interrupt: activation.interrupt.clone(),
             disk: self.disk.clone(),
+            gate: Gate::new(&self.throttle, BACKEND_TOKEN).map_err(DeviceError::Io)?,
         };
         self.worker = Some(Worker::spawn(
             "virtio-blk",

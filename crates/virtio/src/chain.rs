@@ -186,6 +186,10 @@ pub enum Served {
     /// The per-call limit was reached with chains left: call again (the
     /// worker re-arms the queue's event, [`crate::worker::WorkerCtl::rearm`]).
     More,
+    /// [`serve_queue_gated`]'s handler refused a chain: it is back in the
+    /// available ring, and the queue waits (notifications stay off) until
+    /// the device serves it again.
+    Held,
 }
 
 /// Serves every available chain of queue `index` with `handle` (which
@@ -197,6 +201,20 @@ pub fn serve_queue(
     index: usize,
     interrupt: &dyn Interrupt,
     mut handle: impl FnMut(&Chain) -> u32,
+) -> Result<Served, DeviceError> {
+    serve_queue_gated(mem, queue, index, interrupt, |chain| Some(handle(chain)))
+}
+
+/// [`serve_queue`] for a device that may have to stop (a rate limiter):
+/// `handle` returns None for a chain it will not serve now, which goes
+/// back to the available ring untouched, and serving stops
+/// ([`Served::Held`]).
+pub fn serve_queue_gated(
+    mem: &GuestMemoryMmap,
+    queue: &mut Queue,
+    index: usize,
+    interrupt: &dyn Interrupt,
+    mut handle: impl FnMut(&Chain) -> Option<u32>,
 ) -> Result<Served, DeviceError> {
     let mut served = 0usize;
     let mut result = Served::All;
@@ -212,7 +230,11 @@ pub fn serve_queue(
             let next = queue.iter(mem).map_err(DeviceError::Queue)?.next();
             let Some(desc_chain) = next else { break };
             let chain = walk(mem, desc_chain).map_err(DeviceError::Chain)?;
-            let used = handle(&chain);
+            let Some(used) = handle(&chain) else {
+                queue.go_to_previous_position();
+                result = Served::Held;
+                break 'outer;
+            };
             queue
                 .add_used(mem, chain.head, used)
                 .map_err(DeviceError::Queue)?;

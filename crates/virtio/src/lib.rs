@@ -32,6 +32,7 @@ pub mod mmio;
 pub mod net;
 pub mod rng;
 pub mod tap;
+pub mod throttle;
 pub mod transport;
 pub mod vsock;
 pub mod worker;

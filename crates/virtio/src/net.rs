@@ -38,8 +38,9 @@ use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::EventSet;
 
-use crate::chain::{serve_queue, walk, Chain, Served};
+use crate::chain::{serve_queue_gated, walk, Chain, Served};
 use crate::tap::VNET_HDR_LEN;
+use crate::throttle::{Gate, Limits, ThrottleHandle};
 use crate::worker::{Worker, WorkerCtl, WorkerHandler, BACKEND_TOKEN};
 use crate::{
     read_config_bytes, Activation, DeviceError, Interrupt, VirtioDevice, F_RING_EVENT_IDX,
@@ -106,6 +107,9 @@ const QUEUE_SIZES: &[u16] = &[256, 256];
 /// Frames moved per call before the worker looks at its other events.
 const FRAMES_PER_CALL: usize = 256;
 const BACKEND: u64 = BACKEND_TOKEN;
+/// The rate limiters' epoll tokens (each gate takes two).
+const RX_GATE: u64 = BACKEND_TOKEN + 0x10;
+const TX_GATE: u64 = BACKEND_TOKEN + 0x20;
 
 /// A source and sink of Ethernet frames, each preceded by a 12-byte
 /// `virtio_net_hdr_v1`. Nonblocking: `recv` returns WouldBlock when no
@@ -182,6 +186,14 @@ enum Placed {
     NoBuffers,
 }
 
+/// A frame in `rx_frame` not delivered yet.
+#[derive(Clone, Copy)]
+struct Pending {
+    len: usize,
+    /// It took its tokens from the receive rate limiter.
+    paid: bool,
+}
+
 /// The network device's work on its thread.
 struct Serve {
     mem: GuestMemoryMmap,
@@ -195,8 +207,12 @@ struct Serve {
     acked: u64,
     /// The backend's fd is in the worker's epoll set.
     rx_polling: bool,
-    /// A frame read from the backend that waits for receive buffers.
-    pending: Option<usize>,
+    /// A frame read from the backend that waits for receive buffers or
+    /// for the receive rate limiter.
+    pending: Option<Pending>,
+    /// The rate limiters: frames from the backend, frames to it.
+    rx_gate: Gate,
+    tx_gate: Gate,
     /// The frame being received (header included).
     rx_frame: Vec<u8>,
     /// The frame being sent.
@@ -209,7 +225,8 @@ impl WorkerHandler for Serve {
         ctl.add(self.backend.as_raw_fd(), BACKEND, EventSet::IN)
             .map_err(DeviceError::Io)?;
         self.rx_polling = true;
-        Ok(())
+        self.rx_gate.register(ctl).map_err(DeviceError::Io)?;
+        self.tx_gate.register(ctl).map_err(DeviceError::Io)
     }
 
     fn queue_event(&mut self, ctl: &WorkerCtl, queue: usize) -> Result<(), DeviceError> {
@@ -224,10 +241,18 @@ impl WorkerHandler for Serve {
     fn backend_event(
         &mut self,
         ctl: &WorkerCtl,
-        _token: u64,
+        token: u64,
         _events: EventSet,
     ) -> Result<(), DeviceError> {
-        self.receive(ctl)
+        if token == BACKEND {
+            self.receive(ctl)
+        } else if self.rx_gate.event(token) {
+            self.resume(ctl)
+        } else if self.tx_gate.event(token) {
+            self.transmit(ctl)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -240,15 +265,24 @@ impl Serve {
 
     /// Sends every frame the driver queued.
     fn transmit(&mut self, ctl: &WorkerCtl) -> Result<(), DeviceError> {
+        if self.tx_gate.blocked() {
+            // The gate's timer sends the rest when tokens are back.
+            return Ok(());
+        }
+        let gate = &mut self.tx_gate;
         let mem = &self.mem;
         let counters = &self.counters;
         let backend = &mut self.backend;
         let frame = &mut self.tx_frame;
         let acked = self.acked;
         let log_limit = &self.log_limit;
-        let served = serve_queue(mem, &mut self.tx, TX, &*self.interrupt, |chain| {
+        let served = serve_queue_gated(mem, &mut self.tx, TX, &*self.interrupt, |chain| {
             let input = chain.readable();
             let len = input.len();
+            // Firecracker's costs: one op and the frame's bytes.
+            if !gate.admit(len, 1) {
+                return None;
+            }
             if len < VNET_HDR_LEN as u64 || len > MAX_FRAME as u64 {
                 if len < VNET_HDR_LEN as u64 {
                     bump(&counters.bad_chains, 1);
@@ -257,12 +291,12 @@ impl Serve {
                 if log_limit.allow() {
                     tracing::warn!(len, "virtio-net: transmit chain of a bad length dropped");
                 }
-                return 0;
+                return Some(0);
             }
             frame.resize(len as usize, 0);
             if !input.read_at(mem, 0, frame) {
                 bump(&counters.tx_dropped, 1);
-                return 0;
+                return Some(0);
             }
             if acked & F_CSUM == 0 {
                 // No transmit offloads: the frame is complete as it is.
@@ -282,7 +316,7 @@ impl Serve {
                         "virtio-net: transmit header asks for an offload not negotiated"
                     );
                 }
-                return 0;
+                return Some(0);
             } else {
                 // num_buffers means nothing on transmit.
                 frame[10..12].fill(0);
@@ -299,7 +333,7 @@ impl Serve {
                     }
                 }
             }
-            0
+            Some(0)
         })?;
         if served == Served::More {
             ctl.rearm(TX);
@@ -318,8 +352,8 @@ impl Serve {
                 // comes back after its other events.
                 break Ok(());
             }
-            let len = match self.pending.take() {
-                Some(len) => len,
+            let pending = match self.pending.take() {
+                Some(pending) => pending,
                 None => match self.backend.recv(&mut self.rx_frame) {
                     Ok(0) => {
                         // End of file (a socket backend whose peer left):
@@ -327,7 +361,7 @@ impl Serve {
                         bump(&self.counters.backend_errors, 1);
                         break self.stop_polling(ctl);
                     }
-                    Ok(len) => len,
+                    Ok(len) => Pending { len, paid: false },
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
@@ -343,11 +377,19 @@ impl Serve {
                     }
                 },
             };
+            // Firecracker's costs: one op and the frame's bytes. While the
+            // limiter says no, the frame waits here and the backend is not
+            // read: the next frames wait in the host's TAP queue.
+            if !pending.paid && !self.rx_gate.admit(pending.len as u64, 1) {
+                self.pending = Some(pending);
+                break self.stop_polling(ctl);
+            }
+            let len = pending.len;
             frames += 1;
             match self.place(len, &mut used) {
                 Ok(Placed::Done) => {}
                 Ok(Placed::NoBuffers) => {
-                    self.pending = Some(len);
+                    self.pending = Some(Pending { len, paid: true });
                     break self.starve(ctl);
                 }
                 Err(e) => break Err(e),
@@ -519,6 +561,8 @@ pub struct Net {
     backend: Option<Box<dyn Backend>>,
     worker: Option<Worker<Serve>>,
     counters: Arc<Counters>,
+    rx_throttle: ThrottleHandle,
+    tx_throttle: ThrottleHandle,
 }
 
 impl Net {
@@ -541,7 +585,27 @@ impl Net {
             backend: Some(backend),
             worker: None,
             counters: Arc::default(),
+            rx_throttle: ThrottleHandle::new(Limits::default()),
+            tx_throttle: ThrottleHandle::new(Limits::default()),
         }
+    }
+
+    /// The device with the rate limiters `rx` (frames to the guest) and
+    /// `tx` (frames from it); none by default.
+    pub fn limited(mut self, rx: Limits, tx: Limits) -> Net {
+        self.rx_throttle = ThrottleHandle::new(rx);
+        self.tx_throttle = ThrottleHandle::new(tx);
+        self
+    }
+
+    /// The receive rate limiter's handle (`rx_rate_limiter_throttled`).
+    pub fn rx_throttle(&self) -> ThrottleHandle {
+        self.rx_throttle.clone()
+    }
+
+    /// The transmit rate limiter's handle (`tx_rate_limiter_throttled`).
+    pub fn tx_throttle(&self) -> ThrottleHandle {
+        self.tx_throttle.clone()
     }
 
     pub fn mac(&self) -> [u8; 6] {
@@ -576,6 +640,8 @@ impl VirtioDevice for Net {
         self.reset();
         let [rx, tx] = crate::ready_queues(activation.queues)?;
         let acked = activation.acked_features;
+        let rx_gate = Gate::new(&self.rx_throttle, RX_GATE).map_err(DeviceError::Io)?;
+        let tx_gate = Gate::new(&self.tx_throttle, TX_GATE).map_err(DeviceError::Io)?;
         let mut backend = self.backend.take().ok_or(DeviceError::NotActivated)?;
         if let Err(e) = backend.set_offload(tun_offload(acked)) {
             self.backend = Some(backend);
@@ -592,6 +658,8 @@ impl VirtioDevice for Net {
             acked,
             rx_polling: false,
             pending: None,
+            rx_gate,
+            tx_gate,
             rx_frame: vec![0; MAX_RX_FRAME + 1],
             tx_frame: Vec::with_capacity(MAX_FRAME),
             log_limit: RateLimiter::default(),

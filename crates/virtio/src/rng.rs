@@ -8,9 +8,11 @@ use std::sync::Arc;
 
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::epoll::EventSet;
 
-use crate::chain::{serve_queue, Served};
-use crate::worker::{Worker, WorkerCtl, WorkerHandler};
+use crate::chain::{serve_queue_gated, Served};
+use crate::throttle::{Gate, Limits, ThrottleHandle};
+use crate::worker::{Worker, WorkerCtl, WorkerHandler, BACKEND_TOKEN};
 use crate::{
     Activation, DeviceError, Interrupt, VirtioDevice, F_RING_EVENT_IDX, F_RING_INDIRECT_DESC,
     F_VERSION_1, TYPE_RNG,
@@ -28,32 +30,59 @@ struct Serve {
     interrupt: Arc<dyn Interrupt>,
     source: Box<dyn Read + Send>,
     source_errors: Arc<AtomicU64>,
+    /// The device's rate limiter.
+    gate: Gate,
 }
 
 impl WorkerHandler for Serve {
+    fn start(&mut self, ctl: &WorkerCtl) -> Result<(), DeviceError> {
+        self.gate.register(ctl).map_err(DeviceError::Io)
+    }
+
     fn queue_event(&mut self, ctl: &WorkerCtl, queue: usize) -> Result<(), DeviceError> {
         if queue != 0 {
             return Err(DeviceError::NoQueue(queue));
         }
+        if self.gate.blocked() {
+            // The gate's timer serves the queue when tokens are back.
+            return Ok(());
+        }
         let source = &mut self.source;
         let errors = &self.source_errors;
         let mem = &self.mem;
-        let served = serve_queue(mem, &mut self.queue, 0, &*self.interrupt, |chain| {
+        let gate = &mut self.gate;
+        let served = serve_queue_gated(mem, &mut self.queue, 0, &*self.interrupt, |chain| {
             let out = chain.writable();
             let len = out.len().min(MAX_REQUEST) as usize;
+            // Firecracker's costs: one op and the bytes given.
+            if !gate.admit(len as u64, 1) {
+                return None;
+            }
             let mut bytes = vec![0u8; len];
             if source.read_exact(&mut bytes).is_err() {
                 errors.fetch_add(1, Ordering::Relaxed);
-                return 0;
+                return Some(0);
             }
-            if out.write_at(mem, 0, &bytes) {
+            Some(if out.write_at(mem, 0, &bytes) {
                 len as u32
             } else {
                 0
-            }
+            })
         })?;
         if served == Served::More {
             ctl.rearm(0);
+        }
+        Ok(())
+    }
+
+    fn backend_event(
+        &mut self,
+        ctl: &WorkerCtl,
+        token: u64,
+        _events: EventSet,
+    ) -> Result<(), DeviceError> {
+        if self.gate.event(token) {
+            self.queue_event(ctl, 0)?;
         }
         Ok(())
     }
@@ -66,6 +95,7 @@ pub struct Rng {
     source: Option<Box<dyn Read + Send>>,
     worker: Option<Worker<Serve>>,
     source_errors: Arc<AtomicU64>,
+    throttle: ThrottleHandle,
 }
 
 impl Rng {
@@ -80,7 +110,20 @@ impl Rng {
             source: Some(source),
             worker: None,
             source_errors: Arc::default(),
+            throttle: ThrottleHandle::new(Limits::default()),
         }
+    }
+
+    /// The device with the rate limiter `limits` (none by default).
+    pub fn limited(mut self, limits: Limits) -> Rng {
+        self.throttle = ThrottleHandle::new(limits);
+        self
+    }
+
+    /// The rate limiter's handle: its limits, changed at run time, and
+    /// how often requests waited (`entropy_rate_limiter_throttled`).
+    pub fn throttle(&self) -> ThrottleHandle {
+        self.throttle.clone()
     }
 
     /// Requests the source could not fill (answered with 0 bytes).
@@ -105,8 +148,10 @@ impl VirtioDevice for Rng {
     fn activate(&mut self, activation: Activation) -> Result<(), DeviceError> {
         self.reset();
         let [queue] = crate::ready_queues(activation.queues)?;
+        let gate = Gate::new(&self.throttle, BACKEND_TOKEN).map_err(DeviceError::Io)?;
         let source = self.source.take().ok_or(DeviceError::NotActivated)?;
         let serve = Serve {
+            gate,
             mem: activation.mem,
             queue,
             interrupt: activation.interrupt.clone(),

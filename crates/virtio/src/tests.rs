@@ -507,3 +507,164 @@ fn a_block_request_without_a_status_byte_is_answered_without_harm() {
     let status: u8 = d.mem.read_obj(GuestAddress(0x9000)).unwrap();
     assert_eq!(status, blk::S_IOERR);
 }
+
+// Rate limiters
+
+fn ops_limit(size: u64, refill_time_ms: u64) -> crate::throttle::Limits {
+    crate::throttle::Limits {
+        bandwidth: None,
+        ops: Some(crate::throttle::BucketConfig {
+            size,
+            one_time_burst: 0,
+            refill_time_ms,
+        }),
+    }
+}
+
+fn limited_disk(
+    limits: crate::throttle::Limits,
+) -> (
+    vmm_sys_util::tempfile::TempFile,
+    Driver,
+    crate::throttle::ThrottleHandle,
+) {
+    let file = vmm_sys_util::tempfile::TempFile::new().unwrap();
+    std::fs::write(file.as_path(), vec![7u8; 64 << 10]).unwrap();
+    let block = Block::open(file.as_path(), false, "limited")
+        .unwrap()
+        .limited(limits);
+    let handle = block.throttle();
+    (file, Driver::new(Box::new(block)).running(), handle)
+}
+
+#[test]
+fn blk_requests_wait_for_ops_tokens() {
+    // 2 ops per 200 ms: after the first two, one request per 100 ms.
+    let (_file, mut d, handle) = limited_disk(ops_limit(2, 200));
+    let start = std::time::Instant::now();
+    for _ in 0..7 {
+        assert_eq!(d.blk(blk::T_IN, 0, &[], 512).0, blk::S_OK);
+    }
+    let took = start.elapsed();
+    assert!(took >= std::time::Duration::from_millis(490), "{took:?}");
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+    assert_eq!(handle.throttled(), 5);
+    assert!(!d.needs_reset());
+}
+
+#[test]
+fn blk_reads_wait_for_bandwidth_tokens() {
+    // 8 KiB per 100 ms; a full bucket to start with.
+    let limits = crate::throttle::Limits {
+        bandwidth: Some(crate::throttle::BucketConfig {
+            size: 8192,
+            one_time_burst: 0,
+            refill_time_ms: 100,
+        }),
+        ops: None,
+    };
+    let (_file, mut d, handle) = limited_disk(limits);
+    let start = std::time::Instant::now();
+    // 16 reads of 4 KiB: 64 KiB, 56 of them beyond the bucket: 700 ms.
+    for _ in 0..16 {
+        assert_eq!(d.blk(blk::T_IN, 0, &[], 4096).0, blk::S_OK);
+    }
+    let took = start.elapsed();
+    assert!(took >= std::time::Duration::from_millis(690), "{took:?}");
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+    assert!(handle.throttled() > 0);
+    // Requests without data take no bandwidth.
+    let before = handle.throttled();
+    assert_eq!(d.blk(blk::T_FLUSH, 0, &[], 0).0, blk::S_OK);
+    assert_eq!(d.blk(blk::T_FLUSH, 0, &[], 0).0, blk::S_OK);
+    assert_eq!(handle.throttled(), before);
+}
+
+#[test]
+fn an_update_releases_a_throttled_blk_queue_at_once() {
+    // One op per hour.
+    let (_file, mut d, handle) = limited_disk(ops_limit(1, 3_600_000));
+    assert_eq!(d.blk(blk::T_IN, 0, &[], 512).0, blk::S_OK);
+    // The second request waits, in the ring, without an answer.
+    let before = d.used_idx();
+    d.offer_no_wait(0);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(d.used_idx(), before, "served despite the limit");
+    assert_eq!(handle.throttled(), 1);
+    // Notifications while throttled serve nothing either.
+    d.write(reg::QUEUE_NOTIFY, 0);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(d.used_idx(), before);
+    assert_eq!(handle.throttled(), 1);
+    // A new limit of 1000 ops per second: served at once.
+    let start = std::time::Instant::now();
+    handle.update(crate::throttle::LimitsUpdate {
+        bandwidth: crate::throttle::BucketUpdate::Keep,
+        ops: crate::throttle::BucketUpdate::Set(crate::throttle::BucketConfig {
+            size: 1000,
+            one_time_burst: 0,
+            refill_time_ms: 1000,
+        }),
+    });
+    d.settle(before);
+    assert_eq!(d.used_idx(), before.wrapping_add(1));
+    assert!(start.elapsed() < std::time::Duration::from_secs(2));
+    assert_eq!(handle.limits(), ops_limit(1000, 1000));
+    assert!(!d.needs_reset());
+}
+
+#[test]
+fn rng_requests_wait_for_bandwidth_tokens() {
+    // 64 bytes per 100 ms, and a one-time burst of 64.
+    let rng = Rng::with_source(Box::new(std::io::repeat(0xab))).limited(crate::throttle::Limits {
+        bandwidth: Some(crate::throttle::BucketConfig {
+            size: 64,
+            one_time_burst: 64,
+            refill_time_ms: 100,
+        }),
+        ops: None,
+    });
+    let handle = rng.throttle();
+    let mut d = Driver::new(Box::new(rng)).running();
+    d.desc(DESC, 0, 0x4000, 32, WRITE, 0);
+    let start = std::time::Instant::now();
+    // 10 x 32 bytes: 128 from the burst and bucket, 192 at 64 per 100 ms.
+    for _ in 0..10 {
+        let before = d.used_idx();
+        d.offer(0);
+        assert_eq!(d.used_idx(), before.wrapping_add(1));
+    }
+    let took = start.elapsed();
+    assert!(took >= std::time::Duration::from_millis(290), "{took:?}");
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+    assert!(handle.throttled() > 0);
+}
+
+#[test]
+fn an_update_changes_the_rate_of_a_busy_blk_queue() {
+    // 10 ops per second (bucket of 1): 5 requests take about 400 ms.
+    let (_file, mut d, handle) = limited_disk(ops_limit(1, 100));
+    let start = std::time::Instant::now();
+    for _ in 0..5 {
+        assert_eq!(d.blk(blk::T_IN, 0, &[], 512).0, blk::S_OK);
+    }
+    let slow = start.elapsed();
+    assert!(slow >= std::time::Duration::from_millis(390), "{slow:?}");
+    // 1000 ops per second from now on (bucket of 1): 20 more in ~20 ms.
+    handle.update(crate::throttle::LimitsUpdate {
+        bandwidth: crate::throttle::BucketUpdate::Keep,
+        ops: crate::throttle::BucketUpdate::Set(crate::throttle::BucketConfig {
+            size: 1,
+            one_time_burst: 0,
+            refill_time_ms: 1,
+        }),
+    });
+    let start = std::time::Instant::now();
+    for _ in 0..20 {
+        assert_eq!(d.blk(blk::T_IN, 0, &[], 512).0, blk::S_OK);
+    }
+    let fast = start.elapsed();
+    assert!(fast >= std::time::Duration::from_millis(18), "{fast:?}");
+    // At the old rate these would take 2 s.
+    assert!(fast < std::time::Duration::from_millis(1500), "{fast:?}");
+}

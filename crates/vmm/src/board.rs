@@ -290,19 +290,23 @@ fn add_virtio_devices(
     let mut models: Vec<(String, Box<dyn virtio::VirtioDevice>)> = Vec::new();
     for (i, disk) in config.disks.iter().enumerate() {
         let id = disk.id.as_deref().unwrap_or("");
-        let block =
-            virtio::blk::Block::open(&disk.path, disk.read_only, id).map_err(MachineError::Disk)?;
+        let block = virtio::blk::Block::open(&disk.path, disk.read_only, id)
+            .map_err(MachineError::Disk)?
+            .limited(disk.rate_limiter);
         models.push((format!("virtio-blk{i}"), Box::new(block)));
     }
     for (index, net) in config.nets.iter().enumerate() {
         let tap = virtio::tap::Tap::open(&net.tap)
             .map_err(|source| MachineError::Net { index, source })?;
         let device =
-            virtio::net::Net::with_offloads(Box::new(tap), net.mac_or_default(index), net.offload);
+            virtio::net::Net::with_offloads(Box::new(tap), net.mac_or_default(index), net.offload)
+                .limited(net.rx_rate_limiter, net.tx_rate_limiter);
         models.push((format!("virtio-net{index}"), Box::new(device)));
     }
     if config.rng {
-        let rng = virtio::rng::Rng::new().map_err(MachineError::Entropy)?;
+        let rng = virtio::rng::Rng::new()
+            .map_err(MachineError::Entropy)?
+            .limited(config.rng_rate_limiter);
         models.push(("virtio-rng".to_string(), Box::new(rng)));
     }
     if let Some(vsock) = &config.vsock {

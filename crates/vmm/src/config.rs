@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use arch::boot::BootProtocol;
+use virtio::throttle::Limits;
 
 use crate::Accel;
 
@@ -93,6 +94,8 @@ pub struct MachineConfig {
     pub disks: Vec<DiskConfig>,
     /// A virtio-rng entropy device.
     pub rng: bool,
+    /// The entropy device's rate limiter.
+    pub rng_rate_limiter: Limits,
     /// How the virtio devices attach: virtio-mmio windows or PCI.
     pub transport: VirtioTransport,
     /// virtio-net devices, in order (the guest's eth0, eth1, ...).
@@ -149,6 +152,9 @@ pub struct NetConfig {
     /// Offer the guest checksum and TCP segmentation offloads (they pass
     /// through the TAP's vnet header).
     pub offload: bool,
+    /// Rate limiters of the frames to the guest (rx) and from it (tx).
+    pub rx_rate_limiter: Limits,
+    pub tx_rate_limiter: Limits,
 }
 
 impl NetConfig {
@@ -209,6 +215,8 @@ pub struct DiskConfig {
     pub read_only: bool,
     /// What the guest reads as the disk's serial number (at most 20 bytes).
     pub id: Option<String>,
+    /// The disk's rate limiter.
+    pub rate_limiter: Limits,
 }
 
 pub const MIN_MEMORY: u64 = 16 << 20;
@@ -230,6 +238,7 @@ impl MachineConfig {
             console_device: ConsoleDevice::Serial,
             disks: Vec::new(),
             rng: false,
+            rng_rate_limiter: Limits::default(),
             transport: VirtioTransport::Mmio,
             nets: Vec::new(),
             vsock: None,

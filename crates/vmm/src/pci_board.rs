@@ -161,6 +161,7 @@ mod tests {
                 path: "x".into(),
                 read_only: false,
                 id: None,
+                rate_limiter: Default::default(),
             };
             VIRTIO_IRQS.len()
         ];

@@ -4,8 +4,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use api::schema::{RateLimiter, TokenBucket};
 use api::spec::{self, BootProtocol, Console, SpecError, Transport, VmSpec};
 use arch::boot::BootProtocol as ArchBootProtocol;
+use virtio::throttle::{BucketConfig, BucketUpdate, Limits, LimitsUpdate};
 
 use crate::config::{
     ConsoleDevice, ConsoleOutput, DiskConfig, MachineConfig, NetConfig, VirtioTransport,
@@ -46,6 +48,7 @@ pub fn machine_config(spec: &VmSpec, accel: Accel) -> Result<MachineConfig, Spec
             path: PathBuf::from(d.path_on_host.clone().unwrap_or_default()),
             read_only: d.is_read_only.unwrap_or(false),
             id: Some(spec::drive_serial(&d.drive_id)),
+            rate_limiter: limits(d.rate_limiter.as_ref()),
         })
         .collect();
     let nets = spec
@@ -56,6 +59,8 @@ pub fn machine_config(spec: &VmSpec, accel: Accel) -> Result<MachineConfig, Spec
                 tap: n.host_dev_name.clone(),
                 mac: n.guest_mac.as_deref().map(spec::parse_mac).transpose()?,
                 offload: !ext.offload_off.contains(&n.iface_id),
+                rx_rate_limiter: limits(n.rx_rate_limiter.as_ref()),
+                tx_rate_limiter: limits(n.tx_rate_limiter.as_ref()),
             })
         })
         .collect::<Result<Vec<_>, SpecError>>()?;
@@ -102,6 +107,7 @@ pub fn machine_config(spec: &VmSpec, accel: Accel) -> Result<MachineConfig, Spec
         },
         disks,
         rng: spec.entropy.is_some(),
+        rng_rate_limiter: limits(spec.entropy.as_ref().and_then(|e| e.rate_limiter.as_ref())),
         transport: match ext.transport {
             Transport::Mmio => VirtioTransport::Mmio,
             Transport::Pci => VirtioTransport::Pci,
@@ -120,6 +126,71 @@ pub fn machine_config(spec: &VmSpec, accel: Accel) -> Result<MachineConfig, Spec
         pc_testdev: ext.pc_testdev,
         pit: !ext.no_pit,
     })
+}
+
+fn bucket(b: &TokenBucket) -> BucketConfig {
+    BucketConfig {
+        size: b.size,
+        one_time_burst: b.one_time_burst.unwrap_or(0),
+        refill_time_ms: b.refill_time,
+    }
+}
+
+fn token_bucket(b: &BucketConfig) -> TokenBucket {
+    TokenBucket {
+        size: b.size,
+        one_time_burst: (b.one_time_burst != 0).then_some(b.one_time_burst),
+        refill_time: b.refill_time_ms,
+    }
+}
+
+/// A device's limits from a spec's rate limiter (none when absent; a
+/// bucket of size or refill time 0 limits nothing).
+pub fn limits(limiter: Option<&RateLimiter>) -> Limits {
+    limiter.map_or_else(Limits::default, |l| Limits {
+        bandwidth: l.bandwidth.as_ref().map(bucket),
+        ops: l.ops.as_ref().map(bucket),
+    })
+}
+
+/// The spec's rate limiter of a device's limits (`ferrovisor run`'s
+/// flags); None when it has no bucket.
+pub fn rate_limiter(limits: &Limits) -> Option<RateLimiter> {
+    (limits.bandwidth.is_some() || limits.ops.is_some()).then(|| RateLimiter {
+        bandwidth: limits.bandwidth.as_ref().map(token_bucket),
+        ops: limits.ops.as_ref().map(token_bucket),
+    })
+}
+
+/// What a PATCH's rate limiter does to a running device's
+/// ([`virtio::throttle::ThrottleHandle::update`]), as Firecracker does: a
+/// bucket it names is replaced by a new, full one (removed when its size
+/// or refill time is 0); a bucket it does not name is kept.
+pub fn limits_update(limiter: &RateLimiter) -> LimitsUpdate {
+    let update = |b: &Option<TokenBucket>| match b {
+        Some(b) => BucketUpdate::Set(bucket(b)),
+        None => BucketUpdate::Keep,
+    };
+    LimitsUpdate {
+        bandwidth: update(&limiter.bandwidth),
+        ops: update(&limiter.ops),
+    }
+}
+
+/// A spec's rate limiter after a PATCH with `patch` (the buckets it names
+/// replaced), for `GET /vm/config`.
+pub fn patched_rate_limiter(
+    current: Option<&RateLimiter>,
+    patch: &RateLimiter,
+) -> Option<RateLimiter> {
+    let mut merged = current.cloned().unwrap_or_default();
+    if patch.bandwidth.is_some() {
+        merged.bandwidth = patch.bandwidth.clone();
+    }
+    if patch.ops.is_some() {
+        merged.ops = patch.ops.clone();
+    }
+    (merged.bandwidth.is_some() || merged.ops.is_some()).then_some(merged)
 }
 
 #[cfg(test)]
@@ -171,6 +242,62 @@ mod tests {
         assert_eq!(c.transport, VirtioTransport::Pci);
         assert_eq!(c.boot_protocol, ArchBootProtocol::Linux);
         assert_eq!(c.console_device, ConsoleDevice::Virtio);
+        assert_eq!(c.disks[0].rate_limiter, Limits::default());
+        assert_eq!(c.rng_rate_limiter, Limits::default());
+    }
+
+    #[test]
+    fn rate_limiters_reach_the_devices_and_come_back() {
+        let spec: VmSpec = serde_json::from_str(
+            r#"{
+              "boot-source": {"kernel_image_path": "/k"},
+              "drives": [{"drive_id": "d", "path_on_host": "/d", "is_root_device": false,
+                          "rate_limiter": {"bandwidth": {"size": 1048576, "one_time_burst": 4096, "refill_time": 1000},
+                                           "ops": {"size": 0, "refill_time": 100}}}],
+              "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0",
+                                      "tx_rate_limiter": {"ops": {"size": 100, "refill_time": 10}}}],
+              "entropy": {"rate_limiter": {"bandwidth": {"size": 64, "refill_time": 1}}}
+            }"#,
+        )
+        .unwrap();
+        let c = machine_config(&spec, Accel::Emu).unwrap();
+        let disk = c.disks[0].rate_limiter;
+        assert_eq!(
+            disk.bandwidth,
+            Some(BucketConfig {
+                size: 1 << 20,
+                one_time_burst: 4096,
+                refill_time_ms: 1000
+            })
+        );
+        // Kept as given, and limits nothing (Firecracker's rule).
+        assert!(disk.ops.is_some_and(|b| !b.limits()));
+        assert_eq!(c.nets[0].rx_rate_limiter, Limits::default());
+        assert_eq!(c.nets[0].tx_rate_limiter.ops.unwrap().size, 100);
+        assert_eq!(c.rng_rate_limiter.bandwidth.unwrap().refill_time_ms, 1);
+        // Back to the spec's form, as `ferrovisor run` builds it.
+        assert_eq!(
+            rate_limiter(&disk).as_ref(),
+            spec.drives[0].rate_limiter.as_ref()
+        );
+        assert_eq!(rate_limiter(&Limits::default()), None);
+    }
+
+    #[test]
+    fn a_patch_replaces_the_buckets_it_names() {
+        let current: RateLimiter = serde_json::from_str(
+            r#"{"bandwidth": {"size": 10, "refill_time": 100}, "ops": {"size": 1, "refill_time": 100}}"#,
+        )
+        .unwrap();
+        let patch: RateLimiter =
+            serde_json::from_str(r#"{"ops": {"size": 0, "refill_time": 0}}"#).unwrap();
+        let update = limits_update(&patch);
+        assert_eq!(update.bandwidth, BucketUpdate::Keep);
+        assert!(matches!(update.ops, BucketUpdate::Set(b) if !b.limits()));
+        let merged = patched_rate_limiter(Some(&current), &patch).unwrap();
+        assert_eq!(merged.bandwidth, current.bandwidth);
+        assert_eq!(merged.ops.unwrap().size, 0);
+        assert_eq!(patched_rate_limiter(None, &RateLimiter::default()), None);
     }
 
     #[test]
