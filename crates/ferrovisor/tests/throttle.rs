@@ -23,29 +23,6 @@ fn image(name: &str, len: u64) -> PathBuf {
     path
 }
 
-/// A guest script that runs `command` and prints `elapsed_cs=N`, its
-/// duration in hundredths of a second by the guest's clock.
-fn timed(command: &str) -> String {
-    format!(
-        "cs() {{ t=$(cut -d' ' -f1 /proc/uptime); echo $(( ${{t%.*}} * 100 + 1${{t#*.}} - 100 )); }}; \
-         a=$(cs); {command} || echo command-failed; b=$(cs); echo elapsed_cs=$((b - a))"
-    )
-}
-
-/// The guest's `elapsed_cs=` in seconds.
-fn elapsed(b: &common::Boot) -> f64 {
-    b.expect("FERROVISOR-CMD-EXIT=0");
-    assert!(!b.console.contains("command-failed"), "{}", b.tail());
-    let cs: u64 = b
-        .console
-        .split("elapsed_cs=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no elapsed_cs; tail:\n{}", b.tail()));
-    cs as f64 / 100.0
-}
-
 #[test]
 fn a_disk_with_a_bandwidth_limit_reads_at_that_rate() {
     let Some(guest) = guest() else { return };
@@ -56,10 +33,10 @@ fn a_disk_with_a_bandwidth_limit_reads_at_that_rate() {
     let b = boot(
         &guest,
         1,
-        &timed("dd if=/dev/vda of=/dev/null bs=64k count=96 iflag=direct"),
+        &common::timed("dd if=/dev/vda of=/dev/null bs=64k count=96 iflag=direct"),
         &["--disk", &arg],
     );
-    let took = elapsed(&b);
+    let took = b.elapsed_secs();
     eprintln!("6 MiB at 2 MiB/s: {took:.2} s");
     assert!(
         (1.8..8.0).contains(&took),
@@ -79,10 +56,10 @@ fn a_disk_with_an_ops_limit_serves_that_many_requests_per_second() {
     let b = boot(
         &guest,
         1,
-        &timed("dd if=/dev/vda of=/dev/null bs=4k count=300 iflag=direct"),
+        &common::timed("dd if=/dev/vda of=/dev/null bs=4k count=300 iflag=direct"),
         &["--disk", &arg],
     );
-    let took = elapsed(&b);
+    let took = b.elapsed_secs();
     eprintln!("300 requests at 100/s: {took:.2} s");
     assert!(
         (1.8..8.0).contains(&took),
@@ -102,13 +79,13 @@ fn an_unlimited_disk_is_faster_than_the_limits_tested() {
     let b = boot(
         &guest,
         1,
-        &timed(
+        &common::timed(
             "dd if=/dev/vda of=/dev/null bs=64k count=96 iflag=direct && \
              dd if=/dev/vda of=/dev/null bs=4k count=300 iflag=direct",
         ),
         &["--disk", &arg],
     );
-    let took = elapsed(&b);
+    let took = b.elapsed_secs();
     eprintln!("unlimited, both reads: {took:.2} s");
     assert!(took < 1.8, "took {took} s; tail:\n{}", b.tail());
     let _ = std::fs::remove_dir_all(disk.parent().unwrap());
@@ -122,11 +99,11 @@ fn an_entropy_device_with_a_bandwidth_limit_gives_that_many_bytes_per_second() {
     let b = boot(
         &guest,
         1,
-        &timed("head -c 3072 /dev/hwrng | wc -c"),
+        &common::timed("head -c 3072 /dev/hwrng | wc -c"),
         &["--rng=bw=1K"],
     );
     b.expect("3072");
-    let took = elapsed(&b);
+    let took = b.elapsed_secs();
     eprintln!("3 KiB of entropy at 1 KiB/s: {took:.2} s");
     assert!(
         (1.8..15.0).contains(&took),

@@ -313,3 +313,30 @@ pub fn accels() -> Vec<&'static str> {
     }
     accels
 }
+
+/// A guest script that runs `command` and prints `elapsed_cs=N`, its
+/// duration in hundredths of a second by the guest's clock (read back with
+/// [`Boot::elapsed_secs`]); `command-failed` when it fails.
+pub fn timed(command: &str) -> String {
+    format!(
+        "cs() {{ t=$(cut -d' ' -f1 /proc/uptime); echo $(( ${{t%.*}} * 100 + 1${{t#*.}} - 100 )); }}; \
+         a=$(cs); {command} || echo command-failed; b=$(cs); echo elapsed_cs=$((b - a))"
+    )
+}
+
+impl Boot {
+    /// The `elapsed_cs=` a [`timed`] script printed, in seconds; the
+    /// script must have ended with status 0 and its command succeeded.
+    pub fn elapsed_secs(&self) -> f64 {
+        self.expect("FERROVISOR-CMD-EXIT=0");
+        assert!(!self.console.contains("command-failed"), "{}", self.tail());
+        let cs: u64 = self
+            .console
+            .split("elapsed_cs=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no elapsed_cs; tail:\n{}", self.tail()));
+        cs as f64 / 100.0
+    }
+}
