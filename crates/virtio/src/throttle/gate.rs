@@ -5,7 +5,7 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -28,6 +28,13 @@ struct Shared {
     /// Requests refused for want of tokens (Firecracker's
     /// `*_rate_limiter_throttled*` metrics).
     throttled: AtomicU64,
+    /// Some bucket is configured: without one, [`Gate::admit`] serves
+    /// every request without the lock or the clock (the usual case).
+    limited: AtomicBool,
+}
+
+fn has_bucket(limits: &Limits) -> bool {
+    limits.bandwidth.is_some() || limits.ops.is_some()
 }
 
 /// The limits of one device queue (a drive's, a network interface's rx or
@@ -50,10 +57,12 @@ impl std::fmt::Debug for ThrottleHandle {
 impl ThrottleHandle {
     /// Full buckets for `limits`.
     pub fn new(limits: Limits) -> ThrottleHandle {
+        let throttle = Throttle::new(limits, Instant::now());
         ThrottleHandle {
             shared: Arc::new(Shared {
+                limited: AtomicBool::new(has_bucket(&throttle.config())),
                 state: Mutex::new(State {
-                    throttle: Throttle::new(limits, Instant::now()),
+                    throttle,
                     wake: None,
                 }),
                 throttled: AtomicU64::new(0),
@@ -70,6 +79,9 @@ impl ThrottleHandle {
     pub fn update(&self, update: LimitsUpdate) {
         let mut state = self.state();
         state.throttle.update(update, Instant::now());
+        self.shared
+            .limited
+            .store(has_bucket(&state.throttle.config()), Ordering::Release);
         if let Some(wake) = &state.wake {
             // Fails only when the counter would overflow: a wakeup is
             // pending anyway.
@@ -136,6 +148,9 @@ impl Gate {
     pub fn admit(&mut self, bytes: u64, ops: u64) -> bool {
         if self.blocked {
             return false;
+        }
+        if !self.handle.shared.limited.load(Ordering::Acquire) {
+            return true;
         }
         let taken = self
             .handle
