@@ -12,6 +12,7 @@ pub use crate::boundary::*;
 use crate::harness::*;
 pub use crate::interrupts::*;
 pub use crate::ioevent::*;
+pub use crate::nmi::*;
 pub use crate::platform::*;
 
 const EXIT_OK: u32 = 0x600d;

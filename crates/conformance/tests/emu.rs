@@ -10,4 +10,4 @@ conformance::conformance_suite!("emu", open_emu);
 // development machines (kvm_pvm) does not reset the bootstrap processor on
 // INIT (the guest runs on past the ICR write), nor return from a guest's
 // VMCALL, so these cases run on emu.
-conformance::conformance_suite!("emu", open_emu; init_resets_the_bsp_to_the_reset_vector, hypercalls_follow_kvm);
+conformance::conformance_suite!("emu", open_emu; init_resets_the_bsp_to_the_reset_vector, hypercalls_follow_kvm, nmis_ping_pong_on_one_host_cpu);

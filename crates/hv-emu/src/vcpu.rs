@@ -556,6 +556,10 @@ impl EmuVcpu {
                     self.sleep(deadline);
                 }
                 CpuExit::Shutdown => return VcpuExit::Shutdown,
+                // A spin loop waits for another vCPU: let it run (KVM's
+                // kvm_vcpu_on_spin, without the directed part).
+                CpuExit::PauseLoop if self.vm.vcpus.len() > 1 => std::thread::yield_now(),
+                CpuExit::PauseLoop => {}
                 CpuExit::Interrupted | CpuExit::InstructionLimit | CpuExit::InterruptWindow => {}
             }
         }

@@ -318,6 +318,9 @@ pub enum CpuExit {
     /// An interrupt window was requested and the CPU can now take an
     /// external interrupt ([`Cpu::can_inject_interrupt`] is true).
     InterruptWindow,
+    /// A PAUSE spin loop has spun long enough that the host CPU is better
+    /// given to another vCPU (pause-loop exiting); RIP is after the PAUSE.
+    PauseLoop,
 }
 
 /// Requests other threads make to a running CPU, polled at block boundaries.
@@ -384,6 +387,8 @@ pub struct Cpu {
     pub(crate) want_interrupt_window: bool,
     /// Return [`CpuExit::InterruptWindow`] once an NMI can be delivered.
     pub(crate) want_nmi_window: bool,
+    /// The PAUSE spin loop being watched (pause-loop exiting).
+    pub(crate) ple: exec::PauseLoop,
     /// Physical address width (from CPUID 0x80000008, default 40).
     pub(crate) phys_bits: u32,
     /// Guest instructions that raised #UD because they are not implemented.
@@ -427,6 +432,7 @@ impl Cpu {
             pending_exit: None,
             want_interrupt_window: false,
             want_nmi_window: false,
+            ple: Default::default(),
             phys_bits: 40,
             unimplemented: 0,
             tsc_hz: 1_000_000_000,

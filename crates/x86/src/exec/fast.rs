@@ -1360,7 +1360,8 @@ pub(crate) fn select(op: &Op, bits: u32) -> Option<Sel> {
             _ => None,
         },
         Pop if b64 && insn.code() == Code::Pop_r64 && op.r0 != NOREG => Some(plain(pop_r64, true)),
-        Nop | Pause | Endbr32 | Endbr64 | Lfence | Sfence | Prefetch | Prefetchnta | Prefetcht0
+        // PAUSE takes the generic path: it watches for spin loops.
+        Nop | Endbr32 | Endbr64 | Lfence | Sfence | Prefetch | Prefetchnta | Prefetcht0
         | Prefetcht1 | Prefetcht2 | Prefetchw => Some(plain(nop, false)),
         _ => None,
     }

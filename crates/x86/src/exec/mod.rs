@@ -7,6 +7,7 @@ mod control;
 mod fast;
 mod mmx;
 mod op;
+mod pause;
 mod seg;
 mod simd;
 mod sse;
@@ -34,6 +35,7 @@ use crate::mmu::AccessKind;
 use crate::state::{Mode, CS};
 use crate::{Bus, Cpu, CpuExit, CpuSignals};
 pub use op::Op;
+pub(crate) use pause::PauseLoop;
 
 /// The execution context: the CPU and the bus it runs against.
 pub(crate) struct Exec<'a> {
@@ -688,8 +690,12 @@ impl Exec<'_> {
                 self.translate_fill(lin, AccessKind::Read, user)?;
                 Ok(())
             }
-            Nop | Pause | Lfence | Sfence | Mfence | Prefetch | Prefetchnta | Prefetcht0
-            | Prefetcht1 | Prefetcht2 | Prefetchw | Endbr32 | Endbr64 => {
+            Pause => {
+                self.pause();
+                Ok(())
+            }
+            Nop | Lfence | Sfence | Mfence | Prefetch | Prefetchnta | Prefetcht0 | Prefetcht1
+            | Prefetcht2 | Prefetchw | Endbr32 | Endbr64 => {
                 if matches!(insn.mnemonic(), Mfence) {
                     std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
                 }
