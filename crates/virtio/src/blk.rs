@@ -3,6 +3,10 @@
 //! Requests: IN, OUT, FLUSH (sync_data), GET_ID, DISCARD and WRITE_ZEROES
 //! (both write zeroes). A read-only disk offers VIRTIO_BLK_F_RO and answers
 //! writes with IOERR. Sectors are checked against the image size.
+//!
+//! The image of a running device can be replaced ([`BlockHandle::replace`],
+//! Firecracker's PATCH /drives): requests from then on go to the new file
+//! and the driver is told of the new capacity by a configuration change.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -87,12 +91,59 @@ struct Disk {
     counters: Mutex<BlockCounters>,
 }
 
+/// The disk a device serves, which [`BlockHandle::replace`] swaps.
+struct DiskSlot {
+    disk: Mutex<Arc<Disk>>,
+    /// The running device's interrupt (for the configuration change).
+    interrupt: Mutex<Option<Arc<dyn Interrupt>>>,
+}
+
+impl DiskSlot {
+    fn get(&self) -> Arc<Disk> {
+        self.disk.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Changes the image of a block device while it runs.
+#[derive(Clone)]
+pub struct BlockHandle(Arc<DiskSlot>);
+
+impl BlockHandle {
+    /// Serves the raw image at `path` from now on (read-only and ID as
+    /// before); requests being served finish on the old one. Tells a
+    /// running driver of the new capacity. Returns the new size in bytes.
+    pub fn replace(&self, path: &Path) -> Result<u64, BlockError> {
+        let old = self.0.get();
+        let id = String::from_utf8_lossy(&old.id)
+            .trim_end_matches('\0')
+            .to_string();
+        let new = Disk::open(path, old.read_only, &id)?;
+        let size = new.size;
+        *self.0.disk.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        let interrupt = self
+            .0
+            .interrupt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(interrupt) = interrupt {
+            interrupt.signal_config();
+        }
+        Ok(size)
+    }
+
+    /// The size of the image served now, in bytes.
+    pub fn size(&self) -> u64 {
+        self.0.get().size
+    }
+}
+
 /// The block device's work on its thread.
 struct Serve {
     mem: GuestMemoryMmap,
     queue: Queue,
     interrupt: Arc<dyn Interrupt>,
-    disk: Arc<Disk>,
+    disk: Arc<DiskSlot>,
 }
 
 impl WorkerHandler for Serve {
@@ -102,6 +153,7 @@ impl WorkerHandler for Serve {
         }
         let served = self
             .disk
+            .get()
             .serve(&self.mem, &mut self.queue, &*self.interrupt)?;
         if served == Served::More {
             ctl.rearm(0);
@@ -112,8 +164,7 @@ impl WorkerHandler for Serve {
 
 /// The block device.
 pub struct Block {
-    disk: Arc<Disk>,
-    config: Vec<u8>,
+    disk: Arc<DiskSlot>,
     worker: Option<Worker<Serve>>,
 }
 
@@ -121,6 +172,38 @@ impl Block {
     /// A block device on the raw image at `path`; `id` is what GET_ID
     /// returns (at most 20 bytes).
     pub fn open(path: &Path, read_only: bool, id: &str) -> Result<Block, BlockError> {
+        Ok(Block {
+            disk: Arc::new(DiskSlot {
+                disk: Mutex::new(Arc::new(Disk::open(path, read_only, id)?)),
+                interrupt: Mutex::new(None),
+            }),
+            worker: None,
+        })
+    }
+
+    /// The handle that replaces the image while the device runs.
+    pub fn handle(&self) -> BlockHandle {
+        BlockHandle(self.disk.clone())
+    }
+
+    pub fn counters(&self) -> BlockCounters {
+        *self.disk.get().counters()
+    }
+
+    /// Serves the available requests of `queue` on the calling thread, as
+    /// the device's worker does (for tests and the fuzz harness).
+    pub fn serve(
+        &self,
+        mem: &GuestMemoryMmap,
+        queue: &mut Queue,
+        interrupt: &dyn Interrupt,
+    ) -> Result<Served, DeviceError> {
+        self.disk.get().serve(mem, queue, interrupt)
+    }
+}
+
+impl Disk {
+    fn open(path: &Path, read_only: bool, id: &str) -> Result<Disk, BlockError> {
         let file = OpenOptions::new()
             .read(true)
             .write(!read_only)
@@ -141,36 +224,15 @@ impl Block {
         }
         let mut id_bytes = [0u8; ID_BYTES];
         id_bytes[..id.len()].copy_from_slice(id.as_bytes());
-        Ok(Block {
-            config: config_space(size / SECTOR_SIZE),
-            disk: Arc::new(Disk {
-                file,
-                size,
-                read_only,
-                id: id_bytes,
-                counters: Mutex::default(),
-            }),
-            worker: None,
+        Ok(Disk {
+            file,
+            size,
+            read_only,
+            id: id_bytes,
+            counters: Mutex::default(),
         })
     }
 
-    pub fn counters(&self) -> BlockCounters {
-        *self.disk.counters()
-    }
-
-    /// Serves the available requests of `queue` on the calling thread, as
-    /// the device's worker does (for tests and the fuzz harness).
-    pub fn serve(
-        &self,
-        mem: &GuestMemoryMmap,
-        queue: &mut Queue,
-        interrupt: &dyn Interrupt,
-    ) -> Result<Served, DeviceError> {
-        self.disk.serve(mem, queue, interrupt)
-    }
-}
-
-impl Disk {
     fn serve(
         &self,
         mem: &GuestMemoryMmap,
@@ -367,18 +429,24 @@ impl VirtioDevice for Block {
     }
     fn features(&self) -> u64 {
         let base = F_VERSION_1 | F_RING_INDIRECT_DESC | F_RING_EVENT_IDX | F_SEG_MAX | F_FLUSH;
-        if self.disk.read_only {
+        if self.disk.get().read_only {
             base | F_RO
         } else {
             base | F_DISCARD | F_WRITE_ZEROES
         }
     }
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        read_config_bytes(&self.config, offset, data);
+        let capacity = self.disk.get().size / SECTOR_SIZE;
+        read_config_bytes(&config_space(capacity), offset, data);
     }
     fn activate(&mut self, activation: Activation) -> Result<(), DeviceError> {
         self.reset();
         let [queue] = crate::ready_queues(activation.queues)?;
+        *self
+            .disk
+            .interrupt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(activation.interrupt.clone());
         let serve = Serve {
             mem: activation.mem,
             queue,
@@ -397,5 +465,10 @@ impl VirtioDevice for Block {
         if let Some(worker) = self.worker.take() {
             worker.stop();
         }
+        *self
+            .disk
+            .interrupt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
