@@ -137,8 +137,7 @@ fn linux_paused_resumed_drive_swapped_and_ctrl_alt_del() {
     let before = serial(&out);
     let last_before = before
         .lines()
-        .filter(|l| l.starts_with("tick="))
-        .last()
+        .rfind(|l| l.starts_with("tick="))
         .unwrap()
         .to_string();
     let pause = Duration::from_secs(3);

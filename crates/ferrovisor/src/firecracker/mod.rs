@@ -200,7 +200,7 @@ fn serve(
         return fail(&crate::error_line(&e), 1);
     }
     if from_file {
-        return match build(&spec, fc.accel).and_then(|m| start(m)) {
+        return match build(&spec, fc.accel).and_then(start) {
             Ok(running) => {
                 controller.set_machine(running.handle());
                 crate::finish(running.wait(), false)
@@ -212,7 +212,7 @@ fn serve(
     // its end (the machine's own controller thread takes the API's
     // commands through its handle).
     while let Ok(request) = start_rx.recv() {
-        match build(&request.spec, fc.accel).and_then(|m| start(m)) {
+        match build(&request.spec, fc.accel).and_then(start) {
             Ok(running) => {
                 let _ = request.reply.send(Ok(running.handle()));
                 return crate::finish(running.wait(), false);
