@@ -101,24 +101,6 @@ impl Platform {
     }
 }
 
-#[cfg(test)]
-mod clock_tests {
-    use super::*;
-
-    #[test]
-    fn a_frozen_clock_stands_still_and_goes_on_from_there() {
-        let p = Platform::new(1, false);
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        p.freeze();
-        let at = p.now_ns();
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        assert_eq!(p.now_ns(), at);
-        p.thaw();
-        let after = p.now_ns();
-        assert!(after >= at && after - at < 20_000_000, "{at} {after}");
-    }
-}
-
 /// What a message did to a LAPIC. The vCPU-state part is applied after the
 /// LAPIC's lock is dropped: a vCPU going to sleep holds its state lock
 /// while it looks at its LAPIC, so taking them in the other order here
@@ -302,5 +284,23 @@ impl Router<'_> {
             self.set_gsi(0, true);
             self.set_gsi(0, false);
         }
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    #[test]
+    fn a_frozen_clock_stands_still_and_goes_on_from_there() {
+        let p = Platform::new(1, false);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        p.freeze();
+        let at = p.now_ns();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(p.now_ns(), at);
+        p.thaw();
+        let after = p.now_ns();
+        assert!(after >= at && after - at < 20_000_000, "{at} {after}");
     }
 }
