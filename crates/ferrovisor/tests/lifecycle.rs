@@ -56,8 +56,21 @@ fn image(path: &std::path::Path, head: &[u8], size: usize) {
 
 #[test]
 fn linux_paused_resumed_drive_swapped_and_ctrl_alt_del() {
+    lifecycle("lifecycle", &[]);
+}
+
+/// The same with the virtio devices on PCI (MSI-X; the configuration
+/// change of the swapped drive on its own vector).
+#[test]
+fn linux_lifecycle_on_virtio_pci() {
+    lifecycle("lifecycle-pci", &["--enable-pci"]);
+}
+
+fn lifecycle(name: &str, extra: &[&str]) {
     let Some(guest) = common::guest() else { return };
-    let vm = Instance::start("lifecycle", &["--accel", "emu"]);
+    let mut args = vec!["--accel", "emu"];
+    args.extend_from_slice(extra);
+    let vm = Instance::start(name, &args);
     let out = vm.dir.join("serial.out");
     let old = vm.dir.join("old.img");
     let new = vm.dir.join("new.img");

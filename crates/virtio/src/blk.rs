@@ -472,3 +472,34 @@ impl VirtioDevice for Block {
             .unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
+
+#[cfg(test)]
+mod replace_tests {
+    use super::*;
+
+    #[test]
+    fn replacing_the_image_changes_the_capacity_and_keeps_the_rest() {
+        let dir =
+            std::env::temp_dir().join(format!("ferrovisor-blk-replace-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.img"), dir.join("b.img"));
+        std::fs::write(&a, vec![0u8; 4096]).unwrap();
+        std::fs::write(&b, vec![0u8; 8192]).unwrap();
+        let block = Block::open(&a, true, "disk0").unwrap();
+        let capacity = |block: &Block| {
+            let mut c = [0u8; 8];
+            block.read_config(0, &mut c);
+            u64::from_le_bytes(c)
+        };
+        assert_eq!(capacity(&block), 8);
+        let handle = block.handle();
+        assert_eq!(handle.replace(&b).unwrap(), 8192);
+        assert_eq!(capacity(&block), 16);
+        assert_eq!(handle.size(), 8192);
+        assert_ne!(block.features() & F_RO, 0, "still read-only");
+        assert_eq!(&block.disk.get().id[..5], b"disk0");
+        assert!(handle.replace(&dir.join("missing.img")).is_err());
+        assert_eq!(capacity(&block), 16, "a failed replace changes nothing");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -344,6 +344,46 @@ mod tests {
         assert!(worker.stop().is_some());
     }
 
+    /// An interrupt with a pause gate, as the transports give.
+    struct Gated(Arc<crate::pause::PauseGate>);
+
+    impl Interrupt for Gated {
+        fn signal_used(&self, _queue: usize) {}
+        fn signal_config(&self) {}
+        fn needs_reset(&self) {}
+        fn pause_gate(&self) -> Option<Arc<crate::pause::PauseGate>> {
+            Some(self.0.clone())
+        }
+    }
+
+    #[test]
+    fn a_paused_worker_serves_nothing_until_resumed() {
+        let events = vec![EventFd::new(EFD_NONBLOCK).unwrap()];
+        let notify = events[0].try_clone().unwrap();
+        let gate = Arc::new(crate::pause::PauseGate::new().unwrap());
+        let (tx, rx) = mpsc::channel();
+        let worker = Worker::spawn(
+            "test-worker",
+            events,
+            Arc::new(Gated(gate.clone())),
+            Echo {
+                seen: tx,
+                fail_on: usize::MAX,
+            },
+        )
+        .unwrap();
+        assert_eq!(recv(&rx), 0);
+        assert!(gate.pause());
+        notify.write(1).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(rx.try_recv().is_err(), "served while paused");
+        gate.resume();
+        assert_eq!(recv(&rx), 0);
+        // Stopping a paused worker ends it too.
+        assert!(gate.pause());
+        assert!(worker.stop().is_some());
+    }
+
     #[test]
     fn a_stopped_worker_has_ended_its_thread() {
         let events = vec![EventFd::new(EFD_NONBLOCK).unwrap()];
