@@ -242,10 +242,14 @@ pub(crate) fn run(config: &MachineConfig, print_stats: bool) -> ExitCode {
 
 /// Runs a built machine to its end; the exit status follows how it ended.
 pub(crate) fn run_machine(machine: Machine, print_stats: bool) -> ExitCode {
-    let report = match machine.run() {
-        Ok(report) => report,
-        Err(e) => return fail(&error_line(&e), 1),
-    };
+    match machine.start() {
+        Ok(running) => finish(running.wait(), print_stats),
+        Err(e) => fail(&error_line(&e), 1),
+    }
+}
+
+/// Reports how a machine ended; the exit status follows it.
+pub(crate) fn finish(report: vmm::RunReport, print_stats: bool) -> ExitCode {
     if print_stats {
         eprint!("{}", stats::table(&report));
     }
@@ -254,6 +258,9 @@ pub(crate) fn run_machine(machine: Machine, print_stats: bool) -> ExitCode {
             eprintln!("ferrovisor: vCPU {vcpu} triple-faulted; the VM was stopped")
         }
         MachineExit::HostQuit => eprintln!("ferrovisor: the VM was ended from the console"),
+        MachineExit::ControllerPanicked => {
+            eprintln!("ferrovisor: the VM's controller thread failed")
+        }
         MachineExit::Failed { vcpu, error } => {
             eprintln!("ferrovisor: vCPU {vcpu} stopped: {}", error_line(error))
         }

@@ -668,7 +668,6 @@ fn later_features_answer_400_and_say_so() {
         ("GET", "/mmds", None),
         ("PUT", "/mmds/config", Some(r#"{"network_interfaces": []}"#)),
         ("PUT", "/cpu-config", Some("{}")),
-        ("PATCH", "/vm", Some(r#"{"state": "Paused"}"#)),
     ] {
         vm.bad(method, path, body, "not supported by Ferrovisor yet");
     }
@@ -677,6 +676,12 @@ fn later_features_answer_400_and_say_so() {
         "/vm",
         Some(r#"{"state": "Sleeping"}"#),
         "unknown variant `Sleeping`",
+    );
+    vm.bad(
+        "PATCH",
+        "/vm",
+        Some(r#"{"state": "Paused"}"#),
+        "only accepted after the microVM starts",
     );
 }
 

@@ -111,3 +111,116 @@ fn an_entropy_device_with_a_bandwidth_limit_gives_that_many_bytes_per_second() {
         b.tail()
     );
 }
+
+/// PATCH /drives/{id} with a rate limiter on a running Linux guest (API,
+/// emu): the guest reads 1 MiB again and again; at 256 KiB/s a read takes
+/// about 3 s, after the PATCH raises the bucket to 100 MiB/s it takes a
+/// fraction of one. `GET /vm/config` shows the patched limiter.
+#[test]
+fn a_patched_drive_limiter_takes_effect_in_the_running_guest() {
+    use common::firecracker::{serial, Instance};
+    use std::time::Duration;
+
+    let Some(guest) = guest() else { return };
+    let vm = Instance::start("patch-limiter", &["--accel", "emu"]);
+    let out = vm.dir.join("serial.out");
+    let disk = vm.dir.join("data.img");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(4 << 20)
+        .unwrap();
+    let read =
+        common::timed("dd if=/dev/vda of=/dev/null bs=64k count=16 iflag=direct 2>/dev/null");
+    let script = format!("i=0; while [ $i -lt 100 ]; do i=$((i+1)); {read}; done");
+    vm.ok(
+        "PUT",
+        "/boot-source",
+        &serde_json::json!({
+            "kernel_image_path": guest.kernel,
+            "initrd_path": guest.initrd,
+            "boot_args": format!("{} ferrovisor.cmd={}", common::CMDLINE, common::base64(script.as_bytes())),
+        })
+        .to_string(),
+    );
+    vm.ok(
+        "PUT",
+        "/machine-config",
+        r#"{"vcpu_count": 1, "mem_size_mib": 256}"#,
+    );
+    vm.ok(
+        "PUT",
+        "/drives/data",
+        &serde_json::json!({
+            "drive_id": "data", "path_on_host": disk, "is_root_device": false,
+            "rate_limiter": {"bandwidth": {"size": 262144, "refill_time": 1000}},
+        })
+        .to_string(),
+    );
+    vm.ok(
+        "PUT",
+        "/serial",
+        &serde_json::json!({"serial_out_path": out}).to_string(),
+    );
+    vm.bad(
+        "PATCH",
+        "/network-interfaces/eth0",
+        Some(r#"{"iface_id": "eth0", "rx_rate_limiter": {"ops": {"size": 1, "refill_time": 1}}}"#),
+        "after the microVM starts",
+    );
+    vm.ok("PUT", "/actions", r#"{"action_type": "InstanceStart"}"#);
+
+    // The guest's read times so far, in hundredths of a second; waits
+    // until there are at least `n`.
+    let reads = |n: usize, timeout: Duration| -> Vec<u64> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let times: Vec<u64> = serial(&out)
+                .lines()
+                .filter_map(|l| l.strip_prefix("elapsed_cs="))
+                .map(|t| t.trim().parse().unwrap())
+                .collect();
+            if times.len() >= n {
+                return times;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} reads of {n}; serial:\n{}",
+                times.len(),
+                serial(&out)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // The second read: the bucket's initial fill is spent.
+    let before = reads(2, common::BOOT_TIMEOUT);
+    assert!(
+        before[1] >= 250,
+        "1 MiB at 256 KiB/s took {} cs: {before:?}",
+        before[1]
+    );
+
+    vm.bad(
+        "PATCH",
+        "/network-interfaces/eth0",
+        Some(r#"{"iface_id": "eth0", "rx_rate_limiter": {"ops": {"size": 1, "refill_time": 1}}}"#),
+        "no network interface",
+    );
+    vm.ok(
+        "PATCH",
+        "/drives/data",
+        r#"{"drive_id": "data", "rate_limiter": {"bandwidth": {"size": 104857600, "refill_time": 1000}}}"#,
+    );
+    let patched_at = reads(0, Duration::ZERO).len();
+    // The read in flight may still be slow; the one after it is not.
+    let after = reads(patched_at + 2, Duration::from_secs(60));
+    let fast = after[patched_at + 1];
+    assert!(
+        fast < 100,
+        "1 MiB after the PATCH to 100 MiB/s took {fast} cs: {after:?}"
+    );
+    let config = vm.get("/vm/config");
+    assert_eq!(
+        config["drives"][0]["rate_limiter"]["bandwidth"]["size"], 104857600,
+        "{config}"
+    );
+}

@@ -16,6 +16,7 @@
 //! The irqfd thread routes while holding its irqfd table (`irqfd`), which
 //! therefore comes before every lock here; nothing here takes it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -36,6 +37,10 @@ pub const IOAPIC_SIZE: u64 = 0x1000;
 /// The machine-wide interrupt controllers and timer.
 pub(crate) struct Platform {
     epoch: Instant,
+    /// Nanoseconds the clock was stopped for ([`Platform::freeze`]).
+    stopped_ns: AtomicU64,
+    /// The clock's value while it is stopped; `u64::MAX` while it runs.
+    frozen_at: AtomicU64,
     pub ioapic: Mutex<IoApic>,
     pub pic: Mutex<Pic>,
     /// The PIT, unless the VM was created without one (its ports then
@@ -51,6 +56,8 @@ impl Platform {
     pub fn new(vcpus: u32, pit: bool) -> Platform {
         Platform {
             epoch: Instant::now(),
+            stopped_ns: AtomicU64::new(0),
+            frozen_at: AtomicU64::new(u64::MAX),
             // The IOAPIC's id follows the LAPIC ids, as in the MADT.
             ioapic: Mutex::new(IoApic::new(vcpus.min(0xfe) as u8)),
             pic: Mutex::new(Pic::new()),
@@ -59,8 +66,38 @@ impl Platform {
     }
 
     /// Nanoseconds on the VM's monotonic clock (every device's time base).
+    /// It stands still while the VM is paused.
     pub fn now_ns(&self) -> u64 {
+        let frozen = self.frozen_at.load(Ordering::Acquire);
+        if frozen != u64::MAX {
+            return frozen;
+        }
+        self.host_ns()
+            .saturating_sub(self.stopped_ns.load(Ordering::Acquire))
+    }
+
+    fn host_ns(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Stops the clock (the VM is paused; no vCPU runs).
+    pub fn freeze(&self) {
+        if self.frozen_at.load(Ordering::Acquire) == u64::MAX {
+            let now = self.now_ns();
+            self.frozen_at.store(now, Ordering::Release);
+        }
+    }
+
+    /// Lets the clock go on from where [`Platform::freeze`] stopped it.
+    pub fn thaw(&self) {
+        let frozen = self.frozen_at.load(Ordering::Acquire);
+        if frozen == u64::MAX {
+            return;
+        }
+        let stopped = self.host_ns().saturating_sub(frozen);
+        // The offset first: a reader that sees the clock running sees it.
+        self.stopped_ns.store(stopped, Ordering::Release);
+        self.frozen_at.store(u64::MAX, Ordering::Release);
     }
 }
 
@@ -247,5 +284,23 @@ impl Router<'_> {
             self.set_gsi(0, true);
             self.set_gsi(0, false);
         }
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+
+    #[test]
+    fn a_frozen_clock_stands_still_and_goes_on_from_there() {
+        let p = Platform::new(1, false);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        p.freeze();
+        let at = p.now_ns();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(p.now_ns(), at);
+        p.thaw();
+        let after = p.now_ns();
+        assert!(after >= at && after - at < 20_000_000, "{at} {after}");
     }
 }

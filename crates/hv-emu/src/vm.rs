@@ -218,6 +218,20 @@ impl Vm for EmuVm {
         self.irqfds.set_msi_route(gsi, msi)
     }
 
+    fn pause_clock(&self) -> Result<(), HvError> {
+        self.shared.platform.freeze();
+        Ok(())
+    }
+
+    fn resume_clock(&self) -> Result<(), HvError> {
+        self.shared.platform.thaw();
+        // Sleeping vCPUs computed their timeouts on the stopped clock.
+        for vcpu in &self.shared.vcpus {
+            vcpu.notify_event();
+        }
+        Ok(())
+    }
+
     fn supported_cpuid(&self) -> Result<Vec<CpuidEntry>, HvError> {
         Ok(crate::cpuid::supported_cpuid())
     }

@@ -435,6 +435,10 @@ impl Vcpu for KvmVcpu {
     /// hosts' KVM does not count a reason at all (nested kvm_pvm reports
     /// io_exits = 0 and does not count immediate-exit kicks in
     /// signal_exits). Everything else stays `None`.
+    fn notify_paused(&mut self) -> Result<(), HvError> {
+        self.fd.kvmclock_ctrl().map_err(os("KVM_KVMCLOCK_CTRL"))
+    }
+
     fn exit_stats(&self) -> ExitStats {
         let mut stats = ExitStats::default();
         for reason in USERSPACE_REASONS {

@@ -50,6 +50,9 @@ pub(crate) struct KvmVm {
     /// Registered irqfds as (eventfd descriptor, GSI). KVM ignores the
     /// removal of an unknown irqfd; the hv API makes it an error.
     irqfds: Mutex<HashSet<(RawFd, u32)>>,
+    /// kvmclock's value when the VMM paused the VM (KVM_GET_CLOCK), set
+    /// back on resume.
+    paused_clock: Mutex<Option<u64>>,
 }
 
 /// The routes KVM_CREATE_IRQCHIP installs (the kernel's `default_routing`):
@@ -166,6 +169,7 @@ impl KvmVm {
             created: Mutex::new(vec![false; config.vcpus as usize]),
             msi_routes: Mutex::new(BTreeMap::new()),
             irqfds: Mutex::new(HashSet::new()),
+            paused_clock: Mutex::new(None),
         })
     }
 
@@ -484,6 +488,25 @@ impl Vm for KvmVm {
         self.set_gsi_routing(&next)?;
         *routes = next;
         Ok(())
+    }
+
+    fn pause_clock(&self) -> Result<(), HvError> {
+        let data = self.shared.fd.get_clock().map_err(os("KVM_GET_CLOCK"))?;
+        *lock(&self.paused_clock) = Some(data.clock);
+        Ok(())
+    }
+
+    fn resume_clock(&self) -> Result<(), HvError> {
+        let Some(clock) = lock(&self.paused_clock).take() else {
+            return Ok(());
+        };
+        // Without KVM_CLOCK_REALTIME: the clock goes on from where it
+        // stopped, not from the host's time.
+        let data = kvm_bindings::kvm_clock_data {
+            clock,
+            ..Default::default()
+        };
+        self.shared.fd.set_clock(&data).map_err(os("KVM_SET_CLOCK"))
     }
 
     fn supported_cpuid(&self) -> Result<Vec<CpuidEntry>, HvError> {

@@ -216,6 +216,21 @@ pub trait Vm: Send + Sync {
     /// GSI; an irqfd registered on it stays registered and uses the new
     /// message from then on (a guest rewriting an MSI-X table entry).
     fn set_msi_route(&self, gsi: u32, msi: MsiMessage) -> Result<(), HvError>;
+    /// Stops the VM's clock while the VMM pauses the VM (every vCPU is out
+    /// of [`Vcpu::run`]): the time the in-kernel timers (LAPIC, PIT) and a
+    /// paravirtual clock read does not advance until [`Vm::resume_clock`],
+    /// so the guest sees no jump and its timers fire after the pause as
+    /// they would have without it. KVM: KVM_GET_CLOCK here and
+    /// KVM_SET_CLOCK on resume. An accelerator without the capability says
+    /// `Unsupported` (the default).
+    fn pause_clock(&self) -> Result<(), HvError> {
+        Err(HvError::Unsupported("pausing the VM clock"))
+    }
+    /// Lets the clock [`Vm::pause_clock`] stopped run again from where it
+    /// stopped.
+    fn resume_clock(&self) -> Result<(), HvError> {
+        Err(HvError::Unsupported("pausing the VM clock"))
+    }
     /// Every CPUID leaf this accelerator can present to a guest
     /// (KVM_GET_SUPPORTED_CPUID). `arch::cpuid` reduces it to Ferrovisor's
     /// documented CPU template before it reaches a vCPU.
@@ -252,4 +267,11 @@ pub trait Vcpu: Send {
     }
     /// Exit counts by reason since the vCPU was created.
     fn exit_stats(&self) -> ExitStats;
+    /// Tells the guest's paravirtual clock that the VMM paused this vCPU
+    /// (KVM_KVMCLOCK_CTRL: its soft-lockup watchdog does not fire on
+    /// resume). Called on the vCPU's thread while it is paused;
+    /// `Unsupported` where there is nothing to tell (the default).
+    fn notify_paused(&mut self) -> Result<(), HvError> {
+        Err(HvError::Unsupported("KVM_KVMCLOCK_CTRL"))
+    }
 }

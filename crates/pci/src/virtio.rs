@@ -183,6 +183,9 @@ impl Interrupt for PciInterrupt {
     fn guest_write_hook(&self) -> Option<virtio::GuestWriteHook> {
         self.state.guest_write_hook()
     }
+    fn pause_gate(&self) -> Option<Arc<virtio::pause::PauseGate>> {
+        self.state.pause_gate()
+    }
 }
 
 /// Why a virtio-pci function cannot be built.
@@ -342,6 +345,11 @@ impl VirtioPci {
     /// the guest runs).
     pub fn set_guest_write_hook(&self, hook: virtio::GuestWriteHook) {
         self.irq.state.set_guest_write_hook(hook);
+    }
+
+    /// The gate that parks the device's worker while the VM is paused.
+    pub fn pause_gate(&self) -> Option<Arc<virtio::pause::PauseGate>> {
+        self.irq.state.pause_gate()
     }
 
     /// The queue notifications at BAR 0's current address (any write of

@@ -3,6 +3,10 @@
 //! Requests: IN, OUT, FLUSH (sync_data), GET_ID, DISCARD and WRITE_ZEROES
 //! (both write zeroes). A read-only disk offers VIRTIO_BLK_F_RO and answers
 //! writes with IOERR. Sectors are checked against the image size.
+//!
+//! The image of a running device can be replaced ([`BlockHandle::replace`],
+//! Firecracker's PATCH /drives): requests from then on go to the new file
+//! and the driver is told of the new capacity by a configuration change.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -89,12 +93,59 @@ struct Disk {
     counters: Mutex<BlockCounters>,
 }
 
+/// The disk a device serves, which [`BlockHandle::replace`] swaps.
+struct DiskSlot {
+    disk: Mutex<Arc<Disk>>,
+    /// The running device's interrupt (for the configuration change).
+    interrupt: Mutex<Option<Arc<dyn Interrupt>>>,
+}
+
+impl DiskSlot {
+    fn get(&self) -> Arc<Disk> {
+        self.disk.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Changes the image of a block device while it runs.
+#[derive(Clone)]
+pub struct BlockHandle(Arc<DiskSlot>);
+
+impl BlockHandle {
+    /// Serves the raw image at `path` from now on (read-only and ID as
+    /// before); requests being served finish on the old one. Tells a
+    /// running driver of the new capacity. Returns the new size in bytes.
+    pub fn replace(&self, path: &Path) -> Result<u64, BlockError> {
+        let old = self.0.get();
+        let id = String::from_utf8_lossy(&old.id)
+            .trim_end_matches('\0')
+            .to_string();
+        let new = Disk::open(path, old.read_only, &id)?;
+        let size = new.size;
+        *self.0.disk.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        let interrupt = self
+            .0
+            .interrupt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(interrupt) = interrupt {
+            interrupt.signal_config();
+        }
+        Ok(size)
+    }
+
+    /// The size of the image served now, in bytes.
+    pub fn size(&self) -> u64 {
+        self.0.get().size
+    }
+}
+
 /// The block device's work on its thread.
 struct Serve {
     mem: GuestMemoryMmap,
     queue: Queue,
     interrupt: Arc<dyn Interrupt>,
-    disk: Arc<Disk>,
+    disk: Arc<DiskSlot>,
     /// The drive's rate limiter.
     gate: Gate,
 }
@@ -112,7 +163,9 @@ impl WorkerHandler for Serve {
             // The gate's timer serves the queue when tokens are back.
             return Ok(());
         }
-        let (mem, disk, gate) = (&self.mem, &self.disk, &mut self.gate);
+        // The image of this pass: a replacement applies from the next one.
+        let disk = self.disk.get();
+        let (mem, gate) = (&self.mem, &mut self.gate);
         let served = serve_queue_gated(mem, &mut self.queue, 0, &*self.interrupt, |chain| {
             // Firecracker's costs: one op per request, and the data bytes
             // of reads and writes.
@@ -140,8 +193,7 @@ impl WorkerHandler for Serve {
 
 /// The block device.
 pub struct Block {
-    disk: Arc<Disk>,
-    config: Vec<u8>,
+    disk: Arc<DiskSlot>,
     worker: Option<Worker<Serve>>,
     throttle: ThrottleHandle,
 }
@@ -150,6 +202,51 @@ impl Block {
     /// A block device on the raw image at `path`; `id` is what GET_ID
     /// returns (at most 20 bytes).
     pub fn open(path: &Path, read_only: bool, id: &str) -> Result<Block, BlockError> {
+        Ok(Block {
+            disk: Arc::new(DiskSlot {
+                disk: Mutex::new(Arc::new(Disk::open(path, read_only, id)?)),
+                interrupt: Mutex::new(None),
+            }),
+            worker: None,
+            throttle: ThrottleHandle::new(Limits::default()),
+        })
+    }
+
+    /// The device with the rate limiter `limits` (none by default).
+    pub fn limited(mut self, limits: Limits) -> Block {
+        self.throttle = ThrottleHandle::new(limits);
+        self
+    }
+
+    /// The rate limiter's handle: its limits, changed at run time, and
+    /// how often requests waited (`rate_limiter_throttled_events`).
+    pub fn throttle(&self) -> ThrottleHandle {
+        self.throttle.clone()
+    }
+
+    /// The handle that replaces the image while the device runs.
+    pub fn handle(&self) -> BlockHandle {
+        BlockHandle(self.disk.clone())
+    }
+
+    pub fn counters(&self) -> BlockCounters {
+        *self.disk.get().counters()
+    }
+
+    /// Serves the available requests of `queue` on the calling thread, as
+    /// the device's worker does (for tests and the fuzz harness).
+    pub fn serve(
+        &self,
+        mem: &GuestMemoryMmap,
+        queue: &mut Queue,
+        interrupt: &dyn Interrupt,
+    ) -> Result<Served, DeviceError> {
+        self.disk.get().serve(mem, queue, interrupt)
+    }
+}
+
+impl Disk {
+    fn open(path: &Path, read_only: bool, id: &str) -> Result<Disk, BlockError> {
         let file = OpenOptions::new()
             .read(true)
             .write(!read_only)
@@ -170,49 +267,15 @@ impl Block {
         }
         let mut id_bytes = [0u8; ID_BYTES];
         id_bytes[..id.len()].copy_from_slice(id.as_bytes());
-        Ok(Block {
-            config: config_space(size / SECTOR_SIZE),
-            disk: Arc::new(Disk {
-                file,
-                size,
-                read_only,
-                id: id_bytes,
-                counters: Mutex::default(),
-            }),
-            worker: None,
-            throttle: ThrottleHandle::new(Limits::default()),
+        Ok(Disk {
+            file,
+            size,
+            read_only,
+            id: id_bytes,
+            counters: Mutex::default(),
         })
     }
 
-    /// The device with the rate limiter `limits` (none by default).
-    pub fn limited(mut self, limits: Limits) -> Block {
-        self.throttle = ThrottleHandle::new(limits);
-        self
-    }
-
-    /// The rate limiter's handle: its limits, changed at run time, and
-    /// how often requests waited (`rate_limiter_throttled_events`).
-    pub fn throttle(&self) -> ThrottleHandle {
-        self.throttle.clone()
-    }
-
-    pub fn counters(&self) -> BlockCounters {
-        *self.disk.counters()
-    }
-
-    /// Serves the available requests of `queue` on the calling thread, as
-    /// the device's worker does (for tests and the fuzz harness).
-    pub fn serve(
-        &self,
-        mem: &GuestMemoryMmap,
-        queue: &mut Queue,
-        interrupt: &dyn Interrupt,
-    ) -> Result<Served, DeviceError> {
-        self.disk.serve(mem, queue, interrupt)
-    }
-}
-
-impl Disk {
     fn serve(
         &self,
         mem: &GuestMemoryMmap,
@@ -423,18 +486,24 @@ impl VirtioDevice for Block {
     }
     fn features(&self) -> u64 {
         let base = F_VERSION_1 | F_RING_INDIRECT_DESC | F_RING_EVENT_IDX | F_SEG_MAX | F_FLUSH;
-        if self.disk.read_only {
+        if self.disk.get().read_only {
             base | F_RO
         } else {
             base | F_DISCARD | F_WRITE_ZEROES
         }
     }
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        read_config_bytes(&self.config, offset, data);
+        let capacity = self.disk.get().size / SECTOR_SIZE;
+        read_config_bytes(&config_space(capacity), offset, data);
     }
     fn activate(&mut self, activation: Activation) -> Result<(), DeviceError> {
         self.reset();
         let [queue] = crate::ready_queues(activation.queues)?;
+        *self
+            .disk
+            .interrupt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(activation.interrupt.clone());
         let serve = Serve {
             mem: activation.mem,
             queue,
@@ -454,5 +523,41 @@ impl VirtioDevice for Block {
         if let Some(worker) = self.worker.take() {
             worker.stop();
         }
+        *self
+            .disk
+            .interrupt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+#[cfg(test)]
+mod replace_tests {
+    use super::*;
+
+    #[test]
+    fn replacing_the_image_changes_the_capacity_and_keeps_the_rest() {
+        let dir =
+            std::env::temp_dir().join(format!("ferrovisor-blk-replace-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.img"), dir.join("b.img"));
+        std::fs::write(&a, vec![0u8; 4096]).unwrap();
+        std::fs::write(&b, vec![0u8; 8192]).unwrap();
+        let block = Block::open(&a, true, "disk0").unwrap();
+        let capacity = |block: &Block| {
+            let mut c = [0u8; 8];
+            block.read_config(0, &mut c);
+            u64::from_le_bytes(c)
+        };
+        assert_eq!(capacity(&block), 8);
+        let handle = block.handle();
+        assert_eq!(handle.replace(&b).unwrap(), 8192);
+        assert_eq!(capacity(&block), 16);
+        assert_eq!(handle.size(), 8192);
+        assert_ne!(block.features() & F_RO, 0, "still read-only");
+        assert_eq!(&block.disk.get().id[..5], b"disk0");
+        assert!(handle.replace(&dir.join("missing.img")).is_err());
+        assert_eq!(capacity(&block), 16, "a failed replace changes nothing");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

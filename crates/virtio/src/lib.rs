@@ -30,6 +30,7 @@ pub mod console;
 pub mod fuzzing;
 pub mod mmio;
 pub mod net;
+pub mod pause;
 pub mod rng;
 pub mod tap;
 pub mod throttle;
@@ -81,6 +82,11 @@ pub trait Interrupt: Send + Sync {
     /// Where the device's writes to guest buffers are reported (the
     /// worker installs it for [`chain::Segments::write_at`]).
     fn guest_write_hook(&self) -> Option<GuestWriteHook> {
+        None
+    }
+    /// The gate that parks the device's worker while the VM is paused
+    /// ([`pause`]); the worker waits on it beside its queues.
+    fn pause_gate(&self) -> Option<Arc<pause::PauseGate>> {
         None
     }
 }

@@ -106,6 +106,9 @@ impl Interrupt for IrqState {
     fn guest_write_hook(&self) -> Option<crate::GuestWriteHook> {
         self.state.guest_write_hook()
     }
+    fn pause_gate(&self) -> Option<Arc<crate::pause::PauseGate>> {
+        self.state.pause_gate()
+    }
 }
 
 /// Guest misbehaviour the transport refused, by kind.
@@ -142,6 +145,11 @@ impl MmioTransport {
     /// the guest runs).
     pub fn set_guest_write_hook(&self, hook: crate::GuestWriteHook) {
         self.irq.state.set_guest_write_hook(hook);
+    }
+
+    /// The gate that parks the device's worker while the VM is paused.
+    pub fn pause_gate(&self) -> Option<Arc<crate::pause::PauseGate>> {
+        self.irq.state.pause_gate()
     }
 
     /// The queue notifications of a transport whose window starts at

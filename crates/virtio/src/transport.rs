@@ -33,6 +33,8 @@ pub struct DeviceState {
     driver_ok: AtomicBool,
     /// Where the device's writes to guest RAM are reported.
     write_hook: std::sync::OnceLock<crate::GuestWriteHook>,
+    /// Parks the device's worker while the VM is paused (made on first use).
+    pause_gate: std::sync::OnceLock<Option<Arc<crate::pause::PauseGate>>>,
 }
 
 impl std::fmt::Debug for DeviceState {
@@ -51,6 +53,20 @@ impl DeviceState {
     /// before the guest runs; later calls are ignored).
     pub fn set_guest_write_hook(&self, hook: crate::GuestWriteHook) {
         let _ = self.write_hook.set(hook);
+    }
+
+    /// The device's pause gate (None only when its eventfd could not be
+    /// made: the device then cannot be paused, and says so).
+    pub fn pause_gate(&self) -> Option<Arc<crate::pause::PauseGate>> {
+        self.pause_gate
+            .get_or_init(|| match crate::pause::PauseGate::new() {
+                Ok(gate) => Some(Arc::new(gate)),
+                Err(e) => {
+                    tracing::error!(error = %e, "virtio: cannot create a pause gate");
+                    None
+                }
+            })
+            .clone()
     }
 
     /// The hook the transport's [`Interrupt::guest_write_hook`] returns.

@@ -8,9 +8,12 @@
 //! is the guest's (a bad descriptor chain...): it is logged (rate-limited),
 //! the transport is told to set DEVICE_NEEDS_RESET, and the worker serves
 //! nothing more until the driver resets the device, which stops the worker.
+//! While the VM is paused the worker parks on its device's
+//! [`crate::pause::PauseGate`] between two events.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -23,6 +26,7 @@ use crate::{DeviceError, Interrupt};
 /// Tokens below this are queue indices; backends use tokens from here up.
 pub const BACKEND_TOKEN: u64 = 1 << 32;
 const STOP_TOKEN: u64 = u64::MAX;
+const PAUSE_TOKEN: u64 = u64::MAX - 1;
 
 /// What a device does on its worker thread.
 pub trait WorkerHandler: Send + 'static {
@@ -83,6 +87,8 @@ impl WorkerCtl {
 /// on drop.
 pub struct Worker<H: WorkerHandler> {
     stop: EventFd,
+    /// Set before `stop` is written: a worker parked by a pause ends too.
+    stopping: Arc<AtomicBool>,
     thread: Option<JoinHandle<H>>,
 }
 
@@ -109,6 +115,15 @@ impl<H: WorkerHandler> Worker<H> {
         }
         ctl.add(stop.as_raw_fd(), STOP_TOKEN, EventSet::IN)
             .map_err(DeviceError::Io)?;
+        let gate = interrupt.pause_gate();
+        if let Some(gate) = &gate {
+            ctl.add(gate.event().as_raw_fd(), PAUSE_TOKEN, EventSet::IN)
+                .map_err(DeviceError::Io)?;
+            gate.attach();
+        }
+        let gate_on_error = gate.clone();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let stopping_copy = stopping.clone();
         let stop_copy = stop.try_clone().map_err(DeviceError::Io)?;
         let thread_name = name.to_string();
         let thread = std::thread::Builder::new()
@@ -123,13 +138,27 @@ impl<H: WorkerHandler> Worker<H> {
                     failed: false,
                     log_limit: RateLimiter::default(),
                     handler,
+                    gate,
+                    stopping: stopping_copy,
                 };
                 run.run();
+                if let Some(gate) = &run.gate {
+                    gate.detach();
+                }
                 run.handler
-            })
-            .map_err(DeviceError::Io)?;
+            });
+        let thread = match thread {
+            Ok(thread) => thread,
+            Err(e) => {
+                if let Some(gate) = &gate_on_error {
+                    gate.detach();
+                }
+                return Err(DeviceError::Io(e));
+            }
+        };
         Ok(Worker {
             stop,
+            stopping,
             thread: Some(thread),
         })
     }
@@ -141,6 +170,7 @@ impl<H: WorkerHandler> Worker<H> {
 
     fn stop_thread(&mut self) -> Option<H> {
         let thread = self.thread.take()?;
+        self.stopping.store(true, Ordering::SeqCst);
         // An eventfd write fails only when the counter would overflow,
         // which means a stop is already pending.
         let _ = self.stop.write(1);
@@ -164,6 +194,8 @@ struct Run<H> {
     failed: bool,
     log_limit: RateLimiter,
     handler: H,
+    gate: Option<Arc<crate::pause::PauseGate>>,
+    stopping: Arc<AtomicBool>,
 }
 
 impl<H: WorkerHandler> Run<H> {
@@ -193,6 +225,16 @@ impl<H: WorkerHandler> Run<H> {
                 if token == STOP_TOKEN {
                     let _ = self.stop.read();
                     return;
+                }
+                if token == PAUSE_TOKEN {
+                    if let Some(gate) = &self.gate {
+                        let stopping = &self.stopping;
+                        gate.park(|| stopping.load(Ordering::SeqCst));
+                    }
+                    // Events that came in meanwhile are in `events` only
+                    // if epoll returned them before the pause: serve them
+                    // now (the guest made them available before it paused).
+                    continue;
                 }
                 self.dispatch(token, event.event_set());
             }
@@ -299,6 +341,46 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert!(rx.try_recv().is_err());
         assert_eq!(signals.needs_reset.load(Ordering::SeqCst), 1);
+        assert!(worker.stop().is_some());
+    }
+
+    /// An interrupt with a pause gate, as the transports give.
+    struct Gated(Arc<crate::pause::PauseGate>);
+
+    impl Interrupt for Gated {
+        fn signal_used(&self, _queue: usize) {}
+        fn signal_config(&self) {}
+        fn needs_reset(&self) {}
+        fn pause_gate(&self) -> Option<Arc<crate::pause::PauseGate>> {
+            Some(self.0.clone())
+        }
+    }
+
+    #[test]
+    fn a_paused_worker_serves_nothing_until_resumed() {
+        let events = vec![EventFd::new(EFD_NONBLOCK).unwrap()];
+        let notify = events[0].try_clone().unwrap();
+        let gate = Arc::new(crate::pause::PauseGate::new().unwrap());
+        let (tx, rx) = mpsc::channel();
+        let worker = Worker::spawn(
+            "test-worker",
+            events,
+            Arc::new(Gated(gate.clone())),
+            Echo {
+                seen: tx,
+                fail_on: usize::MAX,
+            },
+        )
+        .unwrap();
+        assert_eq!(recv(&rx), 0);
+        assert!(gate.pause());
+        notify.write(1).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(rx.try_recv().is_err(), "served while paused");
+        gate.resume();
+        assert_eq!(recv(&rx), 0);
+        // Stopping a paused worker ends it too.
+        assert!(gate.pause());
         assert!(worker.stop().is_some());
     }
 

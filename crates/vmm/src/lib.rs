@@ -5,31 +5,34 @@
 //! accelerator, the port and MMIO buses with the platform devices (COM1,
 //! i8042, CMOS RTC, debug-exit, ACPI power management), the kernel loaded
 //! for its boot protocol, and the ACPI tables for Linux and Multiboot
-//! kernels. [`Machine::run`] runs every vCPU on a thread of its own until
-//! the guest powers off, resets, triple-faults or writes the debug-exit
-//! port, and reports why together with the exit statistics of each vCPU; a
+//! kernels. [`Machine::start`] runs every vCPU on a thread of its own and
+//! hands the machine to a controller thread ([`controller`]) that pauses,
+//! resumes and updates it on command, until the guest powers off, resets,
+//! triple-faults or writes the debug-exit port; [`RunningMachine::wait`]
+//! reports why together with the exit statistics of each vCPU. A
 //! platform timer thread polls the RTC for its periodic, alarm and update
-//! interrupts meanwhile.
+//! interrupts meanwhile. One device manager (`devices`) owns every device.
 #![forbid(unsafe_code)]
 
 pub mod accel;
-mod board;
 pub mod config;
 pub mod console;
+pub mod controller;
+mod devices;
 pub mod machine;
 pub mod memory;
 mod msi;
-mod pci_board;
 pub mod platform_timer;
 pub mod probe;
 pub mod spec;
 mod vcpu;
 
 pub use accel::{open_accelerator, Accel, AccelError};
-pub use board::AcpiPlacement;
 pub use config::{
     ConsoleDevice, ConsoleOutput, DiskConfig, MachineConfig, NetConfig, VirtioTransport,
     VsockConfig,
 };
+pub use controller::{Command, CommandError, LimitTarget, MachineHandle, RunState, RunningMachine};
+pub use devices::{AcpiPlacement, UpdateError};
 pub use machine::{Machine, MachineError, MachineExit, RunReport};
 pub use spec::{machine_config, SpecConfigError};

@@ -1,23 +1,23 @@
 //! Building and running a machine.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use arch::boot::{BootConfig, BootInfo, BootKind};
-use devices::serial::Serial;
-use devices::{BusError, GuestRequest, IoBuses, RequestSink};
+use devices::{BusError, GuestRequest, RequestSink};
 use hv::{ExitStats, HvError, Hypervisor, Kicker, MpState, Vcpu, Vm, VmConfig};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
 
 use crate::accel::{open_accelerator, AccelError};
-use crate::board::{self, AcpiPlacement};
 use crate::config::{MachineConfig, MAX_VCPUS};
 use crate::console::{spawn_stdin_reader, InputTarget, RawTerminal};
+use crate::controller::{
+    Command, CommandError, MachineHandle, RunState, RunningMachine, SharedState,
+};
+use crate::devices::{virtio_acpi_devices, write_acpi_tables, AcpiPlacement, DeviceManager};
 use crate::memory::{create_guest_memory, register_rom, register_slots, MemoryError};
-use crate::platform_timer::PlatformTimer;
-use crate::vcpu::{MachineEvent, VcpuContext, VcpuStop};
+use crate::vcpu::{MachineEvent, VcpuContext, VcpuControl, VcpuStop};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MachineError {
@@ -67,6 +67,8 @@ pub enum MachineError {
     DuplicateDiskId(String),
     #[error("cannot start the platform timer thread")]
     TimerThread(#[source] std::io::Error),
+    #[error("cannot start the controller thread")]
+    ControllerThread(#[source] std::io::Error),
     #[error("--cpu")]
     CpuModel(#[source] arch::cpu_model::CpuModelError),
 }
@@ -90,6 +92,10 @@ pub enum MachineExit {
     Failed { vcpu: u32, error: HvError },
     /// The user ended the VM from the console (Ctrl-A x).
     HostQuit,
+    /// [`Command::Stop`] ended the VM.
+    Stopped,
+    /// The controller thread panicked (a bug).
+    ControllerPanicked,
 }
 
 impl MachineExit {
@@ -99,9 +105,10 @@ impl MachineExit {
             MachineExit::PowerOff
             | MachineExit::Reset
             | MachineExit::TripleFault { .. }
-            | MachineExit::HostQuit => 0,
+            | MachineExit::HostQuit
+            | MachineExit::Stopped => 0,
             MachineExit::DebugExit { status } => *status,
-            MachineExit::Failed { .. } => 1,
+            MachineExit::Failed { .. } | MachineExit::ControllerPanicked => 1,
         }
     }
 }
@@ -125,18 +132,14 @@ pub struct Machine {
     // Field order matters for drop: vCPUs and devices (whose interrupt
     // lines hold the VM) before the VM, the VM before memory.
     vcpus: Vec<Box<dyn Vcpu>>,
-    timer: PlatformTimer,
-    buses: Arc<IoBuses>,
-    serial: Arc<Mutex<Serial>>,
-    _vm: Arc<dyn Vm>,
+    devices: DeviceManager,
+    vm: Arc<dyn Vm>,
     mem: GuestMemoryMmap,
     /// The firmware ROM's mapping (slot after the RAM slots).
     _rom: GuestMemoryMmap,
     events_tx: Sender<MachineEvent>,
     events: Receiver<MachineEvent>,
     console_input: bool,
-    /// The virtio console's input, when the console is one.
-    virtio_console: Option<virtio::console::ConsoleInput>,
     boot: BootInfo,
     acpi: AcpiPlacement,
 }
@@ -163,7 +166,7 @@ impl Machine {
                 return Err(MachineError::DuplicateDiskId(id.clone()));
             }
         }
-        let virtio_acpi = board::virtio_acpi_devices(config)?;
+        let virtio_acpi = virtio_acpi_devices(config)?;
         let mem = create_guest_memory(config.memory)?;
         let boot = arch::boot::load_kernel(
             &mem,
@@ -175,7 +178,7 @@ impl Machine {
             },
         )
         .map_err(MachineError::Boot)?;
-        let acpi = board::write_acpi_tables(&mem, &boot, config.vcpus, &virtio_acpi)?;
+        let acpi = write_acpi_tables(&mem, &boot, config.vcpus, &virtio_acpi)?;
         let occupied: Vec<_> = std::iter::once(boot.kernel.clone())
             .chain(boot.initrd.clone())
             .collect();
@@ -205,7 +208,7 @@ impl Machine {
                 let _ = tx.send(MachineEvent::Guest(request));
             })
         };
-        let board = board::build(&vm, &mem, config, requests, accel)?;
+        let devices = DeviceManager::build(&vm, &mem, config, requests, accel)?;
 
         let supported = vm.supported_cpuid().map_err(hv_err("CPUID"))?;
         let mut vcpus = Vec::with_capacity(config.vcpus as usize);
@@ -228,16 +231,13 @@ impl Machine {
         Ok(Machine {
             accel,
             vcpus,
-            _vm: vm,
+            devices,
+            vm,
             mem,
             _rom: rom,
-            buses: Arc::new(board.buses),
-            serial: board.serial,
-            timer: board.timer,
             events_tx,
             events,
             console_input: config.console_input,
-            virtio_console: board.virtio_console,
             boot,
             acpi,
         })
@@ -263,29 +263,36 @@ impl Machine {
     }
 
     /// Runs the guest until it ends; see [`MachineExit`].
-    pub fn run(mut self) -> Result<RunReport, MachineError> {
-        self.timer.start().map_err(MachineError::TimerThread)?;
-        let stop = Arc::new(AtomicBool::new(false));
+    pub fn run(self) -> Result<RunReport, MachineError> {
+        Ok(self.start()?.wait())
+    }
+
+    /// Starts the vCPUs and hands the machine to its controller thread;
+    /// see [`crate::controller`].
+    pub fn start(mut self) -> Result<RunningMachine, MachineError> {
+        self.devices.activate().map_err(MachineError::TimerThread)?;
+        let control = Arc::new(VcpuControl::default());
         let mut threads: Vec<(Kicker, JoinHandle<ExitStats>)> = Vec::new();
         for vcpu in self.vcpus.drain(..) {
             let kicker = vcpu.kicker();
             let ctx = VcpuContext {
                 vcpu,
-                buses: self.buses.clone(),
-                stop: stop.clone(),
+                buses: self.devices.buses.clone(),
+                control: control.clone(),
                 events: self.events_tx.clone(),
             };
+            control.enter();
             let spawned = std::thread::Builder::new()
                 .name(format!("vcpu{}", threads.len()))
                 .spawn(move || ctx.run());
             match spawned {
                 Ok(handle) => threads.push((kicker, handle)),
                 Err(e) => {
-                    stop_vcpus(&stop, &threads);
+                    control.stop(&thread_list(&threads));
                     for (_, handle) in threads {
                         let _ = handle.join();
                     }
-                    self.timer.stop();
+                    self.devices.stop();
                     return Err(MachineError::Thread(e));
                 }
             }
@@ -293,59 +300,177 @@ impl Machine {
         let terminal = self.console_input.then(RawTerminal::enable);
         if self.console_input {
             let interactive = terminal.as_ref().is_some_and(RawTerminal::is_active);
-            let target = match &self.virtio_console {
+            let target = match &self.devices.virtio_console {
                 Some(input) => InputTarget::Virtio(input.clone()),
-                None => InputTarget::Serial(self.serial.clone()),
+                None => InputTarget::Serial(self.devices.serial.clone()),
             };
             spawn_stdin_reader(target, interactive, self.events_tx.clone());
         }
-
-        let exit = self.wait_for_exit();
-        stop_vcpus(&stop, &threads);
-        self.timer.stop();
-        drop(terminal);
-        let mut vcpu_stats = Vec::with_capacity(threads.len());
-        for (_, handle) in threads {
-            vcpu_stats.push(handle.join().unwrap_or_default());
-        }
-        Ok(RunReport {
-            exit,
-            vcpu_stats,
-            unhandled_pio: self.buses.pio.unhandled_count(),
-            unhandled_mmio: self.buses.mmio.unhandled_count(),
-            accel: self.accel,
-        })
-    }
-
-    fn wait_for_exit(&self) -> MachineExit {
-        // `events_tx` lives in `self`, so the channel never disconnects.
-        let Ok(event) = self.events.recv() else {
-            return MachineExit::PowerOff;
+        let state = Arc::new(SharedState::default());
+        let handle = MachineHandle {
+            events: self.events_tx.clone(),
+            state: state.clone(),
         };
-        match event {
-            MachineEvent::HostQuit => MachineExit::HostQuit,
-            MachineEvent::Guest(GuestRequest::PowerOff) => MachineExit::PowerOff,
-            MachineEvent::Guest(GuestRequest::Reset) => MachineExit::Reset,
-            MachineEvent::Guest(GuestRequest::DebugExit { status }) => {
-                MachineExit::DebugExit { status }
+        let thread_names = thread_list(&threads);
+        let controller = Controller {
+            machine: self,
+            control: control.clone(),
+            threads,
+            state,
+            paused: false,
+            _terminal: terminal,
+        };
+        let thread = std::thread::Builder::new()
+            .name("vmm-controller".into())
+            .spawn(move || controller.run());
+        match thread {
+            Ok(thread) => Ok(RunningMachine { handle, thread }),
+            Err(e) => {
+                // The controller (and the machine) went with the closure;
+                // its vCPU threads end on the stop.
+                control.stop(&thread_names);
+                Err(MachineError::ControllerThread(e))
             }
-            MachineEvent::Vcpu {
-                id,
-                stop: VcpuStop::TripleFault,
-            } => MachineExit::TripleFault { vcpu: id },
-            MachineEvent::Vcpu {
-                id,
-                stop: VcpuStop::Failed(error),
-            } => MachineExit::Failed { vcpu: id, error },
         }
     }
 }
 
-fn stop_vcpus(stop: &AtomicBool, threads: &[(Kicker, JoinHandle<ExitStats>)]) {
-    stop.store(true, Ordering::Release);
-    for (kicker, handle) in threads {
-        kicker.kick();
-        handle.thread().unpark();
+fn thread_list(threads: &[(Kicker, JoinHandle<ExitStats>)]) -> Vec<(Kicker, std::thread::Thread)> {
+    threads
+        .iter()
+        .map(|(k, h)| (k.clone(), h.thread().clone()))
+        .collect()
+}
+
+/// The controller thread: owns the started machine.
+struct Controller {
+    machine: Machine,
+    control: Arc<VcpuControl>,
+    threads: Vec<(Kicker, JoinHandle<ExitStats>)>,
+    state: Arc<SharedState>,
+    paused: bool,
+    /// The terminal's raw mode, restored when the machine ends.
+    _terminal: Option<RawTerminal>,
+}
+
+impl Controller {
+    fn run(mut self) -> RunReport {
+        let exit = self.wait_for_exit();
+        self.control.stop(&thread_list(&self.threads));
+        self.machine.devices.stop();
+        self.state.set(RunState::Ended);
+        let mut vcpu_stats = Vec::with_capacity(self.threads.len());
+        for (_, handle) in self.threads.drain(..) {
+            vcpu_stats.push(handle.join().unwrap_or_default());
+        }
+        let buses = &self.machine.devices.buses;
+        RunReport {
+            exit,
+            vcpu_stats,
+            unhandled_pio: buses.pio.unhandled_count(),
+            unhandled_mmio: buses.mmio.unhandled_count(),
+            accel: self.machine.accel,
+        }
+    }
+
+    fn wait_for_exit(&mut self) -> MachineExit {
+        loop {
+            // `events_tx` lives in the machine, so the channel never
+            // disconnects.
+            let Ok(event) = self.machine.events.recv() else {
+                return MachineExit::PowerOff;
+            };
+            return match event {
+                MachineEvent::Command(Command::Stop, reply) => {
+                    let _ = reply.send(Ok(()));
+                    MachineExit::Stopped
+                }
+                MachineEvent::Command(command, reply) => {
+                    let _ = reply.send(self.command(command));
+                    continue;
+                }
+                MachineEvent::HostQuit => MachineExit::HostQuit,
+                MachineEvent::Guest(GuestRequest::PowerOff) => MachineExit::PowerOff,
+                MachineEvent::Guest(GuestRequest::Reset) => MachineExit::Reset,
+                MachineEvent::Guest(GuestRequest::DebugExit { status }) => {
+                    MachineExit::DebugExit { status }
+                }
+                MachineEvent::Vcpu {
+                    id,
+                    stop: VcpuStop::TripleFault,
+                } => MachineExit::TripleFault { vcpu: id },
+                MachineEvent::Vcpu {
+                    id,
+                    stop: VcpuStop::Failed(error),
+                } => MachineExit::Failed { vcpu: id, error },
+            };
+        }
+    }
+
+    fn command(&mut self, command: Command) -> Result<(), CommandError> {
+        match command {
+            Command::Pause => self.pause(),
+            Command::Resume => {
+                self.resume();
+                Ok(())
+            }
+            Command::SendCtrlAltDel => self
+                .machine
+                .devices
+                .send_ctrl_alt_del()
+                .map_err(CommandError::Keyboard),
+            Command::UpdateDrive { index, path } => self
+                .machine
+                .devices
+                .update_drive(index, &path)
+                .map(|size| tracing::info!(index, size, path = %path.display(), "drive updated"))
+                .map_err(CommandError::Update),
+            Command::UpdateLimits { target, update } => self
+                .machine
+                .devices
+                .update_limits(target, update)
+                .map(|()| tracing::info!(?target, ?update, "rate limiter updated"))
+                .map_err(CommandError::Update),
+            // Handled by the loop.
+            Command::Stop => Ok(()),
+        }
+    }
+
+    /// vCPUs first (out of the guest, TSC kept), then the clock, then the
+    /// device workers.
+    fn pause(&mut self) -> Result<(), CommandError> {
+        if self.paused {
+            return Ok(());
+        }
+        if !self.control.pause(&thread_list(&self.threads)) {
+            self.control.resume();
+            return Err(CommandError::PauseTimeout);
+        }
+        if let Err(e) = self.machine.vm.pause_clock() {
+            tracing::info!(error = %e, "the guest's clock goes on while paused");
+        }
+        let busy = self.machine.devices.pause();
+        if busy > 0 {
+            tracing::warn!(busy, "device workers still busy when the VM paused");
+        }
+        self.paused = true;
+        self.state.set(RunState::Paused);
+        tracing::info!("the VM is paused");
+        Ok(())
+    }
+
+    fn resume(&mut self) {
+        if !self.paused {
+            return;
+        }
+        self.machine.devices.resume();
+        if let Err(e) = self.machine.vm.resume_clock() {
+            tracing::info!(error = %e, "the guest's clock was not stopped");
+        }
+        self.control.resume();
+        self.paused = false;
+        self.state.set(RunState::Running);
+        tracing::info!("the VM is resumed");
     }
 }
 

@@ -106,6 +106,14 @@ impl PlatformTimer {
         }
     }
 
+    /// Makes the thread look at its devices again (after the clock they
+    /// read was stopped and went on).
+    pub fn kick(&self) {
+        let mut s = lock(&self.shared.state);
+        s.kicked = true;
+        self.shared.wake.notify_one();
+    }
+
     /// Whether the thread runs.
     pub fn is_running(&self) -> bool {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())

@@ -1,24 +1,32 @@
 //! A vCPU thread as an explicit state machine.
 //!
 //! ```text
-//!            run() -> Interrupted (not stopping)
+//!            run() -> Interrupted (not stopping, not pausing)
 //!          ┌──────────┐
 //!          ▼          │
 //!   ──► Running ──────┴──► Halted ──(stop)──► Exiting ──► thread ends
-//!          │  Shutdown/Reset/PowerOff/error        ▲
-//!          └───────────────────────────────────────┘
+//!        │  ▲  Shutdown/Reset/PowerOff/error              ▲
+//!  (pause)│  │(resume)                                     │
+//!        ▼  │                                             │
+//!        Paused ─────────────────(stop)────────────────────┘
 //! ```
 //!
 //! A vCPU leaves `Running` when the guest does something only the machine can
 //! decide on; it reports that as a [`MachineEvent`] and stops. The machine
-//! stops every other vCPU by setting the shared stop flag and kicking them.
+//! stops or pauses every vCPU through the shared [`VcpuControl`], kicking
+//! them out of the accelerator. A paused vCPU keeps its TSC: it reads it
+//! on entering `Paused` and sets it back on leaving, so the guest sees no
+//! time pass in between.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use devices::{GuestRequest, IoBuses};
-use hv::{ExitStats, HvError, Vcpu, VcpuExit};
+use hv::state::msr_index::IA32_TSC;
+use hv::{ExitStats, HvError, Kicker, Msr, Vcpu, VcpuExit};
+
+use crate::controller::Command;
 
 /// Why a vCPU stopped on its own.
 #[derive(Debug)]
@@ -29,7 +37,7 @@ pub enum VcpuStop {
     Failed(HvError),
 }
 
-/// What the machine's control thread waits for.
+/// What the machine's controller thread waits for.
 #[derive(Debug)]
 pub enum MachineEvent {
     /// A device or the CPU asked the machine for something.
@@ -38,28 +46,132 @@ pub enum MachineEvent {
     Vcpu { id: u32, stop: VcpuStop },
     /// The user asked to end the VM from the console.
     HostQuit,
+    /// A command from the machine's handle, and where its answer goes.
+    Command(Command, Sender<Result<(), crate::controller::CommandError>>),
+}
+
+#[derive(Debug, Default)]
+struct Flags {
+    stop: bool,
+    pause: bool,
+    /// vCPU threads that have not ended.
+    live: u32,
+    /// Of those, parked in `Paused`.
+    parked: u32,
+}
+
+/// How long [`VcpuControl::pause`] waits for the vCPUs to park.
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the machine tells its vCPU threads: stop, pause, resume.
+#[derive(Debug, Default)]
+pub struct VcpuControl {
+    flags: Mutex<Flags>,
+    changed: Condvar,
+}
+
+impl VcpuControl {
+    fn lock(&self) -> MutexGuard<'_, Flags> {
+        self.flags.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A vCPU thread is about to start.
+    pub fn enter(&self) {
+        self.lock().live += 1;
+    }
+
+    fn leave(&self) {
+        let mut f = self.lock();
+        f.live = f.live.saturating_sub(1);
+        self.changed.notify_all();
+    }
+
+    fn stopping(&self) -> bool {
+        self.lock().stop
+    }
+
+    fn pausing(&self) -> bool {
+        let f = self.lock();
+        f.pause && !f.stop
+    }
+
+    /// Makes every vCPU leave the guest and park; returns once they all
+    /// have (false if some did not within a few seconds).
+    pub fn pause(&self, vcpus: &[(Kicker, std::thread::Thread)]) -> bool {
+        self.lock().pause = true;
+        for (kicker, thread) in vcpus {
+            kicker.kick();
+            thread.unpark();
+        }
+        let f = self.lock();
+        let (_f, timeout) = self
+            .changed
+            .wait_timeout_while(f, PAUSE_TIMEOUT, |f| f.parked < f.live && !f.stop)
+            .unwrap_or_else(|p| p.into_inner());
+        !timeout.timed_out()
+    }
+
+    /// Lets paused vCPUs run again.
+    pub fn resume(&self) {
+        self.lock().pause = false;
+        self.changed.notify_all();
+    }
+
+    /// Makes every vCPU end.
+    pub fn stop(&self, vcpus: &[(Kicker, std::thread::Thread)]) {
+        self.lock().stop = true;
+        self.changed.notify_all();
+        for (kicker, thread) in vcpus {
+            kicker.kick();
+            thread.unpark();
+        }
+    }
+
+    /// Parks the calling vCPU while the machine is paused; false when it
+    /// must stop.
+    fn park(&self) -> bool {
+        let mut f = self.lock();
+        f.parked += 1;
+        self.changed.notify_all();
+        while f.pause && !f.stop {
+            f = self.changed.wait(f).unwrap_or_else(|p| p.into_inner());
+        }
+        f.parked -= 1;
+        !f.stop
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Running,
     /// HLT returned to us (the accelerator does not wait for interrupts
-    /// itself); nothing can wake this vCPU but the end of the machine.
+    /// itself); nothing can wake this vCPU but a pause or the end of the
+    /// machine.
     Halted,
+    /// The machine is paused; afterwards the vCPU goes back to `then`.
+    Paused {
+        then: Resume,
+    },
     Exiting,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resume {
+    Running,
+    Halted,
 }
 
 /// What a vCPU thread owns.
 pub struct VcpuContext {
     pub vcpu: Box<dyn Vcpu>,
     pub buses: Arc<IoBuses>,
-    pub stop: Arc<AtomicBool>,
+    pub control: Arc<VcpuControl>,
     pub events: Sender<MachineEvent>,
 }
 
 impl VcpuContext {
     /// Runs the state machine until the machine stops; returns the vCPU's
-    /// exit statistics.
+    /// exit statistics. The caller called [`VcpuControl::enter`].
     pub fn run(mut self) -> ExitStats {
         let mut state = State::Running;
         while state != State::Exiting {
@@ -67,25 +179,55 @@ impl VcpuContext {
                 State::Running => self.step(),
                 State::Halted => {
                     std::thread::park();
-                    if self.stopping() {
+                    if self.control.stopping() {
                         State::Exiting
+                    } else if self.control.pausing() {
+                        State::Paused {
+                            then: Resume::Halted,
+                        }
                     } else {
                         State::Halted
                     }
                 }
+                State::Paused { then } => self.paused(then),
                 State::Exiting => State::Exiting,
             };
         }
+        self.control.leave();
         self.vcpu.exit_stats()
     }
 
-    fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Acquire)
+    /// Parks until the machine resumes, keeping the guest's TSC.
+    fn paused(&mut self, then: Resume) -> State {
+        let mut tsc = [Msr {
+            index: IA32_TSC,
+            data: 0,
+        }];
+        let saved = self.vcpu.get_msrs(&mut tsc).is_ok();
+        // Only a guest with kvmclock has anything to be told.
+        let _ = self.vcpu.notify_paused();
+        if !self.control.park() {
+            return State::Exiting;
+        }
+        if saved {
+            if let Err(e) = self.vcpu.set_msrs(&tsc) {
+                tracing::warn!(vcpu = self.vcpu.id(), error = %e, "cannot restore the TSC after a pause");
+            }
+        }
+        match then {
+            Resume::Running => State::Running,
+            Resume::Halted => State::Halted,
+        }
     }
 
     fn step(&mut self) -> State {
-        if self.stopping() {
+        if self.control.stopping() {
             return State::Exiting;
+        }
+        if self.control.pausing() {
+            return State::Paused {
+                then: Resume::Running,
+            };
         }
         let id = self.vcpu.id();
         match self.vcpu.run(&*self.buses) {

@@ -18,6 +18,14 @@
 //!             Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive) { 8 }
 //!         })
 //!     }
+//!     Device (KBD_) {                           // AcpiDevice::Keyboard
+//!         Name (_HID, EisaId ("PNP0303"))
+//!         Name (_CRS, ResourceTemplate () {
+//!             IO (Decode16, 0x60, 0x60, 1, 1)
+//!             IO (Decode16, 0x64, 0x64, 1, 1)
+//!             Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive) { 1 }
+//!         })
+//!     }
 //!     Device (V000) {                           // AcpiDevice::VirtioMmio, V000..VFFF
 //!         Name (_HID, "LNRO0005")
 //!         Name (_UID, 0)
@@ -77,6 +85,7 @@ pub(super) fn dsdt_body(cfg: &AcpiConfig) -> Vec<u8> {
             AcpiDevice::Rtc => {
                 devices.extend(isa_device("RTC_", "PNP0B00", None, RTC_PORT, 2, RTC_IRQ));
             }
+            AcpiDevice::Keyboard => devices.extend(keyboard_device()),
             AcpiDevice::PciHost(host) => devices.extend(super::pci::dsdt_devices(&host)),
             AcpiDevice::VirtioMmio {
                 addr,
@@ -98,6 +107,27 @@ pub(super) fn dsdt_body(cfg: &AcpiConfig) -> Vec<u8> {
     }
     body.extend_from_slice(&Scope::raw(Path::new("\\_SB_"), devices));
     body
+}
+
+/// ISA ports and IRQ of the i8042 keyboard controller.
+pub const I8042_DATA_PORT: u16 = 0x60;
+pub const I8042_COMMAND_PORT: u16 = 0x64;
+pub const I8042_KBD_IRQ: u32 = 1;
+
+/// `\_SB.KBD_`: the i8042's keyboard port (Linux's i8042 finds the
+/// controller through it).
+fn keyboard_device() -> Vec<u8> {
+    let hid = Name::new(Path::new("_HID"), &EISAName::new("PNP0303"));
+    let data = IO::new(I8042_DATA_PORT, I8042_DATA_PORT, 1, 1);
+    let command = IO::new(I8042_COMMAND_PORT, I8042_COMMAND_PORT, 1, 1);
+    let int = Interrupt::new(true, true, false, false, I8042_KBD_IRQ);
+    let crs = Name::new(
+        Path::new("_CRS"),
+        &ResourceTemplate::new(vec![&data, &command, &int]),
+    );
+    let mut bytes = Vec::new();
+    Device::new(Path::new("KBD_"), vec![&hid, &crs]).to_aml_bytes(&mut bytes);
+    bytes
 }
 
 /// An ISA device: `_HID` EISA id, `_UID` (if any), `_CRS` with a fixed I/O

@@ -9,7 +9,7 @@
 //! |---|---|
 //! | RSDP | revision 2, at [`ACPI_RSDP_ADDR`] (16-byte aligned, first in the "RSD PTR " scan range 0xE0000..0xFFFFF); points at the XSDT and (for ACPI 1.0 readers) the RSDT |
 //! | XSDT / RSDT | the FADT, the MADT (and the MCFG) |
-//! | FADT | revision 6.5; DSDT (32- and 64-bit pointers); PM_TMR_BLK and X_PM_TMR_BLK = the 24-bit PM timer at port [`pm::PM_TMR_PORT`]; RESET_REG = port [`pm::ACPI_RESET_PORT`], value [`pm::ACPI_RESET_VALUE`], RESET_REG_SUP; PWR_BUTTON and SLP_BUTTON flags (no fixed-feature buttons); IAPC_BOOT_ARCH = "VGA not present" (+ "CMOS RTC not present" when the device list has no [`AcpiDevice::Rtc`]); 8042 *not* claimed (our i8042 only resets), so Linux does not probe a keyboard controller; hardware-reduced or full fixed hardware, see below |
+//! | FADT | revision 6.5; DSDT (32- and 64-bit pointers); PM_TMR_BLK and X_PM_TMR_BLK = the 24-bit PM timer at port [`pm::PM_TMR_PORT`]; RESET_REG = port [`pm::ACPI_RESET_PORT`], value [`pm::ACPI_RESET_VALUE`], RESET_REG_SUP; PWR_BUTTON and SLP_BUTTON flags (no fixed-feature buttons); IAPC_BOOT_ARCH = "VGA not present" (+ "CMOS RTC not present" when the device list has no [`AcpiDevice::Rtc`], + "8042" when it has an [`AcpiDevice::Keyboard`]); hardware-reduced or full fixed hardware, see below |
 //! | FACS | full-ACPI mode only (64-byte aligned) |
 //! | MADT | LAPIC address, PCAT_COMPAT (dual 8259 present); one enabled Processor Local APIC per vCPU (UID = APIC ID = index); the IOAPIC (GSI base 0); Interrupt Source Override ISA IRQ 0 → GSI 2 (the PIT is wired to IOAPIC pin 2), and in full-ACPI mode IRQ 9 → GSI 9 level/active-high (the SCI); Local APIC NMI on LINT1 for all processors |
 //! | DSDT | `\_S5` = SLP_TYP 5, and a device per [`AcpiDevice`] under `\_SB` (see [`dsdt`]) |
@@ -104,6 +104,8 @@ pub const MAX_VIRTIO_DEVICES: usize = 0x1000;
 
 /// IAPC_BOOT_ARCH: VGA not present.
 pub const IAPC_BOOT_ARCH_VGA_NOT_PRESENT: u16 = 1 << 2;
+/// IAPC_BOOT_ARCH: an 8042 keyboard controller is present.
+pub const IAPC_BOOT_ARCH_8042: u16 = 1 << 1;
 /// IAPC_BOOT_ARCH: CMOS RTC not present.
 pub const IAPC_BOOT_ARCH_CMOS_RTC_NOT_PRESENT: u16 = 1 << 5;
 /// MADT flags: a dual 8259 is present (PCAT_COMPAT).
@@ -139,6 +141,9 @@ pub enum AcpiDevice {
     Serial { port: u16, irq: u32 },
     /// The CMOS RTC: `_HID PNP0B00`, ports 0x70..0x72, IRQ 8 (edge).
     Rtc,
+    /// The i8042 keyboard controller: `_HID PNP0303`, ports 0x60 and 0x64,
+    /// IRQ 1 (edge); the FADT's IAPC_BOOT_ARCH then claims an 8042.
+    Keyboard,
     /// A PCI host bridge for bus 0: `\_SB.PCI0` and its ECAM reservation in
     /// the DSDT, and an MCFG table (see [`pci`]). At most one.
     PciHost(pci::PciHostBridge),
@@ -213,6 +218,8 @@ pub enum AcpiError {
     DuplicatePciHost { index: usize },
     #[error("device {index}: a second RTC")]
     DuplicateRtc { index: usize },
+    #[error("device {index}: a second keyboard controller")]
+    DuplicateKeyboard { index: usize },
     #[error("device {index}: more than {max} serial ports")]
     TooManySerialPorts { index: usize, max: usize },
     #[error("device {index}: more than {max} virtio-mmio devices")]
@@ -242,6 +249,7 @@ fn validate(cfg: &AcpiConfig) -> Result<(), AcpiError> {
     }
     let irq_ok = |irq: u32| irq < IOAPIC_PINS && irq != 0 && irq != 2;
     let (mut serial, mut virtio, mut rtc, mut pci) = (0usize, 0usize, false, false);
+    let mut keyboard = false;
     for (index, dev) in cfg.devices.iter().enumerate() {
         match *dev {
             AcpiDevice::VirtioMmio { addr, len, irq, .. } => {
@@ -285,6 +293,12 @@ fn validate(cfg: &AcpiConfig) -> Result<(), AcpiError> {
                     return Err(AcpiError::DuplicateRtc { index });
                 }
                 rtc = true;
+            }
+            AcpiDevice::Keyboard => {
+                if keyboard {
+                    return Err(AcpiError::DuplicateKeyboard { index });
+                }
+                keyboard = true;
             }
             AcpiDevice::PciHost(host) => {
                 if pci {
@@ -477,6 +491,9 @@ fn fadt(cfg: &AcpiConfig, dsdt_addr: u64, facs_addr: Option<u64>) -> acpi_tables
     let mut boot_arch = IAPC_BOOT_ARCH_VGA_NOT_PRESENT;
     if !cfg.devices.contains(&AcpiDevice::Rtc) {
         boot_arch |= IAPC_BOOT_ARCH_CMOS_RTC_NOT_PRESENT;
+    }
+    if cfg.devices.contains(&AcpiDevice::Keyboard) {
+        boot_arch |= IAPC_BOOT_ARCH_8042;
     }
     f.iapc_boot_arch = boot_arch.into();
     f.reset_reg = io_gas(8, AccessSize::ByteAccess, pm::ACPI_RESET_PORT);

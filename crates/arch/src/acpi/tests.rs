@@ -626,6 +626,50 @@ fn dsdt_describes_s5_and_the_devices() {
 }
 
 #[test]
+fn keyboard_controller_is_in_the_dsdt_and_the_fadt() {
+    let mem = memory(64 << 20);
+    let cfg = AcpiConfig {
+        devices: vec![AcpiDevice::COM1, AcpiDevice::Keyboard],
+        ..AcpiConfig::new(1)
+    };
+    create_acpi_tables(&mem, &cfg).unwrap();
+    let p = parse(&mem);
+    assert_eq!(
+        u16_at(&p.fadt.bytes, 109),
+        IAPC_BOOT_ARCH_VGA_NOT_PRESENT | IAPC_BOOT_ARCH_CMOS_RTC_NOT_PRESENT | IAPC_BOOT_ARCH_8042
+    );
+    let (_, devs) = parse_dsdt(&p.dsdt);
+    let kbd = &devs[1];
+    assert_eq!(kbd.name, "KBD_");
+    assert_eq!(kbd.hid, Obj::Int(eisa("PNP0303")));
+    let port = |p: u16| Res::Io {
+        min: p,
+        max: p,
+        align: 1,
+        len: 1,
+    };
+    assert_eq!(
+        kbd.crs,
+        vec![
+            port(0x60),
+            port(0x64),
+            Res::Irq {
+                flags: 0b0011,
+                irqs: vec![1]
+            }
+        ]
+    );
+    let twice = AcpiConfig {
+        devices: vec![AcpiDevice::Keyboard, AcpiDevice::Keyboard],
+        ..AcpiConfig::new(1)
+    };
+    assert!(matches!(
+        create_acpi_tables(&mem, &twice),
+        Err(AcpiError::DuplicateKeyboard { index: 1 })
+    ));
+}
+
+#[test]
 fn many_devices_use_long_package_lengths() {
     let mem = memory(64 << 20);
     let mut cfg = AcpiConfig::new(8);

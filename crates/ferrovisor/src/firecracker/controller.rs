@@ -18,29 +18,48 @@ use std::time::Instant;
 use api::http::Status;
 use api::schema::{
     ActionType, Drive, FirecrackerVersion, InstanceInfo, InstanceState, Logger as LoggerSpec,
-    Metrics,
+    Metrics, PartialDrive, PartialNetworkInterface, VmState,
 };
 use api::{Backend, Reply, Request, VmSpec};
+use vmm::{Command, LimitTarget, MachineHandle, RunState};
 
 use super::logger::{open_sink, Logger};
 
 /// What InstanceStart hands to the controller thread.
 pub struct StartRequest {
     pub spec: VmSpec,
-    /// `Err(message)` when the machine could not be built.
-    pub reply: Sender<Result<(), String>>,
+    /// The started machine's handle, or `Err(message)` when the machine
+    /// could not be built or started.
+    pub reply: Sender<Result<MachineHandle, String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     NotStarted,
     Running,
+    Paused,
 }
 
 struct State {
     spec: VmSpec,
-    phase: Phase,
+    /// The running machine (None before InstanceStart).
+    machine: Option<MachineHandle>,
+    /// Started (from a configuration file) before the handle arrived.
+    started: bool,
     metrics: Option<File>,
+}
+
+impl State {
+    fn phase(&self) -> Phase {
+        match &self.machine {
+            None if self.started => Phase::Running,
+            None => Phase::NotStarted,
+            Some(m) => match m.state() {
+                RunState::Paused => Phase::Paused,
+                RunState::Running | RunState::Ended => Phase::Running,
+            },
+        }
+    }
 }
 
 /// The instance behind the API.
@@ -97,11 +116,8 @@ impl Controller {
             id: id.to_string(),
             state: Mutex::new(State {
                 spec,
-                phase: if running {
-                    Phase::Running
-                } else {
-                    Phase::NotStarted
-                },
+                machine: None,
+                started: running,
                 metrics,
             }),
             start: Mutex::new(start),
@@ -110,6 +126,12 @@ impl Controller {
             requests: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         }
+    }
+
+    /// The machine started from a configuration file runs: commands go
+    /// to `machine`.
+    pub fn set_machine(&self, machine: MachineHandle) {
+        self.state().machine = Some(machine);
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -135,7 +157,7 @@ impl Controller {
             "logger": { "missed_log_count": missed_logs },
             "vmm": {
                 "uptime_us": self.started.elapsed().as_micros() as u64,
-                "state": match state.phase { Phase::NotStarted => "Not started", Phase::Running => "Running" },
+                "state": match state.phase() { Phase::NotStarted => "Not started", Phase::Running => "Running", Phase::Paused => "Paused" },
             },
         });
         let mut text = line.to_string();
@@ -201,8 +223,8 @@ impl Controller {
             return Reply::fault(Status::InternalServerError, "the controller thread is gone");
         }
         match reply_rx.recv() {
-            Ok(Ok(())) => {
-                state.phase = Phase::Running;
+            Ok(Ok(machine)) => {
+                state.machine = Some(machine);
                 tracing::info!("the microVM started");
                 Reply::no_content()
             }
@@ -214,15 +236,143 @@ impl Controller {
         }
     }
 
+    /// Sends `command` to the running machine.
+    fn command(state: &State, command: Command) -> Reply {
+        let Some(machine) = &state.machine else {
+            return Reply::bad_request(
+                "the microVM was started from a configuration file and is not under API control yet",
+            );
+        };
+        match machine.send(command) {
+            Ok(()) => Reply::no_content(),
+            Err(e) => Reply::bad_request(&crate::error_line(&e)),
+        }
+    }
+
+    /// PATCH /drives/{id} after start: a new backing file (the guest sees
+    /// its size and contents) and the buckets of the rate limiter the body
+    /// names. Everything is checked before anything changes.
+    fn patch_drive(state: &mut State, id: &str, drive: PartialDrive) -> Reply {
+        if drive.drive_id != id {
+            return Reply::bad_request(&format!(
+                "the drive ID in the body ({}) is not the one in the path ({id})",
+                drive.drive_id
+            ));
+        }
+        let Some((index, current)) = state
+            .spec
+            .drives_in_guest_order()
+            .enumerate()
+            .find(|(_, d)| d.drive_id == id)
+            .map(|(i, d)| (i, d.clone()))
+        else {
+            return Reply::bad_request(&format!("no drive has the ID {id}"));
+        };
+        if let Err(e) = api::spec::check_rate_limiter(&drive.rate_limiter, "the drive") {
+            return Reply::bad_request(&e.to_string());
+        }
+        if let Some(path) = &drive.path_on_host {
+            let read_only = current.is_read_only.unwrap_or(false);
+            if let Err(e) = check_file("the drive", path, read_only) {
+                return Reply::bad_request(&e);
+            }
+            let reply = Self::command(
+                state,
+                Command::UpdateDrive {
+                    index,
+                    path: path.into(),
+                },
+            );
+            if reply.status != Status::NoContent {
+                return reply;
+            }
+            if let Some(d) = state.spec.drives.iter_mut().find(|d| d.drive_id == id) {
+                d.path_on_host = Some(path.clone());
+            }
+        }
+        if let Some(limiter) = &drive.rate_limiter {
+            let reply = Self::command(
+                state,
+                Command::UpdateLimits {
+                    target: LimitTarget::Drive(index),
+                    update: vmm::spec::limits_update(limiter),
+                },
+            );
+            if reply.status != Status::NoContent {
+                return reply;
+            }
+            if let Some(d) = state.spec.drives.iter_mut().find(|d| d.drive_id == id) {
+                d.rate_limiter = vmm::spec::patched_rate_limiter(d.rate_limiter.as_ref(), limiter);
+            }
+        }
+        Reply::no_content()
+    }
+
+    /// PATCH /network-interfaces/{id} after start: the buckets of the
+    /// receive and transmit rate limiters the body names.
+    fn patch_network_interface(
+        state: &mut State,
+        id: &str,
+        iface: PartialNetworkInterface,
+    ) -> Reply {
+        if iface.iface_id != id {
+            return Reply::bad_request(&format!(
+                "the interface ID in the body ({}) is not the one in the path ({id})",
+                iface.iface_id
+            ));
+        }
+        let Some(index) = state
+            .spec
+            .network_interfaces
+            .iter()
+            .position(|n| n.iface_id == id)
+        else {
+            return Reply::bad_request(&format!("no network interface has the ID {id}"));
+        };
+        for (limiter, whose) in [
+            (&iface.rx_rate_limiter, "the receive queue"),
+            (&iface.tx_rate_limiter, "the transmit queue"),
+        ] {
+            if let Err(e) = api::spec::check_rate_limiter(limiter, whose) {
+                return Reply::bad_request(&e.to_string());
+            }
+        }
+        let changes = [
+            (iface.rx_rate_limiter, LimitTarget::NetRx(index)),
+            (iface.tx_rate_limiter, LimitTarget::NetTx(index)),
+        ];
+        for (limiter, target) in changes {
+            let Some(limiter) = limiter else { continue };
+            let reply = Self::command(
+                state,
+                Command::UpdateLimits {
+                    target,
+                    update: vmm::spec::limits_update(&limiter),
+                },
+            );
+            if reply.status != Status::NoContent {
+                return reply;
+            }
+            let spec = &mut state.spec.network_interfaces[index];
+            let slot = match target {
+                LimitTarget::NetRx(_) => &mut spec.rx_rate_limiter,
+                _ => &mut spec.tx_rate_limiter,
+            };
+            *slot = vmm::spec::patched_rate_limiter(slot.as_ref(), &limiter);
+        }
+        Reply::no_content()
+    }
+
     fn handle_locked(&self, state: &mut State, request: Request) -> Reply {
-        let pre_boot = state.phase == Phase::NotStarted;
+        let pre_boot = state.phase() == Phase::NotStarted;
         match request {
             Request::GetInstanceInfo => Reply::json(&InstanceInfo {
                 app_name: "Ferrovisor".into(),
                 id: self.id.clone(),
-                state: match state.phase {
+                state: match state.phase() {
                     Phase::NotStarted => InstanceState::NotStarted,
                     Phase::Running => InstanceState::Running,
+                    Phase::Paused => InstanceState::Paused,
                 },
                 vmm_version: api::FIRECRACKER_API_VERSION.into(),
             }),
@@ -247,21 +397,24 @@ impl Controller {
             Request::Action(ActionType::SendCtrlAltDel) if pre_boot => {
                 Reply::bad_request(POST_BOOT_ONLY)
             }
-            Request::Action(ActionType::SendCtrlAltDel) => Reply::bad_request(
-                "SendCtrlAltDel is not supported by Ferrovisor yet (the i8042 has no keyboard)",
-            ),
-            Request::PatchVm(_) => Reply::bad_request(
-                "pausing and resuming the microVM (PATCH /vm) is not supported by Ferrovisor yet",
+            Request::Action(ActionType::SendCtrlAltDel) => {
+                Self::command(state, Command::SendCtrlAltDel)
+            }
+            Request::PatchVm(_) if pre_boot => Reply::bad_request(POST_BOOT_ONLY),
+            Request::PatchVm(update) => Self::command(
+                state,
+                match update.state {
+                    VmState::Paused => Command::Pause,
+                    VmState::Resumed => Command::Resume,
+                },
             ),
             Request::PatchDrive { .. } | Request::PatchNetworkInterface { .. } if pre_boot => {
                 Reply::bad_request(POST_BOOT_ONLY)
             }
-            Request::PatchDrive { .. } => Reply::bad_request(
-                "updating a drive of a running microVM is not supported by Ferrovisor yet",
-            ),
-            Request::PatchNetworkInterface { .. } => Reply::bad_request(
-                "rate limiters on network interfaces are not supported by Ferrovisor yet",
-            ),
+            Request::PatchDrive { id, drive } => Self::patch_drive(state, &id, drive),
+            Request::PatchNetworkInterface { id, iface } => {
+                Self::patch_network_interface(state, &id, iface)
+            }
             _ if !pre_boot => Reply::bad_request(PRE_BOOT_ONLY),
             Request::Action(ActionType::InstanceStart) => self.start(state),
             Request::PutMachineConfig(m) => spec_reply(state.spec.set_machine_config(m)),

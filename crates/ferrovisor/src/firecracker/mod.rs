@@ -153,6 +153,11 @@ fn build(spec: &VmSpec, accel: Accel) -> Result<Machine, String> {
     Machine::new(&config).map_err(|e| crate::error_line(&e))
 }
 
+/// Starts a built machine.
+fn start(machine: Machine) -> Result<vmm::RunningMachine, String> {
+    machine.start().map_err(|e| crate::error_line(&e))
+}
+
 /// Removes the API socket when the process ends normally.
 struct SocketFile<'a>(&'a Path);
 
@@ -191,21 +196,26 @@ fn serve(
         metrics,
         start_tx,
     ));
-    if let Err(e) = server.serve(controller) {
+    if let Err(e) = server.serve(controller.clone()) {
         return fail(&crate::error_line(&e), 1);
     }
     if from_file {
-        return match build(&spec, fc.accel) {
-            Ok(machine) => crate::run_machine(machine, false),
+        return match build(&spec, fc.accel).and_then(start) {
+            Ok(running) => {
+                controller.set_machine(running.handle());
+                crate::finish(running.wait(), false)
+            }
             Err(message) => fail(&format!("cannot start the microVM: {message}"), 1),
         };
     }
-    // The controller thread: wait for InstanceStart, build, run.
+    // Wait for InstanceStart, build and start the machine, then wait for
+    // its end (the machine's own controller thread takes the API's
+    // commands through its handle).
     while let Ok(request) = start_rx.recv() {
-        match build(&request.spec, fc.accel) {
-            Ok(machine) => {
-                let _ = request.reply.send(Ok(()));
-                return crate::run_machine(machine, false);
+        match build(&request.spec, fc.accel).and_then(start) {
+            Ok(running) => {
+                let _ = request.reply.send(Ok(running.handle()));
+                return crate::finish(running.wait(), false);
             }
             Err(message) => {
                 tracing::warn!("InstanceStart failed: {message}");

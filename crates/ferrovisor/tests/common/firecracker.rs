@@ -85,6 +85,30 @@ pub fn spawn_via(
     (child, out, err)
 }
 
+/// The serial output written to `path` so far (without carriage returns).
+pub fn serial(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .replace('\r', "")
+}
+
+/// Waits until the serial output in `path` has a line for which `want`
+/// holds; returns that line.
+pub fn wait_line(path: &Path, timeout: Duration, want: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(line) = serial(path).lines().find(|l| want(l)) {
+            return line.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no such line; serial:\n{}",
+            serial(path)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 impl Instance {
     /// Starts `ferrovisor --api-sock DIR/api.sock ARGS` and waits until the
     /// socket accepts.

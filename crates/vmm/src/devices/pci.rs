@@ -25,7 +25,10 @@ use pci::virtio::{VirtioPci, VirtioPciBars};
 use pci::{BarWindow, ConfigIo, Ecam, MsiSink, PciBus};
 use vm_memory::GuestMemoryMmap;
 
-use crate::board::{GsiLine, VIRTIO_IRQS};
+use virtio::pause::PauseGate;
+
+use super::irq::{guest_write_hook, register_notifiers, GsiLine};
+use super::virtio::{NamedModel, VIRTIO_IRQS};
 use crate::config::MachineConfig;
 use crate::MachineError;
 
@@ -44,7 +47,7 @@ fn bars(index: usize) -> VirtioPciBars {
 /// How many virtio devices `config` has, checked against the slots and
 /// GSIs there are.
 fn device_count(config: &MachineConfig) -> Result<usize, MachineError> {
-    let count = crate::board::virtio_device_count(config);
+    let count = super::virtio::device_count(config);
     let max = VIRTIO_IRQS.len().min(SLOTS - 1);
     if count > max {
         return Err(MachineError::TooManyVirtioDevices { count, max });
@@ -75,16 +78,18 @@ impl MsiSink for VmMsi {
     }
 }
 
-/// Puts `models` on a new PCI bus and maps the bus's configuration ports,
-/// ECAM and BAR window.
-pub(crate) fn add_devices(
+/// Puts `models` on a new PCI bus and maps the bus's configuration ports
+/// (with the reset control register), ECAM and BAR window; returns the
+/// devices' pause gates.
+pub(crate) fn place_on_pci(
     buses: &mut IoBuses,
     vm: &Arc<dyn Vm>,
     mem: &GuestMemoryMmap,
-    models: Vec<(String, Box<dyn virtio::VirtioDevice>)>,
+    models: Vec<NamedModel>,
     use_irqfds: bool,
     reset_control: Arc<Mutex<dyn devices::BusDevice>>,
-) -> Result<(), MachineError> {
+) -> Result<Vec<Arc<PauseGate>>, MachineError> {
+    let mut gates = Vec::new();
     let msi: Arc<dyn MsiSink> = Arc::new(VmMsi(crate::msi::MsiSender::new(vm.clone(), use_irqfds)));
     let mut bus = PciBus::new();
     for (i, (name, model)) in models.into_iter().enumerate() {
@@ -102,12 +107,13 @@ pub(crate) fn add_devices(
             bars(i),
         )
         .map_err(MachineError::VirtioPci)?;
-        device.set_guest_write_hook(crate::board::guest_write_hook(vm));
+        device.set_guest_write_hook(guest_write_hook(vm));
+        gates.extend(device.pause_gate());
         // The BARs stay where they were preassigned (Linux keeps them), so
         // the notify addresses are known now. Should a guest move BAR 0,
         // its notifications still arrive through the MMIO path.
         let notifiers = device.notifiers().map_err(MachineError::VirtioEvents)?;
-        crate::board::register_notifiers(vm, &name, notifiers);
+        register_notifiers(vm, &name, notifiers);
         let slot = bus
             .add(Arc::new(Mutex::new(device)))
             .map_err(MachineError::Pci)?;
@@ -134,7 +140,7 @@ pub(crate) fn add_devices(
         PCI_MMIO_SIZE,
         Arc::new(Mutex::new(BarWindow::new(bus, PCI_MMIO_START))),
     )?;
-    Ok(())
+    Ok(gates)
 }
 
 #[cfg(test)]

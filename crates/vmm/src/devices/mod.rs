@@ -1,0 +1,196 @@
+//! The device manager: every device of a machine (the platform devices on
+//! the port bus, the virtio devices on virtio-mmio or PCI) with one
+//! lifecycle.
+//!
+//! - **build** ([`DeviceManager::build`]) from the [`MachineConfig`]: the
+//!   platform ([`platform`]), the virtio models ([`virtio`]) placed in
+//!   virtio-mmio windows or on a PCI bus ([`pci`]); the ACPI tables that
+//!   describe them are written by [`acpi`] before (the layout is known
+//!   from the config alone);
+//! - **activate** ([`DeviceManager::activate`]): the platform timer
+//!   starts; each virtio device starts its worker when its driver sets
+//!   DRIVER_OK;
+//! - **pause / resume**: every virtio worker parks between two requests
+//!   and the timed devices' clock stops;
+//! - **update**: a drive's backing file ([`DeviceManager::update_drive`]),
+//!   the drives' and network devices' rate limiters
+//!   ([`DeviceManager::update_limits`]), by their index in the config;
+//! - save/restore of the device states will sit beside pause: a paused
+//!   machine's devices do not change.
+//!
+//! Modules depend in one direction: `mod` → `platform`, `virtio`, `pci`,
+//! `acpi` → `irq`, `clock`.
+
+mod acpi;
+mod clock;
+mod irq;
+mod pci;
+mod platform;
+mod virtio;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ::virtio::pause::PauseGate;
+use ::virtio::throttle::ThrottleHandle;
+use devices::i8042::{I8042Error, I8042};
+use devices::reset_control::{RESET_CONTROL_PORT, RESET_CONTROL_SIZE};
+use devices::serial::Serial;
+use devices::{IoBuses, RequestSink};
+use hv::Vm;
+use vm_memory::GuestMemoryMmap;
+
+use crate::config::{MachineConfig, VirtioTransport};
+use crate::controller::LimitTarget;
+use crate::platform_timer::PlatformTimer;
+use crate::MachineError;
+
+pub use acpi::AcpiPlacement;
+pub(crate) use acpi::{virtio_acpi_devices, write_acpi_tables};
+
+/// Why a drive could not be updated.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error("the machine has no drive {0}")]
+    NoDrive(usize),
+    #[error("the machine has no network device {0}")]
+    NoNet(usize),
+    #[error(transparent)]
+    Open(#[from] ::virtio::blk::BlockError),
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Every device of a machine.
+pub(crate) struct DeviceManager {
+    pub buses: Arc<IoBuses>,
+    pub serial: Arc<Mutex<Serial>>,
+    i8042: Arc<Mutex<I8042>>,
+    timer: PlatformTimer,
+    clock: Arc<clock::PausableClock>,
+    /// One per virtio device, in the guest's order.
+    gates: Vec<Arc<PauseGate>>,
+    /// The disks, in `config.disks` order.
+    drives: Vec<::virtio::blk::BlockHandle>,
+    /// The disks' rate limiters, in `config.disks` order.
+    drive_limits: Vec<ThrottleHandle>,
+    /// The network devices' rate limiters, in `config.nets` order.
+    net_limits: Vec<virtio::NetLimits>,
+    /// The input of the virtio console, when the console is one.
+    pub virtio_console: Option<::virtio::console::ConsoleInput>,
+}
+
+impl DeviceManager {
+    /// Builds the devices of `config` for `vm`; guest requests (power off,
+    /// reset, debug exit) go to `requests`.
+    pub fn build(
+        vm: &Arc<dyn Vm>,
+        mem: &GuestMemoryMmap,
+        config: &MachineConfig,
+        requests: RequestSink,
+        accel: &str,
+    ) -> Result<DeviceManager, MachineError> {
+        let mut buses = IoBuses::default();
+        let platform = platform::build(vm, config, requests, &mut buses)?;
+        let models = virtio::open_models(config)?;
+        let gates = match config.transport {
+            VirtioTransport::Pci => {
+                // irqfds spare KVM an ioctl per MSI; emu's are one more
+                // thread hop.
+                pci::place_on_pci(
+                    &mut buses,
+                    vm,
+                    mem,
+                    models.models,
+                    accel == "kvm",
+                    platform.reset_control.clone(),
+                )?
+            }
+            VirtioTransport::Mmio => {
+                let gates = virtio::place_on_mmio(&mut buses, vm, mem, config, models.models)?;
+                // Without a PCI host bridge the register has the port to
+                // itself.
+                buses.pio.insert(
+                    "reset-control",
+                    RESET_CONTROL_PORT.into(),
+                    RESET_CONTROL_SIZE,
+                    platform.reset_control.clone(),
+                )?;
+                gates
+            }
+        };
+        Ok(DeviceManager {
+            buses: Arc::new(buses),
+            serial: platform.serial,
+            i8042: platform.i8042,
+            timer: platform.timer,
+            clock: platform.clock,
+            gates,
+            drives: models.drives,
+            drive_limits: models.drive_limits,
+            net_limits: models.net_limits,
+            virtio_console: models.console_input,
+        })
+    }
+
+    /// The machine starts: the timed devices begin to be polled.
+    pub fn activate(&mut self) -> std::io::Result<()> {
+        self.timer.start()
+    }
+
+    /// Parks every virtio worker (requests being served complete first)
+    /// and stops the timed devices' clock. Returns how many workers did
+    /// not park in time (they park when their request completes).
+    pub fn pause(&self) -> usize {
+        self.clock.pause();
+        self.gates.iter().filter(|g| !g.pause()).count()
+    }
+
+    /// Undoes [`DeviceManager::pause`].
+    pub fn resume(&self) {
+        self.clock.resume();
+        for gate in &self.gates {
+            gate.resume();
+        }
+        self.timer.kick();
+    }
+
+    /// Serves drive `index` (in the config's order) from the raw image at
+    /// `path`; the guest sees the new capacity. Returns its size in bytes.
+    pub fn update_drive(&self, index: usize, path: &Path) -> Result<u64, UpdateError> {
+        let drive = self.drives.get(index).ok_or(UpdateError::NoDrive(index))?;
+        Ok(drive.replace(path)?)
+    }
+
+    /// Changes the rate limiter `target`; a queue waiting for tokens is
+    /// re-examined at once.
+    pub fn update_limits(
+        &self,
+        target: LimitTarget,
+        update: ::virtio::throttle::LimitsUpdate,
+    ) -> Result<(), UpdateError> {
+        let handle = match target {
+            LimitTarget::Drive(i) => self.drive_limits.get(i).ok_or(UpdateError::NoDrive(i))?,
+            LimitTarget::NetRx(i) => &self.net_limits.get(i).ok_or(UpdateError::NoNet(i))?.rx,
+            LimitTarget::NetTx(i) => &self.net_limits.get(i).ok_or(UpdateError::NoNet(i))?.tx,
+        };
+        handle.update(update);
+        Ok(())
+    }
+
+    /// Presses Ctrl-Alt-Del on the i8042's keyboard.
+    pub fn send_ctrl_alt_del(&self) -> Result<(), I8042Error> {
+        lock(&self.i8042).trigger_ctrl_alt_del()
+    }
+
+    /// The machine ends: the timer stops, parked workers are let go (they
+    /// end with their devices).
+    pub fn stop(&mut self) {
+        self.timer.stop();
+        for gate in &self.gates {
+            gate.resume();
+        }
+    }
+}
