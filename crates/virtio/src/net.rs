@@ -39,6 +39,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::EventSet;
 
 use crate::chain::{serve_queue, walk, Chain, Served};
+use crate::net_mmds::MmdsHook;
 use crate::tap::VNET_HDR_LEN;
 use crate::worker::{Worker, WorkerCtl, WorkerHandler, BACKEND_TOKEN};
 use crate::{
@@ -140,6 +141,9 @@ pub struct NetCounters {
     pub bad_chains: u64,
     /// Reads from the backend that failed (not for want of frames).
     pub backend_errors: u64,
+    /// Frames from the driver taken by the MMDS stack (never sent to the
+    /// backend).
+    pub mmds_frames: u64,
 }
 
 #[derive(Default)]
@@ -152,6 +156,7 @@ struct Counters {
     tx_dropped: AtomicU64,
     bad_chains: AtomicU64,
     backend_errors: AtomicU64,
+    mmds_frames: AtomicU64,
 }
 
 impl Counters {
@@ -166,6 +171,7 @@ impl Counters {
             tx_dropped: get(&self.tx_dropped),
             bad_chains: get(&self.bad_chains),
             backend_errors: get(&self.backend_errors),
+            mmds_frames: get(&self.mmds_frames),
         }
     }
 }
@@ -202,6 +208,8 @@ struct Serve {
     /// The frame being sent.
     tx_frame: Vec<u8>,
     log_limit: RateLimiter,
+    /// The MMDS stack, when the guest may reach the MMDS here.
+    mmds: Option<MmdsHook>,
 }
 
 impl WorkerHandler for Serve {
@@ -246,6 +254,7 @@ impl Serve {
         let frame = &mut self.tx_frame;
         let acked = self.acked;
         let log_limit = &self.log_limit;
+        let mmds = &mut self.mmds;
         let served = serve_queue(mem, &mut self.tx, TX, &*self.interrupt, |chain| {
             let input = chain.readable();
             let len = input.len();
@@ -262,6 +271,10 @@ impl Serve {
             frame.resize(len as usize, 0);
             if !input.read_at(mem, 0, frame) {
                 bump(&counters.tx_dropped, 1);
+                return 0;
+            }
+            if mmds.as_mut().is_some_and(|m| m.take_tx(frame)) {
+                bump(&counters.mmds_frames, 1);
                 return 0;
             }
             if acked & F_CSUM == 0 {
@@ -304,7 +317,37 @@ impl Serve {
         if served == Served::More {
             ctl.rearm(TX);
         }
-        Ok(())
+        self.deliver_mmds(ctl)
+    }
+
+    /// Puts the MMDS stack's frames into receive chains while there are
+    /// both.
+    fn deliver_mmds(&mut self, ctl: &WorkerCtl) -> Result<(), DeviceError> {
+        let Some(mut hook) = self.mmds.take() else {
+            return Ok(());
+        };
+        let mut used = false;
+        let result = loop {
+            let Some(len) = hook.next_rx() else {
+                break Ok(());
+            };
+            // place() fills chains from rx_frame, which may hold a backend
+            // frame waiting for buffers: lend it the MMDS frame instead.
+            std::mem::swap(&mut self.rx_frame, &mut hook.frame);
+            let placed = self.place(len, &mut used);
+            std::mem::swap(&mut self.rx_frame, &mut hook.frame);
+            match placed {
+                Ok(Placed::Done) => {}
+                Ok(Placed::NoBuffers) => {
+                    hook.pending = Some(len);
+                    break self.starve(ctl);
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        self.mmds = Some(hook);
+        crate::chain::notify_used(&self.mem, &mut self.rx, RX, &*self.interrupt, used)?;
+        result
     }
 
     /// Moves frames from the backend into the driver's receive buffers
@@ -488,6 +531,7 @@ impl Serve {
         self.rx
             .disable_notification(&self.mem)
             .map_err(DeviceError::Queue)?;
+        self.deliver_mmds(ctl)?;
         self.receive(ctl)
     }
 }
@@ -519,6 +563,8 @@ pub struct Net {
     backend: Option<Box<dyn Backend>>,
     worker: Option<Worker<Serve>>,
     counters: Arc<Counters>,
+    /// The MMDS stack while the device is not running.
+    mmds: Option<MmdsHook>,
 }
 
 impl Net {
@@ -541,7 +587,14 @@ impl Net {
             backend: Some(backend),
             worker: None,
             counters: Arc::default(),
+            mmds: None,
         }
+    }
+
+    /// Makes the MMDS reachable through this device: `stack` answers the
+    /// frames for its address.
+    pub fn set_mmds(&mut self, stack: mmds::Stack) {
+        self.mmds = Some(MmdsHook::new(stack));
     }
 
     pub fn mac(&self) -> [u8; 6] {
@@ -595,6 +648,7 @@ impl VirtioDevice for Net {
             rx_frame: vec![0; MAX_RX_FRAME + 1],
             tx_frame: Vec::with_capacity(MAX_FRAME),
             log_limit: RateLimiter::default(),
+            mmds: self.mmds.take(),
         };
         self.worker = Some(Worker::spawn(
             "virtio-net",
@@ -607,7 +661,10 @@ impl VirtioDevice for Net {
     fn reset(&mut self) {
         if let Some(worker) = self.worker.take() {
             match worker.stop() {
-                Some(serve) => self.backend = Some(serve.backend),
+                Some(serve) => {
+                    self.backend = Some(serve.backend);
+                    self.mmds = serve.mmds;
+                }
                 None => tracing::error!("virtio-net: the worker thread panicked"),
             }
         }
