@@ -33,7 +33,12 @@ pub(crate) fn parse_net(value: &str) -> Result<NetConfig, String> {
         }
     }
     let tap = tap.ok_or("tap=NAME is missing")?;
-    Ok(NetConfig { tap, mac, offload })
+    Ok(NetConfig {
+        tap,
+        mac,
+        offload,
+        mmds: false,
+    })
 }
 
 /// `aa:bb:cc:dd:ee:ff` (or with '-'); a unicast address.

@@ -297,8 +297,11 @@ fn add_virtio_devices(
     for (index, net) in config.nets.iter().enumerate() {
         let tap = virtio::tap::Tap::open(&net.tap)
             .map_err(|source| MachineError::Net { index, source })?;
-        let device =
+        let mut device =
             virtio::net::Net::with_offloads(Box::new(tap), net.mac_or_default(index), net.offload);
+        if let Some(m) = config.mmds.as_ref().filter(|_| net.mmds) {
+            device.set_mmds(mmds::Stack::new(m.config, m.shared.clone()));
+        }
         models.push((format!("virtio-net{index}"), Box::new(device)));
     }
     if config.rng {

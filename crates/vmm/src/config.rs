@@ -106,6 +106,25 @@ pub struct MachineConfig {
     pub pit: bool,
     /// The CPU model and feature changes the vCPUs' CPUID shows.
     pub cpu: arch::cpu_model::CpuModel,
+    /// The microVM metadata service, reachable through the network
+    /// devices whose `mmds` is set.
+    pub mmds: Option<MmdsAttach>,
+}
+
+/// The MMDS of a machine: the shared data store and tokens, and how the
+/// guest reaches them.
+#[derive(Clone)]
+pub struct MmdsAttach {
+    pub shared: mmds::SharedMmds,
+    pub config: mmds::StackConfig,
+}
+
+impl std::fmt::Debug for MmdsAttach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MmdsAttach")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The bus the virtio devices sit on.
@@ -149,6 +168,8 @@ pub struct NetConfig {
     /// Offer the guest checksum and TCP segmentation offloads (they pass
     /// through the TAP's vnet header).
     pub offload: bool,
+    /// The guest reaches the MMDS ([`MachineConfig::mmds`]) through it.
+    pub mmds: bool,
 }
 
 impl NetConfig {
@@ -236,6 +257,7 @@ impl MachineConfig {
             pc_testdev: false,
             pit: true,
             cpu: arch::cpu_model::CpuModel::default(),
+            mmds: None,
         }
     }
 }

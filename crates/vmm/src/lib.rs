@@ -28,8 +28,8 @@ mod vcpu;
 pub use accel::{open_accelerator, Accel, AccelError};
 pub use board::AcpiPlacement;
 pub use config::{
-    ConsoleDevice, ConsoleOutput, DiskConfig, MachineConfig, NetConfig, VirtioTransport,
-    VsockConfig,
+    ConsoleDevice, ConsoleOutput, DiskConfig, MachineConfig, MmdsAttach, NetConfig,
+    VirtioTransport, VsockConfig,
 };
 pub use machine::{Machine, MachineError, MachineExit, RunReport};
 pub use spec::{machine_config, SpecConfigError};

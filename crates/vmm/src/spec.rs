@@ -8,8 +8,8 @@ use api::spec::{self, BootProtocol, Console, SpecError, Transport, VmSpec};
 use arch::boot::BootProtocol as ArchBootProtocol;
 
 use crate::config::{
-    ConsoleDevice, ConsoleOutput, DiskConfig, MachineConfig, NetConfig, VirtioTransport,
-    VsockConfig,
+    ConsoleDevice, ConsoleOutput, DiskConfig, MachineConfig, MmdsAttach, NetConfig,
+    VirtioTransport, VsockConfig,
 };
 use crate::Accel;
 
@@ -56,6 +56,10 @@ pub fn machine_config(spec: &VmSpec, accel: Accel) -> Result<MachineConfig, Spec
                 tap: n.host_dev_name.clone(),
                 mac: n.guest_mac.as_deref().map(spec::parse_mac).transpose()?,
                 offload: !ext.offload_off.contains(&n.iface_id),
+                mmds: spec
+                    .mmds_config
+                    .as_ref()
+                    .is_some_and(|m| m.network_interfaces.contains(&n.iface_id)),
             })
         })
         .collect::<Result<Vec<_>, SpecError>>()?;
@@ -119,6 +123,25 @@ pub fn machine_config(spec: &VmSpec, accel: Accel) -> Result<MachineConfig, Spec
             .map_err(SpecConfigError::Cpu)?,
         pc_testdev: ext.pc_testdev,
         pit: !ext.no_pit,
+        mmds: spec.mmds_config.as_ref().map(mmds_attach).transpose()?,
+    })
+}
+
+/// The MMDS of `m`, with an empty store of the default size limit (a
+/// front end that serves `/mmds` puts its own in `shared`).
+fn mmds_attach(m: &api::schema::MmdsConfig) -> Result<MmdsAttach, SpecError> {
+    Ok(MmdsAttach {
+        shared: mmds::Mmds::shared(mmds::store::DEFAULT_LIMIT),
+        config: mmds::StackConfig {
+            ipv4: spec::mmds_ipv4(m)?,
+            service: mmds::ServiceConfig {
+                version: match m.version {
+                    api::schema::MmdsVersion::V1 => mmds::Version::V1,
+                    api::schema::MmdsVersion::V2 => mmds::Version::V2,
+                },
+                imds_compat: m.imds_compat,
+            },
+        },
     })
 }
 
@@ -142,6 +165,7 @@ mod tests {
               ],
               "vsock": {"guest_cid": 3, "uds_path": "/v.sock"},
               "entropy": {},
+              "mmds-config": {"network_interfaces": ["eth1"], "version": "V2", "ipv4_address": "169.254.170.2"},
               "ferrovisor": {"transport": "pci", "boot_protocol": "linux", "console": "virtio",
                              "offload_off": ["eth1"]}
             }"#,
@@ -166,6 +190,10 @@ mod tests {
         assert_eq!(disks, [("/r", false, "rootfs"), ("/d", true, "data")]);
         assert_eq!(c.nets[0].mac, Some([6, 0, 0, 0, 0, 9]));
         assert!(c.nets[0].offload && !c.nets[1].offload);
+        assert!(!c.nets[0].mmds && c.nets[1].mmds);
+        let m = c.mmds.as_ref().unwrap().config;
+        assert_eq!(m.ipv4, std::net::Ipv4Addr::new(169, 254, 170, 2));
+        assert_eq!(m.service.version, mmds::Version::V2);
         assert_eq!(c.vsock.as_ref().unwrap().cid, 3);
         assert!(c.rng);
         assert_eq!(c.transport, VirtioTransport::Pci);
