@@ -8,8 +8,8 @@ use serde::de::DeserializeOwned;
 use crate::http::Method;
 use crate::schema::{
     ActionType, BootSource, Drive, EntropyDevice, InstanceActionInfo, Logger, MachineConfigUpdate,
-    MachineConfiguration, Metrics, NetworkInterface, PartialDrive, PartialNetworkInterface,
-    SerialDevice, VmStateUpdate, Vsock,
+    MachineConfiguration, Metrics, MmdsConfig, NetworkInterface, PartialDrive,
+    PartialNetworkInterface, SerialDevice, VmStateUpdate, Vsock,
 };
 
 /// A request the VM side answers.
@@ -45,6 +45,12 @@ pub enum Request {
     PutMetrics(Metrics),
     Action(ActionType),
     PatchVm(VmStateUpdate),
+    /// `PUT /mmds`: the new contents of the data store.
+    PutMmds(serde_json::Value),
+    /// `PATCH /mmds`: a JSON merge patch.
+    PatchMmds(serde_json::Value),
+    GetMmds,
+    PutMmdsConfig(MmdsConfig),
 }
 
 /// Why a request was not routed; always a 400 answer.
@@ -75,7 +81,6 @@ fn not_supported(first: &str) -> Option<&'static str> {
         "pmem" => "virtio-pmem (/pmem)",
         "hotplug" => "memory hotplug (/hotplug/memory)",
         "snapshot" => "snapshotting (/snapshot)",
-        "mmds" => "the microVM metadata service (/mmds)",
         "cpu-config" => "custom CPU templates (/cpu-config)",
         _ => return None,
     })
@@ -145,6 +150,12 @@ pub fn route(method: &Method, path: &str, body: &[u8]) -> Result<Request, RouteE
         (Method::Put, "logger") if single => Ok(Request::PutLogger(json(body)?)),
         (Method::Put, "metrics") if single => Ok(Request::PutMetrics(json(body)?)),
         (Method::Patch, "vm") if single => Ok(Request::PatchVm(json(body)?)),
+        (Method::Put, "mmds") if single => Ok(Request::PutMmds(json(body)?)),
+        (Method::Patch, "mmds") if single => Ok(Request::PatchMmds(json(body)?)),
+        (Method::Get, "mmds") if single => Ok(Request::GetMmds),
+        (Method::Put, "mmds") if segments == ["mmds", "config"] => {
+            Ok(Request::PutMmdsConfig(json(body)?))
+        }
         (Method::Delete, "drives" | "network-interfaces") => {
             Err(RouteError::NotSupported("hot-unplugging a device (DELETE)"))
         }
@@ -226,6 +237,40 @@ mod tests {
     }
 
     #[test]
+    fn mmds_routes() {
+        assert_eq!(
+            route(&Method::Put, "/mmds", br#"{"a": [1]}"#),
+            Ok(Request::PutMmds(serde_json::json!({"a": [1]})))
+        );
+        assert_eq!(
+            route(&Method::Patch, "/mmds/", br#"{"a": null}"#),
+            Ok(Request::PatchMmds(serde_json::json!({"a": null})))
+        );
+        assert_eq!(route(&Method::Get, "/mmds", b""), Ok(Request::GetMmds));
+        let r = route(
+            &Method::Put,
+            "/mmds/config",
+            br#"{"network_interfaces": ["eth0"], "version": "V2"}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(r, Request::PutMmdsConfig(ref c) if c.version == crate::schema::MmdsVersion::V2)
+        );
+        assert!(route(&Method::Put, "/mmds/config", br#"{"version": "V2"}"#).is_err());
+        assert!(route(
+            &Method::Put,
+            "/mmds/config",
+            br#"{"network_interfaces": [], "x": 1}"#
+        )
+        .is_err());
+        assert!(route(&Method::Put, "/mmds", b"{").is_err());
+        assert!(matches!(
+            route(&Method::Get, "/mmds/config", b""),
+            Err(RouteError::NoRoute { .. })
+        ));
+    }
+
+    #[test]
     fn later_features_say_so() {
         for path in [
             "/balloon",
@@ -234,8 +279,6 @@ mod tests {
             "/hotplug/memory",
             "/snapshot/create",
             "/snapshot/load",
-            "/mmds",
-            "/mmds/config",
             "/cpu-config",
         ] {
             let e = route(&Method::Put, path, b"{}").unwrap_err();

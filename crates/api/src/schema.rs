@@ -452,3 +452,25 @@ mod tests {
         assert_eq!((m.vcpu_count, m.mem_size_mib), (4, 128));
     }
 }
+
+/// The MMDS version of `PUT /mmds/config`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MmdsVersion {
+    #[default]
+    V1,
+    V2,
+}
+
+/// `PUT /mmds/config` (and the `mmds-config` section of a configuration
+/// file): which network interfaces reach the MMDS, at which address, how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MmdsConfig {
+    #[serde(default)]
+    pub version: MmdsVersion,
+    pub network_interfaces: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4_address: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub imds_compat: bool,
+}

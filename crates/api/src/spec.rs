@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::schema::{
     BootSource, CpuTemplate, Drive, EntropyDevice, HugePages, Logger, MachineConfiguration,
-    Metrics, NetworkInterface, RateLimiter, SerialDevice, Vsock,
+    Metrics, MmdsConfig, NetworkInterface, RateLimiter, SerialDevice, Vsock,
 };
 
 /// The most vCPUs a machine has (the x86 machine's limit; Firecracker's
@@ -91,6 +91,14 @@ pub enum SpecError {
     UnknownOffloadInterface(String),
     #[error("the rate limiter of {whose}: refill_time {ms} ms is too long (at most {} ms)", u64::MAX / 1_000_000)]
     RefillTime { whose: String, ms: u64 },
+    #[error("The list of network interface IDs that allow forwarding MMDS requests is empty.")]
+    MmdsNoInterfaces,
+    #[error(
+        "the MMDS network interface {0:?} is not configured (PUT /network-interfaces/{0} first)"
+    )]
+    MmdsUnknownInterface(String),
+    #[error("the MMDS IPv4 address {0:?} is not a link-local address from 169.254.1.0 to 169.254.254.255")]
+    MmdsAddress(String),
     #[error("{what} with ID {id:?} was configured twice")]
     DuplicateId { what: &'static str, id: String },
 }
@@ -183,8 +191,8 @@ pub struct VmSpec {
     pub balloon: Option<serde_json::Value>,
     #[serde(default, skip_serializing)]
     pub cpu_config: Option<serde_json::Value>,
-    #[serde(default, skip_serializing)]
-    pub mmds_config: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mmds_config: Option<MmdsConfig>,
     #[serde(default, skip_serializing)]
     pub pmem: Option<serde_json::Value>,
     #[serde(default, skip_serializing)]
@@ -387,7 +395,6 @@ impl VmSpec {
         for (name, value) in [
             ("balloon", &self.balloon),
             ("cpu-config", &self.cpu_config),
-            ("mmds-config", &self.mmds_config),
             ("pmem", &self.pmem),
             ("memory-hotplug", &self.memory_hotplug),
         ] {
@@ -450,6 +457,30 @@ impl VmSpec {
         if let Some(s) = &self.serial {
             check_serial(s)?;
         }
+        if let Some(m) = &self.mmds_config {
+            self.check_mmds_config(m)?;
+        }
+        Ok(())
+    }
+
+    /// Checks an MMDS configuration against the network interfaces.
+    fn check_mmds_config(&self, m: &MmdsConfig) -> Result<(), SpecError> {
+        if m.network_interfaces.is_empty() {
+            return Err(SpecError::MmdsNoInterfaces);
+        }
+        for id in &m.network_interfaces {
+            if !self.network_interfaces.iter().any(|n| &n.iface_id == id) {
+                return Err(SpecError::MmdsUnknownInterface(id.clone()));
+            }
+        }
+        mmds_ipv4(m)?;
+        Ok(())
+    }
+
+    /// `PUT /mmds/config`.
+    pub fn set_mmds_config(&mut self, m: MmdsConfig) -> Result<(), SpecError> {
+        self.check_mmds_config(&m)?;
+        self.mmds_config = Some(m);
         Ok(())
     }
 
@@ -593,6 +624,19 @@ impl VmSpec {
             cmdline.push_str(&format!("root={device} {mode}"));
         }
         cmdline
+    }
+}
+
+/// The address the guest reaches the MMDS at: `ipv4_address`, a
+/// link-local address (169.254.1.0 to 169.254.254.255, as Firecracker
+/// takes), or 169.254.169.254.
+pub fn mmds_ipv4(m: &MmdsConfig) -> Result<std::net::Ipv4Addr, SpecError> {
+    let Some(text) = &m.ipv4_address else {
+        return Ok(std::net::Ipv4Addr::new(169, 254, 169, 254));
+    };
+    match text.parse::<std::net::Ipv4Addr>() {
+        Ok(ip) if matches!(ip.octets(), [169, 254, 1..=254, _]) => Ok(ip),
+        _ => Err(SpecError::MmdsAddress(text.clone())),
     }
 }
 
@@ -752,6 +796,50 @@ mod tests {
             .put_network_interface("c", net("c", "a/b", None))
             .is_err());
         assert_eq!(spec.network_interfaces.len(), 1);
+    }
+
+    #[test]
+    fn mmds_config_needs_known_interfaces_and_a_link_local_address() {
+        let mut spec = VmSpec::default();
+        let config = |ifaces: &[&str], ip: Option<&str>| MmdsConfig {
+            version: crate::schema::MmdsVersion::V2,
+            network_interfaces: ifaces.iter().map(|s| s.to_string()).collect(),
+            ipv4_address: ip.map(Into::into),
+            imds_compat: false,
+        };
+        let e = spec.set_mmds_config(config(&["eth0"], None)).unwrap_err();
+        assert!(matches!(e, SpecError::MmdsUnknownInterface(_)), "{e}");
+        spec.put_network_interface("eth0", net("eth0", "tap0", None))
+            .unwrap();
+        let e = spec.set_mmds_config(config(&[], None)).unwrap_err();
+        assert_eq!(e, SpecError::MmdsNoInterfaces);
+        for bad in ["10.0.0.1", "169.254.0.1", "169.254.255.1", "169.254.1", "x"] {
+            let e = spec
+                .set_mmds_config(config(&["eth0"], Some(bad)))
+                .unwrap_err();
+            assert!(matches!(e, SpecError::MmdsAddress(_)), "{bad}: {e}");
+        }
+        spec.set_mmds_config(config(&["eth0"], Some("169.254.170.2")))
+            .unwrap();
+        assert_eq!(
+            mmds_ipv4(spec.mmds_config.as_ref().unwrap()).unwrap(),
+            std::net::Ipv4Addr::new(169, 254, 170, 2)
+        );
+        // Round trip through JSON, as GET /vm/config and --config-file.
+        let json = serde_json::to_string(&spec).unwrap();
+        assert!(
+            json.contains(r#""mmds-config":{"version":"V2","network_interfaces":["eth0"]"#),
+            "{json}"
+        );
+        let again: VmSpec = serde_json::from_str(&json).unwrap();
+        again.validate().unwrap();
+        assert_eq!(again, spec);
+        let file: VmSpec = serde_json::from_str(
+            r#"{"network-interfaces": [{"iface_id": "a", "host_dev_name": "t"}],
+                "mmds-config": {"network_interfaces": ["b"]}}"#,
+        )
+        .unwrap();
+        assert!(file.validate().is_err());
     }
 
     #[test]

@@ -55,6 +55,7 @@ pub(crate) fn parse_net(value: &str) -> Result<NetConfig, String> {
         offload,
         rx_rate_limiter,
         tx_rate_limiter,
+        mmds: false,
     })
 }
 

@@ -664,9 +664,6 @@ fn later_features_answer_400_and_say_so() {
             Some(r#"{"mem_file_path": "/m", "snapshot_path": "/s"}"#),
         ),
         ("PUT", "/snapshot/load", Some(r#"{"snapshot_path": "/s"}"#)),
-        ("PUT", "/mmds", Some(r#"{"a": 1}"#)),
-        ("GET", "/mmds", None),
-        ("PUT", "/mmds/config", Some(r#"{"network_interfaces": []}"#)),
         ("PUT", "/cpu-config", Some("{}")),
     ] {
         vm.bad(method, path, body, "not supported by Ferrovisor yet");
@@ -813,7 +810,7 @@ fn process_interface_errors() {
         ),
         (
             r#"{"mmds-config": {"network_interfaces": ["eth0"]}}"#,
-            "\"mmds-config\" section is not supported",
+            "the MMDS network interface \"eth0\" is not configured",
         ),
         (
             r#"{"machine-config": {"vcpu_count": 0, "mem_size_mib": 64}}"#,

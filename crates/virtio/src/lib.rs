@@ -30,6 +30,7 @@ pub mod console;
 pub mod fuzzing;
 pub mod mmio;
 pub mod net;
+mod net_mmds;
 pub mod pause;
 pub mod rng;
 pub mod tap;

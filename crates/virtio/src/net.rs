@@ -39,6 +39,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::EventSet;
 
 use crate::chain::{serve_queue_gated, walk, Chain, Served};
+use crate::net_mmds::MmdsHook;
 use crate::tap::VNET_HDR_LEN;
 use crate::throttle::{Gate, Limits, ThrottleHandle};
 use crate::worker::{Worker, WorkerCtl, WorkerHandler, BACKEND_TOKEN};
@@ -144,6 +145,9 @@ pub struct NetCounters {
     pub bad_chains: u64,
     /// Reads from the backend that failed (not for want of frames).
     pub backend_errors: u64,
+    /// Frames from the driver taken by the MMDS stack (never sent to the
+    /// backend).
+    pub mmds_frames: u64,
 }
 
 #[derive(Default)]
@@ -156,6 +160,7 @@ struct Counters {
     tx_dropped: AtomicU64,
     bad_chains: AtomicU64,
     backend_errors: AtomicU64,
+    mmds_frames: AtomicU64,
 }
 
 impl Counters {
@@ -170,6 +175,7 @@ impl Counters {
             tx_dropped: get(&self.tx_dropped),
             bad_chains: get(&self.bad_chains),
             backend_errors: get(&self.backend_errors),
+            mmds_frames: get(&self.mmds_frames),
         }
     }
 }
@@ -218,6 +224,8 @@ struct Serve {
     /// The frame being sent.
     tx_frame: Vec<u8>,
     log_limit: RateLimiter,
+    /// The MMDS stack, when the guest may reach the MMDS here.
+    mmds: Option<MmdsHook>,
 }
 
 impl WorkerHandler for Serve {
@@ -276,6 +284,7 @@ impl Serve {
         let frame = &mut self.tx_frame;
         let acked = self.acked;
         let log_limit = &self.log_limit;
+        let mmds = &mut self.mmds;
         let served = serve_queue_gated(mem, &mut self.tx, TX, &*self.interrupt, |chain| {
             let input = chain.readable();
             let len = input.len();
@@ -296,6 +305,10 @@ impl Serve {
             frame.resize(len as usize, 0);
             if !input.read_at(mem, 0, frame) {
                 bump(&counters.tx_dropped, 1);
+                return Some(0);
+            }
+            if mmds.as_mut().is_some_and(|m| m.take_tx(frame)) {
+                bump(&counters.mmds_frames, 1);
                 return Some(0);
             }
             if acked & F_CSUM == 0 {
@@ -338,7 +351,37 @@ impl Serve {
         if served == Served::More {
             ctl.rearm(TX);
         }
-        Ok(())
+        self.deliver_mmds(ctl)
+    }
+
+    /// Puts the MMDS stack's frames into receive chains while there are
+    /// both.
+    fn deliver_mmds(&mut self, ctl: &WorkerCtl) -> Result<(), DeviceError> {
+        let Some(mut hook) = self.mmds.take() else {
+            return Ok(());
+        };
+        let mut used = false;
+        let result = loop {
+            let Some(len) = hook.next_rx() else {
+                break Ok(());
+            };
+            // place() fills chains from rx_frame, which may hold a backend
+            // frame waiting for buffers: lend it the MMDS frame instead.
+            std::mem::swap(&mut self.rx_frame, &mut hook.frame);
+            let placed = self.place(len, &mut used);
+            std::mem::swap(&mut self.rx_frame, &mut hook.frame);
+            match placed {
+                Ok(Placed::Done) => {}
+                Ok(Placed::NoBuffers) => {
+                    hook.pending = Some(len);
+                    break self.starve(ctl);
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        self.mmds = Some(hook);
+        crate::chain::notify_used(&self.mem, &mut self.rx, RX, &*self.interrupt, used)?;
+        result
     }
 
     /// Moves frames from the backend into the driver's receive buffers
@@ -530,6 +573,7 @@ impl Serve {
         self.rx
             .disable_notification(&self.mem)
             .map_err(DeviceError::Queue)?;
+        self.deliver_mmds(ctl)?;
         self.receive(ctl)
     }
 }
@@ -563,6 +607,8 @@ pub struct Net {
     counters: Arc<Counters>,
     rx_throttle: ThrottleHandle,
     tx_throttle: ThrottleHandle,
+    /// The MMDS stack while the device is not running.
+    mmds: Option<MmdsHook>,
 }
 
 impl Net {
@@ -587,6 +633,7 @@ impl Net {
             counters: Arc::default(),
             rx_throttle: ThrottleHandle::new(Limits::default()),
             tx_throttle: ThrottleHandle::new(Limits::default()),
+            mmds: None,
         }
     }
 
@@ -606,6 +653,12 @@ impl Net {
     /// The transmit rate limiter's handle (`tx_rate_limiter_throttled`).
     pub fn tx_throttle(&self) -> ThrottleHandle {
         self.tx_throttle.clone()
+    }
+
+    /// Makes the MMDS reachable through this device: `stack` answers the
+    /// frames for its address.
+    pub fn set_mmds(&mut self, stack: mmds::Stack) {
+        self.mmds = Some(MmdsHook::new(stack));
     }
 
     pub fn mac(&self) -> [u8; 6] {
@@ -663,6 +716,7 @@ impl VirtioDevice for Net {
             rx_frame: vec![0; MAX_RX_FRAME + 1],
             tx_frame: Vec::with_capacity(MAX_FRAME),
             log_limit: RateLimiter::default(),
+            mmds: self.mmds.take(),
         };
         self.worker = Some(Worker::spawn(
             "virtio-net",
@@ -675,7 +729,10 @@ impl VirtioDevice for Net {
     fn reset(&mut self) {
         if let Some(worker) = self.worker.take() {
             match worker.stop() {
-                Some(serve) => self.backend = Some(serve.backend),
+                Some(serve) => {
+                    self.backend = Some(serve.backend);
+                    self.mmds = serve.mmds;
+                }
                 None => tracing::error!("virtio-net: the worker thread panicked"),
             }
         }

@@ -783,3 +783,45 @@ fn received_frames_wait_in_the_backend_for_the_rx_rate() {
     let c = d.counters.snapshot();
     assert_eq!((c.rx_packets, c.rx_dropped), (4, 0));
 }
+
+#[test]
+fn mmds_frames_are_answered_by_the_device_not_the_backend() {
+    let (ours, peer) = UnixDatagram::pair().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    peer.set_nonblocking(true).unwrap();
+    let flags = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut net = Net::new(Box::new(Sock(ours, flags)), MAC);
+    let store = mmds::Mmds::shared(1024);
+    let config = mmds::StackConfig {
+        ipv4: mmds::DEFAULT_IPV4,
+        service: mmds::ServiceConfig::default(),
+    };
+    net.set_mmds(mmds::Stack::new(config, store));
+    let mut d = Driver::new(net).start(F_VERSION_1);
+    // An ARP request for 169.254.169.254 from the guest's MAC.
+    let mut arp = vec![0xffu8; 6];
+    arp.extend_from_slice(&MAC);
+    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&MAC);
+    arp.extend_from_slice(&[169, 254, 0, 2, 0, 0, 0, 0, 0, 0, 169, 254, 169, 254]);
+    d.transmit(&[0u8; VNET_HDR_LEN], &arp);
+    d.wait_counters("mmds frame", |c| c.mmds_frames == 1);
+    // The answer waits for a receive buffer, then fills it.
+    d.desc(RX, 0, 0x30000, 2048, WRITE, 0);
+    d.offer(RX, 0);
+    assert_eq!(d.wait_used(RX, 1), vec![(0, 12 + 42)]);
+    let mut got = vec![0u8; 12 + 42];
+    d.mem.read_slice(&mut got, GuestAddress(0x30000)).unwrap();
+    assert_eq!(&got[..10], &[0; 10], "a plain header");
+    assert_eq!(&got[12..18], &MAC, "to the guest");
+    assert_eq!(&got[18..24], &mmds::stack::MMDS_MAC, "from the MMDS");
+    assert_eq!(&got[12 + 12..12 + 14], &[0x08, 0x06]);
+    // Nothing reached the backend; other frames still do.
+    let mut buf = [0u8; 256];
+    assert!(peer.recv(&mut buf).is_err());
+    let other = frame(60);
+    d.transmit(&[0u8; VNET_HDR_LEN], &other);
+    d.wait_counters("tx", |c| c.tx_packets == 1);
+    let c = d.counters.snapshot();
+    assert_eq!((c.mmds_frames, c.rx_packets, c.tx_dropped), (1, 1, 0));
+}

@@ -109,6 +109,25 @@ pub struct MachineConfig {
     pub pit: bool,
     /// The CPU model and feature changes the vCPUs' CPUID shows.
     pub cpu: arch::cpu_model::CpuModel,
+    /// The microVM metadata service, reachable through the network
+    /// devices whose `mmds` is set.
+    pub mmds: Option<MmdsAttach>,
+}
+
+/// The MMDS of a machine: the shared data store and tokens, and how the
+/// guest reaches them.
+#[derive(Clone)]
+pub struct MmdsAttach {
+    pub shared: mmds::SharedMmds,
+    pub config: mmds::StackConfig,
+}
+
+impl std::fmt::Debug for MmdsAttach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MmdsAttach")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The bus the virtio devices sit on.
@@ -155,6 +174,8 @@ pub struct NetConfig {
     /// Rate limiters of the frames to the guest (rx) and from it (tx).
     pub rx_rate_limiter: Limits,
     pub tx_rate_limiter: Limits,
+    /// The guest reaches the MMDS ([`MachineConfig::mmds`]) through it.
+    pub mmds: bool,
 }
 
 impl NetConfig {
@@ -245,6 +266,7 @@ impl MachineConfig {
             pc_testdev: false,
             pit: true,
             cpu: arch::cpu_model::CpuModel::default(),
+            mmds: None,
         }
     }
 }

@@ -29,8 +29,8 @@ mod vcpu;
 
 pub use accel::{open_accelerator, Accel, AccelError};
 pub use config::{
-    ConsoleDevice, ConsoleOutput, DiskConfig, MachineConfig, NetConfig, VirtioTransport,
-    VsockConfig,
+    ConsoleDevice, ConsoleOutput, DiskConfig, MachineConfig, MmdsAttach, NetConfig,
+    VirtioTransport, VsockConfig,
 };
 pub use controller::{Command, CommandError, LimitTarget, MachineHandle, RunState, RunningMachine};
 pub use devices::{AcpiPlacement, UpdateError};

@@ -10,8 +10,8 @@ use arch::boot::BootProtocol as ArchBootProtocol;
 use virtio::throttle::{BucketConfig, BucketUpdate, Limits, LimitsUpdate};
 
 use crate::config::{
-    ConsoleDevice, ConsoleOutput, DiskConfig, MachineConfig, NetConfig, VirtioTransport,
-    VsockConfig,
+    ConsoleDevice, ConsoleOutput, DiskConfig, MachineConfig, MmdsAttach, NetConfig,
+    VirtioTransport, VsockConfig,
 };
 use crate::Accel;
 
@@ -61,6 +61,10 @@ pub fn machine_config(spec: &VmSpec, accel: Accel) -> Result<MachineConfig, Spec
                 offload: !ext.offload_off.contains(&n.iface_id),
                 rx_rate_limiter: limits(n.rx_rate_limiter.as_ref()),
                 tx_rate_limiter: limits(n.tx_rate_limiter.as_ref()),
+                mmds: spec
+                    .mmds_config
+                    .as_ref()
+                    .is_some_and(|m| m.network_interfaces.contains(&n.iface_id)),
             })
         })
         .collect::<Result<Vec<_>, SpecError>>()?;
@@ -125,6 +129,25 @@ pub fn machine_config(spec: &VmSpec, accel: Accel) -> Result<MachineConfig, Spec
             .map_err(SpecConfigError::Cpu)?,
         pc_testdev: ext.pc_testdev,
         pit: !ext.no_pit,
+        mmds: spec.mmds_config.as_ref().map(mmds_attach).transpose()?,
+    })
+}
+
+/// The MMDS of `m`, with an empty store of the default size limit (a
+/// front end that serves `/mmds` puts its own in `shared`).
+fn mmds_attach(m: &api::schema::MmdsConfig) -> Result<MmdsAttach, SpecError> {
+    Ok(MmdsAttach {
+        shared: mmds::Mmds::shared(mmds::store::DEFAULT_LIMIT),
+        config: mmds::StackConfig {
+            ipv4: spec::mmds_ipv4(m)?,
+            service: mmds::ServiceConfig {
+                version: match m.version {
+                    api::schema::MmdsVersion::V1 => mmds::Version::V1,
+                    api::schema::MmdsVersion::V2 => mmds::Version::V2,
+                },
+                imds_compat: m.imds_compat,
+            },
+        },
     })
 }
 
@@ -213,6 +236,7 @@ mod tests {
               ],
               "vsock": {"guest_cid": 3, "uds_path": "/v.sock"},
               "entropy": {},
+              "mmds-config": {"network_interfaces": ["eth1"], "version": "V2", "ipv4_address": "169.254.170.2"},
               "ferrovisor": {"transport": "pci", "boot_protocol": "linux", "console": "virtio",
                              "offload_off": ["eth1"]}
             }"#,
@@ -237,6 +261,10 @@ mod tests {
         assert_eq!(disks, [("/r", false, "rootfs"), ("/d", true, "data")]);
         assert_eq!(c.nets[0].mac, Some([6, 0, 0, 0, 0, 9]));
         assert!(c.nets[0].offload && !c.nets[1].offload);
+        assert!(!c.nets[0].mmds && c.nets[1].mmds);
+        let m = c.mmds.as_ref().unwrap().config;
+        assert_eq!(m.ipv4, std::net::Ipv4Addr::new(169, 254, 170, 2));
+        assert_eq!(m.service.version, mmds::Version::V2);
         assert_eq!(c.vsock.as_ref().unwrap().cid, 3);
         assert!(c.rng);
         assert_eq!(c.transport, VirtioTransport::Pci);

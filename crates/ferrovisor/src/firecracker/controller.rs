@@ -71,6 +71,8 @@ pub struct Controller {
     started: Instant,
     requests: AtomicU64,
     failed: AtomicU64,
+    /// The MMDS data store and tokens, shared with the network devices.
+    mmds: mmds::SharedMmds,
 }
 
 const PRE_BOOT_ONLY: &str = "this request is only accepted before the microVM starts";
@@ -125,6 +127,35 @@ impl Controller {
             started: Instant::now(),
             requests: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            mmds: mmds::Mmds::shared(mmds::store::DEFAULT_LIMIT),
+        }
+    }
+
+    /// Serves `/mmds` from `shared` (the store the machine's network
+    /// devices read).
+    pub fn with_mmds(mut self, shared: mmds::SharedMmds) -> Controller {
+        self.mmds = shared;
+        self
+    }
+
+    /// `/mmds` (any time) and `PUT /mmds/config` (before start).
+    fn handle_mmds(&self, state: &mut State, request: Request) -> Reply {
+        let mut mmds = self.mmds.lock().unwrap_or_else(|p| p.into_inner());
+        let result = match request {
+            Request::GetMmds => return Reply::json(&mmds.store.contents()),
+            Request::PutMmds(value) => mmds.store.put(value),
+            Request::PatchMmds(patch) => mmds.store.patch(&patch),
+            Request::PutMmdsConfig(_) if state.phase() != Phase::NotStarted => {
+                return Reply::bad_request(PRE_BOOT_ONLY)
+            }
+            Request::PutMmdsConfig(config) => {
+                return spec_reply(state.spec.set_mmds_config(config))
+            }
+            _ => return Reply::fault(Status::InternalServerError, "not an MMDS request"),
+        };
+        match result {
+            Ok(()) => Reply::no_content(),
+            Err(e) => Reply::bad_request(&e.to_string()),
         }
     }
 
@@ -400,6 +431,10 @@ impl Controller {
             Request::Action(ActionType::SendCtrlAltDel) => {
                 Self::command(state, Command::SendCtrlAltDel)
             }
+            Request::GetMmds
+            | Request::PutMmds(_)
+            | Request::PatchMmds(_)
+            | Request::PutMmdsConfig(_) => self.handle_mmds(state, request),
             Request::PatchVm(_) if pre_boot => Reply::bad_request(POST_BOOT_ONLY),
             Request::PatchVm(update) => Self::command(
                 state,

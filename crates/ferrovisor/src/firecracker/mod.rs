@@ -46,7 +46,7 @@ options (Firecracker's, plus --accel):
   --show-log-origin        put the source file and line in each log line
   --metrics-path <path>    file or FIFO that FlushMetrics writes to
   --http-api-max-payload-size <bytes>   largest request body [default: 51200]
-  --mmds-size-limit <bytes>             accepted (no metadata service yet)
+  --mmds-size-limit <bytes>             largest MMDS data store (JSON bytes) [default: the payload size]
   --boot-timer             accepted (no boot timer device yet)
   --enable-pci             virtio devices on PCI instead of virtio-mmio
   --no-seccomp             accepted (no seccomp filters yet)
@@ -128,13 +128,14 @@ pub fn main(argv: &[String]) -> ExitCode {
         env!("CARGO_PKG_VERSION"),
         api::FIRECRACKER_API_VERSION
     );
+    let mmds = mmds::Mmds::shared(fc.mmds_size_limit.unwrap_or(fc.http_api_max_payload_size));
     if fc.no_api {
-        return match build(&spec, fc.accel) {
+        return match build(&spec, fc.accel, &mmds) {
             Ok(machine) => crate::run_machine(machine, false),
             Err(message) => fail(&format!("cannot start the microVM: {message}"), 1),
         };
     }
-    serve(&fc, spec, logger, metrics)
+    serve(&fc, spec, logger, metrics, mmds)
 }
 
 fn read_config(path: &Path) -> Result<VmSpec, String> {
@@ -147,9 +148,12 @@ fn read_config(path: &Path) -> Result<VmSpec, String> {
     Ok(spec)
 }
 
-/// Builds the machine `spec` describes.
-fn build(spec: &VmSpec, accel: Accel) -> Result<Machine, String> {
-    let config = vmm::machine_config(spec, accel).map_err(|e| crate::error_line(&e))?;
+/// Builds the machine `spec` describes; its MMDS (if any) serves `mmds`.
+fn build(spec: &VmSpec, accel: Accel, mmds: &mmds::SharedMmds) -> Result<Machine, String> {
+    let mut config = vmm::machine_config(spec, accel).map_err(|e| crate::error_line(&e))?;
+    if let Some(attach) = config.mmds.as_mut() {
+        attach.shared = mmds.clone();
+    }
     Machine::new(&config).map_err(|e| crate::error_line(&e))
 }
 
@@ -172,6 +176,7 @@ fn serve(
     spec: VmSpec,
     logger: Arc<Logger>,
     metrics: Option<std::fs::File>,
+    mmds: mmds::SharedMmds,
 ) -> ExitCode {
     let config = ServerConfig {
         limits: api::http::Limits {
@@ -188,19 +193,22 @@ fn serve(
     tracing::info!("API socket listening on {}", fc.api_sock.display());
     let (start_tx, start_rx) = channel();
     let from_file = fc.config_file.is_some();
-    let controller = Arc::new(Controller::new(
-        &fc.id,
-        spec.clone(),
-        from_file,
-        Some(logger),
-        metrics,
-        start_tx,
-    ));
+    let controller = Arc::new(
+        Controller::new(
+            &fc.id,
+            spec.clone(),
+            from_file,
+            Some(logger),
+            metrics,
+            start_tx,
+        )
+        .with_mmds(mmds.clone()),
+    );
     if let Err(e) = server.serve(controller.clone()) {
         return fail(&crate::error_line(&e), 1);
     }
     if from_file {
-        return match build(&spec, fc.accel).and_then(start) {
+        return match build(&spec, fc.accel, &mmds).and_then(start) {
             Ok(running) => {
                 controller.set_machine(running.handle());
                 crate::finish(running.wait(), false)
@@ -212,7 +220,7 @@ fn serve(
     // its end (the machine's own controller thread takes the API's
     // commands through its handle).
     while let Ok(request) = start_rx.recv() {
-        match build(&request.spec, fc.accel).and_then(start) {
+        match build(&request.spec, fc.accel, &mmds).and_then(start) {
             Ok(running) => {
                 let _ = request.reply.send(Ok(running.handle()));
                 return crate::finish(running.wait(), false);

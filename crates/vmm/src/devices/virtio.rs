@@ -102,9 +102,12 @@ pub(crate) fn open_models(config: &MachineConfig) -> Result<Models, MachineError
     for (index, net) in config.nets.iter().enumerate() {
         let tap = virtio::tap::Tap::open(&net.tap)
             .map_err(|source| MachineError::Net { index, source })?;
-        let device =
+        let mut device =
             virtio::net::Net::with_offloads(Box::new(tap), net.mac_or_default(index), net.offload)
                 .limited(net.rx_rate_limiter, net.tx_rate_limiter);
+        if let Some(m) = config.mmds.as_ref().filter(|_| net.mmds) {
+            device.set_mmds(mmds::Stack::new(m.config, m.shared.clone()));
+        }
         net_limits.push(NetLimits {
             rx: device.rx_throttle(),
             tx: device.tx_throttle(),
