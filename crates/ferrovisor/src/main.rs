@@ -8,6 +8,7 @@ mod net;
 mod runspec;
 mod size;
 mod stats;
+mod trace;
 mod vsock;
 
 use std::path::PathBuf;
@@ -123,6 +124,14 @@ pub(crate) struct RunArgs {
     /// are then unclaimed.
     #[arg(long)]
     no_pit: bool,
+    /// Turn on KVM's trace events whose names match PATTERN (globs, comma
+    /// separated: kvm_exit, kvm_pio,kvm_mmio, kvm_apic*, kvm_*), written in
+    /// the kernel's trace format. See docs/TRACING.md.
+    #[arg(long, value_name = "PATTERN")]
+    trace: Option<String>,
+    /// Where trace events go [default: standard error].
+    #[arg(long, value_name = "PATH")]
+    trace_file: Option<PathBuf>,
 }
 
 /// Checks a `--cpu` value (kept as text: the VM description stores it).
@@ -211,6 +220,9 @@ fn main() -> ExitCode {
             }
             if let Some(tap) = net::duplicate_tap(&args.nets) {
                 return fail(&format!("two --net options have tap={tap}"), 2);
+            }
+            if let Err(message) = trace::setup(args.trace.as_deref(), args.trace_file.as_deref()) {
+                return fail(&message, 2);
             }
             let spec = match runspec::spec_from_run(&args) {
                 Ok(spec) => spec,

@@ -550,6 +550,7 @@ impl EmuVcpu {
                 continue;
             }
             self.service_interrupts(&mut bus);
+            tracepoints::kvm_entry(self.cpu.state.rip);
             match self.cpu.run(&mut bus, SLICE) {
                 CpuExit::Halt => {
                     let deadline = self.next_deadline();
@@ -559,6 +560,18 @@ impl EmuVcpu {
                 CpuExit::Interrupted | CpuExit::InstructionLimit | CpuExit::InterruptWindow => {}
             }
         }
+    }
+}
+
+/// The KVM exit reason KVM_RUN would return with for `exit`.
+fn userspace_exit_reason(exit: VcpuExit) -> u32 {
+    use tracepoints::kvm_exit;
+    match exit {
+        VcpuExit::Halt => kvm_exit::HLT,
+        VcpuExit::Shutdown => kvm_exit::SHUTDOWN,
+        VcpuExit::Reset | VcpuExit::PowerOff => kvm_exit::SYSTEM_EVENT,
+        VcpuExit::Interrupted => kvm_exit::INTR,
+        VcpuExit::Debug => kvm_exit::DEBUG,
     }
 }
 
@@ -573,7 +586,9 @@ impl Vcpu for EmuVcpu {
 
     fn run(&mut self, io: &dyn IoHandler) -> Result<VcpuExit, HvError> {
         self.shared.lock().running_on = Some(std::thread::current().id());
+        tracepoints::set_vcpu(self.shared.id);
         let exit = self.run_loop(io);
+        tracepoints::kvm_userspace_exit(userspace_exit_reason(exit), 0);
         {
             let mut state = self.shared.lock();
             state.running_on = None;

@@ -50,8 +50,10 @@ pub(crate) struct KvmVcpu {
 /// What one KVM_RUN came back with, after the borrow of the kvm_run
 /// mapping that kvm-ioctls hands out has ended.
 enum Step {
-    /// Handled (I/O, MMIO, nothing to do): enter the guest again.
+    /// Handled (nothing to do): enter the guest again.
     Continue,
+    /// An MMIO access, served: enter the guest again.
+    Mmio,
     /// Port I/O: `data` (size * count bytes) lives in the kvm_run mapping.
     Io {
         port: u16,
@@ -109,6 +111,16 @@ impl KvmVcpu {
                 kio.size, kio.count, len
             )));
         }
+        if tracepoints::enabled(tracepoints::Event::KvmExit) {
+            let qual = tracepoints::VmxExit::io_qualification(
+                port,
+                size as u32,
+                input,
+                kio.count > 1,
+                kio.count > 1,
+            );
+            self.trace_exit(tracepoints::VmxExit::IoInstruction, qual);
+        }
         // `data`/`len` is the slice kvm-ioctls built for this exit: inside
         // the vCPU's kvm_run mapping at io.data_offset (past the kvm_run
         // struct the reference above covered), which lives as long as
@@ -120,10 +132,24 @@ impl KvmVcpu {
             for element in data.chunks_exact_mut(size) {
                 io.pio_read(port, element);
             }
+            tracepoints::kvm_pio(
+                false,
+                port,
+                size as u32,
+                kio.count,
+                le_value(&data[..size]) as u32,
+            );
         } else {
             // SAFETY: see above; kvm-ioctls handed this OUT buffer out as
             // `&[u8]` of exactly `len` bytes, and it is only read here.
             let data = unsafe { std::slice::from_raw_parts(data.cast_const(), len) };
+            tracepoints::kvm_pio(
+                true,
+                port,
+                size as u32,
+                kio.count,
+                le_value(&data[..size]) as u32,
+            );
             for element in data.chunks_exact(size) {
                 io.pio_write(port, element);
             }
@@ -150,12 +176,14 @@ impl KvmVcpu {
             Ok(KvmExit::MmioRead(gpa, data)) => {
                 self.counters.inc(ExitReason::Mmio);
                 io.mmio_read(gpa, data);
-                Step::Continue
+                tracepoints::kvm_mmio(false, data.len() as u32, gpa, le_value(data));
+                Step::Mmio
             }
             Ok(KvmExit::MmioWrite(gpa, data)) => {
                 self.counters.inc(ExitReason::Mmio);
+                tracepoints::kvm_mmio(true, data.len() as u32, gpa, le_value(data));
                 io.mmio_write(gpa, data);
-                Step::Continue
+                Step::Mmio
             }
             Ok(KvmExit::Hlt) => {
                 self.counters.inc(ExitReason::Hlt);
@@ -213,6 +241,41 @@ impl KvmVcpu {
         }
     }
 
+    /// `kvm_exit` at the guest's current RIP (read only while tracing).
+    fn trace_exit(&self, reason: tracepoints::VmxExit, info1: u64) {
+        let rip = self.fd.get_regs().map_or(0, |r| r.rip);
+        tracepoints::kvm_exit(reason, rip, info1, 0);
+    }
+
+    /// `kvm_userspace_exit` (and `kvm_exit`) for what KVM_RUN returned with.
+    /// Port I/O has its own `kvm_exit` with the exit qualification.
+    fn trace_step(&self, step: &Step) {
+        use tracepoints::{kvm_exit, VmxExit};
+        if !tracepoints::enabled(tracepoints::Event::KvmUserspaceExit)
+            && !tracepoints::enabled(tracepoints::Event::KvmExit)
+        {
+            return;
+        }
+        let (reason, vmx) = match step {
+            Step::Continue | Step::Fail(_) => return,
+            Step::Io { .. } => (kvm_exit::IO, None),
+            Step::Mmio => (kvm_exit::MMIO, Some(VmxExit::EptMisconfig)),
+            Step::Interrupted => {
+                tracepoints::kvm_userspace_exit(0, -libc::EINTR);
+                return;
+            }
+            Step::Exit(VcpuExit::Halt) => (kvm_exit::HLT, Some(VmxExit::Hlt)),
+            Step::Exit(VcpuExit::Shutdown) => (kvm_exit::SHUTDOWN, Some(VmxExit::TripleFault)),
+            Step::Exit(VcpuExit::Reset | VcpuExit::PowerOff) => (kvm_exit::SYSTEM_EVENT, None),
+            Step::Exit(VcpuExit::Debug) => (kvm_exit::DEBUG, None),
+            Step::Exit(VcpuExit::Interrupted) => (kvm_exit::INTR, None),
+        };
+        tracepoints::kvm_userspace_exit(reason, 0);
+        if let Some(vmx) = vmx.filter(|_| tracepoints::enabled(tracepoints::Event::KvmExit)) {
+            self.trace_exit(vmx, 0);
+        }
+    }
+
     /// The message for KVM_EXIT_INTERNAL_ERROR: suberror and its data.
     fn internal_error(&mut self) -> String {
         let run = self.fd.get_kvm_run();
@@ -262,6 +325,7 @@ impl Vcpu for KvmVcpu {
     /// how kicks interrupt it.
     fn run(&mut self, io: &dyn IoHandler) -> Result<VcpuExit, HvError> {
         kick::prepare_thread()?;
+        tracepoints::set_vcpu(self.id);
         let kick = Arc::clone(&self.kick);
         let immediate_exit: *mut u8 = &mut self.fd.get_kvm_run().immediate_exit;
         // SAFETY: `immediate_exit` points into this vCPU's kvm_run mapping,
@@ -273,8 +337,13 @@ impl Vcpu for KvmVcpu {
             if kick.pending() {
                 self.fd.set_kvm_immediate_exit(1);
             }
-            match self.run_once(io) {
-                Step::Continue => {}
+            if tracepoints::enabled(tracepoints::Event::KvmEntry) {
+                tracepoints::kvm_entry(self.fd.get_regs().map_or(0, |r| r.rip));
+            }
+            let step = self.run_once(io);
+            self.trace_step(&step);
+            match step {
+                Step::Continue | Step::Mmio => {}
                 Step::Io {
                     port,
                     data,
@@ -462,4 +531,13 @@ fn too_many_msrs(n: usize) -> HvError {
         "{n} MSRs in one call, KVM takes at most {}",
         kvm_bindings::KVM_MAX_MSR_ENTRIES
     ))
+}
+
+/// The little-endian value of an access (at most 8 bytes).
+fn le_value(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .take(8)
+        .rev()
+        .fold(0, |v, &b| v << 8 | u64::from(b))
 }

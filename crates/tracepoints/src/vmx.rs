@@ -95,6 +95,7 @@ pub fn kvm_exit_reason_name(reason: u32) -> &'static str {
 /// to `kvm_userspace_exit`.
 pub mod kvm_exit {
     pub const IO: u32 = 2;
+    pub const DEBUG: u32 = 4;
     pub const HLT: u32 = 5;
     pub const MMIO: u32 = 6;
     pub const SHUTDOWN: u32 = 8;
