@@ -7,6 +7,7 @@ mod firecracker;
 mod net;
 mod runspec;
 mod size;
+mod stat;
 mod stats;
 mod trace;
 mod vsock;
@@ -43,6 +44,9 @@ pub(crate) enum Command {
         #[arg(long)]
         tiny: bool,
     },
+    /// A live view of a running VM's exits by reason (kvm_stat style),
+    /// through its API socket.
+    Stat(stat::StatArgs),
 }
 
 #[derive(clap::Args)]
@@ -234,6 +238,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Demo { accel, tiny } => demo::run(accel, tiny),
+        Command::Stat(args) => stat::run(&args),
     }
 }
 

@@ -19,3 +19,13 @@ pub fn setup(pattern: Option<&str>, file: Option<&Path>) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// What `GET /ferrovisor/trace` answers: the events that are on, and every
+/// event there is.
+pub fn current() -> serde_json::Value {
+    let all: Vec<&str> = tracepoints::Event::ALL.iter().map(|e| e.name()).collect();
+    serde_json::json!({
+        "events": tracepoints::enabled_names().join(","),
+        "available": all,
+    })
+}

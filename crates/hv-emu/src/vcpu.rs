@@ -9,8 +9,8 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use hv::{
-    CpuidEntry, ExitCounters, ExitReason, ExitStats, Fpu, HvError, IoEventAddress, IoHandler,
-    Kicker, MpState, Msr, Regs, SRegs, Vcpu, VcpuExit,
+    CpuidEntry, ExitCounters, ExitReason, Fpu, HvError, IoEventAddress, IoHandler, Kicker, MpState,
+    Msr, Regs, SRegs, Vcpu, VcpuExit,
 };
 use irqchip::lapic::{Lapic, LapicAction};
 use x86::{Bus, Cpu, CpuExit, CpuSignals, RamRef};
@@ -718,7 +718,7 @@ impl Vcpu for EmuVcpu {
         }
     }
 
-    fn exit_stats(&self) -> ExitStats {
-        self.counters.snapshot()
+    fn exit_stats_source(&self) -> Arc<dyn hv::ExitStatsSource> {
+        self.counters.clone()
     }
 }

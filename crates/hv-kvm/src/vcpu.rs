@@ -34,14 +34,15 @@ const USERSPACE_REASONS: [ExitReason; 5] = [
     ExitReason::Total,
 ];
 
-/// A vCPU on `/dev/kvm`. Field order matters: the vCPU fd (and its stats
-/// fd) close before the VM's shared state, which holds the guest memory.
+/// A vCPU on `/dev/kvm`. Field order matters: the vCPU fd closes before the
+/// VM's shared state, which holds the guest memory (the stats fd in `exits`
+/// may outlive both: it holds no guest memory).
 pub(crate) struct KvmVcpu {
     fd: VcpuFd,
-    stats: Option<BinaryStats>,
+    /// The exit counts: userspace's and KVM's binary stats.
+    exits: Arc<KvmExitStats>,
     id: u32,
     kick: Arc<KickState>,
-    counters: ExitCounters,
     /// x87/SSE state goes through KVM_GET/SET_XSAVE (see `xsave`).
     xsave: bool,
     vm: Arc<VmShared>,
@@ -82,10 +83,13 @@ impl KvmVcpu {
         };
         KvmVcpu {
             fd,
-            stats,
+            exits: Arc::new(KvmExitStats {
+                id,
+                stats,
+                counters: ExitCounters::default(),
+            }),
             id,
             kick: Arc::new(KickState::default()),
-            counters: ExitCounters::default(),
             xsave: caps.xsave,
             vm,
         }
@@ -174,23 +178,23 @@ impl KvmVcpu {
                 input: false,
             },
             Ok(KvmExit::MmioRead(gpa, data)) => {
-                self.counters.inc(ExitReason::Mmio);
+                self.exits.counters.inc(ExitReason::Mmio);
                 io.mmio_read(gpa, data);
                 tracepoints::kvm_mmio(false, data.len() as u32, gpa, le_value(data));
                 Step::Mmio
             }
             Ok(KvmExit::MmioWrite(gpa, data)) => {
-                self.counters.inc(ExitReason::Mmio);
+                self.exits.counters.inc(ExitReason::Mmio);
                 tracepoints::kvm_mmio(true, data.len() as u32, gpa, le_value(data));
                 io.mmio_write(gpa, data);
                 Step::Mmio
             }
             Ok(KvmExit::Hlt) => {
-                self.counters.inc(ExitReason::Hlt);
+                self.exits.counters.inc(ExitReason::Hlt);
                 Step::Exit(VcpuExit::Halt)
             }
             Ok(KvmExit::Shutdown) => {
-                self.counters.inc(ExitReason::Shutdown);
+                self.exits.counters.inc(ExitReason::Shutdown);
                 Step::Exit(VcpuExit::Shutdown)
             }
             Ok(KvmExit::SystemEvent(kind, data)) => match kind {
@@ -350,11 +354,11 @@ impl Vcpu for KvmVcpu {
                     len,
                     input,
                 } => {
-                    self.counters.inc(ExitReason::Io);
+                    self.exits.counters.inc(ExitReason::Io);
                     self.port_io(io, port, data, len, input)?;
                 }
                 Step::Interrupted => {
-                    self.counters.inc(ExitReason::Signal);
+                    self.exits.counters.inc(ExitReason::Signal);
                     self.fd.set_kvm_immediate_exit(0);
                     if kick.take() {
                         return Ok(VcpuExit::Interrupted);
@@ -496,6 +500,35 @@ impl Vcpu for KvmVcpu {
             .map_err(os("KVM_SET_MP_STATE"))
     }
 
+    fn exit_stats_source(&self) -> Arc<dyn hv::ExitStatsSource> {
+        self.exits.clone()
+    }
+}
+
+fn too_many_msrs(n: usize) -> HvError {
+    HvError::InvalidArgument(format!(
+        "{n} MSRs in one call, KVM takes at most {}",
+        kvm_bindings::KVM_MAX_MSR_ENTRIES
+    ))
+}
+
+/// The little-endian value of an access (at most 8 bytes).
+fn le_value(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .take(8)
+        .rev()
+        .fold(0, |v, &b| v << 8 | u64::from(b))
+}
+
+/// A vCPU's exit counts, readable from any thread.
+struct KvmExitStats {
+    id: u32,
+    stats: Option<BinaryStats>,
+    counters: ExitCounters,
+}
+
+impl hv::ExitStatsSource for KvmExitStats {
     /// Userspace counts for Io, Mmio, Shutdown, Signal and Total. Where the
     /// host has binary stats, KVM's counters add Hlt, ExternalInterrupt,
     /// InterruptWindow, IrqInjection, InsnEmulation(Fail), Hypercall and
@@ -524,20 +557,4 @@ impl Vcpu for KvmVcpu {
         }
         stats
     }
-}
-
-fn too_many_msrs(n: usize) -> HvError {
-    HvError::InvalidArgument(format!(
-        "{n} MSRs in one call, KVM takes at most {}",
-        kvm_bindings::KVM_MAX_MSR_ENTRIES
-    ))
-}
-
-/// The little-endian value of an access (at most 8 bytes).
-fn le_value(bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .take(8)
-        .rev()
-        .fold(0, |v, &b| v << 8 | u64::from(b))
 }

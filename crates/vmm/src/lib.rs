@@ -16,6 +16,7 @@ pub mod accel;
 mod board;
 pub mod config;
 pub mod console;
+pub mod live;
 pub mod machine;
 pub mod memory;
 mod msi;
@@ -31,5 +32,6 @@ pub use config::{
     ConsoleDevice, ConsoleOutput, DiskConfig, MachineConfig, NetConfig, VirtioTransport,
     VsockConfig,
 };
+pub use live::{LiveStats, StatsSample};
 pub use machine::{Machine, MachineError, MachineExit, RunReport};
 pub use spec::{machine_config, SpecConfigError};

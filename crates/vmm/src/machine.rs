@@ -243,6 +243,13 @@ impl Machine {
         })
     }
 
+    /// A handle on the machine's counters that stays readable while it
+    /// runs (see [`crate::live`]).
+    pub fn live_stats(&self) -> crate::live::LiveStats {
+        let vcpus = self.vcpus.iter().map(|v| v.exit_stats_source()).collect();
+        crate::live::LiveStats::new(self.accel, vcpus, self.buses.clone())
+    }
+
     /// The guest's memory (for tests and snapshots).
     pub fn memory(&self) -> &GuestMemoryMmap {
         &self.mem

@@ -188,7 +188,7 @@ fn serve(
     tracing::info!("API socket listening on {}", fc.api_sock.display());
     let (start_tx, start_rx) = channel();
     let from_file = fc.config_file.is_some();
-    let controller = Arc::new(Controller::new(
+    let controller: Arc<Controller> = Arc::new(Controller::new(
         &fc.id,
         spec.clone(),
         from_file,
@@ -196,12 +196,15 @@ fn serve(
         metrics,
         start_tx,
     ));
-    if let Err(e) = server.serve(controller) {
+    if let Err(e) = server.serve(controller.clone()) {
         return fail(&crate::error_line(&e), 1);
     }
     if from_file {
         return match build(&spec, fc.accel) {
-            Ok(machine) => crate::run_machine(machine, false),
+            Ok(machine) => {
+                controller.set_live(machine.live_stats());
+                crate::run_machine(machine, false)
+            }
             Err(message) => fail(&format!("cannot start the microVM: {message}"), 1),
         };
     }
@@ -209,6 +212,7 @@ fn serve(
     while let Ok(request) = start_rx.recv() {
         match build(&request.spec, fc.accel) {
             Ok(machine) => {
+                controller.set_live(machine.live_stats());
                 let _ = request.reply.send(Ok(()));
                 return crate::run_machine(machine, false);
             }
