@@ -51,6 +51,12 @@ pub enum Request {
     PatchMmds(serde_json::Value),
     GetMmds,
     PutMmdsConfig(MmdsConfig),
+    /// `GET /ferrovisor/stats` (Ferrovisor's): the live exit counters.
+    GetStats,
+    /// `GET /ferrovisor/trace` (Ferrovisor's): the trace events that are on.
+    GetTrace,
+    /// `PUT /ferrovisor/trace` (Ferrovisor's): choose the trace events.
+    PutTrace(crate::schema::TraceConfig),
 }
 
 /// Why a request was not routed; always a 400 answer.
@@ -156,6 +162,11 @@ pub fn route(method: &Method, path: &str, body: &[u8]) -> Result<Request, RouteE
         (Method::Put, "mmds") if segments == ["mmds", "config"] => {
             Ok(Request::PutMmdsConfig(json(body)?))
         }
+        (Method::Get, "ferrovisor") if segments == ["ferrovisor", "stats"] => Ok(Request::GetStats),
+        (Method::Get, "ferrovisor") if segments == ["ferrovisor", "trace"] => Ok(Request::GetTrace),
+        (Method::Put, "ferrovisor") if segments == ["ferrovisor", "trace"] => {
+            Ok(Request::PutTrace(json(body)?))
+        }
         (Method::Delete, "drives" | "network-interfaces") => {
             Err(RouteError::NotSupported("hot-unplugging a device (DELETE)"))
         }
@@ -166,6 +177,31 @@ pub fn route(method: &Method, path: &str, body: &[u8]) -> Result<Request, RouteE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ferrovisor_extension_routes() {
+        assert_eq!(
+            route(&Method::Get, "/ferrovisor/stats", b""),
+            Ok(Request::GetStats)
+        );
+        assert_eq!(
+            route(&Method::Get, "/ferrovisor/trace", b""),
+            Ok(Request::GetTrace)
+        );
+        assert_eq!(
+            route(
+                &Method::Put,
+                "/ferrovisor/trace",
+                br#"{"events": "kvm_exit"}"#
+            ),
+            Ok(Request::PutTrace(crate::schema::TraceConfig {
+                events: "kvm_exit".into()
+            }))
+        );
+        assert!(route(&Method::Put, "/ferrovisor/trace", br#"{"event": "x"}"#).is_err());
+        assert!(route(&Method::Get, "/ferrovisor", b"").is_err());
+        assert!(route(&Method::Get, "/ferrovisor/stats/x", b"").is_err());
+    }
 
     #[test]
     fn routes_firecrackers_paths() {

@@ -353,6 +353,15 @@ pub struct Logger {
     pub module: Option<String>,
 }
 
+/// `PUT /ferrovisor/trace` and `GET /ferrovisor/trace` (Ferrovisor's):
+/// KVM trace events chosen by name pattern (`kvm_exit,kvm_pio`, `kvm_*`;
+/// empty: none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceConfig {
+    pub events: String,
+}
+
 /// `PUT /metrics`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -8,7 +8,9 @@ mod limits;
 mod net;
 mod runspec;
 mod size;
+mod stat;
 mod stats;
+mod trace;
 mod vsock;
 
 use std::path::PathBuf;
@@ -43,6 +45,9 @@ pub(crate) enum Command {
         #[arg(long)]
         tiny: bool,
     },
+    /// A live view of a running VM's exits by reason (kvm_stat style),
+    /// through its API socket.
+    Stat(stat::StatArgs),
 }
 
 #[derive(clap::Args)]
@@ -131,6 +136,14 @@ pub(crate) struct RunArgs {
     /// are then unclaimed.
     #[arg(long)]
     no_pit: bool,
+    /// Turn on KVM's trace events whose names match PATTERN (globs, comma
+    /// separated: kvm_exit, kvm_pio,kvm_mmio, kvm_apic*, kvm_*), written in
+    /// the kernel's trace format. See docs/TRACING.md.
+    #[arg(long, value_name = "PATTERN")]
+    trace: Option<String>,
+    /// Where trace events go [default: standard error].
+    #[arg(long, value_name = "PATH")]
+    trace_file: Option<PathBuf>,
 }
 
 /// Checks a `--cpu` value (kept as text: the VM description stores it).
@@ -220,6 +233,9 @@ fn main() -> ExitCode {
             if let Some(tap) = net::duplicate_tap(&args.nets) {
                 return fail(&format!("two --net options have tap={tap}"), 2);
             }
+            if let Err(message) = trace::setup(args.trace.as_deref(), args.trace_file.as_deref()) {
+                return fail(&message, 2);
+            }
             let spec = match runspec::spec_from_run(&args) {
                 Ok(spec) => spec,
                 Err(message) => return fail(&message, 2),
@@ -230,6 +246,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Demo { accel, tiny } => demo::run(accel, tiny),
+        Command::Stat(args) => stat::run(&args),
     }
 }
 

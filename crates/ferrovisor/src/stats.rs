@@ -34,3 +34,27 @@ pub fn table(report: &RunReport) -> String {
     );
     out
 }
+
+/// Exits by reason for each vCPU as JSON: `{"vcpu0": {"io": 12, ...}}`;
+/// a reason the accelerator cannot observe is `null`.
+pub fn exits_json(sample: &vmm::StatsSample) -> serde_json::Value {
+    let mut vcpus = serde_json::Map::new();
+    for (id, stats) in sample.vcpus.iter().enumerate() {
+        let reasons: serde_json::Map<String, serde_json::Value> = stats
+            .iter()
+            .map(|(r, n)| (r.name().to_string(), n.into()))
+            .collect();
+        vcpus.insert(format!("vcpu{id}"), reasons.into());
+    }
+    vcpus.into()
+}
+
+/// What `GET /ferrovisor/stats` answers.
+pub fn json(sample: &vmm::StatsSample) -> serde_json::Value {
+    serde_json::json!({
+        "accel": sample.accel,
+        "exits": exits_json(sample),
+        "unhandled_pio": sample.unhandled_pio,
+        "unhandled_mmio": sample.unhandled_mmio,
+    })
+}

@@ -158,6 +158,12 @@ impl Router<'_> {
             let pending = {
                 let mut pic = lock(&self.platform.pic);
                 pic.set_irq(gsi as u8, level);
+                if tracepoints::enabled(tracepoints::Event::KvmPicSetIrq) {
+                    let chip = (gsi / 8) as usize;
+                    let byte = |mask: u16| (mask >> (chip * 8)) as u8;
+                    let (elcr, imr) = (byte(pic.elcr()), byte(pic.imr()));
+                    tracepoints::kvm_pic_set_irq(chip as u8, (gsi % 8) as u8, elcr, imr, false);
+                }
                 pic.pending()
             };
             if pending {
@@ -166,7 +172,16 @@ impl Router<'_> {
         }
         let pin = if gsi == 0 { 2 } else { gsi };
         if pin < IOAPIC_PINS {
-            let deliveries = lock(&self.platform.ioapic).set_irq(pin as usize, level);
+            let deliveries = {
+                let mut ioapic = lock(&self.platform.ioapic);
+                let deliveries = ioapic.set_irq(pin as usize, level);
+                if level && tracepoints::enabled(tracepoints::Event::KvmIoapicSetIrq) {
+                    if let Some(e) = ioapic.entry(pin as usize) {
+                        tracepoints::kvm_ioapic_set_irq(e.raw, pin, deliveries.is_empty());
+                    }
+                }
+                deliveries
+            };
             self.deliver_all(deliveries);
         }
     }
@@ -198,7 +213,16 @@ impl Router<'_> {
                 }
                 match d.delivery_mode {
                     DeliveryMode::Fixed | DeliveryMode::LowestPriority => {
-                        Outcome::accepted(lapic.accept_interrupt(d.vector, d.level_triggered))
+                        let accepted = lapic.accept_interrupt(d.vector, d.level_triggered);
+                        if accepted {
+                            tracepoints::kvm_apic_accept_irq(
+                                lapic.id(),
+                                d.delivery_mode as u32,
+                                d.level_triggered,
+                                d.vector,
+                            );
+                        }
+                        Outcome::accepted(accepted)
                     }
                     DeliveryMode::Nmi => Outcome::Nmi,
                     DeliveryMode::Init => {
@@ -222,6 +246,9 @@ impl Router<'_> {
 
     /// Routes an IPI written to vCPU `source`'s ICR.
     pub fn send_ipi(&self, source: usize, ipi: &Ipi) {
+        if tracepoints::enabled(tracepoints::Event::KvmApicIpi) {
+            tracepoints::kvm_apic_ipi(icr_low(ipi), ipi.destination);
+        }
         let lowest = ipi.delivery_mode == DeliveryMode::LowestPriority;
         for (i, vcpu) in self.vcpus.iter().enumerate() {
             let outcome = {
@@ -285,6 +312,23 @@ impl Router<'_> {
             self.set_gsi(0, false);
         }
     }
+}
+
+/// The low ICR word that describes `ipi` (for `kvm_apic_ipi`).
+fn icr_low(ipi: &Ipi) -> u32 {
+    use irqchip::lapic::{DestMode, DestShorthand};
+    let shorthand = match ipi.dest_shorthand {
+        DestShorthand::None => 0,
+        DestShorthand::SelfOnly => 1,
+        DestShorthand::AllIncludingSelf => 2,
+        DestShorthand::AllExcludingSelf => 3,
+    };
+    u32::from(ipi.vector)
+        | (ipi.delivery_mode as u32) << 8
+        | u32::from(ipi.dest_mode == DestMode::Logical) << 11
+        | u32::from(ipi.level) << 14
+        | u32::from(ipi.trigger == TriggerMode::Level) << 15
+        | shorthand << 18
 }
 
 #[cfg(test)]

@@ -9,8 +9,8 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use hv::{
-    CpuidEntry, ExitCounters, ExitReason, ExitStats, Fpu, HvError, IoEventAddress, IoHandler,
-    Kicker, MpState, Msr, Regs, SRegs, Vcpu, VcpuExit,
+    CpuidEntry, ExitCounters, ExitReason, Fpu, HvError, IoEventAddress, IoHandler, Kicker, MpState,
+    Msr, Regs, SRegs, Vcpu, VcpuExit,
 };
 use irqchip::lapic::{Lapic, LapicAction};
 use x86::{Bus, Cpu, CpuExit, CpuSignals, RamRef};
@@ -550,6 +550,7 @@ impl EmuVcpu {
                 continue;
             }
             self.service_interrupts(&mut bus);
+            tracepoints::kvm_entry(self.cpu.state.rip);
             match self.cpu.run(&mut bus, SLICE) {
                 CpuExit::Halt => {
                     let deadline = self.next_deadline();
@@ -566,6 +567,18 @@ impl EmuVcpu {
     }
 }
 
+/// The KVM exit reason KVM_RUN would return with for `exit`.
+fn userspace_exit_reason(exit: VcpuExit) -> u32 {
+    use tracepoints::kvm_exit;
+    match exit {
+        VcpuExit::Halt => kvm_exit::HLT,
+        VcpuExit::Shutdown => kvm_exit::SHUTDOWN,
+        VcpuExit::Reset | VcpuExit::PowerOff => kvm_exit::SYSTEM_EVENT,
+        VcpuExit::Interrupted => kvm_exit::INTR,
+        VcpuExit::Debug => kvm_exit::DEBUG,
+    }
+}
+
 fn invalid(e: impl std::fmt::Display) -> HvError {
     HvError::InvalidArgument(e.to_string())
 }
@@ -577,7 +590,9 @@ impl Vcpu for EmuVcpu {
 
     fn run(&mut self, io: &dyn IoHandler) -> Result<VcpuExit, HvError> {
         self.shared.lock().running_on = Some(std::thread::current().id());
+        tracepoints::set_vcpu(self.shared.id);
         let exit = self.run_loop(io);
+        tracepoints::kvm_userspace_exit(userspace_exit_reason(exit), 0);
         {
             let mut state = self.shared.lock();
             state.running_on = None;
@@ -707,7 +722,7 @@ impl Vcpu for EmuVcpu {
         }
     }
 
-    fn exit_stats(&self) -> ExitStats {
-        self.counters.snapshot()
+    fn exit_stats_source(&self) -> Arc<dyn hv::ExitStatsSource> {
+        self.counters.clone()
     }
 }

@@ -168,6 +168,7 @@ impl Vm for EmuVm {
                 crate::platform::IOAPIC_PINS
             )));
         }
+        tracepoints::kvm_set_irq(gsi, level.into(), 0);
         self.shared.router().set_gsi(gsi, level);
         Ok(())
     }

@@ -34,14 +34,15 @@ const USERSPACE_REASONS: [ExitReason; 5] = [
     ExitReason::Total,
 ];
 
-/// A vCPU on `/dev/kvm`. Field order matters: the vCPU fd (and its stats
-/// fd) close before the VM's shared state, which holds the guest memory.
+/// A vCPU on `/dev/kvm`. Field order matters: the vCPU fd closes before the
+/// VM's shared state, which holds the guest memory (the stats fd in `exits`
+/// may outlive both: it holds no guest memory).
 pub(crate) struct KvmVcpu {
     fd: VcpuFd,
-    stats: Option<BinaryStats>,
+    /// The exit counts: userspace's and KVM's binary stats.
+    exits: Arc<KvmExitStats>,
     id: u32,
     kick: Arc<KickState>,
-    counters: ExitCounters,
     /// x87/SSE state goes through KVM_GET/SET_XSAVE (see `xsave`).
     xsave: bool,
     vm: Arc<VmShared>,
@@ -50,8 +51,10 @@ pub(crate) struct KvmVcpu {
 /// What one KVM_RUN came back with, after the borrow of the kvm_run
 /// mapping that kvm-ioctls hands out has ended.
 enum Step {
-    /// Handled (I/O, MMIO, nothing to do): enter the guest again.
+    /// Handled (nothing to do): enter the guest again.
     Continue,
+    /// An MMIO access, served: enter the guest again.
+    Mmio,
     /// Port I/O: `data` (size * count bytes) lives in the kvm_run mapping.
     Io {
         port: u16,
@@ -80,10 +83,13 @@ impl KvmVcpu {
         };
         KvmVcpu {
             fd,
-            stats,
+            exits: Arc::new(KvmExitStats {
+                id,
+                stats,
+                counters: ExitCounters::default(),
+            }),
             id,
             kick: Arc::new(KickState::default()),
-            counters: ExitCounters::default(),
             xsave: caps.xsave,
             vm,
         }
@@ -109,6 +115,16 @@ impl KvmVcpu {
                 kio.size, kio.count, len
             )));
         }
+        if tracepoints::enabled(tracepoints::Event::KvmExit) {
+            let qual = tracepoints::VmxExit::io_qualification(
+                port,
+                size as u32,
+                input,
+                kio.count > 1,
+                kio.count > 1,
+            );
+            self.trace_exit(tracepoints::VmxExit::IoInstruction, qual);
+        }
         // `data`/`len` is the slice kvm-ioctls built for this exit: inside
         // the vCPU's kvm_run mapping at io.data_offset (past the kvm_run
         // struct the reference above covered), which lives as long as
@@ -120,10 +136,24 @@ impl KvmVcpu {
             for element in data.chunks_exact_mut(size) {
                 io.pio_read(port, element);
             }
+            tracepoints::kvm_pio(
+                false,
+                port,
+                size as u32,
+                kio.count,
+                le_value(&data[..size]) as u32,
+            );
         } else {
             // SAFETY: see above; kvm-ioctls handed this OUT buffer out as
             // `&[u8]` of exactly `len` bytes, and it is only read here.
             let data = unsafe { std::slice::from_raw_parts(data.cast_const(), len) };
+            tracepoints::kvm_pio(
+                true,
+                port,
+                size as u32,
+                kio.count,
+                le_value(&data[..size]) as u32,
+            );
             for element in data.chunks_exact(size) {
                 io.pio_write(port, element);
             }
@@ -148,21 +178,23 @@ impl KvmVcpu {
                 input: false,
             },
             Ok(KvmExit::MmioRead(gpa, data)) => {
-                self.counters.inc(ExitReason::Mmio);
+                self.exits.counters.inc(ExitReason::Mmio);
                 io.mmio_read(gpa, data);
-                Step::Continue
+                tracepoints::kvm_mmio(false, data.len() as u32, gpa, le_value(data));
+                Step::Mmio
             }
             Ok(KvmExit::MmioWrite(gpa, data)) => {
-                self.counters.inc(ExitReason::Mmio);
+                self.exits.counters.inc(ExitReason::Mmio);
+                tracepoints::kvm_mmio(true, data.len() as u32, gpa, le_value(data));
                 io.mmio_write(gpa, data);
-                Step::Continue
+                Step::Mmio
             }
             Ok(KvmExit::Hlt) => {
-                self.counters.inc(ExitReason::Hlt);
+                self.exits.counters.inc(ExitReason::Hlt);
                 Step::Exit(VcpuExit::Halt)
             }
             Ok(KvmExit::Shutdown) => {
-                self.counters.inc(ExitReason::Shutdown);
+                self.exits.counters.inc(ExitReason::Shutdown);
                 Step::Exit(VcpuExit::Shutdown)
             }
             Ok(KvmExit::SystemEvent(kind, data)) => match kind {
@@ -210,6 +242,41 @@ impl KvmVcpu {
             ))),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Step::Interrupted,
             Err(e) => Step::Fail(crate::error::os_error("KVM_RUN", e)),
+        }
+    }
+
+    /// `kvm_exit` at the guest's current RIP (read only while tracing).
+    fn trace_exit(&self, reason: tracepoints::VmxExit, info1: u64) {
+        let rip = self.fd.get_regs().map_or(0, |r| r.rip);
+        tracepoints::kvm_exit(reason, rip, info1, 0);
+    }
+
+    /// `kvm_userspace_exit` (and `kvm_exit`) for what KVM_RUN returned with.
+    /// Port I/O has its own `kvm_exit` with the exit qualification.
+    fn trace_step(&self, step: &Step) {
+        use tracepoints::{kvm_exit, VmxExit};
+        if !tracepoints::enabled(tracepoints::Event::KvmUserspaceExit)
+            && !tracepoints::enabled(tracepoints::Event::KvmExit)
+        {
+            return;
+        }
+        let (reason, vmx) = match step {
+            Step::Continue | Step::Fail(_) => return,
+            Step::Io { .. } => (kvm_exit::IO, None),
+            Step::Mmio => (kvm_exit::MMIO, Some(VmxExit::EptMisconfig)),
+            Step::Interrupted => {
+                tracepoints::kvm_userspace_exit(0, -libc::EINTR);
+                return;
+            }
+            Step::Exit(VcpuExit::Halt) => (kvm_exit::HLT, Some(VmxExit::Hlt)),
+            Step::Exit(VcpuExit::Shutdown) => (kvm_exit::SHUTDOWN, Some(VmxExit::TripleFault)),
+            Step::Exit(VcpuExit::Reset | VcpuExit::PowerOff) => (kvm_exit::SYSTEM_EVENT, None),
+            Step::Exit(VcpuExit::Debug) => (kvm_exit::DEBUG, None),
+            Step::Exit(VcpuExit::Interrupted) => (kvm_exit::INTR, None),
+        };
+        tracepoints::kvm_userspace_exit(reason, 0);
+        if let Some(vmx) = vmx.filter(|_| tracepoints::enabled(tracepoints::Event::KvmExit)) {
+            self.trace_exit(vmx, 0);
         }
     }
 
@@ -262,6 +329,7 @@ impl Vcpu for KvmVcpu {
     /// how kicks interrupt it.
     fn run(&mut self, io: &dyn IoHandler) -> Result<VcpuExit, HvError> {
         kick::prepare_thread()?;
+        tracepoints::set_vcpu(self.id);
         let kick = Arc::clone(&self.kick);
         let immediate_exit: *mut u8 = &mut self.fd.get_kvm_run().immediate_exit;
         // SAFETY: `immediate_exit` points into this vCPU's kvm_run mapping,
@@ -273,19 +341,24 @@ impl Vcpu for KvmVcpu {
             if kick.pending() {
                 self.fd.set_kvm_immediate_exit(1);
             }
-            match self.run_once(io) {
-                Step::Continue => {}
+            if tracepoints::enabled(tracepoints::Event::KvmEntry) {
+                tracepoints::kvm_entry(self.fd.get_regs().map_or(0, |r| r.rip));
+            }
+            let step = self.run_once(io);
+            self.trace_step(&step);
+            match step {
+                Step::Continue | Step::Mmio => {}
                 Step::Io {
                     port,
                     data,
                     len,
                     input,
                 } => {
-                    self.counters.inc(ExitReason::Io);
+                    self.exits.counters.inc(ExitReason::Io);
                     self.port_io(io, port, data, len, input)?;
                 }
                 Step::Interrupted => {
-                    self.counters.inc(ExitReason::Signal);
+                    self.exits.counters.inc(ExitReason::Signal);
                     self.fd.set_kvm_immediate_exit(0);
                     if kick.take() {
                         return Ok(VcpuExit::Interrupted);
@@ -427,6 +500,39 @@ impl Vcpu for KvmVcpu {
             .map_err(os("KVM_SET_MP_STATE"))
     }
 
+    fn exit_stats_source(&self) -> Arc<dyn hv::ExitStatsSource> {
+        self.exits.clone()
+    }
+
+    fn notify_paused(&mut self) -> Result<(), HvError> {
+        self.fd.kvmclock_ctrl().map_err(os("KVM_KVMCLOCK_CTRL"))
+    }
+}
+
+fn too_many_msrs(n: usize) -> HvError {
+    HvError::InvalidArgument(format!(
+        "{n} MSRs in one call, KVM takes at most {}",
+        kvm_bindings::KVM_MAX_MSR_ENTRIES
+    ))
+}
+
+/// The little-endian value of an access (at most 8 bytes).
+fn le_value(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .take(8)
+        .rev()
+        .fold(0, |v, &b| v << 8 | u64::from(b))
+}
+
+/// A vCPU's exit counts, readable from any thread.
+struct KvmExitStats {
+    id: u32,
+    stats: Option<BinaryStats>,
+    counters: ExitCounters,
+}
+
+impl hv::ExitStatsSource for KvmExitStats {
     /// Userspace counts for Io, Mmio, Shutdown, Signal and Total. Where the
     /// host has binary stats, KVM's counters add Hlt, ExternalInterrupt,
     /// InterruptWindow, IrqInjection, InsnEmulation(Fail), Hypercall and
@@ -435,10 +541,6 @@ impl Vcpu for KvmVcpu {
     /// hosts' KVM does not count a reason at all (nested kvm_pvm reports
     /// io_exits = 0 and does not count immediate-exit kicks in
     /// signal_exits). Everything else stays `None`.
-    fn notify_paused(&mut self) -> Result<(), HvError> {
-        self.fd.kvmclock_ctrl().map_err(os("KVM_KVMCLOCK_CTRL"))
-    }
-
     fn exit_stats(&self) -> ExitStats {
         let mut stats = ExitStats::default();
         for reason in USERSPACE_REASONS {
@@ -459,11 +561,4 @@ impl Vcpu for KvmVcpu {
         }
         stats
     }
-}
-
-fn too_many_msrs(n: usize) -> HvError {
-    HvError::InvalidArgument(format!(
-        "{n} MSRs in one call, KVM takes at most {}",
-        kvm_bindings::KVM_MAX_MSR_ENTRIES
-    ))
 }

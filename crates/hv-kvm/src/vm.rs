@@ -393,6 +393,7 @@ impl Vm for KvmVm {
     }
 
     fn set_irq_line(&self, gsi: u32, level: bool) -> Result<(), HvError> {
+        tracepoints::kvm_set_irq(gsi, level.into(), 0);
         self.shared
             .fd
             .set_irq_line(gsi, level)

@@ -142,6 +142,18 @@ impl ExitStats {
     }
 }
 
+/// Where a vCPU's exit statistics can be read from any thread while the
+/// vCPU runs (for `--stats`, the metrics and `ferrovisor stat`).
+pub trait ExitStatsSource: Send + Sync {
+    fn exit_stats(&self) -> ExitStats;
+}
+
+impl ExitStatsSource for ExitCounters {
+    fn exit_stats(&self) -> ExitStats {
+        self.snapshot()
+    }
+}
+
 /// Lock-free exit counters a backend bumps from its vCPU thread and the VMM
 /// reads from any thread.
 #[derive(Debug)]

@@ -13,7 +13,7 @@ pub mod state;
 
 use std::sync::Arc;
 
-pub use exit::{ExitCounters, ExitReason, ExitStats, VcpuExit};
+pub use exit::{ExitCounters, ExitReason, ExitStats, ExitStatsSource, VcpuExit};
 pub use memory::MemorySlot;
 pub use state::{CpuidEntry, DescriptorTable, Fpu, Msr, Regs, SRegs, Segment};
 pub use vmm_sys_util::eventfd::EventFd;
@@ -266,7 +266,12 @@ pub trait Vcpu: Send {
         Err(HvError::Unsupported("set_mp_state"))
     }
     /// Exit counts by reason since the vCPU was created.
-    fn exit_stats(&self) -> ExitStats;
+    fn exit_stats(&self) -> ExitStats {
+        self.exit_stats_source().exit_stats()
+    }
+    /// A handle that reads this vCPU's exit counts from any thread, also
+    /// while it runs and after it is gone.
+    fn exit_stats_source(&self) -> Arc<dyn ExitStatsSource>;
     /// Tells the guest's paravirtual clock that the VMM paused this vCPU
     /// (KVM_KVMCLOCK_CTRL: its soft-lockup watchdog does not fire on
     /// resume). Called on the vCPU's thread while it is paused;

@@ -129,12 +129,18 @@ impl MachineHandle {
 pub struct RunningMachine {
     pub(crate) handle: MachineHandle,
     pub(crate) thread: JoinHandle<RunReport>,
+    pub(crate) live: crate::live::LiveStats,
 }
 
 impl RunningMachine {
     /// A handle that sends the machine commands.
     pub fn handle(&self) -> MachineHandle {
         self.handle.clone()
+    }
+
+    /// The machine's counters, readable from any thread while it runs.
+    pub fn live_stats(&self) -> crate::live::LiveStats {
+        self.live.clone()
     }
 
     /// Waits until the machine ends.

@@ -19,6 +19,7 @@ pub mod config;
 pub mod console;
 pub mod controller;
 mod devices;
+pub mod live;
 pub mod machine;
 pub mod memory;
 mod msi;
@@ -34,5 +35,6 @@ pub use config::{
 };
 pub use controller::{Command, CommandError, LimitTarget, MachineHandle, RunState, RunningMachine};
 pub use devices::{AcpiPlacement, UpdateError};
+pub use live::{LiveStats, StatsSample};
 pub use machine::{Machine, MachineError, MachineExit, RunReport};
 pub use spec::{machine_config, SpecConfigError};

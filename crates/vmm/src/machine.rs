@@ -243,6 +243,13 @@ impl Machine {
         })
     }
 
+    /// A handle on the machine's counters that stays readable while it
+    /// runs (see [`crate::live`]).
+    pub fn live_stats(&self) -> crate::live::LiveStats {
+        let vcpus = self.vcpus.iter().map(|v| v.exit_stats_source()).collect();
+        crate::live::LiveStats::new(self.accel, vcpus, self.devices.buses.clone())
+    }
+
     /// The guest's memory (for tests and snapshots).
     pub fn memory(&self) -> &GuestMemoryMmap {
         &self.mem
@@ -271,6 +278,7 @@ impl Machine {
     /// see [`crate::controller`].
     pub fn start(mut self) -> Result<RunningMachine, MachineError> {
         self.devices.activate().map_err(MachineError::TimerThread)?;
+        let live = self.live_stats();
         let control = Arc::new(VcpuControl::default());
         let mut threads: Vec<(Kicker, JoinHandle<ExitStats>)> = Vec::new();
         for vcpu in self.vcpus.drain(..) {
@@ -324,7 +332,11 @@ impl Machine {
             .name("vmm-controller".into())
             .spawn(move || controller.run());
         match thread {
-            Ok(thread) => Ok(RunningMachine { handle, thread }),
+            Ok(thread) => Ok(RunningMachine {
+                handle,
+                thread,
+                live,
+            }),
             Err(e) => {
                 // The controller (and the machine) went with the closure;
                 // its vCPU threads end on the stop.

@@ -145,7 +145,7 @@ impl Exec<'_> {
 
     pub(crate) fn triple_fault(&mut self) {
         tracing::debug!(rip = self.c.state.rip, "triple fault");
-        self.c.counters.inc(ExitReason::Shutdown);
+        self.vm_exit(ExitReason::Shutdown, tracepoints::VmxExit::TripleFault, 0);
         self.c.pending_exit = Some(CpuExit::Shutdown);
         self.c.block_exit = true;
     }

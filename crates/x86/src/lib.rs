@@ -666,6 +666,7 @@ impl Cpu {
         }
         self.state.halted = false;
         self.counters.inc(ExitReason::IrqInjection);
+        tracepoints::kvm_inj_virq(vector.into(), false, false);
         let mut ex = exec::Exec::new(self, bus);
         ex.deliver_event(vector, None, exception::EventKind::External);
         Ok(())

@@ -90,8 +90,9 @@ impl Exec<'_> {
         while done < buf.len() {
             let a = gpa + done as u64;
             let n = mmio_piece(a, buf.len() - done);
-            self.c.counters.inc(ExitReason::Mmio);
+            self.vm_exit(ExitReason::Mmio, tracepoints::VmxExit::EptMisconfig, 0);
             self.bus.mmio_read(a, &mut buf[done..done + n]);
+            tracepoints::kvm_mmio(false, n as u32, a, le_value(&buf[done..done + n]));
             done += n;
         }
     }
@@ -101,7 +102,8 @@ impl Exec<'_> {
         while done < buf.len() {
             let a = gpa + done as u64;
             let n = mmio_piece(a, buf.len() - done);
-            self.c.counters.inc(ExitReason::Mmio);
+            self.vm_exit(ExitReason::Mmio, tracepoints::VmxExit::EptMisconfig, 0);
+            tracepoints::kvm_mmio(true, n as u32, a, le_value(&buf[done..done + n]));
             self.bus.mmio_write(a, &buf[done..done + n]);
             done += n;
         }
@@ -553,4 +555,13 @@ impl Exec<'_> {
         }
         Ok(self.c.tlb.host(bank, lin, 1, write))
     }
+}
+
+/// The little-endian value of an MMIO piece (at most 8 bytes).
+fn le_value(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .take(8)
+        .rev()
+        .fold(0, |v, &b| v << 8 | u64::from(b))
 }

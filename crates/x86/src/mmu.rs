@@ -446,6 +446,7 @@ impl Exec<'_> {
     fn page_fault(&mut self, lin: u64, code: u32) -> Exc {
         self.c.state.cr2 = lin;
         self.c.counters.inc(ExitReason::PageFault);
+        tracepoints::kvm_page_fault(self.c.state.rip, lin, code.into());
         Exc {
             vector: crate::exception::PF,
             code: Some(code as u16),

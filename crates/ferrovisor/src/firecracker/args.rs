@@ -43,6 +43,10 @@ pub struct FcArgs {
     pub start_time_us: Option<u64>,
     pub start_time_cpu_us: Option<u64>,
     pub parent_cpu_time_us: Option<u64>,
+    /// `--trace PATTERN` (Ferrovisor's): KVM trace events to turn on.
+    pub trace: Option<String>,
+    /// `--trace-file PATH` (Ferrovisor's): where they go.
+    pub trace_file: Option<PathBuf>,
 }
 
 impl Default for FcArgs {
@@ -67,6 +71,8 @@ impl Default for FcArgs {
             start_time_us: None,
             start_time_cpu_us: None,
             parent_cpu_time_us: None,
+            trace: None,
+            trace_file: None,
         }
     }
 }
@@ -124,6 +130,8 @@ const OPTIONS: &[(&str, bool)] = &[
     ("http-api-max-payload-size", true),
     ("mmds-size-limit", true),
     ("accel", true),
+    ("trace", true),
+    ("trace-file", true),
     ("enable-pci", false),
     ("no-seccomp", false),
     ("seccomp-filter", true),
@@ -238,6 +246,8 @@ pub fn parse(args: &[String]) -> Result<Invocation, ArgError> {
                     })?;
             }
             "enable-pci" => out.enable_pci = true,
+            "trace" => out.trace = Some(value),
+            "trace-file" => out.trace_file = Some(PathBuf::from(value)),
             "no-seccomp" => out.no_seccomp = true,
             "seccomp-filter" => {
                 return Err(ArgError::Unsupported(

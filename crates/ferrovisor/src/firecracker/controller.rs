@@ -73,6 +73,8 @@ pub struct Controller {
     failed: AtomicU64,
     /// The MMDS data store and tokens, shared with the network devices.
     mmds: mmds::SharedMmds,
+    /// The running machine's exit counters.
+    live: Mutex<Option<vmm::LiveStats>>,
 }
 
 const PRE_BOOT_ONLY: &str = "this request is only accepted before the microVM starts";
@@ -128,7 +130,18 @@ impl Controller {
             requests: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             mmds: mmds::Mmds::shared(mmds::store::DEFAULT_LIMIT),
+            live: Mutex::new(None),
         }
+    }
+
+    /// Gives the controller the counters of the machine that runs.
+    pub fn set_live(&self, live: vmm::LiveStats) {
+        *self.live.lock().unwrap_or_else(|p| p.into_inner()) = Some(live);
+    }
+
+    fn live_sample(&self) -> Option<vmm::StatsSample> {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.as_ref().map(vmm::LiveStats::sample)
     }
 
     /// Serves `/mmds` from `shared` (the store the machine's network
@@ -186,6 +199,7 @@ impl Controller {
                 "refused_requests": self.failed.load(Ordering::Relaxed),
             },
             "logger": { "missed_log_count": missed_logs },
+            "exits": self.live_sample().map(|s| crate::stats::exits_json(&s)),
             "vmm": {
                 "uptime_us": self.started.elapsed().as_micros() as u64,
                 "state": match state.phase() { Phase::NotStarted => "Not started", Phase::Running => "Running", Phase::Paused => "Paused" },
@@ -412,6 +426,15 @@ impl Controller {
             }),
             Request::GetVmConfig => Reply::json(&state.spec),
             Request::GetMachineConfig => Reply::json(&state.spec.machine_config),
+            Request::GetStats => match self.live_sample() {
+                Some(sample) => Reply::json(&crate::stats::json(&sample)),
+                None => Reply::bad_request(POST_BOOT_ONLY),
+            },
+            Request::GetTrace => Reply::json(&crate::trace::current()),
+            Request::PutTrace(t) => match tracepoints::enable(&t.events) {
+                Ok(_) => Reply::no_content(),
+                Err(e) => Reply::bad_request(&e.to_string()),
+            },
             Request::Action(ActionType::FlushMetrics) if pre_boot => {
                 Reply::bad_request(POST_BOOT_ONLY)
             }

@@ -49,6 +49,8 @@ options (Firecracker's, plus --accel):
   --mmds-size-limit <bytes>             largest MMDS data store (JSON bytes) [default: the payload size]
   --boot-timer             accepted (no boot timer device yet)
   --enable-pci             virtio devices on PCI instead of virtio-mmio
+  --trace <pattern>        KVM trace events to write (kvm_exit, kvm_pio,kvm_mmio, kvm_*; docs/TRACING.md)
+  --trace-file <path>      where trace events go [default: standard error]
   --no-seccomp             accepted (no seccomp filters yet)
   --start-time-us, --start-time-cpu-us, --parent-cpu-time-us <n>   accepted (from the jailer)
   --version                print the Firecracker API version implemented
@@ -80,6 +82,9 @@ pub fn main(argv: &[String]) -> ExitCode {
         Ok(Invocation::Run(fc)) => fc,
         Err(e) => return fail(&e.to_string(), e.exit_status()),
     };
+    if let Err(message) = crate::trace::setup(fc.trace.as_deref(), fc.trace_file.as_deref()) {
+        return fail(&message, 153);
+    }
     let logger_spec = LoggerSpec {
         level: fc.level,
         log_path: fc.log_path.as_ref().map(|p| p.display().to_string()),
@@ -211,6 +216,7 @@ fn serve(
         return match build(&spec, fc.accel, &mmds).and_then(start) {
             Ok(running) => {
                 controller.set_machine(running.handle());
+                controller.set_live(running.live_stats());
                 crate::finish(running.wait(), false)
             }
             Err(message) => fail(&format!("cannot start the microVM: {message}"), 1),
@@ -222,6 +228,7 @@ fn serve(
     while let Ok(request) = start_rx.recv() {
         match build(&request.spec, fc.accel, &mmds).and_then(start) {
             Ok(running) => {
+                controller.set_live(running.live_stats());
                 let _ = request.reply.send(Ok(running.handle()));
                 return crate::finish(running.wait(), false);
             }

@@ -100,7 +100,11 @@ impl Exec<'_> {
             if (self.c.want_interrupt_window && self.c.can_inject_interrupt())
                 || (self.c.want_nmi_window && self.c.can_inject_nmi())
             {
-                self.c.counters.inc(ExitReason::InterruptWindow);
+                self.vm_exit(
+                    ExitReason::InterruptWindow,
+                    tracepoints::VmxExit::InterruptWindow,
+                    0,
+                );
                 return CpuExit::InterruptWindow;
             }
             if self.c.icount >= limit {

@@ -4,6 +4,7 @@
 
 use hv::ExitReason;
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
+use tracepoints::VmxExit;
 
 use super::Exec;
 use crate::exception::{gp, np, ud, R};
@@ -34,8 +35,13 @@ impl Exec<'_> {
         if r.is_dr() {
             return self.write_dr(r as usize - Register::DR0 as usize, v);
         }
-        self.c.counters.inc(ExitReason::CrAccess);
         let n = r as usize - Register::CR0 as usize;
+        self.vm_exit(
+            ExitReason::CrAccess,
+            VmxExit::CrAccess,
+            VmxExit::cr_qualification(n as u32, true),
+        );
+        tracepoints::kvm_cr(true, n as u32, v);
         self.write_cr(n, v)
     }
 
@@ -145,9 +151,14 @@ impl Exec<'_> {
         let v = if r.is_dr() {
             self.read_dr(r as usize - Register::DR0 as usize)?
         } else {
-            self.c.counters.inc(ExitReason::CrAccess);
+            let n = r as usize - Register::CR0 as usize;
+            self.vm_exit(
+                ExitReason::CrAccess,
+                VmxExit::CrAccess,
+                VmxExit::cr_qualification(n as u32, false),
+            );
             let st = &self.c.state;
-            match r as usize - Register::CR0 as usize {
+            let v = match n {
                 0 => st.cr0,
                 2 => st.cr2,
                 3 => st.cr3,
@@ -157,7 +168,9 @@ impl Exec<'_> {
                     None => self.c.state.cr8,
                 },
                 _ => return Err(ud()),
-            }
+            };
+            tracepoints::kvm_cr(false, n as u32, v);
+            v
         };
         self.set_gpr(insn.op0_register(), v);
         Ok(())
@@ -195,23 +208,36 @@ impl Exec<'_> {
         Ok(())
     }
 
+    /// Counts an exit of `reason` and emits `kvm_exit` for it (at the RIP
+    /// the CPU state holds: on emu, the instruction's end for the
+    /// instructions that exit, the block's start for MMIO).
+    pub(crate) fn vm_exit(&mut self, reason: ExitReason, vmx: VmxExit, info1: u64) {
+        self.c.counters.inc(reason);
+        tracepoints::kvm_exit(vmx, self.c.state.rip, info1, 0);
+    }
+
     pub(crate) fn port_in(&mut self, port: u16, size: u32) -> u64 {
         self.io_breakpoints(port, size);
-        self.c.counters.inc(ExitReason::Io);
+        let qual = VmxExit::io_qualification(port, size, true, false, false);
+        self.vm_exit(ExitReason::Io, VmxExit::IoInstruction, qual);
         let mut buf = [0u8; 4];
         self.bus.pio_read(port, &mut buf[..size as usize]);
-        u32::from_le_bytes(buf) as u64
+        let v = u32::from_le_bytes(buf);
+        tracepoints::kvm_pio(false, port, size, 1, v);
+        v as u64
     }
 
     pub(crate) fn port_out(&mut self, port: u16, size: u32, v: u64) {
         self.io_breakpoints(port, size);
-        self.c.counters.inc(ExitReason::Io);
+        let qual = VmxExit::io_qualification(port, size, false, false, false);
+        self.vm_exit(ExitReason::Io, VmxExit::IoInstruction, qual);
+        tracepoints::kvm_pio(true, port, size, 1, v as u32);
         let buf = (v as u32).to_le_bytes();
         self.bus.pio_write(port, &buf[..size as usize]);
     }
 
     fn cpuid(&mut self) {
-        self.c.counters.inc(ExitReason::Cpuid);
+        self.vm_exit(ExitReason::Cpuid, VmxExit::Cpuid, 0);
         let leaf = self.c.state.gpr[RAX] as u32;
         let sub = self.c.state.gpr[RCX] as u32;
         let e = self
@@ -219,8 +245,9 @@ impl Exec<'_> {
             .cpuid
             .iter()
             .find(|e| e.function == leaf && (!e.significant_index || e.index == sub))
-            .copied()
-            .unwrap_or_default();
+            .copied();
+        let found = e.is_some();
+        let e = e.unwrap_or_default();
         let (eax, mut ebx, mut ecx, mut edx) = (e.eax, e.ebx, e.ecx, e.edx);
         if leaf == 0xd && e.function == 0xd {
             match sub {
@@ -251,6 +278,15 @@ impl Exec<'_> {
                 ecx |= 1 << 4;
             }
         }
+        tracepoints::kvm_cpuid(
+            leaf,
+            sub,
+            eax.into(),
+            ebx.into(),
+            ecx.into(),
+            edx.into(),
+            found,
+        );
         let g = &mut self.c.state.gpr;
         g[RAX] = eax as u64;
         g[3] = ebx as u64;
@@ -303,13 +339,13 @@ impl Exec<'_> {
         match insn.mnemonic() {
             Hlt => {
                 self.require_cpl0()?;
-                self.c.counters.inc(ExitReason::Hlt);
+                self.vm_exit(ExitReason::Hlt, VmxExit::Hlt, 0);
                 self.c.state.halted = true;
                 self.c.block_exit = true;
             }
             Cpuid => self.cpuid(),
             Vmcall | Vmmcall => {
-                self.c.counters.inc(ExitReason::Hypercall);
+                self.vm_exit(ExitReason::Hypercall, VmxExit::Vmcall, 0);
                 let st = &self.c.state;
                 let g = |r: usize| st.gpr[r];
                 let call = crate::Hypercall {
@@ -347,32 +383,39 @@ impl Exec<'_> {
             }
             Rdmsr => {
                 self.require_cpl0()?;
-                self.c.counters.inc(ExitReason::MsrAccess);
+                self.vm_exit(ExitReason::MsrAccess, VmxExit::MsrRead, 0);
                 let idx = self.c.state.gpr[RCX] as u32;
                 let v = match self.c.read_msr(idx) {
                     Some(v) => v,
                     None => self.bus.rdmsr(idx).ok_or_else(|| {
                         tracing::debug!(msr = idx, "rdmsr of an unknown MSR: #GP");
+                        tracepoints::kvm_msr(false, idx, 0, true);
                         gp(0)
                     })?,
                 };
+                tracepoints::kvm_msr(false, idx, v, false);
                 self.set_gpr_sized(RAX, 4, v & 0xffff_ffff);
                 self.set_gpr_sized(RDX, 4, v >> 32);
             }
             Wrmsr => {
                 self.require_cpl0()?;
-                self.c.counters.inc(ExitReason::MsrAccess);
+                self.vm_exit(ExitReason::MsrAccess, VmxExit::MsrWrite, 0);
                 let idx = self.c.state.gpr[RCX] as u32;
                 let v = (self.c.state.gpr[RAX] & 0xffff_ffff) | (self.c.state.gpr[RDX] << 32);
-                match self.c.write_msr(idx, v) {
-                    Ok(()) => {}
-                    Err(MsrError::Invalid) => return Err(gp(0)),
+                let ok = match self.c.write_msr(idx, v) {
+                    Ok(()) => true,
+                    Err(MsrError::Invalid) => false,
                     Err(MsrError::Unknown) => {
-                        if !self.bus.wrmsr(idx, v) {
+                        let ok = self.bus.wrmsr(idx, v);
+                        if !ok {
                             tracing::debug!(msr = idx, "wrmsr of an unknown MSR: #GP");
-                            return Err(gp(0));
                         }
+                        ok
                     }
+                };
+                tracepoints::kvm_msr(true, idx, v, !ok);
+                if !ok {
+                    return Err(gp(0));
                 }
                 self.c.block_exit = true;
             }
@@ -475,7 +518,12 @@ impl Exec<'_> {
                 let cur = self.c.state.cr0;
                 // PE can be set but not cleared.
                 let new = (cur & !0xe) | (v & 0xf) | (cur & cr0::PE);
-                self.c.counters.inc(ExitReason::CrAccess);
+                self.vm_exit(
+                    ExitReason::CrAccess,
+                    VmxExit::CrAccess,
+                    VmxExit::cr_qualification(0, true),
+                );
+                tracepoints::kvm_cr(true, 0, new);
                 self.write_cr(0, new)?;
             }
             Clts => {

@@ -1,0 +1,61 @@
+//! The statistics of a running machine, readable from any thread while it
+//! runs: each vCPU's exit counts by reason (the accelerators' lock-free
+//! counters, shared) and the unhandled guest accesses. `--stats`, the
+//! metrics and `ferrovisor stat` (through `GET /ferrovisor/stats`) read
+//! them.
+
+use std::sync::Arc;
+
+use devices::IoBuses;
+use hv::{ExitStats, ExitStatsSource};
+
+/// A cheap handle on a machine's live counters.
+#[derive(Clone)]
+pub struct LiveStats {
+    accel: &'static str,
+    vcpus: Vec<Arc<dyn ExitStatsSource>>,
+    buses: Arc<IoBuses>,
+}
+
+/// One reading of [`LiveStats`].
+#[derive(Debug, Clone)]
+pub struct StatsSample {
+    pub accel: &'static str,
+    /// Exit counts of each vCPU, by vCPU id.
+    pub vcpus: Vec<ExitStats>,
+    pub unhandled_pio: u64,
+    pub unhandled_mmio: u64,
+}
+
+impl LiveStats {
+    pub(crate) fn new(
+        accel: &'static str,
+        vcpus: Vec<Arc<dyn ExitStatsSource>>,
+        buses: Arc<IoBuses>,
+    ) -> LiveStats {
+        LiveStats {
+            accel,
+            vcpus,
+            buses,
+        }
+    }
+
+    /// Reads every counter now.
+    pub fn sample(&self) -> StatsSample {
+        StatsSample {
+            accel: self.accel,
+            vcpus: self.vcpus.iter().map(|v| v.exit_stats()).collect(),
+            unhandled_pio: self.buses.pio.unhandled_count(),
+            unhandled_mmio: self.buses.mmio.unhandled_count(),
+        }
+    }
+}
+
+impl std::fmt::Debug for LiveStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveStats")
+            .field("accel", &self.accel)
+            .field("vcpus", &self.vcpus.len())
+            .finish()
+    }
+}
