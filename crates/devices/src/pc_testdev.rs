@@ -7,6 +7,12 @@
 //! | 0xe4–0xe7 | [`TestdevPorts`] | "flush page": QEMU unmaps the host page of the guest-physical address written, so that KVM's next access to it faults (`eventinj`); nothing a guest can observe, so writes are accepted and have no effect; reads 0 |
 //! | 0x2000–0x2017 | [`TestdevIrq`] | interrupt lines: a write of a non-zero byte to port 0x2000 + n raises ISA IRQ / GSI n, zero lowers it (the `ioapic` test's level and edge interrupts); reads 0 |
 //!
+//! and one MMIO range, QEMU's "testdev-iomem":
+//!
+//! | addresses | device | what |
+//! |---|---|---|
+//! | 0xff00_0000–0xff00_ffff | [`TestdevIomem`] | 64 KiB of RAM-like memory behind MMIO exits, so that every guest access to it is emulated (the `emulator` test's instructions with a memory operand in MMIO) |
+//!
 //! A GSI the guest drives here is the same line other devices of the
 //! machine drive: the levels are not combined, the last write wins. The
 //! kvm-unit-tests use GSIs 14 and 15, which no default device uses.
@@ -23,6 +29,11 @@ pub const TESTDEV_SIZE: u64 = 8;
 pub const TESTDEV_IRQ_PORT: u16 = 0x2000;
 /// Interrupt lines (GSIs 0..24, the IOAPIC's pins).
 pub const TESTDEV_IRQ_LINES: usize = 24;
+
+/// Guest-physical base of [`TestdevIomem`] (kvm-unit-tests' `IORAM_BASE_PHYS`).
+pub const TESTDEV_IOMEM_BASE: u64 = 0xff00_0000;
+/// Size of [`TestdevIomem`] (`IORAM_LEN`).
+pub const TESTDEV_IOMEM_SIZE: u64 = 0x1_0000;
 
 /// Offset of the flush-page port in [`TestdevPorts`].
 const FLUSH_PAGE: u64 = 4;
@@ -72,6 +83,50 @@ impl BusDevice for TestdevPorts {
             match offset.checked_add(i as u64) {
                 Some(o) if o < FLUSH_PAGE => self.scratch[o as usize] = b,
                 _ => break,
+            }
+        }
+    }
+}
+
+/// The MMIO range: byte-addressable memory, read back as written (zero
+/// at first). Bytes of an access that fall outside the range read 0 and
+/// are not written.
+pub struct TestdevIomem {
+    buf: Box<[u8]>,
+}
+
+impl TestdevIomem {
+    pub fn new() -> TestdevIomem {
+        TestdevIomem {
+            buf: vec![0; TESTDEV_IOMEM_SIZE as usize].into_boxed_slice(),
+        }
+    }
+
+    fn index(offset: u64, i: usize) -> Option<usize> {
+        offset
+            .checked_add(i as u64)
+            .filter(|&o| o < TESTDEV_IOMEM_SIZE)
+            .map(|o| o as usize)
+    }
+}
+
+impl Default for TestdevIomem {
+    fn default() -> Self {
+        TestdevIomem::new()
+    }
+}
+
+impl BusDevice for TestdevIomem {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = Self::index(offset, i).map_or(0, |o| self.buf[o]);
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        for (i, &b) in data.iter().enumerate() {
+            if let Some(o) = Self::index(offset, i) {
+                self.buf[o] = b;
             }
         }
     }
@@ -157,6 +212,36 @@ mod tests {
             dev.write(offset, &buf);
         }
         assert_eq!(dev.scratch(), 0x0903_0201);
+    }
+
+    #[test]
+    fn iomem_reads_back_what_was_written_at_any_width() {
+        let mut dev = TestdevIomem::new();
+        let mut q = [0xff; 8];
+        dev.read(0x100, &mut q);
+        assert_eq!(q, [0; 8]);
+        dev.write(0x100, &0x1122_3344_5566_7788u64.to_le_bytes());
+        dev.write(0x101, &[0xab]);
+        dev.read(0x100, &mut q);
+        assert_eq!(u64::from_le_bytes(q), 0x1122_3344_5566_ab88);
+        let mut w = [0; 2];
+        dev.read(0x106, &mut w);
+        assert_eq!(w, [0x22, 0x11]);
+        // 16-byte (SSE) accesses and the last bytes of the range.
+        let x: Vec<u8> = (1..=16).collect();
+        dev.write(TESTDEV_IOMEM_SIZE - 16, &x);
+        let mut o = [0; 16];
+        dev.read(TESTDEV_IOMEM_SIZE - 16, &mut o);
+        assert_eq!(o.as_slice(), x.as_slice());
+        // Past the end: the bytes inside are written, the rest read 0.
+        dev.write(TESTDEV_IOMEM_SIZE - 2, &[7, 7, 7, 7]);
+        dev.read(TESTDEV_IOMEM_SIZE - 2, &mut q[..4]);
+        assert_eq!(&q[..4], &[7, 7, 0, 0]);
+        for offset in [TESTDEV_IOMEM_SIZE, u64::MAX] {
+            dev.write(offset, &[1; 8]);
+            dev.read(offset, &mut q);
+            assert_eq!(q, [0; 8]);
+        }
     }
 
     struct Recorder {

@@ -43,6 +43,8 @@ const REASON_STATS: &[(ExitReason, &str)] = &[
     (ExitReason::InsnEmulation, "insn_emulation"),
     (ExitReason::InsnEmulationFail, "insn_emulation_fail"),
     (ExitReason::Hypercall, "hypercalls"),
+    // Where the kernel counts PLE exits (not every x86 kernel does).
+    (ExitReason::Pause, "pause_exits"),
     (ExitReason::Total, "exits"),
 ];
 

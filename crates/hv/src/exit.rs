@@ -55,12 +55,15 @@ pub enum ExitReason {
     InsnEmulationFail,
     /// A hypercall (VMCALL/VMMCALL).
     Hypercall,
+    /// A PAUSE that ended a long spin loop (pause-loop exiting: VMX PLE,
+    /// SVM's pause filter).
+    Pause,
     /// Every exit of any reason.
     Total,
 }
 
 impl ExitReason {
-    pub const ALL: [ExitReason; 16] = [
+    pub const ALL: [ExitReason; 17] = [
         ExitReason::Io,
         ExitReason::Mmio,
         ExitReason::Hlt,
@@ -76,6 +79,7 @@ impl ExitReason {
         ExitReason::InsnEmulation,
         ExitReason::InsnEmulationFail,
         ExitReason::Hypercall,
+        ExitReason::Pause,
         ExitReason::Total,
     ];
     pub const COUNT: usize = Self::ALL.len();
@@ -98,6 +102,7 @@ impl ExitReason {
             ExitReason::InsnEmulation => "insn_emulation",
             ExitReason::InsnEmulationFail => "insn_emulation_fail",
             ExitReason::Hypercall => "hypercall",
+            ExitReason::Pause => "pause",
             ExitReason::Total => "total",
         }
     }

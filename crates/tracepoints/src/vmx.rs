@@ -17,6 +17,7 @@ pub enum VmxExit {
     IoInstruction = 30,
     MsrRead = 31,
     MsrWrite = 32,
+    PauseInstruction = 40,
     EptViolation = 48,
     EptMisconfig = 49,
 }
@@ -37,6 +38,7 @@ impl VmxExit {
             VmxExit::IoInstruction => "IO_INSTRUCTION",
             VmxExit::MsrRead => "MSR_READ",
             VmxExit::MsrWrite => "MSR_WRITE",
+            VmxExit::PauseInstruction => "PAUSE_INSTRUCTION",
             VmxExit::EptViolation => "EPT_VIOLATION",
             VmxExit::EptMisconfig => "EPT_MISCONFIG",
         }

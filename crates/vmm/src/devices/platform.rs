@@ -14,6 +14,9 @@
 //! | 0x2000–0x2017 | pc-testdev interrupt lines (`--device pc-testdev`) | GSI 0–23 |
 //! | 0x8900 | Bochs shutdown port ("Shutdown" powers off) | — |
 //!
+//! and on the MMIO bus, with `--device pc-testdev`, its memory range at
+//! 0xFF00_0000–0xFF00_FFFF.
+//!
 //! The firmware ROM below 4 GiB and the BIOS reset entry at F000:FFF0
 //! ([`arch::firmware`]) reset the machine through the i8042, so a kernel
 //! that reboots through the BIOS ends the VM as a reset does.
@@ -25,7 +28,8 @@ use devices::debug_exit::{DebugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE};
 use devices::fw_cfg::{FwCfg, FwCfgMachine, FW_CFG_PORT, FW_CFG_SIZE};
 use devices::i8042::{I8042, I8042_BASE, I8042_KBD_IRQ, I8042_SIZE};
 use devices::pc_testdev::{
-    TestdevIrq, TestdevPorts, TESTDEV_IRQ_LINES, TESTDEV_IRQ_PORT, TESTDEV_PORT, TESTDEV_SIZE,
+    TestdevIomem, TestdevIrq, TestdevPorts, TESTDEV_IOMEM_BASE, TESTDEV_IOMEM_SIZE,
+    TESTDEV_IRQ_LINES, TESTDEV_IRQ_PORT, TESTDEV_PORT, TESTDEV_SIZE,
 };
 use devices::reset_control::ResetControl;
 use devices::rtc::{Rtc, RTC_BASE, RTC_IRQ, RTC_SIZE};
@@ -132,6 +136,12 @@ pub(crate) fn build(
             TESTDEV_IRQ_PORT.into(),
             TESTDEV_IRQ_LINES as u64,
             Arc::new(Mutex::new(TestdevIrq::new(lines))),
+        )?;
+        buses.mmio.insert(
+            "pc-testdev-iomem",
+            TESTDEV_IOMEM_BASE,
+            TESTDEV_IOMEM_SIZE,
+            Arc::new(Mutex::new(TestdevIomem::new())),
         )?;
     }
     Ok(Platform {

@@ -36,6 +36,8 @@ use crate::state::{Mode, CS};
 use crate::{Bus, Cpu, CpuExit, CpuSignals};
 pub use op::Op;
 pub(crate) use pause::PauseLoop;
+#[cfg(test)]
+pub(crate) use pause::PLE_WINDOW;
 
 /// The execution context: the CPU and the bus it runs against.
 pub(crate) struct Exec<'a> {

@@ -9,6 +9,8 @@
 
 use super::Exec;
 use crate::CpuExit;
+use hv::ExitReason;
+use tracepoints::VmxExit;
 
 /// Two PAUSEs at most this many instructions apart belong to one spin
 /// loop (PLE_Gap).
@@ -45,6 +47,8 @@ impl Exec<'_> {
     /// PAUSE: a hint, except that a long spin loop ends the run.
     pub(super) fn pause(&mut self) {
         if self.c.ple.pause(self.c.icount) {
+            // The one place a pause-loop exit is counted and traced.
+            self.vm_exit(ExitReason::Pause, VmxExit::PauseInstruction, 0);
             self.c.pending_exit.get_or_insert(CpuExit::PauseLoop);
             self.c.block_exit = true;
         }
@@ -58,7 +62,8 @@ mod tests {
     #[test]
     fn a_tight_loop_exits_once_per_window() {
         let mut ple = PauseLoop::default();
-        let exits = (1..=3 * PLE_WINDOW / 4)
+        // Pauses every 4 instructions spanning exactly three windows.
+        let exits = (0..=3 * PLE_WINDOW / 4)
             .map(|i| ple.pause(1000 + i * 4))
             .filter(|&e| e)
             .count();

@@ -626,3 +626,25 @@ fn nmis_wait_for_the_sti_shadow_and_the_nmi_window() {
     assert_eq!(g.reg(15), 1);
     assert!(g.cpu.can_inject_nmi());
 }
+
+#[test]
+fn a_long_pause_loop_exits_once_and_is_counted_as_pause() {
+    let mut g = Guest::long64();
+    // Spin with PAUSE (3 instructions a turn) for about 1.5 PLE windows,
+    // then halt: exactly one pause-loop exit on the way.
+    let turns = (crate::exec::PLE_WINDOW * 3 / 2 / 3) as i32;
+    g.code(|a| {
+        let mut spin = a.create_label();
+        a.mov(ecx, turns)?;
+        a.set_label(&mut spin)?;
+        a.pause()?;
+        a.dec(ecx)?;
+        a.jnz(spin)?;
+        a.hlt()
+    });
+    assert_eq!(g.run(), CpuExit::PauseLoop);
+    assert_ne!(g.reg(1), 0, "the exit came in the middle of the loop");
+    g.run_to_hlt();
+    assert_eq!(g.reg(1), 0);
+    assert_eq!(g.cpu.counters().get(ExitReason::Pause), 1);
+}
