@@ -726,6 +726,11 @@ impl Exec<'_> {
         if long {
             let hi = self.read_descriptor(sel.wrapping_add(8))?.0;
             d.base |= (hi & 0xffff_ffff) << 32;
+            // A 64-bit TSS or LDT must have a canonical base (KVM's
+            // emulator: #GP(selector); kvm-unit-tests la57).
+            if !canonical(d.base) {
+                return Err(gp(code));
+            }
         }
         if tr {
             // Mark the TSS busy.

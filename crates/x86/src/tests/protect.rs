@@ -536,3 +536,50 @@ fn pcid_and_invpcid_follow_cpuid() {
     });
     assert_eq!(r.map(|r| r.0), Some(UD));
 }
+
+#[test]
+fn ltr_and_lldt_refuse_a_non_canonical_base_in_long_mode() {
+    let mut g = guest();
+    let ldt = |base: u64| {
+        let lo = 0xf | ((base & 0xff_ffff) << 16) | (0x82u64 << 40) | (((base >> 24) & 0xff) << 56);
+        (lo, base >> 32)
+    };
+    // The GDT limit, here and in the pointer the handlers reload.
+    g.cpu.state.gdtr.limit = 0x6f;
+    g.bus.load(DATA + 0x7f6, &0x6fu16.to_le_bytes());
+    for (base, ok) in [
+        (0xaaaa_aaaa_aaaa_aaaa, false),
+        (0xffaa_aaaa_aaaa_aaaa, false),
+        (0xffff_8000_0000_0000, true),
+    ] {
+        let (lo, hi) = tss_descriptor(base, 0x67);
+        g.bus.write_u64(GDT + 0x40, lo);
+        g.bus.write_u64(GDT + 0x48, hi);
+        let (lo, hi) = ldt(base);
+        g.bus.write_u64(GDT + 0x50, lo);
+        g.bus.write_u64(GDT + 0x58, hi);
+        let r = run(&mut g, |a| {
+            a.mov(eax, 0x40)?;
+            a.ltr(ax)
+        });
+        let busy = g.bus.read_u8(GDT + 0x45) & 2 != 0;
+        if ok {
+            assert_eq!(r, None, "ltr, base {base:#x}");
+            assert!(busy);
+            assert_eq!(g.cpu.state.tr.base, base);
+        } else {
+            assert_eq!(r, Some((GP, 0x40)), "ltr, base {base:#x}");
+            assert!(!busy, "a refused TSS is not marked busy");
+        }
+        let r = run(&mut g, |a| {
+            a.mov(eax, 0x50)?;
+            a.lldt(ax)
+        });
+        if ok {
+            assert_eq!(r, None, "lldt, base {base:#x}");
+            assert_eq!(g.cpu.state.ldtr.base, base);
+        } else {
+            assert_eq!(r, Some((GP, 0x50)), "lldt, base {base:#x}");
+        }
+    }
+}
