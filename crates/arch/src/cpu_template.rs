@@ -25,6 +25,8 @@ pub enum TemplateError {
     Number { what: &'static str, text: String },
     #[error("bad CPUID flags {0}: only bit 0 (significant subleaf) is defined")]
     Flags(u32),
+    #[error("bad KVM capability {0:?}: expected a decimal number, or ! and a number to remove it")]
+    KvmCapability(String),
 }
 
 /// Which bits a modifier changes (`mask`) and to what (`value`, only bits
@@ -118,6 +120,23 @@ pub struct MsrModifier {
 pub struct CpuTemplate {
     pub cpuid: Vec<CpuidModifier>,
     pub msrs: Vec<MsrModifier>,
+    /// KVM capabilities the accelerator must have (`"N"`).
+    pub kvm_required: Vec<u32>,
+    /// KVM capabilities removed from the checks (`"!N"`).
+    pub kvm_removed: Vec<u32>,
+}
+
+/// A `kvm_capabilities` item: `(cap, true)` for `"N"` (required),
+/// `(cap, false)` for `"!N"` (removed).
+pub fn parse_kvm_capability(text: &str) -> Result<(u32, bool), TemplateError> {
+    let (body, add) = match text.strip_prefix('!') {
+        Some(rest) => (rest, false),
+        None => (text, true),
+    };
+    let cap = body
+        .parse::<u32>()
+        .map_err(|_| TemplateError::KvmCapability(text.to_string()))?;
+    Ok((cap, add))
 }
 
 impl CpuidModifier {
@@ -250,6 +269,10 @@ mod tests {
         assert!(parse_u32("l", "0x1_0000_0000").is_err());
         assert!(parse_u32("l", "ten").is_err());
         assert!(CpuidModifier::parse("1", "0", 2, Reg::Eax, KEEP32).is_err());
+        assert_eq!(parse_kvm_capability("56"), Ok((56, true)));
+        assert_eq!(parse_kvm_capability("!121"), Ok((121, false)));
+        assert!(parse_kvm_capability("!x").is_err());
+        assert!(parse_kvm_capability("0x10").is_err());
     }
 
     #[test]
@@ -284,7 +307,7 @@ mod tests {
                 )
                 .unwrap(),
             ],
-            msrs: vec![],
+            ..CpuTemplate::default()
         };
         t.apply_cpuid(&mut cpuid);
         assert_eq!(cpuid[0].ecx, 0);
@@ -307,12 +330,12 @@ mod tests {
         let ones = format!("0b{}", "1".repeat(64));
         let low = format!("0b{}0x", "x".repeat(62));
         let t = CpuTemplate {
-            cpuid: vec![],
             msrs: vec![
                 MsrModifier::parse("0x1a0", &ones).unwrap(),
                 MsrModifier::parse("416", &low).unwrap(),
                 MsrModifier::parse("0xc0000103", &format!("0b{}", "0".repeat(64))).unwrap(),
             ],
+            ..CpuTemplate::default()
         };
         assert_eq!(t.msr_indices(), vec![0x1a0, 0xc000_0103]);
         let mut msrs = vec![
