@@ -76,3 +76,43 @@ fn a_bad_template_in_a_config_file_is_exit_1_with_the_message() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn run_takes_the_same_template_with_cpu_template() {
+    let dir = temp_dir("cpucfg-run");
+    let kernel = elf(&dir, "probe.elf", &guests::cpu_template_probe().unwrap());
+    let template = dir.join("t.json");
+    let run = |template: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ferrovisor"))
+            .args(["run", "--accel", "emu", "--kernel"])
+            .arg(&kernel)
+            .arg("--cpu-template")
+            .arg(template)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    std::fs::write(
+        &template,
+        serde_json::json!({"cpuid_modifiers": [{"leaf": "1", "subleaf": "0", "flags": 0,
+            "modifiers": [{"register": "ecx", "bitmap": format!("0b0{}", "x".repeat(31))}]}]})
+        .to_string(),
+    )
+    .unwrap();
+    let out = run(&template);
+    assert_eq!(
+        out.status.code(),
+        Some(status(1)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&template, r#"{"cpuid_modifiers": [{"leaf": "1"}]}"#).unwrap();
+    let out = run(&template);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--cpu-template") && err.contains("missing field"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
