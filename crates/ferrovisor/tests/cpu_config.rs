@@ -109,7 +109,8 @@ fn run_takes_the_same_template_with_cpu_template() {
     std::fs::write(&template, r#"{"cpuid_modifiers": [{"leaf": "1"}]}"#).unwrap();
     let out = run(&template);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    // A bad flag value: `run`'s usage status, 2.
+    assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
         err.contains("--cpu-template") && err.contains("missing field"),
         "{err}"
