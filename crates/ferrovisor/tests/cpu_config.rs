@@ -117,3 +117,29 @@ fn run_takes_the_same_template_with_cpu_template() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn required_kvm_capabilities_are_checked_against_the_accelerator() {
+    let dir = temp_dir("cpucfg-caps");
+    let kernel = elf(&dir, "probe.elf", &guests::cpu_template_probe().unwrap());
+    let spec = |caps: serde_json::Value| {
+        serde_json::json!({
+            "boot-source": {"kernel_image_path": kernel.to_str().unwrap()},
+            "machine-config": {"vcpu_count": 1, "mem_size_mib": 16},
+            "cpu-config": {"kvm_capabilities": caps},
+        })
+    };
+    for accel in common::accels() {
+        // A removal is accepted everywhere; the guest runs (nothing changed).
+        let (code, err) = run(accel, &spec(serde_json::json!(["!56"])), &dir, "remove");
+        assert_eq!(code, status(0), "{accel}: {err}");
+        let (code, err) = run(accel, &spec(serde_json::json!(["99999"])), &dir, "require");
+        assert_eq!(code, 1, "{accel}: {err}");
+        let want = match accel {
+            "kvm" => "the kvm accelerator does not have KVM capability 99999",
+            _ => "has no KVM capabilities to check; capability 99999 cannot be required",
+        };
+        assert!(err.contains(want), "{accel}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
