@@ -7,8 +7,8 @@ use serde::de::DeserializeOwned;
 
 use crate::http::Method;
 use crate::schema::{
-    ActionType, BootSource, Drive, EntropyDevice, InstanceActionInfo, Logger, MachineConfigUpdate,
-    MachineConfiguration, Metrics, MmdsConfig, NetworkInterface, PartialDrive,
+    ActionType, BootSource, CpuConfig, Drive, EntropyDevice, InstanceActionInfo, Logger,
+    MachineConfigUpdate, MachineConfiguration, Metrics, MmdsConfig, NetworkInterface, PartialDrive,
     PartialNetworkInterface, SerialDevice, VmStateUpdate, Vsock,
 };
 
@@ -20,6 +20,8 @@ pub enum Request {
     GetVmConfig,
     GetMachineConfig,
     PutMachineConfig(MachineConfiguration),
+    /// `PUT /cpu-config`: a custom CPU template.
+    PutCpuConfig(CpuConfig),
     PatchMachineConfig(MachineConfigUpdate),
     PutBootSource(BootSource),
     PutDrive {
@@ -87,7 +89,6 @@ fn not_supported(first: &str) -> Option<&'static str> {
         "pmem" => "virtio-pmem (/pmem)",
         "hotplug" => "memory hotplug (/hotplug/memory)",
         "snapshot" => "snapshotting (/snapshot)",
-        "cpu-config" => "custom CPU templates (/cpu-config)",
         _ => return None,
     })
 }
@@ -133,6 +134,7 @@ pub fn route(method: &Method, path: &str, body: &[u8]) -> Result<Request, RouteE
         }
         (Method::Put, "machine-config") if single => Ok(Request::PutMachineConfig(json(body)?)),
         (Method::Patch, "machine-config") if single => Ok(Request::PatchMachineConfig(json(body)?)),
+        (Method::Put, "cpu-config") if single => Ok(Request::PutCpuConfig(json(body)?)),
         (Method::Put, "boot-source") if single => Ok(Request::PutBootSource(json(body)?)),
         (Method::Put, "drives") => Ok(Request::PutDrive {
             id: id("drive")?,
@@ -315,7 +317,6 @@ mod tests {
             "/hotplug/memory",
             "/snapshot/create",
             "/snapshot/load",
-            "/cpu-config",
         ] {
             let e = route(&Method::Put, path, b"{}").unwrap_err();
             assert!(

@@ -118,6 +118,63 @@ impl Default for MachineConfiguration {
     }
 }
 
+/// `PUT /cpu-config` and the `cpu-config` section of a VM description:
+/// a custom CPU template (x86-64 parts; the aarch64 fields
+/// `reg_modifiers` and `vcpu_features` are unknown fields here). The
+/// strings are checked and applied by `arch::cpu_template`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CpuConfig {
+    /// KVM capability numbers to require (`"N"`) or not (`"!N"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kvm_capabilities: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpuid_modifiers: Vec<CpuidLeafModifier>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub msr_modifiers: Vec<MsrModifier>,
+}
+
+/// The modifiers of one CPUID leaf/subleaf.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CpuidLeafModifier {
+    /// Hex (`0x`), binary (`0b`) or decimal.
+    pub leaf: String,
+    pub subleaf: String,
+    /// KVM's CPUID entry flags: bit 0 = the subleaf is significant.
+    pub flags: u32,
+    pub modifiers: Vec<CpuidRegisterModifier>,
+}
+
+/// A CPUID register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuidRegister {
+    Eax,
+    Ebx,
+    Ecx,
+    Edx,
+}
+
+/// One register of a CPUID leaf modifier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CpuidRegisterModifier {
+    pub register: CpuidRegister,
+    /// `0b` + 32 of `0`, `1`, `x` (keep).
+    pub bitmap: String,
+}
+
+/// One MSR modifier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MsrModifier {
+    /// Hex (`0x`), binary (`0b`) or decimal.
+    pub addr: String,
+    /// `0b` + 64 of `0`, `1`, `x` (keep); `_` may separate groups.
+    pub bitmap: String,
+}
+
 /// `PATCH /machine-config`: the fields to change.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -59,6 +59,8 @@ pub enum SpecError {
     MemoryTooLarge(u64),
     #[error("{0} is not supported by Ferrovisor yet")]
     Unsupported(String),
+    #[error("cpu_template {0} is not supported: Ferrovisor has no static CPU templates; give the CPUID and MSR modifiers as a custom template (PUT /cpu-config, or \"cpu-config\" in the configuration file)")]
+    StaticCpuTemplate(String),
     #[error("{field} cannot be empty")]
     EmptyPath { field: &'static str },
     #[error("drive {0:?} has no path_on_host")]
@@ -189,8 +191,8 @@ pub struct VmSpec {
     // so that validate() refuses them by name.
     #[serde(default, skip_serializing)]
     pub balloon: Option<serde_json::Value>,
-    #[serde(default, skip_serializing)]
-    pub cpu_config: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_config: Option<crate::schema::CpuConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mmds_config: Option<MmdsConfig>,
     #[serde(default, skip_serializing)]
@@ -289,8 +291,8 @@ pub fn check_machine_config(m: &MachineConfiguration) -> Result<(), SpecError> {
         ));
     }
     if m.cpu_template != CpuTemplate::None {
-        return Err(SpecError::Unsupported(format!(
-            "cpu_template {:?}",
+        return Err(SpecError::StaticCpuTemplate(format!(
+            "{:?}",
             m.cpu_template
         )));
     }
@@ -394,7 +396,6 @@ impl VmSpec {
     pub fn validate(&self) -> Result<(), SpecError> {
         for (name, value) in [
             ("balloon", &self.balloon),
-            ("cpu-config", &self.cpu_config),
             ("pmem", &self.pmem),
             ("memory-hotplug", &self.memory_hotplug),
         ] {

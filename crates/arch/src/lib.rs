@@ -22,6 +22,7 @@ pub mod acpi;
 pub mod boot;
 pub mod bzimage;
 pub mod cpu_model;
+pub mod cpu_template;
 pub mod cpuid;
 pub mod elf;
 pub mod elf_builder;

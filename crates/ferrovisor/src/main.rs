@@ -127,6 +127,10 @@ pub(crate) struct RunArgs {
     /// turned on must be one the accelerator offers.
     #[arg(long, default_value = "max", value_name = "MODEL[,FEATURE...]", value_parser = cpu_spec)]
     cpu: String,
+    /// A custom CPU template: Firecracker's /cpu-config JSON (CPUID and
+    /// MSR modifiers, kvm_capabilities), applied after --cpu.
+    #[arg(long, value_name = "FILE")]
+    cpu_template: Option<std::path::PathBuf>,
     /// A test device (repeatable): pc-testdev is QEMU's ISA test device
     /// that kvm-unit-tests use (a scratch register at ports 0xe0-0xe3 and
     /// interrupt lines at 0x2000 + GSI).

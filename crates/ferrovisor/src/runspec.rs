@@ -20,6 +20,16 @@ fn utf8<'a>(what: &str, path: &'a Path) -> Result<&'a str, String> {
 /// The spec of `ferrovisor run ARGS`. Disks without `id=` get the first
 /// free `driveN` as id (which the guest reads as the disk's serial);
 /// network devices are `net0`, `net1`, ... in order.
+/// `--cpu-template FILE`: the template, checked.
+fn cpu_config(path: &Path) -> Result<api::schema::CpuConfig, String> {
+    let what = || format!("--cpu-template {}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", what()))?;
+    let config: api::schema::CpuConfig =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", what()))?;
+    vmm::spec::cpu_template(&config).map_err(|e| format!("{}: {e}", what()))?;
+    Ok(config)
+}
+
 pub(crate) fn spec_from_run(args: &RunArgs) -> Result<VmSpec, String> {
     if !args.memory.is_multiple_of(1 << 20) {
         return Err(format!(
@@ -131,6 +141,7 @@ pub(crate) fn spec_from_run(args: &RunArgs) -> Result<VmSpec, String> {
             pc_testdev: args.devices.contains(&crate::TestDevice::PcTestdev),
             no_pit: args.no_pit,
         },
+        cpu_config: args.cpu_template.as_deref().map(cpu_config).transpose()?,
         ..spec
     };
     Ok(spec)

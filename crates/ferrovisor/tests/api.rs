@@ -88,7 +88,7 @@ fn machine_config_put_patch_and_bad_bodies() {
         (
             "PUT",
             r#"{"vcpu_count": 1, "mem_size_mib": 64, "cpu_template": "T2"}"#,
-            "cpu_template T2 is not supported",
+            "cpu_template T2 is not supported: Ferrovisor has no static CPU templates; give the CPUID and MSR modifiers as a custom template (PUT /cpu-config",
         ),
         (
             "PATCH",
@@ -664,7 +664,6 @@ fn later_features_answer_400_and_say_so() {
             Some(r#"{"mem_file_path": "/m", "snapshot_path": "/s"}"#),
         ),
         ("PUT", "/snapshot/load", Some(r#"{"snapshot_path": "/s"}"#)),
-        ("PUT", "/cpu-config", Some("{}")),
     ] {
         vm.bad(method, path, body, "not supported by Ferrovisor yet");
     }
@@ -680,6 +679,60 @@ fn later_features_answer_400_and_say_so() {
         Some(r#"{"state": "Paused"}"#),
         "only accepted after the microVM starts",
     );
+}
+
+#[test]
+fn cpu_config_checks_every_field_and_round_trips() {
+    let vm = Instance::start("cpucfg", &[]);
+    let keep = "x".repeat(32);
+    let leaf = |reg: &str, bitmap: &str| {
+        format!(
+            r#"{{"cpuid_modifiers": [{{"leaf": "0x1", "subleaf": "0x0", "flags": 0,
+                 "modifiers": [{{"register": "{reg}", "bitmap": "{bitmap}"}}]}}]}}"#
+        )
+    };
+    for (body, needle) in [
+        (
+            leaf("eax", "0bxxx"),
+            "has 3 bits, a 32-bit register needs exactly 32",
+        ),
+        (leaf("eax", &format!("0b{keep}x")), "has 33 bits"),
+        (leaf("eax", &keep), "must start with 0b"),
+        (
+            leaf("eax", &format!("0b2{}", &keep[1..])),
+            "'2' is not 0, 1, x or _",
+        ),
+        (leaf("fax", &format!("0b{keep}")), "unknown variant `fax`"),
+        (
+            r#"{"msr_modifiers": [{"addr": "0x1a0", "bitmap": "0b1"}]}"#.into(),
+            "a 64-bit register needs exactly 64",
+        ),
+        (
+            format!(r#"{{"msr_modifiers": [{{"addr": "msr", "bitmap": "0b{keep}{keep}"}}]}}"#),
+            "bad MSR address \"msr\"",
+        ),
+        (
+            r#"{"kvm_capabilities": ["!x"]}"#.into(),
+            "bad KVM capability \"!x\"",
+        ),
+        (
+            r#"{"reg_modifiers": []}"#.into(),
+            "unknown field `reg_modifiers`",
+        ),
+    ] {
+        vm.bad("PUT", "/cpu-config", Some(&body), needle);
+    }
+    // Nothing that failed was kept.
+    assert!(vm.get("/vm/config").get("cpu-config").is_none());
+    let good = serde_json::json!({
+        "kvm_capabilities": ["!56"],
+        "cpuid_modifiers": [{"leaf": "0x1", "subleaf": "0", "flags": 0,
+            "modifiers": [{"register": "ecx", "bitmap": format!("0b0{}", &keep[1..])}]}],
+        "msr_modifiers": [{"addr": "0x1a0",
+            "bitmap": format!("0b{}1", "x".repeat(63))}]
+    });
+    vm.ok("PUT", "/cpu-config", &good.to_string());
+    assert_eq!(vm.get("/vm/config")["cpu-config"], good);
 }
 
 #[test]

@@ -119,6 +119,39 @@ pub fn print_and_exit(text: &str, value: u32) -> Result<Program> {
     finish(a)
 }
 
+/// Reports what a custom CPU template changed through the debug-exit
+/// port: bit 0 = CPUID.1:ECX bit 31 (hypervisor) is clear, bit 1 =
+/// CPUID.1:EDX bit 30 (reserved) is set, bit 2 = IA32_MISC_ENABLE bits 11
+/// and 12 (BTS and PEBS unavailable) are set.
+pub fn cpu_template_probe() -> Result<Program> {
+    let mut a = assembler()?;
+    let mut s0 = a.create_label();
+    let mut s1 = a.create_label();
+    let mut s2 = a.create_label();
+    a.mov(eax, 1u32)?;
+    a.xor(ecx, ecx)?;
+    a.cpuid()?;
+    a.xor(r8d, r8d)?;
+    a.bt(ecx, 31)?;
+    a.jc(s0)?;
+    a.or(r8d, 1)?;
+    a.set_label(&mut s0)?;
+    a.bt(edx, 30)?;
+    a.jnc(s1)?;
+    a.or(r8d, 2)?;
+    a.set_label(&mut s1)?;
+    a.mov(ecx, 0x1a0u32)?;
+    a.rdmsr()?;
+    a.and(eax, 0x1800)?;
+    a.cmp(eax, 0x1800)?;
+    a.jne(s2)?;
+    a.or(r8d, 4)?;
+    a.set_label(&mut s2)?;
+    a.mov(eax, r8d)?;
+    emit_debug_exit_eax(&mut a)?;
+    finish(a)
+}
+
 /// Prints `text` on COM1, then asks for power off through the ACPI sleep
 /// control register (S5: SLP_TYP 5 with SLP_EN), then halts forever. Only
 /// vCPU 0 does so; the others halt.

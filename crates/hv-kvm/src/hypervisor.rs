@@ -229,6 +229,10 @@ impl Hypervisor for KvmHypervisor {
             config,
         )?))
     }
+
+    fn has_kvm_capability(&self, cap: u32) -> Option<bool> {
+        Some(self.kvm.check_extension_raw(libc::c_ulong::from(cap)) > 0)
+    }
 }
 
 #[cfg(test)]

@@ -146,6 +146,12 @@ pub trait Hypervisor: Send + Sync {
     /// Creates a VM with an in-kernel irqchip and (unless `config.pit` is
     /// false) PIT.
     fn create_vm(&self, config: VmConfig) -> Result<Box<dyn Vm>, HvError>;
+    /// Whether the accelerator has KVM capability `cap`
+    /// (KVM_CHECK_EXTENSION > 0); `None` for an accelerator that has no
+    /// KVM capabilities (a custom CPU template's `kvm_capabilities`).
+    fn has_kvm_capability(&self, _cap: u32) -> Option<bool> {
+        None
+    }
 }
 
 /// A virtual machine: `struct kvm` of the seed.

@@ -109,6 +109,9 @@ pub struct MachineConfig {
     pub pit: bool,
     /// The CPU model and feature changes the vCPUs' CPUID shows.
     pub cpu: arch::cpu_model::CpuModel,
+    /// A custom CPU template (`/cpu-config`): CPUID modifiers applied
+    /// after [`Self::cpu`], MSR modifiers after the boot MSRs.
+    pub cpu_template: arch::cpu_template::CpuTemplate,
     /// The microVM metadata service, reachable through the network
     /// devices whose `mmds` is set.
     pub mmds: Option<MmdsAttach>,
@@ -266,6 +269,7 @@ impl MachineConfig {
             pc_testdev: false,
             pit: true,
             cpu: arch::cpu_model::CpuModel::default(),
+            cpu_template: arch::cpu_template::CpuTemplate::default(),
             mmds: None,
         }
     }

@@ -71,6 +71,20 @@ pub enum MachineError {
     ControllerThread(#[source] std::io::Error),
     #[error("--cpu")]
     CpuModel(#[source] arch::cpu_model::CpuModelError),
+    #[error("cpu-config: kvm_capabilities: the {accel} accelerator has no KVM capabilities to check; capability {cap} cannot be required (\"!{cap}\" removals are accepted)")]
+    NoKvmCapabilities { accel: &'static str, cap: u32 },
+    #[error(
+        "cpu-config: kvm_capabilities: the {accel} accelerator does not have KVM capability {cap}"
+    )]
+    MissingKvmCapability { accel: &'static str, cap: u32 },
+    #[error("cpu-config: msr_modifiers: the {accel} accelerator cannot {what} MSR {index:#x}")]
+    TemplateMsr {
+        accel: &'static str,
+        what: &'static str,
+        index: u32,
+        #[source]
+        source: HvError,
+    },
 }
 
 fn hv_err(what: &'static str) -> impl FnOnce(HvError) -> MachineError {
@@ -189,6 +203,7 @@ impl Machine {
         }
 
         let accel = hypervisor.name();
+        check_kvm_capabilities(&*hypervisor, &config.cpu_template)?;
         let vm: Arc<dyn Vm> = Arc::from(
             hypervisor
                 .create_vm(VmConfig {
@@ -219,9 +234,11 @@ impl Machine {
                 .cpu
                 .apply(&mut cpuid, accel)
                 .map_err(MachineError::CpuModel)?;
+            config.cpu_template.apply_cpuid(&mut cpuid);
             vcpu.set_cpuid(&cpuid).map_err(hv_err("vCPU CPUID"))?;
             vcpu.set_msrs(&arch::msr::boot_msrs())
                 .map_err(hv_err("vCPU MSRs"))?;
+            apply_template_msrs(&mut *vcpu, &config.cpu_template, accel)?;
             vcpu.set_fpu(&hv::Fpu::default())
                 .map_err(hv_err("vCPU FPU"))?;
             setup_boot_state(&mut *vcpu, &boot, config.vcpus)?;
@@ -489,6 +506,47 @@ impl Controller {
 /// Puts a vCPU in its boot state: the boot vCPU at the kernel's entry; for
 /// bare-ELF kernels the other vCPUs too (RDI = vCPU id, each with its own
 /// small stack); for Linux and Multiboot, the others wait for INIT/SIPI.
+/// Checks a template's required KVM capabilities (`"!N"` removals need
+/// nothing: Ferrovisor's own required capabilities are checked when the
+/// accelerator opens and are not negotiable).
+fn check_kvm_capabilities(
+    hypervisor: &dyn Hypervisor,
+    template: &arch::cpu_template::CpuTemplate,
+) -> Result<(), MachineError> {
+    let accel = hypervisor.name();
+    for &cap in &template.kvm_required {
+        match hypervisor.has_kvm_capability(cap) {
+            None => return Err(MachineError::NoKvmCapabilities { accel, cap }),
+            Some(false) => return Err(MachineError::MissingKvmCapability { accel, cap }),
+            Some(true) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Applies a template's MSR modifiers to a vCPU's boot MSRs: read each
+/// MSR, change the bits, write it back, one MSR at a time so that an
+/// error names the MSR.
+fn apply_template_msrs(
+    vcpu: &mut dyn Vcpu,
+    template: &arch::cpu_template::CpuTemplate,
+    accel: &'static str,
+) -> Result<(), MachineError> {
+    for index in template.msr_indices() {
+        let mut msr = [hv::Msr { index, data: 0 }];
+        let fail = |what, source| MachineError::TemplateMsr {
+            accel,
+            what,
+            index,
+            source,
+        };
+        vcpu.get_msrs(&mut msr).map_err(|e| fail("read", e))?;
+        template.apply_msrs(&mut msr);
+        vcpu.set_msrs(&msr).map_err(|e| fail("set", e))?;
+    }
+    Ok(())
+}
+
 fn setup_boot_state(vcpu: &mut dyn Vcpu, boot: &BootInfo, vcpus: u32) -> Result<(), MachineError> {
     let id = vcpu.id();
     let bare = match boot.kind {

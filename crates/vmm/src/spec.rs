@@ -23,6 +23,8 @@ pub enum SpecConfigError {
     NoBootSource,
     #[error("bad CPU model")]
     Cpu(#[source] arch::cpu_model::CpuModelError),
+    #[error("bad cpu-config")]
+    CpuTemplate(#[source] arch::cpu_template::TemplateError),
     #[error("cannot open the serial output {}", path.display())]
     SerialOut {
         path: PathBuf,
@@ -127,10 +129,55 @@ pub fn machine_config(spec: &VmSpec, accel: Accel) -> Result<MachineConfig, Spec
             .unwrap_or("max")
             .parse()
             .map_err(SpecConfigError::Cpu)?,
+        cpu_template: spec
+            .cpu_config
+            .as_ref()
+            .map(cpu_template)
+            .transpose()
+            .map_err(SpecConfigError::CpuTemplate)?
+            .unwrap_or_default(),
         pc_testdev: ext.pc_testdev,
         pit: !ext.no_pit,
         mmds: spec.mmds_config.as_ref().map(mmds_attach).transpose()?,
     })
+}
+
+/// The custom CPU template `c` describes: every number and bitmap
+/// checked (`PUT /cpu-config` answers 400 with this error).
+pub fn cpu_template(
+    c: &api::schema::CpuConfig,
+) -> Result<arch::cpu_template::CpuTemplate, arch::cpu_template::TemplateError> {
+    use api::schema::CpuidRegister;
+    use arch::cpu_model::Reg;
+    use arch::cpu_template::{parse_kvm_capability, CpuTemplate, CpuidModifier, MsrModifier};
+    let mut t = CpuTemplate::default();
+    for item in &c.kvm_capabilities {
+        match parse_kvm_capability(item)? {
+            (cap, true) => t.kvm_required.push(cap),
+            (cap, false) => t.kvm_removed.push(cap),
+        }
+    }
+    for leaf in &c.cpuid_modifiers {
+        for m in &leaf.modifiers {
+            let reg = match m.register {
+                CpuidRegister::Eax => Reg::Eax,
+                CpuidRegister::Ebx => Reg::Ebx,
+                CpuidRegister::Ecx => Reg::Ecx,
+                CpuidRegister::Edx => Reg::Edx,
+            };
+            t.cpuid.push(CpuidModifier::parse(
+                &leaf.leaf,
+                &leaf.subleaf,
+                leaf.flags,
+                reg,
+                &m.bitmap,
+            )?);
+        }
+    }
+    for m in &c.msr_modifiers {
+        t.msrs.push(MsrModifier::parse(&m.addr, &m.bitmap)?);
+    }
+    Ok(t)
 }
 
 /// The MMDS of `m`, with an empty store of the default size limit (a

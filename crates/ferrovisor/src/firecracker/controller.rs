@@ -480,6 +480,13 @@ impl Controller {
                 let merged = update.apply(&state.spec.machine_config);
                 spec_reply(state.spec.set_machine_config(merged))
             }
+            Request::PutCpuConfig(c) => match vmm::spec::cpu_template(&c) {
+                Ok(_) => {
+                    state.spec.cpu_config = Some(c);
+                    Reply::no_content()
+                }
+                Err(e) => Reply::bad_request(&format!("bad cpu-config: {e}")),
+            },
             Request::PutBootSource(b) => {
                 if let Err(e) = api::spec::check_boot_source(&b) {
                     return Reply::bad_request(&e.to_string());
