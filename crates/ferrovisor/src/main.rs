@@ -7,6 +7,7 @@ mod firecracker;
 mod limits;
 mod net;
 mod runspec;
+mod signals;
 mod size;
 mod stat;
 mod stats;
@@ -192,7 +193,7 @@ fn main() -> ExitCode {
         Err(bad) => return fail(&format!("argument {bad:?} is not valid UTF-8"), 2),
     };
     if argv.first().is_none_or(|a| a.starts_with('-')) {
-        return firecracker::main(&argv);
+        return signals::exit_code(firecracker::main(&argv));
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -231,6 +232,9 @@ fn main() -> ExitCode {
 
     match cli.command {
         Command::Run(args) => {
+            if let Err(e) = signals::install() {
+                return fail(&format!("cannot take signals: {e}"), 1);
+            }
             if let Some(id) = disk::duplicate_id(&args.disks) {
                 return fail(&format!("two --disk options have id={id}"), 2);
             }
@@ -245,7 +249,7 @@ fn main() -> ExitCode {
                 Err(message) => return fail(&message, 2),
             };
             match vmm::machine_config(&spec, args.accel) {
-                Ok(config) => run(&config, args.stats),
+                Ok(config) => signals::exit_code(run(&config, args.stats)),
                 Err(e) => fail(&error_line(&e), 1),
             }
         }
@@ -264,7 +268,10 @@ pub(crate) fn run(config: &MachineConfig, print_stats: bool) -> ExitCode {
 /// Runs a built machine to its end; the exit status follows how it ended.
 pub(crate) fn run_machine(machine: Machine, print_stats: bool) -> ExitCode {
     match machine.start() {
-        Ok(running) => finish(running.wait(), print_stats),
+        Ok(running) => {
+            signals::attach(running.handle());
+            finish(running.wait(), print_stats)
+        }
         Err(e) => fail(&error_line(&e), 1),
     }
 }

@@ -376,36 +376,14 @@ fn network_interfaces() {
     );
 }
 
-/// Runs `ip ARGS`; whether it worked.
-fn ip(args: &[&str]) -> bool {
-    std::process::Command::new("ip")
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn network_interfaces_on_real_taps() {
     // Two TAPs in a network namespace of their own; ferrovisor runs in it.
-    let ns = format!("fv-api-{}", std::process::id());
-    if !std::path::Path::new("/dev/net/tun").exists() || !ip(&["netns", "add", &ns]) {
-        conformance::skip_or_fail("net", "cannot make a network namespace (needs ip and root)");
+    let Some(ns) = common::netns::Netns::new("api", "fvtap0", None) else {
         return;
-    }
-    struct Ns(String);
-    impl Drop for Ns {
-        fn drop(&mut self) {
-            ip(&["netns", "del", &self.0]);
-        }
-    }
-    let ns = Ns(ns);
-    for tap in ["fvtap0", "fvtap1"] {
-        assert!(ip(&[
-            "netns", "exec", &ns.0, "ip", "tuntap", "add", "dev", tap, "mode", "tap"
-        ]));
-    }
-    let vm = Instance::start_via("taps", &["ip", "netns", "exec", &ns.0], &[]);
+    };
+    ns.add_tap("fvtap1", None).unwrap();
+    let vm = Instance::start_via("taps", &ns.wrapper(), &[]);
     vm.ok(
         "PUT",
         "/network-interfaces/eth0",

@@ -9,87 +9,11 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
-
 use common::firecracker::Instance;
+use common::netns::Netns;
 
 const START: &str = r#"{"action_type": "InstanceStart"}"#;
 const TAP: &str = "fvmmds0";
-
-fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
-}
-
-/// A network namespace with the TAP `TAP` (up, no address), deleted on
-/// drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(label: &str) -> Option<Netns> {
-        if !Path::new("/dev/net/tun").exists() {
-            conformance::skip_or_fail("net", "no /dev/net/tun");
-            return None;
-        }
-        let name = format!("fv-mmds-{}-{label}", std::process::id());
-        match Command::new("ip").args(["netns", "add", &name]).output() {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => {
-                let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
-                conformance::skip_or_fail("net", &format!("ip netns add failed: {why}"));
-                return None;
-            }
-            Err(e) => {
-                conformance::skip_or_fail("net", &format!("no 'ip' command: {e}"));
-                return None;
-            }
-        }
-        let ns = Netns { name };
-        for args in [
-            &["tuntap", "add", "dev", TAP, "mode", "tap"][..],
-            &["link", "set", TAP, "up"],
-        ] {
-            let out = ns.exec("ip", args);
-            if !out.status.success() {
-                let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
-                conformance::skip_or_fail("net", &format!("ip {args:?}: {why}"));
-                return None;
-            }
-        }
-        Some(ns)
-    }
-
-    fn exec(&self, program: &str, args: &[&str]) -> Output {
-        let mut all = vec!["netns", "exec", &self.name, program];
-        all.extend_from_slice(args);
-        run("ip", &all)
-    }
-
-    /// Frames the host received on the TAP (what the guest transmitted
-    /// to it).
-    fn tap_rx_packets(&self) -> u64 {
-        let out = self.exec(
-            "cat",
-            &[&format!("/sys/class/net/{TAP}/statistics/rx_packets")],
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(u64::MAX)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = run("ip", &["netns", "del", &self.name]);
-    }
-}
 
 #[test]
 fn mmds_api_before_and_without_a_guest() {
@@ -145,7 +69,7 @@ fn mmds_api_before_and_without_a_guest() {
 /// MMDS `version` on it, the store filled, running `script`.
 fn start_guest(ns: &Netns, label: &str, version: &str, script: &str) -> Option<Instance> {
     let guest = common::guest()?;
-    let wrapper = ["ip", "netns", "exec", &ns.name];
+    let wrapper = ns.wrapper();
     let vm = Instance::start_via(label, &wrapper, &["--accel", "emu"]);
     let boot_args = format!(
         "{} ferrovisor.cmd={}",
@@ -202,7 +126,9 @@ const URL: &str = "http://169.254.169.254";
 
 #[test]
 fn linux_reads_the_mmds_v1_with_wget() {
-    let Some(ns) = Netns::new("v1") else { return };
+    let Some(ns) = Netns::new("v1", TAP, None) else {
+        return;
+    };
     let script = format!(
         "{SETUP} \
          echo listing=$(wget -q -O - {URL}/latest/meta-data/ | tr '\\n' ,); \
@@ -245,7 +171,9 @@ fn linux_reads_the_mmds_v1_with_wget() {
 
 #[test]
 fn linux_reads_the_mmds_v2_with_a_session_token() {
-    let Some(ns) = Netns::new("v2") else { return };
+    let Some(ns) = Netns::new("v2", TAP, None) else {
+        return;
+    };
     let script = format!(
         "{SETUP} \
          echo no-token=$(printf 'GET /latest/meta-data/ami-id HTTP/1.0\\r\\n\\r\\n' | nc 169.254.169.254 80 | head -n 1); \

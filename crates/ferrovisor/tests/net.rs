@@ -10,98 +10,20 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::netns::{run, Netns};
 use common::{guest, spawn_via, Guest};
 
 const HOST_IP: &str = "10.0.2.1";
+const HOST_ADDR: &str = "10.0.2.1/24";
 const GUEST_IP: &str = "10.0.2.15";
 const TAP: &str = "fvtap0";
 
-/// A network namespace with a configured TAP, deleted on drop.
-struct Netns {
-    name: String,
-}
-
-fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
-}
-
-impl Netns {
-    /// A namespace with the TAP `TAP` at HOST_IP/24, up; None (SKIPPED)
-    /// when this host cannot make one.
-    fn new(label: &str) -> Option<Netns> {
-        if !Path::new("/dev/net/tun").exists() {
-            conformance::skip_or_fail("net", "no /dev/net/tun");
-            return None;
-        }
-        if Command::new("ip").arg("-V").output().is_err() {
-            conformance::skip_or_fail("net", "no 'ip' command (iproute2)");
-            return None;
-        }
-        let name = format!("fv-test-{}-{label}", std::process::id());
-        let out = run("ip", &["netns", "add", &name]);
-        if !out.status.success() {
-            conformance::skip_or_fail(
-                "net",
-                &format!(
-                    "ip netns add failed: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            );
-            return None;
-        }
-        let ns = Netns { name };
-        for args in [
-            &["link", "set", "lo", "up"][..],
-            &["tuntap", "add", "dev", TAP, "mode", "tap"],
-            &["addr", "add", &format!("{HOST_IP}/24"), "dev", TAP],
-            &["link", "set", TAP, "up"],
-        ] {
-            let out = ns.exec("ip", args);
-            if !out.status.success() {
-                conformance::skip_or_fail(
-                    "net",
-                    &format!(
-                        "ip {} failed in the namespace: {}",
-                        args.join(" "),
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ),
-                );
-                return None;
-            }
-        }
-        Some(ns)
-    }
-
-    /// Runs `program args` in the namespace.
-    fn exec(&self, program: &str, args: &[&str]) -> Output {
-        let mut all = vec!["netns", "exec", &self.name, program];
-        all.extend_from_slice(args);
-        run("ip", &all)
-    }
-
-    fn wrapper(&self) -> [&str; 3] {
-        ["netns", "exec", &self.name]
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = run("ip", &["netns", "del", &self.name]);
-    }
-}
-
 /// Starts the guest with `script` inside the namespace, with `--net`.
 fn spawn_in(ns: &Netns, guest: &Guest, script: &str, net: &str) -> common::Running {
-    let mut wrapper = vec!["ip"];
-    wrapper.extend_from_slice(&ns.wrapper());
-    spawn_via(&wrapper, guest, 1, script, &["--net", net])
+    spawn_via(&ns.wrapper(), guest, 1, script, &["--net", net])
 }
 
 /// A directory removed on drop.
@@ -177,7 +99,9 @@ fn sha256(path: &Path) -> String {
 #[test]
 fn linux_pings_the_host_over_virtio_net() {
     let Some(guest) = guest() else { return };
-    let Some(ns) = Netns::new("ping") else { return };
+    let Some(ns) = Netns::new("ping", TAP, Some(HOST_ADDR)) else {
+        return;
+    };
     let b = spawn_in(
         &ns,
         &guest,
@@ -199,7 +123,9 @@ fn linux_pings_the_host_over_virtio_net() {
 /// sends back on a second connection; both ends check the bytes.
 fn host_pings_and_exchanges_data(label: &str, offload: bool) {
     let Some(guest) = guest() else { return };
-    let Some(ns) = Netns::new(label) else { return };
+    let Some(ns) = Netns::new(label, TAP, Some(HOST_ADDR)) else {
+        return;
+    };
     let dir = TempDir::new(label);
     let Some(busybox) = host_busybox(&guest, &dir.0) else {
         conformance::skip_or_fail("net", "cannot take busybox from the guest's initramfs");
@@ -323,7 +249,7 @@ fn the_host_pings_linux_and_exchanges_4_mib_over_tcp_without_offloads() {
 #[test]
 fn a_transmit_rate_limit_holds_linux_to_its_rate() {
     let Some(guest) = guest() else { return };
-    let Some(ns) = Netns::new("txlimit") else {
+    let Some(ns) = Netns::new("txlimit", TAP, Some(HOST_ADDR)) else {
         return;
     };
     let dir = TempDir::new("txlimit");

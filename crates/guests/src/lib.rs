@@ -241,6 +241,24 @@ pub fn echo() -> Result<Program> {
     finish(a)
 }
 
+/// Prints `text` on COM1, loads an empty IDT and executes UD2: the #UD
+/// cannot be delivered, nor the #DF after it, so the vCPU triple-faults.
+pub fn triple_fault(text: &str) -> Result<Program> {
+    let mut a = assembler()?;
+    let mut start = a.create_label();
+    let mut idtr = a.create_label();
+    a.jmp(start)?;
+    a.set_label(&mut idtr)?;
+    a.db(&[0u8; 10])?;
+    let text_label = emit_string(&mut a, text)?;
+    a.set_label(&mut start)?;
+    emit_print(&mut a, text_label)?;
+    a.lidt(ptr(idtr))?;
+    a.ud2()?;
+    emit_halt_forever(&mut a)?;
+    finish(a)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

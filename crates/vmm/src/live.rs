@@ -2,9 +2,13 @@
 //! runs: each vCPU's exit counts by reason (the accelerators' lock-free
 //! counters, shared) and the unhandled guest accesses. `--stats`, the
 //! metrics and `ferrovisor stat` (through `GET /ferrovisor/stats`) read
-//! them.
+//! them. The unhandled-access counts are read through a weak reference:
+//! a handle kept after the machine ended (the API's controller keeps one)
+//! must not keep its buses, and so its devices, alive — the vsock device
+//! removes its socket file only when dropped. They read 0 once the machine
+//! is gone.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use devices::IoBuses;
 use hv::{ExitStats, ExitStatsSource};
@@ -14,7 +18,7 @@ use hv::{ExitStats, ExitStatsSource};
 pub struct LiveStats {
     accel: &'static str,
     vcpus: Vec<Arc<dyn ExitStatsSource>>,
-    buses: Arc<IoBuses>,
+    buses: Weak<IoBuses>,
 }
 
 /// One reading of [`LiveStats`].
@@ -36,17 +40,18 @@ impl LiveStats {
         LiveStats {
             accel,
             vcpus,
-            buses,
+            buses: Arc::downgrade(&buses),
         }
     }
 
     /// Reads every counter now.
     pub fn sample(&self) -> StatsSample {
+        let buses = self.buses.upgrade();
         StatsSample {
             accel: self.accel,
             vcpus: self.vcpus.iter().map(|v| v.exit_stats()).collect(),
-            unhandled_pio: self.buses.pio.unhandled_count(),
-            unhandled_mmio: self.buses.mmio.unhandled_count(),
+            unhandled_pio: buses.as_ref().map_or(0, |b| b.pio.unhandled_count()),
+            unhandled_mmio: buses.as_ref().map_or(0, |b| b.mmio.unhandled_count()),
         }
     }
 }

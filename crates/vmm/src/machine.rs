@@ -113,16 +113,19 @@ pub enum MachineExit {
 }
 
 impl MachineExit {
-    /// The exit status `ferrovisor run` ends with.
+    /// The exit status `ferrovisor run` ends with. A triple fault is a
+    /// failure (1), as on Firecracker, where KVM_EXIT_SHUTDOWN is an
+    /// unhandled exit (FcExitCode::GenericError).
     pub fn exit_status(&self) -> i32 {
         match self {
             MachineExit::PowerOff
             | MachineExit::Reset
-            | MachineExit::TripleFault { .. }
             | MachineExit::HostQuit
             | MachineExit::Stopped => 0,
             MachineExit::DebugExit { status } => *status,
-            MachineExit::Failed { .. } | MachineExit::ControllerPanicked => 1,
+            MachineExit::TripleFault { .. }
+            | MachineExit::Failed { .. }
+            | MachineExit::ControllerPanicked => 1,
         }
     }
 }

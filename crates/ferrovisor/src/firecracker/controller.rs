@@ -178,6 +178,18 @@ impl Controller {
         self.state().machine = Some(machine);
     }
 
+    /// Writes the last metrics line when the process ends (as
+    /// Firecracker's Vmm::stop does); nothing without a metrics file.
+    pub fn flush_metrics_at_exit(&self) {
+        let mut state = self.state();
+        let line = self.metrics_line(&state);
+        if let Some(file) = &mut state.metrics {
+            if let Err(e) = file.write_all(line.as_bytes()) {
+                tracing::warn!("cannot write the last metrics line: {e}");
+            }
+        }
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -82,6 +82,9 @@ pub fn main(argv: &[String]) -> ExitCode {
         Ok(Invocation::Run(fc)) => fc,
         Err(e) => return fail(&e.to_string(), e.exit_status()),
     };
+    if let Err(e) = crate::signals::install() {
+        return fail(&format!("cannot take signals: {e}"), 1);
+    }
     if let Err(message) = crate::trace::setup(fc.trace.as_deref(), fc.trace_file.as_deref()) {
         return fail(&message, 153);
     }
@@ -212,23 +215,49 @@ fn serve(
     if let Err(e) = server.serve(controller.clone()) {
         return fail(&crate::error_line(&e), 1);
     }
-    if from_file {
-        return match build(&spec, fc.accel, &mmds).and_then(start) {
+    let code = if from_file {
+        match build(&spec, fc.accel, &mmds).and_then(start) {
             Ok(running) => {
                 controller.set_machine(running.handle());
                 controller.set_live(running.live_stats());
+                crate::signals::attach(running.handle());
                 crate::finish(running.wait(), false)
             }
             Err(message) => fail(&format!("cannot start the microVM: {message}"), 1),
+        }
+    } else {
+        wait_for_start(fc, &controller, &start_rx, &mmds)
+    };
+    // As Firecracker's Vmm::stop: the last metrics line.
+    controller.flush_metrics_at_exit();
+    code
+}
+
+/// Waits for InstanceStart (or a signal), builds and starts the machine,
+/// then waits for its end (the machine's own controller thread takes the
+/// API's commands through its handle).
+fn wait_for_start(
+    fc: &FcArgs,
+    controller: &Controller,
+    start_rx: &std::sync::mpsc::Receiver<controller::StartRequest>,
+    mmds: &mmds::SharedMmds,
+) -> ExitCode {
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        // A signal before InstanceStart ends the process; the channel
+        // cannot be woken by the signal thread, so it is polled.
+        if crate::signals::received().is_some() {
+            return ExitCode::SUCCESS;
+        }
+        let request = match start_rx.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(request) => request,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return fail("the API server stopped", 1),
         };
-    }
-    // Wait for InstanceStart, build and start the machine, then wait for
-    // its end (the machine's own controller thread takes the API's
-    // commands through its handle).
-    while let Ok(request) = start_rx.recv() {
-        match build(&request.spec, fc.accel, &mmds).and_then(start) {
+        match build(&request.spec, fc.accel, mmds).and_then(start) {
             Ok(running) => {
                 controller.set_live(running.live_stats());
+                crate::signals::attach(running.handle());
                 let _ = request.reply.send(Ok(running.handle()));
                 return crate::finish(running.wait(), false);
             }
@@ -238,5 +267,4 @@ fn serve(
             }
         }
     }
-    fail("the API server stopped", 1)
 }
