@@ -51,6 +51,9 @@ pub struct Bus {
     kind: &'static str,
     ranges: BTreeMap<u64, Range>,
     unhandled: AtomicU64,
+    /// Guest reads and writes that reached the bus (mapped or not).
+    reads: AtomicU64,
+    writes: AtomicU64,
     log_limit: RateLimiter,
 }
 
@@ -60,6 +63,8 @@ impl Bus {
             kind,
             ranges: BTreeMap::new(),
             unhandled: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
             log_limit: RateLimiter::default(),
         }
     }
@@ -115,6 +120,7 @@ impl Bus {
     /// Reads from the device at `addr`; returns false (and fills all ones)
     /// when nothing is mapped there.
     pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         match self.find(addr, data.len()) {
             Some((offset, range)) => {
                 lock(&range.device).read(offset, data);
@@ -131,6 +137,7 @@ impl Bus {
     /// Writes to the device at `addr`; returns false (the write is dropped)
     /// when nothing is mapped there.
     pub fn write(&self, addr: u64, data: &[u8]) -> bool {
+        self.writes.fetch_add(1, Ordering::Relaxed);
         match self.find(addr, data.len()) {
             Some((offset, range)) => {
                 lock(&range.device).write(offset, data);
@@ -153,6 +160,17 @@ impl Bus {
     /// Guest accesses that hit no device so far.
     pub fn unhandled_count(&self) -> u64 {
         self.unhandled.load(Ordering::Relaxed)
+    }
+
+    /// Guest (reads, writes) that reached the bus, mapped or not: on
+    /// either accelerator, the port or MMIO accesses the VMM served
+    /// (Firecracker's `exit_io_in`/`exit_io_out`, `exit_mmio_read`/
+    /// `exit_mmio_write`).
+    pub fn access_counts(&self) -> (u64, u64) {
+        (
+            self.reads.load(Ordering::Relaxed),
+            self.writes.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -232,6 +250,7 @@ mod tests {
             Some((1, vec![0xaa, 0xbb, 0xcc, 0xdd]))
         );
         assert!(a.lock().unwrap().last_write.is_none());
+        assert_eq!(bus.access_counts(), (1, 1));
     }
 
     #[test]
@@ -245,6 +264,7 @@ mod tests {
         assert!(!bus.read(0x12, &mut data));
         assert!(!bus.write(0x0f, &[1]));
         assert_eq!(bus.unhandled_count(), 3);
+        assert_eq!(bus.access_counts(), (2, 1));
     }
 
     #[test]

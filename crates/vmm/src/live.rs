@@ -9,12 +9,15 @@ use std::sync::Arc;
 use devices::IoBuses;
 use hv::{ExitStats, ExitStatsSource};
 
+use crate::devices::{DeviceMetrics, MetricsSource};
+
 /// A cheap handle on a machine's live counters.
 #[derive(Clone)]
 pub struct LiveStats {
     accel: &'static str,
     vcpus: Vec<Arc<dyn ExitStatsSource>>,
     buses: Arc<IoBuses>,
+    devices: MetricsSource,
 }
 
 /// One reading of [`LiveStats`].
@@ -25,6 +28,10 @@ pub struct StatsSample {
     pub vcpus: Vec<ExitStats>,
     pub unhandled_pio: u64,
     pub unhandled_mmio: u64,
+    /// Guest port (reads, writes) and MMIO (reads, writes) the VMM
+    /// served, mapped or not.
+    pub pio_accesses: (u64, u64),
+    pub mmio_accesses: (u64, u64),
 }
 
 impl LiveStats {
@@ -32,12 +39,19 @@ impl LiveStats {
         accel: &'static str,
         vcpus: Vec<Arc<dyn ExitStatsSource>>,
         buses: Arc<IoBuses>,
+        devices: MetricsSource,
     ) -> LiveStats {
         LiveStats {
             accel,
             vcpus,
             buses,
+            devices,
         }
+    }
+
+    /// Every device's counters now (see [`crate::devices::DeviceManager::metrics`]).
+    pub fn devices(&self) -> DeviceMetrics {
+        self.devices.read()
     }
 
     /// Reads every counter now.
@@ -47,6 +61,8 @@ impl LiveStats {
             vcpus: self.vcpus.iter().map(|v| v.exit_stats()).collect(),
             unhandled_pio: self.buses.pio.unhandled_count(),
             unhandled_mmio: self.buses.mmio.unhandled_count(),
+            pio_accesses: self.buses.pio.access_counts(),
+            mmio_accesses: self.buses.mmio.access_counts(),
         }
     }
 }

@@ -9,6 +9,7 @@
 pub mod args;
 pub mod controller;
 pub mod logger;
+pub mod metrics;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -66,6 +67,7 @@ fn fail(message: &str, status: u8) -> ExitCode {
 /// Runs Firecracker's process interface with the arguments after the
 /// program name.
 pub fn main(argv: &[String]) -> ExitCode {
+    let process_start = std::time::Instant::now();
     let fc = match args::parse(argv) {
         Ok(Invocation::Help) => {
             print!("{HELP}");
@@ -140,7 +142,7 @@ pub fn main(argv: &[String]) -> ExitCode {
             Err(message) => fail(&format!("cannot start the microVM: {message}"), 1),
         };
     }
-    serve(&fc, spec, logger, metrics, mmds)
+    serve(&fc, spec, logger, metrics, mmds, process_start)
 }
 
 fn read_config(path: &Path) -> Result<VmSpec, String> {
@@ -182,6 +184,7 @@ fn serve(
     logger: Arc<Logger>,
     metrics: Option<std::fs::File>,
     mmds: mmds::SharedMmds,
+    process_start: std::time::Instant,
 ) -> ExitCode {
     let config = ServerConfig {
         limits: api::http::Limits {
@@ -212,12 +215,13 @@ fn serve(
     if let Err(e) = server.serve(controller.clone()) {
         return fail(&crate::error_line(&e), 1);
     }
+    controller.set_startup_time(process_start.elapsed());
     if from_file {
         return match build(&spec, fc.accel, &mmds).and_then(start) {
             Ok(running) => {
                 controller.set_machine(running.handle());
                 controller.set_live(running.live_stats());
-                crate::finish(running.wait(), false)
+                run_to_end(&controller, running)
             }
             Err(message) => fail(&format!("cannot start the microVM: {message}"), 1),
         };
@@ -230,7 +234,7 @@ fn serve(
             Ok(running) => {
                 controller.set_live(running.live_stats());
                 let _ = request.reply.send(Ok(running.handle()));
-                return crate::finish(running.wait(), false);
+                return run_to_end(&controller, running);
             }
             Err(message) => {
                 tracing::warn!("InstanceStart failed: {message}");
@@ -239,4 +243,19 @@ fn serve(
         }
     }
     fail("the API server stopped", 1)
+}
+
+/// Waits for the machine's end, writing the metrics every
+/// [`metrics::PERIOD`] while it runs and once more at the end.
+fn run_to_end(controller: &Arc<Controller>, running: vmm::RunningMachine) -> ExitCode {
+    let weak = Arc::downgrade(controller);
+    let periodic = metrics::Periodic::spawn(metrics::PERIOD, move || {
+        if let Some(controller) = weak.upgrade() {
+            controller.flush_metrics();
+        }
+    });
+    let report = running.wait();
+    drop(periodic);
+    controller.flush_metrics();
+    crate::finish(report, false)
 }

@@ -1,0 +1,172 @@
+//! Firecracker's metrics from a running Linux guest: the Linux test guest
+//! on emu, configured through the API with a drive and an entropy device,
+//! reads its drive and the hardware RNG; FlushMetrics writes the devices'
+//! counters under Firecracker's names, counters as changes since the
+//! previous line; the end of the process writes one more line.
+
+mod common;
+
+use std::time::Duration;
+
+use common::firecracker::{temp_dir, wait_line, Instance};
+
+const START: &str = r#"{"action_type": "InstanceStart"}"#;
+const FLUSH: &str = r#"{"action_type": "FlushMetrics"}"#;
+const DISK_BYTES: u64 = 4 << 20;
+
+fn lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn count(line: &serde_json::Value, section: &str, field: &str) -> u64 {
+    line[section][field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {section}.{field} in {line}"))
+}
+
+#[test]
+fn flush_metrics_counts_the_guests_io_under_firecrackers_names() {
+    let Some(guest) = common::guest() else { return };
+    let vm = Instance::start("metrics", &["--accel", "emu"]);
+    // Outside the instance's directory, which goes when it ends.
+    let out_dir = temp_dir("metrics-files");
+    let serial = out_dir.join("serial.txt");
+    let metrics = out_dir.join("metrics.json");
+    let disk = vm.dir.join("data.img");
+    std::fs::write(&disk, vec![0x5a; DISK_BYTES as usize]).unwrap();
+    // Reads the whole drive and 4 KiB of the RNG, says so, then stays up
+    // long enough for the flushes below.
+    let script = "dd if=/dev/vda of=/dev/null bs=65536 2>/dev/null; \
+                  head -c 4096 /dev/hwrng > /dev/null; \
+                  echo METRICS-IO-DONE; sleep 20";
+    let boot_args = format!(
+        "{} ferrovisor.cmd={}",
+        common::CMDLINE,
+        common::base64(script.as_bytes())
+    );
+    vm.ok(
+        "PUT",
+        "/boot-source",
+        &serde_json::json!({
+            "kernel_image_path": guest.kernel,
+            "initrd_path": guest.initrd,
+            "boot_args": boot_args,
+        })
+        .to_string(),
+    );
+    vm.ok(
+        "PUT",
+        "/machine-config",
+        r#"{"vcpu_count": 1, "mem_size_mib": 256}"#,
+    );
+    vm.bad(
+        "PUT",
+        "/drives/data",
+        Some(r#"{"drive_id": "data", "path_on_host": "/nonexistent", "is_root_device": false}"#),
+        "/nonexistent",
+    );
+    vm.ok(
+        "PUT",
+        "/drives/data",
+        &format!(
+            r#"{{"drive_id": "data", "path_on_host": "{}", "is_root_device": false, "is_read_only": true}}"#,
+            disk.display()
+        ),
+    );
+    vm.ok("PUT", "/entropy", "{}");
+    vm.ok(
+        "PUT",
+        "/serial",
+        &format!(r#"{{"serial_out_path": "{}"}}"#, serial.display()),
+    );
+    vm.ok(
+        "PUT",
+        "/metrics",
+        &format!(r#"{{"metrics_path": "{}"}}"#, metrics.display()),
+    );
+    vm.ok("PUT", "/actions", START);
+    wait_line(&serial, common::BOOT_TIMEOUT, |l| l == "METRICS-IO-DONE");
+    vm.ok("PATCH", "/vm", r#"{"state": "Paused"}"#);
+    vm.ok("PATCH", "/vm", r#"{"state": "Resumed"}"#);
+    assert_eq!(vm.get("/")["state"], "Running");
+
+    vm.ok("PUT", "/actions", FLUSH);
+    let first = lines(&metrics).pop().unwrap();
+    eprintln!("first line: {first}");
+    assert!(first["utc_timestamp_ms"].as_u64().unwrap() > 1_700_000_000_000);
+    assert!(
+        count(&first, "block_data", "read_bytes") >= DISK_BYTES,
+        "{first}"
+    );
+    // Linux merges the reads into requests as large as it likes.
+    assert!(count(&first, "block_data", "read_count") > 0);
+    assert_eq!(count(&first, "block_data", "write_count"), 0);
+    assert_eq!(
+        count(&first, "block", "read_bytes"),
+        count(&first, "block_data", "read_bytes"),
+        "the aggregate of one drive"
+    );
+    assert!(count(&first, "entropy", "entropy_bytes") >= 4096, "{first}");
+    assert!(count(&first, "uart", "write_count") >= "METRICS-IO-DONE".len() as u64);
+    assert!(count(&first, "vcpu", "exit_io_out") > 0);
+    assert!(
+        count(&first, "vcpu", "exit_mmio_write") > 0,
+        "virtio notifies"
+    );
+    for (field, want) in [
+        ("boot_source_count", 1),
+        ("machine_cfg_count", 1),
+        ("drive_count", 2),
+        ("drive_fails", 1),
+        ("entropy_count", 1),
+        ("serial_count", 1),
+        ("metrics_count", 1),
+        ("actions_count", 1),
+        ("actions_fails", 0),
+    ] {
+        assert_eq!(
+            count(&first, "put_api_requests", field),
+            want,
+            "{field}: {first}"
+        );
+    }
+    assert!(count(&first, "get_api_requests", "instance_info_count") >= 1);
+    assert!(first["latencies_us"]["pause_vm"].is_u64(), "{first}");
+    assert!(first["latencies_us"]["resume_vm"].is_u64(), "{first}");
+    assert!(first["api_server"]["process_startup_time_us"].is_u64());
+    assert!(first["exits"]["vcpu0"]["io"].as_u64().unwrap() > 0);
+    assert_eq!(first["ferrovisor"]["state"], "Running");
+    // Fields Firecracker has that we do not count are not written.
+    assert!(first["block_data"]["io_engine_throttled_events"].is_null());
+
+    // The guest sleeps: its counters did not move since the first line.
+    vm.ok("PUT", "/actions", FLUSH);
+    let second = lines(&metrics).pop().unwrap();
+    assert_eq!(count(&second, "block_data", "read_bytes"), 0, "{second}");
+    assert_eq!(count(&second, "block_data", "read_count"), 0);
+    assert_eq!(
+        count(&second, "put_api_requests", "actions_count"),
+        1,
+        "the first flush"
+    );
+    assert_eq!(count(&second, "put_api_requests", "drive_count"), 0);
+    assert_eq!(count(&second, "get_api_requests", "instance_info_count"), 0);
+    // Values stay.
+    assert_eq!(second["latencies_us"], first["latencies_us"]);
+
+    // The guest ends: the process writes a last line.
+    let ended = vm.wait(Duration::from_secs(120));
+    assert_eq!(ended.status, Some(0), "{}", ended.stderr);
+    let all = lines(&metrics);
+    assert_eq!(all.len(), 3, "two flushes and the last line");
+    let last = &all[2];
+    assert!(
+        last["uart"]["write_count"].as_u64().unwrap() > 0,
+        "the exit marker: {last}"
+    );
+    let _ = std::fs::remove_dir_all(&out_dir);
+}

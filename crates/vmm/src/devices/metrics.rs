@@ -1,0 +1,85 @@
+//! What the devices counted, read while they run: a [`DeviceMetrics`]
+//! snapshot of each device's own counters (the block, network and entropy
+//! models, their rate limiters, the UART). The front ends turn it into
+//! their metrics format; they never reach into the devices.
+
+use std::sync::Arc;
+
+use ::virtio::blk::{BlockCounters, BlockHandle};
+use ::virtio::net::{NetCounters, NetStatsHandle};
+use ::virtio::rng::{RngCounters, RngStatsHandle};
+use ::virtio::throttle::ThrottleHandle;
+use devices::serial::{SerialCounters, SerialStats};
+
+/// A drive's counters, since the machine was built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DriveMetrics {
+    pub requests: BlockCounters,
+    /// Requests that waited for the rate limiter's tokens.
+    pub throttled: u64,
+}
+
+/// A network device's counters, since the machine was built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetMetrics {
+    pub traffic: NetCounters,
+    pub rx_throttled: u64,
+    pub tx_throttled: u64,
+}
+
+/// The entropy device's counters, since the machine was built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntropyMetrics {
+    pub requests: RngCounters,
+    pub throttled: u64,
+}
+
+/// One reading of every device's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceMetrics {
+    /// In `config.disks` order.
+    pub drives: Vec<DriveMetrics>,
+    /// In `config.nets` order.
+    pub nets: Vec<NetMetrics>,
+    pub entropy: Option<EntropyMetrics>,
+    pub uart: SerialCounters,
+}
+
+/// Handles on the devices' counters (cheap to clone, readable from any
+/// thread).
+#[derive(Clone)]
+pub(crate) struct MetricsSource {
+    pub drives: Vec<(BlockHandle, ThrottleHandle)>,
+    pub nets: Vec<(NetStatsHandle, ThrottleHandle, ThrottleHandle)>,
+    pub entropy: Option<(RngStatsHandle, ThrottleHandle)>,
+    pub uart: Arc<SerialStats>,
+}
+
+impl MetricsSource {
+    pub fn read(&self) -> DeviceMetrics {
+        DeviceMetrics {
+            drives: self
+                .drives
+                .iter()
+                .map(|(disk, limit)| DriveMetrics {
+                    requests: disk.counters(),
+                    throttled: limit.throttled(),
+                })
+                .collect(),
+            nets: self
+                .nets
+                .iter()
+                .map(|(net, rx, tx)| NetMetrics {
+                    traffic: net.snapshot(),
+                    rx_throttled: rx.throttled(),
+                    tx_throttled: tx.throttled(),
+                })
+                .collect(),
+            entropy: self.entropy.as_ref().map(|(rng, limit)| EntropyMetrics {
+                requests: rng.snapshot(),
+                throttled: limit.throttled(),
+            }),
+            uart: self.uart.snapshot(),
+        }
+    }
+}
