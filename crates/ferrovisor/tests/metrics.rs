@@ -170,3 +170,53 @@ fn flush_metrics_counts_the_guests_io_under_firecrackers_names() {
     );
     let _ = std::fs::remove_dir_all(&out_dir);
 }
+
+#[test]
+fn without_the_api_the_end_of_the_process_writes_the_metrics() {
+    use std::io::Write as _;
+    let dir = temp_dir("metrics-no-api");
+    let kernel = common::firecracker::elf(&dir, "echo.elf", &guests::echo().unwrap());
+    let config = dir.join("vm.json");
+    let metrics = dir.join("metrics.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({
+            "boot-source": {"kernel_image_path": kernel, "boot_args": ""},
+            "machine-config": {"vcpu_count": 1, "mem_size_mib": 32},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let (mut child, out, err) = common::firecracker::spawn(&[
+        "--config-file",
+        config.to_str().unwrap(),
+        "--no-api",
+        "--accel",
+        "emu",
+        "--metrics-path",
+        metrics.to_str().unwrap(),
+    ]);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"hi!q").unwrap();
+    drop(stdin);
+    let status = child.wait().unwrap();
+    let err = String::from_utf8_lossy(&err.recv().unwrap()).into_owned();
+    assert_eq!(status.code(), Some(1), "{err}");
+    let out = String::from_utf8_lossy(&out.recv().unwrap()).into_owned();
+    assert_eq!(out, "echo ready\nhi!");
+    let all = lines(&metrics);
+    assert_eq!(all.len(), 1, "the line written at the end");
+    let last = &all[0];
+    assert_eq!(
+        count(last, "uart", "write_count"),
+        out.len() as u64,
+        "{last}"
+    );
+    assert!(count(last, "uart", "read_count") >= 4, "{last}");
+    assert!(count(last, "vcpu", "exit_io_out") >= out.len() as u64);
+    assert!(
+        last["block"].is_null() && last["entropy"].is_null(),
+        "no such devices"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

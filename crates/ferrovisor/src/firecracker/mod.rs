@@ -137,10 +137,22 @@ pub fn main(argv: &[String]) -> ExitCode {
     );
     let mmds = mmds::Mmds::shared(fc.mmds_size_limit.unwrap_or(fc.http_api_max_payload_size));
     if fc.no_api {
-        return match build(&spec, fc.accel, &mmds) {
-            Ok(machine) => crate::run_machine(machine, false),
-            Err(message) => fail(&format!("cannot start the microVM: {message}"), 1),
+        let machine = match build(&spec, fc.accel, &mmds) {
+            Ok(machine) => machine,
+            Err(message) => return fail(&format!("cannot start the microVM: {message}"), 1),
         };
+        let running = match start(machine) {
+            Ok(running) => running,
+            Err(message) => return fail(&message, 1),
+        };
+        // No API: the controller only keeps the state the metrics read.
+        let (start_tx, _) = channel();
+        let controller = Arc::new(
+            Controller::new(&fc.id, spec, true, Some(logger), metrics, start_tx).with_mmds(mmds),
+        );
+        controller.set_machine(running.handle());
+        controller.set_live(running.live_stats());
+        return run_to_end(&controller, running);
     }
     serve(&fc, spec, logger, metrics, mmds, process_start)
 }
