@@ -220,3 +220,82 @@ fn without_the_api_the_end_of_the_process_writes_the_metrics() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_network_counters_match_what_the_host_tap_saw() {
+    let Some(guest) = common::guest() else { return };
+    let Some(ns) = common::netns::Netns::new("metrics", "fvtapm0", "10.0.2.1/24") else {
+        return;
+    };
+    let vm = Instance::start_via("metrics-net", &ns.wrapper(), &["--accel", "emu"]);
+    let out_dir = temp_dir("metrics-net-files");
+    let serial = out_dir.join("serial.txt");
+    let metrics = out_dir.join("metrics.json");
+    let script = "echo 1 > /proc/sys/net/ipv6/conf/eth0/disable_ipv6 2>/dev/null; \
+                  ip addr add 10.0.2.15/24 dev eth0 && ip link set eth0 up && \
+                  ping -c 3 -W 5 10.0.2.1 > /dev/null && echo METRICS-PING-DONE; sleep 20";
+    let boot_args = format!(
+        "{} ferrovisor.cmd={}",
+        common::CMDLINE,
+        common::base64(script.as_bytes())
+    );
+    vm.ok(
+        "PUT",
+        "/boot-source",
+        &serde_json::json!({
+            "kernel_image_path": guest.kernel,
+            "initrd_path": guest.initrd,
+            "boot_args": boot_args,
+        })
+        .to_string(),
+    );
+    vm.ok(
+        "PUT",
+        "/machine-config",
+        r#"{"vcpu_count": 1, "mem_size_mib": 256}"#,
+    );
+    vm.ok(
+        "PUT",
+        "/network-interfaces/eth0",
+        &format!(r#"{{"iface_id": "eth0", "host_dev_name": "{}"}}"#, ns.tap),
+    );
+    vm.ok(
+        "PUT",
+        "/serial",
+        &format!(r#"{{"serial_out_path": "{}"}}"#, serial.display()),
+    );
+    vm.ok(
+        "PUT",
+        "/metrics",
+        &format!(r#"{{"metrics_path": "{}"}}"#, metrics.display()),
+    );
+    vm.ok("PUT", "/actions", START);
+    wait_line(&serial, common::BOOT_TIMEOUT, |l| l == "METRICS-PING-DONE");
+    vm.ok("PUT", "/actions", FLUSH);
+    let line = lines(&metrics).pop().unwrap();
+    eprintln!("line: {line}");
+    let (sent, received) = (ns.tap_stat("rx_packets"), ns.tap_stat("tx_packets"));
+    // Three echo requests and an ARP each way at least.
+    assert!(count(&line, "net_eth0", "tx_packets_count") >= 4, "{line}");
+    assert!(count(&line, "net_eth0", "rx_packets_count") >= 4, "{line}");
+    assert_eq!(count(&line, "net_eth0", "tx_packets_count"), sent, "{line}");
+    assert_eq!(
+        count(&line, "net_eth0", "rx_packets_count"),
+        received,
+        "{line}"
+    );
+    assert_eq!(
+        count(&line, "net_eth0", "tx_bytes_count"),
+        ns.tap_stat("rx_bytes"),
+        "{line}"
+    );
+    assert_eq!(
+        count(&line, "net", "tx_packets_count"),
+        sent,
+        "the aggregate"
+    );
+    assert_eq!(count(&line, "net_eth0", "rx_rate_limiter_throttled"), 0);
+    assert_eq!(count(&line, "mmds", "rx_accepted"), 0, "no MMDS on eth0");
+    assert_eq!(count(&line, "put_api_requests", "network_count"), 1);
+    let _ = std::fs::remove_dir_all(&out_dir);
+}
