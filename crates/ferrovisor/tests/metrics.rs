@@ -113,6 +113,9 @@ fn flush_metrics_counts_the_guests_io_under_firecrackers_names() {
     assert!(count(&first, "entropy", "entropy_bytes") >= 4096, "{first}");
     assert!(count(&first, "uart", "write_count") >= "METRICS-IO-DONE".len() as u64);
     assert!(count(&first, "vcpu", "exit_io_out") > 0);
+    // Linux's i8042 driver probes the controller through its data port.
+    assert!(count(&first, "i8042", "read_count") + count(&first, "i8042", "write_count") > 0);
+    assert_eq!(count(&first, "i8042", "reset_count"), 0);
     assert!(
         count(&first, "vcpu", "exit_mmio_write") > 0,
         "virtio notifies"

@@ -223,7 +223,8 @@ impl LineBuilder {
         out.into()
     }
 
-    /// `block`, `block_<id>`, `net`, `net_<id>`, `entropy`, `uart`, `mmds`.
+    /// `block`, `block_<id>`, `net`, `net_<id>`, `mmds`, `entropy`, `uart`,
+    /// `i8042`.
     fn device_sections(
         &mut self,
         devices: &vmm::DeviceMetrics,
@@ -316,6 +317,12 @@ impl LineBuilder {
             .inc("write_count", devices.uart.write_count)
             .inc("missed_write_count", devices.uart.missed_write_count);
         sections.push(("uart".into(), s.fields));
+
+        let mut s = self.section("i8042");
+        s.inc("read_count", devices.i8042.read_count)
+            .inc("write_count", devices.i8042.write_count)
+            .inc("reset_count", devices.i8042.reset_count);
+        sections.push(("i8042".into(), s.fields));
         sections
     }
 }

@@ -1,6 +1,6 @@
 //! What the devices counted, read while they run: a [`DeviceMetrics`]
 //! snapshot of each device's own counters (the block, network and entropy
-//! models, their rate limiters, the UART). The front ends turn it into
+//! models, their rate limiters, the UART, the i8042). The front ends turn it into
 //! their metrics format; they never reach into the devices.
 
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use ::virtio::blk::{BlockCounters, BlockHandle};
 use ::virtio::net::{NetCounters, NetStatsHandle};
 use ::virtio::rng::{RngCounters, RngStatsHandle};
 use ::virtio::throttle::ThrottleHandle;
+use devices::i8042::{I8042Counters, I8042Stats};
 use devices::serial::{SerialCounters, SerialStats};
 
 /// A drive's counters, since the machine was built.
@@ -43,6 +44,7 @@ pub struct DeviceMetrics {
     pub nets: Vec<NetMetrics>,
     pub entropy: Option<EntropyMetrics>,
     pub uart: SerialCounters,
+    pub i8042: I8042Counters,
 }
 
 /// Handles on the devices' counters (cheap to clone, readable from any
@@ -53,6 +55,7 @@ pub(crate) struct MetricsSource {
     pub nets: Vec<(NetStatsHandle, ThrottleHandle, ThrottleHandle)>,
     pub entropy: Option<(RngStatsHandle, ThrottleHandle)>,
     pub uart: Arc<SerialStats>,
+    pub i8042: Arc<I8042Stats>,
 }
 
 impl MetricsSource {
@@ -80,6 +83,7 @@ impl MetricsSource {
                 throttled: limit.throttled(),
             }),
             uart: self.uart.snapshot(),
+            i8042: self.i8042.snapshot(),
         }
     }
 }

@@ -145,6 +145,7 @@ impl DeviceManager {
                 .collect(),
             entropy: models.entropy.clone(),
             uart: lock(&platform.serial).stats(),
+            i8042: lock(&platform.i8042).stats(),
         };
         Ok(DeviceManager {
             buses: Arc::new(buses),
