@@ -1,6 +1,8 @@
 //! Firecracker's metrics from a running Linux guest: the Linux test guest
-//! on emu, configured through the API with a drive and an entropy device,
-//! reads its drive and the hardware RNG; FlushMetrics writes the devices'
+//! on emu, configured through the API with a drive, an entropy device and
+//! vsock, reads its drive and the hardware RNG and connects to a host
+//! program; with a TAP in a network namespace, pings the host;
+//! FlushMetrics writes the devices'
 //! counters under Firecracker's names, counters as changes since the
 //! previous line; the end of the process writes one more line.
 
@@ -40,8 +42,19 @@ fn flush_metrics_counts_the_guests_io_under_firecrackers_names() {
     std::fs::write(&disk, vec![0x5a; DISK_BYTES as usize]).unwrap();
     // Reads the whole drive and 4 KiB of the RNG, says so, then stays up
     // long enough for the flushes below.
+    // A host program the guest connects to over vsock.
+    let vsock = out_dir.join("v.sock");
+    let server = std::os::unix::net::UnixListener::bind(out_dir.join("v.sock_6000")).unwrap();
+    let host = std::thread::spawn(move || {
+        use std::io::Read as _;
+        let (mut peer, _) = server.accept().expect("accept");
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).expect("read from the guest");
+        got
+    });
     let script = "dd if=/dev/vda of=/dev/null bs=65536 2>/dev/null; \
                   head -c 4096 /dev/hwrng > /dev/null; \
+                  echo hello | vsock connect 2 6000 > /dev/null; \
                   echo METRICS-IO-DONE; sleep 20";
     let boot_args = format!(
         "{} ferrovisor.cmd={}",
@@ -80,6 +93,11 @@ fn flush_metrics_counts_the_guests_io_under_firecrackers_names() {
     vm.ok("PUT", "/entropy", "{}");
     vm.ok(
         "PUT",
+        "/vsock",
+        &format!(r#"{{"guest_cid": 42, "uds_path": "{}"}}"#, vsock.display()),
+    );
+    vm.ok(
+        "PUT",
         "/serial",
         &format!(r#"{{"serial_out_path": "{}"}}"#, serial.display()),
     );
@@ -90,6 +108,7 @@ fn flush_metrics_counts_the_guests_io_under_firecrackers_names() {
     );
     vm.ok("PUT", "/actions", START);
     wait_line(&serial, common::BOOT_TIMEOUT, |l| l == "METRICS-IO-DONE");
+    assert_eq!(host.join().unwrap(), b"hello\n");
     vm.ok("PATCH", "/vm", r#"{"state": "Paused"}"#);
     vm.ok("PATCH", "/vm", r#"{"state": "Resumed"}"#);
     assert_eq!(vm.get("/")["state"], "Running");
@@ -113,6 +132,7 @@ fn flush_metrics_counts_the_guests_io_under_firecrackers_names() {
     assert!(count(&first, "entropy", "entropy_bytes") >= 4096, "{first}");
     assert!(count(&first, "uart", "write_count") >= "METRICS-IO-DONE".len() as u64);
     assert!(count(&first, "vcpu", "exit_io_out") > 0);
+    assert_eq!(count(&first, "vsock", "conns_added"), 1, "{first}");
     // Linux's i8042 driver probes the controller through its data port.
     assert!(count(&first, "i8042", "read_count") + count(&first, "i8042", "write_count") > 0);
     assert_eq!(count(&first, "i8042", "reset_count"), 0);
@@ -127,6 +147,7 @@ fn flush_metrics_counts_the_guests_io_under_firecrackers_names() {
         ("drive_fails", 1),
         ("entropy_count", 1),
         ("serial_count", 1),
+        ("vsock_count", 1),
         ("metrics_count", 1),
         ("actions_count", 1),
         ("actions_fails", 0),
@@ -151,6 +172,7 @@ fn flush_metrics_counts_the_guests_io_under_firecrackers_names() {
     let second = lines(&metrics).pop().unwrap();
     assert_eq!(count(&second, "block_data", "read_bytes"), 0, "{second}");
     assert_eq!(count(&second, "block_data", "read_count"), 0);
+    assert_eq!(count(&second, "vsock", "conns_added"), 0);
     assert_eq!(
         count(&second, "put_api_requests", "actions_count"),
         1,

@@ -36,6 +36,7 @@ pub use config::{
 pub use controller::{Command, CommandError, LimitTarget, MachineHandle, RunState, RunningMachine};
 pub use devices::{
     AcpiPlacement, DeviceMetrics, DriveMetrics, EntropyMetrics, NetMetrics, UpdateError,
+    VsockMetrics,
 };
 pub use live::{LiveStats, StatsSample};
 pub use machine::{Machine, MachineError, MachineExit, RunReport};

@@ -223,8 +223,8 @@ impl LineBuilder {
         out.into()
     }
 
-    /// `block`, `block_<id>`, `net`, `net_<id>`, `mmds`, `entropy`, `uart`,
-    /// `i8042`.
+    /// `block`, `block_<id>`, `net`, `net_<id>`, `mmds`, `entropy`, `vsock`,
+    /// `uart`, `i8042`.
     fn device_sections(
         &mut self,
         devices: &vmm::DeviceMetrics,
@@ -310,6 +310,12 @@ impl LineBuilder {
                 .inc("host_rng_fails", e.requests.host_rng_fails)
                 .inc("entropy_rate_limiter_throttled", e.throttled);
             sections.push(("entropy".into(), s.fields));
+        }
+
+        if let Some(v) = devices.vsock {
+            let mut s = self.section("vsock");
+            s.inc("conns_added", v.connections);
+            sections.push(("vsock".into(), s.fields));
         }
 
         let mut s = self.section("uart");

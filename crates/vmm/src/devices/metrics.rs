@@ -1,14 +1,17 @@
 //! What the devices counted, read while they run: a [`DeviceMetrics`]
 //! snapshot of each device's own counters (the block, network and entropy
-//! models, their rate limiters, the UART, the i8042). The front ends turn it into
+//! models, their rate limiters, the socket device, the UART, the
+//! i8042). The front ends turn it into
 //! their metrics format; they never reach into the devices.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ::virtio::blk::{BlockCounters, BlockHandle};
 use ::virtio::net::{NetCounters, NetStatsHandle};
 use ::virtio::rng::{RngCounters, RngStatsHandle};
 use ::virtio::throttle::ThrottleHandle;
+use ::virtio::vsock::VsockCounters;
 use devices::i8042::{I8042Counters, I8042Stats};
 use devices::serial::{SerialCounters, SerialStats};
 
@@ -35,6 +38,13 @@ pub struct EntropyMetrics {
     pub throttled: u64,
 }
 
+/// The socket device's counters, since the machine was built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VsockMetrics {
+    /// Connections established, either way.
+    pub connections: u64,
+}
+
 /// One reading of every device's counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceMetrics {
@@ -43,6 +53,7 @@ pub struct DeviceMetrics {
     /// In `config.nets` order.
     pub nets: Vec<NetMetrics>,
     pub entropy: Option<EntropyMetrics>,
+    pub vsock: Option<VsockMetrics>,
     pub uart: SerialCounters,
     pub i8042: I8042Counters,
 }
@@ -54,6 +65,7 @@ pub(crate) struct MetricsSource {
     pub drives: Vec<(BlockHandle, ThrottleHandle)>,
     pub nets: Vec<(NetStatsHandle, ThrottleHandle, ThrottleHandle)>,
     pub entropy: Option<(RngStatsHandle, ThrottleHandle)>,
+    pub vsock: Option<Arc<VsockCounters>>,
     pub uart: Arc<SerialStats>,
     pub i8042: Arc<I8042Stats>,
 }
@@ -81,6 +93,9 @@ impl MetricsSource {
             entropy: self.entropy.as_ref().map(|(rng, limit)| EntropyMetrics {
                 requests: rng.snapshot(),
                 throttled: limit.throttled(),
+            }),
+            vsock: self.vsock.as_ref().map(|v| VsockMetrics {
+                connections: v.connections.load(Ordering::Relaxed),
             }),
             uart: self.uart.snapshot(),
             i8042: self.i8042.snapshot(),

@@ -52,7 +52,7 @@ use crate::MachineError;
 pub use acpi::AcpiPlacement;
 pub(crate) use acpi::{virtio_acpi_devices, write_acpi_tables};
 pub(crate) use metrics::MetricsSource;
-pub use metrics::{DeviceMetrics, DriveMetrics, EntropyMetrics, NetMetrics};
+pub use metrics::{DeviceMetrics, DriveMetrics, EntropyMetrics, NetMetrics, VsockMetrics};
 
 /// Why a drive could not be updated.
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +144,7 @@ impl DeviceManager {
                 .map(|(stats, limits)| (stats, limits.rx.clone(), limits.tx.clone()))
                 .collect(),
             entropy: models.entropy.clone(),
+            vsock: models.vsock.clone(),
             uart: lock(&platform.serial).stats(),
             i8042: lock(&platform.i8042).stats(),
         };

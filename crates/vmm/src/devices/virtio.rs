@@ -83,6 +83,8 @@ pub(crate) struct Models {
     pub net_stats: Vec<virtio::net::NetStatsHandle>,
     /// The entropy device's counters and rate limiter.
     pub entropy: Option<(virtio::rng::RngStatsHandle, ThrottleHandle)>,
+    /// The socket device's counters.
+    pub vsock: Option<Arc<virtio::vsock::VsockCounters>>,
     /// The virtio console's input, when the console is one.
     pub console_input: Option<virtio::console::ConsoleInput>,
 }
@@ -96,6 +98,7 @@ pub(crate) fn open_models(config: &MachineConfig) -> Result<Models, MachineError
     let mut net_limits = Vec::new();
     let mut net_stats = Vec::new();
     let mut entropy = None;
+    let mut vsock_counters = None;
     for (i, disk) in config.disks.iter().enumerate() {
         let id = disk.id.as_deref().unwrap_or("");
         let block = virtio::blk::Block::open(&disk.path, disk.read_only, id)
@@ -131,6 +134,7 @@ pub(crate) fn open_models(config: &MachineConfig) -> Result<Models, MachineError
     if let Some(vsock) = &config.vsock {
         let device =
             virtio::vsock::Vsock::new(vsock.cid, &vsock.socket).map_err(MachineError::Vsock)?;
+        vsock_counters = Some(device.counters());
         models.push(("virtio-vsock".to_string(), Box::new(device)));
     }
     let mut console_input = None;
@@ -147,6 +151,7 @@ pub(crate) fn open_models(config: &MachineConfig) -> Result<Models, MachineError
         net_limits,
         net_stats,
         entropy,
+        vsock: vsock_counters,
         console_input,
     })
 }
