@@ -178,6 +178,9 @@ mod tests {
         assert_eq!(byte, [b'o']);
         serial.read(0, &mut byte);
         assert_eq!(byte, [b'k']);
+        let counted = serial.stats().snapshot();
+        // Bytes in and out; the IER write is not a byte out.
+        assert_eq!((counted.read_count, counted.write_count), (2, 2));
     }
 
     #[test]
