@@ -44,6 +44,16 @@ struct Range {
     len: u64,
     name: String,
     device: Arc<Mutex<dyn BusDevice>>,
+    accesses: Accesses,
+}
+
+/// Guest reads and writes of one device (on a cache line of their own:
+/// vCPUs using different devices do not contend on them).
+#[derive(Default)]
+#[repr(align(64))]
+struct Accesses {
+    reads: AtomicU64,
+    writes: AtomicU64,
 }
 
 /// One address space (ports or guest-physical MMIO).
@@ -101,6 +111,7 @@ impl Bus {
                 len,
                 name: name.to_string(),
                 device,
+                accesses: Accesses::default(),
             },
         );
         Ok(())
@@ -117,6 +128,7 @@ impl Bus {
     pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
         match self.find(addr, data.len()) {
             Some((offset, range)) => {
+                range.accesses.reads.fetch_add(1, Ordering::Relaxed);
                 lock(&range.device).read(offset, data);
                 true
             }
@@ -133,6 +145,7 @@ impl Bus {
     pub fn write(&self, addr: u64, data: &[u8]) -> bool {
         match self.find(addr, data.len()) {
             Some((offset, range)) => {
+                range.accesses.writes.fetch_add(1, Ordering::Relaxed);
                 lock(&range.device).write(offset, data);
                 true
             }
@@ -153,6 +166,20 @@ impl Bus {
     /// Guest accesses that hit no device so far.
     pub fn unhandled_count(&self) -> u64 {
         self.unhandled.load(Ordering::Relaxed)
+    }
+
+    /// Guest (reads, writes) of the devices on the bus: on either
+    /// accelerator, the port or MMIO accesses the VMM served
+    /// (Firecracker's `exit_io_in`/`exit_io_out`, `exit_mmio_read`/
+    /// `exit_mmio_write`); unmapped accesses are in
+    /// [`Bus::unhandled_count`].
+    pub fn access_counts(&self) -> (u64, u64) {
+        self.ranges.values().fold((0, 0), |(r, w), range| {
+            (
+                r + range.accesses.reads.load(Ordering::Relaxed),
+                w + range.accesses.writes.load(Ordering::Relaxed),
+            )
+        })
     }
 }
 
@@ -232,6 +259,7 @@ mod tests {
             Some((1, vec![0xaa, 0xbb, 0xcc, 0xdd]))
         );
         assert!(a.lock().unwrap().last_write.is_none());
+        assert_eq!(bus.access_counts(), (1, 1));
     }
 
     #[test]
@@ -245,6 +273,7 @@ mod tests {
         assert!(!bus.read(0x12, &mut data));
         assert!(!bus.write(0x0f, &[1]));
         assert_eq!(bus.unhandled_count(), 3);
+        assert_eq!(bus.access_counts(), (0, 0), "no device was accessed");
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! waiting for a timeout.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::{BusDevice, GuestRequest, IrqLine, RequestSink};
@@ -119,6 +120,40 @@ pub enum I8042Error {
     BufferFull,
 }
 
+/// What the controller counted (Firecracker's `i8042` metrics), since it
+/// was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct I8042Counters {
+    /// Guest reads of the data port.
+    pub read_count: u64,
+    /// Guest writes to the data port.
+    pub write_count: u64,
+    /// CPU resets the guest asked for (command 0xFE).
+    pub reset_count: u64,
+}
+
+/// The controller's counters, readable without its lock.
+#[derive(Debug, Default)]
+pub struct I8042Stats {
+    read: AtomicU64,
+    write: AtomicU64,
+    reset: AtomicU64,
+}
+
+impl I8042Stats {
+    pub fn snapshot(&self) -> I8042Counters {
+        I8042Counters {
+            read_count: self.read.load(Ordering::Relaxed),
+            write_count: self.write.load(Ordering::Relaxed),
+            reset_count: self.reset.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
 /// The controller.
 pub struct I8042 {
     requests: RequestSink,
@@ -128,6 +163,7 @@ pub struct I8042 {
     expect: Expect,
     /// Bytes for the guest, with whether they come from the aux port.
     queue: VecDeque<(u8, bool)>,
+    stats: Arc<I8042Stats>,
 }
 
 impl I8042 {
@@ -143,7 +179,13 @@ impl I8042 {
             status: STS_SYSTEM | STS_NOT_INHIBITED,
             expect: Expect::KbdCommand,
             queue: VecDeque::with_capacity(QUEUE_LEN),
+            stats: Arc::default(),
         }
+    }
+
+    /// The controller's counters (a handle: read it while it runs).
+    pub fn stats(&self) -> Arc<I8042Stats> {
+        self.stats.clone()
     }
 
     /// Presses and releases Ctrl-Alt-Del on the keyboard.
@@ -226,7 +268,10 @@ impl I8042 {
             CMD_WRITE_OUTPUT_PORT => self.expect = Expect::OutputPort,
             CMD_WRITE_KBD_BUFFER => self.expect = Expect::KbdBuffer,
             CMD_WRITE_AUX_BUFFER | CMD_WRITE_AUX => self.expect = Expect::Aux(command),
-            CMD_RESET_CPU => (self.requests)(GuestRequest::Reset),
+            CMD_RESET_CPU => {
+                bump(&self.stats.reset);
+                (self.requests)(GuestRequest::Reset)
+            }
             // Pulses of the output port's low bits: bit 0 is the reset line.
             c if c & 0xf0 == 0xf0 && c & 1 == 0 => (self.requests)(GuestRequest::Reset),
             _ => {}
@@ -294,7 +339,10 @@ impl I8042 {
 impl BusDevice for I8042 {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         let value = match offset {
-            DATA => self.read_data(),
+            DATA => {
+                bump(&self.stats.read);
+                self.read_data()
+            }
             COMMAND => self.status(),
             _ => 0,
         };
@@ -307,7 +355,10 @@ impl BusDevice for I8042 {
     fn write(&mut self, offset: u64, data: &[u8]) {
         let Some(&value) = data.first() else { return };
         match offset {
-            DATA => self.write_data(value),
+            DATA => {
+                bump(&self.stats.write);
+                self.write_data(value)
+            }
             COMMAND => self.command(value),
             _ => {}
         }
@@ -364,8 +415,11 @@ mod tests {
         dev.write(COMMAND, &[CMD_READ_CTR]);
         dev.write(DATA, &[0xfe]);
         assert!(seen.lock().unwrap().is_empty());
+        assert_eq!(dev.stats().snapshot().reset_count, 0);
         dev.write(COMMAND, &[CMD_RESET_CPU]);
         assert_eq!(*seen.lock().unwrap(), vec![GuestRequest::Reset]);
+        let counted = dev.stats().snapshot();
+        assert_eq!((counted.reset_count, counted.write_count), (1, 1));
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The 16550A UART on COM1 (ports 0x3f8..0x3ff, IRQ 4), on vm-superio.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use vm_superio::serial::SerialEvents;
 use vm_superio::{Serial as Uart16550, Trigger};
 
 use crate::ratelimit::RateLimiter;
@@ -22,19 +24,71 @@ impl Trigger for IrqTrigger {
     }
 }
 
+/// What the UART counted (Firecracker's `uart` metrics), since it was
+/// built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SerialCounters {
+    /// Bytes the guest read from the receive buffer.
+    pub read_count: u64,
+    /// Bytes the guest transmitted that reached the output.
+    pub write_count: u64,
+    /// Bytes the guest transmitted that the output refused (lost).
+    pub missed_write_count: u64,
+}
+
+/// The UART's counters, bumped by vm-superio's events; readable without
+/// the device's lock.
+#[derive(Debug, Default)]
+pub struct SerialStats {
+    read: AtomicU64,
+    write: AtomicU64,
+    missed_write: AtomicU64,
+}
+
+impl SerialStats {
+    pub fn snapshot(&self) -> SerialCounters {
+        SerialCounters {
+            read_count: self.read.load(Ordering::Relaxed),
+            write_count: self.write.load(Ordering::Relaxed),
+            missed_write_count: self.missed_write.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl SerialEvents for SerialStats {
+    fn buffer_read(&self) {
+        self.read.fetch_add(1, Ordering::Relaxed);
+    }
+    fn out_byte(&self) {
+        self.write.fetch_add(1, Ordering::Relaxed);
+    }
+    fn tx_lost_byte(&self) {
+        self.missed_write.fetch_add(1, Ordering::Relaxed);
+    }
+    fn in_buffer_empty(&self) {}
+}
+
 /// A UART whose transmitted bytes go to `out` and whose received bytes come
 /// from [`Serial::enqueue_input`].
 pub struct Serial {
-    uart: Uart16550<IrqTrigger, vm_superio::serial::NoEvents, Box<dyn Write + Send>>,
+    uart: Uart16550<IrqTrigger, Arc<SerialStats>, Box<dyn Write + Send>>,
+    stats: Arc<SerialStats>,
     log_limit: RateLimiter,
 }
 
 impl Serial {
     pub fn new(irq: Arc<dyn IrqLine>, out: Box<dyn Write + Send>) -> Self {
+        let stats = Arc::new(SerialStats::default());
         Serial {
-            uart: Uart16550::new(IrqTrigger(irq), out),
+            uart: Uart16550::with_events(IrqTrigger(irq), stats.clone(), out),
+            stats,
             log_limit: RateLimiter::default(),
         }
+    }
+
+    /// The device's counters (a handle: read it while the device runs).
+    pub fn stats(&self) -> Arc<SerialStats> {
+        self.stats.clone()
     }
 
     /// Queues host input for the guest; returns how many bytes fit in the
@@ -110,6 +164,7 @@ mod tests {
             serial.write(0, &[*b]);
         }
         assert_eq!(&*out.0.lock().unwrap(), b"hi");
+        assert_eq!(serial.stats().snapshot().write_count, 2);
 
         // Enable the received-data interrupt (IER bit 0), then receive.
         serial.write(1, &[0x01]);
@@ -123,6 +178,9 @@ mod tests {
         assert_eq!(byte, [b'o']);
         serial.read(0, &mut byte);
         assert_eq!(byte, [b'k']);
+        let counted = serial.stats().snapshot();
+        // Bytes in and out; the IER write is not a byte out.
+        assert_eq!((counted.read_count, counted.write_count), (2, 2));
     }
 
     #[test]

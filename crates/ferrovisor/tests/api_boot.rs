@@ -95,8 +95,9 @@ fn the_echo_guest_through_the_api() {
                 .unwrap(),
         )
         .unwrap();
-        assert_eq!(line["vmm"]["state"], "Running");
-        assert!(line["api_server"]["refused_requests"].as_u64().unwrap() >= 8);
+        assert_eq!(line["ferrovisor"]["state"], "Running");
+        assert!(line["ferrovisor"]["api_refused"].as_u64().unwrap() >= 8);
+        assert!(line["put_api_requests"]["actions_fails"].as_u64().unwrap() >= 1);
         let config = vm.get("/vm/config");
         assert_eq!(config["machine-config"]["mem_size_mib"], 32);
         assert!(config["boot-source"]["kernel_image_path"]

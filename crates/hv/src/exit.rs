@@ -176,21 +176,27 @@ impl Default for ExitCounters {
 
 impl ExitCounters {
     /// Counts one exit of `reason` (and one in [`ExitReason::Total`]).
+    ///
+    /// Total is counted first and read last (release/acquire), so a
+    /// reader on another thread never sees a reason's count above the
+    /// total.
     pub fn inc(&self, reason: ExitReason) {
-        self.counts[reason.index()].fetch_add(1, Ordering::Relaxed);
-        self.counts[ExitReason::Total.index()].fetch_add(1, Ordering::Relaxed);
+        self.counts[ExitReason::Total.index()].fetch_add(1, Ordering::Release);
+        self.counts[reason.index()].fetch_add(1, Ordering::Release);
     }
 
     pub fn get(&self, reason: ExitReason) -> u64 {
-        self.counts[reason.index()].load(Ordering::Relaxed)
+        self.counts[reason.index()].load(Ordering::Acquire)
     }
 
-    /// A snapshot in which every reason is observable.
+    /// A snapshot in which every reason is observable, and no reason
+    /// above the total.
     pub fn snapshot(&self) -> ExitStats {
         let mut stats = ExitStats::default();
-        for reason in ExitReason::ALL {
+        for reason in ExitReason::ALL.into_iter().filter(|&r| r != ExitReason::Total) {
             stats.set(reason, Some(self.get(reason)));
         }
+        stats.set(ExitReason::Total, Some(self.get(ExitReason::Total)));
         stats
     }
 }

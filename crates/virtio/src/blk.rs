@@ -82,6 +82,10 @@ pub struct BlockCounters {
     pub flushes: u64,
     pub errors: u64,
     pub unsupported: u64,
+    /// Data bytes of the reads that succeeded.
+    pub read_bytes: u64,
+    /// Data bytes of the writes that succeeded.
+    pub write_bytes: u64,
 }
 
 /// The image and what requests need of it, shared with the worker.
@@ -90,7 +94,9 @@ struct Disk {
     size: u64,
     read_only: bool,
     id: [u8; ID_BYTES],
-    counters: Mutex<BlockCounters>,
+    /// The device's counters: the image that replaces this one keeps
+    /// counting into them.
+    counters: Arc<Mutex<BlockCounters>>,
 }
 
 /// The disk a device serves, which [`BlockHandle::replace`] swaps.
@@ -119,7 +125,7 @@ impl BlockHandle {
         let id = String::from_utf8_lossy(&old.id)
             .trim_end_matches('\0')
             .to_string();
-        let new = Disk::open(path, old.read_only, &id)?;
+        let new = Disk::open(path, old.read_only, &id, old.counters.clone())?;
         let size = new.size;
         *self.0.disk.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
         let interrupt = self
@@ -137,6 +143,12 @@ impl BlockHandle {
     /// The size of the image served now, in bytes.
     pub fn size(&self) -> u64 {
         self.0.get().size
+    }
+
+    /// The requests served since the device was built (across image
+    /// replacements).
+    pub fn counters(&self) -> BlockCounters {
+        *self.0.get().counters()
     }
 }
 
@@ -204,7 +216,7 @@ impl Block {
     pub fn open(path: &Path, read_only: bool, id: &str) -> Result<Block, BlockError> {
         Ok(Block {
             disk: Arc::new(DiskSlot {
-                disk: Mutex::new(Arc::new(Disk::open(path, read_only, id)?)),
+                disk: Mutex::new(Arc::new(Disk::open(path, read_only, id, Arc::default())?)),
                 interrupt: Mutex::new(None),
             }),
             worker: None,
@@ -246,7 +258,12 @@ impl Block {
 }
 
 impl Disk {
-    fn open(path: &Path, read_only: bool, id: &str) -> Result<Disk, BlockError> {
+    fn open(
+        path: &Path,
+        read_only: bool,
+        id: &str,
+        counters: Arc<Mutex<BlockCounters>>,
+    ) -> Result<Disk, BlockError> {
         let file = OpenOptions::new()
             .read(true)
             .write(!read_only)
@@ -272,7 +289,7 @@ impl Disk {
             size,
             read_only,
             id: id_bytes,
-            counters: Mutex::default(),
+            counters,
         })
     }
 
@@ -347,7 +364,10 @@ impl Disk {
                 self.counters().reads += 1;
                 match self.range(sector, data_out) {
                     Some(start) => match self.read_into(mem, start, output, data_out) {
-                        true => (S_OK, data_out),
+                        true => {
+                            self.counters().read_bytes += data_out;
+                            (S_OK, data_out)
+                        }
                         false => (S_IOERR, 0),
                     },
                     None => (S_IOERR, 0),
@@ -359,7 +379,13 @@ impl Disk {
                     return (S_IOERR, 0);
                 }
                 match self.range(sector, data_in) {
-                    Some(start) => (self.write_from(mem, start, input, data_in), 0),
+                    Some(start) => {
+                        let status = self.write_from(mem, start, input, data_in);
+                        if status == S_OK {
+                            self.counters().write_bytes += data_in;
+                        }
+                        (status, 0)
+                    }
                     None => (S_IOERR, 0),
                 }
             }

@@ -180,6 +180,16 @@ impl Counters {
     }
 }
 
+/// Reads a network device's counters from another thread.
+#[derive(Clone)]
+pub struct NetStatsHandle(Arc<Counters>);
+
+impl NetStatsHandle {
+    pub fn snapshot(&self) -> NetCounters {
+        self.0.snapshot()
+    }
+}
+
 fn bump(counter: &AtomicU64, by: u64) {
     counter.fetch_add(by, Ordering::Relaxed);
 }
@@ -667,6 +677,11 @@ impl Net {
 
     pub fn counters(&self) -> NetCounters {
         self.counters.snapshot()
+    }
+
+    /// A handle on the device's counters, readable while it runs.
+    pub fn stats(&self) -> NetStatsHandle {
+        NetStatsHandle(self.counters.clone())
     }
 }
 

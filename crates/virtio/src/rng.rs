@@ -30,8 +30,27 @@ struct Serve {
     interrupt: Arc<dyn Interrupt>,
     source: Box<dyn Read + Send>,
     source_errors: Arc<AtomicU64>,
+    counters: Arc<RngStats>,
     /// The device's rate limiter.
     gate: Gate,
+}
+
+/// What the entropy device counted (Firecracker's `entropy` metrics),
+/// since it was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RngCounters {
+    /// Requests the driver made that were served.
+    pub entropy_event_count: u64,
+    /// Random bytes given to the guest.
+    pub entropy_bytes: u64,
+    /// Requests the source could not fill (answered with 0 bytes).
+    pub host_rng_fails: u64,
+}
+
+#[derive(Debug, Default)]
+struct RngStats {
+    requests: AtomicU64,
+    bytes: AtomicU64,
 }
 
 impl WorkerHandler for Serve {
@@ -49,6 +68,7 @@ impl WorkerHandler for Serve {
         }
         let source = &mut self.source;
         let errors = &self.source_errors;
+        let counters = &self.counters;
         let mem = &self.mem;
         let gate = &mut self.gate;
         let served = serve_queue_gated(mem, &mut self.queue, 0, &*self.interrupt, |chain| {
@@ -63,7 +83,9 @@ impl WorkerHandler for Serve {
                 errors.fetch_add(1, Ordering::Relaxed);
                 return Some(0);
             }
+            counters.requests.fetch_add(1, Ordering::Relaxed);
             Some(if out.write_at(mem, 0, &bytes) {
+                counters.bytes.fetch_add(len as u64, Ordering::Relaxed);
                 len as u32
             } else {
                 0
@@ -95,6 +117,7 @@ pub struct Rng {
     source: Option<Box<dyn Read + Send>>,
     worker: Option<Worker<Serve>>,
     source_errors: Arc<AtomicU64>,
+    counters: Arc<RngStats>,
     throttle: ThrottleHandle,
 }
 
@@ -110,6 +133,7 @@ impl Rng {
             source: Some(source),
             worker: None,
             source_errors: Arc::default(),
+            counters: Arc::default(),
             throttle: ThrottleHandle::new(Limits::default()),
         }
     }
@@ -129,6 +153,31 @@ impl Rng {
     /// Requests the source could not fill (answered with 0 bytes).
     pub fn source_errors(&self) -> u64 {
         self.source_errors.load(Ordering::Relaxed)
+    }
+
+    /// A handle on the device's counters, readable while it runs.
+    pub fn stats(&self) -> RngStatsHandle {
+        RngStatsHandle {
+            counters: self.counters.clone(),
+            source_errors: self.source_errors.clone(),
+        }
+    }
+}
+
+/// Reads an entropy device's counters from another thread.
+#[derive(Debug, Clone)]
+pub struct RngStatsHandle {
+    counters: Arc<RngStats>,
+    source_errors: Arc<AtomicU64>,
+}
+
+impl RngStatsHandle {
+    pub fn snapshot(&self) -> RngCounters {
+        RngCounters {
+            entropy_event_count: self.counters.requests.load(Ordering::Relaxed),
+            entropy_bytes: self.counters.bytes.load(Ordering::Relaxed),
+            host_rng_fails: self.source_errors.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -157,6 +206,7 @@ impl VirtioDevice for Rng {
             interrupt: activation.interrupt.clone(),
             source,
             source_errors: self.source_errors.clone(),
+            counters: self.counters.clone(),
         };
         self.worker = Some(Worker::spawn(
             "virtio-rng",

@@ -421,6 +421,27 @@ fn blk_reads_writes_flushes_and_reports_its_id() {
 }
 
 #[test]
+fn blk_counts_requests_and_bytes_across_an_image_swap() {
+    let file = vmm_sys_util::tempfile::TempFile::new().unwrap();
+    std::fs::write(file.as_path(), vec![1u8; 8192]).unwrap();
+    let block = Block::open(file.as_path(), false, "counted").unwrap();
+    let handle = block.handle();
+    let mut d = Driver::new(Box::new(block)).running();
+    assert_eq!(d.blk(blk::T_IN, 0, &[], 512).0, blk::S_OK);
+    assert_eq!(d.blk(blk::T_OUT, 1, &[2; 1024], 0).0, blk::S_OK);
+    // A failed read moves no bytes.
+    assert_eq!(d.blk(blk::T_IN, 16, &[], 512).0, blk::S_IOERR);
+    let other = vmm_sys_util::tempfile::TempFile::new().unwrap();
+    std::fs::write(other.as_path(), vec![3u8; 4096]).unwrap();
+    handle.replace(other.as_path()).unwrap();
+    let (status, data, _) = d.blk(blk::T_IN, 0, &[], 1024);
+    assert_eq!((status, data[0]), (blk::S_OK, 3), "the new image");
+    let c = handle.counters();
+    assert_eq!((c.reads, c.writes, c.errors), (3, 1, 1));
+    assert_eq!((c.read_bytes, c.write_bytes), (512 + 1024, 1024));
+}
+
+#[test]
 fn blk_refuses_requests_outside_the_image() {
     let (_file, mut d) = disk(false);
     assert_eq!(d.blk(blk::T_IN, 16, &[], 512).0, blk::S_IOERR);
@@ -448,6 +469,21 @@ fn a_read_only_blk_offers_ro_and_fails_writes() {
     assert_eq!(d.blk(blk::T_WRITE_ZEROES, 0, &zero, 0).0, blk::S_IOERR);
     assert_eq!(d.blk(blk::T_IN, 0, &[], 512).0, blk::S_OK);
     assert_eq!(std::fs::read(file.as_path()).unwrap(), before);
+}
+
+#[test]
+fn rng_counts_requests_and_bytes() {
+    let rng = Rng::with_source(Box::new(std::io::repeat(0xab)));
+    let stats = rng.stats();
+    let mut d = Driver::new(Box::new(rng)).running();
+    d.desc(DESC, 0, 0x4000, 100, WRITE, 0);
+    d.offer(0);
+    assert_eq!(d.used(0), (0, 100));
+    let c = stats.snapshot();
+    assert_eq!(
+        (c.entropy_event_count, c.entropy_bytes, c.host_rng_fails),
+        (1, 100, 0)
+    );
 }
 
 #[test]

@@ -34,7 +34,10 @@ pub use config::{
     VirtioTransport, VsockConfig,
 };
 pub use controller::{Command, CommandError, LimitTarget, MachineHandle, RunState, RunningMachine};
-pub use devices::{AcpiPlacement, UpdateError};
+pub use devices::{
+    AcpiPlacement, DeviceMetrics, DriveMetrics, EntropyMetrics, NetMetrics, UpdateError,
+    VsockMetrics,
+};
 pub use live::{LiveStats, StatsSample};
 pub use machine::{Machine, MachineError, MachineExit, RunReport};
 pub use spec::{machine_config, SpecConfigError};

@@ -13,12 +13,15 @@ use std::sync::{Arc, Weak};
 use devices::IoBuses;
 use hv::{ExitStats, ExitStatsSource};
 
+use crate::devices::{DeviceMetrics, MetricsSource};
+
 /// A cheap handle on a machine's live counters.
 #[derive(Clone)]
 pub struct LiveStats {
     accel: &'static str,
     vcpus: Vec<Arc<dyn ExitStatsSource>>,
     buses: Weak<IoBuses>,
+    devices: MetricsSource,
 }
 
 /// One reading of [`LiveStats`].
@@ -29,6 +32,10 @@ pub struct StatsSample {
     pub vcpus: Vec<ExitStats>,
     pub unhandled_pio: u64,
     pub unhandled_mmio: u64,
+    /// Guest port (reads, writes) and MMIO (reads, writes) the VMM
+    /// served, mapped or not.
+    pub pio_accesses: (u64, u64),
+    pub mmio_accesses: (u64, u64),
 }
 
 impl LiveStats {
@@ -36,12 +43,19 @@ impl LiveStats {
         accel: &'static str,
         vcpus: Vec<Arc<dyn ExitStatsSource>>,
         buses: Arc<IoBuses>,
+        devices: MetricsSource,
     ) -> LiveStats {
         LiveStats {
             accel,
             vcpus,
             buses: Arc::downgrade(&buses),
+            devices,
         }
+    }
+
+    /// Every device's counters now (see [`crate::devices::DeviceManager::metrics`]).
+    pub fn devices(&self) -> DeviceMetrics {
+        self.devices.read()
     }
 
     /// Reads every counter now.
@@ -52,6 +66,12 @@ impl LiveStats {
             vcpus: self.vcpus.iter().map(|v| v.exit_stats()).collect(),
             unhandled_pio: buses.as_ref().map_or(0, |b| b.pio.unhandled_count()),
             unhandled_mmio: buses.as_ref().map_or(0, |b| b.mmio.unhandled_count()),
+            pio_accesses: buses
+                .as_ref()
+                .map_or_else(Default::default, |b| b.pio.access_counts()),
+            mmio_accesses: buses
+                .as_ref()
+                .map_or_else(Default::default, |b| b.mmio.access_counts()),
         }
     }
 }

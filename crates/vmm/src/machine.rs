@@ -267,7 +267,12 @@ impl Machine {
     /// runs (see [`crate::live`]).
     pub fn live_stats(&self) -> crate::live::LiveStats {
         let vcpus = self.vcpus.iter().map(|v| v.exit_stats_source()).collect();
-        crate::live::LiveStats::new(self.accel, vcpus, self.devices.buses.clone())
+        crate::live::LiveStats::new(
+            self.accel,
+            vcpus,
+            self.devices.buses.clone(),
+            self.devices.metrics_source(),
+        )
     }
 
     /// The guest's memory (for tests and snapshots).

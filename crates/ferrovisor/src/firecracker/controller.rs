@@ -24,6 +24,7 @@ use api::{Backend, Reply, Request, VmSpec};
 use vmm::{Command, LimitTarget, MachineHandle, RunState};
 
 use super::logger::{open_sink, Logger};
+use super::metrics::{ApiMetrics, Inputs, LineBuilder};
 
 /// What InstanceStart hands to the controller thread.
 pub struct StartRequest {
@@ -47,6 +48,8 @@ struct State {
     /// Started (from a configuration file) before the handle arrived.
     started: bool,
     metrics: Option<File>,
+    /// The counters' values at the previous metrics line.
+    lines: LineBuilder,
 }
 
 impl State {
@@ -71,6 +74,10 @@ pub struct Controller {
     started: Instant,
     requests: AtomicU64,
     failed: AtomicU64,
+    /// Requests by endpoint and latencies, for the metrics.
+    api_metrics: ApiMetrics,
+    /// From the front end's start to the API socket listening.
+    startup_us: Mutex<Option<u64>>,
     /// The MMDS data store and tokens, shared with the network devices.
     mmds: mmds::SharedMmds,
     /// The running machine's exit counters.
@@ -123,12 +130,15 @@ impl Controller {
                 machine: None,
                 started: running,
                 metrics,
+                lines: LineBuilder::default(),
             }),
             start: Mutex::new(start),
             logger,
             started: Instant::now(),
             requests: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            api_metrics: ApiMetrics::default(),
+            startup_us: Mutex::new(None),
             mmds: mmds::Mmds::shared(mmds::store::DEFAULT_LIMIT),
             live: Mutex::new(None),
         }
@@ -178,48 +188,87 @@ impl Controller {
         self.state().machine = Some(machine);
     }
 
-    /// Writes the last metrics line when the process ends (as
-    /// Firecracker's Vmm::stop does); nothing without a metrics file.
-    pub fn flush_metrics_at_exit(&self) {
-        let mut state = self.state();
-        let line = self.metrics_line(&state);
-        if let Some(file) = &mut state.metrics {
-            if let Err(e) = file.write_all(line.as_bytes()) {
-                tracing::warn!("cannot write the last metrics line: {e}");
-            }
-        }
-    }
-
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The metrics line FlushMetrics writes, with Firecracker's names where
-    /// ours map to them.
-    fn metrics_line(&self, state: &State) -> String {
-        let now_ms = std::time::SystemTime::now()
+    /// Records Firecracker's `process_startup_time_us`.
+    pub fn set_startup_time(&self, took: std::time::Duration) {
+        *self.startup_us.lock().unwrap_or_else(|p| p.into_inner()) = Some(took.as_micros() as u64);
+    }
+
+    /// The next metrics line (see [`super::metrics`]).
+    fn metrics_line(&self, state: &mut State) -> String {
+        let utc_timestamp_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
-        let missed_logs = self
-            .logger
-            .as_ref()
-            .map_or(0, |l| l.missed.load(Ordering::Relaxed));
-        let line = serde_json::json!({
-            "utc_timestamp_ms": now_ms as u64,
-            "api_server": {
-                "requests": self.requests.load(Ordering::Relaxed),
-                "refused_requests": self.failed.load(Ordering::Relaxed),
+            .map_or(0, |d| d.as_millis() as u64);
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let inputs = Inputs {
+            api: &self.api_metrics,
+            process_startup_time_us: *self.startup_us.lock().unwrap_or_else(|p| p.into_inner()),
+            missed_log_count: self
+                .logger
+                .as_ref()
+                .map_or(0, |l| l.missed.load(Ordering::Relaxed)),
+            sample: live.as_ref().map(vmm::LiveStats::sample),
+            devices: live.as_ref().map(vmm::LiveStats::devices),
+            drive_ids: state
+                .spec
+                .drives_in_guest_order()
+                .map(|d| d.drive_id.clone())
+                .collect(),
+            iface_ids: state
+                .spec
+                .network_interfaces
+                .iter()
+                .map(|n| n.iface_id.clone())
+                .collect(),
+            state: match state.phase() {
+                Phase::NotStarted => "Not started",
+                Phase::Running => "Running",
+                Phase::Paused => "Paused",
             },
-            "logger": { "missed_log_count": missed_logs },
-            "exits": self.live_sample().map(|s| crate::stats::exits_json(&s)),
-            "vmm": {
-                "uptime_us": self.started.elapsed().as_micros() as u64,
-                "state": match state.phase() { Phase::NotStarted => "Not started", Phase::Running => "Running", Phase::Paused => "Paused" },
-            },
-        });
+            uptime_us: self.started.elapsed().as_micros() as u64,
+            utc_timestamp_ms,
+        };
+        let mut line = state.lines.line(inputs);
+        if let Some(ferrovisor) = line.get_mut("ferrovisor").and_then(|v| v.as_object_mut()) {
+            ferrovisor.insert(
+                "api_requests".into(),
+                self.requests.load(Ordering::Relaxed).into(),
+            );
+            ferrovisor.insert(
+                "api_refused".into(),
+                self.failed.load(Ordering::Relaxed).into(),
+            );
+        }
         let mut text = line.to_string();
         text.push('\n');
         text
+    }
+
+    /// Writes a metrics line to the metrics destination, when there is
+    /// one (FlushMetrics, the periodic timer, the end of the process).
+    fn flush_locked(&self, state: &mut State) -> std::io::Result<()> {
+        if state.metrics.is_none() {
+            return Ok(());
+        }
+        let line = self.metrics_line(state);
+        let Some(file) = &mut state.metrics else {
+            return Ok(());
+        };
+        file.write_all(line.as_bytes()).inspect_err(|_| {
+            self.api_metrics
+                .metrics_fails
+                .fetch_add(1, Ordering::Relaxed);
+        })
+    }
+
+    /// [`Controller::flush_locked`] from outside a request.
+    pub fn flush_metrics(&self) {
+        if let Err(e) = self.flush_locked(&mut self.state()) {
+            tracing::warn!("cannot write the metrics: {e}");
+        }
     }
 
     fn put_metrics(&self, state: &mut State, m: Metrics) -> Reply {
@@ -450,16 +499,10 @@ impl Controller {
             Request::Action(ActionType::FlushMetrics) if pre_boot => {
                 Reply::bad_request(POST_BOOT_ONLY)
             }
-            Request::Action(ActionType::FlushMetrics) => {
-                let line = self.metrics_line(state);
-                match &mut state.metrics {
-                    Some(file) => match file.write_all(line.as_bytes()) {
-                        Ok(()) => Reply::no_content(),
-                        Err(e) => Reply::bad_request(&format!("cannot write the metrics: {e}")),
-                    },
-                    None => Reply::no_content(),
-                }
-            }
+            Request::Action(ActionType::FlushMetrics) => match self.flush_locked(state) {
+                Ok(()) => Reply::no_content(),
+                Err(e) => Reply::bad_request(&format!("cannot write the metrics: {e}")),
+            },
             Request::Action(ActionType::SendCtrlAltDel) if pre_boot => {
                 Reply::bad_request(POST_BOOT_ONLY)
             }
@@ -471,13 +514,18 @@ impl Controller {
             | Request::PatchMmds(_)
             | Request::PutMmdsConfig(_) => self.handle_mmds(state, request),
             Request::PatchVm(_) if pre_boot => Reply::bad_request(POST_BOOT_ONLY),
-            Request::PatchVm(update) => Self::command(
-                state,
-                match update.state {
-                    VmState::Paused => Command::Pause,
-                    VmState::Resumed => Command::Resume,
-                },
-            ),
+            Request::PatchVm(update) => {
+                let (command, latency) = match update.state {
+                    VmState::Paused => (Command::Pause, "pause_vm"),
+                    VmState::Resumed => (Command::Resume, "resume_vm"),
+                };
+                let started = Instant::now();
+                let reply = Self::command(state, command);
+                if reply.status == Status::NoContent {
+                    self.api_metrics.latency(latency, started.elapsed());
+                }
+                reply
+            }
             Request::PatchDrive { .. } | Request::PatchNetworkInterface { .. } if pre_boot => {
                 Reply::bad_request(POST_BOOT_ONLY)
             }
@@ -545,9 +593,14 @@ fn spec_reply(result: Result<(), api::spec::SpecError>) -> Reply {
 impl Backend for Controller {
     fn handle(&self, request: Request) -> Reply {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        let endpoint = super::metrics::endpoint(&request);
         let mut state = self.state();
         let reply = self.handle_locked(&mut state, request);
-        if reply.status != Status::Ok && reply.status != Status::NoContent {
+        let failed = reply.status != Status::Ok && reply.status != Status::NoContent;
+        if let Some(endpoint) = endpoint {
+            self.api_metrics.request(endpoint, failed);
+        }
+        if failed {
             self.failed.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 status = reply.status.code(),

@@ -9,6 +9,7 @@
 pub mod args;
 pub mod controller;
 pub mod logger;
+pub mod metrics;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -66,6 +67,7 @@ fn fail(message: &str, status: u8) -> ExitCode {
 /// Runs Firecracker's process interface with the arguments after the
 /// program name.
 pub fn main(argv: &[String]) -> ExitCode {
+    let process_start = std::time::Instant::now();
     let fc = match args::parse(argv) {
         Ok(Invocation::Help) => {
             print!("{HELP}");
@@ -138,12 +140,26 @@ pub fn main(argv: &[String]) -> ExitCode {
     );
     let mmds = mmds::Mmds::shared(fc.mmds_size_limit.unwrap_or(fc.http_api_max_payload_size));
     if fc.no_api {
-        return match build(&spec, fc.accel, &mmds) {
-            Ok(machine) => crate::run_machine(machine, false),
-            Err(message) => fail(&format!("cannot start the microVM: {message}"), 1),
+        let machine = match build(&spec, fc.accel, &mmds) {
+            Ok(machine) => machine,
+            Err(message) => return fail(&format!("cannot start the microVM: {message}"), 1),
         };
+        let running = match start(machine) {
+            Ok(running) => running,
+            Err(message) => return fail(&message, 1),
+        };
+        // No API: the controller only keeps the state the metrics read.
+        let (start_tx, _) = channel();
+        let controller = Arc::new(
+            Controller::new(&fc.id, spec, true, Some(logger), metrics, start_tx).with_mmds(mmds),
+        );
+        controller.set_machine(running.handle());
+        controller.set_live(running.live_stats());
+        let code = run_to_end(&controller, running);
+        controller.flush_metrics();
+        return code;
     }
-    serve(&fc, spec, logger, metrics, mmds)
+    serve(&fc, spec, logger, metrics, mmds, process_start)
 }
 
 fn read_config(path: &Path) -> Result<VmSpec, String> {
@@ -185,6 +201,7 @@ fn serve(
     logger: Arc<Logger>,
     metrics: Option<std::fs::File>,
     mmds: mmds::SharedMmds,
+    process_start: std::time::Instant,
 ) -> ExitCode {
     let config = ServerConfig {
         limits: api::http::Limits {
@@ -215,21 +232,22 @@ fn serve(
     if let Err(e) = server.serve(controller.clone()) {
         return fail(&crate::error_line(&e), 1);
     }
+    controller.set_startup_time(process_start.elapsed());
     let code = if from_file {
         match build(&spec, fc.accel, &mmds).and_then(start) {
             Ok(running) => {
                 controller.set_machine(running.handle());
                 controller.set_live(running.live_stats());
-                crate::signals::attach(running.handle());
-                crate::finish(running.wait(), false)
+                run_to_end(&controller, running)
             }
             Err(message) => fail(&format!("cannot start the microVM: {message}"), 1),
         }
     } else {
         wait_for_start(fc, &controller, &start_rx, &mmds)
     };
-    // As Firecracker's Vmm::stop: the last metrics line.
-    controller.flush_metrics_at_exit();
+    // As Firecracker's Vmm::stop: the last metrics line, whatever ended
+    // the process (the guest, a signal, a failed start).
+    controller.flush_metrics();
     code
 }
 
@@ -238,7 +256,7 @@ fn serve(
 /// API's commands through its handle).
 fn wait_for_start(
     fc: &FcArgs,
-    controller: &Controller,
+    controller: &Arc<Controller>,
     start_rx: &std::sync::mpsc::Receiver<controller::StartRequest>,
     mmds: &mmds::SharedMmds,
 ) -> ExitCode {
@@ -257,9 +275,8 @@ fn wait_for_start(
         match build(&request.spec, fc.accel, mmds).and_then(start) {
             Ok(running) => {
                 controller.set_live(running.live_stats());
-                crate::signals::attach(running.handle());
                 let _ = request.reply.send(Ok(running.handle()));
-                return crate::finish(running.wait(), false);
+                return run_to_end(controller, running);
             }
             Err(message) => {
                 tracing::warn!("InstanceStart failed: {message}");
@@ -267,4 +284,20 @@ fn wait_for_start(
             }
         }
     }
+}
+
+/// Waits for the machine's end (signals stop it cleanly), writing the
+/// metrics every [`metrics::PERIOD`] while it runs; the caller writes the
+/// last line.
+fn run_to_end(controller: &Arc<Controller>, running: vmm::RunningMachine) -> ExitCode {
+    crate::signals::attach(running.handle());
+    let weak = Arc::downgrade(controller);
+    let periodic = metrics::Periodic::spawn(metrics::PERIOD, move || {
+        if let Some(controller) = weak.upgrade() {
+            controller.flush_metrics();
+        }
+    });
+    let report = running.wait();
+    drop(periodic);
+    crate::finish(report, false)
 }

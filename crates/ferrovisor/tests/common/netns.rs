@@ -78,6 +78,10 @@ impl Netns {
                 ));
             }
         }
+        // The host sends the guest nothing of its own (no IPv6 router
+        // solicitations or MLD reports), so frame counts are the tests'.
+        let ipv6 = format!("net.ipv6.conf.{tap}.disable_ipv6=1");
+        let _ = self.exec("sysctl", &["-qw", &ipv6]);
         Ok(())
     }
 
@@ -93,16 +97,12 @@ impl Netns {
         ["ip", "netns", "exec", &self.name]
     }
 
-    /// Frames the host received on the TAP (what the guest transmitted
-    /// to it); u64::MAX when unreadable.
-    pub fn tap_rx_packets(&self) -> u64 {
-        let out = self.exec(
-            "cat",
-            &[&format!(
-                "/sys/class/net/{}/statistics/rx_packets",
-                self.tap
-            )],
-        );
+    /// The TAP's counter `name` (`rx_packets`: what the guest
+    /// transmitted to the host, `tx_packets`: what the host sent it, ...);
+    /// u64::MAX when unreadable.
+    pub fn tap_stat(&self, name: &str) -> u64 {
+        let path = format!("/sys/class/net/{}/statistics/{name}", self.tap);
+        let out = self.exec("cat", &[&path]);
         String::from_utf8_lossy(&out.stdout)
             .trim()
             .parse()

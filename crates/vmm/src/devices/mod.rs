@@ -15,6 +15,9 @@
 //! - **update**: a drive's backing file ([`DeviceManager::update_drive`]),
 //!   the drives' and network devices' rate limiters
 //!   ([`DeviceManager::update_limits`]), by their index in the config;
+//! - **metrics** ([`DeviceManager::metrics_source`]): a snapshot of every
+//!   device's own counters ([`metrics`]), also readable from other
+//!   threads through [`crate::LiveStats`];
 //! - save/restore of the device states will sit beside pause: a paused
 //!   machine's devices do not change.
 //!
@@ -24,6 +27,7 @@
 mod acpi;
 mod clock;
 mod irq;
+mod metrics;
 mod pci;
 mod platform;
 mod virtio;
@@ -47,6 +51,8 @@ use crate::MachineError;
 
 pub use acpi::AcpiPlacement;
 pub(crate) use acpi::{virtio_acpi_devices, write_acpi_tables};
+pub(crate) use metrics::MetricsSource;
+pub use metrics::{DeviceMetrics, DriveMetrics, EntropyMetrics, NetMetrics, VsockMetrics};
 
 /// Why a drive could not be updated.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +84,8 @@ pub(crate) struct DeviceManager {
     drive_limits: Vec<ThrottleHandle>,
     /// The network devices' rate limiters, in `config.nets` order.
     net_limits: Vec<virtio::NetLimits>,
+    /// Handles on every device's counters.
+    metrics: MetricsSource,
     /// The input of the virtio console, when the console is one.
     pub virtio_console: Option<::virtio::console::ConsoleInput>,
 }
@@ -121,6 +129,25 @@ impl DeviceManager {
                 gates
             }
         };
+        let metrics = MetricsSource {
+            drives: models
+                .drives
+                .iter()
+                .cloned()
+                .zip(models.drive_limits.iter().cloned())
+                .collect(),
+            nets: models
+                .net_stats
+                .iter()
+                .cloned()
+                .zip(&models.net_limits)
+                .map(|(stats, limits)| (stats, limits.rx.clone(), limits.tx.clone()))
+                .collect(),
+            entropy: models.entropy.clone(),
+            vsock: models.vsock.clone(),
+            uart: lock(&platform.serial).stats(),
+            i8042: lock(&platform.i8042).stats(),
+        };
         Ok(DeviceManager {
             buses: Arc::new(buses),
             serial: platform.serial,
@@ -131,6 +158,7 @@ impl DeviceManager {
             drives: models.drives,
             drive_limits: models.drive_limits,
             net_limits: models.net_limits,
+            metrics,
             virtio_console: models.console_input,
         })
     }
@@ -178,6 +206,12 @@ impl DeviceManager {
         };
         handle.update(update);
         Ok(())
+    }
+
+    /// Handles that read every device's counters ([`DeviceMetrics`]) from
+    /// any thread, also while the machine runs.
+    pub fn metrics_source(&self) -> MetricsSource {
+        self.metrics.clone()
     }
 
     /// Presses Ctrl-Alt-Del on the i8042's keyboard.

@@ -79,6 +79,12 @@ pub(crate) struct Models {
     pub drive_limits: Vec<ThrottleHandle>,
     /// The network devices' rate limiters, in `config.nets` order.
     pub net_limits: Vec<NetLimits>,
+    /// The network devices' counters, in `config.nets` order.
+    pub net_stats: Vec<virtio::net::NetStatsHandle>,
+    /// The entropy device's counters and rate limiter.
+    pub entropy: Option<(virtio::rng::RngStatsHandle, ThrottleHandle)>,
+    /// The socket device's counters.
+    pub vsock: Option<Arc<virtio::vsock::VsockCounters>>,
     /// The virtio console's input, when the console is one.
     pub console_input: Option<virtio::console::ConsoleInput>,
 }
@@ -90,6 +96,9 @@ pub(crate) fn open_models(config: &MachineConfig) -> Result<Models, MachineError
     let mut drives = Vec::new();
     let mut drive_limits = Vec::new();
     let mut net_limits = Vec::new();
+    let mut net_stats = Vec::new();
+    let mut entropy = None;
+    let mut vsock_counters = None;
     for (i, disk) in config.disks.iter().enumerate() {
         let id = disk.id.as_deref().unwrap_or("");
         let block = virtio::blk::Block::open(&disk.path, disk.read_only, id)
@@ -112,17 +121,20 @@ pub(crate) fn open_models(config: &MachineConfig) -> Result<Models, MachineError
             rx: device.rx_throttle(),
             tx: device.tx_throttle(),
         });
+        net_stats.push(device.stats());
         models.push((format!("virtio-net{index}"), Box::new(device)));
     }
     if config.rng {
         let rng = virtio::rng::Rng::new()
             .map_err(MachineError::Entropy)?
             .limited(config.rng_rate_limiter);
+        entropy = Some((rng.stats(), rng.throttle()));
         models.push(("virtio-rng".to_string(), Box::new(rng)));
     }
     if let Some(vsock) = &config.vsock {
         let device =
             virtio::vsock::Vsock::new(vsock.cid, &vsock.socket).map_err(MachineError::Vsock)?;
+        vsock_counters = Some(device.counters());
         models.push(("virtio-vsock".to_string(), Box::new(device)));
     }
     let mut console_input = None;
@@ -137,6 +149,9 @@ pub(crate) fn open_models(config: &MachineConfig) -> Result<Models, MachineError
         drives,
         drive_limits,
         net_limits,
+        net_stats,
+        entropy,
+        vsock: vsock_counters,
         console_input,
     })
 }
