@@ -193,7 +193,10 @@ impl ExitCounters {
     /// above the total.
     pub fn snapshot(&self) -> ExitStats {
         let mut stats = ExitStats::default();
-        for reason in ExitReason::ALL.into_iter().filter(|&r| r != ExitReason::Total) {
+        for reason in ExitReason::ALL
+            .into_iter()
+            .filter(|&r| r != ExitReason::Total)
+        {
             stats.set(reason, Some(self.get(reason)));
         }
         stats.set(ExitReason::Total, Some(self.get(ExitReason::Total)));
