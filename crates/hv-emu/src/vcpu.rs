@@ -134,11 +134,11 @@ impl VcpuShared {
         true
     }
 
-    /// Asks the vCPU to drop its TLB and decoded blocks.
-    pub fn request_sync(&self) {
+    /// Asks the vCPU to drop its TLB and decoded blocks (counted as `cause`).
+    pub fn request_sync(&self, cause: x86::TlbFlush) {
         let mut state = self.lock();
         state.sync_requested += 1;
-        self.signals.request_flush();
+        self.signals.request_flush(cause);
         // Makes `Cpu::run` return at its next block boundary; `run` tells
         // this apart from a VMM kick by `kicked`.
         self.signals.kick();
@@ -172,7 +172,8 @@ impl VcpuShared {
     /// Performs a pending sync on `cpu` (called by the vCPU's own thread).
     fn sync_if_requested(&self, state: &mut RunState, cpu: &mut Cpu) {
         if state.sync_acked < state.sync_requested {
-            cpu.flush_tlb();
+            // Unless `run` already did it at a block boundary since.
+            cpu.flush_if_requested();
             state.sync_acked = state.sync_requested;
             self.wake.notify_all();
         }
@@ -723,6 +724,26 @@ impl Vcpu for EmuVcpu {
     }
 
     fn exit_stats_source(&self) -> Arc<dyn hv::ExitStatsSource> {
-        self.counters.clone()
+        Arc::new(EmuStats {
+            exits: self.counters.clone(),
+            cache: self.cpu.cache_counters().clone(),
+        })
+    }
+}
+
+/// What `--stats` reads of an emu vCPU: its exits, and its soft TLB and
+/// code cache counters.
+struct EmuStats {
+    exits: Arc<ExitCounters>,
+    cache: Arc<x86::CpuCounters>,
+}
+
+impl hv::ExitStatsSource for EmuStats {
+    fn exit_stats(&self) -> hv::ExitStats {
+        self.exits.snapshot()
+    }
+
+    fn accel_counters(&self) -> Vec<(&'static str, u64)> {
+        self.cache.snapshot()
     }
 }

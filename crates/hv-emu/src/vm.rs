@@ -65,14 +65,14 @@ impl VmShared {
                 .unwrap_or_else(|p| p.into_inner())
                 .push(slot);
         }
-        self.sync_vcpus();
+        self.sync_vcpus(x86::TlbFlush::MemoryMap);
     }
 
-    /// Makes every vCPU drop its TLB and decoded blocks, and waits until
-    /// the running ones have done so.
-    fn sync_vcpus(&self) {
+    /// Makes every vCPU drop its TLB and decoded blocks (counted as
+    /// `cause`), and waits until the running ones have done so.
+    fn sync_vcpus(&self, cause: x86::TlbFlush) {
         for vcpu in &self.vcpus {
-            vcpu.request_sync();
+            vcpu.request_sync(cause);
         }
         for vcpu in &self.vcpus {
             vcpu.wait_synced();
@@ -136,7 +136,7 @@ impl Vm for EmuVm {
         // bits are taken, writes through such mappings land on pages this
         // log already names; the sync makes later writes map (and mark)
         // again.
-        self.shared.sync_vcpus();
+        self.shared.sync_vcpus(x86::TlbFlush::DirtyLog);
         Ok(log)
     }
 

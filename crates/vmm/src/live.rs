@@ -30,6 +30,9 @@ pub struct StatsSample {
     pub accel: &'static str,
     /// Exit counts of each vCPU, by vCPU id.
     pub vcpus: Vec<ExitStats>,
+    /// The accelerator's own counters of each vCPU, by vCPU id (see
+    /// [`ExitStatsSource::accel_counters`]; empty where it has none).
+    pub accel_counters: Vec<Vec<(&'static str, u64)>>,
     pub unhandled_pio: u64,
     pub unhandled_mmio: u64,
     /// Guest port (reads, writes) and MMIO (reads, writes) the VMM
@@ -64,6 +67,7 @@ impl LiveStats {
         StatsSample {
             accel: self.accel,
             vcpus: self.vcpus.iter().map(|v| v.exit_stats()).collect(),
+            accel_counters: self.vcpus.iter().map(|v| v.accel_counters()).collect(),
             unhandled_pio: buses.as_ref().map_or(0, |b| b.pio.unhandled_count()),
             unhandled_mmio: buses.as_ref().map_or(0, |b| b.mmio.unhandled_count()),
             pio_accesses: buses

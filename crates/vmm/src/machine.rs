@@ -136,6 +136,9 @@ pub struct RunReport {
     pub exit: MachineExit,
     /// Exit statistics of each vCPU, by vCPU id.
     pub vcpu_stats: Vec<ExitStats>,
+    /// The accelerator's own counters of each vCPU at the end (see
+    /// [`hv::ExitStatsSource::accel_counters`]).
+    pub accel_counters: Vec<Vec<(&'static str, u64)>>,
     /// Guest port accesses that hit no device.
     pub unhandled_pio: u64,
     /// Guest MMIO accesses that hit no device.
@@ -404,6 +407,8 @@ impl Controller {
         RunReport {
             exit,
             vcpu_stats,
+            // Filled by `RunningMachine::wait` from the live counters.
+            accel_counters: Vec::new(),
             unhandled_pio: buses.pio.unhandled_count(),
             unhandled_mmio: buses.mmio.unhandled_count(),
             accel: self.machine.accel,
