@@ -411,7 +411,11 @@ impl Exec<'_> {
             next_lin & 0xffff_ffff
         };
         let user = self.user();
-        let gpa2 = self.translate_fill(next_lin, AccessKind::Exec, user)?;
+        // The second page is walked once, then found in the fetch bank.
+        let gpa2 = match self.c.tlb.code_gpa(crate::mmu::code_bank(user), next_lin) {
+            Some(gpa) => gpa,
+            None => self.translate_fill(next_lin, AccessKind::Exec, user)?,
+        };
         self.phys_read(gpa2, &mut buf[first..]);
         let mut decoder = Decoder::with_ip(bits, &buf, rip, DecoderOptions::NONE);
         let insn = decoder.decode();
