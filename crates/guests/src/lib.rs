@@ -272,3 +272,25 @@ mod tests {
         assert!(!d.code.is_empty());
     }
 }
+
+/// Runs `mib` MiB of distinct code (NOPs, so ~16 K blocks a MiB for the
+/// emu CPU) `rounds` times on every vCPU; then the bootstrap processor
+/// exits through the debug-exit port with `value` and the others halt.
+/// What bounds a code cache by bytes is measured with it.
+pub fn nop_sled(mib: usize, rounds: u32, value: u32) -> Result<Program> {
+    let mut a = assembler()?;
+    let mut top = a.create_label();
+    let mut ap = a.create_label();
+    a.mov(ecx, rounds)?;
+    a.set_label(&mut top)?;
+    a.db(&vec![0x90; mib << 20])?;
+    a.dec(ecx)?;
+    a.jnz(top)?;
+    a.test(rdi, rdi)?;
+    a.jnz(ap)?;
+    a.mov(eax, value)?;
+    emit_debug_exit_eax(&mut a)?;
+    a.set_label(&mut ap)?;
+    emit_halt_forever(&mut a)?;
+    finish(a)
+}
