@@ -259,20 +259,6 @@ pub fn triple_fault(text: &str) -> Result<Program> {
     finish(a)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn programs_assemble_at_load_addr() {
-        let p = print_and_exit("hi\n", 7).unwrap();
-        assert_eq!(p.load_addr, LOAD_ADDR);
-        assert!(p.code.windows(3).any(|w| w == b"hi\n"));
-        let d = demo::program().unwrap();
-        assert!(!d.code.is_empty());
-    }
-}
-
 /// Runs `mib` MiB of distinct code (NOPs, so ~16 K blocks a MiB for the
 /// emu CPU) `rounds` times on every vCPU; then the bootstrap processor
 /// exits through the debug-exit port with `value` and the others halt.
@@ -293,4 +279,18 @@ pub fn nop_sled(mib: usize, rounds: u32, value: u32) -> Result<Program> {
     a.set_label(&mut ap)?;
     emit_halt_forever(&mut a)?;
     finish(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_assemble_at_load_addr() {
+        let p = print_and_exit("hi\n", 7).unwrap();
+        assert_eq!(p.load_addr, LOAD_ADDR);
+        assert!(p.code.windows(3).any(|w| w == b"hi\n"));
+        let d = demo::program().unwrap();
+        assert!(!d.code.is_empty());
+    }
 }
