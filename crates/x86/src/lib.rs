@@ -46,6 +46,12 @@
 //!   the last op of a block remembers its successor. Blocks run back to
 //!   back until an instruction asks for the run loop (`block_exit`), a
 //!   signal arrives or the budget is spent.
+//! - The block cache is bounded by bytes (`block::CODE_CACHE_BYTES` per
+//!   CPU, oldest blocks evicted first); accesses wider than 8 bytes (SSE,
+//!   AVX, x87) take the TLB page by page like the others.
+//! - `counters`: page walks, TLB fills, flushes by cause, blocks built,
+//!   dropped by cause and bytes held ([`Cpu::cache_counters`], shown by
+//!   `ferrovisor run --stats`).
 //!
 //! # Using it
 //!
