@@ -18,6 +18,7 @@ pub mod ratelimit;
 pub mod reset_control;
 pub mod rtc;
 pub mod serial;
+pub mod serial_output;
 pub mod shutdown_port;
 
 use std::sync::Arc;

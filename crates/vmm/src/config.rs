@@ -26,7 +26,15 @@ pub enum ConsoleOutput {
 impl ConsoleOutput {
     pub(crate) fn writer(&self) -> Box<dyn Write + Send> {
         match self {
-            ConsoleOutput::Stdout => Box::new(std::io::stdout()),
+            // A descriptor of its own: the console's writer thread may
+            // block in it without holding Rust's standard output lock.
+            ConsoleOutput::Stdout => {
+                use std::os::fd::AsFd;
+                match std::io::stdout().as_fd().try_clone_to_owned() {
+                    Ok(fd) => Box::new(std::fs::File::from(fd)),
+                    Err(_) => Box::new(std::io::stdout()),
+                }
+            }
             ConsoleOutput::Buffer(buf) => Box::new(SharedWriter(buf.clone())),
             ConsoleOutput::Sink => Box::new(std::io::sink()),
             ConsoleOutput::File(file) => Box::new(FileWriter(file.clone())),
