@@ -149,6 +149,12 @@ pub(crate) fn open(
     })
 }
 
+/// Checks that `path` would open as a disk now (kind, permissions,
+/// locks), without keeping it open: an API can refuse a drive at once.
+pub fn check(path: &Path, read_only: bool) -> Result<(), BlockError> {
+    open(path, read_only, None).map(drop)
+}
+
 enum LockError {
     Conflict(LockConflict),
     Io(std::io::Error),
