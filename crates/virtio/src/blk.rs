@@ -58,7 +58,7 @@ const MAX_ZERO_SEGS: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlockError {
-    #[error("cannot open disk image {path}")]
+    #[error("cannot open the drive {path}")]
     Open {
         path: PathBuf,
         #[source]
