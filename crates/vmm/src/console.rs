@@ -67,10 +67,17 @@ impl ConsoleOut {
         let Some((_, drain)) = &self.buffered else {
             return;
         };
-        if !drain.drain(timeout) {
+        let drained = drain.drain(timeout);
+        let lost_bytes = drain.stats().lost_bytes();
+        if !drained {
             tracing::warn!(
-                lost_bytes = drain.stats().lost_bytes(),
+                lost_bytes,
                 "the console output is blocked: the guest's last output is dropped"
+            );
+        } else if lost_bytes > 0 {
+            tracing::warn!(
+                lost_bytes,
+                "the console output could not keep up: guest output was dropped"
             );
         }
     }
