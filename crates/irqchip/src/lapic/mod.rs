@@ -49,6 +49,7 @@
 //!   [`MIN_PERIODIC_NS`] (KVM's `min_timer_period_us` is 200 µs): the
 //!   current-count register stays consistent with the stretched period.
 
+mod page;
 mod regs;
 #[cfg(test)]
 mod tests;
@@ -56,6 +57,7 @@ mod timer;
 
 use crate::DeliveryMode;
 
+pub use page::{PageError, ESR_PENDING, PAGE_SIZE};
 pub use timer::{TimerMode, APIC_BUS_HZ, MIN_PERIODIC_NS};
 
 /// The default physical address of the xAPIC MMIO page.

@@ -747,3 +747,69 @@ fn no_cmci_register_with_max_lvt_5() {
     // The LVTs that exist answer.
     assert!(l.rdmsr(0x832, 0).is_ok());
 }
+
+/// Saves `l` as a register page at `at`, loads it into a fresh LAPIC of
+/// the same base at `restore_at`, and returns the copy.
+fn page_copy(l: &Lapic, at: u64, restore_at: u64) -> Lapic {
+    let page = l.register_page(at);
+    let mut copy = Lapic::new(l.state().initial_id, false, TSC_HZ);
+    copy.set_apic_base(l.apic_base()).unwrap();
+    copy.load_register_page(&page, restore_at).unwrap();
+    copy
+}
+
+#[test]
+fn register_page_round_trips_with_a_running_periodic_timer() {
+    let mut l = enabled(2);
+    wr(&mut l, reg::TIMER_DIVIDE, 0x3, 0); // divide by 16
+    wr(&mut l, reg::LVT_TIMER, 0x2_0040, 0); // periodic, vector 0x40
+    wr(&mut l, reg::TIMER_INITIAL, 100_000, 0); // 1.6 ms period
+    wr(&mut l, reg::TPR, 0x20, 0);
+    assert!(l.accept_interrupt(0x51, true));
+    assert!(l.accept_interrupt(0x61, false));
+    assert_eq!(l.acknowledge(), 0x61);
+    let at = 700_000;
+    // Restored 5 s later on another clock: the count goes on from where
+    // it was, so the page read at the restore time is the saved one.
+    let copy = page_copy(&l, at, 5_000_000_000);
+    assert_eq!(copy.register_page(5_000_000_000), l.register_page(at));
+    assert_eq!(
+        rd(&copy, reg::TIMER_CURRENT, 5_000_000_000),
+        rd(&l, reg::TIMER_CURRENT, at)
+    );
+    // The next expiry is as far away as it was.
+    let left = l.next_deadline_ns().unwrap() - at;
+    assert_eq!(copy.next_deadline_ns(), Some(5_000_000_000 + left));
+    assert!(copy.irr_test(0x51) && copy.isr_test(0x61));
+    assert_eq!(copy.state().tmr, l.state().tmr);
+}
+
+#[test]
+fn register_page_keeps_the_x2apic_id_and_a_one_shot_that_fired() {
+    let mut l = x2apic(0x1_0005);
+    wr_x2(&mut l, reg::LVT_TIMER, 0x41);
+    wr_x2(&mut l, reg::TIMER_INITIAL, 10);
+    l.tick(1_000_000);
+    let copy = page_copy(&l, 1_000_000, 0);
+    assert_eq!(copy.id(), 0x1_0005);
+    assert_eq!(
+        copy.next_deadline_ns(),
+        None,
+        "an expired one-shot stays expired"
+    );
+    assert_eq!(copy.register_page(0), l.register_page(1_000_000));
+}
+
+#[test]
+fn a_short_register_page_is_refused() {
+    let mut l = enabled(0);
+    assert_eq!(
+        l.load_register_page(&[0; 100], 0),
+        Err(PageError::Size(100))
+    );
+}
+
+fn wr_x2(l: &mut Lapic, offset: u32, value: u32) {
+    l.wrmsr(MSR_X2APIC_FIRST + offset / 16, value.into(), 0)
+        .unwrap();
+}

@@ -258,3 +258,24 @@ impl Lapic {
         !lvt.masked && self.accept_interrupt(lvt.vector, false)
     }
 }
+
+impl Lapic {
+    /// After a restore: the one-shot or periodic timer goes on from
+    /// `current` counts left at `now_ns` (a stopped or expired one-shot
+    /// count is 0). The TSC-deadline mode has nothing to restart here.
+    pub(super) fn restore_timer(&mut self, current: u32, now_ns: u64) {
+        self.s.timer_period_ns = 0;
+        self.s.timer_next_ns = None;
+        let initial = self.s.timer_initial;
+        if self.timer_mode() == TimerMode::TscDeadline || initial == 0 {
+            return;
+        }
+        let period = self.timer_period_ns(initial);
+        self.s.timer_period_ns = period;
+        if current == 0 || period == 0 {
+            return;
+        }
+        let remaining = mul_div_ceil(u64::from(current.min(initial)), period, u64::from(initial));
+        self.s.timer_next_ns = Some(now_ns.saturating_add(remaining));
+    }
+}
