@@ -238,7 +238,8 @@ mod tests {
     fn corrupted_vcpu_states_are_refused() {
         let (_vm, vcpu) = busy_vcpu();
         let saved = vcpu.save_state().unwrap();
-        let cases: Vec<(&str, Box<dyn Fn(&mut VcpuState)>)> = vec![
+        type Corruption = Box<dyn Fn(&mut VcpuState)>;
+        let cases: Vec<(&str, Corruption)> = vec![
             ("short LAPIC page", Box::new(|s| s.lapic.page.truncate(512))),
             ("short XSAVE", Box::new(|s| s.xsave.region.truncate(100))),
             ("AVX-512 state", Box::new(|s| s.xsave.region[512] |= 0xe0)),
