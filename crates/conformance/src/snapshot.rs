@@ -377,7 +377,14 @@ fn run_and_save(hv: &dyn Hypervisor, program: &guests::Program, dir: &Path) -> V
         vm: t.vm.save_state().expect("save the VM state"),
         vcpus: vec![vcpu.save_state().expect("save the vCPU state")],
     };
-    std::fs::write(state_path(dir), serde_json::to_vec(&saved).unwrap()).unwrap();
+    let json = serde_json::to_vec(&saved).unwrap();
+    eprintln!(
+        "snapshot case on {}: state {} bytes of JSON ({} MSRs)",
+        hv.name(),
+        json.len(),
+        saved.vcpus[0].msrs.len()
+    );
+    std::fs::write(state_path(dir), json).unwrap();
     let mut memory = vec![0u8; MEM_SIZE as usize];
     t.mem
         .read_slice(&mut memory, GuestAddress(0))
@@ -416,6 +423,7 @@ pub fn save_restore_in_another_process(hv: &dyn Hypervisor, test_name: &str) {
     let probe = TestVm::new(hv, 1);
     let avx = has_avx(&probe);
     drop(probe);
+    eprintln!("snapshot case on {}: AVX state in use: {avx}", hv.name());
     let program = program(avx);
     let whole = uninterrupted(hv, &program);
     assert_eq!(

@@ -71,10 +71,13 @@ pub struct DebugRegs {
     pub dr7: u64,
 }
 
-/// The local APIC's registers: the xAPIC page (KVM_GET_LAPIC's layout,
-/// also in x2APIC mode, where the ID register holds the 32-bit x2APIC
-/// ID). The timer's current-count register (0x390) holds the count
-/// remaining at the save; a restore restarts the timer from it.
+/// The local APIC's registers: the xAPIC page (KVM_GET_LAPIC's layout).
+/// The timer's current-count register (0x390) holds the count remaining
+/// at the save; a restore restarts the timer from it. In x2APIC mode the
+/// ID register is the backend's (emu: the 32-bit x2APIC ID; KVM without
+/// KVM_X2APIC_API_USE_32BIT_IDS: the ID in bits 31:24), so a page moves
+/// only between VMs of one backend; emu keeps the ESR bits not yet
+/// latched in the reserved register at 0x290.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LapicRegs {
     /// [`LAPIC_PAGE_SIZE`] bytes.
