@@ -238,7 +238,7 @@ const MHZ: u32 = (crate::vcpu::TSC_HZ / 1_000_000) as u32;
 use irqchip::lapic::APIC_BUS_HZ;
 /// TSC ticks per crystal (APIC bus) tick.
 const TSC_PER_CRYSTAL: u32 = (crate::vcpu::TSC_HZ / APIC_BUS_HZ) as u32;
-const _: () = assert!(crate::vcpu::TSC_HZ % APIC_BUS_HZ == 0);
+const _: () = assert!(crate::vcpu::TSC_HZ.is_multiple_of(APIC_BUS_HZ));
 
 /// "Ferrovisor emu x86-64 CPU @ 1.00GHz", NUL-padded to 48 bytes, with
 /// the frequency of leaf 0x16 (as Intel brand strings end).
