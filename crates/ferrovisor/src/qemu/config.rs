@@ -63,14 +63,13 @@ fn qmp_path(value: &str) -> Result<PathBuf, QemuError> {
 
 /// The output of the console: the virtconsole's and COM1's must agree,
 /// as Ferrovisor's console devices share one output.
-fn console_sink(d: &Devices, nographic: bool) -> Result<Sink, QemuError> {
+fn console_sink(d: &Devices) -> Result<Sink, QemuError> {
     let serial = match &d.serial {
         Some(s) => s.clone(),
         // -nographic sends COM1 to stdio; without it QEMU shows it on a
         // display Ferrovisor does not have: stdio too.
         None => Some(Sink::Stdio),
     };
-    let _ = nographic;
     match (&d.virtconsole, serial) {
         (Some(v), Some(s)) if *v != s && d.serial.is_some() => Err(QemuError::new(format!(
             "-serial and the virtconsole write to different places ({s:?}, {v:?}): Ferrovisor's \
@@ -109,7 +108,7 @@ impl Config {
         let mut mem = DEFAULT_MEM_MIB;
         let mut cpus = 1;
         let (mut kernel, mut initrd, mut append) = (None, None, None);
-        let (mut paused, mut no_shutdown, mut nographic) = (false, false, false);
+        let (mut paused, mut no_shutdown) = (false, false);
         let mut qmp = None;
         let mut name = None;
         let mut globals = Vec::new();
@@ -128,7 +127,6 @@ impl Config {
                 "append" => append = Some(v.to_string()),
                 "S" => paused = true,
                 "no-shutdown" => no_shutdown = true,
-                "nographic" => nographic = true,
                 "qmp" => {
                     if qmp.is_some() {
                         return Err(QemuError::new(
@@ -144,25 +142,23 @@ impl Config {
                     p.take_bool("debug-threads")?;
                     p.finish("-name")?;
                 }
-                "display" | "vnc" => {
-                    if v != "none" {
-                        return Err(QemuError::new(format!(
-                            "-{} {v}: Ferrovisor has no display (only none)",
-                            o.name
-                        )));
-                    }
+                "display" | "vnc" if v != "none" => {
+                    return Err(QemuError::new(format!(
+                        "-{} {v}: Ferrovisor has no display (only none)",
+                        o.name
+                    )));
                 }
-                "monitor" => {
-                    if v != "none" {
-                        return Err(QemuError::new(format!(
-                            "-monitor {v}: Ferrovisor has no human monitor (use -qmp)"
-                        )));
-                    }
+                "monitor" if v != "none" => {
+                    return Err(QemuError::new(format!(
+                        "-monitor {v}: Ferrovisor has no human monitor (use -qmp)"
+                    )));
                 }
                 "global" => globals.push(v.to_string()),
                 // Ferrovisor makes no default devices and reads no
                 // configuration files; reset always ends the VM.
-                "nodefaults" | "no-user-config" | "no-reboot" => {}
+                // -display/-vnc/-monitor none: nothing to show or serve.
+                "nodefaults" | "no-user-config" | "no-reboot" | "nographic" | "display" | "vnc"
+                | "monitor" => {}
                 _ => {}
             }
         }
@@ -217,7 +213,7 @@ impl Config {
                 format!("{kernel} {cmdline}")
             };
         }
-        let console = console_sink(&d, nographic)?;
+        let console = console_sink(&d)?;
         let serial = match console {
             Sink::Stdio => None,
             Sink::File(path) => Some(SerialDevice {

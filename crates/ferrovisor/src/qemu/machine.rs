@@ -307,7 +307,7 @@ mod tests {
             "pc,foo=1",
         ] {
             let e = machine(&mut m, props("-machine", bad, "type")).unwrap_err();
-            assert!(e.to_string().starts_with("-machine "), "{bad}: {e}");
+            assert!(e.to_string().starts_with("-machine"), "{bad}: {e}");
         }
     }
 

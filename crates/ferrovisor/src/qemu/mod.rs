@@ -10,10 +10,12 @@
 mod config;
 mod devices;
 mod help;
+mod lifecycle;
 mod log;
 mod machine;
 mod options;
 mod props;
+mod qmp;
 
 use std::process::ExitCode;
 
@@ -94,9 +96,6 @@ pub fn main(program: &str, args: &[String]) -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail(&e.to_string()),
     };
-    if config.qmp.is_some() {
-        return fail("-qmp: not supported by Ferrovisor yet");
-    }
     log::install(program);
     if let Err(e) = crate::signals::install() {
         return fail(&format!("cannot take signals: {e}"));
@@ -115,7 +114,18 @@ pub fn main(program: &str, args: &[String]) -> ExitCode {
         Ok(m) => m,
         Err(e) => return fail(&crate::error_line(&e)),
     };
-    crate::signals::exit_code(crate::run_machine(machine, false))
+    let code = match &config.qmp {
+        Some(path) => lifecycle::run(
+            machine,
+            path,
+            machine_config.vcpus,
+            config.paused,
+            config.no_shutdown,
+            &fail,
+        ),
+        None => crate::run_machine(machine, false),
+    };
+    crate::signals::exit_code(code)
 }
 
 /// QEMU refuses a CPU model the accelerator cannot give before it looks

@@ -26,7 +26,9 @@ fn split(text: &str) -> Vec<String> {
         if c == ',' {
             if chars.peek() == Some(&',') {
                 chars.next();
-                items.last_mut().map(|s| s.push(','));
+                if let Some(s) = items.last_mut() {
+                    s.push(',');
+                }
             } else {
                 items.push(String::new());
             }
