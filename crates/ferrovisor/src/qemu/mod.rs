@@ -40,13 +40,15 @@ impl std::fmt::Display for QemuError {
 
 impl std::error::Error for QemuError {}
 
-/// Whether the binary was started as QEMU (its file name starts with
-/// `qemu-system-`).
+/// The program name under which the binary is QEMU.
+pub const QEMU_NAME: &str = "qemu-system-x86_64";
+
+/// Whether the binary was started as QEMU (its file name is
+/// `qemu-system-x86_64`, e.g. through a symlink).
 pub fn invoked_as_qemu(argv0: &std::ffi::OsStr) -> bool {
     std::path::Path::new(argv0)
         .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("qemu-system-"))
+        .is_some_and(|n| n == QEMU_NAME)
 }
 
 /// What to print for a `help`-style option, if one is given (QEMU
@@ -159,4 +161,38 @@ fn check_cpu(config: &MachineConfig) -> Result<(), String> {
         .cpu
         .apply(&mut cpuid, hypervisor.name())
         .map_err(|e| format!("-cpu: {}", crate::error_line(&e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_qemus_x86_64_name_makes_it_qemu() {
+        let is = |s: &str| invoked_as_qemu(std::ffi::OsStr::new(s));
+        assert!(is("qemu-system-x86_64"));
+        assert!(is("/usr/local/bin/qemu-system-x86_64"));
+        assert!(!is("qemu-system-aarch64"));
+        assert!(!is("/usr/bin/ferrovisor"));
+    }
+
+    #[test]
+    fn help_values_are_answered_before_anything_is_checked() {
+        let opts = |a: &[&str]| {
+            options::split(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+        };
+        let text = |a: &[&str]| help_text(&opts(a), QEMU_NAME);
+        assert!(text(&["-device", "?"]).unwrap().contains("\"pc-testdev\""));
+        assert!(text(&["-device", "virtio-net-pci,help"])
+            .unwrap()
+            .contains("netdev"));
+        assert!(text(&["-M", "help"])
+            .unwrap()
+            .starts_with("Supported machines"));
+        assert!(text(&["-cpu", "help"]).unwrap().contains("qemu64"));
+        assert!(text(&["-version"])
+            .unwrap()
+            .starts_with("QEMU emulator version"));
+        assert_eq!(text(&["-m", "512", "-kernel", "/k"]), None);
+    }
 }

@@ -22,6 +22,9 @@ use vmm::{Command, MachineHandle};
 
 use super::help::QEMU_VERSION;
 
+/// How long an answer or event may wait for the client to read.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Where the VM is, as query-status reports it.
 #[derive(Debug, Clone)]
 pub enum Phase {
@@ -340,6 +343,9 @@ pub fn serve(path: &Path, shared: Arc<Shared>) -> std::io::Result<Server> {
 
 /// One client, until it disconnects.
 fn session(stream: UnixStream, shared: &Shared) {
+    // A client that stops reading must not hold up the VM's end: a stuck
+    // write drops it.
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let Ok(mut writer) = stream.try_clone() else {
         return;
     };
