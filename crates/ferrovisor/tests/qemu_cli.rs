@@ -388,7 +388,13 @@ fn echo_guest(dir: &Path) -> PathBuf {
     path
 }
 
+/// The echo guest with `-qmp unix:SOCKET,...` and `extra`.
 fn spawn_qmp(kernel: &Path, socket: &Path, extra: &[&str]) -> std::process::Child {
+    let qmp = format!("unix:{},server=on,wait=off", socket.display());
+    spawn_echo(kernel, &["-qmp", &qmp], extra)
+}
+
+fn spawn_echo(kernel: &Path, monitor: &[&str], extra: &[&str]) -> std::process::Child {
     let mut args = vec![
         "-accel".to_string(),
         "tcg".into(),
@@ -399,9 +405,8 @@ fn spawn_qmp(kernel: &Path, socket: &Path, extra: &[&str]) -> std::process::Chil
         "stdio".into(),
         "-kernel".into(),
         kernel.display().to_string(),
-        "-qmp".into(),
-        format!("unix:{},server=on,wait=off", socket.display()),
     ];
+    args.extend(strings(monitor));
     args.extend(strings(extra));
     qemu(&[], &args)
         .stdin(std::process::Stdio::piped())
@@ -472,14 +477,29 @@ fn qmp_starts_stops_continues_and_quits_the_vm() {
 }
 
 /// system_reset ends the VM (Ferrovisor's machines do not reset in place:
-/// QEMU's -no-reboot behaviour) with QEMU's SHUTDOWN reason.
+/// QEMU's -no-reboot behaviour) with QEMU's SHUTDOWN reason. QMP here is
+/// libvirt's and kvm-unit-tests' form, a socket chardev and -mon; the
+/// pid file holds the process id while it runs.
 #[test]
 fn qmp_system_reset_ends_the_vm_with_its_reason() {
     let dir = TempDir::new("qemu-qmp-reset");
     let socket = dir.0.join("qmp.sock");
-    let mut child = spawn_qmp(&echo_guest(&dir.0), &socket, &["-no-reboot"]);
+    let pidfile = dir.0.join("qemu.pid");
+    let chardev = format!(
+        "socket,id=mon0,path={},server=on,wait=off",
+        socket.display()
+    );
+    let mut child = spawn_echo(
+        &echo_guest(&dir.0),
+        &["-chardev", &chardev, "-mon", "chardev=mon0,mode=control"],
+        &["-no-reboot", "-pidfile", pidfile.to_str().unwrap()],
+    );
     let out = output_of(&mut child);
     let mut q = Qmp::connect(&socket);
+    assert_eq!(
+        std::fs::read_to_string(&pidfile).unwrap().trim(),
+        child.id().to_string()
+    );
     q.execute("qmp_capabilities");
     wait_for(&out, "echo ready\n");
     assert_eq!(q.execute("query-status")["status"], "running");
@@ -490,6 +510,7 @@ fn qmp_system_reset_ends_the_vm_with_its_reason() {
         "{shutdown}"
     );
     assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(!pidfile.exists(), "the pid file stays behind");
 }
 
 /// system_powerdown asks the Linux guest to power off (Ctrl-Alt-Del: the

@@ -29,6 +29,8 @@ pub struct Config {
     /// -qmp unix:PATH,server=on,wait=off.
     pub qmp: Option<PathBuf>,
     pub name: Option<String>,
+    /// -pidfile: written at start, removed at exit.
+    pub pidfile: Option<PathBuf>,
 }
 
 fn props(o: &Opt, implied: Option<&str>) -> Result<Props, QemuError> {
@@ -111,6 +113,7 @@ impl Config {
         let (mut paused, mut no_shutdown) = (false, false);
         let mut qmp = None;
         let mut name = None;
+        let mut pidfile = None;
         let mut globals = Vec::new();
         // Machine-wide options first: the devices need the transport.
         for o in opts {
@@ -154,11 +157,12 @@ impl Config {
                     )));
                 }
                 "global" => globals.push(v.to_string()),
+                "pidfile" => pidfile = Some(PathBuf::from(v)),
                 // Ferrovisor makes no default devices and reads no
-                // configuration files; reset always ends the VM.
+                // configuration files, has no HPET; reset always ends the VM.
                 // -display/-vnc/-monitor none: nothing to show or serve.
                 "nodefaults" | "no-user-config" | "no-reboot" | "nographic" | "display" | "vnc"
-                | "monitor" => {}
+                | "monitor" | "no-hpet" => {}
                 _ => {}
             }
         }
@@ -180,6 +184,15 @@ impl Config {
         }
         for o in opts {
             match o.name.as_str() {
+                "mon" => {
+                    let path = d.monitor(props(o, Some("chardev"))?)?;
+                    if qmp.is_some() {
+                        return Err(QemuError::new(
+                            "-mon: a second QMP socket is not supported by Ferrovisor".into(),
+                        ));
+                    }
+                    qmp = Some(PathBuf::from(path));
+                }
                 "device" => d.device(props(o, Some("driver"))?, m.transport, m.kind)?,
                 "serial" => d.serial(o.value.as_deref().unwrap_or(""))?,
                 _ => {}
@@ -264,6 +277,7 @@ impl Config {
             no_shutdown,
             qmp,
             name,
+            pidfile,
         })
     }
 }
@@ -404,5 +418,31 @@ mod tests {
         let c = config(&["-kernel", "/k", "-qmp", "unix:/tmp/q,server,nowait", "-S"]).unwrap();
         assert!(c.paused);
         assert_eq!(c.qmp, Some(PathBuf::from("/tmp/q")));
+        let c = config(&[
+            "-kernel",
+            "/k",
+            "-chardev",
+            "socket,id=mon,path=/tmp/m.sock,server=on,wait=off",
+            "-mon",
+            "chardev=mon,mode=control",
+            "-S",
+            "-no-hpet",
+            "-pidfile",
+            "/tmp/p",
+        ])
+        .unwrap();
+        assert_eq!(c.qmp, Some(PathBuf::from("/tmp/m.sock")));
+        assert_eq!(c.pidfile, Some(PathBuf::from("/tmp/p")));
+        assert!(config(&[
+            "-kernel",
+            "/k",
+            "-qmp",
+            "unix:/tmp/q,server,nowait",
+            "-chardev",
+            "socket,id=mon,path=/tmp/m.sock,server=on,wait=off",
+            "-mon",
+            "chardev=mon,mode=control",
+        ])
+        .is_err());
     }
 }

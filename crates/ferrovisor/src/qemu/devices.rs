@@ -91,10 +91,18 @@ pub enum Sink {
     Null,
 }
 
+/// A chardev: a console's output, or a listening Unix socket (only a
+/// QMP monitor can use one: `-mon chardev=ID,mode=control`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Chardev {
+    Sink(Sink),
+    Socket(String),
+}
+
 /// What the device options add up to.
 #[derive(Debug, Default)]
 pub struct Devices {
-    chardevs: Vec<(String, Sink)>,
+    chardevs: Vec<(String, Chardev)>,
     /// `-object rng-random`/`rng-builtin` ids.
     rngs: Vec<String>,
     /// `-netdev tap`: id → TAP name.
@@ -132,11 +140,12 @@ fn on_transport(name: &str, transport: Transport, machine: &str) -> Result<(), Q
 }
 
 impl Devices {
-    /// `-chardev stdio|file|null,id=ID[,path=PATH]`.
+    /// `-chardev stdio|file|null,id=ID[,path=PATH]`, or
+    /// `socket,id=ID,path=PATH,server=on,wait=off` (for `-mon`).
     pub fn chardev(&mut self, mut p: Props) -> Result<(), QemuError> {
         let backend = p.require("backend", "-chardev")?;
         let id = p.require("id", &format!("-chardev {backend}"))?;
-        let sink = match backend.as_str() {
+        let chardev = match backend.as_str() {
             "stdio" => {
                 // signal=on (the default) is what Ferrovisor's console does
                 // with Ctrl-C: the process takes it.
@@ -147,13 +156,26 @@ impl Devices {
                             .to_string(),
                     ));
                 }
-                Sink::Stdio
+                Chardev::Sink(Sink::Stdio)
             }
-            "file" => Sink::File(p.require("path", "-chardev file")?),
-            "null" => Sink::Null,
+            "file" => Chardev::Sink(Sink::File(p.require("path", "-chardev file")?)),
+            "null" => Chardev::Sink(Sink::Null),
+            "socket" => {
+                let path = p.require("path", "-chardev socket")?;
+                let server = p.take_bool("server")?.unwrap_or(false);
+                let wait = p.take_bool("wait")?.unwrap_or(true);
+                if !server || wait {
+                    return Err(QemuError::new(format!(
+                        "-chardev socket,id={id}: Ferrovisor listens without waiting \
+                         (server=on,wait=off)"
+                    )));
+                }
+                Chardev::Socket(path)
+            }
             other => {
                 return Err(QemuError::new(format!(
-                    "-chardev {other}: not supported by Ferrovisor (stdio, file and null are)"
+                    "-chardev {other}: not supported by Ferrovisor (stdio, file, null and, for \
+                     -mon, socket are)"
                 )))
             }
         };
@@ -161,16 +183,44 @@ impl Devices {
         if self.chardevs.iter().any(|(i, _)| *i == id) {
             return Err(QemuError::new(format!("-chardev: duplicate ID '{id}'")));
         }
-        self.chardevs.push((id, sink));
+        self.chardevs.push((id, chardev));
         Ok(())
     }
 
     fn chardev_sink(&self, id: &str, user: &str) -> Result<Sink, QemuError> {
-        self.chardevs
-            .iter()
-            .find(|(i, _)| i == id)
-            .map(|(_, s)| s.clone())
-            .ok_or_else(|| QemuError::new(format!("{user}: chardev '{id}' not found")))
+        match self.chardevs.iter().find(|(i, _)| i == id) {
+            Some((_, Chardev::Sink(s))) => Ok(s.clone()),
+            Some((_, Chardev::Socket(_))) => Err(QemuError::new(format!(
+                "{user}: chardev '{id}' is a socket: Ferrovisor's consoles write to stdio, a \
+                 file or null"
+            ))),
+            None => Err(QemuError::new(format!("{user}: chardev '{id}' not found"))),
+        }
+    }
+
+    /// `-mon chardev=ID,mode=control[,pretty=off]`: QMP on the socket
+    /// chardev ID; its path.
+    pub fn monitor(&self, mut p: Props) -> Result<String, QemuError> {
+        let id = p.require("chardev", "-mon")?;
+        let mode = p.take("mode").unwrap_or_else(|| "readline".into());
+        if mode != "control" {
+            return Err(QemuError::new(format!(
+                "-mon mode={mode}: Ferrovisor has no human monitor (mode=control is QMP)"
+            )));
+        }
+        if p.take_bool("pretty")? == Some(true) {
+            return Err(QemuError::new(
+                "-mon pretty=on: not supported by Ferrovisor".to_string(),
+            ));
+        }
+        p.finish("-mon")?;
+        match self.chardevs.iter().find(|(i, _)| *i == id) {
+            Some((_, Chardev::Socket(path))) => Ok(path.clone()),
+            Some(_) => Err(QemuError::new(format!(
+                "-mon chardev={id}: QMP needs a socket chardev (server=on,wait=off)"
+            ))),
+            None => Err(QemuError::new(format!("-mon: chardev '{id}' not found"))),
+        }
     }
 
     /// `-serial stdio|mon:stdio|file:PATH|null|none|chardev:ID`: COM1.
@@ -631,6 +681,19 @@ mod tests {
         assert!(dev(&mut d, "virtconsole,chardev=nope", Transport::Mmio).is_err());
         dev(&mut d, "virtconsole,chardev=virtiocon0", Transport::Mmio).unwrap();
         assert_eq!(d.virtconsole, Some(Sink::Stdio));
+        d.chardev(c("socket,id=mon0,path=/tmp/q.sock,server=on,wait=off"))
+            .unwrap();
+        assert!(d
+            .chardev(c("socket,id=mon1,path=/tmp/r.sock,server=on"))
+            .is_err());
+        let m = |t| Props::parse("-mon", t, Some("chardev")).unwrap();
+        assert_eq!(
+            d.monitor(m("chardev=mon0,mode=control")).unwrap(),
+            "/tmp/q.sock"
+        );
+        assert!(d.monitor(m("chardev=mon0")).is_err());
+        assert!(d.monitor(m("chardev=virtiocon0,mode=control")).is_err());
+        assert!(d.serial("chardev:mon0").is_err());
         d.serial("file:/tmp/s.log").unwrap();
         assert!(d.serial("stdio").is_err());
         let n = |t| Props::parse("-netdev", t, Some("type")).unwrap();

@@ -31,10 +31,12 @@ pub fn usage(program: &str) -> String {
          -device DRIVER[,PROP=VALUE...]      (-device help lists them)\n\
          -netdev tap,id=ID,ifname=TAP[,script=no,downscript=no]\n\
          -chardev stdio|file|null,id=ID[,path=FILE]\n\
+         -chardev socket,id=ID,path=PATH,server=on,wait=off  -mon chardev=ID,mode=control\n\
          -object rng-random|rng-builtin,id=ID\n\
          -serial stdio|mon:stdio|file:FILE|null|none|chardev:ID\n\
          -nographic  -display none  -vnc none  -nodefaults  -no-user-config\n\
-         -no-reboot  -no-shutdown  -S  -name NAME  -qmp unix:PATH,server=on,wait=off\n\
+         -no-reboot  -no-shutdown  -no-hpet  -S  -name NAME  -pidfile FILE\n\
+         -qmp unix:PATH,server=on,wait=off\n\
          -global kvm-pit.lost_tick_policy=discard\n\
          -version  -h/-help\n",
         version()

@@ -116,6 +116,10 @@ pub fn main(program: &str, args: &[String]) -> ExitCode {
         Ok(m) => m,
         Err(e) => return fail(&crate::error_line(&e)),
     };
+    let _pidfile = match config.pidfile.as_deref().map(PidFile::write).transpose() {
+        Ok(p) => p,
+        Err(e) => return fail(&e),
+    };
     let code = match &config.qmp {
         Some(path) => lifecycle::run(
             machine,
@@ -128,6 +132,24 @@ pub fn main(program: &str, args: &[String]) -> ExitCode {
         None => crate::run_machine(machine, false),
     };
     crate::signals::exit_code(code)
+}
+
+/// `-pidfile FILE`: the process id, written once the machine is built,
+/// removed at exit.
+struct PidFile(std::path::PathBuf);
+
+impl PidFile {
+    fn write(path: &std::path::Path) -> Result<PidFile, String> {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("cannot write pid file {}: {e}", path.display()))?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// QEMU refuses a CPU model the accelerator cannot give before it looks

@@ -9,6 +9,7 @@ use super::QemuError;
 const WITH_VALUE: &[&str] = &[
     "M", "machine", "accel", "cpu", "m", "smp", "kernel", "initrd", "append", "drive", "device",
     "netdev", "chardev", "serial", "display", "vnc", "name", "global", "qmp", "monitor", "object",
+    "mon", "pidfile",
 ];
 
 /// Options without a value.
@@ -20,6 +21,7 @@ const FLAGS: &[&str] = &[
     "S",
     "enable-kvm",
     "no-user-config",
+    "no-hpet",
     "version",
     "h",
     "help",
@@ -61,7 +63,6 @@ const UNSUPPORTED: &[&str] = &[
     "trace",
     "snapshot",
     "daemonize",
-    "pidfile",
     "incoming",
     "loadvm",
     "watchdog-action",
@@ -69,7 +70,6 @@ const UNSUPPORTED: &[&str] = &[
     "chroot",
     "runas",
     "sandbox",
-    "mon",
     "parallel",
     "debugcon",
     "audiodev",
@@ -81,7 +81,6 @@ const UNSUPPORTED: &[&str] = &[
     "fw_cfg",
     "dtb",
     "option-rom",
-    "no-hpet",
     "no-acpi",
     "semihosting",
     "tpmdev",
@@ -191,6 +190,19 @@ mod tests {
         assert_eq!(o[0].value.as_deref(), Some("microvm"));
         assert_eq!(o[3].value.as_deref(), Some("/k"));
         assert_eq!(o[1].value, None);
+    }
+
+    #[test]
+    fn the_lists_do_not_overlap() {
+        for name in UNSUPPORTED {
+            assert!(
+                !WITH_VALUE.contains(name) && !FLAGS.contains(name),
+                "{name}"
+            );
+        }
+        for name in FLAGS {
+            assert!(!WITH_VALUE.contains(name), "{name}");
+        }
     }
 
     #[test]
