@@ -132,16 +132,20 @@ pub fn machine(m: &mut MachineOpts, mut p: Props) -> Result<(), QemuError> {
             }
         }
     }
-    if let Some(v) = p.take("kernel-irqchip") {
-        // on and split both give the guest the LAPICs and the IOAPIC it
-        // expects; off (a userspace LAPIC) is not something Ferrovisor has.
-        if !matches!(v.as_str(), "on" | "split" | "true" | "yes") {
-            return Err(QemuError::new(format!(
-                "-machine kernel-irqchip={v}: not supported (on and split are)"
-            )));
-        }
-    }
+    kernel_irqchip(&mut p, "-machine")?;
     p.finish("-machine")
+}
+
+/// `kernel-irqchip=` (of -machine, and of -accel kvm): on and split both
+/// give the guest the LAPICs and the IOAPIC it expects; off (a userspace
+/// LAPIC) is not something Ferrovisor has.
+fn kernel_irqchip(p: &mut Props, option: &str) -> Result<(), QemuError> {
+    match p.take("kernel-irqchip") {
+        Some(v) if !matches!(v.as_str(), "on" | "split" | "true" | "yes") => Err(QemuError::new(
+            format!("{option} kernel-irqchip={v}: not supported (on and split are)"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The accelerator: `-machine accel=` or `-accel`/`-enable-kvm` (not
@@ -180,10 +184,26 @@ pub fn accelerator(machine: &[String], accel: &[String]) -> Result<Accel, QemuEr
     })
 }
 
-/// `-accel NAME[,PROPS]`: the name (properties are refused).
+/// `-accel NAME[,PROPS]`: the name. tcg takes thread=multi (Ferrovisor's
+/// emu runs each vCPU on a thread of its own), kvm kernel-irqchip=;
+/// other properties are refused.
 pub fn accel_option(mut p: Props) -> Result<String, QemuError> {
     let name = p.require("accel", "-accel")?;
-    p.finish(&format!("-accel {name}"))?;
+    let what = format!("-accel {name}");
+    match name.as_str() {
+        "tcg" => {
+            if let Some(t) = p.take("thread") {
+                if t != "multi" {
+                    return Err(QemuError::new(format!(
+                        "{what},thread={t}: not supported (emu runs one thread per vCPU: multi)"
+                    )));
+                }
+            }
+        }
+        "kvm" => kernel_irqchip(&mut p, &what)?,
+        _ => {}
+    }
+    p.finish(&what)?;
     Ok(name)
 }
 
@@ -321,6 +341,12 @@ mod tests {
         assert!(accelerator(&s(&["tcg"]), &s(&["kvm"])).is_err());
         assert!(accelerator(&s(&["hvf"]), &[]).is_err());
         assert!(accelerator(&s(&["tcg", "kvm"]), &[]).is_err());
+        let a = |t| accel_option(props("-accel", t, "accel"));
+        assert_eq!(a("tcg,thread=multi").unwrap(), "tcg");
+        assert!(a("tcg,thread=single").is_err());
+        assert!(a("tcg,tb-size=64").is_err());
+        assert_eq!(a("kvm,kernel-irqchip=split").unwrap(), "kvm");
+        assert!(a("kvm,kernel-irqchip=off").is_err());
     }
 
     #[test]
