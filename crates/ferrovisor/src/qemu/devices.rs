@@ -440,6 +440,14 @@ impl Devices {
         if kind.bus == "PCI" || kind.bus == "virtio-bus" {
             on_transport(&name, transport, machine)?;
         }
+        // romfile= (empty): no option ROM, which is what Ferrovisor loads.
+        if let Some(rom) = p.take("romfile") {
+            if !rom.is_empty() {
+                return Err(QemuError::new(format!(
+                    "{what},romfile={rom}: Ferrovisor loads no option ROMs"
+                )));
+            }
+        }
         match name.trim_end_matches("-pci").trim_end_matches("-device") {
             "isa-debug-exit" => {
                 // Every Ferrovisor machine has it at QEMU's usual place.
