@@ -23,7 +23,7 @@
 //! # Time
 //!
 //! Every method that needs the time takes `now_ns`, monotonic nanoseconds.
-//! The APIC timer counts at [`APIC_BUS_HZ`] (1 GHz, as KVM) divided by the
+//! The APIC timer counts at [`APIC_BUS_HZ`] (100 MHz) divided by the
 //! divide configuration register. The guest TSC is `tsc_offset +
 //! now_ns * tsc_hz / 1e9` (wrapping); `tsc_hz` is a constructor parameter
 //! and the accelerator keeps `tsc_offset` in sync with its own TSC model
