@@ -86,6 +86,9 @@ pub struct MachineConfig {
     /// Guest RAM in bytes (a multiple of 4 KiB, at least 16 MiB).
     pub memory: u64,
     pub vcpus: u32,
+    /// Threads per core the CPUID describes: 1, or 2 with SMT
+    /// (Firecracker's `smt`; `vcpus` is then 1 or even).
+    pub threads_per_core: u32,
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
     pub cmdline: String,
@@ -261,6 +264,7 @@ impl MachineConfig {
             accel: Accel::Auto,
             memory: 256 << 20,
             vcpus: 1,
+            threads_per_core: 1,
             kernel: kernel.into(),
             initrd: None,
             cmdline: ConsoleDevice::Serial.default_cmdline().to_string(),
