@@ -38,7 +38,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ::virtio::pause::PauseGate;
 use ::virtio::throttle::ThrottleHandle;
 use devices::i8042::{I8042Error, I8042};
-use devices::reset_control::{RESET_CONTROL_PORT, RESET_CONTROL_SIZE};
 use devices::serial::Serial;
 use devices::{IoBuses, RequestSink};
 use hv::Vm;
@@ -122,14 +121,7 @@ impl DeviceManager {
             }
             VirtioTransport::Mmio => {
                 let gates = virtio::place_on_mmio(&mut buses, vm, mem, config, models.models)?;
-                // Without a PCI host bridge the register has the port to
-                // itself.
-                buses.pio.insert(
-                    "reset-control",
-                    RESET_CONTROL_PORT.into(),
-                    RESET_CONTROL_SIZE,
-                    platform.reset_control.clone(),
-                )?;
+                pci::host_bridge_only(&mut buses, platform.reset_control.clone())?;
                 gates
             }
         };
