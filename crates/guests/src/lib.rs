@@ -241,6 +241,25 @@ pub fn echo() -> Result<Program> {
     finish(a)
 }
 
+/// Transmits `x` on COM1 forever, as fast as it can (without waiting for
+/// the transmitter: a guest that floods the console). Only vCPU 0 does
+/// so; the others halt.
+pub fn serial_flood() -> Result<Program> {
+    let mut a = assembler()?;
+    let mut start = a.create_label();
+    let mut again = a.create_label();
+    a.test(rdi, rdi)?;
+    a.jz(start)?;
+    emit_halt_forever(&mut a)?;
+    a.set_label(&mut start)?;
+    a.mov(dx, COM1 as u32)?;
+    a.mov(al, b'x' as u32)?;
+    a.set_label(&mut again)?;
+    a.out(dx, al)?;
+    a.jmp(again)?;
+    finish(a)
+}
+
 /// Prints `text` on COM1, loads an empty IDT and executes UD2: the #UD
 /// cannot be delivered, nor the #DF after it, so the vCPU triple-faults.
 pub fn triple_fault(text: &str) -> Result<Program> {

@@ -134,6 +134,32 @@ impl VcpuShared {
         true
     }
 
+    /// The MP state and SIPI vector (a pending INIT reads as
+    /// `InitReceived`, which it already set).
+    pub fn mp_snapshot(&self) -> (MpState, u8) {
+        let state = self.lock();
+        (state.mp_state, state.sipi_vector)
+    }
+
+    /// Sets the MP state from a snapshot. `InitReceived` resets the CPU
+    /// again when it next runs (an INIT is idempotent), in case the INIT
+    /// was still pending at the save.
+    pub fn restore_mp(&self, mp_state: MpState, sipi_vector: u8) {
+        let mut state = self.lock();
+        state.mp_state = mp_state;
+        state.sipi_vector = sipi_vector;
+        state.init_pending = mp_state == MpState::InitReceived;
+    }
+
+    /// NMIs received and not delivered yet.
+    pub fn nmis_pending(&self) -> u32 {
+        self.nmi_pending.load(Ordering::Acquire)
+    }
+
+    pub fn set_nmis_pending(&self, n: u32) {
+        self.nmi_pending.store(n.min(2), Ordering::Release);
+    }
+
     /// Asks the vCPU to drop its TLB and decoded blocks (counted as `cause`).
     pub fn request_sync(&self, cause: x86::TlbFlush) {
         let mut state = self.lock();
@@ -373,9 +399,9 @@ unsafe impl Bus for EmuBus<'_> {
 }
 
 pub(crate) struct EmuVcpu {
-    cpu: Cpu,
-    shared: Arc<VcpuShared>,
-    vm: Arc<VmShared>,
+    pub(crate) cpu: Cpu,
+    pub(crate) shared: Arc<VcpuShared>,
+    pub(crate) vm: Arc<VmShared>,
     counters: Arc<ExitCounters>,
 }
 
@@ -580,7 +606,7 @@ fn userspace_exit_reason(exit: VcpuExit) -> u32 {
     }
 }
 
-fn invalid(e: impl std::fmt::Display) -> HvError {
+pub(crate) fn invalid(e: impl std::fmt::Display) -> HvError {
     HvError::InvalidArgument(e.to_string())
 }
 
@@ -728,6 +754,14 @@ impl Vcpu for EmuVcpu {
             exits: self.counters.clone(),
             cache: self.cpu.cache_counters().clone(),
         })
+    }
+
+    fn save_state(&self) -> Result<hv::VcpuState, HvError> {
+        self.save()
+    }
+
+    fn restore_state(&mut self, state: &hv::VcpuState) -> Result<(), HvError> {
+        self.restore(state)
     }
 }
 

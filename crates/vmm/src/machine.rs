@@ -235,7 +235,11 @@ impl Machine {
         let mut vcpus = Vec::with_capacity(config.vcpus as usize);
         for id in 0..config.vcpus {
             let mut vcpu = vm.create_vcpu(id).map_err(hv_err("vCPU"))?;
-            let mut cpuid = arch::cpuid::template(&supported, id, config.vcpus);
+            let topology = arch::cpuid::Topology {
+                vcpus: config.vcpus,
+                threads_per_core: config.threads_per_core,
+            };
+            let mut cpuid = arch::cpuid::template_for(&supported, id, topology);
             config
                 .cpu
                 .apply(&mut cpuid, accel)

@@ -160,6 +160,7 @@ mod mem;
 pub mod mmu;
 pub mod msr;
 pub mod smc;
+pub mod snapshot;
 pub mod state;
 
 #[cfg(test)]
