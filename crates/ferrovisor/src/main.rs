@@ -7,6 +7,7 @@ mod firecracker;
 mod limits;
 mod net;
 mod runspec;
+mod seccomp;
 mod signals;
 mod size;
 mod stat;
@@ -88,6 +89,16 @@ pub(crate) struct RunArgs {
     /// Print a table of VM exits by reason for each vCPU at exit.
     #[arg(long)]
     stats: bool,
+    /// No syscall filters. By default every thread runs under its kind's
+    /// seccomp filter (docs/SECURITY.md); a forbidden syscall ends the
+    /// process with status 148.
+    #[arg(long, conflicts_with = "seccomp_filter")]
+    no_seccomp: bool,
+    /// Syscall filters from this seccompiler JSON file (one filter per
+    /// thread kind: vmm, api, vcpu, virtio-blk, ...; docs/SECURITY.md)
+    /// instead of Ferrovisor's own.
+    #[arg(long, value_name = "FILE")]
+    seccomp_filter: Option<PathBuf>,
     /// A virtio-blk disk on a raw image: path=IMG[,readonly=on][,id=ID]
     /// (repeatable; the guest sees vda, vdb, ... in this order), with an
     /// optional rate limiter: bw=SIZE[/MS] (bytes per MS milliseconds,
@@ -232,6 +243,10 @@ fn main() -> ExitCode {
 
     match cli.command {
         Command::Run(args) => {
+            let seccomp = seccomp::setting(args.no_seccomp, args.seccomp_filter.as_deref());
+            if let Err(message) = seccomp::init(seccomp) {
+                return fail(&message, 1);
+            }
             if let Err(e) = signals::install() {
                 return fail(&format!("cannot take signals: {e}"), 1);
             }
@@ -270,6 +285,9 @@ pub(crate) fn run_machine(machine: Machine, print_stats: bool) -> ExitCode {
     match machine.start() {
         Ok(running) => {
             signals::attach(running.handle());
+            if let Err(message) = seccomp::enter_main() {
+                return fail(&message, 1);
+            }
             finish(running.wait(), print_stats)
         }
         Err(e) => fail(&error_line(&e), 1),

@@ -342,15 +342,14 @@ pub struct Periodic {
 impl Periodic {
     pub fn spawn(interval: Duration, mut tick: impl FnMut() + Send + 'static) -> Periodic {
         let (stop, stopped) = channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("metrics".into())
-            .spawn(move || {
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                    tick();
-                }
-            })
-            .map_err(|e| tracing::warn!("cannot start the periodic metrics: {e}"))
-            .ok();
+        let builder = std::thread::Builder::new().name("metrics".into());
+        let thread = sandbox::spawn(sandbox::ThreadKind::Metrics, builder, move || {
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                tick();
+            }
+        })
+        .map_err(|e| tracing::warn!("cannot start the periodic metrics: {e}"))
+        .ok();
         Periodic {
             stop: Some(stop),
             thread,
