@@ -268,7 +268,10 @@ fn main() -> ExitCode {
                 Err(e) => fail(&error_line(&e), 1),
             }
         }
-        Command::Demo { accel, tiny } => demo::run(accel, tiny),
+        Command::Demo { accel, tiny } => match seccomp::init(sandbox::Setting::Default) {
+            Ok(()) => demo::run(accel, tiny),
+            Err(message) => fail(&message, 1),
+        },
         Command::Stat(args) => stat::run(&args),
     }
 }

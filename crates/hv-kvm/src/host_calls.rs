@@ -105,8 +105,8 @@ pub fn host_calls() -> hv::HostCalls {
         KVM_SIGNAL_MSI(),
     ];
     hv::HostCalls {
-        vcpu_ioctls: vcpu.into_iter().map(u64::from).collect(),
-        vm_ioctls: vm.into_iter().map(u64::from).collect(),
+        vcpu_ioctls: vcpu.to_vec(),
+        vm_ioctls: vm.to_vec(),
     }
 }
 

