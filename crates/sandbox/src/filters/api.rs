@@ -26,6 +26,9 @@ pub fn rules() -> Rules {
         libc::SYS_newfstatat,
         libc::SYS_statx,
         libc::SYS_lseek,
+        // FlushMetrics and GET /vm stats sample the vCPUs' counters (kvm:
+        // each vCPU's binary stats fd).
+        libc::SYS_pread64,
     ]);
     // PUT /network-interfaces checks that the TAP exists: glibc's
     // if_nametoindex asks a Unix datagram socket (SIOCGIFINDEX).

@@ -12,6 +12,12 @@ pub fn rules() -> Rules {
 
 pub fn metrics() -> Rules {
     let mut r = Rules::default();
-    r.allow(&[libc::SYS_writev, libc::SYS_lseek, libc::SYS_fsync]);
+    // pread64: sampling the vCPUs' counters (kvm: their binary stats fd).
+    r.allow(&[
+        libc::SYS_writev,
+        libc::SYS_lseek,
+        libc::SYS_fsync,
+        libc::SYS_pread64,
+    ]);
     r
 }
