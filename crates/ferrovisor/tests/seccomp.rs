@@ -214,3 +214,87 @@ fn a_linux_guest_doing_io_on_every_device_stays_up() {
     assert_eq!(host.join().unwrap(), 4 << 20);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--seccomp-filter FILE` takes the filters from a seccompiler JSON
+/// file (here: everything allowed but getppid, which traps), and
+/// `--no-seccomp` installs none: the test hook's syscall then passes and
+/// the echo guest runs to its end (status 1, its debug-exit value).
+#[test]
+fn the_filter_flags_choose_the_filters() {
+    use std::io::Write as _;
+    let dir = temp_dir("seccomp-flags");
+    let kernel = echo_kernel(&dir);
+    let filters: serde_json::Map<String, serde_json::Value> = [
+        "vmm",
+        "api",
+        "vcpu",
+        "virtio-blk",
+        "virtio-net",
+        "virtio-vsock",
+        "virtio-rng",
+        "virtio-console",
+        "stdin",
+        "platform-timer",
+        "irqfd",
+        "signals",
+        "metrics",
+        "launcher",
+    ]
+    .into_iter()
+    .map(|kind| {
+        (
+            kind.to_string(),
+            serde_json::json!({
+                "default_action": "allow",
+                "filter_action": "trap",
+                "filter": [{"syscall": "getppid"}],
+            }),
+        )
+    })
+    .collect();
+    let file = dir.join("filters.json");
+    std::fs::write(&file, serde_json::Value::Object(filters).to_string()).unwrap();
+    let run = [
+        "run", "--accel", "emu", "--memory", "32M", "--kernel", &kernel,
+    ];
+    let mut with_file = run.to_vec();
+    with_file.extend(["--seccomp-filter", file.to_str().unwrap()]);
+    expect_fault("vcpu", &[], &with_file);
+    // On the Firecracker front end too.
+    let sock = dir.join("api.sock");
+    expect_fault(
+        "api",
+        &[],
+        &[
+            "--api-sock",
+            sock.to_str().unwrap(),
+            "--seccomp-filter",
+            file.to_str().unwrap(),
+        ],
+    );
+
+    let mut off = run.to_vec();
+    off.push("--no-seccomp");
+    let hook = format!("{FAULT_ENV}=vcpu");
+    let (mut child, out, err) = spawn_via(&["env", &hook], &off);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"ok!q").unwrap();
+    drop(stdin);
+    let code = wait(&mut child, Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&err.recv().unwrap()).into_owned();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(!err.contains("seccomp"), "{err}");
+    let out = String::from_utf8_lossy(&out.recv().unwrap()).into_owned();
+    assert_eq!(out, "echo ready\nok!");
+
+    // Both flags at once are refused (Firecracker's status for a bad
+    // argument on that front end).
+    let (mut child, _, err) = spawn_via(
+        &[],
+        &["--no-seccomp", "--seccomp-filter", file.to_str().unwrap()],
+    );
+    let code = wait(&mut child, Duration::from_secs(10));
+    let err = String::from_utf8_lossy(&err.recv().unwrap()).into_owned();
+    assert_eq!(code, Some(153), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
