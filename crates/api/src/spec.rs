@@ -59,6 +59,8 @@ pub enum SpecError {
     MemoryTooLarge(u64),
     #[error("{0} is not supported by Ferrovisor yet")]
     Unsupported(String),
+    #[error("vcpu_count {0} is invalid with smt: two threads per core need 1 or an even number of vCPUs")]
+    SmtVcpuCount(u32),
     #[error("cpu_template {0} is not supported: Ferrovisor has no static CPU templates; give the CPUID and MSR modifiers as a custom template (PUT /cpu-config, or \"cpu-config\" in the configuration file)")]
     StaticCpuTemplate(String),
     #[error("{field} cannot be empty")]
@@ -285,10 +287,8 @@ pub fn check_machine_config(m: &MachineConfiguration) -> Result<(), SpecError> {
     if m.mem_size_mib > MAX_MEM_MIB {
         return Err(SpecError::MemoryTooLarge(m.mem_size_mib));
     }
-    if m.smt {
-        return Err(SpecError::Unsupported(
-            "smt (simultaneous multithreading)".into(),
-        ));
+    if m.smt && m.vcpu_count > 1 && m.vcpu_count % 2 == 1 {
+        return Err(SpecError::SmtVcpuCount(m.vcpu_count));
     }
     if m.cpu_template != CpuTemplate::None {
         return Err(SpecError::StaticCpuTemplate(format!(
@@ -855,12 +855,18 @@ mod tests {
         assert!(spec.set_machine_config(m(MAX_VCPUS + 1, 128)).is_err());
         assert!(spec.set_machine_config(m(1, 8)).is_err());
         spec.set_machine_config(m(4, 512)).unwrap();
-        let smt = MachineConfiguration {
+        let smt = |v| MachineConfiguration {
             smt: true,
-            ..m(2, 128)
+            ..m(v, 128)
         };
-        assert!(spec.set_machine_config(smt).is_err());
+        let Err(e) = spec.set_machine_config(smt(3)) else {
+            panic!("3 vCPUs with SMT")
+        };
+        assert!(e.to_string().contains("even number"), "{e}");
         assert_eq!(spec.machine_config.vcpu_count, 4);
+        spec.set_machine_config(smt(1)).unwrap();
+        spec.set_machine_config(smt(2)).unwrap();
+        assert!(spec.machine_config.smt);
     }
 
     #[test]

@@ -4,8 +4,11 @@
 //! leaves); a feature bit is never turned on that the accelerator did not
 //! report, except the hypervisor bit and the topology fields.
 //!
-//! Topology: `vcpu_count` cores of one thread each in one package; vCPU `n`
-//! has APIC id and x2APIC id `n`. `shift` below is ⌈log2(vcpu_count)⌉.
+//! Topology ([`Topology`]): one package of `vcpu_count` logical
+//! processors, one thread per core, or two with SMT (Firecracker's `smt`:
+//! vCPUs 2k and 2k+1 are the threads of core k); vCPU `n` has APIC id and
+//! x2APIC id `n`. `shift` below is ⌈log2(vcpu_count)⌉ (the package's
+//! APIC-id bits), `smt_shift` is 1 with two threads per core, else 0.
 //!
 //! | leaf | kept | changed |
 //! |---|---|---|
@@ -13,13 +16,13 @@
 //! | 1 | family/model/stepping, features | `EBX[31:24]` = APIC id, `EBX[23:16]` = 2^shift; ECX: hypervisor (31) set; MONITOR (3), DS-CPL (4), VMX (5), SMX (6), EST (7), TM2 (8), SDBG (11), xTPR (14), PDCM (15), DCA (18), OSXSAVE (27, the accelerator sets it from CR4) cleared; EDX: DS (21), ACPI (22), TM (29), PBE (31) cleared, HTT (28) = more than one vCPU |
 //! | 2 | when its only descriptor is 0xFF ("use leaf 4") | otherwise dropped (the cache descriptors of a host: leaf 4 is used) |
 //! | 3, 5 | — | dropped (serial number; MONITOR) |
-//! | 4 | every sub-leaf | `EAX[31:26]` = 2^shift − 1; `EAX[25:14]` = 0 for L1/L2 (private per core), 2^shift − 1 for L3 |
+//! | 4 | every sub-leaf | `EAX[31:26]` = 2^(shift − smt_shift) − 1 (cores); `EAX[25:14]` = 2^smt_shift − 1 for L1/L2 (private per core, shared by its threads), 2^shift − 1 for L3 |
 //! | 6 | ARAT (EAX bit 2: APIC timer always running) | everything else zero (no thermal/power management) |
 //! | 7.0 | features | EAX (max sub-leaf) = 0; EBX: SGX (2), HLE (4), RTM (11), RDT-M (12), MPX (14), RDT-A (15), PT (25) cleared; ECX: WAITPKG (5), TME (13), SGX-LC (30) cleared; EDX: SGX-KEYS (1), TSX-FORCE-ABORT (13), HYBRID (15), PCONFIG (18), ARCH-LBR (19) cleared |
 //! | 8, 9, 0xA, 0xC, 0xE..0x14 | — | dropped (no PMU, RDT, SGX, PT) |
 //! | 0x15, 0x16 | TSC/crystal ratio and frequencies, when the accelerator reports them | — |
 //! | 0x17..0x3FFF_FFFF | — | dropped (V2 topology and the rest) |
-//! | 0xB | — | synthesized: sub-leaf 0 SMT (shift 0, 1 thread), 1 core (shift, vcpu_count), 2 invalid; EDX = x2APIC id |
+//! | 0xB | — | synthesized: sub-leaf 0 SMT (smt_shift, threads per core), 1 core (shift, vcpu_count), 2 invalid; EDX = x2APIC id |
 //! | 0xD | every sub-leaf (XSAVE) | — |
 //! | 0x4000_0000 | — | EAX = 0x4000_0001, EBX:ECX:EDX = "FerroVisor  " |
 //! | 0x4000_0001 | — | all zero: no paravirtual features |
@@ -80,11 +83,43 @@ fn is_amd(leaf0: &CpuidEntry) -> bool {
     &vendor == b"AuthenticAMD" || &vendor == b"HygonGenuine"
 }
 
-/// The CPUID of vCPU `vcpu_id` of `vcpu_count` (see the module table),
-/// sorted by function and index.
+/// The processors of the one package a VM has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Topology {
+    /// Logical processors (vCPUs).
+    pub vcpus: u32,
+    /// Threads per core: 1, or 2 with SMT (a single vCPU is one thread
+    /// whatever this says).
+    pub threads_per_core: u32,
+}
+
+impl Topology {
+    /// `vcpus` cores of one thread each.
+    pub fn cores(vcpus: u32) -> Topology {
+        Topology {
+            vcpus,
+            threads_per_core: 1,
+        }
+    }
+}
+
+/// The CPUID of vCPU `vcpu_id` of `vcpu_count` single-thread cores (see
+/// the module table), sorted by function and index.
 pub fn template(supported: &[CpuidEntry], vcpu_id: u32, vcpu_count: u32) -> Vec<CpuidEntry> {
-    let count = vcpu_count.max(1);
+    template_for(supported, vcpu_id, Topology::cores(vcpu_count))
+}
+
+/// The CPUID of vCPU `vcpu_id` in `topology` (see the module table),
+/// sorted by function and index.
+pub fn template_for(supported: &[CpuidEntry], vcpu_id: u32, topology: Topology) -> Vec<CpuidEntry> {
+    let count = topology.vcpus.max(1);
     let shift = core_shift(count);
+    let threads = if count > 1 {
+        topology.threads_per_core.clamp(1, 2)
+    } else {
+        1
+    };
+    let smt_shift = core_shift(threads);
     // APIC ids a package reserves: 2^shift (saturating for absurd counts).
     let package_ids = u32::try_from(1u64 << shift).unwrap_or(u32::MAX);
     let find = |function: u32| {
@@ -130,9 +165,14 @@ pub fn template(supported: &[CpuidEntry], vcpu_id: u32, vcpu_count: u32) -> Vec<
             let mut l = *l;
             if l.eax & 0x1f != 0 {
                 let level = (l.eax >> 5) & 0x7;
-                let sharing = if level >= 3 { package_ids - 1 } else { 0 };
+                let sharing = if level >= 3 {
+                    package_ids - 1
+                } else {
+                    (1 << smt_shift) - 1
+                };
+                let core_ids = package_ids >> smt_shift;
                 l.eax =
-                    (l.eax & 0x3fff) | sharing.min(0xfff) << 14 | (package_ids - 1).min(0x3f) << 26;
+                    (l.eax & 0x3fff) | sharing.min(0xfff) << 14 | (core_ids - 1).min(0x3f) << 26;
             }
             out.push(l);
         }
@@ -154,7 +194,7 @@ pub fn template(supported: &[CpuidEntry], vcpu_id: u32, vcpu_count: u32) -> Vec<
         out.push(l);
     }
     if leaf0.is_some() {
-        out.extend(topology_leaves(vcpu_id, count, shift));
+        out.extend(topology_leaves(vcpu_id, count, shift, threads, smt_shift));
     }
     if basic_max >= 0xd {
         out.extend(all(0xd).copied());
@@ -217,8 +257,16 @@ fn defers_to_leaf4(l: &CpuidEntry) -> bool {
     l.eax & 0xff == 1 && bytes.contains(&0xff) && bytes.iter().all(|&b| b == 0 || b == 0xff)
 }
 
-/// Leaf 0xB: one thread per core, `count` cores, x2APIC id = `vcpu_id`.
-fn topology_leaves(vcpu_id: u32, count: u32, shift: u32) -> [CpuidEntry; 3] {
+/// Leaf 0xB: `threads` threads per core (`smt_shift` APIC-id bits),
+/// `count` logical processors in the package (`shift` bits), x2APIC id =
+/// `vcpu_id`.
+fn topology_leaves(
+    vcpu_id: u32,
+    count: u32,
+    shift: u32,
+    threads: u32,
+    smt_shift: u32,
+) -> [CpuidEntry; 3] {
     const LEVEL_SMT: u32 = 1;
     const LEVEL_CORE: u32 = 2;
     let leaf = |index: u32, eax: u32, ebx: u32, level_type: u32| CpuidEntry {
@@ -231,7 +279,7 @@ fn topology_leaves(vcpu_id: u32, count: u32, shift: u32) -> [CpuidEntry; 3] {
         edx: vcpu_id,
     };
     [
-        leaf(0, 0, 1, LEVEL_SMT),
+        leaf(0, smt_shift, threads, LEVEL_SMT),
         leaf(1, shift, count & 0xffff, LEVEL_CORE),
         leaf(2, 0, 0, 0),
     ]
@@ -391,6 +439,40 @@ mod tests {
             assert_eq!(l.eax & 0x3fff, intel()[3 + sub as usize].eax & 0x3fff);
         }
         assert_eq!(get(&t, 4, 4).eax, 0);
+    }
+
+    #[test]
+    fn smt_makes_pairs_of_threads_per_core() {
+        let smt = |vcpus| Topology {
+            vcpus,
+            threads_per_core: 2,
+        };
+        for id in 0..6 {
+            let t = template_for(&intel(), id, smt(6));
+            let thread = get(&t, 0xb, 0);
+            assert_eq!((thread.eax, thread.ebx, thread.ecx), (1, 2, 0x100));
+            let core = get(&t, 0xb, 1);
+            assert_eq!((core.eax, core.ebx, core.ecx), (3, 6, 0x201));
+            assert_eq!(core.edx, id);
+            // L1d/L1i/L2 shared by the two threads of a core, L3 by the
+            // package; four addressable cores (the 3-bit package id space
+            // less the thread bit).
+            for (sub, sharing) in [(0, 1), (1, 1), (2, 1), (3, 7)] {
+                let l = get(&t, 4, sub);
+                assert_eq!((l.eax >> 14) & 0xfff, sharing, "sub-leaf {sub}");
+                assert_eq!(l.eax >> 26, 3, "sub-leaf {sub}");
+            }
+            assert_eq!((get(&t, 1, 0).ebx >> 16) & 0xff, 8);
+        }
+        // One vCPU is one thread whatever SMT says.
+        let t = template_for(&intel(), 0, smt(1));
+        assert_eq!(get(&t, 0xb, 0).ebx, 1);
+        assert_eq!(get(&t, 0xb, 0).eax, 0);
+        // Without SMT, the same as `template`.
+        assert_eq!(
+            template_for(&intel(), 1, Topology::cores(4)),
+            template(&intel(), 1, 4)
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod interrupts;
 pub mod ioevent;
 pub mod nmi;
 pub mod platform;
+pub mod snapshot;
 
 use hv::Hypervisor;
 

@@ -8,3 +8,15 @@ fn open_kvm() -> Result<Box<dyn hv::Hypervisor>, String> {
 }
 
 conformance::conformance_suite!("kvm", open_kvm);
+
+/// Save a running guest, restore it in another process (this test binary
+/// run again), and get the uninterrupted run's output.
+#[test]
+fn snapshot_restores_in_another_process() {
+    conformance::with_backend("kvm", open_kvm, |hv| {
+        conformance::snapshot::save_restore_in_another_process(
+            hv,
+            "snapshot_restores_in_another_process",
+        )
+    });
+}

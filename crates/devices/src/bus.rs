@@ -44,7 +44,7 @@ struct Range {
     len: u64,
     name: String,
     device: Arc<Mutex<dyn BusDevice>>,
-    accesses: Accesses,
+    accesses: Arc<Accesses>,
 }
 
 /// Guest reads and writes of one device (on a cache line of their own:
@@ -60,8 +60,35 @@ struct Accesses {
 pub struct Bus {
     kind: &'static str,
     ranges: BTreeMap<u64, Range>,
-    unhandled: AtomicU64,
+    unhandled: Arc<AtomicU64>,
     log_limit: RateLimiter,
+}
+
+/// A bus's access counters, readable without the bus: a handle kept after
+/// the machine ended (the metrics' last line) does not keep its devices
+/// alive, and still reads the final counts.
+#[derive(Clone)]
+pub struct BusCounters {
+    ranges: Vec<Arc<Accesses>>,
+    unhandled: Arc<AtomicU64>,
+}
+
+impl BusCounters {
+    /// Guest (reads, writes) of the devices mapped when the handle was
+    /// taken (see [`Bus::access_counts`]).
+    pub fn access_counts(&self) -> (u64, u64) {
+        self.ranges.iter().fold((0, 0), |(r, w), a| {
+            (
+                r + a.reads.load(Ordering::Relaxed),
+                w + a.writes.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// See [`Bus::unhandled_count`].
+    pub fn unhandled_count(&self) -> u64 {
+        self.unhandled.load(Ordering::Relaxed)
+    }
 }
 
 impl Bus {
@@ -69,8 +96,16 @@ impl Bus {
         Bus {
             kind,
             ranges: BTreeMap::new(),
-            unhandled: AtomicU64::new(0),
+            unhandled: Arc::new(AtomicU64::new(0)),
             log_limit: RateLimiter::default(),
+        }
+    }
+
+    /// The access counters of every device mapped now.
+    pub fn counters(&self) -> BusCounters {
+        BusCounters {
+            ranges: self.ranges.values().map(|r| r.accesses.clone()).collect(),
+            unhandled: self.unhandled.clone(),
         }
     }
 
@@ -111,7 +146,7 @@ impl Bus {
                 len,
                 name: name.to_string(),
                 device,
-                accesses: Accesses::default(),
+                accesses: Arc::default(),
             },
         );
         Ok(())
@@ -174,12 +209,7 @@ impl Bus {
     /// `exit_mmio_write`); unmapped accesses are in
     /// [`Bus::unhandled_count`].
     pub fn access_counts(&self) -> (u64, u64) {
-        self.ranges.values().fold((0, 0), |(r, w), range| {
-            (
-                r + range.accesses.reads.load(Ordering::Relaxed),
-                w + range.accesses.writes.load(Ordering::Relaxed),
-            )
-        })
+        self.counters().access_counts()
     }
 }
 

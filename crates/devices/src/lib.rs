@@ -18,11 +18,12 @@ pub mod ratelimit;
 pub mod reset_control;
 pub mod rtc;
 pub mod serial;
+pub mod serial_output;
 pub mod shutdown_port;
 
 use std::sync::Arc;
 
-pub use bus::{Bus, BusDevice, BusError, IoBuses};
+pub use bus::{Bus, BusCounters, BusDevice, BusError, IoBuses};
 pub use clock::{Clock, DeadlineSink, HostClock, TimedDevice};
 
 /// An interrupt line of the platform (a GSI on the irqchip).

@@ -6,6 +6,7 @@ mod disk;
 mod firecracker;
 mod limits;
 mod net;
+mod qemu;
 mod runspec;
 mod seccomp;
 mod signals;
@@ -27,7 +28,9 @@ use vmm::{Accel, Machine, MachineConfig, MachineExit};
     version,
     about = "A KVM-architecture hypervisor in Rust",
     after_help = "Started without a subcommand (or with options only), ferrovisor takes Firecracker's \
-options and serves Firecracker's API: see 'ferrovisor --help' and docs/API.md."
+options and serves Firecracker's API: see 'ferrovisor --help' and docs/API.md. \
+'ferrovisor qemu ARGS...' (or the binary run as qemu-system-x86_64) takes QEMU's command line: \
+see docs/QEMU.md."
 )]
 pub(crate) struct Cli {
     #[command(subcommand)]
@@ -203,6 +206,18 @@ fn main() -> ExitCode {
         Ok(argv) => argv,
         Err(bad) => return fail(&format!("argument {bad:?} is not valid UTF-8"), 2),
     };
+    // QEMU's command line: as `ferrovisor qemu ARGS`, or under QEMU's name.
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if qemu::invoked_as_qemu(&argv0) {
+        let program = std::path::Path::new(&argv0)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        return signals::exit_code(qemu::main(&program, &argv));
+    }
+    if argv.first().is_some_and(|a| a == "qemu") {
+        return signals::exit_code(qemu::main("ferrovisor qemu", &argv[1..]));
+    }
     if argv.first().is_none_or(|a| a.starts_with('-')) {
         return signals::exit_code(firecracker::main(&argv));
     }

@@ -32,7 +32,49 @@ pub fn table(report: &RunReport) -> String {
         "unhandled guest accesses: pio {}, mmio {}",
         report.unhandled_pio, report.unhandled_mmio
     );
+    out.push_str(&accel_table(report.accel, &report.accel_counters));
     out
+}
+
+/// The accelerator's own counters of each vCPU (emu: soft TLB and code
+/// cache), one row per counter the backend reports; nothing when it
+/// reports none (kvm).
+pub fn accel_table(accel: &str, counters: &[Vec<(&'static str, u64)>]) -> String {
+    let mut out = String::new();
+    let Some(first) = counters.iter().find(|c| !c.is_empty()) else {
+        return out;
+    };
+    let _ = writeln!(out, "{accel} accelerator counters");
+    let _ = write!(out, "{:<28}", "counter");
+    for id in 0..counters.len() {
+        let _ = write!(out, " {:>12}", format!("vcpu{id}"));
+    }
+    out.push('\n');
+    for (name, _) in first {
+        let _ = write!(out, "{name:<28}");
+        for vcpu in counters {
+            match vcpu.iter().find(|(n, _)| n == name) {
+                Some((_, v)) => _ = write!(out, " {v:>12}"),
+                None => _ = write!(out, " {:>12}", "-"),
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The accelerator's own counters of each vCPU as JSON:
+/// `{"vcpu0": {"tlb_fills": 12, ...}}` (empty objects where it has none).
+pub fn accel_json(sample: &vmm::StatsSample) -> serde_json::Value {
+    let mut vcpus = serde_json::Map::new();
+    for (id, counters) in sample.accel_counters.iter().enumerate() {
+        let values: serde_json::Map<String, serde_json::Value> = counters
+            .iter()
+            .map(|(n, v)| (n.to_string(), (*v).into()))
+            .collect();
+        vcpus.insert(format!("vcpu{id}"), values.into());
+    }
+    vcpus.into()
 }
 
 /// Exits by reason for each vCPU as JSON: `{"vcpu0": {"io": 12, ...}}`;
@@ -54,6 +96,7 @@ pub fn json(sample: &vmm::StatsSample) -> serde_json::Value {
     serde_json::json!({
         "accel": sample.accel,
         "exits": exits_json(sample),
+        "accel_counters": accel_json(sample),
         "unhandled_pio": sample.unhandled_pio,
         "unhandled_mmio": sample.unhandled_mmio,
     })

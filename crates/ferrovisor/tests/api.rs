@@ -82,8 +82,8 @@ fn machine_config_put_patch_and_bad_bodies() {
         ),
         (
             "PUT",
-            r#"{"vcpu_count": 2, "mem_size_mib": 64, "smt": true}"#,
-            "smt",
+            r#"{"vcpu_count": 3, "mem_size_mib": 64, "smt": true}"#,
+            "vcpu_count 3 is invalid with smt",
         ),
         (
             "PUT",

@@ -250,7 +250,8 @@ fn linux_through_the_api_with_a_drive_and_entropy() {
     let script = "echo serial=$(cat /sys/block/vda/serial) ro=$(cat /sys/block/vda/ro); \
                   echo head=$(head -c 19 /dev/vda); \
                   echo rng=$(cat /sys/class/misc/hw_random/rng_current); \
-                  echo cpus=$(cat /sys/devices/system/cpu/online)";
+                  echo cpus=$(cat /sys/devices/system/cpu/online); \
+                  echo siblings=$(cat /sys/devices/system/cpu/cpu1/topology/thread_siblings_list)";
     let boot_args = format!(
         "{} ferrovisor.cmd={}",
         common::CMDLINE,
@@ -269,7 +270,7 @@ fn linux_through_the_api_with_a_drive_and_entropy() {
     vm.ok(
         "PUT",
         "/machine-config",
-        r#"{"vcpu_count": 2, "mem_size_mib": 256}"#,
+        r#"{"vcpu_count": 2, "mem_size_mib": 256, "smt": true}"#,
     );
     vm.ok(
         "PUT",
@@ -288,6 +289,8 @@ fn linux_through_the_api_with_a_drive_and_entropy() {
         "head=FERROVISOR-API-DISK",
         "rng=virtio_rng",
         "cpus=0-1",
+        // smt: the two vCPUs are the threads of one core.
+        "siblings=0-1",
         "FERROVISOR-CMD-EXIT=0",
     ] {
         assert!(

@@ -110,6 +110,18 @@ fn demo_boots_linux_and_powers_off() {
     ] {
         assert!(console.contains(text), "{text:?} missing; tail: {tail:?}");
     }
+    // `quiet` leaves the kernel's errors on the console: there are none
+    // (a machine without PCI devices used to get "PCI: Fatal: No config
+    // space access function found").
+    let errors: Vec<&str> = console
+        .lines()
+        .filter(|l| l.starts_with('['))
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("fatal") || l.contains("error") || l.contains("fail")
+        })
+        .collect();
+    assert!(errors.is_empty(), "kernel errors: {errors:?}");
 }
 
 #[test]

@@ -53,6 +53,15 @@ fn a_running_guests_exits_through_the_api() {
             "{accel}: the counters move while the guest runs: {first} then {second}"
         );
         assert!(second["exits"]["vcpu0"]["total"].as_u64().unwrap() >= io_exits(&second));
+        // emu reports its soft TLB and code cache besides exits; kvm
+        // reports nothing more.
+        let extra = second["accel_counters"]["vcpu0"].as_object().unwrap();
+        if accel == "emu" {
+            assert!(extra["blocks_built"].as_u64().unwrap() > 0, "{second}");
+            assert!(extra["code_cache_bytes"].as_u64().unwrap() > 0, "{second}");
+        } else {
+            assert!(extra.is_empty(), "{second}");
+        }
 
         let out = Command::new(env!("CARGO_BIN_EXE_ferrovisor"))
             .args([

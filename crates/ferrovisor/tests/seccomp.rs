@@ -60,7 +60,7 @@ fn echo_kernel(dir: &std::path::Path) -> String {
 fn the_threads_of_a_tiny_guest_die_on_a_forbidden_syscall() {
     let dir = temp_dir("seccomp-tiny");
     let kernel = echo_kernel(&dir);
-    for kind in ["launcher", "signals", "vcpu", "stdin", "vmm"] {
+    for kind in ["launcher", "signals", "vcpu", "stdin", "console-out", "vmm"] {
         expect_fault(
             kind,
             &[],
@@ -234,6 +234,7 @@ fn the_filter_flags_choose_the_filters() {
         "virtio-rng",
         "virtio-console",
         "stdin",
+        "console-out",
         "platform-timer",
         "irqfd",
         "signals",

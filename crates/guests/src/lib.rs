@@ -241,6 +241,25 @@ pub fn echo() -> Result<Program> {
     finish(a)
 }
 
+/// Transmits `x` on COM1 forever, as fast as it can (without waiting for
+/// the transmitter: a guest that floods the console). Only vCPU 0 does
+/// so; the others halt.
+pub fn serial_flood() -> Result<Program> {
+    let mut a = assembler()?;
+    let mut start = a.create_label();
+    let mut again = a.create_label();
+    a.test(rdi, rdi)?;
+    a.jz(start)?;
+    emit_halt_forever(&mut a)?;
+    a.set_label(&mut start)?;
+    a.mov(dx, COM1 as u32)?;
+    a.mov(al, b'x' as u32)?;
+    a.set_label(&mut again)?;
+    a.out(dx, al)?;
+    a.jmp(again)?;
+    finish(a)
+}
+
 /// Prints `text` on COM1, loads an empty IDT and executes UD2: the #UD
 /// cannot be delivered, nor the #DF after it, so the vCPU triple-faults.
 pub fn triple_fault(text: &str) -> Result<Program> {
@@ -255,6 +274,28 @@ pub fn triple_fault(text: &str) -> Result<Program> {
     emit_print(&mut a, text_label)?;
     a.lidt(ptr(idtr))?;
     a.ud2()?;
+    emit_halt_forever(&mut a)?;
+    finish(a)
+}
+
+/// Runs `mib` MiB of distinct code (NOPs, so ~16 K blocks a MiB for the
+/// emu CPU) `rounds` times on every vCPU; then the bootstrap processor
+/// exits through the debug-exit port with `value` and the others halt.
+/// What bounds a code cache by bytes is measured with it.
+pub fn nop_sled(mib: usize, rounds: u32, value: u32) -> Result<Program> {
+    let mut a = assembler()?;
+    let mut top = a.create_label();
+    let mut ap = a.create_label();
+    a.mov(ecx, rounds)?;
+    a.set_label(&mut top)?;
+    a.db(&vec![0x90; mib << 20])?;
+    a.dec(ecx)?;
+    a.jnz(top)?;
+    a.test(rdi, rdi)?;
+    a.jnz(ap)?;
+    a.mov(eax, value)?;
+    emit_debug_exit_eax(&mut a)?;
+    a.set_label(&mut ap)?;
     emit_halt_forever(&mut a)?;
     finish(a)
 }

@@ -175,6 +175,47 @@ pub fn sector_sum(bytes: &[u8; 512]) -> u64 {
     })
 }
 
+/// The debug-exit value of [`queue_rearm_flood`] once its loop is done.
+pub const FLOOD_DONE: u32 = 0x2b;
+
+/// A hostile driver: brings the device in `slot` to FEATURES_OK, then
+/// `iterations` times sets queue 0 up with its descriptor table at
+/// `bad_desc` (outside RAM) and enables it, which the device must refuse
+/// each time. Then prints `queue flood done` and exits through the
+/// debug-exit port with [`FLOOD_DONE`].
+pub fn queue_rearm_flood(slot: Slot, bad_desc: u32, iterations: u32) -> Result<Program> {
+    let mut a = assembler()?;
+    let mut start = a.create_label();
+    let mut again = a.create_label();
+    a.test(rdi, rdi)?;
+    a.jz(start)?;
+    emit_halt_forever(&mut a)?;
+    let done = emit_string(&mut a, "queue flood done\n")?;
+    a.set_label(&mut start)?;
+    a.mov(r15, slot.base)?;
+    let write =
+        |a: &mut CodeAssembler, offset: i32, value: u32| a.mov(dword_ptr(r15 + offset), value);
+    write(&mut a, reg::STATUS, 0)?;
+    write(&mut a, reg::STATUS, ACKNOWLEDGE)?;
+    write(&mut a, reg::STATUS, ACKNOWLEDGE | DRIVER)?;
+    write(&mut a, reg::DRIVER_FEATURES_SEL, 1)?;
+    write(&mut a, reg::DRIVER_FEATURES, VERSION_1_IN_WORD_1)?;
+    write(&mut a, reg::STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK)?;
+    a.mov(ecx, iterations)?;
+    a.set_label(&mut again)?;
+    write(&mut a, reg::QUEUE_SEL, 0)?;
+    write(&mut a, reg::QUEUE_NUM, QUEUE_SIZE)?;
+    write(&mut a, reg::QUEUE_DESC_LOW, bad_desc)?;
+    write(&mut a, reg::QUEUE_DESC_HIGH, 0)?;
+    write(&mut a, reg::QUEUE_READY, 1)?;
+    a.dec(ecx)?;
+    a.jnz(again)?;
+    emit_print(&mut a, done)?;
+    a.mov(eax, FLOOD_DONE)?;
+    emit_debug_exit_eax(&mut a)?;
+    finish(a)
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Request {
     Entropy,

@@ -196,10 +196,11 @@ pub fn supported_cpuid() -> Vec<CpuidEntry> {
             ..leaf(0xd, 256, XSAVE_LEGACY_AND_HEADER, 0, 0)
         },
         // TSC = crystal * EBX / EAX, crystal in ECX (Hz): the guest reads
-        // its TSC frequency instead of calibrating it against the PIT.
-        leaf(0x15, 1, 1, crate::vcpu::TSC_HZ as u32, 0),
+        // its TSC frequency instead of calibrating it against the PIT, and
+        // the crystal is the APIC timer's clock (Linux takes it as such).
+        leaf(0x15, 1, TSC_PER_CRYSTAL, APIC_BUS_HZ as u32, 0),
         // Base, maximum and bus frequencies in MHz.
-        leaf(0x16, MHZ, MHZ, MHZ, 0),
+        leaf(0x16, MHZ, MHZ, (APIC_BUS_HZ / 1_000_000) as u32, 0),
         leaf(0x8000_0000, 0x8000_0008, 0, 0, 0),
         leaf(
             0x8000_0001,
@@ -234,6 +235,10 @@ pub fn supported_cpuid() -> Vec<CpuidEntry> {
 
 /// Processor frequency in MHz (leaf 0x16, brand string): the TSC's.
 const MHZ: u32 = (crate::vcpu::TSC_HZ / 1_000_000) as u32;
+use irqchip::lapic::APIC_BUS_HZ;
+/// TSC ticks per crystal (APIC bus) tick.
+const TSC_PER_CRYSTAL: u32 = (crate::vcpu::TSC_HZ / APIC_BUS_HZ) as u32;
+const _: () = assert!(crate::vcpu::TSC_HZ.is_multiple_of(APIC_BUS_HZ));
 
 /// "Ferrovisor emu x86-64 CPU @ 1.00GHz", NUL-padded to 48 bytes, with
 /// the frequency of leaf 0x16 (as Intel brand strings end).
@@ -461,6 +466,11 @@ mod tests {
         let l16 = sub(&leaves, 0x16, 0);
         assert_eq!(l16.eax as u64 * 1_000_000, tsc, "base frequency");
         assert_eq!(l16.ebx, l16.eax, "maximum");
+        assert_eq!(
+            l15.ecx as u64, APIC_BUS_HZ,
+            "the crystal is the APIC timer's clock"
+        );
+        assert_eq!(l16.ecx as u64 * 1_000_000, APIC_BUS_HZ, "bus frequency");
         let mut brand = Vec::new();
         for f in 0x8000_0002..=0x8000_0004 {
             let e = sub(&leaves, f, 0);

@@ -23,7 +23,9 @@ mod irqfd;
 mod memory;
 mod platform;
 mod vcpu;
+mod vcpu_state;
 mod vm;
+mod vm_state;
 
 pub use cpuid::supported_cpuid;
 

@@ -72,8 +72,21 @@ impl Platform {
         if frozen != u64::MAX {
             return frozen;
         }
+        // `stopped_ns` is an offset taken modulo 2^64: a restored clock
+        // may be ahead of this VM's host time (see `set_clock`).
         self.host_ns()
-            .saturating_sub(self.stopped_ns.load(Ordering::Acquire))
+            .wrapping_sub(self.stopped_ns.load(Ordering::Acquire))
+    }
+
+    /// Makes the clock read `ns` now (a restored VM goes on from the
+    /// time it was saved at); a stopped clock stays stopped there.
+    pub fn set_clock(&self, ns: u64) {
+        if self.frozen_at.load(Ordering::Acquire) != u64::MAX {
+            self.frozen_at.store(ns, Ordering::Release);
+            return;
+        }
+        let offset = self.host_ns().wrapping_sub(ns);
+        self.stopped_ns.store(offset, Ordering::Release);
     }
 
     fn host_ns(&self) -> u64 {
@@ -94,7 +107,7 @@ impl Platform {
         if frozen == u64::MAX {
             return;
         }
-        let stopped = self.host_ns().saturating_sub(frozen);
+        let stopped = self.host_ns().wrapping_sub(frozen);
         // The offset first: a reader that sees the clock running sees it.
         self.stopped_ns.store(stopped, Ordering::Release);
         self.frozen_at.store(u64::MAX, Ordering::Release);
@@ -346,5 +359,19 @@ mod clock_tests {
         p.thaw();
         let after = p.now_ns();
         assert!(after >= at && after - at < 20_000_000, "{at} {after}");
+    }
+
+    #[test]
+    fn a_set_clock_goes_on_from_the_value_running_or_stopped() {
+        let p = Platform::new(1, false);
+        let ahead = 3_000_000_000_000;
+        p.set_clock(ahead);
+        let now = p.now_ns();
+        assert!((ahead..ahead + 20_000_000).contains(&now), "{now}");
+        p.freeze();
+        p.set_clock(5);
+        assert_eq!(p.now_ns(), 5);
+        p.thaw();
+        assert!(p.now_ns() < 20_000_000);
     }
 }

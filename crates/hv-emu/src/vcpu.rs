@@ -134,11 +134,37 @@ impl VcpuShared {
         true
     }
 
-    /// Asks the vCPU to drop its TLB and decoded blocks.
-    pub fn request_sync(&self) {
+    /// The MP state and SIPI vector (a pending INIT reads as
+    /// `InitReceived`, which it already set).
+    pub fn mp_snapshot(&self) -> (MpState, u8) {
+        let state = self.lock();
+        (state.mp_state, state.sipi_vector)
+    }
+
+    /// Sets the MP state from a snapshot. `InitReceived` resets the CPU
+    /// again when it next runs (an INIT is idempotent), in case the INIT
+    /// was still pending at the save.
+    pub fn restore_mp(&self, mp_state: MpState, sipi_vector: u8) {
+        let mut state = self.lock();
+        state.mp_state = mp_state;
+        state.sipi_vector = sipi_vector;
+        state.init_pending = mp_state == MpState::InitReceived;
+    }
+
+    /// NMIs received and not delivered yet.
+    pub fn nmis_pending(&self) -> u32 {
+        self.nmi_pending.load(Ordering::Acquire)
+    }
+
+    pub fn set_nmis_pending(&self, n: u32) {
+        self.nmi_pending.store(n.min(2), Ordering::Release);
+    }
+
+    /// Asks the vCPU to drop its TLB and decoded blocks (counted as `cause`).
+    pub fn request_sync(&self, cause: x86::TlbFlush) {
         let mut state = self.lock();
         state.sync_requested += 1;
-        self.signals.request_flush();
+        self.signals.request_flush(cause);
         // Makes `Cpu::run` return at its next block boundary; `run` tells
         // this apart from a VMM kick by `kicked`.
         self.signals.kick();
@@ -172,7 +198,8 @@ impl VcpuShared {
     /// Performs a pending sync on `cpu` (called by the vCPU's own thread).
     fn sync_if_requested(&self, state: &mut RunState, cpu: &mut Cpu) {
         if state.sync_acked < state.sync_requested {
-            cpu.flush_tlb();
+            // Unless `run` already did it at a block boundary since.
+            cpu.flush_if_requested();
             state.sync_acked = state.sync_requested;
             self.wake.notify_all();
         }
@@ -372,9 +399,9 @@ unsafe impl Bus for EmuBus<'_> {
 }
 
 pub(crate) struct EmuVcpu {
-    cpu: Cpu,
-    shared: Arc<VcpuShared>,
-    vm: Arc<VmShared>,
+    pub(crate) cpu: Cpu,
+    pub(crate) shared: Arc<VcpuShared>,
+    pub(crate) vm: Arc<VmShared>,
     counters: Arc<ExitCounters>,
 }
 
@@ -579,7 +606,7 @@ fn userspace_exit_reason(exit: VcpuExit) -> u32 {
     }
 }
 
-fn invalid(e: impl std::fmt::Display) -> HvError {
+pub(crate) fn invalid(e: impl std::fmt::Display) -> HvError {
     HvError::InvalidArgument(e.to_string())
 }
 
@@ -723,6 +750,34 @@ impl Vcpu for EmuVcpu {
     }
 
     fn exit_stats_source(&self) -> Arc<dyn hv::ExitStatsSource> {
-        self.counters.clone()
+        Arc::new(EmuStats {
+            exits: self.counters.clone(),
+            cache: self.cpu.cache_counters().clone(),
+        })
+    }
+
+    fn save_state(&self) -> Result<hv::VcpuState, HvError> {
+        self.save()
+    }
+
+    fn restore_state(&mut self, state: &hv::VcpuState) -> Result<(), HvError> {
+        self.restore(state)
+    }
+}
+
+/// What `--stats` reads of an emu vCPU: its exits, and its soft TLB and
+/// code cache counters.
+struct EmuStats {
+    exits: Arc<ExitCounters>,
+    cache: Arc<x86::CpuCounters>,
+}
+
+impl hv::ExitStatsSource for EmuStats {
+    fn exit_stats(&self) -> hv::ExitStats {
+        self.exits.snapshot()
+    }
+
+    fn accel_counters(&self) -> Vec<(&'static str, u64)> {
+        self.cache.snapshot()
     }
 }

@@ -65,14 +65,14 @@ impl VmShared {
                 .unwrap_or_else(|p| p.into_inner())
                 .push(slot);
         }
-        self.sync_vcpus();
+        self.sync_vcpus(x86::TlbFlush::MemoryMap);
     }
 
-    /// Makes every vCPU drop its TLB and decoded blocks, and waits until
-    /// the running ones have done so.
-    fn sync_vcpus(&self) {
+    /// Makes every vCPU drop its TLB and decoded blocks (counted as
+    /// `cause`), and waits until the running ones have done so.
+    fn sync_vcpus(&self, cause: x86::TlbFlush) {
         for vcpu in &self.vcpus {
-            vcpu.request_sync();
+            vcpu.request_sync(cause);
         }
         for vcpu in &self.vcpus {
             vcpu.wait_synced();
@@ -108,6 +108,14 @@ impl EmuVm {
     }
 }
 
+#[cfg(test)]
+impl EmuVm {
+    /// vCPU `id` as its concrete type, for the backend's own tests.
+    pub(crate) fn test_vcpu(&self, id: u32) -> EmuVcpu {
+        EmuVcpu::new(id, self.shared.clone())
+    }
+}
+
 impl Vm for EmuVm {
     fn set_memory_slot(&self, slot: MemorySlot) -> Result<(), HvError> {
         let new = Slot::new(&slot)?;
@@ -136,7 +144,7 @@ impl Vm for EmuVm {
         // bits are taken, writes through such mappings land on pages this
         // log already names; the sync makes later writes map (and mark)
         // again.
-        self.shared.sync_vcpus();
+        self.shared.sync_vcpus(x86::TlbFlush::DirtyLog);
         Ok(log)
     }
 
@@ -235,6 +243,20 @@ impl Vm for EmuVm {
 
     fn supported_cpuid(&self) -> Result<Vec<CpuidEntry>, HvError> {
         Ok(crate::cpuid::supported_cpuid())
+    }
+
+    fn save_state(&self) -> Result<hv::VmState, HvError> {
+        Ok(crate::vm_state::save(&self.shared.platform))
+    }
+
+    fn restore_state(&self, state: &hv::VmState) -> Result<(), HvError> {
+        crate::vm_state::restore(&self.shared.platform, state)?;
+        // Sleeping vCPUs computed their timeouts on the old clock, and
+        // the PIC may have an interrupt for them now.
+        for vcpu in &self.shared.vcpus {
+            vcpu.notify_event();
+        }
+        Ok(())
     }
 }
 

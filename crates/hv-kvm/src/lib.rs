@@ -25,7 +25,9 @@ mod hypervisor;
 mod kick;
 mod stats;
 mod vcpu;
+mod vcpu_state;
 mod vm;
+mod vm_state;
 mod xsave;
 
 pub use hypervisor::{probe, KvmHypervisor, IDENTITY_MAP_ADDRESS, TSS_ADDRESS};

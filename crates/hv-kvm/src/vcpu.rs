@@ -38,14 +38,14 @@ const USERSPACE_REASONS: [ExitReason; 5] = [
 /// VM's shared state, which holds the guest memory (the stats fd in `exits`
 /// may outlive both: it holds no guest memory).
 pub(crate) struct KvmVcpu {
-    fd: VcpuFd,
+    pub(crate) fd: VcpuFd,
     /// The exit counts: userspace's and KVM's binary stats.
     exits: Arc<KvmExitStats>,
     id: u32,
     kick: Arc<KickState>,
     /// x87/SSE state goes through KVM_GET/SET_XSAVE (see `xsave`).
     xsave: bool,
-    vm: Arc<VmShared>,
+    pub(crate) vm: Arc<VmShared>,
 }
 
 /// What one KVM_RUN came back with, after the borrow of the kvm_run
@@ -93,6 +93,21 @@ impl KvmVcpu {
             xsave: caps.xsave,
             vm,
         }
+    }
+
+    /// KVM_GET_MSRS: reads `msrs` up to the first one KVM refuses and
+    /// returns how many it read.
+    pub(crate) fn read_msrs(&self, msrs: &mut [Msr]) -> Result<usize, HvError> {
+        if msrs.is_empty() {
+            return Ok(0);
+        }
+        let entries: Vec<_> = msrs.iter().map(convert::msr_to_kvm).collect();
+        let mut kmsrs = Msrs::from_entries(&entries).map_err(|_| too_many_msrs(msrs.len()))?;
+        let done = self.fd.get_msrs(&mut kmsrs).map_err(os("KVM_GET_MSRS"))?;
+        for (msr, entry) in msrs.iter_mut().zip(kmsrs.as_slice()).take(done) {
+            msr.data = entry.data;
+        }
+        Ok(done)
     }
 
     /// Serves port I/O: `count` accesses of `size` bytes each (string I/O
@@ -424,21 +439,13 @@ impl Vcpu for KvmVcpu {
     }
 
     fn get_msrs(&self, msrs: &mut [Msr]) -> Result<(), HvError> {
-        if msrs.is_empty() {
-            return Ok(());
-        }
-        let entries: Vec<_> = msrs.iter().map(convert::msr_to_kvm).collect();
-        let mut kmsrs = Msrs::from_entries(&entries).map_err(|_| too_many_msrs(msrs.len()))?;
-        let done = self.fd.get_msrs(&mut kmsrs).map_err(os("KVM_GET_MSRS"))?;
+        let done = self.read_msrs(msrs)?;
         if done < msrs.len() {
             return Err(HvError::InvalidArgument(format!(
                 "KVM_GET_MSRS read {done} of {} MSRs; MSR {:#x} is not supported",
                 msrs.len(),
                 msrs[done].index
             )));
-        }
-        for (msr, entry) in msrs.iter_mut().zip(kmsrs.as_slice()) {
-            msr.data = entry.data;
         }
         Ok(())
     }
@@ -506,6 +513,14 @@ impl Vcpu for KvmVcpu {
 
     fn notify_paused(&mut self) -> Result<(), HvError> {
         self.fd.kvmclock_ctrl().map_err(os("KVM_KVMCLOCK_CTRL"))
+    }
+
+    fn save_state(&self) -> Result<hv::VcpuState, HvError> {
+        self.save()
+    }
+
+    fn restore_state(&mut self, state: &hv::VcpuState) -> Result<(), HvError> {
+        self.restore(state)
     }
 }
 

@@ -33,14 +33,17 @@ pub(crate) struct VmShared {
     /// Mapped slots by id. Each entry holds the `Arc<MmapRegion>` KVM was
     /// given the address of.
     slots: Mutex<HashMap<u32, MemorySlot>>,
+    /// The system handle (MSR index list, supported CPUID).
+    pub kvm: Arc<Kvm>,
 }
 
 /// A VM on `/dev/kvm`.
 pub(crate) struct KvmVm {
     shared: Arc<VmShared>,
-    kvm: Arc<Kvm>,
     caps: HostCaps,
     vcpus: u32,
+    /// The VM has an in-kernel PIT.
+    pit: bool,
     /// Ids of the vCPUs created so far.
     created: Mutex<Vec<bool>>,
     /// The MSI routes of KVM's GSI routing table, by GSI. KVM_SET_GSI_ROUTING
@@ -162,10 +165,12 @@ impl KvmVm {
             shared: Arc::new(VmShared {
                 fd,
                 slots: Mutex::new(HashMap::new()),
+                kvm,
             }),
-            kvm,
+
             caps,
             vcpus: config.vcpus,
+            pit: config.pit,
             created: Mutex::new(vec![false; config.vcpus as usize]),
             msi_routes: Mutex::new(BTreeMap::new()),
             irqfds: Mutex::new(HashSet::new()),
@@ -511,6 +516,26 @@ impl Vm for KvmVm {
     }
 
     fn supported_cpuid(&self) -> Result<Vec<CpuidEntry>, HvError> {
+        self.shared.supported_cpuid()
+    }
+
+    fn save_state(&self) -> Result<hv::VmState, HvError> {
+        crate::vm_state::save(&self.shared.fd, self.pit)
+    }
+
+    fn restore_state(&self, state: &hv::VmState) -> Result<(), HvError> {
+        crate::vm_state::restore(&self.shared.fd, self.pit, state)?;
+        // A paused VM resumes from the restored clock.
+        if let Some(clock) = lock(&self.paused_clock).as_mut() {
+            *clock = state.clock_ns;
+        }
+        Ok(())
+    }
+}
+
+impl VmShared {
+    /// KVM_GET_SUPPORTED_CPUID.
+    pub fn supported_cpuid(&self) -> Result<Vec<CpuidEntry>, HvError> {
         let cpuid = self
             .kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)

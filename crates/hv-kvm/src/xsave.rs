@@ -96,6 +96,56 @@ impl XsaveArea {
         }
     }
 
+    /// The whole area as bytes (4 KiB, or the size KVM_CAP_XSAVE2 gave).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let extra: &[u32] = match self {
+            XsaveArea::Plain(_) => &[],
+            XsaveArea::Sized(x) => x.as_slice(),
+        };
+        self.region()
+            .iter()
+            .chain(extra)
+            .flat_map(|w| w.to_le_bytes())
+            .collect()
+    }
+
+    /// Replaces the area with `bytes`, zero-padded to this buffer's size
+    /// (a 4 KiB area from a host without dynamic features, or from emu,
+    /// fits a larger buffer). Longer input is refused.
+    pub fn load_bytes(&mut self, bytes: &[u8]) -> Result<(), HvError> {
+        let size = 4 * (1024 + self.extra_words());
+        if bytes.len() > size {
+            return Err(hv::snapshot::mismatch(format!(
+                "an XSAVE area of {} bytes (this host's holds {size})",
+                bytes.len()
+            )));
+        }
+        let mut words = bytes
+            .chunks(4)
+            .map(|c| {
+                let mut w = [0u8; 4];
+                w[..c.len()].copy_from_slice(c);
+                u32::from_le_bytes(w)
+            })
+            .chain(std::iter::repeat(0));
+        for w in self.region_mut().iter_mut() {
+            *w = words.next().unwrap_or(0);
+        }
+        if let XsaveArea::Sized(x) = self {
+            for w in x.as_mut_slice() {
+                *w = words.next().unwrap_or(0);
+            }
+        }
+        Ok(())
+    }
+
+    fn extra_words(&self) -> usize {
+        match self {
+            XsaveArea::Plain(_) => 0,
+            XsaveArea::Sized(x) => x.as_slice().len(),
+        }
+    }
+
     /// The x87/SSE state in the legacy area.
     pub fn fpu(&self) -> Fpu {
         fpu_from_legacy(&legacy_bytes(self.region()))
@@ -206,6 +256,20 @@ mod tests {
         assert_eq!(u16_at(&bytes, 0), 0x27f);
         assert_eq!(bytes[32 + 7 * 16], 7, "ST7 at byte 144");
         assert_eq!(bytes[160 + 15 * 16], 0xf, "XMM15 at byte 400");
+    }
+
+    #[test]
+    fn bytes_round_trip_and_oversized_areas_are_refused() {
+        let mut area = XsaveArea::Plain(Box::default());
+        area.region_mut()[3] = 0x1234_5678;
+        let bytes = area.to_bytes();
+        assert_eq!(bytes.len(), 4096);
+        let mut other = XsaveArea::Plain(Box::default());
+        other.load_bytes(&bytes[..100]).unwrap();
+        assert_eq!(other.region()[3], 0x1234_5678);
+        other.load_bytes(&bytes).unwrap();
+        assert_eq!(other.to_bytes(), bytes);
+        assert!(other.load_bytes(&[0; 4100]).is_err());
     }
 
     #[test]

@@ -151,6 +151,13 @@ impl ExitStats {
 /// vCPU runs (for `--stats`, the metrics and `ferrovisor stat`).
 pub trait ExitStatsSource: Send + Sync {
     fn exit_stats(&self) -> ExitStats;
+
+    /// The accelerator's own counters besides exits, as (name, value) in
+    /// display order: what this backend has (emu: its soft TLB and code
+    /// cache), nothing by default. Names differ between backends.
+    fn accel_counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 impl ExitStatsSource for ExitCounters {

@@ -9,12 +9,14 @@
 
 pub mod exit;
 pub mod memory;
+pub mod snapshot;
 pub mod state;
 
 use std::sync::Arc;
 
 pub use exit::{ExitCounters, ExitReason, ExitStats, ExitStatsSource, VcpuExit};
 pub use memory::MemorySlot;
+pub use snapshot::{VcpuState, VmState};
 pub use state::{CpuidEntry, DescriptorTable, Fpu, Msr, Regs, SRegs, Segment};
 pub use vmm_sys_util::eventfd::EventFd;
 
@@ -42,6 +44,10 @@ pub enum HvError {
     /// (KVM_EXIT_FAIL_ENTRY, KVM_EXIT_INTERNAL_ERROR, ...).
     #[error("guest cannot continue: {0}")]
     GuestFailure(String),
+    /// A saved state does not fit the VM or vCPU it is restored into
+    /// (another CPU vendor, an MSR the host lacks, a size mismatch...).
+    #[error("the saved state does not fit: {0}")]
+    StateMismatch(String),
 }
 
 /// The VMM side of port and MMIO accesses. Implemented by the VMM's buses.
@@ -125,7 +131,7 @@ pub const IOEVENT_DATAMATCH_LEN: usize = 4;
 pub const MSI_GSI_RANGE: std::ops::Range<u32> = 24..1024;
 
 /// Multiprocessing state of a vCPU, as the local APIC sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MpState {
     /// Running (the bootstrap processor after reset).
     Runnable,
@@ -240,6 +246,17 @@ pub trait Vm: Send + Sync {
     fn resume_clock(&self) -> Result<(), HvError> {
         Err(HvError::Unsupported("pausing the VM clock"))
     }
+    /// The VM clock and the in-"kernel" irqchip and PIT. Call it while no
+    /// vCPU runs (the VMM paused the VM).
+    fn save_state(&self) -> Result<VmState, HvError> {
+        Err(HvError::Unsupported("saving the VM state"))
+    }
+    /// Restores what [`Vm::save_state`] returned, before the vCPUs'
+    /// states. A state that does not fit (a PIT on a VM without one) is
+    /// refused with [`HvError::StateMismatch`] and changes nothing.
+    fn restore_state(&self, _state: &VmState) -> Result<(), HvError> {
+        Err(HvError::Unsupported("restoring the VM state"))
+    }
     /// Every CPUID leaf this accelerator can present to a guest
     /// (KVM_GET_SUPPORTED_CPUID). `arch::cpuid` reduces it to Ferrovisor's
     /// documented CPU template before it reaches a vCPU.
@@ -287,6 +304,18 @@ pub trait Vcpu: Send {
     /// `Unsupported` where there is nothing to tell (the default).
     fn notify_paused(&mut self) -> Result<(), HvError> {
         Err(HvError::Unsupported("KVM_KVMCLOCK_CTRL"))
+    }
+    /// Everything about the vCPU (registers, XSAVE, MSRs, LAPIC, events,
+    /// MP state, TSC). Call it while the vCPU is outside [`Vcpu::run`].
+    fn save_state(&self) -> Result<VcpuState, HvError> {
+        Err(HvError::Unsupported("saving the vCPU state"))
+    }
+    /// Restores what [`Vcpu::save_state`] returned (after
+    /// [`Vm::restore_state`]). A state that does not fit this backend or
+    /// host is an [`HvError::StateMismatch`]; the vCPU may then be left
+    /// partly restored and should not run.
+    fn restore_state(&mut self, _state: &VcpuState) -> Result<(), HvError> {
+        Err(HvError::Unsupported("restoring the vCPU state"))
     }
 }
 

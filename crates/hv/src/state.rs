@@ -1,8 +1,10 @@
 //! Neutral x86 vCPU state. Field meanings follow the Intel SDM; the layout is
 //! ours, so that no backend's types leak into the VMM.
 
+use serde::{Deserialize, Serialize};
+
 /// General-purpose registers, RIP and RFLAGS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Regs {
     pub rax: u64,
     pub rbx: u64,
@@ -25,7 +27,7 @@ pub struct Regs {
 }
 
 /// A segment register with its hidden descriptor cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Segment {
     pub base: u64,
     pub limit: u32,
@@ -69,14 +71,14 @@ impl Segment {
 }
 
 /// GDTR / IDTR.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct DescriptorTable {
     pub base: u64,
     pub limit: u16,
 }
 
 /// Segment, descriptor-table and control registers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct SRegs {
     pub cs: Segment,
     pub ds: Segment,
@@ -98,7 +100,7 @@ pub struct SRegs {
 }
 
 /// x87 and SSE state in the FXSAVE layout's terms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fpu {
     /// ST0..ST7 as 80-bit values in the low 10 bytes.
     pub fpr: [[u8; 16]; 8],
@@ -131,14 +133,14 @@ impl Default for Fpu {
 }
 
 /// A model-specific register index and value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Msr {
     pub index: u32,
     pub data: u64,
 }
 
 /// One CPUID leaf (function, sub-leaf index) and its result registers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CpuidEntry {
     pub function: u32,
     pub index: u32,
@@ -168,4 +170,5 @@ pub mod msr_index {
     pub const IA32_GS_BASE: u32 = 0xc000_0101;
     pub const IA32_KERNEL_GS_BASE: u32 = 0xc000_0102;
     pub const IA32_TSC_AUX: u32 = 0xc000_0103;
+    pub const IA32_TSC_DEADLINE: u32 = 0x6e0;
 }

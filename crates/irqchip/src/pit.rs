@@ -108,7 +108,7 @@ pub struct PitState {
 
 impl PitChannelState {
     /// Input clocks counted at `now_ns` in the current sequence.
-    fn ticks(&self, now_ns: u64) -> u64 {
+    pub fn ticks(&self, now_ns: u64) -> u64 {
         self.base_ticks.saturating_add(
             self.run_start_ns
                 .map_or(0, |start| ticks_of(now_ns.saturating_sub(start))),

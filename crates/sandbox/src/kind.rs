@@ -23,6 +23,9 @@ pub enum ThreadKind {
     VirtioConsole,
     /// The console's standard-input reader.
     Stdin,
+    /// The console's output writer: drains the UART's and the virtio
+    /// console's buffered output to standard output or a file.
+    ConsoleOut,
     /// The platform timer (PIT/RTC/LAPIC deadlines of the VMM's devices).
     PlatformTimer,
     /// The emu accelerator's irqfd thread (eventfd → guest interrupt).
@@ -37,7 +40,7 @@ pub enum ThreadKind {
 }
 
 impl ThreadKind {
-    pub const ALL: [ThreadKind; 14] = [
+    pub const ALL: [ThreadKind; 15] = [
         ThreadKind::Vmm,
         ThreadKind::Api,
         ThreadKind::Vcpu,
@@ -47,6 +50,7 @@ impl ThreadKind {
         ThreadKind::VirtioRng,
         ThreadKind::VirtioConsole,
         ThreadKind::Stdin,
+        ThreadKind::ConsoleOut,
         ThreadKind::PlatformTimer,
         ThreadKind::Irqfd,
         ThreadKind::Signals,
@@ -67,6 +71,7 @@ impl ThreadKind {
             ThreadKind::VirtioRng => "virtio-rng",
             ThreadKind::VirtioConsole => "virtio-console",
             ThreadKind::Stdin => "stdin",
+            ThreadKind::ConsoleOut => "console-out",
             ThreadKind::PlatformTimer => "platform-timer",
             ThreadKind::Irqfd => "irqfd",
             ThreadKind::Signals => "signals",

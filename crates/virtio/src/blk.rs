@@ -8,7 +8,7 @@
 //! Firecracker's PATCH /drives): requests from then on go to the new file
 //! and the driver is told of the new capacity by a configuration change.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -58,7 +58,7 @@ const MAX_ZERO_SEGS: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlockError {
-    #[error("cannot open disk image {path}")]
+    #[error("cannot open the drive {path}")]
     Open {
         path: PathBuf,
         #[source]
@@ -72,6 +72,19 @@ pub enum BlockError {
     },
     #[error("disk ID {0:?} is longer than {ID_BYTES} bytes")]
     IdTooLong(String),
+    #[error("disk image {path} is a {kind}: use a regular file or a block device")]
+    NotADisk { path: PathBuf, kind: &'static str },
+    #[error("disk image {path} is in use: {conflict}")]
+    Locked {
+        path: PathBuf,
+        conflict: crate::blk_image::LockConflict,
+    },
+    #[error("cannot lock disk image {path}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Requests served, by outcome.
@@ -92,6 +105,8 @@ pub struct BlockCounters {
 struct Disk {
     file: File,
     size: u64,
+    /// (device, inode) of the image.
+    identity: (u64, u64),
     read_only: bool,
     id: [u8; ID_BYTES],
     /// The device's counters: the image that replaces this one keeps
@@ -125,7 +140,13 @@ impl BlockHandle {
         let id = String::from_utf8_lossy(&old.id)
             .trim_end_matches('\0')
             .to_string();
-        let new = Disk::open(path, old.read_only, &id, old.counters.clone())?;
+        let new = Disk::open(
+            path,
+            old.read_only,
+            &id,
+            old.counters.clone(),
+            Some(old.identity),
+        )?;
         let size = new.size;
         *self.0.disk.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
         let interrupt = self
@@ -138,6 +159,11 @@ impl BlockHandle {
             interrupt.signal_config();
         }
         Ok(size)
+    }
+
+    /// Makes the writes so far reach stable storage (fdatasync).
+    pub fn flush(&self) -> std::io::Result<()> {
+        self.0.get().flush()
     }
 
     /// The size of the image served now, in bytes.
@@ -216,7 +242,13 @@ impl Block {
     pub fn open(path: &Path, read_only: bool, id: &str) -> Result<Block, BlockError> {
         Ok(Block {
             disk: Arc::new(DiskSlot {
-                disk: Mutex::new(Arc::new(Disk::open(path, read_only, id, Arc::default())?)),
+                disk: Mutex::new(Arc::new(Disk::open(
+                    path,
+                    read_only,
+                    id,
+                    Arc::default(),
+                    None,
+                )?)),
                 interrupt: Mutex::new(None),
             }),
             worker: None,
@@ -258,27 +290,20 @@ impl Block {
 }
 
 impl Disk {
+    /// Opens, checks and locks the image (see [`crate::blk_image`]);
+    /// `replacing` is the identity of the image this one replaces.
     fn open(
         path: &Path,
         read_only: bool,
         id: &str,
         counters: Arc<Mutex<BlockCounters>>,
+        replacing: Option<(u64, u64)>,
     ) -> Result<Disk, BlockError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(!read_only)
-            .open(path)
-            .map_err(|source| BlockError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let size = file
-            .metadata()
-            .map_err(|source| BlockError::Size {
-                path: path.to_path_buf(),
-                source,
-            })?
-            .len();
+        let crate::blk_image::Image {
+            file,
+            size,
+            identity,
+        } = crate::blk_image::open(path, read_only, replacing)?;
         if id.len() > ID_BYTES {
             return Err(BlockError::IdTooLong(id.to_string()));
         }
@@ -287,10 +312,20 @@ impl Disk {
         Ok(Disk {
             file,
             size,
+            identity,
             read_only,
             id: id_bytes,
             counters,
         })
+    }
+
+    /// fdatasync: what was written reaches stable storage (nothing to do
+    /// on a read-only image).
+    fn flush(&self) -> std::io::Result<()> {
+        match self.read_only {
+            true => Ok(()),
+            false => self.file.sync_data(),
+        }
     }
 
     fn serve(
@@ -390,8 +425,9 @@ impl Disk {
                 }
             }
             T_FLUSH => {
+                // Completed only once the data is on stable storage.
                 self.counters().flushes += 1;
-                if self.read_only || self.file.sync_data().is_ok() {
+                if self.flush().is_ok() {
                     (S_OK, 0)
                 } else {
                     (S_IOERR, 0)
@@ -485,6 +521,15 @@ impl Disk {
             }
         }
         S_OK
+    }
+}
+
+impl Drop for Disk {
+    /// An image replaced (or the device gone) keeps nothing unflushed.
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::error!(error = %e, "cannot flush a disk image being closed");
+        }
     }
 }
 

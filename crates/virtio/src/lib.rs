@@ -25,6 +25,7 @@
 #![deny(unsafe_code)]
 
 pub mod blk;
+pub mod blk_image;
 pub mod chain;
 pub mod console;
 pub mod fuzzing;

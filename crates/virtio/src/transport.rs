@@ -519,7 +519,13 @@ impl TransportCore {
         let event_idx = self.driver_features & F_RING_EVENT_IDX != 0;
         let mut queues = Vec::with_capacity(self.queues.len());
         for config in &self.queues {
-            let queue = match build_queue(config, &self.mem) {
+            // Only the queues the driver enabled were checked (and can
+            // pass); the others are handed over unready.
+            let built = match config.ready {
+                true => build_queue(config, &self.mem),
+                false => Err(QueueRefusal::Config),
+            };
+            let queue = match built {
                 Ok(mut q) => {
                     q.set_event_idx(event_idx);
                     q
@@ -595,9 +601,31 @@ fn build_queue(config: &QueueConfig, mem: &GuestMemoryMmap) -> Result<Queue, Que
         .map_err(|_| QueueRefusal::Config)?;
     q.try_set_used_ring_address(GuestAddress(config.device))
         .map_err(|_| QueueRefusal::Config)?;
-    q.set_ready(true);
-    if !q.is_valid(mem) {
+    if !rings_in_ram(config, mem) {
         return Err(QueueRefusal::OutsideRam);
     }
+    // virtio-queue's `is_valid` would say the same, but logs an error each
+    // time it refuses: a guest re-enabling a bad queue in a loop would
+    // flood the host's log. The checks above are that test, done quietly.
+    q.set_ready(true);
     Ok(q)
+}
+
+/// The queue's three rings (of `config.size` entries) lie in guest RAM:
+/// the descriptor table and the available ring readable, the used ring
+/// writable (virtio 1.2, 2.7).
+fn rings_in_ram(config: &QueueConfig, mem: &GuestMemoryMmap) -> bool {
+    use vm_memory::GuestMemoryBackend;
+    let n = u64::from(config.size);
+    // 16-byte descriptors; flags, idx, ring[n], used_event (u16 each);
+    // flags, idx (u16 each), ring[n] of 8 bytes, avail_event (u16).
+    let rings = [
+        (config.desc, 16 * n),
+        (config.driver, 6 + 2 * n),
+        (config.device, 6 + 8 * n),
+    ];
+    rings.iter().all(|&(addr, len)| {
+        usize::try_from(len)
+            .is_ok_and(|len| GuestMemoryBackend::check_range(mem, GuestAddress(addr), len))
+    })
 }

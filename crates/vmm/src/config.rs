@@ -26,7 +26,15 @@ pub enum ConsoleOutput {
 impl ConsoleOutput {
     pub(crate) fn writer(&self) -> Box<dyn Write + Send> {
         match self {
-            ConsoleOutput::Stdout => Box::new(std::io::stdout()),
+            // A descriptor of its own: the console's writer thread may
+            // block in it without holding Rust's standard output lock.
+            ConsoleOutput::Stdout => {
+                use std::os::fd::AsFd;
+                match std::io::stdout().as_fd().try_clone_to_owned() {
+                    Ok(fd) => Box::new(std::fs::File::from(fd)),
+                    Err(_) => Box::new(std::io::stdout()),
+                }
+            }
             ConsoleOutput::Buffer(buf) => Box::new(SharedWriter(buf.clone())),
             ConsoleOutput::Sink => Box::new(std::io::sink()),
             ConsoleOutput::File(file) => Box::new(FileWriter(file.clone())),
@@ -78,6 +86,9 @@ pub struct MachineConfig {
     /// Guest RAM in bytes (a multiple of 4 KiB, at least 16 MiB).
     pub memory: u64,
     pub vcpus: u32,
+    /// Threads per core the CPUID describes: 1, or 2 with SMT
+    /// (Firecracker's `smt`; `vcpus` is then 1 or even).
+    pub threads_per_core: u32,
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
     pub cmdline: String,
@@ -253,6 +264,7 @@ impl MachineConfig {
             accel: Accel::Auto,
             memory: 256 << 20,
             vcpus: 1,
+            threads_per_core: 1,
             kernel: kernel.into(),
             initrd: None,
             cmdline: ConsoleDevice::Serial.default_cmdline().to_string(),

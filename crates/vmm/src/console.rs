@@ -6,16 +6,82 @@
 //! escape sequence **Ctrl-A x** ends the VM, and **Ctrl-A Ctrl-A** sends one
 //! Ctrl-A to the guest. Under a pipe or a file, bytes pass through as they
 //! are. End of file on standard input stops the feeding, never the VM.
+//!
+//! The other way, the guest's output reaches standard output (or the
+//! serial file) through [`ConsoleOut`]: a bounded buffer and a writer
+//! thread, so that a vCPU never blocks on the host (a pipe nobody reads)
+//! and Ctrl-A x always ends the VM.
 
-use std::io::{IsTerminal, Read};
+use std::io::{IsTerminal, Read, Write};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use devices::serial::Serial;
+use devices::serial_output::{self, OutputDrain};
 use vmm_sys_util::terminal::Terminal;
 
+use crate::config::ConsoleOutput;
 use crate::vcpu::MachineEvent;
+
+/// How long the end of the machine waits for the guest's last output to
+/// reach the host (a blocked standard output is then given up).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The guest's console output, as every console device writes it.
+pub(crate) struct ConsoleOut {
+    output: ConsoleOutput,
+    /// The buffered writer and its drain, for outputs on host files
+    /// (standard output, the serial file), which can block.
+    buffered: Option<(serial_output::BufferedOutput, OutputDrain)>,
+}
+
+impl ConsoleOut {
+    /// Starts the writer thread when `output` is a host file.
+    pub fn open(output: &ConsoleOutput) -> std::io::Result<ConsoleOut> {
+        let buffered = match output {
+            ConsoleOutput::Stdout | ConsoleOutput::File(_) => Some(serial_output::spawn(
+                "console-out",
+                output.writer(),
+                serial_output::DEFAULT_CAPACITY,
+            )?),
+            ConsoleOutput::Buffer(_) | ConsoleOutput::Sink => None,
+        };
+        Ok(ConsoleOut {
+            output: output.clone(),
+            buffered,
+        })
+    }
+
+    /// A writer for one console device.
+    pub fn writer(&self) -> Box<dyn Write + Send> {
+        match &self.buffered {
+            Some((writer, _)) => Box::new(writer.clone()),
+            None => self.output.writer(),
+        }
+    }
+
+    /// Waits (at most `timeout`) for the buffered output to reach the
+    /// host; says so when it could not.
+    pub fn drain(&self, timeout: Duration) {
+        let Some((_, drain)) = &self.buffered else {
+            return;
+        };
+        let drained = drain.drain(timeout);
+        let lost_bytes = drain.stats().lost_bytes();
+        if !drained {
+            tracing::warn!(
+                lost_bytes,
+                "the console output is blocked: the guest's last output is dropped"
+            );
+        } else if lost_bytes > 0 {
+            tracing::warn!(
+                lost_bytes,
+                "the console output could not keep up: guest output was dropped"
+            );
+        }
+    }
+}
 
 /// The escape key: Ctrl-A, as QEMU's `-serial mon:stdio`.
 pub const ESCAPE: u8 = 0x01;

@@ -146,13 +146,16 @@ impl RunningMachine {
     /// Waits until the machine ends.
     pub fn wait(self) -> RunReport {
         let state = self.handle.state.clone();
-        let report = self.thread.join().unwrap_or_else(|_| RunReport {
+        let mut report = self.thread.join().unwrap_or_else(|_| RunReport {
             exit: crate::MachineExit::ControllerPanicked,
             vcpu_stats: Vec::new(),
+            accel_counters: Vec::new(),
             unhandled_pio: 0,
             unhandled_mmio: 0,
             accel: "",
         });
+        // The vCPUs are gone; their counters stay readable.
+        report.accel_counters = self.live.sample().accel_counters;
         state.set(RunState::Ended);
         report
     }

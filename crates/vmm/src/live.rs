@@ -2,15 +2,15 @@
 //! runs: each vCPU's exit counts by reason (the accelerators' lock-free
 //! counters, shared) and the unhandled guest accesses. `--stats`, the
 //! metrics and `ferrovisor stat` (through `GET /ferrovisor/stats`) read
-//! them. The unhandled-access counts are read through a weak reference:
-//! a handle kept after the machine ended (the API's controller keeps one)
-//! must not keep its buses, and so its devices, alive — the vsock device
-//! removes its socket file only when dropped. They read 0 once the machine
-//! is gone.
+//! them. The bus counts are read through [`devices::BusCounters`]: a
+//! handle kept after the machine ended (the API's controller keeps one,
+//! and writes the last metrics line with it) must not keep its buses, and
+//! so its devices, alive — the vsock device removes its socket file only
+//! when dropped — yet reads the final counts.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
-use devices::IoBuses;
+use devices::{BusCounters, IoBuses};
 use hv::{ExitStats, ExitStatsSource};
 
 use crate::devices::{DeviceMetrics, MetricsSource};
@@ -20,7 +20,8 @@ use crate::devices::{DeviceMetrics, MetricsSource};
 pub struct LiveStats {
     accel: &'static str,
     vcpus: Vec<Arc<dyn ExitStatsSource>>,
-    buses: Weak<IoBuses>,
+    pio: BusCounters,
+    mmio: BusCounters,
     devices: MetricsSource,
 }
 
@@ -30,6 +31,9 @@ pub struct StatsSample {
     pub accel: &'static str,
     /// Exit counts of each vCPU, by vCPU id.
     pub vcpus: Vec<ExitStats>,
+    /// The accelerator's own counters of each vCPU, by vCPU id (see
+    /// [`ExitStatsSource::accel_counters`]; empty where it has none).
+    pub accel_counters: Vec<Vec<(&'static str, u64)>>,
     pub unhandled_pio: u64,
     pub unhandled_mmio: u64,
     /// Guest port (reads, writes) and MMIO (reads, writes) the VMM
@@ -48,7 +52,8 @@ impl LiveStats {
         LiveStats {
             accel,
             vcpus,
-            buses: Arc::downgrade(&buses),
+            pio: buses.pio.counters(),
+            mmio: buses.mmio.counters(),
             devices,
         }
     }
@@ -60,18 +65,14 @@ impl LiveStats {
 
     /// Reads every counter now.
     pub fn sample(&self) -> StatsSample {
-        let buses = self.buses.upgrade();
         StatsSample {
             accel: self.accel,
             vcpus: self.vcpus.iter().map(|v| v.exit_stats()).collect(),
-            unhandled_pio: buses.as_ref().map_or(0, |b| b.pio.unhandled_count()),
-            unhandled_mmio: buses.as_ref().map_or(0, |b| b.mmio.unhandled_count()),
-            pio_accesses: buses
-                .as_ref()
-                .map_or_else(Default::default, |b| b.pio.access_counts()),
-            mmio_accesses: buses
-                .as_ref()
-                .map_or_else(Default::default, |b| b.mmio.access_counts()),
+            accel_counters: self.vcpus.iter().map(|v| v.accel_counters()).collect(),
+            unhandled_pio: self.pio.unhandled_count(),
+            unhandled_mmio: self.mmio.unhandled_count(),
+            pio_accesses: self.pio.access_counts(),
+            mmio_accesses: self.mmio.access_counts(),
         }
     }
 }

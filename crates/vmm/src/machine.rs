@@ -136,6 +136,9 @@ pub struct RunReport {
     pub exit: MachineExit,
     /// Exit statistics of each vCPU, by vCPU id.
     pub vcpu_stats: Vec<ExitStats>,
+    /// The accelerator's own counters of each vCPU at the end (see
+    /// [`hv::ExitStatsSource::accel_counters`]).
+    pub accel_counters: Vec<Vec<(&'static str, u64)>>,
     /// Guest port accesses that hit no device.
     pub unhandled_pio: u64,
     /// Guest MMIO accesses that hit no device.
@@ -233,7 +236,11 @@ impl Machine {
         let mut vcpus = Vec::with_capacity(config.vcpus as usize);
         for id in 0..config.vcpus {
             let mut vcpu = vm.create_vcpu(id).map_err(hv_err("vCPU"))?;
-            let mut cpuid = arch::cpuid::template(&supported, id, config.vcpus);
+            let topology = arch::cpuid::Topology {
+                vcpus: config.vcpus,
+                threads_per_core: config.threads_per_core,
+            };
+            let mut cpuid = arch::cpuid::template_for(&supported, id, topology);
             config
                 .cpu
                 .apply(&mut cpuid, accel)
@@ -403,6 +410,8 @@ impl Controller {
         RunReport {
             exit,
             vcpu_stats,
+            // Filled by `RunningMachine::wait` from the live counters.
+            accel_counters: Vec::new(),
             unhandled_pio: buses.pio.unhandled_count(),
             unhandled_mmio: buses.mmio.unhandled_count(),
             accel: self.machine.accel,

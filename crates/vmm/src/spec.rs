@@ -96,6 +96,7 @@ pub fn machine_config(spec: &VmSpec, accel: Accel) -> Result<MachineConfig, Spec
         accel,
         memory: spec.machine_config.mem_size_mib << 20,
         vcpus: spec.machine_config.vcpu_count,
+        threads_per_core: if spec.machine_config.smt { 2 } else { 1 },
         kernel: PathBuf::from(&boot.kernel_image_path),
         initrd: boot.initrd_path.as_ref().map(PathBuf::from),
         cmdline: spec.kernel_cmdline(),

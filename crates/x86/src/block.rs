@@ -1,16 +1,31 @@
 //! Decoded blocks: straight-line runs of instructions inside one 4 KiB
 //! guest-physical page, cached by (RIP, physical address, code size) and
 //! dropped when their page is written.
+//!
+//! The cache is bounded by bytes ([`CODE_CACHE_BYTES`] per CPU): past the
+//! budget the oldest blocks are evicted (first in, first out) until a
+//! quarter of it is free again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
+use crate::counters::{BlockDrop, CpuCounters};
 use crate::exec::Op;
 
 /// Most instructions in one block.
 pub const MAX_BLOCK_INSNS: usize = 64;
-/// Blocks kept before the cache is dropped wholesale.
+/// Blocks kept at most, whatever their size.
 const MAX_BLOCKS: usize = 1 << 16;
+/// The bytes one CPU's decoded blocks may hold (their ops and the
+/// bookkeeping of each block). A Linux boot of the test guest decodes
+/// ~55 MiB of blocks, most of it run once (init code, module loading):
+/// the oldest go first and the shell's working set stays; a guest that
+/// runs many MiB of distinct code cannot grow the VMM without bound.
+pub const CODE_CACHE_BYTES: usize = 32 << 20;
+/// Bookkeeping of one cached block besides its ops and its slab slot: the
+/// map entry, the page index entry, the jump-cache-independent FIFO slot.
+const BLOCK_OVERHEAD: usize = 64;
 
 /// A decoded block.
 #[derive(Debug)]
@@ -167,6 +182,16 @@ pub struct BlockCache {
     scratch: Block,
     graveyard: Vec<Vec<Op>>,
     dead_slabs: Vec<Vec<Block>>,
+    /// Blocks in the order they were cached: (id, birth); an entry whose
+    /// birth no longer matches `born[id]` is stale (the block was dropped).
+    order: VecDeque<(BlockId, u64)>,
+    /// The birth (insertion number) of the block in each slab slot.
+    born: Vec<u64>,
+    /// Bytes the cached blocks hold (see [`BlockCache::block_bytes`]).
+    bytes: usize,
+    /// Most bytes before the oldest blocks are evicted.
+    budget: usize,
+    counters: Arc<CpuCounters>,
     /// Blocks decoded since creation (statistics).
     pub decoded: u64,
     /// Blocks invalidated because their page was written.
@@ -200,6 +225,11 @@ impl Default for BlockCache {
             },
             graveyard: Vec::new(),
             dead_slabs: Vec::new(),
+            order: VecDeque::new(),
+            born: Vec::new(),
+            bytes: 0,
+            budget: CODE_CACHE_BYTES,
+            counters: Arc::default(),
             decoded: 0,
             invalidated: 0,
             kills: 0,
@@ -210,6 +240,55 @@ impl Default for BlockCache {
 }
 
 impl BlockCache {
+    /// An empty cache counting into `counters`.
+    pub fn with_counters(counters: Arc<CpuCounters>) -> BlockCache {
+        BlockCache {
+            counters,
+            ..BlockCache::default()
+        }
+    }
+
+    /// Sets the byte budget (evicting at once when over it).
+    pub fn set_budget(&mut self, bytes: usize) {
+        self.budget = bytes;
+        self.evict_to(bytes);
+    }
+
+    /// The bytes the cached blocks hold.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// What one cached block costs: its ops, its slab slot and its entries
+    /// in the map, the page index and the eviction order.
+    fn block_bytes(b: &Block) -> usize {
+        std::mem::size_of::<Block>() + b.ops.capacity() * std::mem::size_of::<Op>() + BLOCK_OVERHEAD
+    }
+
+    fn set_bytes(&mut self, bytes: usize) {
+        self.bytes = bytes;
+        self.counters.code_cache_bytes.set(bytes as u64);
+        if bytes as u64 > self.counters.code_cache_peak_bytes.get() {
+            self.counters.code_cache_peak_bytes.set(bytes as u64);
+        }
+    }
+
+    /// Evicts the oldest blocks until at most `target` bytes are held.
+    fn evict_to(&mut self, target: usize) {
+        let mut evicted = 0;
+        while self.bytes > target {
+            let Some((id, birth)) = self.order.pop_front() else {
+                break;
+            };
+            if self.born.get(id as usize) == Some(&birth) && self.kill(id) {
+                evicted += 1;
+            }
+        }
+        if evicted > 0 {
+            self.counters.dropped(BlockDrop::Evicted, evicted);
+        }
+    }
+
     #[inline]
     fn key_of(b: &Block) -> Key {
         (b.rip, b.gpa, b.bits)
@@ -278,10 +357,23 @@ impl BlockCache {
     /// Caches a block; `key` as for [`BlockCache::get`].
     pub fn insert(&mut self, mut block: Block, key: u64) -> OpsRef {
         block.live = true;
-        if self.map.len() >= MAX_BLOCKS {
-            self.clear();
+        let size = Self::block_bytes(&block);
+        if self.bytes + size > self.budget || self.map.len() >= MAX_BLOCKS {
+            // Room for a quarter of the budget (and of the block count)
+            // before the next eviction.
+            let target = (self.budget - self.budget / 4).saturating_sub(size);
+            self.evict_to(target);
+            while self.map.len() >= MAX_BLOCKS - MAX_BLOCKS / 4 {
+                let Some((id, birth)) = self.order.pop_front() else {
+                    break;
+                };
+                if self.born.get(id as usize) == Some(&birth) && self.kill(id) {
+                    self.counters.dropped(BlockDrop::Evicted, 1);
+                }
+            }
         }
         self.decoded += 1;
+        self.counters.blocks_built.inc();
         let map_key = Self::key_of(&block);
         let page = block.gpa & !0xfff;
         if let Some(&old) = self.map.get(&map_key) {
@@ -294,9 +386,21 @@ impl BlockCache {
             }
             None => {
                 self.slab.push(block);
+                self.born.push(0);
                 (self.slab.len() - 1) as BlockId
             }
         };
+        let birth = self.decoded;
+        self.born[id as usize] = birth;
+        self.order.push_back((id, birth));
+        if self.order.len() > 2 * self.map.len() + 1024 {
+            // Mostly blocks dropped by writes: keep the live ones.
+            let born = &self.born;
+            let slab = &self.slab;
+            self.order
+                .retain(|&(id, b)| born[id as usize] == b && slab[id as usize].live);
+        }
+        self.set_bytes(self.bytes + size);
         let ops = OpsRef::of(&self.slab[id as usize].ops);
         #[cfg(debug_assertions)]
         self.live_ops.insert(ops.ptr as usize);
@@ -306,14 +410,16 @@ impl BlockCache {
         ops
     }
 
-    fn kill(&mut self, id: BlockId) {
+    /// Drops a cached block; returns false when it was not live.
+    fn kill(&mut self, id: BlockId) -> bool {
         let Some(b) = self.slab.get_mut(id as usize) else {
-            return;
+            return false;
         };
         if !b.live {
-            return;
+            return false;
         }
         let key = (b.rip, b.gpa, b.bits);
+        let size = Self::block_bytes(b);
         b.live = false;
         self.kills += 1;
         #[cfg(debug_assertions)]
@@ -325,6 +431,15 @@ impl BlockCache {
             self.jump[slot] = NO_JUMP;
         }
         self.free.push(id);
+        let page = key.1 & !0xfff;
+        if let Some(ids) = self.pages.get_mut(&page) {
+            ids.retain(|&i| i != id);
+            if ids.is_empty() {
+                self.pages.remove(&page);
+            }
+        }
+        self.set_bytes(self.bytes - size);
+        true
     }
 
     #[inline]
@@ -332,23 +447,32 @@ impl BlockCache {
         !self.pages.is_empty() && self.pages.contains_key(&page)
     }
 
-    /// Drops every block decoded from guest-physical page `page`.
-    pub fn invalidate_page(&mut self, page: u64) {
+    /// Drops every block decoded from guest-physical page `page` (counted
+    /// as `cause`: a write by this CPU or by someone else).
+    pub fn invalidate_page(&mut self, page: u64, cause: BlockDrop) {
         if let Some(ids) = self.pages.remove(&page) {
+            let mut n = 0;
             for id in ids {
                 let on_page = self
                     .slab
                     .get(id as usize)
                     .is_some_and(|b| b.live && b.gpa & !0xfff == page);
-                if on_page {
-                    self.kill(id);
-                    self.invalidated += 1;
+                if on_page && self.kill(id) {
+                    n += 1;
                 }
             }
+            self.invalidated += n;
+            self.counters.dropped(cause, n);
         }
     }
 
+    /// Drops every block.
     pub fn clear(&mut self) {
+        self.counters
+            .dropped(BlockDrop::Flush, self.map.len() as u64);
+        self.set_bytes(0);
+        self.order.clear();
+        self.born.clear();
         self.kills += 1;
         #[cfg(debug_assertions)]
         self.live_ops.clear();

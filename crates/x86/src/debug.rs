@@ -108,7 +108,7 @@ impl Cpu {
         let was = self.dbg.watch;
         self.dbg.watch = (0..4).any(|n| bp_enabled(dr7, n) && bp_rw(dr7, n) & 1 == 1);
         if self.dbg.watch || was {
-            self.tlb.flush_guest_all();
+            self.tlb.flush_guest_all(crate::counters::TlbFlush::Rights);
         }
     }
 }

@@ -46,6 +46,12 @@
 //!   the last op of a block remembers its successor. Blocks run back to
 //!   back until an instruction asks for the run loop (`block_exit`), a
 //!   signal arrives or the budget is spent.
+//! - The block cache is bounded by bytes (`block::CODE_CACHE_BYTES` per
+//!   CPU, oldest blocks evicted first); accesses wider than 8 bytes (SSE,
+//!   AVX, x87) take the TLB page by page like the others.
+//! - `counters`: page walks, TLB fills, flushes by cause, blocks built,
+//!   dropped by cause and bytes held ([`Cpu::cache_counters`], shown by
+//!   `ferrovisor run --stats`).
 //!
 //! # Using it
 //!
@@ -145,6 +151,7 @@
 
 pub mod block;
 pub mod convert;
+pub mod counters;
 mod debug;
 pub mod exception;
 mod exec;
@@ -153,6 +160,7 @@ mod mem;
 pub mod mmu;
 pub mod msr;
 pub mod smc;
+pub mod snapshot;
 pub mod state;
 
 #[cfg(test)]
@@ -163,6 +171,7 @@ use std::sync::Arc;
 
 use hv::{CpuidEntry, ExitCounters, ExitReason};
 
+pub use counters::{BlockDrop, CpuCounters, TlbFlush};
 pub use smc::CodeShare;
 pub use state::{CpuState, FpuState, Mode, Msrs, SegCache, TableReg};
 
@@ -327,6 +336,8 @@ pub enum CpuExit {
 #[derive(Debug, Default)]
 pub struct CpuSignals {
     bits: AtomicU32,
+    /// The [`TlbFlush`] causes of the flushes asked for, as a mask.
+    flush_causes: AtomicU32,
 }
 
 impl CpuSignals {
@@ -339,10 +350,19 @@ impl CpuSignals {
     }
 
     /// Asks the CPU to drop its TLB and decoded blocks at the next block
-    /// boundary (memory map changed, dirty log cleared, code written by DMA
-    /// or another vCPU).
-    pub fn request_flush(&self) {
+    /// boundary, or when the accelerator calls [`Cpu::flush_if_requested`]
+    /// (memory map changed, dirty log re-armed), counted as `cause`.
+    pub fn request_flush(&self, cause: TlbFlush) {
+        self.flush_causes.fetch_or(cause.bit(), Ordering::Release);
         self.bits.fetch_or(Self::FLUSH, Ordering::Release);
+    }
+
+    /// The causes of a pending flush (taking it), or None.
+    fn take_flush(&self) -> Option<u32> {
+        if self.bits.fetch_and(!Self::FLUSH, Ordering::AcqRel) & Self::FLUSH == 0 {
+            return None;
+        }
+        Some(self.flush_causes.swap(0, Ordering::AcqRel))
     }
 
     #[inline]
@@ -352,6 +372,11 @@ impl CpuSignals {
 
     fn take(&self) -> u32 {
         self.bits.swap(0, Ordering::Acquire)
+    }
+
+    /// The causes of a flush `take` returned.
+    fn take_causes(&self) -> u32 {
+        self.flush_causes.swap(0, Ordering::AcqRel)
     }
 }
 
@@ -375,6 +400,8 @@ pub struct Cpu {
     pub(crate) blocks: block::BlockCache,
     pub(crate) cpuid: Vec<CpuidEntry>,
     pub(crate) counters: Arc<ExitCounters>,
+    /// TLB and block-cache counters (shared with `tlb` and `blocks`).
+    pub(crate) cache_counters: Arc<CpuCounters>,
     pub(crate) signals: Arc<CpuSignals>,
     /// Retired instructions since creation.
     pub(crate) icount: u64,
@@ -419,10 +446,12 @@ impl Default for Cpu {
 impl Cpu {
     /// A CPU in the RESET state, counting exits into `counters`.
     pub fn new(counters: Arc<ExitCounters>) -> Cpu {
+        let cache_counters = Arc::new(CpuCounters::default());
         Cpu {
             state: CpuState::default(),
-            tlb: mmu::Tlb::new(),
-            blocks: block::BlockCache::default(),
+            tlb: mmu::Tlb::with_counters(cache_counters.clone()),
+            blocks: block::BlockCache::with_counters(cache_counters.clone()),
+            cache_counters,
             cpuid: Vec::new(),
             counters,
             signals: Arc::new(CpuSignals::default()),
@@ -453,7 +482,7 @@ impl Cpu {
         self.seen_code_epoch = share.epoch();
         self.seen_revoke = share.revoke_epoch();
         self.code_share = share;
-        self.flush_tlb();
+        self.flush_tlb(TlbFlush::Other);
     }
 
     /// Drops the decoded blocks (not the TLB).
@@ -482,6 +511,19 @@ impl Cpu {
         &self.counters
     }
 
+    /// The TLB and block-cache counters, readable from any thread.
+    pub fn cache_counters(&self) -> &Arc<CpuCounters> {
+        &self.cache_counters
+    }
+
+    /// Sets the byte budget of the decoded-block cache (default
+    /// [`block::CODE_CACHE_BYTES`]).
+    pub fn set_code_cache_budget(&mut self, bytes: usize) {
+        self.blocks.set_budget(bytes);
+        // Outside `run`: no block is executing.
+        self.blocks.collect_garbage();
+    }
+
     /// Instructions retired since creation.
     pub fn instructions_retired(&self) -> u64 {
         self.icount
@@ -501,7 +543,7 @@ impl Cpu {
         self.shadow_icount = u64::MAX;
         self.pending_exit = None;
         self.dbg = Default::default();
-        self.flush_tlb();
+        self.flush_tlb(TlbFlush::StateSet);
         self.block_exit = true;
     }
 
@@ -604,20 +646,48 @@ impl Cpu {
         &self.cpuid
     }
 
-    /// Drops every cached translation and decoded block. Required after
-    /// the memory map changed or dirty logging was re-armed.
-    pub fn flush_tlb(&mut self) {
-        self.tlb.flush_all();
+    /// Drops every cached translation and decoded block (counted as
+    /// `cause`). Required after the memory map changed or dirty logging
+    /// was re-armed.
+    pub fn flush_tlb(&mut self, cause: TlbFlush) {
+        self.tlb.flush_all(cause);
         self.blocks.clear();
         // Outside `run`: no block is executing.
         self.blocks.collect_garbage();
+    }
+
+    /// Performs the flush asked for through [`CpuSignals::request_flush`]
+    /// unless `run` already did; returns whether it flushed.
+    pub fn flush_if_requested(&mut self) -> bool {
+        match self.signals.take_flush() {
+            Some(causes) => {
+                self.flush_for(causes);
+                // Outside `run`: no block is executing.
+                self.blocks.collect_garbage();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops every translation and block for the causes in mask `causes`.
+    pub(crate) fn flush_for(&mut self, causes: u32) {
+        let mut first = None;
+        for cause in TlbFlush::ALL.into_iter().filter(|c| causes & c.bit() != 0) {
+            match first {
+                None => first = Some(cause),
+                Some(_) => self.cache_counters.flush(cause),
+            }
+        }
+        self.tlb.flush_all(first.unwrap_or(TlbFlush::Other));
+        self.blocks.clear();
     }
 
     /// Recomputes derived state after `state` was changed from outside.
     pub fn state_changed(&mut self) {
         self.state.update_mode();
         self.debug_regs_changed();
-        self.tlb.flush_all();
+        self.tlb.flush_all(TlbFlush::StateSet);
         self.block_exit = true;
     }
 

@@ -165,7 +165,9 @@ impl Exec<'_> {
     #[inline]
     pub(crate) fn note_code_write(&mut self, page: u64) {
         if self.c.blocks.is_code_page(page) {
-            self.c.blocks.invalidate_page(page);
+            self.c
+                .blocks
+                .invalidate_page(page, crate::counters::BlockDrop::CodeWrite);
             self.c.block_exit = true;
         }
         if self.c.code_share.note_write(page) {
@@ -223,13 +225,23 @@ impl Exec<'_> {
         self.read_bytes_bank(lin, buf, bank)
     }
 
+    /// Reads any number of bytes through bank `bank`: each page's part
+    /// through the TLB when it holds the page, else by a walk (which fills
+    /// it for the next access).
     fn read_bytes_bank(&mut self, lin: u64, buf: &mut [u8], bank: usize) -> R<()> {
         let mut done = 0;
         while done < buf.len() {
             let a = self.wrap_lin(lin.wrapping_add(done as u64));
             let chunk = (buf.len() - done).min(4096 - (a & 0xfff) as usize);
-            let gpa = self.translate_fill_bank(a, AccessKind::Read, bank)?;
-            self.phys_read(gpa, &mut buf[done..done + chunk]);
+            let dst = &mut buf[done..done + chunk];
+            if let Some(p) = self.c.tlb.host(bank, a, chunk as u32, false) {
+                // SAFETY: as in read_lin_bank: a read tag names a RAM page
+                // valid until the next flush, and the chunk stays in it.
+                unsafe { std::ptr::copy_nonoverlapping(p, dst.as_mut_ptr(), chunk) };
+            } else {
+                let gpa = self.translate_fill_bank(a, AccessKind::Read, bank)?;
+                self.phys_read(gpa, dst);
+            }
             done += chunk;
         }
         if self.c.dbg.watch {
@@ -281,6 +293,9 @@ impl Exec<'_> {
         self.write_bytes_bank(lin, buf, bank)
     }
 
+    /// Writes any number of bytes through bank `bank`, each page's part
+    /// through the TLB when it allows the write, else by a walk (which
+    /// fills it for the next access).
     fn write_bytes_bank(&mut self, lin: u64, buf: &[u8], bank: usize) -> R<()> {
         if buf.len() <= 4096 {
             // Check all pages first.
@@ -288,7 +303,9 @@ impl Exec<'_> {
             while done < buf.len() {
                 let a = self.wrap_lin(lin.wrapping_add(done as u64));
                 let chunk = (buf.len() - done).min(4096 - (a & 0xfff) as usize);
-                self.translate_fill_bank(a, AccessKind::Write, bank)?;
+                if !self.c.tlb.hit(bank, a, true) {
+                    self.translate_fill_bank(a, AccessKind::Write, bank)?;
+                }
                 done += chunk;
             }
         }
@@ -296,8 +313,16 @@ impl Exec<'_> {
         while done < buf.len() {
             let a = self.wrap_lin(lin.wrapping_add(done as u64));
             let chunk = (buf.len() - done).min(4096 - (a & 0xfff) as usize);
-            let gpa = self.translate_fill_bank(a, AccessKind::Write, bank)?;
-            self.phys_write(gpa, &buf[done..done + chunk]);
+            let src = &buf[done..done + chunk];
+            if let Some(p) = self.c.tlb.host(bank, a, chunk as u32, true) {
+                // SAFETY: as in write_lin_bank: a write tag names writable
+                // RAM that holds no decoded code, valid until the next
+                // flush, and the chunk stays in the page.
+                unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), p, chunk) };
+            } else {
+                let gpa = self.translate_fill_bank(a, AccessKind::Write, bank)?;
+                self.phys_write(gpa, src);
+            }
             done += chunk;
         }
         if self.c.dbg.watch {

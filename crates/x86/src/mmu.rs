@@ -2,9 +2,11 @@
 //! software TLB that caches guest-linear page → host page.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use hv::ExitReason;
 
+use crate::counters::{CpuCounters, TlbFlush};
 use crate::exception::{Exc, R};
 use crate::exec::Exec;
 use crate::state::{cr0, cr4, efer, rflags};
@@ -117,6 +119,8 @@ pub struct Tlb {
     /// structures (tag u64::MAX: empty). Dropped by `flush_all`, which is
     /// what a memory-map change leads to.
     tables: [(u64, usize); TABLE_CACHE],
+    /// Fills and flushes by cause are counted here.
+    pub(crate) counters: Arc<CpuCounters>,
 }
 
 /// Entries in the paging-structure page cache.
@@ -136,6 +140,11 @@ impl Default for Tlb {
 
 impl Tlb {
     pub fn new() -> Tlb {
+        Self::with_counters(Arc::default())
+    }
+
+    /// A TLB counting into `counters`.
+    pub fn with_counters(counters: Arc<CpuCounters>) -> Tlb {
         let e = Box::<[[TlbEntry; TLB_SIZE]; BANKS_ALLOC]>::new_zeroed();
         let mut t = Tlb {
             // SAFETY: TlbEntry is plain integers; all zeros is EMPTY.
@@ -147,6 +156,7 @@ impl Tlb {
             globals: Vec::new(),
             gen: 0,
             tables: [(u64::MAX, 0); TABLE_CACHE],
+            counters,
         };
         t.pcid_salts[0] = (1, t.salt);
         t
@@ -195,6 +205,7 @@ impl Tlb {
     /// instruction-fetch banks.
     pub fn fill(&mut self, bank: usize, lin: u64, read: bool, write: bool, page: Mapped) {
         let Mapped { host, gpa, global } = page;
+        self.counters.tlb_fills.inc();
         let bank = bank & (BANKS_ALLOC - 1);
         debug_assert!(bank < bank::COUNT);
         let vpn = lin >> 12;
@@ -221,7 +232,8 @@ impl Tlb {
 
     /// Drops every entry for real (the host pointers may be stale: the
     /// memory map changed) and every PCID's translations.
-    pub fn flush_all(&mut self) {
+    pub fn flush_all(&mut self, cause: TlbFlush) {
+        self.counters.flush(cause);
         self.tables = [(u64::MAX, 0); TABLE_CACHE];
         self.clear_entries();
         self.pcid_salts = [(0, 0); PCID_SLOTS];
@@ -254,7 +266,8 @@ impl Tlb {
     /// for every PCID (CR4.PGE or CR4.PCIDE 1→0, INVPCID type 2, a change
     /// of CR0.WP, EFER.NXE, SMEP, SMAP, PKRU...). The entries stay (their
     /// salts no longer match); the host pointers stay valid.
-    pub fn flush_guest_all(&mut self) {
+    pub fn flush_guest_all(&mut self, cause: TlbFlush) {
+        self.counters.flush(cause);
         self.gen += 1;
         self.pcid_salts = [(0, 0); PCID_SLOTS];
         self.globals.clear();
@@ -263,9 +276,9 @@ impl Tlb {
     }
 
     /// Switches to the translations of `pcid` (a CR3 write): keeps the
-    /// PCID's cached non-global translations when `keep`, else drops them.
-    /// Global translations stay.
-    pub fn switch_context(&mut self, pcid: u16, keep: bool) {
+    /// PCID's cached non-global translations when `keep`, else drops them
+    /// (counted as `cause`). Global translations stay.
+    pub fn switch_context(&mut self, pcid: u16, keep: bool, cause: TlbFlush) {
         self.gen += 1;
         let old = self.salt;
         let slot = pcid as usize % PCID_SLOTS;
@@ -273,6 +286,7 @@ impl Tlb {
         let new = if keep && tag == pcid as u32 + 1 {
             salt
         } else {
+            self.counters.flush(cause);
             let s = self.new_salt();
             self.pcid_salts[slot] = (pcid as u32 + 1, s);
             s
@@ -300,15 +314,16 @@ impl Tlb {
     }
 
     /// CR3 reload without PCIDs: drops everything but global entries.
-    pub fn flush_nonglobal(&mut self) {
-        self.switch_context(self.pcid, false);
+    pub fn flush_nonglobal(&mut self, cause: TlbFlush) {
+        self.switch_context(self.pcid, false, cause);
     }
 
     /// Drops the non-global translations of `pcid` (INVPCID type 1).
     pub fn flush_pcid(&mut self, pcid: u16) {
         if pcid == self.pcid {
-            self.flush_nonglobal();
+            self.flush_nonglobal(TlbFlush::Invpcid);
         } else {
+            self.counters.flush(TlbFlush::Invpcid);
             self.gen += 1;
             let slot = pcid as usize % PCID_SLOTS;
             if self.pcid_salts[slot].0 == pcid as u32 + 1 {
@@ -322,7 +337,7 @@ impl Tlb {
         let cur = self.pcid_salts[self.pcid as usize % PCID_SLOTS];
         self.pcid_salts = [(0, 0); PCID_SLOTS];
         self.pcid_salts[self.pcid as usize % PCID_SLOTS] = cur;
-        self.flush_nonglobal();
+        self.flush_nonglobal(TlbFlush::Invpcid);
     }
 
     /// The current PCID.
@@ -330,8 +345,10 @@ impl Tlb {
         self.pcid
     }
 
-    /// INVLPG: drops `lin`'s page in every bank (and for every PCID).
-    pub fn flush_page(&mut self, lin: u64) {
+    /// INVLPG: drops `lin`'s page in every bank (and for every PCID);
+    /// counted as `cause` (INVLPG, INVPCID type 0).
+    pub fn flush_page(&mut self, lin: u64, cause: TlbFlush) {
+        self.counters.flush(cause);
         self.gen += 1;
         let vpn = lin >> 12;
         for bank in self.e[..bank::COUNT].iter_mut() {
@@ -344,6 +361,7 @@ impl Tlb {
 
     /// Revokes all fast write access (some page became code elsewhere).
     pub fn revoke_all_writes(&mut self) {
+        self.counters.flush(TlbFlush::CodePage);
         for bank in self.e[..bank::DATA].iter_mut() {
             for e in bank.iter_mut() {
                 e.tag_w = INVALID;
@@ -354,6 +372,7 @@ impl Tlb {
     /// Revokes fast write access to a guest-physical page (it now holds
     /// decoded code, whose writes must go through the slow path).
     pub fn revoke_write(&mut self, gpa_page: u64) {
+        self.counters.flush(TlbFlush::CodePage);
         for bank in self.e[..bank::DATA].iter_mut() {
             for e in bank.iter_mut() {
                 if e.tag_w != INVALID && e.pg & !0xfff == gpa_page {
@@ -469,6 +488,7 @@ impl Exec<'_> {
                 global: false,
             });
         }
+        self.c.tlb.counters.tlb_walks.inc();
         let nxe = st.efer & efer::NXE != 0;
         let wp = st.cr0 & cr0::WP != 0;
         let pse = st.cr4 & cr4::PSE != 0;

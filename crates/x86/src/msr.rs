@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use hv::state::msr_index::*;
 
+use crate::counters::TlbFlush;
 use crate::mem::canonical;
 use crate::state::{efer, SegCache, FS, GS};
 use crate::Cpu;
@@ -126,7 +127,7 @@ impl Cpu {
                 }
                 let new = (v & !efer::LMA) | (s.efer & efer::LMA);
                 if (new ^ s.efer) & efer::NXE != 0 {
-                    self.tlb.flush_all();
+                    self.tlb.flush_guest_all(TlbFlush::Efer);
                 }
                 self.state.efer = new;
                 self.state.update_mode();
@@ -187,7 +188,7 @@ impl Cpu {
                 }
                 if v != self.state.msr.pkrs {
                     // The TLB caches decisions made under the old rights.
-                    self.tlb.flush_guest_all();
+                    self.tlb.flush_guest_all(TlbFlush::Rights);
                 }
                 self.state.msr.pkrs = v;
             }
@@ -203,7 +204,7 @@ impl Cpu {
     pub(crate) fn set_pkru(&mut self, v: u32) {
         if v != self.state.pkru {
             // The TLB caches decisions made under the old rights.
-            self.tlb.flush_guest_all();
+            self.tlb.flush_guest_all(TlbFlush::Rights);
         }
         self.state.pkru = v;
     }

@@ -307,8 +307,8 @@ impl Controller {
         if let Err(e) = spec.put_drive(id, drive) {
             return Reply::bad_request(&e.to_string());
         }
-        if let Err(e) = check_file("the drive", &path, read_only) {
-            return Reply::bad_request(&e);
+        if let Err(e) = virtio::blk_image::check(std::path::Path::new(&path), read_only) {
+            return Reply::bad_request(&crate::error_line(&e));
         }
         state.spec = spec;
         Reply::no_content()
@@ -365,7 +365,7 @@ impl Controller {
                 drive.drive_id
             ));
         }
-        let Some((index, current)) = state
+        let Some((index, _)) = state
             .spec
             .drives_in_guest_order()
             .enumerate()
@@ -378,10 +378,8 @@ impl Controller {
             return Reply::bad_request(&e.to_string());
         }
         if let Some(path) = &drive.path_on_host {
-            let read_only = current.is_read_only.unwrap_or(false);
-            if let Err(e) = check_file("the drive", path, read_only) {
-                return Reply::bad_request(&e);
-            }
+            // The device opens the new image (kind, locks) before it
+            // lets the old one go.
             let reply = Self::command(
                 state,
                 Command::UpdateDrive {

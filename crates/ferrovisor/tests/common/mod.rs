@@ -140,7 +140,7 @@ fn spawn_full(
         }
         None => Command::new(binary),
     };
-    let mut child = command
+    command
         .args(["run", "--accel", "emu", "--memory", "256M"])
         .args(["--cpus", &cpus.to_string()])
         .arg("--kernel")
@@ -148,7 +148,15 @@ fn spawn_full(
         .arg("--initrd")
         .arg(&guest.initrd)
         .args(["--cmdline", &cmdline])
-        .args(extra)
+        .args(extra);
+    spawn_command(command, stdin_piped)
+}
+
+/// Starts `command` (a ferrovisor command line of any front end) with its
+/// standard output (the console) and error collected, and, with
+/// `stdin_piped`, a pipe to its standard input (else /dev/null).
+pub fn spawn_command(mut command: Command, stdin_piped: bool) -> Running {
+    let mut child = command
         .stdin(if stdin_piped {
             Stdio::piped()
         } else {

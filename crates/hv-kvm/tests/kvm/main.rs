@@ -9,4 +9,5 @@ mod exits;
 mod io;
 mod kick;
 mod memory;
+mod snapshot;
 mod state;

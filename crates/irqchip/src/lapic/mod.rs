@@ -23,7 +23,7 @@
 //! # Time
 //!
 //! Every method that needs the time takes `now_ns`, monotonic nanoseconds.
-//! The APIC timer counts at [`APIC_BUS_HZ`] (1 GHz, as KVM) divided by the
+//! The APIC timer counts at [`APIC_BUS_HZ`] (100 MHz) divided by the
 //! divide configuration register. The guest TSC is `tsc_offset +
 //! now_ns * tsc_hz / 1e9` (wrapping); `tsc_hz` is a constructor parameter
 //! and the accelerator keeps `tsc_offset` in sync with its own TSC model
@@ -49,6 +49,7 @@
 //!   [`MIN_PERIODIC_NS`] (KVM's `min_timer_period_us` is 200 µs): the
 //!   current-count register stays consistent with the stretched period.
 
+mod page;
 mod regs;
 #[cfg(test)]
 mod tests;
@@ -56,6 +57,7 @@ mod timer;
 
 use crate::DeliveryMode;
 
+pub use page::{PageError, ESR_PENDING, PAGE_SIZE};
 pub use timer::{TimerMode, APIC_BUS_HZ, MIN_PERIODIC_NS};
 
 /// The default physical address of the xAPIC MMIO page.

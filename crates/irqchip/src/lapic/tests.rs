@@ -13,6 +13,9 @@ fn wr(l: &mut Lapic, offset: u32, value: u32, now: u64) -> LapicAction {
 }
 
 /// An enabled xAPIC with ID `id`.
+/// Nanoseconds a timer count lasts with divide-by-1.
+const T: u64 = 1_000_000_000 / super::APIC_BUS_HZ;
+
 fn enabled(id: u32) -> Lapic {
     let mut l = Lapic::new(id, id == 0, TSC_HZ);
     wr(&mut l, reg::SVR, SVR_ENABLE | 0xff, 0);
@@ -458,26 +461,26 @@ fn divide_configuration() {
 #[test]
 fn one_shot_timer_fires_once_at_the_right_time() {
     let mut l = enabled(0);
-    wr(&mut l, reg::TIMER_DIVIDE, 0x1, 0); // divide by 4 -> 4 ns per count
+    wr(&mut l, reg::TIMER_DIVIDE, 0x1, 0); // divide by 4 -> 4T ns per count
     wr(&mut l, reg::LVT_TIMER, 0xec, 1000);
-    wr(&mut l, reg::TIMER_INITIAL, 250_000, 1000); // 1 ms
-    assert_eq!(l.next_deadline_ns(), Some(1_001_000));
+    wr(&mut l, reg::TIMER_INITIAL, 250_000, 1000); // 1 ms at 1 GHz
+    assert_eq!(l.next_deadline_ns(), Some(1000 + 1_000_000 * T));
     assert_eq!(rd(&l, reg::TIMER_CURRENT, 1000), 250_000);
-    assert_eq!(rd(&l, reg::TIMER_CURRENT, 1000 + 400), 250_000 - 100);
-    assert_eq!(rd(&l, reg::TIMER_CURRENT, 1000 + 401), 250_000 - 100);
-    assert_eq!(rd(&l, reg::TIMER_CURRENT, 1000 + 404), 250_000 - 101);
-    assert!(!l.tick(1_000_999));
+    assert_eq!(rd(&l, reg::TIMER_CURRENT, 1000 + 400 * T), 250_000 - 100);
+    assert_eq!(rd(&l, reg::TIMER_CURRENT, 1000 + 401 * T), 250_000 - 100);
+    assert_eq!(rd(&l, reg::TIMER_CURRENT, 1000 + 404 * T), 250_000 - 101);
+    assert!(!l.tick(1000 + 1_000_000 * T - 1));
     assert_eq!(l.pending_vector(), None);
-    assert!(l.tick(1_001_000));
+    assert!(l.tick(1000 + 1_000_000 * T));
     assert_eq!(l.pending_vector(), Some(0xec));
-    assert_eq!(rd(&l, reg::TIMER_CURRENT, 1_001_000), 0);
+    assert_eq!(rd(&l, reg::TIMER_CURRENT, 1000 + 1_000_000 * T), 0);
     assert_eq!(l.next_deadline_ns(), None);
-    assert!(!l.tick(5_000_000), "one-shot fires once");
+    assert!(!l.tick(5_000_000 * T), "one-shot fires once");
     // Writing 0 stops a running timer.
-    wr(&mut l, reg::TIMER_INITIAL, 100, 6_000_000);
-    wr(&mut l, reg::TIMER_INITIAL, 0, 6_000_100);
+    wr(&mut l, reg::TIMER_INITIAL, 100, 6_000_000 * T);
+    wr(&mut l, reg::TIMER_INITIAL, 0, 6_000_100 * T);
     assert_eq!(l.next_deadline_ns(), None);
-    assert!(!l.tick(7_000_000));
+    assert!(!l.tick(7_000_000 * T));
 }
 
 #[test]
@@ -486,22 +489,22 @@ fn periodic_timer_rearms() {
     wr(&mut l, reg::TIMER_DIVIDE, 0xb, 0); // divide by 1
     wr(&mut l, reg::LVT_TIMER, (1 << 17) | 0x40, 0);
     assert_eq!(l.timer_mode(), TimerMode::Periodic);
-    wr(&mut l, reg::TIMER_INITIAL, 1_000_000, 0); // 1 ms
+    wr(&mut l, reg::TIMER_INITIAL, 1_000_000, 0); // 1 ms at 1 GHz
     for k in 1..=3u64 {
-        assert_eq!(l.next_deadline_ns(), Some(k * 1_000_000));
-        assert!(!l.tick(k * 1_000_000 - 1));
-        assert!(l.tick(k * 1_000_000));
+        assert_eq!(l.next_deadline_ns(), Some(k * 1_000_000 * T));
+        assert!(!l.tick(k * 1_000_000 * T - 1));
+        assert!(l.tick(k * 1_000_000 * T));
         assert_eq!(l.acknowledge(), 0x40);
-        wr(&mut l, reg::EOI, 0, k * 1_000_000);
+        wr(&mut l, reg::EOI, 0, k * 1_000_000 * T);
     }
-    assert_eq!(rd(&l, reg::TIMER_CURRENT, 3_250_000), 750_000);
+    assert_eq!(rd(&l, reg::TIMER_CURRENT, 3_250_000 * T), 750_000);
     // Missed periods coalesce.
-    assert!(l.tick(7_500_000));
-    assert_eq!(l.next_deadline_ns(), Some(8_000_000));
+    assert!(l.tick(7_500_000 * T));
+    assert_eq!(l.next_deadline_ns(), Some(8_000_000 * T));
     // Very short periods are stretched.
-    wr(&mut l, reg::TIMER_INITIAL, 10, 10_000_000);
-    assert_eq!(l.next_deadline_ns(), Some(10_000_000 + MIN_PERIODIC_NS));
-    assert!(rd(&l, reg::TIMER_CURRENT, 10_000_000 + MIN_PERIODIC_NS / 2) <= 10);
+    wr(&mut l, reg::TIMER_INITIAL, 10, 10_000_000 * T);
+    assert_eq!(l.next_deadline_ns(), Some(10_000_000 * T + MIN_PERIODIC_NS));
+    assert!(rd(&l, reg::TIMER_CURRENT, 10_000_000 * T + MIN_PERIODIC_NS / 2) <= 10);
 }
 
 #[test]
@@ -511,8 +514,8 @@ fn masked_timer_expiry_is_lost() {
     wr(&mut l, reg::LVT_TIMER, LVT_MASKED | 0x40, 0);
     wr(&mut l, reg::TIMER_INITIAL, 1000, 0);
     assert_eq!(l.next_deadline_ns(), None);
-    wr(&mut l, reg::LVT_TIMER, 0x40, 5000);
-    assert!(!l.tick(5000));
+    wr(&mut l, reg::LVT_TIMER, 0x40, 5000 * T);
+    assert!(!l.tick(5000 * T));
     assert_eq!(l.pending_vector(), None);
     assert_eq!(l.next_deadline_ns(), None);
 }
@@ -523,10 +526,10 @@ fn divide_change_rescales_the_running_count() {
     wr(&mut l, reg::TIMER_DIVIDE, 0xb, 0);
     wr(&mut l, reg::LVT_TIMER, 0x40, 0);
     wr(&mut l, reg::TIMER_INITIAL, 1000, 0);
-    wr(&mut l, reg::TIMER_DIVIDE, 0x0, 400); // now divide by 2, 600 counts left
-    assert_eq!(rd(&l, reg::TIMER_CURRENT, 400), 600);
-    assert_eq!(l.next_deadline_ns(), Some(400 + 1200));
-    assert_eq!(rd(&l, reg::TIMER_CURRENT, 1000), 300);
+    wr(&mut l, reg::TIMER_DIVIDE, 0x0, 400 * T); // now divide by 2, 600 counts left
+    assert_eq!(rd(&l, reg::TIMER_CURRENT, 400 * T), 600);
+    assert_eq!(l.next_deadline_ns(), Some((400 + 1200) * T));
+    assert_eq!(rd(&l, reg::TIMER_CURRENT, 1000 * T), 300);
 }
 
 #[test]
@@ -536,15 +539,15 @@ fn mode_switches() {
     wr(&mut l, reg::LVT_TIMER, (1 << 17) | 0x40, 0);
     wr(&mut l, reg::TIMER_INITIAL, 1_000_000, 0);
     // Periodic -> one-shot finishes the current period.
-    wr(&mut l, reg::LVT_TIMER, 0x40, 2_300_000);
-    assert_eq!(l.next_deadline_ns(), Some(3_000_000));
-    assert_eq!(rd(&l, reg::TIMER_CURRENT, 2_500_000), 500_000);
+    wr(&mut l, reg::LVT_TIMER, 0x40, 2_300_000 * T);
+    assert_eq!(l.next_deadline_ns(), Some(3_000_000 * T));
+    assert_eq!(rd(&l, reg::TIMER_CURRENT, 2_500_000 * T), 500_000);
     // -> TSC deadline clears the count.
-    wr(&mut l, reg::LVT_TIMER, (2 << 17) | 0x40, 2_600_000);
+    wr(&mut l, reg::LVT_TIMER, (2 << 17) | 0x40, 2_600_000 * T);
     assert_eq!(rd(&l, reg::TIMER_INITIAL, 0), 0);
     assert_eq!(l.next_deadline_ns(), None);
     // Initial-count writes are ignored in TSC-deadline mode.
-    wr(&mut l, reg::TIMER_INITIAL, 5, 2_600_000);
+    wr(&mut l, reg::TIMER_INITIAL, 5, 2_600_000 * T);
     assert_eq!(rd(&l, reg::TIMER_INITIAL, 0), 0);
 }
 
@@ -613,7 +616,7 @@ fn snapshot_round_trip_keeps_the_timer() {
     let mut r = Lapic::from_state(state.clone());
     assert_eq!(r.state(), state);
     assert_eq!(r.next_deadline_ns(), l.next_deadline_ns());
-    assert!(r.tick(2_000 * 2));
+    assert!(r.tick(2_000 * 2 * T));
     assert_eq!(r.pending_vector(), Some(0x90));
 }
 
@@ -657,19 +660,19 @@ fn one_shot_to_periodic_after_expiry_stays_stopped() {
     wr(&mut l, reg::LVT_TIMER, 0x40, 0);
     wr(&mut l, reg::TIMER_INITIAL, 1_000_000, 0);
     // Switch to periodic while still counting: it keeps going and rearms.
-    wr(&mut l, reg::LVT_TIMER, (1 << 17) | 0x40, 500_000);
-    assert_eq!(rd(&l, reg::TIMER_CURRENT, 500_000), 500_000);
-    assert!(l.tick(1_000_000));
-    assert_eq!(l.next_deadline_ns(), Some(2_000_000));
+    wr(&mut l, reg::LVT_TIMER, (1 << 17) | 0x40, 500_000 * T);
+    assert_eq!(rd(&l, reg::TIMER_CURRENT, 500_000 * T), 500_000);
+    assert!(l.tick(1_000_000 * T));
+    assert_eq!(l.next_deadline_ns(), Some(2_000_000 * T));
     // Back to one-shot, let it expire, then periodic: stays at 0.
-    wr(&mut l, reg::LVT_TIMER, 0x40, 1_500_000);
-    assert!(l.tick(2_000_000));
-    wr(&mut l, reg::LVT_TIMER, (1 << 17) | 0x40, 3_000_000);
-    assert_eq!(rd(&l, reg::TIMER_CURRENT, 3_000_000), 0);
+    wr(&mut l, reg::LVT_TIMER, 0x40, 1_500_000 * T);
+    assert!(l.tick(2_000_000 * T));
+    wr(&mut l, reg::LVT_TIMER, (1 << 17) | 0x40, 3_000_000 * T);
+    assert_eq!(rd(&l, reg::TIMER_CURRENT, 3_000_000 * T), 0);
     assert_eq!(l.next_deadline_ns(), None);
     // A new initial count starts it again.
-    wr(&mut l, reg::TIMER_INITIAL, 1_000_000, 3_000_000);
-    assert_eq!(l.next_deadline_ns(), Some(4_000_000));
+    wr(&mut l, reg::TIMER_INITIAL, 1_000_000, 3_000_000 * T);
+    assert_eq!(l.next_deadline_ns(), Some(4_000_000 * T));
 }
 
 #[test]
@@ -679,7 +682,7 @@ fn periodic_count_keeps_reloading_before_tick() {
     wr(&mut l, reg::LVT_TIMER, (1 << 17) | 0x40, 0);
     wr(&mut l, reg::TIMER_INITIAL, 1_000_000, 0);
     // No tick yet, but the count has reloaded twice.
-    assert_eq!(rd(&l, reg::TIMER_CURRENT, 2_300_000), 700_000);
+    assert_eq!(rd(&l, reg::TIMER_CURRENT, 2_300_000 * T), 700_000);
 }
 
 #[test]
@@ -746,4 +749,70 @@ fn no_cmci_register_with_max_lvt_5() {
     assert!(l.wrmsr(0x82f, 0, 0).is_err());
     // The LVTs that exist answer.
     assert!(l.rdmsr(0x832, 0).is_ok());
+}
+
+/// Saves `l` as a register page at `at`, loads it into a fresh LAPIC of
+/// the same base at `restore_at`, and returns the copy.
+fn page_copy(l: &Lapic, at: u64, restore_at: u64) -> Lapic {
+    let page = l.register_page(at);
+    let mut copy = Lapic::new(l.state().initial_id, false, TSC_HZ);
+    copy.set_apic_base(l.apic_base()).unwrap();
+    copy.load_register_page(&page, restore_at).unwrap();
+    copy
+}
+
+#[test]
+fn register_page_round_trips_with_a_running_periodic_timer() {
+    let mut l = enabled(2);
+    wr(&mut l, reg::TIMER_DIVIDE, 0x3, 0); // divide by 16
+    wr(&mut l, reg::LVT_TIMER, 0x2_0040, 0); // periodic, vector 0x40
+    wr(&mut l, reg::TIMER_INITIAL, 100_000, 0); // 1.6 ms period
+    wr(&mut l, reg::TPR, 0x20, 0);
+    assert!(l.accept_interrupt(0x51, true));
+    assert!(l.accept_interrupt(0x61, false));
+    assert_eq!(l.acknowledge(), 0x61);
+    let at = 700_000;
+    // Restored 5 s later on another clock: the count goes on from where
+    // it was, so the page read at the restore time is the saved one.
+    let copy = page_copy(&l, at, 5_000_000_000);
+    assert_eq!(copy.register_page(5_000_000_000), l.register_page(at));
+    assert_eq!(
+        rd(&copy, reg::TIMER_CURRENT, 5_000_000_000),
+        rd(&l, reg::TIMER_CURRENT, at)
+    );
+    // The next expiry is as far away as it was.
+    let left = l.next_deadline_ns().unwrap() - at;
+    assert_eq!(copy.next_deadline_ns(), Some(5_000_000_000 + left));
+    assert!(copy.irr_test(0x51) && copy.isr_test(0x61));
+    assert_eq!(copy.state().tmr, l.state().tmr);
+}
+
+#[test]
+fn register_page_keeps_the_x2apic_id_and_a_one_shot_that_fired() {
+    let mut l = x2apic(0x1_0005);
+    wr_x2(&mut l, reg::LVT_TIMER, 0x41);
+    wr_x2(&mut l, reg::TIMER_INITIAL, 10);
+    l.tick(1_000_000);
+    let copy = page_copy(&l, 1_000_000, 0);
+    assert_eq!(copy.id(), 0x1_0005);
+    assert_eq!(
+        copy.next_deadline_ns(),
+        None,
+        "an expired one-shot stays expired"
+    );
+    assert_eq!(copy.register_page(0), l.register_page(1_000_000));
+}
+
+#[test]
+fn a_short_register_page_is_refused() {
+    let mut l = enabled(0);
+    assert_eq!(
+        l.load_register_page(&[0; 100], 0),
+        Err(PageError::Size(100))
+    );
+}
+
+fn wr_x2(l: &mut Lapic, offset: u32, value: u32) {
+    l.wrmsr(MSR_X2APIC_FIRST + offset / 16, value.into(), 0)
+        .unwrap();
 }

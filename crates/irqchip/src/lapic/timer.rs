@@ -11,9 +11,15 @@
 use super::{Lapic, Lvt};
 use crate::{mul_div, mul_div_ceil};
 
-/// The APIC timer's input clock ("bus" / core crystal): 1 GHz, as KVM.
-/// With divide-by-1 one count is one nanosecond.
-pub const APIC_BUS_HZ: u64 = 1_000_000_000;
+/// The APIC timer's input clock ("bus" / core crystal): 100 MHz, ten
+/// nanoseconds a count with divide-by-1 (KVM counts at 1 GHz; real CPUs
+/// at their 19.2-100 MHz crystal). The emu CPU's CPUID leaf 0x15 reports
+/// this crystal (Linux then takes it as the timer's rate). At 1 GHz a
+/// guest that reads the count twice around a deadline a few milliseconds
+/// away (kvm-unit-tests' apic mode-change checks) sees it expire whenever
+/// the host takes the vCPU's CPU away for those milliseconds; at 100 MHz
+/// the same counts span ten times as long.
+pub const APIC_BUS_HZ: u64 = 100_000_000;
 
 /// Shortest period of the periodic mode (KVM: `min_timer_period_us` = 200).
 pub const MIN_PERIODIC_NS: u64 = 200_000;
@@ -256,5 +262,26 @@ impl Lapic {
             "kvm_apic_timer"
         );
         !lvt.masked && self.accept_interrupt(lvt.vector, false)
+    }
+}
+
+impl Lapic {
+    /// After a restore: the one-shot or periodic timer goes on from
+    /// `current` counts left at `now_ns` (a stopped or expired one-shot
+    /// count is 0). The TSC-deadline mode has nothing to restart here.
+    pub(super) fn restore_timer(&mut self, current: u32, now_ns: u64) {
+        self.s.timer_period_ns = 0;
+        self.s.timer_next_ns = None;
+        let initial = self.s.timer_initial;
+        if self.timer_mode() == TimerMode::TscDeadline || initial == 0 {
+            return;
+        }
+        let period = self.timer_period_ns(initial);
+        self.s.timer_period_ns = period;
+        if current == 0 || period == 0 {
+            return;
+        }
+        let remaining = mul_div_ceil(u64::from(current.min(initial)), period, u64::from(initial));
+        self.s.timer_next_ns = Some(now_ns.saturating_add(remaining));
     }
 }

@@ -36,6 +36,7 @@ pub fn rules(kind: ThreadKind, calls: &HostCalls) -> Rules {
         ThreadKind::VirtioRng => virtio::rng(calls),
         ThreadKind::VirtioConsole => virtio::console(calls),
         ThreadKind::Stdin => stdin::rules(calls),
+        ThreadKind::ConsoleOut => stdin::console_out(),
         ThreadKind::PlatformTimer => platform_timer::rules(calls),
         ThreadKind::Irqfd => virtio::irqfd(calls),
         ThreadKind::Signals => signals::rules(),

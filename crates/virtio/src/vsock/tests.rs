@@ -583,3 +583,55 @@ fn clients_past_the_handshake_limit_are_closed() {
     }
     assert_eq!(closed, 6);
 }
+
+/// Out of file descriptors, `accept` fails while the client stays in the
+/// backlog and the listener readable: each failure is counted and the
+/// worker pauses instead of spinning (and flooding the log) until
+/// descriptors come back, when the client is accepted.
+#[test]
+// getrlimit/setrlimit/dup/close on plain integers and a local struct: the
+// crate has no safe wrapper for them, and they cannot touch Rust memory.
+#[allow(unsafe_code)]
+fn accept_failures_are_counted_and_paced() {
+    // The descriptor limit is the process's: only where each test has a
+    // process of its own (nextest, as scripts/test runs the suite).
+    if std::env::var_os("NEXTEST").is_none() {
+        eprintln!("needs nextest's process per test; run with cargo nextest");
+        return;
+    }
+    let mut rig = Rig::new("emfile");
+    let _client = UnixStream::connect(&rig.path).unwrap();
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
+    // The lowest free descriptor: nothing new can be opened below it.
+    let lowest_free = unsafe { libc::dup(0) };
+    assert!(lowest_free > 0);
+    unsafe { libc::close(lowest_free) };
+    let tight = libc::rlimit {
+        rlim_cur: lowest_free as libc::rlim_t,
+        ..limit
+    };
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &tight) }, 0);
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        rig.mux.host_event(&rig.poll, 1 << 32, EventSet::IN);
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+    assert_eq!(rig.counters.accept_failures.load(Ordering::Relaxed), 20);
+    assert!(
+        elapsed >= Duration::from_millis(20 * 10),
+        "each failure pauses the worker: {elapsed:?}"
+    );
+    // Descriptors are back: the waiting client is taken.
+    rig.mux.host_event(&rig.poll, 1 << 32, EventSet::IN);
+    assert_eq!(rig.counters.accept_failures.load(Ordering::Relaxed), 20);
+    assert_eq!(rig.poll.fds.borrow().len(), 2, "listener and handshake");
+    let _ = std::fs::remove_dir_all(&rig.dir);
+}

@@ -75,7 +75,15 @@ pub struct VsockCounters {
     pub bad_handshakes: AtomicU64,
     /// Guest REQUESTs no host socket accepted.
     pub refused: AtomicU64,
+    /// Host connections the listener could not accept (out of file
+    /// descriptors, say).
+    pub accept_failures: AtomicU64,
 }
+
+/// How long the worker waits after a failed `accept`: the client stays in
+/// the backlog and the listener readable, so without a pause a lasting
+/// failure (EMFILE) would spin the worker and flood the log.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Binds the device's Unix socket at `path`. A socket file left by a
 /// process that is gone (nobody accepts on it) is replaced; anything else
@@ -147,6 +155,7 @@ pub struct Muxer {
     /// RSTs for packets that named no connection.
     stray: VecDeque<Header>,
     counters: Arc<VsockCounters>,
+    log_limit: devices::ratelimit::RateLimiter,
 }
 
 impl Muxer {
@@ -173,6 +182,7 @@ impl Muxer {
             dirty: Vec::new(),
             stray: VecDeque::new(),
             counters,
+            log_limit: devices::ratelimit::RateLimiter::default(),
         }
     }
 
@@ -310,7 +320,13 @@ impl Muxer {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    tracing::warn!(error = %e, "vsock: accept failed");
+                    self.counters
+                        .accept_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    if self.log_limit.allow() {
+                        tracing::warn!(error = %e, "vsock: accept failed");
+                    }
+                    std::thread::sleep(ACCEPT_BACKOFF);
                     return;
                 }
             };

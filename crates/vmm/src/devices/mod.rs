@@ -38,13 +38,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ::virtio::pause::PauseGate;
 use ::virtio::throttle::ThrottleHandle;
 use devices::i8042::{I8042Error, I8042};
-use devices::reset_control::{RESET_CONTROL_PORT, RESET_CONTROL_SIZE};
 use devices::serial::Serial;
 use devices::{IoBuses, RequestSink};
 use hv::Vm;
 use vm_memory::GuestMemoryMmap;
 
 use crate::config::{MachineConfig, VirtioTransport};
+use crate::console::{ConsoleOut, DRAIN_TIMEOUT};
 use crate::controller::LimitTarget;
 use crate::platform_timer::PlatformTimer;
 use crate::MachineError;
@@ -88,6 +88,8 @@ pub(crate) struct DeviceManager {
     metrics: MetricsSource,
     /// The input of the virtio console, when the console is one.
     pub virtio_console: Option<::virtio::console::ConsoleInput>,
+    /// The guest's console output on its way to the host.
+    console: ConsoleOut,
 }
 
 impl DeviceManager {
@@ -101,8 +103,9 @@ impl DeviceManager {
         accel: &str,
     ) -> Result<DeviceManager, MachineError> {
         let mut buses = IoBuses::default();
-        let platform = platform::build(vm, config, requests, &mut buses)?;
-        let models = virtio::open_models(config)?;
+        let console = ConsoleOut::open(&config.console).map_err(MachineError::Thread)?;
+        let platform = platform::build(vm, config, requests, console.writer(), &mut buses)?;
+        let models = virtio::open_models(config, &console)?;
         let gates = match config.transport {
             VirtioTransport::Pci => {
                 // irqfds spare KVM an ioctl per MSI; emu's are one more
@@ -118,14 +121,7 @@ impl DeviceManager {
             }
             VirtioTransport::Mmio => {
                 let gates = virtio::place_on_mmio(&mut buses, vm, mem, config, models.models)?;
-                // Without a PCI host bridge the register has the port to
-                // itself.
-                buses.pio.insert(
-                    "reset-control",
-                    RESET_CONTROL_PORT.into(),
-                    RESET_CONTROL_SIZE,
-                    platform.reset_control.clone(),
-                )?;
+                pci::host_bridge_only(&mut buses, platform.reset_control.clone())?;
                 gates
             }
         };
@@ -160,6 +156,7 @@ impl DeviceManager {
             net_limits: models.net_limits,
             metrics,
             virtio_console: models.console_input,
+            console,
         })
     }
 
@@ -220,11 +217,19 @@ impl DeviceManager {
     }
 
     /// The machine ends: the timer stops, parked workers are let go (they
-    /// end with their devices).
+    /// end with their devices), the disks' writes reach stable storage
+    /// and the guest's last output the host (unless its output is
+    /// blocked: then after [`DRAIN_TIMEOUT`]).
     pub fn stop(&mut self) {
         self.timer.stop();
         for gate in &self.gates {
             gate.resume();
         }
+        for (index, drive) in self.drives.iter().enumerate() {
+            if let Err(e) = drive.flush() {
+                tracing::error!(index, error = %e, "cannot flush a disk at the end of the VM");
+            }
+        }
+        self.console.drain(DRAIN_TIMEOUT);
     }
 }

@@ -81,6 +81,29 @@ impl MsiSink for VmMsi {
 /// Puts `models` on a new PCI bus and maps the bus's configuration ports
 /// (with the reset control register), ECAM and BAR window; returns the
 /// devices' pause gates.
+/// A machine whose virtio devices are on virtio-mmio still answers PCI
+/// configuration mechanism #1 (ports 0xCF8..0xCFF, the reset control
+/// register at 0xCF9 among them) with bus 0 holding the host bridge
+/// alone, as a PC without PCI devices does: Linux then finds a working
+/// configuration access method and an empty bus, instead of logging
+/// "PCI: Fatal: No config space access function found" (pci=off does not
+/// silence it).
+pub(crate) fn host_bridge_only(
+    buses: &mut IoBuses,
+    reset_control: Arc<Mutex<dyn devices::BusDevice>>,
+) -> Result<(), MachineError> {
+    let bus = Arc::new(PciBus::new());
+    buses.pio.insert(
+        "pci-config",
+        CONFIG_IO_PORT.into(),
+        CONFIG_IO_SIZE,
+        Arc::new(Mutex::new(
+            ConfigIo::new(bus).with_reset_control(reset_control),
+        )),
+    )?;
+    Ok(())
+}
+
 pub(crate) fn place_on_pci(
     buses: &mut IoBuses,
     vm: &Arc<dyn Vm>,

@@ -63,13 +63,14 @@ pub(crate) fn build(
     vm: &Arc<dyn Vm>,
     config: &MachineConfig,
     requests: RequestSink,
+    console: Box<dyn std::io::Write + Send>,
     buses: &mut IoBuses,
 ) -> Result<Platform, MachineError> {
     let clock = Arc::new(PausableClock::new());
     let mut timer = PlatformTimer::new(clock.clone());
     let serial = Arc::new(Mutex::new(Serial::new(
         GsiLine::line(vm, COM1_IRQ),
-        config.console.writer(),
+        console,
     )));
     let rtc = {
         let mut rtc = Rtc::new(GsiLine::line(vm, RTC_IRQ), clock.clone());

@@ -91,7 +91,10 @@ pub(crate) struct Models {
 
 /// Opens the disks, the TAP devices, the entropy source, the vsock socket
 /// and the virtio console of `config`.
-pub(crate) fn open_models(config: &MachineConfig) -> Result<Models, MachineError> {
+pub(crate) fn open_models(
+    config: &MachineConfig,
+    console: &crate::console::ConsoleOut,
+) -> Result<Models, MachineError> {
     let mut models: Vec<NamedModel> = Vec::new();
     let mut drives = Vec::new();
     let mut drive_limits = Vec::new();
@@ -139,8 +142,8 @@ pub(crate) fn open_models(config: &MachineConfig) -> Result<Models, MachineError
     }
     let mut console_input = None;
     if config.console_device == ConsoleDevice::Virtio {
-        let console = virtio::console::Console::new(config.console.writer())
-            .map_err(MachineError::VirtioEvents)?;
+        let console =
+            virtio::console::Console::new(console.writer()).map_err(MachineError::VirtioEvents)?;
         console_input = Some(console.input());
         models.push(("virtio-console".to_string(), Box::new(console)));
     }

@@ -30,6 +30,7 @@ use iced_x86::{
 };
 
 use crate::block::{Block, OpsRef, MAX_BLOCK_INSNS};
+use crate::counters::BlockDrop;
 use crate::exception::{gp, ud, R};
 use crate::mmu::AccessKind;
 use crate::state::{Mode, CS};
@@ -89,8 +90,8 @@ impl Exec<'_> {
             if self.c.signals.pending() {
                 let bits = self.c.signals.take();
                 if bits & CpuSignals::FLUSH != 0 {
-                    self.c.tlb.flush_all();
-                    self.c.blocks.clear();
+                    let causes = self.c.signals.take_causes();
+                    self.c.flush_for(causes);
                 }
                 // A kick is counted by whoever asked for it (the
                 // accelerator knows a VMM kick from its own wake-ups).
@@ -144,7 +145,7 @@ impl Exec<'_> {
             match share.since(self.c.seen_code_epoch) {
                 crate::smc::CatchUp::Pages(pages) => {
                     for p in pages {
-                        self.c.blocks.invalidate_page(p);
+                        self.c.blocks.invalidate_page(p, BlockDrop::RemoteWrite);
                     }
                 }
                 crate::smc::CatchUp::All => self.c.blocks.clear(),
@@ -298,6 +299,7 @@ impl Exec<'_> {
 
     #[inline(never)]
     fn get_block_slow(&mut self, rip: u64, key: u64) -> R<OpsRef> {
+        self.c.cache_counters.block_lookups_slow.inc();
         let bits = self.c.state.code_bits;
         let lin = self.code_lin(rip)?;
         let user = self.user();
@@ -409,7 +411,11 @@ impl Exec<'_> {
             next_lin & 0xffff_ffff
         };
         let user = self.user();
-        let gpa2 = self.translate_fill(next_lin, AccessKind::Exec, user)?;
+        // The second page is walked once, then found in the fetch bank.
+        let gpa2 = match self.c.tlb.code_gpa(crate::mmu::code_bank(user), next_lin) {
+            Some(gpa) => gpa,
+            None => self.translate_fill(next_lin, AccessKind::Exec, user)?,
+        };
         self.phys_read(gpa2, &mut buf[first..]);
         let mut decoder = Decoder::with_ip(bits, &buf, rip, DecoderOptions::NONE);
         let insn = decoder.decode();

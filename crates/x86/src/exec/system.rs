@@ -7,6 +7,7 @@ use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 use tracepoints::VmxExit;
 
 use super::Exec;
+use crate::counters::TlbFlush;
 use crate::exception::{gp, np, ud, R};
 use crate::mem::canonical;
 use crate::msr::{flat_seg, MsrError};
@@ -78,7 +79,7 @@ impl Exec<'_> {
                 }
                 st.cr0 = v;
                 if (old ^ v) & (cr0::PG | cr0::WP | cr0::PE) != 0 {
-                    self.c.tlb.flush_guest_all();
+                    self.c.tlb.flush_guest_all(TlbFlush::PagingControl);
                 }
                 self.c.state.update_mode();
             }
@@ -100,7 +101,7 @@ impl Exec<'_> {
                 }
                 st.cr3 = v;
                 let pcid = if pcide { (v & 0xfff) as u16 } else { 0 };
-                self.c.tlb.switch_context(pcid, keep);
+                self.c.tlb.switch_context(pcid, keep, TlbFlush::Cr3);
             }
             4 => {
                 if v & !self.c.feat.cr4_valid() != 0 {
@@ -124,10 +125,10 @@ impl Exec<'_> {
                     | cr4::PKE
                     | cr4::PKS;
                 if (old ^ v) & rights != 0 {
-                    self.c.tlb.flush_guest_all();
+                    self.c.tlb.flush_guest_all(TlbFlush::PagingControl);
                 }
                 if old & !v & cr4::PCIDE != 0 {
-                    self.c.tlb.switch_context(0, false);
+                    self.c.tlb.switch_context(0, false, TlbFlush::PagingControl);
                 }
             }
             8 => {
@@ -546,7 +547,7 @@ impl Exec<'_> {
                 } else {
                     lin & 0xffff_ffff
                 };
-                self.c.tlb.flush_page(lin);
+                self.c.tlb.flush_page(lin, TlbFlush::Invlpg);
                 self.c.block_exit = true;
             }
             Invpcid => self.invpcid(insn)?,
@@ -681,10 +682,10 @@ impl Exec<'_> {
                     return Err(gp(0));
                 }
                 // Over-invalidates (every PCID), which is always allowed.
-                self.c.tlb.flush_page(addr);
+                self.c.tlb.flush_page(addr, TlbFlush::Invpcid);
             }
             1 => self.c.tlb.flush_pcid(pcid),
-            2 => self.c.tlb.flush_guest_all(),
+            2 => self.c.tlb.flush_guest_all(TlbFlush::Invpcid),
             _ => self.c.tlb.flush_all_nonglobal(),
         }
         self.c.block_exit = true;

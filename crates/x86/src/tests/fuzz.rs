@@ -39,7 +39,7 @@ fn fuzz_long_mode(seed: u64, rounds: usize) {
     for _ in 0..rounds {
         g.cpu.state = init.clone();
         g.cpu.state_changed();
-        g.cpu.flush_tlb();
+        g.cpu.flush_tlb(crate::TlbFlush::Other);
         setup_tables(&mut g.bus);
         // Every vector: a handler that reloads a sane stack and halts.
         for v in 0..=255u8 {

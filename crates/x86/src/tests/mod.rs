@@ -3,6 +3,7 @@
 
 mod alu;
 mod avx;
+mod counters;
 mod debug;
 mod fuzz;
 mod mmx;
