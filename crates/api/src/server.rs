@@ -142,11 +142,13 @@ impl ApiServer {
 
     /// Serves clients on a thread of its own until the process ends.
     pub fn serve(self, backend: Arc<dyn Backend>) -> Result<JoinHandle<()>, ServerError> {
-        std::thread::Builder::new()
+        let builder = std::thread::Builder::new()
             .name("api".into())
-            .stack_size(CONNECTION_STACK)
-            .spawn(move || self.accept_loop(backend))
-            .map_err(ServerError::Thread)
+            .stack_size(CONNECTION_STACK);
+        sandbox::spawn(sandbox::ThreadKind::Api, builder, move || {
+            self.accept_loop(backend)
+        })
+        .map_err(ServerError::Thread)
     }
 
     fn accept_loop(self, backend: Arc<dyn Backend>) {
@@ -184,13 +186,13 @@ impl ApiServer {
             let guard = ActiveGuard(active.clone());
             let backend = backend.clone();
             let limits = self.config.limits;
-            let spawned = std::thread::Builder::new()
+            let builder = std::thread::Builder::new()
                 .name("api-conn".into())
-                .stack_size(CONNECTION_STACK)
-                .spawn(move || {
-                    let _guard = guard;
-                    serve_connection(stream, &*backend, &limits);
-                });
+                .stack_size(CONNECTION_STACK);
+            let spawned = sandbox::spawn(sandbox::ThreadKind::Api, builder, move || {
+                let _guard = guard;
+                serve_connection(stream, &*backend, &limits);
+            });
             if let Err(e) = spawned {
                 tracing::warn!(error = %e, "cannot start an API connection thread");
             }

@@ -176,9 +176,11 @@ pub fn spawn(
         log_limit: RateLimiter::default(),
     });
     let thread_shared = shared.clone();
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || write_loop(&thread_shared, &mut *out))?;
+    sandbox::spawn(
+        sandbox::ThreadKind::ConsoleOut,
+        std::thread::Builder::new().name(name.into()),
+        move || write_loop(&thread_shared, &mut *out),
+    )?;
     Ok((
         BufferedOutput {
             shared: shared.clone(),

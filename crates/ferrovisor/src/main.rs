@@ -8,6 +8,7 @@ mod limits;
 mod net;
 mod qemu;
 mod runspec;
+mod seccomp;
 mod signals;
 mod size;
 mod stat;
@@ -91,6 +92,16 @@ pub(crate) struct RunArgs {
     /// Print a table of VM exits by reason for each vCPU at exit.
     #[arg(long)]
     stats: bool,
+    /// No syscall filters. By default every thread runs under its kind's
+    /// seccomp filter (docs/SECURITY.md); a forbidden syscall ends the
+    /// process with status 148.
+    #[arg(long, conflicts_with = "seccomp_filter")]
+    no_seccomp: bool,
+    /// Syscall filters from this seccompiler JSON file (one filter per
+    /// thread kind: vmm, api, vcpu, virtio-blk, ...; docs/SECURITY.md)
+    /// instead of Ferrovisor's own.
+    #[arg(long, value_name = "FILE")]
+    seccomp_filter: Option<PathBuf>,
     /// A virtio-blk disk on a raw image: path=IMG[,readonly=on][,id=ID]
     /// (repeatable; the guest sees vda, vdb, ... in this order), with an
     /// optional rate limiter: bw=SIZE[/MS] (bytes per MS milliseconds,
@@ -247,6 +258,10 @@ fn main() -> ExitCode {
 
     match cli.command {
         Command::Run(args) => {
+            let seccomp = seccomp::setting(args.no_seccomp, args.seccomp_filter.as_deref());
+            if let Err(message) = seccomp::init(seccomp) {
+                return fail(&message, 1);
+            }
             if let Err(e) = signals::install() {
                 return fail(&format!("cannot take signals: {e}"), 1);
             }
@@ -268,7 +283,10 @@ fn main() -> ExitCode {
                 Err(e) => fail(&error_line(&e), 1),
             }
         }
-        Command::Demo { accel, tiny } => demo::run(accel, tiny),
+        Command::Demo { accel, tiny } => match seccomp::init(sandbox::Setting::Default) {
+            Ok(()) => demo::run(accel, tiny),
+            Err(message) => fail(&message, 1),
+        },
         Command::Stat(args) => stat::run(&args),
     }
 }
@@ -285,6 +303,9 @@ pub(crate) fn run_machine(machine: Machine, print_stats: bool) -> ExitCode {
     match machine.start() {
         Ok(running) => {
             signals::attach(running.handle());
+            if let Err(message) = seccomp::enter_main() {
+                return fail(&message, 1);
+            }
             finish(running.wait(), print_stats)
         }
         Err(e) => fail(&error_line(&e), 1),

@@ -69,26 +69,25 @@ pub fn install() -> std::io::Result<()> {
         }
         register_signal_handler(sig, caught).map_err(std::io::Error::from)?;
     }
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(|| {
+    let builder = std::thread::Builder::new().name("signals".into());
+    sandbox::spawn(sandbox::ThreadKind::Signals, builder, || {
+        for sig in HANDLED {
+            if let Err(e) = unblock_signal(sig) {
+                tracing::error!("cannot unblock signal {sig}: {e}");
+            }
+        }
+        let Some(wake) = WAKE.get() else { return };
+        loop {
+            // EINTR when the handler ran on this thread: look anyway.
+            let _ = wake.read();
+            let caught = CAUGHT.swap(0, Ordering::SeqCst);
             for sig in HANDLED {
-                if let Err(e) = unblock_signal(sig) {
-                    tracing::error!("cannot unblock signal {sig}: {e}");
+                if caught & (1 << sig) != 0 {
+                    on_signal(sig);
                 }
             }
-            let Some(wake) = WAKE.get() else { return };
-            loop {
-                // EINTR when the handler ran on this thread: look anyway.
-                let _ = wake.read();
-                let caught = CAUGHT.swap(0, Ordering::SeqCst);
-                for sig in HANDLED {
-                    if caught & (1 << sig) != 0 {
-                        on_signal(sig);
-                    }
-                }
-            }
-        })?;
+        }
+    })?;
     Ok(())
 }
 
@@ -123,12 +122,11 @@ fn on_signal(sig: libc::c_int) {
 /// Sends Stop from a thread of its own: the signal thread stays free for
 /// a second signal if the stop never completes.
 fn stop(machine: MachineHandle) {
-    let _ = std::thread::Builder::new()
-        .name("signal-stop".into())
-        .spawn(move || {
-            // Ended already is fine: the machine is stopping anyway.
-            let _ = machine.send(Command::Stop);
-        });
+    let builder = std::thread::Builder::new().name("signal-stop".into());
+    let _ = sandbox::spawn(sandbox::ThreadKind::Signals, builder, move || {
+        // Ended already is fine: the machine is stopping anyway.
+        let _ = machine.send(Command::Stop);
+    });
 }
 
 /// Registers the running machine: a signal (already taken, or later) stops it.

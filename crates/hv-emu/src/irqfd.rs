@@ -86,10 +86,11 @@ impl Irqfds {
             .map_err(os("epoll_ctl"))?;
         let thread = {
             let (vm, table, epoll) = (vm.clone(), self.table.clone(), epoll.clone());
-            std::thread::Builder::new()
-                .name("emu-irqfd".to_string())
-                .spawn(move || serve(&vm, &table, &epoll))
-                .map_err(os("spawning the irqfd thread"))?
+            let builder = std::thread::Builder::new().name("emu-irqfd".to_string());
+            sandbox::spawn(sandbox::ThreadKind::Irqfd, builder, move || {
+                serve(&vm, &table, &epoll)
+            })
+            .map_err(os("spawning the irqfd thread"))?
         };
         *worker = Some(Worker {
             epoll: epoll.clone(),

@@ -58,4 +58,10 @@ impl Hypervisor for EmuHypervisor {
         }
         Ok(Box::new(vm::EmuVm::new(config)))
     }
+
+    /// The software CPU makes no ioctls: its threads need only memory,
+    /// locks and eventfds.
+    fn host_calls(&self) -> hv::HostCalls {
+        hv::HostCalls::default()
+    }
 }

@@ -233,6 +233,10 @@ impl Hypervisor for KvmHypervisor {
     fn has_kvm_capability(&self, cap: u32) -> Option<bool> {
         Some(self.kvm.check_extension_raw(libc::c_ulong::from(cap)) > 0)
     }
+
+    fn host_calls(&self) -> hv::HostCalls {
+        crate::host_calls::host_calls()
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@
 
 mod convert;
 mod error;
+mod host_calls;
 mod hypervisor;
 mod kick;
 mod stats;

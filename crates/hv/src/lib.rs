@@ -158,6 +158,9 @@ pub trait Hypervisor: Send + Sync {
     fn has_kvm_capability(&self, _cap: u32) -> Option<bool> {
         None
     }
+    /// The ioctls this accelerator's threads make, for the syscall
+    /// filters (see [`HostCalls`]).
+    fn host_calls(&self) -> HostCalls;
 }
 
 /// A virtual machine: `struct kvm` of the seed.
@@ -313,5 +316,35 @@ pub trait Vcpu: Send {
     /// partly restored and should not run.
     fn restore_state(&mut self, _state: &VcpuState) -> Result<(), HvError> {
         Err(HvError::Unsupported("restoring the vCPU state"))
+    }
+}
+
+/// What an accelerator's threads ask of the host kernel beyond memory,
+/// synchronization and file I/O: the ioctl request numbers a syscall
+/// filter (seccomp) must allow. Neutral numbers, no backend types.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostCalls {
+    /// ioctls of a thread running a vCPU (KVM_RUN, register access...).
+    pub vcpu_ioctls: Vec<u64>,
+    /// ioctls of any thread that raises guest interrupts or changes the
+    /// VM from outside a vCPU (KVM_IRQ_LINE, KVM_SIGNAL_MSI, the clock...).
+    pub vm_ioctls: Vec<u64>,
+}
+
+impl HostCalls {
+    /// Adds what `other` needs.
+    pub fn merge(&mut self, other: &HostCalls) {
+        for (mine, theirs) in [
+            (&mut self.vcpu_ioctls, &other.vcpu_ioctls),
+            (&mut self.vm_ioctls, &other.vm_ioctls),
+        ] {
+            mine.extend(
+                theirs
+                    .iter()
+                    .filter(|r| !mine.contains(r))
+                    .copied()
+                    .collect::<Vec<_>>(),
+            );
+        }
     }
 }

@@ -34,17 +34,41 @@ pub fn parse_ttl(value: &str) -> Result<u32, TokenError> {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TokenAuthority {
     tokens: Vec<([u8; TOKEN_LEN], Instant)>,
+    /// The host's entropy source, opened with the MMDS (at start): the
+    /// thread that serves the guest's requests may not open files (its
+    /// syscall filter, docs/SECURITY.md).
+    entropy: std::io::Result<std::fs::File>,
 }
 
-fn random_bytes() -> Result<[u8; TOKEN_BYTES], TokenError> {
-    let mut bytes = [0u8; TOKEN_BYTES];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(TokenError::Random)?;
-    Ok(bytes)
+impl Default for TokenAuthority {
+    fn default() -> Self {
+        TokenAuthority {
+            tokens: Vec::new(),
+            entropy: std::fs::File::open("/dev/urandom"),
+        }
+    }
+}
+
+impl TokenAuthority {
+    fn random_bytes(&self) -> Result<[u8; TOKEN_BYTES], TokenError> {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        match &self.entropy {
+            Ok(file) => {
+                let mut file: &std::fs::File = file;
+                file.read_exact(&mut bytes).map_err(TokenError::Random)?
+            }
+            Err(e) => {
+                return Err(TokenError::Random(std::io::Error::new(
+                    e.kind(),
+                    e.to_string(),
+                )))
+            }
+        }
+        Ok(bytes)
+    }
 }
 
 /// Compares without stopping at the first difference.
@@ -58,7 +82,7 @@ impl TokenAuthority {
         if !(MIN_TTL_SECONDS..=MAX_TTL_SECONDS).contains(&ttl) {
             return Err(TokenError::InvalidTtl(ttl.to_string()));
         }
-        let bytes = random_bytes()?;
+        let bytes = self.random_bytes()?;
         let mut text = [0u8; TOKEN_LEN];
         for (i, b) in bytes.iter().enumerate() {
             text[2 * i] = b"0123456789abcdef"[usize::from(b >> 4)];

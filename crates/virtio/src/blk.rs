@@ -583,7 +583,7 @@ impl VirtioDevice for Block {
             gate: Gate::new(&self.throttle, BACKEND_TOKEN).map_err(DeviceError::Io)?,
         };
         self.worker = Some(Worker::spawn(
-            "virtio-blk",
+            sandbox::ThreadKind::VirtioBlk,
             activation.queue_events,
             activation.interrupt,
             serve,

@@ -183,7 +183,7 @@ impl VirtioDevice for Console {
             hold_timer: TimerFd::new().map_err(|e| DeviceError::Io(e.into()))?,
         };
         self.worker = Some(Worker::spawn(
-            "virtio-console",
+            sandbox::ThreadKind::VirtioConsole,
             activation.queue_events,
             activation.interrupt,
             serve,

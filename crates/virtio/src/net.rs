@@ -734,7 +734,7 @@ impl VirtioDevice for Net {
             mmds: self.mmds.take(),
         };
         self.worker = Some(Worker::spawn(
-            "virtio-net",
+            sandbox::ThreadKind::VirtioNet,
             activation.queue_events,
             activation.interrupt,
             serve,

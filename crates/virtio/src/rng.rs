@@ -209,7 +209,7 @@ impl VirtioDevice for Rng {
             counters: self.counters.clone(),
         };
         self.worker = Some(Worker::spawn(
-            "virtio-rng",
+            sandbox::ThreadKind::VirtioRng,
             activation.queue_events,
             activation.interrupt,
             serve,

@@ -93,9 +93,10 @@ pub struct Worker<H: WorkerHandler> {
 }
 
 impl<H: WorkerHandler> Worker<H> {
-    /// Starts the thread `name` serving `queue_events` with `handler`.
+    /// Starts the thread of `kind` (named after it, under its syscall
+    /// filter) serving `queue_events` with `handler`.
     pub fn spawn(
-        name: &str,
+        kind: sandbox::ThreadKind,
         queue_events: Vec<EventFd>,
         interrupt: Arc<dyn Interrupt>,
         handler: H,
@@ -125,28 +126,27 @@ impl<H: WorkerHandler> Worker<H> {
         let stopping = Arc::new(AtomicBool::new(false));
         let stopping_copy = stopping.clone();
         let stop_copy = stop.try_clone().map_err(DeviceError::Io)?;
-        let thread_name = name.to_string();
-        let thread = std::thread::Builder::new()
-            .name(name.to_string())
-            .spawn(move || {
-                let mut run = Run {
-                    name: thread_name,
-                    ctl,
-                    queue_events,
-                    stop: stop_copy,
-                    interrupt,
-                    failed: false,
-                    log_limit: RateLimiter::default(),
-                    handler,
-                    gate,
-                    stopping: stopping_copy,
-                };
-                run.run();
-                if let Some(gate) = &run.gate {
-                    gate.detach();
-                }
-                run.handler
-            });
+        let thread_name = kind.name().to_string();
+        let builder = std::thread::Builder::new().name(thread_name.clone());
+        let thread = sandbox::spawn(kind, builder, move || {
+            let mut run = Run {
+                name: thread_name,
+                ctl,
+                queue_events,
+                stop: stop_copy,
+                interrupt,
+                failed: false,
+                log_limit: RateLimiter::default(),
+                handler,
+                gate,
+                stopping: stopping_copy,
+            };
+            run.run();
+            if let Some(gate) = &run.gate {
+                gate.detach();
+            }
+            run.handler
+        });
         let thread = match thread {
             Ok(thread) => thread,
             Err(e) => {
@@ -324,7 +324,7 @@ mod tests {
         let signals = Arc::new(Signals::default());
         let (tx, rx) = mpsc::channel();
         let worker = Worker::spawn(
-            "test-worker",
+            sandbox::ThreadKind::VirtioBlk,
             events,
             signals.clone(),
             Echo {
@@ -363,7 +363,7 @@ mod tests {
         let gate = Arc::new(crate::pause::PauseGate::new().unwrap());
         let (tx, rx) = mpsc::channel();
         let worker = Worker::spawn(
-            "test-worker",
+            sandbox::ThreadKind::VirtioBlk,
             events,
             Arc::new(Gated(gate.clone())),
             Echo {
@@ -390,7 +390,7 @@ mod tests {
         let notify = events[0].try_clone().unwrap();
         let (tx, rx) = mpsc::channel();
         let worker = Worker::spawn(
-            "test-worker",
+            sandbox::ThreadKind::VirtioBlk,
             events,
             Arc::new(Signals::default()),
             Echo {

@@ -172,37 +172,36 @@ impl InputTarget {
 /// the guest does not take it). With `interactive`, the escape sequence is
 /// honoured and Ctrl-A x sends [`MachineEvent::HostQuit`].
 pub fn spawn_stdin_reader(target: InputTarget, interactive: bool, events: Sender<MachineEvent>) {
-    let _ = std::thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || {
-            let mut stdin = std::io::stdin();
-            let mut filter = EscapeFilter::default();
-            let mut buf = [0u8; 64];
-            let mut for_guest = Vec::with_capacity(128);
-            loop {
-                let n = match stdin.read(&mut buf) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
-                };
-                for_guest.clear();
-                if interactive {
-                    if filter.feed(&buf[..n], &mut for_guest) {
-                        let _ = events.send(MachineEvent::HostQuit);
-                        return;
-                    }
-                } else {
-                    for_guest.extend_from_slice(&buf[..n]);
+    let builder = std::thread::Builder::new().name("stdin".into());
+    let _ = sandbox::spawn(sandbox::ThreadKind::Stdin, builder, move || {
+        let mut stdin = std::io::stdin();
+        let mut filter = EscapeFilter::default();
+        let mut buf = [0u8; 64];
+        let mut for_guest = Vec::with_capacity(128);
+        loop {
+            let n = match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            for_guest.clear();
+            if interactive {
+                if filter.feed(&buf[..n], &mut for_guest) {
+                    let _ = events.send(MachineEvent::HostQuit);
+                    return;
                 }
-                let mut pending = &for_guest[..];
-                while !pending.is_empty() {
-                    let taken = target.offer(pending);
-                    pending = &pending[taken..];
-                    if taken == 0 {
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
+            } else {
+                for_guest.extend_from_slice(&buf[..n]);
+            }
+            let mut pending = &for_guest[..];
+            while !pending.is_empty() {
+                let taken = target.offer(pending);
+                pending = &pending[taken..];
+                if taken == 0 {
+                    std::thread::sleep(Duration::from_millis(5));
                 }
             }
-        });
+        }
+    });
 }
 
 #[cfg(test)]

@@ -209,6 +209,7 @@ impl Machine {
         }
 
         let accel = hypervisor.name();
+        sandbox::set_accelerator(hypervisor.host_calls());
         check_kvm_capabilities(&*hypervisor, &config.cpu_template)?;
         let vm: Arc<dyn Vm> = Arc::from(
             hypervisor
@@ -322,9 +323,8 @@ impl Machine {
                 events: self.events_tx.clone(),
             };
             control.enter();
-            let spawned = std::thread::Builder::new()
-                .name(format!("vcpu{}", threads.len()))
-                .spawn(move || ctx.run());
+            let builder = std::thread::Builder::new().name(format!("vcpu{}", threads.len()));
+            let spawned = sandbox::spawn(sandbox::ThreadKind::Vcpu, builder, move || ctx.run());
             match spawned {
                 Ok(handle) => threads.push((kicker, handle)),
                 Err(e) => {
@@ -360,9 +360,8 @@ impl Machine {
             paused: false,
             _terminal: terminal,
         };
-        let thread = std::thread::Builder::new()
-            .name("vmm-controller".into())
-            .spawn(move || controller.run());
+        let builder = std::thread::Builder::new().name("vmm-controller".into());
+        let thread = sandbox::spawn(sandbox::ThreadKind::Vmm, builder, move || controller.run());
         match thread {
             Ok(thread) => Ok(RunningMachine {
                 handle,

@@ -86,11 +86,11 @@ impl PlatformTimer {
             clock: self.clock.clone(),
             devices: self.devices.clone(),
         };
-        self.thread = Some(
-            std::thread::Builder::new()
-                .name("platform-timer".into())
-                .spawn(move || ctx.run())?,
-        );
+        self.thread = Some(sandbox::spawn(
+            sandbox::ThreadKind::PlatformTimer,
+            std::thread::Builder::new().name("platform-timer".into()),
+            move || ctx.run(),
+        )?);
         Ok(())
     }
 

@@ -78,11 +78,13 @@ pub fn measure_ips(hv: &dyn Hypervisor) -> Result<f64, String> {
     // A hung probe must not hang the VMM: give up after a second.
     let watchdog_kicker = vcpu.kicker();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
+    let builder = std::thread::Builder::new().name("probe-watchdog".into());
+    sandbox::spawn(sandbox::ThreadKind::Vmm, builder, move || {
         if done_rx.recv_timeout(Duration::from_secs(1)).is_err() {
             watchdog_kicker.kick();
         }
-    });
+    })
+    .map_err(|e| format!("cannot start the probe's watchdog: {e}"))?;
     let start = Instant::now();
     let exit = vcpu.run(&io).map_err(|e| e.to_string())?;
     let elapsed = start.elapsed();

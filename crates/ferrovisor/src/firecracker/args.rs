@@ -39,6 +39,8 @@ pub struct FcArgs {
     pub accel: Accel,
     pub enable_pci: bool,
     pub no_seccomp: bool,
+    /// `--seccomp-filter FILE`: seccompiler JSON filters, one per thread kind.
+    pub seccomp_filter: Option<PathBuf>,
     /// The process start time the jailer passes (accepted, unused yet).
     pub start_time_us: Option<u64>,
     pub start_time_cpu_us: Option<u64>,
@@ -68,6 +70,7 @@ impl Default for FcArgs {
             accel: Accel::Auto,
             enable_pci: false,
             no_seccomp: false,
+            seccomp_filter: None,
             start_time_us: None,
             start_time_cpu_us: None,
             parent_cpu_time_us: None,
@@ -96,6 +99,8 @@ pub enum ArgError {
         value: String,
         reason: String,
     },
+    #[error("--no-seccomp and --seccomp-filter exclude each other")]
+    SeccompConflict,
     #[error("invalid logger level {0:?} (Error, Warning, Info, Debug, Trace or Off)")]
     Level(String),
     #[error("{0} is not supported by Ferrovisor yet")]
@@ -249,11 +254,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, ArgError> {
             "trace" => out.trace = Some(value),
             "trace-file" => out.trace_file = Some(PathBuf::from(value)),
             "no-seccomp" => out.no_seccomp = true,
-            "seccomp-filter" => {
-                return Err(ArgError::Unsupported(
-                    "--seccomp-filter (Ferrovisor installs no seccomp filters yet)",
-                ))
-            }
+            "seccomp-filter" => out.seccomp_filter = Some(PathBuf::from(value)),
             "start-time-us" => out.start_time_us = Some(number(name, &value)?),
             "start-time-cpu-us" => out.start_time_cpu_us = Some(number(name, &value)?),
             "parent-cpu-time-us" => out.parent_cpu_time_us = Some(number(name, &value)?),
@@ -267,6 +268,9 @@ pub fn parse(args: &[String]) -> Result<Invocation, ArgError> {
             }
             _ => return Err(ArgError::Unexpected(arg.clone())),
         }
+    }
+    if out.no_seccomp && out.seccomp_filter.is_some() {
+        return Err(ArgError::SeccompConflict);
     }
     if out.no_api && out.config_file.is_none() {
         return Err(ArgError::NoApiWithoutConfig);
@@ -347,7 +351,7 @@ mod tests {
             (&["--accel", "xen"], 153),
             (&["--level", "loud"], 152),
             (&["--metadata", "/m.json"], 1),
-            (&["--seccomp-filter", "/f"], 1),
+            (&["--seccomp-filter", "/f", "--no-seccomp"], 153),
         ] {
             let e = p(args).unwrap_err();
             assert_eq!(e.exit_status(), status, "{args:?}: {e}");

@@ -212,6 +212,14 @@ impl LineBuilder {
                 },
             );
         }
+        // Firecracker's seccomp.num_faults: the SIGSYS handler's counter
+        // (process-wide, as the filters are). A fault ends the process at
+        // once, so the handler does not write a line itself (that is not
+        // async-signal-safe); the counter shows in lines written after a
+        // fault only in a process that survives one (none by default).
+        let mut s = self.section("seccomp");
+        s.inc("num_faults", sandbox::faults());
+        put("seccomp", s.fields);
         let mut s = self.section("ferrovisor");
         s.fields.insert("state".into(), inputs.state.into());
         s.store("uptime_us", inputs.uptime_us);
@@ -342,15 +350,14 @@ pub struct Periodic {
 impl Periodic {
     pub fn spawn(interval: Duration, mut tick: impl FnMut() + Send + 'static) -> Periodic {
         let (stop, stopped) = channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("metrics".into())
-            .spawn(move || {
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                    tick();
-                }
-            })
-            .map_err(|e| tracing::warn!("cannot start the periodic metrics: {e}"))
-            .ok();
+        let builder = std::thread::Builder::new().name("metrics".into());
+        let thread = sandbox::spawn(sandbox::ThreadKind::Metrics, builder, move || {
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                tick();
+            }
+        })
+        .map_err(|e| tracing::warn!("cannot start the periodic metrics: {e}"))
+        .ok();
         Periodic {
             stop: Some(stop),
             thread,

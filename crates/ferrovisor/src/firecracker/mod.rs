@@ -52,7 +52,8 @@ options (Firecracker's, plus --accel):
   --enable-pci             virtio devices on PCI instead of virtio-mmio
   --trace <pattern>        KVM trace events to write (kvm_exit, kvm_pio,kvm_mmio, kvm_*; docs/TRACING.md)
   --trace-file <path>      where trace events go [default: standard error]
-  --no-seccomp             accepted (no seccomp filters yet)
+  --no-seccomp             no syscall filters (they are on by default; docs/SECURITY.md)
+  --seccomp-filter <path>  syscall filters from this seccompiler JSON file, one per thread kind
   --start-time-us, --start-time-cpu-us, --parent-cpu-time-us <n>   accepted (from the jailer)
   --version                print the Firecracker API version implemented
   --help, -h               this text
@@ -84,6 +85,10 @@ pub fn main(argv: &[String]) -> ExitCode {
         Ok(Invocation::Run(fc)) => fc,
         Err(e) => return fail(&e.to_string(), e.exit_status()),
     };
+    let seccomp = crate::seccomp::setting(fc.no_seccomp, fc.seccomp_filter.as_deref());
+    if let Err(message) = crate::seccomp::init(seccomp) {
+        return fail(&message, 1);
+    }
     if let Err(e) = crate::signals::install() {
         return fail(&format!("cannot take signals: {e}"), 1);
     }
@@ -297,6 +302,9 @@ fn run_to_end(controller: &Arc<Controller>, running: vmm::RunningMachine) -> Exi
             controller.flush_metrics();
         }
     });
+    if let Err(message) = crate::seccomp::enter_main() {
+        return fail(&message, 1);
+    }
     let report = running.wait();
     drop(periodic);
     crate::finish(report, false)

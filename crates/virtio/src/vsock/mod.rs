@@ -140,7 +140,7 @@ impl VirtioDevice for Vsock {
             timer_armed: false,
         };
         self.worker = Some(Worker::spawn(
-            "virtio-vsock",
+            sandbox::ThreadKind::VirtioVsock,
             activation.queue_events,
             activation.interrupt,
             serve,

@@ -1,0 +1,53 @@
+//! The main thread once the VM runs, and the machine's controller: waits
+//! for the VM's end, pauses and resumes it (the VM clock), kicks vCPUs,
+//! swaps drives (PATCH /drives), restores the terminal, removes sockets,
+//! writes the last metrics.
+
+use hv::HostCalls;
+
+use crate::rules::Rules;
+
+pub fn rules(calls: &HostCalls) -> Rules {
+    let mut r = Rules::default();
+    r.allow(&[
+        // Files: a new drive image, the metrics and log files.
+        libc::SYS_openat,
+        libc::SYS_read,
+        libc::SYS_pread64,
+        libc::SYS_pwrite64,
+        libc::SYS_readv,
+        libc::SYS_writev,
+        libc::SYS_lseek,
+        libc::SYS_fstat,
+        libc::SYS_newfstatat,
+        libc::SYS_statx,
+        libc::SYS_fcntl,
+        libc::SYS_flock,
+        libc::SYS_fsync,
+        libc::SYS_fdatasync,
+        libc::SYS_unlink,
+        libc::SYS_unlinkat,
+        // Events and waiting.
+        libc::SYS_eventfd2,
+        libc::SYS_epoll_create1,
+        libc::SYS_epoll_ctl,
+        libc::SYS_epoll_wait,
+        libc::SYS_epoll_pwait,
+        libc::SYS_poll,
+        libc::SYS_ppoll,
+        libc::SYS_timerfd_create,
+        libc::SYS_timerfd_settime,
+        // Kicking vCPU threads (kvm: a signal), ending on a signal.
+        libc::SYS_tgkill,
+        libc::SYS_rt_sigaction,
+    ]);
+    r.allow_ioctls(&[
+        libc::TCGETS,
+        libc::TCSETS,
+        libc::TCSETSW,
+        libc::TIOCGWINSZ,
+        libc::FIONBIO,
+    ]);
+    r.allow_ioctls(&calls.vm_ioctls);
+    r
+}
