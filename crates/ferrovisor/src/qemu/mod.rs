@@ -99,6 +99,11 @@ pub fn main(program: &str, args: &[String]) -> ExitCode {
         Err(e) => return fail(&e.to_string()),
     };
     log::install(program);
+    // Every thread under its kind's syscall filter, as with `run` (QEMU's
+    // `-sandbox on`, always).
+    if let Err(message) = crate::seccomp::init(sandbox::Setting::Default) {
+        return fail(&message);
+    }
     if let Err(e) = crate::signals::install() {
         return fail(&format!("cannot take signals: {e}"));
     }

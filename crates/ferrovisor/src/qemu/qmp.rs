@@ -286,9 +286,13 @@ impl Shared {
                     Phase::Running(h) | Phase::Paused(h) => {
                         self.send(&with_id(json!({"return": {}}), id));
                         self.set_phase(Phase::Ended);
-                        std::thread::spawn(move || {
-                            let _ = h.send(Command::Stop);
-                        });
+                        let _ = sandbox::spawn(
+                            sandbox::ThreadKind::Api,
+                            std::thread::Builder::new().name("qmp-stop".into()),
+                            move || {
+                                let _ = h.send(Command::Stop);
+                            },
+                        );
                         Value::Null
                     }
                     Phase::Prelaunch | Phase::Shutdown if name == "quit" => {
@@ -326,16 +330,28 @@ pub fn serve(path: &Path, shared: Arc<Shared>) -> std::io::Result<Server> {
         std::fs::remove_file(path)?;
     }
     let listener = UnixListener::bind(path)?;
-    std::thread::Builder::new()
-        .name("qmp".into())
-        .spawn(move || {
+    sandbox::spawn(
+        sandbox::ThreadKind::Api,
+        std::thread::Builder::new().name("qmp".into()),
+        move || {
+            let mut logged: Option<std::time::Instant> = None;
             for stream in listener.incoming() {
                 match stream {
                     Ok(stream) => session(stream, &shared),
-                    Err(e) => tracing::warn!("QMP: accept failed: {e}"),
+                    Err(e) => {
+                        // At most a line a second.
+                        if logged.is_none_or(|t| t.elapsed().as_secs() >= 1) {
+                            tracing::warn!("QMP: accept failed: {e}");
+                            logged = Some(std::time::Instant::now());
+                        }
+                        // A lasting failure (out of descriptors) must not
+                        // spin the thread.
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
                 }
             }
-        })?;
+        },
+    )?;
     Ok(Server {
         path: path.to_path_buf(),
     })

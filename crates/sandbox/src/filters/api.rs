@@ -29,6 +29,9 @@ pub fn rules() -> Rules {
         // FlushMetrics and GET /vm stats sample the vCPUs' counters (kvm:
         // each vCPU's binary stats fd).
         libc::SYS_pread64,
+        // QMP's query-cpus-fast finds the vCPU threads' ids in
+        // /proc/self/task.
+        libc::SYS_getdents64,
     ]);
     // PUT /network-interfaces checks that the TAP exists: glibc's
     // if_nametoindex asks a Unix datagram socket (SIOCGIFINDEX).
