@@ -252,21 +252,7 @@ fn linux_through_the_api_with_a_drive_and_entropy() {
                   echo rng=$(cat /sys/class/misc/hw_random/rng_current); \
                   echo cpus=$(cat /sys/devices/system/cpu/online); \
                   echo siblings=$(cat /sys/devices/system/cpu/cpu1/topology/thread_siblings_list)";
-    let boot_args = format!(
-        "{} ferrovisor.cmd={}",
-        common::CMDLINE,
-        common::base64(script.as_bytes())
-    );
-    vm.ok(
-        "PUT",
-        "/boot-source",
-        &serde_json::json!({
-            "kernel_image_path": guest.kernel,
-            "initrd_path": guest.initrd,
-            "boot_args": boot_args,
-        })
-        .to_string(),
-    );
+    vm.put_linux_boot(&guest, script);
     vm.ok(
         "PUT",
         "/machine-config",

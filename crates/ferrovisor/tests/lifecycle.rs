@@ -77,21 +77,7 @@ fn lifecycle(name: &str, extra: &[&str]) {
                   echo 3 >/proc/sys/vm/drop_caches; \
                   echo tick=$i up=$(cut -d' ' -f1 /proc/uptime) size=$(cat /sys/block/vda/size) head=$(head -c 8 /dev/vda); \
                   sleep 0.2; done";
-    let boot_args = format!(
-        "{} ferrovisor.cmd={}",
-        common::CMDLINE,
-        common::base64(script.as_bytes())
-    );
-    vm.ok(
-        "PUT",
-        "/boot-source",
-        &serde_json::json!({
-            "kernel_image_path": guest.kernel,
-            "initrd_path": guest.initrd,
-            "boot_args": boot_args,
-        })
-        .to_string(),
-    );
+    vm.put_linux_boot(&guest, script);
     vm.ok(
         "PUT",
         "/machine-config",

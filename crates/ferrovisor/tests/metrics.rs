@@ -56,21 +56,7 @@ fn flush_metrics_counts_the_guests_io_under_firecrackers_names() {
                   head -c 4096 /dev/hwrng > /dev/null; \
                   echo hello | vsock connect 2 6000 > /dev/null; \
                   echo METRICS-IO-DONE; sleep 20";
-    let boot_args = format!(
-        "{} ferrovisor.cmd={}",
-        common::CMDLINE,
-        common::base64(script.as_bytes())
-    );
-    vm.ok(
-        "PUT",
-        "/boot-source",
-        &serde_json::json!({
-            "kernel_image_path": guest.kernel,
-            "initrd_path": guest.initrd,
-            "boot_args": boot_args,
-        })
-        .to_string(),
-    );
+    vm.put_linux_boot(&guest, script);
     vm.ok(
         "PUT",
         "/machine-config",
@@ -259,21 +245,7 @@ fn the_network_counters_match_what_the_host_tap_saw() {
     let script = "echo 1 > /proc/sys/net/ipv6/conf/eth0/disable_ipv6 2>/dev/null; \
                   ip addr add 10.0.2.15/24 dev eth0 && ip link set eth0 up && \
                   ping -c 3 -W 5 10.0.2.1 > /dev/null && echo METRICS-PING-DONE; sleep 20";
-    let boot_args = format!(
-        "{} ferrovisor.cmd={}",
-        common::CMDLINE,
-        common::base64(script.as_bytes())
-    );
-    vm.ok(
-        "PUT",
-        "/boot-source",
-        &serde_json::json!({
-            "kernel_image_path": guest.kernel,
-            "initrd_path": guest.initrd,
-            "boot_args": boot_args,
-        })
-        .to_string(),
-    );
+    vm.put_linux_boot(&guest, script);
     vm.ok(
         "PUT",
         "/machine-config",

@@ -71,21 +71,7 @@ fn start_guest(ns: &Netns, label: &str, version: &str, script: &str) -> Option<I
     let guest = common::guest()?;
     let wrapper = ns.wrapper();
     let vm = Instance::start_via(label, &wrapper, &["--accel", "emu"]);
-    let boot_args = format!(
-        "{} ferrovisor.cmd={}",
-        common::CMDLINE,
-        common::base64(script.as_bytes())
-    );
-    vm.ok(
-        "PUT",
-        "/boot-source",
-        &serde_json::json!({
-            "kernel_image_path": guest.kernel,
-            "initrd_path": guest.initrd,
-            "boot_args": boot_args,
-        })
-        .to_string(),
-    );
+    vm.put_linux_boot(&guest, script);
     vm.ok(
         "PUT",
         "/machine-config",

@@ -158,6 +158,22 @@ impl Instance {
         assert!(r.body.is_empty());
     }
 
+    /// `PUT /boot-source` of the Linux test guest, running `script` (the
+    /// guest's init runs it and powers off).
+    pub fn put_linux_boot(&self, guest: &super::Guest, script: &str) {
+        let boot_args = format!(
+            "{} ferrovisor.cmd={}",
+            super::CMDLINE,
+            super::base64(script.as_bytes())
+        );
+        let body = serde_json::json!({
+            "kernel_image_path": guest.kernel,
+            "initrd_path": guest.initrd,
+            "boot_args": boot_args,
+        });
+        self.ok("PUT", "/boot-source", &body.to_string());
+    }
+
     /// Asserts a 400 whose fault message contains `needle`; returns it.
     pub fn bad(&self, method: &str, path: &str, body: Option<&str>, needle: &str) -> String {
         let r = self.req(method, path, body);

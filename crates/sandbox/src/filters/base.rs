@@ -2,7 +2,7 @@
 //! channels, time, signal returns, logging to an open descriptor, and
 //! ending.
 
-use crate::rules::{arg_masked, Rules};
+use crate::rules::{arg_eq, arg_masked, Rules};
 
 pub fn rules() -> Rules {
     let mut r = Rules::default();
@@ -36,6 +36,9 @@ pub fn rules() -> Rules {
     ]);
     no_exec(&mut r, libc::SYS_mmap);
     no_exec(&mut r, libc::SYS_mprotect);
+    // std checks that a descriptor is open before it closes it, in builds
+    // with debug assertions (the test suite's): fcntl(fd, F_GETFD) only.
+    r.allow_if(libc::SYS_fcntl, vec![arg_eq(1, libc::F_GETFD as u64)]);
     // glibc's malloc reads /sys/devices/system/cpu/online and
     // /proc/sys/vm/overcommit_memory once per process, from the first
     // thread that needs them; it copes with a refusal.
