@@ -16,43 +16,13 @@
 
 mod common;
 
+use common::TempDir;
+
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "ferrovisor-disk-image-{name}-{}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn file(&self, name: &str, contents: &[u8]) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents).unwrap();
-        path
-    }
-
-    fn elf(&self, name: &str, p: &guests::Program) -> PathBuf {
-        self.file(
-            name,
-            &arch::elf_builder::build_elf64(&[(p.load_addr, &p.code)], p.load_addr),
-        )
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// `--disk` arguments: each image, read-only or not.
 fn disks(images: &[(&Path, bool)]) -> Vec<String> {
@@ -203,7 +173,7 @@ fn assert_still_running(mut vm: Vm) {
 
 #[test]
 fn a_writable_image_belongs_to_one_vm_and_the_first_runs_on() {
-    let dir = TempDir::new("two-vms");
+    let dir = TempDir::new("disk-image-two-vms");
     let img = dir.file("disk.img", &[0u8; 64 << 10]);
     let other = dir.elf("other.elf", &guests::print_and_exit("ran\n", 0).unwrap());
     let first = echo_vm(&dir, &[(&img, false)]);
@@ -219,7 +189,7 @@ fn a_writable_image_belongs_to_one_vm_and_the_first_runs_on() {
 
 #[test]
 fn one_vm_cannot_have_a_writable_image_twice() {
-    let dir = TempDir::new("twice");
+    let dir = TempDir::new("disk-image-twice");
     let img = dir.file("disk.img", &[0u8; 64 << 10]);
     let kernel = dir.elf("ok.elf", &guests::print_and_exit("ran\n", 0).unwrap());
     for pair in [[false, false], [false, true], [true, false]] {
@@ -234,7 +204,7 @@ fn one_vm_cannot_have_a_writable_image_twice() {
 
 #[test]
 fn read_only_images_are_shared() {
-    let dir = TempDir::new("shared");
+    let dir = TempDir::new("disk-image-shared");
     let img = dir.file("disk.img", &[0u8; 64 << 10]);
     let kernel = dir.elf("ok.elf", &guests::print_and_exit("ran\n", 0).unwrap());
     let first = echo_vm(&dir, &[(&img, true)]);
@@ -247,7 +217,7 @@ fn read_only_images_are_shared() {
 
 #[test]
 fn directories_fifos_and_character_devices_are_not_disks() {
-    let dir = TempDir::new("kinds");
+    let dir = TempDir::new("disk-image-kinds");
     let kernel = dir.elf("ok.elf", &guests::print_and_exit("ran\n", 0).unwrap());
     let fifo = dir.0.join("fifo");
     assert!(Command::new("mkfifo")
@@ -331,7 +301,7 @@ fn assert_written(img: &Path) {
 #[test]
 fn data_the_guest_flushed_survives_sigkill() {
     let Some(guest) = common::guest() else { return };
-    let dir = TempDir::new("sigkill");
+    let dir = TempDir::new("disk-image-sigkill");
     let img = dir.file("disk.img", &vec![0u8; 4 << 20]);
     let mut vm = linux_writing(&guest, &img, "conv=fsync");
     vm.child.kill().unwrap();
@@ -343,7 +313,7 @@ fn data_the_guest_flushed_survives_sigkill() {
 #[test]
 fn sigterm_ends_the_vm_with_its_writes_on_the_image() {
     let Some(guest) = common::guest() else { return };
-    let dir = TempDir::new("sigterm");
+    let dir = TempDir::new("disk-image-sigterm");
     let img = dir.file("disk.img", &vec![0u8; 4 << 20]);
     // O_DIRECT: the writes reach the device, no flush asked.
     let vm = linux_writing(&guest, &img, "oflag=direct");

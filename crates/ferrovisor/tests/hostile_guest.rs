@@ -10,38 +10,14 @@
 //!
 //! Both are tiny bare-metal guests (crates/guests) on emu.
 
+mod common;
+
+use common::TempDir;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("ferrovisor-hostile-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn elf(&self, name: &str, p: &guests::Program) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(
-            &path,
-            arch::elf_builder::build_elf64(&[(p.load_addr, &p.code)], p.load_addr),
-        )
-        .unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// `ferrovisor run` of the bare ELF `kernel` on emu, with `extra`
 /// arguments.
@@ -81,7 +57,7 @@ fn collect(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Stri
 
 #[test]
 fn re_enabling_a_queue_outside_ram_in_a_loop_cannot_flood_the_log() {
-    let dir = TempDir::new("queue");
+    let dir = TempDir::new("hostile-queue");
     // 256 MiB: outside the 64 MiB of RAM, below the MMIO hole.
     const BAD_DESC: u32 = 0x1000_0000;
     const ITERATIONS: u32 = 1_000_000;
@@ -146,7 +122,7 @@ fn open_pty() -> (File, PathBuf) {
 
 #[test]
 fn ctrl_a_x_ends_a_guest_flooding_a_stdout_nobody_reads() {
-    let dir = TempDir::new("serial");
+    let dir = TempDir::new("hostile-serial");
     let kernel = dir.elf("flood.elf", &guests::serial_flood().unwrap());
     let (mut master, slave) = open_pty();
     let tty = std::fs::OpenOptions::new()

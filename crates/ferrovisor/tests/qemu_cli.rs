@@ -16,6 +16,8 @@
 
 mod common;
 
+use common::TempDir;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -23,22 +25,6 @@ use common::netns::Netns;
 use common::{base64, guest, spawn_command};
 
 const DISK_MARK: &str = "ferrovisor-qemu-cli-disk";
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(label: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("ferrovisor-{label}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A 1 MiB raw image that starts with [`DISK_MARK`].
 fn image(dir: &Path) -> PathBuf {

@@ -349,3 +349,36 @@ impl Boot {
         cs as f64 / 100.0
     }
 }
+
+/// A directory of the test's files, removed when dropped, passed or not.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// `ferrovisor-<label>-<pid>` in the system's temporary directory.
+    pub fn new(label: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("ferrovisor-{label}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    /// Writes `contents` to `name` in the directory.
+    pub fn file(&self, name: &str, contents: &[u8]) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    /// The bare guest `p` as a 64-bit ELF kernel file.
+    pub fn elf(&self, name: &str, p: &guests::Program) -> PathBuf {
+        self.file(
+            name,
+            &arch::elf_builder::build_elf64(&[(p.load_addr, &p.code)], p.load_addr),
+        )
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
