@@ -317,12 +317,7 @@ fn sigterm_ends_the_vm_with_its_writes_on_the_image() {
     let img = dir.file("disk.img", &vec![0u8; 4 << 20]);
     // O_DIRECT: the writes reach the device, no flush asked.
     let vm = linux_writing(&guest, &img, "oflag=direct");
-    let pid = vm.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    common::signal(&vm.child, libc::SIGTERM);
     let (status, _, err) = vm.end(Duration::from_secs(30));
     assert_eq!(status, Some(143), "stderr: {err}");
     assert_written(&img);

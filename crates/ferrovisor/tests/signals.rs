@@ -8,21 +8,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::firecracker::{elf, spawn, temp_dir, Instance};
-
-fn signal(child: &Child, sig: libc::c_int) {
-    let pid = libc::pid_t::try_from(child.id()).unwrap();
-    // The test's own child: signalling it cannot hit another process.
-    let rc = std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(rc.success(), "kill -{sig} {pid}");
-}
 
 /// Waits until `path` exists.
 fn wait_exists(path: &Path) {
@@ -74,7 +62,7 @@ fn api_instance_ends_cleanly_on(name: &str, sig: libc::c_int, started: bool, sta
         wait_exists(&vsock);
     }
     assert!(vm.sock.exists());
-    signal(&vm.child, sig);
+    common::signal(&vm.child, sig);
     let sock = vm.sock.clone();
     let end = vm.wait(Duration::from_secs(60));
     assert_eq!(end.status, Some(status), "stderr: {}", end.stderr);
@@ -133,7 +121,7 @@ fn run_ends_cleanly_on(name: &str, sig: libc::c_int, status: i32) {
         &vsock_arg,
     ]);
     wait_exists(&vsock);
-    signal(&child, sig);
+    common::signal(&child, sig);
     let deadline = Instant::now() + Duration::from_secs(60);
     let code = loop {
         if let Some(s) = child.try_wait().unwrap() {
