@@ -50,11 +50,7 @@ fn chroot_with_libs(base: &Path, id: &str) -> PathBuf {
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or
         // "/lib64/ld-linux-x86-64.so.2 (0x...)".
-        let Some(path) = line
-            .split_whitespace()
-            .filter(|w| w.starts_with('/'))
-            .next_back()
-        else {
+        let Some(path) = line.split_whitespace().rfind(|w| w.starts_with('/')) else {
             continue;
         };
         link_into(&root, Path::new(path), Path::new(path));
