@@ -352,6 +352,19 @@ fn a_guest_runs_confined_in_the_jail() {
         ["dev", "echo.elf", "ferrovisor", "lib", "lib64", "run"],
         "{names:?}"
     );
+    // Its mount namespace has one mount, the chroot, set-user-ID off:
+    // the host's tree is detached, not just hidden.
+    let mountinfo = read(format!("/proc/{pid}/mountinfo"));
+    let mounts: Vec<Vec<&str>> = mountinfo
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(mounts.len(), 1, "{mountinfo}");
+    assert_eq!(mounts[0][4], "/", "{mountinfo}");
+    assert!(
+        mounts[0][5].split(',').any(|o| o == "nosuid"),
+        "{mountinfo}"
+    );
     let mut devs: Vec<String> = std::fs::read_dir(root.join("dev"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -431,6 +444,29 @@ fn a_guest_runs_confined_in_the_jail() {
     );
     request(&mut client, "PUT", "/actions", START, 204);
     vmm.wait_output("echo ready", Duration::from_secs(60));
+    // The VMM installed its own seccomp filters in the jail: every
+    // thread but the main one before the VM ran is filtered.
+    let mut filtered = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let comm = read(task.join("comm"));
+        let seccomp = read(task.join("status"))
+            .lines()
+            .find_map(|l| l.strip_prefix("Seccomp:").map(|v| v.trim().to_string()))
+            .unwrap();
+        filtered.push((comm, seccomp));
+    }
+    assert!(
+        filtered.iter().any(|(c, _)| c.starts_with("vcpu")),
+        "{filtered:?}"
+    );
+    assert!(
+        filtered
+            .iter()
+            .filter(|(c, _)| c.starts_with("vcpu") || c.starts_with("api"))
+            .all(|(_, s)| s == "2"),
+        "{filtered:?}"
+    );
     let stdin = vmm.child.stdin.as_mut().unwrap();
     stdin.write_all(b"jailed echo!q").unwrap();
     let status = vmm.wait(Duration::from_secs(60));

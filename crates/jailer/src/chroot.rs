@@ -123,6 +123,16 @@ pub fn enter(dir: &Path) -> Result<(), JailError> {
     // pivot_root wants the new root to be a mount point.
     sys::mount(Some(dir), dir, None, libc::MS_BIND)
         .map_err(pivot_error("bind-mounting the chroot onto itself"))?;
+    // The jail's root: no set-user-ID programs; device nodes and the exec
+    // file usable even when the base directory's filesystem is mounted
+    // nodev or noexec (as /tmp often is).
+    sys::mount(
+        None,
+        dir,
+        None,
+        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID,
+    )
+    .map_err(pivot_error("remounting the chroot nosuid"))?;
     std::env::set_current_dir(dir).map_err(pivot_error("chdir to the chroot"))?;
     match fs::create_dir("old_root") {
         Ok(()) => {}
