@@ -296,6 +296,14 @@ fn a_guest_runs_confined_in_the_jail() {
     .unwrap();
     let outside = base.file("outside.img", &vec![7u8; 1 << 20]);
 
+    // A descriptor the jailer inherits (no close-on-exec): it must not
+    // reach the VMM.
+    let marker = base.file("inherited-marker", b"x");
+    let marker_c = std::ffi::CString::new(marker.to_str().unwrap()).unwrap();
+    // SAFETY: open(2) of a NUL-terminated path; the descriptor is closed
+    // below once the jailer has started.
+    let inherited = unsafe { libc::open(marker_c.as_ptr(), libc::O_RDONLY) };
+    assert!(inherited > 2);
     let mut vmm = jail(
         &base.0,
         id,
@@ -319,8 +327,19 @@ fn a_guest_runs_confined_in_the_jail() {
         ],
         &["--api-sock", "/run/firecracker.socket", "--accel", "emu"],
     );
+    // SAFETY: closes the descriptor opened above, used by nothing else.
+    unsafe { libc::close(inherited) };
     let mut client = vmm.client(&root);
     let pid = vmm.child.id();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let target = std::fs::read_link(fd.unwrap().path()).unwrap_or_default();
+        assert!(
+            !target.to_string_lossy().contains("inherited-marker"),
+            "an inherited descriptor reached the VMM"
+        );
+    }
+    // An empty environment.
+    assert_eq!(std::fs::read(format!("/proc/{pid}/environ")).unwrap(), b"");
 
     // The host file is out of reach: the API's error, from the jail.
     let body = request(

@@ -99,11 +99,13 @@ pub fn prepare(dir: &Path, exec_file: &Path, exec_name: &str) -> Result<(), Jail
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(link_error(e)),
     }
-    match fs::hard_link(exec_file, &target) {
+    // A link to the file itself, not to a symbolic link naming a host path.
+    let exec_file = fs::canonicalize(exec_file).map_err(link_error)?;
+    match fs::hard_link(&exec_file, &target) {
         Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            fs::copy(exec_file, &target).map(|_| ()).map_err(link_error)
-        }
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => fs::copy(&exec_file, &target)
+            .map(|_| ())
+            .map_err(link_error),
         Err(e) => Err(link_error(e)),
     }
 }
