@@ -252,6 +252,73 @@ fn v1_root(controller: &str) -> PathBuf {
     PathBuf::from("/sys/fs/cgroup").join(controller)
 }
 
+/// The kernel image of the echo guest (prints "echo ready", echoes COM1
+/// until `q`).
+fn echo_elf() -> Vec<u8> {
+    let p = guests::echo().unwrap();
+    arch::elf_builder::build_elf64(&[(p.load_addr, &p.code)], p.load_addr)
+}
+
+/// Configures and starts the echo guest at /echo.elf in the jail; waits
+/// for its first line; checks that the VMM's threads are filtered.
+fn start_echo(client: &mut Client, vmm: &mut Jailed) {
+    let pid = vmm.child.id();
+    request(
+        client,
+        "PUT",
+        "/boot-source",
+        r#"{"kernel_image_path": "/echo.elf", "boot_args": ""}"#,
+        204,
+    );
+    request(
+        client,
+        "PUT",
+        "/machine-config",
+        r#"{"vcpu_count": 1, "mem_size_mib": 32}"#,
+        204,
+    );
+    request(client, "PUT", "/actions", START, 204);
+    vmm.wait_output("echo ready", Duration::from_secs(60));
+    // The VMM installed its own seccomp filters in the jail: every
+    // thread but the main one before the VM ran is filtered.
+    let mut filtered = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let comm = read(task.join("comm"));
+        let seccomp = read(task.join("status"))
+            .lines()
+            .find_map(|l| l.strip_prefix("Seccomp:").map(|v| v.trim().to_string()))
+            .unwrap();
+        filtered.push((comm, seccomp));
+    }
+    assert!(
+        filtered.iter().any(|(c, _)| c.starts_with("vcpu")),
+        "{filtered:?}"
+    );
+    assert!(
+        filtered
+            .iter()
+            .filter(|(c, _)| c.starts_with("vcpu") || c.starts_with("api"))
+            .all(|(_, s)| s == "2"),
+        "{filtered:?}"
+    );
+}
+
+/// Sends the echo guest a line and `q`; checks what came back, the exit
+/// status and that the API socket is gone.
+fn finish_echo(vmm: &mut Jailed, root: &Path) {
+    let stdin = vmm.child.stdin.as_mut().unwrap();
+    stdin.write_all(b"jailed echo!q").unwrap();
+    let status = vmm.wait(Duration::from_secs(60));
+    assert_eq!(vmm.out.text(), "echo ready\njailed echo!");
+    // The guest's debug-exit value 0 is status 1.
+    assert_eq!(status, Some(1), "{}", vmm.err.text());
+    assert!(
+        !root.join("run/firecracker.socket").exists(),
+        "the API socket outlived the process"
+    );
+}
+
 #[test]
 fn a_guest_runs_confined_in_the_jail() {
     if !can_jail() {
@@ -289,11 +356,7 @@ fn a_guest_runs_confined_in_the_jail() {
     );
     // The guest's kernel: inside the chroot. A disk image: outside it.
     let kernel = root.join("echo.elf");
-    std::fs::write(&kernel, {
-        let p = guests::echo().unwrap();
-        arch::elf_builder::build_elf64(&[(p.load_addr, &p.code)], p.load_addr)
-    })
-    .unwrap();
+    std::fs::write(&kernel, echo_elf()).unwrap();
     let outside = base.file("outside.img", &vec![7u8; 1 << 20]);
 
     // A descriptor the jailer inherits (no close-on-exec): it must not
@@ -447,55 +510,32 @@ fn a_guest_runs_confined_in_the_jail() {
     assert_eq!(ns.ino(), std::fs::metadata(&netns_path).unwrap().ino());
 
     // And the guest runs: its console output arrives, its input goes in.
-    request(
-        &mut client,
-        "PUT",
-        "/boot-source",
-        r#"{"kernel_image_path": "/echo.elf", "boot_args": ""}"#,
-        204,
-    );
-    request(
-        &mut client,
-        "PUT",
-        "/machine-config",
-        r#"{"vcpu_count": 1, "mem_size_mib": 32}"#,
-        204,
-    );
-    request(&mut client, "PUT", "/actions", START, 204);
-    vmm.wait_output("echo ready", Duration::from_secs(60));
-    // The VMM installed its own seccomp filters in the jail: every
-    // thread but the main one before the VM ran is filtered.
-    let mut filtered = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let task = task.unwrap().path();
-        let comm = read(task.join("comm"));
-        let seccomp = read(task.join("status"))
-            .lines()
-            .find_map(|l| l.strip_prefix("Seccomp:").map(|v| v.trim().to_string()))
-            .unwrap();
-        filtered.push((comm, seccomp));
+    start_echo(&mut client, &mut vmm);
+    finish_echo(&mut vmm, &root);
+}
+
+#[test]
+fn the_echo_guest_runs_on_kvm_in_the_jail() {
+    if !can_jail() || !common::kvm_usable() {
+        return;
     }
-    assert!(
-        filtered.iter().any(|(c, _)| c.starts_with("vcpu")),
-        "{filtered:?}"
+    let base = TempDir::new("jail-kvm");
+    let id = "kvm-1";
+    let root = chroot_with_libs(&base.0, id);
+    std::fs::write(root.join("echo.elf"), echo_elf()).unwrap();
+    let mut vmm = jail(
+        &base.0,
+        id,
+        &[],
+        &["--api-sock", "/run/firecracker.socket", "--accel", "kvm"],
     );
-    assert!(
-        filtered
-            .iter()
-            .filter(|(c, _)| c.starts_with("vcpu") || c.starts_with("api"))
-            .all(|(_, s)| s == "2"),
-        "{filtered:?}"
-    );
-    let stdin = vmm.child.stdin.as_mut().unwrap();
-    stdin.write_all(b"jailed echo!q").unwrap();
-    let status = vmm.wait(Duration::from_secs(60));
-    assert_eq!(vmm.out.text(), "echo ready\njailed echo!");
-    // The guest's debug-exit value 0 is status 1.
-    assert_eq!(status, Some(1), "{}", vmm.err.text());
-    assert!(
-        !root.join("run/firecracker.socket").exists(),
-        "the API socket outlived the process"
-    );
+    let mut client = vmm.client(&root);
+    // /dev/kvm in the jail is the jailer's node, owned by the jailed uid.
+    let kvm = std::fs::metadata(root.join("dev/kvm")).unwrap();
+    assert_eq!((kvm.uid(), kvm.gid()), (UID, GID));
+    assert_eq!(kvm.rdev(), std::fs::metadata("/dev/kvm").unwrap().rdev());
+    start_echo(&mut client, &mut vmm);
+    finish_echo(&mut vmm, &root);
 }
 
 #[test]
