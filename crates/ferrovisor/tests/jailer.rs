@@ -106,17 +106,18 @@ struct Jailed {
 /// Runs `ferrovisor jail --id ID --exec-file BIN --uid --gid
 /// --chroot-base-dir BASE JAIL-ARGS -- VMM-ARGS`.
 fn jail(base: &Path, id: &str, jail_args: &[&str], vmm_args: &[&str]) -> Jailed {
-    jail_as(&[BIN, "jail"], base, id, jail_args, vmm_args)
+    jail_as(&[BIN, "jail"], (UID, GID), base, id, jail_args, vmm_args)
 }
 
 fn jail_as(
     program: &[&str],
+    (uid, gid): (u32, u32),
     base: &Path,
     id: &str,
     jail_args: &[&str],
     vmm_args: &[&str],
 ) -> Jailed {
-    let (uid, gid) = (UID.to_string(), GID.to_string());
+    let (uid, gid) = (uid.to_string(), gid.to_string());
     let mut child = Command::new(program[0])
         .args(&program[1..])
         .args(["--id", id, "--exec-file", BIN, "--uid", &uid, "--gid", &gid])
@@ -750,6 +751,7 @@ fn failures_name_their_step_and_a_retry_works() {
     std::os::unix::fs::symlink(BIN, &jailer).unwrap();
     let mut j = jail_as(
         &[jailer.to_str().unwrap()],
+        (UID, GID),
         &base.0,
         id,
         &[],
@@ -839,4 +841,30 @@ fn new_pid_ns_and_daemonize() {
         "same session as the test"
     );
     assert!(jailer.out.text().is_empty() && jailer.err.text().is_empty());
+}
+
+#[test]
+fn uid_0_in_the_jail_has_no_capabilities() {
+    if !can_jail() {
+        return;
+    }
+    let base = TempDir::new("jail-uid0");
+    let id = "uid0-1";
+    let root = chroot_with_libs(&base.0, id);
+    let mut vmm = jail_as(
+        &[BIN, "jail"],
+        (0, 0),
+        &base.0,
+        id,
+        &[],
+        &["--api-sock", "/run/firecracker.socket", "--accel", "emu"],
+    );
+    let _client = vmm.client(&root);
+    let pid = vmm.child.id();
+    assert_eq!(status_field(pid, "Uid"), "0 0 0 0");
+    // An exec as root gets the inheritable set and, of a file's
+    // capabilities, what the bounding set allows: both are empty.
+    for caps in ["CapPrm", "CapEff", "CapBnd", "CapAmb", "CapInh"] {
+        assert_eq!(status_field(pid, caps), "0000000000000000", "{caps}");
+    }
 }

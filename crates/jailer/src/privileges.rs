@@ -71,8 +71,8 @@ pub fn daemonize(dev_null: File) -> Result<(), JailError> {
 }
 
 /// Becomes `uid`/`gid` with no supplementary groups, an empty capability
-/// bounding set, no ambient capabilities and no_new_privs (an exec cannot
-/// give any back). Setting a non-zero uid clears the permitted and
+/// bounding set, no ambient or inheritable capabilities and no_new_privs
+/// (an exec cannot give any back). Setting a non-zero uid clears the permitted and
 /// effective capabilities.
 pub fn drop_to(uid: u32, gid: u32) -> Result<(), JailError> {
     let error = |step| move |source| JailError::Privileges { step, source };
@@ -91,6 +91,8 @@ pub fn drop_to(uid: u32, gid: u32) -> Result<(), JailError> {
             Err(e) => return Err(error("dropping the capability bounding set")(e)),
         }
     }
+    // With uid 0 kept, an exec would give back the inheritable set.
+    sys::clear_inheritable_caps().map_err(error("clearing inheritable capabilities"))?;
     sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map_err(error("no_new_privs"))?;
     sys::setresuid(uid).map_err(error("setresuid"))
 }

@@ -221,3 +221,39 @@ pub fn exit_now(status: libc::c_int) -> ! {
     // SAFETY: ends the process.
     unsafe { libc::_exit(status) }
 }
+
+/// capget/capset's header (linux/capability.h).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+/// One of capget/capset's two 32-bit halves.
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Empties the calling thread's inheritable capability set (the rest
+/// stays as it is).
+pub fn clear_inheritable_caps() -> io::Result<()> {
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: `header` and the two-element `data` array are what capget
+    // reads and writes for version 3.
+    check_long(unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) })?;
+    for half in &mut data {
+        half.inheritable = 0;
+    }
+    // SAFETY: as above; capset only reads them.
+    check_long(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) })
+}
