@@ -773,6 +773,15 @@ fn failures_name_their_step_and_a_retry_works() {
     assert_eq!(j.wait(Duration::from_secs(30)), Some(0), "{}", j.err.text());
     assert!(j.out.text().starts_with("Firecracker v"));
     assert!(root.join("dev/urandom").exists());
+    // An exec file named jailer would start the jailer again in the jail.
+    let out = Command::new(BIN)
+        .args(["jail", "--id", "x", "--exec-file", jailer.to_str().unwrap()])
+        .args(["--uid", "1", "--gid", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is named jailer"), "{err}");
     // A missing exec file is named.
     let out = Command::new(BIN)
         .args([

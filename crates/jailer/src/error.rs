@@ -13,6 +13,8 @@ pub enum JailError {
     },
     #[error("the exec file {0} is not a regular file")]
     ExecFileKind(PathBuf),
+    #[error("the exec file {0} is named jailer: exec the VMM under another name (ferrovisor, firecracker)")]
+    ExecFileName(PathBuf),
     #[error("closing inherited file descriptors")]
     CloseFds(#[source] io::Error),
     #[error("creating the chroot directory {path}")]

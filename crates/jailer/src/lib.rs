@@ -72,11 +72,17 @@ fn exec_name(exec_file: &Path) -> Result<String, JailError> {
     if !meta.is_file() {
         return Err(JailError::ExecFileKind(exec_file.to_path_buf()));
     }
-    exec_file
+    let name = exec_file
         .file_name()
         .and_then(|n| n.to_str())
         .map(str::to_string)
-        .ok_or_else(|| JailError::ExecFileKind(exec_file.to_path_buf()))
+        .ok_or_else(|| JailError::ExecFileKind(exec_file.to_path_buf()))?;
+    // Ferrovisor run under this name is the jailer: the jailed process
+    // would try to jail itself again.
+    if name == "jailer" {
+        return Err(JailError::ExecFileName(exec_file.to_path_buf()));
+    }
+    Ok(name)
 }
 
 /// The steps, in order; each failure names its step. Everything read
