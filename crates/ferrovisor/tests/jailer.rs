@@ -773,6 +773,15 @@ fn failures_name_their_step_and_a_retry_works() {
     assert_eq!(j.wait(Duration::from_secs(30)), Some(0), "{}", j.err.text());
     assert!(j.out.text().starts_with("Firecracker v"));
     assert!(root.join("dev/urandom").exists());
+    // Without its shared libraries in the chroot, the dynamically linked
+    // test build cannot start; the error says why (a static build would
+    // just run).
+    if !shared_libraries().is_empty() {
+        let mut j = jail(&base.0, "no-libs", &[], &["--version"]);
+        assert_eq!(j.wait(Duration::from_secs(30)), Some(1));
+        let err = j.err.text();
+        assert!(err.contains("use a statically linked VMM"), "{err}");
+    }
     // An exec file named jailer would start the jailer again in the jail.
     let out = Command::new(BIN)
         .args(["jail", "--id", "x", "--exec-file", jailer.to_str().unwrap()])

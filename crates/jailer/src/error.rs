@@ -97,6 +97,12 @@ pub enum JailError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "executing {path} in the jail: it is dynamically linked and its loader is not in the \
+         chroot: use a statically linked VMM (scripts/build-static) or link its shared \
+         libraries into the chroot"
+    )]
+    ExecLoader { path: String },
     #[error("executing {path} in the jail")]
     Exec {
         path: String,

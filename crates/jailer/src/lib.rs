@@ -155,5 +155,10 @@ fn exec(jail: &JailArgs, exec_name: &str, start: &StartTime) -> JailError {
             "a NUL byte in an argument",
         ));
     };
-    error(sys::execve(&c_path, &argv, &[]))
+    let failure = sys::execve(&c_path, &argv, &[]);
+    // ENOENT for a file that is there: its dynamic loader is not.
+    if failure.kind() == std::io::ErrorKind::NotFound && Path::new(&path).is_file() {
+        return JailError::ExecLoader { path };
+    }
+    error(failure)
 }
