@@ -116,6 +116,7 @@ pub enum BootProtocol {
     Linux,
     Bare,
     Multiboot,
+    Pvh,
 }
 
 /// How virtio devices attach (`ferrovisor.transport`).

@@ -87,7 +87,7 @@ pub(crate) struct RunArgs {
     /// Accelerator: auto, kvm or emu.
     #[arg(long, default_value = "auto")]
     accel: Accel,
-    /// Boot protocol: auto, linux, bare or multiboot.
+    /// Boot protocol: auto, linux, bare, multiboot or pvh.
     #[arg(long, default_value = "auto")]
     boot: arch::boot::BootProtocol,
     /// Print a table of VM exits by reason for each vCPU at exit.

@@ -127,6 +127,7 @@ pub(crate) fn spec_from_run(args: &RunArgs) -> Result<VmSpec, String> {
                 arch::boot::BootProtocol::Linux => BootProtocol::Linux,
                 arch::boot::BootProtocol::Bare => BootProtocol::Bare,
                 arch::boot::BootProtocol::Multiboot => BootProtocol::Multiboot,
+                arch::boot::BootProtocol::Pvh => BootProtocol::Pvh,
             },
             transport: match args.transport {
                 vmm::VirtioTransport::Mmio => Transport::Mmio,

@@ -105,6 +105,7 @@ pub fn machine_config(spec: &VmSpec, accel: Accel) -> Result<MachineConfig, Spec
             BootProtocol::Linux => ArchBootProtocol::Linux,
             BootProtocol::Bare => ArchBootProtocol::Bare,
             BootProtocol::Multiboot => ArchBootProtocol::Multiboot,
+            BootProtocol::Pvh => ArchBootProtocol::Pvh,
         },
         console,
         console_input: true,
