@@ -168,7 +168,7 @@ impl Config {
         }
         let accel = machine::accelerator(&m.accel, &accels)?;
         for g in &globals {
-            machine::global(g, accel)?;
+            machine::global(g)?;
         }
         let mut d = Devices::default();
         let mut virtio_drives = 0;
