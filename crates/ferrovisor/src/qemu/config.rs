@@ -264,6 +264,7 @@ impl Config {
                 cpu: cpu.filter(|c| c != "max"),
                 pc_testdev: d.pc_testdev,
                 no_pit: !m.pit,
+                drive_images: d.drive_images.clone(),
                 ..Default::default()
             },
             ..Default::default()
