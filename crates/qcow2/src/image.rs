@@ -506,6 +506,13 @@ impl State {
                         "data cluster at {h:#x} overlaps the image's metadata"
                     )));
                 }
+                if h >= self.end {
+                    // Not allocated by anyone: writing there would grow
+                    // the file to wherever the image says.
+                    return Err(corrupt(format!(
+                        "data cluster at {h:#x} past the end of the file"
+                    )));
+                }
                 return self.file.write_all_at(data, h + within);
             }
         }

@@ -288,3 +288,249 @@ fn compressed_and_zero_clusters() {
     let map = run("qemu-img", &["map", "--output=json", s(&z)]);
     assert!(map.contains("\"start\": 524288, \"length\": 65536, \"depth\": 0, \"present\": true, \"zero\": true, \"data\": false"), "{map}");
 }
+
+/// Hostile images: each is a clear error at open, or an I/O error on the
+/// request that meets the bad table; never a panic, a hang or a huge
+/// allocation.
+mod hostile {
+    use super::*;
+
+    /// A fresh v3 image with 64 KiB clusters and data at 0 (layout made
+    /// by qemu-img: header, refcount table at 64K, its block at 128K, L1
+    /// at 192K, the L2 table and the data cluster after).
+    fn base(d: &Dir, name: &str) -> PathBuf {
+        let p = d.path(name);
+        create(&p, "compat=1.1", "1M");
+        qemu_io(&p, "write -P 0xab 0 64k");
+        p
+    }
+
+    fn patch(p: &Path, at: usize, bytes: &[u8]) {
+        let mut data = std::fs::read(p).unwrap();
+        if data.len() < at + bytes.len() {
+            data.resize(at + bytes.len(), 0);
+        }
+        data[at..at + bytes.len()].copy_from_slice(bytes);
+        std::fs::write(p, data).unwrap();
+    }
+
+    fn be64(p: &Path, at: usize) -> u64 {
+        let data = std::fs::read(p).unwrap();
+        u64::from_be_bytes(data[at..at + 8].try_into().unwrap())
+    }
+
+    fn open_err(p: &Path, writable: bool) -> String {
+        match open(p, writable) {
+            Ok(_) => panic!("{} opened", p.display()),
+            Err(e) => {
+                let mut text = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    text += &format!(": {s}");
+                    src = s.source();
+                }
+                text
+            }
+        }
+    }
+
+    #[test]
+    fn bad_headers_are_refused_at_open() {
+        let d = Dir::new("hostile-header");
+        let cases: &[(&str, usize, &[u8], &str)] = &[
+            ("magic", 0, b"QFI\x00", "no qcow2 magic"),
+            ("version", 4, &4u32.to_be_bytes(), "version 4"),
+            ("cluster-bits", 20, &30u32.to_be_bytes(), "cluster bits 30"),
+            ("encrypted", 32, &1u32.to_be_bytes(), "encrypted"),
+            ("l1-huge", 36, &0x7fff_ffffu32.to_be_bytes(), "QEMU's limit"),
+            ("l1-small", 24, &(1u64 << 40).to_be_bytes(), "needed"),
+            (
+                "l1-past-eof",
+                40,
+                &(1u64 << 40).to_be_bytes(),
+                "past the end of the file",
+            ),
+            ("l1-unaligned", 40, &0x30001u64.to_be_bytes(), "unaligned"),
+            ("overlap", 40, &0x10000u64.to_be_bytes(), "overlap"),
+            (
+                "reftable-huge",
+                56,
+                &0xffffu32.to_be_bytes(),
+                "refcount table",
+            ),
+            (
+                "unknown-feature",
+                72,
+                &(1u64 << 20).to_be_bytes(),
+                "unknown incompatible",
+            ),
+            ("data-file", 72, &4u64.to_be_bytes(), "external data file"),
+            ("extl2", 72, &16u64.to_be_bytes(), "subclusters"),
+            (
+                "refcount-order",
+                96,
+                &7u32.to_be_bytes(),
+                "refcount order 7",
+            ),
+            (
+                "header-length",
+                100,
+                &0x10008u32.to_be_bytes(),
+                "header length",
+            ),
+            ("header-short", 100, &50u32.to_be_bytes(), "header length"),
+            (
+                "backing-name",
+                16,
+                &5000u32.to_be_bytes(),
+                "backing file name",
+            ),
+        ];
+        for &(name, at, bytes, expect) in cases {
+            let p = base(&d, name);
+            patch(&p, at, bytes);
+            if name == "backing-name" {
+                patch(&p, 8, &512u64.to_be_bytes());
+            }
+            let err = open_err(&p, false);
+            assert!(err.contains(expect), "{name}: {err}");
+        }
+        // A header extension longer than the cluster.
+        let p = base(&d, "extension");
+        let hl = 112; // qemu-img's v3 header length
+        patch(&p, hl, &[0x12, 0x34, 0x56, 0x78, 0x7f, 0xff, 0xff, 0xff]);
+        let err = open_err(&p, false);
+        assert!(err.contains("extension"), "{err}");
+    }
+
+    #[test]
+    fn corrupt_and_dirty_images_are_read_only() {
+        let d = Dir::new("hostile-bits");
+        for (name, bit, expect) in [("corrupt", 2u8, "corrupt"), ("dirty", 1, "dirty")] {
+            let p = base(&d, name);
+            patch(&p, 79, &[bit]);
+            let err = open_err(&p, true);
+            assert!(err.contains(expect), "{err}");
+            let img = open(&p, false).unwrap();
+            assert!(read(&img, 0, 65536).iter().all(|&b| b == 0xab));
+        }
+        // Unknown autoclear bits are cleared by a writer (QEMU's rule).
+        let p = base(&d, "autoclear");
+        patch(&p, 88, &(1u64 << 40).to_be_bytes());
+        drop(open(&p, true).unwrap());
+        assert_eq!(be64(&p, 88), 0);
+        check_clean(&p);
+    }
+
+    #[test]
+    fn a_backing_loop_ends_in_an_error() {
+        let d = Dir::new("hostile-loop");
+        let a = d.path("a.qcow2");
+        let b = d.path("b.qcow2");
+        create(&a, "compat=1.1", "1M");
+        run(
+            "qemu-img",
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                "a.qcow2",
+                "-F",
+                "qcow2",
+                s(&b),
+            ],
+        );
+        // a's backing file is b: a loop (rewritten by hand: qemu-img
+        // refuses to make one).
+        run(
+            "qemu-img",
+            &[
+                "rebase",
+                "-u",
+                "-f",
+                "qcow2",
+                "-b",
+                "b.qcow2",
+                "-F",
+                "qcow2",
+                s(&a),
+            ],
+        );
+        let err = open_err(&b, false);
+        assert!(err.contains("backing chain longer than 16"), "{err}");
+        // And a missing backing file is named.
+        run(
+            "qemu-img",
+            &[
+                "rebase",
+                "-u",
+                "-f",
+                "qcow2",
+                "-b",
+                "gone.qcow2",
+                "-F",
+                "qcow2",
+                s(&b),
+            ],
+        );
+        let err = open_err(&b, false);
+        assert!(err.contains("gone.qcow2"), "{err}");
+    }
+
+    #[test]
+    fn bad_tables_fail_the_request_that_meets_them() {
+        let d = Dir::new("hostile-tables");
+        let p = base(&d, "tables");
+        let l1 = be64(&p, 40) as usize;
+        let l2 = (be64(&p, l1) & OFFSET) as usize;
+        let expect_io = |img: &Qcow2, what: &str| {
+            let mut buf = vec![0u8; 4096];
+            let e = img.read_at(&mut buf, 0).unwrap_err();
+            assert!(e.to_string().contains(what), "{e}");
+            let e = img.write_at(&buf, 0).unwrap_err();
+            assert!(
+                e.to_string().contains(what) || e.kind() == std::io::ErrorKind::InvalidData,
+                "{e}"
+            );
+        };
+        let orig = std::fs::read(&p).unwrap();
+        // A data cluster past the end of the file.
+        patch(&p, l2, &((1u64 << 63) | (1 << 50)).to_be_bytes());
+        expect_io(&open(&p, true).unwrap(), "past the end");
+        let len = std::fs::metadata(&p).unwrap().len();
+        assert!(len < 1 << 30, "the file did not grow to the hostile offset");
+        // An unaligned data cluster.
+        std::fs::write(&p, &orig).unwrap();
+        patch(&p, l2, &((1u64 << 63) | 0x50200).to_be_bytes());
+        expect_io(&open(&p, true).unwrap(), "unaligned");
+        // A data cluster that is the L1 table: read, not written.
+        std::fs::write(&p, &orig).unwrap();
+        patch(&p, l2, &((1u64 << 63) | l1 as u64).to_be_bytes());
+        let img = open(&p, true).unwrap();
+        read(&img, 0, 512);
+        let e = img.write_at(&[1; 512], 0).unwrap_err();
+        assert!(e.to_string().contains("metadata"), "{e}");
+        drop(img);
+        // An L2 table past the end of the file.
+        std::fs::write(&p, &orig).unwrap();
+        patch(&p, l1, &((1u64 << 63) | (1 << 40)).to_be_bytes());
+        expect_io(&open(&p, true).unwrap(), "past the end");
+        // A compressed cluster of garbage.
+        std::fs::write(&p, &orig).unwrap();
+        let data = be64(&p, l2) & OFFSET;
+        patch(&p, data as usize, &[0xff; 512]);
+        patch(&p, l2, &((1u64 << 62) | data).to_be_bytes());
+        let img = open(&p, false).unwrap();
+        let e = img.read_at(&mut [0u8; 512], 0).unwrap_err();
+        assert!(e.to_string().contains("inflate"), "{e}");
+        // A request past the end of the image.
+        std::fs::write(&p, &orig).unwrap();
+        let img = open(&p, false).unwrap();
+        assert!(img.read_at(&mut [0u8; 512], (1 << 20) - 256).is_err());
+        assert!(img.read_at(&mut [0u8; 512], u64::MAX - 10).is_err());
+    }
+
+    const OFFSET: u64 = 0x00ff_ffff_ffff_fe00;
+}
