@@ -751,6 +751,33 @@ mod tests {
     }
 
     #[test]
+    fn drive_images_name_drives_formats_and_cache_modes() {
+        let mut spec: VmSpec = serde_json::from_str(
+            r#"{"drives": [{"drive_id": "root", "path_on_host": "r.qcow2", "is_root_device": true}],
+                "ferrovisor": {"drive_images": [{"drive_id": "root", "format": "qcow2", "cache": "none"}]}}"#,
+        )
+        .unwrap();
+        spec.validate().unwrap();
+        assert_eq!(
+            spec.ferrovisor.drive_images[0].format.as_deref(),
+            Some("qcow2")
+        );
+        for (id, format, cache, error) in [
+            ("nope", "raw", "none", "no drive"),
+            ("root", "vmdk", "none", "format \"vmdk\""),
+            ("root", "raw", "fast", "cache \"fast\""),
+        ] {
+            spec.ferrovisor.drive_images = vec![DriveImage {
+                drive_id: id.into(),
+                format: Some(format.into()),
+                cache: Some(cache.into()),
+            }];
+            let e = spec.validate().unwrap_err().to_string();
+            assert!(e.contains(error), "{e}");
+        }
+    }
+
+    #[test]
     fn unsupported_sections_and_unknown_keys_are_refused() {
         let spec: VmSpec =
             serde_json::from_str(r#"{"balloon": {"amount_mib": 1, "deflate_on_oom": true}}"#)

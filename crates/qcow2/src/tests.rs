@@ -534,3 +534,44 @@ mod hostile {
 
     const OFFSET: u64 = 0x00ff_ffff_ffff_fe00;
 }
+
+#[test]
+fn o_direct_takes_unaligned_requests_and_keeps_a_raw_disk_size() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let d = Dir::new("direct");
+    let p = d.path("disk.raw");
+    // 5 KiB + 512: the last O_DIRECT block is partial.
+    let len = 5 * 1024 + 512;
+    let mut expect: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&p, &expect).unwrap();
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&p)
+        .expect("O_DIRECT on the temporary directory's filesystem");
+    let raw = RawFile::disk(file, true, len as u64);
+    assert!(raw.is_direct());
+    for (at, n, byte) in [
+        (512usize, 512usize, 1u8),
+        (1000, 3000, 2),
+        (len - 512, 512, 3),
+        (0, 4096, 4),
+    ] {
+        raw.write_at(&vec![byte; n], at as u64).unwrap();
+        expect[at..at + n].fill(byte);
+    }
+    let mut back = vec![0u8; len - 7];
+    raw.read_at(&mut back, 7).unwrap();
+    assert_eq!(back, expect[7..]);
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().len(),
+        len as u64,
+        "size kept"
+    );
+    assert!(
+        raw.read_at(&mut [0u8; 16], len as u64 - 8).is_err(),
+        "past the end"
+    );
+    assert_eq!(std::fs::read(&p).unwrap(), expect);
+}
