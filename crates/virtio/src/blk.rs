@@ -1,4 +1,5 @@
-//! virtio-blk (block device, ID 2) over a raw image file.
+//! virtio-blk (block device, ID 2) over a disk image: raw or qcow2
+//! ([`crate::blk_image`] opens it, the `qcow2` crate serves it).
 //!
 //! Requests: IN, OUT, FLUSH (sync_data), GET_ID, DISCARD and WRITE_ZEROES
 //! (both write zeroes). A read-only disk offers VIRTIO_BLK_F_RO and answers
@@ -149,6 +150,11 @@ impl BlockHandle {
         let id = String::from_utf8_lossy(&old.id)
             .trim_end_matches('\0')
             .to_string();
+        // A qcow2 image reopened as itself must find the old one's
+        // metadata on disk, not in its caches.
+        if let Err(e) = old.backend.flush() {
+            tracing::warn!(error = %e, "cannot flush the disk image being replaced");
+        }
         let new = Disk::open(
             path,
             old.read_only,
