@@ -15,7 +15,8 @@ use std::sync::Mutex;
 
 use crate::Backend;
 
-/// The alignment of O_DIRECT transfers (offset, length and memory).
+/// The alignment of O_DIRECT transfers (offset, length and memory); a
+/// raw disk's partial last block is written in 512-byte sectors.
 pub const ALIGN: usize = 4096;
 /// Largest bounce buffer: longer requests are split.
 const BOUNCE: usize = 1 << 20;
@@ -163,12 +164,15 @@ impl RawFile {
                 self.read_some(bounce.get(), start)?;
             }
             bounce.get()[skip..skip + piece.len()].copy_from_slice(piece);
-            self.file.write_all_at(bounce.get(), start)?;
-            if let Some(len) = self.fixed_len {
-                if end > len {
-                    self.file.set_len(len)?;
-                }
-            }
+            // A raw disk's last block may be partial: write up to its end
+            // (rounded to sectors, the smallest O_DIRECT unit), so the
+            // file keeps its size (no ftruncate: the device thread's
+            // seccomp filter has none).
+            let n = match self.fixed_len {
+                Some(len) if end > len => (len.div_ceil(512) * 512 - start) as usize,
+                _ => bounce.len,
+            };
+            self.file.write_all_at(&bounce.get()[..n], start)?;
         }
         Ok(())
     }
