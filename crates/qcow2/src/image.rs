@@ -74,7 +74,13 @@ pub(crate) struct State {
     in_flush: bool,
     /// The last compressed cluster inflated (host offset, bytes).
     inflated: Option<(u64, Vec<u8>)>,
+    /// Newly allocated clusters of the current write, contiguous in the
+    /// file, written at once (before any metadata that points at them).
+    staged: Option<(u64, Vec<u8>)>,
 }
+
+/// Most bytes staged before they are written.
+const STAGE_MAX: usize = 1 << 20;
 
 /// A qcow2 image.
 pub struct Qcow2 {
@@ -177,6 +183,7 @@ impl Qcow2 {
                 backing,
                 in_flush: false,
                 inflated: None,
+                staged: None,
                 h,
             }),
             size,
@@ -230,26 +237,58 @@ impl Backend for Qcow2 {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.check(offset, buf.len())?;
         let mut st = self.state();
-        self.pieces(&mut st, offset, buf.len() as u64, |st, at, from, n| {
+        let len = buf.len();
+        let mut done = 0;
+        while done < len {
+            let at = offset + done as u64;
+            let mut n = (st.cs - at % st.cs).min((len - done) as u64) as usize;
             let m = st.mapping(at)?;
-            st.read_mapped(m, at, &mut buf[from..from + n])
-        })
+            if let Mapping::Data(h) = m {
+                // Clusters that follow each other in the file too are
+                // read at once (sequentially written images are so).
+                let host = h + at % st.cs;
+                while done + n < len {
+                    let next = at + n as u64;
+                    match st.mapping(next)? {
+                        Mapping::Data(h2) if h2 == host + n as u64 => {
+                            n += (st.cs as usize).min(len - done - n);
+                        }
+                        _ => break,
+                    }
+                }
+                st.file
+                    .read_exact_at(&mut buf[done..done + n], host)
+                    .map_err(|e| {
+                        if e.kind() == io::ErrorKind::UnexpectedEof {
+                            corrupt(format!("data cluster at {h:#x} past the end of the file"))
+                        } else {
+                            e
+                        }
+                    })?;
+            } else {
+                st.read_mapped(m, at, &mut buf[done..done + n])?;
+            }
+            done += n;
+        }
+        Ok(())
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         self.check(offset, buf.len())?;
         let mut st = self.state();
         st.writable()?;
-        self.pieces(&mut st, offset, buf.len() as u64, |st, at, from, n| {
+        let r = self.pieces(&mut st, offset, buf.len() as u64, |st, at, from, n| {
             st.write_piece(at, &buf[from..from + n])
-        })
+        });
+        r.and(st.write_staged())
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
         self.check(offset, usize::try_from(len).unwrap_or(usize::MAX))?;
         let mut st = self.state();
         st.writable()?;
-        self.pieces(&mut st, offset, len, |st, at, _, n| st.zero_piece(at, n))
+        let r = self.pieces(&mut st, offset, len, |st, at, _, n| st.zero_piece(at, n));
+        r.and(st.write_staged())
     }
 
     fn flush(&self) -> io::Result<()> {
@@ -526,7 +565,7 @@ impl State {
             c
         };
         let new = self.alloc_cluster()?;
-        self.file.write_all_at(&cluster, new)?;
+        self.stage(new, cluster)?;
         self.set_l2_entry(table, i, new | COPIED)?;
         if let Some(old) = m.owned(self.cs) {
             self.pending_free.push(old);
@@ -557,6 +596,28 @@ impl State {
         self.write_piece(at, &vec![0u8; len])
     }
 
+    /// Queues `cluster` for the file at `host`: joined to the staged
+    /// clusters if it follows them, else they are written first.
+    fn stage(&mut self, host: u64, cluster: Vec<u8>) -> io::Result<()> {
+        if let Some((start, data)) = &mut self.staged {
+            if *start + data.len() as u64 == host && data.len() < STAGE_MAX {
+                data.extend_from_slice(&cluster);
+                return Ok(());
+            }
+        }
+        self.write_staged()?;
+        self.staged = Some((host, cluster));
+        Ok(())
+    }
+
+    /// Writes the staged clusters.
+    fn write_staged(&mut self) -> io::Result<()> {
+        match self.staged.take() {
+            Some((host, data)) => self.file.write_all_at(&data, host),
+            None => Ok(()),
+        }
+    }
+
     /// Writes the cached metadata back, in crash-safe order.
     pub(crate) fn write_back(&mut self) -> io::Result<()> {
         self.in_flush = true;
@@ -584,6 +645,8 @@ impl State {
     }
 
     fn write_back_steps(&mut self) -> io::Result<()> {
+        // 0. Guest data before anything that points at it.
+        self.write_staged()?;
         // 1. New counts (and new refcount blocks before the table entry
         //    that points at them).
         self.write_dirty(Meta::Refblock)?;
