@@ -159,9 +159,9 @@ fn unsupported_options_are_one_error_that_names_them() {
                 "-kernel",
                 "/k",
                 "-drive",
-                "file=/x.img,if=virtio,format=qcow2",
+                "file=/x.img,if=virtio,format=vmdk",
             ][..],
-            "qcow2 is not supported yet",
+            "-drive format=vmdk",
         ),
         (
             &["-kernel", "/k", "-M", "microvm,pic=off"][..],
