@@ -352,6 +352,13 @@ impl Machine {
             state: state.clone(),
         };
         let thread_names = thread_list(&threads);
+        let debug = crate::debug::MachineDebug {
+            control: control.clone(),
+            handle: handle.clone(),
+            mem: self.mem.clone(),
+            vm: self.vm.clone(),
+            vcpus: threads.len() as u32,
+        };
         let controller = Controller {
             machine: self,
             control: control.clone(),
@@ -367,6 +374,7 @@ impl Machine {
                 handle,
                 thread,
                 live,
+                debug,
             }),
             Err(e) => {
                 // The controller (and the machine) went with the closure;
