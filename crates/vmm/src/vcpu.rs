@@ -132,6 +132,12 @@ impl VcpuControl {
         !timeout.timed_out()
     }
 
+    /// Makes vCPU threads that are yet to start park at once (a machine
+    /// started paused); [`VcpuControl::pause`] then finds them parked.
+    pub fn hold(&self) {
+        self.lock().pause = true;
+    }
+
     /// Lets paused vCPUs run again.
     pub fn resume(&self) {
         self.lock().pause = false;

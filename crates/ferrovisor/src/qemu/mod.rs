@@ -134,7 +134,7 @@ pub fn main(program: &str, args: &[String]) -> ExitCode {
             config.no_shutdown,
             &fail,
         ),
-        None => crate::run_machine(machine, false),
+        None => crate::run_machine(machine, false, None),
     };
     crate::signals::exit_code(code)
 }
