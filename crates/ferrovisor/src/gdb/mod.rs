@@ -44,6 +44,7 @@ impl GdbServer {
     pub fn bind(addr: String) -> Result<GdbServer, String> {
         let listener =
             TcpListener::bind(&addr).map_err(|e| format!("gdb: cannot listen on {addr}: {e}"))?;
+        tracing::info!(%addr, "waiting for gdb");
         Ok(GdbServer { listener })
     }
 
@@ -56,9 +57,6 @@ impl GdbServer {
     }
 
     fn serve(self, debug: MachineDebug) {
-        if let Ok(addr) = self.listener.local_addr() {
-            tracing::info!(%addr, "waiting for gdb");
-        }
         loop {
             let stream = match self.listener.accept() {
                 Ok((stream, peer)) => {

@@ -9,8 +9,8 @@ use std::num::NonZeroUsize;
 
 use gdbstub::common::{Signal, Tid};
 use gdbstub::target::ext::base::multithread::{
-    MultiThreadBase, MultiThreadResume, MultiThreadResumeOps, MultiThreadSingleStep,
-    MultiThreadSingleStepOps,
+    MultiThreadBase, MultiThreadResume, MultiThreadResumeOps, MultiThreadSchedulerLocking,
+    MultiThreadSchedulerLockingOps, MultiThreadSingleStep, MultiThreadSingleStepOps,
 };
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::breakpoints::{
@@ -294,6 +294,19 @@ impl MultiThreadResume for GdbTarget {
 
     fn support_single_step(&mut self) -> Option<MultiThreadSingleStepOps<'_, Self>> {
         Some(self)
+    }
+
+    fn support_scheduler_locking(&mut self) -> Option<MultiThreadSchedulerLockingOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+/// gdb steps one thread and names no action for the others (`vCont;s:1`):
+/// the machine resumes as a whole, so they run too, as with gdb's
+/// `scheduler-locking off`.
+impl MultiThreadSchedulerLocking for GdbTarget {
+    fn set_resume_action_scheduler_lock(&mut self) -> Result<(), String> {
+        Ok(())
     }
 }
 
