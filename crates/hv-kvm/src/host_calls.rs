@@ -11,6 +11,7 @@ use kvm_bindings::{
 };
 use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr, ioctl_iow_nr, ioctl_iowr_nr};
 
+ioctl_io_nr!(KVM_CHECK_EXTENSION, KVMIO, 0x03);
 ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
 ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_regs);
 ioctl_iow_nr!(KVM_SET_REGS, KVMIO, 0x82, kvm_regs);
@@ -81,6 +82,8 @@ pub fn host_calls() -> hv::HostCalls {
         KVM_NMI(),
         KVM_SET_GUEST_DEBUG(),
         KVM_TRANSLATE(),
+        // KVM_GET_XSAVE2's size (get_fpu on a running VM: the gdb stub).
+        KVM_CHECK_EXTENSION(),
         KVM_GET_VCPU_EVENTS(),
         KVM_SET_VCPU_EVENTS(),
         KVM_GET_DEBUGREGS(),

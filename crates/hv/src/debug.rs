@@ -34,7 +34,7 @@ impl HwBreakpoint {
         match self.kind {
             HwKind::Exec => self.len == 1,
             HwKind::Write | HwKind::Access => {
-                matches!(self.len, 1 | 2 | 4 | 8) && self.addr % u64::from(self.len) == 0
+                matches!(self.len, 1 | 2 | 4 | 8) && self.addr.is_multiple_of(u64::from(self.len))
             }
         }
     }
