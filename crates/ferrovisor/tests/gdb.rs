@@ -73,6 +73,8 @@ fn gdb(port: u16, commands: &[String]) -> String {
         "set confirm off",
         "-ex",
         "set pagination off",
+        "-ex",
+        "set print elements 0",
     ]);
     c.args(["-ex", &format!("target remote 127.0.0.1:{port}")]);
     for command in commands {
@@ -100,19 +102,13 @@ fn finish(mut child: Child) -> (Option<i32>, String) {
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut out);
+    }
     let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
     (status, format!("{out}\n--- stderr ---\n{err}"))
 }
 
@@ -337,4 +333,130 @@ fn bad_input_gets_errors() {
     let (status, console) = finish(child);
     assert!(console.contains(MESSAGE.trim()), "{console}");
     assert_eq!(status, Some(0x43), "{console}");
+}
+
+/// The Linux test guest's kernel on emu: gdb attaches while it runs,
+/// reads `linux_banner` through the kernel's virtual addresses (found in
+/// /proc/kallsyms by the guest) and compares it with the banner the
+/// kernel printed; a breakpoint on getppid's syscall entry is hit when
+/// the test has the guest run a command.
+#[test]
+fn linux_kernel_on_emu() {
+    if !gdb_present() {
+        return;
+    }
+    let Some(guest) = common::guest() else {
+        return;
+    };
+    let script = "grep -w -e linux_banner -e __x64_sys_getppid /proc/kallsyms | sed 's/^/SYM /'; \
+                  dmesg | grep -m1 'Linux version' | sed 's/^[^L]*/BANNER /'; echo READY; \
+                  while read x; do [ \"$x\" = quit ] && break; sh -c 'echo ppid=$PPID'; done";
+    let cmdline = format!(
+        "{} ferrovisor.cmd={}",
+        common::CMDLINE,
+        common::base64(script.as_bytes())
+    );
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrovisor"))
+        .args(["run", "--accel", "emu", "--memory", "256M"])
+        .arg("--kernel")
+        .arg(&guest.kernel)
+        .arg("--initrd")
+        .arg(&guest.initrd)
+        .args(["--cmdline", &cmdline, "--gdb", &port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ferrovisor");
+    let mut stdin = child.stdin.take().unwrap();
+    // The console, line by line, as it comes.
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut banner, mut syms, mut console) = (None, Vec::new(), String::new());
+    let start = Instant::now();
+    while start.elapsed() < common::BOOT_TIMEOUT {
+        let Ok(line) = lines.recv_timeout(Duration::from_secs(1)) else {
+            continue;
+        };
+        console.push_str(&line);
+        console.push('\n');
+        let line = line.trim_end_matches('\r').to_string();
+        if let Some(b) = line.strip_prefix("BANNER ") {
+            banner = Some(b.to_string());
+        } else if let Some(s) = line.strip_prefix("SYM ") {
+            syms.push(s.to_string());
+        } else if line == "READY" {
+            break;
+        }
+    }
+    let sym = |name: &str| {
+        syms.iter()
+            .find(|s| s.ends_with(&format!(" {name}")))
+            .and_then(|s| u64::from_str_radix(s.split_whitespace().next()?, 16).ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/kallsyms; console:\n{console}"))
+    };
+    let banner = banner.unwrap_or_else(|| panic!("no banner; console:\n{console}"));
+    let (linux_banner, getppid) = (sym("linux_banner"), sym("__x64_sys_getppid"));
+    assert!(linux_banner >= 0xffff_8000_0000_0000, "{linux_banner:#x}");
+    // Commands for the guest while gdb waits at the breakpoint.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gdb_done = done.clone();
+    let typing = std::thread::spawn(move || {
+        for _ in 0..120 {
+            std::thread::sleep(Duration::from_millis(500));
+            if gdb_done.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            if stdin.write_all(b"go\n").is_err() {
+                return stdin;
+            }
+        }
+        stdin
+    });
+    let out = gdb(
+        port,
+        &[
+            format!("x/s {linux_banner:#x}"),
+            "p/x $cr0 & 0x80000000".into(),
+            format!("break *{getppid:#x}"),
+            "continue".into(),
+            "p/x $rip".into(),
+            "delete".into(),
+            "detach".into(),
+        ],
+    );
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut stdin = typing.join().unwrap();
+    let _ = stdin.write_all(b"quit\n");
+    drop(stdin);
+    // The rest of the console.
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(30)) {
+        console.push_str(&line);
+        console.push('\n');
+    }
+    let (status, err) = finish(child);
+    let all = format!("gdb:\n{out}\nconsole:\n{console}{err}");
+    // x/s prints ADDR: "Linux version ...\n".
+    let read = out
+        .lines()
+        .find_map(|l| l.split_once(":\t\"").map(|(_, s)| s.to_string()))
+        .unwrap_or_else(|| panic!("no string read: {all}"));
+    let read = read.trim_end_matches('"').trim_end_matches("\\n");
+    assert!(read.starts_with("Linux version "), "{all}");
+    assert_eq!(read, banner.trim_end(), "{all}");
+    assert!(out.contains("Breakpoint 1, "), "{all}");
+    let v = values(&out);
+    assert_eq!(v.get(1), Some(&format!("{getppid:#x}")), "{all}");
+    assert!(console.contains("ppid="), "{all}");
+    assert_eq!(status, Some(0), "{all}");
 }
