@@ -112,12 +112,46 @@ fn finish(mut child: Child) -> (Option<i32>, String) {
     (status, format!("{out}\n--- stderr ---\n{err}"))
 }
 
+/// How ferrovisor is started: its own command line or QEMU's.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Front {
+    Run,
+    Qemu,
+}
+
 fn spawn_tiny(kernel: &Path, accel: &str, port: u16) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrovisor"))
-        .args(["run", "--accel", accel, "--memory", "64M", "--boot", "bare"])
-        .arg("--kernel")
-        .arg(kernel)
-        .args(["--gdb", &port.to_string(), "--gdb-wait"])
+    spawn_tiny_via(Front::Run, kernel, accel, port)
+}
+
+/// The tiny guest, stopped before its first instruction, gdb served on
+/// `port`.
+fn spawn_tiny_via(front: Front, kernel: &Path, accel: &str, port: u16) -> Child {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ferrovisor"));
+    match front {
+        Front::Run => {
+            c.args(["run", "--accel", accel, "--memory", "64M", "--boot", "bare"])
+                .arg("--kernel")
+                .arg(kernel)
+                .args(["--gdb", &port.to_string(), "--gdb-wait"]);
+        }
+        Front::Qemu => {
+            let accel = if accel == "emu" { "tcg" } else { accel };
+            c.args([
+                "qemu",
+                "-accel",
+                accel,
+                "-m",
+                "64M",
+                "-nodefaults",
+                "-nographic",
+            ])
+            .args(["-serial", "stdio", "-kernel"])
+            .arg(kernel)
+            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x4"])
+            .args(["-S", "-gdb", &format!("tcp::{port}")]);
+        }
+    }
+    let mut child = c
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -147,11 +181,15 @@ struct Parts {
 
 /// The whole session on the tiny guest, each printed value checked.
 fn tiny_session(accel: &str, parts: Parts) {
+    tiny_session_via(Front::Run, accel, parts)
+}
+
+fn tiny_session_via(front: Front, accel: &str, parts: Parts) {
     let guest = gdb_target::program().unwrap();
-    let dir = TempDir::new(&format!("gdb-{accel}"));
+    let dir = TempDir::new(&format!("gdb-{accel}-{}", front == Front::Qemu));
     let kernel = dir.elf("gdb-guest.elf", &guest.program);
     let port = free_port();
-    let child = spawn_tiny(&kernel, accel, port);
+    let child = spawn_tiny_via(front, &kernel, accel, port);
     let x = |a: u64| format!("{a:#x}");
     // (command, the value it prints).
     let mut steps: Vec<(String, Option<String>)> = Vec::new();
@@ -210,6 +248,22 @@ fn tiny_guest_on_emu() {
         return;
     }
     tiny_session(
+        "emu",
+        Parts {
+            sw_break: true,
+            watch: true,
+        },
+    );
+}
+
+/// QEMU's `-S -gdb tcp::PORT` in the QEMU front end.
+#[test]
+fn tiny_guest_through_qemu_options() {
+    if !gdb_present() {
+        return;
+    }
+    tiny_session_via(
+        Front::Qemu,
         "emu",
         Parts {
             sw_break: true,
