@@ -130,6 +130,7 @@ fn spawn_tiny_via(front: Front, kernel: &Path, accel: &str, port: u16) -> Child 
     match front {
         Front::Run => {
             c.args(["run", "--accel", accel, "--memory", "64M", "--boot", "bare"])
+                .args(["--cpus", "2"])
                 .arg("--kernel")
                 .arg(kernel)
                 .args(["--gdb", &port.to_string(), "--gdb-wait"]);
@@ -145,7 +146,7 @@ fn spawn_tiny_via(front: Front, kernel: &Path, accel: &str, port: u16) -> Child 
                 "-nodefaults",
                 "-nographic",
             ])
-            .args(["-serial", "stdio", "-kernel"])
+            .args(["-smp", "2", "-serial", "stdio", "-kernel"])
             .arg(kernel)
             .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x4"])
             .args(["-S", "-gdb", &format!("tcp::{port}")]);
@@ -223,6 +224,11 @@ fn tiny_session_via(front: Front, accel: &str, parts: Parts) {
     add("p $rcx".into(), Some("3".into()));
     add(format!("p *(long *){}", x(COUNTER)), Some("3".into()));
     add("delete".into(), None);
+    // Two vCPUs, two threads; the second halts in its loop (RDI = 1).
+    add("info threads".into(), None);
+    add("thread 2".into(), None);
+    add("p $rdi".into(), Some("1".into()));
+    add("thread 1".into(), None);
     // Change what the guest prints and the status it exits with.
     add(format!("set var *(char *){} = 'G'", x(guest.message)), None);
     add("set var $rbx = 0x10".into(), None);
@@ -237,6 +243,7 @@ fn tiny_session_via(front: Front, accel: &str, parts: Parts) {
     if parts.watch {
         assert!(out.contains("New value = 1"), "watchpoint: {all}");
     }
+    assert!(out.contains("Thread 1.2"), "second vCPU: {all}");
     let changed = format!("G{}", &MESSAGE[1..]);
     assert!(console.contains(changed.trim()), "{all}");
     assert_eq!(status, Some(0x21), "debug-exit status with RBX=0x10: {all}");
