@@ -290,7 +290,7 @@ fn tiny_guest_on_kvm() {
     let kvm = hv_kvm::KvmHypervisor::new().unwrap();
     if hv::Hypervisor::has_kvm_capability(&kvm, KVM_CAP_SET_GUEST_DEBUG) != Some(true) {
         conformance::skip_or_fail(
-            "kvm guest debug",
+            "kvm_guest_debug",
             "this host's KVM lacks KVM_CAP_SET_GUEST_DEBUG",
         );
         return;
@@ -301,7 +301,7 @@ fn tiny_guest_on_kvm() {
     let pvm = Path::new("/sys/module/kvm_pvm").exists();
     if pvm {
         conformance::skip_or_fail(
-            "kvm software breakpoints and watchpoints",
+            "kvm_int3_and_watchpoints",
             "the host's KVM is kvm_pvm, whose instruction emulator does not take them",
         );
     }

@@ -31,6 +31,9 @@ pub(crate) struct DebuggerState {
     /// The instruction breakpoint at this RIP stopped the vCPU: the next
     /// instruction runs without that check, so that continuing gets past it.
     pub skip_at: Option<u64>,
+    /// A debugger's translation is walking: no Accessed/Dirty bits set,
+    /// no CR2 or page-fault count for a miss.
+    pub probing: bool,
 }
 
 impl DebuggerState {
@@ -88,13 +91,13 @@ impl Cpu {
 
     /// Translates linear address `lin` through the current page tables as
     /// a supervisor read, for the debugger: `None` when it is not mapped.
-    /// The guest's CR2 is kept; the walk is the CPU's own, so it sets the
-    /// Accessed bits a hardware walk would.
+    /// The walk is the CPU's own; it changes nothing the guest sees (no
+    /// Accessed bits, no CR2).
     pub fn debug_translate(&mut self, bus: &mut dyn Bus, lin: u64) -> Option<u64> {
-        let cr2 = self.state.cr2;
+        self.debugger.probing = true;
         let mut ex = Exec::new(self, bus);
         let t = ex.translate(lin, AccessKind::Read, bank::SUP_AC);
-        self.state.cr2 = cr2;
+        self.debugger.probing = false;
         t.ok().map(|t| t.gpa)
     }
 }

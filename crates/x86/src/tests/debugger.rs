@@ -137,3 +137,21 @@ fn watchpoints_stop_after_the_access_they_watch() {
     assert_eq!(g.bus.read_u64(var) >> 32, 7);
     g.run_to_hlt();
 }
+
+#[test]
+fn debug_translation_leaves_the_page_tables_and_cr2_alone() {
+    let mut g = Guest::long64();
+    load(&mut g, |a, _| a.nop());
+    let old_cr2 = g.cpu.state.cr2;
+    let before = g.bus.ram.clone();
+    assert_eq!(
+        g.cpu.debug_translate(&mut g.bus, DATA + 0x123),
+        Some(DATA + 0x123)
+    );
+    assert_eq!(
+        g.cpu.debug_translate(&mut g.bus, 0xffff_8000_0000_0000),
+        None
+    );
+    assert_eq!(g.cpu.state.cr2, old_cr2);
+    assert!(g.bus.ram == before, "the walk wrote guest memory");
+}
