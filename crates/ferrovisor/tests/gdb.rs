@@ -521,3 +521,57 @@ fn linux_kernel_on_emu() {
     assert!(console.contains("ppid="), "{all}");
     assert_eq!(status, Some(0), "{all}");
 }
+
+/// gdb's Ctrl-C (a 0x03 byte) stops a running guest with SIGINT; the
+/// stub then serves requests, and `k` ends the VM.
+#[test]
+fn interrupt_stops_a_running_guest() {
+    // 1 MiB of NOPs, many times over: seconds of work.
+    let program = guests::nop_sled(1, 100_000, 1).unwrap();
+    let dir = TempDir::new("gdb-interrupt");
+    let kernel = dir.elf("sled.elf", &program);
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrovisor"))
+        .args(["run", "--accel", "emu", "--memory", "64M", "--boot", "bare"])
+        .arg("--kernel")
+        .arg(&kernel)
+        .args(["--gdb", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ferrovisor");
+    wait_listening(port, &mut child);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Attaching stopped it; let it run again.
+    assert!(ask(&mut s, "?").contains("$T"), "stop reason");
+    s.write_all(b"$vCont;c#a8").unwrap();
+    let mut ack = [0u8];
+    s.read_exact(&mut ack).unwrap();
+    assert_eq!(ack[0], b'+');
+    std::thread::sleep(Duration::from_millis(300));
+    s.write_all(&[0x03]).unwrap();
+    let mut reply = Vec::new();
+    let mut b = [0u8];
+    loop {
+        s.read_exact(&mut b).unwrap();
+        reply.push(b[0]);
+        if reply.len() >= 3 && reply[reply.len() - 3] == b'#' {
+            break;
+        }
+    }
+    s.write_all(b"+").unwrap();
+    let reply = String::from_utf8_lossy(&reply).into_owned();
+    assert!(reply.starts_with("$T02"), "SIGINT stop: {reply}");
+    // Stopped inside the sled (or its loop), registers readable.
+    let regs = ask(&mut s, "g");
+    assert!(
+        unrle(&regs).len() > 2 * 0x218 && !regs.contains("$E"),
+        "{regs}"
+    );
+    let _ = s.write_all(b"$k#6b");
+    drop(s);
+    let (status, console) = finish(child);
+    assert_eq!(status, Some(0), "killed by gdb: {console}");
+}
