@@ -575,3 +575,40 @@ fn interrupt_stops_a_running_guest() {
     let (status, console) = finish(child);
     assert_eq!(status, Some(0), "killed by gdb: {console}");
 }
+
+/// The Firecracker front end's `--gdb PORT` (a Ferrovisor extension):
+/// gdb attaches to the running microVM, reads its registers, and its
+/// `kill` ends it.
+#[test]
+fn firecracker_front_end_takes_gdb() {
+    if !gdb_present() {
+        return;
+    }
+    let dir = TempDir::new("gdb-fc");
+    let kernel = dir.elf("echo.elf", &guests::echo().unwrap());
+    let config = serde_json::json!({
+        "boot-source": {"kernel_image_path": kernel.to_str().unwrap()},
+        "machine-config": {"vcpu_count": 1, "mem_size_mib": 64},
+    });
+    let file = dir.file("vm.json", config.to_string().as_bytes());
+    let port = free_port();
+    let (mut child, out, err) = common::firecracker::spawn(&[
+        "--config-file",
+        file.to_str().unwrap(),
+        "--no-api",
+        "--accel",
+        "emu",
+        "--gdb",
+        &port.to_string(),
+    ]);
+    let stdin = child.stdin.take();
+    wait_listening(port, &mut child);
+    let gdb_out = gdb(port, &["p/x $cr0 & 0x80000001".into(), "kill".into()]);
+    drop(stdin);
+    let status = child.wait().unwrap();
+    let err = String::from_utf8_lossy(&err.recv().unwrap()).into_owned();
+    let out = String::from_utf8_lossy(&out.recv().unwrap()).into_owned();
+    let all = format!("gdb:\n{gdb_out}\nconsole:\n{out}\n{err}");
+    assert_eq!(values(&gdb_out), ["0x80000001"], "{all}");
+    assert_eq!(status.code(), Some(0), "{all}");
+}
