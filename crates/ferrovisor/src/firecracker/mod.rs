@@ -52,6 +52,7 @@ options (Firecracker's, plus --accel):
   --enable-pci             virtio devices on PCI instead of virtio-mmio
   --trace <pattern>        KVM trace events to write (kvm_exit, kvm_pio,kvm_mmio, kvm_*; docs/TRACING.md)
   --trace-file <path>      where trace events go [default: standard error]
+  --gdb <port>             a gdb stub on 127.0.0.1:<port> once the microVM starts
   --no-seccomp             no syscall filters (they are on by default; docs/SECURITY.md)
   --seccomp-filter <path>  syscall filters from this seccompiler JSON file, one per thread kind
   --start-time-us, --start-time-cpu-us, --parent-cpu-time-us <n>   accepted (from the jailer)
