@@ -4,6 +4,7 @@
 mod demo;
 mod disk;
 mod firecracker;
+mod gdb;
 mod limits;
 mod net;
 mod qemu;
@@ -93,6 +94,14 @@ pub(crate) struct RunArgs {
     /// Print a table of VM exits by reason for each vCPU at exit.
     #[arg(long)]
     stats: bool,
+    /// Serve gdb's remote protocol on this TCP port of 127.0.0.1 (gdb:
+    /// `target remote :PORT`); each vCPU is a gdb thread.
+    #[arg(long, value_name = "PORT")]
+    gdb: Option<u16>,
+    /// With --gdb: start with the vCPUs stopped, until gdb continues them
+    /// (QEMU's -S).
+    #[arg(long, requires = "gdb")]
+    gdb_wait: bool,
     /// No syscall filters. By default every thread runs under its kind's
     /// seccomp filter (docs/SECURITY.md); a forbidden syscall ends the
     /// process with status 148.
@@ -284,8 +293,21 @@ fn main() -> ExitCode {
                 Ok(spec) => spec,
                 Err(message) => return fail(&message, 2),
             };
+            let gdb = match args.gdb {
+                Some(port) => match gdb::GdbServer::bind(format!("127.0.0.1:{port}")) {
+                    Ok(server) => Some(gdb::GdbStart {
+                        server,
+                        wait: args.gdb_wait,
+                    }),
+                    Err(message) => return fail(&message, 1),
+                },
+                None => None,
+            };
             match vmm::machine_config(&spec, args.accel) {
-                Ok(config) => signals::exit_code(run(&config, args.stats)),
+                Ok(config) => signals::exit_code(match Machine::new(&config) {
+                    Ok(machine) => run_machine(machine, args.stats, gdb),
+                    Err(e) => fail(&error_line(&e), 1),
+                }),
                 Err(e) => fail(&error_line(&e), 1),
             }
         }
@@ -311,15 +333,30 @@ fn jail_dispatch(argv0: &std::ffi::OsStr, argv: &[String]) -> Option<u8> {
 
 pub(crate) fn run(config: &MachineConfig, print_stats: bool) -> ExitCode {
     match Machine::new(config) {
-        Ok(machine) => run_machine(machine, print_stats),
+        Ok(machine) => run_machine(machine, print_stats, None),
         Err(e) => fail(&error_line(&e), 1),
     }
 }
 
 /// Runs a built machine to its end; the exit status follows how it ended.
-pub(crate) fn run_machine(machine: Machine, print_stats: bool) -> ExitCode {
-    match machine.start() {
+/// With `gdb`, a gdb stub serves the machine (which starts paused if
+/// asked).
+pub(crate) fn run_machine(
+    machine: Machine,
+    print_stats: bool,
+    gdb: Option<gdb::GdbStart>,
+) -> ExitCode {
+    let started = match &gdb {
+        Some(g) if g.wait => machine.start_paused(),
+        _ => machine.start(),
+    };
+    match started {
         Ok(running) => {
+            if let Some(g) = gdb {
+                if let Err(message) = g.server.spawn(running.debugger()) {
+                    return fail(&message, 1);
+                }
+            }
             signals::attach(running.handle());
             if let Err(message) = seccomp::enter_main() {
                 return fail(&message, 1);

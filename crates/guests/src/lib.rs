@@ -205,6 +205,7 @@ pub fn rtc_date() -> Result<Program> {
 }
 
 pub mod demo;
+pub mod gdb_target;
 pub mod multiboot;
 pub mod virtio;
 

@@ -584,6 +584,7 @@ impl EmuVcpu {
                     self.sleep(deadline);
                 }
                 CpuExit::Shutdown => return VcpuExit::Shutdown,
+                CpuExit::Debug(cause) => return VcpuExit::Debug(cause),
                 // A spin loop waits for another vCPU: let it run (KVM's
                 // kvm_vcpu_on_spin, without the directed part).
                 CpuExit::PauseLoop if self.vm.vcpus.len() > 1 => std::thread::yield_now(),
@@ -602,7 +603,7 @@ fn userspace_exit_reason(exit: VcpuExit) -> u32 {
         VcpuExit::Shutdown => kvm_exit::SHUTDOWN,
         VcpuExit::Reset | VcpuExit::PowerOff => kvm_exit::SYSTEM_EVENT,
         VcpuExit::Interrupted => kvm_exit::INTR,
-        VcpuExit::Debug => kvm_exit::DEBUG,
+        VcpuExit::Debug(_) => kvm_exit::DEBUG,
     }
 }
 
@@ -763,6 +764,43 @@ impl Vcpu for EmuVcpu {
     fn restore_state(&mut self, state: &hv::VcpuState) -> Result<(), HvError> {
         self.restore(state)
     }
+
+    fn set_guest_debug(&mut self, debug: &hv::GuestDebug) -> Result<(), HvError> {
+        if let Some(bp) = debug.hw.iter().flatten().find(|bp| !bp.is_valid()) {
+            return Err(invalid(format_args!("hardware breakpoint {bp:?}")));
+        }
+        self.cpu.set_guest_debug(debug);
+        Ok(())
+    }
+
+    fn translate_gva(&mut self, gva: u64) -> Result<Option<u64>, HvError> {
+        let vm = self.vm.clone();
+        let shared = self.shared.clone();
+        // Page tables live in RAM; a walk that reaches MMIO reads nothing.
+        let mut bus = EmuBus {
+            vm: &vm,
+            me: &shared,
+            slots: vm.slots(),
+            generation: vm.generation(),
+            io: &NoIo,
+        };
+        Ok(self.cpu.debug_translate(&mut bus, gva))
+    }
+}
+
+/// The port and MMIO handler of a debugger's page walk: none (reads as
+/// all ones, writes go nowhere).
+struct NoIo;
+
+impl IoHandler for NoIo {
+    fn pio_read(&self, _port: u16, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+    fn pio_write(&self, _port: u16, _data: &[u8]) {}
+    fn mmio_read(&self, _gpa: u64, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+    fn mmio_write(&self, _gpa: u64, _data: &[u8]) {}
 }
 
 /// What `--stats` reads of an emu vCPU: its exits, and its soft TLB and

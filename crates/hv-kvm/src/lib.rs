@@ -20,6 +20,7 @@
 
 mod convert;
 mod error;
+mod guest_debug;
 mod host_calls;
 mod hypervisor;
 mod kick;

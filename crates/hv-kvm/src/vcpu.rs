@@ -46,6 +46,8 @@ pub(crate) struct KvmVcpu {
     /// x87/SSE state goes through KVM_GET/SET_XSAVE (see `xsave`).
     xsave: bool,
     pub(crate) vm: Arc<VmShared>,
+    /// What the debugger set (KVM_SET_GUEST_DEBUG), to name a stop's cause.
+    debug: hv::GuestDebug,
 }
 
 /// What one KVM_RUN came back with, after the borrow of the kvm_run
@@ -92,6 +94,7 @@ impl KvmVcpu {
             kick: Arc::new(KickState::default()),
             xsave: caps.xsave,
             vm,
+            debug: hv::GuestDebug::default(),
         }
     }
 
@@ -222,7 +225,13 @@ impl KvmVcpu {
                     "unhandled KVM_EXIT_SYSTEM_EVENT type {other} (data {data:x?})"
                 ))),
             },
-            Ok(KvmExit::Debug(_)) => Step::Exit(VcpuExit::Debug),
+            Ok(KvmExit::Debug(arch)) => match crate::guest_debug::cause(&arch, &self.debug) {
+                Some(cause) => Step::Exit(VcpuExit::Debug(cause)),
+                None => Step::Fail(HvError::GuestFailure(format!(
+                    "KVM_EXIT_DEBUG for exception {} nobody asked for",
+                    arch.exception
+                ))),
+            },
             // Only when requested (we never ask for an interrupt window).
             Ok(KvmExit::IrqWindowOpen) => Step::Continue,
             Ok(KvmExit::Intr) => Step::Interrupted,
@@ -286,7 +295,7 @@ impl KvmVcpu {
             Step::Exit(VcpuExit::Halt) => (kvm_exit::HLT, Some(VmxExit::Hlt)),
             Step::Exit(VcpuExit::Shutdown) => (kvm_exit::SHUTDOWN, Some(VmxExit::TripleFault)),
             Step::Exit(VcpuExit::Reset | VcpuExit::PowerOff) => (kvm_exit::SYSTEM_EVENT, None),
-            Step::Exit(VcpuExit::Debug) => (kvm_exit::DEBUG, None),
+            Step::Exit(VcpuExit::Debug(_)) => (kvm_exit::DEBUG, None),
             Step::Exit(VcpuExit::Interrupted) => (kvm_exit::INTR, None),
         };
         tracepoints::kvm_userspace_exit(reason, 0);
@@ -521,6 +530,27 @@ impl Vcpu for KvmVcpu {
 
     fn restore_state(&mut self, state: &hv::VcpuState) -> Result<(), HvError> {
         self.restore(state)
+    }
+
+    fn set_guest_debug(&mut self, debug: &hv::GuestDebug) -> Result<(), HvError> {
+        if let Some(bp) = debug.hw.iter().flatten().find(|bp| !bp.is_valid()) {
+            return Err(HvError::InvalidArgument(format!(
+                "hardware breakpoint {bp:?}"
+            )));
+        }
+        self.fd
+            .set_guest_debug(&crate::guest_debug::to_kvm(debug))
+            .map_err(|e| crate::error::os_error("KVM_SET_GUEST_DEBUG", e))?;
+        self.debug = *debug;
+        Ok(())
+    }
+
+    fn translate_gva(&mut self, gva: u64) -> Result<Option<u64>, HvError> {
+        let t = self
+            .fd
+            .translate_gva(gva)
+            .map_err(|e| crate::error::os_error("KVM_TRANSLATE", e))?;
+        Ok((t.valid != 0).then_some(t.physical_address))
     }
 }
 

@@ -17,8 +17,9 @@ pub enum VcpuExit {
     PowerOff,
     /// A [`crate::Kicker`] interrupted the run.
     Interrupted,
-    /// A debug trap (single step or breakpoint) requested by the VMM.
-    Debug,
+    /// A debug stop (single step or breakpoint) the VMM's debugger asked
+    /// for with [`crate::Vcpu::set_guest_debug`].
+    Debug(crate::DebugCause),
 }
 
 /// Exit reasons that are counted per vCPU. The first six are the seed's

@@ -7,6 +7,7 @@
 //! only ever sees these types, never a backend's own.
 #![forbid(unsafe_code)]
 
+pub mod debug;
 pub mod exit;
 pub mod memory;
 pub mod snapshot;
@@ -14,6 +15,7 @@ pub mod state;
 
 use std::sync::Arc;
 
+pub use debug::{DebugCause, GuestDebug, HwBreakpoint, HwKind};
 pub use exit::{ExitCounters, ExitReason, ExitStats, ExitStatsSource, VcpuExit};
 pub use memory::MemorySlot;
 pub use snapshot::{VcpuState, VmState};
@@ -316,6 +318,19 @@ pub trait Vcpu: Send {
     /// partly restored and should not run.
     fn restore_state(&mut self, _state: &VcpuState) -> Result<(), HvError> {
         Err(HvError::Unsupported("restoring the vCPU state"))
+    }
+    /// Sets what the VMM's debugger asks of this vCPU (KVM_SET_GUEST_DEBUG):
+    /// stops come back from [`Vcpu::run`] as [`VcpuExit::Debug`]. Call it
+    /// while the vCPU is outside `run`. An accelerator or host that cannot
+    /// debug guests says `Unsupported` (the default).
+    fn set_guest_debug(&mut self, _debug: &GuestDebug) -> Result<(), HvError> {
+        Err(HvError::Unsupported("guest debugging"))
+    }
+    /// Translates guest-linear address `gva` through this vCPU's current
+    /// page tables (KVM_TRANSLATE) without side effects on the guest:
+    /// `None` when it is not mapped. With paging off it is the identity.
+    fn translate_gva(&mut self, _gva: u64) -> Result<Option<u64>, HvError> {
+        Err(HvError::Unsupported("address translation"))
     }
 }
 

@@ -130,12 +130,18 @@ pub struct RunningMachine {
     pub(crate) handle: MachineHandle,
     pub(crate) thread: JoinHandle<RunReport>,
     pub(crate) live: crate::live::LiveStats,
+    pub(crate) debug: crate::debug::MachineDebug,
 }
 
 impl RunningMachine {
     /// A handle that sends the machine commands.
     pub fn handle(&self) -> MachineHandle {
         self.handle.clone()
+    }
+
+    /// What a debugger (the gdb stub) reaches of the machine.
+    pub fn debugger(&self) -> crate::debug::MachineDebug {
+        self.debug.clone()
     }
 
     /// The machine's counters, readable from any thread while it runs.

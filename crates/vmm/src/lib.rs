@@ -18,6 +18,7 @@ pub mod accel;
 pub mod config;
 pub mod console;
 pub mod controller;
+pub mod debug;
 mod devices;
 pub mod live;
 pub mod machine;

@@ -67,6 +67,8 @@ pub enum MachineError {
     DuplicateDiskId(String),
     #[error("cannot start the platform timer thread")]
     TimerThread(#[source] std::io::Error),
+    #[error("the vCPUs did not stop before their start")]
+    StartPaused,
     #[error("cannot start the controller thread")]
     ControllerThread(#[source] std::io::Error),
     #[error("--cpu")]
@@ -309,10 +311,25 @@ impl Machine {
 
     /// Starts the vCPUs and hands the machine to its controller thread;
     /// see [`crate::controller`].
-    pub fn start(mut self) -> Result<RunningMachine, MachineError> {
+    pub fn start(self) -> Result<RunningMachine, MachineError> {
+        self.start_with(false)
+    }
+
+    /// [`Machine::start`] with the machine paused before any vCPU ran a
+    /// guest instruction (a debugger's `-S`): [`Command::Resume`] starts it.
+    pub fn start_paused(self) -> Result<RunningMachine, MachineError> {
+        self.start_with(true)
+    }
+
+    fn start_with(mut self, paused: bool) -> Result<RunningMachine, MachineError> {
         self.devices.activate().map_err(MachineError::TimerThread)?;
         let live = self.live_stats();
         let control = Arc::new(VcpuControl::default());
+        if paused {
+            // The vCPU threads park before they enter the guest; the
+            // Pause below stops the clock and the devices.
+            control.hold();
+        }
         let mut threads: Vec<(Kicker, JoinHandle<ExitStats>)> = Vec::new();
         for vcpu in self.vcpus.drain(..) {
             let kicker = vcpu.kicker();
@@ -352,6 +369,13 @@ impl Machine {
             state: state.clone(),
         };
         let thread_names = thread_list(&threads);
+        let debug = crate::debug::MachineDebug {
+            control: control.clone(),
+            handle: handle.clone(),
+            mem: self.mem.clone(),
+            vm: self.vm.clone(),
+            vcpus: threads.len() as u32,
+        };
         let controller = Controller {
             machine: self,
             control: control.clone(),
@@ -363,11 +387,19 @@ impl Machine {
         let builder = std::thread::Builder::new().name("vmm-controller".into());
         let thread = sandbox::spawn(sandbox::ThreadKind::Vmm, builder, move || controller.run());
         match thread {
-            Ok(thread) => Ok(RunningMachine {
-                handle,
-                thread,
-                live,
-            }),
+            Ok(thread) => {
+                if paused {
+                    handle
+                        .send(Command::Pause)
+                        .map_err(|_| MachineError::StartPaused)?;
+                }
+                Ok(RunningMachine {
+                    handle,
+                    thread,
+                    live,
+                    debug,
+                })
+            }
             Err(e) => {
                 // The controller (and the machine) went with the closure;
                 // its vCPU threads end on the stop.

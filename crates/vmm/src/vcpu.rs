@@ -18,13 +18,14 @@
 //! on entering `Paused` and sets it back on leaving, so the guest sees no
 //! time pass in between.
 
+use std::collections::VecDeque;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use devices::{GuestRequest, IoBuses};
 use hv::state::msr_index::IA32_TSC;
-use hv::{ExitStats, HvError, Kicker, Msr, Vcpu, VcpuExit};
+use hv::{DebugCause, ExitStats, HvError, Kicker, Msr, Vcpu, VcpuExit};
 
 use crate::controller::Command;
 
@@ -50,7 +51,10 @@ pub enum MachineEvent {
     Command(Command, Sender<Result<(), crate::controller::CommandError>>),
 }
 
-#[derive(Debug, Default)]
+/// Work a debugger has a paused vCPU's thread do on its vCPU.
+pub(crate) type VcpuJob = Box<dyn FnOnce(&mut dyn Vcpu) + Send>;
+
+#[derive(Default)]
 struct Flags {
     stop: bool,
     pause: bool,
@@ -58,6 +62,23 @@ struct Flags {
     live: u32,
     /// Of those, parked in `Paused`.
     parked: u32,
+    /// Jobs for parked vCPUs, by vCPU id (see [`VcpuControl::run_on`]).
+    jobs: VecDeque<(u32, VcpuJob)>,
+    /// Debugger stops the vCPUs reported, oldest first.
+    debug_stops: VecDeque<(u32, DebugCause)>,
+}
+
+impl std::fmt::Debug for Flags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flags")
+            .field("stop", &self.stop)
+            .field("pause", &self.pause)
+            .field("live", &self.live)
+            .field("parked", &self.parked)
+            .field("jobs", &self.jobs.len())
+            .field("debug_stops", &self.debug_stops)
+            .finish()
+    }
 }
 
 /// How long [`VcpuControl::pause`] waits for the vCPUs to park.
@@ -111,6 +132,12 @@ impl VcpuControl {
         !timeout.timed_out()
     }
 
+    /// Makes vCPU threads that are yet to start park at once (a machine
+    /// started paused); [`VcpuControl::pause`] then finds them parked.
+    pub fn hold(&self) {
+        self.lock().pause = true;
+    }
+
     /// Lets paused vCPUs run again.
     pub fn resume(&self) {
         self.lock().pause = false;
@@ -127,17 +154,64 @@ impl VcpuControl {
         }
     }
 
-    /// Parks the calling vCPU while the machine is paused; false when it
-    /// must stop.
-    fn park(&self) -> bool {
+    /// Parks the calling vCPU while the machine is paused, running the
+    /// debugger's jobs for it; false when it must stop.
+    fn park(&self, vcpu: &mut dyn Vcpu) -> bool {
+        let id = vcpu.id();
         let mut f = self.lock();
         f.parked += 1;
         self.changed.notify_all();
         while f.pause && !f.stop {
+            if let Some(at) = f.jobs.iter().position(|(to, _)| *to == id) {
+                let job = f.jobs.remove(at).map(|(_, job)| job);
+                drop(f);
+                if let Some(job) = job {
+                    job(vcpu);
+                }
+                f = self.lock();
+                continue;
+            }
             f = self.changed.wait(f).unwrap_or_else(|p| p.into_inner());
         }
         f.parked -= 1;
         !f.stop
+    }
+
+    /// Has vCPU `id`'s thread run `job` while the machine is paused;
+    /// false (and `job` dropped) when it is not paused.
+    pub(crate) fn run_on(&self, id: u32, job: VcpuJob) -> bool {
+        let mut f = self.lock();
+        if !f.pause || f.stop || f.parked < f.live {
+            return false;
+        }
+        f.jobs.push_back((id, job));
+        self.changed.notify_all();
+        true
+    }
+
+    /// A vCPU stopped for the debugger.
+    fn report_debug_stop(&self, id: u32, cause: DebugCause) {
+        self.lock().debug_stops.push_back((id, cause));
+        self.changed.notify_all();
+    }
+
+    /// The oldest debugger stop, waiting up to `timeout` for one.
+    pub(crate) fn take_debug_stop(&self, timeout: Duration) -> Option<(u32, DebugCause)> {
+        let f = self.lock();
+        let (mut f, _) = self
+            .changed
+            .wait_timeout_while(f, timeout, |f| f.debug_stops.is_empty() && !f.stop)
+            .unwrap_or_else(|p| p.into_inner());
+        f.debug_stops.pop_front()
+    }
+
+    /// Forgets the debugger stops reported so far (the debugger resumes
+    /// the VM: a vCPU stopped at a breakpoint meets it again).
+    pub(crate) fn clear_debug_stops(&self) {
+        let mut f = self.lock();
+        f.debug_stops.clear();
+        // Jobs of a pause that ended are dropped unanswered.
+        f.jobs.clear();
     }
 }
 
@@ -148,6 +222,8 @@ enum State {
     /// itself); nothing can wake this vCPU but a pause or the end of the
     /// machine.
     Halted,
+    /// Stopped for the debugger, waiting for the pause it leads to.
+    DebugStopped,
     /// The machine is paused; afterwards the vCPU goes back to `then`.
     Paused {
         then: Resume,
@@ -189,6 +265,18 @@ impl VcpuContext {
                         State::Halted
                     }
                 }
+                State::DebugStopped => {
+                    if self.control.stopping() {
+                        State::Exiting
+                    } else if self.control.pausing() {
+                        State::Paused {
+                            then: Resume::Running,
+                        }
+                    } else {
+                        std::thread::park();
+                        State::DebugStopped
+                    }
+                }
                 State::Paused { then } => self.paused(then),
                 State::Exiting => State::Exiting,
             };
@@ -206,7 +294,7 @@ impl VcpuContext {
         let saved = self.vcpu.get_msrs(&mut tsc).is_ok();
         // Only a guest with kvmclock has anything to be told.
         let _ = self.vcpu.notify_paused();
-        if !self.control.park() {
+        if !self.control.park(&mut *self.vcpu) {
             return State::Exiting;
         }
         if saved {
@@ -231,7 +319,11 @@ impl VcpuContext {
         }
         let id = self.vcpu.id();
         match self.vcpu.run(&*self.buses) {
-            Ok(VcpuExit::Interrupted) | Ok(VcpuExit::Debug) => State::Running,
+            Ok(VcpuExit::Interrupted) => State::Running,
+            Ok(VcpuExit::Debug(cause)) => {
+                self.control.report_debug_stop(id, cause);
+                State::DebugStopped
+            }
             Ok(VcpuExit::Halt) => State::Halted,
             Ok(VcpuExit::Shutdown) => self.report(MachineEvent::Vcpu {
                 id,

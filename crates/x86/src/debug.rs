@@ -106,7 +106,8 @@ impl Cpu {
     pub(crate) fn debug_regs_changed(&mut self) {
         let dr7 = self.state.dr[7];
         let was = self.dbg.watch;
-        self.dbg.watch = (0..4).any(|n| bp_enabled(dr7, n) && bp_rw(dr7, n) & 1 == 1);
+        self.dbg.watch =
+            (0..4).any(|n| bp_enabled(dr7, n) && bp_rw(dr7, n) & 1 == 1) || self.debugger.watch;
         if self.dbg.watch || was {
             self.tlb.flush_guest_all(crate::counters::TlbFlush::Rights);
         }
@@ -120,6 +121,16 @@ impl Exec<'_> {
     pub(crate) fn debug_active(&self) -> bool {
         let st = &self.c.state;
         (st.flags.raw_bits() & (rflags::TF | rflags::RF)) | (st.dr[7] & dr7::ENABLES) != 0
+            || self.c.debugger.active
+    }
+
+    /// Whether the guest's own debug state needs [`Exec::step_debug`]
+    /// (more than RF alone).
+    pub(crate) fn guest_debug_active(&self) -> bool {
+        let st = &self.c.state;
+        (st.flags.raw_bits() & rflags::TF) | (st.dr[7] & dr7::ENABLES) != 0
+            || self.c.dbg.shadow
+            || self.c.dbg.pending != 0
     }
 
     /// Runs the next instruction with the debug checks around it (see the
@@ -239,21 +250,25 @@ impl Exec<'_> {
     /// Whether an enabled data breakpoint covers part of `lin`'s page.
     pub(crate) fn watched_page(&self, lin: u64) -> bool {
         let dr7 = self.c.state.dr[7];
-        (0..4).any(|n| {
-            bp_enabled(dr7, n)
-                && bp_rw(dr7, n) & 1 == 1
-                && overlaps(
-                    lin & !0xfff,
-                    4096,
-                    self.bp_addr(n) & !(bp_len(dr7, n) - 1),
-                    bp_len(dr7, n),
-                )
-        })
+        self.c.debugger.watched_page(lin)
+            || (0..4).any(|n| {
+                bp_enabled(dr7, n)
+                    && bp_rw(dr7, n) & 1 == 1
+                    && overlaps(
+                        lin & !0xfff,
+                        4096,
+                        self.bp_addr(n) & !(bp_len(dr7, n) - 1),
+                        bp_len(dr7, n),
+                    )
+            })
     }
 
     /// Records the data breakpoints an access of `len` bytes at `lin`
     /// hits (a write matches R/W 01 and 11, a read 11 only).
     pub(crate) fn watch_access(&mut self, lin: u64, len: usize, write: bool) {
+        if self.c.debugger.watch {
+            self.c.debugger.watch_access(lin, len, write);
+        }
         let dr7 = self.c.state.dr[7];
         for n in 0..4 {
             let rw = bp_rw(dr7, n);

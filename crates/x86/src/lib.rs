@@ -153,6 +153,7 @@ pub mod block;
 pub mod convert;
 pub mod counters;
 mod debug;
+mod debugger;
 pub mod exception;
 mod exec;
 pub mod flags;
@@ -330,6 +331,8 @@ pub enum CpuExit {
     /// A PAUSE spin loop has spun long enough that the host CPU is better
     /// given to another vCPU (pause-loop exiting); RIP is after the PAUSE.
     PauseLoop,
+    /// The VMM's debugger asked for this stop ([`Cpu::set_guest_debug`]).
+    Debug(hv::DebugCause),
 }
 
 /// Requests other threads make to a running CPU, polled at block boundaries.
@@ -428,6 +431,8 @@ pub struct Cpu {
     pub(crate) xcr0_supported: u64,
     /// Breakpoint and single-step bookkeeping.
     pub(crate) dbg: debug::DebugState,
+    /// The VMM debugger's breakpoints and single-step (see `debugger`).
+    pub(crate) debugger: debugger::DebuggerState,
     /// The TLB data bank of explicit accesses by the running block (set
     /// as each block starts; see `Exec::data_bank`).
     pub(crate) dbank: usize,
@@ -467,6 +472,7 @@ impl Cpu {
             tsc_hz: 1_000_000_000,
             feat: Features::ALL,
             dbg: Default::default(),
+            debugger: Default::default(),
             dbank: 0,
             xcr0_supported: state::xcr0::SUPPORTED,
             code_share: Arc::new(CodeShare::new()),

@@ -463,6 +463,12 @@ impl Exec<'_> {
     }
 
     fn page_fault(&mut self, lin: u64, code: u32) -> Exc {
+        if self.c.debugger.probing {
+            return Exc {
+                vector: crate::exception::PF,
+                code: Some(code as u16),
+            };
+        }
         self.c.state.cr2 = lin;
         self.c.counters.inc(ExitReason::PageFault);
         tracepoints::kvm_page_fault(self.c.state.rip, lin, code.into());
@@ -673,7 +679,8 @@ impl Exec<'_> {
                     dirty = true;
                 }
             }
-            if bits != 0 {
+            // A debugger's probe leaves the guest's page tables alone.
+            if bits != 0 && !self.c.debugger.probing {
                 self.phys_set_bits(l.addr, bits, wide);
             }
         }

@@ -49,6 +49,9 @@ pub struct FcArgs {
     pub trace: Option<String>,
     /// `--trace-file PATH` (Ferrovisor's): where they go.
     pub trace_file: Option<PathBuf>,
+    /// `--gdb PORT` (Ferrovisor's): a gdb stub on 127.0.0.1:PORT once the
+    /// microVM starts.
+    pub gdb: Option<u16>,
 }
 
 impl Default for FcArgs {
@@ -76,6 +79,7 @@ impl Default for FcArgs {
             parent_cpu_time_us: None,
             trace: None,
             trace_file: None,
+            gdb: None,
         }
     }
 }
@@ -137,6 +141,7 @@ const OPTIONS: &[(&str, bool)] = &[
     ("accel", true),
     ("trace", true),
     ("trace-file", true),
+    ("gdb", true),
     ("enable-pci", false),
     ("no-seccomp", false),
     ("seccomp-filter", true),
@@ -253,6 +258,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, ArgError> {
             "enable-pci" => out.enable_pci = true,
             "trace" => out.trace = Some(value),
             "trace-file" => out.trace_file = Some(PathBuf::from(value)),
+            "gdb" => out.gdb = Some(number(name, &value)?),
             "no-seccomp" => out.no_seccomp = true,
             "seccomp-filter" => out.seccomp_filter = Some(PathBuf::from(value)),
             "start-time-us" => out.start_time_us = Some(number(name, &value)?),

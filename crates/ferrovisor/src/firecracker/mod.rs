@@ -52,6 +52,7 @@ options (Firecracker's, plus --accel):
   --enable-pci             virtio devices on PCI instead of virtio-mmio
   --trace <pattern>        KVM trace events to write (kvm_exit, kvm_pio,kvm_mmio, kvm_*; docs/TRACING.md)
   --trace-file <path>      where trace events go [default: standard error]
+  --gdb <port>             a gdb stub on 127.0.0.1:<port> once the microVM starts
   --no-seccomp             no syscall filters (they are on by default; docs/SECURITY.md)
   --seccomp-filter <path>  syscall filters from this seccompiler JSON file, one per thread kind
   --start-time-us, --start-time-cpu-us, --parent-cpu-time-us <n>   accepted (from the jailer)
@@ -144,6 +145,14 @@ pub fn main(argv: &[String]) -> ExitCode {
         api::FIRECRACKER_API_VERSION
     );
     let mmds = mmds::Mmds::shared(fc.mmds_size_limit.unwrap_or(fc.http_api_max_payload_size));
+    let gdb = match fc
+        .gdb
+        .map(|port| crate::gdb::GdbServer::bind(format!("127.0.0.1:{port}")))
+    {
+        Some(Err(message)) => return fail(&message, 1),
+        bound => std::cell::Cell::new(bound.and_then(Result::ok)),
+    };
+    let start = |machine: Machine| start(machine, &gdb);
     if fc.no_api {
         let machine = match build(&spec, fc.accel, &mmds) {
             Ok(machine) => machine,
@@ -164,7 +173,7 @@ pub fn main(argv: &[String]) -> ExitCode {
         controller.flush_metrics();
         return code;
     }
-    serve(&fc, spec, logger, metrics, mmds, process_start)
+    serve(&fc, spec, logger, metrics, mmds, process_start, &start)
 }
 
 fn read_config(path: &Path) -> Result<VmSpec, String> {
@@ -186,9 +195,16 @@ fn build(spec: &VmSpec, accel: Accel, mmds: &mmds::SharedMmds) -> Result<Machine
     Machine::new(&config).map_err(|e| crate::error_line(&e))
 }
 
-/// Starts a built machine.
-fn start(machine: Machine) -> Result<vmm::RunningMachine, String> {
-    machine.start().map_err(|e| crate::error_line(&e))
+/// Starts a built machine, and the gdb stub if there is one.
+fn start(
+    machine: Machine,
+    gdb: &std::cell::Cell<Option<crate::gdb::GdbServer>>,
+) -> Result<vmm::RunningMachine, String> {
+    let running = machine.start().map_err(|e| crate::error_line(&e))?;
+    if let Some(server) = gdb.take() {
+        server.spawn(running.debugger())?;
+    }
+    Ok(running)
 }
 
 /// Removes the API socket when the process ends normally.
@@ -207,6 +223,7 @@ fn serve(
     metrics: Option<std::fs::File>,
     mmds: mmds::SharedMmds,
     process_start: std::time::Instant,
+    start: &dyn Fn(Machine) -> Result<vmm::RunningMachine, String>,
 ) -> ExitCode {
     let config = ServerConfig {
         limits: api::http::Limits {
@@ -248,7 +265,7 @@ fn serve(
             Err(message) => fail(&format!("cannot start the microVM: {message}"), 1),
         }
     } else {
-        wait_for_start(fc, &controller, &start_rx, &mmds)
+        wait_for_start(fc, &controller, &start_rx, &mmds, start)
     };
     // As Firecracker's Vmm::stop: the last metrics line, whatever ended
     // the process (the guest, a signal, a failed start).
@@ -264,6 +281,7 @@ fn wait_for_start(
     controller: &Arc<Controller>,
     start_rx: &std::sync::mpsc::Receiver<controller::StartRequest>,
     mmds: &mmds::SharedMmds,
+    start: &dyn Fn(Machine) -> Result<vmm::RunningMachine, String>,
 ) -> ExitCode {
     use std::sync::mpsc::RecvTimeoutError;
     loop {

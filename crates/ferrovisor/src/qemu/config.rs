@@ -31,6 +31,29 @@ pub struct Config {
     pub name: Option<String>,
     /// -pidfile: written at start, removed at exit.
     pub pidfile: Option<PathBuf>,
+    /// -s, -gdb tcp:[HOST]:PORT: where the gdb stub listens (HOST:PORT).
+    pub gdb: Option<String>,
+}
+
+/// `-gdb DEV`'s address: `tcp:[HOST]:PORT` (an empty host is 127.0.0.1:
+/// QEMU listens on every interface, Ferrovisor on the loopback only);
+/// `none` for no stub.
+fn gdb_address(value: &str) -> Result<Option<String>, QemuError> {
+    if value == "none" {
+        return Ok(None);
+    }
+    let bad = || {
+        QemuError::new(format!(
+            "-gdb {value}: not supported by Ferrovisor (tcp:[HOST]:PORT is)"
+        ))
+    };
+    let rest = value.strip_prefix("tcp:").ok_or_else(bad)?;
+    // Options after a comma (server, nowait...) change nothing here.
+    let rest = rest.split(',').next().unwrap_or("");
+    let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let host = if host.is_empty() { "127.0.0.1" } else { host };
+    Ok(Some(format!("{host}:{port}")))
 }
 
 fn props(o: &Opt, implied: Option<&str>) -> Result<Props, QemuError> {
@@ -114,6 +137,7 @@ impl Config {
         let mut qmp = None;
         let mut name = None;
         let mut pidfile = None;
+        let mut gdb = None;
         let mut globals = Vec::new();
         // Machine-wide options first: the devices need the transport.
         for o in opts {
@@ -129,6 +153,8 @@ impl Config {
                 "initrd" => initrd = Some(v.to_string()),
                 "append" => append = Some(v.to_string()),
                 "S" => paused = true,
+                "s" => gdb = gdb_address("tcp::1234")?,
+                "gdb" => gdb = gdb_address(v)?,
                 "no-shutdown" => no_shutdown = true,
                 "qmp" => {
                     if qmp.is_some() {
@@ -199,9 +225,10 @@ impl Config {
             }
         }
         d.finish()?;
-        if paused && qmp.is_none() {
+        if paused && qmp.is_none() && gdb.is_none() {
             return Err(QemuError::new(
-                "-S: without -qmp nothing could start the VM (Ferrovisor has no human monitor)"
+                "-S: without -qmp or -gdb nothing could start the VM (Ferrovisor has no human \
+                 monitor)"
                     .into(),
             ));
         }
@@ -279,6 +306,7 @@ impl Config {
             qmp,
             name,
             pidfile,
+            gdb,
         })
     }
 }
@@ -287,6 +315,25 @@ impl Config {
 mod tests {
     use super::super::options::split;
     use super::*;
+
+    #[test]
+    fn gdb_options() {
+        assert_eq!(
+            config(&["-kernel", "/k", "-s"]).unwrap().gdb.as_deref(),
+            Some("127.0.0.1:1234")
+        );
+        let c = config(&["-kernel", "/k", "-gdb", "tcp:0.0.0.0:4321", "-S"]).unwrap();
+        assert_eq!(c.gdb.as_deref(), Some("0.0.0.0:4321"));
+        assert!(c.paused);
+        assert_eq!(
+            config(&["-kernel", "/k", "-gdb", "none"]).unwrap().gdb,
+            None
+        );
+        for bad in ["unix:/tmp/g", "tcp::x", "stdio", "tcp:99999"] {
+            let e = config(&["-kernel", "/k", "-gdb", bad]).unwrap_err();
+            assert!(e.to_string().contains("-gdb"), "{bad}: {e}");
+        }
+    }
 
     fn config(args: &[&str]) -> Result<Config, QemuError> {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();

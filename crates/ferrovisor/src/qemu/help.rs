@@ -37,6 +37,7 @@ pub fn usage(program: &str) -> String {
          -nographic  -display none  -vnc none  -nodefaults  -no-user-config\n\
          -no-reboot  -no-shutdown  -no-hpet  -S  -name NAME  -pidfile FILE\n\
          -qmp unix:PATH,server=on,wait=off\n\
+         -s  -gdb tcp:[HOST]:PORT|none      (gdb stub; -s is -gdb tcp::1234)\n\
          -global kvm-pit.lost_tick_policy=discard\n\
          -version  -h/-help\n",
         version()

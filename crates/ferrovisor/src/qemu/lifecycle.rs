@@ -53,20 +53,38 @@ fn shutdown_data(exit: &MachineExit, host: Option<HostReason>) -> Option<serde_j
 }
 
 /// Runs `machine` with a QMP server on `path`.
+/// How the machine starts under QMP.
+pub struct Start {
+    /// -S: prelaunch until QMP's `cont`.
+    pub paused: bool,
+    /// -no-shutdown.
+    pub no_shutdown: bool,
+    /// A gdb stub, serving once the machine starts.
+    pub gdb: Option<crate::gdb::GdbServer>,
+}
+
 pub fn run(
     machine: Machine,
     path: &Path,
     vcpus: u32,
-    paused: bool,
-    no_shutdown: bool,
+    how: Start,
     fail: &dyn Fn(&str) -> ExitCode,
 ) -> ExitCode {
+    let Start {
+        paused,
+        no_shutdown,
+        gdb,
+    } = how;
+    let gdb = std::cell::Cell::new(gdb);
     let (tx, requests) = channel();
     let shared = Shared::new(Phase::Prelaunch, tx, vcpus);
     let start = |machine: Machine| match machine.start() {
         Ok(running) => {
             shared.set_phase(Phase::Running(running.handle()));
             crate::signals::attach(running.handle());
+            if let Some(server) = gdb.take() {
+                server.spawn(running.debugger())?;
+            }
             Ok(running)
         }
         Err(e) => Err(crate::error_line(&e)),

@@ -125,16 +125,35 @@ pub fn main(program: &str, args: &[String]) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(&e),
     };
+    let gdb = match config
+        .gdb
+        .clone()
+        .map(crate::gdb::GdbServer::bind)
+        .transpose()
+    {
+        Ok(g) => g,
+        Err(message) => return fail(&message),
+    };
     let code = match &config.qmp {
         Some(path) => lifecycle::run(
             machine,
             path,
             machine_config.vcpus,
-            config.paused,
-            config.no_shutdown,
+            lifecycle::Start {
+                paused: config.paused,
+                no_shutdown: config.no_shutdown,
+                gdb,
+            },
             &fail,
         ),
-        None => crate::run_machine(machine, false),
+        None => crate::run_machine(
+            machine,
+            false,
+            gdb.map(|server| crate::gdb::GdbStart {
+                server,
+                wait: config.paused,
+            }),
+        ),
     };
     crate::signals::exit_code(code)
 }

@@ -9,7 +9,7 @@ use super::QemuError;
 const WITH_VALUE: &[&str] = &[
     "M", "machine", "accel", "cpu", "m", "smp", "kernel", "initrd", "append", "drive", "device",
     "netdev", "chardev", "serial", "display", "vnc", "name", "global", "qmp", "monitor", "object",
-    "mon", "pidfile",
+    "mon", "pidfile", "gdb",
 ];
 
 /// Options without a value.
@@ -19,6 +19,7 @@ const FLAGS: &[&str] = &[
     "no-reboot",
     "no-shutdown",
     "S",
+    "s",
     "enable-kvm",
     "no-user-config",
     "no-hpet",
@@ -56,8 +57,6 @@ const UNSUPPORTED: &[&str] = &[
     "mem-path",
     "mem-prealloc",
     "numa",
-    "s",
-    "gdb",
     "d",
     "D",
     "trace",

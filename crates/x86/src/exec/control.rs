@@ -525,6 +525,7 @@ impl Exec<'_> {
     pub(super) fn int_op(&mut self, insn: &Instruction) -> R<()> {
         let (vector, kind) = match insn.mnemonic() {
             Mnemonic::Int => (insn.immediate8(), EventKind::Software),
+            Mnemonic::Int3 if self.intercept_int3(insn.ip()) => return Ok(()),
             Mnemonic::Int3 => (3, EventKind::Software),
             // ICEBP: a #DB without the gate DPL check, and without DR6
             // bits of its own.

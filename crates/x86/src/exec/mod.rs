@@ -119,7 +119,11 @@ impl Exec<'_> {
             self.c.dbank = self.data_bank(self.c.state.cpl == 3);
             // Likewise for what turns debugging on (TF, RF, DR7).
             if self.debug_active() {
-                self.step_debug();
+                if self.c.debugger.active {
+                    self.step_debugger();
+                } else {
+                    self.step_debug();
+                }
                 continue;
             }
             // Inside an interrupt shadow with a window requested: one

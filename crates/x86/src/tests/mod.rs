@@ -5,6 +5,7 @@ mod alu;
 mod avx;
 mod counters;
 mod debug;
+mod debugger;
 mod fuzz;
 mod mmx;
 mod modes;
