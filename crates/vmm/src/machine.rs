@@ -167,6 +167,9 @@ pub struct Machine {
     start_paused: bool,
     /// The memory slots log dirty pages (diff snapshots).
     dirty_log: bool,
+    /// The host CPU model as snapshots record it (computed at build: the
+    /// controller thread's filter has no system ioctls).
+    cpu_fingerprint: String,
 }
 
 impl Machine {
@@ -211,6 +214,7 @@ impl Machine {
         let mut machine = Self::assemble(config, accel, vm, mem, false)?;
 
         let supported = machine.vm.supported_cpuid().map_err(hv_err("CPUID"))?;
+        machine.cpu_fingerprint = crate::snapshot::cpu_fingerprint(&supported);
         for id in 0..config.vcpus {
             let mut vcpu = machine.vm.create_vcpu(id).map_err(hv_err("vCPU"))?;
             let topology = arch::cpuid::Topology {
@@ -277,10 +281,10 @@ impl Machine {
         sandbox::set_accelerator(hypervisor.host_calls());
         let vm = create_vm(&*hypervisor, config)?;
         let supported = vm.supported_cpuid().map_err(hv_err("CPUID"))?;
-        snapshot
-            .header
-            .check_host(accel, &cpu_fingerprint(&supported))?;
+        let fingerprint = cpu_fingerprint(&supported);
+        snapshot.header.check_host(accel, &fingerprint)?;
         let mut machine = Self::assemble(config, accel, vm, mem, options.track_dirty_pages)?;
+        machine.cpu_fingerprint = fingerprint;
         machine
             .devices
             .restore(&body.devices)
@@ -336,6 +340,7 @@ impl Machine {
             acpi: None,
             start_paused: false,
             dirty_log: log_dirty,
+            cpu_fingerprint: String::new(),
         })
     }
 
@@ -349,6 +354,14 @@ impl Machine {
             self.devices.buses.clone(),
             self.devices.metrics_source(),
         )
+    }
+
+    /// Makes the accelerator log the pages the guest dirties (Firecracker's
+    /// `track_dirty_pages`), for diff snapshots. Before [`Machine::start`].
+    pub fn track_dirty_pages(&mut self) -> Result<(), MachineError> {
+        register_slots(&*self.vm, &self.mem, true)?;
+        self.dirty_log = true;
+        Ok(())
     }
 
     /// The guest's memory (for tests and snapshots).
@@ -663,6 +676,7 @@ impl Controller {
             vcpus,
             request,
             self.machine.accel,
+            &self.machine.cpu_fingerprint,
         )
         .map_err(CommandError::Snapshot)?;
         let written = crate::snapshot::write_files(

@@ -96,14 +96,14 @@ pub(crate) fn collect(
     vcpus: Vec<hv::VcpuState>,
     request: &CreateSnapshot,
     accel: &str,
+    cpu: &str,
 ) -> Result<SnapshotFile, SnapshotError> {
     let devices = devices.save().map_err(SnapshotError::Devices)?;
-    let supported = vm.supported_cpuid().map_err(SnapshotError::Vm)?;
     Ok(SnapshotFile {
         header: SnapshotHeader {
             ferrovisor_version: env!("CARGO_PKG_VERSION").into(),
             accelerator: accel.into(),
-            cpu_fingerprint: cpu_fingerprint(&supported),
+            cpu_fingerprint: cpu.into(),
             memory: layout(mem),
         },
         body: SnapshotBody {
