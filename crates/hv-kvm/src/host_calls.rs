@@ -6,11 +6,15 @@
 use kvm_bindings::{
     kvm_clock_data, kvm_cpuid2, kvm_debugregs, kvm_dirty_log, kvm_fpu, kvm_ioeventfd,
     kvm_irq_level, kvm_irq_routing, kvm_irqchip, kvm_irqfd, kvm_lapic_state, kvm_mp_state, kvm_msi,
-    kvm_msrs, kvm_pit_state2, kvm_regs, kvm_sregs, kvm_userspace_memory_region, kvm_vcpu_events,
-    kvm_xcrs, kvm_xsave, KVMIO,
+    kvm_msr_list, kvm_msrs, kvm_pit_state2, kvm_regs, kvm_sregs, kvm_userspace_memory_region,
+    kvm_vcpu_events, kvm_xcrs, kvm_xsave, KVMIO,
 };
 use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr, ioctl_iow_nr, ioctl_iowr_nr};
 
+// A paused vCPU saves its state (snapshots): the MSR list (on the
+// /dev/kvm fd) and KVM_CAP_XSAVE2's size (on the VM fd).
+ioctl_iowr_nr!(KVM_GET_MSR_INDEX_LIST, KVMIO, 0x02, kvm_msr_list);
+ioctl_io_nr!(KVM_CHECK_EXTENSION, KVMIO, 0x03);
 ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
 ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_regs);
 ioctl_iow_nr!(KVM_SET_REGS, KVMIO, 0x82, kvm_regs);
@@ -88,6 +92,8 @@ pub fn host_calls() -> hv::HostCalls {
         KVM_SET_XCRS(),
         KVM_KVMCLOCK_CTRL(),
         KVM_GET_XSAVE2(),
+        KVM_GET_MSR_INDEX_LIST(),
+        KVM_CHECK_EXTENSION(),
     ];
     let vm = [
         KVM_GET_DIRTY_LOG(),
@@ -123,6 +129,8 @@ mod tests {
         assert_eq!(KVM_GET_MSRS(), 0xc008_ae88);
         assert_eq!(KVM_SET_CPUID2(), 0x4008_ae90);
         assert_eq!(KVM_GET_REGS(), 0x8090_ae81);
+        assert_eq!(KVM_GET_MSR_INDEX_LIST(), 0xc004_ae02);
+        assert_eq!(KVM_CHECK_EXTENSION(), 0xae03);
         let calls = host_calls();
         assert!(calls.vcpu_ioctls.contains(&0xae80));
         assert!(calls.vm_ioctls.contains(&0x4008_ae61));
