@@ -243,6 +243,14 @@ fn refused_creates_leave_the_vm_running() {
         Some(&body("Full")),
         "must be paused",
     );
+    // A load into a running instance is refused too.
+    vm.bad(
+        "PUT",
+        "/snapshot/load",
+        Some(&load_body(&state, &mem, true)),
+        "only accepted before the microVM starts",
+    );
+    assert_eq!(vm.get("/")["state"], "Running");
     let seen = serial(&out).len();
     wait_output(&out, seen + 2);
     vm.ok("PATCH", "/vm", PAUSE);

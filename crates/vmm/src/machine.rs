@@ -272,7 +272,10 @@ impl Machine {
             .into());
         }
         let mem = map_private(&options.mem_path, &snapshot.header.memory)?;
-        let expected = crate::snapshot::layout(&create_guest_memory(config.memory)?);
+        let expected: Vec<_> = arch::layout::ram_regions(config.memory)
+            .into_iter()
+            .map(|(gpa, size)| crate::snapshot::MemoryRegion { gpa, size })
+            .collect();
         if expected != snapshot.header.memory {
             return Err(SnapshotError::Inconsistent(
                 "the memory layout does not match the VM's memory size".into(),
