@@ -323,3 +323,40 @@ fn diff_merged_onto_its_base_is_the_full_snapshot() {
     assert!(data_pages < 64, "{data_pages} pages in the diff");
     let _ = std::fs::remove_dir_all(&files);
 }
+
+#[test]
+fn ferrovisor_restore_runs_a_snapshot_without_the_api() {
+    let files = temp_dir("snap-cli");
+    let out = files.join("serial.out");
+    let (state, mem) = snapshot_midway(&files, "emu", "cli", &out);
+    let before = serial(&out);
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_ferrovisor"))
+        .arg("restore")
+        .arg("--snapshot")
+        .arg(&mem)
+        .arg("--mem")
+        .arg(&mem)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("bad magic"), "{stderr}");
+    assert_eq!(serial(&out), before, "a refused restore runs nothing");
+
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_ferrovisor"))
+        .arg("restore")
+        .arg("--snapshot")
+        .arg(&state)
+        .arg("--mem")
+        .arg(&mem)
+        .output()
+        .unwrap();
+    assert_eq!(
+        run.status.code(),
+        Some(DONE_STATUS),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(serial(&out), TEXT);
+    let _ = std::fs::remove_dir_all(&files);
+}
