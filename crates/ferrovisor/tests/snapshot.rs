@@ -270,10 +270,16 @@ fn refused_creates_leave_the_vm_running() {
 
 #[test]
 fn diff_merged_onto_its_base_is_the_full_snapshot() {
-    let files = temp_dir("snap-diff");
+    for accel in common::accels() {
+        diff_merged_on(accel);
+    }
+}
+
+fn diff_merged_on(accel: &str) {
+    let files = temp_dir(&format!("snap-diff-{accel}"));
     let out = files.join("serial.out");
-    let vm = Instance::start("diff", &["--accel", "emu"]);
-    configure(&vm, &files, "emu", &out, true);
+    let vm = Instance::start(&format!("diff-{accel}"), &["--accel", accel]);
+    configure(&vm, &files, accel, &out, true);
     vm.ok("PUT", "/actions", START);
     wait_output(&out, 3);
     vm.ok("PATCH", "/vm", PAUSE);
@@ -313,7 +319,7 @@ fn diff_merged_onto_its_base_is_the_full_snapshot() {
     );
     assert!(
         std::fs::read(&base).unwrap() == full_bytes,
-        "base + diff is not the full snapshot"
+        "{accel}: base + diff is not the full snapshot"
     );
     // Only dirty pages are in the diff: most of it is zero (a hole).
     let data_pages = diff_bytes
