@@ -19,7 +19,7 @@
 //!   device's own counters ([`metrics`]), also readable from other
 //!   threads through [`crate::LiveStats`];
 //! - **save / restore** ([`DeviceManager::save`]) beside pause: a paused
-//!   machine's devices do not change. Today COM1; machines with virtio
+//!   machine's devices do not change. Today COM1 and the i8042; machines with virtio
 //!   devices are refused with one clear error.
 //!
 //! Modules depend in one direction: `mod` → `platform`, `virtio`, `pci`,
@@ -75,6 +75,8 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct DeviceStates {
     /// COM1.
     pub serial: devices::serial::SerialSnapshot,
+    /// The i8042 keyboard controller.
+    pub i8042: devices::i8042::I8042Snapshot,
 }
 
 /// Why the devices' state cannot be saved or restored.
@@ -84,6 +86,8 @@ pub enum DeviceStateError {
     VirtioNotSupported(usize),
     #[error("cannot restore the serial port")]
     Serial(#[source] devices::serial::SerialStateError),
+    #[error("cannot restore the i8042")]
+    I8042(#[source] I8042Error),
 }
 
 /// Every device of a machine.
@@ -206,6 +210,7 @@ impl DeviceManager {
         }
         Ok(DeviceStates {
             serial: lock(&self.serial).save(),
+            i8042: lock(&self.i8042).save(),
         })
     }
 
@@ -215,9 +220,17 @@ impl DeviceManager {
         if !self.gates.is_empty() {
             return Err(DeviceStateError::VirtioNotSupported(self.gates.len()));
         }
-        lock(&self.serial)
-            .restore(&states.serial)
-            .map_err(DeviceStateError::Serial)
+        // Checked before anything changes: only an oversized buffer fails.
+        let mut i8042 = lock(&self.i8042);
+        let before = i8042.save();
+        i8042
+            .restore(&states.i8042)
+            .map_err(DeviceStateError::I8042)?;
+        if let Err(e) = lock(&self.serial).restore(&states.serial) {
+            let _ = i8042.restore(&before);
+            return Err(DeviceStateError::Serial(e));
+        }
+        Ok(())
     }
 
     /// Serves drive `index` (in the config's order) from the raw image at

@@ -27,6 +27,12 @@ fn sample() -> SnapshotFile {
             vcpus: vec![],
             devices: DeviceStates {
                 serial: devices::serial::SerialSnapshot::default(),
+                i8042: devices::i8042::I8042Snapshot {
+                    ctr: 0x45,
+                    status: 0x14,
+                    expect: devices::i8042::Expect::KbdCommand,
+                    queue: vec![(0xfa, false)],
+                },
             },
         },
     }
