@@ -588,11 +588,14 @@ impl Controller {
             Request::CreateSnapshot(_) if pre_boot => Reply::bad_request(POST_BOOT_ONLY),
             Request::CreateSnapshot(params) => {
                 let started = Instant::now();
+                let latency = match params.snapshot_type.unwrap_or_default() {
+                    api::snapshot::SnapshotType::Full => "full_create_snapshot",
+                    api::snapshot::SnapshotType::Diff => "diff_create_snapshot",
+                };
                 let command = super::snapshot::create_command(&state.spec, &params);
                 let reply = Self::command(state, command);
                 if reply.status == Status::NoContent {
-                    self.api_metrics
-                        .latency("full_create_snapshot", started.elapsed());
+                    self.api_metrics.latency(latency, started.elapsed());
                 }
                 reply
             }
