@@ -12,12 +12,14 @@ ROOT = os.path.dirname(SCRIPTS)
 FERROVISOR = os.path.join(ROOT, "target/release/ferrovisor")
 
 
-def guest():
-    """(kernel, initrd) of the test guest, built when missing."""
+def guest(vmlinux=False):
+    """(kernel, initrd) of the test guest, built when missing; with
+    `vmlinux`, the uncompressed kernel (booted through its PVH entry)."""
     out = subprocess.run([os.path.join(SCRIPTS, "build-test-guest")], check=True,
                          capture_output=True, text=True).stdout
     values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-    return values["FERROVISOR_GUEST_KERNEL"].strip("'"), values["FERROVISOR_GUEST_INITRD_RAW"].strip("'")
+    kernel = values["FERROVISOR_GUEST_VMLINUX" if vmlinux else "FERROVISOR_GUEST_KERNEL"]
+    return kernel.strip("'"), values["FERROVISOR_GUEST_INITRD_RAW"].strip("'")
 
 
 def ensure_ferrovisor(path):

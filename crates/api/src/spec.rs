@@ -91,6 +91,8 @@ pub enum SpecError {
     Mtu(u16),
     #[error("guest_cid {0} is reserved or too large: use 3 to 4294967294")]
     GuestCid(u32),
+    #[error("ferrovisor.drive_images: {0}")]
+    BadDriveImage(String),
     #[error("ferrovisor.offload_off names {0:?}, which is no network interface")]
     UnknownOffloadInterface(String),
     #[error("the rate limiter of {whose}: refill_time {ms} ms is too long (at most {} ms)", u64::MAX / 1_000_000)]
@@ -116,6 +118,7 @@ pub enum BootProtocol {
     Linux,
     Bare,
     Multiboot,
+    Pvh,
 }
 
 /// How virtio devices attach (`ferrovisor.transport`).
@@ -159,6 +162,25 @@ pub struct Extensions {
     /// No i8254 PIT (QEMU's `-machine pit=off`).
     #[serde(default, skip_serializing_if = "is_default")]
     pub no_pit: bool,
+    /// Image formats and cache modes of drives (raw and writeback when
+    /// a drive is not named here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drive_images: Vec<DriveImage>,
+}
+
+/// How a drive's image is opened (`ferrovisor.drive_images`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriveImage {
+    pub drive_id: String,
+    /// `raw`, `qcow2` or `auto` (qcow2 if the file has its magic: only
+    /// for images no guest wrote).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// QEMU's cache modes: writeback, writethrough, none, directsync,
+    /// unsafe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -444,6 +466,29 @@ impl VmSpec {
             }
             self.check_net_clashes(n)?;
         }
+        for i in &self.ferrovisor.drive_images {
+            if !self.drives.iter().any(|d| d.drive_id == i.drive_id) {
+                return Err(SpecError::BadDriveImage(format!(
+                    "names {:?}, which is no drive",
+                    i.drive_id
+                )));
+            }
+            if let Some(f) = i
+                .format
+                .as_deref()
+                .filter(|f| !["raw", "qcow2", "auto"].contains(f))
+            {
+                return Err(SpecError::BadDriveImage(format!(
+                    "format {f:?}: use raw, qcow2 or auto"
+                )));
+            }
+            const CACHES: [&str; 5] = ["writeback", "writethrough", "none", "directsync", "unsafe"];
+            if let Some(c) = i.cache.as_deref().filter(|c| !CACHES.contains(c)) {
+                return Err(SpecError::BadDriveImage(format!(
+                    "cache {c:?}: use writeback, writethrough, none, directsync or unsafe"
+                )));
+            }
+        }
         for id in &self.ferrovisor.offload_off {
             if !self.network_interfaces.iter().any(|n| &n.iface_id == id) {
                 return Err(SpecError::UnknownOffloadInterface(id.clone()));
@@ -704,6 +749,33 @@ mod tests {
         let json = serde_json::to_string(&spec).unwrap();
         let again: VmSpec = serde_json::from_str(&json).unwrap();
         assert_eq!(again, spec);
+    }
+
+    #[test]
+    fn drive_images_name_drives_formats_and_cache_modes() {
+        let mut spec: VmSpec = serde_json::from_str(
+            r#"{"drives": [{"drive_id": "root", "path_on_host": "r.qcow2", "is_root_device": true}],
+                "ferrovisor": {"drive_images": [{"drive_id": "root", "format": "qcow2", "cache": "none"}]}}"#,
+        )
+        .unwrap();
+        spec.validate().unwrap();
+        assert_eq!(
+            spec.ferrovisor.drive_images[0].format.as_deref(),
+            Some("qcow2")
+        );
+        for (id, format, cache, error) in [
+            ("nope", "raw", "none", "no drive"),
+            ("root", "vmdk", "none", "format \"vmdk\""),
+            ("root", "raw", "fast", "cache \"fast\""),
+        ] {
+            spec.ferrovisor.drive_images = vec![DriveImage {
+                drive_id: id.into(),
+                format: Some(format.into()),
+                cache: Some(cache.into()),
+            }];
+            let e = spec.validate().unwrap_err().to_string();
+            assert!(e.contains(error), "{e}");
+        }
     }
 
     #[test]

@@ -26,6 +26,9 @@ const IDENT_SIZE: u64 = 16;
 const PHDR_SIZE: u16 = 56;
 const PHDR32_SIZE: u16 = 32;
 const NHDR_SIZE: usize = 12;
+/// The Xen note's type that holds a PVH kernel's 32-bit entry point
+/// (`XEN_ELFNOTE_PHYS32_ENTRY`).
+pub const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
 /// Note segments larger than this are refused (real ones are a few KiB).
 pub const MAX_NOTE_SEGMENT: u64 = 1 << 20;
 
@@ -124,6 +127,9 @@ pub struct ElfKernel {
     pub segments: Vec<LoadSegment>,
     /// Names of the notes in `PT_NOTE` segments (without the trailing NUL).
     pub note_names: Vec<Vec<u8>>,
+    /// The PVH entry point (physical, 32-bit protected mode) of a
+    /// `XEN_ELFNOTE_PHYS32_ENTRY` note, if the kernel has one.
+    pub pvh_entry: Option<u64>,
 }
 
 impl ElfKernel {
@@ -350,6 +356,7 @@ fn parse_headers<R: Read + Seek>(r: &mut R, allow_elf32: bool) -> Result<ElfKern
         entry,
         segments: Vec::new(),
         note_names: Vec::new(),
+        pvh_entry: None,
     };
     for (index, ph) in phdrs.chunks_exact(layout.phdr_size as usize).enumerate() {
         let Phdr {
@@ -415,8 +422,7 @@ fn parse_headers<R: Read + Seek>(r: &mut R, allow_elf32: bool) -> Result<ElfKern
                 let mut notes = vec![0u8; filesz as usize];
                 read_at(r, offset, &mut notes)?;
                 let note_align = if align == 8 { 8 } else { 4 };
-                parse_notes(&notes, note_align, &mut kernel.note_names)
-                    .ok_or(ElfError::BadNote { index })?;
+                parse_notes(&notes, note_align, &mut kernel).ok_or(ElfError::BadNote { index })?;
             }
             _ => {}
         }
@@ -427,8 +433,10 @@ fn parse_headers<R: Read + Seek>(r: &mut R, allow_elf32: bool) -> Result<ElfKern
     Ok(kernel)
 }
 
-/// Appends the names of the notes in `data`; `None` if a note does not fit.
-fn parse_notes(data: &[u8], align: usize, names: &mut Vec<Vec<u8>>) -> Option<()> {
+/// Appends the names of the notes in `data` to `kernel.note_names` and
+/// records a PVH entry note; `None` if a note does not fit or a PVH note's
+/// descriptor is not a 32- or 64-bit address below 4 GiB.
+fn parse_notes(data: &[u8], align: usize, kernel: &mut ElfKernel) -> Option<()> {
     let pad = |n: usize| n.checked_add(align - 1).map(|n| n & !(align - 1));
     let mut at = 0usize;
     while at < data.len() {
@@ -442,7 +450,19 @@ fn parse_notes(data: &[u8], align: usize, names: &mut Vec<Vec<u8>>) -> Option<()
         // The descriptor must be inside the segment; the final padding may not.
         data.get(desc_at..desc_at.checked_add(descsz)?)?;
         let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-        names.push(name[..len].to_vec());
+        if &name[..len] == b"Xen" && le32(header, 8) == XEN_ELFNOTE_PHYS32_ENTRY {
+            let desc = &data[desc_at..desc_at + descsz];
+            let entry = match descsz {
+                4 => u64::from(le32(desc, 0)),
+                8 => le64(desc, 0),
+                _ => return None,
+            };
+            if entry > u64::from(u32::MAX) {
+                return None;
+            }
+            kernel.pvh_entry = Some(entry);
+        }
+        kernel.note_names.push(name[..len].to_vec());
         at = next;
     }
     Some(())
@@ -686,6 +706,7 @@ mod tests {
             entry,
             segments,
             note_names: Vec::new(),
+            pvh_entry: None,
         };
         let higher_half = vec![seg(0xc010_0000, 0x10_0000)];
         assert_eq!(
@@ -703,8 +724,46 @@ mod tests {
     }
 
     #[test]
+    fn finds_the_pvh_entry_note() {
+        let with = |desc: &[u8]| {
+            let elf = ElfBuilder::new(0x100_0000)
+                .segment(0x100_0000, &[0x90; 16])
+                .note("Linux", 1, b"6.1")
+                .note("Xen", XEN_ELFNOTE_PHYS32_ENTRY, desc)
+                .build();
+            parse_bytes(&elf)
+        };
+        // Linux writes it as a 64-bit value; Xen kernels as 32-bit.
+        assert_eq!(
+            with(&0x100_0040u64.to_le_bytes()).unwrap().pvh_entry,
+            Some(0x100_0040)
+        );
+        assert_eq!(
+            with(&0x100_0080u32.to_le_bytes()).unwrap().pvh_entry,
+            Some(0x100_0080)
+        );
+        // Not a 32-bit physical address, or a descriptor of another size.
+        assert!(matches!(
+            with(&(1u64 << 32).to_le_bytes()),
+            Err(ElfError::BadNote { .. })
+        ));
+        assert!(matches!(with(&[1, 2]), Err(ElfError::BadNote { .. })));
+        // Another Xen note type is no PVH entry.
+        let elf = ElfBuilder::new(0x100_0000)
+            .segment(0x100_0000, &[0x90; 16])
+            .note("Xen", 6, &0x100_0040u64.to_le_bytes())
+            .build();
+        assert_eq!(parse_bytes(&elf).unwrap().pvh_entry, None);
+    }
+
+    #[test]
     fn note_parser_never_panics_on_garbage() {
-        let mut names = Vec::new();
+        let mut names = ElfKernel {
+            entry: 0,
+            segments: Vec::new(),
+            note_names: Vec::new(),
+            pvh_entry: None,
+        };
         let mut x = 0x1234_5678u32;
         for len in 0..200 {
             let data: Vec<u8> = (0..len)

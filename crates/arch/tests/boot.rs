@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use arch::boot::pvh;
 use arch::boot::{load_kernel, BootConfig, BootError, BootInfo, BootKind, BootProtocol};
 use arch::bzimage::BzImageError;
 use arch::elf::ElfError;
@@ -14,6 +15,7 @@ use arch::layout::{
 use linux_loader::loader::bootparam::{
     boot_params, setup_header, CAN_USE_HEAP, LOADED_HIGH, XLF_KERNEL_64,
 };
+use linux_loader::loader::elf::start_info::hvm_start_info;
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
 
 const MIB: u64 = 1 << 20;
@@ -481,7 +483,12 @@ fn vmlinux_boots_through_linux_loader() {
     let mem = memory(64 * MIB);
     mem.write_slice(&[0xee; 0x1000], GuestAddress(0x100_0000))
         .unwrap();
-    let info = load_kernel(&mem, &config(&kernel, Some(&initrd), "quiet")).unwrap();
+    // It has a PVH note too: the 64-bit protocol is asked for.
+    let cfg = BootConfig {
+        protocol: BootProtocol::Linux,
+        ..config(&kernel, Some(&initrd), "quiet")
+    };
+    let info = load_kernel(&mem, &cfg).unwrap();
     assert_eq!(info.kind, BootKind::LinuxElf);
     assert_eq!(info.entry, 0x100_0000);
     assert_eq!(info.regs.rsi, ZERO_PAGE_ADDR);
@@ -509,6 +516,82 @@ fn vmlinux_boots_through_linux_loader() {
     assert_eq!(e820(&p).len(), 3);
 }
 
+/// `hvm_start_info` as the guest reads it.
+fn read_start_info(mem: &GuestMemoryMmap) -> hvm_start_info {
+    let mut b = [0u8; std::mem::size_of::<hvm_start_info>()];
+    mem.read_slice(&mut b, GuestAddress(pvh::START_INFO_ADDR))
+        .unwrap();
+    // SAFETY: hvm_start_info is plain old data of exactly this size.
+    unsafe { std::ptr::read_unaligned(b.as_ptr().cast()) }
+}
+
+#[test]
+fn pvh_boot_fills_the_start_info() {
+    use arch::acpi::{create_acpi_tables, AcpiConfig};
+    use arch::boot::set_acpi_rsdp;
+
+    let dir = TempDir::new("pvh");
+    let kernel = dir.file("vmlinux", &vmlinux_elf());
+    let initrd_bytes: Vec<u8> = (0..5000u32).map(|i| (i * 3) as u8).collect();
+    let initrd = dir.file("initrd", &initrd_bytes);
+    let mem = memory(64 * MIB);
+    let info = load_kernel(&mem, &config(&kernel, Some(&initrd), "console=ttyS0")).unwrap();
+    assert_eq!(info.kind, BootKind::Pvh);
+    // Entered at the note's address, not e_entry, in 32-bit protected mode
+    // with paging off and EBX at the start info.
+    assert_eq!((info.entry, info.regs.rip), (0x100_0040, 0x100_0040));
+    assert_eq!(info.regs.rbx, pvh::START_INFO_ADDR);
+    assert_eq!(info.regs.rflags, 2);
+    assert_eq!(info.sregs.cr0 & 0x8000_0001, 1);
+    assert_eq!((info.sregs.cr4, info.sregs.efer), (0, 0));
+    assert!(info.sregs.cs.db);
+    assert!(!info.sregs.cs.l);
+    assert_eq!(read_bytes(&mem, 0x100_0000, 64), [0xf4; 64]);
+
+    let si = read_start_info(&mem);
+    assert_eq!({ si.magic }, pvh::XEN_HVM_START_MAGIC);
+    assert_eq!({ si.version }, 1);
+    assert_eq!({ si.cmdline_paddr }, CMDLINE_ADDR);
+    assert_eq!(read_bytes(&mem, CMDLINE_ADDR, 14), b"console=ttyS0\0");
+    assert_eq!({ si.nr_modules }, 1);
+    let mut m = [0u8; 32];
+    mem.read_slice(&mut m, GuestAddress(si.modlist_paddr))
+        .unwrap();
+    let paddr = u64::from_le_bytes(m[0..8].try_into().unwrap());
+    let size = u64::from_le_bytes(m[8..16].try_into().unwrap());
+    assert_eq!(size, initrd_bytes.len() as u64);
+    assert_eq!(Some(paddr..paddr + size), info.initrd);
+    assert_eq!(read_bytes(&mem, paddr, initrd_bytes.len()), initrd_bytes);
+    // The memory map is the e820 map.
+    let entries = { si.memmap_entries } as usize;
+    let map: Vec<(u64, u64, u32)> = (0..entries)
+        .map(|i| {
+            let b = read_bytes(&mem, { si.memmap_paddr } + 24 * i as u64, 24);
+            (
+                u64::from_le_bytes(b[0..8].try_into().unwrap()),
+                u64::from_le_bytes(b[8..16].try_into().unwrap()),
+                u32::from_le_bytes(b[16..20].try_into().unwrap()),
+            )
+        })
+        .collect();
+    let expected: Vec<(u64, u64, u32)> = arch::boot::e820_table(&ram_regions(64 * MIB))
+        .iter()
+        .map(|e| (e.addr, e.size, e.kind))
+        .collect();
+    assert_eq!(map, expected);
+
+    assert_eq!({ si.rsdp_paddr }, 0);
+    let rsdp = create_acpi_tables(&mem, &AcpiConfig::new(1)).unwrap();
+    set_acpi_rsdp(&mem, &info, rsdp).unwrap();
+    assert_eq!({ read_start_info(&mem).rsdp_paddr }, rsdp);
+
+    // Without an initrd: no module.
+    let info = load_kernel(&mem, &config(&kernel, None, "")).unwrap();
+    assert_eq!(info.initrd, None);
+    let si = read_start_info(&mem);
+    assert_eq!(({ si.nr_modules }, { si.modlist_paddr }), (0, 0));
+}
+
 #[test]
 fn protocol_overrides_detection() {
     let dir = TempDir::new("protocol");
@@ -532,10 +615,35 @@ fn protocol_overrides_detection() {
         with(&vmlinux, BootProtocol::Bare).unwrap().kind,
         BootKind::Bare
     );
+    // A PVH note wins under auto, as with Firecracker and Cloud Hypervisor.
     assert_eq!(
         with(&vmlinux, BootProtocol::Auto).unwrap().kind,
+        BootKind::Pvh
+    );
+    assert_eq!(
+        with(&vmlinux, BootProtocol::Linux).unwrap().kind,
         BootKind::LinuxElf
     );
+    let no_pvh = dir.file(
+        "no-pvh",
+        &ElfBuilder::new(0x100_0000)
+            .segment_with_memsz(0x100_0000, &[0xf4; 64], 0x1000)
+            .note("Linux", 6, b"6.1.0\0")
+            .build(),
+    );
+    assert_eq!(
+        with(&no_pvh, BootProtocol::Auto).unwrap().kind,
+        BootKind::LinuxElf
+    );
+    assert!(matches!(
+        with(&no_pvh, BootProtocol::Pvh),
+        Err(BootError::NoPvhEntry { .. })
+    ));
+    let bz = dir.file("bzImage", &bzimage(|_| {}));
+    assert!(matches!(
+        with(&bz, BootProtocol::Pvh),
+        Err(BootError::NoPvhEntry { .. })
+    ));
     let garbage = dir.file("garbage", &[0u8; 4096]);
     assert!(matches!(
         with(&garbage, BootProtocol::Linux),
@@ -548,7 +656,8 @@ fn protocol_overrides_detection() {
         Err(BootError::SegmentInBootArea { reserved_end, .. }) if reserved_end == HIMEM_START
     ));
     assert_eq!("bare".parse::<BootProtocol>().unwrap(), BootProtocol::Bare);
-    assert!("pvh".parse::<BootProtocol>().is_err());
+    assert_eq!("pvh".parse::<BootProtocol>().unwrap(), BootProtocol::Pvh);
+    assert!("xen".parse::<BootProtocol>().is_err());
 }
 
 #[test]

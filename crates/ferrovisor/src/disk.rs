@@ -1,4 +1,9 @@
-//! `--disk path=IMG[,readonly=on|off][,id=ID]`.
+//! `--disk path=IMG[,readonly=on|off][,id=ID][,format=raw|qcow2|auto]
+//! [,cache=writeback|writethrough|none|directsync|unsafe]`.
+//!
+//! The format is raw unless given: `auto` detects qcow2 by its magic,
+//! which only an image no guest ever wrote should use (a guest can write
+//! the magic into a raw disk).
 
 use std::path::PathBuf;
 
@@ -9,6 +14,7 @@ pub(crate) fn parse_disk(value: &str) -> Result<DiskConfig, String> {
     let mut path = None;
     let mut read_only = false;
     let mut id = None;
+    let mut image = virtio::blk_image::ImageOptions::default();
     let mut limits = crate::limits::LimitOptions::default();
     for option in value.split(',') {
         let Some((key, val)) = option.split_once('=') else {
@@ -34,10 +40,19 @@ pub(crate) fn parse_disk(value: &str) -> Result<DiskConfig, String> {
                 ))
             }
             "id" => id = Some(val.to_string()),
+            "format" => {
+                image.format = virtio::blk_image::ImageFormat::parse(val)
+                    .ok_or_else(|| format!("format={val}: use raw, qcow2 or auto"))?
+            }
+            "cache" => {
+                image.cache = virtio::blk_image::CacheMode::parse(val).ok_or_else(|| {
+                    format!("cache={val}: use {}", virtio::blk_image::CacheMode::NAMES)
+                })?
+            }
             _ if limits.take(key, key, val)? => {}
             _ => {
                 return Err(format!(
-                    "unknown option '{key}' (path, readonly, id, {})",
+                    "unknown option '{key}' (path, readonly, id, format, cache, {})",
                     crate::limits::NAMES
                 ))
             }
@@ -50,6 +65,7 @@ pub(crate) fn parse_disk(value: &str) -> Result<DiskConfig, String> {
         read_only,
         id,
         rate_limiter,
+        image,
     })
 }
 
@@ -75,6 +91,14 @@ mod tests {
         let d = parse_disk("path=/b.img,readonly=on,id=data").unwrap();
         assert!(d.read_only);
         assert_eq!(d.id.as_deref(), Some("data"));
+        use virtio::blk_image::{CacheMode, ImageFormat};
+        assert_eq!(d.image, Default::default());
+        let d = parse_disk("path=/c.qcow2,format=qcow2,cache=none").unwrap();
+        assert_eq!(d.image.format, ImageFormat::Qcow2);
+        assert_eq!(d.image.cache, CacheMode::None);
+        let d = parse_disk("path=/c,format=auto,cache=directsync").unwrap();
+        assert_eq!(d.image.format, ImageFormat::Auto);
+        assert_eq!(d.image.cache, CacheMode::Directsync);
     }
 
     #[test]
@@ -85,7 +109,8 @@ mod tests {
             "id=x",
             "path=",
             "path=/a,readonly=maybe",
-            "path=/a,cache=none",
+            "path=/a,cache=fast",
+            "path=/a,format=vmdk",
             "path=/a,id=",
             "path=/a,id=abcdefghijklmnopqrstuvwxyz",
         ] {

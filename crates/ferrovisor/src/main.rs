@@ -31,7 +31,8 @@ use vmm::{Accel, Machine, MachineConfig, MachineExit};
     after_help = "Started without a subcommand (or with options only), ferrovisor takes Firecracker's \
 options and serves Firecracker's API: see 'ferrovisor --help' and docs/API.md. \
 'ferrovisor qemu ARGS...' (or the binary run as qemu-system-x86_64) takes QEMU's command line: \
-see docs/QEMU.md."
+see docs/QEMU.md. \
+'ferrovisor jail ARGS -- VMM-ARGS' (or the binary run as jailer) is Firecracker's jailer: see docs/SECURITY.md."
 )]
 pub(crate) struct Cli {
     #[command(subcommand)]
@@ -92,7 +93,7 @@ pub(crate) struct RunArgs {
     /// Accelerator: auto, kvm or emu.
     #[arg(long, default_value = "auto")]
     accel: Accel,
-    /// Boot protocol: auto, linux, bare or multiboot.
+    /// Boot protocol: auto, linux, bare, multiboot or pvh.
     #[arg(long, default_value = "auto")]
     boot: arch::boot::BootProtocol,
     /// Print a table of VM exits by reason for each vCPU at exit.
@@ -212,8 +213,13 @@ fn main() -> ExitCode {
         Ok(argv) => argv,
         Err(bad) => return fail(&format!("argument {bad:?} is not valid UTF-8"), 2),
     };
-    // QEMU's command line: as `ferrovisor qemu ARGS`, or under QEMU's name.
     let argv0 = std::env::args_os().next().unwrap_or_default();
+    // The jailer (`ferrovisor jail ARGS`, or under the name `jailer`): first,
+    // while the process has one thread.
+    if let Some(status) = jail_dispatch(&argv0, &argv) {
+        return ExitCode::from(status);
+    }
+    // QEMU's command line: as `ferrovisor qemu ARGS`, or under QEMU's name.
     if qemu::invoked_as_qemu(&argv0) {
         let program = std::path::Path::new(&argv0)
             .file_name()
@@ -297,6 +303,18 @@ fn main() -> ExitCode {
         Command::Restore(args) => snapshot_cli::restore(&args),
         Command::Snapshot(command) => snapshot_cli::snapshot(&command),
     }
+}
+
+/// Runs the jailer when invoked as `jailer` or `ferrovisor jail`; its
+/// exit status when it did not exec the VMM.
+fn jail_dispatch(argv0: &std::ffi::OsStr, argv: &[String]) -> Option<u8> {
+    if std::path::Path::new(argv0).file_name() == Some(std::ffi::OsStr::new("jailer")) {
+        return Some(jailer::main("jailer", argv));
+    }
+    if argv.first().is_some_and(|a| a == "jail") {
+        return Some(jailer::main("ferrovisor jail", &argv[1..]));
+    }
+    None
 }
 
 pub(crate) fn run(config: &MachineConfig, print_stats: bool) -> ExitCode {

@@ -39,6 +39,7 @@ pub(crate) fn spec_from_run(args: &RunArgs) -> Result<VmSpec, String> {
     }
     let mut used: Vec<String> = args.disks.iter().filter_map(|d| d.id.clone()).collect();
     let mut drives = Vec::with_capacity(args.disks.len());
+    let mut drive_images = Vec::new();
     for disk in &args.disks {
         let id = match &disk.id {
             Some(id) => id.clone(),
@@ -51,6 +52,13 @@ pub(crate) fn spec_from_run(args: &RunArgs) -> Result<VmSpec, String> {
                 id
             }
         };
+        if disk.image != Default::default() {
+            drive_images.push(api::spec::DriveImage {
+                drive_id: id.clone(),
+                format: Some(disk.image.format.name().to_string()),
+                cache: Some(disk.image.cache.name().to_string()),
+            });
+        }
         drives.push(Drive {
             drive_id: id,
             partuuid: None,
@@ -127,6 +135,7 @@ pub(crate) fn spec_from_run(args: &RunArgs) -> Result<VmSpec, String> {
                 arch::boot::BootProtocol::Linux => BootProtocol::Linux,
                 arch::boot::BootProtocol::Bare => BootProtocol::Bare,
                 arch::boot::BootProtocol::Multiboot => BootProtocol::Multiboot,
+                arch::boot::BootProtocol::Pvh => BootProtocol::Pvh,
             },
             transport: match args.transport {
                 vmm::VirtioTransport::Mmio => Transport::Mmio,
@@ -137,6 +146,7 @@ pub(crate) fn spec_from_run(args: &RunArgs) -> Result<VmSpec, String> {
                 vmm::ConsoleDevice::Virtio => Console::Virtio,
             },
             offload_off,
+            drive_images,
             cpu: (args.cpu != "max").then(|| args.cpu.clone()),
             pc_testdev: args.devices.contains(&crate::TestDevice::PcTestdev),
             no_pit: args.no_pit,

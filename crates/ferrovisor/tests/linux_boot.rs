@@ -85,6 +85,49 @@ fn linux_brings_every_vcpu_online() {
 }
 
 #[test]
+fn linux_boots_through_its_pvh_entry() {
+    let Some(guest) = guest() else { return };
+    // The uncompressed vmlinux, entered at its XEN_ELFNOTE_PHYS32_ENTRY
+    // with hvm_start_info: the command line, the initrd (module 0), the
+    // memory map and the ACPI RSDP all come through it.
+    let pvh = common::Guest {
+        kernel: guest.vmlinux.clone(),
+        ..guest
+    };
+    let b = common::boot(
+        &pvh,
+        2,
+        "echo online=$(cat /sys/devices/system/cpu/online); \
+         echo acpi=$(ls /sys/firmware/acpi/tables | grep -c -e DSDT -e FACP -e APIC); \
+         echo mem=$(awk '/MemTotal/ {print $2}' /proc/meminfo); \
+         grep -o 'ferrovisor.cmd=' /proc/cmdline",
+        &["--boot", "pvh"],
+    );
+    b.expect("FERROVISOR-GUEST-READY");
+    b.expect("online=0-1");
+    b.expect("acpi=3");
+    b.expect("ferrovisor.cmd=");
+    // 256 MiB less what the kernel keeps: the e820 map arrived whole.
+    let mem_kib: u64 = b
+        .console
+        .lines()
+        .find_map(|l| l.strip_prefix("mem="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no mem line; tail:\n{}", b.tail()));
+    assert!(
+        (150_000..262_144).contains(&mem_kib),
+        "MemTotal {mem_kib} KiB"
+    );
+    b.expect("FERROVISOR-CMD-EXIT=0");
+    assert_eq!(
+        b.status,
+        Some(0),
+        "exit status; console tail:\n{}",
+        b.tail()
+    );
+}
+
+#[test]
 fn demo_boots_linux_and_powers_off() {
     if guest().is_none() {
         return;

@@ -17,9 +17,8 @@ use std::os::unix::fs::FileExt;
 
 use hv::ExitReason;
 
-/// `_IO(KVMIO, 0xce)`: not wrapped by kvm-ioctls 0.25.
-const KVMIO: libc::c_uint = 0xae;
-vmm_sys_util::ioctl_io_nr!(KVM_GET_STATS_FD, KVMIO, 0xce);
+// `_IO(KVMIO, 0xce)`: not wrapped by kvm-ioctls 0.25.
+vmm_sys_util::ioctl_io_nr!(KVM_GET_STATS_FD, kvm_bindings::KVMIO, 0xce);
 
 /// Size of `struct kvm_stats_header`.
 const HEADER_SIZE: usize = 24;

@@ -117,6 +117,34 @@ fn datamatch_u32(value: u64) -> Result<u32, HvError> {
     })
 }
 
+// `_IO(KVMIO, 0x71)` with a `kvm_reinject_control`: not wrapped by
+// kvm-ioctls 0.25.
+vmm_sys_util::ioctl_io_nr!(KVM_REINJECT_CONTROL, kvm_bindings::KVMIO, 0x71);
+
+/// Makes the in-kernel PIT drop the ticks the guest missed instead of
+/// re-injecting them later, one after another: what the emu PIT does
+/// (missed edges coalesce into one interrupt, as a PIC keeps one request)
+/// and QEMU's `kvm-pit.lost_tick_policy=discard`. Without
+/// KVM_CAP_REINJECT_CONTROL (hosts older than Linux 2.6.30) KVM keeps
+/// re-injecting: said once in the log.
+fn discard_lost_pit_ticks(kvm: &Kvm, fd: &VmFd) -> Result<(), HvError> {
+    if !kvm.check_extension(kvm_ioctls::Cap::ReinjectControl) {
+        tracing::info!("no KVM_CAP_REINJECT_CONTROL: KVM re-injects lost PIT ticks");
+        return Ok(());
+    }
+    let control = kvm_bindings::kvm_reinject_control {
+        pit_reinject: 0,
+        ..Default::default()
+    };
+    // SAFETY: KVM_REINJECT_CONTROL reads one kvm_reinject_control, which
+    // lives for the call; the fd is a VM fd.
+    let ret = unsafe { vmm_sys_util::ioctl::ioctl_with_ref(fd, KVM_REINJECT_CONTROL(), &control) };
+    if ret < 0 {
+        return Err(os("KVM_REINJECT_CONTROL")(kvm_ioctls::Error::last()));
+    }
+    Ok(())
+}
+
 fn check_irqfd_gsi(gsi: u32) -> Result<(), HvError> {
     if gsi >= MSI_GSI_RANGE.end {
         return Err(HvError::InvalidArgument(format!(
@@ -160,6 +188,7 @@ impl KvmVm {
                 ..Default::default()
             };
             fd.create_pit2(pit).map_err(os("KVM_CREATE_PIT2"))?;
+            discard_lost_pit_ticks(&kvm, &fd)?;
         }
         Ok(KvmVm {
             shared: Arc::new(VmShared {

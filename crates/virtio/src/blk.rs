@@ -1,4 +1,5 @@
-//! virtio-blk (block device, ID 2) over a raw image file.
+//! virtio-blk (block device, ID 2) over a disk image: raw or qcow2
+//! ([`crate::blk_image`] opens it, the `qcow2` crate serves it).
 //!
 //! Requests: IN, OUT, FLUSH (sync_data), GET_ID, DISCARD and WRITE_ZEROES
 //! (both write zeroes). A read-only disk offers VIRTIO_BLK_F_RO and answers
@@ -8,8 +9,6 @@
 //! Firecracker's PATCH /drives): requests from then on go to the new file
 //! and the driver is told of the new capacity by a configuration change.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -17,6 +16,7 @@ use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::EventSet;
 
+use crate::blk_image::ImageOptions;
 use crate::chain::{serve_queue, serve_queue_gated, Chain, Segments, Served};
 use crate::throttle::{Gate, Limits, ThrottleHandle};
 use crate::worker::{Worker, WorkerCtl, WorkerHandler, BACKEND_TOKEN};
@@ -79,6 +79,14 @@ pub enum BlockError {
         path: PathBuf,
         conflict: crate::blk_image::LockConflict,
     },
+    #[error("disk image {path}: {source}")]
+    Image {
+        path: PathBuf,
+        #[source]
+        source: qcow2::Error,
+    },
+    #[error("disk image {path}: cache=none and directsync need O_DIRECT, which its filesystem does not support (use cache=writeback, or put the image elsewhere)")]
+    NoDirect { path: PathBuf },
     #[error("cannot lock disk image {path}")]
     Lock {
         path: PathBuf,
@@ -103,7 +111,9 @@ pub struct BlockCounters {
 
 /// The image and what requests need of it, shared with the worker.
 struct Disk {
-    file: File,
+    backend: Box<dyn qcow2::Backend>,
+    /// How it was opened (a replacement is opened the same way).
+    options: ImageOptions,
     size: u64,
     /// (device, inode) of the image.
     identity: (u64, u64),
@@ -140,9 +150,15 @@ impl BlockHandle {
         let id = String::from_utf8_lossy(&old.id)
             .trim_end_matches('\0')
             .to_string();
+        // A qcow2 image reopened as itself must find the old one's
+        // metadata on disk, not in its caches.
+        if let Err(e) = old.backend.flush() {
+            tracing::warn!(error = %e, "cannot flush the disk image being replaced");
+        }
         let new = Disk::open(
             path,
             old.read_only,
+            old.options,
             &id,
             old.counters.clone(),
             Some(old.identity),
@@ -240,11 +256,23 @@ impl Block {
     /// A block device on the raw image at `path`; `id` is what GET_ID
     /// returns (at most 20 bytes).
     pub fn open(path: &Path, read_only: bool, id: &str) -> Result<Block, BlockError> {
+        Block::open_image(path, read_only, ImageOptions::default(), id)
+    }
+
+    /// A block device on the image at `path`, in the format and with the
+    /// cache mode of `options`.
+    pub fn open_image(
+        path: &Path,
+        read_only: bool,
+        options: ImageOptions,
+        id: &str,
+    ) -> Result<Block, BlockError> {
         Ok(Block {
             disk: Arc::new(DiskSlot {
                 disk: Mutex::new(Arc::new(Disk::open(
                     path,
                     read_only,
+                    options,
                     id,
                     Arc::default(),
                     None,
@@ -295,23 +323,22 @@ impl Disk {
     fn open(
         path: &Path,
         read_only: bool,
+        options: ImageOptions,
         id: &str,
         counters: Arc<Mutex<BlockCounters>>,
         replacing: Option<(u64, u64)>,
     ) -> Result<Disk, BlockError> {
-        let crate::blk_image::Image {
-            file,
-            size,
-            identity,
-        } = crate::blk_image::open(path, read_only, replacing)?;
         if id.len() > ID_BYTES {
             return Err(BlockError::IdTooLong(id.to_string()));
         }
         let mut id_bytes = [0u8; ID_BYTES];
         id_bytes[..id.len()].copy_from_slice(id.as_bytes());
+        let crate::blk_image::Opened { backend, identity } =
+            crate::blk_image::open_image(path, read_only, replacing, options)?;
         Ok(Disk {
-            file,
-            size,
+            size: backend.size(),
+            backend,
+            options,
             identity,
             read_only,
             id: id_bytes,
@@ -319,13 +346,19 @@ impl Disk {
         })
     }
 
-    /// fdatasync: what was written reaches stable storage (nothing to do
-    /// on a read-only image).
+    /// What was written reaches stable storage (nothing to do on a
+    /// read-only image, nor with cache=unsafe).
     fn flush(&self) -> std::io::Result<()> {
-        match self.read_only {
+        match self.read_only || self.options.cache.ignores_flush() {
             true => Ok(()),
-            false => self.file.sync_data(),
+            false => self.backend.flush(),
         }
+    }
+
+    /// After a write: cache=writethrough and directsync complete it only
+    /// once it is on stable storage.
+    fn written(&self) -> bool {
+        !self.options.cache.write_through() || self.backend.flush().is_ok()
     }
 
     fn serve(
@@ -464,7 +497,7 @@ impl Disk {
         while done < len {
             let n = (len - done).min(CHUNK) as usize;
             let mut buf = vec![0u8; n];
-            if self.file.read_exact_at(&mut buf, start + done).is_err()
+            if self.backend.read_at(&mut buf, start + done).is_err()
                 || !out.write_at(mem, done, &buf)
             {
                 return false;
@@ -480,13 +513,16 @@ impl Disk {
             let n = (len - done).min(CHUNK) as usize;
             let mut buf = vec![0u8; n];
             if !input.read_at(mem, 16 + done, &mut buf)
-                || self.file.write_all_at(&buf, start + done).is_err()
+                || self.backend.write_at(&buf, start + done).is_err()
             {
                 return S_IOERR;
             }
             done += n as u64;
         }
-        S_OK
+        match self.written() {
+            true => S_OK,
+            false => S_IOERR,
+        }
     }
 
     /// DISCARD and WRITE_ZEROES: segments of (sector u64, num_sectors u32,
@@ -510,17 +546,14 @@ impl Disk {
             let Some(start) = self.range(sector, bytes) else {
                 return S_IOERR;
             };
-            let zeroes = vec![0u8; CHUNK as usize];
-            let mut done = 0;
-            while done < bytes {
-                let n = (bytes - done).min(CHUNK) as usize;
-                if self.file.write_all_at(&zeroes[..n], start + done).is_err() {
-                    return S_IOERR;
-                }
-                done += n as u64;
+            if self.backend.write_zeroes(start, bytes).is_err() {
+                return S_IOERR;
             }
         }
-        S_OK
+        match self.written() {
+            true => S_OK,
+            false => S_IOERR,
+        }
     }
 }
 

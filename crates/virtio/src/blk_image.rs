@@ -19,6 +19,23 @@
 //!   two disks of one VM on one image conflict like two VMs.
 //!
 //! Locks are kept as long as the descriptor is open (the disk's life).
+//! Backing files of qcow2 images are opened here too, read-only: they
+//! hold the read-only locks, so a VM writing a base image and a VM
+//! reading it through an overlay exclude each other, and overlays share
+//! a base.
+//!
+//! - **Format** ([`ImageFormat`]): raw unless the user says qcow2, or
+//!   asks for detection (`auto`). A raw image is never probed silently: a
+//!   guest can write qcow2's magic into the first bytes of its raw disk,
+//!   and opening that as qcow2 would let it name any host file as its
+//!   backing file (QEMU's probing problem).
+//! - **Cache** ([`CacheMode`], QEMU's `cache=`): `writeback` (the
+//!   default: guest flushes are honoured), `writethrough` (a flush after
+//!   every write), `none` (O_DIRECT), `directsync` (O_DIRECT and a flush
+//!   after every write), `unsafe` (guest flushes ignored). O_DIRECT's
+//!   alignment is handled by [`qcow2::RawFile`]'s bounce buffers; a
+//!   filesystem without O_DIRECT (tmpfs on older kernels) is one clear
+//!   error.
 
 #![allow(unsafe_code)]
 
@@ -65,6 +82,149 @@ impl std::fmt::Display for LockConflict {
     }
 }
 
+/// The format of a disk image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ImageFormat {
+    #[default]
+    Raw,
+    Qcow2,
+    /// qcow2 if the file starts with qcow2's magic, else raw: only when
+    /// the user asked for detection.
+    Auto,
+}
+
+impl ImageFormat {
+    /// `raw`, `qcow2` or `auto`.
+    pub fn parse(name: &str) -> Option<ImageFormat> {
+        match name {
+            "raw" => Some(ImageFormat::Raw),
+            "qcow2" => Some(ImageFormat::Qcow2),
+            "auto" => Some(ImageFormat::Auto),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageFormat::Raw => "raw",
+            ImageFormat::Qcow2 => "qcow2",
+            ImageFormat::Auto => "auto",
+        }
+    }
+}
+
+/// QEMU's `cache=` modes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CacheMode {
+    #[default]
+    Writeback,
+    Writethrough,
+    None,
+    Directsync,
+    Unsafe,
+}
+
+impl CacheMode {
+    pub const NAMES: &'static str = "writeback, writethrough, none, directsync or unsafe";
+
+    pub fn parse(name: &str) -> Option<CacheMode> {
+        match name {
+            "writeback" => Some(CacheMode::Writeback),
+            "writethrough" => Some(CacheMode::Writethrough),
+            "none" => Some(CacheMode::None),
+            "directsync" => Some(CacheMode::Directsync),
+            "unsafe" => Some(CacheMode::Unsafe),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheMode::Writeback => "writeback",
+            CacheMode::Writethrough => "writethrough",
+            CacheMode::None => "none",
+            CacheMode::Directsync => "directsync",
+            CacheMode::Unsafe => "unsafe",
+        }
+    }
+
+    /// Opened with O_DIRECT.
+    pub fn direct(self) -> bool {
+        matches!(self, CacheMode::None | CacheMode::Directsync)
+    }
+
+    /// Every write is flushed before it completes.
+    pub fn write_through(self) -> bool {
+        matches!(self, CacheMode::Writethrough | CacheMode::Directsync)
+    }
+
+    /// Guest flushes are ignored.
+    pub fn ignores_flush(self) -> bool {
+        self == CacheMode::Unsafe
+    }
+}
+
+/// How a disk image is opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImageOptions {
+    pub format: ImageFormat,
+    pub cache: CacheMode,
+}
+
+/// An image opened in its format.
+pub(crate) struct Opened {
+    pub backend: Box<dyn qcow2::Backend>,
+    pub identity: (u64, u64),
+}
+
+/// Opens the image at `path` (see [`open`]) in the format and with the
+/// cache mode of `options`; a qcow2 image's backing files are opened
+/// read-only and locked as shared readers.
+pub(crate) fn open_image(
+    path: &Path,
+    read_only: bool,
+    same_file: Option<(u64, u64)>,
+    options: ImageOptions,
+) -> Result<Opened, BlockError> {
+    let direct = options.cache.direct();
+    let image = open_file(path, read_only, same_file, direct)?;
+    let identity = image.identity;
+    let raw = qcow2::RawFile::new(image.file, direct);
+    let format = match options.format {
+        ImageFormat::Raw => qcow2::Format::Raw,
+        ImageFormat::Qcow2 => qcow2::Format::Qcow2,
+        ImageFormat::Auto => qcow2::probe(&raw).map_err(|source| BlockError::Size {
+            path: path.to_path_buf(),
+            source,
+        })?,
+    };
+    let backend: Box<dyn qcow2::Backend> = match format {
+        qcow2::Format::Raw => {
+            if options.format == ImageFormat::Raw
+                && qcow2::probe(&raw).ok() == Some(qcow2::Format::Qcow2)
+            {
+                tracing::warn!(path = %path.display(), "a raw disk image starts with qcow2's magic: served as raw (say format=qcow2 if it is one)");
+            }
+            Box::new(raw.with_len(image.size))
+        }
+        qcow2::Format::Qcow2 => {
+            let open_backing = move |p: &Path| -> std::io::Result<qcow2::RawFile> {
+                let b = open_file(p, true, None, direct).map_err(std::io::Error::other)?;
+                Ok(qcow2::RawFile::new(b.file, direct))
+            };
+            Box::new(
+                qcow2::Qcow2::open(raw, path, !read_only, &open_backing).map_err(|source| {
+                    BlockError::Image {
+                        path: path.to_path_buf(),
+                        source,
+                    }
+                })?,
+            )
+        }
+    };
+    Ok(Opened { backend, identity })
+}
+
 /// An open, checked and locked image.
 pub(crate) struct Image {
     pub file: File,
@@ -82,6 +242,16 @@ pub(crate) fn open(
     read_only: bool,
     same_file: Option<(u64, u64)>,
 ) -> Result<Image, BlockError> {
+    open_file(path, read_only, same_file, false)
+}
+
+/// [`open`], with O_DIRECT when `direct`.
+fn open_file(
+    path: &Path,
+    read_only: bool,
+    same_file: Option<(u64, u64)>,
+    direct: bool,
+) -> Result<Image, BlockError> {
     let open_err = |source| BlockError::Open {
         path: path.to_path_buf(),
         source,
@@ -90,9 +260,13 @@ pub(crate) fn open(
         .read(true)
         .write(!read_only)
         // O_NONBLOCK changes nothing for regular files and block devices.
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | if direct { libc::O_DIRECT } else { 0 })
         .open(path)
         .map_err(|source| match source.raw_os_error() {
+            // The filesystem has no O_DIRECT.
+            Some(libc::EINVAL) if direct => BlockError::NoDirect {
+                path: path.to_path_buf(),
+            },
             // A directory opened for writing.
             Some(libc::EISDIR) => BlockError::NotADisk {
                 path: path.to_path_buf(),

@@ -252,6 +252,8 @@ pub struct DiskConfig {
     pub id: Option<String>,
     /// The disk's rate limiter.
     pub rate_limiter: Limits,
+    /// Its format (raw unless said) and cache mode.
+    pub image: virtio::blk_image::ImageOptions,
 }
 
 pub const MIN_MEMORY: u64 = 16 << 20;

@@ -762,7 +762,7 @@ fn setup_boot_state(vcpu: &mut dyn Vcpu, boot: &BootInfo, vcpus: u32) -> Result<
     let id = vcpu.id();
     let bare = match boot.kind {
         BootKind::Bare => true,
-        BootKind::LinuxBzImage | BootKind::LinuxElf | BootKind::Multiboot => false,
+        BootKind::LinuxBzImage | BootKind::LinuxElf | BootKind::Multiboot | BootKind::Pvh => false,
     };
     if id != 0 && !bare {
         return Ok(());

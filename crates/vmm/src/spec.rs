@@ -33,6 +33,32 @@ pub enum SpecConfigError {
     },
 }
 
+/// The format and cache mode `spec`'s extensions give drive `id`
+/// (raw and writeback by default; validate() checked the names).
+fn image_options(spec: &VmSpec, id: &str) -> virtio::blk_image::ImageOptions {
+    use virtio::blk_image::{CacheMode, ImageFormat};
+    let Some(i) = spec
+        .ferrovisor
+        .drive_images
+        .iter()
+        .find(|i| i.drive_id == id)
+    else {
+        return Default::default();
+    };
+    virtio::blk_image::ImageOptions {
+        format: i
+            .format
+            .as_deref()
+            .and_then(ImageFormat::parse)
+            .unwrap_or_default(),
+        cache: i
+            .cache
+            .as_deref()
+            .and_then(CacheMode::parse)
+            .unwrap_or_default(),
+    }
+}
+
 /// The machine `spec` describes, on accelerator `accel`. Opens the serial
 /// output file when the spec names one; everything else is opened when the
 /// machine is built.
@@ -51,6 +77,7 @@ pub fn machine_config(spec: &VmSpec, accel: Accel) -> Result<MachineConfig, Spec
             read_only: d.is_read_only.unwrap_or(false),
             id: Some(spec::drive_serial(&d.drive_id)),
             rate_limiter: limits(d.rate_limiter.as_ref()),
+            image: image_options(spec, &d.drive_id),
         })
         .collect();
     let nets = spec
@@ -105,6 +132,7 @@ pub fn machine_config(spec: &VmSpec, accel: Accel) -> Result<MachineConfig, Spec
             BootProtocol::Linux => ArchBootProtocol::Linux,
             BootProtocol::Bare => ArchBootProtocol::Bare,
             BootProtocol::Multiboot => ArchBootProtocol::Multiboot,
+            BootProtocol::Pvh => ArchBootProtocol::Pvh,
         },
         console,
         console_input: true,

@@ -186,15 +186,15 @@ pub(super) fn boot_vmlinux<M: GuestMemoryBackend>(
 }
 
 /// What a Linux boot writes besides the kernel, checked before anything is.
-struct LinuxPlan {
+pub(super) struct LinuxPlan {
     cmdline: linux_loader::cmdline::Cmdline,
     /// The initrd file, its address and size.
     initrd: Option<(Image, u64, u64)>,
-    e820: Vec<E820Entry>,
+    pub(super) e820: Vec<E820Entry>,
 }
 
 impl LinuxPlan {
-    fn initrd_range(&self) -> Option<std::ops::Range<u64>> {
+    pub(super) fn initrd_range(&self) -> Option<std::ops::Range<u64>> {
         self.initrd
             .as_ref()
             .map(|&(_, addr, size)| addr..addr + size)
@@ -202,7 +202,7 @@ impl LinuxPlan {
 }
 
 /// Checks the command line, places the initrd and builds the e820 map.
-fn plan_linux<M: GuestMemoryBackend>(
+pub(super) fn plan_linux<M: GuestMemoryBackend>(
     ctx: &BootContext<'_, M>,
     kernel_end: u64,
     initrd_addr_max: u64,
@@ -240,12 +240,13 @@ fn plan_linux<M: GuestMemoryBackend>(
     })
 }
 
-/// Writes the initrd, the command line and the zero page with `hdr`.
-fn finish_linux<M: GuestMemoryBackend>(
+/// Writes the initrd and the command line of `plan`; returns the initrd's
+/// (address, size) and the command line's length with its NUL.
+pub(super) fn write_initrd_and_cmdline<M: GuestMemoryBackend>(
     ctx: &mut BootContext<'_, M>,
     plan: &mut LinuxPlan,
-    mut hdr: setup_header,
-) -> Result<(), BootError> {
+) -> Result<(Option<(u64, u64)>, usize), BootError> {
+    let mut initrd = None;
     if let Some((image, addr, size)) = &mut plan.initrd {
         // The initrd fits below 4 GiB (placed in low RAM), so in a usize.
         ctx.mem
@@ -255,10 +256,8 @@ fn finish_linux<M: GuestMemoryBackend>(
                 addr: *addr,
                 source,
             })?;
-        hdr.ramdisk_image = *addr as u32;
-        hdr.ramdisk_size = *size as u32;
+        initrd = Some((*addr, *size));
     }
-
     load_cmdline(ctx.mem, GuestAddress(CMDLINE_ADDR), &plan.cmdline)
         .map_err(BootError::LoadCmdline)?;
     let cmdline_len = plan
@@ -267,6 +266,20 @@ fn finish_linux<M: GuestMemoryBackend>(
         .map_err(BootError::Cmdline)?
         .as_bytes_with_nul()
         .len();
+    Ok((initrd, cmdline_len))
+}
+
+/// Writes the initrd, the command line and the zero page with `hdr`.
+fn finish_linux<M: GuestMemoryBackend>(
+    ctx: &mut BootContext<'_, M>,
+    plan: &mut LinuxPlan,
+    mut hdr: setup_header,
+) -> Result<(), BootError> {
+    let (initrd, cmdline_len) = write_initrd_and_cmdline(ctx, plan)?;
+    if let Some((addr, size)) = initrd {
+        hdr.ramdisk_image = addr as u32;
+        hdr.ramdisk_size = size as u32;
+    }
     hdr.type_of_loader = LOADER_OTHER;
     hdr.cmd_line_ptr = CMDLINE_ADDR as u32;
     hdr.cmdline_size = cmdline_len as u32;

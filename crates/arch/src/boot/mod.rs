@@ -16,6 +16,10 @@
 //!   [`BARE_STACK_TOP`](crate::layout::BARE_STACK_TOP). The command line is
 //!   not used; an initrd is an error.
 //!
+//! - **PVH**: an ELF kernel with a `XEN_ELFNOTE_PHYS32_ENTRY` note (Linux
+//!   built with `CONFIG_PVH`), loaded at `p_paddr` and entered at the
+//!   note's address in 32-bit protected mode with EBX = an `hvm_start_info`
+//!   (see [`pvh`]).
 //! - **Multiboot** (v1): a kernel with a Multiboot header, loaded through
 //!   its address fields or as an ELF32/ELF64 file, entered in 32-bit
 //!   protected mode with EAX = 0x2BADB002 and EBX = the Multiboot
@@ -28,7 +32,8 @@
 //! [`BootProtocol::Auto`] boots a bzImage as Linux; then a file with a valid
 //! Multiboot header in its first 8 KiB as Multiboot (a header magic with a
 //! wrong checksum is an error); then an ELF with a "Linux" or "Xen" note as
-//! Linux, and any other ELF as bare; anything else is
+//! PVH when it also has a PVH entry note (as Firecracker and Cloud
+//! Hypervisor do), else as Linux, and any other ELF as bare; anything else is
 //! [`BootError::NotAKernel`].
 //!
 //! The ACPI tables ([`crate::acpi`]) are written separately; after
@@ -40,6 +45,7 @@ pub mod bios_handoff;
 mod linux;
 pub mod multiboot;
 pub mod multiboot_layout;
+pub mod pvh;
 
 use std::fmt;
 use std::fs::File;
@@ -73,16 +79,20 @@ pub enum BootProtocol {
     Bare,
     /// A Multiboot (v1) kernel entered in 32-bit protected mode.
     Multiboot,
+    /// An ELF kernel entered at its PVH entry note in 32-bit protected mode.
+    Pvh,
 }
 
 impl BootProtocol {
-    /// The name on the command line: `auto`, `linux`, `bare`, `multiboot`.
+    /// The name on the command line: `auto`, `linux`, `bare`, `multiboot`,
+    /// `pvh`.
     pub fn name(self) -> &'static str {
         match self {
             BootProtocol::Auto => "auto",
             BootProtocol::Linux => "linux",
             BootProtocol::Bare => "bare",
             BootProtocol::Multiboot => "multiboot",
+            BootProtocol::Pvh => "pvh",
         }
     }
 }
@@ -93,9 +103,10 @@ impl fmt::Display for BootProtocol {
     }
 }
 
-/// A boot protocol name that is not `auto`, `linux`, `bare` or `multiboot`.
+/// A boot protocol name that is not `auto`, `linux`, `bare`, `multiboot` or
+/// `pvh`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown boot protocol {0:?} (expected auto, linux, bare or multiboot)")]
+#[error("unknown boot protocol {0:?} (expected auto, linux, bare, multiboot or pvh)")]
 pub struct UnknownBootProtocol(pub String);
 
 impl FromStr for BootProtocol {
@@ -107,6 +118,7 @@ impl FromStr for BootProtocol {
             "linux" => Ok(BootProtocol::Linux),
             "bare" => Ok(BootProtocol::Bare),
             "multiboot" => Ok(BootProtocol::Multiboot),
+            "pvh" => Ok(BootProtocol::Pvh),
             other => Err(UnknownBootProtocol(other.to_string())),
         }
     }
@@ -137,6 +149,9 @@ pub enum BootKind {
     /// A Multiboot kernel (32-bit protected-mode entry; only the boot vCPU
     /// starts, the others wait for INIT/SIPI).
     Multiboot,
+    /// An ELF kernel through its PVH entry (32-bit protected mode; only the
+    /// boot vCPU starts).
+    Pvh,
 }
 
 impl BootKind {
@@ -206,6 +221,10 @@ pub enum BootError {
     },
     #[error("{}: a bzImage can only be booted with the Linux boot protocol", path.display())]
     BzImageNeedsLinux { path: PathBuf },
+    #[error("{}: no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY): the PVH boot needs an uncompressed vmlinux built with CONFIG_PVH", path.display())]
+    NoPvhEntry { path: PathBuf },
+    #[error("the kernel's PVH note says entry {ours:#x}, linux-loader read {loader}")]
+    PvhNoteMismatch { ours: u64, loader: String },
     #[error("an initrd can only be used with the Linux or Multiboot boot protocol")]
     InitrdNeedsLinux,
     #[error(
@@ -365,22 +384,41 @@ pub fn load_kernel<M: GuestMemoryBackend>(
             path: ctx.kernel.path.clone(),
             source,
         })?;
+        let pvh = match (cfg.protocol, parsed.pvh_entry) {
+            (BootProtocol::Pvh, None) => {
+                return Err(BootError::NoPvhEntry {
+                    path: ctx.kernel.path,
+                })
+            }
+            (BootProtocol::Pvh | BootProtocol::Auto, entry) => entry,
+            _ => None,
+        };
         let linux = match cfg.protocol {
             BootProtocol::Auto => parsed.is_linux(),
             BootProtocol::Linux => true,
-            // Multiboot always has a header here.
-            BootProtocol::Bare | BootProtocol::Multiboot => false,
+            // Multiboot always has a header here; PVH is chosen above.
+            BootProtocol::Bare | BootProtocol::Multiboot | BootProtocol::Pvh => false,
         };
-        if linux {
+        if let Some(entry) = pvh {
+            pvh::boot(&mut ctx, &parsed, entry)
+        } else if linux {
             linux::boot_vmlinux(&mut ctx, &parsed)
         } else {
             bare::boot(&mut ctx, &parsed)
         }
     } else if is_bzimage {
-        if cfg.protocol == BootProtocol::Bare {
-            return Err(BootError::BzImageNeedsLinux {
-                path: ctx.kernel.path,
-            });
+        match cfg.protocol {
+            BootProtocol::Bare => {
+                return Err(BootError::BzImageNeedsLinux {
+                    path: ctx.kernel.path,
+                })
+            }
+            BootProtocol::Pvh => {
+                return Err(BootError::NoPvhEntry {
+                    path: ctx.kernel.path,
+                })
+            }
+            _ => {}
         }
         linux::boot_bzimage(&mut ctx)
     } else {
@@ -390,27 +428,32 @@ pub fn load_kernel<M: GuestMemoryBackend>(
     }
 }
 
-/// Tells a Linux kernel loaded by [`load_kernel`] where the ACPI RSDP is:
-/// writes `boot_params.acpi_rsdp_addr` in the zero page. Other kernels have
-/// no such field (they scan the BIOS area, where
-/// [`crate::acpi::create_acpi_tables`] puts the RSDP), so for them this does
-/// nothing. Call it after [`load_kernel`], which writes the zero page.
+/// Tells a Linux or PVH kernel loaded by [`load_kernel`] where the ACPI
+/// RSDP is: writes `boot_params.acpi_rsdp_addr` in the zero page, or
+/// `hvm_start_info.rsdp_paddr`. Other kernels have no such field (they scan
+/// the BIOS area, where [`crate::acpi::create_acpi_tables`] puts the RSDP),
+/// so for them this does nothing. Call it after [`load_kernel`], which
+/// writes the zero page or the start info.
 pub fn set_acpi_rsdp<M: GuestMemoryBackend>(
     mem: &M,
     boot: &BootInfo,
     rsdp_addr: u64,
 ) -> Result<(), BootError> {
-    if !boot.kind.is_linux() {
-        return Ok(());
-    }
-    let addr = ZERO_PAGE_ADDR
-        + std::mem::offset_of!(linux_loader::loader::bootparam::boot_params, acpi_rsdp_addr) as u64;
+    let (what, addr) = match boot.kind {
+        BootKind::LinuxBzImage | BootKind::LinuxElf => (
+            "boot_params.acpi_rsdp_addr",
+            ZERO_PAGE_ADDR
+                + std::mem::offset_of!(linux_loader::loader::bootparam::boot_params, acpi_rsdp_addr)
+                    as u64,
+        ),
+        BootKind::Pvh => (
+            "hvm_start_info.rsdp_paddr",
+            pvh::START_INFO_ADDR + pvh::RSDP_PADDR_OFFSET,
+        ),
+        BootKind::Bare | BootKind::Multiboot => return Ok(()),
+    };
     mem.write_obj(rsdp_addr, GuestAddress(addr))
-        .map_err(|source| BootError::WriteMemory {
-            what: "boot_params.acpi_rsdp_addr",
-            addr,
-            source,
-        })
+        .map_err(|source| BootError::WriteMemory { what, addr, source })
 }
 
 /// Where an initrd of `size` bytes goes: the highest page-aligned address

@@ -168,7 +168,7 @@ impl Config {
         }
         let accel = machine::accelerator(&m.accel, &accels)?;
         for g in &globals {
-            machine::global(g, accel)?;
+            machine::global(g)?;
         }
         let mut d = Devices::default();
         let mut virtio_drives = 0;
@@ -264,6 +264,7 @@ impl Config {
                 cpu: cpu.filter(|c| c != "max"),
                 pc_testdev: d.pc_testdev,
                 no_pit: !m.pit,
+                drive_images: d.drive_images.clone(),
                 ..Default::default()
             },
             ..Default::default()
@@ -382,6 +383,50 @@ mod tests {
         assert_eq!(mc.cmdline, "earlyprintk=ttyS0 console=ttyS0 root=/dev/vda");
         assert_eq!(mc.transport, vmm::VirtioTransport::Mmio);
         assert_eq!(mc.disks.len(), 1);
+        assert_eq!(mc.disks[0].image, Default::default());
+    }
+
+    #[test]
+    fn drive_formats_and_cache_modes_reach_the_disk() {
+        use virtio::blk_image::{CacheMode, ImageFormat};
+        let c = config(&[
+            "-kernel",
+            "/k",
+            "-drive",
+            "file=/a.qcow2,if=virtio,format=qcow2,cache=none",
+            "-drive",
+            "id=b,file=/b.img,format=raw,if=none,cache=directsync",
+            "-device",
+            "virtio-blk-pci,drive=b,serial=bee",
+            "-drive",
+            "file=/c.img,if=virtio,format=raw",
+        ])
+        .unwrap();
+        let mc = vmm::machine_config(&c.spec, c.accel).unwrap();
+        let images: Vec<_> = mc
+            .disks
+            .iter()
+            .map(|d| (d.id.as_deref(), d.image.format, d.image.cache))
+            .collect();
+        assert_eq!(
+            images,
+            [
+                (Some("virtio0"), ImageFormat::Qcow2, CacheMode::None),
+                (Some("virtio1"), ImageFormat::Raw, CacheMode::Writeback),
+                (Some("bee"), ImageFormat::Raw, CacheMode::Directsync),
+            ]
+        );
+        for bad in ["format=vmdk", "cache=fast"] {
+            let Err(e) = config(&[
+                "-kernel",
+                "/k",
+                "-drive",
+                &format!("file=/a,if=virtio,{bad}"),
+            ]) else {
+                panic!("{bad} accepted");
+            };
+            assert!(e.to_string().contains(bad), "{e}");
+        }
     }
 
     #[test]

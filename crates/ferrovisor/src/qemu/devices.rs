@@ -109,7 +109,11 @@ pub struct Devices {
     netdevs: Vec<(String, String)>,
     /// `-drive if=none`: id → the drive, until a device takes it.
     backends: Vec<(String, Option<Drive>)>,
+    /// `-drive`'s format and cache: (backend id, how its image opens).
+    backend_images: Vec<(String, api::spec::DriveImage)>,
     pub drives: Vec<Drive>,
+    /// How the images of `drives` open (by drive id).
+    pub drive_images: Vec<api::spec::DriveImage>,
     pub nets: Vec<NetworkInterface>,
     pub entropy: Option<EntropyDevice>,
     pub vsock: Option<Vsock>,
@@ -317,8 +321,9 @@ impl Devices {
         Ok(())
     }
 
-    /// `-drive file=PATH[,if=virtio|none][,format=raw][,readonly=on]
-    /// [,id=ID][,cache=writeback|unsafe][,media=disk]`.
+    /// `-drive file=PATH[,if=virtio|none][,format=raw|qcow2][,readonly=on]
+    /// [,id=ID][,cache=writeback|writethrough|none|directsync|unsafe]
+    /// [,media=disk]`.
     pub fn drive(&mut self, mut p: Props, virtio_count: &mut usize) -> Result<(), QemuError> {
         let file = p.require("file", "-drive")?;
         let iface = p.take("if");
@@ -334,42 +339,46 @@ impl Devices {
             }
         }
         p.finish("-drive")?;
-        match format.as_deref() {
-            Some("raw") => {}
-            Some("qcow2") => {
-                return Err(QemuError::new(format!(
-                    "-drive file={file},format=qcow2: qcow2 is not supported yet (raw images are)"
-                )))
-            }
+        // QEMU probes when format= is missing; Ferrovisor serves a raw
+        // image then, and refuses a file with qcow2's magic rather than
+        // guess (a guest can write the magic into a raw disk).
+        let image_format = match format.as_deref() {
+            Some("raw") => "raw",
+            Some("qcow2") => "qcow2",
             Some(f) => {
                 return Err(QemuError::new(format!(
-                    "-drive format={f}: not supported by Ferrovisor (raw is)"
+                    "-drive format={f}: not supported by Ferrovisor (raw and qcow2 are)"
                 )))
             }
-            // QEMU probes; a raw image is what Ferrovisor reads, so a
-            // qcow2 header is refused rather than shown to the guest.
             None => {
                 let mut magic = [0u8; 4];
                 let is_qcow2 = std::fs::File::open(&file)
                     .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
                     .is_ok()
-                    && magic == *b"QFI\xfb";
+                    && magic == qcow2::MAGIC;
                 if is_qcow2 {
                     return Err(QemuError::new(format!(
-                        "-drive file={file}: a qcow2 image: qcow2 is not supported yet"
+                        "-drive file={file}: a qcow2 image: say format=qcow2 (Ferrovisor does not probe formats)"
                     )));
                 }
+                "raw"
             }
+        };
+        let cache_mode = cache.as_deref().unwrap_or("writeback");
+        if virtio::blk_image::CacheMode::parse(cache_mode).is_none() {
+            return Err(QemuError::new(format!(
+                "-drive cache={cache_mode}: not supported (use {})",
+                virtio::blk_image::CacheMode::NAMES
+            )));
         }
-        let cache_type = match cache.as_deref() {
-            None | Some("writeback") => api::schema::CacheType::Writeback,
-            Some("unsafe") => api::schema::CacheType::Unsafe,
-            Some(c) => {
-                return Err(QemuError::new(format!(
-                    "-drive cache={c}: not supported by Ferrovisor yet (writeback and unsafe are; \
-                     O_DIRECT modes are not)"
-                )))
-            }
+        let cache_type = match cache_mode {
+            "unsafe" => api::schema::CacheType::Unsafe,
+            _ => api::schema::CacheType::Writeback,
+        };
+        let image = |drive_id: String| api::spec::DriveImage {
+            drive_id,
+            format: Some(image_format.to_string()),
+            cache: Some(cache_mode.to_string()),
         };
         let drive = |drive_id: String| Drive {
             drive_id,
@@ -393,6 +402,7 @@ impl Devices {
                 // QEMU's name for the n-th if=virtio drive.
                 let name = id.unwrap_or_else(|| format!("virtio{}", *virtio_count));
                 *virtio_count += 1;
+                self.drive_images.push(image(name.clone()));
                 self.drives.push(drive(name));
             }
             Some("none") => {
@@ -403,6 +413,7 @@ impl Devices {
                     return Err(QemuError::new(format!("-drive: duplicate ID '{id}'")));
                 }
                 let d = drive(id.clone());
+                self.backend_images.push((id.clone(), image(id.clone())));
                 self.backends.push((id, Some(d)));
             }
             Some(other) => {
@@ -477,6 +488,12 @@ impl Devices {
                 // The guest reads the drive id as the disk's serial.
                 if let Some(s) = serial {
                     drive.drive_id = s;
+                }
+                if let Some((_, image)) = self.backend_images.iter().find(|(i, _)| *i == id) {
+                    self.drive_images.push(api::spec::DriveImage {
+                        drive_id: drive.drive_id.clone(),
+                        ..image.clone()
+                    });
                 }
                 self.drives.push(drive);
             }

@@ -27,7 +27,7 @@ pub fn usage(program: &str) -> String {
          -cpu host|max|qemu64|Opteron_G1[,+FEATURE|-FEATURE|vendor=...]\n\
          -m [size=]SIZE   -smp [cpus=]N[,sockets=,cores=,threads=]\n\
          -kernel FILE     -initrd FILE       -append CMDLINE\n\
-         -drive file=FILE,if=virtio|none[,format=raw][,readonly=on][,id=ID][,cache=writeback|unsafe]\n\
+         -drive file=FILE,if=virtio|none[,format=raw|qcow2][,readonly=on][,id=ID][,cache=writeback|writethrough|none|directsync|unsafe]\n\
          -device DRIVER[,PROP=VALUE...]      (-device help lists them)\n\
          -netdev tap,id=ID,ifname=TAP[,script=no,downscript=no]\n\
          -chardev stdio|file|null,id=ID[,path=FILE]\n\

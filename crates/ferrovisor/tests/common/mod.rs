@@ -18,6 +18,8 @@ pub const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub struct Guest {
     pub kernel: PathBuf,
+    /// The same kernel uncompressed (ELF with the PVH note).
+    pub vmlinux: PathBuf,
     pub initrd: PathBuf,
 }
 
@@ -36,9 +38,10 @@ pub fn guest() -> Option<Guest> {
     };
     let guest = Guest {
         kernel: dir.join("vmlinuz"),
+        vmlinux: dir.join("vmlinux"),
         initrd: dir.join("initramfs.cpio"),
     };
-    if guest.kernel.is_file() && guest.initrd.is_file() {
+    if guest.kernel.is_file() && guest.vmlinux.is_file() && guest.initrd.is_file() {
         return Some(guest);
     }
     conformance::skip_or_fail(

@@ -191,6 +191,7 @@ mod tests {
                 read_only: false,
                 id: None,
                 rate_limiter: Default::default(),
+                image: Default::default(),
             };
             VIRTIO_IRQS.len()
         ];

@@ -104,7 +104,7 @@ pub(crate) fn open_models(
     let mut vsock_counters = None;
     for (i, disk) in config.disks.iter().enumerate() {
         let id = disk.id.as_deref().unwrap_or("");
-        let block = virtio::blk::Block::open(&disk.path, disk.read_only, id)
+        let block = virtio::blk::Block::open_image(&disk.path, disk.read_only, disk.image, id)
             .map_err(MachineError::Disk)?
             .limited(disk.rate_limiter);
         drives.push(block.handle());
