@@ -17,6 +17,7 @@ pub mod http;
 pub mod routes;
 pub mod schema;
 pub mod server;
+pub mod snapshot;
 pub mod spec;
 
 pub use routes::Request;

@@ -59,6 +59,10 @@ pub enum Request {
     GetTrace,
     /// `PUT /ferrovisor/trace` (Ferrovisor's): choose the trace events.
     PutTrace(crate::schema::TraceConfig),
+    /// `PUT /snapshot/create`.
+    CreateSnapshot(crate::snapshot::SnapshotCreateParams),
+    /// `PUT /snapshot/load`.
+    LoadSnapshot(crate::snapshot::SnapshotLoadParams),
 }
 
 /// Why a request was not routed; always a 400 answer.
@@ -88,7 +92,6 @@ fn not_supported(first: &str) -> Option<&'static str> {
         "balloon" => "the balloon device (/balloon)",
         "pmem" => "virtio-pmem (/pmem)",
         "hotplug" => "memory hotplug (/hotplug/memory)",
-        "snapshot" => "snapshotting (/snapshot)",
         _ => return None,
     })
 }
@@ -168,6 +171,12 @@ pub fn route(method: &Method, path: &str, body: &[u8]) -> Result<Request, RouteE
         (Method::Get, "ferrovisor") if segments == ["ferrovisor", "trace"] => Ok(Request::GetTrace),
         (Method::Put, "ferrovisor") if segments == ["ferrovisor", "trace"] => {
             Ok(Request::PutTrace(json(body)?))
+        }
+        (Method::Put, "snapshot") if segments == ["snapshot", "create"] => {
+            Ok(Request::CreateSnapshot(json(body)?))
+        }
+        (Method::Put, "snapshot") if segments == ["snapshot", "load"] => {
+            Ok(Request::LoadSnapshot(json(body)?))
         }
         (Method::Delete, "drives" | "network-interfaces") => {
             Err(RouteError::NotSupported("hot-unplugging a device (DELETE)"))
@@ -309,14 +318,40 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_routes() {
+        let r = route(
+            &Method::Put,
+            "/snapshot/create",
+            br#"{"snapshot_path": "s", "mem_file_path": "m"}"#,
+        )
+        .unwrap();
+        assert!(matches!(r, Request::CreateSnapshot(ref p) if p.snapshot_path == "s"));
+        let r = route(
+            &Method::Put,
+            "/snapshot/load",
+            br#"{"snapshot_path": "s", "mem_file_path": "m", "resume_vm": true}"#,
+        )
+        .unwrap();
+        assert!(matches!(r, Request::LoadSnapshot(ref p) if p.resume_vm == Some(true)));
+        assert!(route(
+            &Method::Put,
+            "/snapshot/create",
+            br#"{"snapshot_path": "s"}"#
+        )
+        .is_err());
+        assert!(matches!(
+            route(&Method::Put, "/snapshot/x", b"{}"),
+            Err(RouteError::NoRoute { .. })
+        ));
+    }
+
+    #[test]
     fn later_features_say_so() {
         for path in [
             "/balloon",
             "/balloon/statistics",
             "/pmem/a",
             "/hotplug/memory",
-            "/snapshot/create",
-            "/snapshot/load",
         ] {
             let e = route(&Method::Put, path, b"{}").unwrap_err();
             assert!(

@@ -97,8 +97,8 @@ const CTRL_ALT_DEL_SET1: [&[u8]; 6] = [
 ];
 
 /// What the next data-port write is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Expect {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Expect {
     /// A keyboard command.
     KbdCommand,
     /// The parameter of a keyboard command (LEDs, rate, scancode set).
@@ -113,11 +113,23 @@ enum Expect {
     Aux(u8),
 }
 
+/// The saved state of the i8042.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct I8042Snapshot {
+    pub ctr: u8,
+    pub status: u8,
+    pub expect: Expect,
+    /// Bytes for the guest, with whether they come from the aux port.
+    pub queue: Vec<(u8, bool)>,
+}
+
 /// Why the VMM's key press was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum I8042Error {
     #[error("the i8042's buffer is full (the guest is not reading its keyboard)")]
     BufferFull,
+    #[error("the saved i8042 output buffer holds {0} bytes, more than the controller's")]
+    SavedBufferTooLarge(usize),
 }
 
 /// What the controller counted (Firecracker's `i8042` metrics), since it
@@ -181,6 +193,30 @@ impl I8042 {
             queue: VecDeque::with_capacity(QUEUE_LEN),
             stats: Arc::default(),
         }
+    }
+
+    /// The controller's registers and output buffer, for a snapshot.
+    pub fn save(&self) -> I8042Snapshot {
+        I8042Snapshot {
+            ctr: self.ctr,
+            status: self.status,
+            expect: self.expect,
+            queue: self.queue.iter().copied().collect(),
+        }
+    }
+
+    /// Puts the controller in the state `snapshot` describes (its reset
+    /// line, interrupt and counters stay); an output buffer larger than
+    /// the controller's is refused and nothing changes.
+    pub fn restore(&mut self, snapshot: &I8042Snapshot) -> Result<(), I8042Error> {
+        if snapshot.queue.len() > QUEUE_LEN {
+            return Err(I8042Error::SavedBufferTooLarge(snapshot.queue.len()));
+        }
+        self.ctr = snapshot.ctr;
+        self.status = snapshot.status;
+        self.expect = snapshot.expect;
+        self.queue = snapshot.queue.iter().copied().collect();
+        Ok(())
     }
 
     /// The controller's counters (a handle: read it while it runs).
@@ -406,6 +442,30 @@ mod tests {
             out.push(read(dev, DATA));
         }
         out
+    }
+
+    #[test]
+    fn state_moves_to_another_controller() {
+        let (mut a, _, _) = device();
+        a.write(COMMAND, &[CMD_WRITE_CTR]);
+        a.write(DATA, &[CTR_SYSTEM]);
+        a.write(COMMAND, &[CMD_SELF_TEST]);
+        let saved = a.save();
+        assert_eq!(saved.queue, vec![(0x55, false)]);
+
+        let (mut b, _, _) = device();
+        b.restore(&saved).unwrap();
+        assert_eq!(drain(&mut b), [0x55]);
+        b.write(COMMAND, &[CMD_READ_CTR]);
+        assert_eq!(drain(&mut b)[0] & !CTR_AUX_DISABLED, CTR_SYSTEM);
+
+        let mut too_long = saved.clone();
+        too_long.queue = vec![(0, false); QUEUE_LEN + 1];
+        assert_eq!(
+            b.restore(&too_long),
+            Err(I8042Error::SavedBufferTooLarge(QUEUE_LEN + 1))
+        );
+        assert_eq!(b.save().queue, vec![], "a refused state changes nothing");
     }
 
     #[test]

@@ -105,6 +105,82 @@ impl Serial {
     pub fn input_capacity(&self) -> usize {
         self.uart.fifo_capacity()
     }
+
+    /// The UART's registers and receive FIFO, for a snapshot.
+    pub fn save(&self) -> SerialSnapshot {
+        let s = self.uart.state();
+        SerialSnapshot {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer,
+        }
+    }
+
+    /// Puts the UART in the state `snapshot` describes; its interrupt line,
+    /// output and counters stay. A snapshot whose receive FIFO is larger
+    /// than the UART's is refused and the UART is left as it was.
+    pub fn restore(&mut self, snapshot: &SerialSnapshot) -> Result<(), SerialStateError> {
+        let state = vm_superio::serial::SerialState {
+            baud_divisor_low: snapshot.baud_divisor_low,
+            baud_divisor_high: snapshot.baud_divisor_high,
+            interrupt_enable: snapshot.interrupt_enable,
+            interrupt_identification: snapshot.interrupt_identification,
+            line_control: snapshot.line_control,
+            line_status: snapshot.line_status,
+            modem_control: snapshot.modem_control,
+            modem_status: snapshot.modem_status,
+            scratch: snapshot.scratch,
+            in_buffer: snapshot.in_buffer.clone(),
+        };
+        let fifo = self.uart.fifo_capacity() + self.uart.state().in_buffer.len();
+        if state.in_buffer.len() > fifo {
+            return Err(SerialStateError::FifoTooLarge(state.in_buffer.len()));
+        }
+        let irq = self.uart.interrupt_evt().0.clone();
+        let placeholder = Uart16550::with_events(
+            IrqTrigger(irq.clone()),
+            self.stats.clone(),
+            Box::new(std::io::sink()) as Box<dyn Write + Send>,
+        );
+        let old = std::mem::replace(&mut self.uart, placeholder);
+        let out = old.into_writer();
+        match Uart16550::from_state(&state, IrqTrigger(irq), self.stats.clone(), out) {
+            Ok(uart) => {
+                self.uart = uart;
+                Ok(())
+            }
+            // Checked above: only an oversized FIFO fails.
+            Err(_) => Err(SerialStateError::FifoTooLarge(state.in_buffer.len())),
+        }
+    }
+}
+
+/// The saved state of the UART (vm-superio's `SerialState`, serde-able).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct SerialSnapshot {
+    pub baud_divisor_low: u8,
+    pub baud_divisor_high: u8,
+    pub interrupt_enable: u8,
+    pub interrupt_identification: u8,
+    pub line_control: u8,
+    pub line_status: u8,
+    pub modem_control: u8,
+    pub modem_status: u8,
+    pub scratch: u8,
+    pub in_buffer: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SerialStateError {
+    #[error("the saved UART receive FIFO holds {0} bytes, more than the UART's")]
+    FifoTooLarge(usize),
 }
 
 impl BusDevice for Serial {
@@ -161,6 +237,40 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn state_moves_to_another_uart() {
+        let irq = Arc::new(CountingIrq::default());
+        let mut a = Serial::new(irq.clone(), Box::new(std::io::sink()));
+        a.write(7, &[0x5a]); // scratch
+        a.write(1, &[0x01]); // IER: received data
+        assert_eq!(a.enqueue_input(b"xy"), 2);
+        let saved = a.save();
+        assert_eq!(saved.in_buffer, b"xy");
+
+        let out = SharedBuf::default();
+        let mut b = Serial::new(irq, Box::new(out.clone()));
+        b.restore(&saved).unwrap();
+        let mut byte = [0];
+        b.read(7, &mut byte);
+        assert_eq!(byte, [0x5a]);
+        b.read(1, &mut byte);
+        assert_eq!(byte, [0x01]);
+        b.read(0, &mut byte);
+        assert_eq!(byte, [b'x']);
+        b.write(0, b"z");
+        assert_eq!(
+            &*out.0.lock().unwrap(),
+            b"z",
+            "the output stays the UART's own"
+        );
+
+        let mut too_big = saved.clone();
+        too_big.in_buffer = vec![0; 4096];
+        assert!(b.restore(&too_big).is_err());
+        b.read(7, &mut byte);
+        assert_eq!(byte, [0x5a], "a refused state changes nothing");
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod runspec;
 mod seccomp;
 mod signals;
 mod size;
+mod snapshot_cli;
 mod stat;
 mod stats;
 mod trace;
@@ -55,6 +56,11 @@ pub(crate) enum Command {
     /// A live view of a running VM's exits by reason (kvm_stat style),
     /// through its API socket.
     Stat(stat::StatArgs),
+    /// Restore a VM from a snapshot (state file + memory file) and run it.
+    Restore(Box<snapshot_cli::RestoreArgs>),
+    /// Work on snapshot files.
+    #[command(subcommand)]
+    Snapshot(snapshot_cli::SnapshotCommand),
 }
 
 #[derive(clap::Args)]
@@ -316,6 +322,8 @@ fn main() -> ExitCode {
             Err(message) => fail(&message, 1),
         },
         Command::Stat(args) => stat::run(&args),
+        Command::Restore(args) => snapshot_cli::restore(&args),
+        Command::Snapshot(command) => snapshot_cli::snapshot(&command),
     }
 }
 

@@ -636,12 +636,6 @@ fn later_features_answer_400_and_say_so() {
             Some(r#"{"total_size_mib": 1024}"#),
         ),
         ("GET", "/hotplug/memory", None),
-        (
-            "PUT",
-            "/snapshot/create",
-            Some(r#"{"mem_file_path": "/m", "snapshot_path": "/s"}"#),
-        ),
-        ("PUT", "/snapshot/load", Some(r#"{"snapshot_path": "/s"}"#)),
     ] {
         vm.bad(method, path, body, "not supported by Ferrovisor yet");
     }

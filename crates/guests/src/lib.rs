@@ -83,6 +83,48 @@ pub fn emit_debug_exit_eax(a: &mut CodeAssembler) -> Result<()> {
     emit_halt_forever(a)
 }
 
+/// Prints `text` on COM1 one character at a time, with `delay` iterations
+/// of a busy loop after each and its progress (the address of the next
+/// character) stored at `progress` (a page of its own: the guest's only
+/// data write), then writes `exit` to the debug-exit port. Everything it
+/// needs is in its registers and memory: the snapshot tests' guest.
+pub fn ticker(text: &str, delay: u32, progress: u64, exit: u32) -> Result<Program> {
+    let mut a = assembler()?;
+    let mut chars = a.create_label();
+    let mut next = a.create_label();
+    let mut wait = a.create_label();
+    let mut spin = a.create_label();
+    let mut done = a.create_label();
+    a.lea(rsi, ptr(chars))?;
+    a.set_label(&mut next)?;
+    a.mov(dx, COM1_LSR as u32)?;
+    a.set_label(&mut wait)?;
+    a.in_(al, dx)?;
+    a.test(al, 0x20)?;
+    a.jz(wait)?;
+    a.mov(al, byte_ptr(rsi))?;
+    a.test(al, al)?;
+    a.jz(done)?;
+    a.mov(dx, COM1 as u32)?;
+    a.out(dx, al)?;
+    a.inc(rsi)?;
+    a.mov(rax, progress)?;
+    a.mov(qword_ptr(rax), rsi)?;
+    a.mov(ecx, delay)?;
+    a.set_label(&mut spin)?;
+    a.dec(ecx)?;
+    a.jnz(spin)?;
+    a.jmp(next)?;
+    a.set_label(&mut done)?;
+    a.mov(eax, exit)?;
+    emit_debug_exit_eax(&mut a)?;
+    a.set_label(&mut chars)?;
+    let mut bytes = text.as_bytes().to_vec();
+    bytes.push(0);
+    a.db(&bytes)?;
+    finish(a)
+}
+
 /// Emits: `cli; hlt` in a loop.
 pub fn emit_halt_forever(a: &mut CodeAssembler) -> Result<()> {
     let mut again = a.create_label();

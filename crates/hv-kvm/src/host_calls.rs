@@ -6,11 +6,14 @@
 use kvm_bindings::{
     kvm_clock_data, kvm_cpuid2, kvm_debugregs, kvm_dirty_log, kvm_fpu, kvm_guest_debug,
     kvm_ioeventfd, kvm_irq_level, kvm_irq_routing, kvm_irqchip, kvm_irqfd, kvm_lapic_state,
-    kvm_mp_state, kvm_msi, kvm_msrs, kvm_pit_state2, kvm_regs, kvm_sregs, kvm_translation,
-    kvm_userspace_memory_region, kvm_vcpu_events, kvm_xcrs, kvm_xsave, KVMIO,
+    kvm_mp_state, kvm_msi, kvm_msr_list, kvm_msrs, kvm_pit_state2, kvm_regs, kvm_sregs,
+    kvm_translation, kvm_userspace_memory_region, kvm_vcpu_events, kvm_xcrs, kvm_xsave, KVMIO,
 };
 use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr, ioctl_iow_nr, ioctl_iowr_nr};
 
+// A paused vCPU saves its state (snapshots): the MSR list (on the
+// /dev/kvm fd) and KVM_CAP_XSAVE2's size (on the VM fd).
+ioctl_iowr_nr!(KVM_GET_MSR_INDEX_LIST, KVMIO, 0x02, kvm_msr_list);
 ioctl_io_nr!(KVM_CHECK_EXTENSION, KVMIO, 0x03);
 ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
 ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_regs);
@@ -82,8 +85,6 @@ pub fn host_calls() -> hv::HostCalls {
         KVM_NMI(),
         KVM_SET_GUEST_DEBUG(),
         KVM_TRANSLATE(),
-        // KVM_GET_XSAVE2's size (get_fpu on a running VM: the gdb stub).
-        KVM_CHECK_EXTENSION(),
         KVM_GET_VCPU_EVENTS(),
         KVM_SET_VCPU_EVENTS(),
         KVM_GET_DEBUGREGS(),
@@ -95,6 +96,10 @@ pub fn host_calls() -> hv::HostCalls {
         KVM_SET_XCRS(),
         KVM_KVMCLOCK_CTRL(),
         KVM_GET_XSAVE2(),
+        KVM_GET_MSR_INDEX_LIST(),
+        // KVM_GET_XSAVE2's size: get_fpu (the gdb stub) and a paused
+        // vCPU's saved state (snapshots).
+        KVM_CHECK_EXTENSION(),
     ];
     let vm = [
         KVM_GET_DIRTY_LOG(),
@@ -130,6 +135,8 @@ mod tests {
         assert_eq!(KVM_GET_MSRS(), 0xc008_ae88);
         assert_eq!(KVM_SET_CPUID2(), 0x4008_ae90);
         assert_eq!(KVM_GET_REGS(), 0x8090_ae81);
+        assert_eq!(KVM_GET_MSR_INDEX_LIST(), 0xc004_ae02);
+        assert_eq!(KVM_CHECK_EXTENSION(), 0xae03);
         let calls = host_calls();
         assert!(calls.vcpu_ioctls.contains(&0xae80));
         assert!(calls.vm_ioctls.contains(&0x4008_ae61));

@@ -36,6 +36,8 @@ pub enum Command {
         target: LimitTarget,
         update: virtio::throttle::LimitsUpdate,
     },
+    /// Write a snapshot of the paused machine.
+    CreateSnapshot(crate::snapshot::CreateSnapshot),
     /// End the machine.
     Stop,
 }
@@ -63,6 +65,8 @@ pub enum CommandError {
     Keyboard(#[source] devices::i8042::I8042Error),
     #[error("cannot update the device")]
     Update(#[source] crate::devices::UpdateError),
+    #[error(transparent)]
+    Snapshot(crate::snapshot::SnapshotError),
 }
 
 /// The state of a started machine.

@@ -26,6 +26,7 @@ pub mod memory;
 mod msi;
 pub mod platform_timer;
 pub mod probe;
+pub mod snapshot;
 pub mod spec;
 mod vcpu;
 
@@ -36,8 +37,8 @@ pub use config::{
 };
 pub use controller::{Command, CommandError, LimitTarget, MachineHandle, RunState, RunningMachine};
 pub use devices::{
-    AcpiPlacement, DeviceMetrics, DriveMetrics, EntropyMetrics, NetMetrics, UpdateError,
-    VsockMetrics,
+    AcpiPlacement, DeviceMetrics, DeviceStateError, DeviceStates, DriveMetrics, EntropyMetrics,
+    NetMetrics, UpdateError, VsockMetrics,
 };
 pub use live::{LiveStats, StatsSample};
 pub use machine::{Machine, MachineError, MachineExit, RunReport};

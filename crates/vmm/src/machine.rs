@@ -17,7 +17,7 @@ use crate::controller::{
 };
 use crate::devices::{virtio_acpi_devices, write_acpi_tables, AcpiPlacement, DeviceManager};
 use crate::memory::{create_guest_memory, register_rom, register_slots, MemoryError};
-use crate::vcpu::{MachineEvent, VcpuContext, VcpuControl, VcpuStop};
+use crate::vcpu::{MachineEvent, SavedVcpuState, VcpuContext, VcpuControl, VcpuStop};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MachineError {
@@ -67,8 +67,6 @@ pub enum MachineError {
     DuplicateDiskId(String),
     #[error("cannot start the platform timer thread")]
     TimerThread(#[source] std::io::Error),
-    #[error("the vCPUs did not stop before their start")]
-    StartPaused,
     #[error("cannot start the controller thread")]
     ControllerThread(#[source] std::io::Error),
     #[error("--cpu")]
@@ -162,8 +160,16 @@ pub struct Machine {
     events_tx: Sender<MachineEvent>,
     events: Receiver<MachineEvent>,
     console_input: bool,
-    boot: BootInfo,
-    acpi: AcpiPlacement,
+    /// How the kernel was loaded (`None` for a restored machine).
+    boot: Option<BootInfo>,
+    acpi: Option<AcpiPlacement>,
+    /// Start with every vCPU parked (a snapshot loaded without resume).
+    start_paused: bool,
+    /// The memory slots log dirty pages (diff snapshots).
+    dirty_log: bool,
+    /// The host CPU model as snapshots record it (computed at build: the
+    /// controller thread's filter has no system ioctls).
+    cpu_fingerprint: String,
 }
 
 impl Machine {
@@ -179,15 +185,7 @@ impl Machine {
         config: &MachineConfig,
         hypervisor: Box<dyn Hypervisor>,
     ) -> Result<Machine, MachineError> {
-        if config.vcpus == 0 || config.vcpus > MAX_VCPUS {
-            return Err(MachineError::VcpuCount(config.vcpus));
-        }
-        let mut ids = std::collections::HashSet::new();
-        for id in config.disks.iter().filter_map(|d| d.id.as_ref()) {
-            if !ids.insert(id) {
-                return Err(MachineError::DuplicateDiskId(id.clone()));
-            }
-        }
+        check_config(config)?;
         let virtio_acpi = virtio_acpi_devices(config)?;
         let mem = create_guest_memory(config.memory)?;
         let boot = arch::boot::load_kernel(
@@ -209,35 +207,16 @@ impl Machine {
         {
             tracing::info!("the kernel lies at F000:FFF0: no BIOS reset entry");
         }
-
         let accel = hypervisor.name();
         sandbox::set_accelerator(hypervisor.host_calls());
         check_kvm_capabilities(&*hypervisor, &config.cpu_template)?;
-        let vm: Arc<dyn Vm> = Arc::from(
-            hypervisor
-                .create_vm(VmConfig {
-                    vcpus: config.vcpus,
-                    pit: config.pit,
-                })
-                .map_err(hv_err("VM"))?,
-        );
-        register_slots(&*vm, &mem, false)?;
-        let rom = register_rom(&*vm, mem.iter().count() as u32)?;
+        let vm = create_vm(&*hypervisor, config)?;
+        let mut machine = Self::assemble(config, accel, vm, mem, false)?;
 
-        let (events_tx, events) = channel();
-        let requests: RequestSink = {
-            let tx = Mutex::new(events_tx.clone());
-            Arc::new(move |request| {
-                let tx = tx.lock().unwrap_or_else(|p| p.into_inner());
-                let _ = tx.send(MachineEvent::Guest(request));
-            })
-        };
-        let devices = DeviceManager::build(&vm, &mem, config, requests, accel)?;
-
-        let supported = vm.supported_cpuid().map_err(hv_err("CPUID"))?;
-        let mut vcpus = Vec::with_capacity(config.vcpus as usize);
+        let supported = machine.vm.supported_cpuid().map_err(hv_err("CPUID"))?;
+        machine.cpu_fingerprint = crate::snapshot::cpu_fingerprint(&supported);
         for id in 0..config.vcpus {
-            let mut vcpu = vm.create_vcpu(id).map_err(hv_err("vCPU"))?;
+            let mut vcpu = machine.vm.create_vcpu(id).map_err(hv_err("vCPU"))?;
             let topology = arch::cpuid::Topology {
                 vcpus: config.vcpus,
                 threads_per_core: config.threads_per_core,
@@ -255,12 +234,104 @@ impl Machine {
             vcpu.set_fpu(&hv::Fpu::default())
                 .map_err(hv_err("vCPU FPU"))?;
             setup_boot_state(&mut *vcpu, &boot, config.vcpus)?;
-            vcpus.push(vcpu);
+            machine.vcpus.push(vcpu);
         }
+        machine.boot = Some(boot);
+        machine.acpi = Some(acpi);
+        Ok(machine)
+    }
 
+    /// Builds a machine from a snapshot: `config` from the snapshot's spec,
+    /// guest RAM mapped MAP_PRIVATE from the memory file at `mem_path`, then
+    /// the VM, every vCPU and every device put back in the saved state. The
+    /// machine starts paused ([`Machine::start`]) unless `resume`. With
+    /// `track_dirty_pages` the accelerator logs dirty pages for diff
+    /// snapshots. Nothing outside the new machine changes when this fails.
+    pub fn restore(
+        config: &MachineConfig,
+        hypervisor: Box<dyn Hypervisor>,
+        snapshot: &crate::snapshot::SnapshotFile,
+        options: &crate::snapshot::RestoreOptions,
+    ) -> Result<Machine, crate::snapshot::SnapshotError> {
+        use crate::snapshot::{cpu_fingerprint, map_private, SnapshotError};
+        check_config(config)?;
+        let body = &snapshot.body;
+        if body.vcpus.len() != config.vcpus as usize {
+            return Err(SnapshotError::Inconsistent(format!(
+                "{} vCPU states for {} vCPUs",
+                body.vcpus.len(),
+                config.vcpus
+            )));
+        }
+        let accel = hypervisor.name();
+        if snapshot.header.accelerator != accel {
+            return Err(crate::snapshot::SnapshotFormatError::Accelerator {
+                saved: snapshot.header.accelerator.clone(),
+                here: accel.into(),
+            }
+            .into());
+        }
+        let mem = map_private(&options.mem_path, &snapshot.header.memory)?;
+        let expected: Vec<_> = arch::layout::ram_regions(config.memory)
+            .into_iter()
+            .map(|(gpa, size)| crate::snapshot::MemoryRegion { gpa, size })
+            .collect();
+        if expected != snapshot.header.memory {
+            return Err(SnapshotError::Inconsistent(
+                "the memory layout does not match the VM's memory size".into(),
+            ));
+        }
+        sandbox::set_accelerator(hypervisor.host_calls());
+        let vm = create_vm(&*hypervisor, config)?;
+        let supported = vm.supported_cpuid().map_err(hv_err("CPUID"))?;
+        let fingerprint = cpu_fingerprint(&supported);
+        snapshot.header.check_host(accel, &fingerprint)?;
+        let mut machine = Self::assemble(config, accel, vm, mem, options.track_dirty_pages)?;
+        machine.cpu_fingerprint = fingerprint;
+        machine
+            .devices
+            .restore(&body.devices)
+            .map_err(SnapshotError::Devices)?;
+        machine
+            .vm
+            .restore_state(&body.vm)
+            .map_err(SnapshotError::Vm)?;
+        for (id, state) in body.vcpus.iter().enumerate() {
+            let mut vcpu = machine.vm.create_vcpu(id as u32).map_err(hv_err("vCPU"))?;
+            vcpu.restore_state(state)
+                .map_err(|source| SnapshotError::Vcpu {
+                    id: id as u32,
+                    message: source.to_string(),
+                })?;
+            machine.vcpus.push(vcpu);
+        }
+        machine.start_paused = !options.resume;
+        Ok(machine)
+    }
+
+    /// The parts every machine has: memory slots, ROM, devices. vCPUs are
+    /// the caller's.
+    fn assemble(
+        config: &MachineConfig,
+        accel: &'static str,
+        vm: Arc<dyn Vm>,
+        mem: GuestMemoryMmap,
+        log_dirty: bool,
+    ) -> Result<Machine, MachineError> {
+        register_slots(&*vm, &mem, log_dirty)?;
+        let rom = register_rom(&*vm, mem.iter().count() as u32)?;
+        let (events_tx, events) = channel();
+        let requests: RequestSink = {
+            let tx = Mutex::new(events_tx.clone());
+            Arc::new(move |request| {
+                let tx = tx.lock().unwrap_or_else(|p| p.into_inner());
+                let _ = tx.send(MachineEvent::Guest(request));
+            })
+        };
+        let devices = DeviceManager::build(&vm, &mem, config, requests, accel)?;
         Ok(Machine {
             accel,
-            vcpus,
+            vcpus: Vec::with_capacity(config.vcpus as usize),
             devices,
             vm,
             mem,
@@ -268,8 +339,11 @@ impl Machine {
             events_tx,
             events,
             console_input: config.console_input,
-            boot,
-            acpi,
+            boot: None,
+            acpi: None,
+            start_paused: false,
+            dirty_log: log_dirty,
+            cpu_fingerprint: String::new(),
         })
     }
 
@@ -285,21 +359,29 @@ impl Machine {
         )
     }
 
+    /// Makes the accelerator log the pages the guest dirties (Firecracker's
+    /// `track_dirty_pages`), for diff snapshots. Before [`Machine::start`].
+    pub fn track_dirty_pages(&mut self) -> Result<(), MachineError> {
+        register_slots(&*self.vm, &self.mem, true)?;
+        self.dirty_log = true;
+        Ok(())
+    }
+
     /// The guest's memory (for tests and snapshots).
     pub fn memory(&self) -> &GuestMemoryMmap {
         &self.mem
     }
 
-    /// How the kernel was booted.
-    pub fn boot_info(&self) -> &BootInfo {
-        &self.boot
+    /// How the kernel was booted (`None` when restored from a snapshot).
+    pub fn boot_info(&self) -> Option<&BootInfo> {
+        self.boot.as_ref()
     }
 
     /// Where the ACPI RSDP is, when the machine has ACPI tables (Linux
     /// boots, and Multiboot kernels that leave the BIOS area free).
     pub fn acpi_rsdp(&self) -> Option<u64> {
         match self.acpi {
-            AcpiPlacement::Written { rsdp } => Some(rsdp),
+            Some(AcpiPlacement::Written { rsdp }) => Some(rsdp),
             _ => None,
         }
     }
@@ -325,15 +407,21 @@ impl Machine {
         self.devices.activate().map_err(MachineError::TimerThread)?;
         let live = self.live_stats();
         let control = Arc::new(VcpuControl::default());
-        if paused {
-            // The vCPU threads park before they enter the guest; the
-            // Pause below stops the clock and the devices.
-            control.hold();
+        // Asked for (a debugger's -S), or a restored snapshot without
+        // resume_vm.
+        let start_paused = paused || self.start_paused;
+        if start_paused {
+            // The vCPUs park before their first instruction.
+            control.set_paused();
         }
         let mut threads: Vec<(Kicker, JoinHandle<ExitStats>)> = Vec::new();
+        let mut saved = Vec::with_capacity(self.vcpus.len());
         for vcpu in self.vcpus.drain(..) {
             let kicker = vcpu.kicker();
+            let slot = Arc::new(SavedVcpuState::default());
+            saved.push(slot.clone());
             let ctx = VcpuContext {
+                saved: slot,
                 vcpu,
                 buses: self.devices.buses.clone(),
                 control: control.clone(),
@@ -376,30 +464,35 @@ impl Machine {
             vm: self.vm.clone(),
             vcpus: threads.len() as u32,
         };
-        let controller = Controller {
+        let mut controller = Controller {
             machine: self,
             control: control.clone(),
             threads,
+            saved,
             state,
             paused: false,
             _terminal: terminal,
         };
+        if start_paused {
+            controller.paused = true;
+            if !control.wait_parked() {
+                tracing::warn!("the vCPUs did not park in time");
+            }
+            if let Err(e) = controller.machine.vm.pause_clock() {
+                tracing::info!(error = %e, "the guest's clock goes on while paused");
+            }
+            controller.machine.devices.pause();
+            controller.state.set(RunState::Paused);
+        }
         let builder = std::thread::Builder::new().name("vmm-controller".into());
         let thread = sandbox::spawn(sandbox::ThreadKind::Vmm, builder, move || controller.run());
         match thread {
-            Ok(thread) => {
-                if paused {
-                    handle
-                        .send(Command::Pause)
-                        .map_err(|_| MachineError::StartPaused)?;
-                }
-                Ok(RunningMachine {
-                    handle,
-                    thread,
-                    live,
-                    debug,
-                })
-            }
+            Ok(thread) => Ok(RunningMachine {
+                handle,
+                thread,
+                live,
+                debug,
+            }),
             Err(e) => {
                 // The controller (and the machine) went with the closure;
                 // its vCPU threads end on the stop.
@@ -408,6 +501,33 @@ impl Machine {
             }
         }
     }
+}
+
+fn check_config(config: &MachineConfig) -> Result<(), MachineError> {
+    if config.vcpus == 0 || config.vcpus > MAX_VCPUS {
+        return Err(MachineError::VcpuCount(config.vcpus));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for id in config.disks.iter().filter_map(|d| d.id.as_ref()) {
+        if !ids.insert(id) {
+            return Err(MachineError::DuplicateDiskId(id.clone()));
+        }
+    }
+    Ok(())
+}
+
+fn create_vm(
+    hypervisor: &dyn Hypervisor,
+    config: &MachineConfig,
+) -> Result<Arc<dyn Vm>, MachineError> {
+    Ok(Arc::from(
+        hypervisor
+            .create_vm(VmConfig {
+                vcpus: config.vcpus,
+                pit: config.pit,
+            })
+            .map_err(hv_err("VM"))?,
+    ))
 }
 
 fn thread_list(threads: &[(Kicker, JoinHandle<ExitStats>)]) -> Vec<(Kicker, std::thread::Thread)> {
@@ -422,6 +542,8 @@ struct Controller {
     machine: Machine,
     control: Arc<VcpuControl>,
     threads: Vec<(Kicker, JoinHandle<ExitStats>)>,
+    /// Each vCPU's state while paused, by vCPU id.
+    saved: Vec<Arc<SavedVcpuState>>,
     state: Arc<SharedState>,
     paused: bool,
     /// The terminal's raw mode, restored when the machine ends.
@@ -508,6 +630,7 @@ impl Controller {
                 .update_limits(target, update)
                 .map(|()| tracing::info!(?target, ?update, "rate limiter updated"))
                 .map_err(CommandError::Update),
+            Command::CreateSnapshot(request) => self.create_snapshot(&request),
             // Handled by the loop.
             Command::Stop => Ok(()),
         }
@@ -533,6 +656,66 @@ impl Controller {
         self.paused = true;
         self.state.set(RunState::Paused);
         tracing::info!("the VM is paused");
+        Ok(())
+    }
+
+    /// Writes the state file and the memory file of the paused machine.
+    fn create_snapshot(
+        &mut self,
+        request: &crate::snapshot::CreateSnapshot,
+    ) -> Result<(), CommandError> {
+        use crate::snapshot::{SnapshotError, SnapshotKind};
+        if !self.paused {
+            return Err(CommandError::Snapshot(SnapshotError::NotPaused));
+        }
+        if request.kind == SnapshotKind::Diff && !self.machine.dirty_log {
+            return Err(CommandError::Snapshot(SnapshotError::DiffWithoutTracking));
+        }
+        let started = std::time::Instant::now();
+        let vcpus = self
+            .saved
+            .iter()
+            .enumerate()
+            .map(|(id, slot)| {
+                let slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+                match slot.as_ref() {
+                    Some(Ok(state)) => Ok(state.clone()),
+                    Some(Err(message)) => Err(SnapshotError::Vcpu {
+                        id: id as u32,
+                        message: message.clone(),
+                    }),
+                    None => Err(SnapshotError::Vcpu {
+                        id: id as u32,
+                        message: "the vCPU is not parked".into(),
+                    }),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(CommandError::Snapshot)?;
+        let file = crate::snapshot::collect(
+            &*self.machine.vm,
+            &self.machine.mem,
+            &self.machine.devices,
+            vcpus,
+            request,
+            self.machine.accel,
+            &self.machine.cpu_fingerprint,
+        )
+        .map_err(CommandError::Snapshot)?;
+        let written = crate::snapshot::write_files(
+            &file,
+            &*self.machine.vm,
+            &self.machine.mem,
+            request,
+            self.machine.dirty_log,
+        )
+        .map_err(CommandError::Snapshot)?;
+        tracing::info!(
+            kind = ?request.kind,
+            memory_bytes = written,
+            us = started.elapsed().as_micros() as u64,
+            "snapshot created"
+        );
         Ok(())
     }
 

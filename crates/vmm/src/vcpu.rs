@@ -132,10 +132,20 @@ impl VcpuControl {
         !timeout.timed_out()
     }
 
-    /// Makes vCPU threads that are yet to start park at once (a machine
-    /// started paused); [`VcpuControl::pause`] then finds them parked.
-    pub fn hold(&self) {
+    /// Marks the machine paused before any vCPU thread starts (a
+    /// restored machine that starts paused).
+    pub fn set_paused(&self) {
         self.lock().pause = true;
+    }
+
+    /// Waits until every live vCPU is parked (false after a few seconds).
+    pub fn wait_parked(&self) -> bool {
+        let f = self.lock();
+        let (_f, timeout) = self
+            .changed
+            .wait_timeout_while(f, PAUSE_TIMEOUT, |f| f.parked < f.live && !f.stop)
+            .unwrap_or_else(|p| p.into_inner());
+        !timeout.timed_out()
     }
 
     /// Lets paused vCPUs run again.
@@ -237,9 +247,15 @@ enum Resume {
     Halted,
 }
 
+/// A paused vCPU's complete state, saved as it parks (for snapshots);
+/// `None` while it runs.
+pub type SavedVcpuState = Mutex<Option<Result<hv::VcpuState, String>>>;
+
 /// What a vCPU thread owns.
 pub struct VcpuContext {
     pub vcpu: Box<dyn Vcpu>,
+    /// Where the vCPU leaves its state while the machine is paused.
+    pub saved: Arc<SavedVcpuState>,
     pub buses: Arc<IoBuses>,
     pub control: Arc<VcpuControl>,
     pub events: Sender<MachineEvent>,
@@ -294,7 +310,13 @@ impl VcpuContext {
         let saved = self.vcpu.get_msrs(&mut tsc).is_ok();
         // Only a guest with kvmclock has anything to be told.
         let _ = self.vcpu.notify_paused();
-        if !self.control.park(&mut *self.vcpu) {
+        // Before parking: once every vCPU is parked the controller may
+        // read the states.
+        let state = self.vcpu.save_state().map_err(|e| e.to_string());
+        *self.saved.lock().unwrap_or_else(|p| p.into_inner()) = Some(state);
+        let go_on = self.control.park(&mut *self.vcpu);
+        *self.saved.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        if !go_on {
             return State::Exiting;
         }
         if saved {

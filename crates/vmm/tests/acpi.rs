@@ -80,7 +80,7 @@ fn read(machine: &Machine, addr: u64, len: usize) -> Vec<u8> {
 fn linux_finds_the_rsdp_through_boot_params() {
     let dir = TempDir::new("linux-rsdp");
     let machine = Machine::new(&config(dir.file("bzImage", &bzimage()))).unwrap();
-    assert!(machine.boot_info().kind.is_linux());
+    assert!(machine.boot_info().unwrap().kind.is_linux());
     assert_eq!(machine.acpi_rsdp(), Some(ACPI_RSDP_ADDR));
     assert_eq!(ACPI_RSDP_ADDR, 0xe_0000);
 
@@ -121,7 +121,10 @@ fn multiboot_kernels_get_tables_but_no_boot_params() {
     let dir = TempDir::new("multiboot-rsdp");
     let kernel = dir.file("mb.elf", &guests::multiboot::elf().unwrap());
     let machine = Machine::new(&config(kernel)).unwrap();
-    assert_eq!(machine.boot_info().kind, arch::boot::BootKind::Multiboot);
+    assert_eq!(
+        machine.boot_info().unwrap().kind,
+        arch::boot::BootKind::Multiboot
+    );
     assert_eq!(machine.acpi_rsdp(), Some(ACPI_RSDP_ADDR));
     assert_eq!(read(&machine, ACPI_RSDP_ADDR, 8), b"RSD PTR ");
 }

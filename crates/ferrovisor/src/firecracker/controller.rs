@@ -29,6 +29,8 @@ use super::metrics::{ApiMetrics, Inputs, LineBuilder};
 /// What InstanceStart hands to the controller thread.
 pub struct StartRequest {
     pub spec: VmSpec,
+    /// `PUT /snapshot/load`: build the machine from this snapshot.
+    pub restore: Option<super::snapshot::Restore>,
     /// The started machine's handle, or `Err(message)` when the machine
     /// could not be built or started.
     pub reply: Sender<Result<MachineHandle, String>>,
@@ -314,10 +316,62 @@ impl Controller {
         Reply::no_content()
     }
 
+    /// `PUT /snapshot/load`: only on a fresh instance (nothing configured
+    /// but the logger and metrics); the snapshot's spec becomes the
+    /// instance's, with the network overrides applied.
+    fn load_snapshot(
+        &self,
+        state: &mut State,
+        params: &api::snapshot::SnapshotLoadParams,
+    ) -> Reply {
+        let mut fresh = state.spec.clone();
+        fresh.logger = None;
+        fresh.metrics = None;
+        if fresh != VmSpec::default() {
+            return Reply::bad_request(
+                "a snapshot loads only into a fresh microVM (nothing configured but the logger and metrics)",
+            );
+        }
+        let (mut spec, restore) = match super::snapshot::prepare_load(params) {
+            Ok(r) => r,
+            Err(message) => return Reply::bad_request(&message),
+        };
+        spec.logger = state.spec.logger.clone();
+        spec.metrics = state.spec.metrics.clone();
+        let (reply_tx, reply_rx) = channel();
+        let request = StartRequest {
+            spec: spec.clone(),
+            restore: Some(restore),
+            reply: reply_tx,
+        };
+        let sent = self
+            .start
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(request);
+        if sent.is_err() {
+            return Reply::fault(Status::InternalServerError, "the controller thread is gone");
+        }
+        match reply_rx.recv() {
+            Ok(Ok(machine)) => {
+                state.spec = spec;
+                state.machine = Some(machine);
+                tracing::info!("the microVM was loaded from a snapshot");
+                Reply::no_content()
+            }
+            Ok(Err(message)) => Reply::bad_request(&format!("cannot load the snapshot: {message}")),
+            Err(_) => Reply::fault(
+                Status::InternalServerError,
+                "the controller thread did not answer",
+            ),
+        }
+    }
+
     fn start(&self, state: &mut State) -> Reply {
         let (reply_tx, reply_rx) = channel();
         let request = StartRequest {
             spec: state.spec.clone(),
+            restore: None,
             reply: reply_tx,
         };
         let sent = self
@@ -531,7 +585,29 @@ impl Controller {
             Request::PatchNetworkInterface { id, iface } => {
                 Self::patch_network_interface(state, &id, iface)
             }
+            Request::CreateSnapshot(_) if pre_boot => Reply::bad_request(POST_BOOT_ONLY),
+            Request::CreateSnapshot(params) => {
+                let started = Instant::now();
+                let latency = match params.snapshot_type.unwrap_or_default() {
+                    api::snapshot::SnapshotType::Full => "full_create_snapshot",
+                    api::snapshot::SnapshotType::Diff => "diff_create_snapshot",
+                };
+                let command = super::snapshot::create_command(&state.spec, &params);
+                let reply = Self::command(state, command);
+                if reply.status == Status::NoContent {
+                    self.api_metrics.latency(latency, started.elapsed());
+                }
+                reply
+            }
             _ if !pre_boot => Reply::bad_request(PRE_BOOT_ONLY),
+            Request::LoadSnapshot(params) => {
+                let started = Instant::now();
+                let reply = self.load_snapshot(state, &params);
+                if reply.status == Status::NoContent {
+                    self.api_metrics.latency("load_snapshot", started.elapsed());
+                }
+                reply
+            }
             Request::Action(ActionType::InstanceStart) => self.start(state),
             Request::PutMachineConfig(m) => spec_reply(state.spec.set_machine_config(m)),
             Request::PatchMachineConfig(update) => {

@@ -10,6 +10,7 @@ pub mod args;
 pub mod controller;
 pub mod logger;
 pub mod metrics;
+pub mod snapshot;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -192,7 +193,13 @@ fn build(spec: &VmSpec, accel: Accel, mmds: &mmds::SharedMmds) -> Result<Machine
     if let Some(attach) = config.mmds.as_mut() {
         attach.shared = mmds.clone();
     }
-    Machine::new(&config).map_err(|e| crate::error_line(&e))
+    let mut machine = Machine::new(&config).map_err(|e| crate::error_line(&e))?;
+    if spec.machine_config.track_dirty_pages {
+        machine
+            .track_dirty_pages()
+            .map_err(|e| crate::error_line(&e))?;
+    }
+    Ok(machine)
 }
 
 /// Starts a built machine, and the gdb stub if there is one.
@@ -295,7 +302,11 @@ fn wait_for_start(
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return fail("the API server stopped", 1),
         };
-        match build(&request.spec, fc.accel, mmds).and_then(start) {
+        let built = match &request.restore {
+            Some(restore) => snapshot::build(&request.spec, fc.accel, restore, mmds),
+            None => build(&request.spec, fc.accel, mmds),
+        };
+        match built.and_then(start) {
             Ok(running) => {
                 controller.set_live(running.live_stats());
                 let _ = request.reply.send(Ok(running.handle()));

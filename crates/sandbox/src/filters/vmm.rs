@@ -1,6 +1,6 @@
 //! The main thread once the VM runs, and the machine's controller: waits
 //! for the VM's end, pauses and resumes it (the VM clock), kicks vCPUs,
-//! swaps drives (PATCH /drives), restores the terminal, removes sockets,
+//! swaps drives (PATCH /drives), writes snapshots, restores the terminal, removes sockets,
 //! writes the last metrics.
 
 use hv::HostCalls;
@@ -27,6 +27,12 @@ pub fn rules(calls: &HostCalls) -> Rules {
         libc::SYS_fdatasync,
         libc::SYS_unlink,
         libc::SYS_unlinkat,
+        // PUT /snapshot/create: the memory file's size, the state file
+        // renamed into place.
+        libc::SYS_ftruncate,
+        libc::SYS_rename,
+        libc::SYS_renameat,
+        libc::SYS_renameat2,
         // Events and waiting.
         libc::SYS_eventfd2,
         libc::SYS_epoll_create1,

@@ -1,0 +1,96 @@
+//! `/snapshot/create` and `/snapshot/load` on the API side: from the
+//! request bodies to the machine's command and to a restore request for
+//! the process's controller thread.
+
+use std::path::PathBuf;
+
+use api::snapshot::{SnapshotCreateParams, SnapshotLoadParams, SnapshotType};
+use api::VmSpec;
+use vmm::snapshot::{CreateSnapshot, RestoreOptions, SnapshotFile, SnapshotKind};
+use vmm::{Accel, Command, Machine};
+
+/// A machine to build from a snapshot.
+pub struct Restore {
+    pub file: SnapshotFile,
+    pub options: RestoreOptions,
+}
+
+/// The machine command `PUT /snapshot/create` sends.
+pub fn create_command(spec: &VmSpec, params: &SnapshotCreateParams) -> Command {
+    Command::CreateSnapshot(CreateSnapshot {
+        state_path: PathBuf::from(&params.snapshot_path),
+        mem_path: PathBuf::from(&params.mem_file_path),
+        kind: match params.snapshot_type.unwrap_or_default() {
+            SnapshotType::Full => SnapshotKind::Full,
+            SnapshotType::Diff => SnapshotKind::Diff,
+        },
+        // VmSpec's serialization cannot fail (plain data, string keys).
+        spec_json: serde_json::to_string(spec).unwrap_or_default(),
+    })
+}
+
+/// Reads and checks the state file `params` names and the spec it holds,
+/// with the network overrides applied. The accelerator, CPU model and
+/// memory file are checked when the machine is built.
+pub fn prepare_load(params: &SnapshotLoadParams) -> Result<(VmSpec, Restore), String> {
+    let mem = params.memory_file().map_err(|e| e.to_string())?;
+    if params.vsock_override.is_some() {
+        return Err(
+            "vsock_override is not supported yet (snapshots of vsock devices are not)".into(),
+        );
+    }
+    let file = SnapshotFile::read(std::path::Path::new(&params.snapshot_path))
+        .map_err(|e| crate::error_line(&e))?;
+    let mut spec: VmSpec = serde_json::from_str(&file.body.spec_json)
+        .map_err(|e| format!("the snapshot's VM description is corrupt: {e}"))?;
+    for o in params.network_overrides.iter().flatten() {
+        let iface = spec
+            .network_interfaces
+            .iter_mut()
+            .find(|n| n.iface_id == o.iface_id)
+            .ok_or_else(|| {
+                format!(
+                    "network_overrides: the snapshot has no network interface {}",
+                    o.iface_id
+                )
+            })?;
+        iface.host_dev_name = o.host_dev_name.clone();
+    }
+    Ok((
+        spec,
+        Restore {
+            file,
+            options: RestoreOptions {
+                mem_path: PathBuf::from(mem),
+                track_dirty_pages: params.track_dirty_pages(),
+                resume: params.resume_vm.unwrap_or(false),
+            },
+        },
+    ))
+}
+
+/// Builds the machine of a restore request: the snapshot's accelerator
+/// when `accel` is auto.
+pub fn build(
+    spec: &VmSpec,
+    accel: Accel,
+    restore: &Restore,
+    mmds: &mmds::SharedMmds,
+) -> Result<Machine, String> {
+    let accel = match accel {
+        Accel::Auto => restore
+            .file
+            .header
+            .accelerator
+            .parse()
+            .map_err(|e| crate::error_line(&e))?,
+        other => other,
+    };
+    let mut config = vmm::machine_config(spec, accel).map_err(|e| crate::error_line(&e))?;
+    if let Some(attach) = config.mmds.as_mut() {
+        attach.shared = mmds.clone();
+    }
+    let hypervisor = vmm::open_accelerator(accel).map_err(|e| crate::error_line(&e))?;
+    Machine::restore(&config, hypervisor, &restore.file, &restore.options)
+        .map_err(|e| crate::error_line(&e))
+}

@@ -1,0 +1,119 @@
+//! Snapshot figures (issue 12, point 5): time to create a full and a diff
+//! snapshot of a running 256 MiB guest, and restore → guest running (the
+//! state file read and checked, the memory file mapped, the machine built
+//! and its vCPUs started), for the tiny ticker guest.
+//!
+//!   cargo run --release -p vmm --example bench_snapshot -- [emu|kvm] [RUNS] [DIR]
+//!
+//! DIR (default: the temporary directory) holds the 256 MiB memory files.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use vmm::snapshot::{CreateSnapshot, RestoreOptions, SnapshotFile, SnapshotKind};
+use vmm::{Accel, Command, ConsoleOutput, Machine, MachineConfig};
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn create(handle: &vmm::MachineHandle, dir: &Path, name: &str, kind: SnapshotKind) -> Duration {
+    let request = CreateSnapshot {
+        state_path: dir.join(format!("{name}.state")),
+        mem_path: dir.join(format!("{name}.mem")),
+        kind,
+        spec_json: "{}".into(),
+    };
+    let started = Instant::now();
+    handle
+        .send(Command::CreateSnapshot(request))
+        .expect("create the snapshot");
+    started.elapsed()
+}
+
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .map(|m| m.blocks() * 512)
+        .unwrap_or(0)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let accel: Accel = args.first().map_or("emu", String::as_str).parse().unwrap();
+    let runs: usize = args.get(1).map_or(5, |s| s.parse().unwrap());
+    let dir = args.get(2).map_or_else(std::env::temp_dir, PathBuf::from);
+    let dir = dir.join(format!("fv-bench-snapshot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+
+    let text = "x".repeat(100_000);
+    let program = guests::ticker(&text, 100_000, 0x30_0000, 0x2a).unwrap();
+    let kernel = dir.join("ticker.elf");
+    std::fs::write(
+        &kernel,
+        arch::elf_builder::build_elf64(&[(program.load_addr, &program.code)], program.load_addr),
+    )
+    .unwrap();
+    let mut config = MachineConfig::new(&kernel);
+    config.accel = accel;
+    config.memory = 256 << 20;
+    config.console = ConsoleOutput::Sink;
+
+    let (mut full, mut diff, mut restore, mut diff_bytes) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..runs {
+        let mut machine = Machine::new(&config).unwrap();
+        machine.track_dirty_pages().unwrap();
+        let running = machine.start().unwrap();
+        let handle = running.handle();
+        std::thread::sleep(Duration::from_millis(100));
+        handle.send(Command::Pause).unwrap();
+        full.push(create(&handle, &dir, "full", SnapshotKind::Full));
+        handle.send(Command::Resume).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        handle.send(Command::Pause).unwrap();
+        diff.push(create(&handle, &dir, "diff", SnapshotKind::Diff));
+        diff_bytes.push(allocated(&dir.join("diff.mem")));
+        handle.send(Command::Stop).unwrap();
+        running.wait();
+
+        let started = Instant::now();
+        let file = SnapshotFile::read(&dir.join("full.state")).unwrap();
+        let hypervisor = vmm::open_accelerator(accel).unwrap();
+        let options = RestoreOptions {
+            mem_path: dir.join("full.mem"),
+            track_dirty_pages: false,
+            resume: true,
+        };
+        let opened = started.elapsed();
+        let machine = Machine::restore(&config, hypervisor, &file, &options).unwrap();
+        let built = started.elapsed();
+        let running = machine.start().unwrap();
+        restore.push(started.elapsed());
+        if std::env::var_os("BENCH_SNAPSHOT_STEPS").is_some() {
+            eprintln!(
+                "read+open {opened:?}, built {built:?}, started {:?}",
+                started.elapsed()
+            );
+        }
+        let live = running.live_stats();
+        // The guest prints on (its port accesses go on) within 5 s.
+        let before = live.sample().pio_accesses;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while live.sample().pio_accesses == before {
+            assert!(Instant::now() < deadline, "the restored guest does not run");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        running.handle().send(Command::Stop).unwrap();
+        running.wait();
+    }
+    println!("accelerator {accel}, 256 MiB guest, {runs} runs (medians)");
+    println!("create full: {:?}", median(full));
+    println!(
+        "create diff: {:?} ({} KiB of data in the diff file)",
+        median(diff),
+        diff_bytes.iter().copied().max().unwrap_or(0) / 1024
+    );
+    println!("restore -> guest running: {:?}", median(restore));
+    let _ = std::fs::remove_dir_all(&dir);
+}

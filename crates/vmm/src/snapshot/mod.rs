@@ -1,0 +1,146 @@
+//! Snapshots: a paused machine's state written to a state file
+//! ([`format`]) beside a raw memory file ([`memory`]), and a machine
+//! built back from them ([`crate::Machine::restore`]).
+//!
+//! Creating one ([`crate::Command::CreateSnapshot`]) needs a paused
+//! machine: the vCPUs leave their state as they park, the device workers
+//! have finished their requests, the VM clock is stopped. The state file
+//! is written through a temporary file and a rename; the memory file is
+//! full, or (diff) only the pages the accelerator logged dirty since the
+//! last snapshot or the start, in a sparse file of the full size.
+
+mod format;
+mod memory;
+
+use std::path::PathBuf;
+
+use hv::Vm;
+use vm_memory::GuestMemoryMmap;
+
+pub use crate::devices::{DeviceStateError, DeviceStates};
+pub use format::{
+    cpu_fingerprint, MemoryRegion, SnapshotBody, SnapshotFile, SnapshotFormatError, SnapshotHeader,
+    FORMAT_VERSION, MAGIC,
+};
+pub use memory::{layout, map_private, merge_diff, write_diff, write_full, MemoryFileError};
+
+/// Full or diff memory file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotKind {
+    Full,
+    /// Only the pages dirtied since the last snapshot (or the start); the
+    /// machine must log dirty pages (`track_dirty_pages`).
+    Diff,
+}
+
+/// What [`crate::Command::CreateSnapshot`] writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateSnapshot {
+    pub state_path: PathBuf,
+    pub mem_path: PathBuf,
+    pub kind: SnapshotKind,
+    /// The VM's description ([`api::VmSpec`]) as JSON, stored so that a
+    /// load builds the same machine.
+    pub spec_json: String,
+}
+
+/// How [`crate::Machine::restore`] builds the machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreOptions {
+    pub mem_path: PathBuf,
+    pub track_dirty_pages: bool,
+    /// Start running (else the machine starts paused).
+    pub resume: bool,
+}
+
+/// Why a snapshot could not be created or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("the microVM must be paused to create a snapshot")]
+    NotPaused,
+    #[error("a diff snapshot needs dirty page tracking (track_dirty_pages)")]
+    DiffWithoutTracking,
+    #[error(transparent)]
+    Format(#[from] SnapshotFormatError),
+    #[error(transparent)]
+    Memory(#[from] MemoryFileError),
+    #[error("cannot save or restore the VM state")]
+    Vm(#[source] hv::HvError),
+    #[error("cannot save or restore the state of vCPU {id}: {message}")]
+    Vcpu { id: u32, message: String },
+    #[error(transparent)]
+    Devices(DeviceStateError),
+    #[error("the snapshot does not fit its own VM description: {0}")]
+    Inconsistent(String),
+    #[error("cannot build the machine")]
+    Machine(#[source] Box<crate::MachineError>),
+}
+
+impl From<crate::MachineError> for SnapshotError {
+    fn from(e: crate::MachineError) -> Self {
+        SnapshotError::Machine(Box::new(e))
+    }
+}
+
+impl From<crate::memory::MemoryError> for SnapshotError {
+    fn from(e: crate::memory::MemoryError) -> Self {
+        SnapshotError::Machine(Box::new(e.into()))
+    }
+}
+
+/// Gathers a paused machine's state into a state file's contents.
+pub(crate) fn collect(
+    vm: &dyn Vm,
+    mem: &GuestMemoryMmap,
+    devices: &crate::devices::DeviceManager,
+    vcpus: Vec<hv::VcpuState>,
+    request: &CreateSnapshot,
+    accel: &str,
+    cpu: &str,
+) -> Result<SnapshotFile, SnapshotError> {
+    let devices = devices.save().map_err(SnapshotError::Devices)?;
+    Ok(SnapshotFile {
+        header: SnapshotHeader {
+            ferrovisor_version: env!("CARGO_PKG_VERSION").into(),
+            accelerator: accel.into(),
+            cpu_fingerprint: cpu.into(),
+            memory: layout(mem),
+        },
+        body: SnapshotBody {
+            spec_json: request.spec_json.clone(),
+            vm: vm.save_state().map_err(SnapshotError::Vm)?,
+            vcpus,
+            devices,
+        },
+    })
+}
+
+/// Writes the memory file, then the state file (so that a state file
+/// never names memory that was not written). Returns the memory bytes
+/// written.
+pub(crate) fn write_files(
+    file: &SnapshotFile,
+    vm: &dyn Vm,
+    mem: &GuestMemoryMmap,
+    request: &CreateSnapshot,
+    dirty_log: bool,
+) -> Result<u64, SnapshotError> {
+    let written = match request.kind {
+        SnapshotKind::Full => {
+            if dirty_log {
+                // The next diff is relative to this full snapshot.
+                for slot in 0..layout(mem).len() as u32 {
+                    vm.get_dirty_log(slot)
+                        .map_err(|source| MemoryFileError::DirtyLog { slot, source })?;
+                }
+            }
+            write_full(mem, &request.mem_path)?
+        }
+        SnapshotKind::Diff => write_diff(vm, mem, &request.mem_path)?,
+    };
+    file.write(&request.state_path)?;
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests;
