@@ -64,6 +64,8 @@ pub struct Op {
     /// the last op (block chaining).
     pub(crate) link: Cell<Link>,
     pub(crate) insn: Box<Instruction>,
+    /// The block's JIT state (used in the first op only).
+    pub(crate) jit: crate::jit::Slot,
 }
 
 /// A successor block: valid while the chain key it was made under (TLB
@@ -142,6 +144,7 @@ fn fields(insn: &Instruction, idx: usize, bits: u32) -> Op {
         sets_rip: true,
         link: Cell::new(Link::NONE),
         insn: Box::new(*insn),
+        jit: Default::default(),
     };
     for n in 0..insn.op_count().min(2) {
         if insn.op_kind(n) == OpKind::Register {
