@@ -11,7 +11,8 @@ use std::sync::OnceLock;
 
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::{
-    types::I32, types::I64, AbiParam, BlockArg, Function, InstBuilder, Signature, UserFuncName,
+    types::I32, types::I64, AbiParam, Block, BlockArg, Function, InstBuilder, SigRef, Signature,
+    UserFuncName, Value,
 };
 use cranelift_codegen::isa::TargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
@@ -68,6 +69,38 @@ pub(crate) fn compile(ops: &[Op]) -> Option<Code> {
     })
 }
 
+/// What the emitters of one block share: the function's arguments, the
+/// trampoline's signature and the early-exit block.
+pub(super) struct Cx {
+    pub ex: Value,
+    pub cpu: Value,
+    tsig: SigRef,
+    early: Block,
+}
+
+impl Cx {
+    /// Emits a call to op `i`'s interpreter handler, leaving the function
+    /// when it reports an exception or a block exit; continues in a new
+    /// block.
+    pub(super) fn call_handler(&self, b: &mut FunctionBuilder<'_>, op: &Op, i: usize) {
+        let f = b.ins().iconst(I64, call_op as *const () as i64);
+        let p = b.ins().iconst(I64, op as *const Op as i64);
+        let call = b.ins().call_indirect(self.tsig, f, &[self.ex, p]);
+        let st = b.inst_results(call)[0];
+        let idx = b.ins().iconst(I64, i as i64);
+        let next = b.create_block();
+        b.ins().brif(
+            st,
+            self.early,
+            &[BlockArg::Value(st), BlockArg::Value(idx)],
+            next,
+            &[],
+        );
+        b.switch_to_block(next);
+        b.seal_block(next);
+    }
+}
+
 fn build(
     func: &mut Function,
     fctx: &mut FunctionBuilderContext,
@@ -95,25 +128,16 @@ fn build(
     b.append_block_param(early, I64);
     b.set_cold_block(early);
 
+    let cx = Cx {
+        ex,
+        cpu,
+        tsig,
+        early,
+    };
     for (i, op) in ops.iter().enumerate() {
-        if emit::inline(&mut b, cpu, op) {
-            continue;
+        if !emit::inline(&mut b, &cx, op, i) {
+            cx.call_handler(&mut b, op, i);
         }
-        let f = b.ins().iconst(I64, call_op as *const () as i64);
-        let p = b.ins().iconst(I64, op as *const Op as i64);
-        let call = b.ins().call_indirect(tsig, f, &[ex, p]);
-        let st = b.inst_results(call)[0];
-        let idx = b.ins().iconst(I64, i as i64);
-        let next = b.create_block();
-        b.ins().brif(
-            st,
-            early,
-            &[BlockArg::Value(st), BlockArg::Value(idx)],
-            next,
-            &[],
-        );
-        b.switch_to_block(next);
-        b.seal_block(next);
     }
     let all = b.ins().iconst(I64, ops.len() as i64);
     b.ins().return_(&[all]);

@@ -10,6 +10,7 @@ use cranelift_codegen::ir::{types::I64, types::I8, InstBuilder, MemFlagsData, Va
 use cranelift_frontend::FunctionBuilder;
 use iced_x86::{CodeSize, Mnemonic, OpKind};
 
+use super::compile::Cx;
 use crate::exec::op::NOREG;
 use crate::exec::{Exec, Op};
 use crate::flags::{size_mask, FlagOp, LazyFlags};
@@ -137,10 +138,11 @@ fn classify(op: &Op) -> Option<(Inline, u32)> {
 
 /// Emits `op` inline against the CPU at `cpu`; false when it has no
 /// inline form (the caller emits a handler call).
-pub(super) fn inline(b: &mut FunctionBuilder<'_>, cpu: Value, op: &Op) -> bool {
+pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) -> bool {
     let Some((shape, size)) = classify(op) else {
-        return false;
+        return super::emit_mem::inline(b, cx, op, i);
     };
+    let cpu = cx.cpu;
     // The interpreter records flags unless the block's liveness pass gave
     // the op its flag-less handler.
     let record = std::ptr::fn_addr_eq(op.h, op.hf);
