@@ -289,9 +289,11 @@ pub(crate) fn compile(insns: &[Instruction], bits: u32) -> Vec<Op> {
             op.sets_rip = true;
             op.end = jcc.end;
             // A register compare has no memory operand: its fields hold
-            // the branch target and the address after the Jcc.
+            // the branch target and the address after the Jcc, and the
+            // Jcc's condition code (for the JIT).
             op.disp = jcc.imm;
             op.amask = jcc.next;
+            op.scale = jcc.insn.condition_code() as u8 - 1;
         }
     }
     ops

@@ -6,7 +6,7 @@
 //! the code: a block's ops never move while it is cached, and the code is
 //! freed with them.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::OnceLock;
 
 use cranelift_codegen::control::ControlPlane;
@@ -20,6 +20,7 @@ use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
 use super::code::Code;
+use super::emit_branch::{self, Known};
 use super::{call_op, emit, status};
 use crate::exec::Op;
 
@@ -76,6 +77,8 @@ pub(super) struct Cx {
     pub cpu: Value,
     tsig: SigRef,
     early: Block,
+    /// The flags the last flag-writing op produced, when it was inline.
+    pub known: Cell<Option<Known>>,
 }
 
 impl Cx {
@@ -133,10 +136,12 @@ fn build(
         cpu,
         tsig,
         early,
+        known: Cell::new(None),
     };
     for (i, op) in ops.iter().enumerate() {
-        if !emit::inline(&mut b, &cx, op, i) {
+        if !emit::inline(&mut b, &cx, op, i) && !emit_branch::inline(&mut b, &cx, op) {
             cx.call_handler(&mut b, op, i);
+            cx.known.set(None);
         }
     }
     let all = b.ins().iconst(I64, ops.len() as i64);

@@ -11,6 +11,7 @@ use cranelift_frontend::FunctionBuilder;
 use iced_x86::{CodeSize, Mnemonic, OpKind};
 
 use super::compile::Cx;
+use super::emit_branch::Known;
 use crate::exec::op::NOREG;
 use crate::exec::{Exec, Op};
 use crate::flags::{size_mask, FlagOp, LazyFlags};
@@ -78,6 +79,8 @@ enum Inline {
     Lea,
     AluRR(Alu),
     AluRI(Alu),
+    /// INC (true) or DEC of a register.
+    IncDec(bool),
 }
 
 fn is_imm(k: OpKind) -> bool {
@@ -103,8 +106,20 @@ fn classify(op: &Op) -> Option<(Inline, u32)> {
         || op.end != op.idx + 1
         || insn.code_size() != CodeSize::Code64
         || insn.has_lock_prefix()
-        || insn.op_count() != 2
     {
+        return None;
+    }
+    if insn.op_count() == 1 {
+        let size = Exec::op_size(insn, 0);
+        let inc = match insn.mnemonic() {
+            Mnemonic::Inc => true,
+            Mnemonic::Dec => false,
+            _ => return None,
+        };
+        let ok = insn.op0_kind() == OpKind::Register && op.r0 < 16 && (size == 4 || size == 8);
+        return ok.then_some((Inline::IncDec(inc), size));
+    }
+    if insn.op_count() != 2 {
         return None;
     }
     let size = Exec::op_size(insn, 0);
@@ -146,6 +161,16 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
     // The interpreter records flags unless the block's liveness pass gave
     // the op its flag-less handler.
     let record = std::ptr::fn_addr_eq(op.h, op.hf);
+    // INC/DEC keep CF: known only when an inline op earlier in the block
+    // set the flags; else the handler (it reads the lazy flags).
+    let kept_cf = match (&shape, record, cx.known.get()) {
+        (Inline::IncDec(_), true, Some(k)) => match super::emit_branch::carry(b, k) {
+            Some(c) => Some(c),
+            None => return false,
+        },
+        (Inline::IncDec(_), true, None) => return false,
+        _ => None,
+    };
     let m = size_mask(size);
     let get = |b: &mut FunctionBuilder<'_>, r: u8| {
         let v = b.ins().load(I64, mem(), cpu, gpr_off(r));
@@ -191,6 +216,34 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
             }
             set(b, op.r0, a);
         }
+        Inline::IncDec(inc) => {
+            // fast::unary: a +/- 1 masked; record(Inc/Dec, a, 1, r, CF).
+            let a = get(b, op.r0);
+            let r = if inc {
+                b.ins().iadd_imm_s(a, 1)
+            } else {
+                b.ins().iadd_imm_s(a, -1)
+            };
+            let r = if size == 4 {
+                b.ins().band_imm_u(r, m as i64)
+            } else {
+                r
+            };
+            let one = b.ins().iconst(I64, 1);
+            let kind = if inc { FlagOp::Inc } else { FlagOp::Dec };
+            if record {
+                record_flags(b, cpu, kind, m, a, one, r, kept_cf);
+            }
+            b.ins().store(mem(), r, cpu, gpr_off(op.r0));
+            cx.known.set(Some(Known {
+                kind,
+                size,
+                a,
+                b: one,
+                r,
+                cf: kept_cf,
+            }));
+        }
         Inline::AluRR(alu) | Inline::AluRI(alu) => {
             let a = get(b, op.r0);
             let bv = match shape {
@@ -210,8 +263,16 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
                 r
             };
             if record {
-                record_flags(b, cpu, alu.flag_op(), m, a, bv, r);
+                record_flags(b, cpu, alu.flag_op(), m, a, bv, r, None);
             }
+            cx.known.set(Some(Known {
+                kind: alu.flag_op(),
+                size,
+                a,
+                b: bv,
+                r,
+                cf: None,
+            }));
             if alu.writes() {
                 b.ins().store(mem(), r, cpu, gpr_off(op.r0));
             }
@@ -221,7 +282,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
 }
 
 /// `LazyFlags::record(op, size, a, b, res, 0)` in IR.
-fn record_flags(
+pub(super) fn record_flags(
     b: &mut FunctionBuilder<'_>,
     cpu: Value,
     fop: FlagOp,
@@ -229,6 +290,7 @@ fn record_flags(
     a: Value,
     bv: Value,
     r: Value,
+    aux: Option<Value>,
 ) {
     let l = LazyFlags::LAYOUT;
     let base = flags_off();
@@ -240,6 +302,9 @@ fn record_flags(
     b.ins().store(mem(), a, cpu, off(l.a));
     b.ins().store(mem(), bv, cpu, off(l.b));
     b.ins().store(mem(), r, cpu, off(l.res));
-    let zero = b.ins().iconst(I64, 0);
-    b.ins().store(mem(), zero, cpu, off(l.aux));
+    let aux = match aux {
+        Some(v) => v,
+        None => b.ins().iconst(I64, 0),
+    };
+    b.ins().store(mem(), aux, cpu, off(l.aux));
 }

@@ -22,6 +22,7 @@
 mod code;
 mod compile;
 mod emit;
+mod emit_branch;
 mod emit_mem;
 
 use std::cell::{Cell, OnceCell};

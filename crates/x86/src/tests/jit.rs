@@ -3,6 +3,7 @@
 //! code, and the code cache's bookkeeping of host code.
 
 use iced_x86::code_asm::*;
+use iced_x86::IcedError;
 
 use super::*;
 use crate::Engine;
@@ -130,4 +131,94 @@ fn compiled_code_counts_in_the_code_cache_bound() {
     let interp = bytes(Engine::Interp);
     let jit = bytes(Engine::Jit);
     assert!(jit >= interp + 4096, "interp {interp} jit {jit}");
+}
+
+/// Every condition code after every flag producer the JIT inlines (ALU,
+/// INC/DEC after a known carry, fused CMP/TEST + Jcc), at the edges of
+/// 32- and 64-bit arithmetic: the branches taken are the interpreter's.
+#[test]
+fn inline_branches_take_the_interpreters_path() {
+    if !jit_or_skip() {
+        return;
+    }
+    const EDGES: [u64; 8] = [
+        0,
+        1,
+        0x7fff_ffff,
+        0x8000_0000,
+        0xffff_ffff,
+        0x7fff_ffff_ffff_ffff,
+        0x8000_0000_0000_0000,
+        u64::MAX,
+    ];
+    let program = |a: &mut CodeAssembler| -> Result<(), IcedError> {
+        a.xor(esi, esi)?;
+        for (x, &va) in EDGES.iter().enumerate() {
+            for &vb in &EDGES[x % 3..] {
+                for producer in 0..9 {
+                    for cc in 0..16u8 {
+                        let mut taken = a.create_label();
+                        let mut next = a.create_label();
+                        a.mov(rax, va)?;
+                        a.mov(rbx, vb)?;
+                        match producer {
+                            0 => a.add(rax, rbx)?,
+                            1 => a.sub(rax, rbx)?,
+                            2 => a.and(eax, ebx)?,
+                            3 => a.xor(rax, 0x7fff_0001)?,
+                            4 => {
+                                a.cmp(rax, rbx)?;
+                                a.dec(rax)?
+                            }
+                            5 => {
+                                a.cmp(ebx, eax)?;
+                                a.inc(eax)?
+                            }
+                            6 => a.cmp(eax, ebx)?,
+                            7 => a.test(rax, rbx)?,
+                            _ => a.sub(eax, 1)?,
+                        }
+                        match cc {
+                            0 => a.jo(taken)?,
+                            1 => a.jno(taken)?,
+                            2 => a.jb(taken)?,
+                            3 => a.jae(taken)?,
+                            4 => a.je(taken)?,
+                            5 => a.jne(taken)?,
+                            6 => a.jbe(taken)?,
+                            7 => a.ja(taken)?,
+                            8 => a.js(taken)?,
+                            9 => a.jns(taken)?,
+                            10 => a.jp(taken)?,
+                            11 => a.jnp(taken)?,
+                            12 => a.jl(taken)?,
+                            13 => a.jge(taken)?,
+                            14 => a.jle(taken)?,
+                            _ => a.jg(taken)?,
+                        }
+                        a.imul_3(rsi, rsi, 3)?;
+                        a.jmp(next)?;
+                        a.set_label(&mut taken)?;
+                        a.imul_3(rsi, rsi, 5)?;
+                        a.add(rsi, 1)?;
+                        a.set_label(&mut next)?;
+                    }
+                }
+            }
+        }
+        a.hlt()
+    };
+    let run = |engine| {
+        let mut g = guest(engine);
+        g.code(program);
+        assert_eq!(g.run(), CpuExit::Halt);
+        g
+    };
+    let i = run(Engine::Interp);
+    let j = run(Engine::Jit);
+    assert!(j.cpu.cache_counters().jit_blocks_compiled.get() > 1000);
+    assert_eq!(j.reg(6), i.reg(6), "branch history differs");
+    assert_eq!(j.cpu.state.gpr, i.cpu.state.gpr);
+    assert_eq!(j.cpu.state.rflags(), i.cpu.state.rflags());
+    assert_eq!(j.cpu.instructions_retired(), i.cpu.instructions_retired());
 }
