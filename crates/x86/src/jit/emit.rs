@@ -231,18 +231,19 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
             };
             let one = b.ins().iconst(I64, 1);
             let kind = if inc { FlagOp::Inc } else { FlagOp::Dec };
-            if record {
-                record_flags(b, cpu, kind, m, a, one, r, kept_cf);
-            }
-            b.ins().store(mem(), r, cpu, gpr_off(op.r0));
-            cx.known.set(Some(Known {
+            let k = Known {
                 kind,
                 size,
                 a,
                 b: one,
                 r,
                 cf: kept_cf,
-            }));
+            };
+            if record {
+                record_flags(b, cpu, &k);
+            }
+            b.ins().store(mem(), r, cpu, gpr_off(op.r0));
+            cx.known.set(Some(k));
         }
         Inline::AluRR(alu) | Inline::AluRI(alu) => {
             let a = get(b, op.r0);
@@ -262,17 +263,18 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
             } else {
                 r
             };
-            if record {
-                record_flags(b, cpu, alu.flag_op(), m, a, bv, r, None);
-            }
-            cx.known.set(Some(Known {
+            let k = Known {
                 kind: alu.flag_op(),
                 size,
                 a,
                 b: bv,
                 r,
                 cf: None,
-            }));
+            };
+            if record {
+                record_flags(b, cpu, &k);
+            }
+            cx.known.set(Some(k));
             if alu.writes() {
                 b.ins().store(mem(), r, cpu, gpr_off(op.r0));
             }
@@ -281,17 +283,10 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
     true
 }
 
-/// `LazyFlags::record(op, size, a, b, res, 0)` in IR.
-pub(super) fn record_flags(
-    b: &mut FunctionBuilder<'_>,
-    cpu: Value,
-    fop: FlagOp,
-    mask: u64,
-    a: Value,
-    bv: Value,
-    r: Value,
-    aux: Option<Value>,
-) {
+/// `LazyFlags::record(kind, size, a, b, res, aux)` in IR (aux: the kept
+/// carry of INC/DEC, else 0).
+pub(super) fn record_flags(b: &mut FunctionBuilder<'_>, cpu: Value, k: &Known) {
+    let (fop, mask, a, bv, r, aux) = (k.kind, size_mask(k.size), k.a, k.b, k.r, k.cf);
     let l = LazyFlags::LAYOUT;
     let base = flags_off();
     let off = |f: usize| (base + f) as i32;

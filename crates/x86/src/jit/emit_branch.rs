@@ -231,7 +231,6 @@ fn fused_cmp_jcc(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> bool {
         b.ins().band(a, bv)
     };
     let kind = if cmp { FlagOp::Sub } else { FlagOp::Logic };
-    super::emit::record_flags(b, cpu, kind, m, a, bv, r, None);
     let k = Known {
         kind,
         size,
@@ -240,6 +239,7 @@ fn fused_cmp_jcc(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> bool {
         r,
         cf: None,
     };
+    super::emit::record_flags(b, cpu, &k);
     cx.known.set(Some(k));
     let Some(t) = cond(b, k, op.scale) else {
         return false;
