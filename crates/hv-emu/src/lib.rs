@@ -60,8 +60,12 @@ impl Hypervisor for EmuHypervisor {
     }
 
     /// The software CPU makes no ioctls: its threads need only memory,
-    /// locks and eventfds.
+    /// locks and eventfds, and with the JIT (`FERROVISOR_EMU_ENGINE=jit`)
+    /// read-execute pages.
     fn host_calls(&self) -> hv::HostCalls {
-        hv::HostCalls::default()
+        hv::HostCalls {
+            vcpu_jit: x86::Engine::from_env() == x86::Engine::Jit && x86::Engine::jit_available(),
+            ..Default::default()
+        }
     }
 }

@@ -119,6 +119,7 @@ pub fn host_calls() -> hv::HostCalls {
     hv::HostCalls {
         vcpu_ioctls: vcpu.to_vec(),
         vm_ioctls: vm.to_vec(),
+        vcpu_jit: false,
     }
 }
 

@@ -344,11 +344,16 @@ pub struct HostCalls {
     /// ioctls of any thread that raises guest interrupts or changes the
     /// VM from outside a vCPU (KVM_IRQ_LINE, KVM_SIGNAL_MSI, the clock...).
     pub vm_ioctls: Vec<u64>,
+    /// A vCPU thread compiles guest code (the emu JIT): it turns its own
+    /// freshly written pages read-execute (mprotect to PROT_READ |
+    /// PROT_EXEC; no page is ever writable and executable at once).
+    pub vcpu_jit: bool,
 }
 
 impl HostCalls {
     /// Adds what `other` needs.
     pub fn merge(&mut self, other: &HostCalls) {
+        self.vcpu_jit |= other.vcpu_jit;
         for (mine, theirs) in [
             (&mut self.vcpu_ioctls, &other.vcpu_ioctls),
             (&mut self.vm_ioctls, &other.vm_ioctls),

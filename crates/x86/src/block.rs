@@ -262,7 +262,16 @@ impl BlockCache {
     /// What one cached block costs: its ops, its slab slot and its entries
     /// in the map, the page index and the eviction order.
     fn block_bytes(b: &Block) -> usize {
-        std::mem::size_of::<Block>() + b.ops.capacity() * std::mem::size_of::<Op>() + BLOCK_OVERHEAD
+        std::mem::size_of::<Block>()
+            + b.ops.capacity() * std::mem::size_of::<Op>()
+            + b.ops.first().map_or(0, |op| op.jit.code_bytes())
+            + BLOCK_OVERHEAD
+    }
+
+    /// Counts host code compiled for a cached block (its bytes leave the
+    /// count with the block, through `block_bytes`).
+    pub(crate) fn add_code_bytes(&mut self, n: usize) {
+        self.set_bytes(self.bytes + n);
     }
 
     fn set_bytes(&mut self, bytes: usize) {
@@ -344,6 +353,12 @@ impl BlockCache {
     #[inline]
     pub fn is_scratch(&self, ops: OpsRef) -> bool {
         std::ptr::eq(ops.ptr, self.scratch.ops.as_ptr())
+    }
+
+    /// Whether `ops` are those of the uncached (scratch) block.
+    #[inline]
+    pub(crate) fn is_scratch_ops(&self, ops: &[Op]) -> bool {
+        std::ptr::eq(ops.as_ptr(), self.scratch.ops.as_ptr())
     }
 
     /// Stores an uncached block in the scratch slot.

@@ -162,6 +162,11 @@ pub struct CpuCounters {
     pub code_cache_bytes: Counter,
     /// The most `code_cache_bytes` ever was.
     pub code_cache_peak_bytes: Counter,
+    /// Blocks compiled by the JIT, and blocks it could not compile.
+    pub jit_blocks_compiled: Counter,
+    pub jit_compile_failures: Counter,
+    /// Blocks run as compiled code.
+    pub jit_block_runs: Counter,
 }
 
 impl CpuCounters {
@@ -195,6 +200,9 @@ impl CpuCounters {
         v.extend(BlockDrop::ALL.iter().map(|&c| (c.name(), self.drops(c))));
         v.push(("code_cache_bytes", self.code_cache_bytes.get()));
         v.push(("code_cache_peak_bytes", self.code_cache_peak_bytes.get()));
+        v.push(("jit_blocks_compiled", self.jit_blocks_compiled.get()));
+        v.push(("jit_compile_failures", self.jit_compile_failures.get()));
+        v.push(("jit_block_runs", self.jit_block_runs.get()));
         v
     }
 }

@@ -6,6 +6,7 @@ use crate::state::rflags::*;
 
 /// The operation whose result the lazy flags describe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum FlagOp {
     /// Flags are materialised in `bits`.
     None,
@@ -63,7 +64,26 @@ fn parity(v: u64) -> bool {
     (v as u8).count_ones() & 1 == 0
 }
 
+/// Byte offsets of the [`LazyFlags`] fields, for code the JIT emits.
+pub(crate) struct FlagsLayout {
+    pub op: usize,
+    pub mask: usize,
+    pub a: usize,
+    pub b: usize,
+    pub res: usize,
+    pub aux: usize,
+}
+
 impl LazyFlags {
+    pub(crate) const LAYOUT: FlagsLayout = FlagsLayout {
+        op: std::mem::offset_of!(LazyFlags, op),
+        mask: std::mem::offset_of!(LazyFlags, mask),
+        a: std::mem::offset_of!(LazyFlags, a),
+        b: std::mem::offset_of!(LazyFlags, b),
+        res: std::mem::offset_of!(LazyFlags, res),
+        aux: std::mem::offset_of!(LazyFlags, aux),
+    };
+
     pub fn new(bits: u64) -> Self {
         LazyFlags {
             bits,

@@ -157,6 +157,7 @@ mod debugger;
 pub mod exception;
 mod exec;
 pub mod flags;
+mod jit;
 mod mem;
 pub mod mmu;
 pub mod msr;
@@ -173,6 +174,7 @@ use std::sync::Arc;
 use hv::{CpuidEntry, ExitCounters, ExitReason};
 
 pub use counters::{BlockDrop, CpuCounters, TlbFlush};
+pub use jit::Engine;
 pub use smc::CodeShare;
 pub use state::{CpuState, FpuState, Mode, Msrs, SegCache, TableReg};
 
@@ -440,6 +442,10 @@ pub struct Cpu {
     pub(crate) code_share: Arc<CodeShare>,
     pub(crate) seen_code_epoch: u64,
     pub(crate) seen_revoke: u64,
+    /// Interpreter only, or hot blocks compiled (see [`Engine`]).
+    pub(crate) engine: Engine,
+    /// Whole runs of a block before the JIT compiles it.
+    pub(crate) jit_hot: u32,
 }
 
 impl Default for Cpu {
@@ -478,7 +484,24 @@ impl Cpu {
             code_share: Arc::new(CodeShare::new()),
             seen_code_epoch: 0,
             seen_revoke: 0,
+            engine: Engine::from_env(),
+            jit_hot: jit::HOT,
         }
+    }
+
+    /// The engine that runs this CPU's guest code.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// Chooses the engine (the default comes from `FERROVISOR_EMU_ENGINE`).
+    /// The JIT falls back to the interpreter on hosts Cranelift does not
+    /// support.
+    pub fn set_engine(&mut self, engine: Engine) {
+        self.engine = match engine {
+            Engine::Jit if !Engine::jit_available() => Engine::Interp,
+            e => e,
+        };
     }
 
     /// Makes this CPU track self-modifying code together with the other

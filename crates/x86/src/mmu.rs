@@ -138,7 +138,31 @@ impl Default for Tlb {
     }
 }
 
+/// Byte offsets the JIT's inline TLB lookup reads (see [`Tlb::host`]).
+pub(crate) struct TlbLayout {
+    /// The entry array's pointer in `Tlb`.
+    pub entries: usize,
+    pub salt: usize,
+    pub entry_size: usize,
+    pub tag_r: usize,
+    pub tag_w: usize,
+    pub host: usize,
+    pub banks: usize,
+    pub size: usize,
+}
+
 impl Tlb {
+    pub(crate) const LAYOUT: TlbLayout = TlbLayout {
+        entries: std::mem::offset_of!(Tlb, e),
+        salt: std::mem::offset_of!(Tlb, salt),
+        entry_size: std::mem::size_of::<TlbEntry>(),
+        tag_r: std::mem::offset_of!(TlbEntry, tag_r),
+        tag_w: std::mem::offset_of!(TlbEntry, tag_w),
+        host: std::mem::offset_of!(TlbEntry, host),
+        banks: BANKS_ALLOC,
+        size: TLB_SIZE,
+    };
+
     pub fn new() -> Tlb {
         Self::with_counters(Arc::default())
     }
@@ -163,6 +187,7 @@ impl Tlb {
     }
 
     #[inline]
+    /// (The JIT emits the same computation: jit/emit_mem.rs.)
     pub fn index(vpn: u64) -> usize {
         ((vpn ^ (vpn >> 12)) as usize) & (TLB_SIZE - 1)
     }

@@ -15,6 +15,10 @@ pub fn rules(calls: &HostCalls) -> Rules {
             r.merge(&super::rules(kind, calls));
         }
     }
+    // The launcher's filter is made before the accelerator is known (and
+    // every thread inherits it): it lets a JIT vCPU's call through; the
+    // vCPU thread's own filter decides.
+    super::vcpu::allow_jit(&mut r);
     r.allow(&[
         libc::SYS_ioctl,
         libc::SYS_clone,

@@ -55,6 +55,20 @@ mod tests {
         HostCalls {
             vcpu_ioctls: vec![0xae80],
             vm_ioctls: vec![0x4008ae61],
+            vcpu_jit: false,
+        }
+    }
+
+    #[test]
+    fn executable_pages_only_for_a_jit_vcpu_and_never_unconditionally() {
+        let mut jit = kvm_like();
+        jit.vcpu_jit = true;
+        for kind in ThreadKind::ALL {
+            let plain = rules(kind, &kvm_like());
+            let with_jit = rules(kind, &jit);
+            assert!(!plain.always(libc::SYS_mprotect), "{kind:?}");
+            assert!(!with_jit.always(libc::SYS_mprotect), "{kind:?}");
+            with_jit.compile().expect("the filter compiles");
         }
     }
 

@@ -33,5 +33,20 @@ pub fn rules(calls: &HostCalls) -> Rules {
     r.allow_ioctls(&calls.vm_ioctls);
     // virtio-net's activation sets the TAP's offloads.
     r.allow_ioctls(&[crate::filters::virtio::TUNSETOFFLOAD]);
+    if calls.vcpu_jit {
+        allow_jit(&mut r);
+    }
     r
+}
+
+/// The emu JIT makes its code pages read-execute once written (W^X:
+/// never PROT_WRITE with PROT_EXEC).
+pub fn allow_jit(r: &mut Rules) {
+    r.allow_if(
+        libc::SYS_mprotect,
+        vec![crate::rules::arg_eq(
+            2,
+            (libc::PROT_READ | libc::PROT_EXEC) as u64,
+        )],
+    );
 }

@@ -6,7 +6,7 @@ mod avx;
 mod control;
 mod fast;
 mod mmx;
-mod op;
+pub(crate) mod op;
 mod pause;
 mod seg;
 mod simd;
@@ -47,6 +47,8 @@ pub(crate) struct Exec<'a> {
     /// `c.icount` when the running block started (the count is stored
     /// back when the block ends; the generic handler syncs it first).
     pub icount0: u64,
+    /// The exception an op raised inside a compiled block.
+    pub jit_err: Option<crate::exception::Exc>,
 }
 
 /// A destination operand resolved once for read-modify-write.
@@ -69,7 +71,12 @@ pub(crate) fn ip_mask(bits: u32) -> u64 {
 impl<'a> Exec<'a> {
     pub(crate) fn new(c: &'a mut Cpu, bus: &'a mut dyn Bus) -> Exec<'a> {
         let icount0 = c.icount;
-        Exec { c, bus, icount0 }
+        Exec {
+            c,
+            bus,
+            icount0,
+            jit_err: None,
+        }
     }
 }
 
@@ -256,18 +263,44 @@ impl Exec<'_> {
             _ => done as u64,
         };
         let mut done = 0;
-        for op in &ops[..n] {
-            let h = if full { op.h } else { op.hf };
-            if let Err(e) = h(self, op) {
-                self.c.icount = icount0 + retired(done);
-                self.c.state.rip = op.ip;
-                self.raise(e);
-                return None;
+        let mut fault = None;
+        match self.jit_entry(ops, full) {
+            Some(f) => {
+                // SAFETY: `f` was compiled from `ops`, which stay alive
+                // (with the code) until the next collect_garbage; `self`
+                // and its CPU are the running context.
+                let r = unsafe {
+                    f(
+                        self as *mut Exec<'_> as *mut u8,
+                        &mut *self.c as *mut crate::Cpu as *mut u8,
+                    )
+                };
+                self.c.cache_counters.jit_block_runs.inc();
+                let (n, st) = crate::jit::ran(r);
+                done = n;
+                if st == crate::jit::status::FAULT {
+                    fault = self.jit_err.take();
+                }
             }
-            done += 1;
-            if self.c.block_exit {
-                break;
+            None => {
+                for op in &ops[..n] {
+                    let h = if full { op.h } else { op.hf };
+                    if let Err(e) = h(self, op) {
+                        fault = Some(e);
+                        break;
+                    }
+                    done += 1;
+                    if self.c.block_exit {
+                        break;
+                    }
+                }
             }
+        }
+        if let Some(e) = fault {
+            self.c.icount = icount0 + retired(done);
+            self.c.state.rip = ops[done].ip;
+            self.raise(e);
+            return None;
         }
         let last = ops[..done].last()?;
         if !last.sets_rip {
@@ -275,6 +308,40 @@ impl Exec<'_> {
         }
         self.c.icount = icount0 + retired(done);
         (done == ops.len() && !self.c.block_exit).then_some(last)
+    }
+
+    /// The compiled code of a block about to run whole, compiling it when
+    /// it has just turned hot; None to interpret it.
+    #[inline(always)]
+    fn jit_entry(&mut self, ops: &[Op], full: bool) -> Option<crate::jit::Entry> {
+        if self.c.engine != crate::jit::Engine::Jit || !full {
+            return None;
+        }
+        let slot = &ops.first()?.jit;
+        if let Some(f) = slot.entry() {
+            return Some(f);
+        }
+        if !slot.bump(self.c.jit_hot) || self.c.blocks.is_scratch_ops(ops) {
+            return None;
+        }
+        self.jit_compile(ops)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn jit_compile(&mut self, ops: &[Op]) -> Option<crate::jit::Entry> {
+        match crate::jit::compile(ops) {
+            Some(code) => {
+                let n = ops[0].jit.set(code);
+                self.c.blocks.add_code_bytes(n);
+                self.c.cache_counters.jit_blocks_compiled.inc();
+                ops[0].jit.entry()
+            }
+            None => {
+                self.c.cache_counters.jit_compile_failures.inc();
+                None
+            }
+        }
     }
 
     /// The jump-cache key for the current state: in 64-bit mode, the TLB

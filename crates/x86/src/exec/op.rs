@@ -64,6 +64,8 @@ pub struct Op {
     /// the last op (block chaining).
     pub(crate) link: Cell<Link>,
     pub(crate) insn: Box<Instruction>,
+    /// The block's JIT state (used in the first op only).
+    pub(crate) jit: crate::jit::Slot,
 }
 
 /// A successor block: valid while the chain key it was made under (TLB
@@ -142,6 +144,7 @@ fn fields(insn: &Instruction, idx: usize, bits: u32) -> Op {
         sets_rip: true,
         link: Cell::new(Link::NONE),
         insn: Box::new(*insn),
+        jit: Default::default(),
     };
     for n in 0..insn.op_count().min(2) {
         if insn.op_kind(n) == OpKind::Register {
@@ -286,9 +289,11 @@ pub(crate) fn compile(insns: &[Instruction], bits: u32) -> Vec<Op> {
             op.sets_rip = true;
             op.end = jcc.end;
             // A register compare has no memory operand: its fields hold
-            // the branch target and the address after the Jcc.
+            // the branch target and the address after the Jcc, and the
+            // Jcc's condition code (for the JIT).
             op.disp = jcc.imm;
             op.amask = jcc.next;
+            op.scale = jcc.insn.condition_code() as u8 - 1;
         }
     }
     ops

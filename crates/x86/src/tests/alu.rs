@@ -25,6 +25,10 @@ fn arith(fl: u64) -> u64 {
 
 #[test]
 fn add_flags_edge_cases() {
+    on_both_engines(add_flags_edge_cases_on_engine);
+}
+
+fn add_flags_edge_cases_on_engine() {
     let (g, fl) = run(|a| {
         a.mov(al, 0xff)?;
         a.add(al, 1)
@@ -56,6 +60,10 @@ fn add_flags_edge_cases() {
 
 #[test]
 fn sub_cmp_flags_edge_cases() {
+    on_both_engines(sub_cmp_flags_edge_cases_on_engine);
+}
+
+fn sub_cmp_flags_edge_cases_on_engine() {
     let (g, fl) = run(|a| {
         a.mov(al, 0)?;
         a.sub(al, 1)
@@ -85,6 +93,10 @@ fn sub_cmp_flags_edge_cases() {
 
 #[test]
 fn adc_sbb_use_the_carry() {
+    on_both_engines(adc_sbb_use_the_carry_on_engine);
+}
+
+fn adc_sbb_use_the_carry_on_engine() {
     let (g, fl) = run(|a| {
         a.stc()?;
         a.mov(al, 0xff)?;
@@ -130,6 +142,10 @@ fn adc_sbb_use_the_carry() {
 
 #[test]
 fn inc_dec_neg_preserve_or_set_carry() {
+    on_both_engines(inc_dec_neg_preserve_or_set_carry_on_engine);
+}
+
+fn inc_dec_neg_preserve_or_set_carry_on_engine() {
     let (g, fl) = run(|a| {
         a.stc()?;
         a.mov(al, 0xff)?;
@@ -167,6 +183,10 @@ fn inc_dec_neg_preserve_or_set_carry() {
 
 #[test]
 fn logic_clears_cf_of() {
+    on_both_engines(logic_clears_cf_of_on_engine);
+}
+
+fn logic_clears_cf_of_on_engine() {
     let (g, fl) = run(|a| {
         a.stc()?;
         a.mov(eax, 0xf0)?;
@@ -191,6 +211,10 @@ fn logic_clears_cf_of() {
 
 #[test]
 fn shifts_and_rotates() {
+    on_both_engines(shifts_and_rotates_on_engine);
+}
+
+fn shifts_and_rotates_on_engine() {
     let (g, fl) = run(|a| {
         a.mov(al, 0x81u32 as i32)?;
         a.shl(al, 1)
@@ -281,6 +305,10 @@ fn shifts_and_rotates() {
 
 #[test]
 fn double_shifts() {
+    on_both_engines(double_shifts_on_engine);
+}
+
+fn double_shifts_on_engine() {
     let (g, fl) = run(|a| {
         a.mov(eax, 0x1234_5678)?;
         a.mov(edx, 0x9abc_def0u32 as i32)?;
@@ -306,6 +334,10 @@ fn double_shifts() {
 
 #[test]
 fn multiply_and_divide() {
+    on_both_engines(multiply_and_divide_on_engine);
+}
+
+fn multiply_and_divide_on_engine() {
     let (g, fl) = run(|a| {
         a.mov(rax, 0xffff_ffff_ffff_ffffu64)?;
         a.mov(rbx, 2u64)?;
@@ -371,6 +403,10 @@ fn multiply_and_divide() {
 
 #[test]
 fn bit_operations() {
+    on_both_engines(bit_operations_on_engine);
+}
+
+fn bit_operations_on_engine() {
     let (g, fl) = run(|a| {
         a.mov(rax, 0x8000_0000_0000_0010u64)?;
         a.bt(rax, 4)?;
@@ -427,6 +463,10 @@ fn bit_operations() {
 
 #[test]
 fn exchange_and_compare_exchange() {
+    on_both_engines(exchange_and_compare_exchange_on_engine);
+}
+
+fn exchange_and_compare_exchange_on_engine() {
     let (g, fl) = run(|a| {
         a.mov(rdi, DATA)?;
         a.mov(qword_ptr(rdi), 10)?;
@@ -482,6 +522,10 @@ fn exchange_and_compare_exchange() {
 
 #[test]
 fn moves_extensions_and_conditionals() {
+    on_both_engines(moves_extensions_and_conditionals_on_engine);
+}
+
+fn moves_extensions_and_conditionals_on_engine() {
     let (g, _) = run(|a| {
         a.mov(rdi, DATA)?;
         a.mov(byte_ptr(rdi), 0x80u32 as i32)?;
@@ -514,6 +558,10 @@ fn moves_extensions_and_conditionals() {
 
 #[test]
 fn stack_calls_and_loops() {
+    on_both_engines(stack_calls_and_loops_on_engine);
+}
+
+fn stack_calls_and_loops_on_engine() {
     let (g, _) = run(|a| {
         let mut func = a.create_label();
         let mut after = a.create_label();
@@ -548,6 +596,10 @@ fn stack_calls_and_loops() {
 
 #[test]
 fn rep_movsb_across_a_page_boundary() {
+    on_both_engines(rep_movsb_across_a_page_boundary_on_engine);
+}
+
+fn rep_movsb_across_a_page_boundary_on_engine() {
     let src = DATA + 0xff0;
     let dst = DATA + 0x2ff8;
     let mut g = Guest::long64();
@@ -572,6 +624,10 @@ fn rep_movsb_across_a_page_boundary() {
 
 #[test]
 fn rep_movsb_forward_overlap_replicates() {
+    on_both_engines(rep_movsb_forward_overlap_replicates_on_engine);
+}
+
+fn rep_movsb_forward_overlap_replicates_on_engine() {
     let mut g = Guest::long64();
     g.bus.load(DATA, &[0xab]);
     g.code(|a| {
@@ -587,6 +643,10 @@ fn rep_movsb_forward_overlap_replicates() {
 
 #[test]
 fn string_ops() {
+    on_both_engines(string_ops_on_engine);
+}
+
+fn string_ops_on_engine() {
     let mut g = Guest::long64();
     g.bus.load(DATA, b"hello, world\0");
     g.code(|a| {
@@ -634,6 +694,10 @@ fn string_ops() {
 
 #[test]
 fn divide_by_zero_is_delivered_through_the_idt() {
+    on_both_engines(divide_by_zero_is_delivered_through_the_idt_on_engine);
+}
+
+fn divide_by_zero_is_delivered_through_the_idt_on_engine() {
     let mut g = Guest::long64();
     g.gate64(0, HANDLERS, 0, 0, false);
     g.code_at(HANDLERS, |a| {
@@ -675,6 +739,10 @@ fn divide_by_zero_is_delivered_through_the_idt() {
 /// by the `guest_mips` benchmark, not here).
 #[test]
 fn integer_loop_retires_every_instruction() {
+    on_both_engines(integer_loop_retires_every_instruction_on_engine);
+}
+
+fn integer_loop_retires_every_instruction_on_engine() {
     let mut g = Guest::long64();
     g.code(|a| {
         let mut l = a.create_label();

@@ -367,6 +367,10 @@ fn undefined_flags(d: &iced_x86::Instruction, count_reg: Option<u8>) -> u64 {
 
 #[test]
 fn random_register_instructions_match_the_host() {
+    on_both_engines(random_register_instructions_match_the_host_on_engine);
+}
+
+fn random_register_instructions_match_the_host_on_engine() {
     if !std::is_x86_feature_detected!("popcnt") {
         eprintln!("host lacks POPCNT: differential test skipped");
         return;
@@ -525,6 +529,10 @@ impl Rng {
 
 #[test]
 fn random_sse_instructions_match_the_host() {
+    on_both_engines(random_sse_instructions_match_the_host_on_engine);
+}
+
+fn random_sse_instructions_match_the_host_on_engine() {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let mut changed = 0;
     let n = cases(4000);
@@ -807,6 +815,10 @@ fn random_sequence(r: &mut Rng, bmi1: bool) -> (Vec<u8>, u64) {
 
 #[test]
 fn random_instruction_sequences_match_the_host() {
+    on_both_engines(random_instruction_sequences_match_the_host_on_engine);
+}
+
+fn random_instruction_sequences_match_the_host_on_engine() {
     if !std::is_x86_feature_detected!("popcnt") {
         eprintln!("host lacks POPCNT: differential test skipped");
         return;
@@ -883,6 +895,10 @@ fn random_instruction_sequences_match_the_host() {
 /// state, and retires the same number of instructions, as one run.
 #[test]
 fn sequences_run_in_steps_match_one_run() {
+    on_both_engines(sequences_run_in_steps_match_one_run_on_engine);
+}
+
+fn sequences_run_in_steps_match_one_run_on_engine() {
     let mut rng = Rng(0x2f83_9ab1_c4d5_e6f7);
     for case in 0..cases(2000) {
         let (code, _) = random_sequence(&mut rng, true);

@@ -69,18 +69,26 @@ fn fuzz_long_mode(seed: u64, rounds: usize) {
 
 #[test]
 fn random_code_in_long_mode_never_panics() {
+    on_both_engines(random_code_in_long_mode_never_panics_on_engine);
+}
+
+fn random_code_in_long_mode_never_panics_on_engine() {
     fuzz_long_mode(0x1234_5678_9abc_def1, 1000);
 }
 
 #[test]
 fn random_code_in_real_and_protected_mode_never_panics() {
+    on_both_engines(random_code_in_real_and_protected_mode_never_panics_on_engine);
+}
+
+fn random_code_in_real_and_protected_mode_never_panics_on_engine() {
     let mut rng = Rng(0xfeed_beef_1234_5678);
     let mut bus = TestBus::new();
     for round in 0..1000 {
         setup_tables(&mut bus);
         let code = random_code(&mut rng, 256);
         bus.load(0x7c00, &code);
-        let mut cpu = Cpu::default();
+        let mut cpu = test_cpu();
         if round % 2 == 1 {
             let s = &mut cpu.state;
             s.cr0 = cr0::PE | cr0::ET;

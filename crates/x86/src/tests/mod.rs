@@ -7,6 +7,7 @@ mod counters;
 mod debug;
 mod debugger;
 mod fuzz;
+mod jit;
 mod mmx;
 mod modes;
 mod paging;
@@ -242,6 +243,35 @@ pub fn asm(
     a.assemble(ip).unwrap()
 }
 
+thread_local! {
+    /// The engine the CPUs of this test thread's guests run on.
+    static ENGINE: std::cell::Cell<crate::Engine> = const { std::cell::Cell::new(crate::Engine::Interp) };
+}
+
+/// Runs `f` on the interpreter, then again on the JIT with every block
+/// compiled the first time it runs whole (the tests' guests mostly run
+/// each block once).
+pub fn on_both_engines(f: impl Fn()) {
+    for e in [crate::Engine::Interp, crate::Engine::Jit] {
+        if e == crate::Engine::Jit && !crate::Engine::jit_available() {
+            eprintln!("no JIT on this host: interpreter only");
+            continue;
+        }
+        eprintln!("engine {e:?}");
+        ENGINE.set(e);
+        f();
+    }
+    ENGINE.set(crate::Engine::Interp);
+}
+
+/// A CPU in the RESET state on this test thread's engine.
+pub fn test_cpu() -> Cpu {
+    let mut cpu = Cpu::default();
+    cpu.set_engine(ENGINE.get());
+    cpu.jit_hot = 1;
+    cpu
+}
+
 impl Guest {
     /// Long mode as the bare-ELF test guests enter it: paging on with an
     /// identity map of the low 4 GiB in 2 MiB pages, flat GDT, CS=0x10,
@@ -252,7 +282,7 @@ impl Guest {
         for (i, d) in GDT_ENTRIES.iter().enumerate() {
             bus.write_u64(GDT + i as u64 * 8, *d);
         }
-        let mut cpu = Cpu::default();
+        let mut cpu = test_cpu();
         let s = &mut cpu.state;
         s.cr0 = cr0::PE | cr0::MP | cr0::ET | cr0::NE | cr0::WP | cr0::PG;
         s.cr4 = cr4::PAE | cr4::OSFXSR | cr4::OSXMMEXCPT;

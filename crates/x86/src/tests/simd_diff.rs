@@ -583,6 +583,10 @@ fn run_case(
 
 #[test]
 fn random_simd_instructions_match_the_host() {
+    on_both_engines(random_simd_instructions_match_the_host_on_engine);
+}
+
+fn random_simd_instructions_match_the_host_on_engine() {
     for f in ["sse3", "ssse3", "sse4.1", "sse4.2", "popcnt"] {
         let ok = match f {
             "sse3" => std::is_x86_feature_detected!("sse3"),

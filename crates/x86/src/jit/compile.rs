@@ -1,0 +1,167 @@
+//! The compile driver: a block's ops → one Cranelift function
+//! `f(exec, cpu) -> u64` (see [`super::status`]), finalized into
+//! executable memory. Each op is emitted inline (`emit`) or as a call to
+//! its handler through [`super::call_op`] followed by a check of the
+//! status it returns. Addresses (ops, the trampoline) are constants in
+//! the code: a block's ops never move while it is cached, and the code is
+//! freed with them.
+
+use std::cell::{Cell, RefCell};
+use std::sync::OnceLock;
+
+use cranelift_codegen::control::ControlPlane;
+use cranelift_codegen::ir::{
+    types::I32, types::I64, AbiParam, Block, BlockArg, Function, InstBuilder, SigRef, Signature,
+    UserFuncName, Value,
+};
+use cranelift_codegen::isa::TargetIsa;
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::Context;
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+
+use super::code::Code;
+use super::emit_branch::{self, Known};
+use super::{call_op, emit, status};
+use crate::exec::Op;
+
+/// The host ISA, built once; None when Cranelift does not support it.
+pub(super) fn isa() -> Option<&'static dyn TargetIsa> {
+    static ISA: OnceLock<Option<cranelift_codegen::isa::OwnedTargetIsa>> = OnceLock::new();
+    ISA.get_or_init(|| {
+        let mut flags = settings::builder();
+        flags.set("opt_level", "speed").ok()?;
+        // The IR comes from this module alone and is checked by its tests.
+        flags.set("enable_verifier", "false").ok()?;
+        let builder = cranelift_native::builder().ok()?;
+        builder.finish(settings::Flags::new(flags)).ok()
+    })
+    .as_deref()
+}
+
+thread_local! {
+    /// Reused between compilations (allocations only).
+    static CTX: RefCell<(Context, FunctionBuilderContext)> =
+        RefCell::new((Context::new(), FunctionBuilderContext::new()));
+}
+
+/// Compiles a block; None when it cannot be (no ISA, a Cranelift error,
+/// code that needs relocations, no executable memory): the block then
+/// stays with the interpreter.
+pub(crate) fn compile(ops: &[Op]) -> Option<Code> {
+    let isa = isa()?;
+    if ops.is_empty() || ops.len() > u32::MAX as usize {
+        return None;
+    }
+    CTX.with(|cell| {
+        let (ctx, fctx) = &mut *cell.borrow_mut();
+        ctx.clear();
+        let cc = isa.default_call_conv();
+        let mut sig = Signature::new(cc);
+        sig.params.push(AbiParam::new(I64));
+        sig.params.push(AbiParam::new(I64));
+        sig.returns.push(AbiParam::new(I64));
+        ctx.func = Function::with_name_signature(UserFuncName::default(), sig);
+        build(&mut ctx.func, fctx, ops, cc, isa.frontend_config());
+        let compiled = ctx.compile(isa, &mut ControlPlane::default()).ok()?;
+        if !compiled.buffer.relocs().is_empty() {
+            return None;
+        }
+        Code::new(compiled.code_buffer())
+    })
+}
+
+/// What the emitters of one block share: the function's arguments, the
+/// trampoline's signature and the early-exit block.
+pub(super) struct Cx {
+    pub ex: Value,
+    pub cpu: Value,
+    tsig: SigRef,
+    early: Block,
+    /// The flags the last flag-writing op produced, when it was inline.
+    pub known: Cell<Option<Known>>,
+}
+
+impl Cx {
+    /// Emits a call to op `i`'s interpreter handler, leaving the function
+    /// when it reports an exception or a block exit; continues in a new
+    /// block.
+    pub(super) fn call_handler(&self, b: &mut FunctionBuilder<'_>, op: &Op, i: usize) {
+        let f = b.ins().iconst(I64, call_op as *const () as i64);
+        let p = b.ins().iconst(I64, op as *const Op as i64);
+        let call = b.ins().call_indirect(self.tsig, f, &[self.ex, p]);
+        let st = b.inst_results(call)[0];
+        let idx = b.ins().iconst(I64, i as i64);
+        let next = b.create_block();
+        b.ins().brif(
+            st,
+            self.early,
+            &[BlockArg::Value(st), BlockArg::Value(idx)],
+            next,
+            &[],
+        );
+        b.switch_to_block(next);
+        b.seal_block(next);
+    }
+}
+
+fn build(
+    func: &mut Function,
+    fctx: &mut FunctionBuilderContext,
+    ops: &[Op],
+    cc: cranelift_codegen::isa::CallConv,
+    fcfg: cranelift_codegen::isa::TargetFrontendConfig,
+) {
+    let mut b = FunctionBuilder::new(func, fctx);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    b.seal_block(entry);
+    let ex = b.block_params(entry)[0];
+    let cpu = b.block_params(entry)[1];
+
+    let mut tsig = Signature::new(cc);
+    tsig.params.push(AbiParam::new(I64));
+    tsig.params.push(AbiParam::new(I64));
+    tsig.returns.push(AbiParam::new(I32));
+    let tsig = b.import_signature(tsig);
+
+    // Leaving early: (status, index of the op) → the packed result.
+    let early = b.create_block();
+    b.append_block_param(early, I32);
+    b.append_block_param(early, I64);
+    b.set_cold_block(early);
+
+    let cx = Cx {
+        ex,
+        cpu,
+        tsig,
+        early,
+        known: Cell::new(None),
+    };
+    for (i, op) in ops.iter().enumerate() {
+        if !emit::inline(&mut b, &cx, op, i) && !emit_branch::inline(&mut b, &cx, op) {
+            cx.call_handler(&mut b, op, i);
+            cx.known.set(None);
+        }
+    }
+    let all = b.ins().iconst(I64, ops.len() as i64);
+    b.ins().return_(&[all]);
+
+    b.switch_to_block(early);
+    b.seal_block(early);
+    let st = b.block_params(early)[0];
+    let idx = b.block_params(early)[1];
+    // EXIT: the op ran (done = idx + 1); FAULT: it did not (done = idx).
+    let st64 = b.ins().uextend(I64, st);
+    let ran = b.ins().icmp_imm_u(
+        cranelift_codegen::ir::condcodes::IntCC::Equal,
+        st64,
+        status::EXIT as i64,
+    );
+    let ran = b.ins().uextend(I64, ran);
+    let done = b.ins().iadd(idx, ran);
+    let hi = b.ins().ishl_imm_u(st64, 32);
+    let r = b.ins().bor(hi, done);
+    b.ins().return_(&[r]);
+    b.finalize(fcfg);
+}

@@ -1,0 +1,249 @@
+//! Inline branches and the flag consumers that follow an inline flag
+//! producer: the fused CMP/TEST + Jcc (as `fast::cmp_jcc`), JMP rel and
+//! Jcc rel in 64-bit code.
+//!
+//! A Jcc (or the carry INC/DEC keep) is emitted inline only when the
+//! flags it reads were set by an inline op earlier in the same block with
+//! nothing in between that may change them ([`Known`]): the condition is
+//! then computed from that op's operands and result, as the fused
+//! handler and `LazyFlags` do; otherwise the op's handler runs (it reads
+//! the lazy flags in memory, which the producer recorded since they were
+//! live).
+
+use cranelift_codegen::ir::{
+    condcodes::IntCC, types::I64, types::I8, InstBuilder, MemFlagsData, Value,
+};
+use cranelift_frontend::FunctionBuilder;
+use iced_x86::{Code, CodeSize, Mnemonic, OpKind};
+
+use super::compile::Cx;
+use crate::exec::{Exec, Op};
+use crate::flags::{size_mask, FlagOp};
+use crate::Cpu;
+
+/// The flags an inline op just produced, as IR values (operands and
+/// result masked to the size, as `LazyFlags::record` receives them).
+#[derive(Clone, Copy)]
+pub(super) struct Known {
+    pub kind: FlagOp,
+    pub size: u32,
+    pub a: Value,
+    pub b: Value,
+    pub r: Value,
+    /// The carry INC/DEC kept (their `aux`), I64 0/1.
+    pub cf: Option<Value>,
+}
+
+fn rip_off() -> i32 {
+    (std::mem::offset_of!(Cpu, state) + std::mem::offset_of!(crate::state::CpuState, rip)) as i32
+}
+
+fn gpr_off(r: u8) -> i32 {
+    (std::mem::offset_of!(Cpu, state)
+        + std::mem::offset_of!(crate::state::CpuState, gpr)
+        + 8 * r as usize) as i32
+}
+
+fn canonical(v: u64) -> bool {
+    ((v as i64) << 16 >> 16) as u64 == v
+}
+
+/// Condition code `cc` (0..15, the Jcc encoding order) over known flags,
+/// as an I8 0/1; None when it cannot be computed here.
+pub(super) fn cond(b: &mut FunctionBuilder<'_>, k: Known, cc: u8) -> Option<Value> {
+    let sign = 1u64 << (k.size * 8 - 1);
+    let sub = k.kind == FlagOp::Sub;
+    let logic = k.kind == FlagOp::Logic;
+    let add = k.kind == FlagOp::Add;
+    let inc = k.kind == FlagOp::Inc;
+    let dec = k.kind == FlagOp::Dec;
+    if !(sub || logic || add || inc || dec) {
+        return None;
+    }
+    if (inc || dec) && matches!(cc >> 1, 1 | 3) && k.cf.is_none() {
+        return None;
+    }
+    let zero = |b: &mut FunctionBuilder<'_>| b.ins().icmp_imm_u(IntCC::Equal, k.r, 0);
+    let sf = |b: &mut FunctionBuilder<'_>| {
+        let s = b.ins().band_imm_u(k.r, sign as i64);
+        b.ins().icmp_imm_u(IntCC::NotEqual, s, 0)
+    };
+    // LazyFlags::of: Sub (a^b)&(a^r); Add (a^r)&(b^r); Logic 0;
+    // INC r = top; DEC r = top - 1.
+    let of = |b: &mut FunctionBuilder<'_>| {
+        if logic {
+            return b.ins().iconst(I8, 0);
+        }
+        if inc {
+            return b.ins().icmp_imm_u(IntCC::Equal, k.r, sign as i64);
+        }
+        if dec {
+            return b.ins().icmp_imm_u(IntCC::Equal, k.r, (sign - 1) as i64);
+        }
+        let x = if sub {
+            let ab = b.ins().bxor(k.a, k.b);
+            let ar = b.ins().bxor(k.a, k.r);
+            b.ins().band(ab, ar)
+        } else {
+            let ar = b.ins().bxor(k.a, k.r);
+            let br = b.ins().bxor(k.b, k.r);
+            b.ins().band(ar, br)
+        };
+        let s = b.ins().band_imm_u(x, sign as i64);
+        b.ins().icmp_imm_u(IntCC::NotEqual, s, 0)
+    };
+    // LazyFlags::cf: Sub a<b; Add r<a; Logic 0; INC/DEC the kept carry.
+    let cf = |b: &mut FunctionBuilder<'_>| {
+        if let (true, Some(c)) = (inc || dec, k.cf) {
+            return b.ins().icmp_imm_u(IntCC::NotEqual, c, 0);
+        }
+        if logic {
+            b.ins().iconst(I8, 0)
+        } else if sub {
+            b.ins().icmp(IntCC::UnsignedLessThan, k.a, k.b)
+        } else {
+            b.ins().icmp(IntCC::UnsignedLessThan, k.r, k.a)
+        }
+    };
+    let t = match cc >> 1 {
+        0 => of(b),
+        1 => cf(b),
+        2 => zero(b),
+        3 => {
+            let c = cf(b);
+            let z = zero(b);
+            b.ins().bor(c, z)
+        }
+        4 => sf(b),
+        5 => {
+            let low = b.ins().band_imm_u(k.r, 0xff);
+            let n = b.ins().popcnt(low);
+            let odd = b.ins().band_imm_u(n, 1);
+            b.ins().icmp_imm_u(IntCC::Equal, odd, 0)
+        }
+        6 => {
+            let s = sf(b);
+            let o = of(b);
+            b.ins().bxor(s, o)
+        }
+        _ => {
+            let s = sf(b);
+            let o = of(b);
+            let l = b.ins().bxor(s, o);
+            let z = zero(b);
+            b.ins().bor(l, z)
+        }
+    };
+    Some(if cc & 1 != 0 {
+        b.ins().bxor_imm_u(t, 1)
+    } else {
+        t
+    })
+}
+
+/// CF of known flags as an I64 0/1 (what INC/DEC keep in `aux`).
+pub(super) fn carry(b: &mut FunctionBuilder<'_>, k: Known) -> Option<Value> {
+    // Condition code 2 is "below": CF.
+    let c = cond(b, k, 2)?;
+    Some(b.ins().uextend(I64, c))
+}
+
+/// Stores `taken ? yes : no` into RIP.
+fn set_rip(b: &mut FunctionBuilder<'_>, cpu: Value, taken: Value, yes: u64, no: u64) {
+    let y = b.ins().iconst(I64, yes as i64);
+    let n = b.ins().iconst(I64, no as i64);
+    let v = b.ins().select(taken, y, n);
+    b.ins().store(MemFlagsData::trusted(), v, cpu, rip_off());
+}
+
+/// Emits a branch inline; false to call its handler.
+pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> bool {
+    let insn = &op.insn;
+    if insn.code_size() != CodeSize::Code64 || insn.has_lock_prefix() {
+        return false;
+    }
+    let cpu = cx.cpu;
+    if op.end == op.idx + 2 {
+        return fused_cmp_jcc(b, cx, op);
+    }
+    if matches!(insn.code(), Code::Jmp_rel8_64 | Code::Jmp_rel32_64) && canonical(op.imm) {
+        let v = b.ins().iconst(I64, op.imm as i64);
+        b.ins().store(MemFlagsData::trusted(), v, cpu, rip_off());
+        return true;
+    }
+    if insn.is_jcc_short_or_near() && canonical(op.imm) {
+        let Some(k) = cx.known.get() else {
+            return false;
+        };
+        let cc = insn.condition_code() as u8 - 1;
+        let Some(t) = cond(b, k, cc) else {
+            return false;
+        };
+        set_rip(b, cpu, t, op.imm, op.next);
+        return true;
+    }
+    false
+}
+
+/// CMP/TEST reg, reg|imm fused with the Jcc after it (`fast::cmp_jcc`):
+/// the Jcc's target is in `disp`, the address after it in `amask`, its
+/// condition code in `scale`.
+fn fused_cmp_jcc(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> bool {
+    let insn = &op.insn;
+    let cmp = match insn.mnemonic() {
+        Mnemonic::Cmp => true,
+        Mnemonic::Test => false,
+        _ => return false,
+    };
+    let size = Exec::op_size(insn, 0);
+    if (size != 4 && size != 8) || op.r0 >= 16 || insn.op0_kind() != OpKind::Register {
+        return false;
+    }
+    let ri = match insn.op1_kind() {
+        OpKind::Register if op.r1 < 16 => false,
+        OpKind::Register | OpKind::Memory => return false,
+        _ => true,
+    };
+    let cpu = cx.cpu;
+    let m = size_mask(size);
+    let get = |b: &mut FunctionBuilder<'_>, r: u8| {
+        let v = b.ins().load(I64, MemFlagsData::trusted(), cpu, gpr_off(r));
+        if size == 4 {
+            b.ins().band_imm_u(v, m as i64)
+        } else {
+            v
+        }
+    };
+    let a = get(b, op.r0);
+    let bv = if ri {
+        b.ins().iconst(I64, op.imm as i64)
+    } else {
+        get(b, op.r1)
+    };
+    let r = if cmp {
+        let d = b.ins().isub(a, bv);
+        if size == 4 {
+            b.ins().band_imm_u(d, m as i64)
+        } else {
+            d
+        }
+    } else {
+        b.ins().band(a, bv)
+    };
+    let kind = if cmp { FlagOp::Sub } else { FlagOp::Logic };
+    let k = Known {
+        kind,
+        size,
+        a,
+        b: bv,
+        r,
+        cf: None,
+    };
+    super::emit::record_flags(b, cpu, &k);
+    cx.known.set(Some(k));
+    let Some(t) = cond(b, k, op.scale) else {
+        return false;
+    };
+    set_rip(b, cpu, t, op.disp, op.amask);
+    true
+}

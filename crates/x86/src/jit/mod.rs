@@ -1,0 +1,157 @@
+//! A Cranelift JIT for hot blocks (issue 11, phase 1).
+//!
+//! A block that has run [`HOT`] times whole is compiled into one host
+//! function behind the existing block interface: it takes the `Exec` and
+//! the `Cpu` and returns how the block ended ([`ran`]). Guest state stays
+//! in the CPU structure in memory (nothing is cached in host registers
+//! across instructions), so every instruction boundary is an exact guest
+//! state:
+//! - the common integer forms are emitted inline (`emit`), with the
+//!   interpreter's lazy-flags representation;
+//! - every other op calls its interpreter handler (`Op::h`) through
+//!   [`call_op`]; on an exception the function returns at once with the
+//!   op's index, and the interpreter's block epilogue raises it with RIP
+//!   and the retired count exact.
+//!
+//! Compiled code lives in the block's first op ([`Slot`]): it is freed
+//! with the block's ops (self-modifying code, another CPU's write,
+//! eviction, flush: the block cache's graveyard), and its host bytes count
+//! in the code cache bound. Blocks cut short by the instruction budget,
+//! debug stepping and the uncached (scratch) block run in the interpreter.
+
+mod code;
+mod compile;
+mod emit;
+mod emit_branch;
+mod emit_mem;
+
+use std::cell::{Cell, OnceCell};
+use std::sync::OnceLock;
+
+use crate::exec::{Exec, Op};
+
+pub(crate) use compile::compile;
+
+/// Runs of a block (whole, by the interpreter) before it is compiled.
+pub(crate) const HOT: u32 = 32;
+
+/// Which engine runs guest code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// The interpreter alone.
+    #[default]
+    Interp,
+    /// Hot blocks compiled with Cranelift; the interpreter for the rest.
+    Jit,
+}
+
+impl Engine {
+    /// The engine `FERROVISOR_EMU_ENGINE` (`interp` or `jit`) asks for,
+    /// read once per process; the interpreter when unset or unknown.
+    pub fn from_env() -> Engine {
+        static ENGINE: OnceLock<Engine> = OnceLock::new();
+        *ENGINE.get_or_init(|| match std::env::var("FERROVISOR_EMU_ENGINE").as_deref() {
+            Ok("jit") => Engine::Jit,
+            Ok("interp") | Err(_) => Engine::Interp,
+            Ok(other) => {
+                tracing::warn!("FERROVISOR_EMU_ENGINE={other}: not interp or jit; using interp");
+                Engine::Interp
+            }
+        })
+    }
+
+    /// Whether the JIT can run on this host (Cranelift has a backend for it).
+    pub fn jit_available() -> bool {
+        compile::isa().is_some()
+    }
+}
+
+/// A compiled block: `f(exec, cpu)`.
+pub(crate) type Entry = unsafe extern "C" fn(*mut u8, *mut u8) -> u64;
+
+/// What a compiled block returns: the number of ops that ran in the low
+/// 32 bits, the [`status`] of the last one in the high bits.
+pub(crate) mod status {
+    // 0: the block ran to its end.
+    /// An op set `block_exit`: it ran and counts as done.
+    pub const EXIT: u32 = 1;
+    /// An op raised an exception (in `Exec::jit_err`): it did not run.
+    pub const FAULT: u32 = 2;
+}
+
+/// Splits a compiled block's result into (ops done, status).
+#[inline]
+pub(crate) fn ran(r: u64) -> (usize, u32) {
+    (r as u32 as usize, (r >> 32) as u32)
+}
+
+/// The JIT state of a block, held by its first op.
+#[derive(Default)]
+pub(crate) struct Slot {
+    /// Whole runs so far (saturates past [`HOT`]).
+    runs: Cell<u32>,
+    code: OnceCell<code::Code>,
+}
+
+impl Clone for Slot {
+    /// A copy of an op is not compiled.
+    fn clone(&self) -> Slot {
+        Slot::default()
+    }
+}
+
+impl Slot {
+    /// The compiled function, if any.
+    #[inline]
+    pub(crate) fn entry(&self) -> Option<Entry> {
+        let c = self.code.get()?;
+        // SAFETY: the code was compiled as an `Entry` and stays mapped
+        // while the slot (the block's ops) lives.
+        Some(unsafe { std::mem::transmute::<*const u8, Entry>(c.ptr()) })
+    }
+
+    /// Counts a whole run; true exactly once, when the block has run
+    /// `hot` times.
+    #[inline]
+    pub(crate) fn bump(&self, hot: u32) -> bool {
+        let n = self.runs.get();
+        if n >= hot {
+            return false;
+        }
+        self.runs.set(n + 1);
+        n + 1 == hot
+    }
+
+    /// Host bytes of compiled code.
+    pub(crate) fn code_bytes(&self) -> usize {
+        self.code.get().map_or(0, |c| c.bytes())
+    }
+
+    /// Installs compiled code; returns its host bytes.
+    pub(crate) fn set(&self, code: code::Code) -> usize {
+        let n = code.bytes();
+        match self.code.set(code) {
+            Ok(()) => n,
+            Err(_) => 0,
+        }
+    }
+}
+
+/// Calls an op's interpreter handler from compiled code: returns a
+/// [`status`]; an exception is left in `Exec::jit_err`.
+///
+/// # Safety
+///
+/// `ex` is the running `Exec` and `op` an op of the running block.
+pub(crate) unsafe extern "C" fn call_op(ex: *mut u8, op: *const Op) -> u32 {
+    // SAFETY: the caller's contract; the compiled block holds no other
+    // reference to either while the handler runs.
+    let (ex, op) = unsafe { (&mut *(ex as *mut Exec<'static>), &*op) };
+    match (op.h)(ex, op) {
+        Ok(()) => ex.c.block_exit as u32,
+        Err(e) => {
+            ex.jit_err = Some(e);
+            status::FAULT
+        }
+    }
+}
