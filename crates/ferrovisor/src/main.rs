@@ -1,6 +1,7 @@
 //! The `ferrovisor` command line.
 #![forbid(unsafe_code)]
 
+mod bundled_builder;
 mod demo;
 mod disk;
 mod firecracker;
