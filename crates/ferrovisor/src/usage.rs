@@ -34,7 +34,7 @@ pub fn one_line(e: &clap::Error) -> String {
         let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
         line.push_str(&format!("; {label}: {}", quoted.join(", ")));
     }
-    line.push_str(" (see 'ferrovisor --help')");
+    line.push_str(" (see 'ferrovisor help')");
     line
 }
 

@@ -386,6 +386,12 @@ fn no_arguments_prints_the_help_and_exits_2() {
     for sub in ["run", "demo", "completions", "manpage"] {
         assert!(err.contains(&format!("  {sub} ")), "{sub}: {err}");
     }
+    // Our own options without a subcommand: a usage error too.
+    assert_one_line_error(
+        &ferrovisor(&["--log-level", "debug"]),
+        2,
+        "requires a subcommand",
+    );
 }
 
 /// clap's suggestion stays in the one-line error.
