@@ -141,7 +141,7 @@ fn demo_boots_linux_and_powers_off() {
 }
 
 /// An installed binary (`cargo install`): a copy of the binary alone in a
-/// directory, run from another, builds the guest with the builder it
+/// directory, run from another with the source tree out of reach, builds the guest with the builder it
 /// carries (in the cache's builder/ directory) and boots Linux. The
 /// bundled builder computes the repository script's recipe digest, so it
 /// reuses the guest the repository's script built (no rebuild).
@@ -166,8 +166,29 @@ fn demo_of_an_installed_binary_uses_its_bundled_builder() {
     let kernel_mtime = || std::fs::metadata(&kernel).and_then(|m| m.modified()).ok();
     let before = kernel_mtime();
 
-    let out = Command::new(&exe)
-        .args(["demo", "--accel", "emu"])
+    // As root, the source tree is hidden under an empty tmpfs in a mount
+    // namespace of the demo's own: what it needs must be in the binary.
+    let repo_path = repo.canonicalize().unwrap();
+    let hide = Command::new("unshare")
+        .args(["--mount", "true"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let mut command = if hide {
+        let mut c = Command::new("unshare");
+        c.args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg("mount -t tmpfs none \"$1\" && ! test -e \"$1/Cargo.toml\" && exec \"$2\" demo --accel emu")
+            .arg("sh")
+            .arg(&repo_path)
+            .arg(&exe);
+        c
+    } else {
+        eprintln!("unshare --mount unavailable: the source tree stays visible");
+        let mut c = Command::new(&exe);
+        c.args(["demo", "--accel", "emu"]);
+        c
+    };
+    let out = command
         .current_dir(&cwd.0)
         .env_remove("CARGO_MANIFEST_DIR")
         .stdin(Stdio::null())
@@ -175,7 +196,6 @@ fn demo_of_an_installed_binary_uses_its_bundled_builder() {
         .expect("run the installed demo");
     check_demo(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let repo_path = repo.canonicalize().unwrap();
     assert!(
         !stderr.contains(repo_path.to_str().unwrap()),
         "the source tree was used: {stderr}"
