@@ -1,11 +1,12 @@
 //! `ferrovisor demo`: builds the Linux test guest if needed (Debian's cloud
-//! kernel, busybox and the virtio modules: scripts/build-test-guest), boots
+//! kernel, busybox and the virtio modules: scripts/build-test-guest, bundled
+//! in the binary), boots
 //! it on the best available accelerator with two vCPUs, runs a few
 //! commands in it and powers it off. Where the test guest cannot be built
 //! (no Debian package registry, no python3), it boots the bundled tiny
 //! guest instead and says why.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 
 use vmm::{Accel, MachineConfig};
@@ -27,17 +28,10 @@ struct TestGuest {
     initrd: PathBuf,
 }
 
-/// The project's guest builder, next to this crate in the source tree.
-fn builder() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-test-guest")
-}
-
-/// Builds (or finds in the cache) the Linux test guest.
+/// Builds (or finds in the cache) the Linux test guest, with the guest
+/// builder that ships inside this binary (see [`crate::bundled_builder`]).
 fn ensure_test_guest() -> Result<TestGuest, String> {
-    let script = builder();
-    if !script.is_file() {
-        return Err(format!("{} is missing", script.display()));
-    }
+    let script = crate::bundled_builder::install(&crate::bundled_builder::cache_dir()?)?;
     eprintln!("ferrovisor demo: preparing the Linux test guest (built once, then cached)...");
     let out = Command::new(&script)
         .stdin(Stdio::null())
@@ -88,7 +82,7 @@ fn boot_linux(accel: Accel, guest: &TestGuest) -> ExitCode {
         console_input: true,
         ..MachineConfig::new(&guest.kernel)
     };
-    crate::run(&config, true)
+    crate::run(&config, true, None)
 }
 
 /// The tiny bare-ELF guest assembled at run time.
@@ -112,9 +106,15 @@ fn bundled(accel: Accel) -> ExitCode {
         memory: 64 << 20,
         ..MachineConfig::new(&path)
     };
-    let status = crate::run(&config, true);
+    let report = crate::run_report(&config, true);
     let _ = std::fs::remove_file(&path);
-    status
+    match report {
+        // The tiny guest's last act is a reset (through the i8042): its
+        // normal end.
+        Ok(report) if matches!(report.exit, vmm::MachineExit::Reset) => ExitCode::SUCCESS,
+        Ok(report) => ExitCode::from(crate::exit_status::of(&report.exit)),
+        Err(status) => status,
+    }
 }
 
 /// Standard base64, as the guest's init decodes `ferrovisor.cmd`.

@@ -1,11 +1,15 @@
 //! The `ferrovisor` command line.
 #![forbid(unsafe_code)]
 
+mod bundled_builder;
+mod cli_docs;
 mod demo;
 mod disk;
+mod exit_status;
 mod firecracker;
 mod gdb;
 mod limits;
+mod logging;
 mod net;
 mod qemu;
 mod runspec;
@@ -16,6 +20,7 @@ mod snapshot_cli;
 mod stat;
 mod stats;
 mod trace;
+mod usage;
 mod vsock;
 
 use std::path::PathBuf;
@@ -29,15 +34,32 @@ use vmm::{Accel, Machine, MachineConfig, MachineExit};
     name = "ferrovisor",
     version,
     about = "A KVM-architecture hypervisor in Rust",
-    after_help = "Started without a subcommand (or with options only), ferrovisor takes Firecracker's \
-options and serves Firecracker's API: see 'ferrovisor --help' and docs/API.md. \
-'ferrovisor qemu ARGS...' (or the binary run as qemu-system-x86_64) takes QEMU's command line: \
-see docs/QEMU.md. \
-'ferrovisor jail ARGS -- VMM-ARGS' (or the binary run as jailer) is Firecracker's jailer: see docs/SECURITY.md."
+    after_help = after_help()
 )]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
+    /// Log filter: a level (error, warn, info, debug, trace, off) or
+    /// tracing directives (vmm=debug,warn) [default: $FERROVISOR_LOG, else
+    /// warn].
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// Write the log to FILE (appended to) instead of standard error.
+    #[arg(long, global = true, value_name = "FILE")]
+    log_file: Option<PathBuf>,
+}
+
+/// `--help`'s epilogue: the other front ends and the exit statuses.
+fn after_help() -> String {
+    format!(
+        "Started with options only, ferrovisor takes Firecracker's options and serves \
+Firecracker's API: see 'ferrovisor --help' and docs/API.md. \
+'ferrovisor qemu ARGS...' (or the binary run as qemu-system-x86_64) takes QEMU's command line: \
+see docs/QEMU.md. \
+'ferrovisor jail ARGS -- VMM-ARGS' (or the binary run as jailer) is Firecracker's jailer: see docs/SECURITY.md.\n\n\
+Exit status of run and demo (docs/CLI.md):\n{}",
+        exit_status::TABLE
+    )
 }
 
 #[derive(Subcommand)]
@@ -61,6 +83,10 @@ pub(crate) enum Command {
     /// Work on snapshot files.
     #[command(subcommand)]
     Snapshot(snapshot_cli::SnapshotCommand),
+    /// Print a shell completion script.
+    Completions(cli_docs::CompletionsArgs),
+    /// Print the man page (or write all of them with --dir).
+    Manpage(cli_docs::ManpageArgs),
 }
 
 #[derive(clap::Args)]
@@ -212,8 +238,7 @@ pub(crate) fn fail(message: &str, status: u8) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    // Without a subcommand (no arguments, or options first), ferrovisor is
-    // Firecracker.
+    // With options first, ferrovisor is Firecracker.
     let argv: Vec<String> = match std::env::args_os()
         .skip(1)
         .map(|a| a.into_string())
@@ -239,16 +264,14 @@ fn main() -> ExitCode {
     if argv.first().is_some_and(|a| a == "qemu") {
         return signals::exit_code(qemu::main("ferrovisor qemu", &argv[1..]));
     }
-    if argv.first().is_none_or(|a| a.starts_with('-')) {
+    if argv.is_empty() {
+        // No arguments: the help, as a usage error.
+        eprint!("{}", <Cli as clap::CommandFactory>::command().render_help());
+        return ExitCode::from(exit_status::USAGE);
+    }
+    if argv[0].starts_with('-') && !is_own_global_option(&argv[0]) {
         return signals::exit_code(firecracker::main(&argv));
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FERROVISOR_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
 
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -263,19 +286,12 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            // clap's message is several lines: what is wrong comes first,
-            // up to the first blank line; usage and tips follow.
-            let rendered = e.to_string();
-            let what: Vec<&str> = rendered
-                .lines()
-                .take_while(|l| !l.trim().is_empty())
-                .map(str::trim)
-                .collect();
-            let what = what.join(" ");
-            let first = what.strip_prefix("error: ").unwrap_or(&what);
-            return fail(&format!("{first} (see 'ferrovisor --help')"), 2);
+            return fail(&usage::one_line(&e), exit_status::USAGE);
         }
     };
+    if let Err(message) = logging::install(cli.log_level.as_deref(), cli.log_file.as_deref()) {
+        return fail(&message, exit_status::USAGE);
+    }
 
     match cli.command {
         Command::Run(args) => {
@@ -310,10 +326,7 @@ fn main() -> ExitCode {
                 None => None,
             };
             match vmm::machine_config(&spec, args.accel) {
-                Ok(config) => signals::exit_code(match Machine::new(&config) {
-                    Ok(machine) => run_machine(machine, args.stats, gdb),
-                    Err(e) => fail(&error_line(&e), 1),
-                }),
+                Ok(config) => signals::exit_code(run(&config, args.stats, gdb)),
                 Err(e) => fail(&error_line(&e), 1),
             }
         }
@@ -324,7 +337,17 @@ fn main() -> ExitCode {
         Command::Stat(args) => stat::run(&args),
         Command::Restore(args) => snapshot_cli::restore(&args),
         Command::Snapshot(command) => snapshot_cli::snapshot(&command),
+        Command::Completions(args) => cli_docs::completions(&args),
+        Command::Manpage(args) => cli_docs::manpage(&args),
     }
+}
+
+/// `--log-level`/`--log-file` before the subcommand are ours, not
+/// Firecracker's options.
+fn is_own_global_option(arg: &str) -> bool {
+    ["--log-level", "--log-file"]
+        .iter()
+        .any(|o| arg == *o || arg.strip_prefix(o).is_some_and(|r| r.starts_with('=')))
 }
 
 /// Runs the jailer when invoked as `jailer` or `ferrovisor jail`; its
@@ -339,21 +362,64 @@ fn jail_dispatch(argv0: &std::ffi::OsStr, argv: &[String]) -> Option<u8> {
     None
 }
 
-pub(crate) fn run(config: &MachineConfig, print_stats: bool) -> ExitCode {
+/// Runs `run`'s and `demo`'s machine; the status is one of
+/// [`exit_status`]'s.
+pub(crate) fn run(
+    config: &MachineConfig,
+    print_stats: bool,
+    gdb: Option<gdb::GdbStart>,
+) -> ExitCode {
     match Machine::new(config) {
-        Ok(machine) => run_machine(machine, print_stats, None),
+        Ok(machine) => run_built(machine, print_stats, gdb),
         Err(e) => fail(&error_line(&e), 1),
     }
 }
 
-/// Runs a built machine to its end; the exit status follows how it ended.
-/// With `gdb`, a gdb stub serves the machine (which starts paused if
-/// asked).
+/// [`run`] for a machine already built (`run` with its gdb stub,
+/// `ferrovisor restore`).
+pub(crate) fn run_built(
+    machine: Machine,
+    print_stats: bool,
+    gdb: Option<gdb::GdbStart>,
+) -> ExitCode {
+    match wait_machine(machine, gdb) {
+        Ok(report) => {
+            describe(&report, print_stats);
+            ExitCode::from(exit_status::of(&report.exit))
+        }
+        Err(status) => status,
+    }
+}
+
+/// Runs a machine to its end and reports how it ended; the error is the
+/// status of a machine that could not run.
+pub(crate) fn run_report(
+    config: &MachineConfig,
+    print_stats: bool,
+) -> Result<vmm::RunReport, ExitCode> {
+    let machine = Machine::new(config).map_err(|e| fail(&error_line(&e), 1))?;
+    let report = wait_machine(machine, None)?;
+    describe(&report, print_stats);
+    Ok(report)
+}
+
+/// Runs a built machine to its end; the exit status follows how it ended
+/// (the statuses of [`vmm::MachineExit::exit_status`]: the Firecracker and
+/// QEMU front ends'). With `gdb`, a gdb stub serves the machine (which
+/// starts paused if asked).
 pub(crate) fn run_machine(
     machine: Machine,
     print_stats: bool,
     gdb: Option<gdb::GdbStart>,
 ) -> ExitCode {
+    match wait_machine(machine, gdb) {
+        Ok(report) => finish(report, print_stats),
+        Err(status) => status,
+    }
+}
+
+/// Starts a built machine (with its gdb stub) and waits for its end.
+fn wait_machine(machine: Machine, gdb: Option<gdb::GdbStart>) -> Result<vmm::RunReport, ExitCode> {
     let started = match &gdb {
         Some(g) if g.wait => machine.start_paused(),
         _ => machine.start(),
@@ -362,23 +428,31 @@ pub(crate) fn run_machine(
         Ok(running) => {
             if let Some(g) = gdb {
                 if let Err(message) = g.server.spawn(running.debugger()) {
-                    return fail(&message, 1);
+                    return Err(fail(&message, 1));
                 }
             }
             signals::attach(running.handle());
             if let Err(message) = seccomp::enter_main() {
-                return fail(&message, 1);
+                return Err(fail(&message, 1));
             }
-            finish(running.wait(), print_stats)
+            Ok(running.wait())
         }
-        Err(e) => fail(&error_line(&e), 1),
+        Err(e) => Err(fail(&error_line(&e), 1)),
     }
 }
 
-/// Reports how a machine ended; the exit status follows it.
+/// Reports how a machine ended; the exit status follows it (the statuses
+/// of [`vmm::MachineExit::exit_status`]: the Firecracker and QEMU front
+/// ends').
 pub(crate) fn finish(report: vmm::RunReport, print_stats: bool) -> ExitCode {
+    describe(&report, print_stats);
+    ExitCode::from(report.exit.exit_status() as u8)
+}
+
+/// Prints the statistics (when asked for) and how the machine ended.
+fn describe(report: &vmm::RunReport, print_stats: bool) {
     if print_stats {
-        eprint!("{}", stats::table(&report));
+        eprint!("{}", stats::table(report));
     }
     match &report.exit {
         MachineExit::TripleFault { vcpu } => {
@@ -393,5 +467,4 @@ pub(crate) fn finish(report: vmm::RunReport, print_stats: bool) -> ExitCode {
         }
         _ => {}
     }
-    ExitCode::from(report.exit.exit_status() as u8)
 }

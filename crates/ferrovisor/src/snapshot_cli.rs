@@ -57,7 +57,7 @@ pub(crate) fn restore(args: &RestoreArgs) -> ExitCode {
         return crate::fail(&format!("cannot take signals: {e}"), 1);
     }
     match build(args) {
-        Ok(machine) => crate::signals::exit_code(crate::run_machine(machine, args.stats, None)),
+        Ok(machine) => crate::signals::exit_code(crate::run_built(machine, args.stats, None)),
         Err(message) => crate::fail(&format!("cannot restore the snapshot: {message}"), 1),
     }
 }

@@ -101,7 +101,7 @@ fn unknown_flags_and_values_are_one_line() {
     assert_one_line_error(
         &out,
         2,
-        "unknown boot protocol \"grub\" (expected auto, linux, bare or multiboot)",
+        "unknown boot protocol \"grub\" (expected auto, linux, bare, multiboot or pvh)",
     );
     let out = ferrovisor(&["launch"]);
     assert_one_line_error(&out, 2, "launch");
@@ -350,4 +350,164 @@ fn net_errors_are_one_line() {
     assert_one_line_error(&out, 2, "tap=NAME is missing");
     let out = run(&["--net", "tap=t0", "--net", "tap=t0"]);
     assert_one_line_error(&out, 2, "tap=t0");
+}
+
+/// A guest that resets the machine ends `run` with status 3 (docs/CLI.md);
+/// one that powers off, with 0.
+#[test]
+fn reset_exits_3_and_power_off_exits_0() {
+    let dir = TempDir::new("reset");
+    let p = guests::demo::program().unwrap();
+    let reset = dir.file(
+        "reset.elf",
+        &arch::elf_builder::build_elf64(&[(p.load_addr, &p.code)], p.load_addr),
+    );
+    let p = guests::acpi_poweroff("off\n").unwrap();
+    let off = dir.file(
+        "off.elf",
+        &arch::elf_builder::build_elf64(&[(p.load_addr, &p.code)], p.load_addr),
+    );
+    let out = ferrovisor(&["run", "--accel", "emu", "--kernel", path_str(&reset)]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("resets the machine"));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let out = ferrovisor(&["run", "--accel", "emu", "--kernel", path_str(&off)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// No arguments at all: the help on standard error, status 2.
+#[test]
+fn no_arguments_prints_the_help_and_exits_2() {
+    let out = ferrovisor(&[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(out.stdout.is_empty());
+    assert!(err.contains("Usage: ferrovisor"), "{err}");
+    assert!(err.contains("Exit status of run and demo"), "{err}");
+    for sub in ["run", "demo", "completions", "manpage"] {
+        assert!(err.contains(&format!("  {sub} ")), "{sub}: {err}");
+    }
+    // Our own options without a subcommand: a usage error too.
+    assert_one_line_error(
+        &ferrovisor(&["--log-level", "debug"]),
+        2,
+        "requires a subcommand",
+    );
+}
+
+/// clap's suggestion stays in the one-line error.
+#[test]
+fn a_misspelt_option_gets_a_suggestion_in_one_line() {
+    let out = ferrovisor(&["run", "--kernl", "x"]);
+    assert_one_line_error(&out, 2, "a similar argument exists: '--kernel'");
+    let out = ferrovisor(&["dem"]);
+    assert_one_line_error(&out, 2, "a similar subcommand exists: 'demo'");
+}
+
+#[test]
+fn bash_completion_names_the_subcommands_and_options() {
+    let out = ferrovisor(&["completions", "bash"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(script.contains("complete -F _ferrovisor"), "{script}");
+    let words = script
+        .lines()
+        .find(|l| l.contains("opts=\"") && l.contains("run"))
+        .expect("the top level's words");
+    for word in [
+        "run",
+        "demo",
+        "stat",
+        "completions",
+        "manpage",
+        "--log-level",
+    ] {
+        assert!(
+            words
+                .split_whitespace()
+                .any(|w| w.trim_matches('"') == word),
+            "{word}: {words}"
+        );
+    }
+    assert!(script.contains("--kernel"), "run's options");
+    for shell in ["zsh", "fish"] {
+        let out = ferrovisor(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("demo"),
+            "{shell}"
+        );
+    }
+    assert_one_line_error(&ferrovisor(&["completions", "tcsh"]), 2, "tcsh");
+}
+
+#[test]
+fn the_man_pages_have_the_options() {
+    let out = ferrovisor(&["manpage"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH ferrovisor 1"),
+        "{page}"
+    );
+    for text in [
+        ".SH OPTIONS",
+        "\\-\\-log\\-level",
+        "\\-\\-log\\-file",
+        "ferrovisor\\-run(1)",
+        "triple",
+    ] {
+        assert!(page.contains(text), "{text}: {page}");
+    }
+    let dir = TempDir::new("man");
+    let out = ferrovisor(&["manpage", "--dir", path_str(&dir.0)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let run = std::fs::read_to_string(dir.0.join("ferrovisor-run.1")).unwrap();
+    for text in ["\\-\\-kernel", "\\-\\-initrd", "\\-\\-disk", "\\-\\-accel"] {
+        assert!(run.contains(text), "{text}: {run}");
+    }
+    assert!(dir.0.join("ferrovisor-demo.1").is_file());
+}
+
+/// --log-level and --log-file: the log goes to the file, at that level,
+/// and not to standard error; a bad filter is a usage error.
+#[test]
+fn log_level_and_log_file() {
+    let dir = TempDir::new("log");
+    let log = dir.0.join("log");
+    let out = ferrovisor(&[
+        "--log-level",
+        "debug",
+        "demo",
+        "--tiny",
+        "--accel",
+        "emu",
+        "--log-file",
+        path_str(&log),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains(" DEBUG "), "{text}");
+    assert!(!stderr(&out).contains(" DEBUG "), "{}", stderr(&out));
+    // FERROVISOR_LOG gives the level without --log-level.
+    let log2 = dir.0.join("log2");
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrovisor"))
+        .args([
+            "demo",
+            "--tiny",
+            "--accel",
+            "emu",
+            "--log-file",
+            path_str(&log2),
+        ])
+        .env("FERROVISOR_LOG", "debug")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(std::fs::read_to_string(&log2).unwrap().contains(" DEBUG "));
+    assert_one_line_error(
+        &ferrovisor(&["demo", "--tiny", "--log-level", "vmm=loud"]),
+        2,
+        "--log-level",
+    );
 }

@@ -137,6 +137,112 @@ fn demo_boots_linux_and_powers_off() {
         .stdin(Stdio::null())
         .output()
         .expect("run the demo");
+    check_demo(&out);
+}
+
+/// An installed binary (`cargo install`): a copy of the binary alone in a
+/// directory, run from another with the source tree out of reach, builds the guest with the builder it
+/// carries (in the cache's builder/ directory) and boots Linux. The
+/// bundled builder computes the repository script's recipe digest, so it
+/// reuses the guest the repository's script built (no rebuild).
+#[test]
+fn demo_of_an_installed_binary_uses_its_bundled_builder() {
+    if guest().is_none() {
+        return;
+    }
+    let bin = common::TempDir::new("installed-bin");
+    let cwd = common::TempDir::new("installed-cwd");
+    let exe = bin.0.join("ferrovisor");
+    std::fs::copy(env!("CARGO_BIN_EXE_ferrovisor"), &exe).unwrap();
+    let cache = match std::env::var_os("FERROVISOR_CACHE").filter(|c| !c.is_empty()) {
+        Some(c) => std::path::PathBuf::from(c),
+        None => std::path::Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/ferrovisor"),
+    };
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let recipe = repo_recipe(&repo.join("scripts/build-test-guest"));
+    let manifest = cache.join("guest/manifest");
+    let kernel = cache.join("guest/vmlinuz");
+    let current_before = manifest_recipe(&manifest).as_deref() == Some(recipe.as_str());
+    let kernel_mtime = || std::fs::metadata(&kernel).and_then(|m| m.modified()).ok();
+    let before = kernel_mtime();
+
+    // As root, the source tree is hidden under an empty tmpfs in a mount
+    // namespace of the demo's own: what it needs must be in the binary.
+    let repo_path = repo.canonicalize().unwrap();
+    let hide = Command::new("unshare")
+        .args(["--mount", "true"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let mut command = if hide {
+        let mut c = Command::new("unshare");
+        c.args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg("mount -t tmpfs none \"$1\" && ! test -e \"$1/Cargo.toml\" && exec \"$2\" demo --accel emu")
+            .arg("sh")
+            .arg(&repo_path)
+            .arg(&exe);
+        c
+    } else {
+        eprintln!("unshare --mount unavailable: the source tree stays visible");
+        let mut c = Command::new(&exe);
+        c.args(["demo", "--accel", "emu"]);
+        c
+    };
+    let out = command
+        .current_dir(&cwd.0)
+        .env_remove("CARGO_MANIFEST_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the installed demo");
+    check_demo(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains(repo_path.to_str().unwrap()),
+        "the source tree was used: {stderr}"
+    );
+    // The bundle is in the cache, and the guest is the repository's.
+    let bundles: Vec<_> = std::fs::read_dir(cache.join("builder"))
+        .expect("the cache's builder/ directory")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("scripts/build-test-guest").is_file())
+        .collect();
+    assert!(!bundles.is_empty());
+    assert_eq!(manifest_recipe(&manifest).as_deref(), Some(recipe.as_str()));
+    if current_before {
+        assert_eq!(kernel_mtime(), before, "the cached guest was rebuilt");
+    }
+}
+
+/// The recipe digest that the repository's guest builder computes.
+fn repo_recipe(script: &std::path::Path) -> String {
+    let code = "import sys, importlib.machinery, importlib.util\n\
+                l = importlib.machinery.SourceFileLoader('b', sys.argv[1])\n\
+                m = importlib.util.module_from_spec(importlib.util.spec_from_loader('b', l))\n\
+                l.exec_module(m)\n\
+                print(m.recipe_digest())";
+    let out = Command::new("python3")
+        .args(["-c", code])
+        .arg(script)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn manifest_recipe(manifest: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(manifest).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("recipe="))
+        .map(str::to_string)
+}
+
+/// The demo ran the Linux guest's commands, powered off with status 0, and
+/// the kernel printed no error.
+fn check_demo(out: &std::process::Output) {
     let console = String::from_utf8_lossy(&out.stdout).replace('\r', "");
     let tail: Vec<&str> = console.lines().rev().take(30).collect();
     assert_eq!(

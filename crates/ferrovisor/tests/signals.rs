@@ -158,7 +158,7 @@ fn sighup_stops_ferrovisor_run_with_156() {
 }
 
 #[test]
-fn a_triple_fault_exits_1() {
+fn a_triple_fault_exits_4() {
     let dir = temp_dir("triple");
     let kernel = elf(
         &dir,
@@ -193,7 +193,7 @@ fn a_triple_fault_exits_1() {
         let stdout = String::from_utf8_lossy(&out.recv().unwrap()).into_owned();
         assert!(stdout.contains("triple"), "{accel}: stdout: {stdout}");
         assert!(stderr.contains("triple-faulted"), "{accel}: {stderr}");
-        assert_eq!(code, Some(1), "{accel}: stderr: {stderr}");
+        assert_eq!(code, Some(4), "{accel}: stderr: {stderr}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
