@@ -149,7 +149,7 @@ pub(crate) struct RunArgs {
     /// optional rate limiter: bw=SIZE[/MS] (bytes per MS milliseconds,
     /// default 1000: bw=2M is 2 MiB/s), ops=N[/MS], bw_burst=SIZE,
     /// ops_burst=N (one-time bursts).
-    #[arg(long = "disk", value_name = "path=IMG[,readonly=on][,id=ID][,bw=SIZE[/MS]][,ops=N[/MS]]", value_parser = disk::parse_disk)]
+    #[arg(long = "disk", value_name = "path=IMG[,readonly=on][,id=ID][,format=F][,cache=C][,bw=SIZE[/MS]][,ops=N[/MS]]", value_parser = disk::parse_disk)]
     disks: Vec<vmm::DiskConfig>,
     /// A virtio-rng entropy device fed from the host's /dev/urandom;
     /// optionally rate-limited as --disk is (--rng=bw=1K,ops=10).
