@@ -33,6 +33,7 @@ pub fn run(data: &[u8]) {
         head.len,
         buf.len()
     );
+    assert!(head.len <= limits.max_head, "head of {} bytes", head.len);
     assert!(head.content_length <= limits.max_body);
     assert!(head.path.starts_with('/'), "path {:?}", head.path);
     assert!(!head.path.contains(['?', '#']), "path {:?}", head.path);

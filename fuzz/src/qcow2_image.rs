@@ -61,13 +61,13 @@ pub fn run(data: &[u8]) {
             2 if writable => {
                 buf.fill(0xa0 | n);
                 if img.write_at(&buf, at).is_ok() {
-                    written.retain(|(o, _)| *o + len <= at || at + len <= *o);
+                    forget(&mut written, at, len);
                     written.push((at, buf));
                 }
             }
             3 if writable => {
                 if img.write_zeroes(at, len).is_ok() {
-                    written.retain(|(o, _)| *o + len <= at || at + len <= *o);
+                    forget(&mut written, at, len);
                     written.push((at, buf));
                 }
             }
@@ -87,6 +87,11 @@ pub fn run(data: &[u8]) {
         .unwrap_or_else(|e| panic!("the image we wrote no longer opens: {e}"));
     assert_eq!(img.size(), size);
     check(&img, &written, "after reopening");
+}
+
+/// Drops what earlier writes said of the bytes `at..at + len`.
+fn forget(written: &mut Vec<(u64, Vec<u8>)>, at: u64, len: u64) {
+    written.retain(|(o, data)| *o + data.len() as u64 <= at || at + len <= *o);
 }
 
 fn check(img: &Qcow2, written: &[(u64, Vec<u8>)], when: &str) {
