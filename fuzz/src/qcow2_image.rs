@@ -58,16 +58,16 @@ pub fn run(data: &[u8]) {
             0 | 1 => {
                 let _ = img.read_at(&mut buf, at);
             }
-            2 if writable => {
-                buf.fill(0xa0 | n);
-                if img.write_at(&buf, at).is_ok() {
-                    forget(&mut written, at, len);
-                    written.push((at, buf));
-                }
-            }
-            3 if writable => {
-                if img.write_zeroes(at, len).is_ok() {
-                    forget(&mut written, at, len);
+            2 | 3 if writable => {
+                let done = if kind % 4 == 2 {
+                    buf.fill(0xa0 | n);
+                    img.write_at(&buf, at)
+                } else {
+                    img.write_zeroes(at, len)
+                };
+                // A failed request may have written part of the range.
+                forget(&mut written, at, len);
+                if done.is_ok() {
                     written.push((at, buf));
                 }
             }
