@@ -6,6 +6,38 @@
 //!
 //! Input layout: byte 0 selects the mode, bytes 1..17 seed the sixteen
 //! general-purpose registers (and byte 1 also RFLAGS), the rest is code.
+//!
+//! The other targets' harnesses are the modules below, one for each
+//! parser the outside world feeds (`fuzz_targets/<name>.rs` calls
+//! `<name>::run`).
+
+pub mod api_http;
+pub mod cli_options;
+pub mod config_file;
+pub mod input;
+pub mod kernel_loaders;
+pub mod mmds_request;
+pub mod pci_config;
+pub mod qcow2_image;
+mod qemu;
+
+// `ferrovisor run`'s option parsers, compiled from the binary's sources at
+// the crate root, where they find each other as they do in the binary.
+#[allow(dead_code)]
+#[path = "../../crates/ferrovisor/src/disk.rs"]
+mod disk;
+#[allow(dead_code)]
+#[path = "../../crates/ferrovisor/src/limits.rs"]
+mod limits;
+#[allow(dead_code)]
+#[path = "../../crates/ferrovisor/src/net.rs"]
+mod net;
+#[allow(dead_code)]
+#[path = "../../crates/ferrovisor/src/size.rs"]
+mod size;
+#[allow(dead_code)]
+#[path = "../../crates/ferrovisor/src/vsock.rs"]
+mod vsock;
 
 use hv::CpuidEntry;
 use x86::state::{cr0, cr4, efer, rflags, SegCache, TableReg, CS, DS, ES, FS, GS, SS};

@@ -156,8 +156,35 @@ impl Qcow2 {
                 c += cs;
             }
         }
-        metadata.extend(l1.iter().map(|e| e & OFFSET_MASK).filter(|&o| o != 0));
-        metadata.extend(reftable.iter().map(|e| e & !0x1ff).filter(|&o| o != 0));
+        let l2_tables: HashSet<u64> = l1
+            .iter()
+            .map(|e| e & OFFSET_MASK & !(cs - 1))
+            .filter(|&o| o != 0)
+            .collect();
+        let refblocks: HashSet<u64> = reftable
+            .iter()
+            .map(|e| e & !0x1ff & !(cs - 1))
+            .filter(|&o| o != 0)
+            .collect();
+        // A table inside another one would be overwritten by it when the
+        // metadata is written back (found by fuzzing: an L2 table in the
+        // L1 table's second cluster lost the guest's writes at close).
+        if let Some(o) = l2_tables
+            .iter()
+            .chain(&refblocks)
+            .find(|o| metadata.contains(o))
+        {
+            return Err(Error::Invalid(format!(
+                "the table at {o:#x} overlaps the header, the L1 table or the refcount table"
+            )));
+        }
+        if let Some(o) = l2_tables.intersection(&refblocks).next() {
+            return Err(Error::Invalid(format!(
+                "the cluster at {o:#x} is both an L2 table and a refcount block"
+            )));
+        }
+        metadata.extend(l2_tables);
+        metadata.extend(refblocks);
         if writable && h.autoclear != 0 {
             // Features we do not keep up to date: clear them, QEMU's rule.
             file.write_all_at(&[0u8; 8], AUTOCLEAR_AT)

@@ -110,6 +110,18 @@ impl State {
                     "qcow2 refcount table full (growing it is not supported)",
                 ));
             }
+            if self.metadata.contains(&offset) {
+                // A table the image names lies here, past the end of the
+                // file: neither a refcount block nor data may take it
+                // (found by fuzzing: a new refcount block became the L2
+                // table an L1 entry pointed past the end).
+                self.end += self.cs;
+                skipped += 1;
+                if skipped > MAX_SKIPPED {
+                    return Err(corrupt("no free cluster past the end of the image file"));
+                }
+                continue;
+            }
             if self.reftable[block as usize] & REFTABLE_OFFSET_MASK == 0 {
                 // A new refcount block here, counting itself.
                 let mut data = vec![0u8; self.cs as usize];
@@ -127,7 +139,7 @@ impl State {
                 continue;
             }
             self.end += self.cs;
-            if self.refcount(index)? != 0 || self.metadata.contains(&offset) {
+            if self.refcount(index)? != 0 {
                 skipped += 1;
                 if skipped > MAX_SKIPPED {
                     return Err(corrupt("no free cluster past the end of the image file"));

@@ -404,6 +404,47 @@ mod hostile {
     }
 
     #[test]
+    fn tables_inside_other_tables_are_refused_at_open() {
+        // qemu-img's layout: refcount table at 64K, its block at 128K,
+        // L1 at 192K.
+        let d = Dir::new("hostile-nested");
+        for (name, at, value, expect) in [
+            ("l2-in-l1", 0x30000, (1u64 << 63) | 0x30000, "overlaps"),
+            ("l2-in-reftable", 0x30000, (1 << 63) | 0x10000, "overlaps"),
+            ("l2-is-refblock", 0x30000, (1 << 63) | 0x20000, "both"),
+            ("refblock-in-l1", 0x10000, 0x30000, "overlaps"),
+        ] {
+            let p = base(&d, name);
+            assert_eq!(be64(&p, 40), 0x30000, "L1 offset");
+            assert_eq!(be64(&p, 48), 0x10000, "refcount table offset");
+            patch(&p, at, &value.to_be_bytes());
+            let err = open_err(&p, false);
+            assert!(err.contains(expect), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_table_past_the_end_of_the_file_is_never_allocated() {
+        // 512-byte clusters: a refcount block counts 256 clusters, so
+        // writing 140 KiB needs a second block, at 128 KiB, where the
+        // (hostile) last L1 entry says an L2 table is.
+        let d = Dir::new("hostile-ahead");
+        let p = d.path("ahead.qcow2");
+        create(&p, "cluster_size=512,compat=1.1", "1M");
+        let l1 = be64(&p, 40) as usize;
+        assert!(std::fs::metadata(&p).unwrap().len() < 0x20000);
+        patch(&p, l1 + 31 * 8, &((1u64 << 63) | 0x20000).to_be_bytes());
+        let data = vec![0x5a; 140 << 10];
+        {
+            let img = open(&p, true).unwrap();
+            img.write_at(&data, 0).unwrap();
+            img.flush().unwrap();
+        }
+        let img = open(&p, false).unwrap();
+        assert!(read(&img, 0, data.len()) == data);
+    }
+
+    #[test]
     fn corrupt_and_dirty_images_are_read_only() {
         let d = Dir::new("hostile-bits");
         for (name, bit, expect) in [("corrupt", 2u8, "corrupt"), ("dirty", 1, "dirty")] {

@@ -9,6 +9,7 @@
 
 mod config;
 mod devices;
+mod error;
 mod help;
 mod lifecycle;
 mod log;
@@ -22,23 +23,7 @@ use std::process::ExitCode;
 use config::Config;
 use vmm::{Machine, MachineConfig};
 
-/// An option QEMU's syntax or Ferrovisor's mapping refuses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QemuError(String);
-
-impl QemuError {
-    pub fn new(message: String) -> QemuError {
-        QemuError(message)
-    }
-}
-
-impl std::fmt::Display for QemuError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for QemuError {}
+pub use error::QemuError;
 
 /// The program name under which the binary is QEMU.
 pub const QEMU_NAME: &str = "qemu-system-x86_64";
