@@ -97,7 +97,10 @@ fn disk_errors_are_one_line() {
     let err = run(&["--disk", "path=/a.img,colour=blue"]);
     assert!(err.contains("unknown option 'colour'"), "{err}");
     let err = run(&["--disk", "path=/a.img,cache=sometimes"]);
-    assert!(err.contains("cache=sometimes") || err.contains("'sometimes'"), "{err}");
+    assert!(
+        err.contains("cache=sometimes") || err.contains("'sometimes'"),
+        "{err}"
+    );
     let err = run(&["--disk", "path=/a.img,id=x", "--disk", "path=/b.img,id=x"]);
     assert!(err.contains("id=x"), "{err}");
 }
