@@ -214,37 +214,58 @@ fn the_binary_named_qemu_answers_qemus_probes() {
     );
 }
 
+/// Runs kvm-unit-tests' run_tests.sh through scripts/kvm-unit-tests-qemu-cli
+/// with `ACCEL=accel` on `tests`, and checks that its results agree with
+/// tests/kvm-unit-tests/`expected`.expected; its output, or None when the
+/// suite is unavailable (reported SKIPPED, or a failure where required).
+fn run_tests_sh(accel: &str, expected: &str, tests: &[&str]) -> Option<String> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new("python3")
+        .arg(repo.join("scripts/kvm-unit-tests-qemu-cli"))
+        .args([
+            "--accel",
+            accel,
+            "--ferrovisor",
+            env!("CARGO_BIN_EXE_ferrovisor"),
+        ])
+        .arg("-j2")
+        .args(tests)
+        .output()
+        .expect("run scripts/kvm-unit-tests-qemu-cli");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(3) {
+        conformance::skip_or_fail("kut", stderr.trim());
+        return None;
+    }
+    assert!(
+        out.status.success(),
+        "run_tests.sh's results differ from tests/kvm-unit-tests/{expected}.expected:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains(&format!("0 differ from {expected}.expected")),
+        "{stdout}"
+    );
+    Some(stdout)
+}
+
 /// kvm-unit-tests' run_tests.sh with this binary as QEMU, on a few fast
 /// entries: passes, a CPU feature emu lacks (SKIP, as our runner), an
 /// accelerator conflict (SKIP) and pit=off.
 #[test]
 fn kvm_unit_tests_run_tests_sh_takes_it_as_qemu() {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = Command::new("python3")
-        .arg(repo.join("scripts/kvm-unit-tests-qemu-cli"))
-        .args(["--ferrovisor", env!("CARGO_BIN_EXE_ferrovisor"), "-j2"])
-        .args([
-            "vmexit_cpuid",
-            "smptest",
-            "realmode",
-            "pku",
-            "svm",
-            "cet",
-            "hypercall",
-        ])
-        .output()
-        .expect("run scripts/kvm-unit-tests-qemu-cli");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.code() == Some(3) {
-        conformance::skip_or_fail("kut", stderr.trim());
+    let tests = [
+        "vmexit_cpuid",
+        "smptest",
+        "realmode",
+        "pku",
+        "svm",
+        "cet",
+        "hypercall",
+    ];
+    let Some(stdout) = run_tests_sh("tcg", "emu", &tests) else {
         return;
-    }
-    assert!(
-        out.status.success(),
-        "run_tests.sh's results differ from tests/kvm-unit-tests/emu.expected:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("0 differ from emu.expected"), "{stdout}");
+    };
     assert!(
         stdout.contains("SKIP\u{1b}[0m svm") || stdout.contains("SKIP svm"),
         "{stdout}"
@@ -261,29 +282,10 @@ fn kvm_unit_tests_run_tests_sh_runs_on_kvm() {
     if !common::kvm_usable() {
         return;
     }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let out = Command::new("python3")
-        .arg(repo.join("scripts/kvm-unit-tests-qemu-cli"))
-        .args([
-            "--accel",
-            "kvm",
-            "--ferrovisor",
-            env!("CARGO_BIN_EXE_ferrovisor"),
-        ])
-        .args(["-j2", "smptest", "vmexit_cpuid", "realmode", "msr"])
-        .output()
-        .expect("run scripts/kvm-unit-tests-qemu-cli");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.code() == Some(3) {
-        conformance::skip_or_fail("kut", stderr.trim());
+    let tests = ["smptest", "vmexit_cpuid", "realmode", "msr"];
+    let Some(stdout) = run_tests_sh("kvm", "kvm", &tests) else {
         return;
-    }
-    assert!(
-        out.status.success(),
-        "run_tests.sh's results differ from tests/kvm-unit-tests/kvm.expected:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("0 differ from kvm.expected"), "{stdout}");
+    };
     assert!(
         stdout.contains("PASS\u{1b}[0m smptest") || stdout.contains("PASS smptest"),
         "{stdout}"

@@ -141,14 +141,7 @@ pub(super) fn boot_vmlinux<M: GuestMemoryBackend>(
     ctx: &mut BootContext<'_, M>,
     elf: &ElfKernel,
 ) -> Result<BootInfo, BootError> {
-    require_ram(ctx.ram_end, HIMEM_START)?;
-    check_segments(elf, HIMEM_START, ctx.ram_end)?;
-    let mut plan = plan_linux(
-        ctx,
-        elf.end(),
-        DEFAULT_INITRD_ADDR_MAX,
-        CMDLINE_MAX_SIZE - 1,
-    )?;
+    let mut plan = plan_elf(ctx, elf)?;
 
     mode::setup_long_mode(ctx.mem).map_err(BootError::LongMode)?;
     let loaded = Elf::load(
@@ -199,6 +192,22 @@ impl LinuxPlan {
             .as_ref()
             .map(|&(_, addr, size)| addr..addr + size)
     }
+}
+
+/// [`plan_linux`] for an ELF kernel (vmlinux, PVH): its segments checked
+/// to lie in RAM from 1 MiB, the initrd above them.
+pub(super) fn plan_elf<M: GuestMemoryBackend>(
+    ctx: &BootContext<'_, M>,
+    elf: &ElfKernel,
+) -> Result<LinuxPlan, BootError> {
+    require_ram(ctx.ram_end, HIMEM_START)?;
+    check_segments(elf, HIMEM_START, ctx.ram_end)?;
+    plan_linux(
+        ctx,
+        elf.end(),
+        DEFAULT_INITRD_ADDR_MAX,
+        CMDLINE_MAX_SIZE - 1,
+    )
 }
 
 /// Checks the command line, places the initrd and builds the e820 map.

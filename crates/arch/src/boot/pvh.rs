@@ -21,11 +21,10 @@ use linux_loader::loader::elf::PvhBootCapability;
 use linux_loader::loader::{Elf, KernelLoader};
 use vm_memory::{GuestAddress, GuestMemoryBackend};
 
-use super::linux::{plan_linux, write_initrd_and_cmdline};
-use super::{check_segments, require_ram, zero_bss, BootContext, BootError, BootInfo, BootKind};
-use crate::bzimage::DEFAULT_INITRD_ADDR_MAX;
+use super::linux::{plan_elf, write_initrd_and_cmdline};
+use super::{zero_bss, BootContext, BootError, BootInfo, BootKind};
 use crate::elf::ElfKernel;
-use crate::layout::{CMDLINE_ADDR, CMDLINE_MAX_SIZE, HIMEM_START, ZERO_PAGE_ADDR};
+use crate::layout::{CMDLINE_ADDR, HIMEM_START, ZERO_PAGE_ADDR};
 use crate::mode;
 
 /// `hvm_start_info.magic` ("xEn3" with the top bit of the first byte set).
@@ -55,14 +54,7 @@ pub(super) fn boot<M: GuestMemoryBackend>(
     elf: &ElfKernel,
     entry: u64,
 ) -> Result<BootInfo, BootError> {
-    require_ram(ctx.ram_end, HIMEM_START)?;
-    check_segments(elf, HIMEM_START, ctx.ram_end)?;
-    let mut plan = plan_linux(
-        ctx,
-        elf.end(),
-        DEFAULT_INITRD_ADDR_MAX,
-        CMDLINE_MAX_SIZE - 1,
-    )?;
+    let mut plan = plan_elf(ctx, elf)?;
     if plan.e820.len() > MEMMAP_MAX_ENTRIES {
         return Err(BootError::TooManyE820Entries {
             count: plan.e820.len(),
