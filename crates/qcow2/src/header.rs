@@ -96,6 +96,11 @@ impl Header {
             h.resize(first, 0);
             file.read_exact_at(&mut h, 0).map_err(io)?;
         }
+        // Only the first cluster is the header's: with clusters under
+        // 4 KiB, what follows it is tables or guest data, which writes
+        // change (found by fuzzing: extensions read past a 512-byte
+        // cluster made an image refuse to reopen once written).
+        h.truncate(first);
         let mut header = Header {
             version,
             cluster_bits,
