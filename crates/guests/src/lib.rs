@@ -44,6 +44,16 @@ pub fn finish(mut a: CodeAssembler) -> Result<Program> {
 /// Emits: print the NUL-terminated string at label `text` on COM1, polling
 /// the line-status register before each byte. Clobbers RAX, RDX, RSI.
 pub fn emit_print(a: &mut CodeAssembler, text: CodeLabel) -> Result<()> {
+    emit_print_each(a, text, |_| Ok(()))
+}
+
+/// [`emit_print`] with `after_byte`'s code run after each byte is sent
+/// (RSI then points at the next byte; it may clobber RAX, RCX and RDX).
+pub fn emit_print_each(
+    a: &mut CodeAssembler,
+    text: CodeLabel,
+    mut after_byte: impl FnMut(&mut CodeAssembler) -> Result<()>,
+) -> Result<()> {
     let mut next = a.create_label();
     let mut wait = a.create_label();
     let mut done = a.create_label();
@@ -60,6 +70,7 @@ pub fn emit_print(a: &mut CodeAssembler, text: CodeLabel) -> Result<()> {
     a.mov(dx, COM1 as u32)?;
     a.out(dx, al)?;
     a.inc(rsi)?;
+    after_byte(a)?;
     a.jmp(next)?;
     // A NOP carries the label, so that callers may label what follows.
     a.set_label(&mut done)?;
@@ -70,11 +81,18 @@ pub fn emit_print(a: &mut CodeAssembler, text: CodeLabel) -> Result<()> {
 /// Emits a NUL-terminated string at a new label and returns the label.
 pub fn emit_string(a: &mut CodeAssembler, text: &str) -> Result<CodeLabel> {
     let mut label = a.create_label();
-    a.set_label(&mut label)?;
+    emit_string_at(a, &mut label, text)?;
+    Ok(label)
+}
+
+/// Emits a NUL-terminated string at `label` (created earlier, so that
+/// code before it can refer to it).
+pub fn emit_string_at(a: &mut CodeAssembler, label: &mut CodeLabel, text: &str) -> Result<()> {
+    a.set_label(label)?;
     let mut bytes = text.as_bytes().to_vec();
     bytes.push(0);
     a.db(&bytes)?;
-    Ok(label)
+    Ok(())
 }
 
 /// Emits: write EAX to the debug-exit port, then halt forever.
@@ -91,37 +109,19 @@ pub fn emit_debug_exit_eax(a: &mut CodeAssembler) -> Result<()> {
 pub fn ticker(text: &str, delay: u32, progress: u64, exit: u32) -> Result<Program> {
     let mut a = assembler()?;
     let mut chars = a.create_label();
-    let mut next = a.create_label();
-    let mut wait = a.create_label();
-    let mut spin = a.create_label();
-    let mut done = a.create_label();
-    a.lea(rsi, ptr(chars))?;
-    a.set_label(&mut next)?;
-    a.mov(dx, COM1_LSR as u32)?;
-    a.set_label(&mut wait)?;
-    a.in_(al, dx)?;
-    a.test(al, 0x20)?;
-    a.jz(wait)?;
-    a.mov(al, byte_ptr(rsi))?;
-    a.test(al, al)?;
-    a.jz(done)?;
-    a.mov(dx, COM1 as u32)?;
-    a.out(dx, al)?;
-    a.inc(rsi)?;
-    a.mov(rax, progress)?;
-    a.mov(qword_ptr(rax), rsi)?;
-    a.mov(ecx, delay)?;
-    a.set_label(&mut spin)?;
-    a.dec(ecx)?;
-    a.jnz(spin)?;
-    a.jmp(next)?;
-    a.set_label(&mut done)?;
+    emit_print_each(&mut a, chars, |a| {
+        let mut spin = a.create_label();
+        a.mov(rax, progress)?;
+        a.mov(qword_ptr(rax), rsi)?;
+        a.mov(ecx, delay)?;
+        a.set_label(&mut spin)?;
+        a.dec(ecx)?;
+        a.jnz(spin)?;
+        Ok(())
+    })?;
     a.mov(eax, exit)?;
     emit_debug_exit_eax(&mut a)?;
-    a.set_label(&mut chars)?;
-    let mut bytes = text.as_bytes().to_vec();
-    bytes.push(0);
-    a.db(&bytes)?;
+    emit_string_at(&mut a, &mut chars, text)?;
     finish(a)
 }
 
