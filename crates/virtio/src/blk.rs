@@ -209,6 +209,10 @@ impl WorkerHandler for Serve {
         self.gate.register(ctl).map_err(DeviceError::Io)
     }
 
+    fn park(&mut self) -> Option<Vec<crate::pause::QueuePosition>> {
+        Some(vec![crate::worker::position(&self.queue)])
+    }
+
     fn queue_event(&mut self, ctl: &WorkerCtl, queue: usize) -> Result<(), DeviceError> {
         if queue != 0 {
             return Err(DeviceError::NoQueue(queue));

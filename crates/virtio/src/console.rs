@@ -295,6 +295,11 @@ impl Serve {
 }
 
 impl WorkerHandler for Serve {
+    fn park(&mut self) -> Option<Vec<crate::pause::QueuePosition>> {
+        use crate::worker::position;
+        Some(vec![position(&self.rx), position(&self.tx)])
+    }
+
     fn start(&mut self, ctl: &WorkerCtl) -> Result<(), DeviceError> {
         if let Some(until) = self.hold_until {
             let left = until.saturating_duration_since(Instant::now());

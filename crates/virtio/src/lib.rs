@@ -109,6 +109,10 @@ pub struct Activation {
     pub interrupt: Arc<dyn Interrupt>,
     /// The features the driver accepted.
     pub acked_features: u64,
+    /// The device is restored from a snapshot: the queues go on from
+    /// where they were, and the device's backend is new (a device whose
+    /// host connections could not be saved tells its driver, vsock).
+    pub restored: bool,
 }
 
 /// The first `N` queues of an activation, each of which the driver must
@@ -200,6 +204,8 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     line
 }
 
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod test_driver;
 #[cfg(test)]

@@ -24,7 +24,10 @@ use std::sync::Arc;
 use devices::{BusDevice, IrqLine};
 use vm_memory::GuestMemoryMmap;
 
-use crate::transport::{DeviceState, Half, Ring, StatusChange, TransportCore, TransportCounters};
+use crate::transport::{
+    DeviceState, Half, Ring, StatusChange, TransportCore, TransportCounters, TransportSaved,
+    TransportStateError,
+};
 use crate::{Interrupt, QueueNotifier, VirtioDevice};
 
 /// Size of the register block plus a configuration space (0x100 + 0x100);
@@ -112,6 +115,14 @@ impl Interrupt for IrqState {
 }
 
 /// Guest misbehaviour the transport refused, by kind.
+/// A virtio-mmio device's state in a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MmioSaved {
+    pub core: TransportSaved,
+    /// InterruptStatus (used buffer, configuration change).
+    pub interrupt_status: u32,
+}
+
 pub type MmioCounters = TransportCounters;
 
 /// A virtio device behind the virtio-mmio register interface.
@@ -166,6 +177,27 @@ impl MmioTransport {
     /// The device model.
     pub fn device(&self) -> &dyn VirtioDevice {
         self.core.device()
+    }
+
+    /// The state of a paused device ([`TransportCore::save`]) and its
+    /// interrupt status.
+    pub fn save(&self) -> Result<MmioSaved, TransportStateError> {
+        Ok(MmioSaved {
+            core: self.core.save()?,
+            interrupt_status: self.irq.status.load(Ordering::SeqCst),
+        })
+    }
+
+    /// Puts a device never activated in the state `saved` describes
+    /// ([`TransportCore::restore`]); a pending interrupt raises the line
+    /// again.
+    pub fn restore(&mut self, saved: &MmioSaved) -> Result<(), TransportStateError> {
+        self.core.restore(&saved.core)?;
+        let pending = saved.interrupt_status & (ISR_USED | ISR_CONFIG);
+        if pending != 0 {
+            self.irq.raise(pending);
+        }
+        Ok(())
     }
 
     fn read_reg(&self, offset: u64) -> Option<u32> {

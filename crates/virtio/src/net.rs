@@ -239,6 +239,11 @@ struct Serve {
 }
 
 impl WorkerHandler for Serve {
+    fn park(&mut self) -> Option<Vec<crate::pause::QueuePosition>> {
+        use crate::worker::position;
+        Some(vec![position(&self.rx), position(&self.tx)])
+    }
+
     fn start(&mut self, ctl: &WorkerCtl) -> Result<(), DeviceError> {
         ctl.add(self.backend.as_raw_fd(), BACKEND, EventSet::IN)
             .map_err(DeviceError::Io)?;

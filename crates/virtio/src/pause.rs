@@ -21,6 +21,19 @@ struct GateState {
     workers: u32,
     /// Of those, parked.
     parked: u32,
+    /// Where the parked worker left its queues (see
+    /// [`PauseGate::parked_queues`]).
+    queues: Option<Vec<QueuePosition>>,
+}
+
+/// Where a device's worker is in one of its queues: the next available
+/// entry it will take and the next used entry it will write (virtio-queue's
+/// `next_avail` / `next_used`). With every request complete these are all
+/// a restored device needs besides the ring addresses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueuePosition {
+    pub next_avail: u16,
+    pub next_used: u16,
 }
 
 /// Parks a device's worker while the VM is paused.
@@ -73,12 +86,23 @@ impl PauseGate {
     pub fn resume(&self) {
         let mut s = self.lock();
         s.paused = false;
+        s.queues = None;
         let _ = self.wake.read();
         self.changed.notify_all();
     }
 
     pub fn is_paused(&self) -> bool {
         self.lock().paused
+    }
+
+    /// While paused: where the parked worker left its queues, in queue
+    /// order (None when no worker is parked, or it could not say).
+    pub fn parked_queues(&self) -> Option<Vec<QueuePosition>> {
+        let s = self.lock();
+        match s.paused && s.parked > 0 {
+            true => s.queues.clone(),
+            false => None,
+        }
     }
 
     /// A worker starts serving.
@@ -94,14 +118,20 @@ impl PauseGate {
     }
 
     /// Called by the worker when the gate's eventfd is readable: parks
-    /// while the device is paused. Returns early when `stop` says the
-    /// worker must end (checked each time the gate changes).
-    pub(crate) fn park(&self, stop: impl Fn() -> bool) {
+    /// while the device is paused, after `queues` said where the worker
+    /// left its queues (None: it cannot say). Returns early when `stop`
+    /// says the worker must end (checked each time the gate changes).
+    pub(crate) fn park(
+        &self,
+        queues: impl FnOnce() -> Option<Vec<QueuePosition>>,
+        stop: impl Fn() -> bool,
+    ) {
         let mut s = self.lock();
         if !s.paused {
             let _ = self.wake.read();
             return;
         }
+        s.queues = queues();
         s.parked += 1;
         self.changed.notify_all();
         while s.paused && !stop() {
@@ -138,7 +168,7 @@ mod tests {
             std::thread::spawn(move || {
                 // The worker notices the eventfd a little later.
                 std::thread::sleep(Duration::from_millis(50));
-                gate.park(|| false);
+                gate.park(|| None, || false);
             })
         };
         let start = std::time::Instant::now();

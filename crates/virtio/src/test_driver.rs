@@ -24,7 +24,7 @@ const NEXT: u16 = 1;
 const WRITE: u16 = 2;
 
 #[derive(Default)]
-pub struct Line(AtomicBool);
+pub struct Line(pub AtomicBool);
 
 impl IrqLine for Line {
     fn set_level(&self, level: bool) {

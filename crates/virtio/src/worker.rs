@@ -21,6 +21,7 @@ use devices::ratelimit::RateLimiter;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use crate::pause::QueuePosition;
 use crate::{DeviceError, Interrupt};
 
 /// Tokens below this are queue indices; backends use tokens from here up.
@@ -47,6 +48,23 @@ pub trait WorkerHandler: Send + 'static {
         _events: EventSet,
     ) -> Result<(), DeviceError> {
         Ok(())
+    }
+    /// The VM pauses and the worker parks: give back to the available
+    /// ring any chain taken but not used (it is taken again after the
+    /// pause), and say where every queue of the device is, in queue order
+    /// (a snapshot saves it). None (the default): the device cannot be
+    /// saved.
+    fn park(&mut self) -> Option<Vec<QueuePosition>> {
+        None
+    }
+}
+
+/// Where `queue` is (for [`WorkerHandler::park`]).
+pub fn position(queue: &virtio_queue::Queue) -> QueuePosition {
+    use virtio_queue::QueueT;
+    QueuePosition {
+        next_avail: queue.next_avail(),
+        next_used: queue.next_used(),
     }
 }
 
@@ -203,6 +221,12 @@ impl<H: WorkerHandler> Run<H> {
         crate::chain::set_thread_write_hook(self.interrupt.guest_write_hook());
         let started = self.handler.start(&self.ctl);
         self.check(started);
+        // A device restored into a paused VM waits for the VM to run
+        // before it serves what was made available before the snapshot.
+        if let Some(gate) = self.gate.as_ref().filter(|g| g.is_paused()) {
+            let (stopping, handler) = (&self.stopping, &mut self.handler);
+            gate.park(|| handler.park(), || stopping.load(Ordering::SeqCst));
+        }
         for queue in 0..self.queue_events.len() {
             if self.failed {
                 break;
@@ -228,8 +252,8 @@ impl<H: WorkerHandler> Run<H> {
                 }
                 if token == PAUSE_TOKEN {
                     if let Some(gate) = &self.gate {
-                        let stopping = &self.stopping;
-                        gate.park(|| stopping.load(Ordering::SeqCst));
+                        let (stopping, handler) = (&self.stopping, &mut self.handler);
+                        gate.park(|| handler.park(), || stopping.load(Ordering::SeqCst));
                     }
                     // Events that came in meanwhile are in `events` only
                     // if epoll returned them before the pause: serve them

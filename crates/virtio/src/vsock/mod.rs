@@ -2,8 +2,10 @@
 //! and host programs, over Unix sockets on the host ([`unix`], Firecracker's
 //! conventions).
 //!
-//! Queues: receive (0, device to driver), transmit (1), event (2, unused:
-//! the device never resets the transport on its own). The configuration
+//! Queues: receive (0, device to driver), transmit (1), event (2: used
+//! once, by a device restored from a snapshot, to tell the driver
+//! VIRTIO_VSOCK_EVENT_TRANSPORT_RESET: the host ends of its connections
+//! are gone, as with Firecracker). The configuration
 //! space is the guest's CID (le64). Only VIRTIO_VSOCK_TYPE_STREAM; no
 //! SEQPACKET.
 //!
@@ -118,7 +120,14 @@ impl VirtioDevice for Vsock {
     }
     fn activate(&mut self, activation: Activation) -> Result<(), DeviceError> {
         self.reset();
-        let [rx, tx] = crate::ready_queues(activation.queues)?;
+        let mut queues = activation.queues.into_iter();
+        // The event queue is optional until a reset event is due.
+        let (rx, tx, event) = match (queues.next(), queues.next(), queues.next()) {
+            (Some(rx), Some(tx), event) if rx.ready() && tx.ready() => (rx, tx, event),
+            (Some(rx), _, _) if rx.ready() => return Err(DeviceError::NoQueue(TX)),
+            _ => return Err(DeviceError::NoQueue(RX)),
+        };
+        let event = event.filter(QueueT::ready);
         let muxer = Muxer::new(
             self.cid,
             self.path.clone(),
@@ -130,6 +139,9 @@ impl VirtioDevice for Vsock {
             mem: activation.mem,
             rx,
             tx,
+            event,
+            reset_due: activation.restored,
+            counters: self.counters.clone(),
             interrupt: activation.interrupt.clone(),
             muxer,
             held_rx: None,
@@ -161,6 +173,11 @@ struct Serve {
     mem: GuestMemoryMmap,
     rx: Queue,
     tx: Queue,
+    /// The event queue, if the driver made it ready.
+    event: Option<Queue>,
+    /// A transport reset event is owed to the driver (after a restore).
+    reset_due: bool,
+    counters: Arc<VsockCounters>,
     interrupt: Arc<dyn Interrupt>,
     muxer: Muxer,
     /// A receive buffer taken from the queue when a packet seemed due but
@@ -176,7 +193,39 @@ struct Serve {
     timer_armed: bool,
 }
 
+/// struct virtio_vsock_event's id: the transport was reset.
+const EVENT_TRANSPORT_RESET: u32 = 0;
+
 impl Serve {
+    /// Tells the driver the transport was reset (its connections are
+    /// gone), if that is owed and it gave an event buffer.
+    fn send_reset(&mut self) -> Result<(), DeviceError> {
+        let Some(queue) = self.event.as_mut().filter(|_| self.reset_due) else {
+            return Ok(());
+        };
+        let Some(chain) = pop(&self.mem, queue)? else {
+            // Sent when the driver adds a buffer.
+            return Ok(());
+        };
+        let id = EVENT_TRANSPORT_RESET.to_le_bytes();
+        let written = chain.writable().write_at(&self.mem, 0, &id);
+        let len = if written { id.len() as u32 } else { 0 };
+        queue
+            .add_used(&self.mem, chain.head, len)
+            .map_err(DeviceError::Queue)?;
+        self.reset_due = false;
+        if !written {
+            return Err(DeviceError::Request(format!(
+                "event chain {} cannot hold an event",
+                chain.head
+            )));
+        }
+        self.counters
+            .transport_resets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::chain::notify_used(&self.mem, queue, EVENT, &*self.interrupt, true)
+    }
+
     /// Hands the guest's packets to the muxer.
     fn process_tx(&mut self, ctl: &WorkerCtl) -> Result<(), DeviceError> {
         let mut served = 0;
@@ -285,11 +334,22 @@ impl WorkerHandler for Serve {
         self.muxer.start(ctl).map_err(DeviceError::Io)
     }
 
+    fn park(&mut self) -> Option<Vec<crate::pause::QueuePosition>> {
+        use crate::worker::position;
+        // The held buffer was the last taken: it goes back to the ring.
+        if self.held_rx.take().is_some() {
+            let at = self.rx.next_avail().wrapping_sub(1);
+            self.rx.set_next_avail(at);
+        }
+        let event = self.event.as_ref().map(position).unwrap_or_default();
+        Some(vec![position(&self.rx), position(&self.tx), event])
+    }
+
     fn queue_event(&mut self, ctl: &WorkerCtl, queue: usize) -> Result<(), DeviceError> {
         match queue {
             RX => {}
             TX => self.process_tx(ctl)?,
-            EVENT => return Ok(()),
+            EVENT => return self.send_reset(),
             _ => return Err(DeviceError::NoQueue(queue)),
         }
         self.pump(ctl)

@@ -78,6 +78,8 @@ pub struct VsockCounters {
     /// Host connections the listener could not accept (out of file
     /// descriptors, say).
     pub accept_failures: AtomicU64,
+    /// Transport reset events sent to the driver (after a restore).
+    pub transport_resets: AtomicU64,
 }
 
 /// How long the worker waits after a failed `accept`: the client stays in

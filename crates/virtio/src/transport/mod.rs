@@ -499,7 +499,7 @@ impl TransportCore {
             }
             if bit == DRIVER_OK {
                 self.state.driver_ok.store(true, Ordering::SeqCst);
-                if !self.activate() {
+                if !self.activate(None) {
                     break;
                 }
             }
@@ -514,11 +514,12 @@ impl TransportCore {
         self.driver_features & !offered == 0 && self.driver_features & F_VERSION_1 != 0
     }
 
-    /// Hands the device its queues; false (and NEEDS_RESET) on failure.
-    fn activate(&mut self) -> bool {
+    /// Hands the device its queues (at `restored` positions after a
+    /// restore, else at 0); false (and NEEDS_RESET) on failure.
+    fn activate(&mut self, restored: Option<&[crate::pause::QueuePosition]>) -> bool {
         let event_idx = self.driver_features & F_RING_EVENT_IDX != 0;
         let mut queues = Vec::with_capacity(self.queues.len());
-        for config in &self.queues {
+        for (i, config) in self.queues.iter().enumerate() {
             // Only the queues the driver enabled were checked (and can
             // pass); the others are handed over unready.
             let built = match config.ready {
@@ -528,6 +529,10 @@ impl TransportCore {
             let queue = match built {
                 Ok(mut q) => {
                     q.set_event_idx(event_idx);
+                    if let Some(at) = restored.and_then(|r| r.get(i)) {
+                        q.set_next_avail(at.next_avail);
+                        q.set_next_used(at.next_used);
+                    }
                     q
                 }
                 Err(_) => {
@@ -554,6 +559,7 @@ impl TransportCore {
             queue_events,
             interrupt: self.interrupt.clone(),
             acked_features: self.driver_features,
+            restored: restored.is_some(),
         };
         match self.device.activate(activation) {
             Ok(()) => true,
@@ -579,6 +585,9 @@ impl TransportCore {
         let _ = self.events[index as usize].write(1);
     }
 }
+
+mod state;
+pub use state::{QueueSaved, TransportSaved, TransportStateError};
 
 enum QueueRefusal {
     /// Bad size or misaligned rings.
