@@ -23,6 +23,27 @@ pub const RTC_SIZE: u64 = 2;
 /// The RTC's ISA IRQ (and GSI).
 pub const RTC_IRQ: u32 = irqchip::rtc::RTC_IRQ as u32;
 
+/// The RTC's state in a snapshot: the CMOS (registers, alarm, NVRAM),
+/// the index port, and the guest's time, which goes on from where it was
+/// (not from the host's wall-clock) after a restore, as the VM's clock
+/// does.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RtcSnapshot {
+    pub index: u8,
+    pub nmi_disabled: bool,
+    /// 128 bytes.
+    pub cmos: Vec<u8>,
+    /// The guest's UNIX time (ns) when saved.
+    pub unix_ns: i128,
+    /// How long before the save register C's flags were last evaluated.
+    pub flags_age_ns: u64,
+}
+
+/// Why an RTC state cannot be restored.
+#[derive(Debug, thiserror::Error)]
+#[error("an RTC state with {0} bytes of CMOS (128 expected)")]
+pub struct RtcStateError(usize);
+
 /// The MC146818 RTC and its 128 bytes of CMOS.
 pub struct Rtc {
     model: RtcModel,
@@ -65,6 +86,40 @@ impl Rtc {
     /// When an enabled interrupt would next raise IRQ 8 (clock ns).
     pub fn next_irq_ns(&self) -> Option<u64> {
         self.model.next_irq_ns()
+    }
+
+    /// The RTC's state, at the clock's present time.
+    pub fn save(&self) -> RtcSnapshot {
+        let now = self.clock.now_ns();
+        let s = self.model.state();
+        RtcSnapshot {
+            index: s.index,
+            nmi_disabled: s.nmi_disabled,
+            cmos: s.cmos.to_vec(),
+            unix_ns: self.model.unix_ns(now),
+            flags_age_ns: now.saturating_sub(s.flags_ns),
+        }
+    }
+
+    /// Puts the RTC in the state `snapshot` describes, its time going on
+    /// from the saved one at the clock's present time; the IRQ line and
+    /// the next deadline follow.
+    pub fn restore(&mut self, snapshot: &RtcSnapshot) -> Result<(), RtcStateError> {
+        let cmos: [u8; 128] = snapshot
+            .cmos
+            .as_slice()
+            .try_into()
+            .map_err(|_| RtcStateError(snapshot.cmos.len()))?;
+        let now = self.clock.now_ns();
+        self.model = RtcModel::from_state(irqchip::rtc::RtcState {
+            index: snapshot.index,
+            nmi_disabled: snapshot.nmi_disabled,
+            cmos,
+            epoch_offset_ns: snapshot.unix_ns.saturating_sub(i128::from(now)),
+            flags_ns: now.saturating_sub(snapshot.flags_age_ns),
+        });
+        self.after_access();
+        Ok(())
     }
 
     /// Drives IRQ 8 to the model's level, if it changed.
@@ -154,6 +209,34 @@ mod tests {
     fn set(rtc: &mut Rtc, index: u8, value: u8) {
         rtc.write(0, &[index]);
         rtc.write(1, &[value]);
+    }
+
+    #[test]
+    fn a_restored_rtc_keeps_its_cmos_and_alarm_and_its_time_goes_on_from_the_saved_one() {
+        let (mut a, clock_a, _) = rtc();
+        set(&mut a, 0x40, 0x5a); // NVRAM
+        set(&mut a, reg::B, REG_B_24H | REG_B_PIE);
+        clock_a.advance(90 * SEC);
+        let saved = a.save();
+        // A host whose wall-clock is a day later and whose monotonic
+        // clock started elsewhere.
+        let clock_b = Arc::new(ManualClock::new(LEAP_DAY + 86_400));
+        clock_b.advance(1234 * SEC);
+        let line = Arc::new(Line::default());
+        let mut b = Rtc::new(line.clone(), clock_b.clone());
+        b.restore(&saved).unwrap();
+        assert_eq!(b.save(), saved);
+        assert_eq!(get(&mut b, 0x40), 0x5a);
+        assert_eq!(get(&mut b, reg::B), REG_B_24H | REG_B_PIE);
+        // 12:34:56 + 90 s, not a day later.
+        assert_eq!(get(&mut b, 0x02), 0x36);
+        assert_eq!(get(&mut b, 0x04), 0x12);
+        assert!(b.next_irq_ns().is_some(), "the periodic interrupt goes on");
+        let bad = RtcSnapshot {
+            cmos: vec![0; 12],
+            ..saved
+        };
+        assert!(b.restore(&bad).is_err());
     }
 
     #[test]
