@@ -366,3 +366,48 @@ fn ferrovisor_restore_runs_a_snapshot_without_the_api() {
     assert_eq!(serial(&out), TEXT);
     let _ = std::fs::remove_dir_all(&files);
 }
+
+/// A machine with virtio devices (a disk and the entropy device; the
+/// ticker does not drive them) is saved with their state, on emu and kvm;
+/// a load whose disk image changed size is refused with the sizes, and
+/// the instance stays loadable.
+#[test]
+fn a_disk_whose_size_changed_is_refused_and_the_same_disk_loads() {
+    for accel in common::accels() {
+        let files = temp_dir(&format!("snap-disk-{accel}"));
+        let out = files.join("serial.out");
+        let disk = files.join("disk.img");
+        std::fs::write(&disk, vec![0u8; 64 << 10]).unwrap();
+        let vm = Instance::start(&format!("disk-{accel}-a"), &["--accel", accel]);
+        configure(&vm, &files, accel, &out, false);
+        vm.ok(
+            "PUT",
+            "/drives/disk",
+            &format!(
+                r#"{{"drive_id": "disk", "path_on_host": "{}", "is_root_device": false, "is_read_only": false}}"#,
+                disk.display()
+            ),
+        );
+        vm.ok("PUT", "/entropy", "{}");
+        vm.ok("PUT", "/actions", START);
+        wait_output(&out, 3);
+        vm.ok("PATCH", "/vm", PAUSE);
+        let (state, mem) = (files.join("d.state"), files.join("d.mem"));
+        create(&vm, &state, &mem, "Full");
+        drop(vm);
+        std::fs::write(&disk, vec![0u8; 128 << 10]).unwrap();
+        let vm = Instance::start(&format!("disk-{accel}-b"), &["--accel", accel]);
+        vm.bad(
+            "PUT",
+            "/snapshot/load",
+            Some(&load_body(&state, &mem, true)),
+            "was 65536 bytes when the snapshot was taken and is 131072 bytes now",
+        );
+        std::fs::write(&disk, vec![0u8; 64 << 10]).unwrap();
+        vm.ok("PUT", "/snapshot/load", &load_body(&state, &mem, true));
+        let ended = vm.wait(Duration::from_secs(120));
+        assert_eq!(ended.status, Some(DONE_STATUS), "{accel}: {}", ended.stderr);
+        assert_eq!(serial(&out), TEXT, "{accel}");
+        let _ = std::fs::remove_dir_all(&files);
+    }
+}

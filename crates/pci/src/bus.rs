@@ -152,6 +152,14 @@ impl PciBus {
         }
     }
 
+    /// Rebuilds every function's routes from its BARs (after its
+    /// configuration space was restored).
+    pub fn refresh_all_routes(&self) {
+        for slot in 0..self.slots.len() {
+            self.refresh_routes(slot);
+        }
+    }
+
     /// Rebuilds the routes of the function in `slot` from its BARs.
     fn refresh_routes(&self, slot: usize) {
         let Some(device) = self.slots.get(slot).and_then(Option::as_ref) else {

@@ -99,6 +99,14 @@ pub struct BarRange {
     pub size: u64,
 }
 
+/// A configuration space in a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConfigSaved {
+    pub regs: Vec<u8>,
+    /// Each BAR slot's address (0 for unused and upper-half slots).
+    pub bars: Vec<u64>,
+}
+
 /// A type-0 configuration space.
 #[derive(Clone)]
 pub struct ConfigSpace {
@@ -290,6 +298,32 @@ impl ConfigSpace {
             o if o < CONFIG_SPACE_SIZE => self.regs[o],
             _ => 0,
         }
+    }
+
+    /// The registers and BAR addresses, for a snapshot.
+    pub fn save(&self) -> ConfigSaved {
+        ConfigSaved {
+            regs: self.regs.to_vec(),
+            bars: (0..self.bars.len()).map(|i| self.bar_addr(i)).collect(),
+        }
+    }
+
+    /// Puts back the registers and BAR addresses of the same function's
+    /// [`ConfigSpace::save`]; false (and no change) when the shape differs.
+    pub fn restore(&mut self, saved: &ConfigSaved) -> bool {
+        let Ok(regs) = <[u8; CONFIG_SPACE_SIZE]>::try_from(saved.regs.as_slice()) else {
+            return false;
+        };
+        if saved.bars.len() != self.bars.len() {
+            return false;
+        }
+        self.regs = regs;
+        for (slot, &addr) in self.bars.iter_mut().zip(&saved.bars) {
+            if let BarSlot::Bar(bar) = slot {
+                bar.addr = addr & !(bar.size - 1);
+            }
+        }
+        true
     }
 
     /// Reads `data.len()` bytes at `offset` (any size; bytes past the

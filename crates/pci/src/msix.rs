@@ -66,6 +66,17 @@ impl Entry {
     }
 }
 
+/// An MSI-X table and PBA in a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MsixSaved {
+    /// Address low, address high, data, vector control.
+    pub entries: Vec<[u32; 4]>,
+    /// The PBA's bits.
+    pub pending: Vec<u64>,
+    pub enabled: bool,
+    pub function_mask: bool,
+}
+
 /// What happened to the MSIs, for tests and statistics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MsixCounters {
@@ -140,6 +151,40 @@ impl MsixTable {
         let mut wmask = vec![0u8; 10];
         wmask[..2].copy_from_slice(&(CONTROL_ENABLE | CONTROL_FUNCTION_MASK).to_le_bytes());
         (body, wmask)
+    }
+
+    /// The table's state for a snapshot.
+    pub fn save(&self) -> MsixSaved {
+        MsixSaved {
+            entries: self
+                .entries
+                .iter()
+                .map(|e| [e.addr_lo, e.addr_hi, e.data, e.control])
+                .collect(),
+            pending: self.pending.clone(),
+            enabled: self.enabled,
+            function_mask: self.function_mask,
+        }
+    }
+
+    /// Puts the table in the state `saved` describes; false (and no
+    /// change) when it has another number of vectors.
+    pub fn restore(&mut self, saved: &MsixSaved) -> bool {
+        if saved.entries.len() != self.entries.len() || saved.pending.len() != self.pending.len() {
+            return false;
+        }
+        for (e, s) in self.entries.iter_mut().zip(&saved.entries) {
+            *e = Entry {
+                addr_lo: s[0],
+                addr_hi: s[1],
+                data: s[2],
+                control: s[3],
+            };
+        }
+        self.pending.clone_from(&saved.pending);
+        self.enabled = saved.enabled;
+        self.function_mask = saved.function_mask;
+        true
     }
 
     /// The driver wrote the message control register.

@@ -615,5 +615,8 @@ impl PciDevice for VirtioPci {
     }
 }
 
+mod state;
+pub use state::VirtioPciSaved;
+
 #[cfg(test)]
 mod tests;

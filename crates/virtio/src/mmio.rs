@@ -188,6 +188,11 @@ impl MmioTransport {
         })
     }
 
+    /// Checks that `saved` fits this device (nothing changes).
+    pub fn check_restore(&self, saved: &MmioSaved) -> Result<(), TransportStateError> {
+        self.core.check_restore(&saved.core)
+    }
+
     /// Puts a device never activated in the state `saved` describes
     /// ([`TransportCore::restore`]); a pending interrupt raises the line
     /// again.

@@ -288,14 +288,16 @@ impl Machine {
         snapshot.header.check_host(accel, &fingerprint)?;
         let mut machine = Self::assemble(config, accel, vm, mem, options.track_dirty_pages)?;
         machine.cpu_fingerprint = fingerprint;
-        machine
-            .devices
-            .restore(&body.devices)
-            .map_err(SnapshotError::Devices)?;
+        // The VM (its interrupt controllers) first: a device restored
+        // with its interrupt pending raises its line again.
         machine
             .vm
             .restore_state(&body.vm)
             .map_err(SnapshotError::Vm)?;
+        machine
+            .devices
+            .restore(&body.devices)
+            .map_err(SnapshotError::Devices)?;
         for (id, state) in body.vcpus.iter().enumerate() {
             let mut vcpu = machine.vm.create_vcpu(id as u32).map_err(hv_err("vCPU"))?;
             vcpu.restore_state(state)
@@ -404,12 +406,14 @@ impl Machine {
     }
 
     fn start_with(mut self, paused: bool) -> Result<RunningMachine, MachineError> {
-        self.devices.activate().map_err(MachineError::TimerThread)?;
-        let live = self.live_stats();
-        let control = Arc::new(VcpuControl::default());
         // Asked for (a debugger's -S), or a restored snapshot without
         // resume_vm.
         let start_paused = paused || self.start_paused;
+        self.devices
+            .activate(start_paused)
+            .map_err(MachineError::TimerThread)?;
+        let live = self.live_stats();
+        let control = Arc::new(VcpuControl::default());
         if start_paused {
             // The vCPUs park before their first instruction.
             control.set_paused();

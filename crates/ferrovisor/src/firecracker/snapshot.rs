@@ -34,11 +34,6 @@ pub fn create_command(spec: &VmSpec, params: &SnapshotCreateParams) -> Command {
 /// memory file are checked when the machine is built.
 pub fn prepare_load(params: &SnapshotLoadParams) -> Result<(VmSpec, Restore), String> {
     let mem = params.memory_file().map_err(|e| e.to_string())?;
-    if params.vsock_override.is_some() {
-        return Err(
-            "vsock_override is not supported yet (snapshots of vsock devices are not)".into(),
-        );
-    }
     let file = SnapshotFile::read(std::path::Path::new(&params.snapshot_path))
         .map_err(|e| crate::error_line(&e))?;
     let mut spec: VmSpec = serde_json::from_str(&file.body.spec_json)
@@ -55,6 +50,13 @@ pub fn prepare_load(params: &SnapshotLoadParams) -> Result<(VmSpec, Restore), St
                 )
             })?;
         iface.host_dev_name = o.host_dev_name.clone();
+    }
+    if let Some(o) = &params.vsock_override {
+        let vsock = spec
+            .vsock
+            .as_mut()
+            .ok_or("vsock_override: the snapshot has no vsock device")?;
+        vsock.uds_path = o.uds_path.clone();
     }
     Ok((
         spec,

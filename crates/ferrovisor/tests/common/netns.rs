@@ -115,3 +115,47 @@ impl Drop for Netns {
         let _ = run("ip", &["netns", "del", &self.name]);
     }
 }
+
+/// The test guest's busybox (static), taken from its initramfs, for the
+/// host side: ping and nc the same as in the guest, whatever the host has.
+pub fn host_busybox(guest: &super::Guest, dir: &std::path::Path) -> Option<String> {
+    let cpio = std::fs::read(&guest.initrd).ok()?;
+    let data = newc_file(&cpio, "bin/busybox")?;
+    let busybox = dir.join("busybox");
+    std::fs::write(&busybox, data).ok()?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&busybox, std::fs::Permissions::from_mode(0o755)).ok()?;
+    busybox.to_str().map(String::from)
+}
+
+/// The contents of `name` in an uncompressed newc ("070701") cpio archive,
+/// read here so that no host `cpio` tool is needed.
+fn newc_file<'a>(cpio: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    const HEADER: usize = 110;
+    let field = |h: &[u8], i: usize| -> Option<usize> {
+        let text = std::str::from_utf8(h.get(6 + 8 * i..14 + 8 * i)?).ok()?;
+        usize::from_str_radix(text, 16).ok()
+    };
+    let align4 = |n: usize| n.div_ceil(4) * 4;
+    let mut at = 0;
+    while let Some(h) = cpio.get(at..at + HEADER) {
+        if &h[..6] != b"070701" {
+            return None;
+        }
+        // Fields after the magic: ino mode uid gid nlink mtime filesize
+        // devmajor devminor rdevmajor rdevminor namesize check.
+        let (size, name_len) = (field(h, 6)?, field(h, 11)?);
+        let entry = cpio.get(at + HEADER..at + HEADER + name_len)?;
+        let entry = entry.strip_suffix(&[0]).unwrap_or(entry);
+        let data_at = align4(at + HEADER + name_len);
+        if entry == b"TRAILER!!!" {
+            return None;
+        }
+        if entry == name.as_bytes() {
+            return cpio.get(data_at..data_at + size);
+        }
+        at = align4(data_at + size);
+    }
+    None
+}
+

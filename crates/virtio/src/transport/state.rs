@@ -74,6 +74,8 @@ pub enum TransportStateError {
     },
     #[error("the saved device (type {0}) has features the device does not offer")]
     Features(u32),
+    #[error("the saved device (type {0}) does not have this transport's layout")]
+    Shape(u32),
 }
 
 impl TransportCore {

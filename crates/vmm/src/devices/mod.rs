@@ -19,11 +19,14 @@
 //!   device's own counters ([`metrics`]), also readable from other
 //!   threads through [`crate::LiveStats`];
 //! - **save / restore** ([`DeviceManager::save`]) beside pause: a paused
-//!   machine's devices do not change. Today COM1 and the i8042; machines with virtio
-//!   devices are refused with one clear error.
+//!   machine's devices do not change ([`state`]): COM1, the i8042, the
+//!   RTC, and every virtio device with its transport (virtio-mmio
+//!   registers, or the PCI configuration space, BARs and MSI-X table) and
+//!   its queues. A restored machine's virtio workers start parked and go
+//!   on when the machine first runs.
 //!
 //! Modules depend in one direction: `mod` → `platform`, `virtio`, `pci`,
-//! `acpi` → `irq`, `clock`.
+//! `acpi` → `state`, `irq`, `clock`.
 
 mod acpi;
 mod clock;
@@ -31,9 +34,11 @@ mod irq;
 mod metrics;
 mod pci;
 mod platform;
+mod state;
 mod virtio;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ::virtio::pause::PauseGate;
@@ -54,6 +59,7 @@ pub use acpi::AcpiPlacement;
 pub(crate) use acpi::{virtio_acpi_devices, write_acpi_tables};
 pub(crate) use metrics::MetricsSource;
 pub use metrics::{DeviceMetrics, DriveMetrics, EntropyMetrics, NetMetrics, VsockMetrics};
+pub use state::{DeviceStateError, DeviceStates, TransportSaved, VirtioSaved};
 
 /// Why a drive could not be updated.
 #[derive(Debug, thiserror::Error)]
@@ -70,35 +76,24 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The saved state of every device the manager owns.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct DeviceStates {
-    /// COM1.
-    pub serial: devices::serial::SerialSnapshot,
-    /// The i8042 keyboard controller.
-    pub i8042: devices::i8042::I8042Snapshot,
-}
-
-/// Why the devices' state cannot be saved or restored.
-#[derive(Debug, thiserror::Error)]
-pub enum DeviceStateError {
-    #[error("snapshots of a microVM with virtio devices ({0}) are not supported yet")]
-    VirtioNotSupported(usize),
-    #[error("cannot restore the serial port")]
-    Serial(#[source] devices::serial::SerialStateError),
-    #[error("cannot restore the i8042")]
-    I8042(#[source] I8042Error),
-}
-
 /// Every device of a machine.
 pub(crate) struct DeviceManager {
     pub buses: Arc<IoBuses>,
     pub serial: Arc<Mutex<Serial>>,
     i8042: Arc<Mutex<I8042>>,
+    rtc: Arc<Mutex<devices::rtc::Rtc>>,
     timer: PlatformTimer,
     clock: Arc<clock::PausableClock>,
     /// One per virtio device, in the guest's order.
     gates: Vec<Arc<PauseGate>>,
+    /// The virtio devices on their transports, in the guest's order.
+    virtio: Vec<state::Placed>,
+    /// The PCI bus of `--transport pci`.
+    pci_bus: Option<Arc<::pci::PciBus>>,
+    /// The workers were parked by a restore until the machine first runs.
+    parked_by_restore: AtomicBool,
+    /// The disks' images, in `config.disks` order (for errors).
+    disk_paths: Vec<std::path::PathBuf>,
     /// The disks, in `config.disks` order.
     drives: Vec<::virtio::blk::BlockHandle>,
     /// The disks' rate limiters, in `config.disks` order.
@@ -127,25 +122,27 @@ impl DeviceManager {
         let console = ConsoleOut::open(&config.console).map_err(MachineError::Thread)?;
         let platform = platform::build(vm, config, requests, console.writer(), &mut buses)?;
         let models = virtio::open_models(config, &console)?;
-        let gates = match config.transport {
+        let (placed, pci_bus) = match config.transport {
             VirtioTransport::Pci => {
                 // irqfds spare KVM an ioctl per MSI; emu's are one more
                 // thread hop.
-                pci::place_on_pci(
+                let (placed, bus) = pci::place_on_pci(
                     &mut buses,
                     vm,
                     mem,
                     models.models,
                     accel == "kvm",
                     platform.reset_control.clone(),
-                )?
+                )?;
+                (placed, Some(bus))
             }
             VirtioTransport::Mmio => {
-                let gates = virtio::place_on_mmio(&mut buses, vm, mem, config, models.models)?;
+                let placed = virtio::place_on_mmio(&mut buses, vm, mem, config, models.models)?;
                 pci::host_bridge_only(&mut buses, platform.reset_control.clone())?;
-                gates
+                (placed, None)
             }
         };
+        let gates = placed.iter().filter_map(|p| p.gate.clone()).collect();
         let metrics = MetricsSource {
             drives: models
                 .drives
@@ -169,9 +166,14 @@ impl DeviceManager {
             buses: Arc::new(buses),
             serial: platform.serial,
             i8042: platform.i8042,
+            rtc: platform.rtc,
             timer: platform.timer,
             clock: platform.clock,
             gates,
+            virtio: placed,
+            pci_bus,
+            parked_by_restore: AtomicBool::new(false),
+            disk_paths: config.disks.iter().map(|d| d.path.clone()).collect(),
             drives: models.drives,
             drive_limits: models.drive_limits,
             net_limits: models.net_limits,
@@ -181,8 +183,14 @@ impl DeviceManager {
         })
     }
 
-    /// The machine starts: the timed devices begin to be polled.
-    pub fn activate(&mut self) -> std::io::Result<()> {
+    /// The machine starts: the timed devices begin to be polled, and
+    /// unless it starts `paused` the workers a restore parked go on.
+    pub fn activate(&mut self, paused: bool) -> std::io::Result<()> {
+        if !paused && self.parked_by_restore.swap(false, Ordering::SeqCst) {
+            for gate in &self.gates {
+                gate.resume();
+            }
+        }
         self.timer.start()
     }
 
@@ -196,6 +204,7 @@ impl DeviceManager {
 
     /// Undoes [`DeviceManager::pause`].
     pub fn resume(&self) {
+        self.parked_by_restore.store(false, Ordering::SeqCst);
         self.clock.resume();
         for gate in &self.gates {
             gate.resume();
@@ -203,23 +212,41 @@ impl DeviceManager {
         self.timer.kick();
     }
 
-    /// The state of every device of a paused machine.
+    /// The state of every device of a paused machine (its workers parked
+    /// between two requests: none is in flight).
     pub fn save(&self) -> Result<DeviceStates, DeviceStateError> {
-        if !self.gates.is_empty() {
-            return Err(DeviceStateError::VirtioNotSupported(self.gates.len()));
-        }
         Ok(DeviceStates {
             serial: lock(&self.serial).save(),
             i8042: lock(&self.i8042).save(),
+            rtc: lock(&self.rtc).save(),
+            virtio: self
+                .virtio
+                .iter()
+                .map(state::Placed::save)
+                .collect::<Result<_, _>>()?,
+            disk_sizes: self.drives.iter().map(|d| d.size()).collect(),
         })
     }
 
     /// Puts the devices of a machine built from the same config, not
-    /// started yet, in the state `states` describes.
+    /// started yet, in the state `states` describes. Everything is checked
+    /// before anything changes; the virtio workers start parked (see
+    /// [`DeviceManager::activate`]).
     pub fn restore(&self, states: &DeviceStates) -> Result<(), DeviceStateError> {
-        if !self.gates.is_empty() {
-            return Err(DeviceStateError::VirtioNotSupported(self.gates.len()));
+        self.check_restore(states)?;
+        for gate in &self.gates {
+            gate.pause();
         }
+        self.parked_by_restore.store(true, Ordering::SeqCst);
+        for (placed, saved) in self.virtio.iter().zip(&states.virtio) {
+            placed.restore(saved)?;
+        }
+        if let Some(bus) = &self.pci_bus {
+            bus.refresh_all_routes();
+        }
+        lock(&self.rtc)
+            .restore(&states.rtc)
+            .map_err(DeviceStateError::Rtc)?;
         // Checked before anything changes: only an oversized buffer fails.
         let mut i8042 = lock(&self.i8042);
         let before = i8042.save();
@@ -229,6 +256,35 @@ impl DeviceManager {
         if let Err(e) = lock(&self.serial).restore(&states.serial) {
             let _ = i8042.restore(&before);
             return Err(DeviceStateError::Serial(e));
+        }
+        Ok(())
+    }
+
+    /// Refuses `states` unless it fits this machine's devices: the same
+    /// virtio devices on the same transport, disks of the same size.
+    fn check_restore(&self, states: &DeviceStates) -> Result<(), DeviceStateError> {
+        if states.virtio.len() != self.virtio.len() {
+            return Err(DeviceStateError::VirtioCount {
+                saved: states.virtio.len(),
+                here: self.virtio.len(),
+            });
+        }
+        for (placed, saved) in self.virtio.iter().zip(&states.virtio) {
+            placed.check(saved)?;
+        }
+        for (index, (drive, path)) in self.drives.iter().zip(&self.disk_paths).enumerate() {
+            let (now, saved) = (drive.size(), states.disk_sizes.get(index).copied());
+            if saved != Some(now) {
+                return Err(DeviceStateError::DiskSize {
+                    index,
+                    path: path.display().to_string(),
+                    saved: saved.unwrap_or(0),
+                    now,
+                });
+            }
+        }
+        if states.rtc.cmos.len() != 128 {
+            return Err(DeviceStateError::RtcCmos(states.rtc.cmos.len()));
         }
         Ok(())
     }

@@ -25,9 +25,9 @@ use pci::virtio::{VirtioPci, VirtioPciBars};
 use pci::{BarWindow, ConfigIo, Ecam, MsiSink, PciBus};
 use vm_memory::GuestMemoryMmap;
 
-use virtio::pause::PauseGate;
 
 use super::irq::{guest_write_hook, register_notifiers, GsiLine};
+use super::state::{Placed, Transport};
 use super::virtio::{NamedModel, VIRTIO_IRQS};
 use crate::config::MachineConfig;
 use crate::MachineError;
@@ -80,7 +80,7 @@ impl MsiSink for VmMsi {
 
 /// Puts `models` on a new PCI bus and maps the bus's configuration ports
 /// (with the reset control register), ECAM and BAR window; returns the
-/// devices' pause gates.
+/// placed devices and the bus.
 /// A machine whose virtio devices are on virtio-mmio still answers PCI
 /// configuration mechanism #1 (ports 0xCF8..0xCFF, the reset control
 /// register at 0xCF9 among them) with bus 0 holding the host bridge
@@ -111,8 +111,8 @@ pub(crate) fn place_on_pci(
     models: Vec<NamedModel>,
     use_irqfds: bool,
     reset_control: Arc<Mutex<dyn devices::BusDevice>>,
-) -> Result<Vec<Arc<PauseGate>>, MachineError> {
-    let mut gates = Vec::new();
+) -> Result<(Vec<Placed>, Arc<PciBus>), MachineError> {
+    let mut placed = Vec::new();
     let msi: Arc<dyn MsiSink> = Arc::new(VmMsi(crate::msi::MsiSender::new(vm.clone(), use_irqfds)));
     let mut bus = PciBus::new();
     for (i, (name, model)) in models.into_iter().enumerate() {
@@ -131,16 +131,20 @@ pub(crate) fn place_on_pci(
         )
         .map_err(MachineError::VirtioPci)?;
         device.set_guest_write_hook(guest_write_hook(vm));
-        gates.extend(device.pause_gate());
+        let gate = device.pause_gate();
         // The BARs stay where they were preassigned (Linux keeps them), so
         // the notify addresses are known now. Should a guest move BAR 0,
         // its notifications still arrive through the MMIO path.
         let notifiers = device.notifiers().map_err(MachineError::VirtioEvents)?;
         register_notifiers(vm, &name, notifiers);
-        let slot = bus
-            .add(Arc::new(Mutex::new(device)))
-            .map_err(MachineError::Pci)?;
+        let device = Arc::new(Mutex::new(device));
+        let slot = bus.add(device.clone()).map_err(MachineError::Pci)?;
         tracing::debug!(name, slot, "virtio-pci device");
+        placed.push(Placed {
+            name,
+            gate,
+            transport: Transport::Pci(device),
+        });
     }
     let bus = Arc::new(bus);
     buses.pio.insert(
@@ -161,9 +165,9 @@ pub(crate) fn place_on_pci(
         "pci-bars",
         PCI_MMIO_START,
         PCI_MMIO_SIZE,
-        Arc::new(Mutex::new(BarWindow::new(bus, PCI_MMIO_START))),
+        Arc::new(Mutex::new(BarWindow::new(bus.clone(), PCI_MMIO_START))),
     )?;
-    Ok(gates)
+    Ok((placed, bus))
 }
 
 #[cfg(test)]

@@ -48,6 +48,7 @@ use crate::MachineError;
 pub(crate) struct Platform {
     pub serial: Arc<Mutex<Serial>>,
     pub i8042: Arc<Mutex<I8042>>,
+    pub rtc: Arc<Mutex<Rtc>>,
     /// Polls the RTC; started when the machine starts.
     pub timer: PlatformTimer,
     /// The clock of the timed devices (stopped while the VM is paused).
@@ -91,7 +92,7 @@ pub(crate) fn build(
     buses
         .pio
         .insert("i8042", I8042_BASE.into(), I8042_SIZE, i8042.clone())?;
-    buses.pio.insert("rtc", RTC_BASE.into(), RTC_SIZE, rtc)?;
+    buses.pio.insert("rtc", RTC_BASE.into(), RTC_SIZE, rtc.clone())?;
     buses.pio.insert(
         "debug-exit",
         DEBUG_EXIT_PORT.into(),
@@ -148,6 +149,7 @@ pub(crate) fn build(
     Ok(Platform {
         serial,
         i8042,
+        rtc,
         timer,
         clock,
         reset_control: Arc::new(Mutex::new(ResetControl::new(requests))),

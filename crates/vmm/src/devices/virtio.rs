@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex};
 
 use devices::IoBuses;
 use hv::Vm;
-use virtio::pause::PauseGate;
 use virtio::throttle::ThrottleHandle;
 use vm_memory::GuestMemoryMmap;
 
 use super::irq::{guest_write_hook, register_notifiers, GsiLine};
+use super::state::{Placed, Transport};
 use crate::config::{ConsoleDevice, MachineConfig};
 use crate::MachineError;
 
@@ -159,32 +159,34 @@ pub(crate) fn open_models(
     })
 }
 
-/// Puts `models` in virtio-mmio windows on `buses`; returns their pause
-/// gates.
+/// Puts `models` in virtio-mmio windows on `buses`.
 pub(crate) fn place_on_mmio(
     buses: &mut IoBuses,
     vm: &Arc<dyn Vm>,
     mem: &GuestMemoryMmap,
     config: &MachineConfig,
     models: Vec<NamedModel>,
-) -> Result<Vec<Arc<PauseGate>>, MachineError> {
-    let mut gates = Vec::new();
+) -> Result<Vec<Placed>, MachineError> {
+    let mut placed = Vec::new();
     for ((name, model), (addr, irq)) in models.into_iter().zip(mmio_slots(config)?) {
         let transport =
             virtio::mmio::MmioTransport::new(model, mem.clone(), GsiLine::line(vm, irq))
                 .map_err(MachineError::VirtioEvents)?;
         transport.set_guest_write_hook(guest_write_hook(vm));
-        gates.extend(transport.pause_gate());
+        let gate = transport.pause_gate();
         let notifiers = transport
             .notifiers(addr)
             .map_err(MachineError::VirtioEvents)?;
         register_notifiers(vm, &name, notifiers);
-        buses.mmio.insert(
-            &name,
-            addr,
-            VIRTIO_MMIO_SIZE,
-            Arc::new(Mutex::new(transport)),
-        )?;
+        let transport = Arc::new(Mutex::new(transport));
+        buses
+            .mmio
+            .insert(&name, addr, VIRTIO_MMIO_SIZE, transport.clone())?;
+        placed.push(Placed {
+            name,
+            gate,
+            transport: Transport::Mmio(transport),
+        });
     }
-    Ok(gates)
+    Ok(placed)
 }

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use hv::Vm;
 use vm_memory::GuestMemoryMmap;
 
-pub use crate::devices::{DeviceStateError, DeviceStates};
+pub use crate::devices::{DeviceStateError, DeviceStates, TransportSaved, VirtioSaved};
 pub use format::{
     cpu_fingerprint, MemoryRegion, SnapshotBody, SnapshotFile, SnapshotFormatError, SnapshotHeader,
     FORMAT_VERSION, MAGIC,

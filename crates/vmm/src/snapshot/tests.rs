@@ -33,6 +33,54 @@ fn sample() -> SnapshotFile {
                     expect: devices::i8042::Expect::KbdCommand,
                     queue: vec![(0xfa, false)],
                 },
+                rtc: devices::rtc::RtcSnapshot {
+                    index: 0x0c,
+                    nmi_disabled: false,
+                    cmos: (0..128).collect(),
+                    unix_ns: 1_709_210_096_000_000_000,
+                    flags_age_ns: 5,
+                },
+                virtio: vec![
+                    crate::snapshot::VirtioSaved {
+                        name: "virtio-blk0".into(),
+                        transport: crate::snapshot::TransportSaved::Mmio(virtio::mmio::MmioSaved {
+                            core: virtio::transport::TransportSaved {
+                                device_type: 2,
+                                status: 15,
+                                driver_features: 1 << 32,
+                                queues: vec![virtio::transport::QueueSaved {
+                                    max_size: 256,
+                                    size: 128,
+                                    desc: 0x1000,
+                                    ready: true,
+                                    next_avail: 65535,
+                                    next_used: 3,
+                                    ..Default::default()
+                                }],
+                                ..Default::default()
+                            },
+                            interrupt_status: 1,
+                        }),
+                    },
+                    crate::snapshot::VirtioSaved {
+                        name: "virtio-rng".into(),
+                        transport: crate::snapshot::TransportSaved::Pci(pci::virtio::VirtioPciSaved {
+                            config: pci::config::ConfigSaved {
+                                regs: vec![0xab; 256],
+                                bars: vec![0xe000_0000, 0xe000_4000, 0, 0, 0, 0],
+                            },
+                            msix: pci::msix::MsixSaved {
+                                entries: vec![[0xfee0_0000, 0, 0x41, 1]; 2],
+                                pending: vec![2],
+                                enabled: true,
+                                function_mask: false,
+                            },
+                            queue_vectors: vec![1],
+                            ..Default::default()
+                        }),
+                    },
+                ],
+                disk_sizes: vec![1 << 20],
             },
         },
     }
