@@ -299,3 +299,66 @@ fn the_filter_flags_choose_the_filters() {
     assert_eq!(code, Some(153), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs `ferrovisor demo --tiny` (with `RUST_BACKTRACE=1`, as a developer
+/// runs it) into a pipe whose reader takes `lines` lines and closes it;
+/// with `stderr_too`, standard error goes into the same pipe (`2>&1 |
+/// head`), else it is collected. The exit status and what was collected.
+fn demo_read_then_close(accel: &str, lines: usize, stderr_too: bool) -> (Option<i32>, String) {
+    use std::io::BufRead as _;
+    use std::process::{Command, Stdio};
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferrovisor"));
+    command
+        .args(["demo", "--tiny", "--accel", accel])
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone().unwrap());
+    if stderr_too {
+        command.stderr(writer);
+    } else {
+        drop(writer);
+        command.stderr(Stdio::piped());
+    }
+    let mut child = command.spawn().unwrap();
+    drop(command); // our copies of the pipe's writing end
+    let err = child.stderr.take().map(common::firecracker::collect);
+    let mut reader = std::io::BufReader::new(reader);
+    let mut line = String::new();
+    for _ in 0..lines {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+    }
+    drop(reader);
+    let code = wait(&mut child, Duration::from_secs(60));
+    let err = err
+        .map(|e| String::from_utf8_lossy(&e.recv().unwrap()).into_owned())
+        .unwrap_or_default();
+    (code, err)
+}
+
+/// Issue 13: `ferrovisor demo --tiny 2>&1 | head -2` ended with status
+/// 148. The console writer's write failed (EPIPE), its warning could not
+/// be written either, tracing-subscriber reported that with `eprintln!`,
+/// which panicked on the closed pipe, and the panic's backtrace printer
+/// called getcwd, which the console writer's filter forbids; without
+/// RUST_BACKTRACE, the main thread's statistics `eprint!` panicked (101).
+/// A reader that stops early must not change how the VM ends.
+#[test]
+fn a_reader_that_stops_early_does_not_change_the_exit_status() {
+    for accel in common::accels() {
+        for (lines, stderr_too) in [(2, true), (1, true), (0, true), (1, false)] {
+            for round in 0..5 {
+                let (code, err) = demo_read_then_close(accel, lines, stderr_too);
+                let case = format!("{accel}, {lines} lines, 2>&1 {stderr_too}, round {round}");
+                assert_eq!(code, Some(0), "{case}: stderr:\n{err}");
+                assert!(
+                    !err.contains("seccomp:") && !err.contains("panicked"),
+                    "{case}:\n{err}"
+                );
+            }
+        }
+    }
+}

@@ -25,6 +25,7 @@
 
 pub mod filters;
 mod kind;
+mod panic;
 mod policy;
 pub mod rules;
 mod spawn;

@@ -73,15 +73,15 @@ pub fn main(argv: &[String]) -> ExitCode {
     let process_start = std::time::Instant::now();
     let fc = match args::parse(argv) {
         Ok(Invocation::Help) => {
-            print!("{HELP}");
+            crate::out::stdout(HELP);
             return ExitCode::SUCCESS;
         }
         Ok(Invocation::Version) => {
-            println!(
-                "Firecracker v{} (Ferrovisor {})\n",
+            crate::out::stdout(&format!(
+                "Firecracker v{} (Ferrovisor {})\n\n",
                 api::FIRECRACKER_API_VERSION,
                 env!("CARGO_PKG_VERSION")
-            );
+            ));
             return ExitCode::SUCCESS;
         }
         Ok(Invocation::Run(fc)) => fc,
