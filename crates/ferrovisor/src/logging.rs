@@ -9,6 +9,7 @@
 //! keeps Firecracker's own `--level`/`--log-path` logger.
 
 use std::io::IsTerminal;
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use tracing_subscriber::EnvFilter;
@@ -41,6 +42,9 @@ pub fn install(level: Option<&str>, file: Option<&Path>) -> Result<(), String> {
         Some(path) => {
             let sink = open_sink(path)
                 .map_err(|e| format!("cannot open the log file {}: {e}", path.display()))?;
+            // A seccomp fault's line goes to the log file too.
+            sandbox::report_faults_to(sandbox::FaultReport::Log, sink.as_fd())
+                .map_err(|e| format!("cannot use the log file {}: {e}", path.display()))?;
             builder
                 .with_ansi(false)
                 .with_writer(std::sync::Mutex::new(sink))

@@ -107,6 +107,74 @@ fn the_api_and_metrics_threads_die_on_a_forbidden_syscall() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Issue 13: a fault is counted in the metrics file (Firecracker's
+/// `seccomp.num_faults`) and its line reaches the log file, before the
+/// process dies, whichever thread faulted; `run --log-file` logs it too.
+#[test]
+fn a_fault_reaches_the_metrics_and_log_files() {
+    let dir = temp_dir("seccomp-report");
+    let kernel = echo_kernel(&dir);
+    let config = dir.join("vm.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({
+            "boot-source": {"kernel_image_path": kernel, "boot_args": ""},
+            "machine-config": {"vcpu_count": 1, "mem_size_mib": 32},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let metrics = dir.join("metrics.json");
+    let log = dir.join("fc.log");
+    let line_of =
+        |kind: &str| format!("seccomp: thread {kind} made forbidden syscall {GETPPID} (getppid)");
+    for kind in ["vcpu", "metrics", "vmm"] {
+        let _ = std::fs::remove_file(&metrics);
+        let _ = std::fs::remove_file(&log);
+        expect_fault(
+            kind,
+            &[],
+            &[
+                "--config-file",
+                config.to_str().unwrap(),
+                "--no-api",
+                "--accel",
+                "emu",
+                "--metrics-path",
+                metrics.to_str().unwrap(),
+                "--log-path",
+                log.to_str().unwrap(),
+            ],
+        );
+        let written = std::fs::read_to_string(&metrics).unwrap();
+        let last: serde_json::Value =
+            serde_json::from_str(written.lines().last().expect("a metrics line")).unwrap();
+        assert_eq!(last["seccomp"]["num_faults"], 1, "{kind}: {written}");
+        assert!(last["utc_timestamp_ms"].as_u64().unwrap() > 0, "{written}");
+        let logged = std::fs::read_to_string(&log).unwrap();
+        assert!(logged.contains(&line_of(kind)), "{kind}: log:\n{logged}");
+    }
+    let run_log = dir.join("run.log");
+    expect_fault(
+        "vcpu",
+        &[],
+        &[
+            "--log-file",
+            run_log.to_str().unwrap(),
+            "run",
+            "--accel",
+            "emu",
+            "--memory",
+            "32M",
+            "--kernel",
+            &kernel,
+        ],
+    );
+    let logged = std::fs::read_to_string(&run_log).unwrap();
+    assert!(logged.contains(&line_of("vcpu")), "log:\n{logged}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `ferrovisor run` with the Linux test guest and `extra` devices.
 fn linux_args<'a>(guest: &'a common::Guest, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![

@@ -127,7 +127,10 @@ pub fn main(argv: &[String]) -> ExitCode {
         .metrics_path
         .clone()
         .or_else(|| spec.metrics.as_ref().map(|m| m.metrics_path.clone().into()));
-    let metrics = match metrics_path.as_deref().map(|p| (p, open_sink(p))) {
+    let metrics = match metrics_path
+        .as_deref()
+        .map(|p| (p, open_sink(p).and_then(metrics::report_faults_to)))
+    {
         None => None,
         Some((_, Ok(file))) => Some(file),
         Some((path, Err(e))) => {
