@@ -11,7 +11,8 @@
 //! splice): the write fails with `WouldBlock`, which the UART counts as
 //! lost (`missed_write_count`), and [`OutputStats::lost_bytes`] counts
 //! every refused byte. A write error of the host's output (a closed pipe)
-//! discards what was buffered, counted as lost too.
+//! discards what was buffered, counted as lost too; after a broken pipe
+//! (the reader went away) nothing more is written.
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Write};
@@ -194,6 +195,9 @@ pub fn spawn(
 /// buffer is closed and empty.
 fn write_loop(shared: &Shared, out: &mut dyn Write) {
     let mut chunk = Vec::with_capacity(WRITE_CHUNK);
+    // The reader of the pipe behind the output went away (`| head`): a
+    // closed pipe never reopens, so later output is dropped unwritten.
+    let mut reader_gone = false;
     loop {
         let mut state = shared.lock();
         state.writing = false;
@@ -209,9 +213,20 @@ fn write_loop(shared: &Shared, out: &mut dyn Write) {
         chunk.extend(state.bytes.drain(..n));
         state.writing = true;
         drop(state);
+        if reader_gone {
+            shared.stats.lost.fetch_add(n as u64, Ordering::Relaxed);
+            continue;
+        }
         match out.write_all(&chunk).and_then(|()| out.flush()) {
             Ok(()) => {
                 shared.stats.written.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(e) if e.kind() == ErrorKind::BrokenPipe => {
+                shared.stats.lost.fetch_add(n as u64, Ordering::Relaxed);
+                reader_gone = true;
+                tracing::warn!(
+                    "console output: its reader closed the pipe; later output is dropped"
+                );
             }
             Err(e) => {
                 // The host's output is gone (closed pipe, full disk):
@@ -309,6 +324,33 @@ mod tests {
         assert!(drain.drain(Duration::from_secs(5)));
         assert_eq!(gate.written(), expected);
         assert_eq!(drain.stats().lost_bytes(), 0);
+    }
+
+    /// A pipe whose reader is gone: every write fails, and is counted.
+    #[derive(Clone, Default)]
+    struct ClosedPipe(Arc<AtomicU64>);
+
+    impl Write for ClosedPipe {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Err(ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn after_a_broken_pipe_nothing_more_is_written() {
+        let pipe = ClosedPipe::default();
+        let (mut w, drain) = spawn("test-out", Box::new(pipe.clone()), 64).unwrap();
+        for _ in 0..20 {
+            w.write_all(b"line\n").unwrap();
+            assert!(drain.drain(Duration::from_secs(5)));
+        }
+        assert_eq!(pipe.0.load(Ordering::Relaxed), 1, "one try, then none");
+        assert_eq!(drain.stats().lost_bytes(), 100);
+        assert_eq!(drain.stats().written_bytes(), 0);
     }
 
     #[test]

@@ -32,7 +32,7 @@ struct TestGuest {
 /// builder that ships inside this binary (see [`crate::bundled_builder`]).
 fn ensure_test_guest() -> Result<TestGuest, String> {
     let script = crate::bundled_builder::install(&crate::bundled_builder::cache_dir()?)?;
-    eprintln!("ferrovisor demo: preparing the Linux test guest (built once, then cached)...");
+    say!("ferrovisor demo: preparing the Linux test guest (built once, then cached)...");
     let out = Command::new(&script)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
@@ -61,7 +61,7 @@ pub fn run(accel: Accel, tiny: bool) -> ExitCode {
     match ensure_test_guest() {
         Ok(guest) => boot_linux(accel, &guest),
         Err(reason) => {
-            eprintln!("ferrovisor demo: no Linux test guest ({reason}); booting the bundled tiny guest instead");
+            say!("ferrovisor demo: no Linux test guest ({reason}); booting the bundled tiny guest instead");
             bundled(accel)
         }
     }
@@ -69,7 +69,7 @@ pub fn run(accel: Accel, tiny: bool) -> ExitCode {
 
 fn boot_linux(accel: Accel, guest: &TestGuest) -> ExitCode {
     let cmd = base64(DEMO_SCRIPT.as_bytes());
-    eprintln!(
+    say!(
         "ferrovisor demo: booting {} with 2 vCPUs and 256 MiB (--accel {accel}); Ctrl-A x quits",
         guest.kernel.display()
     );
@@ -97,7 +97,7 @@ fn bundled(accel: Accel) -> ExitCode {
     if let Err(e) = std::fs::write(&path, elf) {
         return crate::fail(&format!("cannot write {}: {e}", path.display()), 1);
     }
-    eprintln!(
+    say!(
         "ferrovisor demo: booting the bundled demo guest ({} bytes of x86-64 code) with --accel {accel}",
         program.code.len()
     );

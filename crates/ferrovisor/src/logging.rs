@@ -8,6 +8,8 @@
 //! end's [`open_sink`]) or to standard error. The Firecracker front end
 //! keeps Firecracker's own `--level`/`--log-path` logger.
 
+use std::io::IsTerminal;
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use tracing_subscriber::EnvFilter;
@@ -28,17 +30,30 @@ fn filter(level: Option<&str>) -> Result<EnvFilter, String> {
 /// Installs the log of this process.
 pub fn install(level: Option<&str>, file: Option<&Path>) -> Result<(), String> {
     let filter = filter(level)?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // A line that cannot be written (standard error is a pipe its reader
+    // closed) is dropped: by default tracing-subscriber reports the failure
+    // with `eprintln!`, which panics on that same closed pipe, in whichever
+    // thread logged (the console writer, when the guest's output went to
+    // `| head`).
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .log_internal_errors(false);
     match file {
         Some(path) => {
             let sink = open_sink(path)
                 .map_err(|e| format!("cannot open the log file {}: {e}", path.display()))?;
+            // A seccomp fault's line goes to the log file too.
+            sandbox::report_faults_to(sandbox::FaultReport::Log, sink.as_fd())
+                .map_err(|e| format!("cannot use the log file {}: {e}", path.display()))?;
             builder
                 .with_ansi(false)
                 .with_writer(std::sync::Mutex::new(sink))
                 .init();
         }
-        None => builder.with_writer(std::io::stderr).init(),
+        None => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .init(),
     }
     Ok(())
 }

@@ -1,6 +1,14 @@
 //! The `ferrovisor` command line.
 #![forbid(unsafe_code)]
 
+/// `eprintln!` that never panics: a line for standard error, dropped when
+/// nobody reads it any more (see [`out`]).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::out::stderr(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod bundled_builder;
 mod cli_docs;
 mod demo;
@@ -11,6 +19,7 @@ mod gdb;
 mod limits;
 mod logging;
 mod net;
+mod out;
 mod qemu;
 mod runspec;
 mod seccomp;
@@ -233,7 +242,7 @@ pub(crate) fn error_line(error: &dyn std::error::Error) -> String {
 }
 
 pub(crate) fn fail(message: &str, status: u8) -> ExitCode {
-    eprintln!("ferrovisor: {message}");
+    say!("ferrovisor: {message}");
     ExitCode::from(status)
 }
 
@@ -266,7 +275,11 @@ fn main() -> ExitCode {
     }
     if argv.is_empty() {
         // No arguments: the help, as a usage error.
-        eprint!("{}", <Cli as clap::CommandFactory>::command().render_help());
+        out::stderr(
+            &<Cli as clap::CommandFactory>::command()
+                .render_help()
+                .to_string(),
+        );
         return ExitCode::from(exit_status::USAGE);
     }
     if argv[0].starts_with('-') && !is_own_global_option(&argv[0]) {
@@ -452,18 +465,18 @@ pub(crate) fn finish(report: vmm::RunReport, print_stats: bool) -> ExitCode {
 /// Prints the statistics (when asked for) and how the machine ended.
 fn describe(report: &vmm::RunReport, print_stats: bool) {
     if print_stats {
-        eprint!("{}", stats::table(report));
+        out::stderr(&stats::table(report));
     }
     match &report.exit {
         MachineExit::TripleFault { vcpu } => {
-            eprintln!("ferrovisor: vCPU {vcpu} triple-faulted; the VM was stopped")
+            say!("ferrovisor: vCPU {vcpu} triple-faulted; the VM was stopped")
         }
-        MachineExit::HostQuit => eprintln!("ferrovisor: the VM was ended from the console"),
+        MachineExit::HostQuit => say!("ferrovisor: the VM was ended from the console"),
         MachineExit::ControllerPanicked => {
-            eprintln!("ferrovisor: the VM's controller thread failed")
+            say!("ferrovisor: the VM's controller thread failed")
         }
         MachineExit::Failed { vcpu, error } => {
-            eprintln!("ferrovisor: vCPU {vcpu} stopped: {}", error_line(error))
+            say!("ferrovisor: vCPU {vcpu} stopped: {}", error_line(error))
         }
         _ => {}
     }

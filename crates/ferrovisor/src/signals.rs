@@ -107,13 +107,13 @@ fn on_signal(sig: libc::c_int) {
             .compare_exchange(0, sig, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
-            eprintln!("ferrovisor: {} again; ending at once", name(sig));
+            say!("ferrovisor: {} again; ending at once", name(sig));
             die(sig);
         }
         machine.clone()
     };
     tracing::info!("{} received; stopping the microVM", name(sig));
-    eprintln!("ferrovisor: {} received; stopping the VM", name(sig));
+    say!("ferrovisor: {} received; stopping the VM", name(sig));
     if let Some(machine) = machine {
         stop(machine);
     }

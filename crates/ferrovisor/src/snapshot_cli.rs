@@ -88,7 +88,7 @@ pub(crate) fn snapshot(command: &SnapshotCommand) -> ExitCode {
     match command {
         SnapshotCommand::Merge { base, diff } => match vmm::snapshot::merge_diff(base, diff) {
             Ok(bytes) => {
-                eprintln!(
+                say!(
                     "merged {bytes} bytes of {} onto {}",
                     diff.display(),
                     base.display()

@@ -107,6 +107,74 @@ fn the_api_and_metrics_threads_die_on_a_forbidden_syscall() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Issue 13: a fault is counted in the metrics file (Firecracker's
+/// `seccomp.num_faults`) and its line reaches the log file, before the
+/// process dies, whichever thread faulted; `run --log-file` logs it too.
+#[test]
+fn a_fault_reaches_the_metrics_and_log_files() {
+    let dir = temp_dir("seccomp-report");
+    let kernel = echo_kernel(&dir);
+    let config = dir.join("vm.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({
+            "boot-source": {"kernel_image_path": kernel, "boot_args": ""},
+            "machine-config": {"vcpu_count": 1, "mem_size_mib": 32},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let metrics = dir.join("metrics.json");
+    let log = dir.join("fc.log");
+    let line_of =
+        |kind: &str| format!("seccomp: thread {kind} made forbidden syscall {GETPPID} (getppid)");
+    for kind in ["vcpu", "metrics", "vmm"] {
+        let _ = std::fs::remove_file(&metrics);
+        let _ = std::fs::remove_file(&log);
+        expect_fault(
+            kind,
+            &[],
+            &[
+                "--config-file",
+                config.to_str().unwrap(),
+                "--no-api",
+                "--accel",
+                "emu",
+                "--metrics-path",
+                metrics.to_str().unwrap(),
+                "--log-path",
+                log.to_str().unwrap(),
+            ],
+        );
+        let written = std::fs::read_to_string(&metrics).unwrap();
+        let last: serde_json::Value =
+            serde_json::from_str(written.lines().last().expect("a metrics line")).unwrap();
+        assert_eq!(last["seccomp"]["num_faults"], 1, "{kind}: {written}");
+        assert!(last["utc_timestamp_ms"].as_u64().unwrap() > 0, "{written}");
+        let logged = std::fs::read_to_string(&log).unwrap();
+        assert!(logged.contains(&line_of(kind)), "{kind}: log:\n{logged}");
+    }
+    let run_log = dir.join("run.log");
+    expect_fault(
+        "vcpu",
+        &[],
+        &[
+            "--log-file",
+            run_log.to_str().unwrap(),
+            "run",
+            "--accel",
+            "emu",
+            "--memory",
+            "32M",
+            "--kernel",
+            &kernel,
+        ],
+    );
+    let logged = std::fs::read_to_string(&run_log).unwrap();
+    assert!(logged.contains(&line_of("vcpu")), "log:\n{logged}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `ferrovisor run` with the Linux test guest and `extra` devices.
 fn linux_args<'a>(guest: &'a common::Guest, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
@@ -298,4 +366,67 @@ fn the_filter_flags_choose_the_filters() {
     let err = String::from_utf8_lossy(&err.recv().unwrap()).into_owned();
     assert_eq!(code, Some(153), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `ferrovisor demo --tiny` (with `RUST_BACKTRACE=1`, as a developer
+/// runs it) into a pipe whose reader takes `lines` lines and closes it;
+/// with `stderr_too`, standard error goes into the same pipe (`2>&1 |
+/// head`), else it is collected. The exit status and what was collected.
+fn demo_read_then_close(accel: &str, lines: usize, stderr_too: bool) -> (Option<i32>, String) {
+    use std::io::BufRead as _;
+    use std::process::{Command, Stdio};
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferrovisor"));
+    command
+        .args(["demo", "--tiny", "--accel", accel])
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone().unwrap());
+    if stderr_too {
+        command.stderr(writer);
+    } else {
+        drop(writer);
+        command.stderr(Stdio::piped());
+    }
+    let mut child = command.spawn().unwrap();
+    drop(command); // our copies of the pipe's writing end
+    let err = child.stderr.take().map(common::firecracker::collect);
+    let mut reader = std::io::BufReader::new(reader);
+    let mut line = String::new();
+    for _ in 0..lines {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+    }
+    drop(reader);
+    let code = wait(&mut child, Duration::from_secs(60));
+    let err = err
+        .map(|e| String::from_utf8_lossy(&e.recv().unwrap()).into_owned())
+        .unwrap_or_default();
+    (code, err)
+}
+
+/// Issue 13: `ferrovisor demo --tiny 2>&1 | head -2` ended with status
+/// 148. The console writer's write failed (EPIPE), its warning could not
+/// be written either, tracing-subscriber reported that with `eprintln!`,
+/// which panicked on the closed pipe, and the panic's backtrace printer
+/// called getcwd, which the console writer's filter forbids; without
+/// RUST_BACKTRACE, the main thread's statistics `eprint!` panicked (101).
+/// A reader that stops early must not change how the VM ends.
+#[test]
+fn a_reader_that_stops_early_does_not_change_the_exit_status() {
+    for accel in common::accels() {
+        for (lines, stderr_too) in [(2, true), (1, true), (0, true), (1, false)] {
+            for round in 0..5 {
+                let (code, err) = demo_read_then_close(accel, lines, stderr_too);
+                let case = format!("{accel}, {lines} lines, 2>&1 {stderr_too}, round {round}");
+                assert_eq!(code, Some(0), "{case}: stderr:\n{err}");
+                assert!(
+                    !err.contains("seccomp:") && !err.contains("panicked"),
+                    "{case}:\n{err}"
+                );
+            }
+        }
+    }
 }

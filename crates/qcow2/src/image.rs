@@ -13,6 +13,8 @@ use crate::raw::RawFile;
 use crate::{backing, corrupt, Backend, Error, OpenFile};
 
 /// L1 and L2 entry bits.
+mod references;
+
 const COPIED: u64 = 1 << 63;
 const COMPRESSED: u64 = 1 << 62;
 const ZERO: u64 = 1;
@@ -193,26 +195,30 @@ impl Qcow2 {
         }
         let backing = backing::open_chain(&h, path, open_backing, depth)?;
         let size = h.size;
+        let mut state = State {
+            end: len.div_ceil(cs) * cs,
+            file,
+            cs,
+            writable,
+            l1,
+            l1_dirty: false,
+            l2: Cache::new(L2_CACHE),
+            reftable,
+            reftable_dirty: false,
+            refblocks: Cache::new(REFBLOCK_CACHE),
+            pending_free: Vec::new(),
+            metadata,
+            backing,
+            in_flush: false,
+            inflated: None,
+            staged: None,
+            h,
+        };
+        if writable {
+            state.check_references()?;
+        }
         Ok(Qcow2 {
-            state: Mutex::new(State {
-                end: len.div_ceil(cs) * cs,
-                file,
-                cs,
-                writable,
-                l1,
-                l1_dirty: false,
-                l2: Cache::new(L2_CACHE),
-                reftable,
-                reftable_dirty: false,
-                refblocks: Cache::new(REFBLOCK_CACHE),
-                pending_free: Vec::new(),
-                metadata,
-                backing,
-                in_flush: false,
-                inflated: None,
-                staged: None,
-                h,
-            }),
+            state: Mutex::new(state),
             size,
         })
     }

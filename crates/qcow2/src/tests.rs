@@ -444,6 +444,67 @@ mod hostile {
         assert!(read(&img, 0, data.len()) == data);
     }
 
+    /// Issue 13: an L2 entry naming the cluster just past the end of the
+    /// file, where the next allocation lands. Opened writable, a guest
+    /// write elsewhere allocated that cluster and the two guest offsets
+    /// shared it (the write showed through the hostile entry).
+    #[test]
+    fn a_cluster_past_the_end_of_the_file_is_refused_not_aliased() {
+        let d = Dir::new("hostile-alias");
+        let p = base(&d, "alias");
+        let l1 = be64(&p, 40) as usize;
+        let l2 = (be64(&p, l1) & OFFSET) as usize;
+        let end = std::fs::metadata(&p).unwrap().len().div_ceil(1 << 16) << 16;
+        // Guest cluster 1 (at 64 KiB) names the next cluster allocated.
+        patch(&p, l2 + 8, &((1u64 << 63) | end).to_be_bytes());
+        let e = open_err(&p, true);
+        assert!(e.contains("past the end of the file"), "{e}");
+        assert!(e.contains("qemu-img check"), "{e}");
+        // Read-only nothing is allocated; that cluster reads as corrupt.
+        let img = open(&p, false).unwrap();
+        let e = img.read_at(&mut [0u8; 512], 1 << 16).unwrap_err();
+        assert!(e.to_string().contains("past the end"), "{e}");
+        assert_eq!(read(&img, 0, 512), vec![0xab; 512]);
+        drop(img);
+        // The same entry within the file is fine: nothing aliases it.
+        patch(&p, l2 + 8, &0u64.to_be_bytes());
+        let img = open(&p, true).unwrap();
+        img.write_at(&[7; 512], 2 << 16).unwrap();
+        assert_eq!(read(&img, 1 << 16, 512), vec![0; 512]);
+    }
+
+    /// A compressed cluster whose last sector lies past the end of the
+    /// file: the next cluster allocated starts after it, so a write never
+    /// lands inside the compressed bytes.
+    #[test]
+    fn allocation_starts_after_a_compressed_cluster_that_ends_past_the_file() {
+        let d = Dir::new("hostile-ztail");
+        let p = base(&d, "ztail");
+        let l1 = be64(&p, 40) as usize;
+        let l2 = (be64(&p, l1) & OFFSET) as usize;
+        let len = std::fs::metadata(&p).unwrap().len();
+        let end = len.div_ceil(1 << 16) << 16;
+        // Compressed, starting 512 bytes before the end of the last
+        // cluster, 8 sectors long: it reaches into the next cluster.
+        let start = end - 512;
+        let x = 62 - (16 - 8);
+        patch(
+            &p,
+            l2 + 8,
+            &((1u64 << 62) | (7u64 << x) | start).to_be_bytes(),
+        );
+        let img = open(&p, true).unwrap();
+        img.write_at(&[7; 65536], 2 << 16).unwrap();
+        img.flush().unwrap();
+        drop(img);
+        let l2_after = std::fs::read(&p).unwrap();
+        let e = u64::from_be_bytes(l2_after[l2 + 16..l2 + 24].try_into().unwrap()) & OFFSET;
+        assert!(
+            e >= start + 8 * 512,
+            "new cluster at {e:#x} inside the compressed one"
+        );
+    }
+
     #[test]
     fn corrupt_and_dirty_images_are_read_only() {
         let d = Dir::new("hostile-bits");
@@ -537,9 +598,15 @@ mod hostile {
             );
         };
         let orig = std::fs::read(&p).unwrap();
-        // A data cluster past the end of the file.
+        // A data cluster past the end of the file: refused writable (see
+        // a_cluster_past_the_end_of_the_file_is_refused_not_aliased).
         patch(&p, l2, &((1u64 << 63) | (1 << 50)).to_be_bytes());
-        expect_io(&open(&p, true).unwrap(), "past the end");
+        let e = open(&p, false)
+            .unwrap()
+            .read_at(&mut [0u8; 512], 0)
+            .unwrap_err();
+        assert!(e.to_string().contains("past the end"), "{e}");
+        assert!(open_err(&p, true).contains("past the end"));
         let len = std::fs::metadata(&p).unwrap().len();
         assert!(len < 1 << 30, "the file did not grow to the hostile offset");
         // An unaligned data cluster.

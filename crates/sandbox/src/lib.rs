@@ -4,8 +4,10 @@
 //! that kind's filter, installed by the thread itself before it does
 //! anything else (a vCPU thread: before the first guest instruction).
 //! A syscall the filter does not allow traps: the SIGSYS handler
-//! ([`trap`]) writes `seccomp: thread <kind> made forbidden syscall <nr>`,
-//! counts the fault and ends the process with status 148, as Firecracker.
+//! ([`trap`]) counts the fault, writes `seccomp: thread <kind> made
+//! forbidden syscall <nr> (<name>)` to standard error and the log file,
+//! writes the count to the metrics file, and ends the process with status
+//! 148, as Firecracker.
 //!
 //! Threads are started with [`spawn`], not `std::thread`: when the filters
 //! are on, a launcher thread started by [`init`] (before any filter) starts
@@ -25,15 +27,18 @@
 
 pub mod filters;
 mod kind;
+mod panic;
 mod policy;
 pub mod rules;
 mod spawn;
+#[cfg(target_arch = "x86_64")]
+mod syscall_names;
 pub mod trap;
 
 pub use kind::ThreadKind;
 pub use policy::{enter, init, set_accelerator, Setting};
 pub use spawn::spawn;
-pub use trap::{faults, BAD_SYSCALL_STATUS};
+pub use trap::{faults, report_faults_to, FaultReport, BAD_SYSCALL_STATUS};
 
 /// The architecture the filters are built for.
 #[cfg(target_arch = "x86_64")]

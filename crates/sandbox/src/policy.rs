@@ -72,6 +72,7 @@ pub fn init(setting: Setting) -> Result<(), SandboxError> {
         return Ok(());
     }
     trap::install_handler().map_err(SandboxError::Handler)?;
+    crate::panic::install_hook();
     spawn::start_launcher()
 }
 

@@ -61,7 +61,11 @@ where
                 message.push_str(&format!(": {s}"));
                 source = s.source();
             }
-            eprintln!("ferrovisor: {message}");
+            // Not eprintln!, which panics when standard error is closed.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("ferrovisor: {message}\n").as_bytes(),
+            );
             std::process::exit(1);
         }
         f()

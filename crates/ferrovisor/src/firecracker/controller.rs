@@ -277,7 +277,7 @@ impl Controller {
         if state.metrics.is_some() {
             return Reply::bad_request("the metrics system is already configured");
         }
-        match open_sink(Path::new(&m.metrics_path)) {
+        match open_sink(Path::new(&m.metrics_path)).and_then(super::metrics::report_faults_to) {
             Ok(file) => {
                 state.metrics = Some(file);
                 state.spec.metrics = Some(m);

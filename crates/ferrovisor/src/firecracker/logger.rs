@@ -13,6 +13,7 @@
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Write as _;
+use std::os::fd::AsFd as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -134,6 +135,10 @@ impl Logger {
         }
         let mut format = self.format.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = target {
+            // A seccomp fault's line goes to the log file too.
+            if let Err(e) = sandbox::report_faults_to(sandbox::FaultReport::Log, t.as_fd()) {
+                tracing::warn!("seccomp faults will not reach the log file: {e}");
+            }
             format.target = Some(t);
         }
         if let Some(s) = config.show_level {

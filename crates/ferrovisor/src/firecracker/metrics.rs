@@ -214,9 +214,9 @@ impl LineBuilder {
         }
         // Firecracker's seccomp.num_faults: the SIGSYS handler's counter
         // (process-wide, as the filters are). A fault ends the process at
-        // once, so the handler does not write a line itself (that is not
-        // async-signal-safe); the counter shows in lines written after a
-        // fault only in a process that survives one (none by default).
+        // once: the handler writes its own short line with the count to
+        // the metrics file first ([`report_faults_to`]); here the counter
+        // shows only in a process that survives a fault (none by default).
         let mut s = self.section("seccomp");
         s.inc("num_faults", sandbox::faults());
         put("seccomp", s.fields);
@@ -339,6 +339,14 @@ impl LineBuilder {
         sections.push(("i8042".into(), s.fields));
         sections
     }
+}
+
+/// Makes the SIGSYS handler write its line (`seccomp.num_faults`) to
+/// the metrics `file` too, before the process ends; the file back.
+pub fn report_faults_to(file: std::fs::File) -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsFd;
+    sandbox::report_faults_to(sandbox::FaultReport::Metrics, file.as_fd())?;
+    Ok(file)
 }
 
 /// Calls a function every `interval` on its own thread until dropped.

@@ -73,15 +73,15 @@ pub fn main(argv: &[String]) -> ExitCode {
     let process_start = std::time::Instant::now();
     let fc = match args::parse(argv) {
         Ok(Invocation::Help) => {
-            print!("{HELP}");
+            crate::out::stdout(HELP);
             return ExitCode::SUCCESS;
         }
         Ok(Invocation::Version) => {
-            println!(
-                "Firecracker v{} (Ferrovisor {})\n",
+            crate::out::stdout(&format!(
+                "Firecracker v{} (Ferrovisor {})\n\n",
                 api::FIRECRACKER_API_VERSION,
                 env!("CARGO_PKG_VERSION")
-            );
+            ));
             return ExitCode::SUCCESS;
         }
         Ok(Invocation::Run(fc)) => fc,
@@ -127,7 +127,10 @@ pub fn main(argv: &[String]) -> ExitCode {
         .metrics_path
         .clone()
         .or_else(|| spec.metrics.as_ref().map(|m| m.metrics_path.clone().into()));
-    let metrics = match metrics_path.as_deref().map(|p| (p, open_sink(p))) {
+    let metrics = match metrics_path
+        .as_deref()
+        .map(|p| (p, open_sink(p).and_then(metrics::report_faults_to)))
+    {
         None => None,
         Some((_, Ok(file))) => Some(file),
         Some((path, Err(e))) => {

@@ -39,7 +39,9 @@ where
 }
 
 pub fn install(program: &str) {
+    // A line standard error cannot take is dropped (see crate::logging).
     tracing_subscriber::fmt()
+        .log_internal_errors(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FERROVISOR_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),

@@ -68,7 +68,7 @@ fn help_text(opts: &[options::Opt], program: &str) -> Option<String> {
 /// Runs QEMU's command line `args` (without the program name).
 pub fn main(program: &str, args: &[String]) -> ExitCode {
     let fail = |message: &str| {
-        eprintln!("{program}: {message}");
+        say!("{program}: {message}");
         ExitCode::from(1)
     };
     let opts = match options::split(args) {
@@ -76,7 +76,7 @@ pub fn main(program: &str, args: &[String]) -> ExitCode {
         Err(e) => return fail(&e.to_string()),
     };
     if let Some(text) = help_text(&opts, program) {
-        print!("{text}");
+        crate::out::stdout(&text);
         return ExitCode::SUCCESS;
     }
     let config = match Config::from_opts(&opts) {

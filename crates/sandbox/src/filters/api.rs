@@ -32,6 +32,9 @@ pub fn rules() -> Rules {
         // QMP's query-cpus-fast finds the vCPU threads' ids in
         // /proc/self/task.
         libc::SYS_getdents64,
+        // PUT /logger, PUT /metrics: the SIGSYS handler's own copy of the
+        // new file's descriptor (sandbox::report_faults_to).
+        libc::SYS_dup3,
     ]);
     // PUT /network-interfaces checks that the TAP exists: glibc's
     // if_nametoindex asks a Unix datagram socket (SIOCGIFINDEX).
