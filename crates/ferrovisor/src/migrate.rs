@@ -137,9 +137,8 @@ pub(crate) fn send(args: &SendArgs) -> ExitCode {
         max_rounds: args.max_rounds,
     };
     let body = serde_json::to_string(&params).unwrap_or_default();
-    let answer = api::client::Client::connect(&args.api_sock).and_then(|mut c| {
-        c.request("PUT", "/ferrovisor/migrate", Some(&body))
-    });
+    let answer = api::client::Client::connect(&args.api_sock)
+        .and_then(|mut c| c.request("PUT", "/ferrovisor/migrate", Some(&body)));
     match answer {
         Ok(r) if r.status == 200 => {
             println!("{}", r.body);

@@ -238,10 +238,19 @@ fn a_linux_workload_finishes_correctly_on_the_destination() {
     src.ok("PUT", "/actions", START);
     wait_line(&out, common::BOOT_TIMEOUT, |l| tick(l) >= 3);
     let info = migrate(&src, port);
+    assert!(
+        !serial(&out).contains("workload-done"),
+        "the workload ended before the migration"
+    );
     let ended = src.wait(Duration::from_secs(30));
     assert_eq!(ended.status, Some(0), "stderr:\n{}", ended.stderr);
     let (status, stderr) = dst.wait(common::BOOT_TIMEOUT);
-    assert_eq!(status, Some(0), "stderr:\n{stderr}\nserial:\n{}", serial(&out));
+    assert_eq!(
+        status,
+        Some(0),
+        "stderr:\n{stderr}\nserial:\n{}",
+        serial(&out)
+    );
     check_workload(&out);
     eprintln!("linux on emu: {info}");
     let _ = std::fs::remove_dir_all(&files);

@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::firecracker::{serial, temp_dir, Instance};
-use common::ticker::{
-    configure, wait_output, DONE_STATUS, PAUSE, RESUME, START, TEXT,
-};
+use common::ticker::{configure, wait_output, DONE_STATUS, PAUSE, RESUME, START, TEXT};
 
 fn create(vm: &Instance, state: &Path, mem: &Path, kind: &str) {
     vm.ok(

@@ -416,9 +416,10 @@ impl Vm for KvmVm {
 
     fn note_guest_write(&self, gpa: u64, len: u64) {
         let slots = lock(&self.shared.slots);
-        let Some(slot) = slots.values().find(|s| {
-            s.log_dirty && gpa >= s.guest_addr && gpa - s.guest_addr < s.size()
-        }) else {
+        let Some(slot) = slots
+            .values()
+            .find(|s| s.log_dirty && gpa >= s.guest_addr && gpa - s.guest_addr < s.size())
+        else {
             return;
         };
         let first = (gpa - slot.guest_addr) / PAGE_SIZE;

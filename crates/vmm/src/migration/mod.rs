@@ -116,7 +116,9 @@ pub enum MigrationError {
     DestinationFailed(String),
     #[error("the peer sent an unexpected {0} frame")]
     Unexpected(&'static str),
-    #[error("migration protocol version {found}; this Ferrovisor speaks version {PROTOCOL_VERSION}")]
+    #[error(
+        "migration protocol version {found}; this Ferrovisor speaks version {PROTOCOL_VERSION}"
+    )]
     Version { found: u32 },
     #[error("the VM cannot run here: {0}")]
     Incompatible(String),

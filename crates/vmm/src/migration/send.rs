@@ -83,7 +83,9 @@ impl Sender {
     }
 
     fn send(&mut self, frame: &Frame) -> Result<(), MigrationError> {
-        frame.write_to(&mut self.out).map_err(MigrationError::Stream)
+        frame
+            .write_to(&mut self.out)
+            .map_err(MigrationError::Stream)
     }
 
     fn answer(&mut self) -> Result<Frame, MigrationError> {
