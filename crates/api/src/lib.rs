@@ -14,6 +14,7 @@
 
 pub mod client;
 pub mod http;
+pub mod migrate;
 pub mod routes;
 pub mod schema;
 pub mod server;

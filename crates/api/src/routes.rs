@@ -63,6 +63,8 @@ pub enum Request {
     CreateSnapshot(crate::snapshot::SnapshotCreateParams),
     /// `PUT /snapshot/load`.
     LoadSnapshot(crate::snapshot::SnapshotLoadParams),
+    /// `PUT /ferrovisor/migrate` (Ferrovisor's): live migration.
+    Migrate(crate::migrate::MigrateParams),
 }
 
 /// Why a request was not routed; always a 400 answer.
@@ -171,6 +173,9 @@ pub fn route(method: &Method, path: &str, body: &[u8]) -> Result<Request, RouteE
         (Method::Get, "ferrovisor") if segments == ["ferrovisor", "trace"] => Ok(Request::GetTrace),
         (Method::Put, "ferrovisor") if segments == ["ferrovisor", "trace"] => {
             Ok(Request::PutTrace(json(body)?))
+        }
+        (Method::Put, "ferrovisor") if segments == ["ferrovisor", "migrate"] => {
+            Ok(Request::Migrate(json(body)?))
         }
         (Method::Put, "snapshot") if segments == ["snapshot", "create"] => {
             Ok(Request::CreateSnapshot(json(body)?))
@@ -343,6 +348,20 @@ mod tests {
             route(&Method::Put, "/snapshot/x", b"{}"),
             Err(RouteError::NoRoute { .. })
         ));
+    }
+
+    #[test]
+    fn migrate_route() {
+        let r = route(
+            &Method::Put,
+            "/ferrovisor/migrate",
+            br#"{"destination_url": "tcp:127.0.0.1:4444", "downtime_ms": 20}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(r, Request::Migrate(ref p) if p.destination_url == "tcp:127.0.0.1:4444" && p.downtime_ms == Some(20))
+        );
+        assert!(route(&Method::Put, "/ferrovisor/migrate", br#"{"url": "x"}"#).is_err());
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub fn of(exit: &MachineExit) -> u8 {
         MachineExit::HostQuit => USER_QUIT,
         // Only a signal stops a `run` VM: signals::exit_code gives its
         // status.
-        MachineExit::Stopped => POWER_OFF,
+        MachineExit::Stopped | MachineExit::Migrated => POWER_OFF,
         // The guest's own status, written to the debug-exit port (test
         // guests).
         MachineExit::DebugExit { status } => *status as u8,

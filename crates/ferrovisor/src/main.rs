@@ -18,6 +18,7 @@ mod firecracker;
 mod gdb;
 mod limits;
 mod logging;
+mod migrate;
 mod net;
 mod out;
 mod qemu;
@@ -89,6 +90,13 @@ pub(crate) enum Command {
     Stat(stat::StatArgs),
     /// Restore a VM from a snapshot (state file + memory file) and run it.
     Restore(Box<snapshot_cli::RestoreArgs>),
+    /// Wait for a live migration on a TCP address, then run the VM it
+    /// brings (see docs/CLI.md).
+    MigrateReceive(migrate::ReceiveArgs),
+    /// Ask a running VM (through its API socket) to migrate to a
+    /// destination that `migrate-receive` started; the source exits when
+    /// the destination runs the VM.
+    MigrateSend(migrate::SendArgs),
     /// Work on snapshot files.
     #[command(subcommand)]
     Snapshot(snapshot_cli::SnapshotCommand),
@@ -350,6 +358,8 @@ fn main() -> ExitCode {
         Command::Stat(args) => stat::run(&args),
         Command::Restore(args) => snapshot_cli::restore(&args),
         Command::Snapshot(command) => snapshot_cli::snapshot(&command),
+        Command::MigrateReceive(args) => migrate::receive(&args),
+        Command::MigrateSend(args) => migrate::send(&args),
         Command::Completions(args) => cli_docs::completions(&args),
         Command::Manpage(args) => cli_docs::manpage(&args),
     }

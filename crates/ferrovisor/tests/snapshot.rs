@@ -7,68 +7,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::firecracker::{elf, serial, temp_dir, Instance};
-
-const START: &str = r#"{"action_type": "InstanceStart"}"#;
-const PAUSE: &str = r#"{"state": "Paused"}"#;
-const RESUME: &str = r#"{"state": "Resumed"}"#;
-/// What the ticker guest prints, one character at a time.
-const TEXT: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ\n";
-/// The guest's debug-exit value when it is done, and the exit status.
-const DONE: u32 = 0x2a;
-const DONE_STATUS: i32 = ((DONE << 1) | 1) as i32;
-/// Where the guest keeps its progress.
-const PROGRESS: u64 = 0x30_0000;
-
-/// The ticker guest (see [`guests::ticker`]): a restored guest must
-/// finish the text.
-fn ticker(delay: u32) -> guests::Program {
-    guests::ticker(TEXT, delay, PROGRESS, DONE).unwrap()
-}
-
-/// Spin iterations between two characters: the whole text takes a few
-/// seconds on emu and on this project's nested kvm (a few MIPS under
-/// kvm_pvm); on a bare-metal kvm host it may end before the pause, which
-/// the test reports rather than passing.
-fn delay(accel: &str) -> u32 {
-    if accel == "kvm" {
-        150_000
-    } else {
-        1_500_000
-    }
-}
-
-/// Configures the ticker guest with its serial output in `out`.
-fn configure(vm: &Instance, files: &Path, accel: &str, out: &Path, track_dirty: bool) {
-    let kernel = elf(files, "ticker.elf", &ticker(delay(accel)));
-    vm.ok(
-        "PUT",
-        "/boot-source",
-        &format!(r#"{{"kernel_image_path": "{}"}}"#, kernel.display()),
-    );
-    vm.ok(
-        "PUT",
-        "/machine-config",
-        &format!(r#"{{"vcpu_count": 1, "mem_size_mib": 32, "track_dirty_pages": {track_dirty}}}"#),
-    );
-    vm.ok(
-        "PUT",
-        "/serial",
-        &format!(r#"{{"serial_out_path": "{}"}}"#, out.display()),
-    );
-}
-
-fn wait_output(out: &Path, chars: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while serial(out).len() < chars {
-        assert!(
-            Instant::now() < deadline,
-            "the guest printed {:?}",
-            serial(out)
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+use common::firecracker::{serial, temp_dir, Instance};
+use common::ticker::{configure, wait_output, DONE_STATUS, PAUSE, RESUME, START, TEXT};
 
 fn create(vm: &Instance, state: &Path, mem: &Path, kind: &str) {
     vm.ok(

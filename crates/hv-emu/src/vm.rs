@@ -195,6 +195,17 @@ impl Vm for EmuVm {
 
     fn note_guest_write(&self, gpa: u64, len: u64) {
         self.shared.code.note_external_write(gpa, len);
+        // The dirty log covers device writes too (a migration or a diff
+        // snapshot must not miss them).
+        let slots = self.shared.slots();
+        let end = gpa.saturating_add(len);
+        let mut page = gpa & !(hv::memory::PAGE_SIZE - 1);
+        while page < end {
+            if let Some(slot) = slots.find(page) {
+                slot.mark_dirty(page);
+            }
+            page += hv::memory::PAGE_SIZE;
+        }
     }
 
     fn register_ioevent(

@@ -56,6 +56,11 @@ pub(crate) struct KvmVm {
     /// kvmclock's value when the VMM paused the VM (KVM_GET_CLOCK), set
     /// back on resume.
     paused_clock: Mutex<Option<u64>>,
+    /// Pages of dirty-logging slots the VMM's devices wrote
+    /// ([`Vm::note_guest_write`]; KVM's own log sees only the vCPUs'
+    /// writes), by slot id, one bit per page; merged into the next
+    /// [`Vm::get_dirty_log`].
+    device_writes: Mutex<HashMap<u32, Vec<u64>>>,
 }
 
 /// The routes KVM_CREATE_IRQCHIP installs (the kernel's `default_routing`):
@@ -203,6 +208,7 @@ impl KvmVm {
             created: Mutex::new(vec![false; config.vcpus as usize]),
             msi_routes: Mutex::new(BTreeMap::new()),
             irqfds: Mutex::new(HashSet::new()),
+            device_writes: Mutex::new(HashMap::new()),
             paused_clock: Mutex::new(None),
         })
     }
@@ -400,7 +406,33 @@ impl Vm for KvmVm {
         // kvm-ioctls sizes the bitmap with the host page size; keep exactly
         // one bit per 4 KiB page of the slot.
         bitmap.resize(slot.pages().div_ceil(64) as usize, 0);
+        if let Some(devices) = lock(&self.device_writes).remove(&id) {
+            for (word, extra) in bitmap.iter_mut().zip(devices) {
+                *word |= extra;
+            }
+        }
         Ok(bitmap)
+    }
+
+    fn note_guest_write(&self, gpa: u64, len: u64) {
+        let slots = lock(&self.shared.slots);
+        let Some(slot) = slots
+            .values()
+            .find(|s| s.log_dirty && gpa >= s.guest_addr && gpa - s.guest_addr < s.size())
+        else {
+            return;
+        };
+        let first = (gpa - slot.guest_addr) / PAGE_SIZE;
+        let end = (gpa.saturating_add(len.max(1)) - slot.guest_addr)
+            .div_ceil(PAGE_SIZE)
+            .min(slot.pages());
+        let mut writes = lock(&self.device_writes);
+        let bitmap = writes
+            .entry(slot.id)
+            .or_insert_with(|| vec![0; slot.pages().div_ceil(64) as usize]);
+        for page in first..end {
+            bitmap[(page / 64) as usize] |= 1 << (page % 64);
+        }
     }
 
     fn create_vcpu(&self, id: u32) -> Result<Box<dyn Vcpu>, HvError> {

@@ -38,6 +38,10 @@ pub enum Command {
     },
     /// Write a snapshot of the paused machine.
     CreateSnapshot(crate::snapshot::CreateSnapshot),
+    /// Send the machine to another process over the request's connection
+    /// (see [`crate::migration`]); on success the machine ends
+    /// ([`crate::MachineExit::Migrated`]), on failure it runs on.
+    Migrate(crate::migration::MigrateRequest),
     /// End the machine.
     Stop,
 }
@@ -67,6 +71,8 @@ pub enum CommandError {
     Update(#[source] crate::devices::UpdateError),
     #[error(transparent)]
     Snapshot(crate::snapshot::SnapshotError),
+    #[error("the migration failed")]
+    Migration(#[source] crate::migration::MigrationError),
 }
 
 /// The state of a started machine.

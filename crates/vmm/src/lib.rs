@@ -23,6 +23,7 @@ mod devices;
 pub mod live;
 pub mod machine;
 pub mod memory;
+pub mod migration;
 mod msi;
 pub mod platform_timer;
 pub mod probe;

@@ -108,6 +108,8 @@ pub enum MachineExit {
     HostQuit,
     /// [`Command::Stop`] ended the VM.
     Stopped,
+    /// The VM was migrated ([`Command::Migrate`]) and runs elsewhere now.
+    Migrated,
     /// The controller thread panicked (a bug).
     ControllerPanicked,
 }
@@ -121,7 +123,8 @@ impl MachineExit {
             MachineExit::PowerOff
             | MachineExit::Reset
             | MachineExit::HostQuit
-            | MachineExit::Stopped => 0,
+            | MachineExit::Stopped
+            | MachineExit::Migrated => 0,
             MachineExit::DebugExit { status } => *status,
             MachineExit::TripleFault { .. }
             | MachineExit::Failed { .. }
@@ -253,7 +256,28 @@ impl Machine {
         snapshot: &crate::snapshot::SnapshotFile,
         options: &crate::snapshot::RestoreOptions,
     ) -> Result<Machine, crate::snapshot::SnapshotError> {
-        use crate::snapshot::{cpu_fingerprint, map_private, SnapshotError};
+        let mem = crate::snapshot::map_private(&options.mem_path, &snapshot.header.memory)?;
+        Self::restore_with_memory(
+            config,
+            hypervisor,
+            snapshot,
+            mem,
+            options.track_dirty_pages,
+            options.resume,
+        )
+    }
+
+    /// [`Machine::restore`] with guest RAM the caller filled (a migration
+    /// destination's anonymous memory).
+    pub fn restore_with_memory(
+        config: &MachineConfig,
+        hypervisor: Box<dyn Hypervisor>,
+        snapshot: &crate::snapshot::SnapshotFile,
+        mem: GuestMemoryMmap,
+        track_dirty_pages: bool,
+        resume: bool,
+    ) -> Result<Machine, crate::snapshot::SnapshotError> {
+        use crate::snapshot::{cpu_fingerprint, SnapshotError};
         check_config(config)?;
         let body = &snapshot.body;
         if body.vcpus.len() != config.vcpus as usize {
@@ -271,7 +295,11 @@ impl Machine {
             }
             .into());
         }
-        let mem = map_private(&options.mem_path, &snapshot.header.memory)?;
+        if crate::snapshot::layout(&mem) != snapshot.header.memory {
+            return Err(SnapshotError::Inconsistent(
+                "the guest memory does not have the snapshot's layout".into(),
+            ));
+        }
         let expected: Vec<_> = arch::layout::ram_regions(config.memory)
             .into_iter()
             .map(|(gpa, size)| crate::snapshot::MemoryRegion { gpa, size })
@@ -286,7 +314,7 @@ impl Machine {
         let supported = vm.supported_cpuid().map_err(hv_err("CPUID"))?;
         let fingerprint = cpu_fingerprint(&supported);
         snapshot.header.check_host(accel, &fingerprint)?;
-        let mut machine = Self::assemble(config, accel, vm, mem, options.track_dirty_pages)?;
+        let mut machine = Self::assemble(config, accel, vm, mem, track_dirty_pages)?;
         machine.cpu_fingerprint = fingerprint;
         // The VM (its interrupt controllers) first: a device restored
         // with its interrupt pending raises its line again.
@@ -307,7 +335,7 @@ impl Machine {
                 })?;
             machine.vcpus.push(vcpu);
         }
-        machine.start_paused = !options.resume;
+        machine.start_paused = !resume;
         Ok(machine)
     }
 
@@ -588,6 +616,16 @@ impl Controller {
                     let _ = reply.send(Ok(()));
                     MachineExit::Stopped
                 }
+                MachineEvent::Command(Command::Migrate(request), reply) => {
+                    let migrated = self.migrate(&request);
+                    let done = migrated.is_ok();
+                    let _ = reply.send(migrated);
+                    if done {
+                        MachineExit::Migrated
+                    } else {
+                        continue;
+                    }
+                }
                 MachineEvent::Command(command, reply) => {
                     let _ = reply.send(self.command(command));
                     continue;
@@ -636,7 +674,7 @@ impl Controller {
                 .map_err(CommandError::Update),
             Command::CreateSnapshot(request) => self.create_snapshot(&request),
             // Handled by the loop.
-            Command::Stop => Ok(()),
+            Command::Stop | Command::Migrate(_) => Ok(()),
         }
     }
 
@@ -676,6 +714,32 @@ impl Controller {
             return Err(CommandError::Snapshot(SnapshotError::DiffWithoutTracking));
         }
         let started = std::time::Instant::now();
+        let file = self
+            .collect_state(&request.spec_json)
+            .map_err(CommandError::Snapshot)?;
+        let written = crate::snapshot::write_files(
+            &file,
+            &*self.machine.vm,
+            &self.machine.mem,
+            request,
+            self.machine.dirty_log,
+        )
+        .map_err(CommandError::Snapshot)?;
+        tracing::info!(
+            kind = ?request.kind,
+            memory_bytes = written,
+            us = started.elapsed().as_micros() as u64,
+            "snapshot created"
+        );
+        Ok(())
+    }
+
+    /// The paused machine's state (a snapshot state file's contents).
+    fn collect_state(
+        &self,
+        spec_json: &str,
+    ) -> Result<crate::snapshot::SnapshotFile, crate::snapshot::SnapshotError> {
+        use crate::snapshot::SnapshotError;
         let vcpus = self
             .saved
             .iter()
@@ -694,32 +758,32 @@ impl Controller {
                     }),
                 }
             })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(CommandError::Snapshot)?;
-        let file = crate::snapshot::collect(
+            .collect::<Result<Vec<_>, _>>()?;
+        crate::snapshot::collect(
             &*self.machine.vm,
             &self.machine.mem,
             &self.machine.devices,
             vcpus,
-            request,
+            spec_json,
             self.machine.accel,
             &self.machine.cpu_fingerprint,
         )
-        .map_err(CommandError::Snapshot)?;
-        let written = crate::snapshot::write_files(
-            &file,
-            &*self.machine.vm,
-            &self.machine.mem,
-            request,
-            self.machine.dirty_log,
-        )
-        .map_err(CommandError::Snapshot)?;
-        tracing::info!(
-            kind = ?request.kind,
-            memory_bytes = written,
-            us = started.elapsed().as_micros() as u64,
-            "snapshot created"
-        );
+    }
+
+    /// Sends the machine to another process ([`crate::migration::send`]);
+    /// on success the caller ends the machine.
+    fn migrate(&mut self, request: &crate::migration::MigrateRequest) -> Result<(), CommandError> {
+        use crate::migration::MigrationError;
+        let stream = request
+            .stream
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or(CommandError::Migration(MigrationError::Busy))?;
+        let report = crate::migration::send(self, stream, &request.spec_json, &request.options)
+            .map_err(CommandError::Migration)?;
+        tracing::info!(?report, "the VM was migrated");
+        *request.report.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
         Ok(())
     }
 
@@ -808,4 +872,54 @@ fn setup_boot_state(vcpu: &mut dyn Vcpu, boot: &BootInfo, vcpus: u32) -> Result<
             .map_err(hv_err("vCPU MP state"))?;
     }
     Ok(())
+}
+
+impl crate::migration::Source for Controller {
+    fn memory(&self) -> &GuestMemoryMmap {
+        &self.machine.mem
+    }
+
+    fn vm(&self) -> &dyn Vm {
+        &*self.machine.vm
+    }
+
+    fn header(&self) -> crate::snapshot::SnapshotHeader {
+        crate::snapshot::SnapshotHeader {
+            ferrovisor_version: env!("CARGO_PKG_VERSION").into(),
+            accelerator: self.machine.accel.into(),
+            cpu_fingerprint: self.machine.cpu_fingerprint.clone(),
+            memory: crate::snapshot::layout(&self.machine.mem),
+        }
+    }
+
+    fn dirty_logging(&self) -> bool {
+        self.machine.dirty_log
+    }
+
+    fn set_dirty_logging(&mut self, on: bool) -> Result<(), crate::migration::MigrationError> {
+        register_slots(&*self.machine.vm, &self.machine.mem, on)
+            .map_err(|e| crate::migration::MigrationError::Machine(Box::new(e.into())))?;
+        self.machine.dirty_log = on;
+        Ok(())
+    }
+
+    fn paused(&self) -> bool {
+        self.paused
+    }
+
+    fn pause(&mut self) -> Result<(), crate::migration::MigrationError> {
+        Controller::pause(self).map_err(|_| crate::migration::MigrationError::PauseTimeout)
+    }
+
+    fn resume(&mut self) {
+        Controller::resume(self)
+    }
+
+    fn state(
+        &mut self,
+        spec_json: &str,
+    ) -> Result<crate::snapshot::SnapshotFile, crate::migration::MigrationError> {
+        self.collect_state(spec_json)
+            .map_err(crate::migration::MigrationError::Snapshot)
+    }
 }

@@ -521,6 +521,25 @@ impl Controller {
         Reply::no_content()
     }
 
+    /// `PUT /ferrovisor/migrate` (see [`crate::migrate::api_migrate`]).
+    fn migrate(&self, params: &api::migrate::MigrateParams) -> Reply {
+        let (machine, spec_json) = {
+            let state = self.state();
+            if state.phase() == Phase::NotStarted {
+                return Reply::bad_request(POST_BOOT_ONLY);
+            }
+            // VmSpec's serialization cannot fail (plain data, string keys).
+            let spec_json = serde_json::to_string(&state.spec).unwrap_or_default();
+            (state.machine.clone(), spec_json)
+        };
+        let Some(machine) = machine else {
+            return Reply::bad_request(
+                "the microVM was started from a configuration file and is not under API control yet",
+            );
+        };
+        crate::migrate::api_migrate(&machine, spec_json, params)
+    }
+
     fn handle_locked(&self, state: &mut State, request: Request) -> Reply {
         let pre_boot = state.phase() == Phase::NotStarted;
         match request {
@@ -609,6 +628,8 @@ impl Controller {
                 reply
             }
             Request::Action(ActionType::InstanceStart) => self.start(state),
+            // Answered by `migrate`, outside the lock.
+            Request::Migrate(_) => Reply::bad_request(POST_BOOT_ONLY),
             Request::PutMachineConfig(m) => spec_reply(state.spec.set_machine_config(m)),
             Request::PatchMachineConfig(update) => {
                 let merged = update.apply(&state.spec.machine_config);
@@ -668,8 +689,12 @@ impl Backend for Controller {
     fn handle(&self, request: Request) -> Reply {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let endpoint = super::metrics::endpoint(&request);
-        let mut state = self.state();
-        let reply = self.handle_locked(&mut state, request);
+        let reply = match request {
+            // Not under the state lock: the API answers while the VM
+            // migrates.
+            Request::Migrate(params) => self.migrate(&params),
+            request => self.handle_locked(&mut self.state(), request),
+        };
         let failed = reply.status != Status::Ok && reply.status != Status::NoContent;
         if let Some(endpoint) = endpoint {
             self.api_metrics.request(endpoint, failed);

@@ -339,5 +339,39 @@ fn run_to_end(controller: &Arc<Controller>, running: vmm::RunningMachine) -> Exi
     }
     let report = running.wait();
     drop(periodic);
+    if matches!(report.exit, vmm::MachineExit::Migrated) {
+        // The connection thread that asked for the migration writes its
+        // answer now; the process must not end under it.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     crate::finish(report, false)
+}
+
+/// Serves Firecracker's API on `api_sock` for a machine that already runs
+/// (a migration's destination) until it ends.
+pub(crate) fn serve_running(
+    api_sock: &Path,
+    spec: VmSpec,
+    running: vmm::RunningMachine,
+) -> ExitCode {
+    let server = match ApiServer::bind(api_sock, ServerConfig::default()) {
+        Ok(s) => s,
+        Err(e) => return fail(&crate::error_line(&e), 1),
+    };
+    let _socket = SocketFile(api_sock);
+    let (start_tx, _) = channel();
+    let controller = Arc::new(Controller::new(
+        "anonymous-instance",
+        spec,
+        true,
+        None,
+        None,
+        start_tx,
+    ));
+    controller.set_machine(running.handle());
+    controller.set_live(running.live_stats());
+    if let Err(e) = server.serve(controller.clone()) {
+        return fail(&crate::error_line(&e), 1);
+    }
+    run_to_end(&controller, running)
 }

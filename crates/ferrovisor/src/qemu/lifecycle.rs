@@ -47,7 +47,8 @@ fn shutdown_data(exit: &MachineExit, host: Option<HostReason>) -> Option<serde_j
         },
         MachineExit::DebugExit { .. }
         | MachineExit::Failed { .. }
-        | MachineExit::ControllerPanicked => return None,
+        | MachineExit::ControllerPanicked
+        | MachineExit::Migrated => return None,
     };
     Some(json!({"guest": guest, "reason": reason}))
 }

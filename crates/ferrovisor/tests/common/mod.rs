@@ -6,6 +6,7 @@
 
 pub mod firecracker;
 pub mod netns;
+pub mod ticker;
 
 use std::io::Read;
 use std::path::PathBuf;

@@ -39,6 +39,11 @@ pub fn rules() -> Rules {
     // PUT /network-interfaces checks that the TAP exists: glibc's
     // if_nametoindex asks a Unix datagram socket (SIOCGIFINDEX).
     r.allow_if(libc::SYS_socket, vec![arg_eq(0, libc::AF_UNIX as u64)]);
+    // PUT /ferrovisor/migrate connects to the destination (TCP); the
+    // controller thread then sends on the connection.
+    r.allow_if(libc::SYS_socket, vec![arg_eq(0, libc::AF_INET as u64)]);
+    r.allow_if(libc::SYS_socket, vec![arg_eq(0, libc::AF_INET6 as u64)]);
+    r.allow(&[libc::SYS_connect]);
     // ... and opens it once (before the boot) to check it is usable.
     use super::virtio::{TUNSETIFF, TUNSETOFFLOAD, TUNSETVNETHDRSZ};
     r.allow_ioctls(&[

@@ -33,6 +33,11 @@ pub fn rules(calls: &HostCalls) -> Rules {
         libc::SYS_rename,
         libc::SYS_renameat,
         libc::SYS_renameat2,
+        // A live migration's connection (opened by the API thread).
+        libc::SYS_sendto,
+        libc::SYS_recvfrom,
+        libc::SYS_setsockopt,
+        libc::SYS_shutdown,
         // Events and waiting.
         libc::SYS_eventfd2,
         libc::SYS_epoll_create1,

@@ -94,7 +94,7 @@ pub(crate) fn collect(
     mem: &GuestMemoryMmap,
     devices: &crate::devices::DeviceManager,
     vcpus: Vec<hv::VcpuState>,
-    request: &CreateSnapshot,
+    spec_json: &str,
     accel: &str,
     cpu: &str,
 ) -> Result<SnapshotFile, SnapshotError> {
@@ -107,7 +107,7 @@ pub(crate) fn collect(
             memory: layout(mem),
         },
         body: SnapshotBody {
-            spec_json: request.spec_json.clone(),
+            spec_json: spec_json.into(),
             vm: vm.save_state().map_err(SnapshotError::Vm)?,
             vcpus,
             devices,

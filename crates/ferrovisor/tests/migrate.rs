@@ -1,0 +1,267 @@
+//! Live migration between two ferrovisor processes over TCP: the ticker
+//! guest moved mid-run on emu and kvm goes on without a gap or a repeat
+//! and the source exits; a Linux guest whose workload checks its own data
+//! finishes correctly on the destination; a destination that refuses or
+//! dies mid-migration leaves the source running and answering.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Child;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::firecracker::{serial, spawn, temp_dir, wait_line, Instance};
+use common::ticker::{configure, wait_output, DONE_STATUS, START, TEXT};
+use vmm::migration::protocol::Frame;
+
+/// A free TCP port on 127.0.0.1 (bound and let go).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `ferrovisor migrate-receive` on `port`.
+struct Destination {
+    child: Child,
+    stderr: mpsc::Receiver<Vec<u8>>,
+}
+
+impl Destination {
+    fn start(port: u16, extra: &[&str]) -> Destination {
+        let listen = format!("127.0.0.1:{port}");
+        let mut args = vec!["migrate-receive", "--listen", &listen];
+        args.extend_from_slice(extra);
+        let (child, _stdout, stderr) = spawn(&args);
+        Destination { child, stderr }
+    }
+
+    fn wait(mut self, timeout: Duration) -> (Option<i32>, String) {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let stderr = self
+            .stderr
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_default();
+        (status, String::from_utf8_lossy(&stderr).into_owned())
+    }
+}
+
+impl Drop for Destination {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn migrate_body(port: u16) -> String {
+    format!(r#"{{"destination_url": "tcp:127.0.0.1:{port}"}}"#)
+}
+
+/// `PUT /ferrovisor/migrate`, retried while the destination is not
+/// listening yet (a refused connection leaves the source as it was).
+fn migrate(vm: &Instance, port: u16) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = vm.req("PUT", "/ferrovisor/migrate", Some(&migrate_body(port)));
+        if r.status == 200 {
+            return serde_json::from_str(&r.body).unwrap();
+        }
+        let message = r.fault_message().unwrap_or_default();
+        assert!(
+            message.contains("cannot connect") && Instant::now() < deadline,
+            "{}: {message}",
+            r.status
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_tiny_guest_moves_mid_run_without_a_gap() {
+    for accel in common::accels() {
+        let files = temp_dir(&format!("migrate-tiny-{accel}"));
+        let out = files.join("serial.out");
+        let src = Instance::start(&format!("migrate-src-{accel}"), &["--accel", accel]);
+        configure(&src, &files, accel, &out, false);
+        let port = free_port();
+        let dst = Destination::start(port, &[]);
+        src.ok("PUT", "/actions", START);
+        wait_output(&out, 5);
+        let info = migrate(&src, port);
+        let before = serial(&out).len();
+        assert!(
+            before < TEXT.len(),
+            "{accel}: the guest finished before the migration"
+        );
+        let ended = src.wait(Duration::from_secs(30));
+        assert_eq!(ended.status, Some(0), "{accel}: stderr:\n{}", ended.stderr);
+        let (status, stderr) = dst.wait(Duration::from_secs(120));
+        assert_eq!(status, Some(DONE_STATUS), "{accel}: stderr:\n{stderr}");
+        assert_eq!(
+            serial(&out),
+            TEXT,
+            "{accel}: the two processes' output is one uninterrupted run's"
+        );
+        eprintln!("{accel}: migrated after {before} characters: {info}");
+        let _ = std::fs::remove_dir_all(&files);
+    }
+}
+
+/// A fake destination: takes the hello, says ready, reads `frames` more
+/// frames and drops the connection (a destination that died).
+fn dying_destination(frames: usize) -> (u16, std::thread::JoinHandle<usize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let thread = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let hello = Frame::read_from(&mut stream).unwrap();
+        assert!(matches!(hello, Frame::Hello(_)), "{hello:?}");
+        Frame::Ready.write_to(&mut stream).unwrap();
+        let mut pages = 0;
+        for _ in 0..frames {
+            if let Ok(Frame::Pages { .. }) = Frame::read_from(&mut stream) {
+                pages += 1;
+            }
+        }
+        pages
+    });
+    (port, thread)
+}
+
+#[test]
+fn the_source_runs_on_when_the_destination_dies_or_refuses() {
+    let accel = "emu";
+    let files = temp_dir("migrate-fail");
+    let out = files.join("serial.out");
+    let src = Instance::start("migrate-fail-src", &["--accel", accel]);
+    configure(&src, &files, accel, &out, false);
+    src.ok("PUT", "/actions", START);
+    wait_output(&out, 3);
+
+    // Nobody listens.
+    src.bad(
+        "PUT",
+        "/ferrovisor/migrate",
+        Some(&migrate_body(free_port())),
+        "cannot connect to tcp:127.0.0.1:",
+    );
+    // The destination dies after a few frames of memory.
+    let (port, fake) = dying_destination(3);
+    src.bad(
+        "PUT",
+        "/ferrovisor/migrate",
+        Some(&migrate_body(port)),
+        "the migration stream broke",
+    );
+    assert_eq!(fake.join().unwrap(), 3, "the source sent memory first");
+    assert_eq!(src.get("/")["state"], "Running");
+    // A real destination on another accelerator refuses.
+    if common::accels().contains(&"kvm") {
+        let port = free_port();
+        let dst = Destination::start(port, &["--accel", "kvm"]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let message = loop {
+            let r = src.req("PUT", "/ferrovisor/migrate", Some(&migrate_body(port)));
+            let m = r.fault_message().unwrap_or_default();
+            if !m.contains("cannot connect") || Instant::now() > deadline {
+                break m;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(message.contains("refused"), "{message}");
+        assert!(message.contains("emu accelerator"), "{message}");
+        let (status, _) = dst.wait(Duration::from_secs(20));
+        assert_eq!(status, Some(1));
+    }
+    // Still running: the output grows, the guest ends as it would have.
+    assert_eq!(src.get("/")["state"], "Running");
+    let seen = serial(&out).len();
+    wait_output(&out, (seen + 2).min(TEXT.len()));
+    let ended = src.wait(Duration::from_secs(120));
+    assert_eq!(ended.status, Some(DONE_STATUS), "stderr:\n{}", ended.stderr);
+    assert_eq!(serial(&out), TEXT);
+    let _ = std::fs::remove_dir_all(&files);
+}
+
+/// The workload: each round fills a tmpfs file with data derived from
+/// the round, checksums it, copies it, and checks the copy and the file
+/// against the checksum; `tick=N ok` or `tick=N BAD`.
+const WORKLOAD: &str = "i=0; while [ $i -lt 60 ]; do i=$((i+1)); \
+    seq $((i*1000)) $((i*1000+20000)) > /tmp/a; s=$(md5sum < /tmp/a); \
+    cp /tmp/a /tmp/b; t=$(md5sum < /tmp/b); u=$(seq $((i*1000)) $((i*1000+20000)) | md5sum); \
+    if [ \"$s\" = \"$t\" ] && [ \"$s\" = \"$u\" ]; then echo tick=$i ok; else echo tick=$i BAD; fi; \
+    done; echo workload-done";
+
+fn tick(line: &str) -> u32 {
+    line.strip_prefix("tick=")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_linux_workload_finishes_correctly_on_the_destination() {
+    let Some(guest) = common::guest() else {
+        return;
+    };
+    let files = temp_dir("migrate-linux");
+    let out = files.join("serial.out");
+    let src = Instance::start("migrate-linux-src", &["--accel", "emu"]);
+    src.put_linux_boot(&guest, WORKLOAD);
+    src.ok(
+        "PUT",
+        "/machine-config",
+        r#"{"vcpu_count": 1, "mem_size_mib": 256}"#,
+    );
+    src.ok(
+        "PUT",
+        "/serial",
+        &format!(r#"{{"serial_out_path": "{}"}}"#, out.display()),
+    );
+    let port = free_port();
+    let dst = Destination::start(port, &[]);
+    src.ok("PUT", "/actions", START);
+    wait_line(&out, common::BOOT_TIMEOUT, |l| tick(l) >= 3);
+    let info = migrate(&src, port);
+    assert!(
+        !serial(&out).contains("workload-done"),
+        "the workload ended before the migration"
+    );
+    let ended = src.wait(Duration::from_secs(30));
+    assert_eq!(ended.status, Some(0), "stderr:\n{}", ended.stderr);
+    let (status, stderr) = dst.wait(common::BOOT_TIMEOUT);
+    assert_eq!(
+        status,
+        Some(0),
+        "stderr:\n{stderr}\nserial:\n{}",
+        serial(&out)
+    );
+    check_workload(&out);
+    eprintln!("linux on emu: {info}");
+    let _ = std::fs::remove_dir_all(&files);
+}
+
+/// Every round ran once, in order, and checked out.
+fn check_workload(out: &Path) {
+    let console = serial(out);
+    let ticks: Vec<&str> = console.lines().filter(|l| l.starts_with("tick=")).collect();
+    let numbers: Vec<u32> = ticks.iter().map(|l| tick(l)).collect();
+    assert_eq!(numbers, (1..=60).collect::<Vec<_>>(), "{console}");
+    assert!(ticks.iter().all(|l| l.ends_with(" ok")), "{console}");
+    assert!(console.contains("workload-done"), "{console}");
+}

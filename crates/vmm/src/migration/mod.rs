@@ -1,0 +1,186 @@
+//! Live migration between two Ferrovisor processes over TCP.
+//!
+//! The source's controller thread runs [`send`] for
+//! [`crate::Command::Migrate`] (pre-copy rounds driven by the dirty log,
+//! then stop and copy: see [`send`]); the destination, started to
+//! receive, takes the connection with [`Incoming::accept`], checks the
+//! hello like a snapshot's header, writes the pages into its own
+//! anonymous guest memory and builds the machine from the final state
+//! ([`Incoming::receive`]). The stream's frames are in [`protocol`].
+//!
+//! A failure at any step leaves the source running: see [`send`].
+
+pub mod protocol;
+mod receive;
+mod send;
+
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hv::Vm;
+use vm_memory::GuestMemoryMmap;
+
+pub use protocol::{Frame, Hello, ProtocolError, PROTOCOL_VERSION};
+pub use receive::{Confirmation, Incoming, Received};
+pub use send::send;
+
+use crate::snapshot::{SnapshotError, SnapshotFile, SnapshotFormatError, SnapshotHeader};
+
+/// How the source runs the pre-copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendOptions {
+    /// Stop and copy once what is left would take less than this at the
+    /// bandwidth measured so far.
+    pub downtime: Duration,
+    /// Stop and copy after this many rounds (the first sends all memory)
+    /// whatever is left.
+    pub max_rounds: u32,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        SendOptions {
+            downtime: Duration::from_millis(50),
+            max_rounds: 30,
+        }
+    }
+}
+
+/// What a migration did, measured on the source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// Pre-copy rounds (the first sends every non-zero page).
+    pub rounds: u32,
+    /// Guest memory bytes sent in all.
+    pub bytes: u64,
+    /// Bytes sent while the VM was paused.
+    pub last_round_bytes: u64,
+    /// From the pause to the destination's answer that the VM runs.
+    pub downtime: Duration,
+    /// From the connection to the destination's answer.
+    pub total: Duration,
+}
+
+/// A [`crate::Command::Migrate`]: the connection the API opened (the
+/// controller thread takes it), the VM description, and where the
+/// figures go.
+#[derive(Debug, Clone)]
+pub struct MigrateRequest {
+    pub stream: Arc<Mutex<Option<TcpStream>>>,
+    pub spec_json: String,
+    pub options: SendOptions,
+    pub report: Arc<Mutex<Option<MigrationReport>>>,
+}
+
+impl MigrateRequest {
+    pub fn new(stream: TcpStream, spec_json: String, options: SendOptions) -> MigrateRequest {
+        MigrateRequest {
+            stream: Arc::new(Mutex::new(Some(stream))),
+            spec_json,
+            options,
+            report: Arc::default(),
+        }
+    }
+
+    /// The figures of a migration that succeeded.
+    pub fn report(&self) -> Option<MigrationReport> {
+        *self.report.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl PartialEq for MigrateRequest {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.stream, &other.stream)
+    }
+}
+
+impl Eq for MigrateRequest {}
+
+/// Why a migration failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error("{0:?} is not a migration URL (tcp:HOST:PORT)")]
+    BadUrl(String),
+    #[error("cannot connect to {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the migration stream broke")]
+    Stream(#[source] ProtocolError),
+    #[error("the destination refused the migration: {0}")]
+    Refused(String),
+    #[error("the destination could not restore the VM: {0}")]
+    DestinationFailed(String),
+    #[error("the peer sent an unexpected {0} frame")]
+    Unexpected(&'static str),
+    #[error(
+        "migration protocol version {found}; this Ferrovisor speaks version {PROTOCOL_VERSION}"
+    )]
+    Version { found: u32 },
+    #[error("the VM cannot run here: {0}")]
+    Incompatible(String),
+    #[error("the source sent pages at {gpa:#x}+{len:#x}, outside guest RAM")]
+    OutsideRam { gpa: u64, len: u64 },
+    #[error("cannot copy guest memory")]
+    Memory(#[source] vm_memory::GuestMemoryError),
+    #[error("cannot read the dirty-page log of memory slot {slot}")]
+    DirtyLog {
+        slot: u32,
+        #[source]
+        source: hv::HvError,
+    },
+    #[error("a migration is already running")]
+    Busy,
+    #[error("the vCPUs did not stop")]
+    PauseTimeout,
+    #[error(transparent)]
+    Format(SnapshotFormatError),
+    #[error(transparent)]
+    Snapshot(SnapshotError),
+    #[error("cannot build the machine")]
+    Machine(#[source] Box<crate::MachineError>),
+}
+
+/// The machine being migrated, as the source's controller offers it.
+pub trait Source {
+    fn memory(&self) -> &GuestMemoryMmap;
+    fn vm(&self) -> &dyn Vm;
+    /// Accelerator, CPU model and memory layout.
+    fn header(&self) -> SnapshotHeader;
+    /// Whether the memory slots log dirty pages.
+    fn dirty_logging(&self) -> bool;
+    fn set_dirty_logging(&mut self, on: bool) -> Result<(), MigrationError>;
+    fn paused(&self) -> bool;
+    fn pause(&mut self) -> Result<(), MigrationError>;
+    fn resume(&mut self);
+    /// The paused machine's state file.
+    fn state(&mut self, spec_json: &str) -> Result<SnapshotFile, MigrationError>;
+}
+
+/// Connects to a destination: `tcp:HOST:PORT` (or `tcp://HOST:PORT`).
+pub fn connect(url: &str) -> Result<TcpStream, MigrationError> {
+    use std::net::ToSocketAddrs;
+    let address = url
+        .strip_prefix("tcp://")
+        .or_else(|| url.strip_prefix("tcp:"))
+        .ok_or_else(|| MigrationError::BadUrl(url.into()))?;
+    let connect_err = |source| MigrationError::Connect {
+        url: url.into(),
+        source,
+    };
+    let addrs: Vec<_> = address
+        .to_socket_addrs()
+        .map_err(|_| MigrationError::BadUrl(url.into()))?
+        .collect();
+    let mut last = std::io::Error::other("no address");
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = e,
+        }
+    }
+    Err(connect_err(last))
+}
