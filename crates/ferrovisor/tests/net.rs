@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::netns::{run, Netns};
 use common::netns::host_busybox;
+use common::netns::{run, Netns};
 use common::{guest, spawn_via, Guest};
 
 const HOST_IP: &str = "10.0.2.1";

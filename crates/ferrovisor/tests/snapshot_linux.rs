@@ -64,7 +64,9 @@ fn vsock_server(dir: &Path) -> std::thread::JoinHandle<Vec<String>> {
         let mut lines = Vec::new();
         let mut kept = Vec::new();
         for _ in 0..2 {
-            let Ok((peer, _)) = server.accept() else { break };
+            let Ok((peer, _)) = server.accept() else {
+                break;
+            };
             let mut reader = BufReader::new(peer.try_clone().unwrap());
             let mut line = String::new();
             if line.is_empty() && lines.is_empty() {
@@ -139,7 +141,9 @@ fn goes_on_in_a_new_process(transport: &str) {
     let a = Instance::start_via(&format!("snap-linux-{transport}-a"), &ns.wrapper(), &args);
     configure(&a, &guest, &dir);
     a.ok("PUT", "/actions", r#"{"action_type": "InstanceStart"}"#);
-    wait_line(&out, common::BOOT_TIMEOUT, |l| l.contains("ready-for-snapshot"));
+    wait_line(&out, common::BOOT_TIMEOUT, |l| {
+        l.contains("ready-for-snapshot")
+    });
     // The guest is now in `nc -l`; its vsock connection is up.
     std::thread::sleep(Duration::from_millis(500));
     a.ok("PATCH", "/vm", r#"{"state": "Paused"}"#);
@@ -169,16 +173,26 @@ fn goes_on_in_a_new_process(transport: &str) {
     let ping = ns.exec(&busybox, &["ping", "-c", "2", "-W", "5", GUEST_IP]);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !ns
-        .exec("bash", &["-c", &format!("echo go >/dev/tcp/{GUEST_IP}/5000")])
+        .exec(
+            "bash",
+            &["-c", &format!("echo go >/dev/tcp/{GUEST_IP}/5000")],
+        )
         .status
         .success()
     {
-        assert!(Instant::now() < deadline, "the guest's TCP port never accepted after the restore:\n{}", serial(&out));
+        assert!(
+            Instant::now() < deadline,
+            "the guest's TCP port never accepted after the restore:\n{}",
+            serial(&out)
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let ended = b.wait(Duration::from_secs(120));
     let console = serial(&out);
-    assert!(console.starts_with(&printed), "the console went on from where it was");
+    assert!(
+        console.starts_with(&printed),
+        "the console went on from where it was"
+    );
     let after_restore = &console[printed.len()..];
     assert!(
         String::from_utf8_lossy(&ping.stdout).contains("2 packets received"),
@@ -196,7 +210,11 @@ fn goes_on_in_a_new_process(transport: &str) {
         "vsock-exit=0".into(),
         "FERROVISOR-CMD-EXIT=0".into(),
     ] {
-        assert!(after_restore.contains(&want), "{want:?} after the restore in:\n{after_restore}\nstderr:\n{}", ended.stderr);
+        assert!(
+            after_restore.contains(&want),
+            "{want:?} after the restore in:\n{after_restore}\nstderr:\n{}",
+            ended.stderr
+        );
     }
     assert!(time_line(&console, "after-time=") >= time_line(&console, "before-time="));
     let image = std::fs::read(dir.join("disk.img")).unwrap();

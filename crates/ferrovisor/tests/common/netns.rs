@@ -158,4 +158,3 @@ fn newc_file<'a>(cpio: &'a [u8], name: &str) -> Option<&'a [u8]> {
     }
     None
 }
-

@@ -70,7 +70,9 @@ impl VirtioPci {
             v.store(*s, Ordering::SeqCst);
         }
         let intx_disabled = self.config.command() & command::INTX_DISABLE != 0;
-        self.irq.intx_disabled.store(intx_disabled, Ordering::SeqCst);
+        self.irq
+            .intx_disabled
+            .store(intx_disabled, Ordering::SeqCst);
         self.irq.isr.store(saved.isr, Ordering::SeqCst);
         if saved.isr != 0 && !intx_disabled {
             if let Some(line) = &self.irq.intx {

@@ -25,7 +25,6 @@ use pci::virtio::{VirtioPci, VirtioPciBars};
 use pci::{BarWindow, ConfigIo, Ecam, MsiSink, PciBus};
 use vm_memory::GuestMemoryMmap;
 
-
 use super::irq::{guest_write_hook, register_notifiers, GsiLine};
 use super::state::{Placed, Transport};
 use super::virtio::{NamedModel, VIRTIO_IRQS};

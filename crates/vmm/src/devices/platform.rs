@@ -92,7 +92,9 @@ pub(crate) fn build(
     buses
         .pio
         .insert("i8042", I8042_BASE.into(), I8042_SIZE, i8042.clone())?;
-    buses.pio.insert("rtc", RTC_BASE.into(), RTC_SIZE, rtc.clone())?;
+    buses
+        .pio
+        .insert("rtc", RTC_BASE.into(), RTC_SIZE, rtc.clone())?;
     buses.pio.insert(
         "debug-exit",
         DEBUG_EXIT_PORT.into(),
