@@ -8,88 +8,12 @@ mod common;
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::Child;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::firecracker::{serial, spawn, temp_dir, wait_line, Instance};
+use common::firecracker::{serial, temp_dir, wait_line, Instance};
+use common::migration::{free_port, migrate, migrate_body, Destination};
 use common::ticker::{configure, wait_output, DONE_STATUS, START, TEXT};
 use vmm::migration::protocol::Frame;
-
-/// A free TCP port on 127.0.0.1 (bound and let go).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `ferrovisor migrate-receive` on `port`.
-struct Destination {
-    child: Child,
-    stderr: mpsc::Receiver<Vec<u8>>,
-}
-
-impl Destination {
-    fn start(port: u16, extra: &[&str]) -> Destination {
-        let listen = format!("127.0.0.1:{port}");
-        let mut args = vec!["migrate-receive", "--listen", &listen];
-        args.extend_from_slice(extra);
-        let (child, _stdout, stderr) = spawn(&args);
-        Destination { child, stderr }
-    }
-
-    fn wait(mut self, timeout: Duration) -> (Option<i32>, String) {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let stderr = self
-            .stderr
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_default();
-        (status, String::from_utf8_lossy(&stderr).into_owned())
-    }
-}
-
-impl Drop for Destination {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn migrate_body(port: u16) -> String {
-    format!(r#"{{"destination_url": "tcp:127.0.0.1:{port}"}}"#)
-}
-
-/// `PUT /ferrovisor/migrate`, retried while the destination is not
-/// listening yet (a refused connection leaves the source as it was).
-fn migrate(vm: &Instance, port: u16) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = vm.req("PUT", "/ferrovisor/migrate", Some(&migrate_body(port)));
-        if r.status == 200 {
-            return serde_json::from_str(&r.body).unwrap();
-        }
-        let message = r.fault_message().unwrap_or_default();
-        assert!(
-            message.contains("cannot connect") && Instant::now() < deadline,
-            "{}: {message}",
-            r.status
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[test]
 fn a_tiny_guest_moves_mid_run_without_a_gap() {

@@ -24,14 +24,17 @@ const TAP: &str = "fvtapsn0";
 const BEFORE: &str = "written-before-snapshot";
 const AFTER: &str = "written-after-restore";
 
-/// The guest's script: set up, write the disk, open a vsock connection,
-/// then wait (in `nc -l`) for the host, which connects only after the
-/// restore; then check everything again.
+/// The guest's script: set up, write the disk, open a vsock connection
+/// (its input a FIFO this shell holds open and never writes: with `sleep
+/// | vsock`, the pipeline would wait for `sleep` after the connection
+/// ended), then wait (in `nc -l`) for the host, which connects only after
+/// the restore; then check everything again.
 fn script() -> String {
     format!(
         "ip link set eth0 up && ip addr add {GUEST_IP}/24 dev eth0; \
          printf {BEFORE} | dd of=/dev/vda bs=512 seek=1 conv=fsync 2>/dev/null; \
-         (sleep 3600 | vsock connect 2 6000 >/dev/null 2>&1; echo old-vsock-ended) & \
+         mkfifo /tmp/hold; (vsock connect 2 6000 </tmp/hold >/dev/null 2>&1; echo old-vsock-ended) & \
+         exec 9>/tmp/hold; \
          echo before-time=$(date +%s); \
          echo ready-for-snapshot; \
          nc -l -p 5000 >/tmp/go; echo go=$(cat /tmp/go); \

@@ -122,6 +122,7 @@ struct Disk {
     /// The device's counters: the image that replaces this one keeps
     /// counting into them.
     counters: Arc<Mutex<BlockCounters>>,
+    locks: crate::blk_image::ImageLocks,
 }
 
 /// The disk a device serves, which [`BlockHandle::replace`] swaps.
@@ -180,6 +181,21 @@ impl BlockHandle {
     /// Makes the writes so far reach stable storage (fdatasync).
     pub fn flush(&self) -> std::io::Result<()> {
         self.0.get().flush()
+    }
+
+    /// Hands the image to another process (a live migration's
+    /// destination): what was written reaches the image, then its locks
+    /// are dropped. The device must be paused; the file stays open.
+    pub fn release_locks(&self) -> std::io::Result<()> {
+        let disk = self.0.get();
+        disk.backend.flush()?;
+        disk.locks.release()
+    }
+
+    /// Takes the image's locks back after [`BlockHandle::release_locks`]
+    /// (the migration failed).
+    pub fn retake_locks(&self) -> std::io::Result<()> {
+        self.0.get().locks.retake()
     }
 
     /// The size of the image served now, in bytes.
@@ -337,8 +353,11 @@ impl Disk {
         }
         let mut id_bytes = [0u8; ID_BYTES];
         id_bytes[..id.len()].copy_from_slice(id.as_bytes());
-        let crate::blk_image::Opened { backend, identity } =
-            crate::blk_image::open_image(path, read_only, replacing, options)?;
+        let crate::blk_image::Opened {
+            backend,
+            identity,
+            locks,
+        } = crate::blk_image::open_image(path, read_only, replacing, options)?;
         Ok(Disk {
             size: backend.size(),
             backend,
@@ -347,6 +366,7 @@ impl Disk {
             read_only,
             id: id_bytes,
             counters,
+            locks,
         })
     }
 

@@ -175,6 +175,42 @@ pub struct ImageOptions {
 pub(crate) struct Opened {
     pub backend: Box<dyn qcow2::Backend>,
     pub identity: (u64, u64),
+    pub locks: ImageLocks,
+}
+
+/// The locks an open image holds (on its open file description, which
+/// this duplicate shares with the backend's descriptor): a live migration
+/// hands them to the destination and takes them back if it fails.
+pub(crate) struct ImageLocks {
+    file: File,
+    read_only: bool,
+}
+
+impl ImageLocks {
+    /// Drops every lock byte this image holds; the file stays open.
+    pub fn release(&self) -> std::io::Result<()> {
+        let mut fl = flock(libc::F_UNLCK, LOCK_BASE_PERM);
+        fl.l_len = LOCK_BASE_SHARED + i64::from(PERM_BITS) - LOCK_BASE_PERM;
+        // SAFETY: as in `set_read_lock`.
+        let r = unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+        match r {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        }
+    }
+
+    /// Takes the locks again, as the open did (another process may have
+    /// taken the image meanwhile: then a conflict).
+    pub fn retake(&self) -> std::io::Result<()> {
+        lock(&self.file, self.read_only, false).map_err(|e| {
+            // Hold none of them rather than some.
+            let _ = self.release();
+            match e {
+                LockError::Conflict(c) => std::io::Error::other(format!("in use: {c}")),
+                LockError::Io(e) => e,
+            }
+        })
+    }
 }
 
 /// Opens the image at `path` (see [`open`]) in the format and with the
@@ -189,6 +225,13 @@ pub(crate) fn open_image(
     let direct = options.cache.direct();
     let image = open_file(path, read_only, same_file, direct)?;
     let identity = image.identity;
+    let locks = ImageLocks {
+        file: image.file.try_clone().map_err(|source| BlockError::Lock {
+            path: path.to_path_buf(),
+            source,
+        })?,
+        read_only,
+    };
     let raw = qcow2::RawFile::new(image.file, direct);
     let format = match options.format {
         ImageFormat::Raw => qcow2::Format::Raw,
@@ -222,7 +265,11 @@ pub(crate) fn open_image(
             )
         }
     };
-    Ok(Opened { backend, identity })
+    Ok(Opened {
+        backend,
+        identity,
+        locks,
+    })
 }
 
 /// An open, checked and locked image.
@@ -473,6 +520,25 @@ mod tests {
         );
         drop((r1, r2));
         open(&img, false, None).unwrap();
+    }
+
+    #[test]
+    fn locks_handed_over_and_taken_back() {
+        let d = Dir::new("handover");
+        let img = d.image();
+        let source = open_image(&img, false, None, ImageOptions::default()).unwrap();
+        assert!(open(&img, false, None).is_err());
+        // Handed over: another process (here another open file
+        // description) takes the image.
+        source.locks.release().unwrap();
+        let destination = open(&img, false, None).unwrap();
+        let err = source.locks.retake().unwrap_err();
+        assert!(err.to_string().contains("in use"), "{err}");
+        // The destination let it go: the source takes it back, and holds
+        // it against others again.
+        drop(destination);
+        source.locks.retake().unwrap();
+        assert_eq!(conflict(open(&img, false, None)), LockConflict::Writer);
     }
 
     #[test]

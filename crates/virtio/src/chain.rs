@@ -62,7 +62,7 @@ pub fn set_thread_write_hook(hook: Option<crate::GuestWriteHook>) {
     WRITE_HOOK.with(|h| *h.borrow_mut() = hook);
 }
 
-fn note_write(addr: GuestAddress, len: usize) {
+pub(crate) fn note_write(addr: GuestAddress, len: usize) {
     WRITE_HOOK.with(|h| {
         if let Some(hook) = h.borrow().as_ref() {
             hook(addr.0, len as u64);
@@ -219,9 +219,7 @@ pub fn serve_queue_gated(
     let mut served = 0usize;
     let mut result = Served::All;
     'outer: loop {
-        queue
-            .disable_notification(mem)
-            .map_err(DeviceError::Queue)?;
+        crate::used::disable_notification(queue, mem)?;
         loop {
             if served >= CHAINS_PER_CALL {
                 result = Served::More;
@@ -235,12 +233,10 @@ pub fn serve_queue_gated(
                 result = Served::Held;
                 break 'outer;
             };
-            queue
-                .add_used(mem, chain.head, used)
-                .map_err(DeviceError::Queue)?;
+            crate::used::add_used(queue, mem, chain.head, used)?;
             served += 1;
         }
-        if !queue.enable_notification(mem).map_err(DeviceError::Queue)? {
+        if !crate::used::enable_notification(queue, mem)? {
             break;
         }
     }
@@ -272,7 +268,7 @@ pub fn pop_chain(mem: &GuestMemoryMmap, queue: &mut Queue) -> Result<Option<Chai
         if let Some(chain) = queue.iter(mem).map_err(DeviceError::Queue)?.next() {
             return walk(mem, chain).map(Some).map_err(DeviceError::Chain);
         }
-        if !queue.enable_notification(mem).map_err(DeviceError::Queue)? {
+        if !crate::used::enable_notification(queue, mem)? {
             break;
         }
     }

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -249,9 +249,7 @@ impl Serve {
                     chain.head
                 )));
             }
-            self.rx
-                .add_used(&self.mem, chain.head, bytes.len() as u32)
-                .map_err(DeviceError::Queue)?;
+            crate::used::add_used(&mut self.rx, &self.mem, chain.head, bytes.len() as u32)?;
             self.counters
                 .input_bytes
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);

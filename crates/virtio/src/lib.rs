@@ -37,6 +37,7 @@ pub mod rng;
 pub mod tap;
 pub mod throttle;
 pub mod transport;
+pub mod used;
 pub mod vsock;
 pub mod worker;
 

@@ -244,6 +244,18 @@ impl WorkerHandler for Serve {
         Some(vec![position(&self.rx), position(&self.tx)])
     }
 
+    fn unparked(&mut self, ctl: &WorkerCtl) -> Result<(), DeviceError> {
+        if self.rx_polling {
+            // The descriptor may name another file than the one in the
+            // epoll set (a TAP taken back): register what it names now.
+            let fd = self.backend.as_raw_fd();
+            let _ = ctl.remove(fd);
+            ctl.add(fd, BACKEND, EventSet::IN)
+                .map_err(DeviceError::Io)?;
+        }
+        Ok(())
+    }
+
     fn start(&mut self, ctl: &WorkerCtl) -> Result<(), DeviceError> {
         ctl.add(self.backend.as_raw_fd(), BACKEND, EventSet::IN)
             .map_err(DeviceError::Io)?;
@@ -460,11 +472,7 @@ impl Serve {
     /// No receive buffers: ask the driver to notify when it adds some and
     /// stop reading the backend until then.
     fn starve(&mut self, ctl: &WorkerCtl) -> Result<(), DeviceError> {
-        if self
-            .rx
-            .enable_notification(&self.mem)
-            .map_err(DeviceError::Queue)?
-        {
+        if crate::used::enable_notification(&mut self.rx, &self.mem)? {
             // Buffers arrived meanwhile: go on soon.
             ctl.rearm(RX);
             return Ok(());
@@ -537,9 +545,7 @@ impl Serve {
             bump(&self.counters.rx_dropped, 1);
             self.warn("receive chain with device-readable buffers or no room for a header");
             for (chain, _) in &chains {
-                self.rx
-                    .add_used(&self.mem, chain.head, 0)
-                    .map_err(DeviceError::Queue)?;
+                crate::used::add_used(&mut self.rx, &self.mem, chain.head, 0)?;
             }
             *used = true;
             return Ok(Placed::Done);
@@ -565,9 +571,7 @@ impl Serve {
                 // not worth a panic.
                 bump(&self.counters.rx_dropped, 1);
             }
-            self.rx
-                .add_used(&self.mem, chain.head, n as u32)
-                .map_err(DeviceError::Queue)?;
+            crate::used::add_used(&mut self.rx, &self.mem, chain.head, n as u32)?;
             offset += n;
         }
         *used = true;
@@ -585,9 +589,7 @@ impl Serve {
         }
         // Until the buffers run out again, the driver need not notify
         // (with EVENT_IDX the stale avail_event already says so).
-        self.rx
-            .disable_notification(&self.mem)
-            .map_err(DeviceError::Queue)?;
+        crate::used::disable_notification(&mut self.rx, &self.mem)?;
         self.deliver_mmds(ctl)?;
         self.receive(ctl)
     }

@@ -7,6 +7,13 @@
 //! header a VERSION_1 virtio-net driver uses, so frames go between the
 //! guest's buffers and the TAP without translation. The offloads the host
 //! kernel may hand us (TUNSETOFFLOAD) start at none.
+//!
+//! A live migration to another process on this host hands the interface
+//! over ([`TapHandle::release`]: one process at a time may attach to a
+//! single-queue TAP) and, if the migration fails, takes it back
+//! ([`TapHandle::retake`]) on the same descriptor number, so the device's
+//! worker goes on with it (it registers the descriptor again when the VM
+//! resumes).
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -14,6 +21,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 /// The virtio_net_hdr_v1 the TAP puts before (and expects before) each
 /// frame.
@@ -58,8 +67,10 @@ struct IfReqFlags {
 /// An attached TAP interface (detached when dropped).
 #[derive(Debug)]
 pub struct Tap {
-    file: File,
+    file: Arc<File>,
     name: String,
+    /// The offloads last set (a retaken interface gets them again).
+    offload: Arc<AtomicU32>,
 }
 
 impl Tap {
@@ -76,6 +87,11 @@ impl Tap {
         if unsafe { libc::if_nametoindex(cname.as_ptr()) } == 0 {
             return Err(TapError::Missing(name.to_string()));
         }
+        Tap::attach(name)
+    }
+
+    /// Attaches to `name` (checked by the caller), as [`Tap::open`].
+    fn attach(name: &str) -> Result<Tap, TapError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -109,8 +125,9 @@ impl Tap {
             });
         }
         let tap = Tap {
-            file,
+            file: Arc::new(file),
             name: name.to_string(),
+            offload: Arc::default(),
         };
         let hdr_len = VNET_HDR_LEN as libc::c_int;
         // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which
@@ -126,8 +143,18 @@ impl Tap {
         &self.name
     }
 
+    /// The handle that hands the interface over and takes it back.
+    pub fn handle(&self) -> TapHandle {
+        TapHandle {
+            file: self.file.clone(),
+            name: self.name.clone(),
+            offload: self.offload.clone(),
+        }
+    }
+
     /// Which offloads (TUN_F_*) the kernel may use in frames it hands us.
     pub fn set_offload(&self, flags: u32) -> Result<(), TapError> {
+        self.offload.store(flags, Ordering::Relaxed);
         // SAFETY: TUNSETOFFLOAD takes its argument by value; no memory is
         // passed.
         let ret = unsafe {
@@ -152,6 +179,50 @@ impl Tap {
     }
 }
 
+/// Hands a device's TAP interface to another process and takes it back
+/// (see the module doc). Only while the device's worker is parked.
+#[derive(Debug, Clone)]
+pub struct TapHandle {
+    file: Arc<File>,
+    name: String,
+    offload: Arc<AtomicU32>,
+}
+
+impl TapHandle {
+    /// Detaches from the interface: the device's descriptor now refers to
+    /// an idle eventfd (never readable; nothing is sent while parked).
+    pub fn release(&self) -> io::Result<()> {
+        let idle = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK)?;
+        self.replace_with(idle.as_raw_fd())
+    }
+
+    /// Attaches to the interface again after [`TapHandle::release`], with
+    /// the offloads it had.
+    pub fn retake(&self) -> Result<(), TapError> {
+        let tap = Tap::attach(&self.name)?;
+        tap.set_offload(self.offload.load(Ordering::Relaxed))?;
+        self.replace_with(tap.file.as_raw_fd())
+            .map_err(|source| TapError::Ioctl {
+                name: self.name.clone(),
+                what: "dup3",
+                source,
+            })
+    }
+
+    /// Makes the device's descriptor number refer to what `fd` refers to
+    /// (the previous file is closed).
+    fn replace_with(&self, fd: RawFd) -> io::Result<()> {
+        // SAFETY: both descriptors are open (`fd` borrowed from the caller,
+        // the target owned by `self.file`, which keeps its number); dup3
+        // only changes what the target number refers to.
+        let r = unsafe { libc::dup3(fd, self.file.as_raw_fd(), libc::O_CLOEXEC) };
+        match r {
+            -1 => Err(io::Error::last_os_error()),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl AsRawFd for Tap {
     fn as_raw_fd(&self) -> RawFd {
         self.file.as_raw_fd()
@@ -160,10 +231,10 @@ impl AsRawFd for Tap {
 
 impl crate::net::Backend for Tap {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&self.file).read(buf)
+        (&*self.file).read(buf)
     }
     fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
-        (&self.file).write(frame)
+        (&*self.file).write(frame)
     }
     fn set_offload(&mut self, flags: u32) -> io::Result<()> {
         Tap::set_offload(self, flags).map_err(io::Error::other)

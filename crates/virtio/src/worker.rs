@@ -57,6 +57,12 @@ pub trait WorkerHandler: Send + 'static {
     fn park(&mut self) -> Option<Vec<QueuePosition>> {
         None
     }
+    /// The VM runs again after a pause: a backend whose descriptor was
+    /// replaced meanwhile (a TAP taken back after a failed migration)
+    /// registers it again.
+    fn unparked(&mut self, _ctl: &WorkerCtl) -> Result<(), DeviceError> {
+        Ok(())
+    }
 }
 
 /// Where `queue` is (for [`WorkerHandler::park`]).
@@ -226,6 +232,8 @@ impl<H: WorkerHandler> Run<H> {
         if let Some(gate) = self.gate.as_ref().filter(|g| g.is_paused()) {
             let (stopping, handler) = (&self.stopping, &mut self.handler);
             gate.park(|| handler.park(), || stopping.load(Ordering::SeqCst));
+            let unparked = self.handler.unparked(&self.ctl);
+            self.check(unparked);
         }
         for queue in 0..self.queue_events.len() {
             if self.failed {
@@ -254,6 +262,8 @@ impl<H: WorkerHandler> Run<H> {
                     if let Some(gate) = &self.gate {
                         let (stopping, handler) = (&self.stopping, &mut self.handler);
                         gate.park(|| handler.park(), || stopping.load(Ordering::SeqCst));
+                        let unparked = self.handler.unparked(&self.ctl);
+                        self.check(unparked);
                     }
                     // Events that came in meanwhile are in `events` only
                     // if epoll returned them before the pause: serve them

@@ -922,4 +922,14 @@ impl crate::migration::Source for Controller {
         self.collect_state(spec_json)
             .map_err(crate::migration::MigrationError::Snapshot)
     }
+
+    fn release_backends(&mut self) -> Result<(), crate::migration::MigrationError> {
+        self.machine.devices.release_backends().map_err(|e| {
+            crate::migration::MigrationError::Handover(crate::migration::error_line(&e))
+        })
+    }
+
+    fn retake_backends(&mut self) {
+        self.machine.devices.retake_backends();
+    }
 }

@@ -327,6 +327,9 @@ impl Controller {
         let mut fresh = state.spec.clone();
         fresh.logger = None;
         fresh.metrics = None;
+        // The transport `--enable-pci` chose is the process's default, not
+        // a configuration: the snapshot's own applies.
+        fresh.ferrovisor.transport = VmSpec::default().ferrovisor.transport;
         if fresh != VmSpec::default() {
             return Reply::bad_request(
                 "a snapshot loads only into a fresh microVM (nothing configured but the logger and metrics)",

@@ -1,10 +1,11 @@
 //! The main thread once the VM runs, and the machine's controller: waits
 //! for the VM's end, pauses and resumes it (the VM clock), kicks vCPUs,
-//! swaps drives (PATCH /drives), writes snapshots, restores the terminal, removes sockets,
+//! swaps drives (PATCH /drives), writes snapshots, runs live migrations, restores the terminal, removes sockets,
 //! writes the last metrics.
 
 use hv::HostCalls;
 
+use super::virtio::{TUNSETIFF, TUNSETOFFLOAD, TUNSETVNETHDRSZ};
 use crate::rules::Rules;
 
 pub fn rules(calls: &HostCalls) -> Rules {
@@ -38,6 +39,10 @@ pub fn rules(calls: &HostCalls) -> Rules {
         libc::SYS_recvfrom,
         libc::SYS_setsockopt,
         libc::SYS_shutdown,
+        // A live migration hands the TAPs over (an idle eventfd dup'ed
+        // onto each TAP's descriptor) and, if it fails, attaches to them
+        // again (/dev/net/tun, TUNSETIFF and the rest below).
+        libc::SYS_dup3,
         // Events and waiting.
         libc::SYS_eventfd2,
         libc::SYS_epoll_create1,
@@ -58,6 +63,9 @@ pub fn rules(calls: &HostCalls) -> Rules {
         libc::TCSETSW,
         libc::TIOCGWINSZ,
         libc::FIONBIO,
+        TUNSETIFF,
+        TUNSETVNETHDRSZ,
+        TUNSETOFFLOAD,
     ]);
     r.allow_ioctls(&calls.vm_ioctls);
     r

@@ -210,9 +210,7 @@ impl Serve {
         let id = EVENT_TRANSPORT_RESET.to_le_bytes();
         let written = chain.writable().write_at(&self.mem, 0, &id);
         let len = if written { id.len() as u32 } else { 0 };
-        queue
-            .add_used(&self.mem, chain.head, len)
-            .map_err(DeviceError::Queue)?;
+        crate::used::add_used(queue, &self.mem, chain.head, len)?;
         self.reset_due = false;
         if !written {
             return Err(DeviceError::Request(format!(
@@ -251,9 +249,7 @@ impl Serve {
                     tracing::warn!(error = %e, "virtio-vsock: bad packet from the guest");
                 }
             }
-            self.tx
-                .add_used(&self.mem, chain.head, 0)
-                .map_err(DeviceError::Queue)?;
+            crate::used::add_used(&mut self.tx, &self.mem, chain.head, 0)?;
             served += 1;
         }
         self.tx_stalled = self.muxer.backlogged();
@@ -292,9 +288,12 @@ impl Serve {
                     chain.head
                 )));
             }
-            self.rx
-                .add_used(&self.mem, chain.head, (HEADER_LEN + payload.len()) as u32)
-                .map_err(DeviceError::Queue)?;
+            crate::used::add_used(
+                &mut self.rx,
+                &self.mem,
+                chain.head,
+                (HEADER_LEN + payload.len()) as u32,
+            )?;
             used = true;
         }
         crate::chain::notify_used(&self.mem, &mut self.rx, RX, &*self.interrupt, used)?;

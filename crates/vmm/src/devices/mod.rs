@@ -70,6 +70,12 @@ pub enum UpdateError {
     NoNet(usize),
     #[error(transparent)]
     Open(#[from] ::virtio::blk::BlockError),
+    #[error("cannot hand {what} over")]
+    Handover {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -96,6 +102,9 @@ pub(crate) struct DeviceManager {
     disk_paths: Vec<std::path::PathBuf>,
     /// The disks, in `config.disks` order.
     drives: Vec<::virtio::blk::BlockHandle>,
+    /// The network devices' TAP interfaces (for a live migration's
+    /// handover).
+    taps: Vec<::virtio::tap::TapHandle>,
     /// The disks' rate limiters, in `config.disks` order.
     drive_limits: Vec<ThrottleHandle>,
     /// The network devices' rate limiters, in `config.nets` order.
@@ -175,6 +184,7 @@ impl DeviceManager {
             parked_by_restore: AtomicBool::new(false),
             disk_paths: config.disks.iter().map(|d| d.path.clone()).collect(),
             drives: models.drives,
+            taps: models.taps,
             drive_limits: models.drive_limits,
             net_limits: models.net_limits,
             metrics,
@@ -294,6 +304,50 @@ impl DeviceManager {
     pub fn update_drive(&self, index: usize, path: &Path) -> Result<u64, UpdateError> {
         let drive = self.drives.get(index).ok_or(UpdateError::NoDrive(index))?;
         Ok(drive.replace(path)?)
+    }
+
+    /// Hands the host resources only one process may hold to another
+    /// process (a live migration's destination, which takes them as it
+    /// restores): the disk images (writes flushed, locks dropped) and the
+    /// TAP interfaces (detached). The machine must be paused. On an error
+    /// what was handed over so far is taken back.
+    pub fn release_backends(&self) -> Result<(), UpdateError> {
+        for (index, drive) in self.drives.iter().enumerate() {
+            if let Err(e) = drive.release_locks() {
+                self.retake_backends();
+                return Err(UpdateError::Handover {
+                    what: format!("disk {index}"),
+                    source: e,
+                });
+            }
+        }
+        for (index, tap) in self.taps.iter().enumerate() {
+            if let Err(e) = tap.release() {
+                self.retake_backends();
+                return Err(UpdateError::Handover {
+                    what: format!("network device {index}"),
+                    source: e,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes back what [`DeviceManager::release_backends`] handed over
+    /// (the migration failed; the VM goes on here). A disk another process
+    /// took meanwhile is served unlocked, a TAP that cannot be attached
+    /// again stays detached: both logged.
+    pub fn retake_backends(&self) {
+        for (index, drive) in self.drives.iter().enumerate() {
+            if let Err(e) = drive.retake_locks() {
+                tracing::error!(index, error = %e, "cannot lock a disk image again after a failed migration: it is served unlocked");
+            }
+        }
+        for (index, tap) in self.taps.iter().enumerate() {
+            if let Err(e) = tap.retake() {
+                tracing::error!(index, error = %e, "cannot attach to a TAP device again after a failed migration: the network device is cut off");
+            }
+        }
     }
 
     /// Changes the rate limiter `target`; a queue waiting for tokens is

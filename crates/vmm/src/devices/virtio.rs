@@ -81,6 +81,8 @@ pub(crate) struct Models {
     pub net_limits: Vec<NetLimits>,
     /// The network devices' counters, in `config.nets` order.
     pub net_stats: Vec<virtio::net::NetStatsHandle>,
+    /// The network devices' TAP interfaces, in `config.nets` order.
+    pub taps: Vec<virtio::tap::TapHandle>,
     /// The entropy device's counters and rate limiter.
     pub entropy: Option<(virtio::rng::RngStatsHandle, ThrottleHandle)>,
     /// The socket device's counters.
@@ -100,6 +102,7 @@ pub(crate) fn open_models(
     let mut drive_limits = Vec::new();
     let mut net_limits = Vec::new();
     let mut net_stats = Vec::new();
+    let mut taps = Vec::new();
     let mut entropy = None;
     let mut vsock_counters = None;
     for (i, disk) in config.disks.iter().enumerate() {
@@ -114,6 +117,7 @@ pub(crate) fn open_models(
     for (index, net) in config.nets.iter().enumerate() {
         let tap = virtio::tap::Tap::open(&net.tap)
             .map_err(|source| MachineError::Net { index, source })?;
+        taps.push(tap.handle());
         let mut device =
             virtio::net::Net::with_offloads(Box::new(tap), net.mac_or_default(index), net.offload)
                 .limited(net.rx_rate_limiter, net.tx_rate_limiter);
@@ -153,6 +157,7 @@ pub(crate) fn open_models(
         drive_limits,
         net_limits,
         net_stats,
+        taps,
         entropy,
         vsock: vsock_counters,
         console_input,

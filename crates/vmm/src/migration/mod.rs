@@ -22,6 +22,7 @@ use hv::Vm;
 use vm_memory::GuestMemoryMmap;
 
 pub use protocol::{Frame, Hello, ProtocolError, PROTOCOL_VERSION};
+pub(crate) use receive::error_line;
 pub use receive::{Confirmation, Incoming, Received};
 pub use send::send;
 
@@ -134,6 +135,8 @@ pub enum MigrationError {
     },
     #[error("a migration is already running")]
     Busy,
+    #[error("cannot hand the devices' host resources to the destination: {0}")]
+    Handover(String),
     #[error("the vCPUs did not stop")]
     PauseTimeout,
     #[error(transparent)]
@@ -158,6 +161,13 @@ pub trait Source {
     fn resume(&mut self);
     /// The paused machine's state file.
     fn state(&mut self, spec_json: &str) -> Result<SnapshotFile, MigrationError>;
+    /// Hands the host resources only one process may hold (the disk
+    /// images' locks, the TAP interfaces) to the destination, before it
+    /// restores the VM.
+    fn release_backends(&mut self) -> Result<(), MigrationError>;
+    /// Takes them back: the migration failed after
+    /// [`Source::release_backends`].
+    fn retake_backends(&mut self);
 }
 
 /// Connects to a destination: `tcp:HOST:PORT` (or `tcp://HOST:PORT`).

@@ -188,7 +188,8 @@ impl Confirmation {
     }
 }
 
-fn error_line(error: &dyn std::error::Error) -> String {
+/// `error` and its sources, `: `-separated.
+pub(crate) fn error_line(error: &dyn std::error::Error) -> String {
     let mut line = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -7,12 +7,14 @@
 //! 3. Rounds: the pages dirtied since the last round are sent, until
 //!    what is left would take less than the downtime target at the
 //!    bandwidth measured so far, or after `max_rounds`.
-//! 4. The VM is paused; the last dirty pages and the state (vCPUs, VM,
-//!    devices: a snapshot state file) are sent; the destination restores
-//!    and resumes the VM and answers.
+//! 4. The VM is paused; the last dirty pages are sent; the disks and
+//!    TAPs are handed over (disks flushed and unlocked, TAPs detached:
+//!    the destination takes them as it restores); the state (vCPUs, VM, devices: a snapshot
+//!    state file) is sent; the destination restores and resumes the VM
+//!    and answers.
 //!
-//! On any failure the VM is resumed (if this migration paused it) and
-//! the dirty log is turned off again (if this migration turned it on).
+//! On any failure the disks and TAPs are taken back (if they were
+//! handed over), the VM is resumed (if this migration paused it) and the dirty log is turned off again (if this migration turned it on).
 
 use std::io::{BufWriter, Write};
 use std::net::TcpStream;
@@ -40,9 +42,16 @@ pub fn send(
 ) -> Result<MigrationReport, MigrationError> {
     let was_paused = source.paused();
     let had_log = source.dirty_logging();
-    let result =
-        Sender::new(stream, options).and_then(|mut s| s.run(source, spec_json, was_paused));
+    let mut released = false;
+    let result = Sender::new(stream, options).and_then(|mut s| {
+        let result = s.run(source, spec_json, was_paused);
+        released = s.released;
+        result
+    });
     if result.is_err() {
+        if released {
+            source.retake_backends();
+        }
         if !had_log {
             if let Err(e) = source.set_dirty_logging(false) {
                 tracing::warn!(error = %e, "cannot turn the dirty log off after a failed migration");
@@ -63,6 +72,8 @@ struct Sender {
     /// Bytes per second measured so far.
     bandwidth: f64,
     started: Instant,
+    /// The disks and TAPs were handed to the destination.
+    released: bool,
 }
 
 impl Sender {
@@ -79,6 +90,7 @@ impl Sender {
             report: MigrationReport::default(),
             bandwidth: 0.0,
             started: Instant::now(),
+            released: false,
         })
     }
 
@@ -86,6 +98,12 @@ impl Sender {
         frame
             .write_to(&mut self.out)
             .map_err(MigrationError::Stream)
+    }
+
+    fn send_flush(&mut self) -> Result<(), MigrationError> {
+        self.out
+            .flush()
+            .map_err(|e| MigrationError::Stream(e.into()))
     }
 
     fn answer(&mut self) -> Result<Frame, MigrationError> {
@@ -143,6 +161,11 @@ impl Sender {
             .collect();
         self.report.last_round_bytes = self.send_dirty(source, &merged)?;
         let file = source.state(spec_json)?;
+        // The destination opens the disks and TAPs as it restores: hand
+        // them over (disks flushed and unlocked, TAPs detached) first.
+        self.send_flush()?;
+        source.release_backends()?;
+        self.released = true;
         self.send(&Frame::State {
             resume: !was_paused,
             file: file.to_bytes().map_err(MigrationError::Format)?,
