@@ -170,3 +170,81 @@ fn handler_lost(socket: &str) -> ! {
     let _ = io::stderr().write_all(format!("ferrovisor: {message}\n").as_bytes());
     std::process::exit(1);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixListener;
+
+    use vm_memory::Bytes;
+
+    use super::*;
+
+    /// Guest RAM handed to a page server on a thread reads back the
+    /// memory file (written from another guest memory); dropping the link
+    /// ends the server.
+    #[test]
+    fn guest_memory_comes_from_the_page_server() {
+        let dir = std::env::temp_dir().join(format!("fv-uffd-vmm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let source = crate::memory::create_guest_memory(16 << 20).unwrap();
+        source.write_slice(b"first", GuestAddress(0x1000)).unwrap();
+        source
+            .write_slice(b"last", GuestAddress((16 << 20) - 4))
+            .unwrap();
+        let mem_path = dir.join("mem");
+        super::super::write_full(&source, &mem_path).unwrap();
+        let regions = super::super::layout(&source);
+
+        let socket = dir.join("uffd.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let file = std::fs::File::open(&mem_path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut server = userfault::PageServer::new(&file, stream).unwrap();
+            server.serve(&userfault::ServeOptions::default()).unwrap()
+        });
+        let (mem, link) = match map_with_handler(&socket, &regions) {
+            Ok(mapped) => mapped,
+            Err(UffdBackendError::Create(e)) => {
+                eprintln!("SKIPPED: no userfaultfd here: {e}");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(super::super::layout(&mem), regions);
+        let mut buf = [0u8; 5];
+        mem.read_slice(&mut buf, GuestAddress(0x1000)).unwrap();
+        assert_eq!(&buf, b"first");
+        let mut buf = [0u8; 4];
+        mem.read_slice(&mut buf, GuestAddress((16 << 20) - 4))
+            .unwrap();
+        assert_eq!(&buf, b"last");
+        mem.write_slice(b"new", GuestAddress(0x1000)).unwrap();
+        let mut buf = [0u8; 3];
+        mem.read_slice(&mut buf, GuestAddress(0x1000)).unwrap();
+        assert_eq!(&buf, b"new", "a served page is the guest's own");
+        drop(link);
+        let report = server.join().unwrap();
+        assert_eq!(report.pages, 2, "{report:?}");
+        drop(mem);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_socket_nobody_listens_on_is_an_error() {
+        let regions = [MemoryRegion {
+            gpa: 0,
+            size: 1 << 20,
+        }];
+        let e = map_with_handler(Path::new("/nonexistent/uffd.sock"), &regions)
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(
+                e,
+                UffdBackendError::Connect { .. } | UffdBackendError::Create(_)
+            ),
+            "{e}"
+        );
+    }
+}
