@@ -80,30 +80,42 @@ pub struct SnapshotLoadParams {
     pub huge_pages: Option<String>,
 }
 
+/// Where a load takes the guest's memory from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemorySource<'a> {
+    /// The memory file at this path.
+    File(&'a str),
+    /// The page-fault handler listening on this Unix socket.
+    Uffd(&'a str),
+}
+
 /// Why a load request is refused before anything is read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotParamsError {
     #[error("exactly one of mem_file_path and mem_backend must be given")]
     MemorySource,
-    #[error("the Uffd memory backend is not supported yet; use File")]
-    Uffd,
+    #[error("mem_backend.backend_path is empty")]
+    EmptyPath,
     #[error("huge_pages {0:?} is not supported on load (only \"Snapshot\" and \"None\")")]
     HugePages(String),
 }
 
 impl SnapshotLoadParams {
-    /// The memory file to map: `mem_backend` File or the deprecated
-    /// `mem_file_path`, exactly one of them.
-    pub fn memory_file(&self) -> Result<&str, SnapshotParamsError> {
+    /// Where the memory comes from: `mem_backend` (File or Uffd) or the
+    /// deprecated `mem_file_path` (a file), exactly one of them.
+    pub fn memory_source(&self) -> Result<MemorySource<'_>, SnapshotParamsError> {
         if let Some(h) = &self.huge_pages {
             if h != "Snapshot" && h != "None" {
                 return Err(SnapshotParamsError::HugePages(h.clone()));
             }
         }
         match (&self.mem_file_path, &self.mem_backend) {
-            (Some(path), None) => Ok(path),
-            (None, Some(b)) if b.backend_type == MemoryBackendType::File => Ok(&b.backend_path),
-            (None, Some(_)) => Err(SnapshotParamsError::Uffd),
+            (Some(path), None) => Ok(MemorySource::File(path)),
+            (None, Some(b)) if b.backend_path.is_empty() => Err(SnapshotParamsError::EmptyPath),
+            (None, Some(b)) => Ok(match b.backend_type {
+                MemoryBackendType::File => MemorySource::File(&b.backend_path),
+                MemoryBackendType::Uffd => MemorySource::Uffd(&b.backend_path),
+            }),
             _ => Err(SnapshotParamsError::MemorySource),
         }
     }
@@ -127,21 +139,25 @@ mod tests {
     #[test]
     fn memory_source_is_exactly_one() {
         let p = load(r#"{"snapshot_path": "s", "mem_file_path": "m"}"#);
-        assert_eq!(p.memory_file(), Ok("m"));
+        assert_eq!(p.memory_source(), Ok(MemorySource::File("m")));
         let p = load(
             r#"{"snapshot_path": "s", "mem_backend": {"backend_type": "File", "backend_path": "m2"}}"#,
         );
-        assert_eq!(p.memory_file(), Ok("m2"));
+        assert_eq!(p.memory_source(), Ok(MemorySource::File("m2")));
         let p = load(
             r#"{"snapshot_path": "s", "mem_backend": {"backend_type": "Uffd", "backend_path": "u"}}"#,
         );
-        assert_eq!(p.memory_file(), Err(SnapshotParamsError::Uffd));
+        assert_eq!(p.memory_source(), Ok(MemorySource::Uffd("u")));
+        let p = load(
+            r#"{"snapshot_path": "s", "mem_backend": {"backend_type": "Uffd", "backend_path": ""}}"#,
+        );
+        assert_eq!(p.memory_source(), Err(SnapshotParamsError::EmptyPath));
         let p = load(r#"{"snapshot_path": "s"}"#);
-        assert_eq!(p.memory_file(), Err(SnapshotParamsError::MemorySource));
+        assert_eq!(p.memory_source(), Err(SnapshotParamsError::MemorySource));
         let p = load(
             r#"{"snapshot_path": "s", "mem_file_path": "m", "mem_backend": {"backend_type": "File", "backend_path": "m"}}"#,
         );
-        assert_eq!(p.memory_file(), Err(SnapshotParamsError::MemorySource));
+        assert_eq!(p.memory_source(), Err(SnapshotParamsError::MemorySource));
     }
 
     #[test]

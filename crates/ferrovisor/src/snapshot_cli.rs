@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use vmm::snapshot::{RestoreOptions, SnapshotFile};
+use vmm::snapshot::{MemoryBackend, RestoreOptions, SnapshotFile};
 use vmm::{Accel, Machine};
 
 #[derive(clap::Args)]
@@ -14,8 +14,13 @@ pub(crate) struct RestoreArgs {
     snapshot: PathBuf,
     /// The memory file (full, or a diff merged onto its base), mapped
     /// privately: pages are read on first touch.
-    #[arg(long, value_name = "MEM")]
-    mem: PathBuf,
+    #[arg(long, value_name = "MEM", required_unless_present = "uffd")]
+    mem: Option<PathBuf>,
+    /// Instead of --mem: the Unix socket of a page-fault handler (e.g.
+    /// `uffd-handler --socket SOCKET --mem MEM`) that fills guest memory
+    /// on first touch through a userfaultfd (Firecracker's Uffd backend).
+    #[arg(long, value_name = "SOCKET", conflicts_with = "mem")]
+    uffd: Option<PathBuf>,
     /// Accelerator: auto (the snapshot's), kvm or emu; another than the
     /// snapshot's is refused.
     #[arg(long, default_value = "auto")]
@@ -76,8 +81,14 @@ fn build(args: &RestoreArgs) -> Result<Machine, String> {
     };
     let config = vmm::machine_config(&spec, accel).map_err(|e| crate::error_line(&e))?;
     let hypervisor = vmm::open_accelerator(accel).map_err(|e| crate::error_line(&e))?;
+    let memory = match (&args.uffd, &args.mem) {
+        (Some(socket), _) => MemoryBackend::Uffd(socket.clone()),
+        (None, Some(mem)) => MemoryBackend::File(mem.clone()),
+        // clap requires one of them.
+        (None, None) => return Err("--mem or --uffd is required".into()),
+    };
     let options = RestoreOptions {
-        mem_path: args.mem.clone(),
+        memory,
         track_dirty_pages: args.track_dirty_pages,
         resume: true,
     };

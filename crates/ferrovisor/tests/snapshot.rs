@@ -125,11 +125,13 @@ fn refused_loads_leave_the_instance_loadable() {
         "PUT",
         "/snapshot/load",
         Some(&format!(
-            r#"{{"snapshot_path": "{}", "mem_backend": {{"backend_type": "Uffd", "backend_path": "/x"}}}}"#,
-            state.display()
+            r#"{{"snapshot_path": "{}", "mem_backend": {{"backend_type": "Uffd", "backend_path": "{}"}}}}"#,
+            state.display(),
+            files.join("nobody-listens.sock").display()
         )),
-        "Uffd memory backend is not supported yet",
+        "cannot connect to the page-fault handler's socket",
     );
+    assert_eq!(vm.get("/")["state"], "Not started");
     vm.bad(
         "PUT",
         "/snapshot/load",

@@ -173,6 +173,10 @@ pub struct Machine {
     /// The host CPU model as snapshots record it (computed at build: the
     /// controller thread's filter has no system ioctls).
     cpu_fingerprint: String,
+    /// A snapshot restored through a page-fault handler (Uffd backend):
+    /// the userfaultfd and the watched connection, kept while the
+    /// machine lives.
+    page_server: Option<crate::snapshot::PageServerLink>,
 }
 
 impl Machine {
@@ -245,7 +249,8 @@ impl Machine {
     }
 
     /// Builds a machine from a snapshot: `config` from the snapshot's spec,
-    /// guest RAM mapped MAP_PRIVATE from the memory file at `mem_path`, then
+    /// guest RAM mapped MAP_PRIVATE from the memory file, or served by a
+    /// page-fault handler (`options.memory`), then
     /// the VM, every vCPU and every device put back in the saved state. The
     /// machine starts paused ([`Machine::start`]) unless `resume`. With
     /// `track_dirty_pages` the accelerator logs dirty pages for diff
@@ -256,15 +261,18 @@ impl Machine {
         snapshot: &crate::snapshot::SnapshotFile,
         options: &crate::snapshot::RestoreOptions,
     ) -> Result<Machine, crate::snapshot::SnapshotError> {
-        let mem = crate::snapshot::map_private(&options.mem_path, &snapshot.header.memory)?;
-        Self::restore_with_memory(
+        let (mem, page_server) =
+            crate::snapshot::map_memory(&options.memory, &snapshot.header.memory)?;
+        let mut machine = Self::restore_with_memory(
             config,
             hypervisor,
             snapshot,
             mem,
             options.track_dirty_pages,
             options.resume,
-        )
+        )?;
+        machine.page_server = page_server;
+        Ok(machine)
     }
 
     /// [`Machine::restore`] with guest RAM the caller filled (a migration
@@ -374,6 +382,7 @@ impl Machine {
             start_paused: false,
             dirty_log: log_dirty,
             cpu_fingerprint: String::new(),
+            page_server: None,
         })
     }
 

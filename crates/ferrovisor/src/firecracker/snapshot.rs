@@ -4,9 +4,9 @@
 
 use std::path::PathBuf;
 
-use api::snapshot::{SnapshotCreateParams, SnapshotLoadParams, SnapshotType};
+use api::snapshot::{MemorySource, SnapshotCreateParams, SnapshotLoadParams, SnapshotType};
 use api::VmSpec;
-use vmm::snapshot::{CreateSnapshot, RestoreOptions, SnapshotFile, SnapshotKind};
+use vmm::snapshot::{CreateSnapshot, MemoryBackend, RestoreOptions, SnapshotFile, SnapshotKind};
 use vmm::{Accel, Command, Machine};
 
 /// A machine to build from a snapshot.
@@ -31,9 +31,13 @@ pub fn create_command(spec: &VmSpec, params: &SnapshotCreateParams) -> Command {
 
 /// Reads and checks the state file `params` names and the spec it holds,
 /// with the network overrides applied. The accelerator, CPU model and
-/// memory file are checked when the machine is built.
+/// memory file (or the page-fault handler's socket) are checked when the
+/// machine is built.
 pub fn prepare_load(params: &SnapshotLoadParams) -> Result<(VmSpec, Restore), String> {
-    let mem = params.memory_file().map_err(|e| e.to_string())?;
+    let memory = match params.memory_source().map_err(|e| e.to_string())? {
+        MemorySource::File(path) => MemoryBackend::File(PathBuf::from(path)),
+        MemorySource::Uffd(socket) => MemoryBackend::Uffd(PathBuf::from(socket)),
+    };
     let file = SnapshotFile::read(std::path::Path::new(&params.snapshot_path))
         .map_err(|e| crate::error_line(&e))?;
     let mut spec: VmSpec = serde_json::from_str(&file.body.spec_json)
@@ -63,7 +67,7 @@ pub fn prepare_load(params: &SnapshotLoadParams) -> Result<(VmSpec, Restore), St
         Restore {
             file,
             options: RestoreOptions {
-                mem_path: PathBuf::from(mem),
+                memory,
                 track_dirty_pages: params.track_dirty_pages(),
                 resume: params.resume_vm.unwrap_or(false),
             },

@@ -125,6 +125,30 @@ mod tests {
     }
 
     #[test]
+    fn the_uffd_watcher_runs_under_vmm_and_nobody_creates_a_userfaultfd() {
+        let vmm = rules(ThreadKind::Vmm, &kvm_like());
+        for nr in [
+            libc::SYS_poll,
+            libc::SYS_read,
+            libc::SYS_write,
+            libc::SYS_close,
+            libc::SYS_futex,
+            libc::SYS_exit_group,
+        ] {
+            assert!(vmm.always(nr), "the vmm filter lacks {nr}");
+        }
+        // The userfaultfd is made before any filter is on (the main
+        // thread building a restored machine); a filtered thread that
+        // tried would trap.
+        for kind in ThreadKind::ALL {
+            assert!(
+                !rules(kind, &kvm_like()).mentions(libc::SYS_userfaultfd),
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[test]
     fn sockets_are_unix_only_and_vcpus_have_no_files() {
         for kind in ThreadKind::ALL {
             let r = rules(kind, &kvm_like());

@@ -1,7 +1,13 @@
 //! The main thread once the VM runs, and the machine's controller: waits
 //! for the VM's end, pauses and resumes it (the VM clock), kicks vCPUs,
-//! swaps drives (PATCH /drives), writes snapshots, runs live migrations, restores the terminal, removes sockets,
-//! writes the last metrics.
+//! swaps drives (PATCH /drives), writes snapshots, runs live migrations,
+//! restores the terminal, removes sockets, writes the last metrics. Also
+//! the watcher of a lazy restore's page-fault handler
+//! (`vmm::snapshot::uffd`): it polls the handler's connection and an
+//! eventfd, reads, and ends the process (exit_group) when the handler is
+//! gone. The userfaultfd itself, its ioctls and the connection are made
+//! by the main thread while it builds the machine, before it takes this
+//! filter: no filter allows `userfaultfd`.
 
 use hv::HostCalls;
 

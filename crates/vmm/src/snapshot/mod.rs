@@ -8,9 +8,14 @@
 //! is written through a temporary file and a rename; the memory file is
 //! full, or (diff) only the pages the accelerator logged dirty since the
 //! last snapshot or the start, in a sparse file of the full size.
+//!
+//! A restore maps guest RAM from the memory file (MAP_PRIVATE), or hands
+//! anonymous guest RAM to a page-fault handler process through a
+//! userfaultfd ([`uffd`], Firecracker's Uffd backend).
 
 mod format;
 mod memory;
+mod uffd;
 
 use std::path::PathBuf;
 
@@ -23,6 +28,7 @@ pub use format::{
     FORMAT_VERSION, MAGIC,
 };
 pub use memory::{layout, map_private, merge_diff, write_diff, write_full, MemoryFileError};
+pub use uffd::{map_with_handler, PageServerLink, UffdBackendError};
 
 /// Full or diff memory file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,10 +50,21 @@ pub struct CreateSnapshot {
     pub spec_json: String,
 }
 
+/// Where a restored guest's memory comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemoryBackend {
+    /// The memory file at this path, mapped MAP_PRIVATE: pages are read
+    /// on first touch.
+    File(PathBuf),
+    /// A page-fault handler listening on this Unix socket: it gets a
+    /// userfaultfd and the layout, and fills each page on first touch.
+    Uffd(PathBuf),
+}
+
 /// How [`crate::Machine::restore`] builds the machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestoreOptions {
-    pub mem_path: PathBuf,
+    pub memory: MemoryBackend,
     pub track_dirty_pages: bool,
     /// Start running (else the machine starts paused).
     pub resume: bool,
@@ -64,6 +81,8 @@ pub enum SnapshotError {
     Format(#[from] SnapshotFormatError),
     #[error(transparent)]
     Memory(#[from] MemoryFileError),
+    #[error(transparent)]
+    PageServer(#[from] UffdBackendError),
     #[error("cannot save or restore the VM state")]
     Vm(#[source] hv::HvError),
     #[error("cannot save or restore the state of vCPU {id}: {message}")]
@@ -86,6 +105,21 @@ impl From<crate::memory::MemoryError> for SnapshotError {
     fn from(e: crate::memory::MemoryError) -> Self {
         SnapshotError::Machine(Box::new(e.into()))
     }
+}
+
+/// Guest RAM laid out as `regions`, from `backend`; with a page-fault
+/// handler, the link the machine keeps while it lives.
+pub(crate) fn map_memory(
+    backend: &MemoryBackend,
+    regions: &[MemoryRegion],
+) -> Result<(GuestMemoryMmap, Option<PageServerLink>), SnapshotError> {
+    Ok(match backend {
+        MemoryBackend::File(path) => (map_private(path, regions)?, None),
+        MemoryBackend::Uffd(socket) => {
+            let (mem, link) = map_with_handler(socket, regions)?;
+            (mem, Some(link))
+        }
+    })
 }
 
 /// Gathers a paused machine's state into a state file's contents.
