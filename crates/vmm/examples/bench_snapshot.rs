@@ -84,6 +84,7 @@ fn main() {
             mem_path: dir.join("full.mem"),
             track_dirty_pages: false,
             resume: true,
+            ..Default::default()
         };
         let opened = started.elapsed();
         let machine = Machine::restore(&config, hypervisor, &file, &options).unwrap();

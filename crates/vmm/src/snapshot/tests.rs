@@ -64,23 +64,30 @@ fn sample() -> SnapshotFile {
                     },
                     crate::snapshot::VirtioSaved {
                         name: "virtio-rng".into(),
-                        transport: crate::snapshot::TransportSaved::Pci(pci::virtio::VirtioPciSaved {
-                            config: pci::config::ConfigSaved {
-                                regs: vec![0xab; 256],
-                                bars: vec![0xe000_0000, 0xe000_4000, 0, 0, 0, 0],
+                        transport: crate::snapshot::TransportSaved::Pci(
+                            pci::virtio::VirtioPciSaved {
+                                config: pci::config::ConfigSaved {
+                                    regs: vec![0xab; 256],
+                                    bars: vec![0xe000_0000, 0xe000_4000, 0, 0, 0, 0],
+                                },
+                                msix: pci::msix::MsixSaved {
+                                    entries: vec![[0xfee0_0000, 0, 0x41, 1]; 2],
+                                    pending: vec![2],
+                                    enabled: true,
+                                    function_mask: false,
+                                },
+                                queue_vectors: vec![1],
+                                ..Default::default()
                             },
-                            msix: pci::msix::MsixSaved {
-                                entries: vec![[0xfee0_0000, 0, 0x41, 1]; 2],
-                                pending: vec![2],
-                                enabled: true,
-                                function_mask: false,
-                            },
-                            queue_vectors: vec![1],
-                            ..Default::default()
-                        }),
+                        ),
                     },
                 ],
                 disk_sizes: vec![1 << 20],
+                vmgenid: Some(crate::snapshot::VmGenIdState {
+                    addr: crate::snapshot::VMGENID_ADDR,
+                    gsi: crate::snapshot::VMGENID_GSI,
+                    id: [7; 16],
+                }),
             },
         },
     }
