@@ -5,7 +5,7 @@
 //! ```text
 //! Scope (\_SB) {
 //!     Device (VGEN) {
-//!         Name (_HID, "FERRVGID")
+//!         Name (_HID, "FERR0001")
 //!         Name (_CID, "VM_Gen_Counter")
 //!         Name (_DDN, "VM_Gen_Counter")
 //!         Name (ADDR, Package () { addr & 0xffffffff, addr >> 32 })
@@ -58,8 +58,9 @@ const _: () = {
 
 /// The notification the vmgenid driver waits for.
 pub const VMGENID_NOTIFY: u8 = 0x80;
-/// `VGEN`'s hardware ID (QEMU's is "QEMUVGID"; the OS matches the `_CID`).
-pub const VMGENID_HID: &str = "FERRVGID";
+/// `VGEN`'s hardware ID: a valid ACPI ID (vendor "FERR", device 0001), which
+/// iasl checks; the OS matches the `_CID`.
+pub const VMGENID_HID: &str = "FERR0001";
 /// The compatible ID the specification names.
 pub const VMGENID_CID: &str = "VM_Gen_Counter";
 /// The Generic Event Device's hardware ID.
@@ -114,7 +115,7 @@ mod tests {
         // Device (VGEN): ExtOpPrefix DeviceOp PkgLength NameSeg.
         let vgen_body: Vec<u8> = [
             &b"VGEN"[..],
-            b"\x08_HID\x0dFERRVGID\x00",
+            b"\x08_HID\x0dFERR0001\x00",
             b"\x08_CID\x0dVM_Gen_Counter\x00",
             b"\x08_DDN\x0dVM_Gen_Counter\x00",
             // Name (ADDR, Package (2) { DWordConst 0xFE000, Zero }).
