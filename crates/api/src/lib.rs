@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod clone;
 pub mod http;
 pub mod migrate;
 pub mod routes;

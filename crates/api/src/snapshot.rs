@@ -78,6 +78,11 @@ pub struct SnapshotLoadParams {
     pub clock_realtime: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub huge_pages: Option<String>,
+    /// Ferrovisor's extension (not in Firecracker's specification): load
+    /// the snapshot as a clone with its own identity (see
+    /// [`crate::clone`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ferrovisor_clone: Option<crate::clone::CloneParams>,
 }
 
 /// Where a load takes the guest's memory from.

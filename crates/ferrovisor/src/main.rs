@@ -15,6 +15,7 @@ mod demo;
 mod disk;
 mod exit_status;
 mod firecracker;
+mod fork;
 mod gdb;
 mod limits;
 mod logging;
@@ -90,6 +91,10 @@ pub(crate) enum Command {
     Stat(stat::StatArgs),
     /// Restore a VM from a snapshot (state file + memory file) and run it.
     Restore(Box<snapshot_cli::RestoreArgs>),
+    /// Start N clones of a snapshot, each a `restore` process with its own
+    /// identity (VM generation ID, serial output, vsock CID, MACs, MMDS
+    /// data), sharing the memory file copy-on-write.
+    Fork(Box<fork::ForkArgs>),
     /// Wait for a live migration on a TCP address, then run the VM it
     /// brings (see docs/CLI.md).
     MigrateReceive(migrate::ReceiveArgs),
@@ -357,6 +362,7 @@ fn main() -> ExitCode {
         },
         Command::Stat(args) => stat::run(&args),
         Command::Restore(args) => snapshot_cli::restore(&args),
+        Command::Fork(args) => fork::run(&args),
         Command::Snapshot(command) => snapshot_cli::snapshot(&command),
         Command::MigrateReceive(args) => migrate::receive(&args),
         Command::MigrateSend(args) => migrate::send(&args),
@@ -405,7 +411,18 @@ pub(crate) fn run_built(
     print_stats: bool,
     gdb: Option<gdb::GdbStart>,
 ) -> ExitCode {
-    match wait_machine(machine, gdb) {
+    run_built_then(machine, print_stats, gdb, || {})
+}
+
+/// [`run_built`], calling `on_running` once the machine runs (its vCPUs
+/// started, the main thread's filter installed).
+pub(crate) fn run_built_then(
+    machine: Machine,
+    print_stats: bool,
+    gdb: Option<gdb::GdbStart>,
+    on_running: impl FnOnce(),
+) -> ExitCode {
+    match wait_machine_then(machine, gdb, on_running) {
         Ok(report) => {
             describe(&report, print_stats);
             ExitCode::from(exit_status::of(&report.exit))
@@ -443,6 +460,14 @@ pub(crate) fn run_machine(
 
 /// Starts a built machine (with its gdb stub) and waits for its end.
 fn wait_machine(machine: Machine, gdb: Option<gdb::GdbStart>) -> Result<vmm::RunReport, ExitCode> {
+    wait_machine_then(machine, gdb, || {})
+}
+
+fn wait_machine_then(
+    machine: Machine,
+    gdb: Option<gdb::GdbStart>,
+    on_running: impl FnOnce(),
+) -> Result<vmm::RunReport, ExitCode> {
     let started = match &gdb {
         Some(g) if g.wait => machine.start_paused(),
         _ => machine.start(),
@@ -458,6 +483,7 @@ fn wait_machine(machine: Machine, gdb: Option<gdb::GdbStart>) -> Result<vmm::Run
             if let Err(message) = seccomp::enter_main() {
                 return Err(fail(&message, 1));
             }
+            on_running();
             Ok(running.wait())
         }
         Err(e) => Err(fail(&error_line(&e), 1)),

@@ -1,5 +1,6 @@
 //! `ferrovisor restore` and `ferrovisor snapshot merge`: snapshots without
-//! the API.
+//! the API. `restore` also makes clones (`--new-vmgenid` and the identity
+//! overrides; `ferrovisor fork` runs several, see [`crate::fork`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +36,47 @@ pub(crate) struct RestoreArgs {
     /// No syscall filters (see `ferrovisor run --help`).
     #[arg(long)]
     no_seccomp: bool,
+    /// Restore as a clone: write a new VM generation ID and notify the
+    /// guest (its kernel reseeds its RNG). The snapshot's VM must have
+    /// ACPI tables (a Linux guest).
+    #[arg(long)]
+    new_vmgenid: bool,
+    /// The serial output file (else the snapshot's).
+    #[arg(long, value_name = "PATH")]
+    serial_out: Option<String>,
+    /// The vsock device's CID (else the snapshot's).
+    #[arg(long, value_name = "CID")]
+    guest_cid: Option<u32>,
+    /// The vsock device's Unix socket (else the snapshot's).
+    #[arg(long, value_name = "PATH")]
+    vsock_uds: Option<String>,
+    /// A network interface's TAP: IFACE=TAP (repeatable).
+    #[arg(long, value_name = "IFACE=TAP", value_parser = iface_value)]
+    tap: Vec<(String, String)>,
+    /// A network interface's MAC address: IFACE=MAC (repeatable).
+    #[arg(long, value_name = "IFACE=MAC", value_parser = iface_value)]
+    mac: Vec<(String, String)>,
+    /// The MMDS data store's contents (JSON), as `PUT /mmds` would set
+    /// them; the snapshot's VM must have an MMDS configuration.
+    #[arg(long, value_name = "JSON")]
+    mmds_data: Option<String>,
+    /// Print `ferrovisor-clone-ready restore_us=N` on standard output
+    /// once the VM runs (N: microseconds from reading the snapshot to the
+    /// running VM). `ferrovisor fork` waits for it.
+    #[arg(long)]
+    report_ready: bool,
+}
+
+/// The marker line of `--report-ready`.
+pub(crate) const READY_MARKER: &str = "ferrovisor-clone-ready";
+
+fn iface_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((iface, value)) if !iface.is_empty() && !value.is_empty() => {
+            Ok((iface.to_string(), value.to_string()))
+        }
+        _ => Err(format!("{text:?} is not IFACE=VALUE")),
+    }
 }
 
 #[derive(clap::Subcommand)]
@@ -61,16 +103,74 @@ pub(crate) fn restore(args: &RestoreArgs) -> ExitCode {
     if let Err(e) = crate::signals::install() {
         return crate::fail(&format!("cannot take signals: {e}"), 1);
     }
+    let started = std::time::Instant::now();
     match build(args) {
-        Ok(machine) => crate::signals::exit_code(crate::run_built(machine, args.stats, None)),
+        Ok(machine) => {
+            let report = args.report_ready;
+            let announce = move || {
+                if report {
+                    let us = started.elapsed().as_micros();
+                    crate::out::stdout(&format!("{READY_MARKER} restore_us={us}\n"));
+                }
+            };
+            crate::signals::exit_code(crate::run_built_then(machine, args.stats, None, announce))
+        }
         Err(message) => crate::fail(&format!("cannot restore the snapshot: {message}"), 1),
     }
 }
 
+/// The overrides of `args` (`--tap`, `--vsock-uds`, and a clone's
+/// identity) applied to the snapshot's VM description.
+fn apply_overrides(args: &RestoreArgs, spec: &mut api::VmSpec) -> Result<(), String> {
+    let nets: Vec<_> = args
+        .tap
+        .iter()
+        .map(|(iface_id, tap)| api::snapshot::NetworkOverride {
+            iface_id: iface_id.clone(),
+            host_dev_name: tap.clone(),
+        })
+        .collect();
+    let vsock = args
+        .vsock_uds
+        .as_ref()
+        .map(|uds_path| api::snapshot::VsockOverride {
+            uds_path: uds_path.clone(),
+        });
+    let clone = api::clone::CloneParams {
+        keep_vmgenid: !args.new_vmgenid,
+        serial_out_path: args.serial_out.clone(),
+        guest_cid: args.guest_cid,
+        guest_macs: args
+            .mac
+            .iter()
+            .map(|(iface_id, mac)| api::clone::MacOverride {
+                iface_id: iface_id.clone(),
+                guest_mac: mac.clone(),
+            })
+            .collect(),
+    };
+    crate::firecracker::snapshot::apply_overrides(spec, &nets, vsock.as_ref(), Some(&clone))
+}
+
+/// Fills the MMDS of `config` with `json`.
+fn put_mmds(config: &vmm::MachineConfig, json: &str) -> Result<(), String> {
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("--mmds-data is not JSON: {e}"))?;
+    let attach = config
+        .mmds
+        .as_ref()
+        .ok_or("--mmds-data: the snapshot's VM has no MMDS (mmds-config)")?;
+    let mut mmds = attach.shared.lock().unwrap_or_else(|p| p.into_inner());
+    mmds.store
+        .put(value)
+        .map_err(|e| format!("--mmds-data: {}", crate::error_line(&e)))
+}
+
 fn build(args: &RestoreArgs) -> Result<Machine, String> {
     let file = SnapshotFile::read(&args.snapshot).map_err(|e| crate::error_line(&e))?;
-    let spec: api::VmSpec = serde_json::from_str(&file.body.spec_json)
+    let mut spec: api::VmSpec = serde_json::from_str(&file.body.spec_json)
         .map_err(|e| format!("the snapshot's VM description is corrupt: {e}"))?;
+    apply_overrides(args, &mut spec)?;
     let accel = match args.accel {
         Accel::Auto => file
             .header
@@ -80,6 +180,9 @@ fn build(args: &RestoreArgs) -> Result<Machine, String> {
         other => other,
     };
     let config = vmm::machine_config(&spec, accel).map_err(|e| crate::error_line(&e))?;
+    if let Some(json) = &args.mmds_data {
+        put_mmds(&config, json)?;
+    }
     let hypervisor = vmm::open_accelerator(accel).map_err(|e| crate::error_line(&e))?;
     let memory = match (&args.uffd, &args.mem) {
         (Some(socket), _) => MemoryBackend::Uffd(socket.clone()),
@@ -91,6 +194,7 @@ fn build(args: &RestoreArgs) -> Result<Machine, String> {
         memory,
         track_dirty_pages: args.track_dirty_pages,
         resume: true,
+        regenerate_vmgenid: args.new_vmgenid,
     };
     Machine::restore(&config, hypervisor, &file, &options).map_err(|e| crate::error_line(&e))
 }

@@ -132,6 +132,7 @@ fn main() {
             memory: MemoryBackend::File(dir.join("full.mem")),
             track_dirty_pages: false,
             resume: true,
+            ..Default::default()
         };
         let opened = started.elapsed();
         let machine = Machine::restore(&config, hypervisor, &file, &options).unwrap();

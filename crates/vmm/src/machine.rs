@@ -31,6 +31,8 @@ pub enum MachineError {
     Boot(#[source] arch::boot::BootError),
     #[error("cannot write the ACPI tables")]
     Acpi(#[source] arch::acpi::AcpiError),
+    #[error("cannot set up the VM generation ID")]
+    VmGenId(#[source] crate::devices::VmGenIdError),
     #[error("cannot write the BIOS reset entry")]
     Firmware(#[source] vm_memory::GuestMemoryError),
     #[error("cannot set up the {what}")]
@@ -219,6 +221,12 @@ impl Machine {
         check_kvm_capabilities(&*hypervisor, &config.cpu_template)?;
         let vm = create_vm(&*hypervisor, config)?;
         let mut machine = Self::assemble(config, accel, vm, mem, false)?;
+        if matches!(acpi, AcpiPlacement::Written { .. }) {
+            machine
+                .devices
+                .attach_vmgenid(&machine.vm, &machine.mem)
+                .map_err(MachineError::VmGenId)?;
+        }
 
         let supported = machine.vm.supported_cpuid().map_err(hv_err("CPUID"))?;
         machine.cpu_fingerprint = crate::snapshot::cpu_fingerprint(&supported);
@@ -254,7 +262,8 @@ impl Machine {
     /// the VM, every vCPU and every device put back in the saved state. The
     /// machine starts paused ([`Machine::start`]) unless `resume`. With
     /// `track_dirty_pages` the accelerator logs dirty pages for diff
-    /// snapshots. Nothing outside the new machine changes when this fails.
+    /// snapshots. With `regenerate_vmgenid` (a clone) the guest gets a new
+    /// VM generation ID and is told. Nothing outside the new machine changes when this fails.
     pub fn restore(
         config: &MachineConfig,
         hypervisor: Box<dyn Hypervisor>,
@@ -272,6 +281,16 @@ impl Machine {
             options.resume,
         )?;
         machine.page_server = page_server;
+        if options.regenerate_vmgenid {
+            // After the vCPUs' LAPICs were restored: the GED's interrupt
+            // is pending when they first run.
+            let id = machine
+                .devices
+                .regenerate_vmgenid()
+                .ok_or(crate::snapshot::SnapshotError::NoVmGenId)?
+                .map_err(crate::snapshot::SnapshotError::VmGenId)?;
+            tracing::info!(id = %crate::devices::id_hex(&id), "new VM generation ID");
+        }
         Ok(machine)
     }
 
@@ -332,7 +351,7 @@ impl Machine {
             .map_err(SnapshotError::Vm)?;
         machine
             .devices
-            .restore(&body.devices)
+            .restore(&machine.vm, &machine.mem, &body.devices)
             .map_err(SnapshotError::Devices)?;
         for (id, state) in body.vcpus.iter().enumerate() {
             let mut vcpu = machine.vm.create_vcpu(id as u32).map_err(hv_err("vCPU"))?;

@@ -37,7 +37,8 @@
 //! }
 //! ```
 //!
-//! With a PCI host bridge, `PCI0` and `PRES` follow (see [`super::pci`]).
+//! With a PCI host bridge, `PCI0` and `PRES` follow (see [`super::pci`]);
+//! with a VM generation ID, `VGEN` and `GED_` (see [`super::vmgenid`]).
 //!
 //! Linux binds "LNRO0005" to virtio_mmio (the memory resource and the first
 //! IRQ), "PNP0501" to 8250_pnp and "PNP0B00" to rtc_cmos.
@@ -87,6 +88,9 @@ pub(super) fn dsdt_body(cfg: &AcpiConfig) -> Vec<u8> {
             }
             AcpiDevice::Keyboard => devices.extend(keyboard_device()),
             AcpiDevice::PciHost(host) => devices.extend(super::pci::dsdt_devices(&host)),
+            AcpiDevice::VmGenId { addr, gsi } => {
+                devices.extend(super::vmgenid::dsdt_devices(addr, gsi));
+            }
             AcpiDevice::VirtioMmio {
                 addr,
                 len,

@@ -75,6 +75,7 @@ pub mod pci;
 pub mod pm;
 #[cfg(test)]
 mod tests;
+pub mod vmgenid;
 
 use acpi_tables::fadt::{FADTBuilder, Flags};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
@@ -147,6 +148,12 @@ pub enum AcpiDevice {
     /// A PCI host bridge for bus 0: `\_SB.PCI0` and its ECAM reservation in
     /// the DSDT, and an MCFG table (see [`pci`]). At most one.
     PciHost(pci::PciHostBridge),
+    /// A VM generation ID at guest address `addr` (16 bytes, 8-byte
+    /// aligned, in RAM the guest does not use) and the Generic Event
+    /// Device that notifies its changes on `gsi` (edge, active high):
+    /// `\_SB.VGEN` and `\_SB.GED_` (see [`vmgenid`]). At most one. When
+    /// `addr` lies in the ACPI area the tables must end below it.
+    VmGenId { addr: u64, gsi: u32 },
 }
 
 impl AcpiDevice {
@@ -218,6 +225,10 @@ pub enum AcpiError {
     DuplicatePciHost { index: usize },
     #[error("device {index}: a second RTC")]
     DuplicateRtc { index: usize },
+    #[error("device {index}: a second VM generation ID")]
+    DuplicateVmGenId { index: usize },
+    #[error("device {index}: the VM generation ID address {addr:#x} is not 8-byte aligned")]
+    VmGenIdAlignment { index: usize, addr: u64 },
     #[error("device {index}: a second keyboard controller")]
     DuplicateKeyboard { index: usize },
     #[error("device {index}: more than {max} serial ports")]
@@ -249,9 +260,25 @@ fn validate(cfg: &AcpiConfig) -> Result<(), AcpiError> {
     }
     let irq_ok = |irq: u32| irq < IOAPIC_PINS && irq != 0 && irq != 2;
     let (mut serial, mut virtio, mut rtc, mut pci) = (0usize, 0usize, false, false);
-    let mut keyboard = false;
+    let (mut keyboard, mut vmgenid) = (false, false);
     for (index, dev) in cfg.devices.iter().enumerate() {
         match *dev {
+            AcpiDevice::VmGenId { addr, gsi } => {
+                if vmgenid {
+                    return Err(AcpiError::DuplicateVmGenId { index });
+                }
+                vmgenid = true;
+                if !addr.is_multiple_of(8) {
+                    return Err(AcpiError::VmGenIdAlignment { index, addr });
+                }
+                if !irq_ok(gsi) {
+                    return Err(AcpiError::BadIrq {
+                        index,
+                        irq: gsi,
+                        pins: IOAPIC_PINS,
+                    });
+                }
+            }
             AcpiDevice::VirtioMmio { addr, len, irq, .. } => {
                 let end = addr.checked_add(len);
                 if len == 0 || end.is_none_or(|end| end > 1 << 32) {
@@ -328,6 +355,7 @@ fn validate(cfg: &AcpiConfig) -> Result<(), AcpiError> {
 }
 
 /// A table and where it goes.
+#[derive(Debug)]
 struct Placed {
     what: &'static str,
     addr: u64,
@@ -453,14 +481,31 @@ fn build(cfg: &AcpiConfig) -> Result<Vec<Placed>, AcpiError> {
         bytes: rsdp(xsdt_addr, rsdt_addr as u32),
     });
 
-    if alloc.next > ACPI_AREA_END {
+    let end = tables_end(cfg);
+    if alloc.next > end {
         return Err(AcpiError::TooLarge {
             size: alloc.next - ACPI_AREA_START,
             start: ACPI_AREA_START,
-            end: ACPI_AREA_END,
+            end,
         });
     }
     Ok(tables)
+}
+
+/// Where the tables must end: the ACPI area's end, or a VM generation ID
+/// inside the area.
+fn tables_end(cfg: &AcpiConfig) -> u64 {
+    cfg.devices
+        .iter()
+        .filter_map(|d| match *d {
+            AcpiDevice::VmGenId { addr, .. }
+                if (ACPI_AREA_START..ACPI_AREA_END).contains(&addr) =>
+            {
+                Some(addr)
+            }
+            _ => None,
+        })
+        .fold(ACPI_AREA_END, u64::min)
 }
 
 /// The RSDP (revision 2) with both the XSDT and the RSDT address.

@@ -800,10 +800,14 @@ fn dump_tables() {
     let dir = std::path::PathBuf::from(dir);
     std::fs::create_dir_all(&dir).unwrap();
     for hw_reduced in [true, false] {
-        let cfg = AcpiConfig {
+        let mut cfg = AcpiConfig {
             hw_reduced,
             ..full_config(4)
         };
+        cfg.devices.push(AcpiDevice::VmGenId {
+            addr: vmgenid::VMGENID_ADDR,
+            gsi: 23,
+        });
         let suffix = if hw_reduced { "" } else { "-full" };
         for t in build(&cfg).unwrap() {
             let name = format!("{}{suffix}.dat", t.what.to_lowercase());

@@ -4,7 +4,11 @@
 
 use std::path::PathBuf;
 
-use api::snapshot::{MemorySource, SnapshotCreateParams, SnapshotLoadParams, SnapshotType};
+use api::clone::CloneParams;
+use api::snapshot::{
+    MemorySource, NetworkOverride, SnapshotCreateParams, SnapshotLoadParams, SnapshotType,
+    VsockOverride,
+};
 use api::VmSpec;
 use vmm::snapshot::{CreateSnapshot, MemoryBackend, RestoreOptions, SnapshotFile, SnapshotKind};
 use vmm::{Accel, Command, Machine};
@@ -30,8 +34,9 @@ pub fn create_command(spec: &VmSpec, params: &SnapshotCreateParams) -> Command {
 }
 
 /// Reads and checks the state file `params` names and the spec it holds,
-/// with the network overrides applied. The accelerator, CPU model and
-/// memory file (or the page-fault handler's socket) are checked when the
+/// with the network and vsock overrides and a clone's identity
+/// (`ferrovisor_clone`) applied. The accelerator, CPU model and memory
+/// file (or the page-fault handler's socket) are checked when the
 /// machine is built.
 pub fn prepare_load(params: &SnapshotLoadParams) -> Result<(VmSpec, Restore), String> {
     let memory = match params.memory_source().map_err(|e| e.to_string())? {
@@ -42,7 +47,39 @@ pub fn prepare_load(params: &SnapshotLoadParams) -> Result<(VmSpec, Restore), St
         .map_err(|e| crate::error_line(&e))?;
     let mut spec: VmSpec = serde_json::from_str(&file.body.spec_json)
         .map_err(|e| format!("the snapshot's VM description is corrupt: {e}"))?;
-    for o in params.network_overrides.iter().flatten() {
+    apply_overrides(
+        &mut spec,
+        params.network_overrides.as_deref().unwrap_or_default(),
+        params.vsock_override.as_ref(),
+        params.ferrovisor_clone.as_ref(),
+    )?;
+    Ok((
+        spec,
+        Restore {
+            file,
+            options: RestoreOptions {
+                memory,
+                track_dirty_pages: params.track_dirty_pages(),
+                resume: params.resume_vm.unwrap_or(false),
+                regenerate_vmgenid: params
+                    .ferrovisor_clone
+                    .as_ref()
+                    .is_some_and(|c| !c.keep_vmgenid),
+            },
+        },
+    ))
+}
+
+/// Applies a load's overrides to the snapshot's VM description `spec`:
+/// TAPs of network interfaces, the vsock device's Unix socket, a clone's
+/// identity. (`ferrovisor restore` and `/snapshot/load` alike.)
+pub fn apply_overrides(
+    spec: &mut VmSpec,
+    nets: &[NetworkOverride],
+    vsock: Option<&VsockOverride>,
+    clone: Option<&CloneParams>,
+) -> Result<(), String> {
+    for o in nets {
         let iface = spec
             .network_interfaces
             .iter_mut()
@@ -55,24 +92,17 @@ pub fn prepare_load(params: &SnapshotLoadParams) -> Result<(VmSpec, Restore), St
             })?;
         iface.host_dev_name = o.host_dev_name.clone();
     }
-    if let Some(o) = &params.vsock_override {
+    if let Some(o) = vsock {
         let vsock = spec
             .vsock
             .as_mut()
             .ok_or("vsock_override: the snapshot has no vsock device")?;
         vsock.uds_path = o.uds_path.clone();
     }
-    Ok((
-        spec,
-        Restore {
-            file,
-            options: RestoreOptions {
-                memory,
-                track_dirty_pages: params.track_dirty_pages(),
-                resume: params.resume_vm.unwrap_or(false),
-            },
-        },
-    ))
+    if let Some(clone) = clone {
+        clone.apply(spec).map_err(|e| crate::error_line(&e))?;
+    }
+    Ok(())
 }
 
 /// Builds the machine of a restore request: the snapshot's accelerator

@@ -1,5 +1,6 @@
 //! The ACPI tables of a machine: the platform devices (COM1, the RTC, the
-//! i8042 keyboard controller) and the virtio devices on their transport.
+//! i8042 keyboard controller), the virtio devices on their transport, and
+//! the VM generation ID with its Generic Event Device.
 
 use arch::acpi::{AcpiConfig, AcpiDevice, ACPI_AREA_END, ACPI_AREA_START};
 use arch::boot::{BootInfo, BootKind};
@@ -56,6 +57,11 @@ pub(crate) fn write_acpi_tables(
     }
     let mut devices = vec![AcpiDevice::COM1, AcpiDevice::Rtc, AcpiDevice::Keyboard];
     devices.extend_from_slice(extra_devices);
+    // The device manager attaches the device when the tables are written.
+    devices.push(AcpiDevice::VmGenId {
+        addr: super::VMGENID_ADDR,
+        gsi: super::VMGENID_GSI,
+    });
     let cfg = AcpiConfig {
         devices,
         ..AcpiConfig::new(vcpus)

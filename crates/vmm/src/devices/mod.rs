@@ -22,8 +22,9 @@
 //!   machine's devices do not change ([`state`]): COM1, the i8042, the
 //!   RTC, and every virtio device with its transport (virtio-mmio
 //!   registers, or the PCI configuration space, BARs and MSI-X table) and
-//!   its queues. A restored machine's virtio workers start parked and go
-//!   on when the machine first runs.
+//!   its queues, and the VM generation ID ([`vmgenid`]). A restored
+//!   machine's virtio workers start parked and go on when the machine
+//!   first runs.
 //!
 //! Modules depend in one direction: `mod` → `platform`, `virtio`, `pci`,
 //! `acpi` → `state`, `irq`, `clock`.
@@ -36,6 +37,7 @@ mod pci;
 mod platform;
 mod state;
 mod virtio;
+mod vmgenid;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,6 +62,7 @@ pub(crate) use acpi::{virtio_acpi_devices, write_acpi_tables};
 pub(crate) use metrics::MetricsSource;
 pub use metrics::{DeviceMetrics, DriveMetrics, EntropyMetrics, NetMetrics, VsockMetrics};
 pub use state::{DeviceStateError, DeviceStates, TransportSaved, VirtioSaved};
+pub use vmgenid::{id_hex, GenerationId, VmGenIdError, VmGenIdState, VMGENID_ADDR, VMGENID_GSI};
 
 /// Why a drive could not be updated.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +118,8 @@ pub(crate) struct DeviceManager {
     pub virtio_console: Option<::virtio::console::ConsoleInput>,
     /// The guest's console output on its way to the host.
     console: ConsoleOut,
+    /// The VM generation ID (machines with ACPI tables).
+    vmgenid: Option<vmgenid::VmGenId>,
 }
 
 impl DeviceManager {
@@ -190,6 +195,7 @@ impl DeviceManager {
             metrics,
             virtio_console: models.console_input,
             console,
+            vmgenid: None,
         })
     }
 
@@ -235,15 +241,49 @@ impl DeviceManager {
                 .map(state::Placed::save)
                 .collect::<Result<_, _>>()?,
             disk_sizes: self.drives.iter().map(|d| d.size()).collect(),
+            vmgenid: self.vmgenid.as_ref().map(vmgenid::VmGenId::save),
         })
+    }
+
+    /// Adds the VM generation ID device with a new random ID (the ACPI
+    /// tables describe it at [`VMGENID_ADDR`], GSI [`VMGENID_GSI`]).
+    pub fn attach_vmgenid(
+        &mut self,
+        vm: &Arc<dyn Vm>,
+        mem: &GuestMemoryMmap,
+    ) -> Result<(), VmGenIdError> {
+        self.vmgenid = Some(vmgenid::VmGenId::create(
+            vm,
+            mem,
+            VMGENID_ADDR,
+            VMGENID_GSI,
+        )?);
+        Ok(())
+    }
+
+    /// Gives the guest a new generation ID and tells it (a clone); `None`
+    /// when the machine has no such device.
+    pub fn regenerate_vmgenid(&mut self) -> Option<Result<GenerationId, VmGenIdError>> {
+        self.vmgenid.as_mut().map(vmgenid::VmGenId::regenerate)
     }
 
     /// Puts the devices of a machine built from the same config, not
     /// started yet, in the state `states` describes. Everything is checked
     /// before anything changes; the virtio workers start parked (see
     /// [`DeviceManager::activate`]).
-    pub fn restore(&self, states: &DeviceStates) -> Result<(), DeviceStateError> {
+    pub fn restore(
+        &mut self,
+        vm: &Arc<dyn Vm>,
+        mem: &GuestMemoryMmap,
+        states: &DeviceStates,
+    ) -> Result<(), DeviceStateError> {
         self.check_restore(states)?;
+        self.vmgenid = states
+            .vmgenid
+            .as_ref()
+            .map(|saved| vmgenid::VmGenId::restore(vm, mem, saved))
+            .transpose()
+            .map_err(DeviceStateError::VmGenId)?;
         for gate in &self.gates {
             gate.pause();
         }

@@ -23,6 +23,8 @@ pub struct DeviceStates {
     /// The disks' sizes in bytes, in `config.disks` order (a restore
     /// refuses an image whose size changed).
     pub disk_sizes: Vec<u64>,
+    /// The VM generation ID device, when the machine has ACPI tables.
+    pub vmgenid: Option<super::vmgenid::VmGenIdState>,
 }
 
 /// One virtio device.
@@ -49,6 +51,8 @@ pub enum DeviceStateError {
     I8042(#[source] devices::i8042::I8042Error),
     #[error("cannot restore the RTC")]
     Rtc(#[source] devices::rtc::RtcStateError),
+    #[error("cannot restore the VM generation ID")]
+    VmGenId(#[source] super::vmgenid::VmGenIdError),
     #[error("the snapshot's RTC has {0} bytes of CMOS (128 expected)")]
     RtcCmos(usize),
     #[error("the snapshot has {saved} virtio devices; this VM has {here}")]

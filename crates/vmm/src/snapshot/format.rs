@@ -30,7 +30,7 @@ use crate::devices::DeviceStates;
 pub const MAGIC: [u8; 8] = *b"FVSNAP\r\n";
 /// The layout this build writes and reads. Bump it on any change of the
 /// payload types.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 const PREFIX: usize = 8 + 4 + 8;
 /// Refuses payloads beyond this before allocating (a state file holds
 /// registers and device state, never memory).

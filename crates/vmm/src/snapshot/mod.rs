@@ -22,7 +22,10 @@ use std::path::PathBuf;
 use hv::Vm;
 use vm_memory::GuestMemoryMmap;
 
-pub use crate::devices::{DeviceStateError, DeviceStates, TransportSaved, VirtioSaved};
+pub use crate::devices::{
+    id_hex, DeviceStateError, DeviceStates, GenerationId, TransportSaved, VirtioSaved,
+    VmGenIdState, VMGENID_ADDR, VMGENID_GSI,
+};
 pub use format::{
     cpu_fingerprint, MemoryRegion, SnapshotBody, SnapshotFile, SnapshotFormatError, SnapshotHeader,
     FORMAT_VERSION, MAGIC,
@@ -62,12 +65,15 @@ pub enum MemoryBackend {
 }
 
 /// How [`crate::Machine::restore`] builds the machine.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RestoreOptions {
     pub memory: MemoryBackend,
     pub track_dirty_pages: bool,
     /// Start running (else the machine starts paused).
     pub resume: bool,
+    /// A clone: write a new VM generation ID and notify the guest (the
+    /// snapshot's machine must have the device: one with ACPI tables).
+    pub regenerate_vmgenid: bool,
 }
 
 /// Why a snapshot could not be created or loaded.
@@ -89,6 +95,10 @@ pub enum SnapshotError {
     Vcpu { id: u32, message: String },
     #[error(transparent)]
     Devices(DeviceStateError),
+    #[error("the snapshot's VM has no VM generation ID device (it has no ACPI tables): it cannot be given a new generation ID")]
+    NoVmGenId,
+    #[error("cannot give the VM a new generation ID")]
+    VmGenId(#[source] crate::devices::VmGenIdError),
     #[error("the snapshot does not fit its own VM description: {0}")]
     Inconsistent(String),
     #[error("cannot build the machine")]

@@ -83,6 +83,11 @@ fn sample() -> SnapshotFile {
                     },
                 ],
                 disk_sizes: vec![1 << 20],
+                vmgenid: Some(crate::snapshot::VmGenIdState {
+                    addr: crate::snapshot::VMGENID_ADDR,
+                    gsi: crate::snapshot::VMGENID_GSI,
+                    id: [7; 16],
+                }),
             },
         },
     }
