@@ -74,6 +74,7 @@ fn restore_uffd(config: &MachineConfig, dir: &Path) -> (Duration, Duration, u64)
         memory: MemoryBackend::Uffd(socket),
         track_dirty_pages: false,
         resume: true,
+        regenerate_vmgenid: false,
     };
     let machine = Machine::restore(config, hypervisor, &file, &options).unwrap();
     let running = machine.start().unwrap();
@@ -132,7 +133,7 @@ fn main() {
             memory: MemoryBackend::File(dir.join("full.mem")),
             track_dirty_pages: false,
             resume: true,
-            ..Default::default()
+            regenerate_vmgenid: false,
         };
         let opened = started.elapsed();
         let machine = Machine::restore(&config, hypervisor, &file, &options).unwrap();

@@ -11,7 +11,8 @@ use std::time::Duration;
 use linux_loader::loader::bootparam::{setup_header, LOADED_HIGH, XLF_KERNEL_64};
 use vm_memory::{ByteValued, Bytes, GuestAddress};
 use vmm::snapshot::{
-    CreateSnapshot, RestoreOptions, SnapshotError, SnapshotFile, SnapshotKind, VMGENID_ADDR,
+    CreateSnapshot, MemoryBackend, RestoreOptions, SnapshotError, SnapshotFile, SnapshotKind,
+    VMGENID_ADDR,
 };
 use vmm::{Accel, Command, ConsoleOutput, Machine, MachineConfig};
 
@@ -114,10 +115,10 @@ fn restore(
     regenerate: bool,
 ) -> Result<Machine, SnapshotError> {
     let options = RestoreOptions {
-        mem_path: mem.to_path_buf(),
+        memory: MemoryBackend::File(mem.to_path_buf()),
+        track_dirty_pages: false,
         resume: true,
         regenerate_vmgenid: regenerate,
-        ..Default::default()
     };
     Machine::restore(
         config,

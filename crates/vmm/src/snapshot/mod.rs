@@ -65,7 +65,7 @@ pub enum MemoryBackend {
 }
 
 /// How [`crate::Machine::restore`] builds the machine.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestoreOptions {
     pub memory: MemoryBackend,
     pub track_dirty_pages: bool,
