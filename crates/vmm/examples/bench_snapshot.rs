@@ -1,15 +1,15 @@
 //! Snapshot figures (issue 12, point 5): time to create a full and a diff
-//! snapshot of a running 256 MiB guest, and restore → guest running (the
-//! state file read and checked, the memory file mapped, the machine built
+//! snapshot of a running guest (256 MiB unless MIB says), and restore →
+//! guest running (the state file read and checked, the memory file mapped, the machine built
 //! and its vCPUs started), for the tiny ticker guest; the same restore
 //! with the memory served through userfaultfd by a page server (the
 //! `userfault` library `uffd-handler` runs, here on a thread of the
 //! process, over a Unix socket), and for both the time until the restored
 //! guest's first port access (it runs on, pages faulted in).
 //!
-//!   cargo run --release -p vmm --example bench_snapshot -- [emu|kvm] [RUNS] [DIR]
+//!   cargo run --release -p vmm --example bench_snapshot -- [emu|kvm] [RUNS] [DIR] [MIB]
 //!
-//! DIR (default: the temporary directory) holds the 256 MiB memory files.
+//! DIR (default: the temporary directory) holds the memory files.
 
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -92,6 +92,7 @@ fn main() {
     let accel: Accel = args.first().map_or("emu", String::as_str).parse().unwrap();
     let runs: usize = args.get(1).map_or(5, |s| s.parse().unwrap());
     let dir = args.get(2).map_or_else(std::env::temp_dir, PathBuf::from);
+    let mib: u64 = args.get(3).map_or(256, |s| s.parse().unwrap());
     let dir = dir.join(format!("fv-bench-snapshot-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
 
@@ -105,7 +106,7 @@ fn main() {
     .unwrap();
     let mut config = MachineConfig::new(&kernel);
     config.accel = accel;
-    config.memory = 256 << 20;
+    config.memory = mib << 20;
     config.console = ConsoleOutput::Sink;
 
     let (mut full, mut diff, mut restore, mut diff_bytes) = (vec![], vec![], vec![], vec![]);
@@ -157,7 +158,7 @@ fn main() {
         uffd_runs.push(runs);
         faults = faults.max(served);
     }
-    println!("accelerator {accel}, 256 MiB guest, {runs} runs (medians)");
+    println!("accelerator {accel}, {mib} MiB guest, {runs} runs (medians)");
     println!("create full: {:?}", median(full));
     println!(
         "create diff: {:?} ({} KiB of data in the diff file)",

@@ -191,7 +191,8 @@ fn clones_get_new_ids_and_the_snapshot_keeps_its_own() {
 #[test]
 fn machines_without_acpi_have_no_id_to_regenerate() {
     let dir = TempDir::new("bare");
-    let p = guests::ticker("abc", 1_000_000, 0x30_0000, 0x2a).unwrap();
+    // Long enough to be running still when the snapshot pauses it.
+    let p = guests::ticker(&"abc".repeat(10_000), 1_000_000, 0x30_0000, 0x2a).unwrap();
     let elf = arch::elf_builder::build_elf64(&[(p.load_addr, &p.code)], p.load_addr);
     let config = config(dir.file("bare.elf", &elf));
     let (file, mem, booted_id) = snapshot(&config, &dir.0);
