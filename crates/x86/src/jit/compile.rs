@@ -21,7 +21,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
 use super::code::Code;
 use super::emit_branch::{self, Known};
-use super::{call_op, emit, status};
+use super::{call_op, emit, emit_ext, status};
 use crate::exec::Op;
 
 /// The host ISA, built once; None when Cranelift does not support it.
@@ -47,7 +47,9 @@ thread_local! {
 /// Compiles a block; None when it cannot be (no ISA, a Cranelift error,
 /// code that needs relocations, no executable memory): the block then
 /// stays with the interpreter.
-pub(crate) fn compile(ops: &[Op]) -> Option<Code> {
+/// Returns the code and how many of the block's ops it calls out to
+/// their handler (not inlined).
+pub(crate) fn compile(ops: &[Op]) -> Option<(Code, usize)> {
     let isa = isa()?;
     if ops.is_empty() || ops.len() > u32::MAX as usize {
         return None;
@@ -61,12 +63,12 @@ pub(crate) fn compile(ops: &[Op]) -> Option<Code> {
         sig.params.push(AbiParam::new(I64));
         sig.returns.push(AbiParam::new(I64));
         ctx.func = Function::with_name_signature(UserFuncName::default(), sig);
-        build(&mut ctx.func, fctx, ops, cc, isa.frontend_config());
+        let called = build(&mut ctx.func, fctx, ops, cc, isa.frontend_config());
         let compiled = ctx.compile(isa, &mut ControlPlane::default()).ok()?;
         if !compiled.buffer.relocs().is_empty() {
             return None;
         }
-        Code::new(compiled.code_buffer())
+        Some((Code::new(compiled.code_buffer())?, called))
     })
 }
 
@@ -110,7 +112,7 @@ fn build(
     ops: &[Op],
     cc: cranelift_codegen::isa::CallConv,
     fcfg: cranelift_codegen::isa::TargetFrontendConfig,
-) {
+) -> usize {
     let mut b = FunctionBuilder::new(func, fctx);
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
@@ -138,10 +140,15 @@ fn build(
         early,
         known: Cell::new(None),
     };
+    let mut called = 0;
     for (i, op) in ops.iter().enumerate() {
-        if !emit::inline(&mut b, &cx, op, i) && !emit_branch::inline(&mut b, &cx, op) {
+        if !emit::inline(&mut b, &cx, op, i)
+            && !emit_branch::inline(&mut b, &cx, op)
+            && !emit_ext::inline(&mut b, &cx, op, i)
+        {
             cx.call_handler(&mut b, op, i);
             cx.known.set(None);
+            called += 1;
         }
     }
     let all = b.ins().iconst(I64, ops.len() as i64);
@@ -164,4 +171,5 @@ fn build(
     let r = b.ins().bor(hi, done);
     b.ins().return_(&[r]);
     b.finalize(fcfg);
+    called
 }

@@ -23,6 +23,7 @@ mod code;
 mod compile;
 mod emit;
 mod emit_branch;
+mod emit_ext;
 mod emit_mem;
 
 use std::cell::{Cell, OnceCell};
