@@ -485,7 +485,7 @@ impl Cpu {
             seen_code_epoch: 0,
             seen_revoke: 0,
             engine: Engine::from_env(),
-            jit_hot: jit::HOT,
+            jit_hot: jit::hot(),
         }
     }
 

@@ -11,8 +11,8 @@ use std::sync::OnceLock;
 
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::{
-    types::I32, types::I64, AbiParam, Block, BlockArg, Function, InstBuilder, SigRef, Signature,
-    UserFuncName, Value,
+    types::I32, types::I64, types::I8, AbiParam, Block, BlockArg, Function, InstBuilder, SigRef,
+    Signature, UserFuncName, Value,
 };
 use cranelift_codegen::isa::TargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
@@ -21,7 +21,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
 use super::code::Code;
 use super::emit_branch::{self, Known};
-use super::{call_op, emit, emit_ext, status};
+use super::{call_op, emit, emit_alu_mem, emit_ext, status};
 use crate::exec::Op;
 
 /// The host ISA, built once; None when Cranelift does not support it.
@@ -29,7 +29,13 @@ pub(super) fn isa() -> Option<&'static dyn TargetIsa> {
     static ISA: OnceLock<Option<cranelift_codegen::isa::OwnedTargetIsa>> = OnceLock::new();
     ISA.get_or_init(|| {
         let mut flags = settings::builder();
-        flags.set("opt_level", "speed").ok()?;
+        // `FERROVISOR_JIT_OPT=none` skips Cranelift's e-graph pass
+        // (cheaper compiles, plainer code); `speed` by default.
+        let opt = match std::env::var("FERROVISOR_JIT_OPT").as_deref() {
+            Ok("none") => "none",
+            _ => "speed",
+        };
+        flags.set("opt_level", opt).ok()?;
         // The IR comes from this module alone and is checked by its tests.
         flags.set("enable_verifier", "false").ok()?;
         let builder = cranelift_native::builder().ok()?;
@@ -78,12 +84,28 @@ pub(super) struct Cx {
     pub ex: Value,
     pub cpu: Value,
     tsig: SigRef,
+    /// `lazy_cond`'s signature.
+    csig: SigRef,
     early: Block,
     /// The flags the last flag-writing op produced, when it was inline.
     pub known: Cell<Option<Known>>,
 }
 
 impl Cx {
+    /// Condition code `cc` as an I8 0/1: computed inline from the known
+    /// flags of an inline producer, else read from the lazy flags in
+    /// memory by a call to [`lazy_cond`] (no handler, no status check).
+    pub(super) fn cond(&self, b: &mut FunctionBuilder<'_>, cc: u8) -> Value {
+        if let Some(t) = self.known.get().and_then(|k| emit_branch::cond(b, k, cc)) {
+            return t;
+        }
+        let f = b.ins().iconst(I64, lazy_cond as *const () as i64);
+        let c = b.ins().iconst(I32, cc as i64);
+        let call = b.ins().call_indirect(self.csig, f, &[self.cpu, c]);
+        let r = b.inst_results(call)[0];
+        b.ins().ireduce(I8, r)
+    }
+
     /// Emits a call to op `i`'s interpreter handler, leaving the function
     /// when it reports an exception or a block exit; continues in a new
     /// block.
@@ -106,6 +128,17 @@ impl Cx {
     }
 }
 
+/// `LazyFlags::cond` of the CPU's flags, for compiled code.
+///
+/// # Safety
+///
+/// `cpu` is the running CPU.
+unsafe extern "C" fn lazy_cond(cpu: *const u8, cc: u32) -> u32 {
+    // SAFETY: the caller's contract; only read.
+    let cpu = unsafe { &*(cpu as *const crate::Cpu) };
+    cpu.state.flags.cond(cc as u8) as u32
+}
+
 fn build(
     func: &mut Function,
     fctx: &mut FunctionBuilderContext,
@@ -126,6 +159,11 @@ fn build(
     tsig.params.push(AbiParam::new(I64));
     tsig.returns.push(AbiParam::new(I32));
     let tsig = b.import_signature(tsig);
+    let mut csig = Signature::new(cc);
+    csig.params.push(AbiParam::new(I64));
+    csig.params.push(AbiParam::new(I32));
+    csig.returns.push(AbiParam::new(I32));
+    let csig = b.import_signature(csig);
 
     // Leaving early: (status, index of the op) → the packed result.
     let early = b.create_block();
@@ -137,6 +175,7 @@ fn build(
         ex,
         cpu,
         tsig,
+        csig,
         early,
         known: Cell::new(None),
     };
@@ -145,6 +184,7 @@ fn build(
         if !emit::inline(&mut b, &cx, op, i)
             && !emit_branch::inline(&mut b, &cx, op)
             && !emit_ext::inline(&mut b, &cx, op, i)
+            && !emit_alu_mem::inline(&mut b, &cx, op, i)
         {
             cx.call_handler(&mut b, op, i);
             cx.known.set(None);

@@ -15,7 +15,7 @@ use cranelift_frontend::FunctionBuilder;
 use iced_x86::{Code, CodeSize, Mnemonic, OpKind};
 
 use super::compile::Cx;
-use super::emit_branch::{cond, Known};
+use super::emit_branch::Known;
 use super::emit_mem::{cpu_mem, gpr_off, guest_mem, linear, tlb};
 use crate::exec::op::NOREG;
 use crate::exec::{Exec, Op};
@@ -180,15 +180,11 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
             b.ins().store(cpu_mem(), v, cpu, gpr_off(op.r0));
         }
         Shape::Setcc(cc) => {
-            let Some(t) = cx.known.get().and_then(|k| cond(b, k, cc)) else {
-                return false;
-            };
+            let t = cx.cond(b, cc);
             b.ins().istore8(cpu_mem(), t, cpu, gpr_off(op.r0));
         }
         Shape::Cmov(cc) => {
-            let Some(t) = cx.known.get().and_then(|k| cond(b, k, cc)) else {
-                return false;
-            };
+            let t = cx.cond(b, cc);
             let src = b.ins().load(I64, cpu_mem(), cpu, gpr_off(op.r1));
             let dst = b.ins().load(I64, cpu_mem(), cpu, gpr_off(op.r0));
             let v = b.ins().select(t, src, dst);
