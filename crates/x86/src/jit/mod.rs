@@ -26,6 +26,7 @@ mod emit_alu_mem;
 mod emit_branch;
 mod emit_ext;
 mod emit_mem;
+mod emit_shift;
 
 use std::cell::{Cell, OnceCell};
 use std::sync::OnceLock;

@@ -145,3 +145,45 @@ fn page_fault_on_an_inline_read_modify_write_is_exact() {
     assert_eq!(j.bus.read_u64(DATA), 5);
     assert_eq!(j.cpu.state.cr2, 0x1_0000_0008);
 }
+
+/// SHL/SHR/SAR of 32- and 64-bit registers by immediates at the edges,
+/// RFLAGS read back by PUSHFQ and by SETcc (from the lazy flags).
+#[test]
+fn shifts_by_an_immediate_match_the_interpreter() {
+    if !Engine::jit_available() {
+        return;
+    }
+    let j = compare(|a| {
+        a.mov(rdi, DATA)?;
+        for &v in &VALUES {
+            for count in [1u32, 2, 7, 31, 32, 63] {
+                for kind in 0..6 {
+                    a.mov(rax, v)?;
+                    match kind {
+                        0 => a.shl(rax, count)?,
+                        1 => a.shr(rax, count)?,
+                        2 => a.sar(rax, count)?,
+                        3 => a.shl(eax, count)?,
+                        4 => a.shr(eax, count)?,
+                        _ => a.sar(eax, count)?,
+                    }
+                    a.setb(cl)?;
+                    a.seto(dl)?;
+                    a.pushfq()?;
+                    a.pop(rbx)?;
+                    a.mov(qword_ptr(rdi), rax)?;
+                    a.mov(qword_ptr(rdi + 8), rbx)?;
+                    a.mov(byte_ptr(rdi + 16), cl)?;
+                    a.mov(byte_ptr(rdi + 17), dl)?;
+                    a.add(rdi, 24)?;
+                    a.and(rdi, (DATA + 0x1ff8) as i32)?;
+                }
+            }
+        }
+        a.hlt()
+    });
+    let c = j.cpu.cache_counters();
+    let (ops, out) = (c.jit_ops_compiled.get(), c.jit_ops_called.get());
+    // PUSHFQ and the byte stores call out.
+    assert!(out * 3 < ops, "{out} of {ops} ops call out");
+}
