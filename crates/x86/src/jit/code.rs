@@ -36,20 +36,28 @@ unsafe impl Sync for Chunk {}
 impl Chunk {
     fn new(len: usize) -> Option<Chunk> {
         // SAFETY: a fresh anonymous mapping, no address hint.
+        // Mapped read-write, then made read-execute: the vCPU threads'
+        // seccomp filter refuses an executable mmap (mprotect may).
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
-                libc::PROT_READ | libc::PROT_EXEC,
+                libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                 -1,
                 0,
             )
         };
-        (ptr != libc::MAP_FAILED).then_some(Chunk {
+        if ptr == libc::MAP_FAILED {
+            return None;
+        }
+        let chunk = Chunk {
             ptr: ptr as *mut u8,
             len,
-        })
+        };
+        // SAFETY: the mapping just made.
+        let r = unsafe { libc::mprotect(ptr, len, libc::PROT_READ | libc::PROT_EXEC) };
+        (r == 0).then_some(chunk)
     }
 
     /// Copies `bytes` to `off`: the pages they cover are writable for
