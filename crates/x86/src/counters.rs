@@ -165,8 +165,17 @@ pub struct CpuCounters {
     /// Blocks compiled by the JIT, and blocks it could not compile.
     pub jit_blocks_compiled: Counter,
     pub jit_compile_failures: Counter,
+    /// Ops of the compiled blocks, and how many of them call their
+    /// interpreter handler instead of being inlined.
+    pub jit_ops_compiled: Counter,
+    pub jit_ops_called: Counter,
     /// Blocks run as compiled code.
     pub jit_block_runs: Counter,
+    /// Guest instructions retired (added when `Cpu::run` returns).
+    pub instructions: Counter,
+    /// Blocks run, by either engine (instructions / blocks_run is the
+    /// mean block length the engines see).
+    pub blocks_run: Counter,
 }
 
 impl CpuCounters {
@@ -202,7 +211,11 @@ impl CpuCounters {
         v.push(("code_cache_peak_bytes", self.code_cache_peak_bytes.get()));
         v.push(("jit_blocks_compiled", self.jit_blocks_compiled.get()));
         v.push(("jit_compile_failures", self.jit_compile_failures.get()));
+        v.push(("jit_ops_compiled", self.jit_ops_compiled.get()));
+        v.push(("jit_ops_called", self.jit_ops_called.get()));
         v.push(("jit_block_runs", self.jit_block_runs.get()));
+        v.push(("instructions", self.instructions.get()));
+        v.push(("blocks_run", self.blocks_run.get()));
         v
     }
 }

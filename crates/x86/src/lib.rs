@@ -485,7 +485,7 @@ impl Cpu {
             seen_code_epoch: 0,
             seen_revoke: 0,
             engine: Engine::from_env(),
-            jit_hot: jit::HOT,
+            jit_hot: jit::hot(),
         }
     }
 
@@ -789,7 +789,10 @@ impl Cpu {
     /// Runs guest code until an exit. At most `max_instructions` are
     /// retired (u64::MAX for no limit).
     pub fn run(&mut self, bus: &mut dyn Bus, max_instructions: u64) -> CpuExit {
-        let mut ex = exec::Exec::new(self, bus);
-        ex.run(max_instructions)
+        let i0 = self.icount;
+        let exit = exec::Exec::new(self, bus).run(max_instructions);
+        let n = self.icount.wrapping_sub(i0);
+        self.cache_counters.instructions.add(n);
+        exit
     }
 }

@@ -246,6 +246,7 @@ impl Exec<'_> {
     #[inline(always)]
     fn exec_ops<'o>(&mut self, ops: &'o [Op], limit: u64) -> Option<&'o Op> {
         self.c.block_exit = false;
+        self.c.cache_counters.blocks_run.inc();
         let icount0 = self.c.icount;
         self.icount0 = icount0;
         let budget = limit.saturating_sub(icount0);
@@ -331,10 +332,13 @@ impl Exec<'_> {
     #[inline(never)]
     fn jit_compile(&mut self, ops: &[Op]) -> Option<crate::jit::Entry> {
         match crate::jit::compile(ops) {
-            Some(code) => {
+            Some((code, called)) => {
                 let n = ops[0].jit.set(code);
                 self.c.blocks.add_code_bytes(n);
-                self.c.cache_counters.jit_blocks_compiled.inc();
+                let k = &self.c.cache_counters;
+                k.jit_blocks_compiled.inc();
+                k.jit_ops_compiled.add(ops.len() as u64);
+                k.jit_ops_called.add(called as u64);
                 ops[0].jit.entry()
             }
             None => {

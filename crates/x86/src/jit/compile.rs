@@ -11,8 +11,8 @@ use std::sync::OnceLock;
 
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::{
-    types::I32, types::I64, AbiParam, Block, BlockArg, Function, InstBuilder, SigRef, Signature,
-    UserFuncName, Value,
+    types::I32, types::I64, types::I8, AbiParam, Block, BlockArg, Function, InstBuilder, SigRef,
+    Signature, UserFuncName, Value,
 };
 use cranelift_codegen::isa::TargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
@@ -21,7 +21,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
 use super::code::Code;
 use super::emit_branch::{self, Known};
-use super::{call_op, emit, status};
+use super::{call_op, emit, emit_alu_mem, emit_ext, emit_shift, status};
 use crate::exec::Op;
 
 /// The host ISA, built once; None when Cranelift does not support it.
@@ -29,7 +29,13 @@ pub(super) fn isa() -> Option<&'static dyn TargetIsa> {
     static ISA: OnceLock<Option<cranelift_codegen::isa::OwnedTargetIsa>> = OnceLock::new();
     ISA.get_or_init(|| {
         let mut flags = settings::builder();
-        flags.set("opt_level", "speed").ok()?;
+        // `FERROVISOR_JIT_OPT=none` skips Cranelift's e-graph pass
+        // (cheaper compiles, plainer code); `speed` by default.
+        let opt = match std::env::var("FERROVISOR_JIT_OPT").as_deref() {
+            Ok("none") => "none",
+            _ => "speed",
+        };
+        flags.set("opt_level", opt).ok()?;
         // The IR comes from this module alone and is checked by its tests.
         flags.set("enable_verifier", "false").ok()?;
         let builder = cranelift_native::builder().ok()?;
@@ -47,7 +53,9 @@ thread_local! {
 /// Compiles a block; None when it cannot be (no ISA, a Cranelift error,
 /// code that needs relocations, no executable memory): the block then
 /// stays with the interpreter.
-pub(crate) fn compile(ops: &[Op]) -> Option<Code> {
+/// Returns the code and how many of the block's ops it calls out to
+/// their handler (not inlined).
+pub(crate) fn compile(ops: &[Op]) -> Option<(Code, usize)> {
     let isa = isa()?;
     if ops.is_empty() || ops.len() > u32::MAX as usize {
         return None;
@@ -61,12 +69,12 @@ pub(crate) fn compile(ops: &[Op]) -> Option<Code> {
         sig.params.push(AbiParam::new(I64));
         sig.returns.push(AbiParam::new(I64));
         ctx.func = Function::with_name_signature(UserFuncName::default(), sig);
-        build(&mut ctx.func, fctx, ops, cc, isa.frontend_config());
+        let called = build(&mut ctx.func, fctx, ops, cc, isa.frontend_config());
         let compiled = ctx.compile(isa, &mut ControlPlane::default()).ok()?;
         if !compiled.buffer.relocs().is_empty() {
             return None;
         }
-        Code::new(compiled.code_buffer())
+        Some((Code::new(compiled.code_buffer())?, called))
     })
 }
 
@@ -76,12 +84,28 @@ pub(super) struct Cx {
     pub ex: Value,
     pub cpu: Value,
     tsig: SigRef,
+    /// `lazy_cond`'s signature.
+    csig: SigRef,
     early: Block,
     /// The flags the last flag-writing op produced, when it was inline.
     pub known: Cell<Option<Known>>,
 }
 
 impl Cx {
+    /// Condition code `cc` as an I8 0/1: computed inline from the known
+    /// flags of an inline producer, else read from the lazy flags in
+    /// memory by a call to [`lazy_cond`] (no handler, no status check).
+    pub(super) fn cond(&self, b: &mut FunctionBuilder<'_>, cc: u8) -> Value {
+        if let Some(t) = self.known.get().and_then(|k| emit_branch::cond(b, k, cc)) {
+            return t;
+        }
+        let f = b.ins().iconst(I64, lazy_cond as *const () as i64);
+        let c = b.ins().iconst(I32, cc as i64);
+        let call = b.ins().call_indirect(self.csig, f, &[self.cpu, c]);
+        let r = b.inst_results(call)[0];
+        b.ins().ireduce(I8, r)
+    }
+
     /// Emits a call to op `i`'s interpreter handler, leaving the function
     /// when it reports an exception or a block exit; continues in a new
     /// block.
@@ -104,13 +128,24 @@ impl Cx {
     }
 }
 
+/// `LazyFlags::cond` of the CPU's flags, for compiled code.
+///
+/// # Safety
+///
+/// `cpu` is the running CPU.
+unsafe extern "C" fn lazy_cond(cpu: *const u8, cc: u32) -> u32 {
+    // SAFETY: the caller's contract; only read.
+    let cpu = unsafe { &*(cpu as *const crate::Cpu) };
+    cpu.state.flags.cond(cc as u8) as u32
+}
+
 fn build(
     func: &mut Function,
     fctx: &mut FunctionBuilderContext,
     ops: &[Op],
     cc: cranelift_codegen::isa::CallConv,
     fcfg: cranelift_codegen::isa::TargetFrontendConfig,
-) {
+) -> usize {
     let mut b = FunctionBuilder::new(func, fctx);
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
@@ -124,6 +159,11 @@ fn build(
     tsig.params.push(AbiParam::new(I64));
     tsig.returns.push(AbiParam::new(I32));
     let tsig = b.import_signature(tsig);
+    let mut csig = Signature::new(cc);
+    csig.params.push(AbiParam::new(I64));
+    csig.params.push(AbiParam::new(I32));
+    csig.returns.push(AbiParam::new(I32));
+    let csig = b.import_signature(csig);
 
     // Leaving early: (status, index of the op) → the packed result.
     let early = b.create_block();
@@ -135,13 +175,21 @@ fn build(
         ex,
         cpu,
         tsig,
+        csig,
         early,
         known: Cell::new(None),
     };
+    let mut called = 0;
     for (i, op) in ops.iter().enumerate() {
-        if !emit::inline(&mut b, &cx, op, i) && !emit_branch::inline(&mut b, &cx, op) {
+        if !emit::inline(&mut b, &cx, op, i)
+            && !emit_branch::inline(&mut b, &cx, op)
+            && !emit_ext::inline(&mut b, &cx, op, i)
+            && !emit_alu_mem::inline(&mut b, &cx, op, i)
+            && !emit_shift::inline(&mut b, &cx, op)
+        {
             cx.call_handler(&mut b, op, i);
             cx.known.set(None);
+            called += 1;
         }
     }
     let all = b.ins().iconst(I64, ops.len() as i64);
@@ -164,4 +212,5 @@ fn build(
     let r = b.ins().bor(hi, done);
     b.ins().return_(&[r]);
     b.finalize(fcfg);
+    called
 }

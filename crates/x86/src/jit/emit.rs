@@ -35,7 +35,7 @@ fn mem() -> MemFlagsData {
 
 /// The operation of an inlinable ALU instruction, and its lazy-flags kind.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Alu {
+pub(super) enum Alu {
     Add,
     Sub,
     And,
@@ -46,7 +46,7 @@ enum Alu {
 }
 
 impl Alu {
-    fn of(m: Mnemonic) -> Option<Alu> {
+    pub(super) fn of(m: Mnemonic) -> Option<Alu> {
         Some(match m {
             Mnemonic::Add => Alu::Add,
             Mnemonic::Sub => Alu::Sub,
@@ -59,7 +59,7 @@ impl Alu {
         })
     }
 
-    fn flag_op(self) -> FlagOp {
+    pub(super) fn flag_op(self) -> FlagOp {
         match self {
             Alu::Add => FlagOp::Add,
             Alu::Sub | Alu::Cmp => FlagOp::Sub,
@@ -67,7 +67,7 @@ impl Alu {
         }
     }
 
-    fn writes(self) -> bool {
+    pub(super) fn writes(self) -> bool {
         !matches!(self, Alu::Cmp | Alu::Test)
     }
 }
@@ -161,14 +161,13 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
     // The interpreter records flags unless the block's liveness pass gave
     // the op its flag-less handler.
     let record = std::ptr::fn_addr_eq(op.h, op.hf);
-    // INC/DEC keep CF: known only when an inline op earlier in the block
-    // set the flags; else the handler (it reads the lazy flags).
-    let kept_cf = match (&shape, record, cx.known.get()) {
-        (Inline::IncDec(_), true, Some(k)) => match super::emit_branch::carry(b, k) {
-            Some(c) => Some(c),
-            None => return false,
-        },
-        (Inline::IncDec(_), true, None) => return false,
+    // INC/DEC keep CF: from the known flags, or the lazy flags in memory.
+    let kept_cf = match (&shape, record) {
+        (Inline::IncDec(_), true) => {
+            // Condition code 2 ("below") is CF.
+            let c = cx.cond(b, 2);
+            Some(b.ins().uextend(I64, c))
+        }
         _ => None,
     };
     let m = size_mask(size);

@@ -2,13 +2,12 @@
 //! producer: the fused CMP/TEST + Jcc (as `fast::cmp_jcc`), JMP rel and
 //! Jcc rel in 64-bit code.
 //!
-//! A Jcc (or the carry INC/DEC keep) is emitted inline only when the
-//! flags it reads were set by an inline op earlier in the same block with
-//! nothing in between that may change them ([`Known`]): the condition is
-//! then computed from that op's operands and result, as the fused
-//! handler and `LazyFlags` do; otherwise the op's handler runs (it reads
-//! the lazy flags in memory, which the producer recorded since they were
-//! live).
+//! A Jcc (or SETcc, CMOVcc, the carry INC/DEC keep) whose flags were set
+//! by an inline op earlier in the same block with nothing in between that
+//! may change them ([`Known`]) computes its condition from that op's
+//! operands and result, as the fused handler and `LazyFlags` do;
+//! otherwise it reads the lazy flags in memory (which the producer
+//! recorded, since they were live) through `Cx::cond`'s call.
 
 use cranelift_codegen::ir::{
     condcodes::IntCC, types::I64, types::I8, InstBuilder, MemFlagsData, Value,
@@ -141,13 +140,6 @@ pub(super) fn cond(b: &mut FunctionBuilder<'_>, k: Known, cc: u8) -> Option<Valu
     })
 }
 
-/// CF of known flags as an I64 0/1 (what INC/DEC keep in `aux`).
-pub(super) fn carry(b: &mut FunctionBuilder<'_>, k: Known) -> Option<Value> {
-    // Condition code 2 is "below": CF.
-    let c = cond(b, k, 2)?;
-    Some(b.ins().uextend(I64, c))
-}
-
 /// Stores `taken ? yes : no` into RIP.
 fn set_rip(b: &mut FunctionBuilder<'_>, cpu: Value, taken: Value, yes: u64, no: u64) {
     let y = b.ins().iconst(I64, yes as i64);
@@ -172,13 +164,8 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> bool {
         return true;
     }
     if insn.is_jcc_short_or_near() && canonical(op.imm) {
-        let Some(k) = cx.known.get() else {
-            return false;
-        };
         let cc = insn.condition_code() as u8 - 1;
-        let Some(t) = cond(b, k, cc) else {
-            return false;
-        };
+        let t = cx.cond(b, cc);
         set_rip(b, cpu, t, op.imm, op.next);
         return true;
     }

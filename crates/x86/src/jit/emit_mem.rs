@@ -18,17 +18,17 @@ use crate::mmu::Tlb;
 use crate::state::{CpuState, SegCache, FS, GS};
 use crate::Cpu;
 
-fn gpr_off(r: u8) -> i32 {
+pub(super) fn gpr_off(r: u8) -> i32 {
     (std::mem::offset_of!(Cpu, state) + std::mem::offset_of!(CpuState, gpr) + 8 * r as usize) as i32
 }
 
 /// CPU structure fields: trusted (aligned, never trapping).
-fn cpu_mem() -> MemFlagsData {
+pub(super) fn cpu_mem() -> MemFlagsData {
     MemFlagsData::trusted()
 }
 
 /// Guest memory through a host pointer: may be unaligned.
-fn guest_mem() -> MemFlagsData {
+pub(super) fn guest_mem() -> MemFlagsData {
     MemFlagsData::new()
 }
 
@@ -68,7 +68,7 @@ fn classify(op: &Op) -> Option<(Shape, u32)> {
 
 /// The linear address of the op's memory operand (`Exec::op_ea` plus
 /// the FS/GS base of `op_lin64`).
-fn linear(b: &mut FunctionBuilder<'_>, cpu: Value, op: &Op) -> Value {
+pub(super) fn linear(b: &mut FunctionBuilder<'_>, cpu: Value, op: &Op) -> Value {
     let mut a = b.ins().iconst(I64, op.disp as i64);
     if op.base != NOREG {
         let v = b.ins().load(I64, cpu_mem(), cpu, gpr_off(op.base));
@@ -97,7 +97,7 @@ fn linear(b: &mut FunctionBuilder<'_>, cpu: Value, op: &Op) -> Value {
 /// Looks `size` bytes at `lin` up in the TLB for reading or writing:
 /// branches to a new block with the host address on a hit (returned,
 /// current), to `miss` otherwise.
-fn tlb(
+pub(super) fn tlb(
     b: &mut FunctionBuilder<'_>,
     cpu: Value,
     lin: Value,

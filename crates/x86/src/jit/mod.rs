@@ -22,8 +22,11 @@
 mod code;
 mod compile;
 mod emit;
+mod emit_alu_mem;
 mod emit_branch;
+mod emit_ext;
 mod emit_mem;
+mod emit_shift;
 
 use std::cell::{Cell, OnceCell};
 use std::sync::OnceLock;
@@ -34,6 +37,18 @@ pub(crate) use compile::compile;
 
 /// Runs of a block (whole, by the interpreter) before it is compiled.
 pub(crate) const HOT: u32 = 32;
+
+/// The compile threshold: `FERROVISOR_JIT_HOT` (runs, at least 1) when
+/// set, else [`HOT`]; read once per process.
+pub(crate) fn hot() -> u32 {
+    static N: OnceLock<u32> = OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("FERROVISOR_JIT_HOT")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .map_or(HOT, |n| n.max(1))
+    })
+}
 
 /// Which engine runs guest code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

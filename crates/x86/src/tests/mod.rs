@@ -8,6 +8,8 @@ mod debug;
 mod debugger;
 mod fuzz;
 mod jit;
+mod jit_alu_mem;
+mod jit_ext;
 mod mmx;
 mod modes;
 mod paging;

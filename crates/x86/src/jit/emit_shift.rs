@@ -1,0 +1,121 @@
+//! Inline SHL/SAL/SHR/SAR of a 32- or 64-bit register by an immediate
+//! (`fast::shift_ri`, 64-bit code): the count is a constant of the code,
+//! so CF and OF are a few shifts; the record is the handler's (`Szp`,
+//! aux = CF | OF << 1). Consumers of these flags read them from memory.
+
+use cranelift_codegen::ir::{types::I64, InstBuilder, Value};
+use cranelift_frontend::FunctionBuilder;
+use iced_x86::{CodeSize, Mnemonic, OpKind};
+
+use super::compile::Cx;
+use super::emit::record_flags;
+use super::emit_branch::Known;
+use super::emit_mem::{cpu_mem, gpr_off};
+use crate::exec::{Exec, Op};
+use crate::flags::FlagOp;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Shl,
+    Shr,
+    Sar,
+}
+
+fn classify(op: &Op) -> Option<(Kind, u32, u32)> {
+    let insn = &op.insn;
+    if op.sets_rip
+        || op.end != op.idx + 1
+        || insn.code_size() != CodeSize::Code64
+        || insn.op_count() != 2
+        || insn.op0_kind() != OpKind::Register
+        || insn.op1_kind() != OpKind::Immediate8
+        || op.r0 >= 16
+    {
+        return None;
+    }
+    let kind = match insn.mnemonic() {
+        Mnemonic::Shl | Mnemonic::Sal => Kind::Shl,
+        Mnemonic::Shr => Kind::Shr,
+        Mnemonic::Sar => Kind::Sar,
+        _ => return None,
+    };
+    let size = Exec::op_size(insn, 0);
+    if size != 4 && size != 8 {
+        return None;
+    }
+    let count = insn.immediate8() as u32 & if size == 8 { 0x3f } else { 0x1f };
+    (count != 0).then_some((kind, size, count))
+}
+
+/// Emits `op` inline; false when it is not one of these forms.
+pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> bool {
+    let Some((kind, size, c)) = classify(op) else {
+        return false;
+    };
+    let cpu = cx.cpu;
+    let bits = (size * 8) as i64;
+    let c = c as i64;
+    let mask32 = |b: &mut FunctionBuilder<'_>, v: Value| {
+        if size == 4 {
+            b.ins().band_imm_u(v, 0xffff_ffff)
+        } else {
+            v
+        }
+    };
+    let a = b.ins().load(I64, cpu_mem(), cpu, gpr_off(op.r0));
+    let a = mask32(b, a);
+    // The operand sign-extended to 64 bits (SAR).
+    let s = if size == 4 {
+        let h = b.ins().ishl_imm_u(a, 32);
+        b.ins().sshr_imm_u(h, 32)
+    } else {
+        a
+    };
+    let (r, cf, of) = match kind {
+        Kind::Shl => {
+            let r = b.ins().ishl_imm_u(a, c);
+            let r = mask32(b, r);
+            let cf = b.ins().ushr_imm_u(a, bits - c);
+            let cf = b.ins().band_imm_u(cf, 1);
+            let top = b.ins().ushr_imm_u(r, bits - 1);
+            let of = b.ins().bxor(top, cf);
+            (r, cf, Some(of))
+        }
+        Kind::Shr => {
+            let r = b.ins().ushr_imm_u(a, c);
+            let cf = b.ins().ushr_imm_u(a, c - 1);
+            let cf = b.ins().band_imm_u(cf, 1);
+            let of = b.ins().ushr_imm_u(a, bits - 1);
+            (r, cf, Some(of))
+        }
+        Kind::Sar => {
+            let r = b.ins().sshr_imm_u(s, c);
+            let r = mask32(b, r);
+            let cf = b.ins().sshr_imm_u(s, c - 1);
+            let cf = b.ins().band_imm_u(cf, 1);
+            (r, cf, None)
+        }
+    };
+    if std::ptr::fn_addr_eq(op.h, op.hf) {
+        let aux = match of {
+            Some(of) => {
+                let o = b.ins().ishl_imm_u(of, 1);
+                b.ins().bor(cf, o)
+            }
+            None => cf,
+        };
+        let count = b.ins().iconst(I64, c);
+        let k = Known {
+            kind: FlagOp::Szp,
+            size,
+            a,
+            b: count,
+            r,
+            cf: Some(aux),
+        };
+        record_flags(b, cpu, &k);
+    }
+    b.ins().store(cpu_mem(), r, cpu, gpr_off(op.r0));
+    cx.known.set(None);
+    true
+}
