@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::firecracker::{collect, serial, temp_dir, Instance};
+use common::firecracker::{collect, serial, take_output, temp_dir, wait_child, Instance};
 use common::ticker::{configure, wait_output, DONE_STATUS, PAUSE, RESUME, START, TEXT};
 
 /// A paused ticker part-way through its text, saved in `files/NAME.state`
@@ -89,26 +89,10 @@ impl Handler {
 
     /// Waits for the handler to end by itself.
     fn wait(mut self, timeout: Duration) -> HandlerEnd {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let take = |rx: &mpsc::Receiver<Vec<u8>>| {
-            String::from_utf8_lossy(&rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default())
-                .into_owned()
-        };
         HandlerEnd {
-            status,
-            stdout: take(&self.stdout),
-            stderr: take(&self.stderr),
+            status: wait_child(&mut self.child, timeout),
+            stdout: take_output(&self.stdout),
+            stderr: take_output(&self.stderr),
         }
     }
 }

@@ -198,28 +198,35 @@ impl Instance {
     /// Waits for the process to end by itself.
     pub fn wait(mut self, timeout: Duration) -> Ended {
         drop(self.stdin.take());
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let take = |rx: &mpsc::Receiver<Vec<u8>>| {
-            String::from_utf8_lossy(&rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default())
-                .into_owned()
-        };
         Ended {
-            status,
-            stdout: take(&self.stdout),
-            stderr: take(&self.stderr),
+            status: wait_child(&mut self.child, timeout),
+            stdout: take_output(&self.stdout),
+            stderr: take_output(&self.stderr),
         }
     }
+}
+
+/// Waits up to `timeout` for `child` to end by itself (then kills it):
+/// its exit status, None when killed or ended by a signal.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What a reader thread of [`spawn`] collected (empty after 10 s).
+pub fn take_output(rx: &mpsc::Receiver<Vec<u8>>) -> String {
+    String::from_utf8_lossy(&rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default())
+        .into_owned()
 }
 
 impl Drop for Instance {

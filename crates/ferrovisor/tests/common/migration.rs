@@ -6,7 +6,7 @@ use std::process::Child;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::firecracker::{spawn_via, Instance};
+use super::firecracker::{spawn_via, take_output, wait_child, Instance};
 
 /// A free TCP port on 127.0.0.1 (bound and let go).
 pub fn free_port() -> u16 {
@@ -39,23 +39,8 @@ impl Destination {
     }
 
     pub fn wait(mut self, timeout: Duration) -> (Option<i32>, String) {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let stderr = self
-            .stderr
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_default();
-        (status, String::from_utf8_lossy(&stderr).into_owned())
+        let status = wait_child(&mut self.child, timeout);
+        (status, take_output(&self.stderr))
     }
 }
 
