@@ -252,22 +252,11 @@ fn a_migration_that_fails_after_the_handover_leaves_the_source_its_tap_and_disk(
     assert!(destination.join().unwrap(), "the state never arrived");
     // The VM runs on here, with its TAP (attached again, polled again)
     // and its disk.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !ns
-        .exec(
-            "bash",
-            &["-c", &format!("echo go >/dev/tcp/{GUEST_IP}/5000")],
-        )
-        .status
-        .success()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the guest's TCP port never accepted after the failed migration:\n{}",
-            serial(&out)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    assert!(
+        ns.send_tcp_when_accepted(GUEST_IP, 5000, "go", Duration::from_secs(60)),
+        "the guest's TCP port never accepted after the failed migration:\n{}",
+        serial(&out)
+    );
     let ended = vm.wait(Duration::from_secs(120));
     let console = serial(&out);
     assert_eq!(ended.status, Some(0), "{}\n{console}", ended.stderr);

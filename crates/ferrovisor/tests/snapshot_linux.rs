@@ -12,7 +12,7 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::firecracker::{serial, temp_dir, wait_line, Instance};
 use common::netns::{host_busybox, Netns};
@@ -174,22 +174,11 @@ fn goes_on_in_a_new_process(transport: &str) {
         ),
     );
     let ping = ns.exec(&busybox, &["ping", "-c", "2", "-W", "5", GUEST_IP]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ns
-        .exec(
-            "bash",
-            &["-c", &format!("echo go >/dev/tcp/{GUEST_IP}/5000")],
-        )
-        .status
-        .success()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the guest's TCP port never accepted after the restore:\n{}",
-            serial(&out)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    assert!(
+        ns.send_tcp_when_accepted(GUEST_IP, 5000, "go", Duration::from_secs(60)),
+        "the guest's TCP port never accepted after the restore:\n{}",
+        serial(&out)
+    );
     let ended = b.wait(Duration::from_secs(120));
     let console = serial(&out);
     assert!(

@@ -92,6 +92,26 @@ impl Netns {
         run("ip", &all)
     }
 
+    /// Sends `text` over TCP to `ip:port` from the namespace, retrying
+    /// until a connection is accepted (true) or `timeout` passes (false).
+    pub fn send_tcp_when_accepted(
+        &self,
+        ip: &str,
+        port: u16,
+        text: &str,
+        timeout: std::time::Duration,
+    ) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let script = format!("echo {text} >/dev/tcp/{ip}/{port}");
+        while !self.exec("bash", &["-c", &script]).status.success() {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        true
+    }
+
     /// The command that runs what follows it in the namespace.
     pub fn wrapper(&self) -> [&str; 4] {
         ["ip", "netns", "exec", &self.name]
