@@ -754,6 +754,8 @@ impl Vcpu for EmuVcpu {
         Arc::new(EmuStats {
             exits: self.counters.clone(),
             cache: self.cpu.cache_counters().clone(),
+            vcpu: self.shared.clone(),
+            vm: self.vm.clone(),
         })
     }
 
@@ -803,11 +805,14 @@ impl IoHandler for NoIo {
     fn mmio_write(&self, _gpa: u64, _data: &[u8]) {}
 }
 
-/// What `--stats` reads of an emu vCPU: its exits, and its soft TLB and
-/// code cache counters.
+/// What `--stats` reads of an emu vCPU: its exits, its soft TLB and code
+/// cache counters, and the timer rate limits the guest ran into (its
+/// LAPIC's; vCPU 0, which drives the PIT, also the PIT's).
 struct EmuStats {
     exits: Arc<ExitCounters>,
     cache: Arc<x86::CpuCounters>,
+    vcpu: Arc<VcpuShared>,
+    vm: Arc<VmShared>,
 }
 
 impl hv::ExitStatsSource for EmuStats {
@@ -816,6 +821,14 @@ impl hv::ExitStatsSource for EmuStats {
     }
 
     fn accel_counters(&self) -> Vec<(&'static str, u64)> {
-        self.cache.snapshot()
+        let mut counters = self.cache.snapshot();
+        counters.push((
+            "lapic_timer_periods_stretched",
+            self.vcpu.lapic().timer_periods_stretched(),
+        ));
+        if let Some(pit) = self.vm.platform.pit.as_ref().filter(|_| self.vcpu.id == 0) {
+            counters.push(("pit_irq_edges_coalesced", lock(pit).irq_edges_coalesced()));
+        }
+        counters
     }
 }

@@ -36,6 +36,17 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 /// Half period of the DRAM refresh toggle of port 0x61 bit 4.
 const REFRESH_TOGGLE_NS: u64 = 15_085;
 
+/// Shortest time between two IRQ 0 pulses while counter 0 runs in a
+/// periodic mode (2 or 3): KVM's `min_timer_period_us`, 200 µs, which KVM
+/// applies to its PIT's periodic modes as to the LAPIC's. At the fastest
+/// rate a guest can program (count 2: 1.7 µs) the vCPU that drives the
+/// PIT would otherwise wake and take an interrupt 600 000 times a second
+/// even while the guest halts; with the limit, at most 5 000. Edges in
+/// between coalesce into the next pulse (as a PIC keeps one request
+/// pending), counted by [`Pit::irq_edges_coalesced`]. The count the guest
+/// reads and counter 2 (TSC calibration) keep the programmed rate.
+pub const MIN_IRQ_INTERVAL_NS: u64 = 200_000;
+
 // Access states: 1 LSB only (the default arms below), 2 MSB only, 3/4 the
 // first/second byte of LSB then MSB.
 const RW_MSB: u8 = 2;
@@ -345,6 +356,11 @@ impl PitChannelState {
 #[derive(Clone, Debug)]
 pub struct Pit {
     s: PitState,
+    /// When the last IRQ 0 pulse was reported (not guest state: after a
+    /// restore the next edge is due at once).
+    last_irq_ns: Option<u64>,
+    /// [`Pit::irq_edges_coalesced`].
+    coalesced: u64,
 }
 
 impl Default for Pit {
@@ -364,7 +380,11 @@ impl Pit {
             ch.read_state = RW_WORD0;
             ch.write_state = RW_WORD0;
         }
-        Pit { s }
+        Pit {
+            s,
+            last_irq_ns: None,
+            coalesced: 0,
+        }
     }
 
     pub fn state(&self) -> PitState {
@@ -372,7 +392,11 @@ impl Pit {
     }
 
     pub fn from_state(state: PitState) -> Pit {
-        Pit { s: state }
+        Pit {
+            s: state,
+            last_irq_ns: None,
+            coalesced: 0,
+        }
     }
 
     /// A guest read of port `0x40 + offset` (offset 0–3; the control port
@@ -453,19 +477,46 @@ impl Pit {
         let start = ch.run_start_ns?;
         let edge = ch.next_edge_after(ch.reported_ticks)?;
         // An edge before the current run (not polled yet) is due now.
-        Some(start.saturating_add(ns_of(edge.saturating_sub(ch.base_ticks))))
+        let at = start.saturating_add(ns_of(edge.saturating_sub(ch.base_ticks)));
+        Some(match self.rate_limited_until() {
+            Some(allowed) => at.max(allowed),
+            None => at,
+        })
+    }
+
+    /// While counter 0 runs in a periodic mode: when the next IRQ 0 pulse
+    /// may come ([`MIN_IRQ_INTERVAL_NS`] after the last).
+    fn rate_limited_until(&self) -> Option<u64> {
+        let periodic = matches!(self.s.channels[0].mode, 2 | 3);
+        let last = self.last_irq_ns.filter(|_| periodic)?;
+        Some(last.saturating_add(MIN_IRQ_INTERVAL_NS))
+    }
+
+    /// Counter-0 output edges that did not get an IRQ 0 pulse of their
+    /// own: merged into the next one by [`MIN_IRQ_INTERVAL_NS`] or because
+    /// nobody polled in time. A counter for `--stats`, not guest state.
+    pub fn irq_edges_coalesced(&self) -> u64 {
+        self.coalesced
     }
 
     /// The number of counter-0 output rising edges (IRQ 0 pulses) since
     /// the last poll, up to `now_ns`. Mode 2 at count N gives one per
     /// N / 1.193182 MHz; mode 0 and 4 one per programming.
+    /// In a periodic mode, nothing is reported sooner than
+    /// [`MIN_IRQ_INTERVAL_NS`] after the last report: the edges wait for
+    /// the next poll.
     pub fn poll(&mut self, now_ns: u64) -> u32 {
+        if self.rate_limited_until().is_some_and(|t| now_ns < t) {
+            return 0;
+        }
         let ch = &mut self.s.channels[0];
         let d = ch.ticks(now_ns);
         let edges = ch.edges_between(ch.reported_ticks, d);
         ch.reported_ticks = ch.reported_ticks.max(d);
         if edges > 0 {
             tracing::trace!(edges, "kvm_pit_irq");
+            self.last_irq_ns = Some(now_ns);
+            self.coalesced = self.coalesced.saturating_add(edges - 1);
         }
         u32::try_from(edges).unwrap_or(u32::MAX)
     }
@@ -523,6 +574,51 @@ mod tests {
         assert!(pit.out(0, t(50)));
         assert!(!pit.out(0, t(99)));
         assert!(pit.out(0, t(100)));
+    }
+
+    /// Issue 13: the fastest periodic rate (count 2, 1.7 µs) gives IRQ 0
+    /// pulses no closer than MIN_IRQ_INTERVAL_NS; the edges in between
+    /// are counted as coalesced, and the guest's count keeps its rate.
+    #[test]
+    fn the_fastest_periodic_rate_is_limited_to_one_irq_per_interval() {
+        for mode in [2, 3] {
+            let mut pit = Pit::new();
+            program(&mut pit, 0, mode, 2, 0);
+            let first = pit.next_irq_ns().unwrap();
+            assert!(first < 2_000, "{first}");
+            assert_eq!(pit.poll(first), 1);
+            // The next edge comes 1.7 µs later, its pulse 200 µs later.
+            assert_eq!(pit.next_irq_ns(), Some(first + MIN_IRQ_INTERVAL_NS));
+            assert_eq!(pit.poll(first + 10_000), 0);
+            let mut now = first;
+            let mut pulses = 1;
+            while now < 1_000_000_000 {
+                now = pit.next_irq_ns().unwrap();
+                assert!(pit.poll(now) > 0);
+                pulses += 1;
+            }
+            // One second: 5 000 pulses, not 596 591.
+            assert!((5_000..=5_001).contains(&pulses), "mode {mode}: {pulses}");
+            assert!(pit.irq_edges_coalesced() > 590_000, "mode {mode}");
+            // The count the guest reads still runs at 1.193182 MHz (mode
+            // 3 counts down by two: with count 2 it always reads 2).
+            if mode == 2 {
+                let c0 = read_count(&mut pit, 0, now);
+                let c1 = read_count(&mut pit, 0, now + t(1));
+                assert_ne!(c0, c1);
+            }
+        }
+        // A slow periodic rate and the one-shot mode are not limited.
+        let mut pit = Pit::new();
+        program(&mut pit, 0, 2, 1193, 0);
+        pit.poll(t(1193));
+        assert_eq!(pit.next_irq_ns(), Some(t(2 * 1193)));
+        assert_eq!(pit.irq_edges_coalesced(), 0);
+        let mut pit = Pit::new();
+        program(&mut pit, 0, 0, 2, 0);
+        assert_eq!(pit.poll(t(2)), 1);
+        program(&mut pit, 0, 0, 2, t(2));
+        assert_eq!(pit.next_irq_ns(), Some(t(2) + t(2)));
     }
 
     #[test]

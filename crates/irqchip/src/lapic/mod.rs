@@ -420,6 +420,8 @@ fn highest(bits: &[u32; 8]) -> Option<u8> {
 #[derive(Clone, Debug)]
 pub struct Lapic {
     s: LapicState,
+    /// [`Lapic::timer_periods_stretched`] (a counter, not guest state).
+    periods_stretched: u64,
 }
 
 impl Lapic {
@@ -438,6 +440,7 @@ impl Lapic {
                 x2apic_capable: true,
                 ..LapicState::default()
             },
+            periods_stretched: 0,
         };
         lapic.reset_registers();
         if bsp {
@@ -456,7 +459,10 @@ impl Lapic {
 
     /// A local APIC restored from a snapshot.
     pub fn from_state(state: LapicState) -> Lapic {
-        Lapic { s: state }
+        Lapic {
+            s: state,
+            periods_stretched: 0,
+        }
     }
 
     /// The power-on values of everything but the ID, the APIC base and

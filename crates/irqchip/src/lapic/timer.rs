@@ -62,15 +62,26 @@ impl Lapic {
         }
     }
 
+    /// Nanoseconds from `initial` down to 0 at the programmed rate.
+    fn programmed_period_ns(&self, initial: u32) -> u64 {
+        let ticks = u64::from(initial) * self.timer_divisor();
+        mul_div(ticks, NS_PER_SEC, APIC_BUS_HZ)
+    }
+
     /// Nanoseconds from `initial` down to 0 in the current mode.
     fn timer_period_ns(&self, initial: u32) -> u64 {
-        let ticks = u64::from(initial) * self.timer_divisor();
-        let period = mul_div(ticks, NS_PER_SEC, APIC_BUS_HZ);
+        let period = self.programmed_period_ns(initial);
         if self.timer_mode() == TimerMode::Periodic {
             period.max(MIN_PERIODIC_NS)
         } else {
             period
         }
+    }
+
+    /// How many times the guest started a periodic timer faster than
+    /// [`MIN_PERIODIC_NS`] allows (and got the stretched period).
+    pub fn timer_periods_stretched(&self) -> u64 {
+        self.periods_stretched
     }
 
     /// The current-count register at `now_ns`.
@@ -101,6 +112,12 @@ impl Lapic {
     /// Loads the current count from the initial count at `now_ns`.
     fn start_timer(&mut self, now_ns: u64) {
         let period = self.timer_period_ns(self.s.timer_initial);
+        if self.timer_mode() == TimerMode::Periodic
+            && self.s.timer_initial != 0
+            && self.programmed_period_ns(self.s.timer_initial) < MIN_PERIODIC_NS
+        {
+            self.periods_stretched += 1;
+        }
         if self.s.timer_initial == 0 || period == 0 {
             self.s.timer_period_ns = 0;
             self.s.timer_next_ns = None;
