@@ -430,3 +430,64 @@ fn a_reader_that_stops_early_does_not_change_the_exit_status() {
         }
     }
 }
+
+/// Issue 13: QEMU's front end with `-qmp`. The QMP server thread (an
+/// `api` thread) dies on a forbidden syscall like the other kinds; and
+/// once the VM runs, every thread of the process has a filter, the main
+/// thread (which waits for the end and sends QMP's events) included.
+#[test]
+fn qemus_qmp_and_main_threads_are_filtered() {
+    let dir = temp_dir("seccomp-qmp");
+    let kernel = echo_kernel(&dir);
+    let sock = dir.join("qmp.sock");
+    let qmp = format!("unix:{},server=on,wait=off", sock.display());
+    let args = [
+        "qemu",
+        "-accel",
+        "tcg",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-kernel",
+        &kernel,
+        "-qmp",
+        &qmp,
+    ];
+    expect_fault("api", &[], &args);
+
+    let (mut child, _out, _err) = spawn_via(&[], &args);
+    let pid = child.id();
+    let unfiltered = || -> Vec<String> {
+        let mut left = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+        {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if !status.lines().any(|l| l == "Seccomp:\t2") {
+                left.push(format!(
+                    "{} ({})",
+                    name.trim(),
+                    task.file_name().to_string_lossy()
+                ));
+            }
+        }
+        left
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sock.exists() || !unfiltered().is_empty() {
+        assert!(child.try_wait().unwrap().is_none(), "ferrovisor ended");
+        assert!(
+            Instant::now() < deadline,
+            "threads without a filter: {:?}",
+            unfiltered()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -127,6 +127,12 @@ pub fn run(
             Wake::End => return crate::signals::exit_code(ExitCode::SUCCESS),
         },
     };
+    // The main thread takes the vmm filter once the VM runs, as with
+    // `run`: from here it only waits, sends QMP events on the client's
+    // socket (write), removes the socket and reports the end.
+    if let Err(message) = crate::seccomp::enter_main() {
+        return fail(&message);
+    }
     let report = running.wait();
     let data = shutdown_data(&report.exit, shared.host_reason());
     let by_guest = data.as_ref().is_some_and(|d| d["guest"] == true);
