@@ -248,6 +248,7 @@ pub fn rtc_date() -> Result<Program> {
 
 pub mod demo;
 pub mod gdb_target;
+pub mod hostile;
 pub mod multiboot;
 pub mod virtio;
 

@@ -52,7 +52,7 @@ pub const FIRST_SLOT: Slot = Slot {
 };
 
 /// virtio-mmio register offsets (virtio 1.2, 4.2.2).
-mod reg {
+pub(crate) mod reg {
     pub const MAGIC: i32 = 0x000;
     pub const VERSION: i32 = 0x004;
     pub const DEVICE_ID: i32 = 0x008;

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses a part
 
 pub mod firecracker;
+pub mod measure;
 pub mod migration;
 pub mod netns;
 pub mod ticker;
