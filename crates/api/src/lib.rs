@@ -19,6 +19,7 @@ pub mod migrate;
 pub mod routes;
 pub mod schema;
 pub mod server;
+mod slots;
 pub mod snapshot;
 pub mod spec;
 

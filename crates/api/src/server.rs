@@ -5,13 +5,13 @@
 //! A thread per connection keeps the answer path to one blocking `read`,
 //! the parse, the backend call and one `write`: no event loop to wake, no
 //! allocation beyond the connection's buffers. Clients of a VMM's control
-//! socket are few; past [`ServerConfig::max_connections`] a new client gets
-//! a 503 and is closed.
+//! socket are few; past [`ServerConfig::max_connections`] the connection
+//! idle longest makes room ([`crate::slots`]), and when every connection is
+//! in use a new client gets a 503 and is closed.
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::http::{self, Head, Limits, Status};
 use crate::routes::{route, Request};
 use crate::schema::Fault;
+use crate::slots::{Activity, Refused, Slots};
 
 /// An answer: a status and an optional JSON body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +81,9 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Client connections served at once.
     pub max_connections: usize,
+    /// With every slot taken, a connection idle (no byte either way) this
+    /// long is closed to make room for a new client.
+    pub evict_idle_after: std::time::Duration,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +91,7 @@ impl Default for ServerConfig {
         ServerConfig {
             limits: Limits::default(),
             max_connections: 32,
+            evict_idle_after: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -152,9 +157,9 @@ impl ApiServer {
     }
 
     fn accept_loop(self, backend: Arc<dyn Backend>) {
-        let active = Arc::new(AtomicUsize::new(0));
+        let slots = Slots::new(self.config.max_connections, self.config.evict_idle_after);
         for stream in self.listener.incoming() {
-            let mut stream = match stream {
+            let stream = match stream {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot accept an API connection");
@@ -163,35 +168,24 @@ impl ApiServer {
                     continue;
                 }
             };
-            if active.load(Ordering::Acquire) >= self.config.max_connections {
-                let mut out = Vec::new();
-                let reply = Reply::fault(
-                    Status::ServiceUnavailable,
-                    &format!(
-                        "too many open API connections (at most {})",
-                        self.config.max_connections
-                    ),
-                );
-                http::write_response(&mut out, reply.status, reply.body.as_deref(), false);
-                let _ = stream.write_all(&out);
-                // Take what the client already sent, so that closing does
-                // not reset the connection before it reads the answer.
-                if stream.set_nonblocking(true).is_ok() {
-                    let mut sink = [0u8; 4096];
-                    while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+            let slot = match slots.take(&stream) {
+                Ok(slot) => slot,
+                Err(Refused::Io(e)) => {
+                    tracing::warn!(error = %e, "cannot take an API connection");
+                    continue;
                 }
-                continue;
-            }
-            active.fetch_add(1, Ordering::AcqRel);
-            let guard = ActiveGuard(active.clone());
+                Err(Refused::Full) => {
+                    refuse(stream, self.config.max_connections);
+                    continue;
+                }
+            };
             let backend = backend.clone();
             let limits = self.config.limits;
             let builder = std::thread::Builder::new()
                 .name("api-conn".into())
                 .stack_size(CONNECTION_STACK);
             let spawned = sandbox::spawn(sandbox::ThreadKind::Api, builder, move || {
-                let _guard = guard;
-                serve_connection(stream, &*backend, &limits);
+                serve_connection(stream, &*backend, &limits, &slot.activity);
             });
             if let Err(e) = spawned {
                 tracing::warn!(error = %e, "cannot start an API connection thread");
@@ -200,11 +194,20 @@ impl ApiServer {
     }
 }
 
-struct ActiveGuard(Arc<AtomicUsize>);
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+/// Answers a client for whom no slot is free with a 503 and closes.
+fn refuse(mut stream: UnixStream, max_connections: usize) {
+    let mut out = Vec::new();
+    let reply = Reply::fault(
+        Status::ServiceUnavailable,
+        &format!("too many open API connections (at most {max_connections})"),
+    );
+    http::write_response(&mut out, reply.status, reply.body.as_deref(), false);
+    let _ = stream.write_all(&out);
+    // Take what the client already sent, so that closing does not reset
+    // the connection before it reads the answer.
+    if stream.set_nonblocking(true).is_ok() {
+        let mut sink = [0u8; 4096];
+        while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
     }
 }
 
@@ -226,7 +229,12 @@ pub fn dispatch(backend: &dyn Backend, head: &Head, body: &[u8]) -> Reply {
 
 /// Serves one client until it closes, asks to close, or sends something
 /// that is not HTTP.
-pub fn serve_connection(mut stream: UnixStream, backend: &dyn Backend, limits: &Limits) {
+pub(crate) fn serve_connection(
+    mut stream: UnixStream,
+    backend: &dyn Backend,
+    limits: &Limits,
+    activity: &Activity,
+) {
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut out: Vec<u8> = Vec::with_capacity(512);
     let mut chunk = [0u8; 4096];
@@ -252,6 +260,7 @@ pub fn serve_connection(mut stream: UnixStream, backend: &dyn Backend, limits: &
                 }
                 break;
             }
+            activity.busy();
             let reply = dispatch(backend, &head, &buf[head.len..total]);
             tracing::debug!(
                 method = head.method.as_str(),
@@ -277,6 +286,7 @@ pub fn serve_connection(mut stream: UnixStream, backend: &dyn Backend, limits: &
                 return;
             }
             out.clear();
+            activity.touch();
         }
         if close {
             linger(stream);
@@ -284,7 +294,10 @@ pub fn serve_connection(mut stream: UnixStream, backend: &dyn Backend, limits: &
         }
         match stream.read(&mut chunk) {
             Ok(0) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                activity.touch();
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return,
         }

@@ -1,7 +1,7 @@
 //! The HTTP server over a real Unix socket, with a backend that echoes what
 //! it was asked: keep-alive, pipelining, `Expect: 100-continue`, payload
 //! limits, malformed requests on a raw socket, many clients at once, the
-//! connection limit.
+//! connection limit and idle connections making room.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -24,6 +24,11 @@ impl Backend for Echo {
         match request {
             Request::GetInstanceInfo => Reply::json(&serde_json::json!({"hello": "world"})),
             Request::Action(_) => panic!("the backend fails"),
+            // A slow answer (a snapshot of a large guest).
+            Request::GetMmds => {
+                std::thread::sleep(Duration::from_millis(800));
+                Reply::json(&"slow")
+            }
             other => Reply::json(&format!("{other:?}")),
         }
     }
@@ -229,6 +234,54 @@ fn many_clients_at_once_and_a_limit() {
         assert!(std::time::Instant::now() < deadline, "{out}");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Issue 13: clients that connect and go quiet cannot lock everyone else
+/// out: with every slot taken, the connection idle longest is closed for a
+/// newcomer; a connection waiting for a slow answer is not idle.
+#[test]
+fn idle_connections_make_room_and_busy_ones_keep_theirs() {
+    let config = ServerConfig {
+        max_connections: 4,
+        evict_idle_after: Duration::from_millis(300),
+        ..ServerConfig::default()
+    };
+    let (sock, _) = start("evict", config);
+    let mut quiet: Vec<Client> = (0..3)
+        .map(|_| {
+            let mut c = Client::connect(&sock.0).unwrap();
+            assert_eq!(c.request("GET", "/", None).unwrap().status, 200);
+            std::thread::sleep(Duration::from_millis(5));
+            c
+        })
+        .collect();
+    // The fourth slot: a client waiting for a slow answer.
+    let slow_path = sock.0.clone();
+    let slow = std::thread::spawn(move || {
+        let mut c = Client::connect(&slow_path).unwrap();
+        c.request("GET", "/mmds", None).unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    // All four taken, none idle long enough: turned away.
+    let out = raw(&sock.0, b"GET / HTTP/1.1\r\n\r\n");
+    assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+    // 400 ms later the quiet ones are idle (the slow one is busy).
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..3 {
+        let out = raw(&sock.0, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    }
+    // The slow answer arrived whole.
+    let answer = slow.join().unwrap();
+    assert_eq!((answer.status, answer.body.as_str()), (200, r#""slow""#));
+    // The first newcomer took the slot of the client idle longest, the
+    // first quiet one (later newcomers may have found a slot freed by the
+    // one before them).
+    let open: Vec<bool> = quiet
+        .iter_mut()
+        .map(|c| matches!(c.request("GET", "/", None), Ok(r) if r.status == 200))
+        .collect();
+    assert!(!open[0], "the idlest connection is still open: {open:?}");
 }
 
 #[test]
