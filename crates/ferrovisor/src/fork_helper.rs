@@ -8,13 +8,15 @@
 //! The helper is `ferrovisor fork-helper` (hidden), exec'ed with pipes on
 //! its standard input and output: the VMM writes one JSON request line
 //! ([`HelperRequest`]: each clone's API socket, `/snapshot/load` body and
-//! MMDS data), the helper answers one JSON line ([`HelperReply`]). For each
-//! clone it starts `ferrovisor --api-sock SOCK` (Firecracker's interface;
-//! the snapshot's accelerator; filters unless the parent has none), loads the snapshot
-//! through that socket (paused), puts the MMDS data, resumes it, and
-//! reaps it when it ends; then it removes the snapshot's files (the clones
-//! keep their private mappings of the memory). A clone that fails stops the others started for
-//! the same request. The helper ends when the VMM closes the pipe; the
+//! MMDS data), the helper answers one JSON line ([`HelperReply`]). It
+//! starts every clone's process, `ferrovisor --api-sock SOCK`
+//! (Firecracker's interface; the snapshot's accelerator; filters unless
+//! the parent has none), then, a thread per clone, loads the snapshot
+//! through that socket (paused), puts the MMDS data and resumes it; it
+//! reaps the clones when they end, and removes the snapshot's files once
+//! they are loaded (the clones keep their private mappings of the memory).
+//! A clone that fails stops the others started for the same request. The
+//! helper ends when the VMM closes the pipe; the
 //! clones run on. See docs/SECURITY.md for the trade-off.
 
 use std::io::{BufRead, BufReader, Write};
@@ -113,36 +115,67 @@ fn is_fork_file(path: &str) -> bool {
     name.starts_with("ferrovisor-fork-") && (name.ends_with(".state") || name.ends_with(".mem"))
 }
 
+/// Starts every clone's process, then loads them all at once (a thread
+/// each); any failure stops them all.
 fn start_all(request: &HelperRequest, no_seccomp: bool) -> HelperReply {
-    let mut started: Vec<Child> = Vec::new();
-    let mut clones = Vec::new();
+    let mut children: Vec<Child> = Vec::new();
+    let mut failure = None;
     for load in &request.loads {
-        match start_one(load, no_seccomp) {
-            Ok(child) => {
-                clones.push(ForkedClone {
-                    n: load.n,
-                    pid: child.id(),
-                    api_sock: load.api_sock.clone(),
-                });
-                started.push(child);
-            }
+        match spawn(load, no_seccomp) {
+            Ok(child) => children.push(child),
             Err(message) => {
-                for mut c in started {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                }
-                return HelperReply::Failed(format!("clone {}: {message}", load.n));
+                failure = Some(format!("clone {}: {message}", load.n));
+                break;
             }
         }
     }
-    for mut child in started {
+    if failure.is_none() {
+        failure = std::thread::scope(|scope| {
+            let loading: Vec<_> = children
+                .iter_mut()
+                .zip(&request.loads)
+                .map(|(child, load)| {
+                    scope.spawn(move || {
+                        load_into(child, load).map_err(|e| format!("clone {}: {e}", load.n))
+                    })
+                })
+                .collect();
+            // The first failure in the clones' order.
+            loading
+                .into_iter()
+                .filter_map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err("a loader panicked".into()))
+                        .err()
+                })
+                .next()
+        });
+    }
+    if let Some(message) = failure {
+        for mut c in children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        return HelperReply::Failed(message);
+    }
+    let clones = children
+        .iter()
+        .zip(&request.loads)
+        .map(|(child, load)| ForkedClone {
+            n: load.n,
+            pid: child.id(),
+            api_sock: load.api_sock.clone(),
+        })
+        .collect();
+    for mut child in children {
         // Reaps the clone when it ends.
         std::thread::spawn(move || child.wait());
     }
     HelperReply::Started(clones)
 }
 
-fn start_one(load: &CloneLoad, no_seccomp: bool) -> Result<Child, String> {
+/// Starts clone `load.n`'s process: Firecracker's interface on its socket.
+fn spawn(load: &CloneLoad, no_seccomp: bool) -> Result<Child, String> {
     let sock = Path::new(&load.api_sock);
     if sock.exists() {
         return Err(format!("{} exists", sock.display()));
@@ -156,19 +189,11 @@ fn start_one(load: &CloneLoad, no_seccomp: bool) -> Result<Child, String> {
     if no_seccomp {
         command.arg("--no-seccomp");
     }
-    let mut child = command
+    command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
-        .map_err(|e| format!("cannot start it: {e}"))?;
-    match load_into(&mut child, load) {
-        Ok(()) => Ok(child),
-        Err(message) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            Err(message)
-        }
-    }
+        .map_err(|e| format!("cannot start it: {e}"))
 }
 
 /// Loads the snapshot into the new process, puts its MMDS data, resumes it.
