@@ -5,7 +5,10 @@
 //! clones loaded with a new generation ID each log the kernel's
 //! "crng reseeded due to virtual machine fork", read IDs of their own and
 //! different bytes from /dev/urandom; a clone loaded with `keep_vmgenid`
-//! does not log it. SKIPPED without the test guest or the generic kernel
+//! does not log it. The same guest forked in place (`PUT /ferrovisor/fork`,
+//! 2 clones, the parent resumed): the clones reseed and diverge, the
+//! parent keeps its ID, does not reseed and powers off cleanly. SKIPPED
+//! without the test guest or the generic kernel
 //! (`FERROVISOR_REQUIRE_GENERIC_GUEST=1` makes that a failure).
 
 mod common;
@@ -93,15 +96,18 @@ fn load_clone(dir: &Path, n: u32, state: &Path, mem: &Path, keep: bool) -> (Inst
     (vm, out)
 }
 
-#[test]
-fn linux_reseeds_its_rng_in_each_clone_with_a_new_generation_id() {
-    let Some(guest) = common::guest() else { return };
-    let Some(kernel) = generic_kernel() else {
-        return;
-    };
-    let dir = temp_dir("fork-reseed");
-    let out = dir.join("parent.out");
-    let a = Instance::start("reseed-parent", &["--accel", "emu"]);
+/// Starts an API process (`args` added), boots the generic kernel with
+/// [`script`] and pauses it once it waits for a fork.
+fn boot_paused(
+    name: &str,
+    args: &[&str],
+    kernel: &Path,
+    guest: &common::Guest,
+    out: &Path,
+) -> Instance {
+    let mut all = vec!["--accel", "emu"];
+    all.extend_from_slice(args);
+    let a = Instance::start(name, &all);
     let boot = serde_json::json!({
         "kernel_image_path": kernel,
         "initrd_path": guest.initrd,
@@ -119,9 +125,21 @@ fn linux_reseeds_its_rng_in_each_clone_with_a_new_generation_id() {
         &format!(r#"{{"serial_out_path": "{}"}}"#, out.display()),
     );
     a.ok("PUT", "/actions", START);
-    wait_line(&out, common::BOOT_TIMEOUT, |l| l.contains("ready-for-fork"));
+    wait_line(out, common::BOOT_TIMEOUT, |l| l.contains("ready-for-fork"));
     std::thread::sleep(Duration::from_millis(300));
     a.ok("PATCH", "/vm", PAUSE);
+    a
+}
+
+#[test]
+fn linux_reseeds_its_rng_in_each_clone_with_a_new_generation_id() {
+    let Some(guest) = common::guest() else { return };
+    let Some(kernel) = generic_kernel() else {
+        return;
+    };
+    let dir = temp_dir("fork-reseed");
+    let out = dir.join("parent.out");
+    let a = boot_paused("reseed-parent", &[], &kernel, &guest, &out);
     let (state, mem) = (dir.join("vm.state"), dir.join("vm.mem"));
     a.ok(
         "PUT",
@@ -176,5 +194,60 @@ fn linux_reseeds_its_rng_in_each_clone_with_a_new_generation_id() {
         seen[0].1, seen[1].1,
         "the clones' first /dev/urandom bytes after the fork differ"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The same guest forked in place (`PUT /ferrovisor/fork`, 2 clones with a
+/// new generation ID each, the parent resumed): the clones reseed and
+/// diverge, the parent goes on with its own ID and does not reseed.
+#[test]
+fn linux_forked_in_place_reseeds_in_each_clone_and_the_parent_goes_on() {
+    let Some(guest) = common::guest() else { return };
+    let Some(kernel) = generic_kernel() else {
+        return;
+    };
+    let dir = temp_dir("fork-reseed-in-place");
+    let out = dir.join("parent.out");
+    let a = boot_paused(
+        "reseed-in-place-parent",
+        &["--enable-fork"],
+        &kernel,
+        &guest,
+        &out,
+    );
+    let gen0 = value(&serial(&out), "gen0");
+    let body = serde_json::json!({
+        "count": 2,
+        "api_sock": dir.join("c{n}.sock"),
+        "serial_out_path": dir.join("c{n}.out"),
+        "resume_parent": true,
+    });
+    let r = a.req("PUT", "/ferrovisor/fork", Some(&body.to_string()));
+    assert_eq!(r.status, 200, "{}", r.body);
+    eprintln!("forked in place: {}", r.body);
+    let ended = a.wait(Duration::from_secs(300));
+    let parent = serial(&out);
+    assert!(
+        parent.contains("FERROVISOR-CMD-EXIT=0"),
+        "the parent ended cleanly:\n{parent}\nstderr:\n{}",
+        ended.stderr
+    );
+    assert_eq!(value(&parent, "gen1"), gen0, "the parent keeps its ID");
+    assert_eq!(value(&parent, "reseeded1"), "0", "{parent}");
+    let mut seen = Vec::new();
+    for n in 0..2 {
+        let own = dir.join(format!("c{n}.out"));
+        wait_line(&own, common::BOOT_TIMEOUT, |l| {
+            l.contains("FERROVISOR-CMD-EXIT=")
+        });
+        let console = serial(&own);
+        assert!(console.contains("FERROVISOR-CMD-EXIT=0"), "{console}");
+        let gen1 = value(&console, "gen1");
+        assert_ne!(gen1, gen0, "clone {n} has a new generation ID");
+        assert_eq!(value(&console, "reseeded1"), "1", "clone {n}:\n{console}");
+        seen.push((gen1, value(&console, "rand")));
+    }
+    assert_ne!(seen[0].0, seen[1].0, "each clone has its own ID");
+    assert_ne!(seen[0].1, seen[1].1, "the clones' RNGs diverge");
     let _ = std::fs::remove_dir_all(&dir);
 }
