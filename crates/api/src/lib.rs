@@ -14,6 +14,7 @@
 
 pub mod client;
 pub mod clone;
+pub mod fork;
 pub mod http;
 pub mod migrate;
 pub mod routes;

@@ -65,6 +65,8 @@ pub enum Request {
     LoadSnapshot(crate::snapshot::SnapshotLoadParams),
     /// `PUT /ferrovisor/migrate` (Ferrovisor's): live migration.
     Migrate(crate::migrate::MigrateParams),
+    /// `PUT /ferrovisor/fork` (Ferrovisor's): fork the paused VM in place.
+    Fork(crate::fork::ForkParams),
 }
 
 /// Why a request was not routed; always a 400 answer.
@@ -176,6 +178,9 @@ pub fn route(method: &Method, path: &str, body: &[u8]) -> Result<Request, RouteE
         }
         (Method::Put, "ferrovisor") if segments == ["ferrovisor", "migrate"] => {
             Ok(Request::Migrate(json(body)?))
+        }
+        (Method::Put, "ferrovisor") if segments == ["ferrovisor", "fork"] => {
+            Ok(Request::Fork(json(body)?))
         }
         (Method::Put, "snapshot") if segments == ["snapshot", "create"] => {
             Ok(Request::CreateSnapshot(json(body)?))
@@ -362,6 +367,18 @@ mod tests {
             matches!(r, Request::Migrate(ref p) if p.destination_url == "tcp:127.0.0.1:4444" && p.downtime_ms == Some(20))
         );
         assert!(route(&Method::Put, "/ferrovisor/migrate", br#"{"url": "x"}"#).is_err());
+    }
+
+    #[test]
+    fn fork_route() {
+        let r = route(
+            &Method::Put,
+            "/ferrovisor/fork",
+            br#"{"count": 2, "api_sock": "/tmp/c{n}.sock", "resume_parent": true}"#,
+        )
+        .unwrap();
+        assert!(matches!(r, Request::Fork(ref p) if p.count == 2 && p.resume_parent));
+        assert!(route(&Method::Put, "/ferrovisor/fork", br#"{"count": 2}"#).is_err());
     }
 
     #[test]

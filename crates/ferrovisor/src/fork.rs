@@ -66,12 +66,8 @@ pub(crate) struct ForkArgs {
     no_seccomp: bool,
 }
 
-/// `template` for clone `n`.
-pub(crate) fn expand(template: &str, n: u32) -> String {
-    template
-        .replace("{n:02x}", &format!("{n:02x}"))
-        .replace("{n}", &n.to_string())
-}
+/// `template` for clone `n` (the same templates as `PUT /ferrovisor/fork`).
+pub(crate) use api::fork::expand;
 
 /// The `restore` arguments of clone `n`.
 fn clone_args(args: &ForkArgs, n: u32, new_vmgenid: bool) -> Result<Vec<String>, String> {

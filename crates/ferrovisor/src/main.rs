@@ -16,6 +16,7 @@ mod disk;
 mod exit_status;
 mod firecracker;
 mod fork;
+mod fork_helper;
 mod gdb;
 mod limits;
 mod logging;
@@ -95,6 +96,14 @@ pub(crate) enum Command {
     /// identity (VM generation ID, serial output, vsock CID, MACs, MMDS
     /// data), sharing the memory file copy-on-write.
     Fork(Box<fork::ForkArgs>),
+    /// The fork helper of `PUT /ferrovisor/fork` (started by `--enable-fork`;
+    /// requests on standard input).
+    #[command(hide = true)]
+    ForkHelper {
+        /// The clones run without syscall filters.
+        #[arg(long)]
+        no_seccomp: bool,
+    },
     /// Wait for a live migration on a TCP address, then run the VM it
     /// brings (see docs/CLI.md).
     MigrateReceive(migrate::ReceiveArgs),
@@ -363,6 +372,7 @@ fn main() -> ExitCode {
         Command::Stat(args) => stat::run(&args),
         Command::Restore(args) => snapshot_cli::restore(&args),
         Command::Fork(args) => fork::run(&args),
+        Command::ForkHelper { no_seccomp } => fork_helper::serve(no_seccomp),
         Command::Snapshot(command) => snapshot_cli::snapshot(&command),
         Command::MigrateReceive(args) => migrate::receive(&args),
         Command::MigrateSend(args) => migrate::send(&args),

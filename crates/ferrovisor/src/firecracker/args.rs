@@ -38,6 +38,9 @@ pub struct FcArgs {
     pub mmds_size_limit: Option<usize>,
     pub accel: Accel,
     pub enable_pci: bool,
+    /// `--enable-fork` (Ferrovisor's): start the fork helper of
+    /// `PUT /ferrovisor/fork`.
+    pub enable_fork: bool,
     pub no_seccomp: bool,
     /// `--seccomp-filter FILE`: seccompiler JSON filters, one per thread kind.
     pub seccomp_filter: Option<PathBuf>,
@@ -72,6 +75,7 @@ impl Default for FcArgs {
             mmds_size_limit: None,
             accel: Accel::Auto,
             enable_pci: false,
+            enable_fork: false,
             no_seccomp: false,
             seccomp_filter: None,
             start_time_us: None,
@@ -143,6 +147,7 @@ const OPTIONS: &[(&str, bool)] = &[
     ("trace-file", true),
     ("gdb", true),
     ("enable-pci", false),
+    ("enable-fork", false),
     ("no-seccomp", false),
     ("seccomp-filter", true),
     ("start-time-us", true),
@@ -256,6 +261,7 @@ pub fn parse(args: &[String]) -> Result<Invocation, ArgError> {
                     })?;
             }
             "enable-pci" => out.enable_pci = true,
+            "enable-fork" => out.enable_fork = true,
             "trace" => out.trace = Some(value),
             "trace-file" => out.trace_file = Some(PathBuf::from(value)),
             "gdb" => out.gdb = Some(number(name, &value)?),

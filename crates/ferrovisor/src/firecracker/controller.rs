@@ -84,6 +84,8 @@ pub struct Controller {
     mmds: mmds::SharedMmds,
     /// The running machine's exit counters.
     live: Mutex<Option<vmm::LiveStats>>,
+    /// `--enable-fork`: the helper that starts `PUT /ferrovisor/fork`'s clones.
+    fork_helper: Mutex<Option<crate::fork_helper::ForkHelper>>,
 }
 
 const PRE_BOOT_ONLY: &str = "this request is only accepted before the microVM starts";
@@ -143,7 +145,14 @@ impl Controller {
             startup_us: Mutex::new(None),
             mmds: mmds::Mmds::shared(mmds::store::DEFAULT_LIMIT),
             live: Mutex::new(None),
+            fork_helper: Mutex::new(None),
         }
+    }
+
+    /// Gives the controller the fork helper (`--enable-fork`).
+    pub fn with_fork_helper(self, helper: Option<crate::fork_helper::ForkHelper>) -> Controller {
+        *self.fork_helper.lock().unwrap_or_else(|p| p.into_inner()) = helper;
+        self
     }
 
     /// Gives the controller the counters of the machine that runs.
@@ -621,6 +630,18 @@ impl Controller {
                 }
                 reply
             }
+            Request::Fork(_) if pre_boot => Reply::bad_request(POST_BOOT_ONLY),
+            Request::Fork(_) if state.phase() != Phase::Paused => Reply::bad_request(
+                "the microVM must be paused to fork it (PATCH /vm Paused)",
+            ),
+            Request::Fork(params) => match &state.machine {
+                Some(machine) => {
+                    super::fork::fork(&state.spec, machine, &self.fork_helper, &params)
+                }
+                None => Reply::bad_request(
+                    "the microVM was started from a configuration file and is not under API control yet",
+                ),
+            },
             _ if !pre_boot => Reply::bad_request(PRE_BOOT_ONLY),
             Request::LoadSnapshot(params) => {
                 let started = Instant::now();

@@ -8,6 +8,7 @@
 
 pub mod args;
 pub mod controller;
+pub mod fork;
 pub mod logger;
 pub mod metrics;
 pub mod snapshot;
@@ -51,6 +52,7 @@ options (Firecracker's, plus --accel):
   --mmds-size-limit <bytes>             largest MMDS data store (JSON bytes) [default: the payload size]
   --boot-timer             accepted (no boot timer device yet)
   --enable-pci             virtio devices on PCI instead of virtio-mmio
+  --enable-fork            start the fork helper: PUT /ferrovisor/fork forks the paused VM in place
   --trace <pattern>        KVM trace events to write (kvm_exit, kvm_pio,kvm_mmio, kvm_*; docs/TRACING.md)
   --trace-file <path>      where trace events go [default: standard error]
   --gdb <port>             a gdb stub on 127.0.0.1:<port> once the microVM starts
@@ -247,6 +249,16 @@ fn serve(
         Err(e) => return fail(&crate::error_line(&e), 1),
     };
     let _socket = SocketFile(&fc.api_sock);
+    // The main thread has no filter yet: the helper and its clones must
+    // not inherit one.
+    let fork_helper = if fc.enable_fork {
+        match crate::fork_helper::ForkHelper::start(fc.no_seccomp) {
+            Ok(helper) => Some(helper),
+            Err(message) => return fail(&message, 1),
+        }
+    } else {
+        None
+    };
     tracing::info!("API socket listening on {}", fc.api_sock.display());
     let (start_tx, start_rx) = channel();
     let from_file = fc.config_file.is_some();
@@ -259,7 +271,8 @@ fn serve(
             metrics,
             start_tx,
         )
-        .with_mmds(mmds.clone()),
+        .with_mmds(mmds.clone())
+        .with_fork_helper(fork_helper),
     );
     if let Err(e) = server.serve(controller.clone()) {
         return fail(&crate::error_line(&e), 1);

@@ -1,6 +1,8 @@
 //! The snapshot memory file: guest RAM as one raw file, the regions one
 //! after the other ([`MemoryRegion`] order). A full snapshot writes every
-//! page; a diff snapshot writes only the pages the accelerator logged as
+//! page that is not all zero into a fresh file of the guest's size (zero
+//! pages stay holes, which read as zeros: an idle guest's untouched memory
+//! costs neither time nor space); a diff snapshot writes only the pages the accelerator logged as
 //! dirty since the previous snapshot (or the start), into a sparse file of
 //! the same size, which [`merge_diff`] lays onto its base. A load maps the
 //! file MAP_PRIVATE: pages come in on first touch and the guest's writes
@@ -98,14 +100,70 @@ fn copy_out(
         })
 }
 
-/// Writes every page of `mem` to `path`. Returns the bytes written.
+/// Guest memory goes to a full snapshot through a buffer of this size.
+const CHUNK: usize = 1 << 20;
+
+/// Whether `page` holds only zeros (compared 8 bytes at a time).
+fn is_zero(page: &[u8]) -> bool {
+    page.chunks(8).all(|w| {
+        <[u8; 8]>::try_from(w).map_or_else(
+            |_| w.iter().all(|&b| b == 0),
+            |w| u64::from_ne_bytes(w) == 0,
+        )
+    })
+}
+
+/// Writes the pages of `len` bytes of `mem` at `gpa` that are not all
+/// zero to `offset` onwards of `file`, a fresh file (zero pages stay
+/// holes).
+fn copy_out_data(
+    mem: &GuestMemoryMmap,
+    file: &File,
+    path: &Path,
+    gpa: u64,
+    offset: u64,
+    len: u64,
+) -> Result<(), MemoryFileError> {
+    use std::os::unix::fs::FileExt;
+    let page = PAGE_SIZE as usize;
+    let mut buf = vec![0u8; CHUNK];
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(CHUNK as u64) as usize;
+        let chunk = &mut buf[..n];
+        mem.read_slice(chunk, GuestAddress(gpa + done))
+            .map_err(|source| MemoryFileError::Guest {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let next = |i: usize| (i + page).min(n);
+        let mut i = 0;
+        while i < n {
+            if is_zero(&chunk[i..next(i)]) {
+                i = next(i);
+                continue;
+            }
+            let start = i;
+            while i < n && !is_zero(&chunk[i..next(i)]) {
+                i = next(i);
+            }
+            file.write_all_at(&chunk[start..i], offset + done + start as u64)
+                .map_err(io(path))?;
+        }
+        done += n as u64;
+    }
+    Ok(())
+}
+
+/// Writes every page of `mem` that is not all zero to `path`, a file of
+/// the guest's size. Returns that size.
 pub fn write_full(mem: &GuestMemoryMmap, path: &Path) -> Result<u64, MemoryFileError> {
     let regions = layout(mem);
     let total = regions.iter().map(|r| r.size).sum();
-    let mut file = create(path, total)?;
+    let file = create(path, total)?;
     let mut offset = 0;
     for r in &regions {
-        copy_out(mem, &mut file, path, r.gpa, offset, r.size)?;
+        copy_out_data(mem, &file, path, r.gpa, offset, r.size)?;
         offset += r.size;
     }
     file.sync_all().map_err(io(path))?;
@@ -264,6 +322,11 @@ mod tests {
             "MAP_PRIVATE: the file stays"
         );
         assert_eq!(&on_disk[(16 << 20) - 3..], b"end");
+        assert!(on_disk[0x1239..(16 << 20) - 3].iter().all(|&b| b == 0));
+        // Only the two pages with data were written: the rest are holes.
+        use std::os::unix::fs::MetadataExt;
+        let allocated = std::fs::metadata(&path).unwrap().blocks() * 512;
+        assert!(allocated <= 1 << 20, "{allocated} bytes allocated");
 
         let wrong = [MemoryRegion {
             gpa: 0,
