@@ -162,6 +162,11 @@ pub struct Extensions {
     /// No i8254 PIT (QEMU's `-machine pit=off`).
     #[serde(default, skip_serializing_if = "is_default")]
     pub no_pit: bool,
+    /// The PIT drops the ticks a guest missed (QEMU's
+    /// `-global kvm-pit.lost_tick_policy=discard`); KVM's default delivers
+    /// them late.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub pit_discards_lost_ticks: bool,
     /// Image formats and cache modes of drives (raw and writeback when
     /// a drive is not named here).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

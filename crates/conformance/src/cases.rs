@@ -120,7 +120,13 @@ pub fn pit_off_ports_reach_the_vmm(hv: &dyn Hypervisor) {
         EXIT_OK,
     );
     for pit in [true, false] {
-        let t = TestVm::with_config(hv, hv::VmConfig { vcpus: 1, pit });
+        let t = TestVm::with_config(
+            hv,
+            hv::VmConfig {
+                pit,
+                ..hv::VmConfig::new(1)
+            },
+        );
         t.load(&p);
         let mut vcpu = t.vcpu(0, p.load_addr);
         let io = TestIo::new(vcpu.kicker());

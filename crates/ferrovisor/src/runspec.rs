@@ -150,6 +150,8 @@ pub(crate) fn spec_from_run(args: &RunArgs) -> Result<VmSpec, String> {
             cpu: (args.cpu != "max").then(|| args.cpu.clone()),
             pc_testdev: args.devices.contains(&crate::TestDevice::PcTestdev),
             no_pit: args.no_pit,
+            // KVM's default (late delivery); emu coalesces either way.
+            pit_discards_lost_ticks: false,
         },
         cpu_config: args.cpu_template.as_deref().map(cpu_config).transpose()?,
         ..spec

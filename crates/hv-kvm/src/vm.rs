@@ -129,7 +129,8 @@ vmm_sys_util::ioctl_io_nr!(KVM_REINJECT_CONTROL, kvm_bindings::KVMIO, 0x71);
 /// Makes the in-kernel PIT drop the ticks the guest missed instead of
 /// re-injecting them later, one after another: what the emu PIT does
 /// (missed edges coalesce into one interrupt, as a PIC keeps one request)
-/// and QEMU's `kvm-pit.lost_tick_policy=discard`. Without
+/// and QEMU's `kvm-pit.lost_tick_policy=discard`, when the VM asks for it
+/// ([`hv::VmConfig::pit_discards_lost_ticks`]). Without
 /// KVM_CAP_REINJECT_CONTROL (hosts older than Linux 2.6.30) KVM keeps
 /// re-injecting: said once in the log.
 fn discard_lost_pit_ticks(kvm: &Kvm, fd: &VmFd) -> Result<(), HvError> {
@@ -193,7 +194,9 @@ impl KvmVm {
                 ..Default::default()
             };
             fd.create_pit2(pit).map_err(os("KVM_CREATE_PIT2"))?;
-            discard_lost_pit_ticks(&kvm, &fd)?;
+            if config.pit_discards_lost_ticks {
+                discard_lost_pit_ticks(&kvm, &fd)?;
+            }
         }
         Ok(KvmVm {
             shared: Arc::new(VmShared {

@@ -118,6 +118,8 @@ pub struct MachineConfig {
     pub pc_testdev: bool,
     /// The i8254 PIT (and port 0x61); `false` is QEMU's `-machine pit=off`.
     pub pit: bool,
+    /// [`hv::VmConfig::pit_discards_lost_ticks`].
+    pub pit_discards_lost_ticks: bool,
     /// The CPU model and feature changes the vCPUs' CPUID shows.
     pub cpu: arch::cpu_model::CpuModel,
     /// A custom CPU template (`/cpu-config`): CPUID modifiers applied
@@ -282,6 +284,7 @@ impl MachineConfig {
             vsock: None,
             pc_testdev: false,
             pit: true,
+            pit_discards_lost_ticks: false,
             cpu: arch::cpu_model::CpuModel::default(),
             cpu_template: arch::cpu_template::CpuTemplate::default(),
             mmds: None,

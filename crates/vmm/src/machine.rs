@@ -585,6 +585,7 @@ fn create_vm(
             .create_vm(VmConfig {
                 vcpus: config.vcpus,
                 pit: config.pit,
+                pit_discards_lost_ticks: config.pit_discards_lost_ticks,
             })
             .map_err(hv_err("VM"))?,
     ))

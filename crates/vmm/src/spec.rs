@@ -167,6 +167,7 @@ pub fn machine_config(spec: &VmSpec, accel: Accel) -> Result<MachineConfig, Spec
             .unwrap_or_default(),
         pc_testdev: ext.pc_testdev,
         pit: !ext.no_pit,
+        pit_discards_lost_ticks: ext.pit_discards_lost_ticks,
         mmds: spec.mmds_config.as_ref().map(mmds_attach).transpose()?,
     })
 }

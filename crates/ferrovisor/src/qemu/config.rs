@@ -193,8 +193,9 @@ impl Config {
             }
         }
         let accel = machine::accelerator(&m.accel, &accels)?;
+        let mut pit_discards_lost_ticks = false;
         for g in &globals {
-            machine::global(g)?;
+            pit_discards_lost_ticks = machine::global(g)?;
         }
         let mut d = Devices::default();
         let mut virtio_drives = 0;
@@ -291,6 +292,7 @@ impl Config {
                 cpu: cpu.filter(|c| c != "max"),
                 pc_testdev: d.pc_testdev,
                 no_pit: !m.pit,
+                pit_discards_lost_ticks,
                 drive_images: d.drive_images.clone(),
                 ..Default::default()
             },
@@ -382,6 +384,7 @@ mod tests {
         assert_eq!(b.boot_args.as_deref(), Some("-a -b"));
         assert_eq!(b.initrd_path.as_deref(), Some("/tmp/env"));
         assert!(s.ferrovisor.pc_testdev && s.ferrovisor.no_pit);
+        assert!(s.ferrovisor.pit_discards_lost_ticks);
         assert_eq!(s.ferrovisor.cpu.as_deref(), Some("qemu64,+x2apic"));
         assert_eq!(s.serial, None);
         // -enable-kvm beside -machine accel=tcg is QEMU's error too.

@@ -182,8 +182,8 @@ fn check_cpu(config: &MachineConfig) -> Result<(), String> {
     let hypervisor = vmm::open_accelerator(config.accel).map_err(|e| crate::error_line(&e))?;
     let vm = hypervisor
         .create_vm(hv::VmConfig {
-            vcpus: 1,
             pit: false,
+            ..hv::VmConfig::new(1)
         })
         .map_err(|e| crate::error_line(&e))?;
     let supported = vm.supported_cpuid().map_err(|e| crate::error_line(&e))?;
