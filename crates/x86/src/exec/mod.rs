@@ -234,7 +234,7 @@ impl Exec<'_> {
             // Decoding may have dropped blocks: the key after it.
             let key = self.chain_key();
             if key != crate::block::NO_KEY && !self.c.blocks.is_scratch(ops) {
-                last.link.set(op::Link { rip, key, ops });
+                last.link.set(op::Link::to(rip, key, ops));
             }
         }
     }

@@ -30,7 +30,7 @@
 use std::sync::OnceLock;
 
 use crate::block::NO_KEY;
-use crate::exec::Exec;
+use crate::exec::{Exec, Op};
 
 /// Blocks one entry into compiled code runs at most (the first one
 /// included) before the run loop looks again.
@@ -54,19 +54,17 @@ pub(crate) fn max() -> u32 {
 ///
 /// # Safety
 ///
-/// `ex` is the running `Exec`, and the calling block's ops are
-/// `Exec::jit_cur`.
-pub(crate) unsafe extern "C" fn next(ex: *mut u8) -> u64 {
-    // SAFETY: the caller's contract; the block holds no reference to it.
-    let ex = unsafe { &mut *(ex as *mut Exec<'static>) };
-    ex.jit_chain_next().map_or(0, |f| f.addr())
+/// `ex` is the running `Exec`, the calling block's ops are
+/// `Exec::jit_cur` and `last` is the last of them.
+pub(crate) unsafe extern "C" fn next(ex: *mut u8, last: *const Op) -> u64 {
+    // SAFETY: the caller's contract; the block holds no reference to
+    // either, and only `Exec::run` frees op buffers.
+    let (ex, last) = unsafe { (&mut *(ex as *mut Exec<'static>), &*last) };
+    ex.jit_chain_next(last).map_or(0, |f| f.addr())
 }
 
 impl Exec<'_> {
-    fn jit_chain_next(&mut self) -> Option<super::Entry> {
-        // SAFETY: the running block's ops; only `run` frees op buffers.
-        let ops = unsafe { self.jit_cur.ops() };
-        let last = ops.last()?;
+    fn jit_chain_next(&mut self, last: &Op) -> Option<super::Entry> {
         // The block's epilogue, as `exec_ops` does it for a whole block.
         if !last.sets_rip {
             self.c.state.rip = last.next;
@@ -89,22 +87,25 @@ impl Exec<'_> {
         if key == NO_KEY {
             return None;
         }
-        let link = last.link.get();
-        let succ = if link.rip == rip && link.key == key {
-            link.ops
-        } else {
-            let ops = self.c.blocks.get_fast(rip, self.jump_key())?;
-            last.link.set(crate::exec::op::Link { rip, key, ops });
-            ops
-        };
-        debug_assert!(self.c.blocks.is_live(succ), "chained to a dropped block");
-        // SAFETY: a live block's ops (the link's key / the jump cache).
-        let sops = unsafe { succ.ops() };
-        let f = sops.first()?.jit.entry()?;
-        let insns = sops.last()?.end as u64;
-        if insns > self.jit_limit.saturating_sub(self.c.icount) {
+        let mut link = last.link.get();
+        if link.rip != rip || link.key != key || link.entry == 0 {
+            // Not linked, or linked before the successor was compiled.
+            let ops = if link.rip == rip && link.key == key {
+                link.ops
+            } else {
+                self.c.blocks.get_fast(rip, self.jump_key())?
+            };
+            debug_assert!(self.c.blocks.is_live(ops), "chained to a dropped block");
+            link = crate::exec::op::Link::to(rip, key, ops);
+            last.link.set(link);
+            if link.entry == 0 {
+                return None;
+            }
+        }
+        if link.insns > self.jit_limit.saturating_sub(self.c.icount) {
             return None;
         }
+        let (succ, f) = (link.ops, super::Entry::at(link.entry));
         self.jit_chain_left -= 1;
         self.jit_cur = succ;
         self.icount0 = self.c.icount;

@@ -91,6 +91,11 @@ impl Entry {
     pub(crate) fn addr(self) -> u64 {
         self.0 as u64
     }
+
+    /// The entry at `addr` (from [`Entry::addr`]).
+    pub(crate) fn at(addr: u64) -> Entry {
+        Entry(addr as *const u8)
+    }
 }
 
 /// Runs a compiled block (and the blocks it chains to) through this
