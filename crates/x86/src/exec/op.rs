@@ -63,6 +63,9 @@ pub struct Op {
     /// The block that ran after this op's block last time, when it was
     /// the last op (block chaining).
     pub(crate) link: Cell<Link>,
+    /// The link it replaced (compiled code chains through either: both
+    /// sides of a conditional branch).
+    pub(crate) link2: Cell<Link>,
     pub(crate) insn: Box<Instruction>,
     /// The block's JIT state (used in the first op only).
     pub(crate) jit: crate::jit::Slot,
@@ -167,6 +170,7 @@ fn fields(insn: &Instruction, idx: usize, bits: u32) -> Op {
         end: idx as u8 + 1,
         sets_rip: true,
         link: Cell::new(Link::NONE),
+        link2: Cell::new(Link::NONE),
         insn: Box::new(*insn),
         jit: Default::default(),
     };

@@ -30,6 +30,7 @@
 use std::sync::OnceLock;
 
 use crate::block::NO_KEY;
+use crate::exec::op::Link;
 use crate::exec::{Exec, Op};
 
 /// Blocks one entry into compiled code runs at most (the first one
@@ -55,21 +56,28 @@ pub(crate) fn max() -> u32 {
 /// # Safety
 ///
 /// `ex` is the running `Exec`, the calling block's ops are
-/// `Exec::jit_cur` and `last` is the last of them.
-pub(crate) unsafe extern "C" fn next(ex: *mut u8, last: *const Op) -> u64 {
+/// `Exec::jit_cur` and `last` is the last of them, whose `next` and
+/// [`meta`] follow (constants in the code: the op's cache line is not
+/// touched unless the link is needed).
+pub(crate) unsafe extern "C" fn next(ex: *mut u8, last: *const Op, nrip: u64, meta: u64) -> u64 {
     // SAFETY: the caller's contract; the block holds no reference to
     // either, and only `Exec::run` frees op buffers.
     let (ex, last) = unsafe { (&mut *(ex as *mut Exec<'static>), &*last) };
-    ex.jit_chain_next(last).map_or(0, |f| f.addr())
+    ex.jit_chain_next(last, nrip, meta).map_or(0, |f| f.addr())
+}
+
+/// The last op's instruction count (`end`) and `sets_rip` (bit 8).
+pub(crate) fn meta(last: &Op) -> u64 {
+    last.end as u64 | (last.sets_rip as u64) << 8
 }
 
 impl Exec<'_> {
-    fn jit_chain_next(&mut self, last: &Op) -> Option<super::Entry> {
+    fn jit_chain_next(&mut self, last: &Op, nrip: u64, meta: u64) -> Option<super::Entry> {
         // The block's epilogue, as `exec_ops` does it for a whole block.
-        if !last.sets_rip {
-            self.c.state.rip = last.next;
+        if meta & 0x100 == 0 {
+            self.c.state.rip = nrip;
         }
-        self.c.icount = self.icount0 + last.end as u64;
+        self.c.icount = self.icount0 + (meta & 0xff);
         if self.jit_chain_left <= 1 {
             return None;
         }
@@ -87,19 +95,31 @@ impl Exec<'_> {
         if key == NO_KEY {
             return None;
         }
+        let hit = |l: &Link| l.rip == rip && l.key == key && l.entry != 0;
         let mut link = last.link.get();
-        if link.rip != rip || link.key != key || link.entry == 0 {
-            // Not linked, or linked before the successor was compiled.
-            let ops = if link.rip == rip && link.key == key {
-                link.ops
+        if !hit(&link) {
+            let other = last.link2.get();
+            if hit(&other) {
+                link = other;
             } else {
-                self.c.blocks.get_fast(rip, self.jump_key())?
-            };
-            debug_assert!(self.c.blocks.is_live(ops), "chained to a dropped block");
-            link = crate::exec::op::Link::to(rip, key, ops);
-            last.link.set(link);
-            if link.entry == 0 {
-                return None;
+                // Not linked, or linked before the successor was compiled.
+                let ops = if link.rip == rip && link.key == key {
+                    link.ops
+                } else if other.rip == rip && other.key == key {
+                    other.ops
+                } else {
+                    self.c.blocks.get_fast(rip, self.jump_key())?
+                };
+                debug_assert!(self.c.blocks.is_live(ops), "chained to a dropped block");
+                let new = Link::to(rip, key, ops);
+                if link.rip != rip {
+                    last.link2.set(link);
+                }
+                last.link.set(new);
+                if new.entry == 0 {
+                    return None;
+                }
+                link = new;
             }
         }
         if link.insns > self.jit_limit.saturating_sub(self.c.icount) {

@@ -218,8 +218,9 @@ fn build(
     csig.returns.push(AbiParam::new(I32));
     let csig = b.import_signature(csig);
     let mut nsig = Signature::new(cc);
-    nsig.params.push(AbiParam::new(I64));
-    nsig.params.push(AbiParam::new(I64));
+    for _ in 0..4 {
+        nsig.params.push(AbiParam::new(I64));
+    }
     nsig.returns.push(AbiParam::new(I64));
     let nsig = b.import_signature(nsig);
     let bsig = b.import_signature(block_sig());
@@ -254,10 +255,12 @@ fn build(
     // Ran to its end: chain to the successor's code when the run loop
     // would run it next (`chain::next`), else return to the run loop.
     let f = b.ins().iconst(I64, super::chain::next as *const () as i64);
-    let last = b
-        .ins()
-        .iconst(I64, ops.last().map_or(0, |op| op as *const Op as i64));
-    let call = b.ins().call_indirect(nsig, f, &[ex, last]);
+    // `ops` is not empty (`compile`).
+    let lo = &ops[ops.len() - 1];
+    let last = b.ins().iconst(I64, lo as *const Op as i64);
+    let nrip = b.ins().iconst(I64, lo.next as i64);
+    let meta = b.ins().iconst(I64, super::chain::meta(lo) as i64);
+    let call = b.ins().call_indirect(nsig, f, &[ex, last, nrip, meta]);
     let next = b.inst_results(call)[0];
     let chain = b.create_block();
     let back = b.create_block();
