@@ -13,6 +13,10 @@
 //!   op's index, and the interpreter's block epilogue raises it with RIP
 //!   and the retired count exact.
 //!
+//! A block that runs to its end chains to its successor's code when the
+//! run loop would run it next ([`chain`], phase 3): a tail call, without
+//! returning to the run loop.
+//!
 //! Compiled code lives in the block's first op ([`Slot`]): it is freed
 //! with the block's ops (self-modifying code, another CPU's write,
 //! eviction, flush: the block cache's graveyard), and its host bytes count
