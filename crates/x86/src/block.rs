@@ -100,7 +100,7 @@ impl OpsRef {
         len: 0,
     };
 
-    fn of(ops: &[Op]) -> OpsRef {
+    pub(crate) fn of(ops: &[Op]) -> OpsRef {
         OpsRef {
             ptr: ops.as_ptr(),
             len: ops.len() as u32,

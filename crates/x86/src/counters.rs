@@ -171,6 +171,9 @@ pub struct CpuCounters {
     pub jit_ops_called: Counter,
     /// Blocks run as compiled code.
     pub jit_block_runs: Counter,
+    /// Of those, blocks entered straight from the previous compiled block
+    /// (chaining), without the run loop.
+    pub jit_chained: Counter,
     /// Guest instructions retired (added when `Cpu::run` returns).
     pub instructions: Counter,
     /// Blocks run, by either engine (instructions / blocks_run is the
@@ -214,6 +217,7 @@ impl CpuCounters {
         v.push(("jit_ops_compiled", self.jit_ops_compiled.get()));
         v.push(("jit_ops_called", self.jit_ops_called.get()));
         v.push(("jit_block_runs", self.jit_block_runs.get()));
+        v.push(("jit_chained", self.jit_chained.get()));
         v.push(("instructions", self.instructions.get()));
         v.push(("blocks_run", self.blocks_run.get()));
         v

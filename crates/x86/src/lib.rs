@@ -446,6 +446,8 @@ pub struct Cpu {
     pub(crate) engine: Engine,
     /// Whole runs of a block before the JIT compiles it.
     pub(crate) jit_hot: u32,
+    /// Blocks a compiled chain runs at most (`jit::chain::max`).
+    pub(crate) jit_chain: u32,
 }
 
 impl Default for Cpu {
@@ -486,6 +488,7 @@ impl Cpu {
             seen_revoke: 0,
             engine: Engine::from_env(),
             jit_hot: jit::hot(),
+            jit_chain: jit::chain::max(),
         }
     }
 

@@ -49,6 +49,13 @@ pub(crate) struct Exec<'a> {
     pub icount0: u64,
     /// The exception an op raised inside a compiled block.
     pub jit_err: Option<crate::exception::Exc>,
+    /// The ops of the compiled block running (or that ran last), which a
+    /// chain of compiled blocks moves along (`jit::chain`).
+    pub jit_cur: OpsRef,
+    /// The retired count the running compiled chain may not pass, and
+    /// the blocks it may still run.
+    pub jit_limit: u64,
+    pub jit_chain_left: u32,
 }
 
 /// A destination operand resolved once for read-modify-write.
@@ -76,6 +83,9 @@ impl<'a> Exec<'a> {
             bus,
             icount0,
             jit_err: None,
+            jit_cur: OpsRef::EMPTY,
+            jit_limit: 0,
+            jit_chain_left: 0,
         }
     }
 }
@@ -224,7 +234,7 @@ impl Exec<'_> {
             // Decoding may have dropped blocks: the key after it.
             let key = self.chain_key();
             if key != crate::block::NO_KEY && !self.c.blocks.is_scratch(ops) {
-                last.link.set(op::Link { rip, key, ops });
+                last.link.set(op::Link::to(rip, key, ops));
             }
         }
     }
@@ -233,7 +243,7 @@ impl Exec<'_> {
     /// TLB generation plus the blocks dropped (both only grow, so the sum
     /// changes when either does) and the privilege.
     #[inline]
-    fn chain_key(&self) -> u64 {
+    pub(crate) fn chain_key(&self) -> u64 {
         if self.c.state.mode == Mode::Long {
             ((self.c.tlb.gen + self.c.blocks.kills) << 1) | self.user() as u64
         } else {
@@ -242,7 +252,9 @@ impl Exec<'_> {
     }
 
     /// Runs the ops of a block. Returns the last op when the block ran to
-    /// its end (no exception, no `block_exit`, not cut short).
+    /// its end (no exception, no `block_exit`, not cut short). A compiled
+    /// block may chain to others (`jit::chain`): the last op is then the
+    /// last block's.
     #[inline(always)]
     fn exec_ops<'o>(&mut self, ops: &'o [Op], limit: u64) -> Option<&'o Op> {
         self.c.block_exit = false;
@@ -253,52 +265,81 @@ impl Exec<'_> {
         // Instructions in the block (a fused op holds two).
         let insns = ops.last().map_or(0, |op| op.end as u64);
         let full = insns <= budget;
+        if let Some(f) = self.jit_entry(ops, full) {
+            return self.exec_compiled(f, ops, limit);
+        }
         // A block cut short by the budget runs with handlers that keep the
         // flags exact after every instruction.
         let n = if full { ops.len() } else { budget as usize };
-        // Instructions retired by the first `done` ops: a fused op counts
-        // two when it runs whole.
-        let retired = |done: usize| match done {
+        let mut done = 0;
+        let mut fault = None;
+        for op in &ops[..n] {
+            let h = if full { op.h } else { op.hf };
+            if let Err(e) = h(self, op) {
+                fault = Some(e);
+                break;
+            }
+            done += 1;
+            if self.c.block_exit {
+                break;
+            }
+        }
+        self.finish_block(ops, icount0, full, done, fault)
+    }
+
+    /// Runs a block's compiled code (and the compiled blocks it chains
+    /// to), then the epilogue of the block that ran last.
+    #[inline(always)]
+    fn exec_compiled<'o>(
+        &mut self,
+        f: crate::jit::Entry,
+        ops: &'o [Op],
+        limit: u64,
+    ) -> Option<&'o Op> {
+        self.jit_cur = crate::block::OpsRef::of(ops);
+        self.jit_limit = limit;
+        self.jit_chain_left = self.c.jit_chain;
+        // SAFETY: `f` was compiled from `ops`, which stay alive (with the
+        // code) until the next collect_garbage, as do the blocks it
+        // chains to; `self` and its CPU are the running context.
+        let r = unsafe {
+            crate::jit::enter(
+                f,
+                self as *mut Exec<'_> as *mut u8,
+                &mut *self.c as *mut crate::Cpu as *mut u8,
+            )
+        };
+        self.c.cache_counters.jit_block_runs.inc();
+        let (done, st) = crate::jit::ran(r);
+        let fault = if st == crate::jit::status::FAULT {
+            self.jit_err.take()
+        } else {
+            None
+        };
+        // SAFETY: the last block of the chain (see above); compiled
+        // blocks only ever run whole.
+        let ops = unsafe { self.jit_cur.ops() };
+        self.finish_block(ops, self.icount0, true, done, fault)
+    }
+
+    /// A block's epilogue: `done` ops ran (a fused op counts two
+    /// instructions when it runs whole), then `fault` if any.
+    #[inline(always)]
+    fn finish_block<'o>(
+        &mut self,
+        ops: &'o [Op],
+        icount0: u64,
+        full: bool,
+        done: usize,
+        fault: Option<crate::exception::Exc>,
+    ) -> Option<&'o Op> {
+        let retired = match done {
             0 => 0,
             _ if full => ops[done - 1].end as u64,
             _ => done as u64,
         };
-        let mut done = 0;
-        let mut fault = None;
-        match self.jit_entry(ops, full) {
-            Some(f) => {
-                // SAFETY: `f` was compiled from `ops`, which stay alive
-                // (with the code) until the next collect_garbage; `self`
-                // and its CPU are the running context.
-                let r = unsafe {
-                    f(
-                        self as *mut Exec<'_> as *mut u8,
-                        &mut *self.c as *mut crate::Cpu as *mut u8,
-                    )
-                };
-                self.c.cache_counters.jit_block_runs.inc();
-                let (n, st) = crate::jit::ran(r);
-                done = n;
-                if st == crate::jit::status::FAULT {
-                    fault = self.jit_err.take();
-                }
-            }
-            None => {
-                for op in &ops[..n] {
-                    let h = if full { op.h } else { op.hf };
-                    if let Err(e) = h(self, op) {
-                        fault = Some(e);
-                        break;
-                    }
-                    done += 1;
-                    if self.c.block_exit {
-                        break;
-                    }
-                }
-            }
-        }
         if let Some(e) = fault {
-            self.c.icount = icount0 + retired(done);
+            self.c.icount = icount0 + retired;
             self.c.state.rip = ops[done].ip;
             self.raise(e);
             return None;
@@ -307,7 +348,7 @@ impl Exec<'_> {
         if !last.sets_rip {
             self.c.state.rip = last.next;
         }
-        self.c.icount = icount0 + retired(done);
+        self.c.icount = icount0 + retired;
         (done == ops.len() && !self.c.block_exit).then_some(last)
     }
 
@@ -352,7 +393,7 @@ impl Exec<'_> {
     /// generation and the privilege; elsewhere none (the physical address
     /// is compared instead).
     #[inline]
-    fn jump_key(&self) -> u64 {
+    pub(crate) fn jump_key(&self) -> u64 {
         if self.c.state.mode == Mode::Long {
             (self.c.tlb.gen << 1) | self.user() as u64
         } else {

@@ -63,6 +63,9 @@ pub struct Op {
     /// The block that ran after this op's block last time, when it was
     /// the last op (block chaining).
     pub(crate) link: Cell<Link>,
+    /// The link it replaced (compiled code chains through either: both
+    /// sides of a conditional branch).
+    pub(crate) link2: Cell<Link>,
     pub(crate) insn: Box<Instruction>,
     /// The block's JIT state (used in the first op only).
     pub(crate) jit: crate::jit::Slot,
@@ -75,6 +78,11 @@ pub(crate) struct Link {
     pub rip: u64,
     pub key: u64,
     pub ops: OpsRef,
+    /// The successor's compiled code (a `jit::Entry` address) and
+    /// instruction count, 0 when it was not compiled when linked: compiled
+    /// code chains through these without touching the successor's ops.
+    pub entry: u64,
+    pub insns: u64,
 }
 
 impl Link {
@@ -82,7 +90,26 @@ impl Link {
         rip: u64::MAX,
         key: NO_KEY,
         ops: OpsRef::EMPTY,
+        entry: 0,
+        insns: 0,
     };
+
+    /// A link to `ops` (a live, cached block) under `key`.
+    pub fn to(rip: u64, key: u64, ops: OpsRef) -> Link {
+        // SAFETY: a live block's ops (the caller's contract).
+        let o = unsafe { ops.ops() };
+        let entry = o
+            .first()
+            .and_then(|op| op.jit.entry())
+            .map_or(0, |f| f.addr());
+        Link {
+            rip,
+            key,
+            ops,
+            entry,
+            insns: o.last().map_or(0, |op| op.end as u64),
+        }
+    }
 }
 
 impl std::fmt::Debug for Op {
@@ -143,6 +170,7 @@ fn fields(insn: &Instruction, idx: usize, bits: u32) -> Op {
         end: idx as u8 + 1,
         sets_rip: true,
         link: Cell::new(Link::NONE),
+        link2: Cell::new(Link::NONE),
         insn: Box::new(*insn),
         jit: Default::default(),
     };

@@ -14,7 +14,7 @@ use cranelift_codegen::ir::{
     types::I32, types::I64, types::I8, AbiParam, Block, BlockArg, Function, InstBuilder, SigRef,
     Signature, UserFuncName, Value,
 };
-use cranelift_codegen::isa::TargetIsa;
+use cranelift_codegen::isa::{CallConv, TargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -38,6 +38,9 @@ pub(super) fn isa() -> Option<&'static dyn TargetIsa> {
         flags.set("opt_level", opt).ok()?;
         // The IR comes from this module alone and is checked by its tests.
         flags.set("enable_verifier", "false").ok()?;
+        // Blocks tail-call their successors (`chain`): Cranelift's x86-64
+        // tail calls need frame pointers.
+        flags.set("preserve_frame_pointers", "true").ok()?;
         let builder = cranelift_native::builder().ok()?;
         builder.finish(settings::Flags::new(flags)).ok()
     })
@@ -60,15 +63,13 @@ pub(crate) fn compile(ops: &[Op]) -> Option<(Code, usize)> {
     if ops.is_empty() || ops.len() > u32::MAX as usize {
         return None;
     }
+    // Blocks are entered through it (`super::enter`).
+    trampoline()?;
     CTX.with(|cell| {
         let (ctx, fctx) = &mut *cell.borrow_mut();
         ctx.clear();
         let cc = isa.default_call_conv();
-        let mut sig = Signature::new(cc);
-        sig.params.push(AbiParam::new(I64));
-        sig.params.push(AbiParam::new(I64));
-        sig.returns.push(AbiParam::new(I64));
-        ctx.func = Function::with_name_signature(UserFuncName::default(), sig);
+        ctx.func = Function::with_name_signature(UserFuncName::default(), block_sig());
         let called = build(&mut ctx.func, fctx, ops, cc, isa.frontend_config());
         let compiled = ctx.compile(isa, &mut ControlPlane::default()).ok()?;
         if !compiled.buffer.relocs().is_empty() {
@@ -139,6 +140,58 @@ unsafe extern "C" fn lazy_cond(cpu: *const u8, cc: u32) -> u32 {
     cpu.state.flags.cond(cc as u8) as u32
 }
 
+/// A compiled block's signature: `(exec, cpu) -> result`, in the
+/// `tail` convention so that a block can tail-call its successor (the
+/// stack stays flat along a chain).
+fn block_sig() -> Signature {
+    let mut sig = Signature::new(CallConv::Tail);
+    sig.params.push(AbiParam::new(I64));
+    sig.params.push(AbiParam::new(I64));
+    sig.returns.push(AbiParam::new(I64));
+    sig
+}
+
+/// The entry trampoline: `enter(exec, cpu, block) -> result` in the host's
+/// C convention, calling a block (in the `tail` convention). One per
+/// thread, compiled at its first use and never freed (see `code`: code
+/// runs on the thread that compiled it).
+pub(super) fn trampoline() -> Option<*const u8> {
+    thread_local! {
+        static T: std::cell::OnceCell<Option<Code>> = const { std::cell::OnceCell::new() };
+    }
+    T.with(|t| t.get_or_init(build_trampoline).as_ref().map(|c| c.ptr()))
+}
+
+fn build_trampoline() -> Option<Code> {
+    let isa = isa()?;
+    let mut sig = Signature::new(isa.default_call_conv());
+    for _ in 0..3 {
+        sig.params.push(AbiParam::new(I64));
+    }
+    sig.returns.push(AbiParam::new(I64));
+    let mut ctx = Context::new();
+    let mut fctx = FunctionBuilderContext::new();
+    ctx.func = Function::with_name_signature(UserFuncName::default(), sig);
+    {
+        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        b.seal_block(entry);
+        let p = b.block_params(entry).to_vec();
+        let bsig = b.import_signature(block_sig());
+        let call = b.ins().call_indirect(bsig, p[2], &[p[0], p[1]]);
+        let r = b.inst_results(call)[0];
+        b.ins().return_(&[r]);
+        b.finalize(isa.frontend_config());
+    }
+    let compiled = ctx.compile(isa, &mut ControlPlane::default()).ok()?;
+    if !compiled.buffer.relocs().is_empty() {
+        return None;
+    }
+    Code::new(compiled.code_buffer())
+}
+
 fn build(
     func: &mut Function,
     fctx: &mut FunctionBuilderContext,
@@ -164,6 +217,13 @@ fn build(
     csig.params.push(AbiParam::new(I32));
     csig.returns.push(AbiParam::new(I32));
     let csig = b.import_signature(csig);
+    let mut nsig = Signature::new(cc);
+    for _ in 0..4 {
+        nsig.params.push(AbiParam::new(I64));
+    }
+    nsig.returns.push(AbiParam::new(I64));
+    let nsig = b.import_signature(nsig);
+    let bsig = b.import_signature(block_sig());
 
     // Leaving early: (status, index of the op) → the packed result.
     let early = b.create_block();
@@ -192,6 +252,24 @@ fn build(
             called += 1;
         }
     }
+    // Ran to its end: chain to the successor's code when the run loop
+    // would run it next (`chain::next`), else return to the run loop.
+    let f = b.ins().iconst(I64, super::chain::next as *const () as i64);
+    // `ops` is not empty (`compile`).
+    let lo = &ops[ops.len() - 1];
+    let last = b.ins().iconst(I64, lo as *const Op as i64);
+    let nrip = b.ins().iconst(I64, lo.next as i64);
+    let meta = b.ins().iconst(I64, super::chain::meta(lo) as i64);
+    let call = b.ins().call_indirect(nsig, f, &[ex, last, nrip, meta]);
+    let next = b.inst_results(call)[0];
+    let chain = b.create_block();
+    let back = b.create_block();
+    b.ins().brif(next, chain, &[], back, &[]);
+    b.switch_to_block(chain);
+    b.seal_block(chain);
+    b.ins().return_call_indirect(bsig, next, &[ex, cpu]);
+    b.switch_to_block(back);
+    b.seal_block(back);
     let all = b.ins().iconst(I64, ops.len() as i64);
     b.ins().return_(&[all]);
 

@@ -13,12 +13,17 @@
 //!   op's index, and the interpreter's block epilogue raises it with RIP
 //!   and the retired count exact.
 //!
+//! A block that runs to its end chains to its successor's code when the
+//! run loop would run it next ([`chain`], phase 3): a tail call, without
+//! returning to the run loop.
+//!
 //! Compiled code lives in the block's first op ([`Slot`]): it is freed
 //! with the block's ops (self-modifying code, another CPU's write,
 //! eviction, flush: the block cache's graveyard), and its host bytes count
 //! in the code cache bound. Blocks cut short by the instruction budget,
 //! debug stepping and the uncached (scratch) block run in the interpreter.
 
+pub(crate) mod chain;
 mod code;
 mod compile;
 mod emit;
@@ -81,8 +86,41 @@ impl Engine {
     }
 }
 
-/// A compiled block: `f(exec, cpu)`.
-pub(crate) type Entry = unsafe extern "C" fn(*mut u8, *mut u8) -> u64;
+/// A compiled block's code: `f(exec, cpu) -> result` in Cranelift's
+/// `tail` convention, run with [`enter`].
+#[derive(Clone, Copy)]
+pub(crate) struct Entry(*const u8);
+
+impl Entry {
+    pub(crate) fn addr(self) -> u64 {
+        self.0 as u64
+    }
+
+    /// The entry at `addr` (from [`Entry::addr`]).
+    pub(crate) fn at(addr: u64) -> Entry {
+        Entry(addr as *const u8)
+    }
+}
+
+/// Runs a compiled block (and the blocks it chains to) through this
+/// thread's entry trampoline; returns the result of the last block
+/// ([`ran`]), whose ops are `Exec::jit_cur`.
+///
+/// # Safety
+///
+/// `f` was compiled on this thread and is alive; `ex` is the running
+/// `Exec` and `cpu` its CPU.
+#[inline]
+pub(crate) unsafe fn enter(f: Entry, ex: *mut u8, cpu: *mut u8) -> u64 {
+    type Tramp = unsafe extern "C" fn(*mut u8, *mut u8, *const u8) -> u64;
+    // A block is compiled only after the trampoline was (`compile`).
+    let Some(t) = compile::trampoline() else {
+        unreachable!("a compiled block without a trampoline")
+    };
+    // SAFETY: the trampoline was compiled with this signature; the
+    // caller's contract covers the block.
+    unsafe { std::mem::transmute::<*const u8, Tramp>(t)(ex, cpu, f.0) }
+}
 
 /// What a compiled block returns: the number of ops that ran in the low
 /// 32 bits, the [`status`] of the last one in the high bits.
@@ -120,9 +158,8 @@ impl Slot {
     #[inline]
     pub(crate) fn entry(&self) -> Option<Entry> {
         let c = self.code.get()?;
-        // SAFETY: the code was compiled as an `Entry` and stays mapped
-        // while the slot (the block's ops) lives.
-        Some(unsafe { std::mem::transmute::<*const u8, Entry>(c.ptr()) })
+        // The code stays mapped while the slot (the block's ops) lives.
+        Some(Entry(c.ptr()))
     }
 
     /// Counts a whole run; true exactly once, when the block has run

@@ -1,0 +1,139 @@
+//! Block chaining inside compiled code (issue 11, phase 3).
+//!
+//! A compiled block that ran to its end calls [`next`] from its epilogue.
+//! `next` finishes the block exactly as the run loop would (RIP, the
+//! retired count), makes the checks `Exec::run_chain` makes between two
+//! blocks, and when the successor is known and compiled returns its code:
+//! the block then tail-calls it (`return_call_indirect`, the stack stays
+//! flat) instead of returning through the run loop. Otherwise it returns
+//! 0 and the block returns to the run loop, which finds the state already
+//! final (finishing a block twice is idempotent).
+//!
+//! The successor is the one the run loop would pick: the link in the
+//! block's last op when its chain key is current (a one-entry inline
+//! cache, which also serves RET and indirect jumps), else the jump cache
+//! (both sides of a conditional branch, a return to another caller), which
+//! then becomes the link. Both only ever name live blocks under the key
+//! (see `block`), so a block dropped by self-modifying code, another CPU's
+//! write, eviction or a TLB/CR3 change is never chained to; no block is
+//! freed while a chain runs (only `Exec::run` collects garbage).
+//!
+//! Latency: every link checks what the run loop checks between blocks
+//! (a kick or flush request, an interrupt or NMI window wanted, another
+//! CPU's code writes, the instruction budget, which the next block must
+//! fit in whole), and a chain is at most [`CHAIN_MAX`] blocks.
+//! Exactness: an op that ends its block early (an exception, `block_exit`)
+//! returns from the chain at once with the running block's ops in
+//! `Exec::jit_cur`, so the run loop's epilogue raises it with RIP and the
+//! retired count exact.
+
+use std::sync::OnceLock;
+
+use crate::block::NO_KEY;
+use crate::exec::op::Link;
+use crate::exec::{Exec, Op};
+
+/// Blocks one entry into compiled code runs at most (the first one
+/// included) before the run loop looks again.
+pub(crate) const CHAIN_MAX: u32 = 128;
+
+/// The chain bound: `FERROVISOR_JIT_CHAIN=N` (blocks, at least 1; 1
+/// turns chaining off) when set, else [`CHAIN_MAX`]; read once per
+/// process.
+pub(crate) fn max() -> u32 {
+    static N: OnceLock<u32> = OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("FERROVISOR_JIT_CHAIN")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .map_or(CHAIN_MAX, |n| n.max(1))
+    })
+}
+
+/// Called by a compiled block that ran to its end: the successor's code
+/// (an [`super::Entry`] address) to tail-call, or 0 to return.
+///
+/// # Safety
+///
+/// `ex` is the running `Exec`, the calling block's ops are
+/// `Exec::jit_cur` and `last` is the last of them, whose `next` and
+/// [`meta`] follow (constants in the code: the op's cache line is not
+/// touched unless the link is needed).
+pub(crate) unsafe extern "C" fn next(ex: *mut u8, last: *const Op, nrip: u64, meta: u64) -> u64 {
+    // SAFETY: the caller's contract; the block holds no reference to
+    // either, and only `Exec::run` frees op buffers.
+    let (ex, last) = unsafe { (&mut *(ex as *mut Exec<'static>), &*last) };
+    ex.jit_chain_next(last, nrip, meta).map_or(0, |f| f.addr())
+}
+
+/// The last op's instruction count (`end`) and `sets_rip` (bit 8).
+pub(crate) fn meta(last: &Op) -> u64 {
+    last.end as u64 | (last.sets_rip as u64) << 8
+}
+
+impl Exec<'_> {
+    fn jit_chain_next(&mut self, last: &Op, nrip: u64, meta: u64) -> Option<super::Entry> {
+        // The block's epilogue, as `exec_ops` does it for a whole block.
+        if meta & 0x100 == 0 {
+            self.c.state.rip = nrip;
+        }
+        self.c.icount = self.icount0 + (meta & 0xff);
+        if self.jit_chain_left <= 1 {
+            return None;
+        }
+        let c = &*self.c;
+        if c.signals.pending()
+            || c.want_interrupt_window
+            || c.want_nmi_window
+            || c.code_share.epoch() != c.seen_code_epoch
+            || c.code_share.revoke_epoch() != c.seen_revoke
+        {
+            return None;
+        }
+        let rip = c.state.rip;
+        let key = self.chain_key();
+        if key == NO_KEY {
+            return None;
+        }
+        let hit = |l: &Link| l.rip == rip && l.key == key && l.entry != 0;
+        let mut link = last.link.get();
+        if !hit(&link) {
+            let other = last.link2.get();
+            if hit(&other) {
+                link = other;
+            } else {
+                // Not linked, or linked before the successor was compiled.
+                let ops = if link.rip == rip && link.key == key {
+                    link.ops
+                } else if other.rip == rip && other.key == key {
+                    other.ops
+                } else {
+                    self.c.blocks.get_fast(rip, self.jump_key())?
+                };
+                debug_assert!(self.c.blocks.is_live(ops), "chained to a dropped block");
+                let new = Link::to(rip, key, ops);
+                if link.rip != rip {
+                    last.link2.set(link);
+                }
+                last.link.set(new);
+                if new.entry == 0 {
+                    return None;
+                }
+                link = new;
+            }
+        }
+        if link.insns > self.jit_limit.saturating_sub(self.c.icount) {
+            return None;
+        }
+        let (succ, f) = (link.ops, super::Entry::at(link.entry));
+        self.jit_chain_left -= 1;
+        self.jit_cur = succ;
+        self.icount0 = self.c.icount;
+        self.c.block_exit = false;
+        let k = &self.c.cache_counters;
+        k.blocks_run.inc();
+        k.jit_block_runs.inc();
+        k.jit_chained.inc();
+        Some(f)
+    }
+}
