@@ -2,7 +2,8 @@
 //! guest moved mid-run on emu and kvm goes on without a gap or a repeat
 //! and the source exits; a Linux guest whose workload checks its own data
 //! finishes correctly on the destination; a destination that refuses or
-//! dies mid-migration leaves the source running and answering.
+//! dies mid-migration leaves the source running and answering; one that
+//! takes the whole state and never answers leaves it paused, resumable.
 
 mod common;
 
@@ -65,6 +66,82 @@ fn dying_destination(frames: usize) -> (u16, std::thread::JoinHandle<usize>) {
         pages
     });
     (port, thread)
+}
+
+/// A fake destination that takes everything, the state included, answers
+/// *prepared*, takes the source's *go* and then drops the connection
+/// without answering (it died starting the VM, or started it and the
+/// network broke: the source cannot tell). With `go: false` it drops the
+/// connection instead of answering *prepared* (it died restoring).
+fn silent_destination(go: bool) -> (u16, std::thread::JoinHandle<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let thread = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let hello = Frame::read_from(&mut stream).unwrap();
+        assert!(matches!(hello, Frame::Hello(_)), "{hello:?}");
+        Frame::Ready.write_to(&mut stream).unwrap();
+        loop {
+            match Frame::read_from(&mut stream) {
+                Ok(Frame::State { .. }) => break,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        if !go {
+            return true;
+        }
+        Frame::Prepared.write_to(&mut stream).unwrap();
+        matches!(Frame::read_from(&mut stream), Ok(Frame::Go))
+    });
+    (port, thread)
+}
+
+/// Issue 12 point 5: two running copies of one VM (two writers on one
+/// disk) must never come out of a broken migration. A destination that
+/// dies after taking the whole state but before the source's *go* cannot
+/// have started the VM: the source runs on. Once the go has left, a lost
+/// answer leaves the source paused, with a message that says why, until
+/// it is resumed (which takes its disks and TAPs back) — then it goes on
+/// as before.
+#[test]
+fn a_lost_answer_after_the_go_leaves_the_source_paused_until_resumed() {
+    let accel = "emu";
+    let files = temp_dir("migrate-lost");
+    let out = files.join("serial.out");
+    let src = Instance::start("migrate-lost-src", &["--accel", accel]);
+    configure(&src, &files, accel, &out, false);
+    src.ok("PUT", "/actions", START);
+    wait_output(&out, 3);
+    // Died restoring: the go never left, the source runs on.
+    let (port, fake) = silent_destination(false);
+    src.bad(
+        "PUT",
+        "/ferrovisor/migrate",
+        Some(&migrate_body(port)),
+        "the migration stream broke",
+    );
+    assert!(fake.join().unwrap(), "the destination got the state");
+    assert_eq!(src.get("/")["state"], "Running");
+    // Lost after the go: paused until someone who knows resumes it.
+    let (port, fake) = silent_destination(true);
+    src.bad(
+        "PUT",
+        "/ferrovisor/migrate",
+        Some(&migrate_body(port)),
+        "may be running the VM",
+    );
+    assert!(fake.join().unwrap(), "the destination got the go");
+    assert_eq!(src.get("/")["state"], "Paused");
+    let seen = serial(&out).len();
+    assert!(seen < TEXT.len(), "the guest finished before the migration");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(serial(&out).len(), seen, "the paused source went on");
+    src.ok("PATCH", "/vm", r#"{"state": "Resumed"}"#);
+    let ended = src.wait(Duration::from_secs(120));
+    assert_eq!(ended.status, Some(DONE_STATUS), "stderr:\n{}", ended.stderr);
+    assert_eq!(serial(&out), TEXT);
+    let _ = std::fs::remove_dir_all(&files);
 }
 
 #[test]

@@ -531,6 +531,7 @@ impl Machine {
             saved,
             state,
             paused: false,
+            backends_handed_over: false,
             _terminal: terminal,
         };
         if start_paused {
@@ -607,6 +608,10 @@ struct Controller {
     saved: Vec<Arc<SavedVcpuState>>,
     state: Arc<SharedState>,
     paused: bool,
+    /// A migration handed the disks and TAPs over and then lost the
+    /// destination's answer ([`crate::migration::MigrationError::OutcomeUnknown`]):
+    /// a resume takes them back first.
+    backends_handed_over: bool,
     /// The terminal's raw mode, restored when the machine ends.
     _terminal: Option<RawTerminal>,
 }
@@ -810,7 +815,14 @@ impl Controller {
             .take()
             .ok_or(CommandError::Migration(MigrationError::Busy))?;
         let report = crate::migration::send(self, stream, &request.spec_json, &request.options)
-            .map_err(CommandError::Migration)?;
+            .map_err(|e| {
+                if matches!(e, MigrationError::OutcomeUnknown(_)) {
+                    // Paused, its disks and TAPs with the destination,
+                    // which may run the VM: an operator's resume decides.
+                    self.backends_handed_over = true;
+                }
+                CommandError::Migration(e)
+            })?;
         tracing::info!(?report, "the VM was migrated");
         *request.report.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
         Ok(())
@@ -819,6 +831,12 @@ impl Controller {
     fn resume(&mut self) {
         if !self.paused {
             return;
+        }
+        if std::mem::take(&mut self.backends_handed_over) {
+            tracing::warn!(
+                "resumed after a migration whose outcome is unknown: taking the disks and TAPs back"
+            );
+            self.machine.devices.retake_backends();
         }
         self.machine.devices.resume();
         if let Err(e) = self.machine.vm.resume_clock() {

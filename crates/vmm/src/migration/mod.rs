@@ -115,6 +115,17 @@ pub enum MigrationError {
     Refused(String),
     #[error("the destination could not restore the VM: {0}")]
     DestinationFailed(String),
+    /// The whole state reached the destination, then its answer did not:
+    /// it may be running the VM. Resuming here too would run the VM twice
+    /// on one disk, so the source stays paused with its disks and TAPs
+    /// handed over, for whoever knows (an orchestrator, an operator) to
+    /// resume it or end it.
+    #[error(
+        "the destination got the whole VM but its answer was lost ({0}): it may be running \
+         the VM, so this one stays paused with its disks and TAPs handed over; resume it \
+         (PATCH /vm Resumed, which takes them back) only if the destination is not running"
+    )]
+    OutcomeUnknown(String),
     #[error("the peer sent an unexpected {0} frame")]
     Unexpected(&'static str),
     #[error(

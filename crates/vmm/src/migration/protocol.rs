@@ -15,8 +15,12 @@
 //! pages, any number of rounds), then [`Frame::State`] (a snapshot state
 //! file's bytes, which carry their own version and checksum, and whether
 //! the destination resumes). Destination → source: [`Frame::Ready`] or
-//! [`Frame::Refused`] after the hello, [`Frame::Resumed`] or
-//! [`Frame::Failed`] after the state.
+//! [`Frame::Refused`] after the hello, [`Frame::Prepared`] (restored,
+//! not started) or [`Frame::Failed`] after the state; then the source
+//! commits with [`Frame::Go`], and the destination starts the VM and
+//! answers [`Frame::Resumed`] (or [`Frame::Failed`]). A destination never
+//! starts the VM without the go, so until the source sent it a broken
+//! connection leaves the VM to the source alone.
 
 use std::io::{Read, Write};
 
@@ -27,7 +31,7 @@ use crate::snapshot::SnapshotHeader;
 /// The first bytes of every frame.
 pub const FRAME_MAGIC: [u8; 4] = *b"FVMG";
 /// The protocol this build speaks. Bump it on any change of the frames.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Pages per [`Frame::Pages`] at most.
 pub const MAX_PAGES_PER_FRAME: usize = 256;
 /// Guest page size of the stream (the dirty log's).
@@ -99,6 +103,10 @@ pub enum Frame {
     Resumed,
     /// The destination could not restore the VM, and why.
     Failed(String),
+    /// The destination restored the VM and waits for [`Frame::Go`].
+    Prepared,
+    /// The source hands the VM over: the destination may start it.
+    Go,
 }
 
 const HELLO: u8 = 1;
@@ -108,6 +116,8 @@ const READY: u8 = 4;
 const REFUSED: u8 = 5;
 const RESUMED: u8 = 6;
 const FAILED: u8 = 7;
+const PREPARED: u8 = 8;
+const GO: u8 = 9;
 
 impl Frame {
     fn kind(&self) -> u8 {
@@ -119,6 +129,8 @@ impl Frame {
             Frame::Refused(_) => REFUSED,
             Frame::Resumed => RESUMED,
             Frame::Failed(_) => FAILED,
+            Frame::Prepared => PREPARED,
+            Frame::Go => GO,
         }
     }
 
@@ -132,6 +144,8 @@ impl Frame {
             Frame::Refused(_) => "refused",
             Frame::Resumed => "resumed",
             Frame::Failed(_) => "failed",
+            Frame::Prepared => "prepared",
+            Frame::Go => "go",
         }
     }
 
@@ -152,7 +166,7 @@ impl Frame {
                 p.extend_from_slice(file);
                 p
             }
-            Frame::Ready | Frame::Resumed => Vec::new(),
+            Frame::Ready | Frame::Resumed | Frame::Prepared | Frame::Go => Vec::new(),
             Frame::Refused(m) | Frame::Failed(m) => m.as_bytes().to_vec(),
         })
     }
@@ -187,6 +201,8 @@ impl Frame {
             REFUSED => Frame::Refused(text(payload)),
             RESUMED => Frame::Resumed,
             FAILED => Frame::Failed(text(payload)),
+            PREPARED => Frame::Prepared,
+            GO => Frame::Go,
             other => return Err(ProtocolError::UnknownKind(other)),
         })
     }
@@ -274,6 +290,8 @@ mod tests {
         round_trip(Frame::Refused("no".into()));
         round_trip(Frame::Resumed);
         round_trip(Frame::Failed("bad".into()));
+        round_trip(Frame::Prepared);
+        round_trip(Frame::Go);
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub struct Confirmation {
     out: BufWriter<TcpStream>,
 }
 
+/// How long a restored VM waits for the source's [`Frame::Go`].
+const GO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn stream_err(e: std::io::Error) -> MigrationError {
     MigrationError::Stream(ProtocolError::Io(e))
 }
@@ -94,16 +97,34 @@ impl Incoming {
             }
         };
         self.tell(Frame::Ready);
-        match self.take(config, hypervisor, mem) {
-            Ok((machine, resume)) => Ok(Received {
-                machine,
-                resume,
-                confirmation: Confirmation { out: self.out },
-            }),
+        let (machine, resume) = match self.take(config, hypervisor, mem) {
+            Ok(taken) => taken,
             Err(e) => {
                 self.tell(Frame::Failed(error_line(&e)));
-                Err(e)
+                return Err(e);
             }
+        };
+        // Restored, not started: the VM is the source's until its go.
+        self.tell(Frame::Prepared);
+        self.wait_for_go()?;
+        Ok(Received {
+            machine,
+            resume,
+            confirmation: Confirmation { out: self.out },
+        })
+    }
+
+    /// The source's commit. Without it (the connection broke, the source
+    /// said nothing for [`GO_TIMEOUT`]) the source keeps the VM and this
+    /// side must not start it.
+    fn wait_for_go(&mut self) -> Result<(), MigrationError> {
+        let stream = self.input.get_ref();
+        stream
+            .set_read_timeout(Some(GO_TIMEOUT))
+            .map_err(stream_err)?;
+        match Frame::read_from(&mut self.input).map_err(MigrationError::Stream)? {
+            Frame::Go => Ok(()),
+            other => Err(MigrationError::Unexpected(other.name())),
         }
     }
 

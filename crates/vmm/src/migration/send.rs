@@ -10,11 +10,20 @@
 //! 4. The VM is paused; the last dirty pages are sent; the disks and
 //!    TAPs are handed over (disks flushed and unlocked, TAPs detached:
 //!    the destination takes them as it restores); the state (vCPUs, VM, devices: a snapshot
-//!    state file) is sent; the destination restores and resumes the VM
-//!    and answers.
+//!    state file) is sent; the destination restores the VM, answers
+//!    *prepared*, and on the source's *go* starts it and answers
+//!    *resumed*.
 //!
 //! On any failure the disks and TAPs are taken back (if they were
-//! handed over), the VM is resumed (if this migration paused it) and the dirty log is turned off again (if this migration turned it on).
+//! handed over), the VM is resumed (if this migration paused it) and the
+//! dirty log is turned off again (if this migration turned it on) — but
+//! for one: the destination restores the VM without starting it and
+//! answers *prepared*; the source then sends *go*, and from there a lost
+//! answer (the connection broke, the destination said nothing in time)
+//! means the destination may be running the VM. The source then stays paused with its disks and TAPs
+//! handed over ([`MigrationError::OutcomeUnknown`]): two running copies of
+//! one VM would write one disk twice over; an explicit `Failed` from the
+//! destination (it did not start the VM) still resumes the source.
 
 use std::io::{BufWriter, Write};
 use std::net::TcpStream;
@@ -48,6 +57,17 @@ pub fn send(
         released = s.released;
         result
     });
+    if let Err(MigrationError::OutcomeUnknown(why)) = &result {
+        tracing::error!(
+            "migration outcome unknown ({why}): the VM stays paused with its disks and TAPs handed over"
+        );
+        if !had_log {
+            if let Err(e) = source.set_dirty_logging(false) {
+                tracing::warn!(error = %e, "cannot turn the dirty log off after a migration");
+            }
+        }
+        return result;
+    }
     if result.is_err() {
         if released {
             source.retake_backends();
@@ -170,10 +190,22 @@ impl Sender {
             resume: !was_paused,
             file: file.to_bytes().map_err(MigrationError::Format)?,
         })?;
+        // Until the go has left, the destination cannot start the VM:
+        // any failure up to there is safe to undo here.
         match self.answer()? {
-            Frame::Resumed => {}
+            Frame::Prepared => {}
             Frame::Failed(why) => return Err(MigrationError::DestinationFailed(why)),
             other => return Err(MigrationError::Unexpected(other.name())),
+        }
+        self.send(&Frame::Go)?;
+        self.send_flush()?;
+        let unknown = |why: String| MigrationError::OutcomeUnknown(why);
+        match self.answer() {
+            Ok(Frame::Resumed) => {}
+            // The destination says it did not start the VM.
+            Ok(Frame::Failed(why)) => return Err(MigrationError::DestinationFailed(why)),
+            Ok(other) => return Err(unknown(format!("an unexpected {} frame", other.name()))),
+            Err(e) => return Err(unknown(super::error_line(&e))),
         }
         self.report.downtime = paused.elapsed();
         self.report.total = self.started.elapsed();
