@@ -47,6 +47,19 @@ fn a_tiny_guest_moves_mid_run_without_a_gap() {
     }
 }
 
+/// The ticker on emu through the API, started and printing: its files'
+/// directory, serial output file and instance.
+fn running_ticker(name: &str) -> (std::path::PathBuf, std::path::PathBuf, Instance) {
+    let accel = "emu";
+    let files = temp_dir(&format!("migrate-{name}"));
+    let out = files.join("serial.out");
+    let src = Instance::start(&format!("migrate-{name}-src"), &["--accel", accel]);
+    configure(&src, &files, accel, &out, false);
+    src.ok("PUT", "/actions", START);
+    wait_output(&out, 3);
+    (files, out, src)
+}
+
 /// A fake destination: takes the hello, says ready, reads `frames` more
 /// frames and drops the connection (a destination that died).
 fn dying_destination(frames: usize) -> (u16, std::thread::JoinHandle<usize>) {
@@ -106,13 +119,7 @@ fn silent_destination(go: bool) -> (u16, std::thread::JoinHandle<bool>) {
 /// as before.
 #[test]
 fn a_lost_answer_after_the_go_leaves_the_source_paused_until_resumed() {
-    let accel = "emu";
-    let files = temp_dir("migrate-lost");
-    let out = files.join("serial.out");
-    let src = Instance::start("migrate-lost-src", &["--accel", accel]);
-    configure(&src, &files, accel, &out, false);
-    src.ok("PUT", "/actions", START);
-    wait_output(&out, 3);
+    let (files, out, src) = running_ticker("lost");
     // Died restoring: the go never left, the source runs on.
     let (port, fake) = silent_destination(false);
     src.bad(
@@ -146,13 +153,7 @@ fn a_lost_answer_after_the_go_leaves_the_source_paused_until_resumed() {
 
 #[test]
 fn the_source_runs_on_when_the_destination_dies_or_refuses() {
-    let accel = "emu";
-    let files = temp_dir("migrate-fail");
-    let out = files.join("serial.out");
-    let src = Instance::start("migrate-fail-src", &["--accel", accel]);
-    configure(&src, &files, accel, &out, false);
-    src.ok("PUT", "/actions", START);
-    wait_output(&out, 3);
+    let (files, out, src) = running_ticker("fail");
 
     // Nobody listens.
     src.bad(
