@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod acpi_pm;
+pub mod boot_timer;
 pub mod bus;
 pub mod clock;
 pub mod debug_exit;

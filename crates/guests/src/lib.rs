@@ -285,6 +285,21 @@ pub fn echo() -> Result<Program> {
     finish(a)
 }
 
+/// Signals Firecracker's boot timer (the byte 123 at 0xd000_0000, which
+/// Firecracker's test init writes once booted), prints "booted\n" on
+/// COM1 and exits through the debug-exit port with value 0.
+pub fn boot_timer_signal() -> Result<Program> {
+    let mut a = assembler()?;
+    let mut text = a.create_label();
+    a.mov(eax, 0xd000_0000u32)?;
+    a.mov(byte_ptr(rax), 123u32)?;
+    emit_print(&mut a, text)?;
+    a.xor(eax, eax)?;
+    emit_debug_exit_eax(&mut a)?;
+    emit_string_at(&mut a, &mut text, "booted\n")?;
+    finish(a)
+}
+
 /// Transmits `x` on COM1 forever, as fast as it can (without waiting for
 /// the transmitter: a guest that floods the console). Only vCPU 0 does
 /// so; the others halt.

@@ -25,6 +25,9 @@ use std::path::{Path, PathBuf};
 
 pub use args::{parse, Invocation, JailArgs};
 pub use error::{error_line, JailError};
+/// The clocks Firecracker's start times are in (`--start-time-us`,
+/// `--start-time-cpu-us`), which the boot timer counts from.
+pub use sys::{cpu_time_us, monotonic_us};
 
 /// When the jailer started (passed on as Firecracker's jailer does).
 struct StartTime {

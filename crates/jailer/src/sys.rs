@@ -181,7 +181,7 @@ pub fn prctl(option: libc::c_int, arg: libc::c_ulong) -> io::Result<()> {
     check(unsafe { libc::prctl(option, arg, 0, 0, 0) })
 }
 
-/// The calling thread's CPU time so far, in microseconds.
+/// The process's CPU time so far (all its threads), in microseconds.
 pub fn cpu_time_us() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

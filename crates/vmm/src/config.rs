@@ -120,6 +120,9 @@ pub struct MachineConfig {
     pub pit: bool,
     /// [`hv::VmConfig::pit_discards_lost_ticks`].
     pub pit_discards_lost_ticks: bool,
+    /// Firecracker's boot timer (`--boot-timer`) in the first virtio-mmio
+    /// window, the virtio devices one window further.
+    pub boot_timer: Option<devices::boot_timer::BootClock>,
     /// The CPU model and feature changes the vCPUs' CPUID shows.
     pub cpu: arch::cpu_model::CpuModel,
     /// A custom CPU template (`/cpu-config`): CPUID modifiers applied
@@ -285,6 +288,7 @@ impl MachineConfig {
             pc_testdev: false,
             pit: true,
             pit_discards_lost_ticks: false,
+            boot_timer: None,
             cpu: arch::cpu_model::CpuModel::default(),
             cpu_template: arch::cpu_template::CpuTemplate::default(),
             mmds: None,

@@ -168,6 +168,8 @@ pub fn machine_config(spec: &VmSpec, accel: Accel) -> Result<MachineConfig, Spec
         pc_testdev: ext.pc_testdev,
         pit: !ext.no_pit,
         pit_discards_lost_ticks: ext.pit_discards_lost_ticks,
+        // A process option (Firecracker's --boot-timer), not the VM's.
+        boot_timer: None,
         mmds: spec.mmds_config.as_ref().map(mmds_attach).transpose()?,
     })
 }

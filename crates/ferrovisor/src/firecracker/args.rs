@@ -44,7 +44,7 @@ pub struct FcArgs {
     pub no_seccomp: bool,
     /// `--seccomp-filter FILE`: seccompiler JSON filters, one per thread kind.
     pub seccomp_filter: Option<PathBuf>,
-    /// The process start time the jailer passes (accepted, unused yet).
+    /// The process start time the jailer passes: where `--boot-timer` counts from.
     pub start_time_us: Option<u64>,
     pub start_time_cpu_us: Option<u64>,
     pub parent_cpu_time_us: Option<u64>,

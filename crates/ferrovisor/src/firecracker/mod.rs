@@ -13,6 +13,7 @@ pub mod logger;
 pub mod metrics;
 pub mod snapshot;
 
+use devices::boot_timer::{BootClock, Timestamp};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::mpsc::channel;
@@ -50,7 +51,7 @@ options (Firecracker's, plus --accel):
   --metrics-path <path>    file or FIFO that FlushMetrics writes to
   --http-api-max-payload-size <bytes>   largest request body [default: 51200]
   --mmds-size-limit <bytes>             largest MMDS data store (JSON bytes) [default: the payload size]
-  --boot-timer             accepted (no boot timer device yet)
+  --boot-timer             log the guest's boot time when it writes 123 at 0xd0000000
   --enable-pci             virtio devices on PCI instead of virtio-mmio
   --enable-fork            start the fork helper: PUT /ferrovisor/fork forks the paused VM in place
   --trace <pattern>        KVM trace events to write (kvm_exit, kvm_pio,kvm_mmio, kvm_*; docs/TRACING.md)
@@ -73,6 +74,7 @@ fn fail(message: &str, status: u8) -> ExitCode {
 /// program name.
 pub fn main(argv: &[String]) -> ExitCode {
     let process_start = std::time::Instant::now();
+    let start_stamp = now_stamp();
     let fc = match args::parse(argv) {
         Ok(Invocation::Help) => {
             crate::out::stdout(HELP);
@@ -143,7 +145,15 @@ pub fn main(argv: &[String]) -> ExitCode {
         }
     };
     if fc.boot_timer {
-        tracing::warn!("--boot-timer: Ferrovisor has no boot timer device yet; ignored");
+        // From the jailer's start when it passed its times, as Firecracker.
+        let start = Timestamp {
+            wall_us: fc.start_time_us.unwrap_or(start_stamp.wall_us),
+            cpu_us: fc.start_time_cpu_us.unwrap_or(start_stamp.cpu_us),
+        };
+        let _ = BOOT_TIMER.set(BootClock {
+            start,
+            now: now_stamp,
+        });
     }
     tracing::info!(
         "Running Ferrovisor {} (Firecracker API {})",
@@ -192,9 +202,21 @@ fn read_config(path: &Path) -> Result<VmSpec, String> {
     Ok(spec)
 }
 
+/// `--boot-timer`'s clock, for the machine this process boots (not for a
+/// restored one: Firecracker's boot timer times boots only).
+static BOOT_TIMER: std::sync::OnceLock<BootClock> = std::sync::OnceLock::new();
+
+fn now_stamp() -> Timestamp {
+    Timestamp {
+        wall_us: jailer::monotonic_us(),
+        cpu_us: jailer::cpu_time_us(),
+    }
+}
+
 /// Builds the machine `spec` describes; its MMDS (if any) serves `mmds`.
 fn build(spec: &VmSpec, accel: Accel, mmds: &mmds::SharedMmds) -> Result<Machine, String> {
     let mut config = vmm::machine_config(spec, accel).map_err(|e| crate::error_line(&e))?;
+    config.boot_timer = BOOT_TIMER.get().copied();
     if let Some(attach) = config.mmds.as_mut() {
         attach.shared = mmds.clone();
     }

@@ -125,6 +125,14 @@ pub(crate) fn build(
         FW_CFG_SIZE,
         Arc::new(Mutex::new(fw_cfg)),
     )?;
+    if let Some(clock) = config.boot_timer {
+        buses.mmio.insert(
+            "boot-timer",
+            super::virtio::VIRTIO_MMIO_BASE,
+            super::virtio::VIRTIO_MMIO_SIZE,
+            Arc::new(Mutex::new(devices::boot_timer::BootTimer::new(clock))),
+        )?;
+    }
     if config.pc_testdev {
         buses.pio.insert(
             "pc-testdev",

@@ -49,10 +49,12 @@ pub(crate) fn mmio_slots(config: &MachineConfig) -> Result<Vec<(u64, u32)>, Mach
             max: VIRTIO_IRQS.len(),
         });
     }
+    // Firecracker's boot timer, when asked for, holds the first window.
+    let first = u64::from(config.boot_timer.is_some());
     Ok((0..count)
         .map(|i| {
             (
-                VIRTIO_MMIO_BASE + i as u64 * VIRTIO_MMIO_SIZE,
+                VIRTIO_MMIO_BASE + (first + i as u64) * VIRTIO_MMIO_SIZE,
                 VIRTIO_IRQS[i],
             )
         })
