@@ -19,6 +19,16 @@ fn main() {
         return;
     }
     println!("cargo::rerun-if-changed={path}");
+    // The link arguments name the file, not its content: an environment
+    // variable of the list's digest makes a new list relink the binary.
+    let digest = std::fs::read(&path)
+        .map(|bytes| {
+            bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            })
+        })
+        .unwrap_or(0);
+    println!("cargo::rustc-env=FERROVISOR_STARTUP_ORDER_DIGEST={digest:016x}");
     println!("cargo::rustc-link-arg-bin=ferrovisor=-Wl,--symbol-ordering-file={path}");
     println!("cargo::rustc-link-arg-bin=ferrovisor=-Wl,--no-warn-symbol-ordering");
 }
