@@ -196,7 +196,17 @@ fn the_fastest_timers_cost_bounded_host_cpu_and_memory() {
                     // timer thread too (on kvm each of its interrupts is an
                     // ioctl and its acknowledgement two port exits: 0.65
                     // cores measured), so it gets the vCPU's one core.
-                    let max_cores = if timer == Timer::Rtc { 1.0 } else { 0.5 };
+                    // On kvm the timers and their injection are the host
+                    // kernel's: each interrupt costs what the (nested,
+                    // software) KVM makes it cost, 0.2 to 0.97 cores at
+                    // this rate depending on the host's load, so there the
+                    // bound is the vCPU's core (as for the re-armed timers
+                    // below) and the rate above.
+                    let max_cores = match (accel, timer) {
+                        ("emu", Timer::Rtc) => 1.0,
+                        ("emu", _) => 0.5,
+                        _ => 1.25,
+                    };
                     assert!(run.usage.cores < max_cores, "{what}: {}", run.usage);
                 }
                 Timer::LapicOneShotRearmed | Timer::TscDeadlinePast => {
