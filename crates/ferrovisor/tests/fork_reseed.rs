@@ -27,15 +27,7 @@ const RESEED: &str = "crng reseeded due to virtual machine fork";
 fn generic_kernel() -> Option<PathBuf> {
     let path = match std::env::var_os("FERROVISOR_GUEST_GENERIC_KERNEL") {
         Some(p) => PathBuf::from(p),
-        None => {
-            let cache = std::env::var_os("FERROVISOR_CACHE")
-                .map(PathBuf::from)
-                .or_else(|| {
-                    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ferrovisor"))
-                })
-                .unwrap_or_else(|| PathBuf::from("/nonexistent"));
-            cache.join("guest-generic/vmlinuz-generic")
-        }
+        None => common::cache_dir().join("guest-generic/vmlinuz-generic"),
     };
     if path.is_file() {
         return Some(path);

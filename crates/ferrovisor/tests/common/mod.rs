@@ -26,18 +26,18 @@ pub struct Guest {
     pub initrd: PathBuf,
 }
 
+/// The test guests' cache: `FERROVISOR_CACHE`, else ~/.cache/ferrovisor.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("FERROVISOR_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ferrovisor")))
+        .unwrap_or_else(|| PathBuf::from("/nonexistent"))
+}
+
 pub fn guest() -> Option<Guest> {
     let dir = match std::env::var_os("FERROVISOR_GUEST_DIR") {
         Some(dir) => PathBuf::from(dir),
-        None => {
-            let cache = std::env::var_os("FERROVISOR_CACHE")
-                .map(PathBuf::from)
-                .or_else(|| {
-                    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ferrovisor"))
-                })
-                .unwrap_or_else(|| PathBuf::from("/nonexistent"));
-            cache.join("guest")
-        }
+        None => cache_dir().join("guest"),
     };
     let guest = Guest {
         kernel: dir.join("vmlinuz"),
