@@ -15,6 +15,7 @@
 
 use super::virtio::Slot;
 use super::*;
+use crate::{CODE_SELECTOR, IOAPIC, LAPIC, LAPIC_EOI, LAPIC_SVR};
 
 /// The handler prints one `.` per this many interrupts.
 pub const IRQS_PER_DOT: u64 = 1024;
@@ -47,17 +48,11 @@ impl Timer {
     ];
 }
 
-const LAPIC: u64 = 0xfee0_0000;
-const LAPIC_EOI: u64 = LAPIC + 0xb0;
-const LAPIC_SVR: u64 = LAPIC + 0xf0;
 const LAPIC_LVT_TIMER: u64 = LAPIC + 0x320;
 const LAPIC_TIMER_INITIAL: u64 = LAPIC + 0x380;
 const LAPIC_TIMER_DIVIDE: u64 = LAPIC + 0x3e0;
 const IA32_TSC_DEADLINE: u32 = 0x6e0;
-const IOAPIC: u64 = 0xfec0_0000;
 const VECTOR: u32 = 0x40;
-/// The boot GDT's 64-bit code selector (see arch::mode).
-const CODE_SELECTOR: u32 = 0x10;
 const IDT: u64 = 0x30_0000;
 const IDTR: u64 = IDT + 0x1000;
 /// Interrupts taken (u64).

@@ -246,6 +246,15 @@ pub fn rtc_date() -> Result<Program> {
     finish(a)
 }
 
+/// The local APIC's MMIO page and the registers the guests use.
+pub(crate) const LAPIC: u64 = 0xfee0_0000;
+pub(crate) const LAPIC_EOI: u64 = LAPIC + 0xb0;
+pub(crate) const LAPIC_SVR: u64 = LAPIC + 0xf0;
+/// The I/O APIC's MMIO page.
+pub(crate) const IOAPIC: u64 = 0xfec0_0000;
+/// The boot GDT's 64-bit code selector (see arch::mode).
+pub(crate) const CODE_SELECTOR: u32 = 0x10;
+
 pub mod demo;
 pub mod gdb_target;
 pub mod hostile;

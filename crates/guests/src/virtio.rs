@@ -31,6 +31,7 @@
 //! fails prints `virtio: check N failed` (N in hex) and exits with N.
 
 use super::*;
+use crate::{CODE_SELECTOR, IOAPIC, LAPIC_EOI, LAPIC_SVR};
 
 /// The debug-exit value of a driver that saw everything it expected (the
 /// machine's exit status is then `EXIT_OK << 1 | 1`).
@@ -99,16 +100,10 @@ const DEVICE_ENTROPY: u32 = 4;
 /// The queue size the driver uses (a power of two the devices accept).
 const QUEUE_SIZE: u32 = 8;
 
-const LAPIC: u64 = 0xfee0_0000;
-const LAPIC_EOI: u64 = LAPIC + 0xb0;
-const LAPIC_SVR: u64 = LAPIC + 0xf0;
-const IOAPIC: u64 = 0xfec0_0000;
 /// IOREGSEL / IOWIN offsets from the IOAPIC base.
 const IOAPIC_WINDOW: i32 = 0x10;
 /// The vector the device's interrupt is routed to.
 const VECTOR: u8 = 0x30;
-/// The boot GDT's 64-bit code selector (see arch::mode).
-const CODE_SELECTOR: u32 = 0x10;
 
 // Guest RAM the driver uses (identity-mapped, above the program at
 // LOAD_ADDR and zero at boot).
