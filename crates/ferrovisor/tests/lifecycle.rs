@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::firecracker::{serial, wait_line, Instance};
+use common::firecracker::{complete_lines, serial, wait_line, Instance};
 
 const START: &str = r#"{"action_type": "InstanceStart"}"#;
 
@@ -110,8 +110,7 @@ fn lifecycle(name: &str, extra: &[&str]) {
     // A line being written when the vCPU stopped may still be in flight.
     std::thread::sleep(Duration::from_millis(200));
     let before = serial(&out);
-    let last_before = before
-        .lines()
+    let last_before = complete_lines(&before)
         .rfind(|l| l.starts_with("tick="))
         .unwrap()
         .to_string();

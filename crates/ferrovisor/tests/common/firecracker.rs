@@ -92,12 +92,18 @@ pub fn serial(path: &Path) -> String {
         .replace('\r', "")
 }
 
-/// Waits until the serial output in `path` has a line for which `want`
-/// holds; returns that line.
+/// The lines of `text` that have their end: the last one may still be
+/// being written by the guest.
+pub fn complete_lines(text: &str) -> std::str::Lines<'_> {
+    text[..text.rfind('\n').map_or(0, |end| end + 1)].lines()
+}
+
+/// Waits until the serial output in `path` has a complete line for which
+/// `want` holds; returns that line.
 pub fn wait_line(path: &Path, timeout: Duration, want: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(line) = serial(path).lines().find(|l| want(l)) {
+        if let Some(line) = complete_lines(&serial(path)).find(|l| want(l)) {
             return line.to_string();
         }
         assert!(
