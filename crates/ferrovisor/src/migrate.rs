@@ -65,13 +65,13 @@ pub(crate) fn receive(args: &ReceiveArgs) -> ExitCode {
         Ok(addr) => eprintln!("ferrovisor: waiting for a migration on {addr}"),
         Err(e) => return crate::fail(&format!("cannot listen on {}: {e}", args.listen), 1),
     }
-    let (spec, running) = match take(&listener, args.accel) {
+    let (spec, running, mmds) = match take(&listener, args.accel) {
         Ok(taken) => taken,
         Err(message) => return crate::fail(&format!("the migration failed: {message}"), 1),
     };
     drop(listener);
     match &args.api_sock {
-        Some(path) => crate::firecracker::serve_running(path, spec, running),
+        Some(path) => crate::firecracker::serve_running(path, spec, running, mmds),
         None => {
             crate::signals::attach(running.handle());
             if let Err(message) = crate::seccomp::enter_main() {
@@ -82,11 +82,13 @@ pub(crate) fn receive(args: &ReceiveArgs) -> ExitCode {
     }
 }
 
-/// Receives the VM, starts it and tells the source.
+/// Receives the VM, starts it and tells the source; returns the MMDS
+/// its network devices answer from (the source's store and tokens), if
+/// it has one.
 fn take(
     listener: &TcpListener,
     accel: Accel,
-) -> Result<(api::VmSpec, vmm::RunningMachine), String> {
+) -> Result<(api::VmSpec, vmm::RunningMachine, Option<mmds::SharedMmds>), String> {
     let incoming = Incoming::accept(listener).map_err(|e| crate::error_line(&e))?;
     let hello = incoming.hello().clone();
     let built = (|| {
@@ -111,6 +113,7 @@ fn take(
             return Err(message);
         }
     };
+    let mmds = config.mmds.as_ref().map(|m| m.shared.clone());
     let received = incoming
         .receive(&config, hypervisor)
         .map_err(|e| crate::error_line(&e))?;
@@ -118,7 +121,7 @@ fn take(
         Ok(running) => {
             received.confirmation.confirm(Ok(()));
             tracing::info!(resumed = received.resume, "the migrated VM runs here");
-            Ok((spec, running))
+            Ok((spec, running, mmds))
         }
         Err(e) => {
             let message = crate::error_line(&e);

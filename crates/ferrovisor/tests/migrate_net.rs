@@ -267,3 +267,124 @@ fn a_migration_that_fails_after_the_handover_leaves_the_source_its_tap_and_disk(
     assert_eq!(&image[3 * 512..3 * 512 + 22], b"after-failed-migration");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The MMDS moves with the VM: the guest takes a V2 session token on the
+/// source and keeps reading the store with it on the destination, whose
+/// API (`migrate-receive --api-sock`) serves the store the guest reads.
+#[test]
+fn the_mmds_store_and_its_sessions_move_with_the_vm() {
+    let Some(guest) = common::guest() else {
+        return;
+    };
+    let Some(ns) = Netns::new("migrate-mmds", TAP, None) else {
+        return;
+    };
+    let dir = temp_dir("migrate-mmds-files");
+    let out = dir.join("serial.out");
+    let dst_sock = dir.join("dst.sock");
+    let get = |t: &str, key: &str| {
+        format!(
+            "wget -q -O - --header \"X-metadata-token: {t}\" \
+             http://169.254.169.254/latest/meta-data/{key}"
+        )
+    };
+    let script = format!(
+        "echo 1 > /proc/sys/net/ipv6/conf/eth0/disable_ipv6 2>/dev/null; \
+         ip addr add 169.254.0.2/16 dev eth0 && ip link set eth0 up; \
+         T=$(printf 'PUT /latest/api/token HTTP/1.0\\r\\nX-metadata-token-ttl-seconds: 600\\r\\n\\r\\n' \
+             | nc 169.254.169.254 80 | tail -n 1); \
+         i=0; while [ $i -lt 400 ]; do i=$((i+1)); w=$({}); echo where=$w; \
+           [ \"$w\" = destination ] && break; sleep 0.3; done; \
+         echo ami=$({}); {} >/dev/null 2>&1; echo without-token=$?",
+        get("$T", "where"),
+        get("$T", "ami-id"),
+        get("x", "ami-id"),
+    );
+    let src = Instance::start_via(
+        "migrate-mmds-src",
+        &ns.wrapper(),
+        &["--accel", "emu", "--mmds-size-limit", "4096"],
+    );
+    src.put_linux_boot(&guest, &script);
+    src.ok(
+        "PUT",
+        "/machine-config",
+        r#"{"vcpu_count": 1, "mem_size_mib": 256}"#,
+    );
+    src.ok(
+        "PUT",
+        "/serial",
+        &format!(r#"{{"serial_out_path": "{}"}}"#, out.display()),
+    );
+    src.ok(
+        "PUT",
+        "/network-interfaces/eth0",
+        &format!(r#"{{"iface_id": "eth0", "host_dev_name": "{TAP}"}}"#),
+    );
+    src.ok(
+        "PUT",
+        "/mmds/config",
+        r#"{"network_interfaces": ["eth0"], "version": "V2"}"#,
+    );
+    src.ok(
+        "PUT",
+        "/mmds",
+        r#"{"latest": {"meta-data": {"ami-id": "ami-12345678", "where": "source"}}}"#,
+    );
+    let port = free_port();
+    let dst = Destination::start_via(
+        &ns.wrapper(),
+        port,
+        &["--api-sock", dst_sock.to_str().unwrap()],
+    );
+    src.ok("PUT", "/actions", r#"{"action_type": "InstanceStart"}"#);
+    wait_line(&out, common::BOOT_TIMEOUT, |l| l == "where=source");
+    migrate(&src, port);
+    let ended = src.wait(Duration::from_secs(30));
+    assert_eq!(ended.status, Some(0), "source stderr:\n{}", ended.stderr);
+
+    // The destination's API serves the store the source had, and what it
+    // changes reaches the guest, which still holds its token.
+    // (Its socket is bound once the VM runs there: just after the
+    // source's answer.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut client = loop {
+        match api::client::Client::connect(&dst_sock) {
+            Ok(c) => break c,
+            Err(e) if std::time::Instant::now() > deadline => panic!("the destination's API: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let r = client.request("GET", "/mmds", None).unwrap();
+    let store: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(store["latest"]["meta-data"]["ami-id"], "ami-12345678");
+    let r = client
+        .request(
+            "PATCH",
+            "/mmds",
+            Some(r#"{"latest": {"meta-data": {"where": "destination"}}}"#),
+        )
+        .unwrap();
+    assert_eq!(r.status, 204, "{}", r.body);
+    let (status, stderr) = dst.wait(common::BOOT_TIMEOUT);
+    let console = serial(&out);
+    assert_eq!(
+        status,
+        Some(0),
+        "destination stderr:\n{stderr}\nserial:\n{console}"
+    );
+    let reads: Vec<&str> = console
+        .lines()
+        .filter_map(|l| l.strip_prefix("where="))
+        .collect();
+    assert_eq!(reads.last(), Some(&"destination"), "{console}");
+    assert!(
+        reads.iter().all(|w| *w == "source" || *w == "destination"),
+        "a read failed across the migration:\n{console}"
+    );
+    for want in ["ami=ami-12345678", "without-token=1"] {
+        assert!(console.contains(want), "{want} in:\n{console}");
+    }
+    assert_eq!(ns.tap_stat("rx_packets"), 0, "MMDS frames reached the TAP");
+    let _ = std::fs::remove_dir_all(&dir);
+}

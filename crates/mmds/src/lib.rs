@@ -6,6 +6,8 @@
 //! - [`token`]: the V2 session tokens (`PUT /latest/api/token`).
 //! - [`http`]: the guest's HTTP requests and Firecracker's answers (IMDS
 //!   text or JSON, 401 without a token in V2, 404, 405, 501...).
+//! - [`saved`]: the store and the live tokens as a live migration carries
+//!   them to another process.
 //! - [`wire`], [`tcp`], [`stack`]: the minimal Ethernet/ARP/IPv4/TCP stack
 //!   a network device puts on its transmit path: frames for the MMDS
 //!   address are answered inside the VMM and never reach the host.
@@ -17,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod http;
+pub mod saved;
 pub mod stack;
 pub mod store;
 pub mod tcp;
@@ -26,6 +29,7 @@ pub mod wire;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
+pub use saved::{SavedMmds, SavedMmdsError};
 pub use stack::{Stack, StackConfig};
 pub use store::{DataStore, StoreError};
 

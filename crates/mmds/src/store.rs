@@ -130,6 +130,11 @@ impl DataStore {
         Ok(())
     }
 
+    /// Whether a `PUT /mmds` gave the store its contents.
+    pub fn initialized(&self) -> bool {
+        self.initialized
+    }
+
     /// `GET /mmds`: the contents, `{}` before the first PUT.
     pub fn contents(&self) -> Value {
         if self.initialized {

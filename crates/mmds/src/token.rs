@@ -107,6 +107,24 @@ impl TokenAuthority {
             .any(|(t, expiry)| same(t, token) && *expiry > now)
     }
 
+    /// The tokens live at `now` and the time each has left.
+    pub fn live(&self, now: Instant) -> impl Iterator<Item = (&str, Duration)> {
+        self.tokens
+            .iter()
+            .filter(|(_, expiry)| *expiry > now)
+            .map(move |(t, expiry)| {
+                // Tokens are hex text (made by `generate`, checked by `replace`).
+                (std::str::from_utf8(t).unwrap_or_default(), *expiry - now)
+            })
+    }
+
+    /// Replaces the tokens with `tokens` (text and expiry), at most
+    /// [`MAX_TOKENS`] of them (the caller checked their form).
+    pub(crate) fn replace(&mut self, mut tokens: Vec<([u8; TOKEN_LEN], Instant)>) {
+        tokens.truncate(MAX_TOKENS);
+        self.tokens = tokens;
+    }
+
     /// Tokens kept (live or not yet purged).
     pub fn len(&self) -> usize {
         self.tokens.len()

@@ -179,6 +179,9 @@ pub struct Machine {
     /// the userfaultfd and the watched connection, kept while the
     /// machine lives.
     page_server: Option<crate::snapshot::PageServerLink>,
+    /// The MMDS the network devices answer from (a live migration
+    /// carries its store and tokens).
+    mmds: Option<mmds::SharedMmds>,
 }
 
 impl Machine {
@@ -402,6 +405,7 @@ impl Machine {
             dirty_log: log_dirty,
             cpu_fingerprint: String::new(),
             page_server: None,
+            mmds: config.mmds.as_ref().map(|m| m.shared.clone()),
         })
     }
 
@@ -978,5 +982,11 @@ impl crate::migration::Source for Controller {
 
     fn retake_backends(&mut self) {
         self.machine.devices.retake_backends();
+    }
+
+    fn mmds(&self) -> Option<mmds::SavedMmds> {
+        let shared = self.machine.mmds.as_ref()?;
+        let mmds = shared.lock().unwrap_or_else(|p| p.into_inner());
+        Some(mmds.save(std::time::Instant::now()))
     }
 }

@@ -388,6 +388,7 @@ pub(crate) fn serve_running(
     api_sock: &Path,
     spec: VmSpec,
     running: vmm::RunningMachine,
+    mmds: Option<mmds::SharedMmds>,
 ) -> ExitCode {
     let server = match ApiServer::bind(api_sock, ServerConfig::default()) {
         Ok(s) => s,
@@ -395,14 +396,12 @@ pub(crate) fn serve_running(
     };
     let _socket = SocketFile(api_sock);
     let (start_tx, _) = channel();
-    let controller = Arc::new(Controller::new(
-        "anonymous-instance",
-        spec,
-        true,
-        None,
-        None,
-        start_tx,
-    ));
+    let mut controller = Controller::new("anonymous-instance", spec, true, None, None, start_tx);
+    if let Some(shared) = mmds {
+        // `/mmds` serves the store the guest reads.
+        controller = controller.with_mmds(shared);
+    }
+    let controller = Arc::new(controller);
     controller.set_machine(running.handle());
     controller.set_live(running.live_stats());
     if let Err(e) = server.serve(controller.clone()) {

@@ -154,6 +154,8 @@ pub enum MigrationError {
     Format(SnapshotFormatError),
     #[error(transparent)]
     Snapshot(SnapshotError),
+    #[error("the MMDS the source sent is refused")]
+    Mmds(#[source] mmds::SavedMmdsError),
     #[error("cannot build the machine")]
     Machine(#[source] Box<crate::MachineError>),
 }
@@ -179,6 +181,8 @@ pub trait Source {
     /// Takes them back: the migration failed after
     /// [`Source::release_backends`].
     fn retake_backends(&mut self);
+    /// The MMDS's store and live session tokens, when the VM has one.
+    fn mmds(&self) -> Option<mmds::SavedMmds>;
 }
 
 /// Connects to a destination: `tcp:HOST:PORT` (or `tcp://HOST:PORT`).

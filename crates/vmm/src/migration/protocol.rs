@@ -12,9 +12,10 @@
 //! Source → destination: [`Frame::Hello`] (protocol version, the snapshot
 //! header — accelerator, CPU model, memory layout — and the VM
 //! description), then [`Frame::Pages`] (guest-physical address and whole
-//! pages, any number of rounds), then [`Frame::State`] (a snapshot state
-//! file's bytes, which carry their own version and checksum, and whether
-//! the destination resumes). Destination → source: [`Frame::Ready`] or
+//! pages, any number of rounds), then [`Frame::Mmds`] (the MMDS's store
+//! and live session tokens, when the VM has an MMDS) and [`Frame::State`]
+//! (a snapshot state file's bytes, which carry their own version and
+//! checksum, and whether the destination resumes). Destination → source: [`Frame::Ready`] or
 //! [`Frame::Refused`] after the hello, [`Frame::Prepared`] (restored,
 //! not started) or [`Frame::Failed`] after the state; then the source
 //! commits with [`Frame::Go`], and the destination starts the VM and
@@ -31,7 +32,7 @@ use crate::snapshot::SnapshotHeader;
 /// The first bytes of every frame.
 pub const FRAME_MAGIC: [u8; 4] = *b"FVMG";
 /// The protocol this build speaks. Bump it on any change of the frames.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Pages per [`Frame::Pages`] at most.
 pub const MAX_PAGES_PER_FRAME: usize = 256;
 /// Guest page size of the stream (the dirty log's).
@@ -95,6 +96,8 @@ pub enum Frame {
         resume: bool,
         file: Vec<u8>,
     },
+    /// The MMDS's store and live session tokens (JSON), before the state.
+    Mmds(mmds::SavedMmds),
     /// The destination takes the VM.
     Ready,
     /// The destination does not take the VM, and why.
@@ -118,6 +121,7 @@ const RESUMED: u8 = 6;
 const FAILED: u8 = 7;
 const PREPARED: u8 = 8;
 const GO: u8 = 9;
+const MMDS: u8 = 10;
 
 impl Frame {
     fn kind(&self) -> u8 {
@@ -131,6 +135,7 @@ impl Frame {
             Frame::Failed(_) => FAILED,
             Frame::Prepared => PREPARED,
             Frame::Go => GO,
+            Frame::Mmds(_) => MMDS,
         }
     }
 
@@ -146,6 +151,7 @@ impl Frame {
             Frame::Failed(_) => "failed",
             Frame::Prepared => "prepared",
             Frame::Go => "go",
+            Frame::Mmds(_) => "mmds",
         }
     }
 
@@ -165,6 +171,9 @@ impl Frame {
                 p.push(u8::from(*resume));
                 p.extend_from_slice(file);
                 p
+            }
+            Frame::Mmds(saved) => {
+                serde_json::to_vec(saved).map_err(|e| ProtocolError::Decode(e.to_string()))?
             }
             Frame::Ready | Frame::Resumed | Frame::Prepared | Frame::Go => Vec::new(),
             Frame::Refused(m) | Frame::Failed(m) => m.as_bytes().to_vec(),
@@ -203,6 +212,10 @@ impl Frame {
             FAILED => Frame::Failed(text(payload)),
             PREPARED => Frame::Prepared,
             GO => Frame::Go,
+            MMDS => Frame::Mmds(
+                serde_json::from_slice(&payload)
+                    .map_err(|e| ProtocolError::Decode(format!("the MMDS: {e}")))?,
+            ),
             other => return Err(ProtocolError::UnknownKind(other)),
         })
     }
@@ -292,6 +305,14 @@ mod tests {
         round_trip(Frame::Failed("bad".into()));
         round_trip(Frame::Prepared);
         round_trip(Frame::Go);
+        round_trip(Frame::Mmds(mmds::SavedMmds {
+            limit: 100,
+            data: Some(serde_json::json!({"latest": {"a": [1, "b"]}})),
+            tokens: vec![mmds::saved::SavedToken {
+                token: "0123456789abcdef0123456789abcdef".into(),
+                ms_left: 1500,
+            }],
+        }));
     }
 
     #[test]

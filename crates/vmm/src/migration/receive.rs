@@ -162,6 +162,7 @@ impl Incoming {
         mem: GuestMemoryMmap,
     ) -> Result<(Machine, bool), MigrationError> {
         let mut pages = 0u64;
+        let mut carried_mmds = None;
         let (resume, bytes) = loop {
             match Frame::read_from(&mut self.input).map_err(MigrationError::Stream)? {
                 Frame::Pages { gpa, data } => {
@@ -175,6 +176,7 @@ impl Incoming {
                         .map_err(MigrationError::Memory)?;
                     pages += len / super::protocol::PAGE_SIZE as u64;
                 }
+                Frame::Mmds(saved) => carried_mmds = Some(saved),
                 Frame::State { resume, file } => break (resume, file),
                 other => return Err(MigrationError::Unexpected(other.name())),
             }
@@ -186,6 +188,20 @@ impl Incoming {
             ));
         }
         tracing::info!(pages, "migration: memory received");
+        match (carried_mmds, &config.mmds) {
+            (Some(saved), Some(attach)) => attach
+                .shared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .restore(&saved, std::time::Instant::now())
+                .map_err(MigrationError::Mmds)?,
+            (Some(_), None) => {
+                return Err(MigrationError::Incompatible(
+                    "the source sent an MMDS, and the VM description has none".into(),
+                ))
+            }
+            (None, _) => {}
+        }
         let machine = Machine::restore_with_memory(config, hypervisor, &file, mem, false, resume)
             .map_err(MigrationError::Snapshot)?;
         Ok((machine, resume))

@@ -181,11 +181,15 @@ impl Sender {
             .collect();
         self.report.last_round_bytes = self.send_dirty(source, &merged)?;
         let file = source.state(spec_json)?;
+        let mmds = source.mmds();
         // The destination opens the disks and TAPs as it restores: hand
         // them over (disks flushed and unlocked, TAPs detached) first.
         self.send_flush()?;
         source.release_backends()?;
         self.released = true;
+        if let Some(mmds) = mmds {
+            self.send(&Frame::Mmds(mmds))?;
+        }
         self.send(&Frame::State {
             resume: !was_paused,
             file: file.to_bytes().map_err(MigrationError::Format)?,
