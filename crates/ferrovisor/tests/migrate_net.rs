@@ -73,6 +73,19 @@ fn script() -> String {
 /// A 1-vCPU, 256 MiB Linux guest running `script`, its serial in `out`,
 /// with `disk` as a writable drive and the namespace's TAP.
 fn configure(vm: &Instance, guest: &common::Guest, script: &str, out: &Path, disk: &Path) {
+    configure_diskless(vm, guest, script, out);
+    vm.ok(
+        "PUT",
+        "/drives/data",
+        &format!(
+            r#"{{"drive_id": "data", "path_on_host": "{}", "is_root_device": false, "is_read_only": false}}"#,
+            disk.display()
+        ),
+    );
+}
+
+/// [`configure`] without the disk.
+fn configure_diskless(vm: &Instance, guest: &common::Guest, script: &str, out: &Path) {
     vm.put_linux_boot(guest, script);
     vm.ok(
         "PUT",
@@ -83,14 +96,6 @@ fn configure(vm: &Instance, guest: &common::Guest, script: &str, out: &Path, dis
         "PUT",
         "/serial",
         &format!(r#"{{"serial_out_path": "{}"}}"#, out.display()),
-    );
-    vm.ok(
-        "PUT",
-        "/drives/data",
-        &format!(
-            r#"{{"drive_id": "data", "path_on_host": "{}", "is_root_device": false, "is_read_only": false}}"#,
-            disk.display()
-        ),
     );
     vm.ok(
         "PUT",
@@ -305,22 +310,7 @@ fn the_mmds_store_and_its_sessions_move_with_the_vm() {
         &ns.wrapper(),
         &["--accel", "emu", "--mmds-size-limit", "4096"],
     );
-    src.put_linux_boot(&guest, &script);
-    src.ok(
-        "PUT",
-        "/machine-config",
-        r#"{"vcpu_count": 1, "mem_size_mib": 256}"#,
-    );
-    src.ok(
-        "PUT",
-        "/serial",
-        &format!(r#"{{"serial_out_path": "{}"}}"#, out.display()),
-    );
-    src.ok(
-        "PUT",
-        "/network-interfaces/eth0",
-        &format!(r#"{{"iface_id": "eth0", "host_dev_name": "{TAP}"}}"#),
-    );
+    configure_diskless(&src, &guest, &script, &out);
     src.ok(
         "PUT",
         "/mmds/config",

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::store::{DataStore, StoreError};
-use crate::token::{TokenAuthority, MAX_TOKENS, MAX_TTL_SECONDS, TOKEN_LEN};
+use crate::token::{MAX_TOKENS, MAX_TTL_SECONDS, TOKEN_LEN};
 use crate::Mmds;
 
 /// The MMDS as it travels (JSON: the store is any JSON value).

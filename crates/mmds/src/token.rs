@@ -111,7 +111,7 @@ impl TokenAuthority {
     pub fn live(&self, now: Instant) -> impl Iterator<Item = (&str, Duration)> {
         self.tokens
             .iter()
-            .filter(|(_, expiry)| *expiry > now)
+            .filter(move |(_, expiry)| *expiry > now)
             .map(move |(t, expiry)| {
                 // Tokens are hex text (made by `generate`, checked by `replace`).
                 (std::str::from_utf8(t).unwrap_or_default(), *expiry - now)
