@@ -1,7 +1,9 @@
-//! `ferrovisor fork`: N clones of a snapshot, each a `ferrovisor restore`
-//! process of its own with `--new-vmgenid` and its identity. They map the
-//! same memory file MAP_PRIVATE, so they share its pages (the host's page
-//! cache) until they write them.
+//! `ferrovisor fork`: N clones of a snapshot, each a process of its own
+//! restoring it as `ferrovisor restore --new-vmgenid` would, with its
+//! identity. The clones are forked from this process, not executed: they
+//! share its relocated binary, libraries and the state file it read once,
+//! copy-on-write, as they share the memory file they map MAP_PRIVATE (the
+//! host's page cache) until they write its pages.
 //!
 //! Per-clone values are templates: `{n}` is the clone's index (0..N),
 //! `{n:02x}` the same in two hex digits (for MACs). The parent waits for
@@ -12,13 +14,16 @@
 //! 0 if they all did, else the first failing status. A clone that ends
 //! before it is ready makes the parent stop the others and fail.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, PipeReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::Instant;
 
-use crate::snapshot_cli::READY_MARKER;
+use jailer::process::Forked;
+use vmm::snapshot::SnapshotFile;
+
+use crate::snapshot_cli::{RestoreArgs, READY_MARKER};
 
 /// The most clones one command starts.
 pub(crate) const MAX_CLONES: u32 = 1024;
@@ -70,7 +75,7 @@ pub(crate) struct ForkArgs {
 pub(crate) use api::fork::expand;
 
 /// The `restore` arguments of clone `n`.
-fn clone_args(args: &ForkArgs, n: u32, new_vmgenid: bool) -> Result<Vec<String>, String> {
+fn clone_args(args: &ForkArgs, n: u32, new_vmgenid: bool) -> Result<RestoreArgs, String> {
     let mut v: Vec<String> = vec![
         "restore".into(),
         "--snapshot".into(),
@@ -120,7 +125,7 @@ fn clone_args(args: &ForkArgs, n: u32, new_vmgenid: bool) -> Result<Vec<String>,
             v.push(expand(t, n));
         }
     }
-    Ok(v)
+    crate::snapshot_cli::parse_restore(&v).map_err(|e| format!("clone {n}: {e}"))
 }
 
 /// What a clone's output reader reports.
@@ -130,22 +135,8 @@ enum Event {
     Closed { n: u32 },
 }
 
-fn spawn(args: &ForkArgs, n: u32, new_vmgenid: bool) -> Result<Child, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find ferrovisor: {e}"))?;
-    Command::new(exe)
-        .args(clone_args(args, n, new_vmgenid)?)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start clone {n}: {e}"))
-}
-
 /// Reads clone `n`'s standard output on a thread of its own.
-fn read_output(n: u32, child: &mut Child, events: mpsc::Sender<Event>) {
-    let Some(out) = child.stdout.take() else {
-        let _ = events.send(Event::Closed { n });
-        return;
-    };
+fn read_output(n: u32, out: PipeReader, events: mpsc::Sender<Event>) {
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines() {
             let Ok(line) = line else { break };
@@ -168,37 +159,48 @@ fn read_output(n: u32, child: &mut Child, events: mpsc::Sender<Event>) {
     });
 }
 
-/// Whether the snapshot's VM has a VM generation ID device.
-fn has_vmgenid(args: &ForkArgs) -> Result<bool, String> {
-    let file =
-        vmm::snapshot::SnapshotFile::read(&args.snapshot).map_err(|e| crate::error_line(&e))?;
-    Ok(file.body.devices.vmgenid.is_some())
-}
-
 pub(crate) fn run(args: &ForkArgs) -> ExitCode {
-    let new_vmgenid = match has_vmgenid(args) {
-        Ok(has) => {
-            if !has && !args.keep_vmgenid {
-                say!("ferrovisor: fork: the snapshot's VM has no VM generation ID device (no ACPI tables): the clones keep their state as it is");
-            }
-            has && !args.keep_vmgenid
-        }
-        Err(message) => return crate::fail(&format!("fork: {message}"), 1),
+    let file = match SnapshotFile::read(&args.snapshot) {
+        Ok(file) => file,
+        Err(e) => return crate::fail(&format!("fork: {}", crate::error_line(&e)), 1),
     };
+    let has = file.body.devices.vmgenid.is_some();
+    if !has && !args.keep_vmgenid {
+        say!("ferrovisor: fork: the snapshot's VM has no VM generation ID device (no ACPI tables): the clones keep their state as it is");
+    }
+    let new_vmgenid = has && !args.keep_vmgenid;
+    let clones = match (0..args.count)
+        .map(|n| clone_args(args, n, new_vmgenid))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(clones) => clones,
+        Err(message) => return crate::fail(&format!("fork: {message}"), 2),
+    };
+    vmm::warm_up_for_clones();
     let started = Instant::now();
-    let (tx, events) = mpsc::channel();
+    // Every clone is forked before this process starts a thread.
     let mut children = Vec::new();
-    for n in 0..args.count {
-        match spawn(args, n, new_vmgenid) {
-            Ok(mut child) => {
-                read_output(n, &mut child, tx.clone());
-                children.push(child);
+    let mut outputs = Vec::new();
+    for (n, clone) in clones.iter().enumerate() {
+        match jailer::process::fork_with_output() {
+            Ok(Forked::Parent { pid, output }) => {
+                children.push(pid);
+                outputs.push(output);
             }
-            Err(message) => {
-                stop(&mut children);
-                return crate::fail(&format!("fork: {message}"), 1);
+            Ok(Forked::Child) => {
+                // The other clones' pipes are not this clone's.
+                drop(outputs);
+                return crate::snapshot_cli::restore_from(clone, Some(file));
+            }
+            Err(e) => {
+                stop(&children);
+                return crate::fail(&format!("fork: cannot start clone {n}: {e}"), 1);
             }
         }
+    }
+    let (tx, events) = mpsc::channel();
+    for (n, output) in (0..).zip(outputs) {
+        read_output(n, output, tx.clone());
     }
     drop(tx);
     let mut is_ready = vec![false; args.count as usize];
@@ -210,7 +212,7 @@ pub(crate) fn run(args: &ForkArgs) -> ExitCode {
             Event::Ready { n, restore_us } => {
                 is_ready[n as usize] = true;
                 ready += 1;
-                let pid = children[n as usize].id();
+                let pid = children[n as usize];
                 let after = started.elapsed().as_secs_f64() * 1e3;
                 say!(
                     "clone {n} pid {pid} running after {after:.1} ms (restore {:.1} ms)",
@@ -231,29 +233,29 @@ pub(crate) fn run(args: &ForkArgs) -> ExitCode {
                 open -= 1;
                 if !is_ready[n as usize] {
                     say!("ferrovisor: fork: clone {n} ended before it ran; stopping the others");
-                    let _ = children[n as usize].wait();
-                    stop(&mut children);
+                    let _ = jailer::process::wait(children[n as usize]);
+                    stop(&children);
                     return ExitCode::from(1);
                 }
             }
         }
     }
-    wait_all(&mut children)
+    wait_all(&children)
 }
 
 /// Kills and reaps the clones started so far.
-fn stop(children: &mut [Child]) {
-    for c in children.iter_mut() {
-        let _ = c.kill();
-        let _ = c.wait();
+fn stop(children: &[libc::pid_t]) {
+    for &pid in children {
+        let _ = jailer::process::signal(pid, libc::SIGKILL);
+        let _ = jailer::process::wait(pid);
     }
 }
 
 /// Waits for every clone; the first failing status, else 0.
-fn wait_all(children: &mut [Child]) -> ExitCode {
+fn wait_all(children: &[libc::pid_t]) -> ExitCode {
     let mut status = 0u8;
-    for (n, c) in children.iter_mut().enumerate() {
-        match c.wait() {
+    for (n, &pid) in children.iter().enumerate() {
+        match jailer::process::wait(pid) {
             Ok(s) if s.success() => {}
             Ok(s) => {
                 say!("ferrovisor: fork: clone {n} ended with {s}");

@@ -94,8 +94,26 @@ pub(crate) enum SnapshotCommand {
     },
 }
 
+/// `restore`'s arguments from a command line (`argv[0]` is not one).
+pub(crate) fn parse_restore(argv: &[String]) -> Result<RestoreArgs, String> {
+    #[derive(clap::Parser)]
+    struct Restore {
+        #[command(flatten)]
+        args: RestoreArgs,
+    }
+    <Restore as clap::Parser>::try_parse_from(argv)
+        .map(|r| r.args)
+        .map_err(|e| crate::usage::one_line(&e))
+}
+
 /// Restores the VM and runs it to its end (it starts running).
 pub(crate) fn restore(args: &RestoreArgs) -> ExitCode {
+    restore_from(args, None)
+}
+
+/// [`restore`] from the state file `read` when the caller read it
+/// already (`ferrovisor fork` reads it once for all its clones).
+pub(crate) fn restore_from(args: &RestoreArgs, read: Option<SnapshotFile>) -> ExitCode {
     let seccomp = crate::seccomp::setting(args.no_seccomp, None);
     if let Err(message) = crate::seccomp::init(seccomp) {
         return crate::fail(&message, 1);
@@ -104,7 +122,7 @@ pub(crate) fn restore(args: &RestoreArgs) -> ExitCode {
         return crate::fail(&format!("cannot take signals: {e}"), 1);
     }
     let started = std::time::Instant::now();
-    match build(args) {
+    match build(args, read) {
         Ok(machine) => {
             let report = args.report_ready;
             let announce = move || {
@@ -166,8 +184,11 @@ fn put_mmds(config: &vmm::MachineConfig, json: &str) -> Result<(), String> {
         .map_err(|e| format!("--mmds-data: {}", crate::error_line(&e)))
 }
 
-fn build(args: &RestoreArgs) -> Result<Machine, String> {
-    let file = SnapshotFile::read(&args.snapshot).map_err(|e| crate::error_line(&e))?;
+fn build(args: &RestoreArgs, read: Option<SnapshotFile>) -> Result<Machine, String> {
+    let file = match read {
+        Some(file) => file,
+        None => SnapshotFile::read(&args.snapshot).map_err(|e| crate::error_line(&e))?,
+    };
     let mut spec: api::VmSpec = serde_json::from_str(&file.body.spec_json)
         .map_err(|e| format!("the snapshot's VM description is corrupt: {e}"))?;
     apply_overrides(args, &mut spec)?;

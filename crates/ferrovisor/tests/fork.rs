@@ -24,18 +24,6 @@ use common::ticker::{configure, wait_output, DONE_STATUS, PAUSE, RESUME, START, 
 
 const CLONES: u32 = 3;
 
-fn create(vm: &Instance, state: &Path, mem: &Path) {
-    vm.ok(
-        "PUT",
-        "/snapshot/create",
-        &format!(
-            r#"{{"snapshot_path": "{}", "mem_file_path": "{}", "snapshot_type": "Full"}}"#,
-            state.display(),
-            mem.display()
-        ),
-    );
-}
-
 /// `ferrovisor fork ARGS` to its end: (status, stdout, stderr).
 fn fork(args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ferrovisor"))
@@ -62,7 +50,7 @@ fn a_tiny_guest_forks_into_clones_that_each_finish() {
         wait_output(&out, 5);
         vm.ok("PATCH", "/vm", PAUSE);
         let (state, mem) = (files.join("t.state"), files.join("t.mem"));
-        create(&vm, &state, &mem);
+        vm.snapshot_full(&state, &mem);
         std::thread::sleep(Duration::from_millis(300));
         drop(vm);
         let before = serial(&out);
@@ -142,7 +130,7 @@ fn fork_refuses_what_it_cannot_do() {
     wait_output(&out, 2);
     vm.ok("PATCH", "/vm", PAUSE);
     let (state, mem) = (files.join("r.state"), files.join("r.mem"));
-    create(&vm, &state, &mem);
+    vm.snapshot_full(&state, &mem);
     drop(vm);
     let short = files.join("short.mem");
     std::fs::write(&short, vec![0u8; 1 << 20]).unwrap();
@@ -301,7 +289,7 @@ fn a_linux_guest_forks_into_clones_with_their_own_identity() {
     std::thread::sleep(Duration::from_millis(500));
     a.ok("PATCH", "/vm", PAUSE);
     let (state, mem) = (dir.join("vm.state"), dir.join("vm.mem"));
-    create(&a, &state, &mem);
+    a.snapshot_full(&state, &mem);
     drop(a);
     let parent = serial(&out);
     let saved = vmm::snapshot::SnapshotFile::read(&state).unwrap();

@@ -151,15 +151,7 @@ fn goes_on_in_a_new_process(transport: &str) {
     std::thread::sleep(Duration::from_millis(500));
     a.ok("PATCH", "/vm", r#"{"state": "Paused"}"#);
     let (state, mem) = (dir.join("vm.state"), dir.join("vm.mem"));
-    a.ok(
-        "PUT",
-        "/snapshot/create",
-        &format!(
-            r#"{{"snapshot_path": "{}", "mem_file_path": "{}", "snapshot_type": "Full"}}"#,
-            state.display(),
-            mem.display()
-        ),
-    );
+    a.snapshot_full(&state, &mem);
     drop(a);
     let printed = serial(&out);
 

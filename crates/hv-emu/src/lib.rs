@@ -28,6 +28,7 @@ mod vm;
 mod vm_state;
 
 pub use cpuid::supported_cpuid;
+pub use x86::warm_up;
 
 use hv::{HvError, Hypervisor, Vm, VmConfig};
 

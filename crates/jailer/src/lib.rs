@@ -17,6 +17,7 @@ pub mod chroot;
 pub mod error;
 pub mod namespaces;
 pub mod privileges;
+pub mod process;
 mod sys;
 
 use std::convert::Infallible;

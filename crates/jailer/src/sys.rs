@@ -116,14 +116,38 @@ pub enum Forked {
 }
 
 /// fork(2). The jailer is single-threaded when it calls this (it runs
-/// before the VMM starts any thread), so the child may do anything.
+/// before the VMM starts any thread), and so is `ferrovisor fork`
+/// ([`crate::process::fork_with_output`] checks), so the child may do
+/// anything.
 pub fn fork() -> io::Result<Forked> {
     // SAFETY: the process has one thread (the jailer starts none and runs
-    // before ferrovisor starts any), so the child's state is consistent.
+    // before ferrovisor starts any; `process` checks it), so the child's
+    // state is consistent.
     match unsafe { libc::fork() } {
         -1 => Err(io::Error::last_os_error()),
         0 => Ok(Forked::Child),
         child => Ok(Forked::Parent { child }),
+    }
+}
+
+/// kill(2).
+pub fn kill(pid: libc::pid_t, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: a pid and a signal number; bad ones are errors.
+    check(unsafe { libc::kill(pid, signal) })
+}
+
+/// waitpid(2) for `pid`, retried on EINTR: its wait status.
+pub fn waitpid(pid: libc::pid_t) -> io::Result<libc::c_int> {
+    let mut status = 0;
+    loop {
+        // SAFETY: `status` is a valid int written during the call.
+        if unsafe { libc::waitpid(pid, &mut status, 0) } != -1 {
+            return Ok(status);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
 }
 

@@ -31,6 +31,13 @@ pub mod snapshot;
 pub mod spec;
 mod vcpu;
 
+/// Builds what every VM of this process would build on first use (emu's
+/// decoder tables): `ferrovisor fork` calls it before it forks its
+/// clones, so that they share those pages.
+pub fn warm_up_for_clones() {
+    hv_emu::warm_up();
+}
+
 pub use accel::{open_accelerator, Accel, AccelError};
 pub use config::{
     ConsoleDevice, ConsoleOutput, DiskConfig, MachineConfig, MmdsAttach, NetConfig,

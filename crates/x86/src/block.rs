@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::counters::{BlockDrop, CpuCounters};
 use crate::exec::Op;
+use crate::zeroed::ZeroedArray;
 
 /// Most instructions in one block.
 pub const MAX_BLOCK_INSNS: usize = 64;
@@ -78,7 +79,6 @@ pub type BlockId = u32;
 pub const SCRATCH: BlockId = u32::MAX;
 
 const JUMP_CACHE: usize = 16384;
-const NONE: BlockId = u32::MAX;
 /// A jump-cache key that never matches.
 pub const NO_KEY: u64 = u64::MAX;
 
@@ -127,7 +127,10 @@ impl OpsRef {
 /// and the privilege): the translation of RIP cannot change without a new
 /// TLB generation. Otherwise the block's (RIP, physical address, code
 /// size) are compared. An entry always names a live block (killing a
-/// block clears its entry).
+/// block clears its entry). An empty entry is all zeros ([`NO_JUMP`]):
+/// no key is 0 (the TLB generation starts at 1), and `slot` 0 names no
+/// block, so the cache is allocated zeroed and a page of it costs memory
+/// only once an entry in it is used.
 #[derive(Clone, Copy)]
 #[repr(C, align(32))]
 struct Jump {
@@ -135,7 +138,8 @@ struct Jump {
     key: u64,
     ptr: *const Op,
     len: u32,
-    id: BlockId,
+    /// The block's id + 1; 0 for none.
+    slot: u32,
 }
 
 impl Jump {
@@ -146,8 +150,15 @@ impl Jump {
             key,
             ptr: ops.ptr,
             len: ops.len,
-            id,
+            // Ids are below MAX_BLOCKS.
+            slot: id + 1,
         }
+    }
+
+    /// The block's id; u32::MAX (no block) for an empty entry.
+    #[inline]
+    fn id(&self) -> BlockId {
+        self.slot.wrapping_sub(1)
     }
 
     #[inline]
@@ -160,12 +171,19 @@ impl Jump {
 }
 
 const NO_JUMP: Jump = Jump {
-    rip: u64::MAX,
-    key: NO_KEY,
-    ptr: OpsRef::EMPTY.ptr,
+    rip: 0,
+    key: 0,
+    ptr: std::ptr::null(),
     len: 0,
-    id: NONE,
+    slot: 0,
 };
+
+/// An empty jump cache (see [`Jump`]).
+fn empty_jump_cache() -> ZeroedArray<Jump> {
+    // SAFETY: a Jump is integers and a raw pointer: all zeros is a valid
+    // value, NO_JUMP.
+    unsafe { ZeroedArray::new(JUMP_CACHE) }
+}
 
 /// The per-CPU block cache: blocks in a slab, found through a
 /// direct-mapped jump cache in front of a map, and indexed by
@@ -175,7 +193,7 @@ const NO_JUMP: Jump = Jump {
 pub struct BlockCache {
     slab: Vec<Block>,
     free: Vec<BlockId>,
-    jump: Vec<Jump>,
+    jump: ZeroedArray<Jump>,
     map: FastMap<Key, BlockId>,
     /// Guest-physical page → ids of the blocks decoded from it.
     pages: FastMap<u64, Vec<BlockId>>,
@@ -213,7 +231,7 @@ impl Default for BlockCache {
         BlockCache {
             slab: Vec::new(),
             free: Vec::new(),
-            jump: vec![NO_JUMP; JUMP_CACHE],
+            jump: empty_jump_cache(),
             map: FastMap::default(),
             pages: FastMap::default(),
             scratch: Block {
@@ -321,7 +339,7 @@ impl BlockCache {
     #[inline]
     pub fn get(&mut self, rip: u64, gpa: u64, bits: u32, key: u64) -> Option<OpsRef> {
         let slot = jump_index(rip);
-        let id = self.jump[slot].id;
+        let id = self.jump[slot].id();
         if let Some(b) = self.slab.get(id as usize) {
             if b.rip == rip && b.gpa == gpa && b.bits == bits && b.live {
                 self.jump[slot].key = key;
@@ -442,7 +460,7 @@ impl BlockCache {
         self.graveyard.push(std::mem::take(&mut b.ops));
         self.map.remove(&key);
         let slot = jump_index(key.0);
-        if self.jump[slot].id == id {
+        if self.jump[slot].id() == id {
             self.jump[slot] = NO_JUMP;
         }
         self.free.push(id);
@@ -491,7 +509,10 @@ impl BlockCache {
         self.kills += 1;
         #[cfg(debug_assertions)]
         self.live_ops.clear();
-        self.jump.fill(NO_JUMP);
+        // Untouched pages of the cache stay unallocated (see [`Jump`]).
+        for j in self.jump.iter_mut().filter(|j| j.slot != 0) {
+            *j = NO_JUMP;
+        }
         self.map.clear();
         self.pages.clear();
         if !self.slab.is_empty() {

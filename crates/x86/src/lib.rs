@@ -164,9 +164,18 @@ pub mod msr;
 pub mod smc;
 pub mod snapshot;
 pub mod state;
+mod zeroed;
 
 #[cfg(test)]
 mod tests;
+
+/// Builds what the CPU builds on its first use in a process (the
+/// instruction decoder's tables, ~300 KiB of small allocations): a process
+/// that forks VMs calls it first, so that the processes forked from it
+/// share those pages instead of each building its own.
+pub fn warm_up() {
+    let _ = iced_x86::Decoder::new(64, &[0x90], iced_x86::DecoderOptions::NONE).decode();
+}
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;

@@ -10,6 +10,7 @@ use crate::counters::{CpuCounters, TlbFlush};
 use crate::exception::{Exc, R};
 use crate::exec::Exec;
 use crate::state::{cr0, cr4, efer, rflags};
+use crate::zeroed::ZeroedArray;
 
 /// Entries per bank.
 pub const TLB_SIZE: usize = 4096;
@@ -100,7 +101,7 @@ pub struct Mapped {
 /// or of PKRU) forgets every PCID's salt and the global list. Salts are
 /// reused only after a real clear of all entries.
 pub struct Tlb {
-    e: Box<[[TlbEntry; TLB_SIZE]; BANKS_ALLOC]>,
+    e: ZeroedArray<[TlbEntry; TLB_SIZE]>,
     /// The current salt, `<< SALT_SHIFT`.
     salt: u64,
     /// The next unused salt generation (1..SALTS).
@@ -169,16 +170,16 @@ impl Tlb {
 
     /// A TLB counting into `counters`.
     pub fn with_counters(counters: Arc<CpuCounters>) -> Tlb {
-        let e = Box::<[[TlbEntry; TLB_SIZE]; BANKS_ALLOC]>::new_zeroed();
         let mut t = Tlb {
             // SAFETY: TlbEntry is plain integers; all zeros is EMPTY.
-            e: unsafe { e.assume_init() },
+            e: unsafe { ZeroedArray::new(BANKS_ALLOC) },
             salt: 1 << SALT_SHIFT,
             next_salt: 2,
             pcid: 0,
             pcid_salts: [(0, 0); PCID_SLOTS],
             globals: Vec::new(),
-            gen: 0,
+            // Never 0, so that no jump-cache key is 0 (an empty entry's).
+            gen: 1,
             tables: [(u64::MAX, 0); TABLE_CACHE],
             counters,
         };
@@ -268,8 +269,15 @@ impl Tlb {
 
     fn clear_entries(&mut self) {
         self.gen += 1;
+        // Only the entries in use are written: a page of entries never
+        // filled stays the kernel's zero page (a VM restored or forked
+        // into a new process owns only the TLB pages its guest uses).
         for bank in self.e[..bank::COUNT].iter_mut() {
-            bank.fill(EMPTY);
+            for e in bank.iter_mut() {
+                if e.tag_r != INVALID || e.tag_w != INVALID {
+                    *e = EMPTY;
+                }
+            }
         }
         self.globals.clear();
     }
@@ -389,7 +397,9 @@ impl Tlb {
         self.counters.flush(TlbFlush::CodePage);
         for bank in self.e[..bank::DATA].iter_mut() {
             for e in bank.iter_mut() {
-                e.tag_w = INVALID;
+                if e.tag_w != INVALID {
+                    e.tag_w = INVALID;
+                }
             }
         }
     }

@@ -164,6 +164,19 @@ impl Instance {
         assert!(r.body.is_empty());
     }
 
+    /// `PUT /snapshot/create` of a Full snapshot into `state` and `mem`.
+    pub fn snapshot_full(&self, state: &Path, mem: &Path) {
+        self.ok(
+            "PUT",
+            "/snapshot/create",
+            &format!(
+                r#"{{"snapshot_path": "{}", "mem_file_path": "{}", "snapshot_type": "Full"}}"#,
+                state.display(),
+                mem.display()
+            ),
+        );
+    }
+
     /// `PUT /boot-source` of the Linux test guest, running `script` (the
     /// guest's init runs it and powers off).
     pub fn put_linux_boot(&self, guest: &super::Guest, script: &str) {
