@@ -9,12 +9,16 @@
 //! its standard input and output: the VMM writes one JSON request line
 //! ([`HelperRequest`]: each clone's API socket, `/snapshot/load` body and
 //! MMDS data), the helper answers one JSON line ([`HelperReply`]). It
-//! starts every clone's process, `ferrovisor --api-sock SOCK`
+//! forks every clone's process from itself (no exec: the clones share the
+//! helper's relocated binary, heap and the CPU's decoder tables, built
+//! first), each of which then runs as `ferrovisor --api-sock SOCK`
 //! (Firecracker's interface; the snapshot's accelerator; filters unless
-//! the parent has none), then, a thread per clone, loads the snapshot
+//! the parent has none); then, a thread per clone, it loads the snapshot
 //! through that socket (paused), puts the MMDS data and resumes it; it
-//! reaps the clones when they end, and removes the snapshot's files once
-//! they are loaded (the clones keep their private mappings of the memory).
+//! reaps the clones that ended before each request, and removes the
+//! snapshot's files once they are loaded (the clones keep their private
+//! mappings of the memory). The helper is single-threaded whenever it
+//! forks (the loading threads end with their request).
 //! A clone that fails stops the others started for the same request. The
 //! helper ends when the VMM closes the pipe; the
 //! clones run on. See docs/SECURITY.md for the trade-off.
@@ -23,6 +27,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
+
+use jailer::process::Forked;
 
 use api::fork::{CloneLoad, ForkedClone};
 pub use api::fork::{HelperReply, HelperRequest};
@@ -83,14 +89,42 @@ impl ForkHelper {
     }
 }
 
+/// `ferrovisor fork-helper`: the helper's exit status, or a clone's.
+pub(crate) fn run(no_seccomp: bool) -> ExitCode {
+    match serve(no_seccomp) {
+        Role::Helper => ExitCode::SUCCESS,
+        Role::Clone(args) => crate::signals::exit_code(crate::firecracker::main(&args)),
+    }
+}
+
+/// What `ferrovisor fork-helper` ends as.
+enum Role {
+    /// The helper, its input ended.
+    Helper,
+    /// A clone forked from it: run Firecracker's interface with these
+    /// arguments.
+    Clone(Vec<String>),
+}
+
 /// `ferrovisor fork-helper`: serves requests until its input ends.
-pub(crate) fn serve(no_seccomp: bool) -> ExitCode {
+fn serve(no_seccomp: bool) -> Role {
+    vmm::warm_up_for_clones();
+    let mut input = std::io::stdin().lock();
     let mut out = std::io::stdout().lock();
-    for line in std::io::stdin().lock().lines() {
-        let Ok(line) = line else { break };
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match input.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        jailer::process::reap_ended();
         let reply = match serde_json::from_str::<HelperRequest>(&line) {
             Ok(request) => {
-                let reply = start_all(&request, no_seccomp);
+                let reply = match start_all(&request, no_seccomp) {
+                    Started::Reply(reply) => reply,
+                    Started::Clone(args) => return Role::Clone(args),
+                };
                 for path in request.remove.iter().filter(|p| is_fork_file(p)) {
                     let _ = std::fs::remove_file(path);
                 }
@@ -103,7 +137,7 @@ pub(crate) fn serve(no_seccomp: bool) -> ExitCode {
             break;
         }
     }
-    ExitCode::SUCCESS
+    Role::Helper
 }
 
 /// Only the fork's own files are removed: `ferrovisor-fork-*.state|.mem`.
@@ -115,14 +149,21 @@ fn is_fork_file(path: &str) -> bool {
     name.starts_with("ferrovisor-fork-") && (name.ends_with(".state") || name.ends_with(".mem"))
 }
 
-/// Starts every clone's process, then loads them all at once (a thread
+/// How [`start_all`] returns: in the helper, or in a clone just forked.
+enum Started {
+    Reply(HelperReply),
+    Clone(Vec<String>),
+}
+
+/// Forks every clone's process, then loads them all at once (a thread
 /// each); any failure stops them all.
-fn start_all(request: &HelperRequest, no_seccomp: bool) -> HelperReply {
-    let mut children: Vec<Child> = Vec::new();
+fn start_all(request: &HelperRequest, no_seccomp: bool) -> Started {
+    let mut children: Vec<libc::pid_t> = Vec::new();
     let mut failure = None;
     for load in &request.loads {
         match spawn(load, no_seccomp) {
-            Ok(child) => children.push(child),
+            Ok(Spawned::Parent(pid)) => children.push(pid),
+            Ok(Spawned::Clone(args)) => return Started::Clone(args),
             Err(message) => {
                 failure = Some(format!("clone {}: {message}", load.n));
                 break;
@@ -132,11 +173,11 @@ fn start_all(request: &HelperRequest, no_seccomp: bool) -> HelperReply {
     if failure.is_none() {
         failure = std::thread::scope(|scope| {
             let loading: Vec<_> = children
-                .iter_mut()
+                .iter()
                 .zip(&request.loads)
-                .map(|(child, load)| {
+                .map(|(&pid, load)| {
                     scope.spawn(move || {
-                        load_into(child, load).map_err(|e| format!("clone {}: {e}", load.n))
+                        load_into(pid, load).map_err(|e| format!("clone {}: {e}", load.n))
                     })
                 })
                 .collect();
@@ -152,59 +193,61 @@ fn start_all(request: &HelperRequest, no_seccomp: bool) -> HelperReply {
         });
     }
     if let Some(message) = failure {
-        for mut c in children {
-            let _ = c.kill();
-            let _ = c.wait();
+        for &pid in &children {
+            let _ = jailer::process::signal(pid, libc::SIGKILL);
+            let _ = jailer::process::wait(pid);
         }
-        return HelperReply::Failed(message);
+        return Started::Reply(HelperReply::Failed(message));
     }
     let clones = children
         .iter()
         .zip(&request.loads)
-        .map(|(child, load)| ForkedClone {
+        .map(|(&pid, load)| ForkedClone {
             n: load.n,
-            pid: child.id(),
+            pid: pid as u32,
             api_sock: load.api_sock.clone(),
         })
         .collect();
-    for mut child in children {
-        // Reaps the clone when it ends.
-        std::thread::spawn(move || child.wait());
-    }
-    HelperReply::Started(clones)
+    Started::Reply(HelperReply::Started(clones))
 }
 
-/// Starts clone `load.n`'s process: Firecracker's interface on its socket.
-fn spawn(load: &CloneLoad, no_seccomp: bool) -> Result<Child, String> {
+enum Spawned {
+    Parent(libc::pid_t),
+    /// This is the clone: Firecracker's arguments.
+    Clone(Vec<String>),
+}
+
+/// Forks clone `load.n`'s process: Firecracker's interface on its socket.
+fn spawn(load: &CloneLoad, no_seccomp: bool) -> Result<Spawned, String> {
     let sock = Path::new(&load.api_sock);
     if sock.exists() {
         return Err(format!("{} exists", sock.display()));
     }
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find ferrovisor: {e}"))?;
-    let mut command = Command::new(exe);
-    command
-        .arg("--api-sock")
-        .arg(sock)
-        .args(["--id", &format!("fork-clone-{}", load.n)]);
+    let mut args = vec![
+        "--api-sock".to_string(),
+        load.api_sock.clone(),
+        "--id".into(),
+        format!("fork-clone-{}", load.n),
+    ];
     if no_seccomp {
-        command.arg("--no-seccomp");
+        args.push("--no-seccomp".into());
     }
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start it: {e}"))
+    match jailer::process::fork_quiet() {
+        Ok(Forked::Parent { pid, .. }) => Ok(Spawned::Parent(pid)),
+        Ok(Forked::Child) => Ok(Spawned::Clone(args)),
+        Err(e) => Err(format!("cannot start it: {e}")),
+    }
 }
 
 /// Loads the snapshot into the new process, puts its MMDS data, resumes it.
-fn load_into(child: &mut Child, load: &CloneLoad) -> Result<(), String> {
+fn load_into(pid: libc::pid_t, load: &CloneLoad) -> Result<(), String> {
     let sock = Path::new(&load.api_sock);
     let started = Instant::now();
     let mut client = loop {
         if let Ok(c) = api::client::Client::connect(sock) {
             break c;
         }
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Ok(Some(status)) = jailer::process::try_wait(pid) {
             return Err(format!("it ended before it served its API ({status})"));
         }
         if started.elapsed() > SOCKET_TIMEOUT {

@@ -324,6 +324,11 @@ fn main() -> ExitCode {
             return fail(&usage::one_line(&e), exit_status::USAGE);
         }
     };
+    if let Command::ForkHelper { no_seccomp } = cli.command {
+        // Without a log subscriber of its own: the clones it forks
+        // install Firecracker's logger.
+        return fork_helper::run(no_seccomp);
+    }
     if let Err(message) = logging::install(cli.log_level.as_deref(), cli.log_file.as_deref()) {
         return fail(&message, exit_status::USAGE);
     }
@@ -372,7 +377,7 @@ fn main() -> ExitCode {
         Command::Stat(args) => stat::run(&args),
         Command::Restore(args) => snapshot_cli::restore(&args),
         Command::Fork(args) => fork::run(&args),
-        Command::ForkHelper { no_seccomp } => fork_helper::serve(no_seccomp),
+        Command::ForkHelper { no_seccomp } => fork_helper::run(no_seccomp),
         Command::Snapshot(command) => snapshot_cli::snapshot(&command),
         Command::MigrateReceive(args) => migrate::receive(&args),
         Command::MigrateSend(args) => migrate::send(&args),

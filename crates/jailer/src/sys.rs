@@ -136,13 +136,16 @@ pub fn kill(pid: libc::pid_t, signal: libc::c_int) -> io::Result<()> {
     check(unsafe { libc::kill(pid, signal) })
 }
 
-/// waitpid(2) for `pid`, retried on EINTR: its wait status.
-pub fn waitpid(pid: libc::pid_t) -> io::Result<libc::c_int> {
+/// waitpid(2) for `pid` (-1: any child), retried on EINTR: the pid that
+/// ended (0 when `nohang` and none did) and its wait status.
+pub fn waitpid(pid: libc::pid_t, nohang: bool) -> io::Result<(libc::pid_t, libc::c_int)> {
     let mut status = 0;
+    let flags = if nohang { libc::WNOHANG } else { 0 };
     loop {
         // SAFETY: `status` is a valid int written during the call.
-        if unsafe { libc::waitpid(pid, &mut status, 0) } != -1 {
-            return Ok(status);
+        let ended = unsafe { libc::waitpid(pid, &mut status, flags) };
+        if ended != -1 {
+            return Ok((ended, status));
         }
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::Interrupted {
