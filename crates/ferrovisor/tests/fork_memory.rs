@@ -1,9 +1,10 @@
 //! What a clone costs the host (issue 12: ≤ 1 MiB of private memory per
 //! clone until it writes). A spinning guest that writes nothing is forked
 //! into two clones with `ferrovisor fork`, on emu and on kvm where usable;
-//! while they run, each clone's private memory — the pages no other
-//! process maps, outside its guest RAM mapping, whose file pages are the
-//! page cache's, plus the guest RAM it copied — must stay under 1 MiB.
+//! while they run, each clone's private memory — the pages it wrote that
+//! no other process maps, outside its guest RAM mapping, whose file pages
+//! are the page cache's, plus the guest RAM it copied — must stay under
+//! 1 MiB.
 //! The clones are forked from the `fork` process, so they share its
 //! relocated binary, heap and the CPU's decoder tables; the soft TLB and
 //! the jump cache cost only the pages the guest uses.
@@ -20,7 +21,7 @@ use common::firecracker::{elf, temp_dir, Instance};
 const CLONES: usize = 2;
 const BOUND_KIB: u64 = 1024;
 
-/// (private KiB outside the mapping of `mem`, anonymous KiB inside it).
+/// (private dirty KiB outside the mapping of `mem`, anonymous KiB inside it).
 fn private_kib(pid: u32, mem: &Path) -> (u64, u64) {
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
     let mem = mem.to_str().unwrap();
@@ -36,7 +37,7 @@ fn private_kib(pid: u32, mem: &Path) -> (u64, u64) {
         }
         let kib = second.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         match first {
-            "Private_Clean:" | "Private_Dirty:" if !in_guest => outside += kib,
+            "Private_Dirty:" if !in_guest => outside += kib,
             "Anonymous:" if in_guest => copied += kib,
             _ => {}
         }
