@@ -760,7 +760,7 @@ impl Controller {
             &*self.machine.vm,
             &self.machine.mem,
             request,
-            self.machine.dirty_log,
+            (self.machine.dirty_log, self.machine.page_server.is_none()),
         )
         .map_err(CommandError::Snapshot)?;
         tracing::info!(

@@ -2,7 +2,8 @@
 //! after the other ([`MemoryRegion`] order). A full snapshot writes every
 //! page that is not all zero into a fresh file of the guest's size (zero
 //! pages stay holes, which read as zeros: an idle guest's untouched memory
-//! costs neither time nor space); a diff snapshot writes only the pages the accelerator logged as
+//! costs no space, and, where the process never touched it, no time: the
+//! page map says so without reading it); a diff snapshot writes only the pages the accelerator logged as
 //! dirty since the previous snapshot (or the start), into a sparse file of
 //! the same size, which [`merge_diff`] lays onto its base. A load maps the
 //! file MAP_PRIVATE: pages come in on first touch and the guest's writes
@@ -113,16 +114,46 @@ fn is_zero(page: &[u8]) -> bool {
     })
 }
 
+/// This process's page map (`/proc/self/pagemap`): which pages of its
+/// anonymous memory were never touched.
+struct PageMap(File);
+
+impl PageMap {
+    fn open() -> Option<PageMap> {
+        File::open("/proc/self/pagemap").ok().map(PageMap)
+    }
+
+    /// Whether none of the `len` bytes at host address `host` (page
+    /// aligned) is present or swapped out: anonymous memory in that state
+    /// was never written and reads as zeros. False when the map cannot
+    /// be read.
+    fn untouched(&self, host: usize, len: usize) -> bool {
+        use std::os::unix::fs::FileExt;
+        const PRESENT: u64 = 1 << 63;
+        const SWAPPED: u64 = 1 << 62;
+        let pages = len.div_ceil(PAGE_SIZE as usize);
+        let mut entries = vec![0u8; pages * 8];
+        let at = (host / PAGE_SIZE as usize * 8) as u64;
+        if self.0.read_exact_at(&mut entries, at).is_err() {
+            return false;
+        }
+        entries.chunks_exact(8).all(|e| {
+            let e = u64::from_ne_bytes(e.try_into().unwrap_or([0xff; 8]));
+            e & (PRESENT | SWAPPED) == 0
+        })
+    }
+}
+
 /// Writes the pages of `len` bytes of `mem` at `gpa` that are not all
 /// zero to `offset` onwards of `file`, a fresh file (zero pages stay
-/// holes).
+/// holes). With `pagemap` (the region is anonymous memory of this
+/// process), chunks the process never touched are skipped unread.
 fn copy_out_data(
     mem: &GuestMemoryMmap,
     file: &File,
     path: &Path,
-    gpa: u64,
-    offset: u64,
-    len: u64,
+    (gpa, offset, len): (u64, u64, u64),
+    pagemap: Option<&PageMap>,
 ) -> Result<(), MemoryFileError> {
     use std::os::unix::fs::FileExt;
     let page = PAGE_SIZE as usize;
@@ -130,6 +161,13 @@ fn copy_out_data(
     let mut done = 0u64;
     while done < len {
         let n = (len - done).min(CHUNK as u64) as usize;
+        let host = mem.get_host_address(GuestAddress(gpa + done)).ok();
+        if let (Some(map), Some(host)) = (pagemap, host) {
+            if map.untouched(host as usize, n) {
+                done += n as u64;
+                continue;
+            }
+        }
         let chunk = &mut buf[..n];
         mem.read_slice(chunk, GuestAddress(gpa + done))
             .map_err(|source| MemoryFileError::Guest {
@@ -156,14 +194,24 @@ fn copy_out_data(
 }
 
 /// Writes every page of `mem` that is not all zero to `path`, a file of
-/// the guest's size. Returns that size.
-pub fn write_full(mem: &GuestMemoryMmap, path: &Path) -> Result<u64, MemoryFileError> {
+/// the guest's size. Returns that size. `filled_here`: no page server
+/// fills `mem` (a Uffd restore's pages come in from one when touched),
+/// so what this process never touched of its anonymous regions is zero.
+pub fn write_full(
+    mem: &GuestMemoryMmap,
+    path: &Path,
+    filled_here: bool,
+) -> Result<u64, MemoryFileError> {
     let regions = layout(mem);
     let total = regions.iter().map(|r| r.size).sum();
     let file = create(path, total)?;
+    let pagemap = PageMap::open().filter(|_| filled_here);
     let mut offset = 0;
-    for r in &regions {
-        copy_out_data(mem, &file, path, r.gpa, offset, r.size)?;
+    for (r, region) in regions.iter().zip(mem.iter()) {
+        // Only anonymous memory reads as zeros where never touched (a
+        // file's pages may simply not be loaded yet).
+        let map = pagemap.as_ref().filter(|_| region.file_offset().is_none());
+        copy_out_data(mem, &file, path, (r.gpa, offset, r.size), map)?;
         offset += r.size;
     }
     file.sync_all().map_err(io(path))?;
@@ -301,6 +349,35 @@ mod tests {
         dir.join(name)
     }
 
+    /// The page map's skip changes nothing in the file: chunks with data
+    /// anywhere in them (first page, last page, one byte) are written,
+    /// untouched ones are holes either way.
+    #[test]
+    fn untouched_memory_is_skipped_without_changing_the_file() {
+        let mem = crate::memory::create_guest_memory(32 << 20).unwrap();
+        for (gpa, data) in [
+            (0u64, &b"first"[..]),
+            ((5 << 20) + 4095, b"xy"),
+            ((9 << 20) - 1, b"z"),
+            ((32 << 20) - 4, b"last"),
+        ] {
+            mem.write_slice(data, GuestAddress(gpa)).unwrap();
+        }
+        // A page read but never written (the zero page) stays a hole.
+        let mut buf = [1u8; 8];
+        mem.read_slice(&mut buf, GuestAddress(20 << 20)).unwrap();
+        let map = PageMap::open().unwrap();
+        let host = |gpa: u64| mem.get_host_address(GuestAddress(gpa)).unwrap() as usize;
+        assert!(!map.untouched(host(5 << 20), 1 << 20));
+        assert!(map.untouched(host(14 << 20), 1 << 20));
+        let (skipped, read) = (temp("skipped.mem"), temp("read.mem"));
+        write_full(&mem, &skipped, true).unwrap();
+        assert!(map.untouched(host(14 << 20), 1 << 20), "skipped unread");
+        // Reading every page (as a Uffd restore's must) gives the same file.
+        write_full(&mem, &read, false).unwrap();
+        assert!(std::fs::read(&skipped).unwrap() == std::fs::read(&read).unwrap());
+    }
+
     #[test]
     fn full_file_maps_back_privately() {
         let mem = crate::memory::create_guest_memory(16 << 20).unwrap();
@@ -308,7 +385,7 @@ mod tests {
         mem.write_slice(b"end", GuestAddress((16 << 20) - 3))
             .unwrap();
         let path = temp("full.mem");
-        assert_eq!(write_full(&mem, &path).unwrap(), 16 << 20);
+        assert_eq!(write_full(&mem, &path, true).unwrap(), 16 << 20);
 
         let back = map_private(&path, &layout(&mem)).unwrap();
         let mut buf = [0u8; 5];

@@ -161,13 +161,13 @@ pub(crate) fn collect(
 
 /// Writes the memory file, then the state file (so that a state file
 /// never names memory that was not written). Returns the memory bytes
-/// written.
+/// written. `filled_here`: see [`write_full`].
 pub(crate) fn write_files(
     file: &SnapshotFile,
     vm: &dyn Vm,
     mem: &GuestMemoryMmap,
     request: &CreateSnapshot,
-    dirty_log: bool,
+    (dirty_log, filled_here): (bool, bool),
 ) -> Result<u64, SnapshotError> {
     let written = match request.kind {
         SnapshotKind::Full => {
@@ -178,7 +178,7 @@ pub(crate) fn write_files(
                         .map_err(|source| MemoryFileError::DirtyLog { slot, source })?;
                 }
             }
-            write_full(mem, &request.mem_path)?
+            write_full(mem, &request.mem_path, filled_here)?
         }
         SnapshotKind::Diff => write_diff(vm, mem, &request.mem_path)?,
     };

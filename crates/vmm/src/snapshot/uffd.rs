@@ -192,7 +192,7 @@ mod tests {
             .write_slice(b"last", GuestAddress((16 << 20) - 4))
             .unwrap();
         let mem_path = dir.join("mem");
-        super::super::write_full(&source, &mem_path).unwrap();
+        super::super::write_full(&source, &mem_path, true).unwrap();
         let regions = super::super::layout(&source);
 
         let socket = dir.join("uffd.sock");
