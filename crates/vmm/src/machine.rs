@@ -984,6 +984,10 @@ impl crate::migration::Source for Controller {
         self.machine.devices.retake_backends();
     }
 
+    fn memory_filled_here(&self) -> bool {
+        self.machine.page_server.is_none()
+    }
+
     fn mmds(&self) -> Option<mmds::SavedMmds> {
         let shared = self.machine.mmds.as_ref()?;
         let mmds = shared.lock().unwrap_or_else(|p| p.into_inner());

@@ -183,6 +183,9 @@ pub trait Source {
     fn retake_backends(&mut self);
     /// The MMDS's store and live session tokens, when the VM has one.
     fn mmds(&self) -> Option<mmds::SavedMmds>;
+    /// No page server fills guest memory (a Uffd restore's does): what
+    /// this process never touched of its anonymous RAM is zero.
+    fn memory_filled_here(&self) -> bool;
 }
 
 /// Connects to a destination: `tcp:HOST:PORT` (or `tcp://HOST:PORT`).

@@ -227,16 +227,36 @@ impl Sender {
     }
 
     /// Every non-zero page (the destination's memory starts zeroed).
+    /// Chunks of anonymous RAM the process never touched are skipped
+    /// unread (see [`crate::snapshot::PageMap`]).
     fn send_all(&mut self, source: &dyn Source) -> Result<u64, MigrationError> {
+        const CHUNK_PAGES: u64 = 256;
         let mem = source.memory();
+        let pagemap = crate::snapshot::PageMap::open().filter(|_| source.memory_filled_here());
         let mut sent = 0;
         let mut page = vec![0u8; PAGE_SIZE];
         for region in mem.iter() {
             let base = region.start_addr().0;
             let pages = region.len() / PAGE_SIZE as u64;
+            let map = pagemap.as_ref().filter(|_| region.file_offset().is_none());
             let mut run: Option<(u64, Vec<u8>)> = None;
-            for p in 0..pages {
+            let mut p = 0;
+            while p < pages {
                 let gpa = base + p * PAGE_SIZE as u64;
+                if p.is_multiple_of(CHUNK_PAGES) {
+                    let n = (pages - p).min(CHUNK_PAGES);
+                    let host = mem.get_host_address(GuestAddress(gpa)).ok();
+                    if let (Some(map), Some(host)) = (map, host) {
+                        if map.untouched(host as usize, (n * PAGE_SIZE as u64) as usize) {
+                            if let Some((at, data)) = run.take() {
+                                sent += self.send_run(at, data)?;
+                            }
+                            p += n;
+                            continue;
+                        }
+                    }
+                }
+                p += 1;
                 mem.read_slice(&mut page, GuestAddress(gpa))
                     .map_err(MigrationError::Memory)?;
                 if page.iter().all(|&b| b == 0) {

@@ -116,10 +116,10 @@ fn is_zero(page: &[u8]) -> bool {
 
 /// This process's page map (`/proc/self/pagemap`): which pages of its
 /// anonymous memory were never touched.
-struct PageMap(File);
+pub(crate) struct PageMap(File);
 
 impl PageMap {
-    fn open() -> Option<PageMap> {
+    pub(crate) fn open() -> Option<PageMap> {
         File::open("/proc/self/pagemap").ok().map(PageMap)
     }
 
@@ -127,7 +127,7 @@ impl PageMap {
     /// aligned) is present or swapped out: anonymous memory in that state
     /// was never written and reads as zeros. False when the map cannot
     /// be read.
-    fn untouched(&self, host: usize, len: usize) -> bool {
+    pub(crate) fn untouched(&self, host: usize, len: usize) -> bool {
         use std::os::unix::fs::FileExt;
         const PRESENT: u64 = 1 << 63;
         const SWAPPED: u64 = 1 << 62;

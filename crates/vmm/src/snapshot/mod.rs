@@ -30,6 +30,7 @@ pub use format::{
     cpu_fingerprint, MemoryRegion, SnapshotBody, SnapshotFile, SnapshotFormatError, SnapshotHeader,
     FORMAT_VERSION, MAGIC,
 };
+pub(crate) use memory::PageMap;
 pub use memory::{layout, map_private, merge_diff, write_diff, write_full, MemoryFileError};
 pub use uffd::{map_with_handler, PageServerLink, UffdBackendError};
 
