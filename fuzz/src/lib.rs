@@ -61,6 +61,8 @@ const STACK: u64 = 0x80000;
 const DATA: u64 = 0x10_0000;
 /// Instructions per input.
 const BUDGET: u64 = 4_000;
+/// Blocks the `jit` target compiles per input at most (see `run_cpu_on`).
+const JIT_COMPILES: u64 = 32;
 
 /// Opcode and prefix bytes worth mixing into random inputs.
 pub const COMMON_BYTES: [u8; 30] = [
@@ -313,8 +315,25 @@ fn enter(cpu: &mut Cpu, mode: Mode) {
     }
 }
 
-/// Runs one input. Panics only if the CPU has a bug.
+/// Runs one input on the interpreter. Panics only if the CPU has a bug.
 pub fn run_cpu(data: &[u8]) {
+    run_cpu_on(data, x86::Engine::Interp);
+}
+
+/// Runs one input on the JIT: every block is compiled from its first
+/// complete run (`FERROVISOR_JIT_HOT=1`), so the random code goes through
+/// Cranelift and the compiled blocks' fault, chain and exit paths.
+/// Panics only if the CPU has a bug; a host without the JIT runs nothing.
+pub fn run_jit(data: &[u8]) {
+    static HOT: std::sync::Once = std::sync::Once::new();
+    // Read once per process, before the first CPU is made.
+    HOT.call_once(|| std::env::set_var("FERROVISOR_JIT_HOT", "1"));
+    if x86::Engine::jit_available() {
+        run_cpu_on(data, x86::Engine::Jit);
+    }
+}
+
+fn run_cpu_on(data: &[u8], engine: x86::Engine) {
     let Some((&sel, rest)) = data.split_first() else {
         return;
     };
@@ -325,6 +344,7 @@ pub fn run_cpu(data: &[u8]) {
     setup_tables(&mut bus, long);
     bus.load(CODE, &code[..code.len().min(0x8000)]);
     let mut cpu = Cpu::default();
+    cpu.set_engine(engine);
     cpu.set_cpuid(&[
         leaf(0, 0x756e_6547, 0x6c65_746e, 0x4965_6e69),
         // CX16 POPCNT, and the x86-64-v3 set: MOVBE XSAVE AVX FMA F16C,
@@ -374,9 +394,17 @@ pub fn run_cpu(data: &[u8]) {
     // A few runs: an interrupt injected between them when the guest
     // allows it, so that delivery paths see random states too.
     let mut left = BUDGET;
-    while left > 0 {
+    // The JIT compiles a block at its first run: code that rewrites
+    // itself under every instruction compiles a block per instruction,
+    // which the fuzzer's instrumented Cranelift takes seconds over. Its
+    // runs are short and end after JIT_COMPILES compilations.
+    let slice = match engine {
+        x86::Engine::Jit => 64,
+        x86::Engine::Interp => BUDGET / 4,
+    };
+    while left > 0 && cpu.cache_counters().jit_blocks_compiled.get() < JIT_COMPILES {
         let before = cpu.instructions_retired();
-        let exit = cpu.run(&mut bus, left.min(BUDGET / 4));
+        let exit = cpu.run(&mut bus, left.min(slice));
         left = left.saturating_sub(cpu.instructions_retired() - before + 1);
         match exit {
             CpuExit::Halt | CpuExit::Shutdown => break,

@@ -2,14 +2,19 @@
 //! inputs in a loop, or on the files given as arguments (to replay crashes
 //! that `cargo fuzz` found).
 //!
-//! `cpu_random [--iterations N] [--seed S] [FILE...]`
+//! `cpu_random [--iterations N] [--seed S] [FILE...]`; with
+//! `FERROVISOR_FUZZ_ENGINE=jit`, the `jit` target's runs instead.
 
 fn main() {
     let (iterations, seed, files) = ferrovisor_fuzz::runner_args(100_000, 0x9e37_79b9_7f4a_7c15);
+    let run: fn(&[u8]) = match std::env::var("FERROVISOR_FUZZ_ENGINE").as_deref() {
+        Ok("jit") => ferrovisor_fuzz::run_jit,
+        _ => ferrovisor_fuzz::run_cpu,
+    };
     if !files.is_empty() {
         for f in files {
             let data = std::fs::read(&f).unwrap_or_else(|e| panic!("{f}: {e}"));
-            ferrovisor_fuzz::run_cpu(&data);
+            run(&data);
             println!("{f}: ok");
         }
         return;
@@ -36,7 +41,7 @@ fn main() {
                 (r >> 16) as u8
             });
         }
-        ferrovisor_fuzz::run_cpu(&input);
+        run(&input);
         if (i + 1) % 10_000 == 0 {
             println!("{} inputs", i + 1);
         }
