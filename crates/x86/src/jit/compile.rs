@@ -250,28 +250,14 @@ fn build(
             cx.call_handler(&mut b, op, i);
             cx.known.set(None);
             called += 1;
+            // What pays to inline next: `FERROVISOR_LOG=x86::jit=trace`.
+            tracing::trace!(target: "x86::jit", code = ?op.insn.code(), "op called out");
         }
     }
     // Ran to its end: chain to the successor's code when the run loop
-    // would run it next (`chain::next`), else return to the run loop.
-    let f = b.ins().iconst(I64, super::chain::next as *const () as i64);
+    // would run it next (`chain_emit`), else return to the run loop.
     // `ops` is not empty (`compile`).
-    let lo = &ops[ops.len() - 1];
-    let last = b.ins().iconst(I64, lo as *const Op as i64);
-    let nrip = b.ins().iconst(I64, lo.next as i64);
-    let meta = b.ins().iconst(I64, super::chain::meta(lo) as i64);
-    let call = b.ins().call_indirect(nsig, f, &[ex, last, nrip, meta]);
-    let next = b.inst_results(call)[0];
-    let chain = b.create_block();
-    let back = b.create_block();
-    b.ins().brif(next, chain, &[], back, &[]);
-    b.switch_to_block(chain);
-    b.seal_block(chain);
-    b.ins().return_call_indirect(bsig, next, &[ex, cpu]);
-    b.switch_to_block(back);
-    b.seal_block(back);
-    let all = b.ins().iconst(I64, ops.len() as i64);
-    b.ins().return_(&[all]);
+    super::chain_emit::tail(&mut b, &cx, &ops[ops.len() - 1], ops.len(), nsig, bsig);
 
     b.switch_to_block(early);
     b.seal_block(early);
