@@ -43,7 +43,12 @@ use crate::exec::{Exec, Op};
 pub(crate) use compile::compile;
 
 /// Runs of a block (whole, by the interpreter) before it is compiled.
-pub(crate) const HOT: u32 = 32;
+/// Measured on the test guest (docs/PERFORMANCE.md, "The JIT, phase
+/// 4"): at 32 the boot compiled ~50 000 blocks and took twice the
+/// interpreter's time (Cranelift half of its samples); 2048 boots faster
+/// than the interpreter and runs the shell loop fastest of 32, 512, 2048
+/// and 8192.
+pub(crate) const HOT: u32 = 2048;
 
 /// The compile threshold: `FERROVISOR_JIT_HOT` (runs, at least 1) when
 /// set, else [`HOT`]; read once per process.
