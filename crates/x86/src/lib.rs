@@ -358,6 +358,12 @@ impl CpuSignals {
     const KICK: u32 = 1;
     const FLUSH: u32 = 2;
 
+    /// Where the pending bits live (compiled code reads them: nonzero is
+    /// `pending`).
+    pub(crate) fn bits_ptr(&self) -> *const AtomicU32 {
+        &self.bits
+    }
+
     /// Makes a running (or the next) `run` return [`CpuExit::Interrupted`].
     pub fn kick(&self) {
         self.bits.fetch_or(Self::KICK, Ordering::Release);

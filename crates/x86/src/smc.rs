@@ -88,6 +88,16 @@ impl CodeShare {
         self.revoke.load(Ordering::Acquire)
     }
 
+    /// Where [`CodeShare::epoch`] lives (compiled code reads it).
+    pub(crate) fn epoch_ptr(&self) -> *const AtomicU64 {
+        &self.epoch
+    }
+
+    /// Where [`CodeShare::revoke_epoch`] lives (compiled code reads it).
+    pub(crate) fn revoke_ptr(&self) -> *const AtomicU64 {
+        &self.revoke
+    }
+
     /// Whether `page` holds decoded code on some CPU.
     #[inline]
     pub fn is_code(&self, page: u64) -> bool {

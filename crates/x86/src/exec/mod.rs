@@ -56,6 +56,8 @@ pub(crate) struct Exec<'a> {
     /// the blocks it may still run.
     pub jit_limit: u64,
     pub jit_chain_left: u32,
+    /// What the inline chain step of compiled code watches.
+    pub jit_watch: crate::jit::chain::Watch,
 }
 
 /// A destination operand resolved once for read-modify-write.
@@ -86,6 +88,7 @@ impl<'a> Exec<'a> {
             jit_cur: OpsRef::EMPTY,
             jit_limit: 0,
             jit_chain_left: 0,
+            jit_watch: crate::jit::chain::Watch::NONE,
         }
     }
 }
@@ -299,6 +302,7 @@ impl Exec<'_> {
         self.jit_cur = crate::block::OpsRef::of(ops);
         self.jit_limit = limit;
         self.jit_chain_left = self.c.jit_chain;
+        self.jit_watch_start();
         // SAFETY: `f` was compiled from `ops`, which stay alive (with the
         // code) until the next collect_garbage, as do the blocks it
         // chains to; `self` and its CPU are the running context.
@@ -309,7 +313,12 @@ impl Exec<'_> {
                 &mut *self.c as *mut crate::Cpu as *mut u8,
             )
         };
-        self.c.cache_counters.jit_block_runs.inc();
+        // The blocks entered from a block (`jit::chain`), then this one.
+        let chained = u64::from(self.c.jit_chain.saturating_sub(self.jit_chain_left));
+        let k = &self.c.cache_counters;
+        k.blocks_run.add(chained);
+        k.jit_chained.add(chained);
+        k.jit_block_runs.add(chained + 1);
         let (done, st) = crate::jit::ran(r);
         let fault = if st == crate::jit::status::FAULT {
             self.jit_err.take()

@@ -1,12 +1,15 @@
-//! Block chaining inside compiled code (issue 11, phase 3).
+//! Block chaining inside compiled code (issue 11, phases 3 and 4).
 //!
-//! A compiled block that ran to its end calls [`next`] from its epilogue.
-//! `next` finishes the block exactly as the run loop would (RIP, the
-//! retired count), makes the checks `Exec::run_chain` makes between two
-//! blocks, and when the successor is known and compiled returns its code:
-//! the block then tail-calls it (`return_call_indirect`, the stack stays
-//! flat) instead of returning through the run loop. Otherwise it returns
-//! 0 and the block returns to the run loop, which finds the state already
+//! A compiled block that ran to its end first makes the chain step inline
+//! (`chain_emit`, phase 4): the block's epilogue (RIP, the retired count),
+//! the checks below over the fields [`Watch`] points at, and a hit in one
+//! of the two links of its last op, then tail-calls the successor
+//! (`return_call_indirect`, the stack stays flat). When any of that fails
+//! it calls [`next`], the reference: `next` finishes the block exactly as
+//! the run loop would, makes the checks `Exec::run_chain` makes between
+//! two blocks, and when the successor is known and compiled returns its
+//! code (updating the links from the jump cache). Otherwise it returns 0
+//! and the block returns to the run loop, which finds the state already
 //! final (finishing a block twice is idempotent).
 //!
 //! The successor is the one the run loop would pick: the link in the
@@ -27,6 +30,7 @@
 //! `Exec::jit_cur`, so the run loop's epilogue raises it with RIP and the
 //! retired count exact.
 
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::OnceLock;
 
 use crate::block::NO_KEY;
@@ -48,6 +52,45 @@ pub(crate) fn max() -> u32 {
             .and_then(|v| v.parse::<u32>().ok())
             .map_or(CHAIN_MAX, |n| n.max(1))
     })
+}
+
+/// What the inline chain step reads besides the CPU and the links: the
+/// words other threads change (a kick or flush request, the code epochs)
+/// and the chain key. Set when a chain starts (`Exec::exec_compiled`);
+/// the key is refreshed after every call-out (`super::call_op`), the
+/// only ops that may change it (a CR3 write or INVLPG, a write to a code
+/// page, a privilege change), and by [`next`].
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub(crate) struct Watch {
+    pub signals: *const AtomicU32,
+    pub epoch: *const AtomicU64,
+    pub revoke: *const AtomicU64,
+    /// `Exec::chain_key()`.
+    pub key: u64,
+}
+
+impl Watch {
+    pub(crate) const NONE: Watch = Watch {
+        signals: std::ptr::null(),
+        epoch: std::ptr::null(),
+        revoke: std::ptr::null(),
+        key: NO_KEY,
+    };
+}
+
+impl Exec<'_> {
+    /// Points [`Watch`] at this CPU's words, before a chain starts.
+    #[inline]
+    pub(crate) fn jit_watch_start(&mut self) {
+        let c = &*self.c;
+        self.jit_watch = Watch {
+            signals: c.signals.bits_ptr(),
+            epoch: c.code_share.epoch_ptr(),
+            revoke: c.code_share.revoke_ptr(),
+            key: self.chain_key(),
+        };
+    }
 }
 
 /// Called by a compiled block that ran to its end: the successor's code
@@ -92,6 +135,7 @@ impl Exec<'_> {
         }
         let rip = c.state.rip;
         let key = self.chain_key();
+        self.jit_watch.key = key;
         if key == NO_KEY {
             return None;
         }
@@ -130,10 +174,8 @@ impl Exec<'_> {
         self.jit_cur = succ;
         self.icount0 = self.c.icount;
         self.c.block_exit = false;
-        let k = &self.c.cache_counters;
-        k.blocks_run.inc();
-        k.jit_block_runs.inc();
-        k.jit_chained.inc();
+        // The counters of chained blocks: `Exec::exec_compiled`, from
+        // `jit_chain_left`.
         Some(f)
     }
 }

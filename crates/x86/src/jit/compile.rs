@@ -63,8 +63,10 @@ pub(crate) fn compile(ops: &[Op]) -> Option<(Code, usize)> {
     if ops.is_empty() || ops.len() > u32::MAX as usize {
         return None;
     }
-    // Blocks are entered through it (`super::enter`).
+    // Blocks are entered through it (`super::enter`) and end in the
+    // chain stub.
     trampoline()?;
+    super::chain_emit::stub()?;
     CTX.with(|cell| {
         let (ctx, fctx) = &mut *cell.borrow_mut();
         ctx.clear();
@@ -143,7 +145,7 @@ unsafe extern "C" fn lazy_cond(cpu: *const u8, cc: u32) -> u32 {
 /// A compiled block's signature: `(exec, cpu) -> result`, in the
 /// `tail` convention so that a block can tail-call its successor (the
 /// stack stays flat along a chain).
-fn block_sig() -> Signature {
+pub(super) fn block_sig() -> Signature {
     let mut sig = Signature::new(CallConv::Tail);
     sig.params.push(AbiParam::new(I64));
     sig.params.push(AbiParam::new(I64));
@@ -217,13 +219,7 @@ fn build(
     csig.params.push(AbiParam::new(I32));
     csig.returns.push(AbiParam::new(I32));
     let csig = b.import_signature(csig);
-    let mut nsig = Signature::new(cc);
-    for _ in 0..4 {
-        nsig.params.push(AbiParam::new(I64));
-    }
-    nsig.returns.push(AbiParam::new(I64));
-    let nsig = b.import_signature(nsig);
-    let bsig = b.import_signature(block_sig());
+    let ssig = b.import_signature(super::chain_emit::stub_sig());
 
     // Leaving early: (status, index of the op) → the packed result.
     let early = b.create_block();
@@ -250,28 +246,14 @@ fn build(
             cx.call_handler(&mut b, op, i);
             cx.known.set(None);
             called += 1;
+            // What pays to inline next: `FERROVISOR_LOG=x86::jit=trace`.
+            tracing::trace!(target: "x86::jit", code = ?op.insn.code(), "op called out");
         }
     }
     // Ran to its end: chain to the successor's code when the run loop
-    // would run it next (`chain::next`), else return to the run loop.
-    let f = b.ins().iconst(I64, super::chain::next as *const () as i64);
+    // would run it next (`chain_emit`), else return to the run loop.
     // `ops` is not empty (`compile`).
-    let lo = &ops[ops.len() - 1];
-    let last = b.ins().iconst(I64, lo as *const Op as i64);
-    let nrip = b.ins().iconst(I64, lo.next as i64);
-    let meta = b.ins().iconst(I64, super::chain::meta(lo) as i64);
-    let call = b.ins().call_indirect(nsig, f, &[ex, last, nrip, meta]);
-    let next = b.inst_results(call)[0];
-    let chain = b.create_block();
-    let back = b.create_block();
-    b.ins().brif(next, chain, &[], back, &[]);
-    b.switch_to_block(chain);
-    b.seal_block(chain);
-    b.ins().return_call_indirect(bsig, next, &[ex, cpu]);
-    b.switch_to_block(back);
-    b.seal_block(back);
-    let all = b.ins().iconst(I64, ops.len() as i64);
-    b.ins().return_(&[all]);
+    super::chain_emit::tail(&mut b, &cx, &ops[ops.len() - 1], ops.len(), ssig);
 
     b.switch_to_block(early);
     b.seal_block(early);

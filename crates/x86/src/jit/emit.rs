@@ -1,6 +1,6 @@
 //! Inline emitters for the common integer forms: MOV, LEA and the ALU
-//! operations (register/register and register/immediate, 32- and 64-bit
-//! operands, 64-bit code). Each produces exactly what its interpreter
+//! operations (register/register and register/immediate, 8-, 16-, 32-
+//! and 64-bit operands (LEA 32 and 64), 64-bit code). Each produces exactly what its interpreter
 //! handler in `exec/fast.rs` does: the same register write (32-bit
 //! results zero-extended) and, when the op's flags are live, the same
 //! lazy-flags record (`LazyFlags::record`: operation, size mask, both
@@ -116,14 +116,16 @@ fn classify(op: &Op) -> Option<(Inline, u32)> {
             Mnemonic::Dec => false,
             _ => return None,
         };
-        let ok = insn.op0_kind() == OpKind::Register && op.r0 < 16 && (size == 4 || size == 8);
+        let ok = insn.op0_kind() == OpKind::Register && op.r0 < 16 && matches!(size, 1 | 2 | 4 | 8);
         return ok.then_some((Inline::IncDec(inc), size));
     }
     if insn.op_count() != 2 {
         return None;
     }
+    // 1 and 2 bytes: the low byte or word of a GPR (r < 16; AH..BH are
+    // 16..19), merged into the register as `rset`.
     let size = Exec::op_size(insn, 0);
-    if size != 4 && size != 8 {
+    if !matches!(size, 1 | 2 | 4 | 8) {
         return None;
     }
     let gpr = |r: u8| r < 16;
@@ -137,6 +139,7 @@ fn classify(op: &Op) -> Option<(Inline, u32)> {
         (Mnemonic::Mov, OpKind::Register, k) if gpr(op.r0) && is_imm(k) => Inline::MovRI,
         (Mnemonic::Lea, OpKind::Register, OpKind::Memory)
             if gpr(op.r0)
+                && size >= 4
                 && (op.base == NOREG || gpr(op.base))
                 && (op.index == NOREG || gpr(op.index)) =>
         {
@@ -173,22 +176,13 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
     let m = size_mask(size);
     let get = |b: &mut FunctionBuilder<'_>, r: u8| {
         let v = b.ins().load(I64, mem(), cpu, gpr_off(r));
-        if size == 4 {
+        if size < 8 {
             b.ins().band_imm_u(v, m as i64)
         } else {
             v
         }
     };
-    // rset for 4 and 8 bytes: the value masked to the size (a 32-bit
-    // result zero-extends into the whole register).
-    let set = |b: &mut FunctionBuilder<'_>, r: u8, v: Value| {
-        let v = if size == 4 {
-            b.ins().band_imm_u(v, m as i64)
-        } else {
-            v
-        };
-        b.ins().store(mem(), v, cpu, gpr_off(r));
-    };
+    let set = |b: &mut FunctionBuilder<'_>, r: u8, v: Value| set_gpr(b, cpu, r, size, v);
     match shape {
         Inline::MovRR => {
             let v = get(b, op.r1);
@@ -223,7 +217,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
             } else {
                 b.ins().iadd_imm_s(a, -1)
             };
-            let r = if size == 4 {
+            let r = if size < 8 {
                 b.ins().band_imm_u(r, m as i64)
             } else {
                 r
@@ -241,7 +235,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
             if record {
                 record_flags(b, cpu, &k);
             }
-            b.ins().store(mem(), r, cpu, gpr_off(op.r0));
+            set(b, op.r0, r);
             cx.known.set(Some(k));
         }
         Inline::AluRR(alu) | Inline::AluRI(alu) => {
@@ -257,7 +251,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
                 Alu::Or => b.ins().bor(a, bv),
                 Alu::Xor => b.ins().bxor(a, bv),
             };
-            let r = if size == 4 {
+            let r = if size < 8 {
                 b.ins().band_imm_u(r, m as i64)
             } else {
                 r
@@ -275,11 +269,29 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
             }
             cx.known.set(Some(k));
             if alu.writes() {
-                b.ins().store(mem(), r, cpu, gpr_off(op.r0));
+                set(b, op.r0, r);
             }
         }
     }
     true
+}
+
+/// `Exec::rset` of GPR `r` (< 16) for `size` bytes: 8 stores the value,
+/// 4 its low half zero-extended, 1 and 2 merge it into the register's
+/// low byte or word.
+pub(super) fn set_gpr(b: &mut FunctionBuilder<'_>, cpu: Value, r: u8, size: u32, v: Value) {
+    let m = size_mask(size);
+    let v = match size {
+        8 => v,
+        4 => b.ins().band_imm_u(v, m as i64),
+        _ => {
+            let old = b.ins().load(I64, mem(), cpu, gpr_off(r));
+            let keep = b.ins().band_imm_u(old, !m as i64);
+            let low = b.ins().band_imm_u(v, m as i64);
+            b.ins().bor(keep, low)
+        }
+    };
+    b.ins().store(mem(), v, cpu, gpr_off(r));
 }
 
 /// `LazyFlags::record(kind, size, a, b, res, aux)` in IR (aux: the kept

@@ -6,14 +6,14 @@
 //! for a read-modify-write, as `Exec::mrmw`); a miss runs the handler.
 //! Flags are recorded and made known as the register forms do.
 
-use cranelift_codegen::ir::{types::I64, BlockArg, InstBuilder, Value};
+use cranelift_codegen::ir::{types::I64, BlockArg, InstBuilder};
 use cranelift_frontend::FunctionBuilder;
 use iced_x86::{CodeSize, Mnemonic, OpKind};
 
 use super::compile::Cx;
 use super::emit::{record_flags, Alu};
 use super::emit_branch::Known;
-use super::emit_mem::{cpu_mem, gpr_off, guest_mem, linear, tlb};
+use super::emit_mem::{cpu_mem, gpr_off, linear, load, store, tlb};
 use crate::exec::op::NOREG;
 use crate::exec::{Exec, Op};
 use crate::flags::{size_mask, LazyFlags};
@@ -183,22 +183,4 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
 
 fn flags_off() -> usize {
     std::mem::offset_of!(crate::Cpu, state) + std::mem::offset_of!(crate::state::CpuState, flags)
-}
-
-fn load(b: &mut FunctionBuilder<'_>, p: Value, size: u32) -> Value {
-    match size {
-        1 => b.ins().uload8(I64, guest_mem(), p, 0),
-        2 => b.ins().uload16(I64, guest_mem(), p, 0),
-        4 => b.ins().uload32(guest_mem(), p, 0),
-        _ => b.ins().load(I64, guest_mem(), p, 0),
-    }
-}
-
-fn store(b: &mut FunctionBuilder<'_>, p: Value, size: u32, v: Value) {
-    match size {
-        1 => b.ins().istore8(guest_mem(), v, p, 0),
-        2 => b.ins().istore16(guest_mem(), v, p, 0),
-        4 => b.ins().istore32(guest_mem(), v, p, 0),
-        _ => b.ins().store(guest_mem(), v, p, 0),
-    };
 }

@@ -183,7 +183,7 @@ fn fused_cmp_jcc(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> bool {
         _ => return false,
     };
     let size = Exec::op_size(insn, 0);
-    if (size != 4 && size != 8) || op.r0 >= 16 || insn.op0_kind() != OpKind::Register {
+    if !matches!(size, 1 | 2 | 4 | 8) || op.r0 >= 16 || insn.op0_kind() != OpKind::Register {
         return false;
     }
     let ri = match insn.op1_kind() {
@@ -195,7 +195,7 @@ fn fused_cmp_jcc(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> bool {
     let m = size_mask(size);
     let get = |b: &mut FunctionBuilder<'_>, r: u8| {
         let v = b.ins().load(I64, MemFlagsData::trusted(), cpu, gpr_off(r));
-        if size == 4 {
+        if size < 8 {
             b.ins().band_imm_u(v, m as i64)
         } else {
             v
@@ -209,7 +209,7 @@ fn fused_cmp_jcc(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> bool {
     };
     let r = if cmp {
         let d = b.ins().isub(a, bv);
-        if size == 4 {
+        if size < 8 {
             b.ins().band_imm_u(d, m as i64)
         } else {
             d

@@ -1,5 +1,6 @@
-//! Inline memory forms: MOV between a 32/64-bit register and memory,
-//! PUSH/POP of a 64-bit register, in 64-bit code. The access goes
+//! Inline memory forms: MOV between a register (8, 16, 32 or 64 bits)
+//! and memory, MOV of an immediate to memory, PUSH/POP of a 64-bit
+//! register, in 64-bit code. The access goes
 //! through an inlined soft-TLB lookup (what `Tlb::host` does: the entry
 //! of the data bank, tag = page | salt, the bytes inside the page); on a
 //! miss the op's interpreter handler runs instead (page walk, fault,
@@ -37,6 +38,8 @@ enum Shape {
     Load,
     /// MOV [mem], reg
     Store,
+    /// MOV [mem], imm
+    StoreImm,
     Push,
     Pop,
 }
@@ -55,13 +58,17 @@ fn classify(op: &Op) -> Option<(Shape, u32)> {
     if insn.mnemonic() != Mnemonic::Mov || insn.op_count() != 2 || !mem_ok {
         return None;
     }
+    // 1 and 2 bytes: a GPR's low byte or word (AH..BH are 16..19).
     let size = Exec::op_size(insn, 0);
-    if size != 4 && size != 8 {
+    if !matches!(size, 1 | 2 | 4 | 8) {
         return None;
     }
     match (insn.op0_kind(), insn.op1_kind()) {
         (OpKind::Register, OpKind::Memory) if op.r0 < 16 => Some((Shape::Load, size)),
         (OpKind::Memory, OpKind::Register) if op.r1 < 16 => Some((Shape::Store, size)),
+        (OpKind::Memory, k) if k != OpKind::Register && k != OpKind::Memory => {
+            Some((Shape::StoreImm, size))
+        }
         _ => None,
     }
 }
@@ -154,24 +161,19 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
         Shape::Load => {
             let lin = linear(b, cpu, op);
             let p = tlb(b, cpu, lin, size, false, miss);
-            let v = if size == 8 {
-                b.ins().load(I64, guest_mem(), p, 0)
-            } else {
-                b.ins().uload32(guest_mem(), p, 0)
-            };
-            b.ins().store(cpu_mem(), v, cpu, gpr_off(op.r0));
+            let v = load(b, p, size);
+            super::emit::set_gpr(b, cpu, op.r0, size, v);
         }
-        Shape::Store => {
+        Shape::Store | Shape::StoreImm => {
             // The value first, as mov_mr (the address registers may be
             // the source).
-            let v = b.ins().load(I64, cpu_mem(), cpu, gpr_off(op.r1));
+            let v = match shape {
+                Shape::Store => b.ins().load(I64, cpu_mem(), cpu, gpr_off(op.r1)),
+                _ => b.ins().iconst(I64, op.imm as i64),
+            };
             let lin = linear(b, cpu, op);
             let p = tlb(b, cpu, lin, size, true, miss);
-            if size == 8 {
-                b.ins().store(guest_mem(), v, p, 0);
-            } else {
-                b.ins().istore32(guest_mem(), v, p, 0);
-            }
+            store(b, p, size, v);
         }
         Shape::Push => {
             let v = b.ins().load(I64, cpu_mem(), cpu, gpr_off(op.r0));
@@ -199,4 +201,24 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
     b.switch_to_block(done);
     b.seal_block(done);
     true
+}
+
+/// `size` bytes of guest memory at host address `p`, zero-extended.
+pub(super) fn load(b: &mut FunctionBuilder<'_>, p: Value, size: u32) -> Value {
+    match size {
+        1 => b.ins().uload8(I64, guest_mem(), p, 0),
+        2 => b.ins().uload16(I64, guest_mem(), p, 0),
+        4 => b.ins().uload32(guest_mem(), p, 0),
+        _ => b.ins().load(I64, guest_mem(), p, 0),
+    }
+}
+
+/// Stores the low `size` bytes of `v` at host address `p`.
+pub(super) fn store(b: &mut FunctionBuilder<'_>, p: Value, size: u32, v: Value) {
+    match size {
+        1 => b.ins().istore8(guest_mem(), v, p, 0),
+        2 => b.ins().istore16(guest_mem(), v, p, 0),
+        4 => b.ins().istore32(guest_mem(), v, p, 0),
+        _ => b.ins().store(guest_mem(), v, p, 0),
+    };
 }

@@ -15,7 +15,8 @@
 //!
 //! A block that runs to its end chains to its successor's code when the
 //! run loop would run it next ([`chain`], phase 3): a tail call, without
-//! returning to the run loop.
+//! returning to the run loop; the common case of that step is inline in
+//! the block (`chain_emit`, phase 4).
 //!
 //! Compiled code lives in the block's first op ([`Slot`]): it is freed
 //! with the block's ops (self-modifying code, another CPU's write,
@@ -24,6 +25,7 @@
 //! debug stepping and the uncached (scratch) block run in the interpreter.
 
 pub(crate) mod chain;
+mod chain_emit;
 mod code;
 mod compile;
 mod emit;
@@ -41,7 +43,12 @@ use crate::exec::{Exec, Op};
 pub(crate) use compile::compile;
 
 /// Runs of a block (whole, by the interpreter) before it is compiled.
-pub(crate) const HOT: u32 = 32;
+/// Measured on the test guest (docs/PERFORMANCE.md, "The JIT, phase
+/// 4"): at 32 the boot compiled ~50 000 blocks and took twice the
+/// interpreter's time (Cranelift half of its samples); 2048 boots faster
+/// than the interpreter and runs the shell loop fastest of 32, 512, 2048
+/// and 8192.
+pub(crate) const HOT: u32 = 2048;
 
 /// The compile threshold: `FERROVISOR_JIT_HOT` (runs, at least 1) when
 /// set, else [`HOT`]; read once per process.
@@ -199,7 +206,11 @@ pub(crate) unsafe extern "C" fn call_op(ex: *mut u8, op: *const Op) -> u32 {
     // SAFETY: the caller's contract; the compiled block holds no other
     // reference to either while the handler runs.
     let (ex, op) = unsafe { (&mut *(ex as *mut Exec<'static>), &*op) };
-    match (op.h)(ex, op) {
+    let r = (op.h)(ex, op);
+    // A handler may change the chain key (CR3, INVLPG, a code write, the
+    // privilege): the inline chain step reads it from here.
+    ex.jit_watch.key = ex.chain_key();
+    match r {
         Ok(()) => ex.c.block_exit as u32,
         Err(e) => {
             ex.jit_err = Some(e);

@@ -20,7 +20,10 @@ fn run(engine: Engine, program: fn(&mut CodeAssembler) -> Result<(), IcedError>)
     g
 }
 
-fn compare(program: fn(&mut CodeAssembler) -> Result<(), IcedError>) -> Guest {
+/// Runs `program` on both engines (every block compiled on its first run
+/// on jit) and compares registers, RIP, RFLAGS, CR2, the retired count
+/// and the data and stack pages; returns the jit guest.
+pub(super) fn compare(program: fn(&mut CodeAssembler) -> Result<(), IcedError>) -> Guest {
     let i = run(Engine::Interp, program);
     let j = run(Engine::Jit, program);
     assert_eq!(j.cpu.state.gpr, i.cpu.state.gpr);

@@ -11,6 +11,7 @@ mod jit;
 mod jit_alu_mem;
 mod jit_chain;
 mod jit_ext;
+mod jit_narrow;
 mod mmx;
 mod modes;
 mod paging;
