@@ -62,7 +62,7 @@ const DATA: u64 = 0x10_0000;
 /// Instructions per input.
 const BUDGET: u64 = 4_000;
 /// Blocks the `jit` target compiles per input at most (see `run_cpu_on`).
-const JIT_COMPILES: u64 = 32;
+const JIT_COMPILES: u64 = 8;
 
 /// Opcode and prefix bytes worth mixing into random inputs.
 pub const COMMON_BYTES: [u8; 30] = [

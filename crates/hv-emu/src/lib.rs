@@ -61,7 +61,7 @@ impl Hypervisor for EmuHypervisor {
     }
 
     /// The software CPU makes no ioctls: its threads need only memory,
-    /// locks and eventfds, and with the JIT (`FERROVISOR_EMU_ENGINE=jit`)
+    /// locks and eventfds, and with the JIT (the default engine)
     /// read-execute pages.
     fn host_calls(&self) -> hv::HostCalls {
         hv::HostCalls {

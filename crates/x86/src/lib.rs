@@ -175,6 +175,8 @@ mod tests;
 /// share those pages instead of each building its own.
 pub fn warm_up() {
     let _ = iced_x86::Decoder::new(64, &[0x90], iced_x86::DecoderOptions::NONE).decode();
+    // The JIT's Cranelift target, built once per process.
+    let _ = Engine::jit_available();
 }
 
 use std::sync::atomic::{AtomicU32, Ordering};

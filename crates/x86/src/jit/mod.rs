@@ -66,20 +66,22 @@ pub(crate) fn hot() -> u32 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Engine {
     /// The interpreter alone.
-    #[default]
     Interp,
     /// Hot blocks compiled with Cranelift; the interpreter for the rest.
+    #[default]
     Jit,
 }
 
 impl Engine {
     /// The engine `FERROVISOR_EMU_ENGINE` (`interp` or `jit`) asks for,
-    /// read once per process; the interpreter when unset or unknown.
+    /// read once per process; the JIT when unset (the interpreter where
+    /// Cranelift has no backend for the host), the interpreter when
+    /// unknown.
     pub fn from_env() -> Engine {
         static ENGINE: OnceLock<Engine> = OnceLock::new();
         *ENGINE.get_or_init(|| match std::env::var("FERROVISOR_EMU_ENGINE").as_deref() {
-            Ok("jit") => Engine::Jit,
-            Ok("interp") | Err(_) => Engine::Interp,
+            Ok("jit") | Err(_) if Engine::jit_available() => Engine::Jit,
+            Ok("interp") | Ok("jit") | Err(_) => Engine::Interp,
             Ok(other) => {
                 tracing::warn!("FERROVISOR_EMU_ENGINE={other}: not interp or jit; using interp");
                 Engine::Interp
