@@ -98,7 +98,17 @@ impl Exec<'_> {
 
     pub(crate) fn run(&mut self, max: u64) -> CpuExit {
         let limit = self.c.icount.saturating_add(max);
+        // Rounds of this loop that retired nothing (an event delivered: a
+        // fault whose handler faults at once can go on forever, in real
+        // mode where the stack wraps) count toward the budget too, so a
+        // run always ends (the caller then sees the guest stuck at the
+        // same RIP, as on hardware).
+        let (mut last, mut stalled) = (self.c.icount, 0u64);
         loop {
+            if self.c.icount == last {
+                stalled += 1;
+            }
+            last = self.c.icount;
             // No block runs here: free the ops of dropped blocks.
             self.c.blocks.collect_garbage();
             if let Some(e) = self.c.pending_exit.take() {
@@ -130,7 +140,7 @@ impl Exec<'_> {
                 );
                 return CpuExit::InterruptWindow;
             }
-            if self.c.icount >= limit {
+            if self.c.icount >= limit || stalled > max {
                 return CpuExit::InstructionLimit;
             }
             // What changes the data bank (CPL, EFLAGS.AC, CR4.SMAP) sets

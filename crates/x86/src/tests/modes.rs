@@ -118,6 +118,28 @@ fn real_mode_interrupts_use_the_ivt() {
 }
 
 #[test]
+fn a_fault_loop_that_retires_nothing_ends_at_the_budget() {
+    super::on_both_engines(|| {
+        let mut bus = TestBus::new();
+        // #UD's IVT entry points at the UD2 that raises it: every round
+        // delivers #UD and retires nothing, for ever (the real-mode stack
+        // wraps inside its own segment, away from the code and the IVT).
+        bus.load(6 * 4, &[0x00, 0x7c, 0x00, 0x00]);
+        bus.load(REAL_CODE, &[0x0f, 0x0b]);
+        let mut cpu = Cpu::default();
+        cpu.state.seg[CS] = SegCache::real(0, true);
+        cpu.state.seg[SS] = SegCache::real(0x1000, false);
+        cpu.state.rip = REAL_CODE;
+        cpu.state.gpr[4] = 0x7000;
+        cpu.state_changed();
+        let i0 = cpu.icount;
+        assert_eq!(cpu.run(&mut bus, 100), CpuExit::InstructionLimit);
+        assert_eq!(cpu.icount, i0);
+        assert_eq!(cpu.state.rip, REAL_CODE);
+    });
+}
+
+#[test]
 fn compatibility_mode_round_trip() {
     let mut g = Guest::long64();
     let compat = 0x4_0000u64;
