@@ -157,6 +157,63 @@ fn sighup_stops_ferrovisor_run_with_156() {
     run_ends_cleanly_on("run-hup", libc::SIGHUP, 156);
 }
 
+/// Job control (Ctrl-Z and `fg`, `kill -STOP` / `kill -CONT`) pauses the
+/// whole process and goes on: a thread stopped inside a sleep or a timed
+/// wait resumes through restart_syscall, which every thread's filter
+/// must allow (it only restarts the call that was allowed). Before, the
+/// timer thread was killed by its filter and the VM ended with 148.
+#[test]
+fn sigstop_and_sigcont_leave_the_vm_running() {
+    for accel in common::accels() {
+        let dir = temp_dir(&format!("stop-cont-{accel}"));
+        let kernel = elf(&dir, "echo.elf", &guests::echo().unwrap());
+        let vsock = dir.join("v.sock");
+        let vsock_arg = format!("cid=3,socket={}", vsock.display());
+        let (mut child, out, err) = spawn(&[
+            "run",
+            "--accel",
+            accel,
+            "--boot",
+            "bare",
+            "--memory",
+            "32M",
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--vsock",
+            &vsock_arg,
+        ]);
+        wait_exists(&vsock);
+        for _ in 0..3 {
+            common::signal(&child, libc::SIGSTOP);
+            std::thread::sleep(Duration::from_millis(200));
+            common::signal(&child, libc::SIGCONT);
+            std::thread::sleep(Duration::from_millis(300));
+            if let Some(status) = child.try_wait().unwrap() {
+                let stderr = String::from_utf8_lossy(&err.recv().unwrap()).into_owned();
+                panic!("{accel}: the VM ended ({status}) after SIGSTOP/SIGCONT: {stderr}");
+            }
+        }
+        common::signal(&child, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let code = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let stderr = String::from_utf8_lossy(&err.recv().unwrap()).into_owned();
+        drop(out.recv());
+        assert_eq!(code, Some(143), "{accel}: stderr: {stderr}");
+        assert!(!stderr.contains("forbidden syscall"), "{accel}: {stderr}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 #[test]
 fn a_triple_fault_exits_4() {
     let dir = temp_dir("triple");

@@ -20,7 +20,11 @@ pub fn rules() -> Rules {
         libc::SYS_clock_gettime,
         libc::SYS_gettimeofday,
         // Signals (the SIGSYS handler, the kvm kick) and a thread's end.
+        // A thread stopped (SIGSTOP, job control, a debugger) inside a
+        // sleep or a timed wait resumes it through restart_syscall, which
+        // only goes on with the call that was allowed.
         libc::SYS_rt_sigreturn,
+        libc::SYS_restart_syscall,
         libc::SYS_rt_sigprocmask,
         libc::SYS_sigaltstack,
         libc::SYS_exit,
