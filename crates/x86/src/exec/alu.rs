@@ -3,9 +3,9 @@
 
 use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 
-use super::{Dst, Exec};
+use super::{sem, Dst, Exec};
 use crate::exception::{de, gp, ud, R};
-use crate::flags::{sign_bit, size_mask, FlagOp};
+use crate::flags::{sign_bit, size_mask};
 use crate::state::rflags::*;
 use crate::state::{Mode, RAX, RBX, RCX, RDX};
 
@@ -53,47 +53,16 @@ impl Exec<'_> {
     /// The two-operand ALU operation `m` with flags.
     #[inline]
     pub(crate) fn alu_op(&mut self, m: Mnemonic, a: u64, b: u64, size: u32) -> u64 {
-        let mask = size_mask(size);
-        let f = &mut self.c.state.flags;
-        match m {
-            Mnemonic::Add => {
-                let r = a.wrapping_add(b) & mask;
-                f.record(FlagOp::Add, size, a, b, r, 0);
-                r
-            }
-            Mnemonic::Adc => {
-                let c = f.cf() as u64;
-                let r = a.wrapping_add(b).wrapping_add(c) & mask;
-                f.record(FlagOp::Adc, size, a, b, r, c);
-                r
-            }
-            Mnemonic::Sub | Mnemonic::Cmp => {
-                let r = a.wrapping_sub(b) & mask;
-                f.record(FlagOp::Sub, size, a, b, r, 0);
-                r
-            }
-            Mnemonic::Sbb => {
-                let c = f.cf() as u64;
-                let r = a.wrapping_sub(b).wrapping_sub(c) & mask;
-                f.record(FlagOp::Sbb, size, a, b, r, c);
-                r
-            }
-            Mnemonic::And | Mnemonic::Test => {
-                let r = a & b;
-                f.record(FlagOp::Logic, size, a, b, r, 0);
-                r
-            }
-            Mnemonic::Or => {
-                let r = a | b;
-                f.record(FlagOp::Logic, size, a, b, r, 0);
-                r
-            }
-            _ => {
-                let r = a ^ b;
-                f.record(FlagOp::Logic, size, a, b, r, 0);
-                r
-            }
-        }
+        let op = match m {
+            Mnemonic::Add => sem::ADD,
+            Mnemonic::Adc => sem::ADC,
+            Mnemonic::Sub | Mnemonic::Cmp => sem::SUB,
+            Mnemonic::Sbb => sem::SBB,
+            Mnemonic::And | Mnemonic::Test => sem::AND,
+            Mnemonic::Or => sem::OR,
+            _ => sem::XOR,
+        };
+        sem::alu(op, size, true, &mut self.c.state.flags, a, b)
     }
 
     pub(super) fn alu2(&mut self, insn: &Instruction) -> R<()> {
@@ -121,125 +90,57 @@ impl Exec<'_> {
         let m = insn.mnemonic();
         let size = Self::op_size(insn, 0);
         let d = self.dst(insn, size)?;
-        let mask = size_mask(size);
+        let k = match m {
+            Mnemonic::Inc => sem::INC,
+            Mnemonic::Dec => sem::DEC,
+            Mnemonic::Neg => sem::NEG,
+            _ => sem::NOT,
+        };
         self.rmw(insn, d, size, |ex, a| {
-            let f = &mut ex.c.state.flags;
-            match m {
-                Mnemonic::Inc => {
-                    let c = f.cf() as u64;
-                    let r = a.wrapping_add(1) & mask;
-                    f.record(FlagOp::Inc, size, a, 1, r, c);
-                    r
-                }
-                Mnemonic::Dec => {
-                    let c = f.cf() as u64;
-                    let r = a.wrapping_sub(1) & mask;
-                    f.record(FlagOp::Dec, size, a, 1, r, c);
-                    r
-                }
-                Mnemonic::Neg => {
-                    let r = 0u64.wrapping_sub(a) & mask;
-                    f.record(FlagOp::Sub, size, 0, a, r, 0);
-                    r
-                }
-                _ => !a & mask,
-            }
+            sem::unary(k, size, true, &mut ex.c.state.flags, a)
         })
     }
 
-    /// Shift/rotate with an eager flag computation.
+    /// A shift or rotate by a masked, non-zero count.
     fn shift_op(&mut self, m: Mnemonic, a: u64, count: u32, size: u32) -> u64 {
+        let f = &mut self.c.state.flags;
+        match m {
+            Mnemonic::Shl | Mnemonic::Sal => sem::shift(sem::SHL, size, true, f, a, count),
+            Mnemonic::Shr => sem::shift(sem::SHR, size, true, f, a, count),
+            Mnemonic::Sar => sem::shift(sem::SAR, size, true, f, a, count),
+            Mnemonic::Rol => sem::rotate(sem::ROL, size, true, f, a, count),
+            Mnemonic::Ror => sem::rotate(sem::ROR, size, true, f, a, count),
+            _ => self.rotate_carry(m == Mnemonic::Rcl, a, count, size),
+        }
+    }
+
+    /// RCL (`left`) / RCR: a rotate through CF of `size * 8 + 1` bits;
+    /// only CF and OF change.
+    fn rotate_carry(&mut self, left: bool, a: u64, count: u32, size: u32) -> u64 {
         let bits = size * 8;
         let mask = size_mask(size);
         let msb = |v: u64| (v >> (bits - 1)) & 1;
-        let fl = self.c.state.flags.get();
-        let cf_in = fl & CF;
-        let (r, cf, of, arith) = match m {
-            Mnemonic::Shl | Mnemonic::Sal => {
-                let r = if count >= 64 { 0 } else { (a << count) & mask };
-                let cf = if count <= bits {
-                    (a >> (bits - count)) & 1
-                } else {
-                    0
-                };
-                (r, cf, msb(r) ^ cf, true)
-            }
-            Mnemonic::Shr => {
-                let r = if count >= 64 { 0 } else { a >> count };
-                let cf = if count - 1 < 64 {
-                    (a >> (count - 1)) & 1
-                } else {
-                    0
-                };
-                (r, cf, msb(a), true)
-            }
-            Mnemonic::Sar => {
-                let s = sext(a, size);
-                let r = (s >> count.min(63)) as u64 & mask;
-                let cf = ((s >> (count - 1).min(63)) & 1) as u64;
-                (r, cf, 0, true)
-            }
-            Mnemonic::Rol => {
-                let c = count % bits;
-                let r = if c == 0 {
-                    a
-                } else {
-                    ((a << c) | (a >> (bits - c))) & mask
-                };
-                let cf = r & 1;
-                (r, cf, msb(r) ^ cf, false)
-            }
-            Mnemonic::Ror => {
-                let c = count % bits;
-                let r = if c == 0 {
-                    a
-                } else {
-                    ((a >> c) | (a << (bits - c))) & mask
-                };
-                let cf = msb(r);
-                (r, cf, msb(r) ^ ((r >> (bits - 2)) & 1), false)
-            }
-            Mnemonic::Rcl => {
-                let c = count % (bits + 1);
-                if c == 0 {
-                    return a;
-                }
-                let w = bits + 1;
-                let v = (a as u128) | ((cf_in as u128) << bits);
-                let wm = (1u128 << w) - 1;
-                let rr = ((v << c) | (v >> (w - c))) & wm;
-                let r = (rr as u64) & mask;
-                let cf = ((rr >> bits) & 1) as u64;
-                (r, cf, msb(r) ^ cf, false)
-            }
-            _ => {
-                // RCR
-                let c = count % (bits + 1);
-                if c == 0 {
-                    return a;
-                }
-                let w = bits + 1;
-                let v = (a as u128) | ((cf_in as u128) << bits);
-                let wm = (1u128 << w) - 1;
-                let rr = ((v >> c) | (v << (w - c))) & wm;
-                let r = (rr as u64) & mask;
-                let cf = ((rr >> bits) & 1) as u64;
-                (r, cf, msb(r) ^ ((r >> (bits - 2)) & 1), false)
-            }
-        };
-        if arith {
-            let aux = (cf & 1) | ((of & 1) << 1);
-            self.c
-                .state
-                .flags
-                .record(FlagOp::Szp, size, a, count as u64, r, aux);
-        } else {
-            let mut nf = if cf != 0 { CF } else { 0 };
-            if of != 0 {
-                nf |= OF;
-            }
-            self.c.state.flags.set_arith(CF | OF, nf);
+        let c = count % (bits + 1);
+        if c == 0 {
+            return a;
         }
+        let cf_in = self.c.state.flags.get() & CF;
+        let w = bits + 1;
+        let v = (a as u128) | ((cf_in as u128) << bits);
+        let wm = (1u128 << w) - 1;
+        let rr = if left {
+            ((v << c) | (v >> (w - c))) & wm
+        } else {
+            ((v >> c) | (v << (w - c))) & wm
+        };
+        let r = (rr as u64) & mask;
+        let cf = ((rr >> bits) & 1) as u64;
+        let of = if left {
+            msb(r) ^ cf
+        } else {
+            msb(r) ^ ((r >> (bits - 2)) & 1)
+        };
+        self.c.state.flags.set_arith(CF | OF, (cf * CF) | (of * OF));
         r
     }
 
@@ -315,20 +216,12 @@ impl Exec<'_> {
             } else {
                 (self.read_op(insn, 0, size)?, self.read_op(insn, 1, size)?)
             };
-            let full = sext(a, size) as i128 * sext(b, size) as i128;
-            let r = full as u64 & size_mask(size);
-            let overflow = sext(r, size) as i128 != full;
-            self.c
-                .state
-                .flags
-                .record(FlagOp::Szp, size, a, b, r, overflow as u64 * 3);
+            let r = sem::imul(size, true, &mut self.c.state.flags, a, b);
             self.set_gpr(insn.op0_register(), r);
             return Ok(());
         }
         let size = Self::op_size(insn, 0);
         let src = self.read_op(insn, 0, size)?;
-        let mask = size_mask(size);
-        let bits = size * 8;
         // The implicit accumulator pair.
         let (lo, hi) = if size == 1 {
             let ax = self.gpr_sized(RAX, 2);
@@ -336,71 +229,18 @@ impl Exec<'_> {
         } else {
             (self.gpr_sized(RAX, size), self.gpr_sized(RDX, size))
         };
-        let store = |ex: &mut Self, lo: u64, hi: u64| {
-            if size == 1 {
-                ex.set_gpr_sized(RAX, 2, (lo & 0xff) | ((hi & 0xff) << 8));
-            } else {
-                ex.set_gpr_sized(RAX, size, lo);
-                ex.set_gpr_sized(RDX, size, hi);
+        let (lo, hi) = match m {
+            Mnemonic::Mul | Mnemonic::Imul => {
+                let f = &mut self.c.state.flags;
+                sem::mul(m == Mnemonic::Imul, size, true, f, lo, src)
             }
+            _ => sem::div(m == Mnemonic::Idiv, size, lo, hi, src)?,
         };
-        match m {
-            Mnemonic::Mul => {
-                let full = lo as u128 * src as u128;
-                let rl = full as u64 & mask;
-                let rh = (full >> bits) as u64 & mask;
-                store(self, rl, rh);
-                let aux = (rh != 0) as u64 * 3;
-                self.c
-                    .state
-                    .flags
-                    .record(FlagOp::Szp, size, lo, src, rl, aux);
-            }
-            Mnemonic::Imul => {
-                let full = sext(lo, size) as i128 * sext(src, size) as i128;
-                let rl = full as u64 & mask;
-                let rh = (full >> bits) as u64 & mask;
-                store(self, rl, rh);
-                let aux = (sext(rl, size) as i128 != full) as u64 * 3;
-                self.c
-                    .state
-                    .flags
-                    .record(FlagOp::Szp, size, lo, src, rl, aux);
-            }
-            Mnemonic::Div => {
-                if src == 0 {
-                    return Err(de());
-                }
-                let dividend = ((hi as u128) << bits) | lo as u128;
-                let q = dividend / src as u128;
-                let r = dividend % src as u128;
-                if q > mask as u128 {
-                    return Err(de());
-                }
-                store(self, q as u64, r as u64);
-            }
-            _ => {
-                // IDIV
-                if src == 0 {
-                    return Err(de());
-                }
-                let dividend = if size == 8 {
-                    (((hi as u128) << 64) | lo as u128) as i128
-                } else {
-                    sext(((hi << bits) | lo) & size_mask(size * 2), size * 2) as i128
-                };
-                let divisor = sext(src, size) as i128;
-                let Some(q) = dividend.checked_div(divisor) else {
-                    return Err(de());
-                };
-                let r = dividend.checked_rem(divisor).unwrap_or(0);
-                let min = -(1i128 << (bits - 1));
-                let max = (1i128 << (bits - 1)) - 1;
-                if q < min || q > max {
-                    return Err(de());
-                }
-                store(self, q as u64 & mask, r as u64 & mask);
-            }
+        if size == 1 {
+            self.set_gpr_sized(RAX, 2, (lo & 0xff) | ((hi & 0xff) << 8));
+        } else {
+            self.set_gpr_sized(RAX, size, lo);
+            self.set_gpr_sized(RDX, size, hi);
         }
         Ok(())
     }
@@ -428,11 +268,13 @@ impl Exec<'_> {
             };
             (d, (off & (bits - 1)) as u32)
         };
-        let set_cf = |ex: &mut Self, v: u64| {
-            let cf = if (v >> bit) & 1 != 0 { CF } else { 0 };
-            ex.c.state.flags.set_arith(CF, cf);
+        let k = match m {
+            Mnemonic::Bt => sem::BT,
+            Mnemonic::Bts => sem::BTS,
+            Mnemonic::Btr => sem::BTR,
+            _ => sem::BTC,
         };
-        if m == Mnemonic::Bt {
+        if k == sem::BT {
             let v = match d {
                 Dst::Reg(r) => self.gpr(r),
                 Dst::Mem(lin) => {
@@ -440,16 +282,11 @@ impl Exec<'_> {
                     self.read_lin(lin, size, u)?
                 }
             };
-            set_cf(self, v);
+            sem::bit_test(k, true, &mut self.c.state.flags, v, bit);
             return Ok(());
         }
         self.rmw(insn, d, size, |ex, v| {
-            set_cf(ex, v);
-            match m {
-                Mnemonic::Bts => v | (1 << bit),
-                Mnemonic::Btr => v & !(1 << bit),
-                _ => v ^ (1 << bit),
-            }
+            sem::bit_test(k, true, &mut ex.c.state.flags, v, bit)
         })
     }
 

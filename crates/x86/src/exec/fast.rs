@@ -13,10 +13,9 @@ use iced_x86::{Code, Mnemonic, OpKind};
 
 use super::op::{Handler, Op, NOREG};
 use super::{Dst, Exec};
-use crate::exception::{de, gp, R};
+use crate::exception::{gp, R};
 use crate::flags::{sign_bit, size_mask, FlagOp, LazyFlags};
 use crate::mem::{canonical, host_read, host_write};
-use crate::state::rflags::{CF, OF};
 use crate::state::{Mode, CS, FS, GS};
 
 /// The handlers chosen for one instruction.
@@ -34,41 +33,12 @@ pub(crate) struct Sel {
 impl Exec<'_> {
     #[inline(always)]
     pub(crate) fn rget<const SZ: u32>(&self, r: u8) -> u64 {
-        let g = &self.c.state.gpr;
-        match SZ {
-            8 => g[(r & 15) as usize],
-            4 => g[(r & 15) as usize] & 0xffff_ffff,
-            2 => g[(r & 15) as usize] & 0xffff,
-            _ => {
-                if r & 16 != 0 {
-                    (g[(r & 3) as usize] >> 8) & 0xff
-                } else {
-                    g[(r & 15) as usize] & 0xff
-                }
-            }
-        }
+        super::sem::gpr_read(&self.c.state.gpr, r, SZ)
     }
 
     #[inline(always)]
     pub(crate) fn rset<const SZ: u32>(&mut self, r: u8, v: u64) {
-        let g = &mut self.c.state.gpr;
-        match SZ {
-            8 => g[(r & 15) as usize] = v,
-            4 => g[(r & 15) as usize] = v & 0xffff_ffff,
-            2 => {
-                let x = &mut g[(r & 15) as usize];
-                *x = (*x & !0xffff) | (v & 0xffff);
-            }
-            _ => {
-                if r & 16 != 0 {
-                    let x = &mut g[(r & 3) as usize];
-                    *x = (*x & !0xff00) | ((v & 0xff) << 8);
-                } else {
-                    let x = &mut g[(r & 15) as usize];
-                    *x = (*x & !0xff) | (v & 0xff);
-                }
-            }
-        }
+        super::sem::gpr_write(&mut self.c.state.gpr, r, SZ, v)
     }
 
     /// The effective address of the op's memory operand.
@@ -218,72 +188,14 @@ fn sext(v: u64, size: u32) -> i64 {
 
 // ------------------------------------------------------------ ALU
 
-const ADD: u8 = 0;
-const OR: u8 = 1;
-const ADC: u8 = 2;
-const SBB: u8 = 3;
-const AND: u8 = 4;
-const SUB: u8 = 5;
-const XOR: u8 = 6;
-const CMP: u8 = 7;
-const TEST: u8 = 8;
+use super::sem::{
+    ADC, ADD, AND, BT, BTC, BTR, BTS, CMP, DEC, INC, NEG, NOT, OR, ROL, ROR, SAR, SBB, SHL, SHR,
+    SUB, TEST, XOR,
+};
 
 #[inline(always)]
 fn alu<const OP: u8, const SZ: u32, const F: bool>(f: &mut LazyFlags, a: u64, b: u64) -> u64 {
-    let m = size_mask(SZ);
-    match OP {
-        ADD => {
-            let r = a.wrapping_add(b) & m;
-            if F {
-                f.record(FlagOp::Add, SZ, a, b, r, 0);
-            }
-            r
-        }
-        ADC => {
-            let c = f.cf() as u64;
-            let r = a.wrapping_add(b).wrapping_add(c) & m;
-            if F {
-                f.record(FlagOp::Adc, SZ, a, b, r, c);
-            }
-            r
-        }
-        SUB | CMP => {
-            let r = a.wrapping_sub(b) & m;
-            if F {
-                f.record(FlagOp::Sub, SZ, a, b, r, 0);
-            }
-            r
-        }
-        SBB => {
-            let c = f.cf() as u64;
-            let r = a.wrapping_sub(b).wrapping_sub(c) & m;
-            if F {
-                f.record(FlagOp::Sbb, SZ, a, b, r, c);
-            }
-            r
-        }
-        AND | TEST => {
-            let r = a & b;
-            if F {
-                f.record(FlagOp::Logic, SZ, a, b, r, 0);
-            }
-            r
-        }
-        OR => {
-            let r = a | b;
-            if F {
-                f.record(FlagOp::Logic, SZ, a, b, r, 0);
-            }
-            r
-        }
-        _ => {
-            let r = a ^ b;
-            if F {
-                f.record(FlagOp::Logic, SZ, a, b, r, 0);
-            }
-            r
-        }
-    }
+    super::sem::alu(OP, SZ, F, f, a, b)
 }
 
 fn alu_rr<const OP: u8, const SZ: u32, const F: bool>(ex: &mut Exec<'_>, op: &Op) -> R<()> {
@@ -335,40 +247,9 @@ fn alu_mi<const OP: u8, const SZ: u32, const F: bool>(ex: &mut Exec<'_>, op: &Op
     ex.mrmw::<SZ>(op, |f, a| alu::<OP, SZ, F>(f, a, b))
 }
 
-const INC: u8 = 0;
-const DEC: u8 = 1;
-const NEG: u8 = 2;
-const NOT: u8 = 3;
-
 #[inline(always)]
 fn unary<const K: u8, const SZ: u32, const F: bool>(f: &mut LazyFlags, a: u64) -> u64 {
-    let m = size_mask(SZ);
-    match K {
-        INC => {
-            let r = a.wrapping_add(1) & m;
-            if F {
-                let c = f.cf() as u64;
-                f.record(FlagOp::Inc, SZ, a, 1, r, c);
-            }
-            r
-        }
-        DEC => {
-            let r = a.wrapping_sub(1) & m;
-            if F {
-                let c = f.cf() as u64;
-                f.record(FlagOp::Dec, SZ, a, 1, r, c);
-            }
-            r
-        }
-        NEG => {
-            let r = 0u64.wrapping_sub(a) & m;
-            if F {
-                f.record(FlagOp::Sub, SZ, 0, a, r, 0);
-            }
-            r
-        }
-        _ => !a & m,
-    }
+    super::sem::unary(K, SZ, F, f, a)
 }
 
 fn unary_r<const K: u8, const SZ: u32, const F: bool>(ex: &mut Exec<'_>, op: &Op) -> R<()> {
@@ -382,48 +263,10 @@ fn unary_m<const K: u8, const SZ: u32, const F: bool>(ex: &mut Exec<'_>, op: &Op
     ex.mrmw::<SZ>(op, unary::<K, SZ, F>)
 }
 
-const SHL: u8 = 0;
-const SHR: u8 = 1;
-const SAR: u8 = 2;
-
 /// SHL/SHR/SAR by a count already masked and not zero.
 #[inline(always)]
 fn shift<const K: u8, const SZ: u32, const F: bool>(f: &mut LazyFlags, a: u64, count: u32) -> u64 {
-    let bits = SZ * 8;
-    let m = size_mask(SZ);
-    match K {
-        SHL => {
-            let r = if count >= 64 { 0 } else { (a << count) & m };
-            if F {
-                let cf = if count <= bits {
-                    (a >> (bits - count)) & 1
-                } else {
-                    0
-                };
-                let of = ((r >> (bits - 1)) & 1) ^ cf;
-                f.record(FlagOp::Szp, SZ, a, count as u64, r, cf | (of << 1));
-            }
-            r
-        }
-        SHR => {
-            let r = a >> (count & 63);
-            if F {
-                let cf = (a >> ((count - 1) & 63)) & 1;
-                let of = (a >> (bits - 1)) & 1;
-                f.record(FlagOp::Szp, SZ, a, count as u64, r, cf | (of << 1));
-            }
-            r
-        }
-        _ => {
-            let s = sext(a, SZ);
-            let r = (s >> count.min(63)) as u64 & m;
-            if F {
-                let cf = ((s >> (count - 1).min(63)) & 1) as u64;
-                f.record(FlagOp::Szp, SZ, a, count as u64, r, cf);
-            }
-            r
-        }
-    }
+    super::sem::shift(K, SZ, F, f, a, count)
 }
 
 fn shift_ri<const K: u8, const SZ: u32, const F: bool>(ex: &mut Exec<'_>, op: &Op) -> R<()> {
@@ -452,33 +295,10 @@ fn shift_mi<const K: u8, const SZ: u32, const F: bool>(ex: &mut Exec<'_>, op: &O
     ex.mrmw::<SZ>(op, |f, a| shift::<K, SZ, F>(f, a, count))
 }
 
-const ROL: u8 = 0;
-const ROR: u8 = 1;
-
 /// ROL/ROR by a count already masked and not zero: only CF and OF change.
 #[inline(always)]
 fn rotate<const K: u8, const SZ: u32, const F: bool>(f: &mut LazyFlags, a: u64, count: u32) -> u64 {
-    let bits = SZ * 8;
-    let m = size_mask(SZ);
-    let c = count % bits;
-    let msb = |v: u64| (v >> (bits - 1)) & 1;
-    let r = if c == 0 {
-        a
-    } else if K == ROL {
-        ((a << c) | (a >> (bits - c))) & m
-    } else {
-        ((a >> c) | (a << (bits - c))) & m
-    };
-    if F {
-        let (cf, of) = if K == ROL {
-            let cf = r & 1;
-            (cf, msb(r) ^ cf)
-        } else {
-            (msb(r), msb(r) ^ ((r >> (bits - 2)) & 1))
-        };
-        f.set_arith(CF | OF, (cf * CF) | (of * OF));
-    }
-    r
+    super::sem::rotate(K, SZ, F, f, a, count)
 }
 
 fn rotate_ri<const K: u8, const SZ: u32, const F: bool>(ex: &mut Exec<'_>, op: &Op) -> R<()> {
@@ -508,24 +328,7 @@ fn rotate_mi<const K: u8, const SZ: u32, const F: bool>(ex: &mut Exec<'_>, op: &
 
 #[inline(always)]
 fn imul2<const SZ: u32, const F: bool>(f: &mut LazyFlags, a: u64, b: u64) -> u64 {
-    let (r, ov) = match SZ {
-        8 => {
-            let (r, o) = (a as i64).overflowing_mul(b as i64);
-            (r as u64, o)
-        }
-        4 => {
-            let full = (a as i32 as i64) * (b as i32 as i64);
-            (full as u64 & 0xffff_ffff, full != full as i32 as i64)
-        }
-        _ => {
-            let full = (a as i16 as i64) * (b as i16 as i64);
-            (full as u64 & 0xffff, full != full as i16 as i64)
-        }
-    };
-    if F {
-        f.record(FlagOp::Szp, SZ, a, b, r, ov as u64 * 3);
-    }
-    r
+    super::sem::imul(SZ, F, f, a, b)
 }
 
 fn imul_rr<const SZ: u32, const F: bool>(ex: &mut Exec<'_>, op: &Op) -> R<()> {
@@ -562,39 +365,9 @@ fn imul_rmi<const SZ: u32, const F: bool>(ex: &mut Exec<'_>, op: &Op) -> R<()> {
 #[inline(always)]
 fn mul1<const S: bool, const SZ: u32, const F: bool>(ex: &mut Exec<'_>, src: u64) {
     let a = ex.rget::<SZ>(0);
-    let (lo, hi, ov) = match (SZ, S) {
-        (8, false) => {
-            let full = a as u128 * src as u128;
-            let hi = (full >> 64) as u64;
-            (full as u64, hi, hi != 0)
-        }
-        (8, true) => {
-            let full = (a as i64 as i128) * (src as i64 as i128);
-            let lo = full as u64;
-            (lo, (full >> 64) as u64, full != lo as i64 as i128)
-        }
-        (_, false) => {
-            let full = a * src;
-            let hi = full >> 32;
-            (full & 0xffff_ffff, hi, hi != 0)
-        }
-        (_, true) => {
-            let full = (a as i32 as i64) * (src as i32 as i64);
-            let lo = full as u64 & 0xffff_ffff;
-            (
-                lo,
-                (full >> 32) as u64 & 0xffff_ffff,
-                full != lo as i32 as i64,
-            )
-        }
-    };
+    let (lo, hi) = super::sem::mul(S, SZ, F, &mut ex.c.state.flags, a, src);
     ex.rset::<SZ>(0, lo);
     ex.rset::<SZ>(2, hi);
-    if F {
-        ex.c.state
-            .flags
-            .record(FlagOp::Szp, SZ, a, src, lo, ov as u64 * 3);
-    }
 }
 
 fn mul_r<const S: bool, const SZ: u32, const F: bool>(ex: &mut Exec<'_>, op: &Op) -> R<()> {
@@ -613,47 +386,8 @@ fn mul_m<const S: bool, const SZ: u32, const F: bool>(ex: &mut Exec<'_>, op: &Op
 /// are left alone (they are undefined).
 #[inline(always)]
 fn div1<const S: bool, const SZ: u32>(ex: &mut Exec<'_>, src: u64) -> R<()> {
-    if src == 0 {
-        return Err(de());
-    }
-    let lo = ex.rget::<SZ>(0);
-    let hi = ex.rget::<SZ>(2);
-    let (q, r) = match (SZ, S) {
-        (8, false) => {
-            let n = ((hi as u128) << 64) | lo as u128;
-            let q = n / src as u128;
-            if q > u64::MAX as u128 {
-                return Err(de());
-            }
-            (q as u64, (n % src as u128) as u64)
-        }
-        (8, true) => {
-            let n = (((hi as u128) << 64) | lo as u128) as i128;
-            let d = src as i64 as i128;
-            let q = n.checked_div(d).ok_or_else(de)?;
-            if q < i64::MIN as i128 || q > i64::MAX as i128 {
-                return Err(de());
-            }
-            (q as u64, (n % d) as u64)
-        }
-        (_, false) => {
-            let n = (hi << 32) | lo;
-            let q = n / src;
-            if q > u32::MAX as u64 {
-                return Err(de());
-            }
-            (q, n % src)
-        }
-        (_, true) => {
-            let n = ((hi << 32) | lo) as i64;
-            let d = src as i32 as i64;
-            let q = n.checked_div(d).ok_or_else(de)?;
-            if q < i32::MIN as i64 || q > i32::MAX as i64 {
-                return Err(de());
-            }
-            (q as u64 & 0xffff_ffff, (n % d) as u64 & 0xffff_ffff)
-        }
-    };
+    let (lo, hi) = (ex.rget::<SZ>(0), ex.rget::<SZ>(2));
+    let (q, r) = super::sem::div(S, SZ, lo, hi, src)?;
     ex.rset::<SZ>(0, q);
     ex.rset::<SZ>(2, r);
     Ok(())
@@ -697,26 +431,14 @@ fn convert<const K: u8, const SZ: u32>(ex: &mut Exec<'_>, _: &Op) -> R<()> {
     Ok(())
 }
 
-const BT: u8 = 0;
-const BTS: u8 = 1;
-const BTR: u8 = 2;
-const BTC: u8 = 3;
-
 /// BT/BTS/BTR/BTC of a register by an immediate bit number: CF is the
 /// bit, the other flags are kept.
 fn bt_ri<const K: u8, const SZ: u32, const F: bool>(ex: &mut Exec<'_>, op: &Op) -> R<()> {
     let bit = op.imm as u32 & (SZ * 8 - 1);
     let a = ex.rget::<SZ>(op.r0);
-    if F {
-        let cf = (a >> bit) & 1;
-        ex.c.state.flags.set_arith(CF, cf * CF);
-    }
-    let m = 1u64 << bit;
-    match K {
-        BT => return Ok(()),
-        BTS => ex.rset::<SZ>(op.r0, a | m),
-        BTR => ex.rset::<SZ>(op.r0, a & !m),
-        _ => ex.rset::<SZ>(op.r0, a ^ m),
+    let r = super::sem::bit_test(K, F, &mut ex.c.state.flags, a, bit);
+    if K != BT {
+        ex.rset::<SZ>(op.r0, r);
     }
     Ok(())
 }

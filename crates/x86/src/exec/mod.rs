@@ -9,6 +9,7 @@ mod mmx;
 pub(crate) mod op;
 mod pause;
 mod seg;
+mod sem;
 mod simd;
 mod sse;
 mod sse4;
@@ -567,49 +568,25 @@ impl Exec<'_> {
 
     #[inline]
     pub(crate) fn gpr(&self, r: Register) -> u64 {
-        let i = r as usize;
-        let g = &self.c.state.gpr;
-        match i {
-            1..=4 => g[i - 1] & 0xff,
-            5..=8 => (g[i - 5] >> 8) & 0xff,
-            9..=20 => g[i - 5] & 0xff,
-            21..=36 => g[i - 21] & 0xffff,
-            37..=52 => g[i - 37] & 0xffff_ffff,
-            53..=68 => g[i - 53],
-            _ => 0,
-        }
+        op::gpr_code(r).map_or(0, |(c, size)| sem::gpr_read(&self.c.state.gpr, c, size))
     }
 
     #[inline]
     pub(crate) fn set_gpr(&mut self, r: Register, v: u64) {
-        let i = r as usize;
-        let g = &mut self.c.state.gpr;
-        match i {
-            1..=4 => g[i - 1] = (g[i - 1] & !0xff) | (v & 0xff),
-            5..=8 => g[i - 5] = (g[i - 5] & !0xff00) | ((v & 0xff) << 8),
-            9..=20 => g[i - 5] = (g[i - 5] & !0xff) | (v & 0xff),
-            21..=36 => g[i - 21] = (g[i - 21] & !0xffff) | (v & 0xffff),
-            37..=52 => g[i - 37] = v & 0xffff_ffff,
-            53..=68 => g[i - 53] = v,
-            _ => {}
+        if let Some((c, size)) = op::gpr_code(r) {
+            sem::gpr_write(&mut self.c.state.gpr, c, size, v);
         }
     }
 
     /// Writes GPR `idx` with an operand of `size` bytes (1 = low byte).
     #[inline]
     pub(crate) fn set_gpr_sized(&mut self, idx: usize, size: u32, v: u64) {
-        let g = &mut self.c.state.gpr[idx & 15];
-        *g = match size {
-            1 => (*g & !0xff) | (v & 0xff),
-            2 => (*g & !0xffff) | (v & 0xffff),
-            4 => v & 0xffff_ffff,
-            _ => v,
-        };
+        sem::gpr_write(&mut self.c.state.gpr, (idx & 15) as u8, size, v);
     }
 
     #[inline]
     pub(crate) fn gpr_sized(&self, idx: usize, size: u32) -> u64 {
-        self.c.state.gpr[idx & 15] & crate::flags::size_mask(size)
+        sem::gpr_read(&self.c.state.gpr, (idx & 15) as u8, size)
     }
 
     // ------------------------------------------------------------- operands
