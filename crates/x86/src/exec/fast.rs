@@ -45,14 +45,7 @@ impl Exec<'_> {
     #[inline(always)]
     pub(crate) fn op_ea(&self, op: &Op) -> u64 {
         let g = &self.c.state.gpr;
-        let mut a = op.disp;
-        if op.base != NOREG {
-            a = a.wrapping_add(g[(op.base & 15) as usize]);
-        }
-        if op.index != NOREG {
-            a = a.wrapping_add(g[(op.index & 15) as usize] << op.scale);
-        }
-        a & op.amask
+        super::sem::ea(g, op.disp, op.base, op.index, op.scale, op.amask)
     }
 
     /// Linear address in 64-bit mode (FS/GS bases; not checked canonical).

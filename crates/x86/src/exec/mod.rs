@@ -594,32 +594,8 @@ impl Exec<'_> {
     /// The effective address (offset within the segment) of the memory operand.
     #[inline]
     pub(crate) fn ea(&self, insn: &Instruction) -> u64 {
-        let base = insn.memory_base();
-        let index = insn.memory_index();
-        let mut a = insn.memory_displacement64();
-        let mut asize = 0usize;
-        if index != Register::None {
-            a = a.wrapping_add(
-                self.gpr(index)
-                    .wrapping_mul(insn.memory_index_scale() as u64),
-            );
-            asize = index.size();
-        }
-        if base != Register::None {
-            if base == Register::RIP {
-                return a;
-            }
-            if base == Register::EIP {
-                return a & 0xffff_ffff;
-            }
-            a = a.wrapping_add(self.gpr(base));
-            asize = base.size();
-        }
-        match asize {
-            2 => a & 0xffff,
-            4 => a & 0xffff_ffff,
-            _ => a,
-        }
+        let m = op::MemRef::of(insn);
+        sem::ea(&self.c.state.gpr, m.disp, m.base, m.index, m.scale, m.amask)
     }
 
     /// Segment register index of the memory operand.

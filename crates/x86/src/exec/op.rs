@@ -121,6 +121,63 @@ impl std::fmt::Debug for Op {
     }
 }
 
+/// A memory operand's address inputs, as [`super::sem::ea`] takes them.
+pub(crate) struct MemRef {
+    /// Displacement (the absolute target when RIP-relative).
+    pub disp: u64,
+    /// Base and index GPR codes; NOREG for none, NOREG ^ 1 for a
+    /// register that is not a GPR (a vector index: no fast path).
+    pub base: u8,
+    pub index: u8,
+    /// Index shift (log2 of the scale).
+    pub scale: u8,
+    /// The address-size mask.
+    pub amask: u64,
+}
+
+impl MemRef {
+    /// The memory operand of `insn`.
+    pub(crate) fn of(insn: &Instruction) -> MemRef {
+        let mut m = MemRef {
+            disp: insn.memory_displacement64(),
+            base: NOREG,
+            index: NOREG,
+            scale: 0,
+            amask: u64::MAX,
+        };
+        let mut asize = 0;
+        let index = insn.memory_index();
+        if index != Register::None {
+            match gpr_code(index) {
+                Some((c, s)) if s >= 2 => {
+                    m.index = c;
+                    asize = s;
+                }
+                _ => m.index = NOREG ^ 1,
+            }
+            m.scale = insn.memory_index_scale().trailing_zeros() as u8;
+        }
+        match insn.memory_base() {
+            Register::None => {}
+            Register::RIP => asize = 8,
+            Register::EIP => asize = 4,
+            base => match gpr_code(base) {
+                Some((c, s)) if s >= 2 => {
+                    m.base = c;
+                    asize = s;
+                }
+                _ => m.base = NOREG ^ 1,
+            },
+        }
+        m.amask = match asize {
+            2 => 0xffff,
+            4 => 0xffff_ffff,
+            _ => u64::MAX,
+        };
+        m
+    }
+}
+
 /// GPR number and size in bytes of a general-purpose register.
 pub(crate) fn gpr_code(r: Register) -> Option<(u8, u32)> {
     let i = r as usize;
@@ -188,38 +245,10 @@ fn fields(insn: &Instruction, idx: usize, bits: u32) -> Op {
     for n in 0..insn.op_count() {
         match insn.op_kind(n) {
             OpKind::Memory => {
-                op.disp = insn.memory_displacement64();
+                let m = MemRef::of(insn);
+                op.disp = m.disp;
                 op.seg = Exec::mem_seg(insn) as u8;
-                let base = insn.memory_base();
-                let index = insn.memory_index();
-                let mut asize = 0;
-                if index != Register::None {
-                    match gpr_code(index) {
-                        Some((c, s)) if s >= 2 => {
-                            op.index = c;
-                            asize = s;
-                        }
-                        _ => op.index = NOREG ^ 1, // not a GPR: no fast path
-                    }
-                    op.scale = insn.memory_index_scale().trailing_zeros() as u8;
-                }
-                match base {
-                    Register::None => {}
-                    Register::RIP => asize = 8,
-                    Register::EIP => asize = 4,
-                    _ => match gpr_code(base) {
-                        Some((c, s)) if s >= 2 => {
-                            op.base = c;
-                            asize = s;
-                        }
-                        _ => op.base = NOREG ^ 1,
-                    },
-                }
-                op.amask = match asize {
-                    2 => 0xffff,
-                    4 => 0xffff_ffff,
-                    _ => u64::MAX,
-                };
+                (op.base, op.index, op.scale, op.amask) = (m.base, m.index, m.scale, m.amask);
             }
             OpKind::Immediate8
             | OpKind::Immediate16

@@ -49,6 +49,23 @@ pub(crate) fn gpr_write(g: &mut [u64; 16], code: u8, size: u32, v: u64) {
     }
 }
 
+/// The effective address of a memory operand: `disp + base + (index <<
+/// scale)`, masked to the address size (`amask`). `base` and `index` are
+/// GPR codes 0..15; any other value (no register, or a vector index)
+/// adds nothing. A RIP-relative operand has its absolute target in
+/// `disp` and no register.
+#[inline(always)]
+pub(crate) fn ea(g: &[u64; 16], disp: u64, base: u8, index: u8, scale: u8, amask: u64) -> u64 {
+    let mut a = disp;
+    if base < 16 {
+        a = a.wrapping_add(g[base as usize]);
+    }
+    if index < 16 {
+        a = a.wrapping_add(g[index as usize] << scale);
+    }
+    a & amask
+}
+
 /// Two-operand ALU operations, in the order of their opcode extension
 /// (`/0`..`/7`), and TEST.
 pub(crate) const ADD: u8 = 0;
