@@ -9,7 +9,7 @@ mod mmx;
 pub(crate) mod op;
 mod pause;
 mod seg;
-mod simd;
+pub(crate) mod simd;
 mod sse;
 mod sse4;
 mod ssefp;

@@ -34,6 +34,8 @@ mod emit_branch;
 mod emit_ext;
 mod emit_mem;
 mod emit_shift;
+mod emit_simd;
+pub(crate) mod emit_simd_ops;
 
 use std::cell::{Cell, OnceCell};
 use std::sync::OnceLock;
