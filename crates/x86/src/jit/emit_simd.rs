@@ -22,14 +22,15 @@
 use std::mem::offset_of;
 
 use cranelift_codegen::ir::{
-    types::{I32, I64, I64X2, I8, I8X16},
+    types::{I64, I64X2, I8, I8X16},
     Block, InstBuilder, MemFlagsData, Type, Value,
 };
 use cranelift_frontend::FunctionBuilder;
 use iced_x86::{CodeSize, CpuidFeature, EncodingKind, Mnemonic, OpKind, Register};
 
 use super::compile::Cx;
-use super::emit_mem::{cpu_mem, gpr_off, guest_mem, linear, tlb};
+use super::emit_mem::{cpu_mem, guest_mem, linear, tlb};
+use super::emit_simd_gpr;
 use super::emit_simd_ops::Lane;
 use crate::exec::op::NOREG;
 use crate::exec::Op;
@@ -41,12 +42,12 @@ fn state_off(f: usize) -> i32 {
 }
 
 /// Byte offset of bits 127:0 of vector register `i`.
-fn lo_off(i: usize) -> i32 {
+pub(super) fn lo_off(i: usize) -> i32 {
     state_off(offset_of!(CpuState, fpu) + offset_of!(FpuState, xmm) + 16 * i)
 }
 
 /// Byte offset of bits 255:128 of vector register `i`.
-fn hi_off(i: usize) -> i32 {
+pub(super) fn hi_off(i: usize) -> i32 {
     state_off(offset_of!(CpuState, fpu) + offset_of!(FpuState, ymm_hi) + 16 * i)
 }
 
@@ -61,6 +62,15 @@ fn vec_mem() -> MemFlagsData {
 #[derive(Clone, Copy)]
 enum Src {
     Reg(usize),
+    Mem,
+}
+
+/// An operand of the forms that involve general registers: GPR number,
+/// XMM register, or the memory operand.
+#[derive(Clone, Copy)]
+pub(super) enum Side {
+    Gpr(u8),
+    Vec(usize),
     Mem,
 }
 
@@ -80,13 +90,17 @@ enum Shape {
     Bcast { d: usize, s: Src },
     /// VZEROUPPER (64-bit mode: 16 registers).
     Zeroupper,
+    /// (V)MOVD/(V)MOVQ of `size` bytes.
+    MovGpr { dst: Side, src: Side, size: u32 },
+    /// PCMPISTRI with XMM `a`, `b` (XMM or memory) and imm8.
+    Pcmpistri { a: usize, b: Side, imm: u8 },
 }
 
-struct Form {
+pub(super) struct Form {
     shape: Shape,
-    vex: bool,
+    pub vex: bool,
     /// VEX.L = 1: 256-bit operands.
-    wide: bool,
+    pub wide: bool,
     /// Byte offsets in `Cpu` of the CPUID features the VEX form needs.
     feats: Vec<i32>,
 }
@@ -183,6 +197,35 @@ fn classify(op: &Op) -> Option<Form> {
             },
         },
         Vzeroupper if n == 0 => Shape::Zeroupper,
+        Movd | Movq | Vmovd | Vmovq if n == 2 => {
+            let side = |k: u32| match insn.op_kind(k) {
+                OpKind::Memory => Some(Side::Mem),
+                OpKind::Register => match vreg(insn.op_register(k)) {
+                    Some((i, false)) => Some(Side::Vec(i)),
+                    Some(_) => None,
+                    // A GPR (MMX registers are neither).
+                    None => {
+                        let r = if k == 0 { op.r0 } else { op.r1 };
+                        (r < 16).then_some(Side::Gpr(r))
+                    }
+                },
+                _ => None,
+            };
+            let (dst, src) = (side(0)?, side(1)?);
+            if !matches!(dst, Side::Vec(_)) && !matches!(src, Side::Vec(_)) {
+                return None;
+            }
+            let size = if matches!(m, Movd | Vmovd) { 4 } else { 8 };
+            Shape::MovGpr { dst, src, size }
+        }
+        Pcmpistri if n == 3 && insn.op2_kind() == OpKind::Immediate8 => Shape::Pcmpistri {
+            a: reg(0)?,
+            b: match src(1)? {
+                Src::Reg(i) => Side::Vec(i),
+                Src::Mem => Side::Mem,
+            },
+            imm: insn.immediate8(),
+        },
         _ => {
             let lane = Lane::of(m)?;
             match (vex, n) {
@@ -265,7 +308,7 @@ fn branch_unless(b: &mut FunctionBuilder<'_>, bad: Value, slow: Block) {
 
 /// The host address of the op's `size`-byte memory operand, through the
 /// inline TLB lookup; `align`: #GP (the handler) unless aligned to `size`.
-fn host(
+pub(super) fn host(
     b: &mut FunctionBuilder<'_>,
     cpu: Value,
     op: &Op,
@@ -284,7 +327,7 @@ fn host(
 
 /// A vector register as lanes of type `ty`: bits 127:0, and 255:128 when
 /// `wide`.
-fn get(
+pub(super) fn get(
     b: &mut FunctionBuilder<'_>,
     cpu: Value,
     i: usize,
@@ -380,17 +423,12 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
             }
             put(b, cpu, d, r, f.vex);
         }
-        Shape::Movmsk { r, s } => {
-            let v = get(b, cpu, s, f.wide, I8X16);
-            let mut m = b.ins().iconst(I64, 0);
-            for (k, x) in v.into_iter().flatten().enumerate() {
-                let bits = b.ins().vhigh_bits(I32, x);
-                let bits = b.ins().uextend(I64, bits);
-                let bits = b.ins().ishl_imm_u(bits, 16 * k as i64);
-                m = b.ins().bor(m, bits);
-            }
-            // A 32- or 64-bit destination: zero-extended either way.
-            b.ins().store(cpu_mem(), m, cpu, gpr_off(r));
+        Shape::Movmsk { r, s } => emit_simd_gpr::movmsk(b, cpu, &f, r, s),
+        Shape::MovGpr { dst, src, size } => {
+            emit_simd_gpr::movd(b, cpu, op, &f, dst, src, size, slow)
+        }
+        Shape::Pcmpistri { a, b: s, imm } => {
+            emit_simd_gpr::pcmpistri_call(b, cx, op, a, s, imm, slow)
         }
         Shape::Bcast { d, s } => {
             let byte = match s {

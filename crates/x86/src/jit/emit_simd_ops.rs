@@ -47,6 +47,9 @@ pub(crate) enum Kind {
     Xor,
     /// `!a & b`.
     AndN,
+    /// PSHUFB: byte `b[i] & 15` of `a`, or zero where `b[i]` has bit 7
+    /// set (x86's own operation: Cranelift's `x86_pshufb`).
+    Shufb,
 }
 
 /// A lane operation and the vector type its operands are loaded as.
@@ -65,7 +68,9 @@ impl Lane {
         if op.unary || !op.per_lane || op.mem != 16 {
             return None;
         }
-        Lane::of_canonical(op.name)
+        let lane = Lane::of_canonical(op.name)?;
+        // Cranelift lowers `x86_pshufb` with SSSE3 only.
+        (lane.kind != Kind::Shufb || host_ssse3()).then_some(lane)
     }
 
     fn of_canonical(m: Mnemonic) -> Option<Lane> {
@@ -101,6 +106,7 @@ impl Lane {
             Psubsw => (K::SubSatS, I16X8),
             Pavgb => (K::Avg, I8X16),
             Pavgw => (K::Avg, I16X8),
+            Pshufb => (K::Shufb, I8X16),
             Pand | Andps | Andpd => (K::And, I64X2),
             Por | Orps | Orpd => (K::Or, I64X2),
             Pxor | Xorps | Xorpd => (K::Xor, I64X2),
@@ -134,20 +140,34 @@ impl Lane {
             Kind::Xor => i.bxor(x, y),
             // band_not(y, x) = y & !x.
             Kind::AndN => i.band_not(y, x),
+            Kind::Shufb => i.x86_pshufb(x, y),
         }
+    }
+}
+
+/// Whether the host has SSSE3 (what Cranelift's native ISA was built
+/// with).
+fn host_ssse3() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("ssse3")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 
 /// Every legacy mnemonic with an inline lane operation (the VEX twins
 /// are `V` + the name), for the tests.
 #[cfg(test)]
-pub(crate) const MNEMONICS: [Mnemonic; 41] = {
+pub(crate) const MNEMONICS: [Mnemonic; 42] = {
     use Mnemonic::*;
     [
         Pcmpeqb, Pcmpeqw, Pcmpeqd, Pcmpgtb, Pcmpgtw, Pcmpgtd, Pminub, Pmaxub, Pminsw, Pmaxsw,
         Paddb, Paddw, Paddd, Paddq, Psubb, Psubw, Psubd, Psubq, Pmullw, Paddusb, Paddusw, Psubusb,
         Psubusw, Paddsb, Paddsw, Psubsb, Psubsw, Pavgb, Pavgw, Pand, Andps, Andpd, Por, Orps, Orpd,
-        Pxor, Xorps, Xorpd, Pandn, Andnps, Andnpd,
+        Pxor, Xorps, Xorpd, Pandn, Andnps, Andnpd, Pshufb,
     ]
 };
 

@@ -3,7 +3,7 @@
 //! forms with register and memory sources over random and edge values,
 //! the whole-register moves (aligned, unaligned, across a page), VEX.128
 //! zeroing bits 255:128 and legacy forms keeping them, (V)PMOVMSKB,
-//! VPBROADCASTB, VZEROUPPER, and the faults the inline path leaves to
+//! VPBROADCASTB, VZEROUPPER, (V)MOVD/(V)MOVQ, PCMPISTRI, and the faults the inline path leaves to
 //! the handler: #PF on a vector load or store in the middle of a block
 //! after inline ops changed registers, #GP of misaligned aligned forms,
 //! #NM and #UD. Registers (vector ones whole), RIP, RFLAGS, CR2, the
@@ -295,7 +295,8 @@ fn masks_broadcasts_and_vzeroupper_match_the_interpreter() {
 }
 
 /// Inline ops change vector and general registers, then a vector load
-/// (and, in the second case, store) faults in the middle of the block:
+/// or store (MOVDQU, PCMPEQB, PCMPISTRI, VMOVQ) faults in the middle of
+/// the block:
 /// the destination and memory untouched, CR2, RIP and the retired
 /// count exact.
 #[test]
@@ -303,7 +304,7 @@ fn page_fault_on_a_vector_access_mid_block_is_exact() {
     if !Engine::jit_available() {
         return;
     }
-    for (k, store) in [(0, false), (1, true), (2, false)] {
+    for (k, store) in [(0, false), (1, true), (2, false), (3, false), (4, true)] {
         let prog = move |a: &mut CodeAssembler| {
             a.mov(rsi, IN)?;
             a.mov(rdx, UNMAPPED - 0x10)?;
@@ -314,8 +315,10 @@ fn page_fault_on_a_vector_access_mid_block_is_exact() {
             a.add(eax, 3)?;
             match (k, store) {
                 (0, _) => a.vmovdqu(ymm3, ymmword_ptr(rdx + 8))?,
-                (_, true) => a.movdqu(xmmword_ptr(rdx + 0x12), xmm1)?,
-                _ => a.pcmpeqb(xmm1, xmmword_ptr(rdx + 0x20))?,
+                (1, true) => a.movdqu(xmmword_ptr(rdx + 0x12), xmm1)?,
+                (2, _) => a.pcmpeqb(xmm1, xmmword_ptr(rdx + 0x20))?,
+                (3, _) => a.pcmpistri(xmm1, xmmword_ptr(rdx + 0x31), 0x0c)?,
+                _ => a.vmovq(qword_ptr(rdx + 0x40), xmm2)?,
             }
             a.mov(eax, 1)?;
             a.hlt()
@@ -385,4 +388,106 @@ fn nm_and_ud_are_exact() {
         let j = compare(setup, &prog);
         assert_eq!(j.reg(15), want);
     }
+}
+
+/// (V)MOVD and (V)MOVQ between XMM registers, general registers and
+/// memory, every direction; VEX forms zero bits 255:128 of a vector
+/// destination, legacy forms keep them.
+#[test]
+fn movd_and_movq_match_the_interpreter() {
+    if !Engine::jit_available() {
+        return;
+    }
+    let prog = |a: &mut CodeAssembler| {
+        a.mov(rsi, IN)?;
+        a.mov(rdi, DATA)?;
+        for row in 0..8 {
+            let off = row * 40 + 0x1000 * (row % 2);
+            for k in 0..8 {
+                let m = MemoryOperand::with_base_displ(Register::RSI, off as i64 + 32 * k);
+                let c = Code::VEX_Vmovdqu_ymm_ymmm256;
+                a.add_instruction(Instruction::with2(c, ymm(k as usize), m)?)?;
+            }
+            a.mov(rax, qword_ptr(rsi + off + 3))?;
+            a.mov(rbx, qword_ptr(rsi + off + 11))?;
+            a.movd(xmm0, eax)?;
+            a.movq(xmm1, rbx)?;
+            a.movd(xmm2, dword_ptr(rsi + off + 5))?;
+            a.movq(xmm3, qword_ptr(rsi + off + 13))?;
+            a.vmovd(xmm4, ebx)?;
+            a.vmovq(xmm5, rax)?;
+            a.vmovd(xmm6, dword_ptr(rsi + off + 1))?;
+            a.vmovq(xmm7, qword_ptr(rsi + off + 2))?;
+            a.movq(xmm8, xmm7)?;
+            a.vmovq(xmm9, xmm6)?;
+            a.mov(rcx, -1i64)?;
+            a.mov(rdx, -1i64)?;
+            a.movd(ecx, xmm3)?;
+            a.vmovq(rdx, xmm1)?;
+            a.movq(r8, xmm2)?;
+            a.vmovd(r9d, xmm5)?;
+            a.movd(dword_ptr(rdi), xmm1)?;
+            a.movq(qword_ptr(rdi + 4), xmm3)?;
+            a.vmovd(dword_ptr(rdi + 12), xmm7)?;
+            a.vmovq(qword_ptr(rdi + 16), xmm4)?;
+            for (k, r) in [rcx, rdx, r8, r9].into_iter().enumerate() {
+                a.mov(qword_ptr(rdi + 24 + 8 * k as i32), r)?;
+            }
+            for k in 0..10 {
+                let m = MemoryOperand::with_base_displ(Register::RDI, 56 + 32 * k);
+                let c = Code::VEX_Vmovdqu_ymmm256_ymm;
+                a.add_instruction(Instruction::with2(c, m, ymm(k as usize))?)?;
+            }
+            a.add(rdi, 376)?;
+        }
+        a.hlt()
+    };
+    let j = compare(&no_setup, &prog);
+    let (out, ops) = called(&j);
+    assert!(out * 20 < ops, "{out} of {ops} ops call out");
+}
+
+/// PCMPISTRI of every aggregation, polarity, element size and index
+/// order the loop below takes, register and unaligned memory operands
+/// over strings with and without zero elements: ECX and the flags (read
+/// back by SETcc and PUSHFQ) the interpreter's.
+#[test]
+fn pcmpistri_matches_the_interpreter() {
+    if !Engine::jit_available() {
+        return;
+    }
+    let prog = |a: &mut CodeAssembler| {
+        a.mov(rsi, IN)?;
+        a.mov(rdi, DATA)?;
+        let imms = [
+            0x00u32, 0x01, 0x02, 0x04, 0x08, 0x0c, 0x0d, 0x12, 0x1a, 0x30, 0x3a, 0x40, 0x44,
+        ];
+        for (n, &imm) in imms.iter().enumerate() {
+            for row in 0..6 {
+                let off = (n as i32 * 6 + row) * 24 % 0xf00 + 0x1000 * (row % 2);
+                a.vmovdqu(ymm1, ymmword_ptr(rsi + off))?;
+                a.vmovdqu(ymm2, ymmword_ptr(rsi + off + 20))?;
+                a.mov(rcx, -1i64)?;
+                a.pcmpistri(xmm1, xmm2, imm)?;
+                a.mov(qword_ptr(rdi), rcx)?;
+                a.pushfq()?;
+                a.pop(rax)?;
+                a.mov(qword_ptr(rdi + 8), rax)?;
+                a.pcmpistri(xmm2, xmmword_ptr(rsi + off + 7), imm)?;
+                a.seta(al)?;
+                a.setc(bl)?;
+                a.sets(dl)?;
+                a.mov(byte_ptr(rdi + 16), al)?;
+                a.mov(byte_ptr(rdi + 17), bl)?;
+                a.mov(byte_ptr(rdi + 18), dl)?;
+                a.mov(dword_ptr(rdi + 20), ecx)?;
+                a.add(rdi, 24)?;
+            }
+        }
+        a.hlt()
+    };
+    let j = compare(&no_setup, &prog);
+    // PUSHFQ calls out (78 of them).
+    let (out, ops) = called(&j);
+    assert!(out < 90 && ops > 1000, "{out} of {ops} ops call out");
 }
