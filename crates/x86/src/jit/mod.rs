@@ -8,6 +8,8 @@
 //! state:
 //! - the common integer forms are emitted inline (`emit`), with the
 //!   interpreter's lazy-flags representation;
+//! - the SSE/AVX integer forms glibc's string functions run are emitted
+//!   inline with Cranelift's vector types (`emit_simd`);
 //! - every other op calls its interpreter handler (`Op::h`) through
 //!   [`call_op`]; on an exception the function returns at once with the
 //!   op's index, and the interpreter's block epilogue raises it with RIP
