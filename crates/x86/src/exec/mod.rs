@@ -10,7 +10,7 @@ pub(crate) mod op;
 mod pause;
 mod seg;
 mod sem;
-mod simd;
+pub(crate) mod simd;
 mod sse;
 mod sse4;
 mod ssefp;

@@ -85,12 +85,8 @@ impl Exec<'_> {
                     _ => strings::Lengths::Implicit,
                 };
                 let r = strings::pcmpstr(a, b, imm, lengths);
-                if matches!(m, Pcmpestri | Pcmpestri64 | Pcmpistri) {
-                    self.c.state.gpr[1] = r.index as u64;
-                } else {
-                    self.c.state.fpu.xmm[0] = r.mask;
-                }
-                self.c.state.flags.set_arith(ARITH, r.flags);
+                let index = matches!(m, Pcmpestri | Pcmpestri64 | Pcmpistri);
+                r.write(&mut self.c.state, index);
                 Ok(())
             }
             _ => self.unimplemented(insn),

@@ -21,7 +21,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
 use super::code::Code;
 use super::emit_branch::{self, Known};
-use super::{call_op, emit, emit_alu_mem, emit_ext, emit_shift, status};
+use super::{call_op, emit, emit_alu_mem, emit_ext, emit_shift, emit_simd, status};
 use crate::exec::Op;
 
 /// The host ISA, built once; None when Cranelift does not support it.
@@ -242,6 +242,7 @@ fn build(
             && !emit_ext::inline(&mut b, &cx, op, i)
             && !emit_alu_mem::inline(&mut b, &cx, op, i)
             && !emit_shift::inline(&mut b, &cx, op)
+            && !emit_simd::inline(&mut b, &cx, op, i)
         {
             cx.call_handler(&mut b, op, i);
             cx.known.set(None);

@@ -8,6 +8,8 @@
 //! state:
 //! - the common integer forms are emitted inline (`emit`), with the
 //!   interpreter's lazy-flags representation;
+//! - the SSE/AVX integer forms glibc's string functions run are emitted
+//!   inline with Cranelift's vector types (`emit_simd`);
 //! - every other op calls its interpreter handler (`Op::h`) through
 //!   [`call_op`]; on an exception the function returns at once with the
 //!   op's index, and the interpreter's block epilogue raises it with RIP
@@ -34,6 +36,9 @@ mod emit_branch;
 mod emit_ext;
 mod emit_mem;
 mod emit_shift;
+mod emit_simd;
+mod emit_simd_gpr;
+pub(crate) mod emit_simd_ops;
 
 use std::cell::{Cell, OnceCell};
 use std::sync::OnceLock;

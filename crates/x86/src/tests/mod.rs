@@ -12,6 +12,7 @@ mod jit_alu_mem;
 mod jit_chain;
 mod jit_ext;
 mod jit_narrow;
+mod jit_simd;
 mod mmx;
 mod modes;
 mod paging;

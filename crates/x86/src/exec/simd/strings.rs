@@ -32,6 +32,20 @@ pub(crate) struct StrResult {
     pub flags: u64,
 }
 
+impl StrResult {
+    /// Writes the result as the instruction does: `index` to ECX (RCX
+    /// zero-extended) for the I forms, else `mask` to XMM0; the flags.
+    /// (The interpreter and the JIT's inline PCMPISTRI both write it so.)
+    pub(crate) fn write(&self, st: &mut crate::state::CpuState, index: bool) {
+        if index {
+            st.gpr[1] = self.index as u64;
+        } else {
+            st.fpu.xmm[0] = self.mask;
+        }
+        st.flags.set_arith(crate::state::rflags::ARITH, self.flags);
+    }
+}
+
 /// The string comparison of `a` (first operand, an XMM register) and `b`
 /// (second operand, XMM or m128) under `imm`.
 pub(crate) fn pcmpstr(a: u128, b: u128, imm: u8, lengths: Lengths) -> StrResult {
