@@ -89,6 +89,7 @@ fn jump_index(rip: u64) -> usize {
 
 /// The ops of a block, as the interpreter runs them.
 #[derive(Clone, Copy)]
+#[repr(C)]
 pub struct OpsRef {
     ptr: *const Op,
     len: u32,

@@ -174,6 +174,11 @@ pub struct CpuCounters {
     /// Of those, blocks entered straight from the previous compiled block
     /// (chaining), without the run loop.
     pub jit_chained: Counter,
+    /// Chain steps that took the slow path (`jit::chain::next`, the
+    /// reference) rather than the block's own exit code.
+    pub jit_chain_slow: Counter,
+    /// Host bytes of machine code compiled (without the exit records).
+    pub jit_code_bytes: Counter,
     /// Guest instructions retired (added when `Cpu::run` returns).
     pub instructions: Counter,
     /// Blocks run, by either engine (instructions / blocks_run is the
@@ -218,6 +223,8 @@ impl CpuCounters {
         v.push(("jit_ops_called", self.jit_ops_called.get()));
         v.push(("jit_block_runs", self.jit_block_runs.get()));
         v.push(("jit_chained", self.jit_chained.get()));
+        v.push(("jit_chain_slow", self.jit_chain_slow.get()));
+        v.push(("jit_code_bytes", self.jit_code_bytes.get()));
         v.push(("instructions", self.instructions.get()));
         v.push(("blocks_run", self.blocks_run.get()));
         v

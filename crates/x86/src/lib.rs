@@ -359,6 +359,10 @@ pub struct CpuSignals {
 impl CpuSignals {
     const KICK: u32 = 1;
     const FLUSH: u32 = 2;
+    /// Another CPU (or a device) wrote code or made a page code: the run
+    /// loop catches up with the CPU's `CodeShare` (it does on every pass;
+    /// the bit only ends a chain of compiled blocks, `jit::chain_emit`).
+    const CODE: u32 = 4;
 
     /// Where the pending bits live (compiled code reads them: nonzero is
     /// `pending`).
@@ -377,6 +381,11 @@ impl CpuSignals {
     pub fn request_flush(&self, cause: TlbFlush) {
         self.flush_causes.fetch_or(cause.bit(), Ordering::Release);
         self.bits.fetch_or(Self::FLUSH, Ordering::Release);
+    }
+
+    /// Sets the code bit (`CodeShare`, after an epoch bump).
+    pub(crate) fn code_changed(&self) {
+        self.bits.fetch_or(Self::CODE, Ordering::Release);
     }
 
     /// The causes of a pending flush (taking it), or None.
@@ -528,6 +537,7 @@ impl Cpu {
     /// CPUs of its VM: give every vCPU of a VM the same [`CodeShare`]. A CPU
     /// that is not given one tracks only its own writes.
     pub fn set_code_share(&mut self, share: Arc<CodeShare>) {
+        share.watch(&self.signals);
         self.seen_code_epoch = share.epoch();
         self.seen_revoke = share.revoke_epoch();
         self.code_share = share;

@@ -15,9 +15,10 @@
 use std::collections::{HashSet, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use crate::block::FastHasher;
+use crate::CpuSignals;
 
 /// Writes remembered for CPUs that have not caught up yet; a CPU further
 /// behind drops all its blocks.
@@ -39,6 +40,10 @@ pub struct CodeShare {
     log: Mutex<VecDeque<(u64, u64)>>,
     /// Bumped when a page newly becomes code: CPUs drop fast write access.
     revoke: AtomicU64,
+    /// The signals of the CPUs sharing this (`Cpu::set_code_share`): each
+    /// bump of either epoch sets their code bit, the one word compiled
+    /// code tests between blocks (`jit::chain_emit`).
+    cpus: Mutex<Vec<Weak<CpuSignals>>>,
 }
 
 impl std::fmt::Debug for FastHasher {
@@ -63,6 +68,7 @@ impl Default for CodeShare {
             epoch: AtomicU64::new(0),
             log: Default::default(),
             revoke: AtomicU64::new(0),
+            cpus: Default::default(),
         }
     }
 }
@@ -98,6 +104,24 @@ impl CodeShare {
         &self.revoke
     }
 
+    /// Makes `signals` hear of every epoch bump (a CPU joining the share).
+    pub(crate) fn watch(&self, signals: &Arc<CpuSignals>) {
+        let mut cpus = self.cpus.lock().unwrap_or_else(|p| p.into_inner());
+        cpus.retain(|w| w.strong_count() > 0);
+        if !cpus.iter().any(|w| w.as_ptr() == Arc::as_ptr(signals)) {
+            cpus.push(Arc::downgrade(signals));
+        }
+    }
+
+    /// After an epoch bump: tells every CPU (after the bump, so that a
+    /// CPU that takes the bit then reads the new epoch).
+    fn bumped(&self) {
+        let cpus = self.cpus.lock().unwrap_or_else(|p| p.into_inner());
+        for s in cpus.iter().filter_map(Weak::upgrade) {
+            s.code_changed();
+        }
+    }
+
     /// Whether `page` holds decoded code on some CPU.
     #[inline]
     pub fn is_code(&self, page: u64) -> bool {
@@ -126,7 +150,11 @@ impl CodeShare {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(page);
-        newly.then(|| self.revoke.fetch_add(1, Ordering::AcqRel) + 1)
+        newly.then(|| {
+            let r = self.revoke.fetch_add(1, Ordering::AcqRel) + 1;
+            self.bumped();
+            r
+        })
     }
 
     /// A CPU writes `page`: returns true when it held code (it no longer
@@ -147,6 +175,8 @@ impl CodeShare {
                 log.pop_front();
             }
             log.push_back((e, page));
+            drop(log);
+            self.bumped();
         }
         removed
     }

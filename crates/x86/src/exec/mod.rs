@@ -313,7 +313,7 @@ impl Exec<'_> {
         self.jit_cur = crate::block::OpsRef::of(ops);
         self.jit_limit = limit;
         self.jit_chain_left = self.c.jit_chain;
-        self.jit_watch_start();
+        self.jit_watch_start(limit);
         // SAFETY: `f` was compiled from `ops`, which stay alive (with the
         // code) until the next collect_garbage, as do the blocks it
         // chains to; `self` and its CPU are the running context.
@@ -394,12 +394,14 @@ impl Exec<'_> {
     fn jit_compile(&mut self, ops: &[Op]) -> Option<crate::jit::Entry> {
         match crate::jit::compile(ops) {
             Some((code, called)) => {
+                let bytes = code.bytes() as u64;
                 let n = ops[0].jit.set(code);
                 self.c.blocks.add_code_bytes(n);
                 let k = &self.c.cache_counters;
                 k.jit_blocks_compiled.inc();
                 k.jit_ops_compiled.add(ops.len() as u64);
                 k.jit_ops_called.add(called as u64);
+                k.jit_code_bytes.add(bytes);
                 ops[0].jit.entry()
             }
             None => {

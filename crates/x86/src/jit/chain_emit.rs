@@ -1,34 +1,38 @@
-//! The chain step in compiled code (issue 11, phase 4): the end of a
-//! block that ran whole. The common case — a link of the last op naming
-//! the successor's code under the current key, the chain not at its
-//! bound, nothing pending, the successor fitting whole in the instruction
-//! budget — is made in compiled code and tail-calls the successor;
-//! everything else calls [`super::chain::next`], the reference, which
-//! makes the same checks and more (the jump cache, relinking) and may
-//! still chain.
+//! The chain stub (issue 11, phases 4 and 5): the step from a compiled
+//! block that ran whole to its successor's code. Every block ends with a
+//! tail call to its thread's stub ([`stub`]) with its exit record
+//! (`exit`), its last op's next RIP and its [`meta`] as constants: one
+//! copy of the checks stays in the instruction cache for all blocks (a
+//! copy in each block measured slower twice: phase 4's inline step, and
+//! phase 5's per-block exit code, ~190 bytes more a block, ~15 % slower
+//! on the shell loop).
 //!
-//! The step is one function per thread, the chain stub ([`stub`]),
-//! which every block tail-calls with its last op, that op's next RIP and
-//! its [`meta`] as constants: one copy of the checks stays in the
-//! instruction cache for all blocks (the loop of the shell benchmark
-//! runs ~3 000 distinct blocks; a copy in each block was ~200 bytes of
-//! code more to fetch per block).
+//! The stub's common case makes no call (so it saves no registers):
+//! the epilogue (RIP, the retired count), then
+//! - the chain bound (`Exec::jit_chain_left`);
+//! - the budget: the retired count below `Watch::fast_end`, the budget
+//!   less the largest block, so that any successor fits whole (0 when an
+//!   interrupt or NMI window is wanted, which cannot change while a chain
+//!   runs, or when the code epochs were not caught up with);
+//! - one word for everything asynchronous: the CPU's signal bits (a
+//!   kick, a flush request, and the code bit `CodeShare` sets after
+//!   another CPU or a device bumped a code epoch);
+//! - an entry of the exit record naming this RIP under the current chain
+//!   key ([`super::chain::Watch`]);
 //!
-//! What the stub checks is exactly what `next` checks, read from the
-//! same places: the chain bound (`Exec::jit_chain_left`), the CPU's
-//! pending signals and its interrupt/NMI window requests, the code
-//! epochs other CPUs bump against the ones this CPU has seen, the chain
-//! key ([`super::chain::Watch`]) against the link's, the link's RIP
-//! against the successor's and its instruction count against the budget
-//! (`Exec::jit_limit`). The epilogue before it (RIP, the retired count)
-//! is `next`'s too, so running both is idempotent.
+//! then the commit and the tail call to the successor. Anything else
+//! tail-calls the slow stub, which calls [`super::chain::next`], the
+//! reference: it makes every check `Exec::run_chain` makes between two
+//! blocks (windows, both epochs, the exact budget), relinks from the jump
+//! cache and fills the record, and may still chain. The epilogue is
+//! `next`'s too, so running both is idempotent.
 
 use std::mem::offset_of;
 
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::{
-    condcodes::IntCC, types::I32, types::I64, types::I8, AbiParam, BlockArg, Function, InstBuilder,
-    MemFlagsData, SigRef, Signature, UserFuncName, Value,
+    condcodes::IntCC, types::I32, types::I64, AbiParam, BlockArg, Function, InstBuilder,
+    MemFlagsData, Signature, UserFuncName, Value,
 };
 use cranelift_codegen::isa::CallConv;
 use cranelift_codegen::Context;
@@ -37,14 +41,9 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use super::chain::Watch;
 use super::code::Code;
 use super::compile::Cx;
-use crate::block::{OpsRef, NO_KEY};
-use crate::exec::op::Link;
 use crate::exec::{Exec, Op};
 use crate::state::CpuState;
 use crate::Cpu;
-
-// `jit_cur` is copied from a link as two words.
-const _: () = assert!(std::mem::size_of::<OpsRef>() == 16);
 
 fn cpu_mem() -> MemFlagsData {
     MemFlagsData::trusted()
@@ -69,21 +68,23 @@ fn meta(last: &Op, n: usize) -> u64 {
     super::chain::meta(last) | (n as u64) << 16
 }
 
-/// Emits the end of a block whose last op is `last` and that has `n`
-/// ops: a tail call to this thread's chain stub.
-pub(super) fn tail(b: &mut FunctionBuilder<'_>, cx: &Cx, last: &Op, n: usize, ssig: SigRef) {
+/// Emits the end of a block whose last op is `last`, that has `n` ops
+/// and whose exit record is at `rec`: a tail call to this thread's chain
+/// stub.
+pub(super) fn tail(b: &mut FunctionBuilder<'_>, cx: &Cx, last: &Op, n: usize, rec: i64) {
+    let ssig = b.import_signature(stub_sig());
     // `compile` built the stub before the block.
     let f = b.ins().iconst(I64, stub().map_or(0, |p| p as i64));
-    let lo = b.ins().iconst(I64, last as *const Op as i64);
+    let rec = b.ins().iconst(I64, rec);
     let nrip = b.ins().iconst(I64, last.next as i64);
     let m = b.ins().iconst(I64, meta(last, n) as i64);
     b.ins()
-        .return_call_indirect(ssig, f, &[cx.ex, cx.cpu, lo, nrip, m]);
+        .return_call_indirect(ssig, f, &[cx.ex, cx.cpu, rec, nrip, m]);
 }
 
-/// The stub's signature: `(exec, cpu, last op, next RIP, meta) ->
-/// result`, in the `tail` convention (blocks tail-call it, it tail-calls
-/// the successor).
+/// The stubs' signature: `(exec, cpu, exit record, next RIP, meta) ->
+/// result`, in the `tail` convention (blocks tail-call the stub, which
+/// tail-calls the successor or the slow stub).
 pub(super) fn stub_sig() -> Signature {
     let mut sig = Signature::new(CallConv::Tail);
     for _ in 0..5 {
@@ -93,16 +94,27 @@ pub(super) fn stub_sig() -> Signature {
     sig
 }
 
+thread_local! {
+    static STUBS: std::cell::OnceCell<Option<(Code, Code)>> =
+        const { std::cell::OnceCell::new() };
+}
+
 /// This thread's chain stub, compiled at its first use and never freed
 /// (as the entry trampoline: code runs on the thread that compiled it).
 pub(super) fn stub() -> Option<*const u8> {
-    thread_local! {
-        static S: std::cell::OnceCell<Option<Code>> = const { std::cell::OnceCell::new() };
-    }
-    S.with(|s| s.get_or_init(build_stub).as_ref().map(|c| c.ptr()))
+    STUBS.with(|s| s.get_or_init(build_stubs).as_ref().map(|c| c.0.ptr()))
 }
 
-fn build_stub() -> Option<Code> {
+fn build_stubs() -> Option<(Code, Code)> {
+    // The slow stub first: the stub's code holds its address.
+    let slow = build(|b, p, _| slow_step(b, p))?;
+    let at = slow.ptr() as i64;
+    let fast = build(|b, p, _| step(b, p, at))?;
+    Some((fast, slow))
+}
+
+/// Compiles a stub whose body `body` emits over its arguments.
+fn build(body: impl FnOnce(&mut FunctionBuilder<'_>, [Value; 5], CallConv)) -> Option<Code> {
     let isa = super::compile::isa()?;
     let mut ctx = Context::new();
     let mut fctx = FunctionBuilderContext::new();
@@ -114,15 +126,11 @@ fn build_stub() -> Option<Code> {
         b.switch_to_block(entry);
         b.seal_block(entry);
         let p = b.block_params(entry).to_vec();
-        let cc = isa.default_call_conv();
-        let mut nsig = Signature::new(cc);
-        for _ in 0..4 {
-            nsig.params.push(AbiParam::new(I64));
-        }
-        nsig.returns.push(AbiParam::new(I64));
-        let nsig = b.import_signature(nsig);
-        let bsig = b.import_signature(super::compile::block_sig());
-        step(&mut b, [p[0], p[1], p[2], p[3], p[4]], nsig, bsig);
+        body(
+            &mut b,
+            [p[0], p[1], p[2], p[3], p[4]],
+            isa.default_call_conv(),
+        );
         b.finalize(isa.frontend_config());
     }
     let compiled = ctx.compile(isa, &mut ControlPlane::default()).ok()?;
@@ -132,9 +140,12 @@ fn build_stub() -> Option<Code> {
     Code::new(compiled.code_buffer())
 }
 
-/// The stub's body over its arguments.
-fn step(b: &mut FunctionBuilder<'_>, args: [Value; 5], nsig: SigRef, bsig: SigRef) {
-    let [ex, cpu, last, nrip, meta] = args;
+/// The stub's body: the epilogue, the checks, a hit in the exit record,
+/// the commit and the tail call to the successor; anything else
+/// tail-calls the slow stub at `slow_at` with the same arguments. No
+/// call: no register to save.
+fn step(b: &mut FunctionBuilder<'_>, args: [Value; 5], slow_at: i64) {
+    let [ex, cpu, rec, nrip, meta] = args;
     let rip_off = cpu_off(offset_of!(Cpu, state) + offset_of!(CpuState, rip));
     // The block's epilogue (`chain::next`'s, `Exec::finish_block`'s): RIP
     // unless the last op set it, the retired count.
@@ -156,97 +167,52 @@ fn step(b: &mut FunctionBuilder<'_>, args: [Value; 5], nsig: SigRef, bsig: SigRe
     let slow = b.create_block();
     b.set_cold_block(slow);
     // Each check continues in a new block or goes to `slow`.
-    let check = |b: &mut FunctionBuilder<'_>, ok: Value| {
+    let check = |b: &mut FunctionBuilder<'_>, go_on: Value, to_slow: bool| {
         let go = b.create_block();
-        b.ins().brif(ok, go, &[], slow, &[]);
+        if to_slow {
+            b.ins().brif(go_on, slow, &[], go, &[]);
+        } else {
+            b.ins().brif(go_on, go, &[], slow, &[]);
+        }
         b.switch_to_block(go);
         b.seal_block(go);
     };
+    // The chain bound.
     let left_off = ex_off(offset_of!(Exec<'static>, jit_chain_left));
     let left = b.ins().load(I32, cpu_mem(), ex, left_off);
     let ok = b.ins().icmp_imm_u(IntCC::UnsignedGreaterThan, left, 1);
-    check(b, ok);
-    // Nothing pending: signals, window requests, other CPUs' code writes.
+    check(b, ok, false);
+    // The budget: any block fits below `fast_end` (0: a window wanted).
+    let fast_end = b
+        .ins()
+        .load(I64, cpu_mem(), ex, watch_off(offset_of!(Watch, fast_end)));
+    let fits = b.ins().icmp(IntCC::UnsignedLessThan, icount, fast_end);
+    check(b, fits, false);
+    // Nothing pending: no kick, flush request or code change (one word).
     let p = b
         .ins()
         .load(I64, cpu_mem(), ex, watch_off(offset_of!(Watch, signals)));
     let bits = b.ins().load(I32, cpu_mem(), p, 0);
-    let w1 = b.ins().load(
-        I8,
-        cpu_mem(),
-        cpu,
-        cpu_off(offset_of!(Cpu, want_interrupt_window)),
-    );
-    let w2 = b.ins().load(
-        I8,
-        cpu_mem(),
-        cpu,
-        cpu_off(offset_of!(Cpu, want_nmi_window)),
-    );
-    let w = b.ins().bor(w1, w2);
-    let w = b.ins().uextend(I32, w);
-    let any = b.ins().bor(bits, w);
-    let ok = b.ins().icmp_imm_u(IntCC::Equal, any, 0);
-    check(b, ok);
-    let epoch_same = |b: &mut FunctionBuilder<'_>, ptr: usize, seen: usize| {
-        let p = b.ins().load(I64, cpu_mem(), ex, watch_off(ptr));
-        let now = b.ins().load(I64, cpu_mem(), p, 0);
-        let seen = b.ins().load(I64, cpu_mem(), cpu, cpu_off(seen));
-        b.ins().icmp(IntCC::Equal, now, seen)
-    };
-    let e1 = epoch_same(
-        b,
-        offset_of!(Watch, epoch),
-        offset_of!(Cpu, seen_code_epoch),
-    );
-    let e2 = epoch_same(b, offset_of!(Watch, revoke), offset_of!(Cpu, seen_revoke));
-    let ok = b.ins().band(e1, e2);
-    check(b, ok);
+    check(b, bits, true);
+    // Either entry of the record: its RIP this one, its key the current
+    // one (each word loaded at once: the compares only steer the
+    // predicted branches, the successor's address does not wait on them).
     let key = b
         .ins()
         .load(I64, cpu_mem(), ex, watch_off(offset_of!(Watch, key)));
-    let ok = b.ins().icmp_imm_u(IntCC::NotEqual, key, NO_KEY as i64);
-    check(b, ok);
-
-    // The budget.
-    let limit = b.ins().load(
-        I64,
-        cpu_mem(),
-        ex,
-        ex_off(offset_of!(Exec<'static>, jit_limit)),
-    );
-    // Either link: (its address, the successor's code).
+    let (rip_at, key_at, entry_at) = super::exit::offsets();
     let go = b.create_block();
     b.append_block_param(go, I64);
-    b.append_block_param(go, I64);
-    for (i, cell) in [offset_of!(Op, link), offset_of!(Op, link2)]
-        .into_iter()
-        .enumerate()
-    {
-        // `Cell<Link>` is a `Link`.
-        let at = b.ins().iadd_imm_s(last, cell as i64);
-        let field =
-            |b: &mut FunctionBuilder<'_>, f: usize| b.ins().load(I64, cpu_mem(), at, f as i32);
-        let lrip = field(b, offset_of!(Link, rip));
-        let lkey = field(b, offset_of!(Link, key));
-        let entry = field(b, offset_of!(Link, entry));
-        let insns = field(b, offset_of!(Link, insns));
-        let r = b.ins().icmp(IntCC::Equal, lrip, rip);
-        let k = b.ins().icmp(IntCC::Equal, lkey, key);
-        let e = b.ins().icmp_imm_u(IntCC::NotEqual, entry, 0);
-        let end = b.ins().iadd(icount, insns);
-        let fits = b.ins().icmp(IntCC::UnsignedLessThanOrEqual, end, limit);
-        let rk = b.ins().band(r, k);
-        let ef = b.ins().band(e, fits);
-        let hit = b.ins().band(rk, ef);
+    for i in 0..2 {
+        let off = (i * super::exit::STRIDE) as i32;
+        let r = b.ins().load(I64, cpu_mem(), rec, off + rip_at);
+        let k = b.ins().load(I64, cpu_mem(), rec, off + key_at);
+        let e = b.ins().load(I64, cpu_mem(), rec, off + entry_at);
+        let r = b.ins().bxor(r, rip);
+        let k = b.ins().bxor(k, key);
+        let differ = b.ins().bor(r, k);
         let miss = if i == 0 { b.create_block() } else { slow };
-        b.ins().brif(
-            hit,
-            go,
-            &[BlockArg::Value(at), BlockArg::Value(entry)],
-            miss,
-            &[],
-        );
+        b.ins().brif(differ, miss, &[], go, &[BlockArg::Value(e)]);
         if i == 0 {
             b.switch_to_block(miss);
             b.seal_block(miss);
@@ -254,31 +220,44 @@ fn step(b: &mut FunctionBuilder<'_>, args: [Value; 5], nsig: SigRef, bsig: SigRe
     }
     b.switch_to_block(go);
     b.seal_block(go);
-    let at = b.block_params(go)[0];
-    let entry = b.block_params(go)[1];
-    // `next`'s commit: one block less, the successor's ops and count base
-    // (`block_exit` is clear: a block that set it left early).
+    let entry = b.block_params(go)[0];
+    // `next`'s commit: one block less, the successor's count base
+    // (`block_exit` is clear: a block that set it left early; `jit_cur`
+    // is stored by the block that leaves the chain).
     let left = b.ins().iadd_imm_s(left, -1);
     b.ins().store(cpu_mem(), left, ex, left_off);
-    let ops = offset_of!(Link, ops) as i32;
-    let cur = ex_off(offset_of!(Exec<'static>, jit_cur));
-    let w0 = b.ins().load(I64, cpu_mem(), at, ops);
-    let w1 = b.ins().load(I64, cpu_mem(), at, ops + 8);
-    b.ins().store(cpu_mem(), w0, ex, cur);
-    b.ins().store(cpu_mem(), w1, ex, cur + 8);
     b.ins().store(
         cpu_mem(),
         icount,
         ex,
         ex_off(offset_of!(Exec<'static>, icount0)),
     );
+    let bsig = b.import_signature(super::compile::block_sig());
     b.ins().return_call_indirect(bsig, entry, &[ex, cpu]);
 
-    // The reference: `chain::next`.
     b.switch_to_block(slow);
     b.seal_block(slow);
+    let ssig = b.import_signature(stub_sig());
+    let f = b.ins().iconst(I64, slow_at);
+    b.ins()
+        .return_call_indirect(ssig, f, &[ex, cpu, rec, nrip, meta]);
+}
+
+/// The slow stub's body: [`super::chain::next`], the reference, then a
+/// tail call to the successor it returns, or the return to the run loop
+/// (`next` stored the block's ops as `Exec::jit_cur`).
+fn slow_step(b: &mut FunctionBuilder<'_>, args: [Value; 5]) {
+    let [ex, cpu, rec, nrip, meta] = args;
+    let isa_cc = super::compile::isa().map_or(CallConv::SystemV, |i| i.default_call_conv());
+    let mut nsig = Signature::new(isa_cc);
+    for _ in 0..4 {
+        nsig.params.push(AbiParam::new(I64));
+    }
+    nsig.returns.push(AbiParam::new(I64));
+    let nsig = b.import_signature(nsig);
+    let bsig = b.import_signature(super::compile::block_sig());
     let f = b.ins().iconst(I64, super::chain::next as *const () as i64);
-    let call = b.ins().call_indirect(nsig, f, &[ex, last, nrip, meta]);
+    let call = b.ins().call_indirect(nsig, f, &[ex, rec, nrip, meta]);
     let next = b.inst_results(call)[0];
     let chain = b.create_block();
     let back = b.create_block();

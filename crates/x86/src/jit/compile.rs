@@ -219,7 +219,6 @@ fn build(
     csig.params.push(AbiParam::new(I32));
     csig.returns.push(AbiParam::new(I32));
     let csig = b.import_signature(csig);
-    let ssig = b.import_signature(super::chain_emit::stub_sig());
 
     // Leaving early: (status, index of the op) → the packed result.
     let early = b.create_block();
@@ -252,12 +251,14 @@ fn build(
         }
     }
     // Ran to its end: chain to the successor's code when the run loop
-    // would run it next (`chain_emit`), else return to the run loop.
-    // `ops` is not empty (`compile`).
-    super::chain_emit::tail(&mut b, &cx, &ops[ops.len() - 1], ops.len(), ssig);
+    // would run it next (`chain_emit`, over the block's `exit` record),
+    // else return to the run loop. `ops` is not empty (`compile`).
+    super::exit::tail(&mut b, &cx, ops);
 
     b.switch_to_block(early);
     b.seal_block(early);
+    // The run loop finishes the block that left the chain.
+    super::exit::set_cur(&mut b, &cx, ops);
     let st = b.block_params(early)[0];
     let idx = b.block_params(early)[1];
     // EXIT: the op ran (done = idx + 1); FAULT: it did not (done = idx).

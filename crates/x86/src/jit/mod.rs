@@ -17,8 +17,9 @@
 //!
 //! A block that runs to its end chains to its successor's code when the
 //! run loop would run it next ([`chain`], phase 3): a tail call, without
-//! returning to the run loop; the common case of that step is inline in
-//! the block (`chain_emit`, phase 4).
+//! returning to the run loop; the common case of that step is made by
+//! the chain stub (`chain_emit`, phases 4 and 5) over the block's exit
+//! record (`exit`, phase 5), the rest by `chain::next`.
 //!
 //! Compiled code lives in the block's first op ([`Slot`]): it is freed
 //! with the block's ops (self-modifying code, another CPU's write,
@@ -39,6 +40,7 @@ mod emit_shift;
 mod emit_simd;
 mod emit_simd_gpr;
 pub(crate) mod emit_simd_ops;
+mod exit;
 
 use std::cell::{Cell, OnceCell};
 use std::sync::OnceLock;
@@ -46,6 +48,8 @@ use std::sync::OnceLock;
 use crate::exec::{Exec, Op};
 
 pub(crate) use compile::compile;
+#[cfg(test)]
+pub(crate) use exit::Exits as ExitRecord;
 
 /// Runs of a block (whole, by the interpreter) before it is compiled.
 /// Measured on the test guest (docs/PERFORMANCE.md, "The JIT, phase
@@ -158,6 +162,9 @@ pub(crate) struct Slot {
     /// Whole runs so far (saturates past [`HOT`]).
     runs: Cell<u32>,
     code: OnceCell<code::Code>,
+    /// The successors the compiled code chains to ([`exit`]), made with
+    /// the code (its address is a constant in it).
+    exits: OnceCell<Box<exit::Exits>>,
 }
 
 impl Clone for Slot {
@@ -188,18 +195,34 @@ impl Slot {
         n + 1 == hot
     }
 
-    /// Host bytes of compiled code.
+    /// Host bytes of compiled code (with its exit record).
     pub(crate) fn code_bytes(&self) -> usize {
-        self.code.get().map_or(0, |c| c.bytes())
+        self.code
+            .get()
+            .map_or(0, |c| c.bytes() + std::mem::size_of::<exit::Exits>())
     }
 
-    /// Installs compiled code; returns its host bytes.
+    /// Installs compiled code; returns its host bytes (with its exit
+    /// record).
     pub(crate) fn set(&self, code: code::Code) -> usize {
-        let n = code.bytes();
+        let n = code.bytes() + std::mem::size_of::<exit::Exits>();
         match self.code.set(code) {
             Ok(()) => n,
             Err(_) => 0,
         }
+    }
+
+    /// The exit record of the block `ops` (whose first op this is),
+    /// made at its first use (compiling).
+    pub(super) fn exits(&self, ops: &[Op]) -> &exit::Exits {
+        self.exits
+            .get_or_init(|| Box::new(exit::Exits::new(crate::block::OpsRef::of(ops))))
+    }
+
+    /// The exit record, if the block was compiled.
+    #[cfg(test)]
+    pub(super) fn exits_made(&self) -> Option<&exit::Exits> {
+        self.exits.get().map(|b| &**b)
     }
 }
 

@@ -10,6 +10,7 @@ mod fuzz;
 mod jit;
 mod jit_alu_mem;
 mod jit_chain;
+mod jit_exit;
 mod jit_ext;
 mod jit_narrow;
 mod jit_simd;

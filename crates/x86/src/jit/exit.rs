@@ -1,0 +1,127 @@
+//! A compiled block's exit record (issue 11, phase 5): the successors the
+//! chain stub (`chain_emit`) chains the block to, in a small record of
+//! their own rather than in the block's last op.
+//!
+//! Each compiled block has one ([`Exits`], its address a constant in the
+//! block's code, passed to the stub): the last two successors it chained
+//! to, each as (RIP, the chain key it was linked under, the successor's
+//! code), and the block's ops (what `Exec::jit_cur` becomes when the
+//! chain leaves through this block's slow path). Phase 4's stub read the
+//! two 48-byte links of the last op, which sit in the middle of ~200-byte
+//! ops spread over the heap; its hottest instruction (~8 % of the loop)
+//! waited on that load. A record is 64 bytes, its three words per
+//! successor at the start, allocated in compile order.
+//!
+//! `chain::next`, the reference, fills it when it links (a live,
+//! compiled successor under the current key); the stub follows an entry
+//! only under the key it was made under, which every kill of a block,
+//! TLB flush and privilege change moves (`Exec::chain_key`), as the op
+//! links are.
+
+use std::cell::Cell;
+use std::mem::offset_of;
+
+use cranelift_codegen::ir::{types::I64, InstBuilder, MemFlagsData};
+use cranelift_frontend::FunctionBuilder;
+
+use super::compile::Cx;
+use crate::block::OpsRef;
+use crate::exec::{Exec, Op};
+
+/// One successor: its RIP, the chain key it was linked under (0 for
+/// none: no key is 0) and its code (a `jit::Entry` address).
+#[derive(Debug)]
+#[repr(C)]
+pub(crate) struct Exit {
+    rip: Cell<u64>,
+    key: Cell<u64>,
+    entry: Cell<u64>,
+}
+
+impl Default for Exit {
+    fn default() -> Exit {
+        Exit {
+            rip: Cell::new(u64::MAX),
+            key: Cell::new(0),
+            entry: Cell::new(0),
+        }
+    }
+}
+
+/// A compiled block's exit record: its last two successors, the most
+/// recent first, then its ops; one cache line.
+#[repr(C, align(64))]
+pub(crate) struct Exits {
+    exits: [Exit; 2],
+    ops: OpsRef,
+}
+
+/// Bytes from one successor to the next.
+pub(super) const STRIDE: usize = std::mem::size_of::<Exit>();
+
+/// The offsets of a successor's RIP, key and code in the record.
+pub(super) fn offsets() -> (i32, i32, i32) {
+    (
+        offset_of!(Exit, rip) as i32,
+        offset_of!(Exit, key) as i32,
+        offset_of!(Exit, entry) as i32,
+    )
+}
+
+impl Exits {
+    /// The empty record of the block `ops`.
+    pub(crate) fn new(ops: OpsRef) -> Exits {
+        Exits {
+            exits: Default::default(),
+            ops,
+        }
+    }
+
+    /// The block's ops.
+    pub(crate) fn ops(&self) -> OpsRef {
+        self.ops
+    }
+
+    /// The block chains to `entry` at `rip` under `key` (a live, compiled
+    /// block under the current key: `chain::next`).
+    pub(crate) fn note(&self, rip: u64, key: u64, entry: u64) {
+        debug_assert!(key != 0 && key != crate::block::NO_KEY && entry != 0);
+        let [a, b] = &self.exits;
+        if a.rip.get() != rip {
+            // The first one moves to the second place.
+            b.rip.set(a.rip.get());
+            b.key.set(a.key.get());
+            b.entry.set(a.entry.get());
+        }
+        a.rip.set(rip);
+        a.key.set(key);
+        a.entry.set(entry);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn entries(&self) -> [(u64, u64, u64); 2] {
+        self.exits
+            .each_ref()
+            .map(|e| (e.rip.get(), e.key.get(), e.entry.get()))
+    }
+}
+
+/// Stores `ops` (the compiled block's) as `Exec::jit_cur`: what a block
+/// that leaves the chain early (an exception, `block_exit`) does before
+/// it returns.
+pub(super) fn set_cur(b: &mut FunctionBuilder<'_>, cx: &Cx, ops: &[Op]) {
+    // `OpsRef` is `repr(C)`: the pointer, then the length.
+    const _: () = assert!(std::mem::size_of::<OpsRef>() == 16);
+    let cur = offset_of!(Exec<'static>, jit_cur) as i32;
+    let p = b.ins().iconst(I64, ops.as_ptr() as i64);
+    let n = b.ins().iconst(I64, ops.len() as i64);
+    b.ins().store(MemFlagsData::trusted(), p, cx.ex, cur);
+    b.ins().store(MemFlagsData::trusted(), n, cx.ex, cur + 8);
+}
+
+/// Emits the end of a compiled block (`ops`, not empty) that ran whole:
+/// a tail call to the chain stub with the block's exit record.
+pub(super) fn tail(b: &mut FunctionBuilder<'_>, cx: &Cx, ops: &[Op]) {
+    let rec = ops[0].jit.exits(ops) as *const Exits as i64;
+    super::chain_emit::tail(b, cx, &ops[ops.len() - 1], ops.len(), rec);
+}
