@@ -12,7 +12,8 @@ use cranelift_frontend::FunctionBuilder;
 
 use super::compile::Cx;
 use super::emit_mem::{cpu_mem, gpr_off, load, store};
-use super::emit_simd::{get, hi_off, host, lo_off, Form, Side};
+use super::emit_simd::{Form, Side};
+use super::emit_simd_access::{get, hi_off, host, lo_off};
 use crate::exec::simd::strings::{pcmpstr, Lengths};
 use crate::exec::Op;
 use crate::Cpu;

@@ -38,6 +38,7 @@ mod emit_ext;
 mod emit_mem;
 mod emit_shift;
 mod emit_simd;
+mod emit_simd_access;
 mod emit_simd_gpr;
 pub(crate) mod emit_simd_ops;
 mod exit;
