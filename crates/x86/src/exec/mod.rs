@@ -597,6 +597,12 @@ impl Exec<'_> {
     #[inline]
     pub(crate) fn ea(&self, insn: &Instruction) -> u64 {
         let m = op::MemRef::of(insn);
+        if m.index == op::NOREG ^ 1 {
+            // XLAT's index is AL, zero-extended: not a GPR code MemRef holds.
+            let al = self.gpr(insn.memory_index()) << m.scale;
+            let disp = m.disp.wrapping_add(al);
+            return sem::ea(&self.c.state.gpr, disp, m.base, op::NOREG, 0, m.amask);
+        }
         sem::ea(&self.c.state.gpr, m.disp, m.base, m.index, m.scale, m.amask)
     }
 

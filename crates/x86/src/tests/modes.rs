@@ -118,6 +118,42 @@ fn real_mode_interrupts_use_the_ivt() {
 }
 
 #[test]
+fn xlat_indexes_with_al_alone_and_wraps_with_the_address_size() {
+    super::on_both_engines(|| {
+        // 16-bit: DS:(BX + AL) wraps at 64 KiB; the bits of EAX above AL
+        // take no part.
+        let mut bus = TestBus::new();
+        bus.load(0x10, &[0x5a]);
+        bus.load(0x1_0010, &[0xee]);
+        let code = asm(16, REAL_CODE, |a| {
+            a.mov(eax, 0x1234_5620u32)?;
+            a.mov(bx, 0xfff0u32)?;
+            a.xlatb()?;
+            a.hlt()
+        });
+        bus.load(REAL_CODE, &code);
+        let mut cpu = Cpu::default();
+        cpu.state.seg[CS] = SegCache::real(0, true);
+        cpu.state.rip = REAL_CODE;
+        cpu.state_changed();
+        assert_eq!(cpu.run(&mut bus, 100), CpuExit::Halt);
+        assert_eq!(cpu.state.gpr[0] & 0xffff_ffff, 0x1234_565a);
+
+        // 64-bit: RBX + zero-extended AL.
+        let mut g = Guest::long64();
+        g.bus.load(0x30ff, &[0x77]);
+        g.code(|a| {
+            a.mov(rax, 0x1111_2222_3333_44ffu64)?;
+            a.mov(rbx, 0x3000u64)?;
+            a.xlatb()?;
+            a.hlt()
+        });
+        g.run_to_hlt();
+        assert_eq!(g.reg(0), 0x1111_2222_3333_4477);
+    });
+}
+
+#[test]
 fn a_fault_loop_that_retires_nothing_ends_at_the_budget() {
     super::on_both_engines(|| {
         let mut bus = TestBus::new();
