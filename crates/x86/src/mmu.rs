@@ -85,6 +85,8 @@ pub struct Mapped {
     pub host: usize,
     pub gpa: u64,
     pub global: bool,
+    /// log2 of the size of the guest page it is part of (12 for 4 KiB).
+    pub page_shift: u8,
 }
 
 /// Direct-mapped software TLB with one bank per kind of access (see
@@ -116,6 +118,15 @@ pub struct Tlb {
     /// Bumped whenever translations are dropped (flushes, INVLPG): the
     /// block cache's jump entries remember it instead of a physical address.
     pub(crate) gen: u64,
+    /// Linear pages (hashed, a 256-bit set) that code was looked up in
+    /// under the current `gen`: only an INVLPG of one of those can change
+    /// a block association keyed by it. Emptied with each bump.
+    code_pages: [u64; 4],
+    /// Large pages (hashed by size and number, a 256-bit set) that 4 KiB
+    /// pieces in the entries may come from: an INVLPG inside one must drop
+    /// every piece, which a direct-mapped TLB cannot find, so it drops
+    /// everything. Emptied when every entry is dropped.
+    large_pages: [u64; 4],
     /// Guest-physical page → host page of recently walked paging
     /// structures (tag u64::MAX: empty). Dropped by `flush_all`, which is
     /// what a memory-map change leads to.
@@ -180,6 +191,8 @@ impl Tlb {
             globals: Vec::new(),
             // Never 0, so that no jump-cache key is 0 (an empty entry's).
             gen: 1,
+            code_pages: [0; 4],
+            large_pages: [0; 4],
             tables: [(u64::MAX, 0); TABLE_CACHE],
             counters,
         };
@@ -230,7 +243,15 @@ impl Tlb {
     /// Installs a translation. `read` is "may execute" in the
     /// instruction-fetch banks.
     pub fn fill(&mut self, bank: usize, lin: u64, read: bool, write: bool, page: Mapped) {
-        let Mapped { host, gpa, global } = page;
+        let Mapped {
+            host,
+            gpa,
+            global,
+            page_shift,
+        } = page;
+        if page_shift > 12 {
+            self.note_large_page(lin, page_shift);
+        }
         self.counters.tlb_fills.inc();
         let bank = bank & (BANKS_ALLOC - 1);
         debug_assert!(bank < bank::COUNT);
@@ -268,7 +289,8 @@ impl Tlb {
     }
 
     fn clear_entries(&mut self) {
-        self.gen += 1;
+        self.bump_gen();
+        self.large_pages = [0; 4];
         // Only the entries in use are written: a page of entries never
         // filled stays the kernel's zero page (a VM restored or forked
         // into a new process owns only the TLB pages its guest uses).
@@ -301,7 +323,13 @@ impl Tlb {
     /// salts no longer match); the host pointers stay valid.
     pub fn flush_guest_all(&mut self, cause: TlbFlush) {
         self.counters.flush(cause);
-        self.gen += 1;
+        self.drop_guest_translations();
+    }
+
+    /// What `flush_guest_all` does, uncounted.
+    fn drop_guest_translations(&mut self) {
+        self.bump_gen();
+        self.large_pages = [0; 4];
         self.pcid_salts = [(0, 0); PCID_SLOTS];
         self.globals.clear();
         self.salt = self.new_salt();
@@ -312,7 +340,7 @@ impl Tlb {
     /// PCID's cached non-global translations when `keep`, else drops them
     /// (counted as `cause`). Global translations stay.
     pub fn switch_context(&mut self, pcid: u16, keep: bool, cause: TlbFlush) {
-        self.gen += 1;
+        self.bump_gen();
         let old = self.salt;
         let slot = pcid as usize % PCID_SLOTS;
         let (tag, salt) = self.pcid_salts[slot];
@@ -357,7 +385,7 @@ impl Tlb {
             self.flush_nonglobal(TlbFlush::Invpcid);
         } else {
             self.counters.flush(TlbFlush::Invpcid);
-            self.gen += 1;
+            self.bump_gen();
             let slot = pcid as usize % PCID_SLOTS;
             if self.pcid_salts[slot].0 == pcid as u32 + 1 {
                 self.pcid_salts[slot] = (0, 0);
@@ -378,11 +406,76 @@ impl Tlb {
         self.pcid
     }
 
+    /// A new generation: every jump-cache entry and chain link made under
+    /// the old one stops matching.
+    #[inline]
+    fn bump_gen(&mut self) {
+        self.gen += 1;
+        self.code_pages = [0; 4];
+    }
+
+    /// The set's bit for a page: the 4 KiB page of `lin` (level 0), its
+    /// 2 MiB (1) or its 1 GiB (2) region.
+    fn code_page_bit(lin: u64, level: u64) -> (usize, u64) {
+        let page = (lin >> (12 + 9 * level)) | level << 60;
+        let h = page.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56;
+        ((h >> 6) as usize & 3, 1 << (h & 63))
+    }
+
+    fn code_page_noted(&self, lin: u64) -> bool {
+        (0..3).any(|level| {
+            let (w, b) = Self::code_page_bit(lin, level);
+            self.code_pages[w] & b != 0
+        })
+    }
+
+    /// Code at `lin` was looked up through this TLB (a block found or
+    /// decoded for it under the current generation). Its 2 MiB and 1 GiB
+    /// regions are noted too: an INVLPG anywhere in a large page drops
+    /// the whole translation.
+    #[inline]
+    pub(crate) fn note_code_page(&mut self, lin: u64) {
+        for level in 0..3 {
+            let (w, b) = Self::code_page_bit(lin, level);
+            self.code_pages[w] |= b;
+        }
+    }
+
+    fn large_page_bit(lin: u64, shift: u8) -> (usize, u64) {
+        let page = (lin >> shift) | (shift as u64) << 56;
+        let h = page.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56;
+        ((h >> 6) as usize & 3, 1 << (h & 63))
+    }
+
+    fn note_large_page(&mut self, lin: u64, shift: u8) {
+        let (w, b) = Self::large_page_bit(lin, shift);
+        self.large_pages[w] |= b;
+    }
+
+    /// Whether pieces of a large page holding `lin` may be cached.
+    fn in_large_page(&self, lin: u64) -> bool {
+        self.large_pages != [0; 4]
+            && [21u8, 22, 30].iter().any(|&shift| {
+                let (w, b) = Self::large_page_bit(lin, shift);
+                self.large_pages[w] & b != 0
+            })
+    }
+
     /// INVLPG: drops `lin`'s page in every bank (and for every PCID);
-    /// counted as `cause` (INVLPG, INVPCID type 0).
+    /// counted as `cause` (INVLPG, INVPCID type 0). The generation moves
+    /// only when code was looked up in that page under the current one:
+    /// an INVLPG of a data page (most of them: a kernel changing a
+    /// mapping, kvm-unit-tests' access test) leaves block chaining alone.
     pub fn flush_page(&mut self, lin: u64, cause: TlbFlush) {
         self.counters.flush(cause);
-        self.gen += 1;
+        if self.in_large_page(lin) {
+            // The whole large page, for every PCID, global or not.
+            self.drop_guest_translations();
+            return;
+        }
+        if self.code_page_noted(lin) {
+            self.bump_gen();
+        }
         let vpn = lin >> 12;
         for bank in self.e[..bank::COUNT].iter_mut() {
             let e = &mut bank[Self::index(vpn)];
@@ -436,6 +529,8 @@ pub struct Translation {
     /// The leaf's D bit is set (so writes need no A/D update).
     pub dirty: bool,
     pub global: bool,
+    /// log2 of the size of the page that maps it (12, 21, 22 or 30).
+    pub page_shift: u8,
 }
 
 /// Page-fault error code bits.
@@ -527,6 +622,7 @@ impl Exec<'_> {
                 can_exec: true,
                 dirty: true,
                 global: false,
+                page_shift: 12,
             });
         }
         self.c.tlb.counters.tlb_walks.inc();
@@ -566,6 +662,7 @@ impl Exec<'_> {
         let mut nx = false;
         let gpa;
         let leaf_global;
+        let mut page_shift = 12u8;
         let mut leaf_entry = 0u64;
         let wide = long || pae;
 
@@ -620,6 +717,7 @@ impl Exec<'_> {
                     let page_mask = (1u64 << shift) - 1;
                     gpa = (e & phys_mask & !page_mask) | (lin & page_mask);
                     leaf_global = pge && e & 0x100 != 0;
+                    page_shift = shift as u8;
                     break;
                 }
                 table = e & phys_mask;
@@ -641,6 +739,7 @@ impl Exec<'_> {
             if pse && pde & 0x80 != 0 {
                 gpa = (pde & 0xffc0_0000) | (lin & 0x3f_ffff);
                 leaf_global = pge && pde & 0x100 != 0;
+                page_shift = 22;
             } else {
                 let pte_addr = (pde & 0xffff_f000) + ((lin >> 12) & 0x3ff) * 4;
                 let pte = self.pte_read(pte_addr, false);
@@ -725,6 +824,7 @@ impl Exec<'_> {
             can_exec,
             dirty,
             global: leaf_global,
+            page_shift,
         })
     }
 
@@ -800,6 +900,7 @@ impl Exec<'_> {
             host: ram.host as usize,
             gpa: page,
             global: t.global,
+            page_shift: t.page_shift,
         };
         self.c.tlb.fill(bank, lin, read, writable && !exec, mapped);
         Ok(t.gpa)

@@ -451,6 +451,9 @@ impl Exec<'_> {
         } else {
             self.jump_key()
         };
+        // Whatever associates `rip` with a block from here on (jump cache,
+        // links) is keyed by this generation: an INVLPG of `lin` must end it.
+        self.c.tlb.note_code_page(lin);
         if let Some(b) = self.c.blocks.get(rip, gpa, bits, key) {
             return Ok(b);
         }

@@ -177,3 +177,82 @@ fn page_fault_while_pushing_the_frame_is_a_double_fault() {
     g.run_to_hlt();
     assert_eq!(g.reg(15), 0xdf);
 }
+
+/// Calls `target` 300 times (hot enough to be compiled and chained),
+/// keeping the last EAX in R8; then `remap`, then calls it once more
+/// (EAX in R9).
+fn call_remap_call(
+    g: &mut Guest,
+    target: u64,
+    remap: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>,
+) {
+    g.code(|a| {
+        let mut top = a.create_label();
+        a.mov(ecx, 300u32)?;
+        a.set_label(&mut top)?;
+        a.mov(rax, target)?;
+        a.call(rax)?;
+        a.mov(r8, rax)?;
+        a.dec(ecx)?;
+        a.jnz(top)?;
+        remap(a)?;
+        a.mov(rax, target)?;
+        a.call(rax)?;
+        a.mov(r9, rax)?;
+        a.hlt()
+    });
+}
+
+#[test]
+fn invlpg_of_a_code_page_runs_the_new_mapping() {
+    super::on_both_engines(|| {
+        // A 4 KiB page of code (WIN + 0x6000) remapped to another page.
+        let mut g = paged_guest();
+        let (old, new) = (WIN + 0x6000, WIN + 0x7000);
+        g.code_at(old, |a| {
+            a.mov(eax, 1u32)?;
+            a.ret()
+        });
+        g.code_at(new, |a| {
+            a.mov(eax, 2u32)?;
+            a.ret()
+        });
+        call_remap_call(&mut g, old, |a| {
+            a.mov(rdi, PT + 6 * 8)?;
+            a.mov(rbx, new | 3)?;
+            a.mov(qword_ptr(rdi), rbx)?;
+            // An INVLPG of a data page first: no effect on the code.
+            a.invlpg(byte_ptr(WIN + 0x5000))?;
+            a.mov(rax, old)?;
+            a.call(rax)?;
+            a.mov(r10, rax)?;
+            a.invlpg(byte_ptr(old))
+        });
+        g.run_to_hlt();
+        // Before the INVLPG of the code page the old translation may still
+        // be cached (it is here); after it, the new one runs.
+        assert_eq!((g.reg(8), g.reg(9)), (1, 2));
+        assert_eq!(g.reg(10), 1);
+
+        // A 2 MiB page of code remapped, invalidated through another
+        // 4 KiB page inside it: the whole large page's translation goes.
+        let mut g = Guest::long64();
+        let (old, new) = (0x80_0000u64, 0xa0_0000u64);
+        g.code_at(old, |a| {
+            a.mov(eax, 3u32)?;
+            a.ret()
+        });
+        g.code_at(new, |a| {
+            a.mov(eax, 4u32)?;
+            a.ret()
+        });
+        call_remap_call(&mut g, old, |a| {
+            a.mov(rdi, PD0 + 4 * 8)?;
+            a.mov(rbx, new | 0x83)?;
+            a.mov(qword_ptr(rdi), rbx)?;
+            a.invlpg(byte_ptr(old + 0x1000))
+        });
+        g.run_to_hlt();
+        assert_eq!((g.reg(8), g.reg(9)), (3, 4));
+    });
+}
