@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::counters::{BlockDrop, CpuCounters};
 use crate::exec::Op;
+use crate::opbuf::OpBuf;
 use crate::zeroed::ZeroedArray;
 
 /// Most instructions in one block.
@@ -38,7 +39,7 @@ pub struct Block {
     pub bits: u32,
     /// The instructions, pre-decoded. Never changed after the block is
     /// cached (the interpreter runs them through a pointer).
-    pub ops: Vec<Op>,
+    pub ops: OpBuf,
     /// Still in the cache (false once invalidated).
     pub live: bool,
 }
@@ -101,11 +102,40 @@ impl OpsRef {
         len: 0,
     };
 
-    pub(crate) fn of(ops: &[Op]) -> OpsRef {
+    /// The ops of `buf`.
+    pub(crate) fn of(buf: &OpBuf) -> OpsRef {
         OpsRef {
-            ptr: ops.as_ptr(),
-            len: ops.len() as u32,
+            ptr: buf.ops_ptr(),
+            len: buf.len() as u32,
         }
+    }
+
+    /// The first op's address (compiled code stores it as `Exec::jit_cur`).
+    pub(crate) fn addr(self) -> u64 {
+        self.ptr as u64
+    }
+
+    /// The number of ops.
+    pub(crate) fn len(self) -> usize {
+        self.len as usize
+    }
+
+    /// No ops (EMPTY, or an empty block).
+    #[inline]
+    pub(crate) fn is_empty(self) -> bool {
+        self.len == 0
+    }
+
+    /// The run-time state of the block (links, JIT slot).
+    ///
+    /// # Safety
+    ///
+    /// As for [`OpsRef::ops`]; not [`OpsRef::EMPTY`].
+    #[inline]
+    pub(crate) unsafe fn rt<'x>(self) -> &'x crate::opbuf::BlockRt {
+        // SAFETY: `ptr` is the first op of a live `OpBuf` (every OpsRef
+        // but EMPTY is made from one; the caller's contract).
+        unsafe { crate::opbuf::rt_of(self.ptr) }
     }
 
     /// The ops.
@@ -117,7 +147,7 @@ impl OpsRef {
     /// are kept until then, and cached blocks never change their ops).
     #[inline]
     pub(crate) unsafe fn ops<'x>(self) -> &'x [Op] {
-        // SAFETY: `ptr` and `len` come from a live `Vec<Op>` whose buffer
+        // SAFETY: `ptr` and `len` come from a live `OpBuf` whose buffer
         // is freed only by collect_garbage (the caller's contract).
         unsafe { std::slice::from_raw_parts(self.ptr, self.len as usize) }
     }
@@ -199,7 +229,7 @@ pub struct BlockCache {
     /// Guest-physical page → ids of the blocks decoded from it.
     pages: FastMap<u64, Vec<BlockId>>,
     scratch: Block,
-    graveyard: Vec<Vec<Op>>,
+    graveyard: Vec<OpBuf>,
     dead_slabs: Vec<Vec<Block>>,
     /// Blocks in the order they were cached: (id, birth); an entry whose
     /// birth no longer matches `born[id]` is stale (the block was dropped).
@@ -239,7 +269,7 @@ impl Default for BlockCache {
                 rip: 0,
                 gpa: 0,
                 bits: 64,
-                ops: Vec::new(),
+                ops: OpBuf::empty(),
                 live: false,
             },
             graveyard: Vec::new(),
@@ -281,10 +311,7 @@ impl BlockCache {
     /// What one cached block costs: its ops, its slab slot and its entries
     /// in the map, the page index and the eviction order.
     fn block_bytes(b: &Block) -> usize {
-        std::mem::size_of::<Block>()
-            + b.ops.capacity() * std::mem::size_of::<Op>()
-            + b.ops.first().map_or(0, |op| op.jit.code_bytes())
-            + BLOCK_OVERHEAD
+        std::mem::size_of::<Block>() + b.ops.bytes() + b.ops.rt().jit.code_bytes() + BLOCK_OVERHEAD
     }
 
     /// Counts host code compiled for a cached block (its bytes leave the
@@ -372,12 +399,6 @@ impl BlockCache {
     #[inline]
     pub fn is_scratch(&self, ops: OpsRef) -> bool {
         std::ptr::eq(ops.ptr, self.scratch.ops.as_ptr())
-    }
-
-    /// Whether `ops` are those of the uncached (scratch) block.
-    #[inline]
-    pub(crate) fn is_scratch_ops(&self, ops: &[Op]) -> bool {
-        std::ptr::eq(ops.as_ptr(), self.scratch.ops.as_ptr())
     }
 
     /// Stores an uncached block in the scratch slot.

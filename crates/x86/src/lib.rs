@@ -161,6 +161,7 @@ mod jit;
 mod mem;
 pub mod mmu;
 pub mod msr;
+mod opbuf;
 pub mod smc;
 pub mod snapshot;
 pub mod state;

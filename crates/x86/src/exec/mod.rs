@@ -200,7 +200,7 @@ impl Exec<'_> {
         match self.get_block() {
             // SAFETY: the block cache frees op buffers only in
             // collect_garbage, which `run` calls between blocks.
-            Ok(ops) => _ = self.exec_ops(unsafe { ops.ops() }, limit),
+            Ok(ops) => _ = unsafe { self.exec_ops(ops, limit) },
             Err(e) => self.raise(e),
         }
     }
@@ -221,7 +221,7 @@ impl Exec<'_> {
             // while this loop runs (a block may drop its own block:
             // self-modifying code; its ops stay valid and `block_exit` is
             // set).
-            let Some(last) = self.exec_ops(unsafe { ops.ops() }, limit) else {
+            let Some(last) = (unsafe { self.exec_ops(ops, limit) }) else {
                 return;
             };
             if self.c.icount >= limit
@@ -235,7 +235,9 @@ impl Exec<'_> {
             }
             let rip = self.c.state.rip;
             let key = self.chain_key();
-            let link = last.link.get();
+            // SAFETY: as above; `last` is the block that just ran.
+            let rt = unsafe { last.rt() };
+            let link = rt.link.get();
             if link.rip == rip && link.key == key && key != crate::block::NO_KEY {
                 debug_assert!(self.c.blocks.is_live(link.ops), "link to a dropped block");
                 ops = link.ops;
@@ -248,7 +250,7 @@ impl Exec<'_> {
             // Decoding may have dropped blocks: the key after it.
             let key = self.chain_key();
             if key != crate::block::NO_KEY && !self.c.blocks.is_scratch(ops) {
-                last.link.set(op::Link::to(rip, key, ops));
+                rt.link.set(op::Link::to(rip, key, ops));
             }
         }
     }
@@ -265,12 +267,18 @@ impl Exec<'_> {
         }
     }
 
-    /// Runs the ops of a block. Returns the last op when the block ran to
-    /// its end (no exception, no `block_exit`, not cut short). A compiled
-    /// block may chain to others (`jit::chain`): the last op is then the
-    /// last block's.
+    /// Runs the ops of a block. Returns the block when it ran to its end
+    /// (no exception, no `block_exit`, not cut short). A compiled block
+    /// may chain to others (`jit::chain`): the block returned is then the
+    /// last one that ran.
+    ///
+    /// # Safety
+    ///
+    /// `blk` is live (see [`OpsRef::ops`]).
     #[inline(always)]
-    fn exec_ops<'o>(&mut self, ops: &'o [Op], limit: u64) -> Option<&'o Op> {
+    unsafe fn exec_ops(&mut self, blk: OpsRef, limit: u64) -> Option<OpsRef> {
+        // SAFETY: the caller's contract.
+        let ops = unsafe { blk.ops() };
         self.c.block_exit = false;
         self.c.cache_counters.blocks_run.inc();
         let icount0 = self.c.icount;
@@ -279,8 +287,8 @@ impl Exec<'_> {
         // Instructions in the block (a fused op holds two).
         let insns = ops.last().map_or(0, |op| op.end as u64);
         let full = insns <= budget;
-        if let Some(f) = self.jit_entry(ops, full) {
-            return self.exec_compiled(f, ops, limit);
+        if let Some(f) = self.jit_entry(blk, full) {
+            return self.exec_compiled(f, blk, limit);
         }
         // A block cut short by the budget runs with handlers that keep the
         // flags exact after every instruction.
@@ -299,18 +307,14 @@ impl Exec<'_> {
             }
         }
         self.finish_block(ops, icount0, full, done, fault)
+            .then_some(blk)
     }
 
     /// Runs a block's compiled code (and the compiled blocks it chains
     /// to), then the epilogue of the block that ran last.
     #[inline(always)]
-    fn exec_compiled<'o>(
-        &mut self,
-        f: crate::jit::Entry,
-        ops: &'o [Op],
-        limit: u64,
-    ) -> Option<&'o Op> {
-        self.jit_cur = crate::block::OpsRef::of(ops);
+    fn exec_compiled(&mut self, f: crate::jit::Entry, blk: OpsRef, limit: u64) -> Option<OpsRef> {
+        self.jit_cur = blk;
         self.jit_limit = limit;
         self.jit_chain_left = self.c.jit_chain;
         self.jit_watch_start(limit);
@@ -340,19 +344,21 @@ impl Exec<'_> {
         // blocks only ever run whole.
         let ops = unsafe { self.jit_cur.ops() };
         self.finish_block(ops, self.icount0, true, done, fault)
+            .then_some(self.jit_cur)
     }
 
     /// A block's epilogue: `done` ops ran (a fused op counts two
-    /// instructions when it runs whole), then `fault` if any.
+    /// instructions when it runs whole), then `fault` if any. True when
+    /// the block ran to its end.
     #[inline(always)]
-    fn finish_block<'o>(
+    fn finish_block(
         &mut self,
-        ops: &'o [Op],
+        ops: &[Op],
         icount0: u64,
         full: bool,
         done: usize,
         fault: Option<crate::exception::Exc>,
-    ) -> Option<&'o Op> {
+    ) -> bool {
         let retired = match done {
             0 => 0,
             _ if full => ops[done - 1].end as u64,
@@ -362,47 +368,53 @@ impl Exec<'_> {
             self.c.icount = icount0 + retired;
             self.c.state.rip = ops[done].ip;
             self.raise(e);
-            return None;
+            return false;
         }
-        let last = ops[..done].last()?;
+        let Some(last) = ops[..done].last() else {
+            return false;
+        };
         if !last.sets_rip {
             self.c.state.rip = last.next;
         }
         self.c.icount = icount0 + retired;
-        (done == ops.len() && !self.c.block_exit).then_some(last)
+        done == ops.len() && !self.c.block_exit
     }
 
     /// The compiled code of a block about to run whole, compiling it when
     /// it has just turned hot; None to interpret it.
     #[inline(always)]
-    fn jit_entry(&mut self, ops: &[Op], full: bool) -> Option<crate::jit::Entry> {
-        if self.c.engine != crate::jit::Engine::Jit || !full {
+    fn jit_entry(&mut self, blk: OpsRef, full: bool) -> Option<crate::jit::Entry> {
+        if self.c.engine != crate::jit::Engine::Jit || !full || blk.is_empty() {
             return None;
         }
-        let slot = &ops.first()?.jit;
+        // SAFETY: a live block (exec_ops' contract), not EMPTY.
+        let slot = unsafe { &blk.rt().jit };
         if let Some(f) = slot.entry() {
             return Some(f);
         }
-        if !slot.bump(self.c.jit_hot) || self.c.blocks.is_scratch_ops(ops) {
+        if !slot.bump(self.c.jit_hot) || self.c.blocks.is_scratch(blk) {
             return None;
         }
-        self.jit_compile(ops)
+        self.jit_compile(blk)
     }
 
     #[cold]
     #[inline(never)]
-    fn jit_compile(&mut self, ops: &[Op]) -> Option<crate::jit::Entry> {
-        match crate::jit::compile(ops) {
+    fn jit_compile(&mut self, blk: OpsRef) -> Option<crate::jit::Entry> {
+        // SAFETY: a live block (exec_ops' contract), not EMPTY.
+        let (ops, slot) = unsafe { (blk.ops(), &blk.rt().jit) };
+        // SAFETY: as above.
+        match unsafe { crate::jit::compile(blk) } {
             Some((code, called)) => {
                 let bytes = code.bytes() as u64;
-                let n = ops[0].jit.set(code);
+                let n = slot.set(code);
                 self.c.blocks.add_code_bytes(n);
                 let k = &self.c.cache_counters;
                 k.jit_blocks_compiled.inc();
                 k.jit_ops_compiled.add(ops.len() as u64);
                 k.jit_ops_called.add(called as u64);
                 k.jit_code_bytes.add(bytes);
-                ops[0].jit.entry()
+                slot.entry()
             }
             None => {
                 self.c.cache_counters.jit_compile_failures.inc();
@@ -516,7 +528,7 @@ impl Exec<'_> {
             rip,
             gpa,
             bits,
-            ops: op::compile(&insns, bits),
+            ops: crate::opbuf::OpBuf::new(op::compile(&insns, bits)),
             live: false,
         };
         if !cacheable {
@@ -564,7 +576,7 @@ impl Exec<'_> {
             rip,
             gpa,
             bits,
-            ops: op::compile(&[insn], bits),
+            ops: crate::opbuf::OpBuf::new(op::compile(&[insn], bits)),
             live: false,
         }))
     }

@@ -17,8 +17,6 @@
 
 use iced_x86::{Instruction, Mnemonic, OpKind, Register, RflagsBits};
 
-use std::cell::Cell;
-
 use super::{fast, ip_mask, Exec};
 use crate::block::{OpsRef, NO_KEY};
 use crate::exception::R;
@@ -60,15 +58,7 @@ pub struct Op {
     pub(crate) end: u8,
     /// The handler sets RIP itself (branches, the generic handler).
     pub(crate) sets_rip: bool,
-    /// The block that ran after this op's block last time, when it was
-    /// the last op (block chaining).
-    pub(crate) link: Cell<Link>,
-    /// The link it replaced (compiled code chains through either: both
-    /// sides of a conditional branch).
-    pub(crate) link2: Cell<Link>,
     pub(crate) insn: Box<Instruction>,
-    /// The block's JIT state (used in the first op only).
-    pub(crate) jit: crate::jit::Slot,
 }
 
 /// A successor block: valid while the chain key it was made under (TLB
@@ -97,11 +87,8 @@ impl Link {
     /// A link to `ops` (a live, cached block) under `key`.
     pub fn to(rip: u64, key: u64, ops: OpsRef) -> Link {
         // SAFETY: a live block's ops (the caller's contract).
-        let o = unsafe { ops.ops() };
-        let entry = o
-            .first()
-            .and_then(|op| op.jit.entry())
-            .map_or(0, |f| f.addr());
+        let (o, rt) = unsafe { (ops.ops(), ops.rt()) };
+        let entry = rt.jit.entry().map_or(0, |f| f.addr());
         Link {
             rip,
             key,
@@ -226,10 +213,7 @@ fn fields(insn: &Instruction, idx: usize, bits: u32) -> Op {
         idx: idx as u8,
         end: idx as u8 + 1,
         sets_rip: true,
-        link: Cell::new(Link::NONE),
-        link2: Cell::new(Link::NONE),
         insn: Box::new(*insn),
-        jit: Default::default(),
     };
     for n in 0..insn.op_count().min(2) {
         if insn.op_kind(n) == OpKind::Register {

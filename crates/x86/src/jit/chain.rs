@@ -8,7 +8,7 @@
 //! it calls [`next`], the reference: `next` finishes the block exactly as
 //! the run loop would, makes the checks `Exec::run_chain` makes between
 //! two blocks, and when the successor is known and compiled returns its
-//! code (updating the last op's links from the jump cache, and the exit
+//! code (updating the block's links from the jump cache, and the exit
 //! record from them). Otherwise it returns 0 and the block returns to the
 //! run loop, which finds the state already final (finishing a block twice
 //! is idempotent).
@@ -140,11 +140,13 @@ pub(crate) unsafe extern "C" fn next(ex: *mut u8, rec: *const u8, nrip: u64, met
     // The chain leaves through this block unless it goes on.
     ex.jit_cur = rec.ops();
     // SAFETY: the calling block's ops, alive (see above).
-    let ops = unsafe { rec.ops().ops() };
-    let Some(last) = ops.last() else {
+    let blk = rec.ops();
+    if blk.is_empty() {
         return 0;
-    };
-    ex.jit_chain_next(rec, last, nrip, meta)
+    }
+    // SAFETY: as above; a compiled block has ops.
+    let rt = unsafe { blk.rt() };
+    ex.jit_chain_next(rec, rt, nrip, meta)
         .map_or(0, |f| f.addr())
 }
 
@@ -157,7 +159,7 @@ impl Exec<'_> {
     fn jit_chain_next(
         &mut self,
         rec: &Exits,
-        last: &Op,
+        rt: &crate::opbuf::BlockRt,
         nrip: u64,
         meta: u64,
     ) -> Option<super::Entry> {
@@ -186,9 +188,9 @@ impl Exec<'_> {
             return None;
         }
         let hit = |l: &Link| l.rip == rip && l.key == key && l.entry != 0;
-        let mut link = last.link.get();
+        let mut link = rt.link.get();
         if !hit(&link) {
-            let other = last.link2.get();
+            let other = rt.link2.get();
             if hit(&other) {
                 link = other;
             } else {
@@ -203,9 +205,9 @@ impl Exec<'_> {
                 debug_assert!(self.c.blocks.is_live(ops), "chained to a dropped block");
                 let new = Link::to(rip, key, ops);
                 if link.rip != rip {
-                    last.link2.set(link);
+                    rt.link2.set(link);
                 }
-                last.link.set(new);
+                rt.link.set(new);
                 if new.entry == 0 {
                     return None;
                 }

@@ -22,6 +22,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use super::code::Code;
 use super::emit_branch::{self, Known};
 use super::{call_op, emit, emit_alu_mem, emit_ext, emit_shift, emit_simd, status};
+use crate::block::OpsRef;
 use crate::exec::Op;
 
 /// The host ISA, built once; None when Cranelift does not support it.
@@ -58,7 +59,13 @@ thread_local! {
 /// stays with the interpreter.
 /// Returns the code and how many of the block's ops it calls out to
 /// their handler (not inlined).
-pub(crate) fn compile(ops: &[Op]) -> Option<(Code, usize)> {
+///
+/// # Safety
+///
+/// `blk` is a live cached block (see `OpsRef::ops`).
+pub(crate) unsafe fn compile(blk: OpsRef) -> Option<(Code, usize)> {
+    // SAFETY: the caller's contract.
+    let ops = unsafe { blk.ops() };
     let isa = isa()?;
     if ops.is_empty() || ops.len() > u32::MAX as usize {
         return None;
@@ -72,7 +79,7 @@ pub(crate) fn compile(ops: &[Op]) -> Option<(Code, usize)> {
         ctx.clear();
         let cc = isa.default_call_conv();
         ctx.func = Function::with_name_signature(UserFuncName::default(), block_sig());
-        let called = build(&mut ctx.func, fctx, ops, cc, isa.frontend_config());
+        let called = build(&mut ctx.func, fctx, blk, cc, isa.frontend_config());
         let compiled = ctx.compile(isa, &mut ControlPlane::default()).ok()?;
         if !compiled.buffer.relocs().is_empty() {
             return None;
@@ -197,10 +204,12 @@ fn build_trampoline() -> Option<Code> {
 fn build(
     func: &mut Function,
     fctx: &mut FunctionBuilderContext,
-    ops: &[Op],
+    blk: OpsRef,
     cc: cranelift_codegen::isa::CallConv,
     fcfg: cranelift_codegen::isa::TargetFrontendConfig,
 ) -> usize {
+    // SAFETY: `compile`'s contract.
+    let ops = unsafe { blk.ops() };
     let mut b = FunctionBuilder::new(func, fctx);
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
@@ -253,12 +262,12 @@ fn build(
     // Ran to its end: chain to the successor's code when the run loop
     // would run it next (`chain_emit`, over the block's `exit` record),
     // else return to the run loop. `ops` is not empty (`compile`).
-    super::exit::tail(&mut b, &cx, ops);
+    super::exit::tail(&mut b, &cx, blk);
 
     b.switch_to_block(early);
     b.seal_block(early);
     // The run loop finishes the block that left the chain.
-    super::exit::set_cur(&mut b, &cx, ops);
+    super::exit::set_cur(&mut b, &cx, blk);
     let st = b.block_params(early)[0];
     let idx = b.block_params(early)[1];
     // EXIT: the op ran (done = idx + 1); FAULT: it did not (done = idx).

@@ -157,7 +157,7 @@ pub(crate) fn ran(r: u64) -> (usize, u32) {
     (r as u32 as usize, (r >> 32) as u32)
 }
 
-/// The JIT state of a block, held by its first op.
+/// The JIT state of a block (in its `opbuf::BlockRt`).
 #[derive(Default)]
 pub(crate) struct Slot {
     /// Whole runs so far (saturates past [`HOT`]).
@@ -213,11 +213,10 @@ impl Slot {
         }
     }
 
-    /// The exit record of the block `ops` (whose first op this is),
-    /// made at its first use (compiling).
-    pub(super) fn exits(&self, ops: &[Op]) -> &exit::Exits {
-        self.exits
-            .get_or_init(|| Box::new(exit::Exits::new(crate::block::OpsRef::of(ops))))
+    /// The exit record of the block `blk` (whose slot this is), made at
+    /// its first use (compiling).
+    pub(super) fn exits(&self, blk: crate::block::OpsRef) -> &exit::Exits {
+        self.exits.get_or_init(|| Box::new(exit::Exits::new(blk)))
     }
 
     /// The exit record, if the block was compiled.

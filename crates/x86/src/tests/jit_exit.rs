@@ -268,8 +268,8 @@ fn the_exit_record_holds_both_sides_of_a_branch() {
         .get_fast(CODE + 5, jump)
         .expect("the loop's block is cached");
     // SAFETY: no run since, the block is live.
-    let ops = unsafe { top.ops() };
-    let rec = ops[0].jit.exits_made().expect("compiled").entries();
+    let slot = unsafe { &top.rt().jit };
+    let rec = slot.exits_made().expect("compiled").entries();
     let mut rips: Vec<u64> = rec.iter().map(|e| e.0).collect();
     rips.sort();
     assert!(rec.iter().all(|e| e.1 == key && e.2 != 0));
@@ -302,9 +302,9 @@ fn a_small_block_ends_in_one_tail_call() {
     let jump = Exec::new(&mut g.cpu, &mut g.bus).jump_key();
     let top = g.cpu.blocks.get_fast(CODE + 5, jump).expect("cached");
     // SAFETY: no run since, the block is live.
-    let ops = unsafe { top.ops() };
-    let f = ops[0].jit.entry().expect("compiled");
-    let len = ops[0].jit.code_bytes() - std::mem::size_of::<crate::jit::ExitRecord>();
+    let slot = unsafe { &top.rt().jit };
+    let f = slot.entry().expect("compiled");
+    let len = slot.code_bytes() - std::mem::size_of::<crate::jit::ExitRecord>();
     // SAFETY: the block's code, mapped readable while it lives.
     let code = unsafe { std::slice::from_raw_parts(f.addr() as *const u8, len) };
     let mut d = iced_x86::Decoder::with_ip(64, code, f.addr(), 0);
