@@ -58,7 +58,7 @@ pub struct Op {
     pub(crate) end: u8,
     /// The handler sets RIP itself (branches, the generic handler).
     pub(crate) sets_rip: bool,
-    pub(crate) insn: Box<Instruction>,
+    pub(crate) insn: Instruction,
 }
 
 /// A successor block: valid while the chain key it was made under (TLB
@@ -213,7 +213,7 @@ fn fields(insn: &Instruction, idx: usize, bits: u32) -> Op {
         idx: idx as u8,
         end: idx as u8 + 1,
         sets_rip: true,
-        insn: Box::new(*insn),
+        insn: *insn,
     };
     for n in 0..insn.op_count().min(2) {
         if insn.op_kind(n) == OpKind::Register {
@@ -302,7 +302,7 @@ pub(crate) fn compile(insns: &[Instruction], bits: u32) -> Vec<Op> {
     // Backward flag liveness; the block's successor may read anything.
     let mut live = ARITH6;
     for op in ops.iter_mut().rev() {
-        let insn = *op.insn;
+        let insn = op.insn;
         let sel = fast::select(op, bits);
         let writes = insn.rflags_modified() & ARITH6;
         let reads = insn.rflags_read() & ARITH6;
