@@ -126,7 +126,8 @@ fn a_called_out_exception_sees_every_cached_write() {
 }
 
 /// Flags produced by inline ops and read by called-out ones (ADC,
-/// PUSHFQ, a shift's record read by SBB) and by a Jcc at the start of
+/// PUSHFQ, a shift's record read by SBB and, through `lazy_cond`, by
+/// SETB) and by a Jcc at the start of
 /// the next block, over operands that carry and overflow.
 #[test]
 fn inline_flags_reach_called_out_readers() {
@@ -148,6 +149,9 @@ fn inline_flags_reach_called_out_readers() {
         a.pushfq()?;
         a.pop(r10)?;
         a.mov(qword_ptr(rdi), r10)?;
+        a.shl(rax, 1)?;
+        a.setb(r13b)?;
+        a.add(r14, r13)?;
         a.shl(rax, 1)?;
         a.sbb(r11, 0)?;
         a.add(r9, rax)?;
