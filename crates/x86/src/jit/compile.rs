@@ -139,9 +139,13 @@ impl Cx {
         self.regs.borrow_mut().now.pending = Some(k);
     }
 
-    /// The state a cold arm branching from here must store.
-    pub(super) fn snapshot(&self) -> Snap {
-        self.regs.borrow().now
+    /// The state a cold arm branching from here must store. The pending
+    /// flags record is stored here, on the main line, so that the cold
+    /// arms do not each carry a copy of its stores.
+    pub(super) fn snapshot(&self, b: &mut FunctionBuilder<'_>) -> Snap {
+        let mut r = self.regs.borrow_mut();
+        r.flush_flags(b, self.cpu);
+        r.now
     }
 
     /// Stores every cached register and the pending flags, and forgets

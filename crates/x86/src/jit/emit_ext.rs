@@ -201,7 +201,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
         } => {
             with_miss(b, cx, op, i, &[op.r0], |b, miss| {
                 let lin = linear_cached(b, cx, op);
-                let before = cx.snapshot();
+                let before = cx.snapshot(b);
                 let p = tlb(b, cpu, lin, src, false, miss);
                 let v = match (src, signed) {
                     (1, false) => b.ins().uload8(I64, guest_mem(), p, 0),
@@ -219,7 +219,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
         Shape::Call => with_miss(b, cx, op, i, &[4], |b, miss| {
             let sp = cx.gpr(b, 4);
             let sp = b.ins().iadd_imm_s(sp, -8);
-            let before = cx.snapshot();
+            let before = cx.snapshot(b);
             let p = tlb(b, cpu, sp, 8, true, miss);
             let ret = b.ins().iconst(I64, op.next as i64);
             b.ins().store(guest_mem(), ret, p, 0);
@@ -230,7 +230,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
         }),
         Shape::Ret => with_miss(b, cx, op, i, &[4], |b, miss| {
             let sp = cx.gpr(b, 4);
-            let before = cx.snapshot();
+            let before = cx.snapshot(b);
             let p = tlb(b, cpu, sp, 8, false, miss);
             let t = b.ins().load(I64, guest_mem(), p, 0);
             // A non-canonical target: the handler raises #GP.

@@ -182,7 +182,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
                 cx.gpr(b, op.r0);
             }
             let lin = linear_cached(b, cx, op);
-            before = cx.snapshot();
+            before = cx.snapshot(b);
             let p = tlb(b, cpu, lin, size, false, miss);
             let v = load(b, p, size);
             cx.set_gpr(b, op.r0, size, v);
@@ -196,7 +196,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
                 _ => b.ins().iconst(I64, op.imm as i64),
             };
             let lin = linear_cached(b, cx, op);
-            before = cx.snapshot();
+            before = cx.snapshot(b);
             let p = tlb(b, cpu, lin, size, true, miss);
             store(b, p, size, v);
             &[]
@@ -205,7 +205,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
             let v = cx.gpr(b, op.r0);
             let sp = cx.gpr(b, 4);
             let sp = b.ins().iadd_imm_s(sp, -8);
-            before = cx.snapshot();
+            before = cx.snapshot(b);
             let p = tlb(b, cpu, sp, 8, true, miss);
             b.ins().store(guest_mem(), v, p, 0);
             cx.set_gpr(b, 4, 8, sp);
@@ -213,7 +213,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
         }
         Shape::Pop => {
             let sp = cx.gpr(b, 4);
-            before = cx.snapshot();
+            before = cx.snapshot(b);
             let p = tlb(b, cpu, sp, 8, false, miss);
             let v = b.ins().load(I64, guest_mem(), p, 0);
             let sp = b.ins().iadd_imm_s(sp, 8);
