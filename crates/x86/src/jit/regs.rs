@@ -24,6 +24,8 @@
 //!   then agree with the fast arm's state at the join (storing a Clean
 //!   value again later is harmless);
 //! - `lazy_cond` reads the flags: the pending record is stored first;
+//!   so it is before an inline memory access branches to its cold arm
+//!   (on the main line: one copy of its stores, not one per arm);
 //! - the block's end stores everything before the chain stub.
 //!
 //! So a fault inside op i sees exactly the state after op i-1.
