@@ -21,6 +21,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 
 use super::code::Code;
 use super::emit_branch::{self, Known};
+use super::regs::{Regs, Snap};
 use super::{call_op, emit, emit_alu_mem, emit_ext, emit_shift, emit_simd, status};
 use crate::block::OpsRef;
 use crate::exec::Op;
@@ -99,6 +100,8 @@ pub(super) struct Cx {
     early: Block,
     /// The flags the last flag-writing op produced, when it was inline.
     pub known: Cell<Option<Known>>,
+    /// Guest registers and the flags record cached in SSA values (`regs`).
+    regs: RefCell<Regs>,
 }
 
 impl Cx {
@@ -109,6 +112,7 @@ impl Cx {
         if let Some(t) = self.known.get().and_then(|k| emit_branch::cond(b, k, cc)) {
             return t;
         }
+        self.regs.borrow_mut().flush_flags(b, self.cpu);
         let f = b.ins().iconst(I64, lazy_cond as *const () as i64);
         let c = b.ins().iconst(I32, cc as i64);
         let call = b.ins().call_indirect(self.csig, f, &[self.cpu, c]);
@@ -116,10 +120,80 @@ impl Cx {
         b.ins().ireduce(I8, r)
     }
 
-    /// Emits a call to op `i`'s interpreter handler, leaving the function
-    /// when it reports an exception or a block exit; continues in a new
-    /// block.
+    /// GPR `r` (< 16), all 64 bits, from the block's cache (loaded from
+    /// `Cpu` at its first read). Call it on the main line, not in an arm.
+    pub(super) fn gpr(&self, b: &mut FunctionBuilder<'_>, r: u8) -> Value {
+        self.regs.borrow_mut().get(b, self.cpu, r)
+    }
+
+    /// GPR `r` (< 16), masked to `size` bytes (< 8) or whole.
+    pub(super) fn gpr_sized(&self, b: &mut FunctionBuilder<'_>, r: u8, size: u32) -> Value {
+        let v = self.gpr(b, r);
+        if size < 8 {
+            b.ins().band_imm_u(v, crate::flags::size_mask(size) as i64)
+        } else {
+            v
+        }
+    }
+
+    /// `Exec::rset` of GPR `r` (< 16) for `size` bytes, in the cache.
+    pub(super) fn set_gpr(&self, b: &mut FunctionBuilder<'_>, r: u8, size: u32, v: Value) {
+        self.regs.borrow_mut().set(b, self.cpu, r, size, v)
+    }
+
+    /// The op just emitted recorded `k` in the lazy flags (pending).
+    pub(super) fn set_flags(&self, k: Known) {
+        self.regs.borrow_mut().now.pending = Some(k);
+    }
+
+    /// The state a cold arm branching from here must store. The pending
+    /// flags record is stored here, on the main line, so that the cold
+    /// arms do not each carry a copy of its stores.
+    pub(super) fn snapshot(&self, b: &mut FunctionBuilder<'_>) -> Snap {
+        let mut r = self.regs.borrow_mut();
+        r.flush_flags(b, self.cpu);
+        r.now
+    }
+
+    /// Stores every cached register and the pending flags, and forgets
+    /// them: for code that reads `Cpu` directly (the SIMD emitters).
+    pub(super) fn sync(&self, b: &mut FunctionBuilder<'_>) {
+        let mut r = self.regs.borrow_mut();
+        r.flush(b, self.cpu);
+        r.forget();
+    }
+
+    /// Stores the cached state, then emits a call to op `i`'s interpreter
+    /// handler, leaving the function when it reports an exception or a
+    /// block exit; continues in a new block with nothing cached.
     pub(super) fn call_handler(&self, b: &mut FunctionBuilder<'_>, op: &Op, i: usize) {
+        self.sync(b);
+        self.call_checked(b, op, i);
+    }
+
+    /// The cold arm of an inline access (branched to from the state
+    /// `before`): stores that state, calls op `i`'s handler, then reloads
+    /// `writes` (the registers the op may write) and whatever the fast
+    /// arm cached, so that the join sees the fast arm's cache state.
+    pub(super) fn slow_handler(
+        &self,
+        b: &mut FunctionBuilder<'_>,
+        op: &Op,
+        i: usize,
+        before: &Snap,
+        writes: &[u8],
+    ) {
+        self.regs.borrow_mut().store(b, self.cpu, before);
+        self.call_checked(b, op, i);
+        self.regs.borrow_mut().reload(b, self.cpu, before, writes);
+    }
+
+    /// Stores everything before the block leaves for the chain stub.
+    pub(super) fn flush(&self, b: &mut FunctionBuilder<'_>) {
+        self.regs.borrow_mut().flush(b, self.cpu);
+    }
+
+    fn call_checked(&self, b: &mut FunctionBuilder<'_>, op: &Op, i: usize) {
         let f = b.ins().iconst(I64, call_op as *const () as i64);
         let p = b.ins().iconst(I64, op as *const Op as i64);
         let call = b.ins().call_indirect(self.tsig, f, &[self.ex, p]);
@@ -201,6 +275,14 @@ fn build_trampoline() -> Option<Code> {
     Code::new(compiled.code_buffer())
 }
 
+/// The SIMD emitters read and write `Cpu` directly: the cache is
+/// stored and forgotten first (no cost when the op is called out: the
+/// handler call stores it anyway).
+fn simd(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) -> bool {
+    cx.sync(b);
+    emit_simd::inline(b, cx, op, i)
+}
+
 fn build(
     func: &mut Function,
     fctx: &mut FunctionBuilderContext,
@@ -242,6 +324,7 @@ fn build(
         csig,
         early,
         known: Cell::new(None),
+        regs: RefCell::new(Regs::new()),
     };
     let mut called = 0;
     for (i, op) in ops.iter().enumerate() {
@@ -250,7 +333,7 @@ fn build(
             && !emit_ext::inline(&mut b, &cx, op, i)
             && !emit_alu_mem::inline(&mut b, &cx, op, i)
             && !emit_shift::inline(&mut b, &cx, op)
-            && !emit_simd::inline(&mut b, &cx, op, i)
+            && !simd(&mut b, &cx, op, i)
         {
             cx.call_handler(&mut b, op, i);
             cx.known.set(None);
@@ -262,6 +345,7 @@ fn build(
     // Ran to its end: chain to the successor's code when the run loop
     // would run it next (`chain_emit`, over the block's `exit` record),
     // else return to the run loop. `ops` is not empty (`compile`).
+    cx.flush(&mut b);
     super::exit::tail(&mut b, &cx, blk);
 
     b.switch_to_block(early);

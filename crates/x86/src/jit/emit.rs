@@ -4,9 +4,11 @@
 //! handler in `exec/fast.rs` does: the same register write (32-bit
 //! results zero-extended) and, when the op's flags are live, the same
 //! lazy-flags record (`LazyFlags::record`: operation, size mask, both
-//! operands, result, aux). Everything else is a call to the handler.
+//! operands, result, aux). Registers and the record go through the
+//! block's cache (`regs`): stored when something may read them.
+//! Everything else is a call to the handler.
 
-use cranelift_codegen::ir::{types::I64, types::I8, InstBuilder, MemFlagsData, Value};
+use cranelift_codegen::ir::{types::I64, InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
 use iced_x86::{CodeSize, Mnemonic, OpKind};
 
@@ -14,24 +16,7 @@ use super::compile::Cx;
 use super::emit_branch::Known;
 use crate::exec::op::NOREG;
 use crate::exec::{Exec, Op};
-use crate::flags::{size_mask, FlagOp, LazyFlags};
-use crate::Cpu;
-
-/// Byte offset of GPR `r` in `Cpu`.
-fn gpr_off(r: u8) -> i32 {
-    (std::mem::offset_of!(Cpu, state)
-        + std::mem::offset_of!(crate::state::CpuState, gpr)
-        + 8 * r as usize) as i32
-}
-
-/// Byte offset of the lazy flags in `Cpu`.
-fn flags_off() -> usize {
-    std::mem::offset_of!(Cpu, state) + std::mem::offset_of!(crate::state::CpuState, flags)
-}
-
-fn mem() -> MemFlagsData {
-    MemFlagsData::trusted()
-}
+use crate::flags::{size_mask, FlagOp};
 
 /// The operation of an inlinable ALU instruction, and its lazy-flags kind.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -160,7 +145,6 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
     let Some((shape, size)) = classify(op) else {
         return super::emit_mem::inline(b, cx, op, i);
     };
-    let cpu = cx.cpu;
     // The interpreter records flags unless the block's liveness pass gave
     // the op its flag-less handler.
     let record = std::ptr::fn_addr_eq(op.h, op.hf);
@@ -174,15 +158,8 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
         _ => None,
     };
     let m = size_mask(size);
-    let get = |b: &mut FunctionBuilder<'_>, r: u8| {
-        let v = b.ins().load(I64, mem(), cpu, gpr_off(r));
-        if size < 8 {
-            b.ins().band_imm_u(v, m as i64)
-        } else {
-            v
-        }
-    };
-    let set = |b: &mut FunctionBuilder<'_>, r: u8, v: Value| set_gpr(b, cpu, r, size, v);
+    let get = |b: &mut FunctionBuilder<'_>, r: u8| cx.gpr_sized(b, r, size);
+    let set = |b: &mut FunctionBuilder<'_>, r: u8, v: Value| cx.set_gpr(b, r, size, v);
     match shape {
         Inline::MovRR => {
             let v = get(b, op.r1);
@@ -196,11 +173,11 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
             // Exec::op_ea: disp + base + (index << scale), masked.
             let mut a = b.ins().iconst(I64, op.disp as i64);
             if op.base != NOREG {
-                let base = b.ins().load(I64, mem(), cpu, gpr_off(op.base));
+                let base = cx.gpr(b, op.base);
                 a = b.ins().iadd(a, base);
             }
             if op.index != NOREG {
-                let idx = b.ins().load(I64, mem(), cpu, gpr_off(op.index));
+                let idx = cx.gpr(b, op.index);
                 let idx = b.ins().ishl_imm_u(idx, op.scale as i64);
                 a = b.ins().iadd(a, idx);
             }
@@ -233,7 +210,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
                 cf: kept_cf,
             };
             if record {
-                record_flags(b, cpu, &k);
+                cx.set_flags(k);
             }
             set(b, op.r0, r);
             cx.known.set(Some(k));
@@ -265,7 +242,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
                 cf: None,
             };
             if record {
-                record_flags(b, cpu, &k);
+                cx.set_flags(k);
             }
             cx.known.set(Some(k));
             if alu.writes() {
@@ -274,43 +251,4 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
         }
     }
     true
-}
-
-/// `Exec::rset` of GPR `r` (< 16) for `size` bytes: 8 stores the value,
-/// 4 its low half zero-extended, 1 and 2 merge it into the register's
-/// low byte or word.
-pub(super) fn set_gpr(b: &mut FunctionBuilder<'_>, cpu: Value, r: u8, size: u32, v: Value) {
-    let m = size_mask(size);
-    let v = match size {
-        8 => v,
-        4 => b.ins().band_imm_u(v, m as i64),
-        _ => {
-            let old = b.ins().load(I64, mem(), cpu, gpr_off(r));
-            let keep = b.ins().band_imm_u(old, !m as i64);
-            let low = b.ins().band_imm_u(v, m as i64);
-            b.ins().bor(keep, low)
-        }
-    };
-    b.ins().store(mem(), v, cpu, gpr_off(r));
-}
-
-/// `LazyFlags::record(kind, size, a, b, res, aux)` in IR (aux: the kept
-/// carry of INC/DEC, else 0).
-pub(super) fn record_flags(b: &mut FunctionBuilder<'_>, cpu: Value, k: &Known) {
-    let (fop, mask, a, bv, r, aux) = (k.kind, size_mask(k.size), k.a, k.b, k.r, k.cf);
-    let l = LazyFlags::LAYOUT;
-    let base = flags_off();
-    let off = |f: usize| (base + f) as i32;
-    let k = b.ins().iconst(I8, fop as u8 as i64);
-    b.ins().store(mem(), k, cpu, off(l.op));
-    let mv = b.ins().iconst(I64, mask as i64);
-    b.ins().store(mem(), mv, cpu, off(l.mask));
-    b.ins().store(mem(), a, cpu, off(l.a));
-    b.ins().store(mem(), bv, cpu, off(l.b));
-    b.ins().store(mem(), r, cpu, off(l.res));
-    let aux = match aux {
-        Some(v) => v,
-        None => b.ins().iconst(I64, 0),
-    };
-    b.ins().store(mem(), aux, cpu, off(l.aux));
 }

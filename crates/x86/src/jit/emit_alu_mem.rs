@@ -11,9 +11,9 @@ use cranelift_frontend::FunctionBuilder;
 use iced_x86::{CodeSize, Mnemonic, OpKind};
 
 use super::compile::Cx;
-use super::emit::{record_flags, Alu};
+use super::emit::Alu;
 use super::emit_branch::Known;
-use super::emit_mem::{cpu_mem, gpr_off, linear, load, store, tlb};
+use super::emit_mem::{cpu_mem, linear_cached, load, store, tlb};
 use crate::exec::op::NOREG;
 use crate::exec::{Exec, Op};
 use crate::flags::{size_mask, LazyFlags};
@@ -91,14 +91,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
         b.append_block_param(done, I64);
     }
     b.set_cold_block(miss);
-    let reg = |b: &mut FunctionBuilder<'_>, r: u8| {
-        let v = b.ins().load(I64, cpu_mem(), cpu, gpr_off(r));
-        if size == 8 {
-            v
-        } else {
-            b.ins().band_imm_u(v, m as i64)
-        }
-    };
+    let reg = |b: &mut FunctionBuilder<'_>, r: u8| cx.gpr_sized(b, r, size);
     // The register or immediate operand first (as the handlers).
     let other = match form {
         Form::Rm => reg(b, op.r0),
@@ -106,7 +99,8 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
         Form::Mi => b.ins().iconst(I64, op.imm as i64),
     };
     let rmw = alu.writes() && !matches!(form, Form::Rm);
-    let lin = linear(b, cpu, op);
+    let lin = linear_cached(b, cx, op);
+    let before = cx.snapshot(b);
     let p = tlb(b, cpu, lin, size, rmw, miss);
     let mem = load(b, p, size);
     let (a, bv) = match form {
@@ -125,22 +119,12 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
     } else {
         b.ins().band_imm_u(r, m as i64)
     };
-    let k = Known {
-        kind: alu.flag_op(),
-        size,
-        a,
-        b: bv,
-        r,
-        cf: None,
-    };
-    if record {
-        record_flags(b, cpu, &k);
-    }
+    // The flags record is made at the join (below), from both arms.
+    let dst = alu.writes() && matches!(form, Form::Rm);
     if alu.writes() {
         match form {
-            Form::Rm => {
-                b.ins().store(cpu_mem(), r, cpu, gpr_off(op.r0));
-            }
+            // 4 or 8 bytes, `r` masked: the whole register.
+            Form::Rm => cx.set_gpr(b, op.r0, 8, r),
             _ => store(b, p, size, r),
         }
     }
@@ -150,7 +134,8 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
     );
     b.switch_to_block(miss);
     b.seal_block(miss);
-    cx.call_handler(b, op, i);
+    let writes: &[u8] = if dst { &[op.r0] } else { &[] };
+    cx.slow_handler(b, op, i, &before, writes);
     // The handler recorded the same operands and result in the lazy
     // flags (when they are live: else nothing reads them).
     let l = LazyFlags::LAYOUT;
@@ -169,15 +154,20 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
     b.switch_to_block(done);
     b.seal_block(done);
     let ps = b.block_params(done);
-    // Flags not recorded (dead): the miss path's loads are stale.
-    cx.known.set(record.then_some(Known {
+    let k = Known {
         kind: alu.flag_op(),
         size,
         a: ps[0],
         b: ps[1],
         r: ps[2],
         cf: None,
-    }));
+    };
+    // Flags not recorded (dead): the miss path's loads are stale. Else
+    // the record is pending (the miss path's handler stored the same).
+    if record {
+        cx.set_flags(k);
+    }
+    cx.known.set(record.then_some(k));
     true
 }
 

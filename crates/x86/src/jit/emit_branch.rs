@@ -7,7 +7,8 @@
 //! may change them ([`Known`]) computes its condition from that op's
 //! operands and result, as the fused handler and `LazyFlags` do;
 //! otherwise it reads the lazy flags in memory (which the producer
-//! recorded, since they were live) through `Cx::cond`'s call.
+//! recorded, since they were live: `Cx::cond` stores the pending record
+//! first) through `Cx::cond`'s call.
 
 use cranelift_codegen::ir::{
     condcodes::IntCC, types::I64, types::I8, InstBuilder, MemFlagsData, Value,
@@ -35,12 +36,6 @@ pub(super) struct Known {
 
 fn rip_off() -> i32 {
     (std::mem::offset_of!(Cpu, state) + std::mem::offset_of!(crate::state::CpuState, rip)) as i32
-}
-
-fn gpr_off(r: u8) -> i32 {
-    (std::mem::offset_of!(Cpu, state)
-        + std::mem::offset_of!(crate::state::CpuState, gpr)
-        + 8 * r as usize) as i32
 }
 
 fn canonical(v: u64) -> bool {
@@ -193,14 +188,7 @@ fn fused_cmp_jcc(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> bool {
     };
     let cpu = cx.cpu;
     let m = size_mask(size);
-    let get = |b: &mut FunctionBuilder<'_>, r: u8| {
-        let v = b.ins().load(I64, MemFlagsData::trusted(), cpu, gpr_off(r));
-        if size < 8 {
-            b.ins().band_imm_u(v, m as i64)
-        } else {
-            v
-        }
-    };
+    let get = |b: &mut FunctionBuilder<'_>, r: u8| cx.gpr_sized(b, r, size);
     let a = get(b, op.r0);
     let bv = if ri {
         b.ins().iconst(I64, op.imm as i64)
@@ -226,7 +214,7 @@ fn fused_cmp_jcc(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> bool {
         r,
         cf: None,
     };
-    super::emit::record_flags(b, cpu, &k);
+    cx.set_flags(k);
     cx.known.set(Some(k));
     let Some(t) = cond(b, k, op.scale) else {
         return false;

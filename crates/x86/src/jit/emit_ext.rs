@@ -16,7 +16,8 @@ use iced_x86::{Code, CodeSize, Mnemonic, OpKind};
 
 use super::compile::Cx;
 use super::emit_branch::Known;
-use super::emit_mem::{cpu_mem, gpr_off, guest_mem, linear, tlb};
+use super::emit_mem::{cpu_mem, guest_mem, linear_cached, tlb};
+use super::regs::Snap;
 use crate::exec::op::NOREG;
 use crate::exec::{Exec, Op};
 use crate::flags::FlagOp;
@@ -174,22 +175,23 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
             signed,
             src,
         } => {
-            let v = b.ins().load(I64, cpu_mem(), cpu, gpr_off(op.r1));
+            let v = cx.gpr(b, op.r1);
             let v = extend(b, v, src, signed);
             let v = mask32(b, v);
-            b.ins().store(cpu_mem(), v, cpu, gpr_off(op.r0));
+            cx.set_gpr(b, op.r0, 8, v);
         }
         Shape::Setcc(cc) => {
             let t = cx.cond(b, cc);
-            b.ins().istore8(cpu_mem(), t, cpu, gpr_off(op.r0));
+            let t = b.ins().uextend(I64, t);
+            cx.set_gpr(b, op.r0, 1, t);
         }
         Shape::Cmov(cc) => {
             let t = cx.cond(b, cc);
-            let src = b.ins().load(I64, cpu_mem(), cpu, gpr_off(op.r1));
-            let dst = b.ins().load(I64, cpu_mem(), cpu, gpr_off(op.r0));
+            let src = cx.gpr(b, op.r1);
+            let dst = cx.gpr(b, op.r0);
             let v = b.ins().select(t, src, dst);
             let v = mask32(b, v);
-            b.ins().store(cpu_mem(), v, cpu, gpr_off(op.r0));
+            cx.set_gpr(b, op.r0, 8, v);
         }
         Shape::Imul(imm) => imul(b, cx, op, size, imm),
         Shape::Ext {
@@ -197,8 +199,9 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
             signed,
             src,
         } => {
-            with_miss(b, cx, op, i, |b, miss| {
-                let lin = linear(b, cpu, op);
+            with_miss(b, cx, op, i, &[op.r0], |b, miss| {
+                let lin = linear_cached(b, cx, op);
+                let before = cx.snapshot(b);
                 let p = tlb(b, cpu, lin, src, false, miss);
                 let v = match (src, signed) {
                     (1, false) => b.ins().uload8(I64, guest_mem(), p, 0),
@@ -209,21 +212,25 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
                     (_, true) => b.ins().sload32(guest_mem(), p, 0),
                 };
                 let v = mask32(b, v);
-                b.ins().store(cpu_mem(), v, cpu, gpr_off(op.r0));
+                cx.set_gpr(b, op.r0, 8, v);
+                before
             });
         }
-        Shape::Call => with_miss(b, cx, op, i, |b, miss| {
-            let sp = b.ins().load(I64, cpu_mem(), cpu, gpr_off(4));
+        Shape::Call => with_miss(b, cx, op, i, &[4], |b, miss| {
+            let sp = cx.gpr(b, 4);
             let sp = b.ins().iadd_imm_s(sp, -8);
+            let before = cx.snapshot(b);
             let p = tlb(b, cpu, sp, 8, true, miss);
             let ret = b.ins().iconst(I64, op.next as i64);
             b.ins().store(guest_mem(), ret, p, 0);
-            b.ins().store(cpu_mem(), sp, cpu, gpr_off(4));
+            cx.set_gpr(b, 4, 8, sp);
             let t = b.ins().iconst(I64, op.imm as i64);
             b.ins().store(cpu_mem(), t, cpu, rip_off());
+            before
         }),
-        Shape::Ret => with_miss(b, cx, op, i, |b, miss| {
-            let sp = b.ins().load(I64, cpu_mem(), cpu, gpr_off(4));
+        Shape::Ret => with_miss(b, cx, op, i, &[4], |b, miss| {
+            let sp = cx.gpr(b, 4);
+            let before = cx.snapshot(b);
             let p = tlb(b, cpu, sp, 8, false, miss);
             let t = b.ins().load(I64, guest_mem(), p, 0);
             // A non-canonical target: the handler raises #GP.
@@ -235,8 +242,9 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
             b.switch_to_block(go);
             b.seal_block(go);
             let sp = b.ins().iadd_imm_s(sp, 8);
-            b.ins().store(cpu_mem(), sp, cpu, gpr_off(4));
+            cx.set_gpr(b, 4, 8, sp);
             b.ins().store(cpu_mem(), t, cpu, rip_off());
+            before
         }),
     }
     true
@@ -259,22 +267,24 @@ fn extend(b: &mut FunctionBuilder<'_>, v: Value, src: u32, signed: bool) -> Valu
 }
 
 /// Emits a fast path built by `fast` (which branches to the block it is
-/// given on a TLB miss) and, cold, the op's handler for the miss.
+/// given on a TLB miss, and returns the cache state where it branches)
+/// and, cold, the op's handler for the miss (which may write `writes`).
 fn with_miss(
     b: &mut FunctionBuilder<'_>,
     cx: &Cx,
     op: &Op,
     i: usize,
-    fast: impl FnOnce(&mut FunctionBuilder<'_>, cranelift_codegen::ir::Block),
+    writes: &[u8],
+    fast: impl FnOnce(&mut FunctionBuilder<'_>, cranelift_codegen::ir::Block) -> Snap,
 ) {
     let miss = b.create_block();
     let done = b.create_block();
     b.set_cold_block(miss);
-    fast(b, miss);
+    let before = fast(b, miss);
     b.ins().jump(done, &[]);
     b.switch_to_block(miss);
     b.seal_block(miss);
-    cx.call_handler(b, op, i);
+    cx.slow_handler(b, op, i, &before, writes);
     b.ins().jump(done, &[]);
     b.switch_to_block(done);
     b.seal_block(done);
@@ -283,15 +293,7 @@ fn with_miss(
 /// `fast::imul2`: the product truncated to the size, and OF = CF = the
 /// signed overflow, recorded as `Szp` with aux 3 (both set) or 0.
 fn imul(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, size: u32, imm: bool) {
-    let cpu = cx.cpu;
-    let get = |b: &mut FunctionBuilder<'_>, r: u8| {
-        let v = b.ins().load(I64, cpu_mem(), cpu, gpr_off(r));
-        if size == 4 {
-            b.ins().band_imm_u(v, 0xffff_ffff)
-        } else {
-            v
-        }
-    };
+    let get = |b: &mut FunctionBuilder<'_>, r: u8| cx.gpr_sized(b, r, size);
     // imul_rr: r0 * r1; imul_rri: r1 * imm.
     let (a, bv) = if imm {
         let a = get(b, op.r1);
@@ -324,9 +326,9 @@ fn imul(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, size: u32, imm: bool) {
             r,
             cf: Some(aux),
         };
-        super::emit::record_flags(b, cpu, &k);
+        cx.set_flags(k);
     }
-    b.ins().store(cpu_mem(), r, cpu, gpr_off(op.r0));
+    cx.set_gpr(b, op.r0, 8, r);
     // `cond` does not read Szp records: later consumers use the handler.
     cx.known.set(None);
 }

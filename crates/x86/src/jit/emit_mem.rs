@@ -19,9 +19,7 @@ use crate::mmu::Tlb;
 use crate::state::{CpuState, SegCache, FS, GS};
 use crate::Cpu;
 
-pub(super) fn gpr_off(r: u8) -> i32 {
-    (std::mem::offset_of!(Cpu, state) + std::mem::offset_of!(CpuState, gpr) + 8 * r as usize) as i32
-}
+pub(super) use super::regs::gpr_off;
 
 /// CPU structure fields: trusted (aligned, never trapping).
 pub(super) fn cpu_mem() -> MemFlagsData {
@@ -74,15 +72,33 @@ fn classify(op: &Op) -> Option<(Shape, u32)> {
 }
 
 /// The linear address of the op's memory operand (`Exec::op_ea` plus
-/// the FS/GS base of `op_lin64`).
+/// the FS/GS base of `op_lin64`), its registers read from `Cpu` (for
+/// the SIMD emitters, which run with nothing cached).
 pub(super) fn linear(b: &mut FunctionBuilder<'_>, cpu: Value, op: &Op) -> Value {
+    linear_with(b, cpu, op, |b, r| {
+        b.ins().load(I64, cpu_mem(), cpu, gpr_off(r))
+    })
+}
+
+/// [`linear`] with the registers from the block's cache: call it on the
+/// main line.
+pub(super) fn linear_cached(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> Value {
+    linear_with(b, cx.cpu, op, |b, r| cx.gpr(b, r))
+}
+
+fn linear_with(
+    b: &mut FunctionBuilder<'_>,
+    cpu: Value,
+    op: &Op,
+    mut reg: impl FnMut(&mut FunctionBuilder<'_>, u8) -> Value,
+) -> Value {
     let mut a = b.ins().iconst(I64, op.disp as i64);
     if op.base != NOREG {
-        let v = b.ins().load(I64, cpu_mem(), cpu, gpr_off(op.base));
+        let v = reg(b, op.base);
         a = b.ins().iadd(a, v);
     }
     if op.index != NOREG {
-        let v = b.ins().load(I64, cpu_mem(), cpu, gpr_off(op.index));
+        let v = reg(b, op.index);
         let v = b.ins().ishl_imm_u(v, op.scale as i64);
         a = b.ins().iadd(a, v);
     }
@@ -157,46 +173,60 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
     let miss = b.create_block();
     let done = b.create_block();
     b.set_cold_block(miss);
-    match shape {
+    // Every register the op reads or writes is cached on the main line
+    // (a partial load merges into the old value).
+    let before;
+    let writes: &[u8] = match shape {
         Shape::Load => {
-            let lin = linear(b, cpu, op);
+            if size < 4 {
+                cx.gpr(b, op.r0);
+            }
+            let lin = linear_cached(b, cx, op);
+            before = cx.snapshot(b);
             let p = tlb(b, cpu, lin, size, false, miss);
             let v = load(b, p, size);
-            super::emit::set_gpr(b, cpu, op.r0, size, v);
+            cx.set_gpr(b, op.r0, size, v);
+            &[op.r0]
         }
         Shape::Store | Shape::StoreImm => {
             // The value first, as mov_mr (the address registers may be
             // the source).
             let v = match shape {
-                Shape::Store => b.ins().load(I64, cpu_mem(), cpu, gpr_off(op.r1)),
+                Shape::Store => cx.gpr(b, op.r1),
                 _ => b.ins().iconst(I64, op.imm as i64),
             };
-            let lin = linear(b, cpu, op);
+            let lin = linear_cached(b, cx, op);
+            before = cx.snapshot(b);
             let p = tlb(b, cpu, lin, size, true, miss);
             store(b, p, size, v);
+            &[]
         }
         Shape::Push => {
-            let v = b.ins().load(I64, cpu_mem(), cpu, gpr_off(op.r0));
-            let sp = b.ins().load(I64, cpu_mem(), cpu, gpr_off(4));
+            let v = cx.gpr(b, op.r0);
+            let sp = cx.gpr(b, 4);
             let sp = b.ins().iadd_imm_s(sp, -8);
+            before = cx.snapshot(b);
             let p = tlb(b, cpu, sp, 8, true, miss);
             b.ins().store(guest_mem(), v, p, 0);
-            b.ins().store(cpu_mem(), sp, cpu, gpr_off(4));
+            cx.set_gpr(b, 4, 8, sp);
+            &[4]
         }
         Shape::Pop => {
-            let sp = b.ins().load(I64, cpu_mem(), cpu, gpr_off(4));
+            let sp = cx.gpr(b, 4);
+            before = cx.snapshot(b);
             let p = tlb(b, cpu, sp, 8, false, miss);
             let v = b.ins().load(I64, guest_mem(), p, 0);
             let sp = b.ins().iadd_imm_s(sp, 8);
             // RSP first, then the register (POP RSP loads the value).
-            b.ins().store(cpu_mem(), sp, cpu, gpr_off(4));
-            b.ins().store(cpu_mem(), v, cpu, gpr_off(op.r0));
+            cx.set_gpr(b, 4, 8, sp);
+            cx.set_gpr(b, op.r0, 8, v);
+            &[4, op.r0]
         }
-    }
+    };
     b.ins().jump(done, &[]);
     b.switch_to_block(miss);
     b.seal_block(miss);
-    cx.call_handler(b, op, i);
+    cx.slow_handler(b, op, i, &before, writes);
     b.ins().jump(done, &[]);
     b.switch_to_block(done);
     b.seal_block(done);

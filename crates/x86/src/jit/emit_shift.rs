@@ -8,9 +8,7 @@ use cranelift_frontend::FunctionBuilder;
 use iced_x86::{CodeSize, Mnemonic, OpKind};
 
 use super::compile::Cx;
-use super::emit::record_flags;
 use super::emit_branch::Known;
-use super::emit_mem::{cpu_mem, gpr_off};
 use crate::exec::{Exec, Op};
 use crate::flags::FlagOp;
 
@@ -52,7 +50,6 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> bool {
     let Some((kind, size, c)) = classify(op) else {
         return false;
     };
-    let cpu = cx.cpu;
     let bits = (size * 8) as i64;
     let c = c as i64;
     let mask32 = |b: &mut FunctionBuilder<'_>, v: Value| {
@@ -62,8 +59,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> bool {
             v
         }
     };
-    let a = b.ins().load(I64, cpu_mem(), cpu, gpr_off(op.r0));
-    let a = mask32(b, a);
+    let a = cx.gpr_sized(b, op.r0, size);
     // The operand sign-extended to 64 bits (SAR).
     let s = if size == 4 {
         let h = b.ins().ishl_imm_u(a, 32);
@@ -113,9 +109,9 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> bool {
             r,
             cf: Some(aux),
         };
-        record_flags(b, cpu, &k);
+        cx.set_flags(k);
     }
-    b.ins().store(cpu_mem(), r, cpu, gpr_off(op.r0));
+    cx.set_gpr(b, op.r0, 8, r);
     cx.known.set(None);
     true
 }

@@ -42,6 +42,7 @@ mod emit_simd_access;
 mod emit_simd_gpr;
 pub(crate) mod emit_simd_ops;
 mod exit;
+mod regs;
 
 use std::cell::{Cell, OnceCell};
 use std::sync::OnceLock;

@@ -13,6 +13,7 @@ mod jit_chain;
 mod jit_exit;
 mod jit_ext;
 mod jit_narrow;
+mod jit_regcache;
 mod jit_simd;
 mod mmx;
 mod modes;
