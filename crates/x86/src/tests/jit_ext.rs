@@ -37,13 +37,7 @@ fn same_on_both(program: Program, setup: fn(&mut Guest)) -> Guest {
     };
     let i = run(Engine::Interp);
     let j = run(Engine::Jit);
-    assert!(j.cpu.cache_counters().jit_blocks_compiled.get() >= 1);
-    assert!(j.cpu.cache_counters().jit_block_runs.get() >= 1);
-    assert_eq!(j.cpu.state.gpr, i.cpu.state.gpr);
-    assert_eq!(j.cpu.state.rip, i.cpu.state.rip);
-    assert_eq!(j.cpu.state.rflags(), i.cpu.state.rflags());
-    assert_eq!(j.cpu.state.cr2, i.cpu.state.cr2);
-    assert_eq!(j.cpu.instructions_retired(), i.cpu.instructions_retired());
+    assert_same_cpu_state(&i, &j);
     let page = |g: &Guest| {
         (0..512)
             .map(|k| g.bus.read_u64(DATA + 8 * k))

@@ -35,13 +35,7 @@ fn run(engine: Engine, program: Program) -> Guest {
 fn compare(program: Program) -> (Guest, Guest) {
     let i = run(Engine::Interp, program);
     let j = run(Engine::Jit, program);
-    assert!(j.cpu.cache_counters().jit_blocks_compiled.get() >= 1);
-    assert!(j.cpu.cache_counters().jit_block_runs.get() >= 1);
-    assert_eq!(j.cpu.state.gpr, i.cpu.state.gpr);
-    assert_eq!(j.cpu.state.rip, i.cpu.state.rip);
-    assert_eq!(j.cpu.state.rflags(), i.cpu.state.rflags());
-    assert_eq!(j.cpu.state.cr2, i.cpu.state.cr2);
-    assert_eq!(j.cpu.instructions_retired(), i.cpu.instructions_retired());
+    assert_same_cpu_state(&i, &j);
     for k in 0..(64 * 512) {
         let a = DATA + 8 * k;
         assert_eq!(j.bus.read_u64(a), i.bus.read_u64(a), "memory at {a:#x}");

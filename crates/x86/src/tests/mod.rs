@@ -233,6 +233,18 @@ pub fn setup_tables(bus: &mut TestBus) -> u64 {
 }
 
 /// Assembles 64-bit code at `ip`.
+/// The JIT ran compiled code in `j`, and left registers, RIP, RFLAGS,
+/// CR2 and the retired count as the interpreter did in `i`.
+pub fn assert_same_cpu_state(i: &Guest, j: &Guest) {
+    assert!(j.cpu.cache_counters().jit_blocks_compiled.get() >= 1);
+    assert!(j.cpu.cache_counters().jit_block_runs.get() >= 1);
+    assert_eq!(j.cpu.state.gpr, i.cpu.state.gpr);
+    assert_eq!(j.cpu.state.rip, i.cpu.state.rip);
+    assert_eq!(j.cpu.state.rflags(), i.cpu.state.rflags());
+    assert_eq!(j.cpu.state.cr2, i.cpu.state.cr2);
+    assert_eq!(j.cpu.instructions_retired(), i.cpu.instructions_retired());
+}
+
 pub fn asm64(
     ip: u64,
     f: impl FnOnce(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>,

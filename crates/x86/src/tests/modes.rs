@@ -90,6 +90,15 @@ fn real_to_protected_to_long_mode() {
     assert_eq!(cpu.state.gpr[4], 0x8_0000);
 }
 
+/// A CPU in real mode at 0000:REAL_CODE.
+fn real_mode_cpu() -> Cpu {
+    let mut cpu = Cpu::default();
+    cpu.state.seg[CS] = SegCache::real(0, true);
+    cpu.state.rip = REAL_CODE;
+    cpu.state_changed();
+    cpu
+}
+
 #[test]
 fn real_mode_interrupts_use_the_ivt() {
     let mut bus = TestBus::new();
@@ -107,10 +116,7 @@ fn real_mode_interrupts_use_the_ivt() {
         a.hlt()
     });
     bus.load(REAL_CODE, &code);
-    let mut cpu = Cpu::default();
-    cpu.state.seg[CS] = SegCache::real(0, true);
-    cpu.state.rip = REAL_CODE;
-    cpu.state_changed();
+    let mut cpu = real_mode_cpu();
     assert_eq!(cpu.run(&mut bus, 100), CpuExit::Halt);
     assert_eq!(cpu.state.gpr[3], 0x77);
     assert_eq!(cpu.state.gpr[1], 0x55);
@@ -132,10 +138,7 @@ fn xlat_indexes_with_al_alone_and_wraps_with_the_address_size() {
             a.hlt()
         });
         bus.load(REAL_CODE, &code);
-        let mut cpu = Cpu::default();
-        cpu.state.seg[CS] = SegCache::real(0, true);
-        cpu.state.rip = REAL_CODE;
-        cpu.state_changed();
+        let mut cpu = real_mode_cpu();
         assert_eq!(cpu.run(&mut bus, 100), CpuExit::Halt);
         assert_eq!(cpu.state.gpr[0] & 0xffff_ffff, 0x1234_565a);
 
@@ -162,10 +165,8 @@ fn a_fault_loop_that_retires_nothing_ends_at_the_budget() {
         // wraps inside its own segment, away from the code and the IVT).
         bus.load(6 * 4, &[0x00, 0x7c, 0x00, 0x00]);
         bus.load(REAL_CODE, &[0x0f, 0x0b]);
-        let mut cpu = Cpu::default();
-        cpu.state.seg[CS] = SegCache::real(0, true);
+        let mut cpu = real_mode_cpu();
         cpu.state.seg[SS] = SegCache::real(0x1000, false);
-        cpu.state.rip = REAL_CODE;
         cpu.state.gpr[4] = 0x7000;
         cpu.state_changed();
         let i0 = cpu.icount;
