@@ -121,18 +121,50 @@ pub struct Tlb {
     /// Linear pages (hashed, a 256-bit set) that code was looked up in
     /// under the current `gen`: only an INVLPG of one of those can change
     /// a block association keyed by it. Emptied with each bump.
-    code_pages: [u64; 4],
+    code_pages: PageSet,
     /// Large pages (hashed by size and number, a 256-bit set) that 4 KiB
     /// pieces in the entries may come from: an INVLPG inside one must drop
     /// every piece, which a direct-mapped TLB cannot find, so it drops
     /// everything. Emptied when every entry is dropped.
-    large_pages: [u64; 4],
+    large_pages: PageSet,
     /// Guest-physical page → host page of recently walked paging
     /// structures (tag u64::MAX: empty). Dropped by `flush_all`, which is
     /// what a memory-map change leads to.
     tables: [(u64, usize); TABLE_CACHE],
     /// Fills and flushes by cause are counted here.
     pub(crate) counters: Arc<CpuCounters>,
+}
+
+/// Page sizes (log2) whose pages `Tlb::code_pages` notes for code: its
+/// 4 KiB page, 2 MiB and 1 GiB regions.
+const CODE_SHIFTS: [u8; 3] = [12, 21, 30];
+/// Large page sizes (log2): 2 MiB, 4 MiB (32-bit paging), 1 GiB.
+const LARGE_SHIFTS: [u8; 3] = [21, 22, 30];
+
+/// A 256-bit hashed set of pages of several sizes (false positives
+/// only: a page found that was never inserted).
+#[derive(Clone, Copy)]
+struct PageSet([u64; 4]);
+
+impl PageSet {
+    const EMPTY: PageSet = PageSet([0; 4]);
+
+    /// The word and bit of the page of size `1 << shift` holding `lin`.
+    fn bit(lin: u64, shift: u8) -> (usize, u64) {
+        let page = (lin >> shift) | (shift as u64) << 56;
+        let h = page.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56;
+        ((h >> 6) as usize & 3, 1 << (h & 63))
+    }
+
+    fn insert(&mut self, lin: u64, shift: u8) {
+        let (w, b) = Self::bit(lin, shift);
+        self.0[w] |= b;
+    }
+
+    fn contains(&self, lin: u64, shift: u8) -> bool {
+        let (w, b) = Self::bit(lin, shift);
+        self.0[w] & b != 0
+    }
 }
 
 /// Entries in the paging-structure page cache.
@@ -191,8 +223,8 @@ impl Tlb {
             globals: Vec::new(),
             // Never 0, so that no jump-cache key is 0 (an empty entry's).
             gen: 1,
-            code_pages: [0; 4],
-            large_pages: [0; 4],
+            code_pages: PageSet::EMPTY,
+            large_pages: PageSet::EMPTY,
             tables: [(u64::MAX, 0); TABLE_CACHE],
             counters,
         };
@@ -250,7 +282,7 @@ impl Tlb {
             page_shift,
         } = page;
         if page_shift > 12 {
-            self.note_large_page(lin, page_shift);
+            self.large_pages.insert(lin, page_shift);
         }
         self.counters.tlb_fills.inc();
         let bank = bank & (BANKS_ALLOC - 1);
@@ -290,7 +322,7 @@ impl Tlb {
 
     fn clear_entries(&mut self) {
         self.bump_gen();
-        self.large_pages = [0; 4];
+        self.large_pages = PageSet::EMPTY;
         // Only the entries in use are written: a page of entries never
         // filled stays the kernel's zero page (a VM restored or forked
         // into a new process owns only the TLB pages its guest uses).
@@ -329,7 +361,7 @@ impl Tlb {
     /// What `flush_guest_all` does, uncounted.
     fn drop_guest_translations(&mut self) {
         self.bump_gen();
-        self.large_pages = [0; 4];
+        self.large_pages = PageSet::EMPTY;
         self.pcid_salts = [(0, 0); PCID_SLOTS];
         self.globals.clear();
         self.salt = self.new_salt();
@@ -411,22 +443,7 @@ impl Tlb {
     #[inline]
     fn bump_gen(&mut self) {
         self.gen += 1;
-        self.code_pages = [0; 4];
-    }
-
-    /// The set's bit for a page: the 4 KiB page of `lin` (level 0), its
-    /// 2 MiB (1) or its 1 GiB (2) region.
-    fn code_page_bit(lin: u64, level: u64) -> (usize, u64) {
-        let page = (lin >> (12 + 9 * level)) | level << 60;
-        let h = page.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56;
-        ((h >> 6) as usize & 3, 1 << (h & 63))
-    }
-
-    fn code_page_noted(&self, lin: u64) -> bool {
-        (0..3).any(|level| {
-            let (w, b) = Self::code_page_bit(lin, level);
-            self.code_pages[w] & b != 0
-        })
+        self.code_pages = PageSet::EMPTY;
     }
 
     /// Code at `lin` was looked up through this TLB (a block found or
@@ -435,30 +452,9 @@ impl Tlb {
     /// the whole translation.
     #[inline]
     pub(crate) fn note_code_page(&mut self, lin: u64) {
-        for level in 0..3 {
-            let (w, b) = Self::code_page_bit(lin, level);
-            self.code_pages[w] |= b;
+        for shift in CODE_SHIFTS {
+            self.code_pages.insert(lin, shift);
         }
-    }
-
-    fn large_page_bit(lin: u64, shift: u8) -> (usize, u64) {
-        let page = (lin >> shift) | (shift as u64) << 56;
-        let h = page.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56;
-        ((h >> 6) as usize & 3, 1 << (h & 63))
-    }
-
-    fn note_large_page(&mut self, lin: u64, shift: u8) {
-        let (w, b) = Self::large_page_bit(lin, shift);
-        self.large_pages[w] |= b;
-    }
-
-    /// Whether pieces of a large page holding `lin` may be cached.
-    fn in_large_page(&self, lin: u64) -> bool {
-        self.large_pages != [0; 4]
-            && [21u8, 22, 30].iter().any(|&shift| {
-                let (w, b) = Self::large_page_bit(lin, shift);
-                self.large_pages[w] & b != 0
-            })
     }
 
     /// INVLPG: drops `lin`'s page in every bank (and for every PCID);
@@ -468,12 +464,18 @@ impl Tlb {
     /// mapping, kvm-unit-tests' access test) leaves block chaining alone.
     pub fn flush_page(&mut self, lin: u64, cause: TlbFlush) {
         self.counters.flush(cause);
-        if self.in_large_page(lin) {
+        if LARGE_SHIFTS
+            .iter()
+            .any(|&s| self.large_pages.contains(lin, s))
+        {
             // The whole large page, for every PCID, global or not.
             self.drop_guest_translations();
             return;
         }
-        if self.code_page_noted(lin) {
+        if CODE_SHIFTS
+            .iter()
+            .any(|&s| self.code_pages.contains(lin, s))
+        {
             self.bump_gen();
         }
         let vpn = lin >> 12;

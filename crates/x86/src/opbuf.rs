@@ -32,12 +32,6 @@ pub(crate) struct BlockRt {
     pub jit: crate::jit::Slot,
 }
 
-impl Default for Link {
-    fn default() -> Link {
-        Link::NONE
-    }
-}
-
 /// The layout of a buffer of `n` ops, and the offset of the ops in it.
 fn layout(n: usize) -> (Layout, usize) {
     let (l, off) = Layout::new::<BlockRt>()

@@ -402,7 +402,7 @@ impl Exec<'_> {
     #[inline(never)]
     fn jit_compile(&mut self, blk: OpsRef) -> Option<crate::jit::Entry> {
         // SAFETY: a live block (exec_ops' contract), not EMPTY.
-        let (ops, slot) = unsafe { (blk.ops(), &blk.rt().jit) };
+        let slot = unsafe { &blk.rt().jit };
         // SAFETY: as above.
         match unsafe { crate::jit::compile(blk) } {
             Some((code, called)) => {
@@ -411,7 +411,7 @@ impl Exec<'_> {
                 self.c.blocks.add_code_bytes(n);
                 let k = &self.c.cache_counters;
                 k.jit_blocks_compiled.inc();
-                k.jit_ops_compiled.add(ops.len() as u64);
+                k.jit_ops_compiled.add(blk.len() as u64);
                 k.jit_ops_called.add(called as u64);
                 k.jit_code_bytes.add(bytes);
                 slot.entry()

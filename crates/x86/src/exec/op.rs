@@ -75,6 +75,12 @@ pub(crate) struct Link {
     pub insns: u64,
 }
 
+impl Default for Link {
+    fn default() -> Link {
+        Link::NONE
+    }
+}
+
 impl Link {
     pub const NONE: Link = Link {
         rip: u64::MAX,
