@@ -89,6 +89,8 @@ pub(crate) struct EmuVm {
 
 impl EmuVm {
     pub fn new(config: VmConfig) -> EmuVm {
+        // Before any thread is sandboxed (vCPU threads may not open).
+        x86::open_jit_perfmap();
         EmuVm {
             shared: Arc::new(VmShared {
                 slots: RwLock::new(Arc::new(SlotList::default())),

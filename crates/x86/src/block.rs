@@ -380,6 +380,14 @@ impl BlockCache {
         Some(ops)
     }
 
+    /// The ops of the cached block at (`rip`, `gpa`, `bits`), without
+    /// touching the jump cache (the JIT's region discovery).
+    pub(crate) fn find(&self, rip: u64, gpa: u64, bits: u32) -> Option<OpsRef> {
+        let id = *self.map.get(&(rip, gpa, bits))?;
+        let b = self.slab.get(id as usize)?;
+        b.live.then(|| OpsRef::of(&b.ops))
+    }
+
     /// Whether `ops` belong to a cached block or are the scratch block's
     /// (debug builds; always true otherwise).
     pub fn is_live(&self, ops: OpsRef) -> bool {

@@ -177,6 +177,11 @@ pub struct CpuCounters {
     /// Chain steps that took the slow path (`jit::chain::next`, the
     /// reference) rather than the block's own exit code.
     pub jit_chain_slow: Counter,
+    /// Of the chained blocks, those entered by an edge inside a region
+    /// (`jit::region`), and the blocks compiled into regions besides
+    /// their hot block.
+    pub jit_local_jumps: Counter,
+    pub jit_region_blocks: Counter,
     /// Host bytes of machine code compiled (without the exit records).
     pub jit_code_bytes: Counter,
     /// Guest instructions retired (added when `Cpu::run` returns).
@@ -224,6 +229,8 @@ impl CpuCounters {
         v.push(("jit_block_runs", self.jit_block_runs.get()));
         v.push(("jit_chained", self.jit_chained.get()));
         v.push(("jit_chain_slow", self.jit_chain_slow.get()));
+        v.push(("jit_local_jumps", self.jit_local_jumps.get()));
+        v.push(("jit_region_blocks", self.jit_region_blocks.get()));
         v.push(("jit_code_bytes", self.jit_code_bytes.get()));
         v.push(("instructions", self.instructions.get()));
         v.push(("blocks_run", self.blocks_run.get()));

@@ -186,6 +186,7 @@ use std::sync::Arc;
 use hv::{CpuidEntry, ExitCounters, ExitReason};
 
 pub use counters::{BlockDrop, CpuCounters, TlbFlush};
+pub use jit::perfmap::open as open_jit_perfmap;
 pub use jit::Engine;
 pub use smc::CodeShare;
 pub use state::{CpuState, FpuState, Mode, Msrs, SegCache, TableReg};
@@ -475,6 +476,8 @@ pub struct Cpu {
     pub(crate) jit_hot: u32,
     /// Blocks a compiled chain runs at most (`jit::chain::max`).
     pub(crate) jit_chain: u32,
+    /// Blocks in one compiled region at most (`jit::region`).
+    pub(crate) jit_region: usize,
 }
 
 impl Default for Cpu {
@@ -516,6 +519,7 @@ impl Cpu {
             engine: Engine::from_env(),
             jit_hot: jit::hot(),
             jit_chain: jit::chain::max(),
+            jit_region: jit::region::max(),
         }
     }
 

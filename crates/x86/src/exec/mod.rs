@@ -57,6 +57,9 @@ pub(crate) struct Exec<'a> {
     /// the blocks it may still run.
     pub jit_limit: u64,
     pub jit_chain_left: u32,
+    /// Internal edges of regions taken by the running chain
+    /// (`jit::region`).
+    pub jit_local: u64,
     /// What the inline chain step of compiled code watches.
     pub jit_watch: crate::jit::chain::Watch,
 }
@@ -89,6 +92,7 @@ impl<'a> Exec<'a> {
             jit_cur: OpsRef::EMPTY,
             jit_limit: 0,
             jit_chain_left: 0,
+            jit_local: 0,
             jit_watch: crate::jit::chain::Watch::NONE,
         }
     }
@@ -328,8 +332,11 @@ impl Exec<'_> {
                 &mut *self.c as *mut crate::Cpu as *mut u8,
             )
         };
-        // The blocks entered from a block (`jit::chain`), then this one.
+        // The blocks entered from a block (`jit::chain`, and the edges
+        // inside regions, which count in the chain too), then this one.
         let chained = u64::from(self.c.jit_chain.saturating_sub(self.jit_chain_left));
+        let local = std::mem::take(&mut self.jit_local);
+        self.c.cache_counters.jit_local_jumps.add(local);
         let k = &self.c.cache_counters;
         k.blocks_run.add(chained);
         k.jit_chained.add(chained);
@@ -403,15 +410,26 @@ impl Exec<'_> {
     fn jit_compile(&mut self, blk: OpsRef) -> Option<crate::jit::Entry> {
         // SAFETY: a live block (exec_ops' contract), not EMPTY.
         let slot = unsafe { &blk.rt().jit };
-        // SAFETY: as above.
-        match unsafe { crate::jit::compile(blk) } {
+        // The warm blocks compiled with it, copied: the code runs the
+        // copies, which live as long as it does (`jit::region`).
+        let region: Vec<crate::opbuf::OpBuf> = self
+            .jit_region(blk)
+            .into_iter()
+            // SAFETY: live blocks (`jit_region`).
+            .map(|m| crate::opbuf::OpBuf::new(unsafe { m.ops() }.to_vec()))
+            .collect();
+        let copies: Vec<OpsRef> = region.iter().map(OpsRef::of).collect();
+        // SAFETY: as above; the copies are alive until `slot.set` keeps them.
+        match unsafe { crate::jit::compile(blk, &copies) } {
             Some((code, called)) => {
                 let bytes = code.bytes() as u64;
-                let n = slot.set(code);
+                let ops = blk.len() + copies.iter().map(|c| c.len()).sum::<usize>();
+                let n = slot.set(code, region);
                 self.c.blocks.add_code_bytes(n);
                 let k = &self.c.cache_counters;
                 k.jit_blocks_compiled.inc();
-                k.jit_ops_compiled.add(blk.len() as u64);
+                k.jit_region_blocks.add(copies.len() as u64);
+                k.jit_ops_compiled.add(ops as u64);
                 k.jit_ops_called.add(called as u64);
                 k.jit_code_bytes.add(bytes);
                 slot.entry()

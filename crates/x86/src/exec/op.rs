@@ -61,6 +61,20 @@ pub struct Op {
     pub(crate) insn: Instruction,
 }
 
+impl Op {
+    /// Where the op may send RIP besides faults when it ends its block:
+    /// its near branch target (or immediate, for ops that are not
+    /// branches) and the address after it; for a fused compare and
+    /// branch, the Jcc's target and the address after the Jcc.
+    pub(crate) fn successors(&self) -> [u64; 2] {
+        if self.end.wrapping_sub(self.idx) == 2 {
+            [self.disp, self.amask]
+        } else {
+            [self.imm, self.next]
+        }
+    }
+}
+
 /// A successor block: valid while the chain key it was made under (TLB
 /// generation + block kills, and the privilege) is current.
 #[derive(Clone, Copy)]

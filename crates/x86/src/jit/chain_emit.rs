@@ -78,8 +78,9 @@ pub(super) fn tail(b: &mut FunctionBuilder<'_>, cx: &Cx, last: &Op, n: usize, re
     let rec = b.ins().iconst(I64, rec);
     let nrip = b.ins().iconst(I64, last.next as i64);
     let m = b.ins().iconst(I64, meta(last, n) as i64);
+    let cpu = cx.cpu(b);
     b.ins()
-        .return_call_indirect(ssig, f, &[cx.ex, cx.cpu, rec, nrip, m]);
+        .return_call_indirect(ssig, f, &[cx.ex, cpu, rec, nrip, m]);
 }
 
 /// The stubs' signature: `(exec, cpu, exit record, next RIP, meta) ->
@@ -110,6 +111,9 @@ fn build_stubs() -> Option<(Code, Code)> {
     let slow = build(|b, p, _| slow_step(b, p))?;
     let at = slow.ptr() as i64;
     let fast = build(|b, p, _| step(b, p, at))?;
+    for (c, name) in [(&fast, "jit_chain_stub"), (&slow, "jit_chain_stub_slow")] {
+        super::perfmap::note(c.ptr(), c.bytes(), format_args!("{name}"));
+    }
     Some((fast, slow))
 }
 
@@ -269,4 +273,63 @@ fn slow_step(b: &mut FunctionBuilder<'_>, args: [Value; 5]) {
     b.seal_block(back);
     let all = b.ins().ushr_imm_u(meta, 16);
     b.ins().return_(&[all]);
+}
+
+/// An edge inside a region (`region`), from a member whose last op is
+/// `last` (everything stored) to the member at `to`, whose ops start at
+/// `head`: the checks of the stub's common case but the key (the chain
+/// bound, the budget below `Watch::fast_end`, the signal word), else on
+/// to `leave` (the member's way out through the stub, which makes the
+/// epilogue itself); then the block epilogue (RIP
+/// when the last op did not set it, the retired count, the successor's
+/// count base) and a jump. Counted in `Exec::jit_local`. The chain key
+/// is the one the code was entered under: an op that moves it ends the
+/// block (`super::call_op`).
+pub(super) fn edge(
+    b: &mut FunctionBuilder<'_>,
+    cx: &Cx,
+    last: &Op,
+    to: u64,
+    leave: cranelift_codegen::ir::Block,
+    head: cranelift_codegen::ir::Block,
+) {
+    let (ex, cpu) = (cx.ex, cx.cpu(b));
+    let base_off = ex_off(offset_of!(Exec<'static>, icount0));
+    let icount0 = b.ins().load(I64, cpu_mem(), ex, base_off);
+    let icount = b.ins().iadd_imm_s(icount0, last.end as i64);
+    let check = |b: &mut FunctionBuilder<'_>, go_on: Value| {
+        let go = b.create_block();
+        b.ins().brif(go_on, go, &[], leave, &[]);
+        b.switch_to_block(go);
+    };
+    let left_off = ex_off(offset_of!(Exec<'static>, jit_chain_left));
+    let left = b.ins().load(I32, cpu_mem(), ex, left_off);
+    let ok = b.ins().icmp_imm_u(IntCC::UnsignedGreaterThan, left, 1);
+    check(b, ok);
+    let fast_end = b
+        .ins()
+        .load(I64, cpu_mem(), ex, watch_off(offset_of!(Watch, fast_end)));
+    let fits = b.ins().icmp(IntCC::UnsignedLessThan, icount, fast_end);
+    check(b, fits);
+    let p = b
+        .ins()
+        .load(I64, cpu_mem(), ex, watch_off(offset_of!(Watch, signals)));
+    let bits = b.ins().load(I32, cpu_mem(), p, 0);
+    let quiet = b.ins().icmp_imm_u(IntCC::Equal, bits, 0);
+    check(b, quiet);
+    let left = b.ins().iadd_imm_s(left, -1);
+    b.ins().store(cpu_mem(), left, ex, left_off);
+    if !last.sets_rip {
+        let rip = b.ins().iconst(I64, to as i64);
+        let rip_off = cpu_off(offset_of!(Cpu, state) + offset_of!(CpuState, rip));
+        b.ins().store(cpu_mem(), rip, cpu, rip_off);
+    }
+    b.ins()
+        .store(cpu_mem(), icount, cpu, cpu_off(offset_of!(Cpu, icount)));
+    b.ins().store(cpu_mem(), icount, ex, base_off);
+    let local_off = ex_off(offset_of!(Exec<'static>, jit_local));
+    let n = b.ins().load(I64, cpu_mem(), ex, local_off);
+    let n = b.ins().iadd_imm_s(n, 1);
+    b.ins().store(cpu_mem(), n, ex, local_off);
+    b.ins().jump(head, &[]);
 }

@@ -80,6 +80,10 @@ impl Chunk {
 
 impl Drop for Chunk {
     fn drop(&mut self) {
+        if super::perfmap::enabled() {
+            // Kept: its addresses stay named in the perf map.
+            return;
+        }
         // SAFETY: the mapping made in `new`, unmapped once.
         unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
     }

@@ -43,6 +43,13 @@ pub(super) fn isa() -> Option<&'static dyn TargetIsa> {
         // Blocks tail-call their successors (`chain`): Cranelift's x86-64
         // tail calls need frame pointers.
         flags.set("preserve_frame_pointers", "true").ok()?;
+        // The running `Cpu` lives in the pinned register (r15), set by
+        // `super::enter`: compiled code neither spills it nor saves it.
+        flags.set("enable_pinned_reg", "true").ok()?;
+        // `super::enter` sets the pinned register by hand: x86-64 only.
+        if !cfg!(target_arch = "x86_64") {
+            return None;
+        }
         let builder = cranelift_native::builder().ok()?;
         builder.finish(settings::Flags::new(flags)).ok()
     })
@@ -55,7 +62,8 @@ thread_local! {
         RefCell::new((Context::new(), FunctionBuilderContext::new()));
 }
 
-/// Compiles a block; None when it cannot be (no ISA, a Cranelift error,
+/// Compiles a block, with the other blocks of its region (`region`,
+/// copies that live as long as the code: see [`super::region`]); None when it cannot be (no ISA, a Cranelift error,
 /// code that needs relocations, no executable memory): the block then
 /// stays with the interpreter.
 /// Returns the code and how many of the block's ops it calls out to
@@ -63,8 +71,9 @@ thread_local! {
 ///
 /// # Safety
 ///
-/// `blk` is a live cached block (see `OpsRef::ops`).
-pub(crate) unsafe fn compile(blk: OpsRef) -> Option<(Code, usize)> {
+/// `blk` is a live cached block (see `OpsRef::ops`), `region` blocks
+/// that live as long as the code will.
+pub(crate) unsafe fn compile(blk: OpsRef, region: &[OpsRef]) -> Option<(Code, usize)> {
     // SAFETY: the caller's contract.
     let ops = unsafe { blk.ops() };
     let isa = isa()?;
@@ -80,12 +89,23 @@ pub(crate) unsafe fn compile(blk: OpsRef) -> Option<(Code, usize)> {
         ctx.clear();
         let cc = isa.default_call_conv();
         ctx.func = Function::with_name_signature(UserFuncName::default(), block_sig());
-        let called = build(&mut ctx.func, fctx, blk, cc, isa.frontend_config());
+        let called = build(&mut ctx.func, fctx, blk, region, cc, isa.frontend_config());
         let compiled = ctx.compile(isa, &mut ControlPlane::default()).ok()?;
         if !compiled.buffer.relocs().is_empty() {
             return None;
         }
-        Some((Code::new(compiled.code_buffer())?, called))
+        let code = Code::new(compiled.code_buffer())?;
+        super::perfmap::note(
+            code.ptr(),
+            code.bytes(),
+            format_args!(
+                "guest_{:x}_{}ops_{}more",
+                ops[0].ip,
+                ops.len(),
+                region.len()
+            ),
+        );
+        Some((code, called))
     })
 }
 
@@ -93,11 +113,11 @@ pub(crate) unsafe fn compile(blk: OpsRef) -> Option<(Code, usize)> {
 /// trampoline's signature and the early-exit block.
 pub(super) struct Cx {
     pub ex: Value,
-    pub cpu: Value,
     tsig: SigRef,
     /// `lazy_cond`'s signature.
     csig: SigRef,
-    early: Block,
+    /// Where the running member of the region leaves early.
+    early: Cell<Block>,
     /// The flags the last flag-writing op produced, when it was inline.
     pub known: Cell<Option<Known>>,
     /// Guest registers and the flags record cached in SSA values (`regs`).
@@ -105,6 +125,14 @@ pub(super) struct Cx {
 }
 
 impl Cx {
+    /// The running `Cpu`: the pinned register (r15 on x86-64), which
+    /// `super::enter` sets and no compiled code writes, read where it is
+    /// used (a value kept across calls would take a callee-saved register
+    /// or a stack slot).
+    pub(super) fn cpu(&self, b: &mut FunctionBuilder<'_>) -> Value {
+        b.ins().get_pinned_reg(I64)
+    }
+
     /// Condition code `cc` as an I8 0/1: computed inline from the known
     /// flags of an inline producer, else read from the lazy flags in
     /// memory by a call to [`lazy_cond`] (no handler, no status check).
@@ -112,10 +140,11 @@ impl Cx {
         if let Some(t) = self.known.get().and_then(|k| emit_branch::cond(b, k, cc)) {
             return t;
         }
-        self.regs.borrow_mut().flush_flags(b, self.cpu);
+        let cpu = self.cpu(b);
+        self.regs.borrow_mut().flush_flags(b, cpu);
         let f = b.ins().iconst(I64, lazy_cond as *const () as i64);
         let c = b.ins().iconst(I32, cc as i64);
-        let call = b.ins().call_indirect(self.csig, f, &[self.cpu, c]);
+        let call = b.ins().call_indirect(self.csig, f, &[cpu, c]);
         let r = b.inst_results(call)[0];
         b.ins().ireduce(I8, r)
     }
@@ -123,7 +152,8 @@ impl Cx {
     /// GPR `r` (< 16), all 64 bits, from the block's cache (loaded from
     /// `Cpu` at its first read). Call it on the main line, not in an arm.
     pub(super) fn gpr(&self, b: &mut FunctionBuilder<'_>, r: u8) -> Value {
-        self.regs.borrow_mut().get(b, self.cpu, r)
+        let cpu = self.cpu(b);
+        self.regs.borrow_mut().get(b, cpu, r)
     }
 
     /// GPR `r` (< 16), masked to `size` bytes (< 8) or whole.
@@ -138,7 +168,8 @@ impl Cx {
 
     /// `Exec::rset` of GPR `r` (< 16) for `size` bytes, in the cache.
     pub(super) fn set_gpr(&self, b: &mut FunctionBuilder<'_>, r: u8, size: u32, v: Value) {
-        self.regs.borrow_mut().set(b, self.cpu, r, size, v)
+        let cpu = self.cpu(b);
+        self.regs.borrow_mut().set(b, cpu, r, size, v)
     }
 
     /// The op just emitted recorded `k` in the lazy flags (pending).
@@ -150,16 +181,18 @@ impl Cx {
     /// flags record is stored here, on the main line, so that the cold
     /// arms do not each carry a copy of its stores.
     pub(super) fn snapshot(&self, b: &mut FunctionBuilder<'_>) -> Snap {
+        let cpu = self.cpu(b);
         let mut r = self.regs.borrow_mut();
-        r.flush_flags(b, self.cpu);
+        r.flush_flags(b, cpu);
         r.now
     }
 
     /// Stores every cached register and the pending flags, and forgets
     /// them: for code that reads `Cpu` directly (the SIMD emitters).
     pub(super) fn sync(&self, b: &mut FunctionBuilder<'_>) {
+        let cpu = self.cpu(b);
         let mut r = self.regs.borrow_mut();
-        r.flush(b, self.cpu);
+        r.flush(b, cpu);
         r.forget();
     }
 
@@ -183,14 +216,11 @@ impl Cx {
         before: &Snap,
         writes: &[u8],
     ) {
-        self.regs.borrow_mut().store(b, self.cpu, before);
+        let cpu = self.cpu(b);
+        self.regs.borrow_mut().store(b, cpu, before);
         self.call_checked(b, op, i);
-        self.regs.borrow_mut().reload(b, self.cpu, before, writes);
-    }
-
-    /// Stores everything before the block leaves for the chain stub.
-    pub(super) fn flush(&self, b: &mut FunctionBuilder<'_>) {
-        self.regs.borrow_mut().flush(b, self.cpu);
+        let cpu = self.cpu(b);
+        self.regs.borrow_mut().reload(b, cpu, before, writes);
     }
 
     fn call_checked(&self, b: &mut FunctionBuilder<'_>, op: &Op, i: usize) {
@@ -202,7 +232,7 @@ impl Cx {
         let next = b.create_block();
         b.ins().brif(
             st,
-            self.early,
+            self.early.get(),
             &[BlockArg::Value(st), BlockArg::Value(idx)],
             next,
             &[],
@@ -272,7 +302,9 @@ fn build_trampoline() -> Option<Code> {
     if !compiled.buffer.relocs().is_empty() {
         return None;
     }
-    Code::new(compiled.code_buffer())
+    let code = Code::new(compiled.code_buffer())?;
+    super::perfmap::note(code.ptr(), code.bytes(), format_args!("jit_trampoline"));
+    Some(code)
 }
 
 /// The SIMD emitters read and write `Cpu` directly: the cache is
@@ -287,18 +319,16 @@ fn build(
     func: &mut Function,
     fctx: &mut FunctionBuilderContext,
     blk: OpsRef,
+    region: &[OpsRef],
     cc: cranelift_codegen::isa::CallConv,
     fcfg: cranelift_codegen::isa::TargetFrontendConfig,
 ) -> usize {
-    // SAFETY: `compile`'s contract.
-    let ops = unsafe { blk.ops() };
     let mut b = FunctionBuilder::new(func, fctx);
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
     b.switch_to_block(entry);
     b.seal_block(entry);
     let ex = b.block_params(entry)[0];
-    let cpu = b.block_params(entry)[1];
 
     let mut tsig = Signature::new(cc);
     tsig.params.push(AbiParam::new(I64));
@@ -311,61 +341,131 @@ fn build(
     csig.returns.push(AbiParam::new(I32));
     let csig = b.import_signature(csig);
 
-    // Leaving early: (status, index of the op) → the packed result.
-    let early = b.create_block();
-    b.append_block_param(early, I32);
-    b.append_block_param(early, I64);
-    b.set_cold_block(early);
+    // The hot block, then the other members of its region; each has its
+    // head (where its ops start) and its early exit: (status, index of
+    // the op) → the packed result.
+    let members: Vec<OpsRef> = std::iter::once(blk).chain(region.iter().copied()).collect();
+    let heads: Vec<Block> = members.iter().map(|_| b.create_block()).collect();
+    let earlies: Vec<Block> = members
+        .iter()
+        .map(|_| {
+            let e = b.create_block();
+            b.append_block_param(e, I32);
+            b.append_block_param(e, I64);
+            b.set_cold_block(e);
+            e
+        })
+        .collect();
+    // SAFETY: `compile`'s contract: every member is alive.
+    let starts: Vec<u64> = members
+        .iter()
+        .map(|m| unsafe { m.ops() }.first().map_or(u64::MAX, |o| o.ip))
+        .collect();
+    // Each member's edges: the members its last op's target or
+    // fall-through start.
+    let targets: Vec<Vec<usize>> = members
+        .iter()
+        .map(|m| {
+            // SAFETY: as above.
+            let last = unsafe { m.ops() }.last();
+            let to = last.map_or([u64::MAX; 2], Op::successors);
+            (0..members.len())
+                .filter(|&s| to.contains(&starts[s]))
+                .collect()
+        })
+        .collect();
+    b.ins().jump(heads[0], &[]);
 
     let cx = Cx {
         ex,
-        cpu,
         tsig,
         csig,
-        early,
+        early: Cell::new(earlies[0]),
         known: Cell::new(None),
         regs: RefCell::new(Regs::new()),
     };
     let mut called = 0;
-    for (i, op) in ops.iter().enumerate() {
-        if !emit::inline(&mut b, &cx, op, i)
-            && !emit_branch::inline(&mut b, &cx, op)
-            && !emit_ext::inline(&mut b, &cx, op, i)
-            && !emit_alu_mem::inline(&mut b, &cx, op, i)
-            && !emit_shift::inline(&mut b, &cx, op)
-            && !simd(&mut b, &cx, op, i)
-        {
-            cx.call_handler(&mut b, op, i);
-            cx.known.set(None);
-            called += 1;
-            // What pays to inline next: `FERROVISOR_LOG=x86::jit=trace`.
-            tracing::trace!(target: "x86::jit", code = ?op.insn.code(), "op called out");
+    for (j, &m) in members.iter().enumerate() {
+        // SAFETY: as above.
+        let ops = unsafe { m.ops() };
+        b.switch_to_block(heads[j]);
+        // Nothing is cached at a head: every edge stored and forgot.
+        cx.early.set(earlies[j]);
+        cx.known.set(None);
+        for (i, op) in ops.iter().enumerate() {
+            if !emit::inline(&mut b, &cx, op, i)
+                && !emit_branch::inline(&mut b, &cx, op)
+                && !emit_ext::inline(&mut b, &cx, op, i)
+                && !emit_alu_mem::inline(&mut b, &cx, op, i)
+                && !emit_shift::inline(&mut b, &cx, op)
+                && !simd(&mut b, &cx, op, i)
+            {
+                cx.call_handler(&mut b, op, i);
+                cx.known.set(None);
+                called += 1;
+                // What pays to inline next: `FERROVISOR_LOG=x86::jit=trace`.
+                tracing::trace!(target: "x86::jit", code = ?op.insn.code(), "op called out");
+            }
         }
+        // Ran to its end: on to a member of the region when the next RIP
+        // starts one, else chain to the successor's code when the run
+        // loop would run it next (`chain_emit`, over the block's `exit`
+        // record), else return to the run loop. `ops` is not empty
+        // (`compile`, `region`).
+        cx.sync(&mut b);
+        let last = &ops[ops.len() - 1];
+        if !targets[j].is_empty() {
+            let leave = b.create_block();
+            let nrip = if last.sets_rip {
+                let cpu = cx.cpu(&mut b);
+                b.ins().load(
+                    I64,
+                    cranelift_codegen::ir::MemFlagsData::trusted(),
+                    cpu,
+                    emit_branch::rip_off(),
+                )
+            } else {
+                b.ins().iconst(I64, last.next as i64)
+            };
+            for &s in &targets[j] {
+                let edge = b.create_block();
+                let other = b.create_block();
+                let hit = b.ins().icmp_imm_u(
+                    cranelift_codegen::ir::condcodes::IntCC::Equal,
+                    nrip,
+                    starts[s] as i64,
+                );
+                b.ins().brif(hit, edge, &[], other, &[]);
+                b.switch_to_block(edge);
+                super::chain_emit::edge(&mut b, &cx, last, starts[s], leave, heads[s]);
+                b.switch_to_block(other);
+            }
+            b.ins().jump(leave, &[]);
+            b.switch_to_block(leave);
+        }
+        super::exit::tail(&mut b, &cx, m);
     }
-    // Ran to its end: chain to the successor's code when the run loop
-    // would run it next (`chain_emit`, over the block's `exit` record),
-    // else return to the run loop. `ops` is not empty (`compile`).
-    cx.flush(&mut b);
-    super::exit::tail(&mut b, &cx, blk);
 
-    b.switch_to_block(early);
-    b.seal_block(early);
-    // The run loop finishes the block that left the chain.
-    super::exit::set_cur(&mut b, &cx, blk);
-    let st = b.block_params(early)[0];
-    let idx = b.block_params(early)[1];
-    // EXIT: the op ran (done = idx + 1); FAULT: it did not (done = idx).
-    let st64 = b.ins().uextend(I64, st);
-    let ran = b.ins().icmp_imm_u(
-        cranelift_codegen::ir::condcodes::IntCC::Equal,
-        st64,
-        status::EXIT as i64,
-    );
-    let ran = b.ins().uextend(I64, ran);
-    let done = b.ins().iadd(idx, ran);
-    let hi = b.ins().ishl_imm_u(st64, 32);
-    let r = b.ins().bor(hi, done);
-    b.ins().return_(&[r]);
+    for (j, &e) in earlies.iter().enumerate() {
+        b.switch_to_block(e);
+        // The run loop finishes the block that left the chain.
+        super::exit::set_cur(&mut b, &cx, members[j]);
+        let st = b.block_params(e)[0];
+        let idx = b.block_params(e)[1];
+        // EXIT: the op ran (done = idx + 1); FAULT: it did not (done = idx).
+        let st64 = b.ins().uextend(I64, st);
+        let ran = b.ins().icmp_imm_u(
+            cranelift_codegen::ir::condcodes::IntCC::Equal,
+            st64,
+            status::EXIT as i64,
+        );
+        let ran = b.ins().uextend(I64, ran);
+        let done = b.ins().iadd(idx, ran);
+        let hi = b.ins().ishl_imm_u(st64, 32);
+        let r = b.ins().bor(hi, done);
+        b.ins().return_(&[r]);
+    }
+    b.seal_all_blocks();
     b.finalize(fcfg);
     called
 }

@@ -82,7 +82,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
     let Some((alu, form, size)) = classify(op) else {
         return false;
     };
-    let cpu = cx.cpu;
+    let cpu = cx.cpu(b);
     let m = size_mask(size);
     let record = std::ptr::fn_addr_eq(op.h, op.hf);
     let miss = b.create_block();

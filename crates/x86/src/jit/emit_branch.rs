@@ -34,7 +34,7 @@ pub(super) struct Known {
     pub cf: Option<Value>,
 }
 
-fn rip_off() -> i32 {
+pub(super) fn rip_off() -> i32 {
     (std::mem::offset_of!(Cpu, state) + std::mem::offset_of!(crate::state::CpuState, rip)) as i32
 }
 
@@ -149,7 +149,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> bool {
     if insn.code_size() != CodeSize::Code64 || insn.has_lock_prefix() {
         return false;
     }
-    let cpu = cx.cpu;
+    let cpu = cx.cpu(b);
     if op.end == op.idx + 2 {
         return fused_cmp_jcc(b, cx, op);
     }
@@ -186,7 +186,7 @@ fn fused_cmp_jcc(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> bool {
         OpKind::Register | OpKind::Memory => return false,
         _ => true,
     };
-    let cpu = cx.cpu;
+    let cpu = cx.cpu(b);
     let m = size_mask(size);
     let get = |b: &mut FunctionBuilder<'_>, r: u8| cx.gpr_sized(b, r, size);
     let a = get(b, op.r0);

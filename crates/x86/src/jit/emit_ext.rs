@@ -161,7 +161,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
     let Some((shape, size)) = classify(op) else {
         return false;
     };
-    let cpu = cx.cpu;
+    let cpu = cx.cpu(b);
     let mask32 = |b: &mut FunctionBuilder<'_>, v: Value| {
         if size == 4 {
             b.ins().band_imm_u(v, 0xffff_ffff)

@@ -83,7 +83,8 @@ pub(super) fn linear(b: &mut FunctionBuilder<'_>, cpu: Value, op: &Op) -> Value 
 /// [`linear`] with the registers from the block's cache: call it on the
 /// main line.
 pub(super) fn linear_cached(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> Value {
-    linear_with(b, cx.cpu, op, |b, r| cx.gpr(b, r))
+    let cpu = cx.cpu(b);
+    linear_with(b, cpu, op, |b, r| cx.gpr(b, r))
 }
 
 fn linear_with(
@@ -169,7 +170,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
     let Some((shape, size)) = classify(op) else {
         return false;
     };
-    let cpu = cx.cpu;
+    let cpu = cx.cpu(b);
     let miss = b.create_block();
     let done = b.create_block();
     b.set_cold_block(miss);

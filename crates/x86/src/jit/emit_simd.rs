@@ -252,7 +252,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
     let Some(f) = classify(op) else {
         return false;
     };
-    let cpu = cx.cpu;
+    let cpu = cx.cpu(b);
     let slow = b.create_block();
     let done = b.create_block();
     b.set_cold_block(slow);

@@ -93,7 +93,7 @@ pub(super) fn pcmpistri_call(
     imm: u8,
     slow: Block,
 ) {
-    let cpu = cx.cpu;
+    let cpu = cx.cpu(b);
     let p = match src {
         Side::Vec(s) => b.ins().iadd_imm_s(cpu, lo_off(s) as i64),
         _ => host(b, cpu, op, 16, false, false, slow),

@@ -42,6 +42,8 @@ mod emit_simd_access;
 mod emit_simd_gpr;
 pub(crate) mod emit_simd_ops;
 mod exit;
+pub mod perfmap;
+pub(crate) mod region;
 mod regs;
 
 use std::cell::{Cell, OnceCell};
@@ -130,16 +132,44 @@ impl Entry {
 ///
 /// `f` was compiled on this thread and is alive; `ex` is the running
 /// `Exec` and `cpu` its CPU.
+///
+/// The trampoline is a System V function `(ex, cpu, f)`, called here with
+/// the CPU in the pinned register (r15) too, where compiled code reads
+/// it; r15 is callee-saved for the System V caller, but not in code
+/// compiled with a pinned register: hence the call from assembly, which
+/// declares it clobbered.
 #[inline]
 pub(crate) unsafe fn enter(f: Entry, ex: *mut u8, cpu: *mut u8) -> u64 {
-    type Tramp = unsafe extern "C" fn(*mut u8, *mut u8, *const u8) -> u64;
     // A block is compiled only after the trampoline was (`compile`).
     let Some(t) = compile::trampoline() else {
         unreachable!("a compiled block without a trampoline")
     };
-    // SAFETY: the trampoline was compiled with this signature; the
-    // caller's contract covers the block.
-    unsafe { std::mem::transmute::<*const u8, Tramp>(t)(ex, cpu, f.0) }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let r: u64;
+        // SAFETY: the trampoline was compiled with this signature and
+        // follows the C ABI but for r15 (clobbered, declared so); the
+        // caller's contract covers the block.
+        unsafe {
+            std::arch::asm!(
+                "call {t}",
+                t = in(reg) t,
+                in("rdi") ex,
+                in("rsi") cpu,
+                in("rdx") f.0,
+                inout("r15") cpu => _,
+                lateout("rax") r,
+                clobber_abi("C"),
+            );
+        }
+        r
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        // `compile::isa` compiles nothing on other hosts.
+        let _ = (f, ex, cpu, t);
+        unreachable!("compiled code on a host without a pinned register")
+    }
 }
 
 /// What a compiled block returns: the number of ops that ran in the low
@@ -167,6 +197,9 @@ pub(crate) struct Slot {
     /// The successors the compiled code chains to ([`exit`]), made with
     /// the code (its address is a constant in it).
     exits: OnceCell<Box<exit::Exits>>,
+    /// Copies of the other blocks of the code's region ([`region`]),
+    /// which the code runs (their ops' addresses are constants in it).
+    region: OnceCell<Box<[crate::opbuf::OpBuf]>>,
 }
 
 impl Clone for Slot {
@@ -185,6 +218,11 @@ impl Slot {
         Some(Entry(c.ptr()))
     }
 
+    /// Whole runs so far (saturated at the compile threshold).
+    pub(crate) fn runs(&self) -> u32 {
+        self.runs.get()
+    }
+
     /// Counts a whole run; true exactly once, when the block has run
     /// `hot` times.
     #[inline]
@@ -197,21 +235,30 @@ impl Slot {
         n + 1 == hot
     }
 
-    /// Host bytes of compiled code (with its exit record).
+    /// Host bytes of compiled code (with its exit records and its
+    /// region's copies).
     pub(crate) fn code_bytes(&self) -> usize {
+        let region = self.region.get().map_or(0, |r| {
+            r.iter()
+                .map(|b| b.bytes() + std::mem::size_of::<exit::Exits>())
+                .sum()
+        });
         self.code
             .get()
             .map_or(0, |c| c.bytes() + std::mem::size_of::<exit::Exits>())
+            + region
     }
 
-    /// Installs compiled code; returns its host bytes (with its exit
-    /// record).
-    pub(crate) fn set(&self, code: code::Code) -> usize {
-        let n = code.bytes() + std::mem::size_of::<exit::Exits>();
-        match self.code.set(code) {
-            Ok(()) => n,
-            Err(_) => 0,
+    /// Installs compiled code and the copies of its region's other
+    /// blocks; returns their host bytes ([`Slot::code_bytes`]).
+    pub(crate) fn set(&self, code: code::Code, region: Vec<crate::opbuf::OpBuf>) -> usize {
+        if self.code.set(code).is_err() {
+            return 0;
         }
+        if !region.is_empty() {
+            let _ = self.region.set(region.into_boxed_slice());
+        }
+        self.code_bytes()
     }
 
     /// The exit record of the block `blk` (whose slot this is), made at
@@ -239,8 +286,14 @@ pub(crate) unsafe extern "C" fn call_op(ex: *mut u8, op: *const Op) -> u32 {
     let (ex, op) = unsafe { (&mut *(ex as *mut Exec<'static>), &*op) };
     let r = (op.h)(ex, op);
     // A handler may change the chain key (CR3, INVLPG, a code write, the
-    // privilege): the inline chain step reads it from here.
-    ex.jit_watch.key = ex.chain_key();
+    // privilege): the chain stub reads it from here, and the block ends
+    // after the op, so that compiled code never goes on (along a
+    // region's edges, `region`) under a key it was not entered under.
+    let key = ex.chain_key();
+    if key != ex.jit_watch.key {
+        ex.jit_watch.key = key;
+        ex.c.block_exit = true;
+    }
     match r {
         Ok(()) => ex.c.block_exit as u32,
         Err(e) => {

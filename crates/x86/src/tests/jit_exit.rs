@@ -16,12 +16,14 @@ use crate::exec::Exec;
 use crate::{BlockDrop, Engine};
 
 /// A guest on `engine`, every block compiled the first time it runs
-/// whole, chains unbounded.
+/// whole and alone (no region: every step goes through the stub and the
+/// exit records these tests look at), chains unbounded.
 fn guest(engine: Engine) -> Guest {
     let mut g = Guest::long64();
     g.cpu.set_engine(engine);
     g.cpu.jit_hot = 1;
     g.cpu.jit_chain = u32::MAX;
+    g.cpu.jit_region = 1;
     g
 }
 

@@ -14,6 +14,7 @@ mod jit_exit;
 mod jit_ext;
 mod jit_narrow;
 mod jit_regcache;
+mod jit_region;
 mod jit_simd;
 mod mmx;
 mod modes;

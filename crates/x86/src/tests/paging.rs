@@ -256,3 +256,48 @@ fn invlpg_of_a_code_page_runs_the_new_mapping() {
         assert_eq!((g.reg(8), g.reg(9)), (3, 4));
     });
 }
+
+/// A loop of two blocks compiled as one region (`jit::region`) remaps
+/// its own code page (a PTE write and an INVLPG, which moves the chain
+/// key): the next block runs the new page's code, not the region's copy
+/// of the old one, on both engines.
+#[test]
+fn a_region_that_remaps_its_own_page_runs_the_new_code() {
+    super::on_both_engines(|| {
+        let mut g = paged_guest();
+        let (old, new) = (WIN + 0x6000, WIN + 0x7000);
+        // The same loop in both pages but for what `b` adds to r9.
+        let program = |add: i32| {
+            move |a: &mut CodeAssembler| -> Result<(), IcedError> {
+                let (mut top, mut b) = (a.create_label(), a.create_label());
+                a.set_label(&mut top)?;
+                a.add(r8, 1)?;
+                a.cmp(r8, 300)?;
+                a.jne(b)?;
+                a.mov(rdi, PT + 6 * 8)?;
+                a.mov(rbx, new | 3)?;
+                a.mov(qword_ptr(rdi), rbx)?;
+                a.invlpg(byte_ptr(old))?;
+                a.jmp(b)?;
+                a.set_label(&mut b)?;
+                a.add(r9, add)?;
+                a.cmp(r8, 600)?;
+                a.jne(top)?;
+                a.hlt()
+            }
+        };
+        g.code_at(old, program(1));
+        g.code_at(new, program(100));
+        g.code(|a| {
+            a.mov(rax, old)?;
+            a.jmp(rax)
+        });
+        g.run_to_hlt();
+        assert_eq!(g.reg(8), 600);
+        assert_eq!(
+            g.reg(9),
+            299 + 301 * 100,
+            "b after the remap ran the new page"
+        );
+    });
+}

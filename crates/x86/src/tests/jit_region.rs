@@ -1,0 +1,235 @@
+//! Regions (`jit::region`): loops of small blocks in one page compiled as
+//! one function, against the interpreter and against regions turned off:
+//! the loops, a fault inside a member, members evicted while their region
+//! runs, the chain bound on a region's edges.
+
+use iced_x86::code_asm::*;
+use iced_x86::IcedError;
+
+use super::*;
+use crate::Engine;
+
+/// A guest on `engine`, every block compiled the first time it runs
+/// whole, regions of up to `region` blocks.
+fn guest(engine: Engine, region: usize) -> Guest {
+    let mut g = Guest::long64();
+    g.cpu.set_engine(engine);
+    g.cpu.jit_hot = 1;
+    g.cpu.jit_region = region;
+    g
+}
+
+fn jit_or_skip() -> bool {
+    if !Engine::jit_available() {
+        eprintln!("no JIT on this host: skipped");
+    }
+    Engine::jit_available()
+}
+
+/// Registers, flags, RIP and the retired count are the interpreter's.
+fn same(i: &Guest, j: &Guest) {
+    assert_eq!(j.cpu.state.gpr, i.cpu.state.gpr);
+    assert_eq!(j.cpu.state.rip, i.cpu.state.rip);
+    assert_eq!(j.cpu.state.rflags(), i.cpu.state.rflags());
+    assert_eq!(j.cpu.instructions_retired(), i.cpu.instructions_retired());
+}
+
+/// A loop of four blocks (a conditional inside, a byte scan that loops
+/// on itself, flags read across a block boundary by INC's carry and a
+/// Jcc) runs inside one region, and ends as the interpreter and the JIT
+/// without regions end.
+#[test]
+fn a_loop_of_blocks_runs_inside_its_region() {
+    if !jit_or_skip() {
+        return;
+    }
+    let program = |a: &mut CodeAssembler| -> Result<(), IcedError> {
+        let (mut top, mut odd, mut join, mut scan) = (
+            a.create_label(),
+            a.create_label(),
+            a.create_label(),
+            a.create_label(),
+        );
+        // A zero-terminated run of 5 bytes at DATA.
+        a.mov(rdi, DATA)?;
+        a.mov(rax, 0x0005_0505_0505_u64)?;
+        a.mov(qword_ptr(rdi), rax)?;
+        a.xor(eax, eax)?;
+        a.mov(ecx, 3000u32)?;
+        a.set_label(&mut top)?;
+        a.test(cl, 1)?;
+        a.jnz(odd)?;
+        a.add(rbx, 7)?;
+        a.jmp(join)?;
+        a.set_label(&mut odd)?;
+        a.sub(rbx, 3)?;
+        a.stc()?;
+        a.set_label(&mut join)?;
+        a.mov(rsi, rdi)?;
+        a.set_label(&mut scan)?;
+        a.inc(rsi)?; // keeps CF (the block's first op: no known flags)
+        a.cmp(byte_ptr(rsi), 0)?;
+        a.jne(scan)?;
+        a.adc(rdx, rsi)?;
+        a.dec(ecx)?;
+        a.jnz(top)?;
+        a.hlt()
+    };
+    let run = |engine, region| {
+        let mut g = guest(engine, region);
+        g.code(program);
+        assert_eq!(g.run(), CpuExit::Halt);
+        g
+    };
+    let i = run(Engine::Interp, 8);
+    let alone = run(Engine::Jit, 1);
+    let j = run(Engine::Jit, 8);
+    same(&i, &alone);
+    same(&i, &j);
+    let c = j.cpu.cache_counters();
+    assert!(c.jit_region_blocks.get() > 0, "no block joined a region");
+    // Every pass takes the edges back to the top and the scan's own.
+    assert!(
+        c.jit_local_jumps.get() > 3 * 2000,
+        "local jumps {}",
+        c.jit_local_jumps.get()
+    );
+    // Alone, only the scan loops on itself (3 times a pass); in the
+    // region the loop's other edges (5 a pass) are local too.
+    let own = alone.cpu.cache_counters().jit_local_jumps.get();
+    assert!(
+        c.jit_local_jumps.get() > own + 3 * 3000,
+        "local jumps {} (alone {own})",
+        c.jit_local_jumps.get()
+    );
+}
+
+/// A page fault in a member of a region, after cached writes in the same
+/// member: the frame's RIP, the registers and the retired count are the
+/// interpreter's.
+#[test]
+fn a_fault_inside_a_region_is_exact() {
+    if !jit_or_skip() {
+        return;
+    }
+    let run = |engine| {
+        let mut g = guest(engine, 8);
+        g.gate64(14, HANDLERS, 0, 0, false);
+        g.code_at(HANDLERS, |a| a.hlt());
+        g.code(|a| {
+            let (mut top, mut b) = (a.create_label(), a.create_label());
+            a.mov(ecx, 400u32)?;
+            a.mov(rdx, DATA)?;
+            a.mov(r8, 0x1_0000_0000u64)?; // beyond the 4 GiB identity map
+            a.set_label(&mut top)?;
+            a.add(rax, 1)?;
+            a.cmp(rax, 1_000_000)?;
+            a.jne(b)?;
+            a.hlt()?;
+            a.set_label(&mut b)?;
+            a.add(rsi, 3)?;
+            a.mov(rdi, qword_ptr(rdx))?; // faults on the 401st pass
+            a.add(rsi, 4)?;
+            a.dec(ecx)?;
+            a.cmovz(rdx, r8)?;
+            a.jmp(top)
+        });
+        assert_eq!(g.run(), CpuExit::Halt);
+        g
+    };
+    let i = run(Engine::Interp);
+    let j = run(Engine::Jit);
+    assert!(j.cpu.cache_counters().jit_local_jumps.get() > 300);
+    assert_eq!(j.reg(0), 401);
+    assert_eq!(j.reg(6), 401 * 3 + 400 * 4, "b ran up to the load");
+    assert_eq!(j.cpu.state.cr2, 0x1_0000_0000);
+    let rip = j.bus.read_u64(j.reg(4) + 8);
+    assert_eq!(rip, i.bus.read_u64(i.reg(4) + 8), "frame RIP");
+    same(&i, &j);
+}
+
+/// Members of a region evicted from the block cache while the region's
+/// code runs them: the region runs its own copies, freed with it, and
+/// ends as the interpreter.
+#[test]
+fn members_evicted_under_their_region() {
+    if !jit_or_skip() {
+        return;
+    }
+    let program = |a: &mut CodeAssembler| -> Result<(), IcedError> {
+        let (mut outer, mut top, mut b) = (a.create_label(), a.create_label(), a.create_label());
+        a.mov(r9d, 6u32)?;
+        a.set_label(&mut outer)?;
+        a.mov(ecx, 200u32)?;
+        a.set_label(&mut top)?;
+        a.add(rbx, rcx)?;
+        a.test(cl, 3)?;
+        a.jz(b)?;
+        a.xor(rbx, rax)?;
+        a.set_label(&mut b)?;
+        a.dec(ecx)?;
+        a.jnz(top)?;
+        // Many blocks after the loop: they evict the loop's blocks.
+        for k in 0..200 {
+            let mut next = a.create_label();
+            a.add(rax, k + 1)?;
+            a.jmp(next)?;
+            a.set_label(&mut next)?;
+        }
+        a.dec(r9d)?;
+        a.jnz(outer)?;
+        a.hlt()
+    };
+    let run = |engine| {
+        let mut g = guest(engine, 8);
+        g.cpu.blocks.set_budget(48 << 10);
+        g.code(program);
+        assert_eq!(g.run(), CpuExit::Halt);
+        g
+    };
+    let i = run(Engine::Interp);
+    let j = run(Engine::Jit);
+    same(&i, &j);
+    let c = j.cpu.cache_counters();
+    assert!(c.drops(crate::BlockDrop::Evicted) > 100);
+    assert!(c.jit_region_blocks.get() > 0);
+    assert!(c.jit_local_jumps.get() > 6 * 150);
+}
+
+/// The chain bound holds on a region's edges: a loop of two blocks is
+/// entered from the run loop at least once every `jit_chain` blocks.
+#[test]
+fn region_edges_count_in_the_chain_bound() {
+    if !jit_or_skip() {
+        return;
+    }
+    let mut g = guest(Engine::Jit, 8);
+    g.cpu.jit_chain = 16;
+    g.code(|a| {
+        let (mut top, mut b) = (a.create_label(), a.create_label());
+        a.mov(ecx, 8000u32)?;
+        a.set_label(&mut top)?;
+        a.add(rax, 1)?;
+        a.test(cl, 1)?;
+        a.jz(b)?;
+        a.add(rbx, 1)?;
+        a.set_label(&mut b)?;
+        a.dec(ecx)?;
+        a.jnz(top)?;
+        a.hlt()
+    });
+    assert_eq!(g.run(), CpuExit::Halt);
+    assert_eq!((g.reg(0), g.reg(3)), (8000, 4000));
+    let c = g.cpu.cache_counters();
+    assert!(
+        c.jit_local_jumps.get() > 8000,
+        "{}",
+        c.jit_local_jumps.get()
+    );
+    let entered = c.jit_block_runs.get() - c.jit_chained.get();
+    // 16 000 blocks, at most 16 an entry.
+    assert!(
+        entered >= 16_000 / 16,
+        "entered from the run loop {entered}"
+    );
+}
