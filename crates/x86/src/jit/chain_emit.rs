@@ -198,8 +198,8 @@ fn step(b: &mut FunctionBuilder<'_>, args: [Value; 5], slow_at: i64) {
         .load(I64, cpu_mem(), ex, watch_off(offset_of!(Watch, signals)));
     let bits = b.ins().load(I32, cpu_mem(), p, 0);
     check(b, bits, true);
-    // Either entry of the record: its RIP this one, its key the current
-    // one (each word loaded at once: the compares only steer the
+    // Any entry of the record: its RIP this one, its key the current
+    // one (each entry's words loaded at once: the compares only steer the
     // predicted branches, the successor's address does not wait on them).
     let key = b
         .ins()
@@ -207,7 +207,7 @@ fn step(b: &mut FunctionBuilder<'_>, args: [Value; 5], slow_at: i64) {
     let (rip_at, key_at, entry_at) = super::exit::offsets();
     let go = b.create_block();
     b.append_block_param(go, I64);
-    for i in 0..2 {
+    for i in 0..super::exit::WAYS {
         let off = (i * super::exit::STRIDE) as i32;
         let r = b.ins().load(I64, cpu_mem(), rec, off + rip_at);
         let k = b.ins().load(I64, cpu_mem(), rec, off + key_at);
@@ -215,9 +215,10 @@ fn step(b: &mut FunctionBuilder<'_>, args: [Value; 5], slow_at: i64) {
         let r = b.ins().bxor(r, rip);
         let k = b.ins().bxor(k, key);
         let differ = b.ins().bor(r, k);
-        let miss = if i == 0 { b.create_block() } else { slow };
+        let last = i + 1 == super::exit::WAYS;
+        let miss = if last { slow } else { b.create_block() };
         b.ins().brif(differ, miss, &[], go, &[BlockArg::Value(e)]);
-        if i == 0 {
+        if !last {
             b.switch_to_block(miss);
             b.seal_block(miss);
         }

@@ -3,8 +3,8 @@
 //! their own rather than in the block's last op.
 //!
 //! Each compiled block has one ([`Exits`], its address a constant in the
-//! block's code, passed to the stub): the last two successors it chained
-//! to, each as (RIP, the chain key it was linked under, the successor's
+//! block's code, passed to the stub): the last [`WAYS`] successors it
+//! chained to, each as (RIP, the chain key it was linked under, the successor's
 //! code), and the block's ops (what `Exec::jit_cur` becomes when the
 //! chain leaves through this block's slow path). Phase 4's stub read the
 //! two 48-byte links of the last op, which sit in the middle of ~200-byte
@@ -48,11 +48,15 @@ impl Default for Exit {
     }
 }
 
-/// A compiled block's exit record: its last two successors, the most
-/// recent first, then its ops; one cache line.
+/// Successors an exit record holds: a conditional branch has two, a
+/// return from a function called from several places more.
+pub(super) const WAYS: usize = 4;
+
+/// A compiled block's exit record: its last [`WAYS`] successors, the
+/// most recent first, then its ops; two cache lines.
 #[repr(C, align(64))]
 pub(crate) struct Exits {
-    exits: [Exit; 2],
+    exits: [Exit; WAYS],
     ops: OpsRef,
 }
 
@@ -86,23 +90,30 @@ impl Exits {
     /// block under the current key: `chain::next`).
     pub(crate) fn note(&self, rip: u64, key: u64, entry: u64) {
         debug_assert!(key != 0 && key != crate::block::NO_KEY && entry != 0);
-        let [a, b] = &self.exits;
-        if a.rip.get() != rip {
-            // The first one moves to the second place.
-            b.rip.set(a.rip.get());
-            b.key.set(a.key.get());
-            b.entry.set(a.entry.get());
+        // The entry for `rip`, or the oldest, is replaced; the ones
+        // before it move one place down, the new one goes first.
+        let e = &self.exits;
+        let at = e
+            .iter()
+            .position(|x| x.rip.get() == rip)
+            .unwrap_or(WAYS - 1);
+        for k in (1..=at).rev() {
+            e[k].rip.set(e[k - 1].rip.get());
+            e[k].key.set(e[k - 1].key.get());
+            e[k].entry.set(e[k - 1].entry.get());
         }
-        a.rip.set(rip);
-        a.key.set(key);
-        a.entry.set(entry);
+        e[0].rip.set(rip);
+        e[0].key.set(key);
+        e[0].entry.set(entry);
     }
 
     #[cfg(test)]
-    pub(crate) fn entries(&self) -> [(u64, u64, u64); 2] {
+    pub(crate) fn entries(&self) -> Vec<(u64, u64, u64)> {
         self.exits
-            .each_ref()
+            .iter()
+            .filter(|e| e.rip.get() != u64::MAX)
             .map(|e| (e.rip.get(), e.key.get(), e.entry.get()))
+            .collect()
     }
 }
 

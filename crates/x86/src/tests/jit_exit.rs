@@ -320,3 +320,41 @@ fn a_small_block_ends_in_one_tail_call() {
     assert_eq!(jumps, 1);
     assert!(len <= 160, "{len} bytes");
 }
+
+/// A function called from three places in a loop: its RET block's record
+/// holds all three return sites, so that the steady state chains without
+/// the slow path (a record of two ways missed on every return).
+#[test]
+fn a_return_to_three_callers_chains_through_the_record() {
+    if !jit_or_skip() {
+        return;
+    }
+    let mut g = guest(Engine::Jit);
+    g.code(|a| {
+        let (mut top, mut f) = (a.create_label(), a.create_label());
+        a.mov(ecx, 3000u32)?;
+        a.set_label(&mut top)?;
+        a.call(f)?;
+        a.add(rbx, 1)?;
+        a.call(f)?;
+        a.add(rbx, 2)?;
+        a.call(f)?;
+        a.add(rbx, 3)?;
+        a.dec(ecx)?;
+        a.jnz(top)?;
+        a.hlt()?;
+        a.set_label(&mut f)?;
+        a.add(rax, 1)?;
+        a.ret()
+    });
+    assert_eq!(g.run(), CpuExit::Halt);
+    assert_eq!((g.reg(0), g.reg(3)), (9000, 18000));
+    let c = g.cpu.cache_counters();
+    // 21 000 block steps; the first pass links each site once.
+    assert!(c.jit_chained.get() > 20_000, "{}", c.jit_chained.get());
+    assert!(
+        c.jit_chain_slow.get() < 100,
+        "slow steps {}",
+        c.jit_chain_slow.get()
+    );
+}
