@@ -52,12 +52,7 @@ pub(crate) const CHAIN_MAX: u32 = 1024;
 /// process.
 pub(crate) fn max() -> u32 {
     static N: OnceLock<u32> = OnceLock::new();
-    *N.get_or_init(|| {
-        std::env::var("FERROVISOR_JIT_CHAIN")
-            .ok()
-            .and_then(|v| v.parse::<u32>().ok())
-            .map_or(CHAIN_MAX, |n| n.max(1))
-    })
+    *N.get_or_init(|| super::knob("FERROVISOR_JIT_CHAIN", CHAIN_MAX))
 }
 
 /// What the chain step of compiled code reads besides the CPU and the

@@ -67,12 +67,16 @@ pub(crate) const HOT: u32 = 2048;
 /// set, else [`HOT`]; read once per process.
 pub(crate) fn hot() -> u32 {
     static N: OnceLock<u32> = OnceLock::new();
-    *N.get_or_init(|| {
-        std::env::var("FERROVISOR_JIT_HOT")
-            .ok()
-            .and_then(|v| v.parse::<u32>().ok())
-            .map_or(HOT, |n| n.max(1))
-    })
+    *N.get_or_init(|| knob("FERROVISOR_JIT_HOT", HOT))
+}
+
+/// A positive tuning knob: the environment variable `name` as a number
+/// (at least 1) when set and valid, else `default`.
+pub(crate) fn knob<T: std::str::FromStr + Ord + From<u8>>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse::<T>().ok())
+        .map_or(default, |n| n.max(T::from(1)))
 }
 
 /// Which engine runs guest code.

@@ -37,12 +37,7 @@ const REGION_OPS: usize = 192;
 /// process (`Cpu::jit_region`).
 pub(crate) fn max() -> usize {
     static N: OnceLock<usize> = OnceLock::new();
-    *N.get_or_init(|| {
-        std::env::var("FERROVISOR_JIT_REGION")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .map_or(REGION_BLOCKS, |n| n.max(1))
-    })
+    *N.get_or_init(|| super::knob("FERROVISOR_JIT_REGION", REGION_BLOCKS))
 }
 
 /// Whole runs that make a block warm enough to join a region, for a

@@ -16,13 +16,6 @@ fn guest(engine: Engine) -> Guest {
     g
 }
 
-fn jit_or_skip() -> bool {
-    if !Engine::jit_available() {
-        eprintln!("no JIT on this host: skipped");
-    }
-    Engine::jit_available()
-}
-
 /// A #PF on a load in the middle of a compiled block: the inline ops
 /// before it have run, the ones after it have not, the frame holds the
 /// load's RIP, the retired count is the interpreter's.

@@ -17,21 +17,6 @@ fn guest(engine: Engine) -> Guest {
     g
 }
 
-fn jit_or_skip() -> bool {
-    if !Engine::jit_available() {
-        eprintln!("no JIT on this host: skipped");
-    }
-    Engine::jit_available()
-}
-
-/// Registers, flags and the retired count are the interpreter's.
-fn same(i: &Guest, j: &Guest) {
-    assert_eq!(j.cpu.state.gpr, i.cpu.state.gpr);
-    assert_eq!(j.cpu.state.rip, i.cpu.state.rip);
-    assert_eq!(j.cpu.state.rflags(), i.cpu.state.rflags());
-    assert_eq!(j.cpu.instructions_retired(), i.cpu.instructions_retired());
-}
-
 /// Direct jumps, both sides of a conditional branch, fall-through, CALL
 /// and RET: the compiled blocks chain (and do not with a bound of 1) and
 /// end where the interpreter does.
@@ -78,13 +63,13 @@ fn chained_blocks_match_the_interpreter() {
     };
     let i = run(Engine::Interp, 128);
     let j = run(Engine::Jit, 128);
-    same(&i, &j);
+    assert_same_cpu_state(&i, &j);
     let c = j.cpu.cache_counters();
     // ~5 blocks an iteration, 2000 iterations.
     let chained = c.jit_chained.get();
     assert!(chained > 8_000, "chained {chained}");
     let off = run(Engine::Jit, 1);
-    same(&i, &off);
+    assert_same_cpu_state(&i, &off);
     assert_eq!(off.cpu.cache_counters().jit_chained.get(), 0);
     assert!(off.cpu.cache_counters().jit_block_runs.get() > 8_000);
 }
@@ -133,7 +118,7 @@ fn page_fault_in_a_chained_block_is_exact() {
     let insn: Vec<u8> = (0..3).map(|k| j.bus.read_u8(rip + k)).collect();
     assert_eq!(insn, [0x48, 0x8b, 0x3a], "frame RIP {rip:#x}");
     assert_eq!(rip, i.bus.read_u64(i.reg(4) + 8));
-    same(&i, &j);
+    assert_same_cpu_state(&i, &j);
 }
 
 /// A block rewrites the immediate of the block on another page it jumps
@@ -169,7 +154,7 @@ fn code_written_under_a_chain_is_not_chained_to() {
     let i = run(Engine::Interp);
     let j = run(Engine::Jit);
     assert_eq!(i.reg(3), (1..=40).sum::<u64>());
-    same(&i, &j);
+    assert_same_cpu_state(&i, &j);
     let c = j.cpu.cache_counters();
     assert!(c.drops(BlockDrop::CodeWrite) >= 39);
     assert!(c.jit_chained.get() >= 30, "chained {}", c.jit_chained.get());
@@ -201,7 +186,7 @@ fn the_instruction_budget_stops_a_chain_exactly() {
         };
         let i = run(Engine::Interp);
         let j = run(Engine::Jit);
-        same(&i, &j);
+        assert_same_cpu_state(&i, &j);
         assert!(j.cpu.instructions_retired() <= max);
         assert!(j.cpu.cache_counters().jit_chained.get() > max / 10);
     }
@@ -246,7 +231,7 @@ fn eviction_while_chained() {
     };
     let i = run(Engine::Interp);
     let j = run(Engine::Jit);
-    same(&i, &j);
+    assert_same_cpu_state(&i, &j);
     let c = j.cpu.cache_counters();
     assert!(
         c.drops(BlockDrop::Evicted) > 100,

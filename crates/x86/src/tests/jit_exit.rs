@@ -27,20 +27,6 @@ fn guest(engine: Engine) -> Guest {
     g
 }
 
-fn jit_or_skip() -> bool {
-    if !Engine::jit_available() {
-        eprintln!("no JIT on this host: skipped");
-    }
-    Engine::jit_available()
-}
-
-fn same(i: &Guest, j: &Guest) {
-    assert_eq!(j.cpu.state.gpr, i.cpu.state.gpr);
-    assert_eq!(j.cpu.state.rip, i.cpu.state.rip);
-    assert_eq!(j.cpu.state.rflags(), i.cpu.state.rflags());
-    assert_eq!(j.cpu.instructions_retired(), i.cpu.instructions_retired());
-}
-
 /// The 2 MiB page at V is remapped between two physical pages holding
 /// different code at the same RIP, with INVLPG, before every jump to it:
 /// no link made under the old TLB generation is followed, each pass
@@ -77,7 +63,7 @@ fn a_link_made_before_invlpg_is_not_followed() {
     let i = run(Engine::Interp);
     let j = run(Engine::Jit);
     assert_eq!(i.reg(3), 150 * 1000 + 150);
-    same(&i, &j);
+    assert_same_cpu_state(&i, &j);
     // (INVLPG ends its block, and every pass runs under a new key: no
     // block is chained to.)
 }
@@ -220,7 +206,7 @@ fn the_budget_is_exact_near_its_end() {
         };
         let i = run(Engine::Interp);
         let j = run(Engine::Jit);
-        same(&i, &j);
+        assert_same_cpu_state(&i, &j);
         assert!(j.cpu.instructions_retired() <= 3 * max);
     }
 }

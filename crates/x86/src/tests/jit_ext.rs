@@ -15,13 +15,6 @@ fn guest(engine: Engine) -> Guest {
     g
 }
 
-fn jit_or_skip() -> bool {
-    if !Engine::jit_available() {
-        eprintln!("no JIT on this host: skipped");
-    }
-    Engine::jit_available()
-}
-
 type Program = fn(&mut CodeAssembler) -> Result<(), IcedError>;
 
 /// Runs `program` (at CODE, HLT at its end) on both engines and checks

@@ -19,21 +19,6 @@ fn guest(engine: Engine, region: usize) -> Guest {
     g
 }
 
-fn jit_or_skip() -> bool {
-    if !Engine::jit_available() {
-        eprintln!("no JIT on this host: skipped");
-    }
-    Engine::jit_available()
-}
-
-/// Registers, flags, RIP and the retired count are the interpreter's.
-fn same(i: &Guest, j: &Guest) {
-    assert_eq!(j.cpu.state.gpr, i.cpu.state.gpr);
-    assert_eq!(j.cpu.state.rip, i.cpu.state.rip);
-    assert_eq!(j.cpu.state.rflags(), i.cpu.state.rflags());
-    assert_eq!(j.cpu.instructions_retired(), i.cpu.instructions_retired());
-}
-
 /// A loop of four blocks (a conditional inside, a byte scan that loops
 /// on itself, flags read across a block boundary by INC's carry and a
 /// Jcc) runs inside one region, and ends as the interpreter and the JIT
@@ -84,8 +69,8 @@ fn a_loop_of_blocks_runs_inside_its_region() {
     let i = run(Engine::Interp, 8);
     let alone = run(Engine::Jit, 1);
     let j = run(Engine::Jit, 8);
-    same(&i, &alone);
-    same(&i, &j);
+    assert_same_cpu_state(&i, &alone);
+    assert_same_cpu_state(&i, &j);
     let c = j.cpu.cache_counters();
     assert!(c.jit_region_blocks.get() > 0, "no block joined a region");
     // Every pass takes the edges back to the top and the scan's own.
@@ -145,7 +130,7 @@ fn a_fault_inside_a_region_is_exact() {
     assert_eq!(j.cpu.state.cr2, 0x1_0000_0000);
     let rip = j.bus.read_u64(j.reg(4) + 8);
     assert_eq!(rip, i.bus.read_u64(i.reg(4) + 8), "frame RIP");
-    same(&i, &j);
+    assert_same_cpu_state(&i, &j);
 }
 
 /// Members of a region evicted from the block cache while the region's
@@ -189,7 +174,7 @@ fn members_evicted_under_their_region() {
     };
     let i = run(Engine::Interp);
     let j = run(Engine::Jit);
-    same(&i, &j);
+    assert_same_cpu_state(&i, &j);
     let c = j.cpu.cache_counters();
     assert!(c.drops(crate::BlockDrop::Evicted) > 100);
     assert!(c.jit_region_blocks.get() > 0);

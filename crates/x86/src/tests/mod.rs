@@ -233,7 +233,14 @@ pub fn setup_tables(bus: &mut TestBus) -> u64 {
     lo
 }
 
-/// Assembles 64-bit code at `ip`.
+/// Whether the JIT runs on this host; says so when a test is skipped.
+pub fn jit_or_skip() -> bool {
+    if !crate::Engine::jit_available() {
+        eprintln!("no JIT on this host: skipped");
+    }
+    crate::Engine::jit_available()
+}
+
 /// The JIT ran compiled code in `j`, and left registers, RIP, RFLAGS,
 /// CR2 and the retired count as the interpreter did in `i`.
 pub fn assert_same_cpu_state(i: &Guest, j: &Guest) {
@@ -246,6 +253,7 @@ pub fn assert_same_cpu_state(i: &Guest, j: &Guest) {
     assert_eq!(j.cpu.instructions_retired(), i.cpu.instructions_retired());
 }
 
+/// Assembles 64-bit code at `ip`.
 pub fn asm64(
     ip: u64,
     f: impl FnOnce(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>,
