@@ -31,7 +31,7 @@ use std::mem::offset_of;
 
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::{
-    condcodes::IntCC, types::I32, types::I64, AbiParam, BlockArg, Function, InstBuilder,
+    condcodes::IntCC, types::I32, types::I64, AbiParam, Block, BlockArg, Function, InstBuilder,
     MemFlagsData, Signature, UserFuncName, Value,
 };
 use cranelift_codegen::isa::CallConv;
@@ -170,34 +170,7 @@ fn step(b: &mut FunctionBuilder<'_>, args: [Value; 5], slow_at: i64) {
 
     let slow = b.create_block();
     b.set_cold_block(slow);
-    // Each check continues in a new block or goes to `slow`.
-    let check = |b: &mut FunctionBuilder<'_>, go_on: Value, to_slow: bool| {
-        let go = b.create_block();
-        if to_slow {
-            b.ins().brif(go_on, slow, &[], go, &[]);
-        } else {
-            b.ins().brif(go_on, go, &[], slow, &[]);
-        }
-        b.switch_to_block(go);
-        b.seal_block(go);
-    };
-    // The chain bound.
-    let left_off = ex_off(offset_of!(Exec<'static>, jit_chain_left));
-    let left = b.ins().load(I32, cpu_mem(), ex, left_off);
-    let ok = b.ins().icmp_imm_u(IntCC::UnsignedGreaterThan, left, 1);
-    check(b, ok, false);
-    // The budget: any block fits below `fast_end` (0: a window wanted).
-    let fast_end = b
-        .ins()
-        .load(I64, cpu_mem(), ex, watch_off(offset_of!(Watch, fast_end)));
-    let fits = b.ins().icmp(IntCC::UnsignedLessThan, icount, fast_end);
-    check(b, fits, false);
-    // Nothing pending: no kick, flush request or code change (one word).
-    let p = b
-        .ins()
-        .load(I64, cpu_mem(), ex, watch_off(offset_of!(Watch, signals)));
-    let bits = b.ins().load(I32, cpu_mem(), p, 0);
-    check(b, bits, true);
+    let left = guards(b, ex, icount, slow);
     // Any entry of the record: its RIP this one, its key the current
     // one (each entry's words loaded at once: the compares only steer the
     // predicted branches, the successor's address does not wait on them).
@@ -226,17 +199,7 @@ fn step(b: &mut FunctionBuilder<'_>, args: [Value; 5], slow_at: i64) {
     b.switch_to_block(go);
     b.seal_block(go);
     let entry = b.block_params(go)[0];
-    // `next`'s commit: one block less, the successor's count base
-    // (`block_exit` is clear: a block that set it left early; `jit_cur`
-    // is stored by the block that leaves the chain).
-    let left = b.ins().iadd_imm_s(left, -1);
-    b.ins().store(cpu_mem(), left, ex, left_off);
-    b.ins().store(
-        cpu_mem(),
-        icount,
-        ex,
-        ex_off(offset_of!(Exec<'static>, icount0)),
-    );
+    commit(b, ex, left, icount);
     let bsig = b.import_signature(super::compile::block_sig());
     b.ins().return_call_indirect(bsig, entry, &[ex, cpu]);
 
@@ -246,6 +209,55 @@ fn step(b: &mut FunctionBuilder<'_>, args: [Value; 5], slow_at: i64) {
     let f = b.ins().iconst(I64, slow_at);
     b.ins()
         .return_call_indirect(ssig, f, &[ex, cpu, rec, nrip, meta]);
+}
+
+/// The checks of a chain step's common case, which every step makes
+/// before it goes on (the stub's, a region's edges): the chain bound,
+/// the budget (any block fits below `Watch::fast_end`, 0 when a window is
+/// wanted), and one word for everything asynchronous (a kick, a flush
+/// request, another CPU's code change); each failure branches to `fail`.
+/// Returns the chain bound's count for [`commit`].
+fn guards(b: &mut FunctionBuilder<'_>, ex: Value, icount: Value, fail: Block) -> Value {
+    let check = |b: &mut FunctionBuilder<'_>, go_on: Value| {
+        let go = b.create_block();
+        b.ins().brif(go_on, go, &[], fail, &[]);
+        b.switch_to_block(go);
+        b.seal_block(go);
+    };
+    let left = b.ins().load(I32, cpu_mem(), ex, left_off());
+    let ok = b.ins().icmp_imm_u(IntCC::UnsignedGreaterThan, left, 1);
+    check(b, ok);
+    let fast_end = b
+        .ins()
+        .load(I64, cpu_mem(), ex, watch_off(offset_of!(Watch, fast_end)));
+    let fits = b.ins().icmp(IntCC::UnsignedLessThan, icount, fast_end);
+    check(b, fits);
+    let p = b
+        .ins()
+        .load(I64, cpu_mem(), ex, watch_off(offset_of!(Watch, signals)));
+    let bits = b.ins().load(I32, cpu_mem(), p, 0);
+    let quiet = b.ins().icmp_imm_u(IntCC::Equal, bits, 0);
+    check(b, quiet);
+    left
+}
+
+/// `next`'s commit of a chain step: one block less (`left` from
+/// [`guards`]), the successor's count base `icount` (`block_exit` is
+/// clear: a block that set it left early; `jit_cur` is stored by the
+/// block that leaves the chain).
+fn commit(b: &mut FunctionBuilder<'_>, ex: Value, left: Value, icount: Value) {
+    let left = b.ins().iadd_imm_s(left, -1);
+    b.ins().store(cpu_mem(), left, ex, left_off());
+    b.ins().store(
+        cpu_mem(),
+        icount,
+        ex,
+        ex_off(offset_of!(Exec<'static>, icount0)),
+    );
+}
+
+fn left_off() -> i32 {
+    ex_off(offset_of!(Exec<'static>, jit_chain_left))
 }
 
 /// The slow stub's body: [`super::chain::next`], the reference, then a
@@ -291,35 +303,18 @@ pub(super) fn edge(
     cx: &Cx,
     last: &Op,
     to: u64,
-    leave: cranelift_codegen::ir::Block,
-    head: cranelift_codegen::ir::Block,
+    leave: Block,
+    head: Block,
 ) {
     let (ex, cpu) = (cx.ex, cx.cpu(b));
-    let base_off = ex_off(offset_of!(Exec<'static>, icount0));
-    let icount0 = b.ins().load(I64, cpu_mem(), ex, base_off);
+    let icount0 = b.ins().load(
+        I64,
+        cpu_mem(),
+        ex,
+        ex_off(offset_of!(Exec<'static>, icount0)),
+    );
     let icount = b.ins().iadd_imm_s(icount0, last.end as i64);
-    let check = |b: &mut FunctionBuilder<'_>, go_on: Value| {
-        let go = b.create_block();
-        b.ins().brif(go_on, go, &[], leave, &[]);
-        b.switch_to_block(go);
-    };
-    let left_off = ex_off(offset_of!(Exec<'static>, jit_chain_left));
-    let left = b.ins().load(I32, cpu_mem(), ex, left_off);
-    let ok = b.ins().icmp_imm_u(IntCC::UnsignedGreaterThan, left, 1);
-    check(b, ok);
-    let fast_end = b
-        .ins()
-        .load(I64, cpu_mem(), ex, watch_off(offset_of!(Watch, fast_end)));
-    let fits = b.ins().icmp(IntCC::UnsignedLessThan, icount, fast_end);
-    check(b, fits);
-    let p = b
-        .ins()
-        .load(I64, cpu_mem(), ex, watch_off(offset_of!(Watch, signals)));
-    let bits = b.ins().load(I32, cpu_mem(), p, 0);
-    let quiet = b.ins().icmp_imm_u(IntCC::Equal, bits, 0);
-    check(b, quiet);
-    let left = b.ins().iadd_imm_s(left, -1);
-    b.ins().store(cpu_mem(), left, ex, left_off);
+    let left = guards(b, ex, icount, leave);
     if !last.sets_rip {
         let rip = b.ins().iconst(I64, to as i64);
         let rip_off = cpu_off(offset_of!(Cpu, state) + offset_of!(CpuState, rip));
@@ -327,7 +322,7 @@ pub(super) fn edge(
     }
     b.ins()
         .store(cpu_mem(), icount, cpu, cpu_off(offset_of!(Cpu, icount)));
-    b.ins().store(cpu_mem(), icount, ex, base_off);
+    commit(b, ex, left, icount);
     let local_off = ex_off(offset_of!(Exec<'static>, jit_local));
     let n = b.ins().load(I64, cpu_mem(), ex, local_off);
     let n = b.ins().iadd_imm_s(n, 1);

@@ -9,7 +9,7 @@
 //! exit-record load: the stub's shared indirect jump and its record load
 //! were a fifth of the shell loop's host time.
 //!
-//! Which blocks: those the last ops' [`Op::successors`] start; cached,
+//! Which blocks: those the last ops' [`crate::exec::Op::successors`] start; cached,
 //! live, warm (they ran [`warm`] times whole) and
 //! 64-bit, starting and ending in the virtual page of the hot block and
 //! decoded from the same physical page. The region's code is entered only
@@ -23,7 +23,7 @@
 use std::sync::OnceLock;
 
 use crate::block::OpsRef;
-use crate::exec::{Exec, Op};
+use crate::exec::Exec;
 use crate::state::Mode;
 
 /// Blocks in one region at most (the hot block included).
@@ -63,24 +63,24 @@ impl Exec<'_> {
         };
         let page = first.ip & !0xfff;
         let bank = crate::mmu::code_bank(self.user());
-        let within =
-            |ip: u64, next: u64| next.wrapping_sub(1) & !0xfff == page && ip & !0xfff == page;
-        if !within(first.ip, last.next) {
+        // A block that ends in the page (none straddles into the next).
+        let within = |next: u64| next.wrapping_sub(1) & !0xfff == page;
+        if !within(last.next) {
             return Vec::new();
         }
         let Some(gpa) = self.c.tlb.code_gpa(bank, first.ip) else {
             return Vec::new();
         };
         let frame = gpa & !0xfff;
+        // Each member, where it starts and where its last op goes.
         let mut members = vec![blk];
         let mut starts = vec![first.ip];
+        let mut succs = vec![last.successors()];
         let mut total = ops.len();
         let mut i = 0;
         while i < members.len() && members.len() < max {
-            // SAFETY: members are live cached blocks (found below).
-            let end = unsafe { members[i].ops() }.last().map(Op::successors);
+            let targets = succs[i];
             i += 1;
-            let Some(targets) = end else { continue };
             for t in targets {
                 if t & !0xfff != page || starts.contains(&t) || members.len() >= max {
                     continue;
@@ -91,7 +91,7 @@ impl Exec<'_> {
                 // SAFETY: found live in the cache.
                 let (mops, rt) = unsafe { (m.ops(), m.rt()) };
                 let Some(mlast) = mops.last() else { continue };
-                if !within(t, mlast.next)
+                if !within(mlast.next)
                     || rt.jit.runs() < warm(self.c.jit_hot)
                     || total + mops.len() > REGION_OPS
                 {
@@ -100,28 +100,20 @@ impl Exec<'_> {
                 total += mops.len();
                 members.push(m);
                 starts.push(t);
+                succs.push(mlast.successors());
             }
         }
         // Only the loops through the hot block pay: a member from which
         // the hot block cannot be reached inside the region would run at
         // most once an entry, and its code is compiled anyway where it
         // is hot itself.
-        let succ = |m: &OpsRef| -> [u64; 2] {
-            // SAFETY: as above.
-            unsafe { m.ops() }
-                .last()
-                .map_or([u64::MAX; 2], Op::successors)
-        };
         let mut back = vec![false; members.len()];
         back[0] = true;
         loop {
             let mut grew = false;
-            for (i, m) in members.iter().enumerate() {
-                if !back[i]
-                    && succ(m)
-                        .iter()
-                        .any(|t| starts.iter().zip(&back).any(|(s, &b)| b && s == t))
-                {
+            for i in 0..members.len() {
+                let reaches = |t: &u64| starts.iter().zip(&back).any(|(s, &b)| b && s == t);
+                if !back[i] && succs[i].iter().any(reaches) {
                     back[i] = true;
                     grew = true;
                 }
