@@ -12,8 +12,9 @@
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -117,6 +118,86 @@ pub struct ApiServer {
     config: ServerConfig,
 }
 
+/// A serving API: the accept thread, and the count of requests read but
+/// not yet answered, so that the process can let them be answered before
+/// it ends (a client whose InstanceStart succeeded must not read EOF
+/// because the guest it started ended at once).
+pub struct Serving {
+    pub thread: JoinHandle<()>,
+    inflight: Arc<Inflight>,
+}
+
+impl Serving {
+    /// Waits until every request read so far has been answered, or
+    /// `limit` has passed (a backend call may block on what is ending).
+    /// True when none is left.
+    pub fn drain(&self, limit: Duration) -> bool {
+        self.inflight.wait_idle(limit)
+    }
+}
+
+/// Requests being answered, over every connection.
+#[derive(Default)]
+struct Inflight {
+    count: Mutex<usize>,
+    idle: Condvar,
+}
+
+impl Inflight {
+    fn add(&self, n: usize) {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner()) += n;
+    }
+
+    fn done(&self, n: usize) {
+        let mut count = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        *count = count.saturating_sub(n);
+        if *count == 0 {
+            self.idle.notify_all();
+        }
+    }
+
+    fn wait_idle(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut count = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        while *count > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            count = match self.idle.wait_timeout(count, left) {
+                Ok((c, _)) => c,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        true
+    }
+}
+
+/// The requests of one connection whose answers are not written yet;
+/// whatever way the connection ends, they stop counting.
+struct Pending<'a> {
+    inflight: &'a Inflight,
+    count: usize,
+}
+
+impl Pending<'_> {
+    fn add(&mut self) {
+        self.inflight.add(1);
+        self.count += 1;
+    }
+
+    fn written(&mut self) {
+        self.inflight.done(self.count);
+        self.count = 0;
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.written();
+    }
+}
+
 /// Stack of connection threads: routing and JSON decoding (nesting is
 /// limited by serde_json to 128 levels) fit well within it.
 const CONNECTION_STACK: usize = 256 << 10;
@@ -146,17 +227,20 @@ impl ApiServer {
     }
 
     /// Serves clients on a thread of its own until the process ends.
-    pub fn serve(self, backend: Arc<dyn Backend>) -> Result<JoinHandle<()>, ServerError> {
+    pub fn serve(self, backend: Arc<dyn Backend>) -> Result<Serving, ServerError> {
         let builder = std::thread::Builder::new()
             .name("api".into())
             .stack_size(CONNECTION_STACK);
-        sandbox::spawn(sandbox::ThreadKind::Api, builder, move || {
-            self.accept_loop(backend)
+        let inflight = Arc::new(Inflight::default());
+        let counted = inflight.clone();
+        let thread = sandbox::spawn(sandbox::ThreadKind::Api, builder, move || {
+            self.accept_loop(backend, counted)
         })
-        .map_err(ServerError::Thread)
+        .map_err(ServerError::Thread)?;
+        Ok(Serving { thread, inflight })
     }
 
-    fn accept_loop(self, backend: Arc<dyn Backend>) {
+    fn accept_loop(self, backend: Arc<dyn Backend>, inflight: Arc<Inflight>) {
         let slots = Slots::new(self.config.max_connections, self.config.evict_idle_after);
         for stream in self.listener.incoming() {
             let stream = match stream {
@@ -180,12 +264,13 @@ impl ApiServer {
                 }
             };
             let backend = backend.clone();
+            let inflight = inflight.clone();
             let limits = self.config.limits;
             let builder = std::thread::Builder::new()
                 .name("api-conn".into())
                 .stack_size(CONNECTION_STACK);
             let spawned = sandbox::spawn(sandbox::ThreadKind::Api, builder, move || {
-                serve_connection(stream, &*backend, &limits, &slot.activity);
+                serve_connection(stream, &*backend, &limits, &slot.activity, &inflight);
             });
             if let Err(e) = spawned {
                 tracing::warn!(error = %e, "cannot start an API connection thread");
@@ -229,12 +314,14 @@ pub fn dispatch(backend: &dyn Backend, head: &Head, body: &[u8]) -> Reply {
 
 /// Serves one client until it closes, asks to close, or sends something
 /// that is not HTTP.
-pub(crate) fn serve_connection(
+fn serve_connection(
     mut stream: UnixStream,
     backend: &dyn Backend,
     limits: &Limits,
     activity: &Activity,
+    inflight: &Inflight,
 ) {
+    let mut pending = Pending { inflight, count: 0 };
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut out: Vec<u8> = Vec::with_capacity(512);
     let mut chunk = [0u8; 4096];
@@ -261,6 +348,7 @@ pub(crate) fn serve_connection(
                 break;
             }
             activity.busy();
+            pending.add();
             let reply = dispatch(backend, &head, &buf[head.len..total]);
             tracing::debug!(
                 method = head.method.as_str(),
@@ -285,6 +373,7 @@ pub(crate) fn serve_connection(
             if stream.write_all(&out).is_err() {
                 return;
             }
+            pending.written();
             out.clear();
             activity.touch();
         }

@@ -43,14 +43,19 @@ impl Drop for Socket {
 }
 
 fn start(name: &str, config: ServerConfig) -> (Socket, Arc<Echo>) {
+    let (sock, echo, _) = serving(name, config);
+    (sock, echo)
+}
+
+fn serving(name: &str, config: ServerConfig) -> (Socket, Arc<Echo>, api::server::Serving) {
     let path = std::env::temp_dir().join(format!("fv-api-{name}-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let echo = Arc::new(Echo {
         calls: AtomicUsize::new(0),
     });
     let server = ApiServer::bind(&path, config).unwrap();
-    server.serve(echo.clone()).unwrap();
-    (Socket(path), echo)
+    let serving = server.serve(echo.clone()).unwrap();
+    (Socket(path), echo, serving)
 }
 
 fn raw(path: &PathBuf, bytes: &[u8]) -> String {
@@ -291,4 +296,33 @@ fn a_socket_that_exists_is_an_error() {
         panic!("bound twice")
     };
     assert!(e.to_string().contains("already exists"), "{e}");
+}
+
+/// The end of a process waits for the answers to the requests it has
+/// read: once `drain` says none is left, the answer is in the client's
+/// socket (a client whose InstanceStart succeeded must not read EOF
+/// because the guest ended at once).
+#[test]
+fn drain_returns_once_every_answer_is_written() {
+    let (sock, echo, serving) = serving("drain", ServerConfig::default());
+    assert!(serving.drain(Duration::ZERO), "nothing asked yet");
+    let mut s = UnixStream::connect(&sock.0).unwrap();
+    s.write_all(b"GET /mmds HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let asked = std::time::Instant::now();
+    while echo.calls.load(Ordering::Relaxed) == 0 {
+        assert!(asked.elapsed() < Duration::from_secs(10), "never asked");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The backend takes 800 ms: a short drain gives up, a long one waits.
+    assert!(!serving.drain(Duration::from_millis(50)));
+    assert!(serving.drain(Duration::from_secs(10)));
+    s.set_nonblocking(true).unwrap();
+    let mut out = vec![0u8; 4096];
+    let n = s
+        .read(&mut out)
+        .expect("the answer is written when drain returns");
+    let text = String::from_utf8_lossy(&out[..n]);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("\"slow\""), "{text}");
 }

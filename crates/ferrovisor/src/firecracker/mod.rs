@@ -185,7 +185,7 @@ pub fn main(argv: &[String]) -> ExitCode {
         );
         controller.set_machine(running.handle());
         controller.set_live(running.live_stats());
-        let code = run_to_end(&controller, running);
+        let code = run_to_end(&controller, None, running);
         controller.flush_metrics();
         return code;
     }
@@ -296,21 +296,22 @@ fn serve(
         .with_mmds(mmds.clone())
         .with_fork_helper(fork_helper),
     );
-    if let Err(e) = server.serve(controller.clone()) {
-        return fail(&crate::error_line(&e), 1);
-    }
+    let api = match server.serve(controller.clone()) {
+        Ok(api) => api,
+        Err(e) => return fail(&crate::error_line(&e), 1),
+    };
     controller.set_startup_time(process_start.elapsed());
     let code = if from_file {
         match build(&spec, fc.accel, &mmds).and_then(start) {
             Ok(running) => {
                 controller.set_machine(running.handle());
                 controller.set_live(running.live_stats());
-                run_to_end(&controller, running)
+                run_to_end(&controller, Some(&api), running)
             }
             Err(message) => fail(&format!("cannot start the microVM: {message}"), 1),
         }
     } else {
-        wait_for_start(fc, &controller, &start_rx, &mmds, start)
+        wait_for_start(fc, &controller, &api, &start_rx, &mmds, start)
     };
     // As Firecracker's Vmm::stop: the last metrics line, whatever ended
     // the process (the guest, a signal, a failed start).
@@ -324,6 +325,7 @@ fn serve(
 fn wait_for_start(
     fc: &FcArgs,
     controller: &Arc<Controller>,
+    api: &api::server::Serving,
     start_rx: &std::sync::mpsc::Receiver<controller::StartRequest>,
     mmds: &mmds::SharedMmds,
     start: &dyn Fn(Machine) -> Result<vmm::RunningMachine, String>,
@@ -348,7 +350,7 @@ fn wait_for_start(
             Ok(running) => {
                 controller.set_live(running.live_stats());
                 let _ = request.reply.send(Ok(running.handle()));
-                return run_to_end(controller, running);
+                return run_to_end(controller, Some(api), running);
             }
             Err(message) => {
                 tracing::warn!("InstanceStart failed: {message}");
@@ -358,10 +360,20 @@ fn wait_for_start(
     }
 }
 
+/// How long the end of the process waits for the API's answers to the
+/// requests it has read (a backend call may be blocked on the machine that
+/// ended).
+const API_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Waits for the machine's end (signals stop it cleanly), writing the
-/// metrics every [`metrics::PERIOD`] while it runs; the caller writes the
-/// last line.
-fn run_to_end(controller: &Arc<Controller>, running: vmm::RunningMachine) -> ExitCode {
+/// metrics every [`metrics::PERIOD`] while it runs, then for the API's
+/// answers in flight (the InstanceStart of a guest that ended at once,
+/// the migration that ended it); the caller writes the last line.
+fn run_to_end(
+    controller: &Arc<Controller>,
+    api: Option<&api::server::Serving>,
+    running: vmm::RunningMachine,
+) -> ExitCode {
     crate::signals::attach(running.handle());
     let weak = Arc::downgrade(controller);
     let periodic = metrics::Periodic::spawn(metrics::PERIOD, move || {
@@ -374,10 +386,8 @@ fn run_to_end(controller: &Arc<Controller>, running: vmm::RunningMachine) -> Exi
     }
     let report = running.wait();
     drop(periodic);
-    if matches!(report.exit, vmm::MachineExit::Migrated) {
-        // The connection thread that asked for the migration writes its
-        // answer now; the process must not end under it.
-        std::thread::sleep(std::time::Duration::from_millis(100));
+    if api.is_some_and(|api| !api.drain(API_DRAIN)) {
+        tracing::warn!("the process ends with API requests unanswered");
     }
     crate::finish(report, false)
 }
@@ -404,8 +414,9 @@ pub(crate) fn serve_running(
     let controller = Arc::new(controller);
     controller.set_machine(running.handle());
     controller.set_live(running.live_stats());
-    if let Err(e) = server.serve(controller.clone()) {
-        return fail(&crate::error_line(&e), 1);
-    }
-    run_to_end(&controller, running)
+    let api = match server.serve(controller.clone()) {
+        Ok(api) => api,
+        Err(e) => return fail(&crate::error_line(&e), 1),
+    };
+    run_to_end(&controller, Some(&api), running)
 }
