@@ -307,6 +307,40 @@ fn random_insn(r: &mut Rng, bmi1: bool) -> Vec<u8> {
 }
 
 /// Maps iced's RflagsBits to RFLAGS bits.
+/// For DPPS and DPPD, which of several NaNs meeting in the dot product
+/// reaches each destination element is not the same on every x86 CPU (an
+/// Intel Xeon writes different NaNs to lanes that the SDM's pseudocode
+/// gives one value): the element size under which a NaN result compares
+/// as any NaN. None for other instructions, whose NaN results must match.
+pub(super) fn nan_choice_unspecified(insn: &iced_x86::Instruction) -> Option<u32> {
+    use iced_x86::Mnemonic::*;
+    match insn.mnemonic() {
+        Dpps | Vdpps => Some(4),
+        Dppd | Vdppd => Some(8),
+        _ => None,
+    }
+}
+
+/// `v` with each NaN element of `size` bytes made one canonical value.
+pub(super) fn canonical_nans(v: u128, size: u32) -> u128 {
+    let bits = size * 8;
+    let (exp, frac) = if size == 4 {
+        (0x7f80_0000u128, 0x007f_ffffu128)
+    } else {
+        (0x7ff0_0000_0000_0000u128, 0x000f_ffff_ffff_ffffu128)
+    };
+    let mut out = v;
+    for k in 0..128 / bits {
+        let shift = k * bits;
+        let e = (v >> shift) & ((1u128 << bits) - 1);
+        if e & exp == exp && e & frac != 0 {
+            out &= !(((1u128 << bits) - 1) << shift);
+            out |= (exp | frac) << shift;
+        }
+    }
+    out
+}
+
 pub(super) fn iced_flags(bits: u32) -> u64 {
     let mut f = 0;
     for (i, x) in [

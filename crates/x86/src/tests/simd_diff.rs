@@ -7,7 +7,10 @@
 use iced_x86::code_asm::*;
 use iced_x86::{Decoder, DecoderOptions, Mnemonic};
 
-use super::differential::{cases, iced_flags, sse_thunk, Native, Rng, SseImage, REGS};
+use super::differential::{
+    canonical_nans, cases, iced_flags, nan_choice_unspecified, sse_thunk, Native, Rng, SseImage,
+    REGS,
+};
 use super::*;
 use crate::state::rflags;
 
@@ -548,11 +551,15 @@ fn run_case(
             &image[..17]
         );
     }
+    let nans = |v: u128| match nan_choice_unspecified(&decoded) {
+        Some(size) => canonical_nans(v, size),
+        None => v,
+    };
     for i in 0..16 {
         let want = host[17 + 2 * i] as u128 | ((host[18 + 2 * i] as u128) << 64);
         assert_eq!(
-            g.cpu.state.fpu.xmm[i],
-            want,
+            nans(g.cpu.state.fpu.xmm[i]),
+            nans(want),
             "{} xmm{i}: got {:#034x} want {want:#034x}, inputs {:x?} mem {:x?}",
             what(),
             g.cpu.state.fpu.xmm[i],
