@@ -3,8 +3,11 @@
 //! dropped when their page is written.
 //!
 //! The cache is bounded by bytes ([`CODE_CACHE_BYTES`] per CPU): past the
-//! budget the oldest blocks are evicted (first in, first out) until a
-//! quarter of it is free again.
+//! budget the oldest blocks are evicted until a quarter of it is free
+//! again, except that a block looked up since the sweep last passed it
+//! gets a second chance (CLOCK): a boot's run-once code goes, the working
+//! set that the guest keeps running stays (with plain first in, first out
+//! the kernel's hot paths, decoded early, were evicted and recompiled).
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -28,6 +31,17 @@ pub const CODE_CACHE_BYTES: usize = 32 << 20;
 /// Bookkeeping of one cached block besides its ops and its slab slot: the
 /// map entry, the page index entry, the jump-cache-independent FIFO slot.
 const BLOCK_OVERHEAD: usize = 64;
+
+/// Marks the cached block of `ops` as looked up (links between blocks
+/// are keyed by the kill count, so after an eviction every block that
+/// runs again is looked up at least once) and returns `ops`.
+#[inline]
+fn used(ops: OpsRef) -> OpsRef {
+    // SAFETY: `ops` are those of a live cached block, whose BlockRt
+    // precedes them.
+    unsafe { crate::opbuf::rt_of(ops.ptr) }.used.set(true);
+    ops
+}
 
 /// A decoded block.
 #[derive(Debug)]
@@ -328,20 +342,33 @@ impl BlockCache {
         }
     }
 
-    /// Evicts the oldest blocks until at most `target` bytes are held.
+    /// Evicts blocks until at most `target` bytes are held.
     fn evict_to(&mut self, target: usize) {
-        let mut evicted = 0;
-        while self.bytes > target {
-            let Some((id, birth)) = self.order.pop_front() else {
-                break;
+        while self.bytes > target && self.evict_one() {}
+    }
+
+    /// Evicts the oldest block not looked up since the sweep last passed
+    /// it; those that were go to the back of the order, their mark
+    /// cleared. False when no block is left.
+    fn evict_one(&mut self) -> bool {
+        while let Some((id, birth)) = self.order.pop_front() {
+            let Some(b) = self.slab.get(id as usize) else {
+                continue;
             };
-            if self.born.get(id as usize) == Some(&birth) && self.kill(id) {
-                evicted += 1;
+            if self.born[id as usize] != birth || !b.live {
+                continue;
             }
+            let rt = b.ops.rt();
+            if rt.used.get() {
+                rt.used.set(false);
+                self.order.push_back((id, birth));
+                continue;
+            }
+            self.kill(id);
+            self.counters.dropped(BlockDrop::Evicted, 1);
+            return true;
         }
-        if evicted > 0 {
-            self.counters.dropped(BlockDrop::Evicted, evicted);
-        }
+        false
     }
 
     #[inline]
@@ -357,7 +384,7 @@ impl BlockCache {
         // NO_KEY (outside 64-bit mode) proves nothing about the
         // translation: those lookups compare the physical address.
         if j.rip == rip && j.key == key && key != NO_KEY {
-            return Some(j.ops());
+            return Some(used(j.ops()));
         }
         None
     }
@@ -371,13 +398,13 @@ impl BlockCache {
         if let Some(b) = self.slab.get(id as usize) {
             if b.rip == rip && b.gpa == gpa && b.bits == bits && b.live {
                 self.jump[slot].key = key;
-                return Some(self.jump[slot].ops());
+                return Some(used(self.jump[slot].ops()));
             }
         }
         let id = *self.map.get(&(rip, gpa, bits))?;
         let ops = OpsRef::of(&self.slab[id as usize].ops);
         self.jump[slot] = Jump::new(rip, key, id, ops);
-        Some(ops)
+        Some(used(ops))
     }
 
     /// The ops of the cached block at (`rip`, `gpa`, `bits`), without
@@ -426,14 +453,7 @@ impl BlockCache {
             // before the next eviction.
             let target = (self.budget - self.budget / 4).saturating_sub(size);
             self.evict_to(target);
-            while self.map.len() >= MAX_BLOCKS - MAX_BLOCKS / 4 {
-                let Some((id, birth)) = self.order.pop_front() else {
-                    break;
-                };
-                if self.born.get(id as usize) == Some(&birth) && self.kill(id) {
-                    self.counters.dropped(BlockDrop::Evicted, 1);
-                }
-            }
+            while self.map.len() >= MAX_BLOCKS - MAX_BLOCKS / 4 && self.evict_one() {}
         }
         self.decoded += 1;
         self.counters.blocks_built.inc();

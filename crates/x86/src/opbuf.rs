@@ -30,6 +30,9 @@ pub(crate) struct BlockRt {
     pub link2: Cell<Link>,
     /// Run count, compiled code and exit record.
     pub jit: crate::jit::Slot,
+    /// Looked up since the cache's eviction sweep last passed the block
+    /// (its second chance, [`crate::block::BlockCache`]).
+    pub used: Cell<bool>,
 }
 
 /// The layout of a buffer of `n` ops, and the offset of the ops in it.

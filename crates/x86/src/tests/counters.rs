@@ -48,6 +48,52 @@ fn the_code_cache_stays_under_its_byte_budget_and_evicts_the_oldest_blocks() {
     assert!(g.cpu.blocks.bytes() <= BUDGET);
 }
 
+/// A block the guest keeps running survives the eviction of the distinct
+/// code streaming past it (its second chance): 4096 pieces of 63 NOPs and
+/// a CALL of one small function, through a cache that holds a few hundred
+/// pieces. First in, first out rebuilt the function each time it reached
+/// the front of the order (37 times here).
+#[test]
+fn a_block_kept_in_use_survives_the_eviction_of_the_code_around_it() {
+    const PIECES: u64 = 4096;
+    const PIECE: u64 = 63 + 5;
+    const HOT: u64 = 0x30_0000;
+    let mut g = Guest::long64();
+    g.cpu.set_code_cache_budget(1 << 20);
+    // inc rbx; ret
+    g.bus.load(HOT, &[0x48, 0xff, 0xc3, 0xc3]);
+    let mut code = Vec::with_capacity((PIECES * PIECE) as usize + 1);
+    for i in 0..PIECES {
+        code.extend_from_slice(&[0x90; 63]);
+        let next = NOPS + (i + 1) * PIECE;
+        code.push(0xe8);
+        code.extend_from_slice(&((HOT as i64 - next as i64) as i32).to_le_bytes());
+    }
+    code.push(0xf4); // hlt
+    g.bus.load(NOPS, &code);
+    g.code(|a| {
+        a.xor(rbx, rbx)?;
+        a.mov(rax, NOPS)?;
+        a.jmp(rax)
+    });
+    while g.run() == CpuExit::InstructionLimit {}
+    assert_eq!(g.reg(3), PIECES, "the function ran once a piece");
+    let c = g.cpu.cache_counters();
+    assert!(
+        c.drops(BlockDrop::Evicted) > PIECES / 2,
+        "the pieces were evicted"
+    );
+    let built = c.blocks_built.get();
+    // A block ends where an instruction starts on the next page: a piece
+    // with one of its 64 instructions starting there is two blocks.
+    let split = (0..PIECES)
+        .filter(|i| (NOPS + i * PIECE) >> 12 != (NOPS + i * PIECE + 63) >> 12)
+        .count() as u64;
+    // Each piece once, the function once, the setup block and the HLT.
+    let once = PIECES + split + 3;
+    assert_eq!(built, once, "blocks built ({split} pieces split by a page)");
+}
+
 #[test]
 fn the_default_budget_bounds_the_cache() {
     let mut g = Guest::long64();
