@@ -305,6 +305,7 @@ fn the_filter_flags_choose_the_filters() {
         "console-out",
         "platform-timer",
         "irqfd",
+        "jit-compiler",
         "signals",
         "metrics",
         "launcher",

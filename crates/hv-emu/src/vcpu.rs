@@ -411,6 +411,9 @@ impl EmuVcpu {
         let shared = vm.vcpus[id as usize].clone();
         let mut cpu = Cpu::with_signals(counters.clone(), shared.signals.clone());
         cpu.set_code_share(vm.code.clone());
+        if let Some(jit) = &vm.jit {
+            cpu.set_jit_compiler(jit.clone());
+        }
         cpu.set_tsc_hz(TSC_HZ);
         EmuVcpu {
             cpu,

@@ -32,6 +32,9 @@ pub(crate) struct VmShared {
     /// Which guest pages hold decoded code, shared by the vCPUs so that
     /// code one vCPU writes is re-decoded by the others.
     pub code: Arc<x86::CodeShare>,
+    /// The JIT's compiler thread, shared by the vCPUs (None: each
+    /// compiles on its own thread, `FERROVISOR_JIT_ASYNC=0`).
+    pub jit: Option<Arc<x86::JitCompiler>>,
     pub config: VmConfig,
     /// Guest writes that signal an eventfd instead of the VMM.
     pub ioevents: IoEvents,
@@ -102,6 +105,12 @@ impl EmuVm {
                 created: Mutex::new(vec![false; config.vcpus as usize]),
                 platform: Platform::new(config.vcpus, config.pit),
                 code: Arc::new(x86::CodeShare::new()),
+                jit: x86::JitCompiler::wanted().then(|| {
+                    x86::JitCompiler::new(Box::new(|f| {
+                        let builder = std::thread::Builder::new().name("emu-jit".to_string());
+                        sandbox::spawn(sandbox::ThreadKind::JitCompiler, builder, f).map(|_| ())
+                    }))
+                }),
                 config,
                 ioevents: IoEvents::default(),
             }),

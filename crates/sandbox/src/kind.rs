@@ -30,6 +30,9 @@ pub enum ThreadKind {
     PlatformTimer,
     /// The emu accelerator's irqfd thread (eventfd → guest interrupt).
     Irqfd,
+    /// The emu accelerator's JIT compiler thread (guest blocks → machine
+    /// code bytes; the vCPU threads map them).
+    JitCompiler,
     /// The thread that takes SIGTERM, SIGINT and SIGHUP.
     Signals,
     /// The periodic metrics writer (Firecracker front end).
@@ -40,7 +43,7 @@ pub enum ThreadKind {
 }
 
 impl ThreadKind {
-    pub const ALL: [ThreadKind; 15] = [
+    pub const ALL: [ThreadKind; 16] = [
         ThreadKind::Vmm,
         ThreadKind::Api,
         ThreadKind::Vcpu,
@@ -53,6 +56,7 @@ impl ThreadKind {
         ThreadKind::ConsoleOut,
         ThreadKind::PlatformTimer,
         ThreadKind::Irqfd,
+        ThreadKind::JitCompiler,
         ThreadKind::Signals,
         ThreadKind::Metrics,
         ThreadKind::Launcher,
@@ -74,6 +78,7 @@ impl ThreadKind {
             ThreadKind::ConsoleOut => "console-out",
             ThreadKind::PlatformTimer => "platform-timer",
             ThreadKind::Irqfd => "irqfd",
+            ThreadKind::JitCompiler => "jit-compiler",
             ThreadKind::Signals => "signals",
             ThreadKind::Metrics => "metrics",
             ThreadKind::Launcher => "launcher",

@@ -129,11 +129,6 @@ impl OpsRef {
         self.ptr as u64
     }
 
-    /// The number of ops.
-    pub(crate) fn len(self) -> usize {
-        self.len as usize
-    }
-
     /// No ops (EMPTY, or an empty block).
     #[inline]
     pub(crate) fn is_empty(self) -> bool {
@@ -261,6 +256,9 @@ pub struct BlockCache {
     pub invalidated: u64,
     /// Bumped when blocks are dropped (links between blocks check it).
     pub(crate) kills: u64,
+    /// Blocks whose code is being compiled on the compiler thread, by
+    /// their ops and job (`jit::dispatch`): dropping one unpins it.
+    pinned: Vec<(usize, u64)>,
     /// Debug builds: the op buffers of cached blocks, to check that the
     /// interpreter only ever enters live blocks.
     #[cfg(debug_assertions)]
@@ -296,6 +294,7 @@ impl Default for BlockCache {
             decoded: 0,
             invalidated: 0,
             kills: 0,
+            pinned: Vec::new(),
             #[cfg(debug_assertions)]
             live_ops: Default::default(),
         }
@@ -507,6 +506,10 @@ impl BlockCache {
         self.kills += 1;
         #[cfg(debug_assertions)]
         self.live_ops.remove(&(b.ops.as_ptr() as usize));
+        if !self.pinned.is_empty() {
+            let ptr = b.ops.as_ptr() as usize;
+            self.pinned.retain(|&(p, _)| p != ptr);
+        }
         self.graveyard.push(std::mem::take(&mut b.ops));
         self.map.remove(&key);
         let slot = jump_index(key.0);
@@ -549,8 +552,24 @@ impl BlockCache {
         }
     }
 
+    /// Marks `ops` (a cached block's) as compiling for job `id`.
+    pub(crate) fn pin(&mut self, ops: OpsRef, id: u64) {
+        self.pinned.push((ops.ptr as usize, id));
+    }
+
+    /// Ends job `id`'s pin of `ops`: true when the block is still cached
+    /// (it was not dropped since [`BlockCache::pin`]).
+    pub(crate) fn unpin(&mut self, ops: OpsRef, id: u64) -> bool {
+        let at = self
+            .pinned
+            .iter()
+            .position(|&p| p == (ops.ptr as usize, id));
+        at.map(|i| self.pinned.swap_remove(i)).is_some()
+    }
+
     /// Drops every block.
     pub fn clear(&mut self) {
+        self.pinned.clear();
         self.counters
             .dropped(BlockDrop::Flush, self.map.len() as u64);
         self.set_bytes(0);

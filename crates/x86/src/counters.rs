@@ -184,6 +184,12 @@ pub struct CpuCounters {
     pub jit_region_blocks: Counter,
     /// Host bytes of machine code compiled (without the exit records).
     pub jit_code_bytes: Counter,
+    /// Host time spent compiling, in microseconds (failed compiles too,
+    /// and on the compiler thread, `jit::worker`).
+    pub jit_compile_us: Counter,
+    /// Units the compiler thread finished for blocks dropped meanwhile
+    /// (their code discarded).
+    pub jit_compiles_stale: Counter,
     /// Guest instructions retired (added when `Cpu::run` returns).
     pub instructions: Counter,
     /// Blocks run, by either engine (instructions / blocks_run is the
@@ -232,6 +238,8 @@ impl CpuCounters {
         v.push(("jit_local_jumps", self.jit_local_jumps.get()));
         v.push(("jit_region_blocks", self.jit_region_blocks.get()));
         v.push(("jit_code_bytes", self.jit_code_bytes.get()));
+        v.push(("jit_compile_us", self.jit_compile_us.get()));
+        v.push(("jit_compiles_stale", self.jit_compiles_stale.get()));
         v.push(("instructions", self.instructions.get()));
         v.push(("blocks_run", self.blocks_run.get()));
         v

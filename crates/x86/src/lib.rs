@@ -187,7 +187,7 @@ use hv::{CpuidEntry, ExitCounters, ExitReason};
 
 pub use counters::{BlockDrop, CpuCounters, TlbFlush};
 pub use jit::perfmap::open as open_jit_perfmap;
-pub use jit::Engine;
+pub use jit::{Compiler as JitCompiler, Engine};
 pub use smc::CodeShare;
 pub use state::{CpuState, FpuState, Mode, Msrs, SegCache, TableReg};
 
@@ -365,6 +365,8 @@ impl CpuSignals {
     /// loop catches up with the CPU's `CodeShare` (it does on every pass;
     /// the bit only ends a chain of compiled blocks, `jit::chain_emit`).
     const CODE: u32 = 4;
+    /// Compiled code is ready (`jit_ready`).
+    const JIT: u32 = 8;
 
     /// Where the pending bits live (compiled code reads them: nonzero is
     /// `pending`).
@@ -388,6 +390,12 @@ impl CpuSignals {
     /// Sets the code bit (`CodeShare`, after an epoch bump).
     pub(crate) fn code_changed(&self) {
         self.bits.fetch_or(Self::CODE, Ordering::Release);
+    }
+
+    /// Compiled code waits in the CPU's inbox (`jit::worker`): the bit
+    /// only ends a chain of compiled blocks; the run loop installs it.
+    pub(crate) fn jit_ready(&self) {
+        self.bits.fetch_or(Self::JIT, Ordering::Release);
     }
 
     /// The causes of a pending flush (taking it), or None.
@@ -478,6 +486,13 @@ pub struct Cpu {
     pub(crate) jit_chain: u32,
     /// Blocks in one compiled region at most (`jit::region`).
     pub(crate) jit_region: usize,
+    /// The VM's compiler thread (None: blocks compile on this thread).
+    pub(crate) jit_compiler: Option<Arc<jit::Compiler>>,
+    /// Where the compiler thread returns this CPU's units.
+    pub(crate) jit_inbox: Arc<jit::worker::Inbox>,
+    /// Units out at the compiler thread, by job number.
+    pub(crate) jit_pending: std::collections::HashMap<u64, jit::Pending>,
+    pub(crate) jit_next_job: u64,
 }
 
 impl Default for Cpu {
@@ -490,6 +505,7 @@ impl Cpu {
     /// A CPU in the RESET state, counting exits into `counters`.
     pub fn new(counters: Arc<ExitCounters>) -> Cpu {
         let cache_counters = Arc::new(CpuCounters::default());
+        let signals = Arc::new(CpuSignals::default());
         Cpu {
             state: CpuState::default(),
             tlb: mmu::Tlb::with_counters(cache_counters.clone()),
@@ -497,7 +513,8 @@ impl Cpu {
             cache_counters,
             cpuid: Vec::new(),
             counters,
-            signals: Arc::new(CpuSignals::default()),
+            jit_inbox: Arc::new(jit::worker::Inbox::new(signals.clone())),
+            signals,
             icount: 0,
             shadow_icount: u64::MAX,
             block_exit: false,
@@ -520,7 +537,36 @@ impl Cpu {
             jit_hot: jit::hot(),
             jit_chain: jit::chain::max(),
             jit_region: jit::region::max(),
+            jit_compiler: None,
+            jit_pending: Default::default(),
+            jit_next_job: 0,
         }
+    }
+
+    /// Compiles hot blocks on `compiler`'s thread (shared by the VM's
+    /// CPUs) while this one interprets them, instead of on its own.
+    pub fn set_jit_compiler(&mut self, compiler: Arc<jit::Compiler>) {
+        self.jit_compiler = Some(compiler);
+    }
+
+    /// Units out at the compiler thread.
+    #[cfg(test)]
+    pub(crate) fn jit_jobs_out(&self) -> usize {
+        self.jit_pending.len()
+    }
+
+    /// Waits until the compiler thread has returned code (at most
+    /// `limit`); the next `run` installs it.
+    #[cfg(test)]
+    pub(crate) fn jit_wait_ready(&self, limit: std::time::Duration) -> bool {
+        let end = std::time::Instant::now() + limit;
+        while !self.jit_inbox.ready() {
+            if std::time::Instant::now() > end {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        true
     }
 
     /// The engine that runs this CPU's guest code.
@@ -561,6 +607,7 @@ impl Cpu {
     /// through `signals` (shared with the accelerator before the CPU exists).
     pub fn with_signals(counters: Arc<ExitCounters>, signals: Arc<CpuSignals>) -> Cpu {
         Cpu {
+            jit_inbox: Arc::new(jit::worker::Inbox::new(signals.clone())),
             signals,
             ..Cpu::new(counters)
         }

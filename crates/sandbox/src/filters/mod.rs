@@ -39,6 +39,10 @@ pub fn rules(kind: ThreadKind, calls: &HostCalls) -> Rules {
         ThreadKind::ConsoleOut => stdin::console_out(),
         ThreadKind::PlatformTimer => platform_timer::rules(calls),
         ThreadKind::Irqfd => virtio::irqfd(calls),
+        // Memory and locks (the base): it reads copies of guest code and
+        // writes machine code into its own heap, never a file or a
+        // mapping that executes.
+        ThreadKind::JitCompiler => Rules::default(),
         ThreadKind::Signals => signals::rules(),
         ThreadKind::Metrics => signals::metrics(),
         ThreadKind::Launcher => launcher::rules(calls),

@@ -135,6 +135,9 @@ impl Exec<'_> {
                 }
             }
             self.sync_code_share();
+            if self.c.jit_inbox.ready() {
+                self.jit_install();
+            }
             if (self.c.want_interrupt_window && self.c.can_inject_interrupt())
                 || (self.c.want_nmi_window && self.c.can_inject_nmi())
             {
@@ -403,42 +406,6 @@ impl Exec<'_> {
             return None;
         }
         self.jit_compile(blk)
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn jit_compile(&mut self, blk: OpsRef) -> Option<crate::jit::Entry> {
-        // SAFETY: a live block (exec_ops' contract), not EMPTY.
-        let slot = unsafe { &blk.rt().jit };
-        // The warm blocks compiled with it, copied: the code runs the
-        // copies, which live as long as it does (`jit::region`).
-        let region: Vec<crate::opbuf::OpBuf> = self
-            .jit_region(blk)
-            .into_iter()
-            // SAFETY: live blocks (`jit_region`).
-            .map(|m| crate::opbuf::OpBuf::new(unsafe { m.ops() }.to_vec()))
-            .collect();
-        let copies: Vec<OpsRef> = region.iter().map(OpsRef::of).collect();
-        // SAFETY: as above; the copies are alive until `slot.set` keeps them.
-        match unsafe { crate::jit::compile(blk, &copies) } {
-            Some((code, called)) => {
-                let bytes = code.bytes() as u64;
-                let ops = blk.len() + copies.iter().map(|c| c.len()).sum::<usize>();
-                let n = slot.set(code, region);
-                self.c.blocks.add_code_bytes(n);
-                let k = &self.c.cache_counters;
-                k.jit_blocks_compiled.inc();
-                k.jit_region_blocks.add(copies.len() as u64);
-                k.jit_ops_compiled.add(ops as u64);
-                k.jit_ops_called.add(called as u64);
-                k.jit_code_bytes.add(bytes);
-                slot.entry()
-            }
-            None => {
-                self.c.cache_counters.jit_compile_failures.inc();
-                None
-            }
-        }
     }
 
     /// The jump-cache key for the current state: in 64-bit mode, the TLB

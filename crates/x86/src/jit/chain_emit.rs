@@ -69,12 +69,11 @@ fn meta(last: &Op, n: usize) -> u64 {
 }
 
 /// Emits the end of a block whose last op is `last`, that has `n` ops
-/// and whose exit record is at `rec`: a tail call to this thread's chain
-/// stub.
+/// and whose exit record is at `rec`: a tail call to the chain stub of
+/// the thread that will run the code (`Cx::stub`).
 pub(super) fn tail(b: &mut FunctionBuilder<'_>, cx: &Cx, last: &Op, n: usize, rec: i64) {
     let ssig = b.import_signature(stub_sig());
-    // `compile` built the stub before the block.
-    let f = b.ins().iconst(I64, stub().map_or(0, |p| p as i64));
+    let f = b.ins().iconst(I64, cx.stub as i64);
     let rec = b.ins().iconst(I64, rec);
     let nrip = b.ins().iconst(I64, last.next as i64);
     let m = b.ins().iconst(I64, meta(last, n) as i64);

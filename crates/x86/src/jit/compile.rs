@@ -38,6 +38,13 @@ pub(super) fn isa() -> Option<&'static dyn TargetIsa> {
             _ => "speed",
         };
         flags.set("opt_level", opt).ok()?;
+        // `FERROVISOR_JIT_REGALLOC=single_pass` (cheaper compiles, more
+        // spills); `backtracking` by default.
+        let regalloc = match std::env::var("FERROVISOR_JIT_REGALLOC").as_deref() {
+            Ok("single_pass") => "single_pass",
+            _ => "backtracking",
+        };
+        flags.set("regalloc_algorithm", regalloc).ok()?;
         // The IR comes from this module alone and is checked by its tests.
         flags.set("enable_verifier", "false").ok()?;
         // Blocks tail-call their successors (`chain`): Cranelift's x86-64
@@ -62,57 +69,119 @@ thread_local! {
         RefCell::new((Context::new(), FunctionBuilderContext::new()));
 }
 
-/// Compiles a block, with the other blocks of its region (`region`,
-/// copies that live as long as the code: see [`super::region`]); None when it cannot be (no ISA, a Cranelift error,
-/// code that needs relocations, no executable memory): the block then
-/// stays with the interpreter.
-/// Returns the code and how many of the block's ops it calls out to
-/// their handler (not inlined).
-///
-/// # Safety
-///
-/// `blk` is a live cached block (see `OpsRef::ops`), `region` blocks
-/// that live as long as the code will.
-pub(crate) unsafe fn compile(blk: OpsRef, region: &[OpsRef]) -> Option<(Code, usize)> {
-    // SAFETY: the caller's contract.
-    let ops = unsafe { blk.ops() };
-    let isa = isa()?;
-    if ops.is_empty() || ops.len() > u32::MAX as usize {
-        return None;
+/// One member of a compile unit: a copy of its ops (what the compiler
+/// reads), the address of the ops the code will run (what it embeds:
+/// the cached block's, or the region copy's) and of its exit record.
+pub(crate) struct Member {
+    ops: Vec<Op>,
+    base: u64,
+    exits: u64,
+}
+
+/// What compiling a block reads, owned, so that it can be compiled on
+/// another thread ([`super::worker`]) while the block's CPU runs on: the
+/// hot block then the other members of its region, and the address of
+/// the compiling CPU's thread's chain stub. The addresses are only
+/// written into the code, never followed, by the compiler.
+pub(crate) struct Unit {
+    members: Vec<Member>,
+    stub: u64,
+}
+
+// SAFETY: the ops are plain data (copies); the addresses in a unit are
+// never dereferenced by the thread that compiles it.
+unsafe impl Send for Unit {}
+
+impl Unit {
+    /// The unit of `blk` and its region's copies, on the thread that will
+    /// run the code: makes its trampoline, chain stub and the members'
+    /// exit records. None when the host cannot run compiled code.
+    ///
+    /// # Safety
+    ///
+    /// `blk` is a live cached block (see `OpsRef::ops`), `region` blocks
+    /// that live as long as the code will.
+    pub(crate) unsafe fn new(blk: OpsRef, region: &[OpsRef]) -> Option<Unit> {
+        isa()?;
+        // SAFETY: the caller's contract.
+        let ops = unsafe { blk.ops() };
+        if ops.is_empty() || ops.len() > u32::MAX as usize {
+            return None;
+        }
+        // Blocks are entered through it (`super::enter`) and end in the
+        // chain stub.
+        trampoline()?;
+        let stub = super::chain_emit::stub()? as u64;
+        let members = std::iter::once(blk)
+            .chain(region.iter().copied())
+            .map(|m| {
+                // SAFETY: the caller's contract: every member is alive.
+                let (ops, rt) = unsafe { (m.ops(), m.rt()) };
+                Member {
+                    ops: ops.to_vec(),
+                    base: m.addr(),
+                    exits: rt.jit.exits(m) as *const super::exit::Exits as u64,
+                }
+            })
+            .collect();
+        Some(Unit { members, stub })
     }
-    // Blocks are entered through it (`super::enter`) and end in the
-    // chain stub.
-    trampoline()?;
-    super::chain_emit::stub()?;
+
+    /// The hot block's first RIP and op count, and the region's size
+    /// (the code's name in a perf map).
+    pub(crate) fn name(&self) -> (u64, usize, usize) {
+        let head = &self.members[0].ops;
+        (head[0].ip, head.len(), self.members.len() - 1)
+    }
+
+    /// Ops compiled, the region's copies included.
+    pub(crate) fn ops(&self) -> usize {
+        self.members.iter().map(|m| m.ops.len()).sum()
+    }
+}
+
+/// A compiled unit's machine code (position independent) and how many of
+/// its ops call their handler (not inlined). Any thread; None when
+/// Cranelift fails or the code would need relocations: the block then
+/// stays with the interpreter.
+pub(crate) fn machine_code(unit: &Unit) -> Option<(Vec<u8>, usize)> {
+    let isa = isa()?;
     CTX.with(|cell| {
         let (ctx, fctx) = &mut *cell.borrow_mut();
         ctx.clear();
         let cc = isa.default_call_conv();
         ctx.func = Function::with_name_signature(UserFuncName::default(), block_sig());
-        let called = build(&mut ctx.func, fctx, blk, region, cc, isa.frontend_config());
+        let called = build(&mut ctx.func, fctx, unit, cc, isa.frontend_config());
         let compiled = ctx.compile(isa, &mut ControlPlane::default()).ok()?;
         if !compiled.buffer.relocs().is_empty() {
             return None;
         }
-        let code = Code::new(compiled.code_buffer())?;
-        super::perfmap::note(
-            code.ptr(),
-            code.bytes(),
-            format_args!(
-                "guest_{:x}_{}ops_{}more",
-                ops[0].ip,
-                ops.len(),
-                region.len()
-            ),
-        );
-        Some((code, called))
+        Some((compiled.code_buffer().to_vec(), called))
     })
+}
+
+/// Copies machine code of `unit` into executable memory, on the thread
+/// that runs it (see `code`), named in the perf map.
+pub(crate) fn install(unit: &Unit, bytes: &[u8]) -> Option<Code> {
+    let code = Code::new(bytes)?;
+    let (rip, n, more) = unit.name();
+    super::perfmap::note(
+        code.ptr(),
+        code.bytes(),
+        format_args!("guest_{rip:x}_{n}ops_{more}more"),
+    );
+    Some(code)
 }
 
 /// What the emitters of one block share: the function's arguments, the
 /// trampoline's signature and the early-exit block.
 pub(super) struct Cx {
     pub ex: Value,
+    /// Where the ops of the member being emitted live (the address
+    /// `call_op` gets for op `i` is `base + i` ops).
+    base: Cell<u64>,
+    /// The running thread's chain stub.
+    pub stub: u64,
     tsig: SigRef,
     /// `lazy_cond`'s signature.
     csig: SigRef,
@@ -225,7 +294,10 @@ impl Cx {
 
     fn call_checked(&self, b: &mut FunctionBuilder<'_>, op: &Op, i: usize) {
         let f = b.ins().iconst(I64, call_op as *const () as i64);
-        let p = b.ins().iconst(I64, op as *const Op as i64);
+        // The op the code will run (`op` is the unit's copy of it).
+        let _ = op;
+        let at = self.base.get() + (i * std::mem::size_of::<Op>()) as u64;
+        let p = b.ins().iconst(I64, at as i64);
         let call = b.ins().call_indirect(self.tsig, f, &[self.ex, p]);
         let st = b.inst_results(call)[0];
         let idx = b.ins().iconst(I64, i as i64);
@@ -318,8 +390,7 @@ fn simd(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) -> bool {
 fn build(
     func: &mut Function,
     fctx: &mut FunctionBuilderContext,
-    blk: OpsRef,
-    region: &[OpsRef],
+    unit: &Unit,
     cc: cranelift_codegen::isa::CallConv,
     fcfg: cranelift_codegen::isa::TargetFrontendConfig,
 ) -> usize {
@@ -344,7 +415,7 @@ fn build(
     // The hot block, then the other members of its region; each has its
     // head (where its ops start) and its early exit: (status, index of
     // the op) → the packed result.
-    let members: Vec<OpsRef> = std::iter::once(blk).chain(region.iter().copied()).collect();
+    let members = &unit.members;
     let heads: Vec<Block> = members.iter().map(|_| b.create_block()).collect();
     let earlies: Vec<Block> = members
         .iter()
@@ -356,18 +427,16 @@ fn build(
             e
         })
         .collect();
-    // SAFETY: `compile`'s contract: every member is alive.
     let starts: Vec<u64> = members
         .iter()
-        .map(|m| unsafe { m.ops() }.first().map_or(u64::MAX, |o| o.ip))
+        .map(|m| m.ops.first().map_or(u64::MAX, |o| o.ip))
         .collect();
     // Each member's edges: the members its last op's target or
     // fall-through start.
     let targets: Vec<Vec<usize>> = members
         .iter()
         .map(|m| {
-            // SAFETY: as above.
-            let last = unsafe { m.ops() }.last();
+            let last = m.ops.last();
             let to = last.map_or([u64::MAX; 2], Op::successors);
             (0..members.len())
                 .filter(|&s| to.contains(&starts[s]))
@@ -378,6 +447,8 @@ fn build(
 
     let cx = Cx {
         ex,
+        base: Cell::new(0),
+        stub: unit.stub,
         tsig,
         csig,
         early: Cell::new(earlies[0]),
@@ -385,9 +456,9 @@ fn build(
         regs: RefCell::new(Regs::new()),
     };
     let mut called = 0;
-    for (j, &m) in members.iter().enumerate() {
-        // SAFETY: as above.
-        let ops = unsafe { m.ops() };
+    for (j, m) in members.iter().enumerate() {
+        let ops = &m.ops[..];
+        cx.base.set(m.base);
         b.switch_to_block(heads[j]);
         // Nothing is cached at a head: every edge stored and forgot.
         cx.early.set(earlies[j]);
@@ -443,13 +514,13 @@ fn build(
             b.ins().jump(leave, &[]);
             b.switch_to_block(leave);
         }
-        super::exit::tail(&mut b, &cx, m);
+        super::chain_emit::tail(&mut b, &cx, last, ops.len(), m.exits as i64);
     }
 
     for (j, &e) in earlies.iter().enumerate() {
         b.switch_to_block(e);
         // The run loop finishes the block that left the chain.
-        super::exit::set_cur(&mut b, &cx, members[j]);
+        super::exit::set_cur(&mut b, &cx, members[j].base, members[j].ops.len());
         let st = b.block_params(e)[0];
         let idx = b.block_params(e)[1];
         // EXIT: the op ran (done = idx + 1); FAULT: it did not (done = idx).

@@ -117,24 +117,15 @@ impl Exits {
     }
 }
 
-/// Stores `ops` (the compiled block's) as `Exec::jit_cur`: what a block
-/// that leaves the chain early (an exception, `block_exit`) does before
-/// it returns.
-pub(super) fn set_cur(b: &mut FunctionBuilder<'_>, cx: &Cx, blk: OpsRef) {
+/// Stores the ops at `addr` (`n` of them, the compiled block's) as
+/// `Exec::jit_cur`: what a block that leaves the chain early (an
+/// exception, `block_exit`) does before it returns.
+pub(super) fn set_cur(b: &mut FunctionBuilder<'_>, cx: &Cx, addr: u64, n: usize) {
     // `OpsRef` is `repr(C)`: the pointer, then the length.
     const _: () = assert!(std::mem::size_of::<OpsRef>() == 16);
     let cur = offset_of!(Exec<'static>, jit_cur) as i32;
-    let p = b.ins().iconst(I64, blk.addr() as i64);
-    let n = b.ins().iconst(I64, blk.len() as i64);
+    let p = b.ins().iconst(I64, addr as i64);
+    let n = b.ins().iconst(I64, n as i64);
     b.ins().store(MemFlagsData::trusted(), p, cx.ex, cur);
     b.ins().store(MemFlagsData::trusted(), n, cx.ex, cur + 8);
-}
-
-/// Emits the end of a compiled block (`ops`, not empty) that ran whole:
-/// a tail call to the chain stub with the block's exit record.
-pub(super) fn tail(b: &mut FunctionBuilder<'_>, cx: &Cx, blk: OpsRef) {
-    // SAFETY: the block being compiled, live (`compile`'s contract).
-    let (ops, rt) = unsafe { (blk.ops(), blk.rt()) };
-    let rec = rt.jit.exits(blk) as *const Exits as i64;
-    super::chain_emit::tail(b, cx, &ops[ops.len() - 1], ops.len(), rec);
 }

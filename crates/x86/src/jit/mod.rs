@@ -31,6 +31,7 @@ pub(crate) mod chain;
 mod chain_emit;
 mod code;
 mod compile;
+mod dispatch;
 mod emit;
 mod emit_alu_mem;
 mod emit_branch;
@@ -45,15 +46,17 @@ mod exit;
 pub mod perfmap;
 pub(crate) mod region;
 mod regs;
+pub mod worker;
 
 use std::cell::{Cell, OnceCell};
 use std::sync::OnceLock;
 
 use crate::exec::{Exec, Op};
 
-pub(crate) use compile::compile;
+pub(crate) use dispatch::Pending;
 #[cfg(test)]
 pub(crate) use exit::Exits as ExitRecord;
+pub use worker::Compiler;
 
 /// Runs of a block (whole, by the interpreter) before it is compiled.
 /// Measured on the test guest (docs/PERFORMANCE.md, "The JIT, phase

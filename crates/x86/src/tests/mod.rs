@@ -9,6 +9,7 @@ mod debugger;
 mod fuzz;
 mod jit;
 mod jit_alu_mem;
+mod jit_async;
 mod jit_chain;
 mod jit_exit;
 mod jit_ext;

@@ -1,0 +1,141 @@
+//! Compiling off the vCPU thread: a hot block's unit ([`Unit`], copies of
+//! its ops and the addresses its code embeds) goes to a compiler thread
+//! shared by the VM's CPUs, and the CPU interprets the block meanwhile.
+//! The machine code comes back to the CPU's [`Inbox`]; the CPU installs it
+//! between blocks (`Exec::jit_install`), on its own thread (executable
+//! memory is written by the thread that runs it, `code`), if the block is
+//! still cached: a block dropped while its unit compiled (a code write,
+//! eviction, a flush) is unpinned by the cache and the code is discarded.
+//!
+//! Cranelift takes ~250 µs for a median block on these hosts: on the vCPU
+//! thread that was a fifth of a Linux boot.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::compile::{machine_code, Unit};
+use crate::CpuSignals;
+
+/// Starts a thread that runs its argument (the VMM's, which sandboxes it).
+pub type Spawn = dyn Fn(Box<dyn FnOnce() + Send>) -> std::io::Result<()> + Send + Sync;
+
+/// The compiler thread of a VM, started at the first job.
+pub struct Compiler {
+    spawn: Box<Spawn>,
+    jobs: Mutex<Option<Sender<Job>>>,
+}
+
+pub(crate) struct Job {
+    pub id: u64,
+    pub unit: Unit,
+    pub to: Arc<Inbox>,
+}
+
+/// A unit compiled: its machine code and how many ops call their
+/// handler (None: Cranelift failed), and the host time it took.
+pub(crate) struct Done {
+    pub id: u64,
+    pub unit: Unit,
+    pub code: Option<(Vec<u8>, usize)>,
+    pub us: u64,
+}
+
+/// Where one CPU's compiled units wait for it.
+pub(crate) struct Inbox {
+    done: Mutex<Vec<Done>>,
+    ready: AtomicBool,
+    signals: Arc<CpuSignals>,
+}
+
+impl Inbox {
+    pub(crate) fn new(signals: Arc<CpuSignals>) -> Inbox {
+        Inbox {
+            done: Mutex::new(Vec::new()),
+            ready: AtomicBool::new(false),
+            signals,
+        }
+    }
+
+    /// Whether compiled units are waiting (one load: checked between
+    /// blocks while jobs are out).
+    #[inline]
+    pub(crate) fn ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// The compiled units waiting.
+    pub(crate) fn take(&self) -> Vec<Done> {
+        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        self.ready.store(false, Ordering::Release);
+        std::mem::take(&mut *done)
+    }
+
+    fn put(&self, d: Done) {
+        self.done.lock().unwrap_or_else(|p| p.into_inner()).push(d);
+        self.ready.store(true, Ordering::Release);
+        // Ends a chain of compiled blocks, so that the run loop installs
+        // the code soon.
+        self.signals.jit_ready();
+    }
+}
+
+impl Compiler {
+    /// Whether a VM should compile on a thread of its own:
+    /// `FERROVISOR_JIT_ASYNC=0` keeps compiling on the vCPU threads (to
+    /// measure one against the other); on by default.
+    pub fn wanted() -> bool {
+        std::env::var("FERROVISOR_JIT_ASYNC").as_deref() != Ok("0")
+    }
+
+    /// A compiler whose thread `spawn` starts at the first job.
+    pub fn new(spawn: Box<Spawn>) -> Arc<Compiler> {
+        Arc::new(Compiler {
+            spawn,
+            jobs: Mutex::new(None),
+        })
+    }
+
+    /// Queues `job`; gives it back when no compiler thread can run.
+    pub(crate) fn send(&self, job: Job) -> Result<(), Job> {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        if jobs.is_none() {
+            let (tx, rx) = channel();
+            if (self.spawn)(Box::new(move || serve(rx))).is_err() {
+                return Err(job);
+            }
+            *jobs = Some(tx);
+        }
+        match jobs.as_ref().map(|tx| tx.send(job)) {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => {
+                // The thread ended (it does not, but for a panic outside
+                // Cranelift): the next job starts another.
+                *jobs = None;
+                Err(e.0)
+            }
+            None => unreachable!("set above"),
+        }
+    }
+}
+
+/// The compiler thread: compiles jobs in order until every CPU and the
+/// VM dropped their handles.
+fn serve(rx: Receiver<Job>) {
+    for job in rx {
+        let started = Instant::now();
+        // A Cranelift panic fails this unit only (the block stays with
+        // the interpreter).
+        let code =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| machine_code(&job.unit)))
+                .ok()
+                .flatten();
+        job.to.put(Done {
+            id: job.id,
+            unit: job.unit,
+            code,
+            us: started.elapsed().as_micros() as u64,
+        });
+    }
+}
