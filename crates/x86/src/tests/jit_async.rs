@@ -57,17 +57,41 @@ fn guest(engine: Engine, async_jit: bool) -> Guest {
     g
 }
 
-/// Runs `g` to HLT in short slices; between them `between` sees the CPU
-/// (with units out or not).
-fn run_in_slices(g: &mut Guest, mut between: impl FnMut(&mut Guest)) {
+/// Runs the program on the interpreter, then on the JIT with a compiler
+/// thread in short slices, calling `between` with the JIT's guest after
+/// each slice (with units out or not); checks that both ended alike and
+/// returns the JIT's guest.
+fn against_the_interpreter(mut between: impl FnMut(&mut Guest)) -> Guest {
+    let mut i = guest(Engine::Interp, false);
+    assert_eq!(i.run(), CpuExit::Halt);
+    let mut j = guest(Engine::Jit, true);
+    let mut halted = false;
     for _ in 0..100_000 {
-        match g.cpu.run(&mut g.bus, 500) {
-            CpuExit::InstructionLimit => between(g),
-            CpuExit::Halt => return,
-            other => panic!("exit {other:?} at {:#x}", g.cpu.state.rip),
+        match j.cpu.run(&mut j.bus, 500) {
+            CpuExit::InstructionLimit => between(&mut j),
+            CpuExit::Halt => {
+                halted = true;
+                break;
+            }
+            other => panic!("exit {other:?} at {:#x}", j.cpu.state.rip),
         }
     }
-    panic!("no HLT");
+    assert!(halted, "no HLT");
+    assert_same_cpu_state(&i, &j);
+    assert_eq!(i.bus.bytes(), j.bus.bytes());
+    j
+}
+
+/// Waits for the code of the units out, if any; whether there were.
+fn wait_for_code(g: &Guest) -> bool {
+    if g.cpu.jit_jobs_out() == 0 {
+        return false;
+    }
+    assert!(
+        g.cpu.jit_wait_ready(Duration::from_secs(30)),
+        "no code came back"
+    );
+    true
 }
 
 #[test]
@@ -75,26 +99,13 @@ fn blocks_compiled_on_the_compiler_thread_run_as_the_interpreter() {
     if !jit_or_skip() {
         return;
     }
-    let mut i = guest(Engine::Interp, false);
-    assert_eq!(i.run(), CpuExit::Halt);
-    let mut j = guest(Engine::Jit, true);
     let mut waited = 0;
-    run_in_slices(&mut j, |g| {
-        if g.cpu.jit_jobs_out() > 0 {
-            assert!(
-                g.cpu.jit_wait_ready(Duration::from_secs(30)),
-                "no code came back"
-            );
-            waited += 1;
-        }
-    });
+    let j = against_the_interpreter(|g| waited += usize::from(wait_for_code(g)));
     assert!(waited > 0, "nothing went to the compiler thread");
-    assert_same_cpu_state(&i, &j);
     let c = j.cpu.cache_counters();
     assert_eq!(c.jit_compiles_stale.get(), 0);
     assert_eq!(c.jit_compile_failures.get(), 0);
     assert!(c.jit_compile_us.get() > 0);
-    assert_eq!(i.bus.bytes(), j.bus.bytes());
 }
 
 /// Blocks dropped (a flush, as a code write or a new memory map makes)
@@ -106,29 +117,15 @@ fn code_for_blocks_dropped_while_they_compiled_is_discarded() {
     if !jit_or_skip() {
         return;
     }
-    let mut i = guest(Engine::Interp, false);
-    assert_eq!(i.run(), CpuExit::Halt);
-    let mut j = guest(Engine::Jit, true);
     let mut flushes = 0;
-    run_in_slices(&mut j, |g| {
-        if g.cpu.jit_jobs_out() > 0 {
-            if flushes < 3 {
-                g.cpu.flush_code();
-                flushes += 1;
-            }
-            assert!(
-                g.cpu.jit_wait_ready(Duration::from_secs(30)),
-                "no code came back"
-            );
+    let j = against_the_interpreter(|g| {
+        if g.cpu.jit_jobs_out() > 0 && flushes < 3 {
+            g.cpu.flush_code();
+            flushes += 1;
         }
+        wait_for_code(g);
     });
     assert_eq!(flushes, 3);
-    let c = j.cpu.cache_counters();
-    assert!(
-        c.jit_compiles_stale.get() >= 3,
-        "stale {}",
-        c.jit_compiles_stale.get()
-    );
-    assert_same_cpu_state(&i, &j);
-    assert_eq!(i.bus.bytes(), j.bus.bytes());
+    let stale = j.cpu.cache_counters().jit_compiles_stale.get();
+    assert!(stale >= 3, "stale {stale}");
 }
