@@ -504,8 +504,13 @@ impl Default for Cpu {
 impl Cpu {
     /// A CPU in the RESET state, counting exits into `counters`.
     pub fn new(counters: Arc<ExitCounters>) -> Cpu {
+        Cpu::with_signals(counters, Arc::default())
+    }
+
+    /// A CPU in the RESET state whose kicks and flush requests arrive
+    /// through `signals` (shared with the accelerator before the CPU exists).
+    pub fn with_signals(counters: Arc<ExitCounters>, signals: Arc<CpuSignals>) -> Cpu {
         let cache_counters = Arc::new(CpuCounters::default());
-        let signals = Arc::new(CpuSignals::default());
         Cpu {
             state: CpuState::default(),
             tlb: mmu::Tlb::with_counters(cache_counters.clone()),
@@ -601,16 +606,6 @@ impl Cpu {
         // Outside `run`: no block is executing.
         self.blocks.collect_garbage();
         self.block_exit = true;
-    }
-
-    /// A CPU in the RESET state whose kicks and flush requests arrive
-    /// through `signals` (shared with the accelerator before the CPU exists).
-    pub fn with_signals(counters: Arc<ExitCounters>, signals: Arc<CpuSignals>) -> Cpu {
-        Cpu {
-            jit_inbox: Arc::new(jit::worker::Inbox::new(signals.clone())),
-            signals,
-            ..Cpu::new(counters)
-        }
     }
 
     /// The handle other threads use to kick this CPU or request flushes.

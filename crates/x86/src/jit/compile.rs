@@ -268,9 +268,9 @@ impl Cx {
     /// Stores the cached state, then emits a call to op `i`'s interpreter
     /// handler, leaving the function when it reports an exception or a
     /// block exit; continues in a new block with nothing cached.
-    pub(super) fn call_handler(&self, b: &mut FunctionBuilder<'_>, op: &Op, i: usize) {
+    pub(super) fn call_handler(&self, b: &mut FunctionBuilder<'_>, i: usize) {
         self.sync(b);
-        self.call_checked(b, op, i);
+        self.call_checked(b, i);
     }
 
     /// The cold arm of an inline access (branched to from the state
@@ -280,22 +280,21 @@ impl Cx {
     pub(super) fn slow_handler(
         &self,
         b: &mut FunctionBuilder<'_>,
-        op: &Op,
         i: usize,
         before: &Snap,
         writes: &[u8],
     ) {
         let cpu = self.cpu(b);
         self.regs.borrow_mut().store(b, cpu, before);
-        self.call_checked(b, op, i);
+        self.call_checked(b, i);
         let cpu = self.cpu(b);
         self.regs.borrow_mut().reload(b, cpu, before, writes);
     }
 
-    fn call_checked(&self, b: &mut FunctionBuilder<'_>, op: &Op, i: usize) {
+    /// Calls op `i` of the member being emitted: the op the code will
+    /// run, at the member's base (the unit holds a copy of it).
+    fn call_checked(&self, b: &mut FunctionBuilder<'_>, i: usize) {
         let f = b.ins().iconst(I64, call_op as *const () as i64);
-        // The op the code will run (`op` is the unit's copy of it).
-        let _ = op;
         let at = self.base.get() + (i * std::mem::size_of::<Op>()) as u64;
         let p = b.ins().iconst(I64, at as i64);
         let call = b.ins().call_indirect(self.tsig, f, &[self.ex, p]);
@@ -471,7 +470,7 @@ fn build(
                 && !emit_shift::inline(&mut b, &cx, op)
                 && !simd(&mut b, &cx, op, i)
             {
-                cx.call_handler(&mut b, op, i);
+                cx.call_handler(&mut b, i);
                 cx.known.set(None);
                 called += 1;
                 // What pays to inline next: `FERROVISOR_LOG=x86::jit=trace`.

@@ -135,7 +135,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
     b.switch_to_block(miss);
     b.seal_block(miss);
     let writes: &[u8] = if dst { &[op.r0] } else { &[] };
-    cx.slow_handler(b, op, i, &before, writes);
+    cx.slow_handler(b, i, &before, writes);
     // The handler recorded the same operands and result in the lazy
     // flags (when they are live: else nothing reads them).
     let l = LazyFlags::LAYOUT;

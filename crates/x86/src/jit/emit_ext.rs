@@ -199,7 +199,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
             signed,
             src,
         } => {
-            with_miss(b, cx, op, i, &[op.r0], |b, miss| {
+            with_miss(b, cx, i, &[op.r0], |b, miss| {
                 let lin = linear_cached(b, cx, op);
                 let before = cx.snapshot(b);
                 let p = tlb(b, cpu, lin, src, false, miss);
@@ -216,7 +216,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
                 before
             });
         }
-        Shape::Call => with_miss(b, cx, op, i, &[4], |b, miss| {
+        Shape::Call => with_miss(b, cx, i, &[4], |b, miss| {
             let sp = cx.gpr(b, 4);
             let sp = b.ins().iadd_imm_s(sp, -8);
             let before = cx.snapshot(b);
@@ -228,7 +228,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
             b.ins().store(cpu_mem(), t, cpu, rip_off());
             before
         }),
-        Shape::Ret => with_miss(b, cx, op, i, &[4], |b, miss| {
+        Shape::Ret => with_miss(b, cx, i, &[4], |b, miss| {
             let sp = cx.gpr(b, 4);
             let before = cx.snapshot(b);
             let p = tlb(b, cpu, sp, 8, false, miss);
@@ -272,7 +272,6 @@ fn extend(b: &mut FunctionBuilder<'_>, v: Value, src: u32, signed: bool) -> Valu
 fn with_miss(
     b: &mut FunctionBuilder<'_>,
     cx: &Cx,
-    op: &Op,
     i: usize,
     writes: &[u8],
     fast: impl FnOnce(&mut FunctionBuilder<'_>, cranelift_codegen::ir::Block) -> Snap,
@@ -284,7 +283,7 @@ fn with_miss(
     b.ins().jump(done, &[]);
     b.switch_to_block(miss);
     b.seal_block(miss);
-    cx.slow_handler(b, op, i, &before, writes);
+    cx.slow_handler(b, i, &before, writes);
     b.ins().jump(done, &[]);
     b.switch_to_block(done);
     b.seal_block(done);

@@ -227,7 +227,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
     b.ins().jump(done, &[]);
     b.switch_to_block(miss);
     b.seal_block(miss);
-    cx.slow_handler(b, op, i, &before, writes);
+    cx.slow_handler(b, i, &before, writes);
     b.ins().jump(done, &[]);
     b.switch_to_block(done);
     b.seal_block(done);

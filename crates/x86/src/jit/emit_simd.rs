@@ -322,7 +322,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
     b.ins().jump(done, &[]);
     b.switch_to_block(slow);
     b.seal_block(slow);
-    cx.call_handler(b, op, i);
+    cx.call_handler(b, i);
     b.ins().jump(done, &[]);
     b.switch_to_block(done);
     b.seal_block(done);

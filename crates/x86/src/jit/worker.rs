@@ -100,23 +100,22 @@ impl Compiler {
     /// Queues `job`; gives it back when no compiler thread can run.
     pub(crate) fn send(&self, job: Job) -> Result<(), Job> {
         let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        if jobs.is_none() {
-            let (tx, rx) = channel();
-            if (self.spawn)(Box::new(move || serve(rx))).is_err() {
-                return Err(job);
+        let tx = match &mut *jobs {
+            Some(tx) => tx,
+            none => {
+                let (tx, rx) = channel();
+                if (self.spawn)(Box::new(move || serve(rx))).is_err() {
+                    return Err(job);
+                }
+                none.insert(tx)
             }
-            *jobs = Some(tx);
-        }
-        match jobs.as_ref().map(|tx| tx.send(job)) {
-            Some(Ok(())) => Ok(()),
-            Some(Err(e)) => {
-                // The thread ended (it does not, but for a panic outside
-                // Cranelift): the next job starts another.
-                *jobs = None;
-                Err(e.0)
-            }
-            None => unreachable!("set above"),
-        }
+        };
+        tx.send(job).map_err(|e| {
+            // The thread ended (it does not, but for a panic outside
+            // Cranelift): the next job starts another.
+            *jobs = None;
+            e.0
+        })
     }
 }
 
