@@ -28,6 +28,11 @@ fn compiled_blocks_are_named_in_the_perf_map() {
         .arg(&elf)
         .env("FERROVISOR_EMU_ENGINE", "jit")
         .env("FERROVISOR_JIT_PERFMAP", "1")
+        // Compiled on the vCPU thread: with the compiler thread the guest
+        // (a few milliseconds) may end before the code comes back on a
+        // loaded host. Both install through `jit::compile::install`,
+        // which names the code.
+        .env("FERROVISOR_JIT_ASYNC", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
