@@ -54,6 +54,7 @@ pub(crate) mod scalar;
 mod sse41;
 mod ssse3;
 pub(crate) mod strings;
+mod strings_host;
 mod table;
 
 use iced_x86::Mnemonic;

@@ -47,8 +47,17 @@ impl StrResult {
 }
 
 /// The string comparison of `a` (first operand, an XMM register) and `b`
-/// (second operand, XMM or m128) under `imm`.
+/// (second operand, XMM or m128) under `imm`: [`pcmpstr_ref`], on the
+/// host's SSE4.2 unit when it has one (`strings_host`).
+#[inline]
 pub(crate) fn pcmpstr(a: u128, b: u128, imm: u8, lengths: Lengths) -> StrResult {
+    super::strings_host::pcmpstr(a, b, imm, lengths)
+        .unwrap_or_else(|| pcmpstr_ref(a, b, imm, lengths))
+}
+
+/// The definition of [`pcmpstr`], element by element as the SDM's
+/// pseudocode goes.
+pub(crate) fn pcmpstr_ref(a: u128, b: u128, imm: u8, lengths: Lengths) -> StrResult {
     let size: u32 = if imm & 1 != 0 { 2 } else { 1 };
     let n = 16 / size;
     let signed = imm & 2 != 0;
