@@ -5,7 +5,8 @@
 //! block's entry at the same page offset: the same L1i set for all).
 //!
 //! W^X: the pages a block is written to are made read-write for the
-//! copy, then read-execute again (never both). Those pages may hold
+//! copy, then read-execute again (never both); the units a CPU installs
+//! together ([`Code::many`]) share one such pair of changes per chunk. Those pages may hold
 //! other blocks of the same chunk, which is why a chunk is only ever
 //! written by the thread that created it, and code is only run by the
 //! thread that compiled it (a CPU compiles in its own run loop, on its
@@ -60,19 +61,28 @@ impl Chunk {
         (r == 0).then_some(chunk)
     }
 
-    /// Copies `bytes` to `off`: the pages they cover are writable for
-    /// the copy only.
-    fn write(&self, off: usize, bytes: &[u8]) -> bool {
-        let start = off / PAGE * PAGE;
-        let end = (off + bytes.len()).div_ceil(PAGE) * PAGE;
-        // SAFETY: [start, end) lies in the mapping (callers keep
+    /// Copies each `(off, bytes)` (in increasing, non-overlapping
+    /// order) into the chunk: the pages they cover are made writable for
+    /// the copies only, with one protection change each way for all of
+    /// them (each change that takes a permission away costs a TLB
+    /// shootdown on every core the process runs on: with the compiler
+    /// thread on the other core, an IPI round trip).
+    fn write(&self, parts: &[(usize, &[u8])]) -> bool {
+        let (Some(first), Some(last)) = (parts.first(), parts.last()) else {
+            return true;
+        };
+        let start = first.0 / PAGE * PAGE;
+        let end = (last.0 + last.1.len()).div_ceil(PAGE) * PAGE;
+        // SAFETY: [start, end) lies in the mapping (callers keep every
         // off + len <= self.len, a multiple of PAGE).
         unsafe {
             let p = self.ptr.add(start) as *mut libc::c_void;
             if libc::mprotect(p, end - start, libc::PROT_READ | libc::PROT_WRITE) != 0 {
                 return false;
             }
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(off), bytes.len());
+            for &(off, bytes) in parts {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(off), bytes.len());
+            }
             libc::mprotect(p, end - start, libc::PROT_READ | libc::PROT_EXEC) == 0
         }
     }
@@ -105,30 +115,71 @@ impl Code {
     /// Copies `bytes` into executable memory. None when the host refuses
     /// a mapping or a protection change (out of memory, W^X policy).
     pub(crate) fn new(bytes: &[u8]) -> Option<Code> {
-        let len = bytes.len().div_ceil(ALIGN).max(1) * ALIGN;
-        if len > CHUNK {
-            // Larger than a chunk: a mapping of its own.
-            let chunk = Arc::new(Chunk::new(len.div_ceil(PAGE) * PAGE)?);
-            return chunk.write(0, bytes).then_some(Code { chunk, off: 0, len });
+        Code::many(&[bytes]).pop().flatten()
+    }
+
+    /// Copies each of `all` into executable memory, packed in this
+    /// thread's current chunk: one pair of protection changes per chunk
+    /// for the lot (the compiled units a CPU installs at once). None for
+    /// those the host refused.
+    pub(crate) fn many(all: &[&[u8]]) -> Vec<Option<Code>> {
+        let mut out = Vec::with_capacity(all.len());
+        // Placed in the current chunk, not yet written.
+        let mut parts: Vec<(usize, &[u8])> = Vec::new();
+        let mut placed: Vec<Code> = Vec::new();
+        let flush = |parts: &mut Vec<(usize, &[u8])>,
+                     placed: &mut Vec<Code>,
+                     out: &mut Vec<Option<Code>>| {
+            let ok = placed.first().is_none_or(|c| c.chunk.write(parts));
+            out.extend(placed.drain(..).map(|c| ok.then_some(c)));
+            parts.clear();
+        };
+        for &bytes in all {
+            let len = bytes.len().div_ceil(ALIGN).max(1) * ALIGN;
+            if len > CHUNK {
+                // Larger than a chunk: a mapping of its own.
+                flush(&mut parts, &mut placed, &mut out);
+                let code = Chunk::new(len.div_ceil(PAGE) * PAGE).and_then(|chunk| {
+                    let chunk = Arc::new(chunk);
+                    chunk
+                        .write(&[(0, bytes)])
+                        .then_some(Code { chunk, off: 0, len })
+                });
+                out.push(code);
+                continue;
+            }
+            let code = CURRENT.with(|cur| {
+                let mut cur = cur.borrow_mut();
+                let fits = matches!(&*cur, Some((_, used)) if used + len <= CHUNK);
+                if !fits {
+                    *cur = Some((Arc::new(Chunk::new(CHUNK)?), 0));
+                }
+                let (chunk, used) = cur.as_mut()?;
+                let off = *used;
+                *used += len;
+                Some(Code {
+                    chunk: chunk.clone(),
+                    off,
+                    len,
+                })
+            });
+            let Some(code) = code else {
+                flush(&mut parts, &mut placed, &mut out);
+                out.push(None);
+                continue;
+            };
+            if placed
+                .first()
+                .is_some_and(|c| !Arc::ptr_eq(&c.chunk, &code.chunk))
+            {
+                // A new chunk: the last one's copies first.
+                flush(&mut parts, &mut placed, &mut out);
+            }
+            parts.push((code.off, bytes));
+            placed.push(code);
         }
-        CURRENT.with(|cur| {
-            let mut cur = cur.borrow_mut();
-            let fits = matches!(&*cur, Some((_, used)) if used + len <= CHUNK);
-            if !fits {
-                *cur = Some((Arc::new(Chunk::new(CHUNK)?), 0));
-            }
-            let (chunk, used) = cur.as_mut()?;
-            let off = *used;
-            if !chunk.write(off, bytes) {
-                return None;
-            }
-            *used += len;
-            Some(Code {
-                chunk: chunk.clone(),
-                off,
-                len,
-            })
-        })
+        flush(&mut parts, &mut placed, &mut out);
+        out
     }
 
     /// Host bytes held (the block's share of its chunk).
@@ -177,5 +228,27 @@ mod tests {
         let d = Code::new(&big).unwrap();
         assert_eq!(call(&d), 4);
         assert_eq!(d.bytes(), (CHUNK + 1).div_ceil(16) * 16);
+    }
+
+    /// A batch is packed like single blocks, in order, across a chunk
+    /// boundary too (the current chunk's copies written before the next
+    /// chunk's), and an oversized member gets a mapping of its own.
+    #[test]
+    fn a_batch_is_packed_in_order_across_chunks() {
+        let mut filler = ret_imm(9);
+        // With the first block, fills the current chunk to its end.
+        let room = CURRENT.with(|c| c.borrow().as_ref().map_or(CHUNK, |(_, used)| CHUNK - used));
+        filler.resize(room.saturating_sub(16 + 8).max(1), 0xcc);
+        let mut big = ret_imm(7);
+        big.resize(CHUNK + 1, 0xcc);
+        let parts = [ret_imm(5), filler, ret_imm(6), big, ret_imm(8)];
+        let all: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
+        let codes: Vec<Code> = Code::many(&all).into_iter().map(|c| c.unwrap()).collect();
+        let got: Vec<u32> = codes.iter().map(call).collect();
+        assert_eq!(got, [5, 9, 6, 7, 8]);
+        // The third did not fit after the filler: a new chunk.
+        assert!(!Arc::ptr_eq(&codes[1].chunk, &codes[2].chunk));
+        assert!(Arc::ptr_eq(&codes[2].chunk, &codes[4].chunk));
+        assert_eq!(codes[4].ptr() as usize - codes[2].ptr() as usize, 16);
     }
 }

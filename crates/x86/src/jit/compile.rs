@@ -160,17 +160,23 @@ pub(crate) fn machine_code(unit: &Unit) -> Option<(Vec<u8>, usize)> {
     })
 }
 
-/// Copies machine code of `unit` into executable memory, on the thread
-/// that runs it (see `code`), named in the perf map.
-pub(crate) fn install(unit: &Unit, bytes: &[u8]) -> Option<Code> {
-    let code = Code::new(bytes)?;
-    let (rip, n, more) = unit.name();
-    super::perfmap::note(
-        code.ptr(),
-        code.bytes(),
-        format_args!("guest_{rip:x}_{n}ops_{more}more"),
-    );
-    Some(code)
+/// Copies the machine code of each unit into executable memory at once
+/// (`Code::many`), on the thread that runs it (see `code`), named in the
+/// perf map. None for those the host refused.
+pub(crate) fn install(all: &[(&Unit, &[u8])]) -> Vec<Option<Code>> {
+    let bytes: Vec<&[u8]> = all.iter().map(|(_, b)| *b).collect();
+    let codes = Code::many(&bytes);
+    for ((unit, _), code) in all.iter().zip(&codes) {
+        if let Some(code) = code {
+            let (rip, n, more) = unit.name();
+            super::perfmap::note(
+                code.ptr(),
+                code.bytes(),
+                format_args!("guest_{rip:x}_{n}ops_{more}more"),
+            );
+        }
+    }
+    codes
 }
 
 /// What the emitters of one block share: the function's arguments, the

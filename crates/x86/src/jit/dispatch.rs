@@ -7,6 +7,7 @@ use crate::block::OpsRef;
 use crate::exec::Exec;
 use crate::opbuf::OpBuf;
 
+use super::code::Code;
 use super::compile::{self, Unit};
 use super::worker::Job;
 use super::Entry;
@@ -70,12 +71,18 @@ impl Exec<'_> {
         let started = std::time::Instant::now();
         let code = compile::machine_code(&unit);
         let us = started.elapsed().as_micros() as u64;
-        self.jit_finish(blk, &unit, region, code, us)
+        let installed = code.and_then(|(bytes, called)| {
+            let code = compile::install(&[(&unit, &bytes)]).pop().flatten()?;
+            Some((code, called))
+        });
+        self.jit_finish(blk, &unit, region, installed, us)
     }
 
     /// Installs the units the compiler thread finished whose blocks are
-    /// still cached (between blocks: no compiled code runs).
+    /// still cached (between blocks: no compiled code runs), all of
+    /// them in one copy into executable memory (`compile::install`).
     pub(crate) fn jit_install(&mut self) {
+        let mut live = Vec::new();
         for done in self.c.jit_inbox.take() {
             let Some(p) = self.c.jit_pending.remove(&done.id) else {
                 continue;
@@ -87,24 +94,36 @@ impl Exec<'_> {
                 self.c.cache_counters.jit_compile_us.add(done.us);
                 continue;
             }
-            self.jit_finish(p.blk, &done.unit, p.region, done.code, done.us);
+            live.push((p, done));
+        }
+        let all: Vec<(&Unit, &[u8])> = live
+            .iter()
+            .filter_map(|(_, d)| Some((&d.unit, d.code.as_ref()?.0.as_slice())))
+            .collect();
+        let mut codes = compile::install(&all).into_iter();
+        for (p, done) in live {
+            // The compiled ones took a code each, in order.
+            let installed = match done.code {
+                Some((_, called)) => codes.next().flatten().map(|c| (c, called)),
+                None => None,
+            };
+            self.jit_finish(p.blk, &done.unit, p.region, installed, done.us);
         }
     }
 
-    /// Installs the machine code of `blk`'s unit (None: it failed) and
-    /// counts it; the block's entry.
+    /// Sets the installed code of `blk`'s unit (None: compiling or
+    /// installing it failed) and counts it; the block's entry.
     fn jit_finish(
         &mut self,
         blk: OpsRef,
         unit: &Unit,
         region: Vec<OpBuf>,
-        code: Option<(Vec<u8>, usize)>,
+        installed: Option<(Code, usize)>,
         us: u64,
     ) -> Option<Entry> {
         let k = self.c.cache_counters.clone();
         k.jit_compile_us.add(us);
-        let Some((code, called)) = code.and_then(|(b, n)| Some((compile::install(unit, &b)?, n)))
-        else {
+        let Some((code, called)) = installed else {
             k.jit_compile_failures.inc();
             return None;
         };
