@@ -468,6 +468,7 @@ fn build(
         // Nothing is cached at a head: every edge stored and forgot.
         cx.early.set(earlies[j]);
         cx.known.set(None);
+        super::exit::touch(&mut b, m.exits);
         for (i, op) in ops.iter().enumerate() {
             if !emit::inline(&mut b, &cx, op, i)
                 && !emit_branch::inline(&mut b, &cx, op)
