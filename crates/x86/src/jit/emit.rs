@@ -28,6 +28,10 @@ pub(super) enum Alu {
     Xor,
     Cmp,
     Test,
+    /// ADC and SBB: the result takes CF in (the known flags', or the
+    /// lazy flags' in memory through `lazy_cond`).
+    Adc,
+    Sbb,
 }
 
 impl Alu {
@@ -40,6 +44,8 @@ impl Alu {
             Mnemonic::Xor => Alu::Xor,
             Mnemonic::Cmp => Alu::Cmp,
             Mnemonic::Test => Alu::Test,
+            Mnemonic::Adc => Alu::Adc,
+            Mnemonic::Sbb => Alu::Sbb,
             _ => return None,
         })
     }
@@ -48,7 +54,37 @@ impl Alu {
         match self {
             Alu::Add => FlagOp::Add,
             Alu::Sub | Alu::Cmp => FlagOp::Sub,
+            Alu::Adc => FlagOp::Adc,
+            Alu::Sbb => FlagOp::Sbb,
             _ => FlagOp::Logic,
+        }
+    }
+
+    /// Reads CF (ADC, SBB).
+    pub(super) fn carries(self) -> bool {
+        matches!(self, Alu::Adc | Alu::Sbb)
+    }
+
+    /// The unmasked result of `a` op `bv` (`sem::alu`), with `carry` (I64
+    /// 0/1; None: 0) added by ADC or subtracted by SBB.
+    pub(super) fn emit(
+        self,
+        b: &mut FunctionBuilder<'_>,
+        a: Value,
+        bv: Value,
+        carry: Option<Value>,
+    ) -> Value {
+        let r = match self {
+            Alu::Add | Alu::Adc => b.ins().iadd(a, bv),
+            Alu::Sub | Alu::Cmp | Alu::Sbb => b.ins().isub(a, bv),
+            Alu::And | Alu::Test => b.ins().band(a, bv),
+            Alu::Or => b.ins().bor(a, bv),
+            Alu::Xor => b.ins().bxor(a, bv),
+        };
+        match (self, carry) {
+            (Alu::Adc, Some(c)) => b.ins().iadd(r, c),
+            (Alu::Sbb, Some(c)) => b.ins().isub(r, c),
+            _ => r,
         }
     }
 
@@ -216,18 +252,18 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
             cx.known.set(Some(k));
         }
         Inline::AluRR(alu) | Inline::AluRI(alu) => {
+            // sem::alu: ADC/SBB add or subtract CF too and record it
+            // (`aux`); condition code 2 ("below") is CF.
+            let carry = alu.carries().then(|| {
+                let c = cx.cond(b, 2);
+                b.ins().uextend(I64, c)
+            });
             let a = get(b, op.r0);
             let bv = match shape {
                 Inline::AluRR(_) => get(b, op.r1),
                 _ => b.ins().iconst(I64, op.imm as i64),
             };
-            let r = match alu {
-                Alu::Add => b.ins().iadd(a, bv),
-                Alu::Sub | Alu::Cmp => b.ins().isub(a, bv),
-                Alu::And | Alu::Test => b.ins().band(a, bv),
-                Alu::Or => b.ins().bor(a, bv),
-                Alu::Xor => b.ins().bxor(a, bv),
-            };
+            let r = alu.emit(b, a, bv, carry);
             let r = if size < 8 {
                 b.ins().band_imm_u(r, m as i64)
             } else {
@@ -239,7 +275,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
                 a,
                 b: bv,
                 r,
-                cf: None,
+                cf: carry,
             };
             if record {
                 cx.set_flags(k);

@@ -55,6 +55,9 @@ fn classify(op: &Op) -> Option<(Alu, Form, u32)> {
         return None;
     }
     let alu = Alu::of(insn.mnemonic())?;
+    if alu.carries() {
+        return None;
+    }
     let mem_ok = (op.base == NOREG || op.base < 16) && (op.index == NOREG || op.index < 16);
     if !mem_ok {
         return None;
@@ -107,13 +110,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
         Form::Rm => (other, mem),
         _ => (mem, other),
     };
-    let r = match alu {
-        Alu::Add => b.ins().iadd(a, bv),
-        Alu::Sub | Alu::Cmp => b.ins().isub(a, bv),
-        Alu::And | Alu::Test => b.ins().band(a, bv),
-        Alu::Or => b.ins().bor(a, bv),
-        Alu::Xor => b.ins().bxor(a, bv),
-    };
+    let r = alu.emit(b, a, bv, None);
     let r = if size == 8 {
         r
     } else {

@@ -30,7 +30,8 @@ pub(super) struct Known {
     pub a: Value,
     pub b: Value,
     pub r: Value,
-    /// The carry INC/DEC kept (their `aux`), I64 0/1.
+    /// The record's `aux`, I64 0/1: the carry INC/DEC kept, the carry
+    /// ADC/SBB took in.
     pub cf: Option<Value>,
 }
 
@@ -46,11 +47,17 @@ fn canonical(v: u64) -> bool {
 /// as an I8 0/1; None when it cannot be computed here.
 pub(super) fn cond(b: &mut FunctionBuilder<'_>, k: Known, cc: u8) -> Option<Value> {
     let sign = 1u64 << (k.size * 8 - 1);
-    let sub = k.kind == FlagOp::Sub;
+    let sub = matches!(k.kind, FlagOp::Sub | FlagOp::Sbb);
     let logic = k.kind == FlagOp::Logic;
-    let add = k.kind == FlagOp::Add;
+    let add = matches!(k.kind, FlagOp::Add | FlagOp::Adc);
     let inc = k.kind == FlagOp::Inc;
     let dec = k.kind == FlagOp::Dec;
+    // ADC/SBB: the carry in (`aux`) decides CF when the operands leave
+    // it open.
+    let carry_in = match k.kind {
+        FlagOp::Adc | FlagOp::Sbb => Some(k.cf?),
+        _ => None,
+    };
     if !(sub || logic || add || inc || dec) {
         return None;
     }
@@ -86,17 +93,23 @@ pub(super) fn cond(b: &mut FunctionBuilder<'_>, k: Known, cc: u8) -> Option<Valu
         let s = b.ins().band_imm_u(x, sign as i64);
         b.ins().icmp_imm_u(IntCC::NotEqual, s, 0)
     };
-    // LazyFlags::cf: Sub a<b; Add r<a; Logic 0; INC/DEC the kept carry.
+    // LazyFlags::cf: Sub a<b; Add r<a; Logic 0; INC/DEC the kept carry;
+    // with a carry in, SBB a<=b and ADC r<=a.
     let cf = |b: &mut FunctionBuilder<'_>| {
         if let (true, Some(c)) = (inc || dec, k.cf) {
             return b.ins().icmp_imm_u(IntCC::NotEqual, c, 0);
         }
+        let (x, y) = if sub { (k.a, k.b) } else { (k.r, k.a) };
         if logic {
             b.ins().iconst(I8, 0)
-        } else if sub {
-            b.ins().icmp(IntCC::UnsignedLessThan, k.a, k.b)
+        } else if let Some(c) = carry_in {
+            let below = b.ins().icmp(IntCC::UnsignedLessThan, x, y);
+            let equal = b.ins().icmp(IntCC::Equal, x, y);
+            let c = b.ins().ireduce(I8, c);
+            let equal = b.ins().band(equal, c);
+            b.ins().bor(below, equal)
         } else {
-            b.ins().icmp(IntCC::UnsignedLessThan, k.r, k.a)
+            b.ins().icmp(IntCC::UnsignedLessThan, x, y)
         }
     };
     let t = match cc >> 1 {

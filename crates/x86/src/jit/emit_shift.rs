@@ -2,6 +2,9 @@
 //! (`fast::shift_ri`, 64-bit code): the count is a constant of the code,
 //! so CF and OF are a few shifts; the record is the handler's (`Szp`,
 //! aux = CF | OF << 1). Consumers of these flags read them from memory.
+//! ROL/ROR by an immediate only where the block's liveness pass found
+//! their CF and OF dead (`fast::rotate_ri` without flags: the hashes and
+//! ciphers of a Linux boot rotate, then add or xor): one rotate.
 
 use cranelift_codegen::ir::{types::I64, InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
@@ -17,6 +20,8 @@ enum Kind {
     Shl,
     Shr,
     Sar,
+    Rol,
+    Ror,
 }
 
 fn classify(op: &Op) -> Option<(Kind, u32, u32)> {
@@ -35,6 +40,9 @@ fn classify(op: &Op) -> Option<(Kind, u32, u32)> {
         Mnemonic::Shl | Mnemonic::Sal => Kind::Shl,
         Mnemonic::Shr => Kind::Shr,
         Mnemonic::Sar => Kind::Sar,
+        // The rotates keep SF ZF AF PF: inline only without a record.
+        Mnemonic::Rol if !records(op) => Kind::Rol,
+        Mnemonic::Ror if !records(op) => Kind::Ror,
         _ => return None,
     };
     let size = Exec::op_size(insn, 0);
@@ -43,6 +51,12 @@ fn classify(op: &Op) -> Option<(Kind, u32, u32)> {
     }
     let count = insn.immediate8() as u32 & if size == 8 { 0x3f } else { 0x1f };
     (count != 0).then_some((kind, size, count))
+}
+
+/// Whether the interpreter records the op's flags (the liveness pass
+/// gives an op whose flags are dead its flag-less handler).
+fn records(op: &Op) -> bool {
+    std::ptr::fn_addr_eq(op.h, op.hf)
 }
 
 /// Emits `op` inline; false when it is not one of these forms.
@@ -68,6 +82,26 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> bool {
         a
     };
     let (r, cf, of) = match kind {
+        Kind::Rol | Kind::Ror => {
+            // No record: the flags stay the earlier producer's, as the
+            // flag-less handler leaves them.
+            let left = kind == Kind::Rol;
+            let r = if size == 4 {
+                let v = b32(b, a);
+                let r = if left {
+                    b.ins().rotl_imm_u(v, c)
+                } else {
+                    b.ins().rotr_imm_u(v, c)
+                };
+                b.ins().uextend(I64, r)
+            } else if left {
+                b.ins().rotl_imm_u(a, c)
+            } else {
+                b.ins().rotr_imm_u(a, c)
+            };
+            cx.set_gpr(b, op.r0, 8, r);
+            return true;
+        }
         Kind::Shl => {
             let r = b.ins().ishl_imm_u(a, c);
             let r = mask32(b, r);
@@ -92,7 +126,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> bool {
             (r, cf, None)
         }
     };
-    if std::ptr::fn_addr_eq(op.h, op.hf) {
+    if records(op) {
         let aux = match of {
             Some(of) => {
                 let o = b.ins().ishl_imm_u(of, 1);
@@ -114,4 +148,9 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> bool {
     cx.set_gpr(b, op.r0, 8, r);
     cx.known.set(None);
     true
+}
+
+/// The low 32 bits of `v` as an I32 (a 32-bit rotate).
+fn b32(b: &mut FunctionBuilder<'_>, v: Value) -> Value {
+    b.ins().ireduce(cranelift_codegen::ir::types::I32, v)
 }
