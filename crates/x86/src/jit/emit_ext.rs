@@ -1,9 +1,11 @@
 //! Inline forms of phase 2, in 64-bit code: MOVZX/MOVSX/MOVSXD (register
 //! or memory source), SETcc of a register and CMOVcc between registers
 //! over flags known in the block, two- and three-operand IMUL of
-//! registers, near CALL rel32 and RET. Each does what its handler in
-//! `exec/fast.rs` does (`movzx_*`, `movsx_*`, `setcc_r`, `cmov_rr`,
-//! `imul_rr`, `imul_rri`, `call64`, `ret64`); memory goes through the
+//! registers, near CALL rel32, CALL and JMP through a register, JMP
+//! through memory, and RET. Each does what its handler does
+//! (`exec/fast.rs`: `movzx_*`, `movsx_*`, `setcc_r`, `cmov_rr`, `imul_rr`,
+//! `imul_rri`, `call64`, `call_r64`, `jmp_r64`, `ret64`; `control::jmp`);
+//! memory goes through the
 //! inlined TLB lookup of `emit_mem`, and a miss (or a RET to a
 //! non-canonical address) runs the handler, which walks, faults or
 //! raises #GP with RIP and RSP untouched.
@@ -39,6 +41,10 @@ enum Shape {
     /// IMUL r, r (false) or IMUL r, r, imm (true).
     Imul(bool),
     Call,
+    /// CALL r64.
+    CallReg,
+    /// JMP r64 (false) or JMP m64 (true).
+    Jmp(bool),
     Ret,
 }
 
@@ -51,6 +57,21 @@ fn classify(op: &Op) -> Option<(Shape, u32)> {
     match insn.code() {
         Code::Call_rel32_64 if canonical(op.imm) => return Some((Shape::Call, 8)),
         Code::Retnq => return Some((Shape::Ret, 8)),
+        Code::Call_rm64 if insn.op0_kind() == OpKind::Register && gpr(op.r0) => {
+            return Some((Shape::CallReg, 8))
+        }
+        Code::Jmp_rm64 => {
+            return match insn.op0_kind() {
+                OpKind::Register if gpr(op.r0) => Some((Shape::Jmp(false), 8)),
+                OpKind::Memory
+                    if (op.base == NOREG || gpr(op.base))
+                        && (op.index == NOREG || gpr(op.index)) =>
+                {
+                    Some((Shape::Jmp(true), 8))
+                }
+                _ => None,
+            }
+        }
         _ => {}
     }
     // Everything below has a specialised handler when it does not set RIP.
@@ -228,19 +249,40 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
             b.ins().store(cpu_mem(), t, cpu, rip_off());
             before
         }),
+        Shape::CallReg => with_miss(b, cx, i, &[4], |b, miss| {
+            let t = cx.gpr(b, op.r0);
+            let sp = cx.gpr(b, 4);
+            let sp = b.ins().iadd_imm_s(sp, -8);
+            let before = cx.snapshot(b);
+            // call_r64: #GP for a non-canonical target before the push.
+            unless_canonical(b, t, miss);
+            let p = tlb(b, cpu, sp, 8, true, miss);
+            let ret = b.ins().iconst(I64, op.next as i64);
+            b.ins().store(guest_mem(), ret, p, 0);
+            cx.set_gpr(b, 4, 8, sp);
+            b.ins().store(cpu_mem(), t, cpu, rip_off());
+            before
+        }),
+        Shape::Jmp(mem) => with_miss(b, cx, i, &[], |b, miss| {
+            let (t, before) = if mem {
+                let lin = linear_cached(b, cx, op);
+                let before = cx.snapshot(b);
+                let p = tlb(b, cpu, lin, 8, false, miss);
+                (b.ins().load(I64, guest_mem(), p, 0), before)
+            } else {
+                let t = cx.gpr(b, op.r0);
+                (t, cx.snapshot(b))
+            };
+            unless_canonical(b, t, miss);
+            b.ins().store(cpu_mem(), t, cpu, rip_off());
+            before
+        }),
         Shape::Ret => with_miss(b, cx, i, &[4], |b, miss| {
             let sp = cx.gpr(b, 4);
             let before = cx.snapshot(b);
             let p = tlb(b, cpu, sp, 8, false, miss);
             let t = b.ins().load(I64, guest_mem(), p, 0);
-            // A non-canonical target: the handler raises #GP.
-            let hi = b.ins().ishl_imm_u(t, 16);
-            let back = b.ins().sshr_imm_u(hi, 16);
-            let ok = b.ins().icmp(IntCC::Equal, back, t);
-            let go = b.create_block();
-            b.ins().brif(ok, go, &[], miss, &[]);
-            b.switch_to_block(go);
-            b.seal_block(go);
+            unless_canonical(b, t, miss);
             let sp = b.ins().iadd_imm_s(sp, 8);
             cx.set_gpr(b, 4, 8, sp);
             b.ins().store(cpu_mem(), t, cpu, rip_off());
@@ -248,6 +290,18 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
         }),
     }
     true
+}
+
+/// Goes on in a new block when `t` is a canonical address, else to
+/// `miss` (the handler raises #GP).
+fn unless_canonical(b: &mut FunctionBuilder<'_>, t: Value, miss: cranelift_codegen::ir::Block) {
+    let hi = b.ins().ishl_imm_u(t, 16);
+    let back = b.ins().sshr_imm_u(hi, 16);
+    let ok = b.ins().icmp(IntCC::Equal, back, t);
+    let go = b.create_block();
+    b.ins().brif(ok, go, &[], miss, &[]);
+    b.switch_to_block(go);
+    b.seal_block(go);
 }
 
 /// `v` (a register's 64 bits) cut to `src` bytes, zero- or sign-extended

@@ -1,6 +1,7 @@
 //! The JIT's phase-2 inline forms against the interpreter: MOVZX/MOVSX,
-//! SETcc/CMOVcc, IMUL, CALL/RET (values, flags, faults with RIP and RSP
-//! exact, self-modifying code), and the chaining of compiled blocks.
+//! SETcc/CMOVcc, IMUL, CALL/RET, CALL and JMP through registers and
+//! memory (values, flags, faults with RIP and RSP exact, self-modifying
+//! code), and the chaining of compiled blocks.
 
 use iced_x86::code_asm::*;
 use iced_x86::IcedError;
@@ -288,6 +289,102 @@ fn call_and_ret_match_the_interpreter() {
     assert_eq!(called(&j).1, 1, "{:?}", called(&j));
     assert_eq!(j.reg(0), 50 * 21);
     assert_eq!(j.reg(4), STACK_TOP);
+}
+
+/// A jump table in memory (JMP m64), JMP r64 and CALL r64, compiled:
+/// the same registers, memory and stack as the interpreter, and none of
+/// them calls its handler.
+#[test]
+fn indirect_jumps_and_calls_match_the_interpreter() {
+    if !jit_or_skip() {
+        return;
+    }
+    let j = same_on_both(
+        |a| {
+            let mut top = a.create_label();
+            let mut cases = [a.create_label(), a.create_label(), a.create_label()];
+            let mut join = a.create_label();
+            let mut f = a.create_label();
+            // The jump table at DATA + 0x800.
+            for (k, c) in cases.iter().enumerate() {
+                a.lea(rax, ptr(*c))?;
+                a.mov(qword_ptr(DATA + 0x800 + 8 * k as u64), rax)?;
+            }
+            a.mov(ecx, 60u32)?;
+            a.xor(eax, eax)?;
+            a.set_label(&mut top)?;
+            // case (ecx % 3) through the table
+            a.mov(eax, ecx)?;
+            a.xor(edx, edx)?;
+            a.mov(r8d, 3u32)?;
+            a.div(r8d)?;
+            a.mov(r9, DATA + 0x800)?;
+            a.jmp(qword_ptr(r9 + rdx * 8))?;
+            a.set_label(&mut cases[0])?;
+            a.add(rbx, 1)?;
+            a.lea(r10, ptr(join))?;
+            a.jmp(r10)?;
+            a.set_label(&mut cases[1])?;
+            a.add(rbx, 100)?;
+            a.lea(r11, ptr(f))?;
+            a.call(r11)?;
+            a.jmp(join)?;
+            a.set_label(&mut cases[2])?;
+            a.add(rbx, 10_000)?;
+            a.set_label(&mut join)?;
+            a.mov(qword_ptr(rcx * 8 + DATA), rbx)?;
+            a.dec(ecx)?;
+            a.jnz(top)?;
+            a.hlt()?;
+            // f: counts its calls, leaves its return address
+            a.set_label(&mut f)?;
+            a.add(r12, 1)?;
+            a.mov(r13, qword_ptr(rsp))?;
+            a.ret()
+        },
+        no_setup,
+    );
+    assert_eq!(j.reg(3), 20 * (1 + 100 + 10_000));
+    assert_eq!(j.reg(12), 20);
+    assert_eq!(j.reg(4), STACK_TOP);
+    let (_, calls) = called(&j);
+    // What still calls out: DIV, HLT and the RIP-relative LEAs (11 with
+    // the branches calling their handlers, in the units that hold them).
+    assert_eq!(calls, 4, "{:?}", called(&j));
+}
+
+/// A JMP r64 and a CALL r64 to a non-canonical address raise #GP with
+/// RIP at the branch and RSP unchanged, on both engines.
+#[test]
+fn indirect_branches_to_non_canonical_addresses_raise_gp() {
+    if !jit_or_skip() {
+        return;
+    }
+    fn with_gp_gate(g: &mut Guest) {
+        g.gate64(13, HANDLERS, 0, 0, false);
+        g.code_at(HANDLERS, |a| a.hlt());
+    }
+    for call in [false, true] {
+        let program: Program = if call {
+            |a| {
+                a.mov(rax, 0x8000_0000_0000_0000u64)?;
+                a.add(rbx, 3)?;
+                a.call(rax)
+            }
+        } else {
+            |a| {
+                a.mov(rax, 0x0000_8000_0000_0000u64)?;
+                a.add(rbx, 3)?;
+                a.jmp(rax)
+            }
+        };
+        let j = same_on_both(program, with_gp_gate);
+        assert_eq!(j.reg(3), 3, "call {call}");
+        // The #GP frame: error code 0, then the branch's RIP.
+        let frame = j.reg(4);
+        assert_eq!(j.bus.read_u64(frame), 0, "call {call}");
+        assert_eq!(j.bus.read_u64(frame + 8), CODE + 10 + 4, "call {call}");
+    }
 }
 
 /// A #PF on the push of a CALL at the end of a compiled block: the ops
