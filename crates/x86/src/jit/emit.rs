@@ -8,7 +8,7 @@
 //! block's cache (`regs`): stored when something may read them.
 //! Everything else is a call to the handler.
 
-use cranelift_codegen::ir::{types::I64, InstBuilder, Value};
+use cranelift_codegen::ir::{types::I32, types::I64, InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
 use iced_x86::{CodeSize, Mnemonic, OpKind};
 
@@ -102,6 +102,15 @@ enum Inline {
     AluRI(Alu),
     /// INC (true) or DEC of a register.
     IncDec(bool),
+    /// NEG of a register (flags of 0 - a, `sem::unary`).
+    Neg,
+    /// NOT of a register (no flags).
+    Not,
+    /// BSWAP of a 32- or 64-bit register (no flags).
+    Bswap,
+    /// CDQE (false: RAX = EAX sign-extended) or CDQ/CQO (true: RDX = the
+    /// sign of EAX/RAX), `fast::convert`.
+    Convert(bool),
 }
 
 fn is_imm(k: OpKind) -> bool {
@@ -130,15 +139,24 @@ fn classify(op: &Op) -> Option<(Inline, u32)> {
     {
         return None;
     }
+    match insn.mnemonic() {
+        Mnemonic::Cdqe => return Some((Inline::Convert(false), 8)),
+        Mnemonic::Cdq => return Some((Inline::Convert(true), 4)),
+        Mnemonic::Cqo => return Some((Inline::Convert(true), 8)),
+        _ => {}
+    }
     if insn.op_count() == 1 {
         let size = Exec::op_size(insn, 0);
-        let inc = match insn.mnemonic() {
-            Mnemonic::Inc => true,
-            Mnemonic::Dec => false,
+        let shape = match insn.mnemonic() {
+            Mnemonic::Inc => Inline::IncDec(true),
+            Mnemonic::Dec => Inline::IncDec(false),
+            Mnemonic::Neg => Inline::Neg,
+            Mnemonic::Not => Inline::Not,
+            Mnemonic::Bswap if matches!(size, 4 | 8) => Inline::Bswap,
             _ => return None,
         };
         let ok = insn.op0_kind() == OpKind::Register && op.r0 < 16 && matches!(size, 1 | 2 | 4 | 8);
-        return ok.then_some((Inline::IncDec(inc), size));
+        return ok.then_some((shape, size));
     }
     if insn.op_count() != 2 {
         return None;
@@ -250,6 +268,69 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
             }
             set(b, op.r0, r);
             cx.known.set(Some(k));
+        }
+        Inline::Neg => {
+            // sem::unary: r = 0 - a, recorded as Sub(0, a).
+            let a = get(b, op.r0);
+            let zero = b.ins().iconst(I64, 0);
+            let r = b.ins().isub(zero, a);
+            let r = if size < 8 {
+                b.ins().band_imm_u(r, m as i64)
+            } else {
+                r
+            };
+            let k = Known {
+                kind: FlagOp::Sub,
+                size,
+                a: zero,
+                b: a,
+                r,
+                cf: None,
+            };
+            if record {
+                cx.set_flags(k);
+            }
+            set(b, op.r0, r);
+            cx.known.set(Some(k));
+        }
+        Inline::Not => {
+            let a = get(b, op.r0);
+            let r = b.ins().bnot(a);
+            let r = if size < 8 {
+                b.ins().band_imm_u(r, m as i64)
+            } else {
+                r
+            };
+            set(b, op.r0, r);
+        }
+        Inline::Bswap => {
+            let a = cx.gpr(b, op.r0);
+            let r = if size == 4 {
+                let low = b.ins().ireduce(I32, a);
+                let r = b.ins().bswap(low);
+                b.ins().uextend(I64, r)
+            } else {
+                b.ins().bswap(a)
+            };
+            cx.set_gpr(b, op.r0, 8, r);
+        }
+        Inline::Convert(sign) => {
+            let a = cx.gpr(b, 0);
+            if sign {
+                // RDX (EDX) = all ones when the sign bit is set.
+                let v = if size == 8 {
+                    b.ins().sshr_imm_u(a, 63)
+                } else {
+                    let low = b.ins().ireduce(I32, a);
+                    let s = b.ins().sshr_imm_u(low, 31);
+                    b.ins().uextend(I64, s)
+                };
+                cx.set_gpr(b, 2, 8, v);
+            } else {
+                let low = b.ins().ireduce(I32, a);
+                let v = b.ins().sextend(I64, low);
+                cx.set_gpr(b, 0, 8, v);
+            }
         }
         Inline::AluRR(alu) | Inline::AluRI(alu) => {
             // sem::alu: ADC/SBB add or subtract CF too and record it

@@ -4,7 +4,9 @@
 //! aux = CF | OF << 1). Consumers of these flags read them from memory.
 //! ROL/ROR by an immediate only where the block's liveness pass found
 //! their CF and OF dead (`fast::rotate_ri` without flags: the hashes and
-//! ciphers of a Linux boot rotate, then add or xor): one rotate.
+//! ciphers of a Linux boot rotate, then add or xor): one rotate. All five
+//! by CL where their flags are dead (`shift_rc`/`rotate_rc` without
+//! flags): one shift or rotate by CL.
 
 use cranelift_codegen::ir::{types::I64, InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
@@ -59,10 +61,70 @@ fn records(op: &Op) -> bool {
     std::ptr::fn_addr_eq(op.h, op.hf)
 }
 
+/// SHL/SAL/SHR/SAR/ROL/ROR of a 32- or 64-bit register by CL whose
+/// flags are dead: the kind and the size.
+fn classify_by_cl(op: &Op) -> Option<(Kind, u32)> {
+    let insn = &op.insn;
+    if op.sets_rip
+        || op.end != op.idx + 1
+        || insn.code_size() != CodeSize::Code64
+        || insn.op_count() != 2
+        || insn.op0_kind() != OpKind::Register
+        || insn.op1_kind() != OpKind::Register
+        || insn.op1_register() != iced_x86::Register::CL
+        || op.r0 >= 16
+        || records(op)
+    {
+        return None;
+    }
+    let kind = match insn.mnemonic() {
+        Mnemonic::Shl | Mnemonic::Sal => Kind::Shl,
+        Mnemonic::Shr => Kind::Shr,
+        Mnemonic::Sar => Kind::Sar,
+        Mnemonic::Rol => Kind::Rol,
+        Mnemonic::Ror => Kind::Ror,
+        _ => return None,
+    };
+    let size = Exec::op_size(insn, 0);
+    matches!(size, 4 | 8).then_some((kind, size))
+}
+
+/// `fast::shift_rc` / `rotate_rc` without flags: the count is CL masked
+/// to 5 (6) bits, and a zero count leaves the value (a 32-bit register
+/// still zero-extended), which is what a shift or rotate by 0 gives.
+fn inline_by_cl(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> bool {
+    let Some((kind, size)) = classify_by_cl(op) else {
+        return false;
+    };
+    let cl = cx.gpr(b, 1);
+    let a = cx.gpr(b, op.r0);
+    let (a, n) = if size == 4 {
+        (b32(b, a), b32(b, cl))
+    } else {
+        (a, cl)
+    };
+    // Cranelift masks the amount to the type's width, as the
+    // instruction does.
+    let r = match kind {
+        Kind::Shl => b.ins().ishl(a, n),
+        Kind::Shr => b.ins().ushr(a, n),
+        Kind::Sar => b.ins().sshr(a, n),
+        Kind::Rol => b.ins().rotl(a, n),
+        Kind::Ror => b.ins().rotr(a, n),
+    };
+    let r = if size == 4 {
+        b.ins().uextend(I64, r)
+    } else {
+        r
+    };
+    cx.set_gpr(b, op.r0, 8, r);
+    true
+}
+
 /// Emits `op` inline; false when it is not one of these forms.
 pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> bool {
     let Some((kind, size, c)) = classify(op) else {
-        return false;
+        return inline_by_cl(b, cx, op);
     };
     let bits = (size * 8) as i64;
     let c = c as i64;
