@@ -240,52 +240,31 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
             }
             set(b, op.r0, a);
         }
-        Inline::IncDec(inc) => {
-            // fast::unary: a +/- 1 masked; record(Inc/Dec, a, 1, r, CF).
+        Inline::IncDec(_) | Inline::Neg => {
+            // sem::unary: INC/DEC a +/- 1, recorded (Inc/Dec, a, 1, r,
+            // the kept CF); NEG 0 - a, recorded (Sub, 0, a, r).
             let a = get(b, op.r0);
-            let r = if inc {
-                b.ins().iadd_imm_s(a, 1)
-            } else {
-                b.ins().iadd_imm_s(a, -1)
+            let (kind, x, y) = match shape {
+                Inline::IncDec(true) => (FlagOp::Inc, a, b.ins().iconst(I64, 1)),
+                Inline::IncDec(false) => (FlagOp::Dec, a, b.ins().iconst(I64, 1)),
+                _ => (FlagOp::Sub, b.ins().iconst(I64, 0), a),
+            };
+            let r = match kind {
+                FlagOp::Inc => b.ins().iadd(x, y),
+                _ => b.ins().isub(x, y),
             };
             let r = if size < 8 {
                 b.ins().band_imm_u(r, m as i64)
             } else {
                 r
             };
-            let one = b.ins().iconst(I64, 1);
-            let kind = if inc { FlagOp::Inc } else { FlagOp::Dec };
             let k = Known {
                 kind,
                 size,
-                a,
-                b: one,
+                a: x,
+                b: y,
                 r,
                 cf: kept_cf,
-            };
-            if record {
-                cx.set_flags(k);
-            }
-            set(b, op.r0, r);
-            cx.known.set(Some(k));
-        }
-        Inline::Neg => {
-            // sem::unary: r = 0 - a, recorded as Sub(0, a).
-            let a = get(b, op.r0);
-            let zero = b.ins().iconst(I64, 0);
-            let r = b.ins().isub(zero, a);
-            let r = if size < 8 {
-                b.ins().band_imm_u(r, m as i64)
-            } else {
-                r
-            };
-            let k = Known {
-                kind: FlagOp::Sub,
-                size,
-                a: zero,
-                b: a,
-                r,
-                cf: None,
             };
             if record {
                 cx.set_flags(k);

@@ -26,57 +26,38 @@ enum Kind {
     Ror,
 }
 
-fn classify(op: &Op) -> Option<(Kind, u32, u32)> {
+/// How many bits an inline form shifts by.
+#[derive(Clone, Copy)]
+enum Count {
+    /// An immediate, masked, not zero.
+    Imm(u32),
+    /// CL (the form is inline only when its flags are dead).
+    Cl,
+}
+
+/// A shift or rotate of a 32- or 64-bit register by an immediate, or by
+/// CL with dead flags (the rotates by an immediate too: they keep SF ZF
+/// AF PF, which a record would have to merge).
+fn classify(op: &Op) -> Option<(Kind, u32, Count)> {
     let insn = &op.insn;
     if op.sets_rip
         || op.end != op.idx + 1
         || insn.code_size() != CodeSize::Code64
         || insn.op_count() != 2
         || insn.op0_kind() != OpKind::Register
-        || insn.op1_kind() != OpKind::Immediate8
         || op.r0 >= 16
     {
         return None;
     }
-    let kind = match insn.mnemonic() {
-        Mnemonic::Shl | Mnemonic::Sal => Kind::Shl,
-        Mnemonic::Shr => Kind::Shr,
-        Mnemonic::Sar => Kind::Sar,
-        // The rotates keep SF ZF AF PF: inline only without a record.
-        Mnemonic::Rol if !records(op) => Kind::Rol,
-        Mnemonic::Ror if !records(op) => Kind::Ror,
-        _ => return None,
-    };
     let size = Exec::op_size(insn, 0);
     if size != 4 && size != 8 {
         return None;
     }
-    let count = insn.immediate8() as u32 & if size == 8 { 0x3f } else { 0x1f };
-    (count != 0).then_some((kind, size, count))
-}
-
-/// Whether the interpreter records the op's flags (the liveness pass
-/// gives an op whose flags are dead its flag-less handler).
-fn records(op: &Op) -> bool {
-    std::ptr::fn_addr_eq(op.h, op.hf)
-}
-
-/// SHL/SAL/SHR/SAR/ROL/ROR of a 32- or 64-bit register by CL whose
-/// flags are dead: the kind and the size.
-fn classify_by_cl(op: &Op) -> Option<(Kind, u32)> {
-    let insn = &op.insn;
-    if op.sets_rip
-        || op.end != op.idx + 1
-        || insn.code_size() != CodeSize::Code64
-        || insn.op_count() != 2
-        || insn.op0_kind() != OpKind::Register
-        || insn.op1_kind() != OpKind::Register
-        || insn.op1_register() != iced_x86::Register::CL
-        || op.r0 >= 16
-        || records(op)
-    {
-        return None;
-    }
+    let by_cl = match insn.op1_kind() {
+        OpKind::Immediate8 => false,
+        OpKind::Register if insn.op1_register() == iced_x86::Register::CL => true,
+        _ => return None,
+    };
     let kind = match insn.mnemonic() {
         Mnemonic::Shl | Mnemonic::Sal => Kind::Shl,
         Mnemonic::Shr => Kind::Shr,
@@ -85,17 +66,27 @@ fn classify_by_cl(op: &Op) -> Option<(Kind, u32)> {
         Mnemonic::Ror => Kind::Ror,
         _ => return None,
     };
-    let size = Exec::op_size(insn, 0);
-    matches!(size, 4 | 8).then_some((kind, size))
+    let rotate = matches!(kind, Kind::Rol | Kind::Ror);
+    if (by_cl || rotate) && records(op) {
+        return None;
+    }
+    if by_cl {
+        return Some((kind, size, Count::Cl));
+    }
+    let count = insn.immediate8() as u32 & if size == 8 { 0x3f } else { 0x1f };
+    (count != 0).then_some((kind, size, Count::Imm(count)))
+}
+
+/// Whether the interpreter records the op's flags (the liveness pass
+/// gives an op whose flags are dead its flag-less handler).
+fn records(op: &Op) -> bool {
+    std::ptr::fn_addr_eq(op.h, op.hf)
 }
 
 /// `fast::shift_rc` / `rotate_rc` without flags: the count is CL masked
 /// to 5 (6) bits, and a zero count leaves the value (a 32-bit register
 /// still zero-extended), which is what a shift or rotate by 0 gives.
-fn inline_by_cl(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> bool {
-    let Some((kind, size)) = classify_by_cl(op) else {
-        return false;
-    };
+fn by_cl(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, kind: Kind, size: u32) {
     let cl = cx.gpr(b, 1);
     let a = cx.gpr(b, op.r0);
     let (a, n) = if size == 4 {
@@ -118,13 +109,19 @@ fn inline_by_cl(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> bool {
         r
     };
     cx.set_gpr(b, op.r0, 8, r);
-    true
 }
 
 /// Emits `op` inline; false when it is not one of these forms.
 pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> bool {
-    let Some((kind, size, c)) = classify(op) else {
-        return inline_by_cl(b, cx, op);
+    let Some((kind, size, count)) = classify(op) else {
+        return false;
+    };
+    let c = match count {
+        Count::Imm(c) => c,
+        Count::Cl => {
+            by_cl(b, cx, op, kind, size);
+            return true;
+        }
     };
     let bits = (size * 8) as i64;
     let c = c as i64;
