@@ -6,11 +6,12 @@
 //!
 //! W^X: the pages a block is written to are made read-write for the
 //! copy, then read-execute again (never both); the units a CPU installs
-//! together ([`Code::many`]) share one such pair of changes per chunk. Those pages may hold
-//! other blocks of the same chunk, which is why a chunk is only ever
-//! written by the thread that created it, and code is only run by the
-//! thread that compiled it (a CPU compiles in its own run loop, on its
-//! vCPU thread, which it does not leave while it runs).
+//! together ([`Code::many`]) share one such pair of changes per chunk.
+//! Those pages may hold other blocks of the same chunk, which is why a
+//! chunk is only ever written by the thread that created it, and code is
+//! only run by the thread that wrote it (a CPU installs its code in its
+//! own run loop, on its vCPU thread, which it does not leave while it
+//! runs; the compiler thread only hands it bytes).
 //!
 //! A chunk is unmapped when the last block in it is dropped (and it is
 //! no longer the current one); a block's [`Code`] is dropped with its

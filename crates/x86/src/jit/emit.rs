@@ -202,15 +202,18 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
     // The interpreter records flags unless the block's liveness pass gave
     // the op its flag-less handler.
     let record = std::ptr::fn_addr_eq(op.h, op.hf);
-    // INC/DEC keep CF: from the known flags, or the lazy flags in memory.
-    let kept_cf = match (&shape, record) {
-        (Inline::IncDec(_), true) => {
-            // Condition code 2 ("below") is CF.
-            let c = cx.cond(b, 2);
-            Some(b.ins().uextend(I64, c))
-        }
-        _ => None,
-    };
+    // CF as it stands (the known flags', or the lazy flags' in memory),
+    // I64 0/1 (condition code 2, "below"): what INC/DEC keep when they
+    // record, what ADC/SBB take in.
+    let carry = match (&shape, record) {
+        (Inline::IncDec(_), true) => true,
+        (Inline::AluRR(alu) | Inline::AluRI(alu), _) => alu.carries(),
+        _ => false,
+    }
+    .then(|| {
+        let c = cx.cond(b, 2);
+        b.ins().uextend(I64, c)
+    });
     let m = size_mask(size);
     let get = |b: &mut FunctionBuilder<'_>, r: u8| cx.gpr_sized(b, r, size);
     let set = |b: &mut FunctionBuilder<'_>, r: u8, v: Value| cx.set_gpr(b, r, size, v);
@@ -264,7 +267,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
                 a: x,
                 b: y,
                 r,
-                cf: kept_cf,
+                cf: carry,
             };
             if record {
                 cx.set_flags(k);
@@ -313,11 +316,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
         }
         Inline::AluRR(alu) | Inline::AluRI(alu) => {
             // sem::alu: ADC/SBB add or subtract CF too and record it
-            // (`aux`); condition code 2 ("below") is CF.
-            let carry = alu.carries().then(|| {
-                let c = cx.cond(b, 2);
-                b.ins().uextend(I64, c)
-            });
+            // (`aux`).
             let a = get(b, op.r0);
             let bv = match shape {
                 Inline::AluRR(_) => get(b, op.r1),

@@ -39,10 +39,6 @@ pub(super) fn rip_off() -> i32 {
     (std::mem::offset_of!(Cpu, state) + std::mem::offset_of!(crate::state::CpuState, rip)) as i32
 }
 
-fn canonical(v: u64) -> bool {
-    ((v as i64) << 16 >> 16) as u64 == v
-}
-
 /// Condition code `cc` (0..15, the Jcc encoding order) over known flags,
 /// as an I8 0/1; None when it cannot be computed here.
 pub(super) fn cond(b: &mut FunctionBuilder<'_>, k: Known, cc: u8) -> Option<Value> {
@@ -166,12 +162,14 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> bool {
     if op.end == op.idx + 2 {
         return fused_cmp_jcc(b, cx, op);
     }
-    if matches!(insn.code(), Code::Jmp_rel8_64 | Code::Jmp_rel32_64) && canonical(op.imm) {
+    if matches!(insn.code(), Code::Jmp_rel8_64 | Code::Jmp_rel32_64)
+        && crate::mem::canonical(op.imm)
+    {
         let v = b.ins().iconst(I64, op.imm as i64);
         b.ins().store(MemFlagsData::trusted(), v, cpu, rip_off());
         return true;
     }
-    if insn.is_jcc_short_or_near() && canonical(op.imm) {
+    if insn.is_jcc_short_or_near() && crate::mem::canonical(op.imm) {
         let cc = insn.condition_code() as u8 - 1;
         let t = cx.cond(b, cc);
         set_rip(b, cpu, t, op.imm, op.next);

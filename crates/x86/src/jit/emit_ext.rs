@@ -5,10 +5,9 @@
 //! through memory, and RET. Each does what its handler does
 //! (`exec/fast.rs`: `movzx_*`, `movsx_*`, `setcc_r`, `cmov_rr`, `imul_rr`,
 //! `imul_rri`, `call64`, `call_r64`, `jmp_r64`, `ret64`; `control::jmp`);
-//! memory goes through the
-//! inlined TLB lookup of `emit_mem`, and a miss (or a RET to a
-//! non-canonical address) runs the handler, which walks, faults or
-//! raises #GP with RIP and RSP untouched.
+//! memory goes through the inlined TLB lookup of `emit_mem`, and a miss
+//! (or a branch to a non-canonical address) runs the handler, which
+//! walks, faults or raises #GP with RIP and RSP untouched.
 
 use cranelift_codegen::ir::{
     condcodes::IntCC, types::I16, types::I32, types::I64, types::I8, InstBuilder, Value,
@@ -55,7 +54,7 @@ fn classify(op: &Op) -> Option<(Shape, u32)> {
     }
     let gpr = |r: u8| r < 16;
     match insn.code() {
-        Code::Call_rel32_64 if canonical(op.imm) => return Some((Shape::Call, 8)),
+        Code::Call_rel32_64 if crate::mem::canonical(op.imm) => return Some((Shape::Call, 8)),
         Code::Retnq => return Some((Shape::Ret, 8)),
         Code::Call_rm64 if insn.op0_kind() == OpKind::Register && gpr(op.r0) => {
             return Some((Shape::CallReg, 8))
@@ -170,10 +169,6 @@ fn is_cmov(m: Mnemonic) -> bool {
             | Cmovle
             | Cmovg
     )
-}
-
-fn canonical(v: u64) -> bool {
-    ((v as i64) << 16 >> 16) as u64 == v
 }
 
 /// Emits `op` inline; false when it is not one of these forms (or its

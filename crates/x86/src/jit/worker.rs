@@ -74,17 +74,12 @@ impl Inbox {
         std::mem::take(&mut *done)
     }
 
-    /// Adds a compiled unit; with `tell`, also what waits unannounced
-    /// (see [`serve`]).
-    fn put(&self, d: Done, tell: bool) -> usize {
+    /// Adds a compiled unit, unannounced (see [`serve`]); the number
+    /// waiting.
+    fn put(&self, d: Done) -> usize {
         let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
         done.push(d);
-        let n = done.len();
-        drop(done);
-        if tell {
-            self.tell();
-        }
-        n
+        done.len()
     }
 
     /// Announces the units waiting: the run loop installs them between
@@ -165,9 +160,9 @@ fn serve(rx: Receiver<Job>) {
         };
         next = rx.try_recv().ok();
         let dry = next.is_none();
-        if job.to.put(done, dry) >= BATCH && !dry {
+        if job.to.put(done) >= BATCH || dry {
             job.to.tell();
-        } else if !dry && !quiet.iter().any(|q| Arc::ptr_eq(q, &job.to)) {
+        } else if !quiet.iter().any(|q| Arc::ptr_eq(q, &job.to)) {
             quiet.push(job.to.clone());
         }
         if dry {
