@@ -1,6 +1,6 @@
 //! Guest instructions per second on the emu accelerator (and on kvm when it
-//! is usable), for three loops: integer arithmetic, a memory copy, and
-//! calls. Criterion reports throughput in elements per second, where an
+//! is usable), for four loops: integer arithmetic, a memory copy, calls,
+//! and a byte-by-byte string compare. Criterion reports throughput in elements per second, where an
 //! element is one guest instruction: "Melem/s" reads as MIPS.
 //!
 //! `cargo bench -p conformance --bench guest_mips`
@@ -92,6 +92,49 @@ fn call_loop() -> Loop {
     finish(a, "call loop", 5, 4)
 }
 
+/// The shape of the shell's hot code (busybox's operator lookup): two
+/// 63-byte strings compared byte by byte in three small blocks (load and
+/// test for the end, compare, advance), 448 instructions a turn.
+fn scan_loop() -> Loop {
+    const TURNS: u32 = ITERATIONS / 64;
+    let mut a = guests::assembler().unwrap();
+    let (mut fill, mut top, mut scan, mut end) = (
+        a.create_label(),
+        a.create_label(),
+        a.create_label(),
+        a.create_label(),
+    );
+    // Both strings: 63 bytes of 'a', then the NUL of zeroed memory.
+    a.mov(edi, 63u32).unwrap();
+    a.set_label(&mut fill).unwrap();
+    a.mov(byte_ptr(rdi + (SCRATCH - 1) as i32), 0x61u32)
+        .unwrap();
+    a.mov(byte_ptr(rdi + (SCRATCH + 0x1000 - 1) as i32), 0x61u32)
+        .unwrap();
+    a.dec(edi).unwrap();
+    a.jnz(fill).unwrap();
+    a.mov(r9d, TURNS).unwrap();
+    a.set_label(&mut top).unwrap();
+    a.mov(eax, SCRATCH as u32).unwrap();
+    a.mov(edx, (SCRATCH + 0x1000) as u32).unwrap();
+    a.set_label(&mut scan).unwrap();
+    a.mov(cl, byte_ptr(rax)).unwrap();
+    a.test(cl, cl).unwrap();
+    a.je(end).unwrap();
+    a.cmp(cl, byte_ptr(rdx)).unwrap();
+    a.jne(end).unwrap();
+    a.inc(rax).unwrap();
+    a.inc(rdx).unwrap();
+    a.jmp(scan).unwrap();
+    a.set_label(&mut end).unwrap();
+    a.dec(r9d).unwrap();
+    a.jnz(top).unwrap();
+    let per_turn = 2 + 63 * 7 + 3 + 2;
+    let mut l = finish(a, "scan loop", 0, 1 + 63 * 4 + 1);
+    l.instructions += per_turn * u64::from(TURNS);
+    l
+}
+
 fn run_once(hv: &dyn Hypervisor, l: &Loop) -> Duration {
     let t = TestVm::new(hv, 1);
     t.load(&l.program);
@@ -108,7 +151,7 @@ fn bench_backend(c: &mut Criterion, name: &str, hv: &dyn Hypervisor) {
     let mut group = c.benchmark_group(format!("{name} guest MIPS"));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(8));
-    for l in [integer_loop(), memcpy_loop(), call_loop()] {
+    for l in [integer_loop(), memcpy_loop(), call_loop(), scan_loop()] {
         group.throughput(Throughput::Elements(l.instructions));
         group.bench_function(l.name, |b| {
             b.iter_custom(|iters| (0..iters).map(|_| run_once(hv, &l)).sum())

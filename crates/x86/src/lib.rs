@@ -474,6 +474,9 @@ pub struct Cpu {
     /// The TLB data bank of explicit accesses by the running block (set
     /// as each block starts; see `Exec::data_bank`).
     pub(crate) dbank: usize,
+    /// The host address of that bank's first TLB entry (set with it):
+    /// where compiled code's inline lookups index.
+    pub(crate) dtlb: u64,
     /// Code pages shared with the other CPUs of the VM.
     pub(crate) code_share: Arc<CodeShare>,
     pub(crate) seen_code_epoch: u64,
@@ -534,6 +537,7 @@ impl Cpu {
             dbg: Default::default(),
             debugger: Default::default(),
             dbank: 0,
+            dtlb: 0,
             xcr0_supported: state::xcr0::SUPPORTED,
             code_share: Arc::new(CodeShare::new()),
             seen_code_epoch: 0,

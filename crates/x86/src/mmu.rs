@@ -184,26 +184,21 @@ impl Default for Tlb {
 
 /// Byte offsets the JIT's inline TLB lookup reads (see [`Tlb::host`]).
 pub(crate) struct TlbLayout {
-    /// The entry array's pointer in `Tlb`.
-    pub entries: usize,
     pub salt: usize,
     pub entry_size: usize,
     pub tag_r: usize,
     pub tag_w: usize,
     pub host: usize,
-    pub banks: usize,
     pub size: usize,
 }
 
 impl Tlb {
     pub(crate) const LAYOUT: TlbLayout = TlbLayout {
-        entries: std::mem::offset_of!(Tlb, e),
         salt: std::mem::offset_of!(Tlb, salt),
         entry_size: std::mem::size_of::<TlbEntry>(),
         tag_r: std::mem::offset_of!(TlbEntry, tag_r),
         tag_w: std::mem::offset_of!(TlbEntry, tag_w),
         host: std::mem::offset_of!(TlbEntry, host),
-        banks: BANKS_ALLOC,
         size: TLB_SIZE,
     };
 
@@ -230,6 +225,12 @@ impl Tlb {
         };
         t.pcid_salts[0] = (1, t.salt);
         t
+    }
+
+    /// The host address of bank `bank`'s first entry (what the JIT's
+    /// inline lookup indexes from: `Cpu::dtlb`).
+    pub(crate) fn bank_base(&self, bank: usize) -> u64 {
+        self.e[bank & (BANKS_ALLOC - 1)].as_ptr() as u64
     }
 
     #[inline]

@@ -155,6 +155,7 @@ impl Exec<'_> {
             // `block_exit`, which brings the run back here: the bank holds
             // until then.
             self.c.dbank = self.data_bank(self.c.state.cpl == 3);
+            self.c.dtlb = self.c.tlb.bank_base(self.c.dbank);
             // Likewise for what turns debugging on (TF, RF, DR7).
             if self.debug_active() {
                 if self.c.debugger.active {
@@ -336,9 +337,9 @@ impl Exec<'_> {
             )
         };
         // The blocks entered from a block (`jit::chain`, and the edges
-        // inside regions, which count in the chain too), then this one.
-        let chained = u64::from(self.c.jit_chain.saturating_sub(self.jit_chain_left));
+        // inside regions, `jit_local`), then this one.
         let local = std::mem::take(&mut self.jit_local);
+        let chained = u64::from(self.c.jit_chain.saturating_sub(self.jit_chain_left)) + local;
         self.c.cache_counters.jit_local_jumps.add(local);
         let k = &self.c.cache_counters;
         k.blocks_run.add(chained);

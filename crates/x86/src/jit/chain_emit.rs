@@ -217,15 +217,25 @@ fn step(b: &mut FunctionBuilder<'_>, args: [Value; 5], slow_at: i64) {
 /// request, another CPU's code change); each failure branches to `fail`.
 /// Returns the chain bound's count for [`commit`].
 fn guards(b: &mut FunctionBuilder<'_>, ex: Value, icount: Value, fail: Block) -> Value {
-    let check = |b: &mut FunctionBuilder<'_>, go_on: Value| {
-        let go = b.create_block();
-        b.ins().brif(go_on, go, &[], fail, &[]);
-        b.switch_to_block(go);
-        b.seal_block(go);
-    };
     let left = b.ins().load(I32, cpu_mem(), ex, left_off());
     let ok = b.ins().icmp_imm_u(IntCC::UnsignedGreaterThan, left, 1);
-    check(b, ok);
+    check(b, ok, fail);
+    budget(b, ex, icount, fail);
+    left
+}
+
+/// Goes on in a new block when `go_on`, else to `fail`.
+fn check(b: &mut FunctionBuilder<'_>, go_on: Value, fail: Block) {
+    let go = b.create_block();
+    b.ins().brif(go_on, go, &[], fail, &[]);
+    b.switch_to_block(go);
+    b.seal_block(go);
+}
+
+/// The budget and the signal word of [`guards`] (what a region's edges
+/// check: they leave the chain bound alone).
+fn budget(b: &mut FunctionBuilder<'_>, ex: Value, icount: Value, fail: Block) {
+    let check = |b: &mut FunctionBuilder<'_>, go_on: Value| check(b, go_on, fail);
     let fast_end = b
         .ins()
         .load(I64, cpu_mem(), ex, watch_off(offset_of!(Watch, fast_end)));
@@ -237,7 +247,6 @@ fn guards(b: &mut FunctionBuilder<'_>, ex: Value, icount: Value, fail: Block) ->
     let bits = b.ins().load(I32, cpu_mem(), p, 0);
     let quiet = b.ins().icmp_imm_u(IntCC::Equal, bits, 0);
     check(b, quiet);
-    left
 }
 
 /// `next`'s commit of a chain step: one block less (`left` from
@@ -289,12 +298,14 @@ fn slow_step(b: &mut FunctionBuilder<'_>, args: [Value; 5]) {
 
 /// An edge inside a region (`region`), from a member whose last op is
 /// `last` (everything stored) to the member at `to`, whose ops start at
-/// `head`: the checks of the stub's common case but the key (the chain
-/// bound, the budget below `Watch::fast_end`, the signal word), else on
-/// to `leave` (the member's way out through the stub, which makes the
-/// epilogue itself); then the block epilogue (RIP
-/// when the last op did not set it, the retired count, the successor's
-/// count base) and a jump. Counted in `Exec::jit_local`. The chain key
+/// `head`: the checks of the stub's common case but the key and the
+/// chain bound (the budget below `Watch::fast_end`, the signal word:
+/// the budget bounds how long the run loop goes unvisited), else on to
+/// `leave` (the member's way out through the stub, which makes the
+/// rest of the epilogue itself, with RIP stored first); then the block
+/// epilogue (the retired count, the successor's count base) and a
+/// jump. Counted in `Exec::jit_local` (not in the
+/// chain bound's count). The chain key
 /// is the one the code was entered under: an op that moves it ends the
 /// block (`super::call_op`).
 pub(super) fn edge(
@@ -313,15 +324,19 @@ pub(super) fn edge(
         ex_off(offset_of!(Exec<'static>, icount0)),
     );
     let icount = b.ins().iadd_imm_s(icount0, last.end as i64);
-    let left = guards(b, ex, icount, leave);
-    if !last.sets_rip {
-        let rip = b.ins().iconst(I64, to as i64);
-        let rip_off = cpu_off(offset_of!(Cpu, state) + offset_of!(CpuState, rip));
-        b.ins().store(cpu_mem(), rip, cpu, rip_off);
-    }
+    // RIP first: `leave` reads it (an op that set RIP set it to `to`).
+    let rip = b.ins().iconst(I64, to as i64);
+    let rip_off = cpu_off(offset_of!(Cpu, state) + offset_of!(CpuState, rip));
+    b.ins().store(cpu_mem(), rip, cpu, rip_off);
+    budget(b, ex, icount, leave);
     b.ins()
         .store(cpu_mem(), icount, cpu, cpu_off(offset_of!(Cpu, icount)));
-    commit(b, ex, left, icount);
+    b.ins().store(
+        cpu_mem(),
+        icount,
+        ex,
+        ex_off(offset_of!(Exec<'static>, icount0)),
+    );
     let local_off = ex_off(offset_of!(Exec<'static>, jit_local));
     let n = b.ins().load(I64, cpu_mem(), ex, local_off);
     let n = b.ins().iadd_imm_s(n, 1);

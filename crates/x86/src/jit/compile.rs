@@ -86,6 +86,9 @@ pub(crate) struct Member {
 pub(crate) struct Unit {
     members: Vec<Member>,
     stub: u64,
+    /// Whether members go on to members (region edges, a block's jump
+    /// to itself) inside the code.
+    edges: bool,
 }
 
 // SAFETY: the ops are plain data (copies); the addresses in a unit are
@@ -101,7 +104,7 @@ impl Unit {
     ///
     /// `blk` is a live cached block (see `OpsRef::ops`), `region` blocks
     /// that live as long as the code will.
-    pub(crate) unsafe fn new(blk: OpsRef, region: &[OpsRef]) -> Option<Unit> {
+    pub(crate) unsafe fn new(blk: OpsRef, region: &[OpsRef], edges: bool) -> Option<Unit> {
         isa()?;
         // SAFETY: the caller's contract.
         let ops = unsafe { blk.ops() };
@@ -124,7 +127,11 @@ impl Unit {
                 }
             })
             .collect();
-        Some(Unit { members, stub })
+        Some(Unit {
+            members,
+            stub,
+            edges,
+        })
     }
 
     /// The hot block's first RIP and op count, and the region's size
@@ -197,6 +204,18 @@ pub(super) struct Cx {
     pub known: Cell<Option<Known>>,
     /// Guest registers and the flags record cached in SSA values (`regs`).
     regs: RefCell<Regs>,
+    /// Where the op just emitted sends RIP when it is an inline branch
+    /// (`emit_branch`): a region's edges branch on it directly.
+    pub branch: Cell<Option<Branch>>,
+}
+
+/// An inline branch's outcome: RIP becomes `yes` when `taken` (I8 0/1;
+/// None: always) is set, else `no`.
+#[derive(Clone, Copy)]
+pub(super) struct Branch {
+    pub taken: Option<Value>,
+    pub yes: u64,
+    pub no: u64,
 }
 
 impl Cx {
@@ -217,10 +236,7 @@ impl Cx {
         }
         let cpu = self.cpu(b);
         self.regs.borrow_mut().flush_flags(b, cpu);
-        let f = b.ins().iconst(I64, lazy_cond as *const () as i64);
-        let c = b.ins().iconst(I32, cc as i64);
-        let call = b.ins().call_indirect(self.csig, f, &[cpu, c]);
-        let r = b.inst_results(call)[0];
+        let r = call_lazy_cond(b, self.csig, cpu, cc);
         b.ins().ireduce(I8, r)
     }
 
@@ -252,14 +268,24 @@ impl Cx {
         self.regs.borrow_mut().now.pending = Some(k);
     }
 
-    /// The state a cold arm branching from here must store. The pending
-    /// flags record is stored here, on the main line, so that the cold
-    /// arms do not each carry a copy of its stores.
-    pub(super) fn snapshot(&self, b: &mut FunctionBuilder<'_>) -> Snap {
+    /// The state a cold arm branching from here must store (the dirty
+    /// registers and the pending flags record: stored in the cold arm, so
+    /// that the main line stores a record only where it is still live).
+    pub(super) fn snapshot(&self) -> Snap {
+        self.regs.borrow().now
+    }
+
+    /// CF as it stands, for INC/DEC to keep in their record: I64 0/1
+    /// when the known flags give it inline; else None, the record in
+    /// memory made current (the pending one stored), from which
+    /// `regs::record_flags` reads it when the INC/DEC record is stored.
+    pub(super) fn kept_carry(&self, b: &mut FunctionBuilder<'_>) -> Option<Value> {
+        if let Some(t) = self.known.get().and_then(|k| emit_branch::cond(b, k, 2)) {
+            return Some(b.ins().uextend(I64, t));
+        }
         let cpu = self.cpu(b);
-        let mut r = self.regs.borrow_mut();
-        r.flush_flags(b, cpu);
-        r.now
+        self.regs.borrow_mut().flush_flags(b, cpu);
+        None
     }
 
     /// Stores every cached register and the pending flags, and forgets
@@ -269,6 +295,18 @@ impl Cx {
         let mut r = self.regs.borrow_mut();
         r.flush(b, cpu);
         r.forget();
+    }
+
+    /// The end of a region member that may go on to a member's head:
+    /// stores every cached register and the pending flags, then leaves
+    /// the cache as every head expects it ([`Regs::at_head`]: `carried`
+    /// registers Clean, loaded where a call-out forgot them, the others
+    /// Uncached).
+    fn settle(&self, b: &mut FunctionBuilder<'_>, carried: &[bool; 16]) {
+        let cpu = self.cpu(b);
+        let mut r = self.regs.borrow_mut();
+        r.flush(b, cpu);
+        r.settle(b, cpu, carried);
     }
 
     /// Stores the cached state, then emits a call to op `i`'s interpreter
@@ -317,6 +355,20 @@ impl Cx {
         b.switch_to_block(next);
         b.seal_block(next);
     }
+}
+
+/// Emits a call of [`lazy_cond`] (signature `csig`) for condition `cc`
+/// of the flags in memory: an I32 0/1.
+pub(super) fn call_lazy_cond(
+    b: &mut FunctionBuilder<'_>,
+    csig: SigRef,
+    cpu: Value,
+    cc: u8,
+) -> Value {
+    let f = b.ins().iconst(I64, lazy_cond as *const () as i64);
+    let c = b.ins().iconst(I32, cc as i64);
+    let call = b.ins().call_indirect(csig, f, &[cpu, c]);
+    b.inst_results(call)[0]
 }
 
 /// `LazyFlags::cond` of the CPU's flags, for compiled code.
@@ -441,15 +493,13 @@ fn build(
     let targets: Vec<Vec<usize>> = members
         .iter()
         .map(|m| {
-            let last = m.ops.last();
+            let last = m.ops.last().filter(|_| unit.edges);
             let to = last.map_or([u64::MAX; 2], Op::successors);
             (0..members.len())
                 .filter(|&s| to.contains(&starts[s]))
                 .collect()
         })
         .collect();
-    b.ins().jump(heads[0], &[]);
-
     let cx = Cx {
         ex,
         base: Cell::new(0),
@@ -458,18 +508,36 @@ fn build(
         csig,
         early: Cell::new(earlies[0]),
         known: Cell::new(None),
-        regs: RefCell::new(Regs::new()),
+        regs: RefCell::new(Regs::new(csig)),
+        branch: Cell::new(None),
     };
+    // The registers a region's members name stay in variables across its
+    // edges (loaded once at the entry, Clean at every head); a unit
+    // without edges carries none.
+    let carried = if targets.iter().any(|t| !t.is_empty()) {
+        named_gprs(members)
+    } else {
+        [false; 16]
+    };
+    {
+        let cpu = cx.cpu(&mut b);
+        cx.regs.borrow_mut().settle(&mut b, cpu, &carried);
+    }
+    b.ins().jump(heads[0], &[]);
+
     let mut called = 0;
     for (j, m) in members.iter().enumerate() {
         let ops = &m.ops[..];
         cx.base.set(m.base);
         b.switch_to_block(heads[j]);
-        // Nothing is cached at a head: every edge stored and forgot.
+        // At a head the carried registers are Clean, nothing else is
+        // cached: the entry and every edge left it so (`Cx::settle`).
+        cx.regs.borrow_mut().at_head(&carried);
         cx.early.set(earlies[j]);
         cx.known.set(None);
         super::exit::touch(&mut b, m.exits);
         for (i, op) in ops.iter().enumerate() {
+            cx.branch.set(None);
             if !emit::inline(&mut b, &cx, op, i)
                 && !emit_branch::inline(&mut b, &cx, op)
                 && !emit_ext::inline(&mut b, &cx, op, i)
@@ -489,9 +557,62 @@ fn build(
         // loop would run it next (`chain_emit`, over the block's `exit`
         // record), else return to the run loop. `ops` is not empty
         // (`compile`, `region`).
-        cx.sync(&mut b);
         let last = &ops[ops.len() - 1];
-        if !targets[j].is_empty() {
+        if targets[j].is_empty() {
+            cx.sync(&mut b);
+        } else {
+            cx.settle(&mut b, &carried);
+        }
+        let member_at = |rip: u64| targets[j].iter().copied().find(|&s| starts[s] == rip);
+        let branch = cx.branch.take();
+        if let Some(br) = branch.filter(|_| !targets[j].is_empty()) {
+            // An inline branch: straight to the member its outcome
+            // starts (the edge stores RIP), or out through the stub with
+            // RIP stored as a constant on the way.
+            let leave = b.create_block();
+            let arm = |b: &mut FunctionBuilder<'_>, rip: u64| {
+                let e = b.create_block();
+                (e, rip, member_at(rip))
+            };
+            let yes = arm(&mut b, br.yes);
+            let no = match br.taken {
+                Some(_) => arm(&mut b, br.no),
+                None => yes,
+            };
+            match br.taken {
+                Some(t) => {
+                    b.ins().brif(t, yes.0, &[], no.0, &[]);
+                }
+                None => {
+                    b.ins().jump(yes.0, &[]);
+                }
+            }
+            let mut done = Vec::new();
+            for (e, rip, s) in [yes, no] {
+                if done.contains(&e) {
+                    continue;
+                }
+                done.push(e);
+                b.switch_to_block(e);
+                match s {
+                    Some(s) => super::chain_emit::edge(&mut b, &cx, last, rip, leave, heads[s]),
+                    None => {
+                        let cpu = cx.cpu(&mut b);
+                        let v = b.ins().iconst(I64, rip as i64);
+                        b.ins().store(
+                            cranelift_codegen::ir::MemFlagsData::trusted(),
+                            v,
+                            cpu,
+                            emit_branch::rip_off(),
+                        );
+                        b.ins().jump(leave, &[]);
+                    }
+                }
+            }
+            b.switch_to_block(leave);
+        } else if let Some(br) = branch {
+            emit_branch::store_rip(&mut b, &cx, &br);
+        } else if !targets[j].is_empty() {
             let leave = b.create_block();
             let nrip = if last.sets_rip {
                 let cpu = cx.cpu(&mut b);
@@ -545,4 +666,18 @@ fn build(
     b.seal_all_blocks();
     b.finalize(fcfg);
     called
+}
+
+/// The GPRs the ops of `members` name as operands, base or index (what a
+/// region carries in variables across its edges).
+fn named_gprs(members: &[Member]) -> [bool; 16] {
+    let mut named = [false; 16];
+    for op in members.iter().flat_map(|m| &m.ops) {
+        for r in [op.r0, op.r1, op.base, op.index] {
+            if let Some(x) = named.get_mut(r as usize) {
+                *x = true;
+            }
+        }
+    }
+    named
 }

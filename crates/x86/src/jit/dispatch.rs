@@ -42,7 +42,9 @@ impl Exec<'_> {
         let copies: Vec<OpsRef> = region.iter().map(OpsRef::of).collect();
         // SAFETY: a live block (the caller's); the copies live in
         // `region` until the code keeps them.
-        let Some(unit) = (unsafe { Unit::new(blk, &copies) }) else {
+        // A chain bound of 1 turns chaining off, region edges included.
+        let edges = self.c.jit_chain > 1;
+        let Some(unit) = (unsafe { Unit::new(blk, &copies, edges) }) else {
             self.c.cache_counters.jit_compile_failures.inc();
             return None;
         };

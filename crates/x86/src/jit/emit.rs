@@ -206,14 +206,13 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
     // I64 0/1 (condition code 2, "below"): what INC/DEC keep when they
     // record, what ADC/SBB take in.
     let carry = match (&shape, record) {
-        (Inline::IncDec(_), true) => true,
-        (Inline::AluRR(alu) | Inline::AluRI(alu), _) => alu.carries(),
-        _ => false,
-    }
-    .then(|| {
-        let c = cx.cond(b, 2);
-        b.ins().uextend(I64, c)
-    });
+        (Inline::IncDec(_), true) => cx.kept_carry(b),
+        (Inline::AluRR(alu) | Inline::AluRI(alu), _) if alu.carries() => {
+            let c = cx.cond(b, 2);
+            Some(b.ins().uextend(I64, c))
+        }
+        _ => None,
+    };
     let m = size_mask(size);
     let get = |b: &mut FunctionBuilder<'_>, r: u8| cx.gpr_sized(b, r, size);
     let set = |b: &mut FunctionBuilder<'_>, r: u8, v: Value| cx.set_gpr(b, r, size, v);

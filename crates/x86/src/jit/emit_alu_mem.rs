@@ -103,7 +103,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
     };
     let rmw = alu.writes() && !matches!(form, Form::Rm);
     let lin = linear_cached(b, cx, op);
-    let before = cx.snapshot(b);
+    let before = cx.snapshot();
     let p = tlb(b, cpu, lin, size, rmw, miss);
     let mem = load(b, p, size);
     let (a, bv) = match form {

@@ -16,7 +16,7 @@ use cranelift_codegen::ir::{
 use cranelift_frontend::FunctionBuilder;
 use iced_x86::{Code, CodeSize, Mnemonic, OpKind};
 
-use super::compile::Cx;
+use super::compile::{Branch, Cx};
 use crate::exec::{Exec, Op};
 use crate::flags::{size_mask, FlagOp};
 use crate::Cpu;
@@ -144,11 +144,24 @@ pub(super) fn cond(b: &mut FunctionBuilder<'_>, k: Known, cc: u8) -> Option<Valu
     })
 }
 
-/// Stores `taken ? yes : no` into RIP.
-fn set_rip(b: &mut FunctionBuilder<'_>, cpu: Value, taken: Value, yes: u64, no: u64) {
-    let y = b.ins().iconst(I64, yes as i64);
-    let n = b.ins().iconst(I64, no as i64);
-    let v = b.ins().select(taken, y, n);
+/// Where the branch sends RIP: `yes` when `taken` (always when None),
+/// else `no`. A branch ends its block: the block's end stores RIP
+/// ([`store_rip`], or a constant on each way out of a region member).
+fn set_rip(cx: &Cx, taken: Option<Value>, yes: u64, no: u64) {
+    cx.branch.set(Some(Branch { taken, yes, no }));
+}
+
+/// Stores the RIP an inline branch chose.
+pub(super) fn store_rip(b: &mut FunctionBuilder<'_>, cx: &Cx, br: &Branch) {
+    let cpu = cx.cpu(b);
+    let y = b.ins().iconst(I64, br.yes as i64);
+    let v = match br.taken {
+        Some(t) => {
+            let n = b.ins().iconst(I64, br.no as i64);
+            b.ins().select(t, y, n)
+        }
+        None => y,
+    };
     b.ins().store(MemFlagsData::trusted(), v, cpu, rip_off());
 }
 
@@ -158,21 +171,19 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> bool {
     if insn.code_size() != CodeSize::Code64 || insn.has_lock_prefix() {
         return false;
     }
-    let cpu = cx.cpu(b);
     if op.end == op.idx + 2 {
         return fused_cmp_jcc(b, cx, op);
     }
     if matches!(insn.code(), Code::Jmp_rel8_64 | Code::Jmp_rel32_64)
         && crate::mem::canonical(op.imm)
     {
-        let v = b.ins().iconst(I64, op.imm as i64);
-        b.ins().store(MemFlagsData::trusted(), v, cpu, rip_off());
+        set_rip(cx, None, op.imm, op.imm);
         return true;
     }
     if insn.is_jcc_short_or_near() && crate::mem::canonical(op.imm) {
         let cc = insn.condition_code() as u8 - 1;
         let t = cx.cond(b, cc);
-        set_rip(b, cpu, t, op.imm, op.next);
+        set_rip(cx, Some(t), op.imm, op.next);
         return true;
     }
     false
@@ -197,7 +208,6 @@ fn fused_cmp_jcc(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> bool {
         OpKind::Register | OpKind::Memory => return false,
         _ => true,
     };
-    let cpu = cx.cpu(b);
     let m = size_mask(size);
     let get = |b: &mut FunctionBuilder<'_>, r: u8| cx.gpr_sized(b, r, size);
     let a = get(b, op.r0);
@@ -230,6 +240,6 @@ fn fused_cmp_jcc(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op) -> bool {
     let Some(t) = cond(b, k, op.scale) else {
         return false;
     };
-    set_rip(b, cpu, t, op.disp, op.amask);
+    set_rip(cx, Some(t), op.disp, op.amask);
     true
 }

@@ -217,7 +217,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
         } => {
             with_miss(b, cx, i, &[op.r0], |b, miss| {
                 let lin = linear_cached(b, cx, op);
-                let before = cx.snapshot(b);
+                let before = cx.snapshot();
                 let p = tlb(b, cpu, lin, src, false, miss);
                 let v = match (src, signed) {
                     (1, false) => b.ins().uload8(I64, guest_mem(), p, 0),
@@ -235,7 +235,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
         Shape::Call => with_miss(b, cx, i, &[4], |b, miss| {
             let sp = cx.gpr(b, 4);
             let sp = b.ins().iadd_imm_s(sp, -8);
-            let before = cx.snapshot(b);
+            let before = cx.snapshot();
             let p = tlb(b, cpu, sp, 8, true, miss);
             let ret = b.ins().iconst(I64, op.next as i64);
             b.ins().store(guest_mem(), ret, p, 0);
@@ -248,7 +248,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
             let t = cx.gpr(b, op.r0);
             let sp = cx.gpr(b, 4);
             let sp = b.ins().iadd_imm_s(sp, -8);
-            let before = cx.snapshot(b);
+            let before = cx.snapshot();
             // call_r64: #GP for a non-canonical target before the push.
             unless_canonical(b, t, miss);
             let p = tlb(b, cpu, sp, 8, true, miss);
@@ -261,12 +261,12 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
         Shape::Jmp(mem) => with_miss(b, cx, i, &[], |b, miss| {
             let (t, before) = if mem {
                 let lin = linear_cached(b, cx, op);
-                let before = cx.snapshot(b);
+                let before = cx.snapshot();
                 let p = tlb(b, cpu, lin, 8, false, miss);
                 (b.ins().load(I64, guest_mem(), p, 0), before)
             } else {
                 let t = cx.gpr(b, op.r0);
-                (t, cx.snapshot(b))
+                (t, cx.snapshot())
             };
             unless_canonical(b, t, miss);
             b.ins().store(cpu_mem(), t, cpu, rip_off());
@@ -274,7 +274,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
         }),
         Shape::Ret => with_miss(b, cx, i, &[4], |b, miss| {
             let sp = cx.gpr(b, 4);
-            let before = cx.snapshot(b);
+            let before = cx.snapshot();
             let p = tlb(b, cpu, sp, 8, false, miss);
             let t = b.ins().load(I64, guest_mem(), p, 0);
             unless_canonical(b, t, miss);

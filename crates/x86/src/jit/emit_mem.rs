@@ -135,25 +135,28 @@ pub(super) fn tlb(
     let hi = b.ins().ushr_imm_u(vpn, 12);
     let mix = b.ins().bxor(vpn, hi);
     let idx = b.ins().band_imm_u(mix, (l.size - 1) as i64);
+    let slot = b.ins().imul_imm_u(idx, l.entry_size as i64);
+    // The running block's data bank (`Cpu::dtlb`, which holds while
+    // compiled code runs: what changes the bank ends the block).
     let bank = b
         .ins()
-        .load(I64, cpu_mem(), cpu, std::mem::offset_of!(Cpu, dbank) as i32);
-    let bank = b.ins().band_imm_u(bank, (l.banks - 1) as i64);
-    let bank = b.ins().imul_imm_u(bank, l.size as i64);
-    let slot = b.ins().iadd(bank, idx);
-    let slot = b.ins().imul_imm_u(slot, l.entry_size as i64);
-    let entries = b.ins().load(I64, cpu_mem(), cpu, (tlb + l.entries) as i32);
-    let e = b.ins().iadd(entries, slot);
+        .load(I64, cpu_mem(), cpu, std::mem::offset_of!(Cpu, dtlb) as i32);
+    let e = b.ins().iadd(bank, slot);
     let tag_off = if write { l.tag_w } else { l.tag_r };
     let tag = b.ins().load(I64, cpu_mem(), e, tag_off as i32);
     let salt = b.ins().load(I64, cpu_mem(), cpu, (tlb + l.salt) as i32);
     let want = b.ins().bor(vpn, salt);
     let hit = b.ins().icmp(IntCC::Equal, tag, want);
     let off = b.ins().band_imm_u(lin, 0xfff);
-    let inside = b
-        .ins()
-        .icmp_imm_u(IntCC::UnsignedLessThanOrEqual, off, 4096 - size as i64);
-    let ok = b.ins().band(hit, inside);
+    // A byte never leaves its page.
+    let ok = if size == 1 {
+        hit
+    } else {
+        let inside = b
+            .ins()
+            .icmp_imm_u(IntCC::UnsignedLessThanOrEqual, off, 4096 - size as i64);
+        b.ins().band(hit, inside)
+    };
     let host = b.ins().load(I64, cpu_mem(), e, l.host as i32);
     let p = b.ins().iadd(host, off);
     let fast = b.create_block();
@@ -183,7 +186,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
                 cx.gpr(b, op.r0);
             }
             let lin = linear_cached(b, cx, op);
-            before = cx.snapshot(b);
+            before = cx.snapshot();
             let p = tlb(b, cpu, lin, size, false, miss);
             let v = load(b, p, size);
             cx.set_gpr(b, op.r0, size, v);
@@ -197,7 +200,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
                 _ => b.ins().iconst(I64, op.imm as i64),
             };
             let lin = linear_cached(b, cx, op);
-            before = cx.snapshot(b);
+            before = cx.snapshot();
             let p = tlb(b, cpu, lin, size, true, miss);
             store(b, p, size, v);
             &[]
@@ -206,7 +209,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
             let v = cx.gpr(b, op.r0);
             let sp = cx.gpr(b, 4);
             let sp = b.ins().iadd_imm_s(sp, -8);
-            before = cx.snapshot(b);
+            before = cx.snapshot();
             let p = tlb(b, cpu, sp, 8, true, miss);
             b.ins().store(guest_mem(), v, p, 0);
             cx.set_gpr(b, 4, 8, sp);
@@ -214,7 +217,7 @@ pub(super) fn inline(b: &mut FunctionBuilder<'_>, cx: &Cx, op: &Op, i: usize) ->
         }
         Shape::Pop => {
             let sp = cx.gpr(b, 4);
-            before = cx.snapshot(b);
+            before = cx.snapshot();
             let p = tlb(b, cpu, sp, 8, false, miss);
             let v = b.ins().load(I64, guest_mem(), p, 0);
             let sp = b.ins().iadd_imm_s(sp, 8);

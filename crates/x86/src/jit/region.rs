@@ -3,11 +3,13 @@
 //! fall-through, and they by theirs, so that a loop of small blocks
 //! (a string scan, a token loop: two to four instructions a block in the
 //! shell loop) runs as one function whose internal edges are plain
-//! jumps. An edge makes the checks the chain stub makes (the budget, the
-//! signal word, the chain key, which only a called-out op can move) and
-//! the block epilogue the run loop would, but no indirect jump and no
-//! exit-record load: the stub's shared indirect jump and its record load
-//! were a fifth of the shell loop's host time.
+//! jumps (an inline branch's outcome jumps straight to the member it
+//! starts). An edge makes the checks the chain stub makes but the chain
+//! bound (the budget, the signal word; the chain key only a called-out
+//! op can move) and the block epilogue the run loop would, but no
+//! indirect jump and no exit-record load: the stub's shared indirect
+//! jump and its record load were a fifth of the shell loop's host time.
+//! The registers the members name stay in variables across the edges.
 //!
 //! Which blocks: those the last ops' [`crate::exec::Op::successors`] start; cached,
 //! live, warm (they ran [`warm`] times whole) and
@@ -53,7 +55,7 @@ impl Exec<'_> {
     pub(crate) fn jit_region(&self, blk: OpsRef) -> Vec<OpsRef> {
         let st = &self.c.state;
         let max = self.c.jit_region;
-        if max <= 1 || st.mode != Mode::Long || st.code_bits != 64 {
+        if max <= 1 || self.c.jit_chain <= 1 || st.mode != Mode::Long || st.code_bits != 64 {
             return Vec::new();
         }
         // SAFETY: a live block (`jit_compile`'s contract).

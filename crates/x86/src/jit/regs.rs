@@ -24,17 +24,26 @@
 //!   then agree with the fast arm's state at the join (storing a Clean
 //!   value again later is harmless);
 //! - `lazy_cond` reads the flags: the pending record is stored first;
-//!   so it is before an inline memory access branches to its cold arm
-//!   (on the main line: one copy of its stores, not one per arm);
-//! - the block's end stores everything before the chain stub.
+//!   the cold arm of an inline memory access stores it with the
+//!   snapshot (so that the main line stores a record only where it is
+//!   still live: most are overwritten by the next producer);
+//! - an INC/DEC record keeps CF: from the known flags inline, else from
+//!   the record in memory, read when the INC/DEC record is stored (the
+//!   one before it is then still there: [`super::compile::Cx::kept_carry`]);
+//! - the block's end stores everything before the chain stub; a region
+//!   member's end ([`Regs::settle`]) keeps the registers the region
+//!   carries Clean in their variables across the edge (loaded once at
+//!   the entry), as every member's head expects them ([`Regs::at_head`]).
 //!
 //! So a fault inside op i sees exactly the state after op i-1.
 
-use cranelift_codegen::ir::{types::I64, types::I8, InstBuilder, MemFlagsData, Value};
+use cranelift_codegen::ir::{
+    condcodes::IntCC, types::I64, types::I8, BlockArg, InstBuilder, MemFlagsData, SigRef, Value,
+};
 use cranelift_frontend::{FunctionBuilder, Variable};
 
 use super::emit_branch::Known;
-use crate::flags::{size_mask, LazyFlags};
+use crate::flags::{size_mask, FlagOp, LazyFlags};
 use crate::Cpu;
 
 /// Byte offset of GPR `r` in `Cpu`.
@@ -72,11 +81,14 @@ pub(super) struct Snap {
 pub(super) struct Regs {
     pub now: Snap,
     var: [Option<Variable>; 16],
+    /// `lazy_cond`'s signature (an INC/DEC record's kept carry).
+    csig: SigRef,
 }
 
 impl Regs {
-    pub(super) fn new() -> Regs {
+    pub(super) fn new(csig: SigRef) -> Regs {
         Regs {
+            csig,
             now: Snap {
                 slot: [Slot::Uncached; 16],
                 pending: None,
@@ -140,7 +152,7 @@ impl Regs {
             }
         }
         if let Some(k) = &s.pending {
-            record_flags(b, cpu, k);
+            record_flags(b, cpu, k, self.csig);
         }
     }
 
@@ -159,7 +171,7 @@ impl Regs {
     /// Stores the pending flags record alone (before `lazy_cond`).
     pub(super) fn flush_flags(&mut self, b: &mut FunctionBuilder<'_>, cpu: Value) {
         if let Some(k) = self.now.pending.take() {
-            record_flags(b, cpu, &k);
+            record_flags(b, cpu, &k, self.csig);
         }
     }
 
@@ -167,6 +179,30 @@ impl Regs {
     /// flags (everything was stored before it): nothing is cached.
     pub(super) fn forget(&mut self) {
         self.now.slot = [Slot::Uncached; 16];
+        self.now.pending = None;
+    }
+
+    /// Leaves the cache as a region's heads expect it: the `carried`
+    /// registers Clean (loaded when Uncached), the others Uncached.
+    /// Nothing may be Dirty or pending (stored first: `flush`).
+    pub(super) fn settle(&mut self, b: &mut FunctionBuilder<'_>, cpu: Value, carried: &[bool; 16]) {
+        debug_assert!(self.now.pending.is_none());
+        for r in 0..16u8 {
+            debug_assert!(self.now.slot[r as usize] != Slot::Dirty);
+            if carried[r as usize] {
+                self.get(b, cpu, r);
+            } else {
+                self.now.slot[r as usize] = Slot::Uncached;
+            }
+        }
+    }
+
+    /// The cache state at a region member's head (what `settle` left on
+    /// every path to it).
+    pub(super) fn at_head(&mut self, carried: &[bool; 16]) {
+        for (slot, &c) in self.now.slot.iter_mut().zip(carried) {
+            *slot = if c { Slot::Clean } else { Slot::Uncached };
+        }
         self.now.pending = None;
     }
 
@@ -194,9 +230,15 @@ impl Regs {
 }
 
 /// `LazyFlags::record(kind, size, a, b, res, aux)` in IR (aux: the kept
-/// carry of INC/DEC, the CF/OF bits of a `Szp` record, else 0).
-pub(super) fn record_flags(b: &mut FunctionBuilder<'_>, cpu: Value, k: &Known) {
-    let (fop, mask, a, bv, r, aux) = (k.kind, size_mask(k.size), k.a, k.b, k.r, k.cf);
+/// carry of INC/DEC, the CF/OF bits of a `Szp` record, else 0). An
+/// INC/DEC record without its carry (`Cx::kept_carry`) takes CF from the
+/// record in memory, the one before it, through `lazy_cond` (`csig`).
+pub(super) fn record_flags(b: &mut FunctionBuilder<'_>, cpu: Value, k: &Known, csig: SigRef) {
+    let kept = match (k.kind, k.cf) {
+        (FlagOp::Inc | FlagOp::Dec, None) => Some(carry_in_memory(b, cpu, csig)),
+        (_, cf) => cf,
+    };
+    let (fop, mask, a, bv, r, aux) = (k.kind, size_mask(k.size), k.a, k.b, k.r, kept);
     let l = LazyFlags::LAYOUT;
     let base = flags_off();
     let off = |f: usize| (base + f) as i32;
@@ -212,4 +254,53 @@ pub(super) fn record_flags(b: &mut FunctionBuilder<'_>, cpu: Value, k: &Known) {
         None => b.ins().iconst(I64, 0),
     };
     b.ins().store(mem(), aux, cpu, off(l.aux));
+}
+
+/// `LazyFlags::cf` of the record in memory, I64 0/1: inline for the
+/// records a kept carry mostly follows (SUB/CMP: a < b; AND/OR/XOR/TEST:
+/// 0), through `lazy_cond` (`csig`) for the others.
+fn carry_in_memory(b: &mut FunctionBuilder<'_>, cpu: Value, csig: SigRef) -> Value {
+    let l = LazyFlags::LAYOUT;
+    let off = |f: usize| (flags_off() + f) as i32;
+    let sub = b.create_block();
+    let not_sub = b.create_block();
+    let call = b.create_block();
+    let join = b.create_block();
+    b.append_block_param(join, I64);
+    b.set_cold_block(call);
+    let kind = b.ins().uload8(I64, mem(), cpu, off(l.op));
+    let is_sub = b
+        .ins()
+        .icmp_imm_u(IntCC::Equal, kind, FlagOp::Sub as u8 as i64);
+    b.ins().brif(is_sub, sub, &[], not_sub, &[]);
+
+    b.switch_to_block(sub);
+    b.seal_block(sub);
+    let m = b.ins().load(I64, mem(), cpu, off(l.mask));
+    let x = b.ins().load(I64, mem(), cpu, off(l.a));
+    let y = b.ins().load(I64, mem(), cpu, off(l.b));
+    let x = b.ins().band(x, m);
+    let y = b.ins().band(y, m);
+    let below = b.ins().icmp(IntCC::UnsignedLessThan, x, y);
+    let below = b.ins().uextend(I64, below);
+    b.ins().jump(join, &[BlockArg::Value(below)]);
+
+    b.switch_to_block(not_sub);
+    b.seal_block(not_sub);
+    let is_logic = b
+        .ins()
+        .icmp_imm_u(IntCC::Equal, kind, FlagOp::Logic as u8 as i64);
+    let zero = b.ins().iconst(I64, 0);
+    b.ins()
+        .brif(is_logic, join, &[BlockArg::Value(zero)], call, &[]);
+
+    b.switch_to_block(call);
+    b.seal_block(call);
+    let c = super::compile::call_lazy_cond(b, csig, cpu, 2);
+    let c = b.ins().uextend(I64, c);
+    b.ins().jump(join, &[BlockArg::Value(c)]);
+
+    b.switch_to_block(join);
+    b.seal_block(join);
+    b.block_params(join)[0]
 }

@@ -284,37 +284,66 @@ fn a_kick_stops_an_endless_chained_loop() {
     assert_eq!(g.bus.read_u64(g.reg(4)), at, "the frame's RIP");
 }
 
-/// A chain runs at most `jit_chain` blocks before the run loop looks
-/// again (pending events are seen at least that often).
+/// A chain runs at most `jit_chain` blocks entered through the chain
+/// stub before the run loop looks again; the edges inside compiled code
+/// (a region's, a block's jump to itself) are bounded by the budget
+/// alone, and counted as chained.
 #[test]
 fn chains_are_bounded() {
     if !jit_or_skip() {
         return;
     }
+    // Each turn: two blocks (the loop's, the indirect jump's), each
+    // entered from the other through the chain stub.
     let entered = |bound: u32| {
         let mut g = guest(Engine::Jit);
         g.cpu.jit_chain = bound;
         g.code(|a| {
-            let mut top = a.create_label();
+            let (mut top, mut done) = (a.create_label(), a.create_label());
             a.mov(ecx, 8000u32)?;
+            a.lea(rdx, ptr(top))?;
             a.set_label(&mut top)?;
             a.add(rax, 1)?;
             a.dec(ecx)?;
-            a.jnz(top)?;
+            a.jz(done)?;
+            a.jmp(rdx)?;
+            a.set_label(&mut done)?;
             a.hlt()
         });
         assert_eq!(g.run(), CpuExit::Halt);
         assert_eq!(g.reg(0), 8000);
         let c = g.cpu.cache_counters();
         assert!(
-            c.jit_chained.get() > 6_000,
+            c.jit_chained.get() > 12_000,
             "chained {}",
             c.jit_chained.get()
         );
         c.jit_block_runs.get() - c.jit_chained.get()
     };
-    // 7 999 runs of the loop's block, at most 8 (then 128) an entry.
+    // 7 000 to 8 000 compiled turns, at most 7 (then 127) stub steps an
+    // entry.
     let (e8, e128) = (entered(8), entered(128));
-    assert!(e8 >= 7999 / 8, "entered from the run loop {e8}");
-    assert!((7999 / 128..7999 / 64).contains(&e128), "{e128}");
+    assert!(e8 >= 2 * 7000 / 8, "entered from the run loop {e8}");
+    assert!((2 * 7000 / 128..2 * 8000 / 64).contains(&e128), "{e128}");
+    // A block that jumps to itself loops inside its code whatever the
+    // bound: 7 999 edges from a handful of entries.
+    let mut g = guest(Engine::Jit);
+    g.cpu.jit_chain = 8;
+    g.code(|a| {
+        let mut top = a.create_label();
+        a.mov(ecx, 8000u32)?;
+        a.set_label(&mut top)?;
+        a.add(rax, 1)?;
+        a.dec(ecx)?;
+        a.jnz(top)?;
+        a.hlt()
+    });
+    assert_eq!(g.run(), CpuExit::Halt);
+    let c = g.cpu.cache_counters();
+    assert!(
+        c.jit_local_jumps.get() > 5_000,
+        "{}",
+        c.jit_local_jumps.get()
+    );
+    assert!(c.jit_block_runs.get() - c.jit_chained.get() < 3_000);
 }

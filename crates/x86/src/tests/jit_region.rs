@@ -1,7 +1,7 @@
 //! Regions (`jit::region`): loops of small blocks in one page compiled as
 //! one function, against the interpreter and against regions turned off:
 //! the loops, a fault inside a member, members evicted while their region
-//! runs, the chain bound on a region's edges.
+//! runs, the budget on a region's edges.
 
 use iced_x86::code_asm::*;
 use iced_x86::IcedError;
@@ -181,16 +181,16 @@ fn members_evicted_under_their_region() {
     assert!(c.jit_local_jumps.get() > 6 * 150);
 }
 
-/// The chain bound holds on a region's edges: a loop of two blocks is
-/// entered from the run loop at least once every `jit_chain` blocks.
+/// A region's edges are bounded by the budget, not by the chain bound:
+/// a loop of two blocks runs inside its region across thousands of
+/// edges from a few entries, and stops at an instruction budget with the
+/// interpreter's state exactly.
 #[test]
-fn region_edges_count_in_the_chain_bound() {
+fn region_edges_stop_at_the_budget() {
     if !jit_or_skip() {
         return;
     }
-    let mut g = guest(Engine::Jit, 8);
-    g.cpu.jit_chain = 16;
-    g.code(|a| {
+    let program = |a: &mut CodeAssembler| -> Result<(), IcedError> {
         let (mut top, mut b) = (a.create_label(), a.create_label());
         a.mov(ecx, 8000u32)?;
         a.set_label(&mut top)?;
@@ -202,19 +202,85 @@ fn region_edges_count_in_the_chain_bound() {
         a.dec(ecx)?;
         a.jnz(top)?;
         a.hlt()
-    });
+    };
+    let mut g = guest(Engine::Jit, 8);
+    g.cpu.jit_chain = 16;
+    g.code(program);
     assert_eq!(g.run(), CpuExit::Halt);
     assert_eq!((g.reg(0), g.reg(3)), (8000, 4000));
     let c = g.cpu.cache_counters();
-    assert!(
-        c.jit_local_jumps.get() > 8000,
-        "{}",
-        c.jit_local_jumps.get()
-    );
+    let local = c.jit_local_jumps.get();
+    assert!(local > 8000, "{local}");
     let entered = c.jit_block_runs.get() - c.jit_chained.get();
-    // 16 000 blocks, at most 16 an entry.
-    assert!(
-        entered >= 16_000 / 16,
-        "entered from the run loop {entered}"
-    );
+    assert!(entered < 100, "entered from the run loop {entered}");
+    // Stopped by budgets in the middle of the loop (an odd count: inside
+    // a block), against the interpreter stopped by the same budgets.
+    for limit in [9_001, 20_003, 31_337] {
+        let run = |engine| {
+            let mut g = guest(engine, 8);
+            g.code(program);
+            assert_eq!(g.cpu.run(&mut g.bus, limit), CpuExit::InstructionLimit);
+            g
+        };
+        let (i, j) = (run(Engine::Interp), run(Engine::Jit));
+        assert_eq!(j.cpu.icount, limit);
+        assert_same_cpu_state(&i, &j);
+    }
+}
+
+/// INC keeps CF from the record in memory (made by the block before it,
+/// across a region edge) and stores its own record only where something
+/// reads it: here the #PF of the load after it, whose frame holds RFLAGS.
+/// For each kind of record before it (SUB, logic, ADD, a shift), the
+/// frame's RFLAGS and the state are the interpreter's.
+#[test]
+fn inc_keeps_the_carry_of_the_record_before_it_at_a_fault() {
+    if !jit_or_skip() {
+        return;
+    }
+    type Setter = fn(&mut CodeAssembler) -> Result<(), IcedError>;
+    let setters: [Setter; 4] = [
+        |a| a.cmp(r10, 1),
+        |a| a.test(r10, r10),
+        |a| {
+            a.mov(r10, -1i64)?;
+            a.add(r10, 1)
+        },
+        |a| {
+            a.mov(r10, -1i64)?;
+            a.shl(r10, 1)
+        },
+    ];
+    for setter in setters {
+        let run = |engine| {
+            let mut g = guest(engine, 8);
+            g.gate64(14, HANDLERS, 0, 0, false);
+            g.code_at(HANDLERS, |a| a.hlt());
+            g.code(|a| {
+                let (mut top, mut next) = (a.create_label(), a.create_label());
+                a.mov(ecx, 4u32)?;
+                a.mov(rdx, DATA)?;
+                a.mov(r8, 0x1_0000_0000u64)?; // beyond the identity map
+                a.set_label(&mut top)?;
+                a.mov(r10, rcx)?;
+                setter(a)?;
+                a.jmp(next)?;
+                a.set_label(&mut next)?;
+                a.inc(rax)?;
+                a.mov(rdi, qword_ptr(rdx))?; // faults on the 5th pass
+                a.dec(ecx)?;
+                a.cmovz(rdx, r8)?;
+                a.jmp(top)
+            });
+            assert_eq!(g.run(), CpuExit::Halt);
+            g
+        };
+        let (i, j) = (run(Engine::Interp), run(Engine::Jit));
+        assert_eq!(j.reg(0), 5);
+        assert_eq!(j.cpu.state.cr2, 0x1_0000_0000);
+        // The frame: error code, RIP, CS, RFLAGS.
+        let flags = |g: &Guest| g.bus.read_u64(g.reg(4) + 24);
+        assert_eq!(flags(&j), flags(&i), "RFLAGS in the #PF frame");
+        assert_same_cpu_state(&i, &j);
+    }
 }
