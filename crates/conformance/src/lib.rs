@@ -17,6 +17,7 @@ pub mod cases;
 pub mod harness;
 pub mod interrupts;
 pub mod ioevent;
+pub mod loops;
 pub mod nmi;
 pub mod platform;
 pub mod snapshot;

@@ -146,10 +146,18 @@ fn build(body: impl FnOnce(&mut FunctionBuilder<'_>, [Value; 5], CallConv)) -> O
 /// The stub's body: the epilogue, the checks, a hit in the exit record,
 /// the commit and the tail call to the successor; anything else
 /// tail-calls the slow stub at `slow_at` with the same arguments. No
-/// call: no register to save.
+/// call, and few values live at once (the running `Cpu` from the pinned
+/// register, the chain bound and the retired count read again where
+/// they are used, an entry's successor loaded once it matched): the
+/// stub needs no callee-saved register, so it saves none.
 fn step(b: &mut FunctionBuilder<'_>, args: [Value; 5], slow_at: i64) {
-    let [ex, cpu, rec, nrip, meta] = args;
+    let [ex, _, rec, nrip, meta] = args;
+    // The pinned register at each use: a copy kept live would take a
+    // register across the lookup.
+    let pinned = |b: &mut FunctionBuilder<'_>| b.ins().get_pinned_reg(I64);
+    let cpu = pinned(b);
     let rip_off = cpu_off(offset_of!(Cpu, state) + offset_of!(CpuState, rip));
+    let icount_off = cpu_off(offset_of!(Cpu, icount));
     // The block's epilogue (`chain::next`'s, `Exec::finish_block`'s): RIP
     // unless the last op set it, the retired count.
     let sets = b.ins().band_imm_u(meta, 0x100);
@@ -164,15 +172,14 @@ fn step(b: &mut FunctionBuilder<'_>, args: [Value; 5], slow_at: i64) {
         ex_off(offset_of!(Exec<'static>, icount0)),
     );
     let icount = b.ins().iadd(icount0, end);
-    b.ins()
-        .store(cpu_mem(), icount, cpu, cpu_off(offset_of!(Cpu, icount)));
+    let cpu = pinned(b);
+    b.ins().store(cpu_mem(), icount, cpu, icount_off);
 
     let slow = b.create_block();
     b.set_cold_block(slow);
-    let left = guards(b, ex, icount, slow);
+    guards(b, ex, icount, slow);
     // Any entry of the record: its RIP this one, its key the current
-    // one (each entry's words loaded at once: the compares only steer the
-    // predicted branches, the successor's address does not wait on them).
+    // one; its successor's address loaded once it matched.
     let key = b
         .ins()
         .load(I64, cpu_mem(), ex, watch_off(offset_of!(Watch, key)));
@@ -183,13 +190,17 @@ fn step(b: &mut FunctionBuilder<'_>, args: [Value; 5], slow_at: i64) {
         let off = (i * super::exit::STRIDE) as i32;
         let r = b.ins().load(I64, cpu_mem(), rec, off + rip_at);
         let k = b.ins().load(I64, cpu_mem(), rec, off + key_at);
-        let e = b.ins().load(I64, cpu_mem(), rec, off + entry_at);
         let r = b.ins().bxor(r, rip);
         let k = b.ins().bxor(k, key);
         let differ = b.ins().bor(r, k);
         let last = i + 1 == super::exit::WAYS;
         let miss = if last { slow } else { b.create_block() };
-        b.ins().brif(differ, miss, &[], go, &[BlockArg::Value(e)]);
+        let hit = b.create_block();
+        b.ins().brif(differ, miss, &[], hit, &[]);
+        b.switch_to_block(hit);
+        b.seal_block(hit);
+        let e = b.ins().load(I64, cpu_mem(), rec, off + entry_at);
+        b.ins().jump(go, &[BlockArg::Value(e)]);
         if !last {
             b.switch_to_block(miss);
             b.seal_block(miss);
@@ -198,12 +209,17 @@ fn step(b: &mut FunctionBuilder<'_>, args: [Value; 5], slow_at: i64) {
     b.switch_to_block(go);
     b.seal_block(go);
     let entry = b.block_params(go)[0];
+    let left = b.ins().load(I32, cpu_mem(), ex, left_off());
+    let cpu = pinned(b);
+    let icount = b.ins().load(I64, cpu_mem(), cpu, icount_off);
     commit(b, ex, left, icount);
     let bsig = b.import_signature(super::compile::block_sig());
+    let cpu = pinned(b);
     b.ins().return_call_indirect(bsig, entry, &[ex, cpu]);
 
     b.switch_to_block(slow);
     b.seal_block(slow);
+    let cpu = pinned(b);
     let ssig = b.import_signature(stub_sig());
     let f = b.ins().iconst(I64, slow_at);
     b.ins()
@@ -215,13 +231,11 @@ fn step(b: &mut FunctionBuilder<'_>, args: [Value; 5], slow_at: i64) {
 /// the budget (any block fits below `Watch::fast_end`, 0 when a window is
 /// wanted), and one word for everything asynchronous (a kick, a flush
 /// request, another CPU's code change); each failure branches to `fail`.
-/// Returns the chain bound's count for [`commit`].
-fn guards(b: &mut FunctionBuilder<'_>, ex: Value, icount: Value, fail: Block) -> Value {
+fn guards(b: &mut FunctionBuilder<'_>, ex: Value, icount: Value, fail: Block) {
     let left = b.ins().load(I32, cpu_mem(), ex, left_off());
     let ok = b.ins().icmp_imm_u(IntCC::UnsignedGreaterThan, left, 1);
     check(b, ok, fail);
     budget(b, ex, icount, fail);
-    left
 }
 
 /// Goes on in a new block when `go_on`, else to `fail`.
@@ -249,8 +263,8 @@ fn budget(b: &mut FunctionBuilder<'_>, ex: Value, icount: Value, fail: Block) {
     check(b, quiet);
 }
 
-/// `next`'s commit of a chain step: one block less (`left` from
-/// [`guards`]), the successor's count base `icount` (`block_exit` is
+/// `next`'s commit of a chain step: one block less (`left`, the chain
+/// bound's count), the successor's count base `icount` (`block_exit` is
 /// clear: a block that set it left early; `jit_cur` is stored by the
 /// block that leaves the chain).
 fn commit(b: &mut FunctionBuilder<'_>, ex: Value, left: Value, icount: Value) {

@@ -257,49 +257,57 @@ pub(super) fn record_flags(b: &mut FunctionBuilder<'_>, cpu: Value, k: &Known, c
 }
 
 /// `LazyFlags::cf` of the record in memory, I64 0/1: inline for the
-/// records a kept carry mostly follows (SUB/CMP: a < b; AND/OR/XOR/TEST:
-/// 0), through `lazy_cond` (`csig`) for the others.
+/// records a kept carry mostly follows (SUB/CMP: a < b; ADD: res < a;
+/// AND/OR/XOR/TEST: 0; INC/DEC: the carry they kept), through
+/// `lazy_cond` (`csig`) for the others.
 fn carry_in_memory(b: &mut FunctionBuilder<'_>, cpu: Value, csig: SigRef) -> Value {
     let l = LazyFlags::LAYOUT;
     let off = |f: usize| (flags_off() + f) as i32;
-    let sub = b.create_block();
-    let not_sub = b.create_block();
-    let call = b.create_block();
     let join = b.create_block();
     b.append_block_param(join, I64);
-    b.set_cold_block(call);
     let kind = b.ins().uload8(I64, mem(), cpu, off(l.op));
-    let is_sub = b
-        .ins()
-        .icmp_imm_u(IntCC::Equal, kind, FlagOp::Sub as u8 as i64);
-    b.ins().brif(is_sub, sub, &[], not_sub, &[]);
-
-    b.switch_to_block(sub);
-    b.seal_block(sub);
-    let m = b.ins().load(I64, mem(), cpu, off(l.mask));
-    let x = b.ins().load(I64, mem(), cpu, off(l.a));
-    let y = b.ins().load(I64, mem(), cpu, off(l.b));
-    let x = b.ins().band(x, m);
-    let y = b.ins().band(y, m);
-    let below = b.ins().icmp(IntCC::UnsignedLessThan, x, y);
-    let below = b.ins().uextend(I64, below);
-    b.ins().jump(join, &[BlockArg::Value(below)]);
-
-    b.switch_to_block(not_sub);
-    b.seal_block(not_sub);
-    let is_logic = b
-        .ins()
-        .icmp_imm_u(IntCC::Equal, kind, FlagOp::Logic as u8 as i64);
-    let zero = b.ins().iconst(I64, 0);
-    b.ins()
-        .brif(is_logic, join, &[BlockArg::Value(zero)], call, &[]);
-
-    b.switch_to_block(call);
-    b.seal_block(call);
+    // Goes to a new block computing `cf` when the kind is `k`, else on.
+    let case = |b: &mut FunctionBuilder<'_>,
+                k: &[FlagOp],
+                cf: &dyn Fn(&mut FunctionBuilder<'_>) -> Value| {
+        let (this, other) = (b.create_block(), b.create_block());
+        let mut is = b.ins().iconst(I8, 0);
+        for &k in k {
+            let e = b.ins().icmp_imm_u(IntCC::Equal, kind, k as u8 as i64);
+            is = b.ins().bor(is, e);
+        }
+        b.ins().brif(is, this, &[], other, &[]);
+        b.switch_to_block(this);
+        b.seal_block(this);
+        let v = cf(b);
+        b.ins().jump(join, &[BlockArg::Value(v)]);
+        b.switch_to_block(other);
+        b.seal_block(other);
+    };
+    // x < y over the record's operands masked to its size.
+    let below = |b: &mut FunctionBuilder<'_>, x: usize, y: usize| {
+        let m = b.ins().load(I64, mem(), cpu, off(l.mask));
+        let x = b.ins().load(I64, mem(), cpu, off(x));
+        let y = b.ins().load(I64, mem(), cpu, off(y));
+        let x = b.ins().band(x, m);
+        let y = b.ins().band(y, m);
+        let c = b.ins().icmp(IntCC::UnsignedLessThan, x, y);
+        b.ins().uextend(I64, c)
+    };
+    case(b, &[FlagOp::Sub], &|b| below(b, l.a, l.b));
+    case(b, &[FlagOp::Add], &|b| below(b, l.res, l.a));
+    case(b, &[FlagOp::Logic], &|b| b.ins().iconst(I64, 0));
+    case(b, &[FlagOp::Inc, FlagOp::Dec], &|b| {
+        let aux = b.ins().load(I64, mem(), cpu, off(l.aux));
+        let c = b.ins().icmp_imm_u(IntCC::NotEqual, aux, 0);
+        b.ins().uextend(I64, c)
+    });
+    // The current block is cold: the other kinds.
+    let cur = b.current_block().expect("in a block");
+    b.set_cold_block(cur);
     let c = super::compile::call_lazy_cond(b, csig, cpu, 2);
     let c = b.ins().uextend(I64, c);
     b.ins().jump(join, &[BlockArg::Value(c)]);
-
     b.switch_to_block(join);
     b.seal_block(join);
     b.block_params(join)[0]

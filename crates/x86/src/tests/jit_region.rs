@@ -231,7 +231,7 @@ fn region_edges_stop_at_the_budget() {
 /// INC keeps CF from the record in memory (made by the block before it,
 /// across a region edge) and stores its own record only where something
 /// reads it: here the #PF of the load after it, whose frame holds RFLAGS.
-/// For each kind of record before it (SUB, logic, ADD, a shift), the
+/// For each kind of record before it (SUB, INC, logic, ADD, a shift), the
 /// frame's RFLAGS and the state are the interpreter's.
 #[test]
 fn inc_keeps_the_carry_of_the_record_before_it_at_a_fault() {
@@ -239,8 +239,12 @@ fn inc_keeps_the_carry_of_the_record_before_it_at_a_fault() {
         return;
     }
     type Setter = fn(&mut CodeAssembler) -> Result<(), IcedError>;
-    let setters: [Setter; 4] = [
+    let setters: [Setter; 5] = [
         |a| a.cmp(r10, 1),
+        |a| {
+            a.stc()?;
+            a.inc(r10)
+        },
         |a| a.test(r10, r10),
         |a| {
             a.mov(r10, -1i64)?;
