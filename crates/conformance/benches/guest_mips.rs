@@ -1,30 +1,18 @@
 //! Guest instructions per second on the emu accelerator (and on kvm when it
-//! is usable), for four loops: integer arithmetic, a memory copy, calls,
-//! and a byte-by-byte string compare. Criterion reports throughput in elements per second, where an
-//! element is one guest instruction: "Melem/s" reads as MIPS.
+//! is usable), for four loops (`conformance::loops`): integer arithmetic,
+//! a memory copy, calls, and a byte-by-byte string compare. Criterion
+//! reports throughput in elements per second, where an element is one
+//! guest instruction: "Melem/s" reads as MIPS.
 //!
 //! `cargo bench -p conformance --bench guest_mips`
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use conformance::harness::{run_guest, TestIo, TestVm};
-use conformance::loops::{call_loop, integer_loop, memcpy_loop, scan_loop, Loop};
+use conformance::loops::{call_loop, integer_loop, memcpy_loop, run, scan_loop};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hv::Hypervisor;
 
 const ITERATIONS: u32 = 2_000_000;
-
-fn run_once(hv: &dyn Hypervisor, l: &Loop) -> Duration {
-    let t = TestVm::new(hv, 1);
-    t.load(&l.program);
-    let mut vcpu = t.vcpu(0, l.program.load_addr);
-    let io = TestIo::new(vcpu.kicker());
-    let start = Instant::now();
-    assert_eq!(run_guest(&mut *vcpu, &io), None);
-    let elapsed = start.elapsed();
-    assert_eq!(io.exit_value(), Some(0x600d));
-    elapsed
-}
 
 fn bench_backend(c: &mut Criterion, name: &str, hv: &dyn Hypervisor) {
     let mut group = c.benchmark_group(format!("{name} guest MIPS"));
@@ -38,7 +26,7 @@ fn bench_backend(c: &mut Criterion, name: &str, hv: &dyn Hypervisor) {
     ] {
         group.throughput(Throughput::Elements(l.instructions));
         group.bench_function(l.name, |b| {
-            b.iter_custom(|iters| (0..iters).map(|_| run_once(hv, &l)).sum())
+            b.iter_custom(|iters| (0..iters).map(|_| run(hv, &l)).sum())
         });
     }
     group.finish();

@@ -6,11 +6,6 @@
 //! `scripts/host-insns-per-guest-insn` runs it under callgrind, where the
 //! host instructions per guest instruction are counted exactly.
 
-use std::time::Instant;
-
-use conformance::harness::{run_guest, TestIo, TestVm};
-use hv::Hypervisor;
-
 fn main() {
     let mut args = std::env::args().skip(1);
     let name = args.next().unwrap_or_else(|| "scan".into());
@@ -26,15 +21,7 @@ fn main() {
         eprintln!("guest_loop: no loop {name:?} (integer, memcpy, call, scan)");
         std::process::exit(2);
     };
-    let hv = hv_emu::EmuHypervisor::new();
-    let t = TestVm::new(&hv as &dyn Hypervisor, 1);
-    t.load(&l.program);
-    let mut vcpu = t.vcpu(0, l.program.load_addr);
-    let io = TestIo::new(vcpu.kicker());
-    let start = Instant::now();
-    assert_eq!(run_guest(&mut *vcpu, &io), None);
-    let took = start.elapsed();
-    assert_eq!(io.exit_value(), Some(0x600d), "the loop did not finish");
+    let took = conformance::loops::run(&hv_emu::EmuHypervisor::new(), &l);
     println!(
         "{}: {} guest instructions in {:?} ({:.0} MIPS)",
         l.name,

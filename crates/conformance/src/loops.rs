@@ -3,9 +3,12 @@
 //! runs under callgrind: integer arithmetic, a memory copy, calls, and a
 //! byte-by-byte string compare, each `iterations` times.
 
+use std::time::{Duration, Instant};
+
+use hv::Hypervisor;
 use iced_x86::code_asm::*;
 
-use crate::harness::SCRATCH;
+use crate::harness::{run_guest, TestIo, TestVm, SCRATCH};
 
 /// A benchmark guest and the number of instructions it retires.
 pub struct Loop {
@@ -144,4 +147,18 @@ pub fn by_name(name: &str, iterations: u32) -> Option<Loop> {
         "scan" => scan_loop(iterations),
         _ => return None,
     })
+}
+
+/// Runs `l` once on `hv` and returns how long the guest ran (it must end
+/// with the loops' exit value).
+pub fn run(hv: &dyn Hypervisor, l: &Loop) -> Duration {
+    let t = TestVm::new(hv, 1);
+    t.load(&l.program);
+    let mut vcpu = t.vcpu(0, l.program.load_addr);
+    let io = TestIo::new(vcpu.kicker());
+    let start = Instant::now();
+    assert_eq!(run_guest(&mut *vcpu, &io), None);
+    let elapsed = start.elapsed();
+    assert_eq!(io.exit_value(), Some(0x600d), "the loop did not finish");
+    elapsed
 }

@@ -474,8 +474,8 @@ pub struct Cpu {
     /// The TLB data bank of explicit accesses by the running block (set
     /// as each block starts; see `Exec::data_bank`).
     pub(crate) dbank: usize,
-    /// The host address of that bank's first TLB entry (set with it):
-    /// where compiled code's inline lookups index.
+    /// The host address of that bank's first TLB entry (set as compiled
+    /// code is entered): where its inline lookups index.
     pub(crate) dtlb: u64,
     /// Code pages shared with the other CPUs of the VM.
     pub(crate) code_share: Arc<CodeShare>,

@@ -155,7 +155,6 @@ impl Exec<'_> {
             // `block_exit`, which brings the run back here: the bank holds
             // until then.
             self.c.dbank = self.data_bank(self.c.state.cpl == 3);
-            self.c.dtlb = self.c.tlb.bank_base(self.c.dbank);
             // Likewise for what turns debugging on (TF, RF, DR7).
             if self.debug_active() {
                 if self.c.debugger.active {
@@ -325,6 +324,8 @@ impl Exec<'_> {
         self.jit_cur = blk;
         self.jit_limit = limit;
         self.jit_chain_left = self.c.jit_chain;
+        // The bank's entries, for the code's inline lookups.
+        self.c.dtlb = self.c.tlb.bank_base(self.c.dbank);
         self.jit_watch_start(limit);
         // SAFETY: `f` was compiled from `ops`, which stay alive (with the
         // code) until the next collect_garbage, as do the blocks it

@@ -42,7 +42,6 @@ use super::chain::Watch;
 use super::code::Code;
 use super::compile::Cx;
 use crate::exec::{Exec, Op};
-use crate::state::CpuState;
 use crate::Cpu;
 
 fn cpu_mem() -> MemFlagsData {
@@ -156,7 +155,7 @@ fn step(b: &mut FunctionBuilder<'_>, args: [Value; 5], slow_at: i64) {
     // register across the lookup.
     let pinned = |b: &mut FunctionBuilder<'_>| b.ins().get_pinned_reg(I64);
     let cpu = pinned(b);
-    let rip_off = cpu_off(offset_of!(Cpu, state) + offset_of!(CpuState, rip));
+    let rip_off = super::emit_branch::rip_off();
     let icount_off = cpu_off(offset_of!(Cpu, icount));
     // The block's epilogue (`chain::next`'s, `Exec::finish_block`'s): RIP
     // unless the last op set it, the retired count.
@@ -339,9 +338,7 @@ pub(super) fn edge(
     );
     let icount = b.ins().iadd_imm_s(icount0, last.end as i64);
     // RIP first: `leave` reads it (an op that set RIP set it to `to`).
-    let rip = b.ins().iconst(I64, to as i64);
-    let rip_off = cpu_off(offset_of!(Cpu, state) + offset_of!(CpuState, rip));
-    b.ins().store(cpu_mem(), rip, cpu, rip_off);
+    super::emit_branch::store_rip_const(b, cpu, to);
     budget(b, ex, icount, leave);
     b.ins()
         .store(cpu_mem(), icount, cpu, cpu_off(offset_of!(Cpu, icount)));

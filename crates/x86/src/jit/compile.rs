@@ -598,13 +598,7 @@ fn build(
                     Some(s) => super::chain_emit::edge(&mut b, &cx, last, rip, leave, heads[s]),
                     None => {
                         let cpu = cx.cpu(&mut b);
-                        let v = b.ins().iconst(I64, rip as i64);
-                        b.ins().store(
-                            cranelift_codegen::ir::MemFlagsData::trusted(),
-                            v,
-                            cpu,
-                            emit_branch::rip_off(),
-                        );
+                        emit_branch::store_rip_const(&mut b, cpu, rip);
                         b.ins().jump(leave, &[]);
                     }
                 }

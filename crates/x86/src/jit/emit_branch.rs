@@ -153,7 +153,6 @@ fn set_rip(cx: &Cx, taken: Option<Value>, yes: u64, no: u64) {
 
 /// Stores the RIP an inline branch chose.
 pub(super) fn store_rip(b: &mut FunctionBuilder<'_>, cx: &Cx, br: &Branch) {
-    let cpu = cx.cpu(b);
     let y = b.ins().iconst(I64, br.yes as i64);
     let v = match br.taken {
         Some(t) => {
@@ -162,6 +161,13 @@ pub(super) fn store_rip(b: &mut FunctionBuilder<'_>, cx: &Cx, br: &Branch) {
         }
         None => y,
     };
+    let cpu = cx.cpu(b);
+    b.ins().store(MemFlagsData::trusted(), v, cpu, rip_off());
+}
+
+/// Stores `rip` into the RIP of the CPU at `cpu`.
+pub(super) fn store_rip_const(b: &mut FunctionBuilder<'_>, cpu: Value, rip: u64) {
+    let v = b.ins().iconst(I64, rip as i64);
     b.ins().store(MemFlagsData::trusted(), v, cpu, rip_off());
 }
 
